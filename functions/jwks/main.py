@@ -1,0 +1,18 @@
+"""GET /.well-known/jwks.json: the public keys that verify ML Lab access tokens."""
+
+import flask
+import functions_framework
+
+from mllab import http, schemas, tokens
+
+router = http.Router("jwks")
+
+
+@router.route("GET", "/.well-known/jwks.json")
+def get_jwks(request: http.Request) -> schemas.Jwks:
+    return schemas.Jwks.model_validate(tokens.public_jwks())
+
+
+@functions_framework.http
+def jwks(request: flask.Request) -> flask.Response:
+    return router(request)

@@ -1,0 +1,109 @@
+"""Prerequisite checks for the local stack. Standard library only: it runs before `.venv` exists.
+
+`python3 infra/local/mllab_dev/preflight.py` checks everything and exits 1 naming what to install;
+`--python312` prints the interpreter to build `.venv` with.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+MIN_JAVA = 11  # the gcloud 528 emulators run on 11+; 17 is what this machine ships
+
+
+class Missing(Exception):
+    """A prerequisite is missing; the message says what to install."""
+
+
+def python312() -> str:
+    """Path of a working Python 3.12 (the deploy runtime, python312)."""
+    candidates = [os.environ.get("PYTHON312", ""), "python3.12"]
+    pyenv_root = os.environ.get("PYENV_ROOT") or str(Path.home() / ".pyenv")
+    candidates += sorted(glob.glob(f"{pyenv_root}/versions/3.12.*/bin/python3"), reverse=True)
+    candidates += ["/usr/bin/python3.12", "/usr/local/bin/python3.12"]
+    for cand in filter(None, candidates):
+        exe = shutil.which(cand) or (cand if os.path.isfile(cand) else None)
+        if not exe:
+            continue
+        try:
+            out = subprocess.run(
+                [exe, "-c", "import sys, venv; print(sys.version_info[:2] == (3, 12))"],
+                capture_output=True, text=True, timeout=10,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if out.returncode == 0 and out.stdout.strip() == "True":
+            return exe
+    raise Missing(
+        "Python 3.12 (the Cloud Functions runtime python312) was not found. Install it "
+        "(Debian: apt-get install python3.12 python3.12-venv; or: pyenv install 3.12) "
+        "or set PYTHON312=/path/to/python3.12."
+    )
+
+
+def java() -> str:
+    exe = shutil.which("java")
+    if not exe:
+        raise Missing("Java was not found; the Firestore and Pub/Sub emulators need it. "
+                      "Install a JRE 17+ (Debian: apt-get install openjdk-17-jre-headless).")
+    out = subprocess.run([exe, "-version"], capture_output=True, text=True, timeout=20)
+    m = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    major = int(m.group(1)) if m else 0
+    if major == 1 and m and m.group(2):  # "1.8.0" style
+        major = int(m.group(2))
+    if major < MIN_JAVA:
+        raise Missing(f"Java {major or '?'} is too old for the emulators; install a JRE 17+ "
+                      "(Debian: apt-get install openjdk-17-jre-headless).")
+    return exe
+
+
+def gcloud_sdk_root() -> Path:
+    exe = shutil.which("gcloud")
+    if not exe:
+        raise Missing("gcloud was not found. Install the Google Cloud CLI with its emulators "
+                      "(https://cloud.google.com/sdk/docs/install; Debian packages google-cloud-cli, "
+                      "google-cloud-cli-firestore-emulator, google-cloud-cli-pubsub-emulator).")
+    # /usr/bin/gcloud -> <sdk>/bin/gcloud
+    return Path(os.path.realpath(exe)).parent.parent
+
+
+def emulator_components(sdk: Path) -> None:
+    wanted = {
+        "cloud-firestore-emulator": "google-cloud-cli-firestore-emulator",
+        "pubsub-emulator": "google-cloud-cli-pubsub-emulator",
+    }
+    missing = [name for name in wanted if not (sdk / "platform" / name).is_dir()]
+    if missing:
+        pkgs = " ".join(wanted[m] for m in missing)
+        comps = " ".join(missing)
+        raise Missing(f"gcloud emulator component(s) missing: {', '.join(missing)}. Install them "
+                      f"(Debian: apt-get install {pkgs}; or: gcloud components install {comps}).")
+
+
+def check_stack() -> None:
+    """Everything `make dev` and the emulator tests need beyond `.venv`."""
+    java()
+    emulator_components(gcloud_sdk_root())
+
+
+def main(argv: list[str]) -> int:
+    try:
+        if "--python312" in argv:
+            print(python312())
+            return 0
+        python312()
+        check_stack()
+    except Missing as exc:
+        print(f"preflight: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

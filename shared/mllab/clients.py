@@ -1,0 +1,60 @@
+"""Cached Google Cloud clients. Each getter imports its library on first use, so a function pays
+only for the clients its path touches (cold start), and honours the `*_EMULATOR_HOST` variables.
+
+Every call made with these clients passes an explicit deadline: `timeout=clients.deadline()`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+from mllab import config
+
+
+def deadline() -> float:
+    """Seconds any single outbound call may take."""
+    return config.settings().rpc_timeout_s
+
+
+def _anonymous_if(var: str) -> dict[str, Any]:
+    if not os.environ.get(var):
+        return {}
+    from google.auth.credentials import AnonymousCredentials
+
+    return {"credentials": AnonymousCredentials()}
+
+
+@functools.cache
+def firestore() -> Any:
+    from google.cloud import firestore as fs  # FIRESTORE_EMULATOR_HOST is read by the client
+
+    return fs.Client(project=config.settings().project)
+
+
+@functools.cache
+def storage() -> Any:
+    from google.cloud import storage as gcs  # STORAGE_EMULATOR_HOST is read by the client
+
+    return gcs.Client(project=config.settings().project, **_anonymous_if("STORAGE_EMULATOR_HOST"))
+
+
+@functools.cache
+def publisher() -> Any:
+    from google.cloud import pubsub_v1  # PUBSUB_EMULATOR_HOST is read by the client
+
+    return pubsub_v1.PublisherClient()
+
+
+@functools.cache
+def secret_manager() -> Any:
+    from google.cloud import secretmanager
+
+    return secretmanager.SecretManagerServiceClient()
+
+
+def reset() -> None:
+    """Drop cached clients (tests point the process at another emulator)."""
+    for getter in (firestore, storage, publisher, secret_manager):
+        getter.cache_clear()

@@ -1,0 +1,232 @@
+"""Typed settings and secrets.
+
+Settings come from `MLLAB_*` environment variables. Secrets come from files mounted by Cloud Functions
+(`--set-secrets=/secrets/<name>=<name>:latest`), then from Secret Manager as a lazy, cached fallback.
+Locally, missing secrets (the development signing keys) are generated on first use into the ignored
+`.dev/` folder. A production configuration refuses every local-only switch and stand-in.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import json
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+PREFIX = "MLLAB_"
+EMULATOR_VARS = ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "STORAGE_EMULATOR_HOST")
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+# Secret names: the same in Secret Manager, as mounted file names, and under .dev/secrets locally.
+SIGNING_KEYS = "token-signing-keys"  # private JWKS; mounted only into functions that sign
+PUBLIC_KEYS = "token-public-keys"  # public JWKS; every function verifies against it
+DEV_SIGNER = "dev-gcs-signer"  # local only: a service-account key for V4 URLs (production uses signBlob)
+
+
+class ConfigError(RuntimeError):
+    """The configuration is invalid; raised at cold start so a bad deploy fails loudly."""
+
+
+class Env(str, enum.Enum):
+    LOCAL = "local"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class Limits(BaseModel):
+    """DESIGN section 8: the one table of limits."""
+
+    model_config = ConfigDict(frozen=True)
+
+    request_body_bytes: int = 1 * MiB
+    webhook_body_bytes: int = 64 * 1024
+    access_token_ttl_s: int = 10 * 60
+    refresh_idle_s: int = 7 * 24 * 3600
+    refresh_absolute_s: int = 30 * 24 * 3600
+    pro_storage_bytes: int = 5 * GiB
+    weights_bytes: int = 50 * MiB
+    model_json_bytes: int = 2 * MiB
+    metrics_json_bytes: int = 2 * MiB
+    dataset_csv_bytes: int = 100 * MiB
+    uploads_per_day: int = 200
+    past_due_grace_days: int = 7
+
+
+LIMITS = Limits()
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    env: Env = Env.LOCAL
+    project: str = "demo-mllab"
+    function: str = ""
+    bucket: str = "mllab-local"
+    events_topic: str = "gcs-events"
+    # Public origin of the API (the load balancer; locally the gateway). Also the token issuer.
+    public_url: str = "http://127.0.0.1:8080"
+    cors_origins: tuple[str, ...] = ("http://127.0.0.1:8080", "http://localhost:8080")
+    token_audience: str = "mllab-api"
+    secrets_dir: Path = Path("/secrets")
+    dev_dir: Path = Path(".dev")
+    rpc_timeout_s: float = 10.0
+    log_level: str = "INFO"
+
+    @property
+    def token_issuer(self) -> str:
+        return self.public_url
+
+    @property
+    def is_production(self) -> bool:
+        return self.env is Env.PRODUCTION
+
+    @model_validator(mode="after")
+    def _production_refuses_local_parts(self) -> Settings:
+        if not self.is_production:
+            return self
+        problems = []
+        if not self.public_url.startswith("https://"):
+            problems.append(f"public_url must be https, got {self.public_url!r}")
+        for origin in self.cors_origins:
+            if not origin.startswith("https://"):
+                problems.append(f"CORS origin must be https: {origin!r}")
+        if self.project.startswith("demo-"):
+            problems.append(f"project {self.project!r} is an emulator-only project id")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def _parse(field: str, raw: str) -> Any:
+    annotation = Settings.model_fields[field].annotation
+    if annotation == tuple[str, ...]:
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    return raw
+
+
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from an environment mapping (default `os.environ`)."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for field in Settings.model_fields:
+        raw = environ.get(PREFIX + field.upper())
+        if raw is not None:
+            values[field] = _parse(field, raw)
+    values.setdefault("function", environ.get("K_SERVICE") or environ.get("FUNCTION_TARGET", ""))
+    # On Cloud Functions (K_SERVICE set) an unset env means production, never local by accident.
+    if "env" not in values and environ.get("K_SERVICE"):
+        values["env"] = Env.PRODUCTION.value
+    try:
+        settings = Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid MLLAB_* settings: {exc}") from None
+    if settings.is_production:
+        present = [var for var in EMULATOR_VARS if environ.get(var)]
+        if present:
+            raise ConfigError(f"production refuses emulator settings: {', '.join(present)}")
+    return settings
+
+
+@functools.cache
+def settings() -> Settings:
+    return load()
+
+
+def reload() -> Settings:
+    """Forget cached settings and secrets (tests change the environment)."""
+    settings.cache_clear()
+    _secret_manager_value.cache_clear()
+    return settings()
+
+
+# --- secrets -------------------------------------------------------------------------------------
+
+_generate_lock = threading.Lock()
+
+
+def secret(name: str) -> str:
+    """A secret's current value: mounted file first (re-read each call, so `latest` rotates),
+    then the local development file, then Secret Manager (cached per process)."""
+    s = settings()
+    mounted = s.secrets_dir / name
+    if mounted.is_file():
+        return mounted.read_text()
+    if not s.is_production:
+        return _local_secret(s, name).read_text()
+    return _secret_manager_value(s.project, name)
+
+
+def local_secrets_dir(s: Settings | None = None) -> Path:
+    s = s or settings()
+    return s.dev_dir / "secrets"
+
+
+def ensure_local_secrets(s: Settings | None = None) -> Path:
+    """Create every development secret that is missing (the stack calls this before starting)."""
+    s = s or settings()
+    for name in _GENERATORS:
+        _local_secret(s, name)
+    return local_secrets_dir(s)
+
+
+def _local_secret(s: Settings, name: str) -> Path:
+    if s.is_production:
+        raise ConfigError("production never generates secrets")
+    path = local_secrets_dir(s) / name
+    if path.is_file():
+        return path
+    if name not in _GENERATORS:
+        raise ConfigError(f"secret {name!r} is not set: put it in {path}")
+    with _generate_lock:
+        if not path.is_file():
+            for target, content in _GENERATORS[name]().items():
+                _write_once(local_secrets_dir(s) / target, content)
+    return path
+
+
+def _write_once(path: Path, content: str) -> None:
+    """Atomic create-if-absent, safe when several processes start at once: the first link wins."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(content)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+
+
+def _signing_keys() -> dict[str, str]:
+    from mllab import tokens
+
+    private = tokens.new_key_set()
+    return {SIGNING_KEYS: json.dumps(private, indent=1), PUBLIC_KEYS: json.dumps(tokens.public_key_set(private), indent=1)}
+
+
+def _dev_signer() -> dict[str, str]:
+    from mllab import storage
+
+    return {DEV_SIGNER: json.dumps(storage.new_dev_service_account(settings().project), indent=1)}
+
+
+_GENERATORS = {SIGNING_KEYS: _signing_keys, PUBLIC_KEYS: _signing_keys, DEV_SIGNER: _dev_signer}
+
+
+@functools.cache
+def _secret_manager_value(project: str, name: str) -> str:
+    from mllab import clients
+
+    client = clients.secret_manager()
+    version = f"projects/{project}/secrets/{name}/versions/latest"
+    response = client.access_secret_version(name=version, timeout=settings().rpc_timeout_s)
+    return response.payload.data.decode("utf-8")

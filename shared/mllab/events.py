@@ -1,0 +1,175 @@
+"""GCS object events: the one place that converts event shapes, and the recorder.
+
+Two shapes arrive as CloudEvents:
+- `google.cloud.pubsub.topic.v1.messagePublished`: the bucket's Pub/Sub notification, as Eventarc
+  delivers it in production and as functions-framework converts the emulator's raw push locally.
+  Attributes carry bucket, object, generation and event type; `data` is the object resource.
+- `google.cloud.storage.object.v1.*`: a direct Eventarc storage trigger (StorageObjectData).
+
+Delivery is at least once and unordered. A record is keyed on sha256(bucket/object#generation)
+and written create-if-absent, so a redelivery never duplicates it; a delete marks the record
+(creating it if the delete overtook the finalize), so a late finalize cannot resurrect it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from mllab import clients, clock, log
+
+ARTIFACTS = "artifacts"
+_STORAGE_TYPES = {
+    "google.cloud.storage.object.v1.finalized": "OBJECT_FINALIZE",
+    "google.cloud.storage.object.v1.deleted": "OBJECT_DELETE",
+    "google.cloud.storage.object.v1.metadataUpdated": "OBJECT_METADATA_UPDATE",
+    "google.cloud.storage.object.v1.archived": "OBJECT_ARCHIVE",
+}
+PUBSUB_TYPE = "google.cloud.pubsub.topic.v1.messagePublished"
+
+
+class PoisonEvent(ValueError):
+    """An event that can never be processed: acknowledged and logged, never retried."""
+
+
+@dataclass(frozen=True)
+class ObjectEvent:
+    event_type: str
+    bucket: str
+    name: str
+    generation: int
+    event_id: str
+    size: int | None = None
+    content_type: str | None = None
+    crc32c: str | None = None
+    md5: str | None = None
+    event_time: str | None = None
+    overwritten_by_generation: int | None = None
+
+    @property
+    def key(self) -> str:
+        return object_key(self.bucket, self.name, self.generation)
+
+    @property
+    def uid(self) -> str | None:
+        """Owner from the server-built name `users/<uid>/...`."""
+        parts = self.name.split("/")
+        return parts[1] if len(parts) > 2 and parts[0] == "users" and parts[1] else None
+
+
+def object_key(bucket: str, name: str, generation: int) -> str:
+    return hashlib.sha256(f"{bucket}/{name}#{generation}".encode()).hexdigest()
+
+
+def _int(value: Any, what: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise PoisonEvent(f"{what} is not an integer") from None
+
+
+def _opt_int(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def parse(cloud_event: Any) -> ObjectEvent:
+    """Normalise either delivery shape to an ObjectEvent, or raise PoisonEvent."""
+    ce_type = cloud_event["type"]
+    data = cloud_event.data
+    if not isinstance(data, dict):
+        raise PoisonEvent("event data is not an object")
+    if ce_type == PUBSUB_TYPE:
+        message = data.get("message")
+        if not isinstance(message, dict):
+            raise PoisonEvent("Pub/Sub event without a message")
+        attrs = message.get("attributes") or {}
+        resource: dict[str, Any] = {}
+        if message.get("data") and attrs.get("payloadFormat", "JSON_API_V1") == "JSON_API_V1":
+            try:
+                resource = json.loads(base64.b64decode(message["data"], validate=True))
+            except (binascii.Error, ValueError):
+                raise PoisonEvent("notification payload is not base64 JSON") from None
+            if not isinstance(resource, dict):
+                raise PoisonEvent("notification payload is not an object")
+        missing = [a for a in ("eventType", "bucketId", "objectId", "objectGeneration") if not attrs.get(a)]
+        if missing:
+            raise PoisonEvent(f"notification lacks attributes {missing}")
+        event_type, bucket, name = attrs["eventType"], attrs["bucketId"], attrs["objectId"]
+        generation = _int(attrs["objectGeneration"], "objectGeneration")
+        event_id = str(message.get("messageId") or cloud_event["id"])
+        event_time = attrs.get("eventTime")
+        overwritten_by = _opt_int(attrs.get("overwrittenByGeneration"))
+    elif ce_type in _STORAGE_TYPES:
+        resource = data
+        if not data.get("bucket") or not data.get("name"):
+            raise PoisonEvent("storage event lacks bucket or name")
+        event_type, bucket, name = _STORAGE_TYPES[ce_type], data["bucket"], data["name"]
+        generation = _int(data.get("generation"), "generation")
+        event_id = str(cloud_event["id"])
+        event_time = cloud_event.get("time")
+        overwritten_by = None
+    else:
+        raise PoisonEvent(f"unexpected event type {ce_type!r}")
+    return ObjectEvent(
+        event_type=event_type, bucket=bucket, name=name, generation=generation, event_id=event_id,
+        size=_opt_int(resource.get("size")), content_type=resource.get("contentType"),
+        crc32c=resource.get("crc32c"), md5=resource.get("md5Hash"), event_time=event_time,
+        overwritten_by_generation=overwritten_by,
+    )
+
+
+def handle(cloud_event: Any) -> None:
+    """Entry point of `on_object_finalized`. Raises only for transient failures (so Pub/Sub retries)."""
+    ctx = log.bind(event_id=str(cloud_event["id"]), function="on_object_finalized")
+    try:
+        try:
+            event = parse(cloud_event)
+        except (PoisonEvent, KeyError) as exc:
+            log.error("unusable object event dropped", reason=str(exc), ce_type=cloud_event["type"])
+            return
+        if event.event_type == "OBJECT_FINALIZE":
+            record_finalize(event)
+        elif event.event_type == "OBJECT_DELETE":
+            record_delete(event)
+        else:
+            log.info("object event ignored", event_type=event.event_type, object=event.name)
+    finally:
+        log.unbind(ctx)
+
+
+def record_finalize(event: ObjectEvent) -> bool:
+    """Create the record if absent. True when this delivery created it."""
+    from google.api_core.exceptions import AlreadyExists
+
+    now = clock.now()
+    doc = clients.firestore().collection(ARTIFACTS).document(event.key)
+    try:
+        doc.create({
+            "bucket": event.bucket, "object": event.name, "generation": event.generation,
+            "uid": event.uid, "size": event.size, "content_type": event.content_type,
+            "crc32c": event.crc32c, "md5": event.md5, "event_id": event.event_id,
+            "event_time": event.event_time, "deleted_at": None, "created_at": now, "updated_at": now,
+        }, timeout=clients.deadline())
+    except AlreadyExists:
+        log.info("duplicate object event ignored", key=event.key, object=event.name, generation=event.generation)
+        return False
+    log.info("object recorded", key=event.key, object=event.name, generation=event.generation, size=event.size)
+    return True
+
+
+def record_delete(event: ObjectEvent) -> None:
+    """Mark the generation deleted; merge-creates it if the delete overtook the finalize."""
+    now = clock.now()
+    doc = clients.firestore().collection(ARTIFACTS).document(event.key)
+    doc.set({"bucket": event.bucket, "object": event.name, "generation": event.generation,
+             "uid": event.uid, "deleted_at": now, "updated_at": now,
+             "overwritten_by_generation": event.overwritten_by_generation},
+            merge=True, timeout=clients.deadline())
+    log.info("object deletion recorded", key=event.key, object=event.name, generation=event.generation)

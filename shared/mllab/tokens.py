@@ -1,0 +1,200 @@
+"""ES256 access tokens.
+
+Signers hold the private key set (secret `token-signing-keys`, mounted only into functions that sign)
+and sign with its newest key. Verifiers hold the public set (secret `token-public-keys`) and re-read
+it, at most every `RELOAD_INTERVAL_S`, when a token names an unknown `kid` (a rotation).
+Verification pins the algorithm and the `typ`, and requires every claim the API relies on.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
+
+from mllab import clock, config
+
+ALGORITHM = "ES256"
+TOKEN_TYPE = "at+jwt"  # RFC 9068: an access token can't be confused with an ID token
+REQUIRED_CLAIMS = ("sub", "sid", "iat", "exp", "iss", "aud", "jti")
+PUBLIC_MEMBERS = ("kty", "crv", "x", "y", "kid", "use", "alg")
+RELOAD_INTERVAL_S = 30.0
+IAT_LEEWAY_S = 60  # clock skew between instances
+
+
+class TokenError(Exception):
+    """The token is not acceptable. The message is safe to show (it never echoes the token)."""
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    token: str
+    expires_in: int
+    claims: dict[str, Any]
+
+
+# --- keys ----------------------------------------------------------------------------------------
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def new_private_jwk() -> dict[str, Any]:
+    """A fresh P-256 key as a private JWK; `kid` is its RFC 7638 thumbprint."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = ECAlgorithm.to_jwk(key, as_dict=True)
+    canonical = json.dumps({m: jwk[m] for m in ("crv", "kty", "x", "y")}, separators=(",", ":"), sort_keys=True)
+    jwk.update(kid=_b64(hashlib.sha256(canonical.encode()).digest()), use="sig", alg=ALGORITHM,
+               created_at=clock.timestamp())
+    return jwk
+
+
+def new_key_set() -> dict[str, Any]:
+    return {"keys": [new_private_jwk()]}
+
+
+def rotate(private_set: dict[str, Any]) -> dict[str, Any]:
+    """Add a new signing key; old keys stay so their tokens verify until they expire."""
+    return {"keys": [*private_set.get("keys", []), new_private_jwk()]}
+
+
+def public_key_set(private_set: dict[str, Any]) -> dict[str, Any]:
+    """The publishable set: public members only, never `d`."""
+    return {"keys": [{m: k[m] for m in PUBLIC_MEMBERS if m in k} for k in private_set.get("keys", [])]}
+
+
+def _load(text: str, *, private: bool) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+        keys = {}
+        for jwk in data["keys"]:
+            if jwk.get("kty") != "EC" or jwk.get("crv") != "P-256" or not jwk.get("kid"):
+                continue
+            if private != ("d" in jwk):
+                raise ValueError("wrong kind of key set")
+            keys[jwk["kid"]] = (jwk, ECAlgorithm.from_jwk(jwk))
+        return keys
+    except (ValueError, KeyError, TypeError) as exc:
+        raise config.ConfigError(f"unreadable {'private' if private else 'public'} key set: {type(exc).__name__}") from None
+
+
+# --- signing -------------------------------------------------------------------------------------
+
+_signer_lock = threading.Lock()
+_signer: tuple[str, Any] | None = None
+
+
+def _signing_key() -> tuple[str, Any]:
+    global _signer
+    with _signer_lock:
+        if _signer is None:
+            keys = _load(config.secret(config.SIGNING_KEYS), private=True)
+            if not keys:
+                raise config.ConfigError("the signing key set is empty")
+            jwk, key = max(keys.values(), key=lambda pair: pair[0].get("created_at", 0))
+            _signer = (jwk["kid"], key)
+        return _signer
+
+
+def issue_access_token(uid: str, sid: str, **extra: Any) -> AccessToken:
+    s = config.settings()
+    kid, key = _signing_key()
+    now = clock.timestamp()
+    ttl = config.LIMITS.access_token_ttl_s
+    claims = {**extra, "iss": s.token_issuer, "aud": s.token_audience, "sub": uid, "sid": sid,
+              "iat": now, "exp": now + ttl, "jti": secrets.token_urlsafe(16)}
+    token = jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": kid, "typ": TOKEN_TYPE})
+    return AccessToken(token=token, expires_in=ttl, claims=claims)
+
+
+# --- verification --------------------------------------------------------------------------------
+
+class _Verifier:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: dict[str, tuple[dict[str, Any], Any]] = {}
+        self._loaded_at = float("-inf")
+
+    def key(self, kid: str) -> Any:
+        with self._lock:
+            if kid not in self._keys and time.monotonic() - self._loaded_at >= RELOAD_INTERVAL_S:
+                self._keys = _load(config.secret(config.PUBLIC_KEYS), private=False)
+                self._loaded_at = time.monotonic()
+            if kid not in self._keys:
+                raise TokenError("the token was signed by an unknown key")
+            return self._keys[kid][1]
+
+    def public_jwks(self) -> dict[str, Any]:
+        keys = _load(config.secret(config.PUBLIC_KEYS), private=False)
+        return {"keys": [{m: jwk[m] for m in PUBLIC_MEMBERS if m in jwk} for jwk, _ in keys.values()]}
+
+
+_verifier = _Verifier()
+
+
+def public_jwks() -> dict[str, Any]:
+    """The published JWKS (what `GET /.well-known/jwks.json` serves)."""
+    return _verifier.public_jwks()
+
+
+def verify_access_token(token: str) -> dict[str, Any]:
+    """Claims of a valid access token, or TokenError."""
+    s = config.settings()
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise TokenError("the token is malformed") from None
+    if header.get("alg") != ALGORITHM:
+        raise TokenError("the token's algorithm is not accepted")
+    if header.get("typ") != TOKEN_TYPE:
+        raise TokenError("the token is not an access token")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise TokenError("the token names no key")
+    key = _verifier.key(kid)
+    try:
+        # exp/iat are checked below against mllab.clock, so tests can move time.
+        claims = jwt.decode(
+            token, key, algorithms=[ALGORITHM], audience=s.token_audience, issuer=s.token_issuer,
+            options={"require": list(REQUIRED_CLAIMS), "verify_exp": False, "verify_iat": False,
+                     "verify_nbf": False},
+        )
+    except jwt.MissingRequiredClaimError as exc:
+        raise TokenError(f"the token lacks the {exc.claim!r} claim") from None
+    except jwt.InvalidAudienceError:
+        raise TokenError("the token is for another audience") from None
+    except jwt.InvalidIssuerError:
+        raise TokenError("the token is from another issuer") from None
+    except jwt.InvalidSignatureError:
+        raise TokenError("the token's signature is invalid") from None
+    except jwt.PyJWTError:
+        raise TokenError("the token is invalid") from None
+    for name in ("sub", "sid", "jti"):
+        if not isinstance(claims[name], str) or not claims[name]:
+            raise TokenError(f"the token's {name!r} claim is invalid")
+    for name in ("iat", "exp"):
+        if not isinstance(claims[name], int) or isinstance(claims[name], bool):
+            raise TokenError(f"the token's {name!r} claim is invalid")
+    now = clock.timestamp()
+    if claims["exp"] <= now:
+        raise TokenError("the token has expired")
+    if claims["iat"] > now + IAT_LEEWAY_S:
+        raise TokenError("the token was issued in the future")
+    return claims
+
+
+def reset_caches() -> None:
+    """Forget loaded keys (tests swap key sets)."""
+    global _signer, _verifier
+    with _signer_lock:
+        _signer = None
+    _verifier = _Verifier()
