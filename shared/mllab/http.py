@@ -246,6 +246,9 @@ class Router:
         methods = sorted({r.method for r, _ in candidates} | ({"HEAD"} if any(r.method == "GET" for r, _ in candidates) else set()))
         if raw.method == "OPTIONS":
             return self._preflight(raw, methods)
+        limit = max(_body_limit(r) for r, _ in candidates)
+        if raw.content_length is not None and raw.content_length > limit:
+            raise _too_large(limit)  # before 405: the cap is the function's, whatever the method
         wanted = "GET" if raw.method == "HEAD" else raw.method
         chosen = next(((r, p) for r, p in candidates if r.method == wanted), None)
         if chosen is None:
@@ -284,14 +287,12 @@ class Router:
         return resp
 
     def _read_body(self, raw: RawRequest, route: Route) -> bytes:
-        limit = (config.LIMITS.webhook_body_bytes if route.auth is Auth.WEBHOOK_SIGNATURE
-                 else config.LIMITS.request_body_bytes)
-        too_large = Problem(413, f"The request body is larger than the {limit // 1024} KiB this endpoint accepts.")
+        limit = _body_limit(route)
         if raw.content_length is not None and raw.content_length > limit:
-            raise too_large
+            raise _too_large(limit)
         data = raw.stream.read(limit + 1)
         if len(data) > limit:
-            raise too_large
+            raise _too_large(limit)
         return data
 
     def _authenticate(self, raw: RawRequest, route: Route) -> dict[str, Any] | None:
@@ -343,6 +344,16 @@ class Router:
         for name, value in resp_meta.headers:
             resp.headers.add(name, value)
         return resp
+
+
+def _body_limit(route: Route) -> int:
+    if route.auth is Auth.WEBHOOK_SIGNATURE:
+        return config.LIMITS.webhook_body_bytes
+    return config.LIMITS.request_body_bytes
+
+
+def _too_large(limit: int) -> Problem:
+    return Problem(413, f"The request body is larger than the {limit // 1024} KiB this endpoint accepts.")
 
 
 def _refuse_constant(name: str) -> None:

@@ -1,0 +1,137 @@
+"""The local stand-in for the HTTPS load balancer: one origin serving the lab and the API.
+
+Paths are routed by the route table exactly as the load balancer's URL map routes them (by path;
+the function itself answers 405 for a wrong method). Like Google's load balancer it appends the
+client and its own address to X-Forwarded-For and adds a trace header. Anything else is the static
+lab from `frontend/`, or a 404 problem.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import os
+import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+from werkzeug.wrappers import Request, Response
+
+from mllab import http, log, routes
+
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+              "transfer-encoding", "upgrade", "host", "content-length"}
+MAX_PROXY_BODY = 128 * 1024 * 1024  # the load balancer has no small cap; functions enforce their own
+PROBE_AGENT = "mllab-healthz"
+LAB_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+           "connect-src 'self'; worker-src 'self' blob:; font-src 'self'; object-src 'none'; "
+           "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+LAB_SECURITY_HEADERS = {**http.API_SECURITY_HEADERS, "Content-Security-Policy": LAB_CSP}
+
+
+class Gateway:
+    def __init__(self, topology: dict[str, Any]) -> None:
+        self.topology = topology
+        self.frontend = Path(topology["frontend"]).resolve()
+        self.functions: dict[str, int] = topology["functions"]
+        self.client = httpx.Client(timeout=httpx.Timeout(60.0, connect=5.0), follow_redirects=False,
+                                   limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+        self.probe = httpx.Client(timeout=2.0, headers={"User-Agent": PROBE_AGENT})
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        raw = Request(environ)
+        request_id = http.request_id_of(raw)
+        origin = raw.headers.get("Origin")
+        try:
+            if raw.path == "/healthz":
+                resp = self.healthz()
+            elif raw.path == "/config.json":
+                resp = http.json_response({"api_base": "", "env": "local"})
+                resp.headers["Cache-Control"] = "no-cache"
+            elif routes.match_path(raw.path):
+                resp = self.proxy(raw, request_id)
+                return resp(environ, start_response)  # the function already set every header
+            else:
+                resp = self.static(raw)
+        except http.Problem as problem:
+            resp = http.problem_response(problem, request_id, raw.path)
+        except Exception as exc:  # noqa: BLE001 - a gateway bug must still answer problem+json
+            log.exception("gateway error", exc, request_id=request_id)
+            resp = http.problem_response(http.Problem(500, "The local gateway failed; see its log."),
+                                         request_id, raw.path)
+        security = LAB_SECURITY_HEADERS if resp.mimetype == "text/html" else None
+        http.apply_common_headers(resp, request_id, origin, security)
+        return resp(environ, start_response)
+
+    def proxy(self, raw: Request, request_id: str) -> Response:
+        route, _ = routes.match_path(raw.path)[0]
+        port = self.functions[route.function]
+        headers = {k: v for k, v in raw.headers.items() if k.lower() not in HOP_BY_HOP}
+        client = raw.remote_addr or "127.0.0.1"
+        prior = raw.headers.get("X-Forwarded-For")
+        headers["X-Forwarded-For"] = f"{prior + ', ' if prior else ''}{client}, 127.0.0.1"
+        headers["X-Forwarded-Proto"] = "http"
+        headers["X-Request-Id"] = request_id
+        if "X-Cloud-Trace-Context" not in headers and "traceparent" not in headers:
+            headers["X-Cloud-Trace-Context"] = f"{secrets.token_hex(16)}/{int.from_bytes(os.urandom(7), 'big')};o=1"
+        if raw.content_length is not None and raw.content_length > MAX_PROXY_BODY:
+            raise http.Problem(413, "The request body is too large.")
+        body = raw.stream.read(MAX_PROXY_BODY + 1)
+        if len(body) > MAX_PROXY_BODY:
+            raise http.Problem(413, "The request body is too large.")
+        url = f"http://127.0.0.1:{port}{raw.full_path if raw.query_string else raw.path}"
+        try:
+            upstream = self.client.request(raw.method, url, headers=headers, content=body)
+        except httpx.TimeoutException:
+            raise http.Problem(503, f"{route.function} did not answer in time.", headers={"Retry-After": "5"}) from None
+        except httpx.HTTPError:
+            raise http.Problem(503, f"{route.function} is not running.", headers={"Retry-After": "5"}) from None
+        passed = [(k, v) for k, v in upstream.headers.multi_items()
+                  if k.lower() not in HOP_BY_HOP | {"content-encoding", "date", "server"}]
+        return Response(upstream.content, status=upstream.status_code, headers=passed)
+
+    def static(self, raw: Request) -> Response:
+        if raw.method not in ("GET", "HEAD"):
+            raise http.Problem(404, "There is no API endpoint at this path.")
+        rel = raw.path.lstrip("/") or "index.html"
+        if any(ord(ch) < 32 for ch in rel):
+            raise http.Problem(404, "There is nothing at this path.")
+        target = (self.frontend / rel).resolve()
+        if target.is_dir():
+            target = target / "index.html"
+        if not target.is_relative_to(self.frontend) or not target.is_file() or any(
+                part.startswith(".") for part in target.relative_to(self.frontend).parts):
+            raise http.Problem(404, "There is nothing at this path.")
+        mime = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+        resp = Response(b"" if raw.method == "HEAD" else target.read_bytes(), mimetype=mime)
+        resp.headers["Cache-Control"] = "no-cache"
+        return resp
+
+    def healthz(self) -> Response:
+        components = self.topology["components"]
+        with ThreadPoolExecutor(max_workers=max(1, len(components))) as pool:
+            results = list(pool.map(self._probe, components))
+        ok = all(r["state"] == "up" for r in results)
+        return http.json_response({"status": "ok" if ok else "degraded", "components": results}, 200 if ok else 503)
+
+    def _probe(self, component: dict[str, Any]) -> dict[str, Any]:
+        started = time.perf_counter()
+        out = {"name": component["name"], "kind": component["kind"], "port": component["port"]}
+        if component["kind"] == "gateway":
+            return {**out, "state": "up", "latency_ms": 0.0}
+        try:
+            r = self.probe.get(component["health"])
+            state = "up" if r.status_code < 500 else "down"
+            detail = f"HTTP {r.status_code}"
+        except httpx.HTTPError as exc:
+            state, detail = "down", type(exc).__name__
+        return {**out, "state": state, "detail": detail,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
+
+
+def create_app() -> Gateway:
+    topology = json.loads(Path(os.environ["MLLAB_DEV_TOPOLOGY"]).read_text())
+    return Gateway(topology)

