@@ -196,6 +196,7 @@ class Stack:
                 self._spawn(child)
             self._wait_ready(rest)
             self.started_in = time.monotonic() - started
+            self._write_state(ready=True)
         except BaseException:
             self.stop()
             raise
@@ -304,9 +305,10 @@ class Stack:
             if holder:
                 raise StackError(f"port {port} (for {name}) is held by {holder}. Stop it or free the port.")
 
-    def _write_state(self) -> None:
+    def _write_state(self, ready: bool = False) -> None:
         state = {
             "launcher_pid": os.getpid(),
+            "ready": ready,
             "ports": asdict(self.ports),
             "children": [{"name": c.name, "pid": c.proc.pid, "pgid": c.proc.pid, "argv0": c.argv[0]}
                          for c in self.children if c.proc],
@@ -362,11 +364,9 @@ class Stack:
         self.state_file.unlink(missing_ok=True)
 
     def wait(self) -> int:
-        """Block until SIGINT/SIGTERM (returns 0) or a child dies (returns 1)."""
-        stop = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-        while not stop.wait(0.5):
+        """Block until a child dies (returns 1); SIGINT/SIGTERM arrive as KeyboardInterrupt."""
+        while True:
+            time.sleep(0.5)
             for child in self.children:
                 if child.proc and child.proc.poll() is not None:
                     print(f"stack: {child.name} exited with code {child.proc.returncode}; stopping everything. "
@@ -401,25 +401,48 @@ def _fake_gcs_binary() -> Path:
     return path
 
 
+def _interrupt(*_: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mllab_dev.stack", description=__doc__.splitlines()[0])
     parser.add_argument("--free-ports", action="store_true", help="pick free ports instead of the fixed ones")
     parser.add_argument("--dev-dir", type=Path, default=None, help="state, logs and local secrets (default .dev/)")
+    parser.add_argument("--port", action="append", default=[], metavar="NAME=PORT",
+                        help="override one port: gateway, firestore, pubsub, gcs or fn:<function>")
     args = parser.parse_args(argv)
-    stack = Stack(Ports.free() if args.free_ports else Ports(), args.dev_dir, echo=True)
+    ports = Ports.free() if args.free_ports else Ports()
+    for item in args.port:
+        name, _, value = item.partition("=")
+        if not value.isdigit() or (name not in ports.all()):
+            parser.error(f"--port {item!r}: expected NAME=PORT with NAME in {', '.join(ports.all())}")
+        if name.startswith("fn:"):
+            ports.functions[name[3:]] = int(value)
+        else:
+            setattr(ports, name, int(value))
+    stack = Stack(ports, args.dev_dir, echo=True)
     t0 = time.monotonic()
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         stack.start()
     except (StackError, preflight.Missing, config.ConfigError) as exc:
         print(f"stack: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("stack: interrupted during start; stopped", file=sys.stderr)
+        return 130
     print(f"\nML Lab is up in {time.monotonic() - t0:.1f}s: lab {stack.gateway_url}/  health {stack.gateway_url}/healthz")
     for c in stack.children:
         print(f"  {c.name:28} http://127.0.0.1:{c.port}")
     print(f"  logs: {stack.log_dir}   state: {stack.state_file}   Ctrl-C stops everything.\n", flush=True)
     try:
         code = stack.wait()
+    except KeyboardInterrupt:
+        code = 0
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the cleanup short
+            signal.signal(sig, signal.SIG_IGN)
         stack.stop()
     print("stack: stopped", file=sys.stderr)
     return code

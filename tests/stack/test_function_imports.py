@@ -1,0 +1,126 @@
+"""Per function: serve a real request on its path in a fresh interpreter, then check which modules
+got loaded. No google-cloud client its path does not use (cold start), and every third-party
+distribution it loaded is covered by its own requirements.txt (or it would fail once deployed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from mllab import routes
+from mllab_dev.stack import ROOT, Stack
+
+# Which google.cloud packages each mllab client getter loads.
+CLIENT_MODULES = {
+    "firestore": ("google.cloud.firestore", "google.cloud.firestore_v1", "google.cloud.firestore_bundle",
+                  "google.cloud.firestore_admin_v1"),
+    "storage": ("google.cloud.storage", "google.cloud._storage_v2", "google.cloud.storage_v2"),
+    "pubsub": ("google.cloud.pubsub", "google.cloud.pubsub_v1", "google.cloud.pubsublite"),
+    "secret_manager": ("google.cloud.secretmanager", "google.cloud.secretmanager_v1"),
+}
+FRAMEWORK = ("google.cloud.functions", "google.cloud.functions_v1")  # functions-framework's own
+
+# A real request for each function's path, run inside the child.
+EXERCISE = {
+    "jwks": """
+        r = client.get("/.well-known/jwks.json")
+        assert r.status_code == 200, r.data
+    """,
+    "on_object_finalized": """
+        import base64, json as _j
+        res = {"bucket": "b", "name": "users/u/x.json", "generation": "7", "size": "2", "contentType": "application/json"}
+        body = {"subscription": "projects/demo-mllab/subscriptions/s", "message": {
+            "data": base64.b64encode(_j.dumps(res).encode()).decode(), "messageId": "imports-1",
+            "attributes": {"bucketId": "b", "objectId": "users/u/x.json", "objectGeneration": "7",
+                           "eventType": "OBJECT_FINALIZE", "payloadFormat": "JSON_API_V1"}}}
+        r = client.post("/projects/demo-mllab/topics/gcs-events", json=body)
+        assert r.status_code == 200, r.data
+    """,
+}
+
+CHILD = """
+import json, sys
+import functions_framework
+app = functions_framework.create_app({target!r}, {source!r})
+at_import = sorted(m for m in sys.modules if m.startswith("google.cloud"))
+client = app.test_client()
+{exercise}
+print(json.dumps({{"at_import": at_import, "after": sorted(sys.modules)}}))
+"""
+
+
+def _run(stack: Stack, name: str) -> dict:
+    code = CHILD.format(target=name, source=str(ROOT / "functions" / name / "main.py"),
+                        exercise=textwrap.dedent(EXERCISE[name]))
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **stack.env()}, capture_output=True,
+                         text=True, timeout=120, cwd=stack.dev_dir)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _client_packages_of(modules: list[str]) -> set[str]:
+    """Which client getters' packages appear among loaded modules (shared google.cloud helpers such as
+    google.cloud.client or google.cloud.exceptions belong to every client and are not counted)."""
+    return {use for use, prefixes in CLIENT_MODULES.items() if any(m.startswith(prefixes) for m in modules)}
+
+
+def test_every_function_has_an_exercise() -> None:
+    assert set(EXERCISE) == {fn.name for fn in routes.FUNCTIONS}
+
+
+@pytest.mark.parametrize("fn", routes.FUNCTIONS, ids=lambda f: f.name)
+def test_function_loads_only_the_clients_its_path_uses(stack: Stack, fn: routes.Function) -> None:
+    result = _run(stack, fn.name)
+    assert all(m.startswith(FRAMEWORK) or m == "google.cloud" for m in result["at_import"]), \
+        f"imported at load time: {result['at_import']}"
+    used = _client_packages_of(result["after"])
+    assert used <= fn.uses, f"{fn.name} loaded clients it does not use: {sorted(used - fn.uses)}"
+    # the declared clients are really exercised, so the check above means something
+    assert used == fn.uses, f"{fn.name} never loaded {sorted(fn.uses - used)}"
+
+
+def _requirement_closure(requirements: Path) -> set[str]:
+    from importlib import metadata
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    todo = [Requirement(line) for line in requirements.read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+    seen: set[tuple[str, frozenset[str]]] = set()
+    names: set[str] = set()
+    while todo:
+        req = todo.pop()
+        key = (canonicalize_name(req.name), frozenset(req.extras))
+        if key in seen:
+            continue
+        seen.add(key)
+        names.add(key[0])
+        for dep in metadata.requires(key[0]) or []:
+            r = Requirement(dep)
+            if r.marker is None or any(r.marker.evaluate({"extra": e}) for e in {"", *req.extras}):
+                todo.append(r)
+    return names
+
+
+@pytest.mark.parametrize("fn", routes.FUNCTIONS, ids=lambda f: f.name)
+def test_loaded_distributions_are_in_requirements(stack: Stack, fn: routes.Function) -> None:
+    from importlib import metadata
+    from packaging.utils import canonicalize_name
+
+    result = _run(stack, fn.name)
+    by_module = metadata.packages_distributions()
+    closure = _requirement_closure(ROOT / "functions" / fn.name / "requirements.txt")
+    missing = set()
+    for mod in {m.split(".")[0] for m in result["after"]}:
+        if mod in sys.stdlib_module_names or mod in {"mllab", "main", "__main__"}:
+            continue
+        dists = {canonicalize_name(d) for d in by_module.get(mod, [])}
+        if dists and not dists & closure:
+            missing.add(f"{mod} ({', '.join(sorted(dists))})")
+    assert not missing, f"{fn.name}/requirements.txt does not cover: {sorted(missing)}"
