@@ -24,8 +24,10 @@ preflight:
 $(STAMP): pyproject.toml constraints.txt
 	@$(PREFLIGHT)
 	@test -x $(PY) || $$($(PREFLIGHT) --python312) -m venv $(VENV)
-	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip==26.3
-	@$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@echo "Installing pinned dependencies into $(VENV) (log: $(VENV)/install.log)"
+	@{ $(PY) -m pip install --disable-pip-version-check --upgrade pip==26.3 && \
+	   $(PY) -m pip install --disable-pip-version-check -c constraints.txt -e '.[dev]'; } \
+	   > $(VENV)/install.log 2>&1 || { tail -40 $(VENV)/install.log; exit 1; }
 	@touch $(STAMP)
 
 dev: preflight $(STAMP)

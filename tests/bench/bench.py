@@ -1,0 +1,137 @@
+"""`make bench`: cold starts per function beside a bare function, and token signing/verification.
+
+Cold start = process start to the first *real* response (for jwks a 200 with keys; for the event
+function an event recorded in the Firestore emulator), median of RUNS fresh processes.
+Import CPU = CPU seconds a fresh interpreter spends loading the function (functions-framework
+included). Numbers only; nothing here passes or fails.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from mllab import config, tokens
+from mllab_dev.stack import PROJECT, ROOT, TOPIC, Ports, Stack
+
+RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+TOKEN_CALLS = int(os.environ.get("BENCH_TOKEN_CALLS", "2000"))
+HERE = Path(__file__).parent
+
+
+def _free_port() -> int:
+    return Ports.free().gateway
+
+
+def _first_jwks(client: httpx.Client, port: int) -> bool:
+    r = client.get(f"http://127.0.0.1:{port}/.well-known/jwks.json")
+    return r.status_code == 200 and bool(r.json()["keys"])
+
+
+def _first_bare(client: httpx.Client, port: int) -> bool:
+    return client.get(f"http://127.0.0.1:{port}/").text == "ok"
+
+
+def _first_event(client: httpx.Client, port: int) -> bool:
+    name = f"users/bench/{uuid.uuid4().hex}.json"
+    res = {"bucket": "mllab-local", "name": name, "generation": "1", "size": "2"}
+    body = {"subscription": f"projects/{PROJECT}/subscriptions/bench", "message": {
+        "data": base64.b64encode(json.dumps(res).encode()).decode(), "messageId": uuid.uuid4().hex,
+        "attributes": {"bucketId": "mllab-local", "objectId": name, "objectGeneration": "1",
+                       "eventType": "OBJECT_FINALIZE", "payloadFormat": "JSON_API_V1"}}}
+    r = client.post(f"http://127.0.0.1:{port}/projects/{PROJECT}/topics/{TOPIC}", json=body)
+    return r.status_code in (200, 204)
+
+
+TARGETS = [
+    ("bare functions-framework", HERE / "bare" / "main.py", "bare", _first_bare),
+    ("jwks", ROOT / "functions" / "jwks" / "main.py", "jwks", _first_jwks),
+    ("on_object_finalized", ROOT / "functions" / "on_object_finalized" / "main.py", "on_object_finalized", _first_event),
+]
+
+
+def cold_start(source: Path, target: str, probe, env: dict[str, str]) -> float:
+    port = _free_port()
+    argv = [str(Path(sys.executable).parent / "functions-framework"), "--source", str(source), "--target", target,
+            "--host", "127.0.0.1", "--port", str(port)]
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        with httpx.Client(timeout=30) as client:
+            while True:
+                try:
+                    if probe(client, port):
+                        return time.perf_counter() - started
+                except httpx.TransportError:
+                    pass
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{target} exited with {proc.returncode}")
+                time.sleep(0.005)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def import_cpu(source: Path, target: str, env: dict[str, str]) -> float:
+    code = ("import time, functions_framework; "
+            f"functions_framework.create_app({target!r}, {str(source)!r}); "
+            "print(time.process_time())")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def per_call_us(fn, calls: int) -> float:
+    batches = []
+    per = max(1, calls // 5)
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(per):
+            fn()
+        batches.append((time.perf_counter() - t) / per * 1e6)
+    return statistics.median(batches)
+
+
+def main() -> int:
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}; {RUNS} runs each (median; min-max)\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = Stack(Ports.free(), Path(tmp), gateway=False)
+        stack.start()
+        try:
+            env = {**os.environ, **stack.env()}
+            os.environ.update(stack.env())
+            config.reload()
+            tokens.reset_caches()
+            print(f"{'function':28} {'cold start ms':>15} {'min-max':>13} {'import CPU ms':>14} {'x bare':>7}")
+            base = None
+            for label, source, target, probe in TARGETS:
+                times = [cold_start(source, target, probe, env) * 1000 for _ in range(RUNS)]
+                cpu = statistics.median(import_cpu(source, target, env) * 1000 for _ in range(3))
+                med = statistics.median(times)
+                base = base or med
+                print(f"{label:28} {med:15.0f} {min(times):6.0f}-{max(times):<6.0f} {cpu:14.0f} {med / base:7.2f}")
+
+            issued = tokens.issue_access_token("bench-user", "bench-session")
+            sign = per_call_us(lambda: tokens.issue_access_token("bench-user", "bench-session"), TOKEN_CALLS)
+            verify = per_call_us(lambda: tokens.verify_access_token(issued.token), TOKEN_CALLS)
+            print(f"\n{'access token (ES256)':28} {'us per call':>15}")
+            print(f"{'sign':28} {sign:15.1f}")
+            print(f"{'verify':28} {verify:15.1f}")
+        finally:
+            stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
