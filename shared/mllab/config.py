@@ -186,7 +186,7 @@ def _local_secret(s: Settings, name: str) -> Path:
         raise ConfigError(f"secret {name!r} is not set: put it in {path}")
     with _generate_lock:
         if not path.is_file():
-            for target, content in _GENERATORS[name]().items():
+            for target, content in _GENERATORS[name](local_secrets_dir(s)).items():
                 _write_once(local_secrets_dir(s) / target, content)
     return path
 
@@ -206,14 +206,17 @@ def _write_once(path: Path, content: str) -> None:
         tmp.unlink()
 
 
-def _signing_keys() -> dict[str, str]:
+def _signing_keys(directory: Path) -> dict[str, str]:
     from mllab import tokens
 
-    private = tokens.new_key_set()
-    return {SIGNING_KEYS: json.dumps(private, indent=1), PUBLIC_KEYS: json.dumps(tokens.public_key_set(private), indent=1)}
+    _write_once(directory / SIGNING_KEYS, json.dumps(tokens.new_key_set(), indent=1))
+    # Derive the public set from the private set that won the race (or an earlier run left), so the
+    # pair always matches even when another process wrote the private file first.
+    private = json.loads((directory / SIGNING_KEYS).read_text())
+    return {PUBLIC_KEYS: json.dumps(tokens.public_key_set(private), indent=1)}
 
 
-def _dev_signer() -> dict[str, str]:
+def _dev_signer(directory: Path) -> dict[str, str]:
     from mllab import storage
 
     return {DEV_SIGNER: json.dumps(storage.new_dev_service_account(settings().project), indent=1)}

@@ -90,11 +90,13 @@ def parse(cloud_event: Any) -> ObjectEvent:
         if not isinstance(message, dict):
             raise PoisonEvent("Pub/Sub event without a message")
         attrs = message.get("attributes") or {}
+        if not isinstance(attrs, dict):
+            raise PoisonEvent("notification attributes are not an object")
         resource: dict[str, Any] = {}
         if message.get("data") and attrs.get("payloadFormat", "JSON_API_V1") == "JSON_API_V1":
             try:
                 resource = json.loads(base64.b64decode(message["data"], validate=True))
-            except (binascii.Error, ValueError):
+            except (binascii.Error, TypeError, ValueError):
                 raise PoisonEvent("notification payload is not base64 JSON") from None
             if not isinstance(resource, dict):
                 raise PoisonEvent("notification payload is not an object")
@@ -117,6 +119,8 @@ def parse(cloud_event: Any) -> ObjectEvent:
         overwritten_by = None
     else:
         raise PoisonEvent(f"unexpected event type {ce_type!r}")
+    if not isinstance(bucket, str) or not isinstance(name, str):
+        raise PoisonEvent("bucket or object name is not a string")
     return ObjectEvent(
         event_type=event_type, bucket=bucket, name=name, generation=generation, event_id=event_id,
         size=_opt_int(resource.get("size")), content_type=resource.get("contentType"),

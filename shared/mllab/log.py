@@ -71,7 +71,9 @@ def trace_fields(headers: Mapping[str, str], project: str) -> dict[str, Any]:
         m = re.fullmatch(r"([0-9a-fA-F]{32})(?:/(\d+))?(?:;o=([01]))?", cloud.strip())
         if m:
             trace_id, span_id, sampled = m.group(1).lower(), m.group(2), m.group(3) == "1"
-    elif parent:
+            # This header carries the span id in decimal; Cloud Logging wants 16 hex digits.
+            span_id = f"{int(span_id):016x}" if span_id and len(span_id) <= 20 and 0 < int(span_id) < 2**64 else None
+    if not trace_id and parent:  # also when X-Cloud-Trace-Context was present but malformed
         m = re.fullmatch(r"[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})", parent.strip())
         if m and m.group(1) != "0" * 32:
             trace_id, span_id, sampled = m.group(1), m.group(2), int(m.group(3), 16) & 1 == 1

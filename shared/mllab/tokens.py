@@ -89,19 +89,26 @@ def _load(text: str, *, private: bool) -> dict[str, Any]:
 
 # --- signing -------------------------------------------------------------------------------------
 
+SIGNER_REFRESH_S = 300.0  # a warm instance picks up a rotated key set within this time
+
 _signer_lock = threading.Lock()
 _signer: tuple[str, Any] | None = None
+_signer_loaded_at = float("-inf")
 
 
 def _signing_key() -> tuple[str, Any]:
-    global _signer
+    """The newest key of the mounted private set, re-read every SIGNER_REFRESH_S so a rotation
+    reaches warm instances (the mounted file follows the secret's latest version)."""
+    global _signer, _signer_loaded_at
     with _signer_lock:
-        if _signer is None:
+        if _signer is None or time.monotonic() - _signer_loaded_at >= SIGNER_REFRESH_S:
             keys = _load(config.secret(config.SIGNING_KEYS), private=True)
             if not keys:
                 raise config.ConfigError("the signing key set is empty")
-            jwk, key = max(keys.values(), key=lambda pair: pair[0].get("created_at", 0))
+            # Newest by created_at; on a tie the later entry wins (rotate() appends).
+            jwk, key = max(reversed(list(keys.values())), key=lambda pair: pair[0].get("created_at", 0))
             _signer = (jwk["kid"], key)
+            _signer_loaded_at = time.monotonic()
         return _signer
 
 
@@ -151,7 +158,7 @@ def verify_access_token(token: str) -> dict[str, Any]:
     s = config.settings()
     try:
         header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError:
+    except (jwt.PyJWTError, ValueError):  # ValueError: text that is not encodable as UTF-8
         raise TokenError("the token is malformed") from None
     if header.get("alg") != ALGORITHM:
         raise TokenError("the token's algorithm is not accepted")
