@@ -20,10 +20,14 @@ from mllab_dev.stack import ROOT, _group_alive
 UP_TIMEOUT_S = 120
 
 
-def launch(dev_dir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+def launch(dev_dir: Path, *args: str, env: dict[str, str] | None = None,
+           sigint_ignored: bool = False) -> subprocess.Popen:
+    def ignore_sigint() -> None:  # what a shell does to a background job
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     return subprocess.Popen([sys.executable, "-m", "mllab_dev.stack", "--free-ports", "--dev-dir", str(dev_dir), *args],
                             cwd=ROOT, env=env or os.environ.copy(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=ignore_sigint if sigint_ignored else None)
 
 
 def wait_healthy(proc: subprocess.Popen, dev_dir: Path) -> dict:
@@ -62,8 +66,9 @@ def wait_gone(groups: list[int], timeout: float = 15) -> list[int]:
     return [g for g in groups if _group_alive(g)]
 
 
-def test_sigint_stops_every_child(tmp_path: Path) -> None:
-    proc = launch(tmp_path)
+@pytest.mark.parametrize("sigint_ignored", [False, True], ids=["foreground", "background-job"])
+def test_sigint_stops_every_child(tmp_path: Path, sigint_ignored: bool) -> None:
+    proc = launch(tmp_path, sigint_ignored=sigint_ignored)
     try:
         state = wait_healthy(proc, tmp_path)
         groups = groups_of(state)

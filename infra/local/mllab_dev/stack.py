@@ -423,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
             setattr(ports, name, int(value))
     stack = Stack(ports, args.dev_dir, echo=True)
     t0 = time.monotonic()
+    # Explicit for both: a launcher started in the background inherits SIGINT ignored, and Ctrl-C
+    # must still stop everything.
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         stack.start()
