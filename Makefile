@@ -8,7 +8,7 @@ STAMP     := $(VENV)/.installed
 PREFLIGHT := python3 infra/local/mllab_dev/preflight.py
 PYTEST_ARGS ?=
 
-.PHONY: help dev test test-unit bench preflight lock clean
+.PHONY: help dev test test-unit test-py311 bench preflight lock clean
 
 help:
 	@echo "make dev     run emulators, every function, the gateway and the lab on http://127.0.0.1:8080"
@@ -35,6 +35,19 @@ dev: preflight $(STAMP)
 
 test: preflight $(STAMP)
 	@$(PY) -m pytest $(PYTEST_ARGS)
+	@$(MAKE) --no-print-directory test-py311
+
+# The code also runs on 3.11: the unit suite again under it, when a 3.11 is installed.
+VENV311 := .venv311
+test-py311:
+	@py311=$$($(PREFLIGHT) --python311); \
+	if [ -z "$$py311" ]; then echo "test-py311: no Python 3.11 found; the 3.11 compatibility run was not done"; exit 0; fi; \
+	if [ ! -f $(VENV311)/.installed ] || [ pyproject.toml -nt $(VENV311)/.installed ] || [ constraints.txt -nt $(VENV311)/.installed ]; then \
+	  echo "Installing the 3.11 compatibility venv ($(VENV311))"; rm -rf $(VENV311); $$py311 -m venv $(VENV311) && \
+	  $(VENV311)/bin/pip install --disable-pip-version-check -c constraints.txt -e '.[dev]' > $(VENV311)/install.log 2>&1 \
+	  || { tail -40 $(VENV311)/install.log; exit 1; }; touch $(VENV311)/.installed; fi; \
+	echo "Unit suite on $$($(VENV311)/bin/python --version)"; \
+	$(VENV311)/bin/python -m pytest tests/unit -q -p no:cacheprovider
 
 test-unit: $(STAMP)
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
@@ -50,4 +63,4 @@ lock:
 	    /tmp/mllab-lock/bin/pip freeze --exclude mllab; } > constraints.txt
 
 clean:
-	rm -rf $(VENV) .dev build .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VENV311) .dev build .pytest_cache .hypothesis

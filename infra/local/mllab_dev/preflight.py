@@ -23,28 +23,36 @@ class Missing(Exception):
 
 def python312() -> str:
     """Path of a working Python 3.12 (the deploy runtime, python312)."""
-    candidates = [os.environ.get("PYTHON312", ""), "python3.12"]
+    exe = find_python(12)
+    if exe:
+        return exe
+    raise Missing(
+        "Python 3.12 (the Cloud Functions runtime python312) was not found. Install it "
+        "(Debian: apt-get install python3.12 python3.12-venv; or: pyenv install 3.12) "
+        "or set PYTHON312=/path/to/python3.12."
+    )
+
+
+def find_python(minor: int) -> str | None:
+    """A working Python 3.<minor> with venv, from $PYTHON3<minor>, PATH, or pyenv."""
+    candidates = [os.environ.get(f"PYTHON3{minor}", ""), f"python3.{minor}"]
     pyenv_root = os.environ.get("PYENV_ROOT") or str(Path.home() / ".pyenv")
-    candidates += sorted(glob.glob(f"{pyenv_root}/versions/3.12.*/bin/python3"), reverse=True)
-    candidates += ["/usr/bin/python3.12", "/usr/local/bin/python3.12"]
+    candidates += sorted(glob.glob(f"{pyenv_root}/versions/3.{minor}.*/bin/python3"), reverse=True)
+    candidates += [f"/usr/bin/python3.{minor}", f"/usr/local/bin/python3.{minor}"]
     for cand in filter(None, candidates):
         exe = shutil.which(cand) or (cand if os.path.isfile(cand) else None)
         if not exe:
             continue
         try:
             out = subprocess.run(
-                [exe, "-c", "import sys, venv; print(sys.version_info[:2] == (3, 12))"],
+                [exe, "-c", f"import sys, venv; print(sys.version_info[:2] == (3, {minor}))"],
                 capture_output=True, text=True, timeout=10,
             )
         except (OSError, subprocess.TimeoutExpired):
             continue
         if out.returncode == 0 and out.stdout.strip() == "True":
             return exe
-    raise Missing(
-        "Python 3.12 (the Cloud Functions runtime python312) was not found. Install it "
-        "(Debian: apt-get install python3.12 python3.12-venv; or: pyenv install 3.12) "
-        "or set PYTHON312=/path/to/python3.12."
-    )
+    return None
 
 
 def java() -> str:
@@ -96,6 +104,9 @@ def main(argv: list[str]) -> int:
     try:
         if "--python312" in argv:
             print(python312())
+            return 0
+        if "--python311" in argv:  # optional: prints nothing when absent
+            print(find_python(11) or "")
             return 0
         python312()
         check_stack()
