@@ -28,6 +28,9 @@ GiB = 1024 * MiB
 SIGNING_KEYS = "token-signing-keys"  # private JWKS; mounted only into functions that sign
 PUBLIC_KEYS = "token-public-keys"  # public JWKS; every function verifies against it
 DEV_SIGNER = "dev-gcs-signer"  # local only: a service-account key for V4 URLs (production uses signBlob)
+SESSION_KEYS = "session-keys"  # master keys: refresh tokens and CSRF tokens are HMACs derived from them
+OAUTH_CLIENT_SECRET = "oauth-client-secret"  # Google OAuth client secret
+SMTP_URL = "smtp-url"  # smtp(s)://user:pass@host:port for outgoing mail (production)
 
 
 class ConfigError(RuntimeError):
@@ -62,6 +65,32 @@ class Limits(BaseModel):
 LIMITS = Limits()
 
 
+class RateLimits(BaseModel):
+    """Failure budgets per fixed window (failures only: legitimate concurrent calls never count).
+    Over budget answers 429 with Retry-After until the window ends."""
+
+    model_config = ConfigDict(frozen=True)
+
+    window_s: int = 15 * 60
+    login_account: int = 5
+    login_ip: int = 50
+    register_ip: int = 10
+    reset_account: int = 3
+    reset_ip: int = 20
+    resend_account: int = 3
+    promo_user: int = 10
+    promo_ip: int = 30
+
+
+RATE_LIMITS = RateLimits()
+REFRESH_REUSE_WINDOW_S = 10  # the immediately previous refresh token is honoured this long
+RECENT_SIGN_IN_S = 10 * 60  # deleting the account without a password needs a sign-in this recent
+EMAIL_VERIFY_TTL_S = 24 * 3600
+PASSWORD_RESET_TTL_S = 30 * 60
+OAUTH_TX_TTL_S = 10 * 60
+ACCOUNT_PURGE_AFTER_DAYS = 30
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -70,10 +99,17 @@ class Settings(BaseModel):
     function: str = ""
     bucket: str = "mllab-local"
     events_topic: str = "gcs-events"
+    purge_topic: str = "account-purge"
     # Public origin of the API (the load balancer; locally the gateway). Also the token issuer.
     public_url: str = "http://127.0.0.1:8080"
     cors_origins: tuple[str, ...] = ("http://127.0.0.1:8080", "http://localhost:8080")
     token_audience: str = "mllab-api"
+    # Where the lab lives (post-login redirects land here); locally the same origin as the API.
+    lab_url: str = "http://127.0.0.1:8080"
+    # OpenID provider: Google in production, the oidc-provider-mock stand-in locally.
+    oidc_issuer: str = "http://127.0.0.1:9400"
+    oidc_client_id: str = "mllab-local"
+    mail_from: str = "ML Lab <no-reply@mllab.local>"
     secrets_dir: Path = Path("/secrets")
     dev_dir: Path = Path(".dev")
     rpc_timeout_s: float = 10.0
@@ -97,6 +133,9 @@ class Settings(BaseModel):
         for origin in self.cors_origins:
             if not origin.startswith("https://"):
                 problems.append(f"CORS origin must be https: {origin!r}")
+        for name in ("lab_url", "oidc_issuer"):
+            if not getattr(self, name).startswith("https://"):
+                problems.append(f"{name} must be https (no local stand-in in production)")
         if self.project.startswith("demo-"):
             problems.append(f"project {self.project!r} is an emulator-only project id")
         if problems:
@@ -222,7 +261,22 @@ def _dev_signer(directory: Path) -> dict[str, str]:
     return {DEV_SIGNER: json.dumps(storage.new_dev_service_account(settings().project), indent=1)}
 
 
-_GENERATORS = {SIGNING_KEYS: _signing_keys, PUBLIC_KEYS: _signing_keys, DEV_SIGNER: _dev_signer}
+def _session_keys(directory: Path) -> dict[str, str]:
+    import base64
+    import secrets as pysecrets
+
+    key = base64.urlsafe_b64encode(pysecrets.token_bytes(32)).decode()
+    return {SESSION_KEYS: json.dumps({"current": "1", "keys": {"1": key}}, indent=1)}
+
+
+def _oauth_client_secret(directory: Path) -> dict[str, str]:
+    import secrets as pysecrets
+
+    return {OAUTH_CLIENT_SECRET: pysecrets.token_urlsafe(24)}
+
+
+_GENERATORS = {SIGNING_KEYS: _signing_keys, PUBLIC_KEYS: _signing_keys, DEV_SIGNER: _dev_signer,
+               SESSION_KEYS: _session_keys, OAUTH_CLIENT_SECRET: _oauth_client_secret}
 
 
 @functools.cache

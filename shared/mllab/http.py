@@ -21,11 +21,10 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.wrappers import Request as RawRequest
 from werkzeug.wrappers import Response as RawResponse
 
-from mllab import config, log, routes, tokens
-from mllab.routes import Auth, Route
+from mllab import config, log, routes, sessions, tokens
+from mllab.problems import PROBLEM_JSON, PROBLEM_TYPE, Problem
+from mllab.routes import Auth, Csrf, Route
 
-PROBLEM_TYPE = "urn:mllab:problem:"
-PROBLEM_JSON = "application/problem+json"
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, X-CSRF-Token, X-Request-Id"
 CORS_EXPOSE_HEADERS = "X-Request-Id, Retry-After"
@@ -39,41 +38,6 @@ API_SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Resource-Policy": "same-site",
 }
-
-_TITLES = {
-    400: ("bad-request", "Bad request"), 401: ("unauthorized", "Authentication required"),
-    403: ("forbidden", "Forbidden"), 404: ("not-found", "Not found"),
-    405: ("method-not-allowed", "Method not allowed"), 409: ("conflict", "Conflict"),
-    413: ("payload-too-large", "Request body too large"),
-    415: ("unsupported-media-type", "Unsupported media type"),
-    422: ("validation-failed", "Validation failed"), 429: ("rate-limited", "Too many requests"),
-    500: ("internal", "Internal error"), 503: ("unavailable", "Service unavailable"),
-}
-
-
-class Problem(Exception):
-    """An RFC 9457 problem. Raise it anywhere in a handler; `detail` must help a person act."""
-
-    def __init__(self, status: int, detail: str, *, slug: str | None = None, title: str | None = None,
-                 errors: list[dict[str, str]] | None = None, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        default_slug, default_title = _TITLES.get(status, ("error", "Error"))
-        self.status = status
-        self.detail = detail
-        self.slug = slug or default_slug
-        self.title = title or default_title
-        self.errors = errors
-        self.headers = headers or {}
-
-    def body(self, request_id: str, instance: str | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": PROBLEM_TYPE + self.slug, "title": self.title, "status": self.status,
-                               "detail": self.detail, "request_id": request_id}
-        if instance:
-            out["instance"] = instance
-        if self.errors:
-            out["errors"] = self.errors
-        return out
-
 
 @dataclass
 class Response:
@@ -93,6 +57,7 @@ class Request:
     body: Any = None  # the parsed model, when the route has one
     raw_body: bytes = b""
     claims: dict[str, Any] | None = None
+    user: dict[str, Any] | None = None  # the user document, on routes that check session liveness
 
     @property
     def headers(self) -> Any:
@@ -109,6 +74,10 @@ class Request:
     @property
     def client_ip(self) -> str:
         return client_ip(self.raw)
+
+    @property
+    def user_agent(self) -> str:
+        return self.raw.headers.get("User-Agent", "")[:300]
 
     @property
     def uid(self) -> str:
@@ -256,12 +225,17 @@ class Router:
                           headers={"Allow": ", ".join(methods + ["OPTIONS"])})
         route, params = chosen
         raw_body = self._read_body(raw, route)
+        if route.csrf is Csrf.ORIGIN:
+            check_cookie_csrf(raw)
         claims = self._authenticate(raw, route)
+        user = sessions.check_live(claims) if claims and route.needs_live_session else None
+        if route.csrf is Csrf.SESSION and claims and not sessions.csrf_ok(claims["sid"], raw.headers.get("X-CSRF-Token", "")):
+            raise Problem(403, "Missing or stale X-CSRF-Token: send the `csrf` value from GET /me.", slug="csrf")
         body = self._parse_body(raw, route, raw_body)
         handler = self.handlers.get((route.method, route.path))
         if handler is None:
             raise LookupError(f"no handler bound for {route.method} {route.path}")
-        result = handler(Request(raw, route, params, request_id, body, raw_body, claims))
+        result = handler(Request(raw, route, params, request_id, body, raw_body, claims, user))
         resp = self._render(route, result)
         resp.headers.setdefault("Cache-Control", route.cache)
         if raw.method == "HEAD":
@@ -314,6 +288,8 @@ class Router:
             return None
         if raw.mimetype != "application/json":
             raise Problem(415, "Send the body as JSON with Content-Type: application/json.")
+        if not data.strip() and not any(f.is_required() for f in route.request.model_fields.values()):
+            data = b"{}"  # an empty body means "all defaults" when nothing is required
         try:
             obj = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
         except UnicodeDecodeError:
@@ -344,6 +320,23 @@ class Router:
         for name, value in resp_meta.headers:
             resp.headers.add(name, value)
         return resp
+
+
+def check_cookie_csrf(raw: RawRequest) -> None:
+    """Cookie-authenticated routes (DESIGN section 4): a cross-site form or a no-preflight fetch
+    cannot satisfy all of these at once."""
+    s = config.settings()
+    if raw.method != "POST":
+        raise Problem(403, "This endpoint only accepts POST.", slug="csrf")
+    if raw.mimetype != "application/json":
+        raise Problem(403, "Send Content-Type: application/json.", slug="csrf")
+    if not raw.headers.get("X-CSRF-Token", "").strip():
+        raise Problem(403, "Send a non-empty X-CSRF-Token header.", slug="csrf")
+    origin = raw.headers.get("Origin")
+    if not origin or origin not in s.cors_origins:
+        raise Problem(403, "This request must come from the ML Lab page (Origin not allowed).", slug="csrf")
+    if raw.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
+        raise Problem(403, "Cross-site requests are refused here.", slug="csrf")
 
 
 def _body_limit(route: Route) -> int:

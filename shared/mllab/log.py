@@ -93,6 +93,11 @@ def bind(**fields: Any) -> contextvars.Token:
     return _context.set(current)
 
 
+def context() -> dict[str, Any]:
+    """The fields bound to the current context (request id, trace, function)."""
+    return dict(_context.get() or {})
+
+
 def unbind(token: contextvars.Token) -> None:
     _context.reset(token)
 

@@ -20,6 +20,15 @@ class Auth(str, enum.Enum):
     WEBHOOK_SIGNATURE = "webhook_signature"
 
 
+class Csrf(str, enum.Enum):
+    NONE = "none"
+    # Cookie-authenticated routes: POST + JSON + a non-empty X-CSRF-Token + an allow-listed Origin,
+    # and never Sec-Fetch-Site: cross-site.
+    ORIGIN = "origin"
+    # Other mutations: X-CSRF-Token must equal the session-bound token /me returns.
+    SESSION = "session"
+
+
 class Trigger(str, enum.Enum):
     HTTP = "http"
     PUBSUB = "pubsub"
@@ -44,8 +53,16 @@ class Route:
     response: type[BaseModel] | None = None
     status: int = 200
     auth: Auth = Auth.NONE
-    csrf: bool = False
+    csrf: Csrf = Csrf.NONE
+    # Check that the token's session is still live (DESIGN section 4). Default: every mutation.
+    live: bool | None = None
     cache: str = "no-store"
+
+    @property
+    def needs_live_session(self) -> bool:
+        if self.auth is not Auth.ACCESS_TOKEN:
+            return False
+        return self.live if self.live is not None else self.method not in ("GET", "HEAD")
 
     @functools.cached_property
     def pattern(self) -> re.Pattern[str]:
@@ -64,12 +81,55 @@ def compile_template(template: str) -> re.Pattern[str]:
 
 FUNCTIONS: tuple[Function, ...] = (
     Function("jwks", Trigger.HTTP),
+    Function("auth_google_login", Trigger.HTTP, uses=frozenset({"firestore"})),
+    Function("auth_google_callback", Trigger.HTTP, uses=frozenset({"firestore"})),
+    Function("auth_password", Trigger.HTTP, uses=frozenset({"firestore"})),
+    Function("auth_refresh", Trigger.HTTP, uses=frozenset({"firestore"})),
+    Function("auth_logout", Trigger.HTTP, uses=frozenset({"firestore"})),
+    Function("account", Trigger.HTTP, uses=frozenset({"firestore"})),
     Function("on_object_finalized", Trigger.PUBSUB, uses=frozenset({"firestore"}), topic="events_topic"),
+    Function("purge_accounts", Trigger.PUBSUB, uses=frozenset({"firestore"}), topic="purge_topic"),
 )
+
+_TOKEN = {"auth": Auth.ACCESS_TOKEN}
+_MUTATE = {"auth": Auth.ACCESS_TOKEN, "csrf": Csrf.SESSION}
+_COOKIE = {"csrf": Csrf.ORIGIN}
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/.well-known/jwks.json", "jwks", "Public keys that verify access tokens",
           response=schemas.Jwks, cache="public, max-age=300"),
+    # Google sign-in (browser navigations: they answer with redirects)
+    Route("GET", "/auth/google/login", "auth_google_login", "Start Google sign-in (?return_to=/path)", status=302),
+    Route("GET", "/auth/google/callback", "auth_google_callback", "Google redirects back here", status=302),
+    # email + password
+    Route("POST", "/auth/register", "auth_password", "Create an account (a verification mail follows)",
+          request=schemas.RegisterRequest, response=schemas.Accepted, status=202, **_COOKIE),
+    Route("POST", "/auth/login", "auth_password", "Sign in; sets the refresh cookie",
+          request=schemas.LoginRequest, response=schemas.AccessTokenResponse, **_COOKIE),
+    Route("POST", "/auth/verify-email", "auth_password", "Confirm an email address with the mailed token",
+          request=schemas.VerifyEmailRequest, response=schemas.Accepted),
+    Route("POST", "/auth/verify-email/resend", "auth_password", "Mail a new verification link",
+          request=schemas.EmailRequest, response=schemas.Accepted, status=202),
+    Route("POST", "/auth/password-reset", "auth_password", "Mail a password-reset link",
+          request=schemas.EmailRequest, response=schemas.Accepted, status=202),
+    Route("POST", "/auth/password-reset/confirm", "auth_password", "Set a new password with the mailed token",
+          request=schemas.PasswordResetConfirmRequest, response=schemas.Accepted),
+    Route("POST", "/auth/password-change", "auth_password", "Change the password (optionally sign out others)",
+          request=schemas.PasswordChangeRequest, response=schemas.Accepted, **_MUTATE),
+    # refresh cookie
+    Route("POST", "/auth/refresh", "auth_refresh", "Rotate the refresh cookie; new access token (204: signed out)",
+          response=schemas.AccessTokenResponse, auth=Auth.REFRESH_COOKIE, **_COOKIE),
+    Route("POST", "/auth/logout", "auth_logout", "Sign out this device, the others, or everywhere",
+          request=schemas.LogoutRequest, status=204, auth=Auth.REFRESH_COOKIE, **_COOKIE),
+    # account
+    Route("GET", "/me", "account", "The signed-in user, plan, usage and CSRF token",
+          response=schemas.Me, live=True, **_TOKEN),
+    Route("GET", "/sessions", "account", "Signed-in devices", response=schemas.SessionList, live=True, **_TOKEN),
+    Route("DELETE", "/sessions/{id}", "account", "Sign out one device", status=204, **_MUTATE),
+    Route("GET", "/account/export", "account", "Everything we hold about you, as JSON",
+          response=schemas.AccountExport, live=True, **_TOKEN),
+    Route("DELETE", "/account", "account", "Delete the account (password or a sign-in in the last 10 minutes)",
+          request=schemas.DeleteAccountRequest, status=204, **_MUTATE),
 )
 
 

@@ -3,9 +3,9 @@ generated from them."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 
 class Strict(BaseModel):
@@ -43,3 +43,113 @@ class Problem(BaseModel):
     instance: str | None = None
     request_id: str
     errors: list[FieldError] | None = Field(default=None, description="validation errors, one per field")
+
+
+# --- identity and sessions -----------------------------------------------------------------------
+
+Email = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=254)]
+# 8 characters minimum, and at least 64 accepted (we take up to 1,024 so no one's passphrase is cut).
+NewPassword = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
+AnyPassword = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+OneTimeToken = Annotated[str, StringConstraints(min_length=16, max_length=256, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class RegisterRequest(Strict):
+    email: Email
+    password: NewPassword
+    name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)] = ""
+
+
+class LoginRequest(Strict):
+    email: Email
+    password: AnyPassword
+
+
+class EmailRequest(Strict):
+    email: Email
+
+
+class VerifyEmailRequest(Strict):
+    token: OneTimeToken
+
+
+class PasswordResetConfirmRequest(Strict):
+    token: OneTimeToken
+    password: NewPassword
+
+
+class PasswordChangeRequest(Strict):
+    current_password: AnyPassword
+    new_password: NewPassword
+    sign_out_others: bool = True
+
+
+class LogoutRequest(Strict):
+    scope: Literal["local", "others", "global"] = "local"
+
+
+class DeleteAccountRequest(Strict):
+    password: AnyPassword | None = None
+
+
+class AccessTokenResponse(BaseModel):
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int
+
+
+class Accepted(BaseModel):
+    detail: str
+
+
+class Subscription(BaseModel):
+    status: Literal["active", "past_due", "trial", "canceled", "none"] = "none"
+    plan: Literal["free", "pro"] = "free"
+    pro_until: str | None = None
+    trial_until: str | None = None
+    next_billing_time: str | None = None
+    past_due: bool = False
+
+
+class Usage(BaseModel):
+    storage_bytes: int = 0
+    storage_limit_bytes: int = 0
+    uploads_today: int = 0
+    uploads_limit: int = 0
+
+
+class Me(BaseModel):
+    uid: str
+    email: str
+    name: str
+    role: Literal["user", "admin"]
+    email_verified: bool
+    subscription: Subscription
+    usage: Usage
+    csrf: str
+
+
+class SessionInfo(BaseModel):
+    id: str
+    method: str
+    user_agent: str
+    ip: str
+    created_at: str
+    refreshed_at: str
+    expires_at: str
+    current: bool
+
+
+class SessionList(BaseModel):
+    items: list[SessionInfo]
+    next_cursor: str | None = None
+
+
+class AccountExport(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    exported_at: str
+    user: dict
+    identities: list[dict]
+    sessions: list[dict]
+    audit: list[dict]

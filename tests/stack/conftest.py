@@ -72,3 +72,99 @@ def wait_for_log(path: Path, needle: str, *, count: int = 1, timeout: float = 15
         if len(lines) >= count or time.monotonic() > deadline:
             return lines
         time.sleep(0.05)
+
+
+# --- users, browsers and in-process functions (shared by the identity tests) ---------------------
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def new_user(unique: str):
+    """Create password users directly in Firestore: new_user(verified=True, role="user") -> dict."""
+    from mllab import passwords, users
+
+    made = []
+
+    def make(*, email: str | None = None, password: str = PASSWORD, verified: bool = True, role: str = "user",
+             name: str = "") -> dict:
+        email = email or f"user-{unique}-{len(made)}@example.com"
+        uid = users.create_password_user(users.normalize_email(email), passwords.hash_password(password),
+                                         name=name, verified=verified, role=role)
+        assert uid, f"{email} already exists"
+        made.append(uid)
+        return {"uid": uid, "email": users.normalize_email(email), "password": password}
+
+    return make
+
+
+class Browser:
+    """What the lab page does, over plain http: Origin and X-CSRF-Token on every call, the refresh
+    cookie kept by hand (a cookie jar will not send a Secure cookie over http; Chromium does to
+    127.0.0.1, DESIGN section 4), the access token and CSRF token in memory."""
+
+    def __init__(self, base_url: str, origin: str | None = None) -> None:
+        self.client = httpx.Client(base_url=base_url, timeout=30, follow_redirects=False)
+        self.origin = origin or base_url
+        self.refresh_cookie: str | None = None
+        self.access_token: str | None = None
+        self.csrf: str | None = None
+        self.user_agent = "pytest-browser/1.0"
+
+    def _absorb(self, r: httpx.Response) -> httpx.Response:
+        for header in r.headers.get_list("set-cookie"):
+            name, _, rest = header.partition("=")
+            if name == "__Host-rt":
+                value = rest.split(";", 1)[0]
+                self.refresh_cookie = value or None
+        return r
+
+    def request(self, method: str, path: str, *, json_body=None, auth: bool = True, cookie: bool = True,
+                headers: dict | None = None, **kw) -> httpx.Response:
+        h = {"Origin": self.origin, "X-CSRF-Token": self.csrf or "1", "User-Agent": self.user_agent}
+        if auth and self.access_token:
+            h["Authorization"] = f"Bearer {self.access_token}"
+        if cookie and self.refresh_cookie:
+            h["Cookie"] = f"__Host-rt={self.refresh_cookie}"
+        h.update(headers or {})
+        return self._absorb(self.client.request(method, path, json=json_body, headers=h, **kw))
+
+    def login(self, email: str, password: str) -> httpx.Response:
+        r = self.request("POST", "/auth/login", json_body={"email": email, "password": password})
+        if r.status_code == 200:
+            self.access_token = r.json()["access_token"]
+            me = self.request("GET", "/me")
+            if me.status_code == 200:
+                self.csrf = me.json()["csrf"]
+        return r
+
+    def refresh(self) -> httpx.Response:
+        r = self.request("POST", "/auth/refresh", auth=False)
+        if r.status_code == 200:
+            self.access_token = r.json()["access_token"]
+        return r
+
+
+@pytest.fixture
+def browser(stack: Stack):
+    b = Browser(stack.gateway_url)
+    yield b
+    b.client.close()
+
+
+@pytest.fixture(scope="session")
+def function_client(stack: Stack):
+    """In-process test clients of the functions, against the emulators, so tests can move
+    mllab.clock (which cannot reach the separate function processes)."""
+    import functions_framework
+
+    from mllab_dev.stack import ROOT
+
+    cache: dict = {}
+
+    def get(name: str):
+        if name not in cache:
+            cache[name] = functions_framework.create_app(name, str(ROOT / "functions" / name / "main.py")).test_client()
+        return cache[name]
+
+    return get

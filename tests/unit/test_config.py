@@ -18,6 +18,8 @@ PRODUCTION = {
     "MLLAB_PROJECT": "mllab-prod",
     "MLLAB_PUBLIC_URL": "https://lab.example.com",
     "MLLAB_CORS_ORIGINS": "https://lab.example.com",
+    "MLLAB_LAB_URL": "https://lab.example.com",
+    "MLLAB_OIDC_ISSUER": "https://accounts.google.com",
 }
 
 
@@ -88,6 +90,8 @@ def test_a_valid_production_configuration_loads() -> None:
     ("MLLAB_PUBLIC_URL", "http://lab.example.com", "public_url"),
     ("MLLAB_CORS_ORIGINS", "https://lab.example.com,http://127.0.0.1:8080", "CORS"),
     ("MLLAB_PROJECT", "demo-mllab", "emulator-only"),
+    ("MLLAB_OIDC_ISSUER", "http://127.0.0.1:9400", "oidc_issuer"),  # the local OIDC stand-in
+    ("MLLAB_LAB_URL", "http://127.0.0.1:8080", "lab_url"),
 ])
 def test_production_refuses_local_settings(variable: str, value: str, match: str) -> None:
     with pytest.raises(config.ConfigError, match=match):

@@ -68,7 +68,9 @@ class Gateway:
 
     def proxy(self, raw: Request, request_id: str) -> Response:
         route, _ = routes.match_path(raw.path)[0]
-        port = self.functions[route.function]
+        port = self.functions.get(route.function)
+        if port is None:
+            raise http.Problem(503, f"{route.function} is not running in this local stack.", headers={"Retry-After": "5"})
         headers = {k: v for k, v in raw.headers.items() if k.lower() not in HOP_BY_HOP}
         client = raw.remote_addr or "127.0.0.1"
         prior = raw.headers.get("X-Forwarded-For")

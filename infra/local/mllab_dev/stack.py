@@ -32,7 +32,14 @@ ROOT = Path(__file__).resolve().parents[3]
 PROJECT = "demo-mllab"  # "demo-" ids are emulator-only: nothing can reach a real project
 BUCKET = "mllab-local"
 TOPIC = "gcs-events"
-SUBSCRIPTION = "gcs-events-recorder"
+PURGE_TOPIC = "account-purge"
+TOPICS = {"events_topic": TOPIC, "purge_topic": PURGE_TOPIC}  # Function.topic -> topic id
+OIDC_CLIENT_ID = "mllab-local"
+# Identities the OIDC stand-in offers on its sign-in page ("Continue with Google" locally).
+OIDC_USERS = [
+    {"sub": "alice-google-0001", "email": "alice@example.com", "email_verified": True, "name": "Alice Example"},
+    {"sub": "bob-google-0002", "email": "bob@example.com", "email_verified": True, "name": "Bob Example"},
+]
 STARTUP_TIMEOUT_S = 90.0
 STOP_GRACE_S = 8.0
 
@@ -47,6 +54,7 @@ class Ports:
     firestore: int = 8081
     pubsub: int = 8085
     gcs: int = 4443
+    oidc: int = 9400
     functions: dict[str, int] = field(default_factory=lambda: {
         fn.name: 8101 + i for i, fn in enumerate(routes.FUNCTIONS)})
 
@@ -60,7 +68,7 @@ class Ports:
                 socks.append(s)
                 return s.getsockname()[1]
 
-            return cls(gateway=grab(), firestore=grab(), pubsub=grab(), gcs=grab(),
+            return cls(gateway=grab(), firestore=grab(), pubsub=grab(), gcs=grab(), oidc=grab(),
                        functions={fn.name: grab() for fn in routes.FUNCTIONS})
         finally:
             for s in socks:
@@ -68,7 +76,7 @@ class Ports:
 
     def all(self) -> dict[str, int]:
         return {"gateway": self.gateway, "firestore": self.firestore, "pubsub": self.pubsub,
-                "gcs": self.gcs, **{f"fn:{k}": v for k, v in self.functions.items()}}
+                "gcs": self.gcs, "oidc": self.oidc, **{f"fn:{k}": v for k, v in self.functions.items()}}
 
 
 @dataclass
@@ -156,7 +164,11 @@ class Stack:
             "MLLAB_PROJECT": PROJECT,
             "MLLAB_BUCKET": BUCKET,
             "MLLAB_EVENTS_TOPIC": TOPIC,
+            "MLLAB_PURGE_TOPIC": PURGE_TOPIC,
             "MLLAB_PUBLIC_URL": gw,
+            "MLLAB_LAB_URL": gw,
+            "MLLAB_OIDC_ISSUER": f"http://127.0.0.1:{self.ports.oidc}",
+            "MLLAB_OIDC_CLIENT_ID": OIDC_CLIENT_ID,
             "MLLAB_CORS_ORIGINS": f"{gw},http://localhost:{self.ports.gateway}",
             "MLLAB_DEV_DIR": str(self.dev_dir),
             "MLLAB_SECRETS_DIR": str(self.dev_dir / "mounted-secrets"),
@@ -169,7 +181,8 @@ class Stack:
             "public_url": self.gateway_url,
             "components": [{"name": c.name, "kind": c.kind, "port": c.port, "health": c.health}
                            for c in self.children],
-            "functions": {fn.name: self.ports.functions[fn.name] for fn in routes.http_functions()},
+            "functions": {fn.name: self.ports.functions[fn.name] for fn in routes.http_functions()
+                          if any(c.name == f"fn:{fn.name}" for c in self.children)},
         }
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -219,9 +232,17 @@ class Stack:
                    "-event.list", "finalize,delete", "-cors-headers", "x-goog-content-length-range",
                    "-log-level", "warn"],
                   f"http://127.0.0.1:{p.gcs}/storage/v1/b"),
+            Child("oidc", "emulator", p.oidc,
+                  [str(self.venv_bin / "oidc-provider-mock"), "--host", "127.0.0.1", "--port", str(p.oidc),
+                   "--require-nonce", "true",
+                   *[arg for user in OIDC_USERS for arg in ("--user-claims", json.dumps(user))]],
+                  f"http://127.0.0.1:{p.oidc}/.well-known/openid-configuration"),
         ]
         for fn in routes.FUNCTIONS:
             port = p.functions[fn.name]
+            if not (ROOT / "functions" / fn.name / "main.py").is_file():
+                print(f"stack: functions/{fn.name}/main.py is missing; not started", file=sys.stderr)
+                continue
             self.children.append(Child(
                 f"fn:{fn.name}", "function", port,
                 [str(self.venv_bin / "functions-framework"), "--source", str(ROOT / "functions" / fn.name / "main.py"),
@@ -281,18 +302,25 @@ class Stack:
                     time.sleep(0.1)
 
     def _bootstrap(self) -> None:
-        """The cloud resources `infra/` creates in production: bucket, topic, push subscription."""
+        """The cloud resources `infra/` creates in production: the bucket, and for every Pub/Sub
+        function its topic and a push subscription to it."""
         p = self.ports
-        push = f"http://127.0.0.1:{p.functions['on_object_finalized']}/projects/{PROJECT}/topics/{TOPIC}"
+        base = f"http://127.0.0.1:{p.pubsub}/v1/projects/{PROJECT}"
         with httpx.Client(timeout=10.0) as client:
-            r = client.put(f"http://127.0.0.1:{p.pubsub}/v1/projects/{PROJECT}/topics/{TOPIC}")
-            if r.status_code not in (200, 409):
-                raise StackError(f"creating topic failed: {r.status_code} {r.text[:200]}")
-            r = client.put(f"http://127.0.0.1:{p.pubsub}/v1/projects/{PROJECT}/subscriptions/{SUBSCRIPTION}",
-                           json={"topic": f"projects/{PROJECT}/topics/{TOPIC}", "ackDeadlineSeconds": 60,
-                                 "pushConfig": {"pushEndpoint": push}})
-            if r.status_code not in (200, 409):
-                raise StackError(f"creating push subscription failed: {r.status_code} {r.text[:200]}")
+            started = {c.name for c in self.children}
+            for fn in routes.FUNCTIONS:
+                if fn.trigger is not routes.Trigger.PUBSUB or f"fn:{fn.name}" not in started:
+                    continue
+                topic = TOPICS[fn.topic or ""]
+                push = f"http://127.0.0.1:{p.functions[fn.name]}/projects/{PROJECT}/topics/{topic}"
+                r = client.put(f"{base}/topics/{topic}")
+                if r.status_code not in (200, 409):
+                    raise StackError(f"creating topic {topic} failed: {r.status_code} {r.text[:200]}")
+                r = client.put(f"{base}/subscriptions/{topic}-{fn.name}",
+                               json={"topic": f"projects/{PROJECT}/topics/{topic}", "ackDeadlineSeconds": 60,
+                                     "pushConfig": {"pushEndpoint": push}})
+                if r.status_code not in (200, 409):
+                    raise StackError(f"creating push subscription failed: {r.status_code} {r.text[:200]}")
             r = client.post(f"http://127.0.0.1:{p.gcs}/storage/v1/b", params={"project": PROJECT},
                             json={"name": BUCKET})
             if r.status_code not in (200, 409):

@@ -1,0 +1,88 @@
+"""Outgoing mail through the `mail_outbox` collection.
+
+Every message is written to the outbox first, then delivered: by SMTP in production (URL in the
+`smtp-url` secret), as JSON files under `.dev/mail/` locally. Once delivered, the link (which may
+carry a one-time token) is removed from the outbox document. No link ever reaches a log line.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+from mllab import clients, clock, config, log
+
+OUTBOX = "mail_outbox"
+
+TEMPLATES: dict[str, tuple[str, str]] = {
+    "verify_email": ("Confirm your email for ML Lab",
+                     "Welcome to ML Lab. Confirm this address to start using your account:\n\n{link}\n\n"
+                     "The link works once and expires in 24 hours."),
+    "already_registered": ("Someone tried to sign up with your email",
+                           "Someone (maybe you) tried to create an ML Lab account with this address, which already "
+                           "has one. If it was you, sign in or reset your password:\n\n{link}\n\n"
+                           "If it wasn't, you can ignore this mail."),
+    "password_reset": ("Reset your ML Lab password",
+                       "Use this link to choose a new password. It works once and expires in 30 minutes:\n\n{link}\n\n"
+                       "If you didn't ask for it, ignore this mail; your password stays as it is."),
+    "password_changed": ("Your ML Lab password was changed",
+                         "The password of your ML Lab account was just changed. If this wasn't you, reset it at once:"
+                         "\n\n{link}"),
+}
+
+
+def send(to: str, template: str, link: str | None = None) -> None:
+    subject, body = TEMPLATES[template]
+    now = clock.now()
+    ref = clients.firestore().collection(OUTBOX).document()
+    ref.create({"to": to, "template": template, "link": link, "created_at": now, "sent_at": None,
+                "attempts": 0, "updated_at": now}, timeout=clients.deadline())
+    try:
+        deliver(to, subject, body.format(link=link or config.settings().lab_url), template)
+    except Exception as exc:  # noqa: BLE001 - the outbox keeps it for a retry
+        log.exception("mail delivery failed; kept in the outbox", exc, template=template, outbox_id=ref.id)
+        ref.update({"attempts": 1, "updated_at": clock.now()}, timeout=clients.deadline())
+        return
+    ref.update({"sent_at": clock.now(), "link": None, "attempts": 1, "updated_at": clock.now()},
+               timeout=clients.deadline())
+    log.info("mail sent", template=template, outbox_id=ref.id)
+
+
+def deliver(to: str, subject: str, body: str, template: str) -> None:
+    s = config.settings()
+    if not s.is_production:
+        folder = s.dev_dir / "mail"
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{clock.now().strftime('%Y%m%dT%H%M%S%f')}-{template}-{secrets.token_hex(3)}.json"
+        (folder / name).write_text(json.dumps({"to": to, "from": s.mail_from, "subject": subject, "body": body,
+                                               "template": template}, indent=1))
+        return
+    _smtp(to, subject, body, s.mail_from, config.secret(config.SMTP_URL).strip())
+
+
+def _smtp(to: str, subject: str, body: str, sender: str, url: str) -> None:
+    import smtplib
+    from email.message import EmailMessage
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = sender, to, subject
+    msg.set_content(body)
+    timeout = clients.deadline()
+    if parts.scheme == "smtps":
+        server: Any = smtplib.SMTP_SSL(parts.hostname, parts.port or 465, timeout=timeout)
+    else:
+        server = smtplib.SMTP(parts.hostname, parts.port or 587, timeout=timeout)
+        server.starttls()
+    with server:
+        if parts.username:
+            server.login(unquote(parts.username), unquote(parts.password or ""))
+        server.send_message(msg)
+
+
+def dev_messages() -> list[dict[str, Any]]:
+    """Messages delivered locally, oldest first (tests and the lab's dev mail view read these)."""
+    folder = config.settings().dev_dir / "mail"
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
