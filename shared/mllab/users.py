@@ -61,6 +61,16 @@ def password_identity(email: str) -> dict[str, Any] | None:
     return identity(password_identity_id(email))
 
 
+def find_by_email(email: str) -> dict[str, Any] | None:
+    """The user with this (normalised) email, whatever its sign-in methods."""
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    query = _db().collection(USERS).where(filter=FieldFilter("email", "==", email)).limit(1)
+    for snap in query.stream(timeout=clients.deadline()):
+        return {**snap.to_dict(), "uid": snap.id}
+    return None
+
+
 def identities_of(uid: str) -> list[dict[str, Any]]:
     from google.cloud.firestore_v1.base_query import FieldFilter
 

@@ -126,6 +126,9 @@ class Browser:
             h["Authorization"] = f"Bearer {self.access_token}"
         if cookie and self.refresh_cookie:
             h["Cookie"] = f"__Host-rt={self.refresh_cookie}"
+        if method == "POST" and json_body is None and "content" not in kw:
+            h["Content-Type"] = "application/json"  # the lab always posts JSON, even with no body
+            kw["content"] = b""
         h.update(headers or {})
         return self._absorb(self.client.request(method, path, json=json_body, headers=h, **kw))
 
