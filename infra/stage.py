@@ -22,7 +22,8 @@ __pycache__/
 *.pyc
 tests/
 """
-SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "tests")
+# cli.py is the operator CLI (`mllab`): it never ships inside a function.
+SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "tests", "cli.py")
 
 
 def functions() -> list[str]:

@@ -22,10 +22,11 @@ from pathlib import Path
 
 import httpx
 
-from mllab import config, tokens
+from mllab import clients, config, passwords, sessions, tokens, users
 from mllab_dev.stack import PROJECT, ROOT, TOPIC, Ports, Stack
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+WARM_CALLS = int(os.environ.get("BENCH_WARM_CALLS", "200"))
 TOKEN_CALLS = int(os.environ.get("BENCH_TOKEN_CALLS", "2000"))
 HERE = Path(__file__).parent
 
@@ -102,6 +103,59 @@ def per_call_us(fn, calls: int) -> float:
     return statistics.median(batches)
 
 
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def warm_latencies(stack: Stack) -> list[tuple[str, list[float]]]:
+    """Warm request latency (client side, ms) against the running functions and the emulator."""
+    from google.cloud import firestore
+
+    uid = users.create_password_user(f"bench-{uuid.uuid4().hex[:8]}@example.com", passwords.DUMMY_HASH, verified=True)
+    session, cookie = sessions.create(uid, "password", user_agent="bench", ip="127.0.0.1")
+    access = tokens.issue_access_token(uid, session.id).token
+    refresh_url = f"http://127.0.0.1:{stack.ports.functions['auth_refresh']}/auth/refresh"
+    me_url = f"http://127.0.0.1:{stack.ports.functions['account']}/me"
+    headers = {"Origin": stack.gateway_url, "X-CSRF-Token": "1", "Content-Type": "application/json"}
+    out: list[tuple[str, list[float]]] = []
+    with httpx.Client(timeout=30) as client:
+        def timed(call) -> list[float]:
+            for _ in range(10):  # warm-up
+                call()
+            samples = []
+            for _ in range(WARM_CALLS):
+                t = time.perf_counter()
+                call()
+                samples.append((time.perf_counter() - t) * 1000)
+            return samples
+
+        state = {"cookie": cookie}
+
+        def refresh() -> None:
+            r = client.post(refresh_url, headers={**headers, "Cookie": f"__Host-rt={state['cookie']}"})
+            assert r.status_code == 200, r.text
+            state["cookie"] = r.headers["set-cookie"].split(";", 1)[0].split("=", 1)[1]
+
+        def me() -> None:
+            r = client.get(me_url, headers={"Authorization": f"Bearer {access}"})
+            assert r.status_code == 200, r.text
+
+        db = clients.firestore()
+        ref = db.collection("bench").document(uuid.uuid4().hex)
+        ref.set({"n": 0})
+
+        @firestore.transactional
+        def bump(tx) -> None:
+            n = ref.get(transaction=tx).get("n")
+            tx.update(ref, {"n": n + 1})
+
+        out.append(("bare Firestore transaction", timed(lambda: bump(db.transaction()))))
+        out.append(("POST /auth/refresh", timed(refresh)))
+        out.append(("GET /me", timed(me)))
+    return out
+
+
 def main() -> int:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}; {RUNS} runs each (median; min-max)\n")
@@ -112,7 +166,9 @@ def main() -> int:
             env = {**os.environ, **stack.env()}
             os.environ.update(stack.env())
             config.reload()
+            clients.reset()
             tokens.reset_caches()
+            sessions.reset_caches()
             print(f"{'function':28} {'cold start ms':>15} {'min-max':>13} {'import CPU ms':>14} {'x bare':>7}")
             base = None
             for label, source, target, probe in TARGETS:
@@ -121,6 +177,19 @@ def main() -> int:
                 med = statistics.median(times)
                 base = base or med
                 print(f"{label:28} {med:15.0f} {min(times):6.0f}-{max(times):<6.0f} {cpu:14.0f} {med / base:7.2f}")
+
+            print(f"\n{'warm, ' + str(WARM_CALLS) + ' calls':28} {'p50 ms':>8} {'p95 ms':>8} {'x bare p50':>11}")
+            rows = warm_latencies(stack)
+            bare = statistics.median(rows[0][1])
+            for label, samples in rows:
+                print(f"{label:28} {pct(samples, 50):8.1f} {pct(samples, 95):8.1f} {pct(samples, 50) / bare:11.2f}")
+
+            hashes = []
+            for _ in range(10):
+                t = time.perf_counter()
+                passwords.hash_password("benchmark password 123")
+                hashes.append((time.perf_counter() - t) * 1000)
+            print(f"\n{'Argon2id (m=19 MiB, t=2, p=1)':28} {statistics.median(hashes):8.1f} ms per hash")
 
             issued = tokens.issue_access_token("bench-user", "bench-session")
             sign = per_call_us(lambda: tokens.issue_access_token("bench-user", "bench-session"), TOKEN_CALLS)

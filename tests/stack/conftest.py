@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mllab import clients, config, tokens
+from mllab import clients, config, sessions, tokens
 from mllab_dev.stack import PROJECT, Ports, Stack
 
 
@@ -25,6 +25,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     config.reload()
     clients.reset()
     tokens.reset_caches()
+    sessions.reset_caches()
     try:
         yield s
     finally:
@@ -37,6 +38,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         config.reload()
         clients.reset()
         tokens.reset_caches()
+        sessions.reset_caches()
 
 
 @pytest.fixture(autouse=True)

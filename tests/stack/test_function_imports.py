@@ -42,6 +42,60 @@ EXERCISE = {
         r = client.post("/projects/demo-mllab/topics/gcs-events", json=body)
         assert r.status_code == 200, r.data
     """,
+    "auth_google_login": """
+        r = client.get("/auth/google/login?return_to=/lab")
+        assert r.status_code == 302, r.data
+    """,
+    "auth_google_callback": """
+        import urllib.parse
+        import httpx
+        from mllab import oauth
+        tx_id, url = oauth.begin("/lab")
+        loc = urllib.parse.urlsplit(httpx.post(url, data={"sub": "alice-google-0001"}, timeout=10).headers["location"])
+        client.set_cookie("__Host-oauth_tx", tx_id)
+        r = client.get(f"{loc.path}?{loc.query}")
+        assert r.status_code == 302, r.data
+    """,
+    "auth_password": """
+        h = {"Origin": "http://127.0.0.1", "X-CSRF-Token": "1"}
+        import os; h["Origin"] = os.environ["MLLAB_PUBLIC_URL"]
+        r = client.post("/auth/login", json={"email": "nobody@example.com", "password": "whatever123"}, headers=h)
+        assert r.status_code == 401, r.data
+    """,
+    "auth_refresh": """
+        import os
+        client.set_cookie("__Host-rt", "rt1." + "A" * 75)  # well-formed, unknown session: a real lookup
+        r = client.post("/auth/refresh", headers={"Origin": os.environ["MLLAB_PUBLIC_URL"], "X-CSRF-Token": "1",
+                                                  "Content-Type": "application/json"})
+        assert r.status_code == 401, r.data
+    """,
+    "auth_logout": """
+        import os
+        client.set_cookie("__Host-rt", "rt1." + "A" * 75)
+        r = client.post("/auth/logout", json={"scope": "local"},
+                        headers={"Origin": os.environ["MLLAB_PUBLIC_URL"], "X-CSRF-Token": "1"})
+        assert r.status_code == 401, r.data
+    """,
+    "account": """
+        import uuid
+        from mllab import passwords, sessions, tokens, users
+        email = f"imports-{uuid.uuid4().hex[:8]}@example.com"
+        uid = users.create_password_user(email, passwords.hash_password("imports password 1"))
+        s, _ = sessions.create(uid, "password", user_agent="imports", ip="203.0.113.1")
+        h = {"Authorization": "Bearer " + tokens.issue_access_token(uid, s.id).token,
+             "X-CSRF-Token": sessions.csrf_token(s.id)}
+        for path in ("/me", "/sessions", "/account/export"):
+            r = client.get(path, headers=h)
+            assert r.status_code == 200, r.data
+        r = client.delete("/account", json={"password": "imports password 1"}, headers=h)
+        assert r.status_code == 204, r.data
+    """,
+    "purge_accounts": """
+        body = {"subscription": "projects/demo-mllab/subscriptions/s",
+                "message": {"data": "e30=", "messageId": "purge-imports-1", "attributes": {}}}
+        r = client.post("/projects/demo-mllab/topics/account-purge", json=body)
+        assert r.status_code == 200, r.data
+    """,
 }
 
 CHILD = """

@@ -36,9 +36,11 @@ class Item(Strict):
 
 TABLE = (
     Route("GET", "/things", "things", "list things"),
-    Route("POST", "/things", "things", "create a thing", request=Item, status=201, auth=Auth.ACCESS_TOKEN),
+    # live=False: this table tests the pipeline; session liveness is tested on the emulator and below.
+    Route("POST", "/things", "things", "create a thing", request=Item, status=201, auth=Auth.ACCESS_TOKEN,
+          live=False),
     Route("GET", "/things/{id}", "things", "get a thing", auth=Auth.ACCESS_TOKEN),
-    Route("DELETE", "/things/{id}", "things", "delete a thing", auth=Auth.ACCESS_TOKEN),
+    Route("DELETE", "/things/{id}", "things", "delete a thing", auth=Auth.ACCESS_TOKEN, live=False),
     Route("POST", "/echo", "things", "echo a body", request=Item),
     Route("GET", "/boom", "things", "always fails"),
     Route("GET", "/outage/{kind}", "things", "a dependency fails"),
@@ -607,3 +609,28 @@ def test_jwks_function_logs_one_access_line(load_function: Callable[[str], Any],
     assert line["httpRequest"]["status"] == 200
     assert line["function"] == "jwks"
     assert line["logging.googleapis.com/trace"] == "projects/demo-mllab/traces/0123456789abcdef0123456789abcdef"
+
+
+def test_mutating_token_routes_check_session_liveness_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mllab import sessions
+
+    table = (Route("POST", "/live", "live", "a mutation", auth=Auth.ACCESS_TOKEN),
+             Route("GET", "/read", "live", "a read", auth=Auth.ACCESS_TOKEN))
+    assert table[0].needs_live_session and not table[1].needs_live_session
+    checked: list[str] = []
+
+    def refuse(claims):
+        checked.append(claims["sid"])
+        raise http.Problem(401, "Your session has ended. Sign in again.", slug="session-ended")
+
+    monkeypatch.setattr(sessions, "check_live", refuse)
+    router = http.Router("live", table)
+    router.route("POST", "/live")(lambda req: {"ok": True})
+    router.route("GET", "/read")(lambda req: {"ok": True})
+    client = Client(lambda env, sr: router(RawRequest(env))(env, sr))
+    token = tokens.issue_access_token("u1", "s1").token
+    auth = {"Authorization": f"Bearer {token}"}
+    assert client.get("/read", headers=auth).status_code == 200
+    r = client.post("/live", headers=auth)
+    assert r.status_code == 401 and r.json["type"].endswith("session-ended")
+    assert checked == ["s1"]

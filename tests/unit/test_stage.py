@@ -29,6 +29,7 @@ def test_staged_folder_has_function_library_and_ignore_file(tmp_path: Path, fn: 
     files = {p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()}
     assert {"main.py", "requirements.txt", ".gcloudignore", "mllab/__init__.py", "mllab/http.py"} <= files
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
+    assert "mllab/cli.py" not in files  # the operator CLI never ships inside a function
     assert (staged / "requirements.txt").read_text() == (ROOT / "functions" / fn.name / "requirements.txt").read_text()
 
 

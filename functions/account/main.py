@@ -1,0 +1,42 @@
+"""The signed-in user's account: GET /me, GET /sessions, DELETE /sessions/{id}, GET /account/export,
+DELETE /account. Liveness and CSRF are enforced by the router from the route table."""
+
+import flask
+import functions_framework
+
+from mllab import accounts, http, schemas
+
+router = http.Router("account")
+
+
+@router.route("GET", "/me")
+def get_me(request: http.Request) -> schemas.Me:
+    return accounts.me(request.user, request.claims["sid"])
+
+
+@router.route("GET", "/sessions")
+def list_sessions(request: http.Request) -> schemas.SessionList:
+    return accounts.session_list(request.uid, request.claims["sid"])
+
+
+@router.route("DELETE", "/sessions/{id}")
+def revoke_session(request: http.Request) -> None:
+    accounts.revoke_session(request.uid, request.params["id"], ip=request.client_ip)
+
+
+@router.route("GET", "/account/export")
+def export_account(request: http.Request) -> http.Response:
+    data = accounts.export(request.uid)
+    name = f"mllab-export-{data.exported_at[:10]}.json"
+    return http.Response(data, headers=[("Content-Disposition", f'attachment; filename="{name}"')])
+
+
+@router.route("DELETE", "/account")
+def delete_account(request: http.Request) -> None:
+    accounts.delete_account(request.user, request.claims["sid"], password=request.body.password,
+                            ip=request.client_ip)
+
+
+@functions_framework.http
+def account(request: flask.Request) -> flask.Response:
+    return router(request)

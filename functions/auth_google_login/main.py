@@ -1,0 +1,28 @@
+"""GET /auth/google/login?return_to=/path: start Google sign-in (research/auth.md section 2.4).
+
+Stores a fresh `oauth_tx` (state hash, nonce, PKCE verifier, return_to), binds it to this browser with
+`__Host-oauth_tx` (SameSite=Lax, 10 minutes) and redirects to the provider's authorization endpoint.
+An invalid `return_to` is a 400 problem; the logic lives in mllab.oauth.
+"""
+
+import flask
+import functions_framework
+
+from mllab import http, oauth
+
+router = http.Router("auth_google_login")
+
+
+@router.route("GET", "/auth/google/login")
+def login(request: http.Request) -> http.Response:
+    values = request.args.getlist("return_to")
+    if len(values) > 1:
+        raise oauth.BadReturnTo()
+    return_to = oauth.validate_return_to(values[0] if values else None)
+    tx_id, url = oauth.begin(return_to)
+    return http.Response(status=302, headers=[("Location", url), ("Set-Cookie", oauth.tx_cookie(tx_id))])
+
+
+@functions_framework.http
+def auth_google_login(request: flask.Request) -> flask.Response:
+    return router(request)

@@ -1,0 +1,243 @@
+"""The signed-in user's account: what /me answers, the session list, the data export, deletion
+(soft, then purged for good after ACCOUNT_PURGE_AFTER_DAYS by the daily `purge_accounts` job).
+
+Later issues add their collections in two places only: `EXPORT_SECTIONS` (what the export holds)
+and `PURGE_STEPS` (what the purge removes).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from mllab import audit, clients, clock, config, log, passwords, ratelimit, schemas, sessions, users
+from mllab.problems import Problem
+
+# Internal fields never leave the server (the export answers a whitelist per collection).
+USER_EXPORT_FIELDS = ("email", "name", "providers", "email_verified", "role", "disabled", "deleted_at",
+                      "created_at", "updated_at")
+IDENTITY_EXPORT_FIELDS = ("kind", "email", "iss", "sub", "created_at", "updated_at")  # never `hash`
+SESSION_EXPORT_FIELDS = ("method", "user_agent", "ip", "created_ip", "created_at", "refreshed_at", "not_after",
+                         "revoked_at", "revoke_reason")  # never the counter or key version
+AUDIT_EXPORT_FIELDS = ("action", "target", "outcome", "ip", "at", "request_id", "details")
+_SESSION_ID = re.compile(r"[0-9a-f]{32}")
+_BATCH = 400  # Firestore allows 500 writes per batch
+
+
+# --- /me and /sessions ---------------------------------------------------------------------------
+
+def me(user: dict[str, Any], sid: str) -> schemas.Me:
+    """The Me document. Billing and usage are zeros until those issues land."""
+    return schemas.Me(**users.public(user), subscription=schemas.Subscription(), usage=schemas.Usage(),
+                      csrf=sessions.csrf_token(sid))
+
+
+def _expires_at(s: dict[str, Any]) -> datetime:
+    """When the session ends if unused: the idle limit or the absolute limit, whichever is first."""
+    return min(s["not_after"], s["refreshed_at"] + timedelta(seconds=config.LIMITS.refresh_idle_s))
+
+
+def session_list(uid: str, current_sid: str) -> schemas.SessionList:
+    """The user's live sessions, newest first (idle-expired ones are left out: they can't refresh)."""
+    now = clock.now()
+    items = [schemas.SessionInfo(
+        id=s["id"], method=s.get("method", ""), user_agent=s.get("user_agent", ""), ip=s.get("ip", ""),
+        created_at=clock.rfc3339(s["created_at"]), refreshed_at=clock.rfc3339(s["refreshed_at"]),
+        expires_at=clock.rfc3339(_expires_at(s)), current=s["id"] == current_sid)
+        for s in sessions.for_user(uid) if _expires_at(s) > now or s["id"] == current_sid]
+    return schemas.SessionList(items=items, next_cursor=None)
+
+
+def revoke_session(uid: str, sid: str, *, ip: str | None = None) -> None:
+    """Sign out one of the caller's devices. Someone else's, unknown or already revoked: 404."""
+    not_found = Problem(404, "No active session of yours has this id; refresh the list of devices.")
+    if not _SESSION_ID.fullmatch(sid):
+        raise not_found
+    snap = clients.firestore().collection(sessions.COLLECTION).document(sid).get(timeout=clients.deadline())
+    if not snap.exists or snap.get("uid") != uid or snap.get("revoked_at"):
+        raise not_found
+    if not sessions.revoke(sid, "user_revoked"):
+        raise not_found  # revoked meanwhile
+    audit.record("session.revoke", actor=uid, target=f"session:{sid}", ip=ip)
+
+
+# --- export --------------------------------------------------------------------------------------
+
+def jsonable(value: Any) -> Any:
+    """Firestore values as JSON: timestamps as RFC 3339, recursively."""
+    if isinstance(value, datetime):
+        return clock.rfc3339(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _pick(doc: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    return {f: jsonable(doc[f]) for f in fields if f in doc}
+
+
+def _export_identities(uid: str) -> list[dict[str, Any]]:
+    return [_pick(i, IDENTITY_EXPORT_FIELDS) for i in users.identities_of(uid)]
+
+
+def _export_sessions(uid: str) -> list[dict[str, Any]]:
+    return [{"id": s["id"], **_pick(s, SESSION_EXPORT_FIELDS)} for s in sessions.for_user(uid, include_revoked=True)]
+
+
+def _export_audit(uid: str) -> list[dict[str, Any]]:
+    entries = sorted(audit.for_actor(uid), key=lambda e: e.get("at") or clock.now())
+    return [_pick(e, AUDIT_EXPORT_FIELDS) for e in entries]
+
+
+# (key in the export, collector). Add a collection by adding a row.
+EXPORT_SECTIONS: list[tuple[str, Callable[[str], Any]]] = [
+    ("identities", _export_identities),
+    ("sessions", _export_sessions),
+    ("audit", _export_audit),
+]
+
+
+def export(uid: str) -> schemas.AccountExport:
+    user = users.get(uid)
+    if user is None:
+        raise Problem(404, "This account no longer exists.")
+    data: dict[str, Any] = {"exported_at": clock.rfc3339(), "user": {"uid": uid, **_pick(user, USER_EXPORT_FIELDS)}}
+    for key, collect in EXPORT_SECTIONS:
+        data[key] = collect(uid)
+    return schemas.AccountExport.model_validate(data)
+
+
+# --- deletion ------------------------------------------------------------------------------------
+
+def delete_account(user: dict[str, Any], sid: str, *, password: str | None, ip: str | None = None) -> None:
+    """Soft-delete after reauthentication: the account's password, or (no password sent) a session
+    signed in within RECENT_SIGN_IN_S. Refusals are 403 "reauthentication required" (the access
+    token itself is fine, so not 401, which the lab treats as "signed out"). A wrong password counts
+    against the same failure budget as a wrong password at login."""
+    uid = user["uid"]
+    _reauthenticate(uid, sid, password, ip)
+    now = clock.now()
+    users.update(uid, deleted_at=now, disabled=True, tokens_valid_after=now)
+    revoked = sessions.revoke_all(uid, "account_deleted")
+    audit.record("account.delete", actor=uid, target=f"user:{uid}", ip=ip, sessions_revoked=revoked)
+    log.info("account deleted", uid=uid, sessions_revoked=revoked)
+
+
+def _reauthenticate(uid: str, sid: str, password: str | None, ip: str | None) -> None:
+    if password is not None:
+        identity = next((i for i in users.identities_of(uid) if i.get("kind") == "password"), None)
+        if identity is None:
+            passwords.dummy_verify(password)
+            raise _reauth_problem("This account has no password. Sign in again, then delete the account "
+                                  f"within {config.RECENT_SIGN_IN_S // 60} minutes without one.")
+        ratelimit.check("login_account", identity["email"], ip=ip)
+        if not passwords.verify(identity["hash"], password):
+            ratelimit.fail("login_account", identity["email"])
+            audit.record("account.delete", actor=uid, target=f"user:{uid}", outcome="wrong_password", ip=ip)
+            raise _reauth_problem("The password is wrong. Nothing was deleted.")
+        return
+    snap = clients.firestore().collection(sessions.COLLECTION).document(sid).get(timeout=clients.deadline())
+    created = snap.get("created_at") if snap.exists else None
+    if created is None or clock.now() - created > timedelta(seconds=config.RECENT_SIGN_IN_S):
+        raise _reauth_problem(f"Confirm with your password, or sign in again and delete the account within "
+                              f"{config.RECENT_SIGN_IN_S // 60} minutes.")
+
+
+def _reauth_problem(detail: str) -> Problem:
+    return Problem(403, detail, slug="reauthentication-required", title="Reauthentication required")
+
+
+# --- purge ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PurgeStep:
+    """Delete every document of `collection` whose `field` equals the user's uid (or, with
+    `by_email`, the user's email)."""
+
+    collection: str
+    field: str = "uid"
+    by_email: bool = False
+
+
+# What a purge removes besides the user document (deleted last, so a failed run is retried whole).
+# Add a collection by adding a row (or a callable taking (uid, user) and returning a count).
+PURGE_STEPS: list[PurgeStep | Callable[[str, dict[str, Any]], int]] = [
+    PurgeStep(users.IDENTITIES),
+    PurgeStep(sessions.COLLECTION),
+    PurgeStep(users.EMAIL_TOKENS),
+    PurgeStep("mail_outbox", field="to", by_email=True),
+]
+
+
+def _delete_where(collection: str, field: str, value: Any) -> int:
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    db = clients.firestore()
+    query = db.collection(collection).where(filter=FieldFilter(field, "==", value))
+    refs = [snap.reference for snap in query.stream(timeout=clients.deadline())]
+    for start in range(0, len(refs), _BATCH):
+        batch = db.batch()
+        for ref in refs[start:start + _BATCH]:
+            batch.delete(ref)
+        batch.commit(timeout=clients.deadline())
+    return len(refs)
+
+
+def _run_step(step: PurgeStep | Callable[[str, dict[str, Any]], int], uid: str, user: dict[str, Any]) -> int:
+    if isinstance(step, PurgeStep):
+        value = user.get("email") if step.by_email else uid
+        return _delete_where(step.collection, step.field, value) if value else 0
+    return step(uid, user)
+
+
+def due_for_purge(now: datetime) -> list[dict[str, Any]]:
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    cutoff = now - timedelta(days=config.ACCOUNT_PURGE_AFTER_DAYS)
+    query = clients.firestore().collection(users.USERS).where(filter=FieldFilter("deleted_at", "<", cutoff))
+    return [{**snap.to_dict(), "uid": snap.id} for snap in query.stream(timeout=clients.deadline())]
+
+
+def purge(now: datetime) -> int:
+    """Hard-delete every user soft-deleted more than ACCOUNT_PURGE_AFTER_DAYS before `now`, with what
+    they own. Idempotent: a rerun (or a concurrent run) purges nothing twice and audits each user once."""
+    from google.api_core.exceptions import NotFound
+
+    db = clients.firestore()
+    purged = 0
+    for user in due_for_purge(now):
+        uid = user["uid"]
+        removed = {}
+        for step in PURGE_STEPS:
+            name = step.collection if isinstance(step, PurgeStep) else getattr(step, "__name__", "step")
+            removed[name] = _run_step(step, uid, user)
+        try:
+            db.collection(users.USERS).document(uid).delete(option=db.write_option(exists=True),
+                                                           timeout=clients.deadline())
+        except NotFound:
+            continue  # a concurrent run got there first and audited it
+        purged += 1
+        audit.record("account.purge", actor="system", target=f"user:{uid}",
+                     deleted_at=clock.rfc3339(user["deleted_at"]), removed=removed)
+        log.info("account purged", uid=uid, removed=removed)
+    return purged
+
+
+def handle_purge_event(cloud_event: Any) -> int:
+    """Entry point of `purge_accounts` (any message on the purge topic runs one purge)."""
+    ctx = log.bind(event_id=str(cloud_event["id"]), function="purge_accounts")
+    try:
+        count = purge(clock.now())
+        log.info("purge finished", purged=count)
+        return count
+    finally:
+        log.unbind(ctx)
