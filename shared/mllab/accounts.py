@@ -56,7 +56,7 @@ def revoke_session(uid: str, sid: str, *, ip: str | None = None) -> None:
     not_found = Problem(404, "No active session of yours has this id; refresh the list of devices.")
     if not _SESSION_ID.fullmatch(sid):
         raise not_found
-    snap = clients.firestore().collection(sessions.COLLECTION).document(sid).get(timeout=clients.deadline())
+    snap = clients.firestore().collection(sessions.COLLECTION).document(sid).get(**clients.opts())
     if not snap.exists or snap.get("uid") != uid or snap.get("revoked_at"):
         raise not_found
     if not sessions.revoke(sid, "user_revoked"):
@@ -145,7 +145,7 @@ def _reauthenticate(uid: str, sid: str, password: str | None, ip: str | None) ->
             audit.record("account.delete", actor=uid, target=f"user:{uid}", outcome="wrong_password", ip=ip)
             raise _reauth_problem("The password is wrong. Nothing was deleted.")
         return
-    snap = clients.firestore().collection(sessions.COLLECTION).document(sid).get(timeout=clients.deadline())
+    snap = clients.firestore().collection(sessions.COLLECTION).document(sid).get(**clients.opts())
     created = snap.get("created_at") if snap.exists else None
     if created is None or clock.now() - created > timedelta(seconds=config.RECENT_SIGN_IN_S):
         raise _reauth_problem(f"Confirm with your password, or sign in again and delete the account within "
@@ -183,12 +183,12 @@ def _delete_where(collection: str, field: str, value: Any) -> int:
 
     db = clients.firestore()
     query = db.collection(collection).where(filter=FieldFilter(field, "==", value))
-    refs = [snap.reference for snap in query.stream(timeout=clients.deadline())]
+    refs = [snap.reference for snap in query.stream(**clients.opts())]
     for start in range(0, len(refs), _BATCH):
         batch = db.batch()
         for ref in refs[start:start + _BATCH]:
             batch.delete(ref)
-        batch.commit(timeout=clients.deadline())
+        batch.commit(**clients.opts())
     return len(refs)
 
 
@@ -204,7 +204,7 @@ def due_for_purge(now: datetime) -> list[dict[str, Any]]:
 
     cutoff = now - timedelta(days=config.ACCOUNT_PURGE_AFTER_DAYS)
     query = clients.firestore().collection(users.USERS).where(filter=FieldFilter("deleted_at", "<", cutoff))
-    return [{**snap.to_dict(), "uid": snap.id} for snap in query.stream(timeout=clients.deadline())]
+    return [{**snap.to_dict(), "uid": snap.id} for snap in query.stream(**clients.opts())]
 
 
 def purge(now: datetime) -> int:
@@ -222,7 +222,7 @@ def purge(now: datetime) -> int:
             removed[name] = _run_step(step, uid, user)
         try:
             db.collection(users.USERS).document(uid).delete(option=db.write_option(exists=True),
-                                                           timeout=clients.deadline())
+                                                           **clients.opts())
         except NotFound:
             continue  # a concurrent run got there first and audited it
         purged += 1

@@ -18,7 +18,7 @@ def record(action: str, *, actor: str | None, target: str | None = None, outcome
              "request_id": ctx.get("request_id"), "function": ctx.get("function"), "at": clock.now(),
              "details": log.redact(details) if details else {}}
     try:
-        clients.firestore().collection(COLLECTION).add(entry, timeout=clients.deadline())
+        clients.firestore().collection(COLLECTION).add(entry, **clients.opts())
     except Exception as exc:  # noqa: BLE001 - see docstring
         log.exception("audit write failed", exc, action=action)
     log.info("audit", action=action, actor=actor, target=target, outcome=outcome)
@@ -28,4 +28,4 @@ def for_actor(uid: str, limit: int = 500) -> list[dict[str, Any]]:
     from google.cloud.firestore_v1.base_query import FieldFilter
 
     query = clients.firestore().collection(COLLECTION).where(filter=FieldFilter("actor", "==", uid)).limit(limit)
-    return [snap.to_dict() for snap in query.stream(timeout=clients.deadline())]
+    return [snap.to_dict() for snap in query.stream(**clients.opts())]

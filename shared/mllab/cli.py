@@ -132,7 +132,7 @@ def find_user(email: str) -> dict[str, Any] | None:
         if user:
             return user
     query = clients.firestore().collection(users.USERS).where(filter=FieldFilter("email", "==", email)).limit(2)
-    found = [{**s.to_dict(), "uid": s.id} for s in query.stream(timeout=clients.deadline())]
+    found = [{**s.to_dict(), "uid": s.id} for s in query.stream(**clients.opts())]
     if len(found) > 1:
         raise Refused(f"more than one user has the email {email}; use the Firestore console")
     return found[0] if found else None
@@ -201,7 +201,7 @@ def cmd_user_create(args: argparse.Namespace, out: Output) -> int:
 def cmd_user_list(args: argparse.Namespace, out: Output) -> int:
     from mllab import clients, users
 
-    snaps = clients.firestore().collection(users.USERS).stream(timeout=clients.deadline())
+    snaps = clients.firestore().collection(users.USERS).stream(**clients.opts())
     rows = sorted((user_row({**s.to_dict(), "uid": s.id}) for s in snaps), key=lambda r: r["created"] or "")
 
     def text() -> str:

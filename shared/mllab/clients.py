@@ -1,7 +1,9 @@
 """Cached Google Cloud clients. Each getter imports its library on first use, so a function pays
 only for the clients its path touches (cold start), and honours the `*_EMULATOR_HOST` variables.
 
-Every call made with these clients passes an explicit deadline: `timeout=clients.deadline()`.
+Every Google API call made with these clients passes `**clients.opts()`: a deadline that bounds the
+whole call, retries included. (`timeout=` alone bounds one attempt; the clients' default retry policy
+would keep a request waiting for minutes while a dependency is down, instead of answering 503.)
 """
 
 from __future__ import annotations
@@ -16,6 +18,18 @@ from mllab import config
 def deadline() -> float:
     """Seconds any single outbound call may take."""
     return config.settings().rpc_timeout_s
+
+
+def opts() -> dict[str, Any]:
+    """Keyword arguments for one Google API call: per-attempt timeout and a total deadline."""
+    return {"timeout": deadline(), "retry": _retry(deadline())}
+
+
+@functools.cache
+def _retry(total_s: float) -> Any:
+    from google.api_core.retry import Retry, if_transient_error
+
+    return Retry(predicate=if_transient_error, initial=0.1, maximum=2.0, multiplier=2.0, timeout=total_s)
 
 
 def _anonymous_if(var: str) -> dict[str, Any]:

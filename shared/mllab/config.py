@@ -285,5 +285,5 @@ def _secret_manager_value(project: str, name: str) -> str:
 
     client = clients.secret_manager()
     version = f"projects/{project}/secrets/{name}/versions/latest"
-    response = client.access_secret_version(name=version, timeout=settings().rpc_timeout_s)
+    response = client.access_secret_version(name=version, **clients.opts())
     return response.payload.data.decode("utf-8")

@@ -160,7 +160,7 @@ def record_finalize(event: ObjectEvent) -> bool:
             "uid": event.uid, "size": event.size, "content_type": event.content_type,
             "crc32c": event.crc32c, "md5": event.md5, "event_id": event.event_id,
             "event_time": event.event_time, "deleted_at": None, "created_at": now, "updated_at": now,
-        }, timeout=clients.deadline())
+        }, **clients.opts())
     except AlreadyExists:
         log.info("duplicate object event ignored", key=event.key, object=event.name, generation=event.generation)
         return False
@@ -175,5 +175,5 @@ def record_delete(event: ObjectEvent) -> None:
     doc.set({"bucket": event.bucket, "object": event.name, "generation": event.generation,
              "uid": event.uid, "deleted_at": now, "updated_at": now,
              "overwritten_by_generation": event.overwritten_by_generation},
-            merge=True, timeout=clients.deadline())
+            merge=True, **clients.opts())
     log.info("object deletion recorded", key=event.key, object=event.name, generation=event.generation)

@@ -311,6 +311,7 @@ class Router:
         status = resp_meta.status or (204 if body is None else route.status)
         if body is None:
             resp = RawResponse(status=status)
+            del resp.headers["Content-Type"]  # nothing to describe
         else:
             if isinstance(body, BaseModel):
                 body = body.model_dump(mode="json")

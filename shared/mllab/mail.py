@@ -37,15 +37,15 @@ def send(to: str, template: str, link: str | None = None) -> None:
     now = clock.now()
     ref = clients.firestore().collection(OUTBOX).document()
     ref.create({"to": to, "template": template, "link": link, "created_at": now, "sent_at": None,
-                "attempts": 0, "updated_at": now}, timeout=clients.deadline())
+                "attempts": 0, "updated_at": now}, **clients.opts())
     try:
         deliver(to, subject, body.format(link=link or config.settings().lab_url), template)
     except Exception as exc:  # noqa: BLE001 - the outbox keeps it for a retry
         log.exception("mail delivery failed; kept in the outbox", exc, template=template, outbox_id=ref.id)
-        ref.update({"attempts": 1, "updated_at": clock.now()}, timeout=clients.deadline())
+        ref.update({"attempts": 1, "updated_at": clock.now()}, **clients.opts())
         return
     ref.update({"sent_at": clock.now(), "link": None, "attempts": 1, "updated_at": clock.now()},
-               timeout=clients.deadline())
+               **clients.opts())
     log.info("mail sent", template=template, outbox_id=ref.id)
 
 

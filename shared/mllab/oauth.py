@@ -419,7 +419,7 @@ def begin(return_to: str) -> tuple[str, str]:
     _tx_ref(tx_id).create({
         "state_hash": _sha256_hex(state), "nonce": nonce, "code_verifier": verifier, "return_to": return_to,
         "created_at": now, "expires_at": now + timedelta(seconds=config.OAUTH_TX_TTL_S)},
-        timeout=clients.deadline())
+        **clients.opts())
     query = urllib.parse.urlencode({
         "response_type": "code", "client_id": config.settings().oidc_client_id, "redirect_uri": redirect_uri(),
         "scope": SCOPE, "state": state, "nonce": nonce, "code_challenge": code_challenge(verifier),
@@ -466,7 +466,7 @@ def consume(tx_id: str | None, state: str | None) -> Transaction:
 
     @firestore.transactional
     def run(tx: Any) -> tuple[str, dict[str, Any] | None]:
-        snap = ref.get(transaction=tx, timeout=clients.deadline())
+        snap = ref.get(transaction=tx, **clients.opts())
         if not snap.exists:
             return "unknown", None
         doc = snap.to_dict()

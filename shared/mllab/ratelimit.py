@@ -29,7 +29,7 @@ def check(kind: str, subject: str, *, ip: str | None = None) -> None:
     if not subject:
         return
     doc_id, start = _doc_id(kind, subject)
-    snap = clients.firestore().collection(COLLECTION).document(doc_id).get(timeout=clients.deadline())
+    snap = clients.firestore().collection(COLLECTION).document(doc_id).get(**clients.opts())
     count = (snap.to_dict() or {}).get("failures", 0) if snap.exists else 0
     if count >= _limit(kind):
         retry = max(1, start + config.RATE_LIMITS.window_s - int(clock.now().timestamp()))
@@ -48,7 +48,7 @@ def fail(kind: str, subject: str) -> None:
     expires = clock.now().replace(microsecond=0) + timedelta(seconds=2 * config.RATE_LIMITS.window_s)
     clients.firestore().collection(COLLECTION).document(doc_id).set(
         {"kind": kind, "window_start": start, "failures": firestore.Increment(1), "expires_at": expires},
-        merge=True, timeout=clients.deadline())
+        merge=True, **clients.opts())
 
 
 def _human(seconds: int) -> str:

@@ -176,7 +176,7 @@ def create(uid: str, method: str, *, user_agent: str, ip: str) -> tuple[Session,
         "user_agent": user_agent[:300], "ip": ip, "created_ip": ip,
         "created_at": now, "refreshed_at": now, "not_after": not_after, "expires_at": not_after,
         "revoked_at": None, "revoke_reason": None, "updated_at": now,
-    }, timeout=clients.deadline())
+    }, **clients.opts())
     log.info("session created", sid=sid, uid=uid, method=method)
     return Session(sid, uid, 0, now, now, not_after, method), refresh_token(sid, 0, version)
 
@@ -210,7 +210,7 @@ def rotate(token: str, *, user_agent: str, ip: str) -> tuple[Session, str]:
 
     @firestore.transactional
     def run(tx: Any) -> tuple[str, Any]:
-        snap = ref.get(transaction=tx, timeout=clients.deadline())
+        snap = ref.get(transaction=tx, **clients.opts())
         if not snap.exists:
             return "unknown", None
         s = snap.to_dict()
@@ -218,7 +218,7 @@ def rotate(token: str, *, user_agent: str, ip: str) -> tuple[Session, str]:
             return "forged", s
         if s.get("revoked_at"):
             return "revoked", s
-        user = db.collection(USERS).document(s["uid"]).get(transaction=tx, timeout=clients.deadline())
+        user = db.collection(USERS).document(s["uid"]).get(transaction=tx, **clients.opts())
         now = clock.now()
         blocked = _user_blocks(user.to_dict() if user.exists else None, s["created_at"])
         expired = ("expired_absolute" if now >= s["not_after"] else
@@ -256,7 +256,7 @@ def find_by_token(token: str) -> dict[str, Any] | None:
     parsed = parse_refresh_token(token)
     if parsed is None:
         return None
-    snap = _ref(parsed.sid).get(timeout=clients.deadline())
+    snap = _ref(parsed.sid).get(**clients.opts())
     if not snap.exists:
         return None
     s = snap.to_dict()
@@ -268,10 +268,10 @@ def find_by_token(token: str) -> dict[str, Any] | None:
 def revoke(sid: str, reason: str) -> bool:
     now = clock.now()
     ref = _ref(sid)
-    snap = ref.get(timeout=clients.deadline())
+    snap = ref.get(**clients.opts())
     if not snap.exists or snap.get("revoked_at"):
         return False
-    ref.update({"revoked_at": now, "revoke_reason": reason, "updated_at": now}, timeout=clients.deadline())
+    ref.update({"revoked_at": now, "revoke_reason": reason, "updated_at": now}, **clients.opts())
     return True
 
 
@@ -281,7 +281,7 @@ def for_user(uid: str, *, include_revoked: bool = False) -> list[dict[str, Any]]
     query = clients.firestore().collection(COLLECTION).where(filter=FieldFilter("uid", "==", uid))
     now = clock.now()
     out = []
-    for snap in query.stream(timeout=clients.deadline()):
+    for snap in query.stream(**clients.opts()):
         s = {**snap.to_dict(), "id": snap.id}
         if include_revoked or (not s.get("revoked_at") and s["not_after"] > now):
             out.append(s)
@@ -298,7 +298,7 @@ def revoke_all(uid: str, reason: str, *, except_sid: str | None = None) -> int:
         for s in live[chunk:chunk + 400]:
             batch.update(db.collection(COLLECTION).document(s["id"]),
                          {"revoked_at": now, "revoke_reason": reason, "updated_at": now})
-        batch.commit(timeout=clients.deadline())
+        batch.commit(**clients.opts())
     return len(live)
 
 
@@ -309,7 +309,7 @@ def check_live(claims: dict[str, Any]) -> dict[str, Any]:
     Returns the user document. One round trip (both documents in a single batch get)."""
     db = clients.firestore()
     sref, uref = db.collection(COLLECTION).document(claims["sid"]), db.collection(USERS).document(claims["sub"])
-    docs = {snap.reference.path: snap for snap in db.get_all([sref, uref], timeout=clients.deadline())}
+    docs = {snap.reference.path: snap for snap in db.get_all([sref, uref], **clients.opts())}
     session, user = docs.get(sref.path), docs.get(uref.path)
     ended = Problem(401, "Your session has ended. Sign in again.", slug="session-ended",
                     headers={"WWW-Authenticate": 'Bearer realm="mllab", error="invalid_token"'})

@@ -48,12 +48,12 @@ def _db() -> Any:
 
 
 def get(uid: str) -> dict[str, Any] | None:
-    snap = _db().collection(USERS).document(uid).get(timeout=clients.deadline())
+    snap = _db().collection(USERS).document(uid).get(**clients.opts())
     return {**snap.to_dict(), "uid": uid} if snap.exists else None
 
 
 def identity(identity_id: str) -> dict[str, Any] | None:
-    snap = _db().collection(IDENTITIES).document(identity_id).get(timeout=clients.deadline())
+    snap = _db().collection(IDENTITIES).document(identity_id).get(**clients.opts())
     return snap.to_dict() if snap.exists else None
 
 
@@ -66,7 +66,7 @@ def find_by_email(email: str) -> dict[str, Any] | None:
     from google.cloud.firestore_v1.base_query import FieldFilter
 
     query = _db().collection(USERS).where(filter=FieldFilter("email", "==", email)).limit(1)
-    for snap in query.stream(timeout=clients.deadline()):
+    for snap in query.stream(**clients.opts()):
         return {**snap.to_dict(), "uid": snap.id}
     return None
 
@@ -75,7 +75,7 @@ def identities_of(uid: str) -> list[dict[str, Any]]:
     from google.cloud.firestore_v1.base_query import FieldFilter
 
     query = _db().collection(IDENTITIES).where(filter=FieldFilter("uid", "==", uid))
-    return [snap.to_dict() for snap in query.stream(timeout=clients.deadline())]
+    return [snap.to_dict() for snap in query.stream(**clients.opts())]
 
 
 def create_password_user(email: str, password_hash: str, *, name: str = "", verified: bool = False,
@@ -91,7 +91,7 @@ def create_password_user(email: str, password_hash: str, *, name: str = "", veri
         "uid": uid, "kind": "password", "email": email, "hash": password_hash, "created_at": now, "updated_at": now})
     batch.create(db.collection(USERS).document(uid), _new_user(email, name, ["password"], verified, role, now))
     try:
-        batch.commit(timeout=clients.deadline())
+        batch.commit(**clients.opts())
     except (AlreadyExists, Conflict):
         return None
     return uid
@@ -112,7 +112,7 @@ def create_google_user(iss: str, sub: str, email: str, name: str) -> str:
     batch.create(db.collection(IDENTITIES).document(google_identity_id(iss, sub)), {
         "uid": uid, "kind": "google", "iss": iss, "sub": sub, "email": email, "created_at": now, "updated_at": now})
     batch.create(db.collection(USERS).document(uid), _new_user(email, name, ["google"], True, "user", now))
-    batch.commit(timeout=clients.deadline())
+    batch.commit(**clients.opts())
     return uid
 
 
@@ -125,16 +125,16 @@ def link_google(uid: str, iss: str, sub: str, email: str) -> None:
     batch.create(db.collection(IDENTITIES).document(google_identity_id(iss, sub)), {
         "uid": uid, "kind": "google", "iss": iss, "sub": sub, "email": email, "created_at": now, "updated_at": now})
     batch.update(db.collection(USERS).document(uid), {"providers": firestore.ArrayUnion(["google"]), "updated_at": now})
-    batch.commit(timeout=clients.deadline())
+    batch.commit(**clients.opts())
 
 
 def update(uid: str, **fields: Any) -> None:
-    _db().collection(USERS).document(uid).update({**fields, "updated_at": clock.now()}, timeout=clients.deadline())
+    _db().collection(USERS).document(uid).update({**fields, "updated_at": clock.now()}, **clients.opts())
 
 
 def set_password_hash(email: str, password_hash: str) -> None:
     _db().collection(IDENTITIES).document(password_identity_id(email)).update(
-        {"hash": password_hash, "updated_at": clock.now()}, timeout=clients.deadline())
+        {"hash": password_hash, "updated_at": clock.now()}, **clients.opts())
 
 
 def public(user: dict[str, Any]) -> dict[str, Any]:
@@ -149,7 +149,7 @@ def issue_email_token(uid: str, purpose: str, email: str, ttl_s: int) -> str:
     now = clock.now()
     _db().collection(EMAIL_TOKENS).document(_sha(token)).create({
         "uid": uid, "purpose": purpose, "email": email, "created_at": now,
-        "expires_at": now + timedelta(seconds=ttl_s), "used_at": None}, timeout=clients.deadline())
+        "expires_at": now + timedelta(seconds=ttl_s), "used_at": None}, **clients.opts())
     return token
 
 
@@ -162,7 +162,7 @@ def consume_email_token(token: str, purpose: str) -> dict[str, Any]:
 
     @firestore.transactional
     def run(tx: Any) -> dict[str, Any] | None:
-        snap = ref.get(transaction=tx, timeout=clients.deadline())
+        snap = ref.get(transaction=tx, **clients.opts())
         if not snap.exists:
             return None
         doc = snap.to_dict()

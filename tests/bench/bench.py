@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from mllab import clients, config, passwords, sessions, tokens, users
+from mllab import clients, config, log, passwords, routes, sessions, tokens, users
 from mllab_dev.stack import PROJECT, ROOT, TOPIC, Ports, Stack
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
@@ -55,11 +55,66 @@ def _first_event(client: httpx.Client, port: int) -> bool:
     return r.status_code in (200, 204)
 
 
-TARGETS = [
-    ("bare functions-framework", HERE / "bare" / "main.py", "bare", _first_bare),
-    ("jwks", ROOT / "functions" / "jwks" / "main.py", "jwks", _first_jwks),
-    ("on_object_finalized", ROOT / "functions" / "on_object_finalized" / "main.py", "on_object_finalized", _first_event),
-]
+def _cookie_headers(stack_url: str, cookie: str) -> dict[str, str]:
+    return {"Origin": stack_url, "X-CSRF-Token": "1", "Content-Type": "application/json",
+            "Cookie": f"__Host-rt={cookie}"}
+
+
+UNKNOWN_RT = "rt1." + "A" * 75  # well-formed, unknown session: a real Firestore lookup
+
+
+def _first_login(client: httpx.Client, port: int) -> bool:
+    r = client.post(f"http://127.0.0.1:{port}/auth/login", headers=_cookie_headers(CTX["url"], ""),
+                    json={"email": "nobody@example.com", "password": "not a password"})
+    return r.status_code == 401 and r.json()["type"].endswith("bad-credentials")
+
+
+def _first_refresh(client: httpx.Client, port: int) -> bool:
+    r = client.post(f"http://127.0.0.1:{port}/auth/refresh", headers=_cookie_headers(CTX["url"], UNKNOWN_RT))
+    return r.status_code == 401 and r.json()["type"].endswith("session-ended")
+
+
+def _first_logout(client: httpx.Client, port: int) -> bool:
+    r = client.post(f"http://127.0.0.1:{port}/auth/logout", headers=_cookie_headers(CTX["url"], UNKNOWN_RT),
+                    json={"scope": "local"})
+    return r.status_code == 401
+
+
+def _first_me(client: httpx.Client, port: int) -> bool:
+    r = client.get(f"http://127.0.0.1:{port}/me", headers={"Authorization": f"Bearer {CTX['access']}"})
+    return r.status_code == 200
+
+
+def _first_google_login(client: httpx.Client, port: int) -> bool:
+    r = client.get(f"http://127.0.0.1:{port}/auth/google/login?return_to=/lab")
+    return r.status_code == 302 and "code_challenge=" in r.headers["location"]
+
+
+def _first_google_callback(client: httpx.Client, port: int) -> bool:
+    from urllib.parse import urlsplit
+
+    from mllab import oauth
+
+    tx_id, url = oauth.begin("/lab")
+    loc = urlsplit(client.post(url, data={"sub": "alice-google-0001"}).headers["location"])
+    r = client.get(f"http://127.0.0.1:{port}{loc.path}?{loc.query}", headers={"Cookie": f"__Host-oauth_tx={tx_id}"})
+    return r.status_code == 302 and "__Host-rt=rt1." in r.headers.get("set-cookie", "")
+
+
+def _first_purge(client: httpx.Client, port: int) -> bool:
+    body = {"subscription": f"projects/{PROJECT}/subscriptions/bench",
+            "message": {"data": "e30=", "messageId": uuid.uuid4().hex, "attributes": {}}}
+    return client.post(f"http://127.0.0.1:{port}/projects/{PROJECT}/topics/account-purge", json=body).status_code == 200
+
+
+CTX: dict[str, str] = {}
+PROBES = {
+    "jwks": _first_jwks, "auth_google_login": _first_google_login, "auth_google_callback": _first_google_callback,
+    "auth_password": _first_login, "auth_refresh": _first_refresh, "auth_logout": _first_logout,
+    "account": _first_me, "on_object_finalized": _first_event, "purge_accounts": _first_purge,
+}
+TARGETS = [("bare functions-framework", HERE / "bare" / "main.py", "bare", _first_bare)] + [
+    (fn.name, ROOT / "functions" / fn.name / "main.py", fn.name, PROBES[fn.name]) for fn in routes.FUNCTIONS]
 
 
 def cold_start(source: Path, target: str, probe, env: dict[str, str]) -> float:
@@ -169,6 +224,11 @@ def main() -> int:
             clients.reset()
             tokens.reset_caches()
             sessions.reset_caches()
+            log.min_level = "WARNING"
+            uid = users.create_password_user(f"bench-{uuid.uuid4().hex[:8]}@example.com", passwords.DUMMY_HASH,
+                                             verified=True)
+            session, _ = sessions.create(uid, "password", user_agent="bench", ip="127.0.0.1")
+            CTX.update(url=stack.gateway_url, access=tokens.issue_access_token(uid, session.id).token)
             print(f"{'function':28} {'cold start ms':>15} {'min-max':>13} {'import CPU ms':>14} {'x bare':>7}")
             base = None
             for label, source, target, probe in TARGETS:

@@ -217,7 +217,7 @@ class _FakeSecretManager:
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
 
-    def access_secret_version(self, *, name: str, timeout: float) -> Any:
+    def access_secret_version(self, *, name: str, timeout: float, retry: Any = None) -> Any:
         self.calls.append({"name": name, "timeout": timeout})
         payload = types.SimpleNamespace(data=f"value-of-{name.split('/')[3]}".encode())
         return types.SimpleNamespace(payload=payload)

@@ -330,7 +330,7 @@ class _Doc:
     def __init__(self, store: dict[str, dict[str, Any]], key: str) -> None:
         self.store, self.key = store, key
 
-    def create(self, data: dict[str, Any], timeout: float) -> None:
+    def create(self, data: dict[str, Any], timeout: float, retry: Any = None) -> None:
         from google.api_core.exceptions import AlreadyExists
 
         assert timeout > 0
@@ -338,7 +338,7 @@ class _Doc:
             raise AlreadyExists("exists")
         self.store[self.key] = dict(data)
 
-    def set(self, data: dict[str, Any], merge: bool, timeout: float) -> None:
+    def set(self, data: dict[str, Any], merge: bool, timeout: float, retry: Any = None) -> None:
         assert merge and timeout > 0
         self.store.setdefault(self.key, {}).update(data)
 
