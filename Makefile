@@ -33,7 +33,8 @@ $(STAMP): pyproject.toml constraints.txt
 dev: preflight $(STAMP)
 	@exec $(PY) -m mllab_dev.stack
 
-test: preflight $(STAMP)
+test: $(STAMP)
+	@$(PREFLIGHT) --test
 	@$(PY) -m pytest $(PYTEST_ARGS)
 	@$(MAKE) --no-print-directory test-py311
 

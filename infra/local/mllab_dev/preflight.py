@@ -94,6 +94,14 @@ def emulator_components(sdk: Path) -> None:
                       f"(Debian: apt-get install {pkgs}; or: gcloud components install {comps}).")
 
 
+def chromium() -> str:
+    for cand in ("/usr/bin/chromium", shutil.which("chromium") or ""):
+        if cand and os.access(cand, os.X_OK):
+            return cand
+    raise Missing("Chromium was not found; the browser tests drive Debian's chromium "
+                  "(apt-get install chromium). No browser is downloaded.")
+
+
 def check_stack() -> None:
     """Everything `make dev` and the emulator tests need beyond `.venv`."""
     java()
@@ -110,6 +118,8 @@ def main(argv: list[str]) -> int:
             return 0
         python312()
         check_stack()
+        if "--test" in argv:
+            chromium()
     except Missing as exc:
         print(f"preflight: {exc}", file=sys.stderr)
         return 1
