@@ -91,3 +91,26 @@ def test_refresh_cookie_round_trip_in_chromium(chromium, stack: Stack, new_user,
     snap = clients.firestore().collection("sessions").document(sessions[0].id).get()
     assert snap.get("counter") == counter_before and snap.get("revoked_at") is None
     context.close()
+
+
+def test_continue_with_google_in_chromium(chromium, stack: Stack) -> None:
+    """What a person does locally: press the button, pick an identity on the stand-in, land signed in."""
+    context = chromium.new_context()
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(stack.gateway_url + "/")
+    page.wait_for_selector("#signed-out:not([hidden])")
+    page.click("#google")
+    page.wait_for_url(f"http://127.0.0.1:{stack.ports.oidc}/**", wait_until="commit")
+    page.fill("#subject-input", "alice-google-0001")
+    page.click("button[type=submit]:has-text('Authorize')", no_wait_after=True)
+    page.wait_for_url(stack.gateway_url + "/", wait_until="domcontentloaded")
+    page.wait_for_selector("#signed-in:not([hidden])")
+    assert page.text_content("#who") == "alice@example.com"
+    assert not [c for c in context.cookies() if c["name"] == "__Host-oauth_tx" and c["value"]]
+
+    page.click("#logout")
+    page.wait_for_selector("#signed-out:not([hidden])")
+    page.reload()
+    page.wait_for_selector("#signed-out:not([hidden])")  # the cookie is gone: still signed out
+    context.close()
