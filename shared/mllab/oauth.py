@@ -20,7 +20,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import sys
 import threading
 import time
 import urllib.parse
@@ -28,18 +27,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-if "httpx" not in sys.modules:
-    # httpx's __init__ also tries its optional command-line client (click, pygments, rich). A function
-    # needs only the client: skip that import, which costs cold-start time and, where pygments happens
-    # to be installed (the dev venv has it through pytest), loads a distribution no requirements.txt
-    # lists. httpx handles the ImportError itself; the marker is removed right after.
-    sys.modules["httpx._main"] = None  # type: ignore[assignment]
-    try:
-        import httpx
-    finally:
-        if sys.modules.get("httpx._main", 0) is None:
-            del sys.modules["httpx._main"]
-import httpx  # noqa: E402 - a no-op when loaded above
+import httpx
 import jwt
 
 from mllab import audit, clients, clock, config, log, users
