@@ -110,6 +110,8 @@ class Settings(BaseModel):
     oidc_issuer: str = "http://127.0.0.1:9400"
     oidc_client_id: str = "mllab-local"
     mail_from: str = "ML Lab <no-reply@mllab.local>"
+    # Local only, until billing lands: lets every signed-in user save to the cloud.
+    dev_cloud_saves: bool = False
     secrets_dir: Path = Path("/secrets")
     dev_dir: Path = Path(".dev")
     rpc_timeout_s: float = 10.0
@@ -133,6 +135,8 @@ class Settings(BaseModel):
         for origin in self.cors_origins:
             if not origin.startswith("https://"):
                 problems.append(f"CORS origin must be https: {origin!r}")
+        if self.dev_cloud_saves:
+            problems.append("dev_cloud_saves is a local-only switch")
         for name in ("lab_url", "oidc_issuer"):
             if not getattr(self, name).startswith("https://"):
                 problems.append(f"{name} must be https (no local stand-in in production)")

@@ -3,6 +3,7 @@ generated from them."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -153,3 +154,117 @@ class AccountExport(BaseModel):
     identities: list[dict]
     sessions: list[dict]
     audit: list[dict]
+
+
+# --- catalog and storage -------------------------------------------------------------------------
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Id = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+
+
+class CreateProject(Strict):
+    name: Name
+
+
+class Rename(Strict):
+    name: Name
+
+
+class CreateModel(Strict):
+    project_id: Id
+    name: Name
+    config_json: dict = Field(default_factory=dict, description="the model's layer configuration (JSON object)")
+
+
+# The API says `schema_json` (the seed plan's name); it shadows a deprecated pydantic method harmlessly.
+warnings.filterwarnings("ignore", message='Field name "schema_json"', category=UserWarning)
+
+
+class CreateDataset(Strict):
+    project_id: Id
+    name: Name
+    schema_json: dict = Field(default_factory=dict, description="column roles and types (JSON object)")
+
+
+class CreateJob(Strict):
+    project_id: Id
+    model_id: Id
+    version: Annotated[int, Field(ge=1, le=999_999_999)] | None = None
+    dataset_id: Id | None = None
+    name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)] = ""
+
+
+class Project(BaseModel):
+    id: str
+    name: str
+    created_at: str
+    updated_at: str
+
+
+class ModelVersion(BaseModel):
+    version: int
+    status: Literal["pending", "ready"]
+    created_at: str
+    size_bytes: int
+
+
+class Model(BaseModel):
+    id: str
+    project_id: str
+    name: str
+    config_json: dict
+    latest_version: int | None
+    versions: list[ModelVersion] = []
+    created_at: str
+    updated_at: str
+
+
+class Dataset(BaseModel):
+    id: str
+    project_id: str
+    name: str
+    schema_json: dict
+    status: Literal["pending", "ready"]
+    object: str | None = None
+    size_bytes: int = 0
+    columns: list[str] = []
+    row_count: int | None = None
+    created_at: str
+    updated_at: str
+
+
+class Job(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    project_id: str
+    model_id: str
+    version: int | None
+    dataset_id: str | None
+    name: str
+    status: str
+    created_at: str
+    updated_at: str
+
+
+class Page(BaseModel):
+    items: list[dict]
+    next_cursor: str | None = None
+
+
+class SignUpload(Strict):
+    kind: Literal["model", "weights", "dataset", "metrics"]
+    size: Annotated[int, Field(ge=1, description="bytes the client will upload")]
+    model_id: Id | None = None
+    version: Annotated[int, Field(ge=1, le=999_999_999)] | None = None
+    dataset_id: Id | None = None
+    filename: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,100}\.csv$")] | None = None
+    job_id: Id | None = None
+
+
+class SignedUrl(BaseModel):
+    url: str
+    method: Literal["PUT", "GET"]
+    headers: dict[str, str]
+    object: str
+    expires_at: str

@@ -169,6 +169,7 @@ class Stack:
             "MLLAB_LAB_URL": gw,
             "MLLAB_OIDC_ISSUER": f"http://127.0.0.1:{self.ports.oidc}",
             "MLLAB_OIDC_CLIENT_ID": OIDC_CLIENT_ID,
+            "MLLAB_DEV_CLOUD_SAVES": "true",
             "MLLAB_CORS_ORIGINS": f"{gw},http://localhost:{self.ports.gateway}",
             "MLLAB_DEV_DIR": str(self.dev_dir),
             "MLLAB_SECRETS_DIR": str(self.dev_dir / "mounted-secrets"),
