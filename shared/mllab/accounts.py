@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from mllab import audit, clients, clock, config, log, passwords, ratelimit, schemas, sessions, users
+from mllab import audit, catalog, clients, clock, config, log, passwords, ratelimit, schemas, sessions, users
 from mllab.problems import Problem
 
 # Internal fields never leave the server (the export answers a whitelist per collection).
@@ -103,6 +103,10 @@ EXPORT_SECTIONS: list[tuple[str, Callable[[str], Any]]] = [
     ("identities", _export_identities),
     ("sessions", _export_sessions),
     ("audit", _export_audit),
+    ("projects", catalog.export_projects),
+    ("models", catalog.export_models),  # with their versions
+    ("datasets", catalog.export_datasets),
+    ("jobs", catalog.export_jobs),
 ]
 
 
@@ -175,6 +179,8 @@ PURGE_STEPS: list[PurgeStep | Callable[[str, dict[str, Any]], int]] = [
     PurgeStep(sessions.COLLECTION),
     PurgeStep(users.EMAIL_TOKENS),
     PurgeStep("mail_outbox", field="to", by_email=True),
+    catalog.purge_records,  # projects, models with their versions, datasets, jobs
+    catalog.purge_objects,  # every file under users/<uid>/ (the recorder frees nothing: the user is gone)
 ]
 
 

@@ -6,9 +6,7 @@ Two shapes arrive as CloudEvents:
   Attributes carry bucket, object, generation and event type; `data` is the object resource.
 - `google.cloud.storage.object.v1.*`: a direct Eventarc storage trigger (StorageObjectData).
 
-Delivery is at least once and unordered. A record is keyed on sha256(bucket/object#generation)
-and written create-if-absent, so a redelivery never duplicates it; a delete marks the record
-(creating it if the delete overtook the finalize), so a late finalize cannot resurrect it.
+Delivery is at least once and unordered; mllab.recorder decides what each generation means.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from mllab import clients, clock, log
+from mllab import log
 
 ARTIFACTS = "artifacts"
 _STORAGE_TYPES = {
@@ -149,31 +147,14 @@ def handle(cloud_event: Any) -> None:
 
 
 def record_finalize(event: ObjectEvent) -> bool:
-    """Create the record if absent. True when this delivery created it."""
-    from google.api_core.exceptions import AlreadyExists
+    """Record a finalized generation (see mllab.recorder). True when this delivery recorded it."""
+    from mllab import recorder
 
-    now = clock.now()
-    doc = clients.firestore().collection(ARTIFACTS).document(event.key)
-    try:
-        doc.create({
-            "bucket": event.bucket, "object": event.name, "generation": event.generation,
-            "uid": event.uid, "size": event.size, "content_type": event.content_type,
-            "crc32c": event.crc32c, "md5": event.md5, "event_id": event.event_id,
-            "event_time": event.event_time, "deleted_at": None, "created_at": now, "updated_at": now,
-        }, **clients.opts())
-    except AlreadyExists:
-        log.info("duplicate object event ignored", key=event.key, object=event.name, generation=event.generation)
-        return False
-    log.info("object recorded", key=event.key, object=event.name, generation=event.generation, size=event.size)
-    return True
+    return recorder.finalize(event)
 
 
 def record_delete(event: ObjectEvent) -> None:
-    """Mark the generation deleted; merge-creates it if the delete overtook the finalize."""
-    now = clock.now()
-    doc = clients.firestore().collection(ARTIFACTS).document(event.key)
-    doc.set({"bucket": event.bucket, "object": event.name, "generation": event.generation,
-             "uid": event.uid, "deleted_at": now, "updated_at": now,
-             "overwritten_by_generation": event.overwritten_by_generation},
-            merge=True, **clients.opts())
-    log.info("object deletion recorded", key=event.key, object=event.name, generation=event.generation)
+    """Reverse a deleted generation (see mllab.recorder)."""
+    from mllab import recorder
+
+    recorder.delete(event)

@@ -90,7 +90,7 @@ FUNCTIONS: tuple[Function, ...] = (
     Function("catalog", Trigger.HTTP, uses=frozenset({"firestore", "storage"})),
     Function("signed_urls", Trigger.HTTP, uses=frozenset({"firestore", "storage"})),
     Function("on_object_finalized", Trigger.PUBSUB, uses=frozenset({"firestore", "storage"}), topic="events_topic"),
-    Function("purge_accounts", Trigger.PUBSUB, uses=frozenset({"firestore"}), topic="purge_topic"),
+    Function("purge_accounts", Trigger.PUBSUB, uses=frozenset({"firestore", "storage"}), topic="purge_topic"),
 )
 
 _TOKEN = {"auth": Auth.ACCESS_TOKEN}

@@ -268,3 +268,31 @@ class SignedUrl(BaseModel):
     headers: dict[str, str]
     object: str
     expires_at: str
+
+
+class EpochMetrics(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    epoch: Annotated[int, Field(ge=1)]
+    loss: float | None = None
+    val_loss: float | None = None
+    acc: float | None = None
+    val_acc: float | None = None
+
+
+class Metrics(BaseModel):
+    """`metrics.json` as the lab writes it (DESIGN section 5)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_: Literal[1] = Field(alias="schema")
+    model_id: Id
+    version: Annotated[int, Field(ge=1)] | None
+    dataset_id: Id | None
+    task: Literal["binary", "multiclass", "regression"]
+    params: dict
+    epochs: Annotated[list[EpochMetrics], Field(max_length=100_000)]
+    final: dict
+    backend: Literal["webgpu", "webgl", "cpu"]
+    started_at: str
+    finished_at: str

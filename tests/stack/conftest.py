@@ -173,3 +173,35 @@ def function_client(stack: Stack):
         return cache[name]
 
     return get
+
+
+@pytest.fixture
+def records(new_user):
+    """Catalog records written straight to Firestore (for tests below the HTTP layer):
+    records() -> {uid, project_id, model_id, version, dataset_id, job_id}."""
+    import uuid as _uuid
+
+    from mllab import clients, clock
+
+    def make(uid: str | None = None) -> dict:
+        uid = uid or new_user()["uid"]
+        db, now = clients.firestore(), clock.now()
+        ids = {"uid": uid, "project_id": _uuid.uuid4().hex, "model_id": _uuid.uuid4().hex, "version": 1,
+               "dataset_id": _uuid.uuid4().hex, "job_id": _uuid.uuid4().hex}
+        base = {"uid": uid, "created_at": now, "updated_at": now}
+        db.collection("projects").document(ids["project_id"]).set({**base, "name": "p"})
+        db.collection("models").document(ids["model_id"]).set({
+            **base, "project_id": ids["project_id"], "name": "m", "config_json": "{}", "latest_version": None,
+            "next_version": 2})
+        db.collection("models").document(ids["model_id"]).collection("versions").document("000000001").set({
+            **base, "model_id": ids["model_id"], "project_id": ids["project_id"], "version": 1, "status": "pending",
+            "files": {}, "size_bytes": 0})
+        db.collection("datasets").document(ids["dataset_id"]).set({
+            **base, "project_id": ids["project_id"], "name": "d", "schema_json": "{}", "status": "pending",
+            "object": None, "size_bytes": 0, "columns": [], "row_count": None})
+        db.collection("jobs").document(ids["job_id"]).set({
+            **base, "project_id": ids["project_id"], "model_id": ids["model_id"], "version": 1, "dataset_id": None,
+            "name": "", "status": "created"})
+        return ids
+
+    return make

@@ -12,7 +12,7 @@ import pytest
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
-from mllab import clients, events, storage
+from mllab import clients, events, objects, storage
 from mllab_dev.stack import BUCKET, PROJECT, TOPIC, Stack
 
 from .conftest import function_log, wait_for_log
@@ -66,17 +66,18 @@ def _upload(name: str, data: bytes, content_type: str = "application/json") -> h
     return httpx.put(signed.url, content=data, headers=signed.headers, timeout=20)
 
 
-def test_signed_upload_produces_exactly_one_record(stack: Stack, unique: str, tap) -> None:
-    name = f"users/u-{unique}/projects/p1/models/m1/versions/1/model.json"
-    payload = json.dumps({"format": "layers-model", "id": unique}).encode()
+def test_signed_upload_produces_exactly_one_record(stack: Stack, records, tap) -> None:
+    ids = records()
+    name = str(objects.model_file(ids["uid"], ids["project_id"], ids["model_id"], 1, "model"))
+    payload = json.dumps({"format": "layers-model", "id": ids["model_id"]}).encode()
     r = _upload(name, payload)
     assert r.status_code == 200, r.text
 
-    records = _wait_records(name, 1)
-    assert len(records) == 1
-    rec = records[0]
+    found = _wait_records(name, 1)
+    assert len(found) == 1
+    rec = found[0]
     assert rec["bucket"] == BUCKET and rec["object"] == name
-    assert rec["uid"] == f"u-{unique}"
+    assert rec["uid"] == ids["uid"] and rec["kind"] == "model" and rec["version"] == 1
     assert rec["size"] == len(payload)
     assert rec["content_type"] == "application/json"
     assert rec["deleted_at"] is None
@@ -93,8 +94,9 @@ def test_signed_upload_produces_exactly_one_record(stack: Stack, unique: str, ta
     assert len(_artifacts(name)) == 1
 
 
-def test_overwrite_records_new_generation_and_marks_old_deleted(stack: Stack, unique: str) -> None:
-    name = f"users/u-{unique}/projects/p1/datasets/d1/train.csv"
+def test_overwrite_records_new_generation_and_marks_old_deleted(stack: Stack, records) -> None:
+    ids = records()
+    name = str(objects.dataset_file(ids["uid"], ids["project_id"], ids["dataset_id"], "train.csv"))
     assert _upload(name, b"a,b\n1,2\n", "text/csv").status_code == 200
     first = _wait_records(name, 1)
     assert len(first) == 1
@@ -108,6 +110,9 @@ def test_overwrite_records_new_generation_and_marks_old_deleted(stack: Stack, un
         gens = sorted(_artifacts(name), key=lambda d: d["generation"])
     assert gens[0]["deleted_at"] is not None  # OBJECT_DELETE for the overwritten generation
     assert gens[1]["deleted_at"] is None and gens[1]["size"] == len(b"a,b\n1,2\n3,4\n")
+    dataset = clients.firestore().collection("datasets").document(ids["dataset_id"]).get().to_dict()
+    assert dataset["status"] == "ready" and dataset["columns"] == ["a", "b"] and dataset["row_count"] == 2
+    assert dataset["generation"] == gens[1]["generation"]
 
 
 def test_signed_url_pins_content_type_size_cap_and_ten_minutes(stack: Stack, unique: str) -> None:
@@ -121,26 +126,27 @@ def test_signed_url_pins_content_type_size_cap_and_ten_minutes(stack: Stack, uni
     assert urlsplit(signed.url).netloc == f"127.0.0.1:{stack.ports.gcs}"
 
 
-def test_eventarc_shaped_event_is_recorded_once(stack: Stack, unique: str) -> None:
+def test_eventarc_shaped_event_is_recorded_once(stack: Stack, records) -> None:
     """The production delivery shape (binary CloudEvent wrapping MessagePublishedData) through the
     running function and the Firestore emulator; posting it twice still gives one record."""
-    name = f"users/u-{unique}/projects/p/jobs/j/metrics.json"
+    ids = records()
+    name = str(objects.model_file(ids["uid"], ids["project_id"], ids["model_id"], 1, "weights"))
     resource = {"kind": "storage#object", "bucket": BUCKET, "name": name, "generation": "1700000000000001",
-                "metageneration": "1", "contentType": "application/json", "size": "42", "crc32c": "AAAAAA=="}
+                "metageneration": "1", "contentType": "application/octet-stream", "size": "42", "crc32c": "AAAAAA=="}
     data = {"message": {"data": base64.b64encode(json.dumps(resource).encode()).decode(),
                         "attributes": {"bucketId": BUCKET, "objectId": name, "objectGeneration": "1700000000000001",
                                        "eventType": "OBJECT_FINALIZE", "payloadFormat": "JSON_API_V1",
                                        "notificationConfig": "projects/_/buckets/b/notificationConfigs/1"},
-                        "messageId": f"m-{unique}", "publishTime": "2026-11-22T00:00:00Z"},
+                        "messageId": f"m-{ids['model_id']}", "publishTime": "2026-11-22T00:00:00Z"},
             "subscription": f"projects/{PROJECT}/subscriptions/eventarc-sub"}
     event = CloudEvent({"type": "google.cloud.pubsub.topic.v1.messagePublished",
                         "source": f"//pubsub.googleapis.com/projects/{PROJECT}/topics/{TOPIC}",
-                        "id": f"m-{unique}", "specversion": "1.0"}, data)
+                        "id": f"m-{ids['model_id']}", "specversion": "1.0"}, data)
     headers, body = to_binary(event)
     url = f"http://127.0.0.1:{stack.ports.functions['on_object_finalized']}/"
     for _ in range(2):
         r = httpx.post(url, headers=headers, content=body, timeout=20)
         assert r.status_code == 200, r.text
-    records = _artifacts(name)
-    assert len(records) == 1
-    assert records[0]["size"] == 42 and records[0]["generation"] == 1700000000000001
+    found = _artifacts(name)
+    assert len(found) == 1
+    assert found[0]["size"] == 42 and found[0]["generation"] == 1700000000000001

@@ -38,10 +38,11 @@ EXERCISE = {
     """,
     "on_object_finalized": """
         import base64, json as _j
-        res = {"bucket": "b", "name": "users/u/x.json", "generation": "7", "size": "2", "contentType": "application/json"}
+        # an object outside the naming grammar in our bucket: deleted (storage) and audited (firestore)
+        res = {"bucket": "mllab-local", "name": "users/u/x.json", "generation": "7", "size": "2", "contentType": "application/json"}
         body = {"subscription": "projects/demo-mllab/subscriptions/s", "message": {
             "data": base64.b64encode(_j.dumps(res).encode()).decode(), "messageId": "imports-1",
-            "attributes": {"bucketId": "b", "objectId": "users/u/x.json", "objectGeneration": "7",
+            "attributes": {"bucketId": "mllab-local", "objectId": "users/u/x.json", "objectGeneration": "7",
                            "eventType": "OBJECT_FINALIZE", "payloadFormat": "JSON_API_V1"}}}
         r = client.post("/projects/demo-mllab/topics/gcs-events", json=body)
         assert r.status_code == 200, r.data
@@ -94,11 +95,52 @@ EXERCISE = {
         r = client.delete("/account", json={"password": "imports password 1"}, headers=h)
         assert r.status_code == 204, r.data
     """,
+    "catalog": """
+        import uuid
+        from mllab import sessions, tokens, users  # a Google user: no argon2 in this child
+        sub = uuid.uuid4().hex[:12]
+        uid = users.create_google_user("https://accounts.google.com", sub, f"imports-{sub}@example.com", "Imports")
+        s, _ = sessions.create(uid, "google", user_agent="imports", ip="203.0.113.1")
+        h = {"Authorization": "Bearer " + tokens.issue_access_token(uid, s.id).token,
+             "X-CSRF-Token": sessions.csrf_token(s.id)}
+        r = client.post("/projects", json={"name": "imports"}, headers=h)
+        assert r.status_code == 201, r.data
+        pid = r.get_json()["id"]
+        r = client.get("/projects", headers=h)
+        assert r.status_code == 200 and [p["id"] for p in r.get_json()["items"]] == [pid], r.data
+        r = client.delete(f"/projects/{pid}", headers=h)  # deletes its objects: the storage client
+        assert r.status_code == 204, r.data
+    """,
     "purge_accounts": """
+        import uuid
+        from datetime import timedelta
+        from mllab import clock, passwords, users
+        uid = users.create_password_user(f"purge-{uuid.uuid4().hex[:8]}@example.com", passwords.DUMMY_HASH)
+        users.update(uid, deleted_at=clock.now() - timedelta(days=31))
         body = {"subscription": "projects/demo-mllab/subscriptions/s",
                 "message": {"data": "e30=", "messageId": "purge-imports-1", "attributes": {}}}
         r = client.post("/projects/demo-mllab/topics/account-purge", json=body)
         assert r.status_code == 200, r.data
+        assert users.get(uid) is None
+    """,
+    "signed_urls": """
+        import os, uuid
+        from mllab import clients, clock, sessions, tokens, users
+        uid = users.create_google_user("https://example.test", uuid.uuid4().hex, f"s-{uuid.uuid4().hex[:8]}@example.com", "S")
+        s, _ = sessions.create(uid, "google", user_agent="imports", ip="203.0.113.1")
+        db, now, pid, mid = clients.firestore(), clock.now(), uuid.uuid4().hex, uuid.uuid4().hex
+        db.collection("projects").document(pid).set({"uid": uid, "name": "p", "created_at": now, "updated_at": now})
+        db.collection("models").document(mid).set({"uid": uid, "project_id": pid, "name": "m", "config_json": "{}",
+                                                   "latest_version": None, "next_version": 2, "created_at": now, "updated_at": now})
+        db.collection("models").document(mid).collection("versions").document("000000001").set(
+            {"uid": uid, "model_id": mid, "project_id": pid, "version": 1, "status": "pending", "files": {},
+             "size_bytes": 0, "created_at": now, "updated_at": now})
+        h = {"Authorization": "Bearer " + tokens.issue_access_token(uid, s.id).token,
+             "X-CSRF-Token": sessions.csrf_token(s.id)}
+        r = client.post("/signed/upload", json={"kind": "weights", "model_id": mid, "version": 1, "size": 10}, headers=h)
+        assert r.status_code == 200, r.data
+        r = client.get("/signed/download?object=" + r.json["object"], headers=h)
+        assert r.status_code == 404, r.data  # nothing recorded yet
     """,
 }
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from cloudevents.http import CloudEvent
 
-from mllab import clients, clock, events
+from mllab import events
 
 from tests.unit.helpers import LogCapture, golden
 
@@ -324,69 +324,5 @@ def test_object_key_is_sha256_of_bucket_name_and_generation() -> None:
     assert events.object_key("b", "n/o", 5) != events.object_key("b", "n/o", 6)
 
 
-# --- the recorder, against an in-memory Firestore stand-in ---------------------------------------
-
-class _Doc:
-    def __init__(self, store: dict[str, dict[str, Any]], key: str) -> None:
-        self.store, self.key = store, key
-
-    def create(self, data: dict[str, Any], timeout: float, retry: Any = None) -> None:
-        from google.api_core.exceptions import AlreadyExists
-
-        assert timeout > 0
-        if self.key in self.store:
-            raise AlreadyExists("exists")
-        self.store[self.key] = dict(data)
-
-    def set(self, data: dict[str, Any], merge: bool, timeout: float, retry: Any = None) -> None:
-        assert merge and timeout > 0
-        self.store.setdefault(self.key, {}).update(data)
-
-
-class _FakeFirestore:
-    def __init__(self) -> None:
-        self.collections: dict[str, dict[str, dict[str, Any]]] = {}
-
-    def collection(self, name: str) -> Any:
-        store = self.collections.setdefault(name, {})
-        return type("Col", (), {"document": lambda _self, key: _Doc(store, key)})()
-
-
-@pytest.fixture
-def firestore(monkeypatch: pytest.MonkeyPatch) -> _FakeFirestore:
-    fake = _FakeFirestore()
-    monkeypatch.setattr(clients, "firestore", lambda: fake)
-    return fake
-
-
-def _golden_event(**changes: Any) -> events.ObjectEvent:
-    shape = golden("eventarc_storage_finalized.json")
-    event = events.parse(CloudEvent({"type": shape["headers"]["ce-type"], "source": shape["headers"]["ce-source"],
-                                     "id": shape["headers"]["ce-id"]}, shape["body"]))
-    return events.ObjectEvent(**{**event.__dict__, **changes})
-
-
-def test_record_finalize_creates_once_and_ignores_redelivery(firestore: _FakeFirestore, logs: LogCapture) -> None:
-    event = _golden_event()
-    assert events.record_finalize(event) is True
-    assert events.record_finalize(_golden_event(event_id="redelivered")) is False
-    stored = firestore.collections[events.ARTIFACTS][EXPECTED_KEY]
-    assert stored["uid"] == "u-7f3a"
-    assert stored["object"] == RESOURCE["name"]
-    assert stored["generation"] == int(RESOURCE["generation"])
-    assert stored["size"] == int(RESOURCE["size"])
-    assert stored["event_id"] == event.event_id  # the first delivery wins
-    assert stored["deleted_at"] is None
-    assert len(logs.find("object recorded")) == 1
-    assert len(logs.find("duplicate object event ignored")) == 1
-
-
-def test_a_late_finalize_does_not_resurrect_a_deleted_generation(firestore: _FakeFirestore) -> None:
-    from datetime import datetime, timezone
-
-    moment = datetime(2030, 1, 1, tzinfo=timezone.utc)
-    with clock.travel(to=moment, freeze=True):
-        events.record_delete(_golden_event(event_type="OBJECT_DELETE"))
-    assert events.record_finalize(_golden_event()) is False
-    stored = firestore.collections[events.ARTIFACTS][EXPECTED_KEY]
-    assert stored["deleted_at"] == moment
+# The recorder itself (transactions, quota, ordering, tombstones) is tested against the Firestore
+# emulator in tests/stack/test_storage_flow.py; a fake here would only test the fake.

@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from mllab import config, routes
+from mllab import config, routes, storage
 from mllab_dev import preflight
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -326,6 +326,11 @@ class Stack:
                             json={"name": BUCKET})
             if r.status_code not in (200, 409):
                 raise StackError(f"creating bucket failed: {r.status_code} {r.text[:200]}")
+            # The rules production gets (fake-gcs-server accepts them but answers CORS with `*` anyway).
+            r = client.patch(f"http://127.0.0.1:{p.gcs}/storage/v1/b/{BUCKET}",
+                             json={"cors": storage.bucket_cors(self.gateway_url)})
+            if r.status_code != 200:
+                raise StackError(f"setting bucket CORS failed: {r.status_code} {r.text[:200]}")
 
     def _check_ports(self) -> None:
         for name, port in self.ports.all().items():

@@ -1,0 +1,269 @@
+"""The finalize recorder: what a stored object means, decided once per object generation.
+
+At least once and in any order: each generation is one `artifacts/<sha256(bucket/object#generation)>`
+document, created in the same transaction that adds its bytes to the owner's usage and updates what
+it belongs to (a model version, a dataset, a training job). A redelivery finds the artifact and does
+nothing; a delete that overtook its finalize leaves a tombstone that the late finalize respects.
+
+The recorder enforces again what a signed URL cannot: an object outside the naming grammar, of the
+wrong type, over its cap, for something the user does not own, or over quota is deleted, audited
+and never recorded. Storage usage changes only here (finalize adds, delete subtracts), so it is
+counted exactly once.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from mllab import audit, clients, clock, config, log, objects, schemas
+from mllab.events import ARTIFACTS, ObjectEvent
+
+USAGE = "usage"
+MODELS, VERSIONS, DATASETS, JOBS = "models", "versions", "datasets", "jobs"
+CSV_SCAN_LIMIT = config.LIMITS.dataset_csv_bytes
+
+
+class Rejected(Exception):
+    """The object breaks a rule: delete it, audit, acknowledge the event."""
+
+
+def _db() -> Any:
+    return clients.firestore()
+
+
+def version_id(n: int) -> str:
+    return f"{n:09d}"
+
+
+def _owner_ref(name: objects.ObjectName) -> Any:
+    db = _db()
+    if name.kind.name in ("model", "weights"):
+        return db.collection(MODELS).document(name.model_id).collection(VERSIONS).document(version_id(name.version))
+    if name.kind.name == "dataset":
+        return db.collection(DATASETS).document(name.dataset_id)
+    return db.collection(JOBS).document(name.job_id)
+
+
+def _mimetype(value: str | None) -> str:
+    return (value or "").split(";", 1)[0].strip().lower()
+
+
+# --- content checks that need the bytes (outside the transaction) --------------------------------
+
+def _blob(event: ObjectEvent) -> Any:
+    return clients.storage().bucket(event.bucket).blob(event.name, generation=event.generation)
+
+
+def _read_metrics(event: ObjectEvent) -> dict[str, Any]:
+    data = _blob(event).download_as_bytes(**clients.opts())
+    try:
+        return schemas.Metrics.model_validate_json(data).model_dump(mode="json")
+    except ValidationError as exc:
+        raise Rejected(f"metrics.json does not match the schema ({exc.error_count()} errors)") from None
+
+
+def _scan_csv(event: ObjectEvent) -> tuple[list[str], int]:
+    """Header columns and data-row count, streamed (never the whole file in memory)."""
+    with _blob(event).open("rb", chunk_size=1024 * 1024, **{"timeout": clients.deadline()}) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")
+        try:
+            reader = csv.reader(text)
+            header = next(reader, None)
+            if not header or not any(h.strip() for h in header):
+                raise Rejected("the CSV has no header row")
+            rows = sum(1 for row in reader if row)
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise Rejected(f"the CSV is not readable UTF-8 CSV ({type(exc).__name__})") from None
+    return [h.strip() for h in header], rows
+
+
+# --- finalize ------------------------------------------------------------------------------------
+
+def finalize(event: ObjectEvent) -> bool:
+    """Record one finalized generation. True when this delivery recorded it."""
+    s = config.settings()
+    if event.bucket != s.bucket:
+        log.warning("event for another bucket ignored", bucket=event.bucket)
+        return False
+    name = objects.parse(event.name)
+    try:
+        if name is None:
+            raise Rejected("the object name is outside the naming grammar")
+        if _mimetype(event.content_type) != name.kind.content_type:
+            raise Rejected(f"{name.kind.name} files must be {name.kind.content_type}, not {event.content_type!r}")
+        if event.size is None or event.size > name.kind.max_bytes:
+            raise Rejected(f"{name.kind.name} files can be at most {name.kind.max_bytes} bytes")
+        extra: dict[str, Any] = {}
+        if name.kind.name == "metrics":
+            extra["metrics"] = _read_metrics(event)
+        elif name.kind.name == "dataset":
+            extra["columns"], extra["row_count"] = _scan_csv(event)
+        outcome = _record(event, name, extra)
+    except Rejected as exc:
+        _reject(event, name, str(exc))
+        return False
+    except Exception as exc:
+        from google.api_core.exceptions import NotFound
+
+        if not isinstance(exc, NotFound):
+            raise  # transient: fail the delivery so Pub/Sub retries
+        log.info("object gone before it was recorded", object=event.name, generation=event.generation)
+        return False
+    if outcome == "duplicate":
+        log.info("duplicate object event ignored", key=event.key, object=event.name, generation=event.generation)
+        return False
+    if outcome != "recorded":
+        _reject(event, name, outcome)
+        return False
+    log.info("object recorded", key=event.key, object=event.name, generation=event.generation, size=event.size)
+    return True
+
+
+def _record(event: ObjectEvent, name: objects.ObjectName, extra: dict[str, Any]) -> str:
+    from google.cloud import firestore
+
+    db = _db()
+    art_ref = db.collection(ARTIFACTS).document(event.key)
+    usage_ref = db.collection(USAGE).document(name.uid)
+    owner_ref = _owner_ref(name)
+    model_ref = db.collection(MODELS).document(name.model_id) if name.model_id else None
+    now = clock.now()
+
+    @firestore.transactional
+    def run(tx: Any) -> str:
+        art = art_ref.get(transaction=tx, **clients.opts())
+        if art.exists:
+            return "duplicate"  # recorded before, or a tombstone left by an earlier delete
+        owner = owner_ref.get(transaction=tx, **clients.opts())
+        o = owner.to_dict() if owner.exists else {}
+        if o.get("uid") != name.uid or o.get("project_id") != name.project_id:
+            return "it belongs to nothing the user owns"
+        if o.get("deleting"):
+            return "what it belongs to is being deleted"
+        usage = usage_ref.get(transaction=tx, **clients.opts())
+        used = (usage.to_dict() or {}).get("storage_bytes", 0) if usage.exists else 0
+        if used + event.size > config.LIMITS.pro_storage_bytes:
+            return "the user's storage quota is full"
+        model = model_ref.get(transaction=tx, **clients.opts()) if model_ref is not None else None
+        # All reads done; now the writes.
+        tx.create(art_ref, {
+            "bucket": event.bucket, "object": event.name, "generation": event.generation, "uid": name.uid,
+            "kind": name.kind.name, "project_id": name.project_id, "model_id": name.model_id,
+            "version": name.version, "dataset_id": name.dataset_id, "job_id": name.job_id,
+            "size": event.size, "content_type": event.content_type, "crc32c": event.crc32c, "md5": event.md5,
+            "event_id": event.event_id, "deleted_at": None, "created_at": now, "updated_at": now})
+        tx.set(usage_ref, {"storage_bytes": firestore.Increment(event.size), "updated_at": now}, merge=True)
+        _apply_to_owner(tx, owner_ref, owner.to_dict(), model_ref, model, event, name, extra, now)
+        return "recorded"
+
+    return run(db.transaction(max_attempts=10))
+
+
+def _file_entry(event: ObjectEvent) -> dict[str, Any]:
+    return {"object": event.name, "generation": event.generation, "size": event.size, "crc32c": event.crc32c}
+
+
+def _apply_to_owner(tx: Any, owner_ref: Any, owner: dict[str, Any], model_ref: Any, model: Any,
+                    event: ObjectEvent, name: objects.ObjectName, extra: dict[str, Any], now: datetime) -> None:
+    kind = name.kind.name
+    if kind in ("model", "weights"):
+        fname = "model.json" if kind == "model" else "weights.bin"
+        files = dict(owner.get("files") or {})
+        current = files.get(fname)
+        if current and current["generation"] > event.generation:
+            return  # an older generation arriving late never replaces a newer one
+        files[fname] = _file_entry(event)
+        ready = {"model.json", "weights.bin"} <= set(files)
+        tx.update(owner_ref, {"files": files, "status": "ready" if ready else "pending",
+                              "size_bytes": sum(f["size"] for f in files.values()), "updated_at": now})
+        if ready and model is not None and model.exists:
+            latest = model.get("latest_version") or 0
+            if name.version > latest:  # only forward
+                tx.update(model_ref, {"latest_version": name.version, "updated_at": now})
+    elif kind == "dataset":
+        current = owner.get("generation") or 0
+        if current > event.generation:
+            return
+        tx.update(owner_ref, {"status": "ready", "object": event.name, "generation": event.generation,
+                              "size_bytes": event.size, "content_type": event.content_type, "crc32c": event.crc32c,
+                              "columns": extra["columns"], "row_count": extra["row_count"], "updated_at": now})
+    else:
+        if (owner.get("metrics_generation") or 0) > event.generation:
+            return
+        m = extra["metrics"]
+        # Stored as JSON text: Firestore refuses arrays inside arrays (a confusion matrix is one).
+        tx.update(owner_ref, {"status": "recorded", "metrics_generation": event.generation, "task": m["task"],
+                              "backend": m["backend"], "started_at": m["started_at"],
+                              "finished_at": m["finished_at"], "epoch_count": len(m["epochs"]),
+                              "metrics_json": json.dumps(m, separators=(",", ":")), "updated_at": now})
+
+
+def _reject(event: ObjectEvent, name: objects.ObjectName | None, reason: str) -> None:
+    """Delete exactly this generation (never a newer one) and audit it."""
+    from google.api_core.exceptions import NotFound, PreconditionFailed
+
+    try:
+        clients.storage().bucket(event.bucket).blob(event.name).delete(
+            if_generation_match=event.generation, **clients.opts())
+    except (NotFound, PreconditionFailed):
+        pass  # already gone, or replaced by a newer upload that gets its own event
+    uid = name.uid if name else event.uid  # outside the grammar, the users/<uid>/ prefix still says whose
+    audit.record("object.rejected", actor=uid, target=event.name, outcome="deleted", reason=reason,
+                 generation=event.generation)
+    log.warning("object rejected and deleted", object=event.name, generation=event.generation, reason=reason)
+
+
+# --- delete --------------------------------------------------------------------------------------
+
+def delete(event: ObjectEvent) -> None:
+    """Reverse a recorded generation once: usage down, the file off its owner. A delete that arrives
+    before its finalize leaves a tombstone so the late finalize records nothing."""
+    from google.cloud import firestore
+
+    db = _db()
+    art_ref = db.collection(ARTIFACTS).document(event.key)
+    name = objects.parse(event.name)
+    now = clock.now()
+
+    @firestore.transactional
+    def run(tx: Any) -> str:
+        art = art_ref.get(transaction=tx, **clients.opts())
+        if not art.exists:
+            tx.set(art_ref, {"bucket": event.bucket, "object": event.name, "generation": event.generation,
+                             "uid": name.uid if name else None, "deleted_at": now, "tombstone": True,
+                             "created_at": now, "updated_at": now})
+            return "tombstone"
+        a = art.to_dict()
+        if a.get("deleted_at"):
+            return "duplicate"
+        owner_ref = _owner_ref(name) if name else None
+        owner = owner_ref.get(transaction=tx, **clients.opts()) if owner_ref is not None else None
+        tx.update(art_ref, {"deleted_at": now, "updated_at": now,
+                            "overwritten_by_generation": event.overwritten_by_generation})
+        if a.get("size") and a.get("uid"):
+            tx.set(db.collection(USAGE).document(a["uid"]),
+                   {"storage_bytes": firestore.Increment(-a["size"]), "updated_at": now}, merge=True)
+        if owner is not None and owner.exists and name is not None and name.kind.name in ("model", "weights"):
+            files = dict(owner.get("files") or {})
+            fname = "model.json" if name.kind.name == "model" else "weights.bin"
+            if files.get(fname, {}).get("generation") == event.generation:
+                files.pop(fname)
+                tx.update(owner_ref, {"files": files, "status": "pending",
+                                      "size_bytes": sum(f["size"] for f in files.values()), "updated_at": now})
+        return "reversed"
+
+    outcome = run(db.transaction(max_attempts=10))
+    log.info("object deletion recorded", key=event.key, object=event.name, generation=event.generation,
+             outcome=outcome)
+
+
+def usage_of(uid: str) -> int:
+    snap = _db().collection(USAGE).document(uid).get(**clients.opts())
+    return int((snap.to_dict() or {}).get("storage_bytes", 0)) if snap.exists else 0
+

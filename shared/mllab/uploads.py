@@ -1,0 +1,107 @@
+"""What may be uploaded or downloaded, decided before any URL is signed: the caller owns every id
+(another user's id is a 404), the plan allows cloud saves, the file fits its cap, the quota and the
+daily upload count have room. The server builds the object name; the client names only ids, a
+version and, for datasets, a file name. Every refusal's `detail` can be shown to the user as is."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from mllab import catalog, clients, clock, config, objects, recorder, schemas, storage
+from mllab.http import Request
+from mllab.problems import Problem
+
+DAYS = "days"
+
+_NEEDS = {"model": ("model_id", "version"), "weights": ("model_id", "version"),
+          "dataset": ("dataset_id", "filename"), "metrics": ("job_id",)}
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MiB"
+
+
+def _object_for(body: schemas.SignUpload, uid: str) -> objects.ObjectName:
+    missing = [f for f in _NEEDS[body.kind] if getattr(body, f) is None]
+    extra = [f for f in ("model_id", "version", "dataset_id", "filename", "job_id")
+             if f not in _NEEDS[body.kind] and getattr(body, f) is not None]
+    if missing or extra:
+        raise Problem(422, f"A {body.kind} upload takes {' and '.join(_NEEDS[body.kind])}.",
+                      errors=[{"field": f, "message": "required"} for f in missing]
+                      + [{"field": f, "message": f"not used for {body.kind}"} for f in extra])
+    if body.kind in ("model", "weights"):
+        model = catalog.owned(catalog.MODELS, body.model_id, uid)
+        snap = catalog.version_ref(body.model_id, body.version).get(**clients.opts())
+        if not snap.exists or snap.get("uid") != uid:
+            raise Problem(404, f"Version {body.version} of this model does not exist. Allocate it first.")
+        if snap.get("status") == "ready":
+            raise Problem(409, f"Version {body.version} is complete; allocate a new version to save again.",
+                          slug="version-ready")
+        return objects.model_file(uid, model["project_id"], body.model_id, body.version, body.kind)
+    if body.kind == "dataset":
+        dataset = catalog.owned(catalog.DATASETS, body.dataset_id, uid)
+        return objects.dataset_file(uid, dataset["project_id"], body.dataset_id, body.filename)
+    job = catalog.owned(catalog.JOBS, body.job_id, uid)
+    return objects.metrics_file(uid, job["project_id"], body.job_id)
+
+
+def _day_ref(uid: str) -> Any:
+    return clients.firestore().collection(recorder.USAGE).document(uid).collection(DAYS).document(
+        clock.now().strftime("%Y-%m-%d"))
+
+
+def _check_room(uid: str, size: int) -> None:
+    used = recorder.usage_of(uid)
+    limit = config.LIMITS.pro_storage_bytes
+    if used + size > limit:
+        raise Problem(403, f"This file needs {_mib(size)} but only {_mib(max(0, limit - used))} of your "
+                           f"{_mib(limit)} are free. Delete something first.", slug="quota-exceeded")
+    day = _day_ref(uid).get(**clients.opts())
+    count = (day.to_dict() or {}).get("uploads", 0) if day.exists else 0
+    if count >= config.LIMITS.uploads_per_day:
+        now = clock.now()
+        tomorrow = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        raise Problem(429, f"You reached today's {config.LIMITS.uploads_per_day} uploads. More tomorrow (UTC).",
+                      slug="daily-upload-limit", headers={"Retry-After": str(int((tomorrow - now).total_seconds()))})
+
+
+def sign_upload(req: Request) -> schemas.SignedUrl:
+    from google.cloud import firestore
+
+    body: schemas.SignUpload = req.body
+    uid = req.uid
+    if not config.settings().dev_cloud_saves:
+        raise Problem(403, "Saving to the cloud needs PRO or a promo trial.", slug="plan-required")
+    kind = objects.KINDS[body.kind]
+    if body.size > kind.max_bytes:
+        raise Problem(413, f"{body.kind} files can be at most {_mib(kind.max_bytes)}; this one is {_mib(body.size)}.",
+                      errors=[{"field": "size", "message": f"at most {kind.max_bytes} bytes"}])
+    try:
+        name = _object_for(body, uid)
+    except ValueError as exc:
+        raise Problem(422, str(exc), errors=[{"field": "filename", "message": str(exc)}]) from None
+    _check_room(uid, body.size)
+    _day_ref(uid).set({"uploads": firestore.Increment(1), "updated_at": clock.now()}, merge=True, **clients.opts())
+    signed = storage.signed_upload_url(str(name), kind.content_type, body.size)
+    return schemas.SignedUrl(url=signed.url, method="PUT", headers=signed.headers, object=signed.object,
+                             expires_at=clock.rfc3339(signed.expires_at))
+
+
+def sign_download(req: Request) -> schemas.SignedUrl:
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    uid = req.uid
+    name = req.args.get("object", "")
+    parsed = objects.parse(name)
+    not_found = Problem(404, "There is no saved file of yours by that name.")
+    if parsed is None or parsed.uid != uid:
+        raise not_found
+    query = (clients.firestore().collection("artifacts").where(filter=FieldFilter("uid", "==", uid))
+             .where(filter=FieldFilter("object", "==", name)))
+    live = [s for s in query.stream(**clients.opts()) if not s.get("deleted_at")]
+    if not live:
+        raise not_found
+    signed = storage.signed_download_url(name)
+    return schemas.SignedUrl(url=signed.url, method="GET", headers=signed.headers, object=name,
+                             expires_at=clock.rfc3339(signed.expires_at))

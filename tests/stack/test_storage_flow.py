@@ -1,0 +1,200 @@
+"""Saving a model to the cloud as the lab does it, through the gateway, the signed URLs, the bucket
+events and the recorder; and what the recorder refuses."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import httpx
+import pytest
+
+from mllab import audit, clients, events, recorder
+from mllab_dev.stack import BUCKET, Stack
+
+from .conftest import Browser
+
+WEIGHTS = bytes(range(256)) * 40  # 10,240 bytes
+MODEL_JSON = b'{"format":"layers-model","modelTopology":{},"weightsManifest":[{"paths":["weights.bin"]}]}'
+
+
+def _ok(r: httpx.Response, status: int = 200) -> dict:
+    assert r.status_code == status, r.text
+    return r.json() if r.content else {}
+
+
+def _wait(predicate, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def lab(stack: Stack, new_user) -> Browser:
+    user = new_user()
+    b = Browser(stack.gateway_url)
+    assert b.login(user["email"], user["password"]).status_code == 200
+    b.uid = user["uid"]  # type: ignore[attr-defined]
+    return b
+
+
+def _model_with_version(lab: Browser) -> tuple[str, str, int]:
+    project = _ok(lab.request("POST", "/projects", json_body={"name": "XOR"}), 201)
+    model = _ok(lab.request("POST", "/models", json_body={"project_id": project["id"], "name": "xor-net",
+                                                         "config_json": {"layers": [{"units": 4}]}}), 201)
+    version = _ok(lab.request("POST", f"/models/{model['id']}/versions"), 201)
+    assert version["version"] == 1 and version["status"] == "pending"
+    return project["id"], model["id"], version["version"]
+
+
+def _put(lab: Browser, body: dict, data: bytes, headers: dict | None = None) -> tuple[dict, httpx.Response]:
+    signed = _ok(lab.request("POST", "/signed/upload", json_body=body))
+    assert signed["method"] == "PUT"
+    r = httpx.put(signed["url"], content=data, headers=headers if headers is not None else signed["headers"], timeout=20)
+    return signed, r
+
+
+def test_save_a_model_version_and_download_it(lab: Browser, stack: Stack) -> None:
+    _, model_id, n = _model_with_version(lab)
+    # weights.bin first, then model.json: the lab's order (and the reverse of the manifest's)
+    w, r = _put(lab, {"kind": "weights", "model_id": model_id, "version": n, "size": len(WEIGHTS)}, WEIGHTS)
+    assert r.status_code == 200, r.text
+    assert w["headers"] == {"Content-Type": "application/octet-stream",
+                            "x-goog-content-length-range": f"0,{len(WEIGHTS)}"}
+    assert w["object"] == f"users/{lab.uid}/projects/{w['object'].split('/')[3]}/models/{model_id}/versions/1/weights.bin"
+    m, r = _put(lab, {"kind": "model", "model_id": model_id, "version": n, "size": len(MODEL_JSON)}, MODEL_JSON)
+    assert r.status_code == 200
+
+    def ready():
+        got = _ok(lab.request("GET", f"/models/{model_id}"))
+        return got if got["versions"] and got["versions"][0]["status"] == "ready" else None
+
+    model = _wait(ready)
+    assert model, "the version never became ready"
+    assert model["latest_version"] == 1
+    assert model["versions"][0]["size_bytes"] == len(WEIGHTS) + len(MODEL_JSON)
+    assert recorder.usage_of(lab.uid) == len(WEIGHTS) + len(MODEL_JSON)
+
+    for signed, data in ((w, WEIGHTS), (m, MODEL_JSON)):
+        d = _ok(lab.request("GET", "/signed/download", params={"object": signed["object"]}))
+        assert d["method"] == "GET"
+        assert httpx.get(d["url"], timeout=20).content == data
+
+    # a complete version is not overwritten; a new one is allocated instead
+    again = lab.request("POST", "/signed/upload", json_body={"kind": "weights", "model_id": model_id, "version": n,
+                                                              "size": 10})
+    assert again.status_code == 409
+
+    # deleting the model deletes its files; the recorder frees the quota, exactly once
+    assert lab.request("DELETE", f"/models/{model_id}").status_code == 204
+    assert _wait(lambda: recorder.usage_of(lab.uid) == 0), recorder.usage_of(lab.uid)
+    art = [s.to_dict() for s in clients.firestore().collection("artifacts").stream() if s.get("uid") == lab.uid]
+    for a in art:  # a redelivered delete changes nothing
+        recorder.delete(events.ObjectEvent("OBJECT_DELETE", a["bucket"], a["object"], a["generation"], "again"))
+    assert recorder.usage_of(lab.uid) == 0
+
+
+def test_wrong_content_type_is_deleted_not_recorded(lab: Browser) -> None:
+    _, model_id, n = _model_with_version(lab)
+    signed, r = _put(lab, {"kind": "model", "model_id": model_id, "version": n, "size": len(MODEL_JSON)}, MODEL_JSON,
+                     headers={"Content-Type": "text/html", "x-goog-content-length-range": f"0,{len(MODEL_JSON)}"})
+    assert r.status_code == 200  # fake-gcs-server checks no signatures; the recorder is the second line
+    bucket = clients.storage().bucket(BUCKET)
+    assert _wait(lambda: bucket.get_blob(signed["object"]) is None), "the object was not deleted"
+    rejected = _wait(lambda: [e for e in audit.for_actor(lab.uid) if e["action"] == "object.rejected"])
+    assert rejected and rejected[0]["target"] == signed["object"]
+    assert recorder.usage_of(lab.uid) == 0
+    assert _ok(lab.request("GET", f"/models/{model_id}"))["versions"][0]["status"] == "pending"
+
+
+def test_object_outside_the_grammar_is_deleted(lab: Browser) -> None:
+    name = f"users/{lab.uid}/notes/{uuid.uuid4().hex}.txt"
+    bucket = clients.storage().bucket(BUCKET)
+    bucket.blob(name).upload_from_string(b"hello", content_type="text/plain")
+    assert _wait(lambda: bucket.get_blob(name) is None), "the object was not deleted"
+    assert _wait(lambda: [e for e in audit.for_actor(lab.uid) if e["target"] == name])
+
+
+@pytest.mark.parametrize("body,status", [
+    ({"kind": "dataset", "dataset_id": "0" * 32, "filename": "../escape.csv", "size": 10}, 422),
+    ({"kind": "dataset", "dataset_id": "0" * 32, "filename": "%2e%2e%2fescape.csv", "size": 10}, 422),
+    ({"kind": "dataset", "dataset_id": "0" * 32, "filename": "/etc/passwd.csv", "size": 10}, 422),
+    ({"kind": "weights", "model_id": "../../x", "version": 1, "size": 10}, 422),
+    ({"kind": "weights", "model_id": "0" * 32, "version": 1, "size": 10}, 404),
+    ({"kind": "weights", "model_id": "0" * 32, "size": 10}, 422),
+    ({"kind": "weights", "model_id": "0" * 32, "version": 1, "size": 60 * 1024 * 1024}, 413),
+    ({"kind": "metrics", "job_id": "0" * 32, "size": 10, "object": "users/x/y"}, 422),
+    ({"kind": "script", "size": 10}, 422),
+])
+def test_bad_upload_requests_are_refused(lab: Browser, body: dict, status: int) -> None:
+    r = lab.request("POST", "/signed/upload", json_body=body)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+
+
+def test_another_users_ids_and_objects_are_404(stack: Stack, lab: Browser, new_user) -> None:
+    _, model_id, n = _model_with_version(lab)
+    w, r = _put(lab, {"kind": "weights", "model_id": model_id, "version": n, "size": len(WEIGHTS)}, WEIGHTS)
+    assert r.status_code == 200
+    _wait(lambda: recorder.usage_of(lab.uid) > 0)
+    other_user = new_user()
+    other = Browser(stack.gateway_url)
+    assert other.login(other_user["email"], other_user["password"]).status_code == 200
+    assert other.request("POST", "/signed/upload", json_body={"kind": "weights", "model_id": model_id, "version": n,
+                                                              "size": 10}).status_code == 404
+    for obj in (w["object"], w["object"].replace(lab.uid, other_user["uid"]),
+                f"users/{other_user['uid']}/../{w['object']}", w["object"].replace("/", "%2F")):
+        assert other.request("GET", "/signed/download", params={"object": obj}).status_code == 404, obj
+
+
+def test_quota_and_daily_count(lab: Browser) -> None:
+    _, model_id, n = _model_with_version(lab)
+    db = clients.firestore()
+    db.collection("usage").document(lab.uid).set({"storage_bytes": 5 * 1024 ** 3 - 100})
+    r = lab.request("POST", "/signed/upload", json_body={"kind": "weights", "model_id": model_id, "version": n,
+                                                          "size": 1000})
+    assert r.status_code == 403 and "free" in r.json()["detail"]
+    db.collection("usage").document(lab.uid).set({"storage_bytes": 0})
+    from mllab import clock
+
+    day = clock.now().strftime("%Y-%m-%d")
+    db.collection("usage").document(lab.uid).collection("days").document(day).set({"uploads": 200})
+    r = lab.request("POST", "/signed/upload", json_body={"kind": "weights", "model_id": model_id, "version": n,
+                                                          "size": 1000})
+    assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+
+
+def test_duplicate_and_out_of_order_generations(lab: Browser) -> None:
+    """Events built in-process for one version's model.json: generation 2 before 1, and twice."""
+    project_id, model_id, n = _model_with_version(lab)
+    name = f"users/{lab.uid}/projects/{project_id}/models/{model_id}/versions/{n}/model.json"
+
+    def ev(gen: int, size: int) -> events.ObjectEvent:
+        return events.ObjectEvent("OBJECT_FINALIZE", BUCKET, name, gen, f"e{gen}", size=size,
+                                  content_type="application/json")
+
+    assert recorder.finalize(ev(2, 200)) is True
+    assert recorder.finalize(ev(2, 200)) is False  # redelivery
+    assert recorder.finalize(ev(1, 100)) is True   # recorded as an artifact, but not as the version's file
+    version = clients.firestore().collection("models").document(model_id).collection("versions").document(
+        recorder.version_id(n)).get().to_dict()
+    assert version["files"]["model.json"]["generation"] == 2
+    assert recorder.usage_of(lab.uid) == 300  # both generations exist until GCS deletes the older one
+    recorder.delete(events.ObjectEvent("OBJECT_DELETE", BUCKET, name, 1, "d1", overwritten_by_generation=2))
+    recorder.delete(events.ObjectEvent("OBJECT_DELETE", BUCKET, name, 1, "d1-again", overwritten_by_generation=2))
+    assert recorder.usage_of(lab.uid) == 200
+    version = clients.firestore().collection("models").document(model_id).collection("versions").document(
+        recorder.version_id(n)).get().to_dict()
+    assert version["files"]["model.json"]["generation"] == 2  # deleting the old one keeps the new one
+
+
+def test_delete_before_finalize_leaves_nothing_recorded(lab: Browser) -> None:
+    project_id, model_id, n = _model_with_version(lab)
+    name = f"users/{lab.uid}/projects/{project_id}/models/{model_id}/versions/{n}/weights.bin"
+    recorder.delete(events.ObjectEvent("OBJECT_DELETE", BUCKET, name, 7, "d"))
+    assert recorder.finalize(events.ObjectEvent("OBJECT_FINALIZE", BUCKET, name, 7, "f", size=50,
+                                                content_type="application/octet-stream")) is False
+    assert recorder.usage_of(lab.uid) == 0
