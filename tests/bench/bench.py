@@ -1,9 +1,13 @@
-"""`make bench`: cold starts per function beside a bare function, and token signing/verification.
+"""`make bench`: cold starts per function beside a bare function, token signing/verification, URL
+signing, and the object-event pipeline (upload-to-record latency, recorder throughput).
 
 Cold start = process start to the first *real* response (for jwks a 200 with keys; for the event
 function an event recorded in the Firestore emulator), median of RUNS fresh processes.
 Import CPU = CPU seconds a fresh interpreter spends loading the function (functions-framework
-included). Numbers only; nothing here passes or fails.
+included). Finalize -> record = a signed PUT to fake-gcs-server returning, until its `artifacts` document
+exists in Firestore (fake-gcs-server -> Pub/Sub emulator -> push -> on_object_finalized -> Firestore).
+Recorder throughput = OBJECT_FINALIZE notifications published straight to the Pub/Sub emulator, until
+every one is recorded. Numbers only; nothing here passes or fails.
 """
 
 from __future__ import annotations
@@ -22,12 +26,17 @@ from pathlib import Path
 
 import httpx
 
-from mllab import clients, config, log, passwords, routes, sessions, tokens, users
-from mllab_dev.stack import PROJECT, ROOT, TOPIC, Ports, Stack
+from mllab import clients, clock, config, events, log, objects, passwords, routes, sessions, storage, tokens, users
+from mllab_dev.stack import BUCKET, PROJECT, ROOT, TOPIC, Ports, Stack
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 WARM_CALLS = int(os.environ.get("BENCH_WARM_CALLS", "200"))
 TOKEN_CALLS = int(os.environ.get("BENCH_TOKEN_CALLS", "2000"))
+SIGN_CALLS = int(os.environ.get("BENCH_SIGN_CALLS", "500"))
+UPLOADS = int(os.environ.get("BENCH_UPLOADS", "50"))
+EVENTS = int(os.environ.get("BENCH_EVENTS", "200"))
+EVENTS_TIMEOUT_S = 120.0
+PUBLISH_BATCH = 100
 HERE = Path(__file__).parent
 
 
@@ -85,6 +94,19 @@ def _first_me(client: httpx.Client, port: int) -> bool:
     return r.status_code == 200
 
 
+def _first_catalog(client: httpx.Client, port: int) -> bool:
+    r = client.get(f"http://127.0.0.1:{port}/projects", headers={"Authorization": f"Bearer {CTX['access']}"})
+    return r.status_code == 200 and "items" in r.json()
+
+
+def _first_signed_urls(client: httpx.Client, port: int) -> bool:
+    # A well-formed name of the caller's that was never recorded: a real Firestore query, then 404.
+    name = str(objects.model_file(CTX["uid"], uuid.uuid4().hex, uuid.uuid4().hex, 1, "model"))
+    r = client.get(f"http://127.0.0.1:{port}/signed/download", params={"object": name},
+                   headers={"Authorization": f"Bearer {CTX['access']}"})
+    return r.status_code == 404 and "no saved file" in r.json().get("detail", "")
+
+
 def _first_google_login(client: httpx.Client, port: int) -> bool:
     r = client.get(f"http://127.0.0.1:{port}/auth/google/login?return_to=/lab")
     return r.status_code == 302 and "code_challenge=" in r.headers["location"]
@@ -111,7 +133,8 @@ CTX: dict[str, str] = {}
 PROBES = {
     "jwks": _first_jwks, "auth_google_login": _first_google_login, "auth_google_callback": _first_google_callback,
     "auth_password": _first_login, "auth_refresh": _first_refresh, "auth_logout": _first_logout,
-    "account": _first_me, "on_object_finalized": _first_event, "purge_accounts": _first_purge,
+    "account": _first_me, "catalog": _first_catalog, "signed_urls": _first_signed_urls,
+    "on_object_finalized": _first_event, "purge_accounts": _first_purge,
 }
 TARGETS = [("bare functions-framework", HERE / "bare" / "main.py", "bare", _first_bare)] + [
     (fn.name, ROOT / "functions" / fn.name / "main.py", fn.name, PROBES[fn.name]) for fn in routes.FUNCTIONS]
@@ -211,6 +234,144 @@ def warm_latencies(stack: Stack) -> list[tuple[str, list[float]]]:
     return out
 
 
+# --- storage: URL signing and the object-event pipeline ------------------------------------------
+
+def _catalog_writes(batch, uid: str, project_id: str, model_id: str) -> None:
+    """A project, a model and its version 1 (pending), as the catalog makes them (3 writes)."""
+    db, now = clients.firestore(), clock.now()
+    base = {"uid": uid, "created_at": now, "updated_at": now}
+    batch.set(db.collection("projects").document(project_id), {**base, "name": "bench"})
+    model = db.collection("models").document(model_id)
+    batch.set(model, {**base, "project_id": project_id, "name": "bench", "config_json": "{}",
+                      "latest_version": None, "next_version": 2})
+    batch.set(model.collection("versions").document("000000001"), {
+        **base, "model_id": model_id, "project_id": project_id, "version": 1, "status": "pending",
+        "files": {}, "size_bytes": 0})
+
+
+def _new_versions(count: int, *, shared: bool = False) -> list[objects.ObjectName]:
+    """`count` weights.bin names of fresh versions, written in batches (<= 450 writes each). Distinct:
+    each its own user, project, model and version (no shared version or usage document). Shared: one
+    version of one user's model, `count` times."""
+    db = clients.firestore()
+    ids = [(uuid.uuid4().hex, uuid.uuid4().hex, uuid.uuid4().hex) for _ in range(1 if shared else count)]
+    for start in range(0, len(ids), 150):
+        batch = db.batch()
+        for uid, pid, mid in ids[start:start + 150]:
+            _catalog_writes(batch, uid, pid, mid)
+        batch.commit()
+    names = [objects.model_file(uid, pid, mid, 1, "weights") for uid, pid, mid in ids]
+    return names * count if shared else names
+
+
+def _artifact_by_object(name: str) -> str | None:
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    docs = clients.firestore().collection(events.ARTIFACTS).where(filter=FieldFilter("object", "==", name)).get()
+    return docs[0].id if docs else None
+
+
+def finalize_latencies(count: int) -> tuple[list[float], list[float], int]:
+    """(PUT ms, PUT-returned -> artifacts doc ms, uploads whose generation was not in the PUT response)."""
+    db = clients.firestore()
+    kind = objects.KINDS["model"]
+    puts: list[float] = []
+    latencies: list[float] = []
+    no_generation = 0
+    with httpx.Client(timeout=30) as client:
+        for i in range(count + 2):  # the first two warm the function's recorder path; not counted
+            uid, pid, mid = uuid.uuid4().hex, uuid.uuid4().hex, uuid.uuid4().hex
+            batch = db.batch()
+            _catalog_writes(batch, uid, pid, mid)
+            batch.commit()
+            name = str(objects.model_file(uid, pid, mid, 1, "model"))
+            body = json.dumps({"format": "layers-model", "id": mid, "n": i}).encode()
+            signed = storage.signed_upload_url(name, kind.content_type, kind.max_bytes)
+            t0 = time.perf_counter()
+            r = client.put(signed.url, content=body, headers=signed.headers)
+            started = time.perf_counter()
+            if r.status_code != 200:
+                raise RuntimeError(f"signed PUT answered {r.status_code}: {r.text[:200]}")
+            try:
+                generation = int(r.json()["generation"])
+            except (ValueError, KeyError, TypeError):
+                generation = None
+            ref = db.collection(events.ARTIFACTS).document(events.object_key(BUCKET, name, generation)) \
+                if generation is not None else None
+            deadline = started + 30
+            while not (ref.get().exists if ref is not None else _artifact_by_object(name)):
+                if time.perf_counter() > deadline:
+                    raise RuntimeError(f"{name} was not recorded within 30 s")
+                time.sleep(0.01)
+            if i >= 2:
+                puts.append((started - t0) * 1000)
+                latencies.append((time.perf_counter() - started) * 1000)
+                no_generation += generation is None
+    return puts, latencies, no_generation
+
+
+def _notification(name: str, generation: int, size: int) -> dict:
+    resource = {"kind": "storage#object", "bucket": BUCKET, "name": name, "generation": str(generation),
+                "metageneration": "1", "contentType": "application/octet-stream", "size": str(size),
+                "crc32c": "AAAAAA==", "md5Hash": "AAAAAAAAAAAAAAAAAAAAAA==",
+                "timeCreated": clock.rfc3339(clock.now())}
+    return {"data": base64.b64encode(json.dumps(resource).encode()).decode(),
+            "attributes": {"bucketId": BUCKET, "objectId": name, "objectGeneration": str(generation),
+                           "eventType": "OBJECT_FINALIZE", "payloadFormat": "JSON_API_V1"}}
+
+
+def recorder_throughput(stack: Stack, names: list[objects.ObjectName],
+                        timeout: float = EVENTS_TIMEOUT_S) -> tuple[int, float]:
+    """Publish one OBJECT_FINALIZE per name (generation 1, 2, ... so repeated names stay distinct
+    generations) and wait until every artifact exists. (recorded, seconds from the first publish)."""
+    db = clients.firestore()
+    base = int(time.time() * 1e6)  # fresh generations per run, like GCS's microsecond generations
+    messages = [_notification(str(n), base + i, 1024) for i, n in enumerate(names)]
+    pending = {db.collection(events.ARTIFACTS).document(events.object_key(BUCKET, str(n), base + i))
+               for i, n in enumerate(names)}
+    url = f"http://127.0.0.1:{stack.ports.pubsub}/v1/projects/{PROJECT}/topics/{TOPIC}:publish"
+    with httpx.Client(timeout=30) as client:
+        started = time.perf_counter()
+        for i in range(0, len(messages), PUBLISH_BATCH):
+            r = client.post(url, json={"messages": messages[i:i + PUBLISH_BATCH]})
+            if r.status_code != 200:
+                raise RuntimeError(f"publish answered {r.status_code}: {r.text[:200]}")
+        deadline = started + timeout
+        done_at = started
+        while pending and time.perf_counter() < deadline:
+            found = {snap.reference.path for snap in db.get_all(list(pending)) if snap.exists}
+            if found:
+                done_at = time.perf_counter()
+                pending = {ref for ref in pending if ref.path not in found}
+            if pending:
+                time.sleep(0.05)
+    return len(names) - len(pending), (done_at if not pending else time.perf_counter()) - started
+
+
+def storage_sections(stack: Stack) -> None:
+    kind = objects.KINDS["model"]
+    name = str(objects.model_file(uuid.uuid4().hex, uuid.uuid4().hex, uuid.uuid4().hex, 1, "model"))
+    storage.signed_upload_url(name, kind.content_type, kind.max_bytes)  # load the key and the client
+    sign = per_call_us(lambda: storage.signed_upload_url(name, kind.content_type, kind.max_bytes), SIGN_CALLS)
+    print(f"\n{'URL signing (V4, dev key)':28} {'us per call':>15}")
+    print(f"{'signed_upload_url model.json':28} {sign:15.1f}")
+
+    puts, latencies, no_gen = finalize_latencies(UPLOADS)
+    print(f"\n{'finalize, ' + str(UPLOADS) + ' uploads':28} {'p50 ms':>8} {'p95 ms':>8} {'min-max':>13}")
+    for label, samples in (("signed PUT (model.json)", puts), ("PUT returned -> record", latencies)):
+        print(f"{label:28} {pct(samples, 50):8.1f} {pct(samples, 95):8.1f} "
+              f"{min(samples):6.0f}-{max(samples):<6.0f}")
+    if no_gen:
+        print(f"  ({no_gen} PUT responses had no generation: found by querying artifacts.object)")
+
+    print(f"\n{'recorder, Pub/Sub -> record':28} {'events':>8} {'seconds':>8} {'events/s':>9}")
+    for label, shared in (("distinct versions", False), ("one version (contention)", True)):
+        names = _new_versions(EVENTS, shared=shared)
+        recorded, seconds = recorder_throughput(stack, names)
+        note = "" if recorded == len(names) else f"  only {recorded} recorded within {EVENTS_TIMEOUT_S:.0f} s"
+        print(f"{label:28} {len(names):8d} {seconds:8.2f} {recorded / seconds:9.1f}{note}")
+
+
 def main() -> int:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}; {RUNS} runs each (median; min-max)\n")
@@ -228,7 +389,7 @@ def main() -> int:
             uid = users.create_password_user(f"bench-{uuid.uuid4().hex[:8]}@example.com", passwords.DUMMY_HASH,
                                              verified=True)
             session, _ = sessions.create(uid, "password", user_agent="bench", ip="127.0.0.1")
-            CTX.update(url=stack.gateway_url, access=tokens.issue_access_token(uid, session.id).token)
+            CTX.update(url=stack.gateway_url, uid=uid, access=tokens.issue_access_token(uid, session.id).token)
             print(f"{'function':28} {'cold start ms':>15} {'min-max':>13} {'import CPU ms':>14} {'x bare':>7}")
             base = None
             for label, source, target, probe in TARGETS:
@@ -257,6 +418,8 @@ def main() -> int:
             print(f"\n{'access token (ES256)':28} {'us per call':>15}")
             print(f"{'sign':28} {sign:15.1f}")
             print(f"{'verify':28} {verify:15.1f}")
+
+            storage_sections(stack)
         finally:
             stack.stop()
     return 0

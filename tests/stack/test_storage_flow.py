@@ -198,3 +198,61 @@ def test_delete_before_finalize_leaves_nothing_recorded(lab: Browser) -> None:
     assert recorder.finalize(events.ObjectEvent("OBJECT_FINALIZE", BUCKET, name, 7, "f", size=50,
                                                 content_type="application/octet-stream")) is False
     assert recorder.usage_of(lab.uid) == 0
+
+
+def _metrics(model_id: str, **overrides) -> bytes:
+    import json
+
+    doc = {"schema": 1, "model_id": model_id, "version": 1, "dataset_id": None, "task": "binary",
+           "params": {"layers": [{"units": 4, "activation": "relu"}], "optimizer": "adam", "learning_rate": 0.01,
+                      "epochs": 2, "batch_size": 4, "seed": 1},
+           "epochs": [{"epoch": 1, "loss": 0.71, "val_loss": 0.70, "acc": 0.5, "val_acc": 0.5},
+                      {"epoch": 2, "loss": 0.52, "val_loss": 0.55, "acc": 0.75, "val_acc": 0.75}],
+           "final": {"loss": 0.52, "val_loss": 0.55, "acc": 0.75, "confusion_matrix": [[2, 0], [1, 1]]},
+           "backend": "cpu", "started_at": "2026-11-22T03:00:00Z", "finished_at": "2026-11-22T03:00:02Z"}
+    doc.update(overrides)
+    return json.dumps(doc).encode()
+
+
+def test_training_run_metrics_are_recorded_on_the_job(lab: Browser) -> None:
+    import json
+
+    project_id, model_id, n = _model_with_version(lab)
+    job = _ok(lab.request("POST", "/jobs", json_body={"project_id": project_id, "model_id": model_id, "version": n}), 201)
+    data = _metrics(model_id)
+    signed, r = _put(lab, {"kind": "metrics", "job_id": job["id"], "size": len(data)}, data)
+    assert r.status_code == 200 and signed["object"].endswith(f"/jobs/{job['id']}/metrics.json")
+    snap = clients.firestore().collection("jobs").document(job["id"])
+    recorded = _wait(lambda: (d := snap.get().to_dict()) and d.get("status") == "recorded" and d)
+    assert recorded, "metrics were not recorded"
+    assert recorded["task"] == "binary" and recorded["backend"] == "cpu" and recorded["epoch_count"] == 2
+    stored = json.loads(recorded["metrics_json"])
+    assert stored["final"]["confusion_matrix"] == [[2, 0], [1, 1]] and stored["epochs"][1]["loss"] == 0.52
+
+
+def test_invalid_metrics_are_deleted_and_the_job_stays_created(lab: Browser) -> None:
+    project_id, model_id, _ = _model_with_version(lab)
+    job = _ok(lab.request("POST", "/jobs", json_body={"project_id": project_id, "model_id": model_id}), 201)
+    data = _metrics(model_id, task="astrology")
+    signed, r = _put(lab, {"kind": "metrics", "job_id": job["id"], "size": len(data)}, data)
+    assert r.status_code == 200
+    bucket = clients.storage().bucket(BUCKET)
+    assert _wait(lambda: bucket.get_blob(signed["object"]) is None), "invalid metrics were not deleted"
+    assert clients.firestore().collection("jobs").document(job["id"]).get().get("status") == "created"
+    assert recorder.usage_of(lab.uid) == 0
+
+
+def test_dataset_csv_is_recorded_with_columns_and_rows(lab: Browser) -> None:
+    project = _ok(lab.request("POST", "/projects", json_body={"name": "Iris"}), 201)
+    dataset = _ok(lab.request("POST", "/datasets", json_body={"project_id": project["id"], "name": "iris",
+                                                             "schema_json": {"target": "species"}}), 201)
+    data = b"sepal_length,sepal_width,species\n5.1,3.5,setosa\n4.9,3.0,setosa\n7.0,3.2,versicolor\n"
+    signed, r = _put(lab, {"kind": "dataset", "dataset_id": dataset["id"], "filename": "iris.csv",
+                           "size": len(data)}, data)
+    assert r.status_code == 200
+    got = _wait(lambda: (d := _ok(lab.request("GET", f"/datasets/{dataset['id']}"))) and d["status"] == "ready" and d)
+    assert got, "the dataset never became ready"
+    assert got["columns"] == ["sepal_length", "sepal_width", "species"] and got["row_count"] == 3
+    assert got["size_bytes"] == len(data) and got["object"] == signed["object"]
+    d = _ok(lab.request("GET", "/signed/download", params={"object": signed["object"]}))
+    assert httpx.get(d["url"], timeout=20).content == data
