@@ -60,13 +60,28 @@ class Ports:
 
     @classmethod
     def free(cls) -> Ports:
+        """Free ports below the kernel's ephemeral range: a port from bind(0) comes from that range,
+        and any outgoing connection could take it before the child binds it."""
+        import random
+
+        low = 20000
+        try:
+            low, _ = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        except (OSError, ValueError):
+            low = 32768
         socks = []
         try:
             def grab() -> int:
-                s = socket.socket()
-                s.bind(("127.0.0.1", 0))
-                socks.append(s)
-                return s.getsockname()[1]
+                for _ in range(200):
+                    s = socket.socket()
+                    try:
+                        s.bind(("127.0.0.1", random.randint(max(1024, low - 12000), low - 1)))
+                    except OSError:
+                        s.close()
+                        continue
+                    socks.append(s)
+                    return s.getsockname()[1]
+                raise StackError("no free port found below the ephemeral range")
 
             return cls(gateway=grab(), firestore=grab(), pubsub=grab(), gcs=grab(), oidc=grab(),
                        functions={fn.name: grab() for fn in routes.FUNCTIONS})
