@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from mllab import audit, catalog, clients, clock, config, log, passwords, ratelimit, schemas, sessions, users
+from mllab import (audit, catalog, clients, clock, config, log, passwords, ratelimit, recorder, schemas, sessions,
+                   users)
 from mllab.problems import Problem
 
 # Internal fields never leave the server (the export answers a whitelist per collection).
@@ -107,6 +108,7 @@ EXPORT_SECTIONS: list[tuple[str, Callable[[str], Any]]] = [
     ("models", catalog.export_models),  # with their versions
     ("datasets", catalog.export_datasets),
     ("jobs", catalog.export_jobs),
+    ("files", recorder.export_files),  # the stored files themselves (download each by its object name)
 ]
 
 

@@ -267,3 +267,20 @@ def usage_of(uid: str) -> int:
     snap = _db().collection(USAGE).document(uid).get(**clients.opts())
     return int((snap.to_dict() or {}).get("storage_bytes", 0)) if snap.exists else 0
 
+
+
+def export_files(uid: str) -> list[dict[str, Any]]:
+    """The user's stored files (live generations), for the account export; each can be fetched
+    with GET /signed/download?object=."""
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    query = _db().collection(ARTIFACTS).where(filter=FieldFilter("uid", "==", uid))
+    out = []
+    for snap in query.stream(**clients.opts()):
+        a = snap.to_dict()
+        if a.get("deleted_at") or a.get("tombstone"):
+            continue
+        out.append({"object": a["object"], "kind": a.get("kind"), "size": a.get("size"),
+                    "content_type": a.get("content_type"), "crc32c": a.get("crc32c"),
+                    "generation": a.get("generation"), "recorded_at": clock.rfc3339(a["created_at"])})
+    return sorted(out, key=lambda f: f["object"])

@@ -40,3 +40,25 @@ def test_firestore_paused_answers_503_quickly_then_recovers(stack: Stack, new_us
         while (status := client.get("/me", headers=headers).status_code) != 200 and time.monotonic() < deadline:
             time.sleep(0.5)
         assert status == 200
+
+
+def test_event_during_a_firestore_outage_is_not_lost_and_lands_once(stack: Stack, records) -> None:
+    """An upload while Firestore is paused: the delivery either fails (and Pub/Sub redelivers) or
+    blocks until Firestore returns; either way the file is recorded exactly once, usage counted once.
+    (A transaction's own begin/commit RPCs still use the client's default deadline; see the notes.)"""
+    from mllab import clients, objects, recorder, storage
+    from mllab_dev.stack import BUCKET
+
+    ids = records()
+    name = str(objects.model_file(ids["uid"], ids["project_id"], ids["model_id"], 1, "weights"))
+    data = b"\x00" * 1234
+    with paused(stack, "firestore"):
+        signed = storage.signed_upload_url(name, "application/octet-stream", len(data))
+        assert httpx.put(signed.url, content=data, headers=signed.headers, timeout=20).status_code == 200
+        time.sleep(12)  # at least one delivery fails on the RPC deadline while paused
+    deadline = time.monotonic() + 60
+    while recorder.usage_of(ids["uid"]) == 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert recorder.usage_of(ids["uid"]) == len(data)
+    arts = [s.to_dict() for s in clients.firestore().collection("artifacts").stream() if s.get("object") == name]
+    assert len(arts) == 1 and arts[0]["bucket"] == BUCKET

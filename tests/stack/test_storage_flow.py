@@ -83,6 +83,12 @@ def test_save_a_model_version_and_download_it(lab: Browser, stack: Stack) -> Non
         assert d["method"] == "GET"
         assert httpx.get(d["url"], timeout=20).content == data
 
+    exported = _ok(lab.request("GET", "/account/export"))
+    files = {f["object"]: f for f in exported["files"]}
+    assert set(files) == {w["object"], m["object"]}
+    assert files[w["object"]]["size"] == len(WEIGHTS) and files[m["object"]]["kind"] == "model"
+    assert [mm["id"] for mm in exported["models"]] == [model_id]
+
     # a complete version is not overwritten; a new one is allocated instead
     again = lab.request("POST", "/signed/upload", json_body={"kind": "weights", "model_id": model_id, "version": n,
                                                               "size": 10})
@@ -256,3 +262,23 @@ def test_dataset_csv_is_recorded_with_columns_and_rows(lab: Browser) -> None:
     assert got["size_bytes"] == len(data) and got["object"] == signed["object"]
     d = _ok(lab.request("GET", "/signed/download", params={"object": signed["object"]}))
     assert httpx.get(d["url"], timeout=20).content == data
+
+
+def test_without_cloud_saves_signing_is_refused(lab: Browser, function_client, monkeypatch) -> None:
+    """The plan gate (a local-only switch until billing lands), in-process with the switch off."""
+    from mllab import config, sessions, tokens
+
+    _, model_id, n = _model_with_version(lab)
+    monkeypatch.setenv("MLLAB_DEV_CLOUD_SAVES", "false")
+    config.reload()
+    try:
+        session, _ = sessions.create(lab.uid, "password", user_agent="t", ip="127.0.0.1")
+        r = function_client("signed_urls").post(
+            "/signed/upload", json={"kind": "weights", "model_id": model_id, "version": n, "size": 10},
+            headers={"Authorization": f"Bearer {tokens.issue_access_token(lab.uid, session.id).token}",
+                     "X-CSRF-Token": sessions.csrf_token(session.id)})
+        assert r.status_code == 403 and r.json["type"].endswith("plan-required")
+        assert "PRO" in r.json["detail"]
+    finally:
+        monkeypatch.delenv("MLLAB_DEV_CLOUD_SAVES")
+        config.reload()
