@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from mllab import (audit, catalog, clients, clock, config, log, passwords, ratelimit, recorder, schemas, sessions,
@@ -67,23 +67,8 @@ def revoke_session(uid: str, sid: str, *, ip: str | None = None) -> None:
 
 # --- export --------------------------------------------------------------------------------------
 
-def jsonable(value: Any) -> Any:
-    """Firestore values as JSON: timestamps as RFC 3339, recursively."""
-    if isinstance(value, datetime):
-        return clock.rfc3339(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
 def _pick(doc: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
-    return {f: jsonable(doc[f]) for f in fields if f in doc}
+    return {f: schemas.jsonable(doc[f]) for f in fields if f in doc}
 
 
 def _export_identities(uid: str) -> list[dict[str, Any]]:

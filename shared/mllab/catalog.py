@@ -29,7 +29,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 from mllab import audit, clients, clock, config, log, objects, schemas
@@ -181,21 +181,6 @@ def _versions(model_id: str, uid: str) -> list[dict[str, Any]]:
 
 # --- wire shapes ---------------------------------------------------------------------------------
 
-def jsonable(value: Any) -> Any:
-    """Firestore values as JSON: timestamps as RFC 3339, recursively."""
-    if isinstance(value, datetime):
-        return clock.rfc3339(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
 def _json_text(value: dict[str, Any], field: str) -> str:
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     if len(text.encode()) > MAX_JSON_BYTES:
@@ -215,7 +200,7 @@ def _json_value(stored: Any) -> dict[str, Any]:
 
 
 def _times(doc: Mapping[str, Any]) -> dict[str, str]:
-    return {"created_at": jsonable(doc["created_at"]), "updated_at": jsonable(doc.get("updated_at") or doc["created_at"])}
+    return {"created_at": schemas.jsonable(doc["created_at"]), "updated_at": schemas.jsonable(doc.get("updated_at") or doc["created_at"])}
 
 
 def project_out(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -224,7 +209,7 @@ def project_out(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 def version_out(doc: Mapping[str, Any]) -> dict[str, Any]:
     return {"version": doc["version"], "status": doc.get("status", "pending"),
-            "created_at": jsonable(doc["created_at"]), "size_bytes": int(doc.get("size_bytes") or 0)}
+            "created_at": schemas.jsonable(doc["created_at"]), "size_bytes": int(doc.get("size_bytes") or 0)}
 
 
 def model_out(doc: Mapping[str, Any], versions: Iterable[Mapping[str, Any]] | None = None) -> dict[str, Any]:
@@ -245,7 +230,7 @@ def dataset_out(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 def job_out(doc: Mapping[str, Any]) -> dict[str, Any]:
     """A job with whatever the recorder added (metrics, params, ...), minus internal fields."""
-    out = {k: jsonable(v) for k, v in doc.items() if k not in _INTERNAL}
+    out = {k: schemas.jsonable(v) for k, v in doc.items() if k not in _INTERNAL}
     out.update({"version": doc.get("version"), "dataset_id": doc.get("dataset_id"), "name": doc.get("name", ""),
                 **_times(doc)})
     return out
@@ -556,7 +541,7 @@ def export_projects(uid: str) -> list[dict[str, Any]]:
 def export_models(uid: str) -> list[dict[str, Any]]:
     out = []
     for doc in _all(MODELS, uid):
-        versions = [{k: jsonable(v) for k, v in ver.items() if k not in _INTERNAL}
+        versions = [{k: schemas.jsonable(v) for k, v in ver.items() if k not in _INTERNAL}
                     for ver in reversed(_versions(doc["id"], uid))]
         out.append({**model_out(doc), "framework": doc.get("framework", FRAMEWORK), "versions": versions})
     return out

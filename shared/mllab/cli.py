@@ -147,12 +147,12 @@ def require_user(email: str) -> dict[str, Any]:
 
 
 def user_row(user: dict[str, Any]) -> dict[str, Any]:
-    from mllab import accounts
+    from mllab import schemas
 
     return {"email": user.get("email", ""), "uid": user["uid"], "role": user.get("role", "user"),
             "verified": bool(user.get("email_verified")), "disabled": bool(user.get("disabled")),
-            "providers": list(user.get("providers") or []), "created": accounts.jsonable(user.get("created_at")),
-            "deleted_at": accounts.jsonable(user.get("deleted_at"))}
+            "providers": list(user.get("providers") or []), "created": schemas.jsonable(user.get("created_at")),
+            "deleted_at": schemas.jsonable(user.get("deleted_at"))}
 
 
 # --- commands ------------------------------------------------------------------------------------
@@ -228,11 +228,11 @@ def cmd_user_disable(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_user_enable(args: argparse.Namespace, out: Output) -> int:
-    from mllab import accounts, audit, users
+    from mllab import audit, schemas, users
 
     user = require_user(args.email)
     if user.get("deleted_at"):
-        raise Refused(f"{user['email']} deleted the account on {accounts.jsonable(user['deleted_at'])}; "
+        raise Refused(f"{user['email']} deleted the account on {schemas.jsonable(user['deleted_at'])}; "
                       "it cannot be re-enabled")
     users.update(user["uid"], disabled=False)
     audit.record("user.enable", actor=OPERATOR, target=f"user:{user['uid']}")

@@ -22,7 +22,7 @@ from werkzeug.wrappers import Request as RawRequest
 from werkzeug.wrappers import Response as RawResponse
 
 from mllab import config, log, routes, sessions, tokens
-from mllab.problems import PROBLEM_JSON, PROBLEM_TYPE, Problem
+from mllab.problems import PROBLEM_JSON, PROBLEM_TYPE, Problem  # noqa: F401 - re-exported for callers
 from mllab.routes import Auth, Csrf, Route
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")

@@ -135,7 +135,7 @@ ROUTES: tuple[Route, ...] = (
     # catalog: projects, models (+ versions), datasets, jobs
     Route("POST", "/projects", "catalog", "Create a project", request=schemas.CreateProject, response=schemas.Project,
           status=201, **_MUTATE),
-    Route("GET", "/projects", "catalog", "List your projects (?project_id=, ?limit=, ?cursor=)",
+    Route("GET", "/projects", "catalog", "List your projects (?limit=, ?cursor=)",
           response=schemas.Page, **_TOKEN),
     Route("GET", "/projects/{id}", "catalog", "One project", response=schemas.Project, **_TOKEN),
     Route("PATCH", "/projects/{id}", "catalog", "Rename a project", request=schemas.Rename,
@@ -161,7 +161,7 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/datasets/{id}", "catalog", "Delete a dataset and its files", status=204, **_MUTATE),
     Route("POST", "/jobs", "catalog", "Create a training job", request=schemas.CreateJob, response=schemas.Job,
           status=201, **_MUTATE),
-    Route("GET", "/jobs", "catalog", "List your training jobs (?project_id=, ?limit=, ?cursor=)",
+    Route("GET", "/jobs", "catalog", "List your training jobs (?project_id=, ?model_id=, ?limit=, ?cursor=)",
           response=schemas.Page, **_TOKEN),
     Route("GET", "/jobs/{id}", "catalog", "One training job", response=schemas.Job, **_TOKEN),
     Route("PATCH", "/jobs/{id}", "catalog", "Rename a training job", request=schemas.Rename,

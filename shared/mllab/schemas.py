@@ -4,9 +4,25 @@ generated from them."""
 from __future__ import annotations
 
 import warnings
-from typing import Annotated, Literal
+from datetime import date, datetime, timezone
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+
+def jsonable(value: Any) -> Any:
+    """Firestore values as JSON: timestamps as RFC 3339, recursively."""
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
 
 
 class Strict(BaseModel):
