@@ -18,12 +18,17 @@ async function refresh() {
 }
 
 async function showAccount() {
+  if (accessToken !== null) {
+    const res = await fetch(api("/me"), {headers: {Authorization: `Bearer ${accessToken}`}});
+    if (res.status === 200) {
+      $("who").textContent = (await res.json()).email; // filled before it is shown
+    } else {
+      accessToken = null; // the session ended meanwhile
+    }
+  }
   const signedIn = accessToken !== null;
   $("signed-in").hidden = !signedIn;
   $("signed-out").hidden = signedIn;
-  if (!signedIn) return;
-  const me = await fetch(api("/me"), {headers: {Authorization: `Bearer ${accessToken}`}}).then((r) => r.json());
-  $("who").textContent = me.email;
 }
 
 $("login-form").addEventListener("submit", async (event) => {

@@ -106,7 +106,7 @@ def test_continue_with_google_in_chromium(chromium, stack: Stack) -> None:
     page.click("button[type=submit]:has-text('Authorize')", no_wait_after=True)
     page.wait_for_url(stack.gateway_url + "/", wait_until="domcontentloaded")
     page.wait_for_selector("#signed-in:not([hidden])")
-    assert page.text_content("#who") == "alice@example.com"
+    assert page.text_content("#who") == "alice@example.com"  # never shown half-filled
     assert not [c for c in context.cookies() if c["name"] == "__Host-oauth_tx" and c["value"]]
 
     page.click("#logout")
