@@ -21,11 +21,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mllab import audit, clients, clock, config, log, objects, schemas
+from mllab import audit, catalog, clients, clock, config, log, objects, schemas
 from mllab.events import ARTIFACTS, ObjectEvent
 
 USAGE = "usage"
-MODELS, VERSIONS, DATASETS, JOBS = "models", "versions", "datasets", "jobs"
 CSV_SCAN_LIMIT = config.LIMITS.dataset_csv_bytes
 
 
@@ -37,17 +36,12 @@ def _db() -> Any:
     return clients.firestore()
 
 
-def version_id(n: int) -> str:
-    return f"{n:09d}"
-
-
 def _owner_ref(name: objects.ObjectName) -> Any:
-    db = _db()
     if name.kind.name in ("model", "weights"):
-        return db.collection(MODELS).document(name.model_id).collection(VERSIONS).document(version_id(name.version))
+        return catalog.version_ref(name.model_id, name.version)
     if name.kind.name == "dataset":
-        return db.collection(DATASETS).document(name.dataset_id)
-    return db.collection(JOBS).document(name.job_id)
+        return catalog.ref(catalog.DATASETS, name.dataset_id)
+    return catalog.ref(catalog.JOBS, name.job_id)
 
 
 def _mimetype(value: str | None) -> str:
@@ -132,7 +126,7 @@ def _record(event: ObjectEvent, name: objects.ObjectName, extra: dict[str, Any])
     art_ref = db.collection(ARTIFACTS).document(event.key)
     usage_ref = db.collection(USAGE).document(name.uid)
     owner_ref = _owner_ref(name)
-    model_ref = db.collection(MODELS).document(name.model_id) if name.model_id else None
+    model_ref = catalog.ref(catalog.MODELS, name.model_id) if name.model_id else None
     now = clock.now()
 
     @firestore.transactional

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from mllab import catalog, clients, clock, config, objects, recorder, schemas, storage
+from mllab import catalog, clients, clock, config, events, objects, recorder, schemas, storage
 from mllab.http import Request
 from mllab.problems import Problem
 
@@ -97,7 +97,7 @@ def sign_download(req: Request) -> schemas.SignedUrl:
     not_found = Problem(404, "There is no saved file of yours by that name.")
     if parsed is None or parsed.uid != uid:
         raise not_found
-    query = (clients.firestore().collection("artifacts").where(filter=FieldFilter("uid", "==", uid))
+    query = (clients.firestore().collection(events.ARTIFACTS).where(filter=FieldFilter("uid", "==", uid))
              .where(filter=FieldFilter("object", "==", name)))
     live = [s for s in query.stream(**clients.opts()) if not s.get("deleted_at")]
     if not live:

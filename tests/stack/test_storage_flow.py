@@ -9,7 +9,7 @@ import uuid
 import httpx
 import pytest
 
-from mllab import audit, clients, events, recorder
+from mllab import audit, catalog, clients, events, recorder
 from mllab_dev.stack import BUCKET, Stack
 
 from .conftest import Browser
@@ -186,14 +186,14 @@ def test_duplicate_and_out_of_order_generations(lab: Browser) -> None:
     assert recorder.finalize(ev(2, 200)) is False  # redelivery
     assert recorder.finalize(ev(1, 100)) is True   # recorded as an artifact, but not as the version's file
     version = clients.firestore().collection("models").document(model_id).collection("versions").document(
-        recorder.version_id(n)).get().to_dict()
+        catalog.version_id(n)).get().to_dict()
     assert version["files"]["model.json"]["generation"] == 2
     assert recorder.usage_of(lab.uid) == 300  # both generations exist until GCS deletes the older one
     recorder.delete(events.ObjectEvent("OBJECT_DELETE", BUCKET, name, 1, "d1", overwritten_by_generation=2))
     recorder.delete(events.ObjectEvent("OBJECT_DELETE", BUCKET, name, 1, "d1-again", overwritten_by_generation=2))
     assert recorder.usage_of(lab.uid) == 200
     version = clients.firestore().collection("models").document(model_id).collection("versions").document(
-        recorder.version_id(n)).get().to_dict()
+        catalog.version_id(n)).get().to_dict()
     assert version["files"]["model.json"]["generation"] == 2  # deleting the old one keeps the new one
 
 
