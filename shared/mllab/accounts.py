@@ -176,13 +176,7 @@ def _delete_where(collection: str, field: str, value: Any) -> int:
 
     db = clients.firestore()
     query = db.collection(collection).where(filter=FieldFilter(field, "==", value))
-    refs = [snap.reference for snap in query.stream(**clients.opts())]
-    for start in range(0, len(refs), _BATCH):
-        batch = db.batch()
-        for ref in refs[start:start + _BATCH]:
-            batch.delete(ref)
-        batch.commit(**clients.opts())
-    return len(refs)
+    return clients.delete_refs([snap.reference for snap in query.stream(**clients.opts())], _BATCH)
 
 
 def _run_step(step: PurgeStep | Callable[[str, dict[str, Any]], int], uid: str, user: dict[str, Any]) -> int:

@@ -456,13 +456,7 @@ def delete_objects(object_prefix: str) -> int:
 
 
 def _delete_refs(refs: list[Any]) -> int:
-    db = _db()
-    for start in range(0, len(refs), _BATCH):
-        batch = db.batch()
-        for r in refs[start:start + _BATCH]:
-            batch.delete(r)
-        batch.commit(**clients.opts())
-    return len(refs)
+    return clients.delete_refs(refs, _BATCH)
 
 
 def _delete_model_records(model_ids: Iterable[str], uid: str) -> tuple[int, int]:

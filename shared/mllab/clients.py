@@ -68,6 +68,17 @@ def secret_manager() -> Any:
     return secretmanager.SecretManagerServiceClient()
 
 
+def delete_refs(refs: list[Any], batch_size: int = 400) -> int:
+    """Delete Firestore documents in batches (a batch holds at most 500 writes). Returns how many."""
+    db = firestore()
+    for start in range(0, len(refs), batch_size):
+        batch = db.batch()
+        for ref in refs[start:start + batch_size]:
+            batch.delete(ref)
+        batch.commit(**opts())
+    return len(refs)
+
+
 def reset() -> None:
     """Drop cached clients (tests point the process at another emulator)."""
     for getter in (firestore, storage, publisher, secret_manager):
