@@ -97,6 +97,20 @@ _TOKEN = {"auth": Auth.ACCESS_TOKEN}
 _MUTATE = {"auth": Auth.ACCESS_TOKEN, "csrf": Csrf.SESSION}
 _COOKIE = {"csrf": Csrf.ORIGIN}
 
+def _crud(collection: str, noun: str, create: type[BaseModel], record: type[BaseModel], filters: str) -> list[Route]:
+    """The five routes every catalog collection has: create, list, get, rename, delete."""
+    one = f"/{collection}/{{id}}"
+    return [
+        Route("POST", f"/{collection}", "catalog", f"Create a {noun}", request=create, response=record,
+              status=201, **_MUTATE),
+        Route("GET", f"/{collection}", "catalog", f"List your {noun}s ({filters}?limit=, ?cursor=)",
+              response=schemas.Page, **_TOKEN),
+        Route("GET", one, "catalog", f"One {noun}", response=record, **_TOKEN),
+        Route("PATCH", one, "catalog", f"Rename a {noun}", request=schemas.Rename, response=record, **_MUTATE),
+        Route("DELETE", one, "catalog", f"Delete a {noun} and its files", status=204, **_MUTATE),
+    ]
+
+
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/.well-known/jwks.json", "jwks", "Public keys that verify access tokens",
           response=schemas.Jwks, cache="public, max-age=300"),
@@ -133,40 +147,12 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/account", "account", "Delete the account (password or a sign-in in the last 10 minutes)",
           request=schemas.DeleteAccountRequest, status=204, **_MUTATE),
     # catalog: projects, models (+ versions), datasets, jobs
-    Route("POST", "/projects", "catalog", "Create a project", request=schemas.CreateProject, response=schemas.Project,
-          status=201, **_MUTATE),
-    Route("GET", "/projects", "catalog", "List your projects (?limit=, ?cursor=)",
-          response=schemas.Page, **_TOKEN),
-    Route("GET", "/projects/{id}", "catalog", "One project", response=schemas.Project, **_TOKEN),
-    Route("PATCH", "/projects/{id}", "catalog", "Rename a project", request=schemas.Rename,
-          response=schemas.Project, **_MUTATE),
-    Route("DELETE", "/projects/{id}", "catalog", "Delete a project and its files", status=204, **_MUTATE),
-    Route("POST", "/models", "catalog", "Create a model", request=schemas.CreateModel, response=schemas.Model,
-          status=201, **_MUTATE),
-    Route("GET", "/models", "catalog", "List your models (?project_id=, ?limit=, ?cursor=)",
-          response=schemas.Page, **_TOKEN),
-    Route("GET", "/models/{id}", "catalog", "One model", response=schemas.Model, **_TOKEN),
-    Route("PATCH", "/models/{id}", "catalog", "Rename a model", request=schemas.Rename,
-          response=schemas.Model, **_MUTATE),
-    Route("DELETE", "/models/{id}", "catalog", "Delete a model and its files", status=204, **_MUTATE),
+    *_crud("projects", "project", schemas.CreateProject, schemas.Project, ""),
+    *_crud("models", "model", schemas.CreateModel, schemas.Model, "?project_id=, "),
     Route("POST", "/models/{id}/versions", "catalog", "Allocate the next version (pending until both files land)",
           response=schemas.ModelVersion, status=201, **_MUTATE),
-    Route("POST", "/datasets", "catalog", "Create a dataset", request=schemas.CreateDataset, response=schemas.Dataset,
-          status=201, **_MUTATE),
-    Route("GET", "/datasets", "catalog", "List your datasets (?project_id=, ?limit=, ?cursor=)",
-          response=schemas.Page, **_TOKEN),
-    Route("GET", "/datasets/{id}", "catalog", "One dataset", response=schemas.Dataset, **_TOKEN),
-    Route("PATCH", "/datasets/{id}", "catalog", "Rename a dataset", request=schemas.Rename,
-          response=schemas.Dataset, **_MUTATE),
-    Route("DELETE", "/datasets/{id}", "catalog", "Delete a dataset and its files", status=204, **_MUTATE),
-    Route("POST", "/jobs", "catalog", "Create a training job", request=schemas.CreateJob, response=schemas.Job,
-          status=201, **_MUTATE),
-    Route("GET", "/jobs", "catalog", "List your training jobs (?project_id=, ?model_id=, ?limit=, ?cursor=)",
-          response=schemas.Page, **_TOKEN),
-    Route("GET", "/jobs/{id}", "catalog", "One training job", response=schemas.Job, **_TOKEN),
-    Route("PATCH", "/jobs/{id}", "catalog", "Rename a training job", request=schemas.Rename,
-          response=schemas.Job, **_MUTATE),
-    Route("DELETE", "/jobs/{id}", "catalog", "Delete a training job and its files", status=204, **_MUTATE),
+    *_crud("datasets", "dataset", schemas.CreateDataset, schemas.Dataset, "?project_id=, "),
+    *_crud("jobs", "training job", schemas.CreateJob, schemas.Job, "?project_id=, ?model_id=, "),
     # signed URLs: the browser talks to the bucket directly
     Route("POST", "/signed/upload", "signed_urls", "A signed PUT URL for one of your files",
           request=schemas.SignUpload, response=schemas.SignedUrl, **_MUTATE),
