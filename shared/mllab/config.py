@@ -31,6 +31,17 @@ DEV_SIGNER = "dev-gcs-signer"  # local only: a service-account key for V4 URLs (
 SESSION_KEYS = "session-keys"  # master keys: refresh tokens and CSRF tokens are HMACs derived from them
 OAUTH_CLIENT_SECRET = "oauth-client-secret"  # Google OAuth client secret
 SMTP_URL = "smtp-url"  # smtp(s)://user:pass@host:port for outgoing mail (production)
+PAYPAL_CLIENT = "paypal-client"  # {"client_id", "client_secret"} of the PayPal REST app
+PAYPAL_IDS = "paypal-ids"  # {"product_id", "plan_id", "webhook_id"}: printed by `mllab billing bootstrap`
+
+# PayPal's REST hosts. The environment (sandbox or live) follows from the API base; webhook
+# certificates are fetched only from the hosts of that environment (exact scheme + host + port).
+PAYPAL_LIVE_API = "https://api-m.paypal.com"
+PAYPAL_SANDBOX_API = "https://api-m.sandbox.paypal.com"
+PAYPAL_CERT_ORIGINS = {
+    PAYPAL_LIVE_API: ("https://api.paypal.com", "https://api-m.paypal.com"),
+    PAYPAL_SANDBOX_API: ("https://api.sandbox.paypal.com", "https://api-m.sandbox.paypal.com"),
+}
 
 
 class ConfigError(RuntimeError):
@@ -110,8 +121,13 @@ class Settings(BaseModel):
     oidc_issuer: str = "http://127.0.0.1:9400"
     oidc_client_id: str = "mllab-local"
     mail_from: str = "ML Lab <no-reply@mllab.local>"
-    # Local only, until billing lands: lets every signed-in user save to the cloud.
-    dev_cloud_saves: bool = False
+    # PayPal: the REST API base (live or sandbox; locally the stand-in), and, for the local stand-in
+    # only, the development CA it is served with and its origin as an extra webhook-cert origin.
+    paypal_api_base: str = PAYPAL_SANDBOX_API
+    paypal_ca_file: Path | None = None
+    paypal_cert_origins: tuple[str, ...] = ()
+    paypal_timeout_s: float = 8.0
+    reconcile_topic: str = "billing-reconcile"
     secrets_dir: Path = Path("/secrets")
     dev_dir: Path = Path(".dev")
     rpc_timeout_s: float = 10.0
@@ -125,6 +141,15 @@ class Settings(BaseModel):
     def is_production(self) -> bool:
         return self.env is Env.PRODUCTION
 
+    @property
+    def paypal_live(self) -> bool:
+        return self.paypal_api_base == PAYPAL_LIVE_API
+
+    @property
+    def webhook_cert_origins(self) -> tuple[str, ...]:
+        """Exact `https://host[:port]` origins a webhook's certificate URL may point at."""
+        return PAYPAL_CERT_ORIGINS.get(self.paypal_api_base, ()) + self.paypal_cert_origins
+
     @model_validator(mode="after")
     def _production_refuses_local_parts(self) -> Settings:
         if not self.is_production:
@@ -135,8 +160,12 @@ class Settings(BaseModel):
         for origin in self.cors_origins:
             if not origin.startswith("https://"):
                 problems.append(f"CORS origin must be https: {origin!r}")
-        if self.dev_cloud_saves:
-            problems.append("dev_cloud_saves is a local-only switch")
+        if self.paypal_api_base not in PAYPAL_CERT_ORIGINS:
+            problems.append(f"paypal_api_base must be PayPal's live or sandbox API, got {self.paypal_api_base!r}")
+        if self.paypal_ca_file is not None:
+            problems.append("paypal_ca_file (the local stand-in's CA) is local-only")
+        if self.paypal_cert_origins:
+            problems.append("paypal_cert_origins (extra webhook certificate hosts) is local-only")
         for name in ("lab_url", "oidc_issuer"):
             if not getattr(self, name).startswith("https://"):
                 problems.append(f"{name} must be https (no local stand-in in production)")
@@ -279,8 +308,17 @@ def _oauth_client_secret(directory: Path) -> dict[str, str]:
     return {OAUTH_CLIENT_SECRET: pysecrets.token_urlsafe(24)}
 
 
+def _paypal_client(directory: Path) -> dict[str, str]:
+    """Credentials the local PayPal stand-in accepts (it reads the same file)."""
+    import secrets as pysecrets
+
+    creds = {"client_id": "local-" + pysecrets.token_hex(8), "client_secret": pysecrets.token_urlsafe(24)}
+    return {PAYPAL_CLIENT: json.dumps(creds, indent=1)}
+
+
 _GENERATORS = {SIGNING_KEYS: _signing_keys, PUBLIC_KEYS: _signing_keys, DEV_SIGNER: _dev_signer,
-               SESSION_KEYS: _session_keys, OAUTH_CLIENT_SECRET: _oauth_client_secret}
+               SESSION_KEYS: _session_keys, OAUTH_CLIENT_SECRET: _oauth_client_secret,
+               PAYPAL_CLIENT: _paypal_client}
 
 
 @functools.cache
