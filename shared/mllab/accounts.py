@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from mllab import (audit, catalog, clients, clock, config, log, passwords, ratelimit, recorder, schemas, sessions,
-                   users)
+from mllab import (audit, billing, catalog, clients, clock, config, entitlements, log, passwords, ratelimit, recorder,
+                   schemas, sessions, uploads, users)
 from mllab.problems import Problem
 
 # Internal fields never leave the server (the export answers a whitelist per collection).
@@ -31,8 +31,13 @@ _BATCH = 400  # Firestore allows 500 writes per batch
 # --- /me and /sessions ---------------------------------------------------------------------------
 
 def me(user: dict[str, Any], sid: str) -> schemas.Me:
-    """The Me document. Billing and usage are zeros until those issues land."""
-    return schemas.Me(**users.public(user), subscription=schemas.Subscription(), usage=schemas.Usage(),
+    """The Me document: who, which plan (recomputed for now), how much of it is used."""
+    uid, now = user["uid"], clock.now()
+    ent = entitlements.get(uid)
+    plan = entitlements.plan_of(ent, now)
+    usage = schemas.Usage(storage_bytes=recorder.usage_of(uid), storage_limit_bytes=plan.storage_bytes,
+                          uploads_today=uploads.uploads_today(uid), uploads_limit=plan.uploads_per_day)
+    return schemas.Me(**users.public(user), subscription=entitlements.view(ent, now), usage=usage,
                       csrf=sessions.csrf_token(sid))
 
 
@@ -94,6 +99,9 @@ EXPORT_SECTIONS: list[tuple[str, Callable[[str], Any]]] = [
     ("datasets", catalog.export_datasets),
     ("jobs", catalog.export_jobs),
     ("files", recorder.export_files),  # the stored files themselves (download each by its object name)
+    ("entitlement", billing.export_entitlement),
+    ("subscriptions", billing.export_subscriptions),  # PayPal subscription history
+    ("promo_redemptions", billing.export_redemptions),
 ]
 
 
@@ -116,6 +124,7 @@ def delete_account(user: dict[str, Any], sid: str, *, password: str | None, ip: 
     against the same failure budget as a wrong password at login."""
     uid = user["uid"]
     _reauthenticate(uid, sid, password, ip)
+    billing.cancel_for_deletion(uid)  # first: if PayPal is down this fails and nothing is deleted
     now = clock.now()
     users.update(uid, deleted_at=now, disabled=True, tokens_valid_after=now)
     revoked = sessions.revoke_all(uid, "account_deleted")
@@ -159,6 +168,12 @@ class PurgeStep:
     by_email: bool = False
 
 
+def purge_usage(uid: str, user: dict[str, Any]) -> int:
+    ref = clients.firestore().collection(recorder.USAGE).document(uid)
+    days = list(ref.collection(uploads.DAYS).list_documents())
+    return clients.delete_refs([*days, ref])
+
+
 # What a purge removes besides the user document (deleted last, so a failed run is retried whole).
 # Add a collection by adding a row (or a callable taking (uid, user) and returning a count).
 PURGE_STEPS: list[PurgeStep | Callable[[str, dict[str, Any]], int]] = [
@@ -168,6 +183,8 @@ PURGE_STEPS: list[PurgeStep | Callable[[str, dict[str, Any]], int]] = [
     PurgeStep("mail_outbox", field="to", by_email=True),
     catalog.purge_records,  # projects, models with their versions, datasets, jobs
     catalog.purge_objects,  # every file under users/<uid>/ (the recorder frees nothing: the user is gone)
+    billing.purge_billing,  # entitlement and redemptions; subscription records stay, anonymised, as the ledger
+    purge_usage,  # the storage counter and the daily upload counts
 ]
 
 

@@ -9,6 +9,15 @@ host is set). `--project P` targets a real project with Application Default Cred
     mllab user disable EMAIL | mllab user enable EMAIL
     mllab sessions revoke EMAIL
     mllab accounts purge
+    mllab promo create CODE [--kind trial|comp] [--days N] --uses N [--per-user N] [--starts DATE]
+                            [--expires DATE] [--new-users-only]
+    mllab promo list | mllab promo disable CODE
+    mllab access grant EMAIL [--days N] | mllab access revoke EMAIL
+    mllab billing resync [EMAIL]
+    mllab billing bootstrap --webhook-url URL [--write-local]
+
+Billing commands also talk to PayPal: locally the stand-in (https://127.0.0.1:9500, trusted through
+.dev/paypal/ca.pem), with --project the API that MLLAB_PAYPAL_API_BASE names (sandbox by default).
 
 Every command takes --json for machine-readable output. Exit codes: 0 ok, 1 not found or refused
 (also: Firestore unreachable), 2 usage. Passwords are read from stdin only and never printed.
@@ -26,6 +35,7 @@ from typing import Any
 
 LOCAL_EMULATOR = "127.0.0.1:8081"
 LOCAL_PROJECT = "demo-mllab"
+LOCAL_PAYPAL = "https://127.0.0.1:9500"
 OPERATOR = "operator"
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
@@ -90,6 +100,10 @@ def configure_target(project: str | None, environ: dict[str, str] | None = None)
         env["FIRESTORE_EMULATOR_HOST"] = emulator
     env["MLLAB_PROJECT"] = project
     env.setdefault("GOOGLE_CLOUD_PROJECT", project)
+    if emulator == LOCAL_EMULATOR and not env.get("MLLAB_PAYPAL_API_BASE"):  # the local stack's PayPal stand-in
+        dev_dir = env.get("MLLAB_DEV_DIR") or ".dev"
+        env["MLLAB_PAYPAL_API_BASE"] = LOCAL_PAYPAL
+        env.setdefault("MLLAB_PAYPAL_CA_FILE", os.path.join(dev_dir, "paypal", "ca.pem"))
     config.reload()
     clients.reset()
     return project, emulator
@@ -260,6 +274,143 @@ def cmd_accounts_purge(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+# --- promo codes, access, billing ----------------------------------------------------------------
+
+def parse_when(value: str) -> Any:
+    """DATE (YYYY-MM-DD, midnight UTC) or an RFC 3339 time."""
+    from datetime import datetime, timezone
+
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD) or time (RFC 3339)") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
+    return int(value)
+
+
+def code_row(doc: dict[str, Any], now: Any) -> dict[str, Any]:
+    from mllab import schemas
+
+    state = "disabled" if not doc.get("active") else (
+        "expired" if doc.get("expires_at") and doc["expires_at"] <= now else (
+            "scheduled" if doc.get("starts_at") and doc["starts_at"] > now else (
+                "used up" if doc.get("redemptions", 0) >= doc["max_redemptions"] else "active")))
+    return {"code": doc["code"], "kind": doc["kind"], "days": doc.get("days") or ("forever" if doc["kind"] == "comp" else ""),
+            "used": f"{doc.get('redemptions', 0)}/{doc['max_redemptions']}", "per_user": doc.get("per_user_limit", 1),
+            "new_users_only": bool(doc.get("new_users_only")), "starts": schemas.jsonable(doc.get("starts_at")),
+            "expires": schemas.jsonable(doc.get("expires_at")), "state": state}
+
+
+def cmd_promo_create(args: argparse.Namespace, out: Output) -> int:
+    from mllab import clock, promo
+
+    new = promo.NewCode(code=promo.normalize(args.code), kind=args.kind, uses=args.uses, days=args.days,
+                        per_user=args.per_user, starts_at=args.starts, expires_at=args.expires,
+                        new_users_only=args.new_users_only, created_by=OPERATOR)
+    try:
+        doc = promo.create(new)
+    except ValueError as exc:
+        raise Refused(str(exc)) from None
+    row = code_row(doc, clock.now())
+    what = f"{doc['days']}-day trial" if doc["kind"] == "trial" else (
+        f"{doc['days']}-day comp" if doc.get("days") else "comp (PRO for good)")
+    out.result(row, f"created {doc['code']}: {what}, {args.uses} use{'s' if args.uses != 1 else ''}, "
+                    f"{args.per_user} per user{', new users only' if args.new_users_only else ''}")
+    return EXIT_OK
+
+
+def cmd_promo_list(args: argparse.Namespace, out: Output) -> int:
+    from mllab import clock, promo
+
+    now = clock.now()
+    rows = [code_row(doc, now) for doc in promo.all_codes()]
+    out.result({"codes": rows}, lambda: table(rows, ("code", "kind", "days", "used", "per_user", "new_users_only",
+                                                     "starts", "expires", "state")))
+    return EXIT_OK
+
+
+def cmd_promo_disable(args: argparse.Namespace, out: Output) -> int:
+    from mllab import promo
+
+    code = promo.normalize(args.code)
+    if not promo.disable(code, actor=OPERATOR):
+        raise Refused(f"there is no promo code {code}")
+    out.result({"code": code, "active": False}, f"disabled {code}; it can no longer be redeemed")
+    return EXIT_OK
+
+
+def entitlement_row(user: dict[str, Any], doc: dict[str, Any] | None) -> dict[str, Any]:
+    from mllab import clock, entitlements
+
+    view = entitlements.view(doc, clock.now())
+    return {"email": user["email"], "uid": user["uid"], **view.model_dump()}
+
+
+def cmd_access_grant(args: argparse.Namespace, out: Output) -> int:
+    from mllab import billing, entitlements
+
+    user = require_user(args.email)
+    doc = billing.set_grant(user["uid"], lambda d, now: entitlements.with_grant(d, args.days, now), actor=OPERATOR)
+    row = entitlement_row(user, doc)
+    out.result(row, f"{user['email']} has PRO until {row['pro_until']} (status {row['status']})")
+    return EXIT_OK
+
+
+def cmd_access_revoke(args: argparse.Namespace, out: Output) -> int:
+    from mllab import billing, entitlements
+
+    user = require_user(args.email)
+    doc = billing.set_grant(user["uid"], lambda d, now: entitlements.without_grants(d), actor=OPERATOR,
+                            action="access.revoke")
+    row = entitlement_row(user, doc)
+    paid = " (their PayPal subscription still gives PRO; cancel it at PayPal to end that)" if row["plan"] == "pro" else ""
+    out.result(row, f"revoked trials, comps and grants of {user['email']}: now {row['plan']}, "
+                    f"status {row['status']}{paid}")
+    return EXIT_OK
+
+
+def cmd_billing_resync(args: argparse.Namespace, out: Output) -> int:
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    from mllab import billing, clients, entitlements
+
+    if args.email:
+        ids = [s["id"] for s in billing.subscriptions_of(require_user(args.email)["uid"])
+               if s.get("status") not in (billing.ABANDONED,)]
+    else:
+        col = clients.firestore().collection(billing.SUBSCRIPTIONS)
+        ids = sorted({s.id for status in (*entitlements.LIVE, "APPROVAL_PENDING")
+                      for s in col.where(filter=FieldFilter("status", "==", status)).stream(**clients.opts())})
+    results = {sub_id: billing.resync(sub_id) for sub_id in ids}
+    out.result({"resynced": results}, lambda: "\n".join(f"{k}  {v}" for k, v in results.items()) or "(no subscriptions)")
+    return EXIT_OK
+
+
+def cmd_billing_bootstrap(args: argparse.Namespace, out: Output) -> int:
+    from mllab import billing, config
+
+    if not args.webhook_url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+        raise UsageError("--webhook-url must be https (PayPal delivers only to https URLs)")
+    ids = billing.bootstrap(args.webhook_url, price=args.price, 
+                            failure_threshold=args.failure_threshold or config.PAYPAL_PAYMENT_FAILURE_THRESHOLD)
+    if args.write_local:
+        settings = config.settings()
+        if settings.is_production:
+            raise Refused("--write-local is for the local stack; store the ids in Secret Manager")
+        path = config.local_secrets_dir(settings) / config.PAYPAL_IDS
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(ids, indent=1))
+        out.note(f"wrote {path}")
+    out.result(ids, lambda: json.dumps(ids, indent=1) + f"\n\nStore it: printf '%s' '{json.dumps(ids)}' | "
+                            f"gcloud secrets versions add {config.PAYPAL_IDS} --data-file=-")
+    return EXIT_OK
+
+
 # --- parser --------------------------------------------------------------------------------------
 
 class Parser(argparse.ArgumentParser):
@@ -320,6 +471,51 @@ def build_parser() -> argparse.ArgumentParser:
     purge = acc_cmds.add_parser("purge", parents=[_common()],
                                 help="hard-delete accounts deleted more than 30 days ago (the daily job, now)")
     purge.set_defaults(run=cmd_accounts_purge)
+
+    pr = groups.add_parser("promo", help="create, list and disable promo codes")
+    pr_cmds = pr.add_subparsers(dest="command", metavar="ACTION", parser_class=Parser)
+    pr_cmds.required = True
+    pc = pr_cmds.add_parser("create", parents=[_common()], help="create a promo code")
+    pc.add_argument("code")
+    pc.add_argument("--kind", choices=("trial", "comp"), default="trial")
+    pc.add_argument("--days", type=positive, help="trial length, or comp length (comp without it: for good)")
+    pc.add_argument("--uses", type=positive, required=True, help="total redemptions allowed")
+    pc.add_argument("--per-user", type=positive, default=1, help="redemptions per user (default 1)")
+    pc.add_argument("--starts", type=parse_when, help="first valid day (YYYY-MM-DD, UTC) or time")
+    pc.add_argument("--expires", type=parse_when, help="no longer valid from this day (YYYY-MM-DD, UTC) or time")
+    pc.add_argument("--new-users-only", action="store_true", help="only for users who never had PRO")
+    pc.set_defaults(run=cmd_promo_create)
+    pl = pr_cmds.add_parser("list", parents=[_common()], help="list promo codes with their use")
+    pl.set_defaults(run=cmd_promo_list)
+    pd = pr_cmds.add_parser("disable", parents=[_common()], help="switch a code off")
+    pd.add_argument("code")
+    pd.set_defaults(run=cmd_promo_disable)
+
+    ac = groups.add_parser("access", help="grant or revoke PRO by hand")
+    ac_cmds = ac.add_subparsers(dest="command", metavar="ACTION", parser_class=Parser)
+    ac_cmds.required = True
+    ag = ac_cmds.add_parser("grant", parents=[_common()], help="give a user PRO (for N days, or for good)")
+    ag.add_argument("email")
+    ag.add_argument("--days", type=positive)
+    ag.set_defaults(run=cmd_access_grant)
+    ar = ac_cmds.add_parser("revoke", parents=[_common()], help="remove trials, comps and grants (not PayPal)")
+    ar.add_argument("email")
+    ar.set_defaults(run=cmd_access_revoke)
+
+    bi = groups.add_parser("billing", help="PayPal: resync subscriptions, bootstrap an environment")
+    bi_cmds = bi.add_subparsers(dest="command", metavar="ACTION", parser_class=Parser)
+    bi_cmds.required = True
+    rs = bi_cmds.add_parser("resync", parents=[_common()], help="re-read subscriptions from PayPal and repair")
+    rs.add_argument("email", nargs="?", help="one user's subscriptions (default: every live one)")
+    rs.set_defaults(run=cmd_billing_resync)
+    bs = bi_cmds.add_parser("bootstrap", parents=[_common()],
+                            help="create the PayPal product, the PRO plan and the webhook; print their ids")
+    bs.add_argument("--webhook-url", required=True, help="https://api.<domain>/payments/paypal/webhook")
+    bs.add_argument("--price", default=None, help="monthly price (default: the plans table's)")
+    bs.add_argument("--failure-threshold", type=positive, default=None,
+                    help="failed payments before PayPal suspends (default 2)")
+    bs.add_argument("--write-local", action="store_true", help="also write .dev/secrets/paypal-ids (local stack)")
+    bs.set_defaults(run=cmd_billing_bootstrap)
     return parser
 
 
@@ -343,7 +539,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return out.error("interrupted", 130)
     except Exception as exc:  # noqa: BLE001 - one readable line instead of a traceback
-        from mllab import http
+        from mllab import config, http
+
+        if type(exc).__module__ == "mllab.paypal":
+            return out.error(f"PayPal: {exc}", EXIT_REFUSED)
+        if isinstance(exc, config.ConfigError):
+            return out.error(str(exc), EXIT_REFUSED)
 
         if http.dependency_outage(exc):
             where = f"the emulator at {os.environ.get('FIRESTORE_EMULATOR_HOST')}" if os.environ.get(

@@ -76,6 +76,31 @@ class Limits(BaseModel):
 LIMITS = Limits()
 
 
+class Plan(BaseModel):
+    """One row of the plans table: what a plan costs and what it allows."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    price: str  # decimal string, as PayPal takes it
+    currency: str = "USD"
+    interval: str = "month"
+    cloud_saves: bool
+    storage_bytes: int
+    uploads_per_day: int
+
+
+# The plans (DESIGN section 8). A promo trial, a comp code and an operator grant all give `pro`.
+PLANS: dict[str, Plan] = {
+    "free": Plan(id="free", name="Free", price="0.00", cloud_saves=False, storage_bytes=0, uploads_per_day=0),
+    "pro": Plan(id="pro", name="ML Lab PRO", price="15.00", cloud_saves=True, storage_bytes=LIMITS.pro_storage_bytes,
+                uploads_per_day=LIMITS.uploads_per_day),
+}
+PAYPAL_PAYMENT_FAILURE_THRESHOLD = 2  # failed cycles before PayPal suspends (bootstrap sets it on the plan)
+CHECKOUT_PENDING_S = 3600  # an unapproved checkout is reused this long, then reconciliation expires it
+
+
 class RateLimits(BaseModel):
     """Failure budgets per fixed window (failures only: legitimate concurrent calls never count).
     Over budget answers 429 with Retry-After until the window ends."""

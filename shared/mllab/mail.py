@@ -29,17 +29,32 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     "password_changed": ("Your ML Lab password was changed",
                          "The password of your ML Lab account was just changed. If this wasn't you, reset it at once:"
                          "\n\n{link}"),
+    # dunning and billing notices (fields: until = the date PRO ends)
+    "payment_failed": ("Your ML Lab payment did not go through",
+                       "PayPal could not collect your ML Lab PRO payment. PayPal will try again; you can also check "
+                       "the payment method in your PayPal account (Settings > Payments > Automatic payments).\n\n"
+                       "Your PRO access continues until {until} while this is sorted out.\n\n{link}"),
+    "past_due": ("Your ML Lab subscription is past due",
+                 "Your ML Lab PRO subscription is past due and PayPal has suspended it. Unless the payment is settled "
+                 "in PayPal, PRO ends on {until}. Your saved models and datasets stay yours.\n\n{link}"),
+    "access_ending": ("Your ML Lab PRO access ends soon",
+                      "Your ML Lab PRO access ends on {until}. After that, you can keep training in the browser, "
+                      "but cloud saves stop. Subscribe again any time:\n\n{link}"),
+    "subscription_canceled": ("Your ML Lab subscription is canceled",
+                              "Your ML Lab PRO subscription is canceled and you will not be charged again. PRO stays "
+                              "on until {until}, the end of the period you paid for.\n\n{link}"),
 }
 
 
-def send(to: str, template: str, link: str | None = None) -> None:
+def send(to: str, template: str, link: str | None = None, **fields: str) -> None:
+    """`fields` fill the template's other placeholders (plain values such as dates, never secrets)."""
     subject, body = TEMPLATES[template]
     now = clock.now()
     ref = clients.firestore().collection(OUTBOX).document()
-    ref.create({"to": to, "template": template, "link": link, "created_at": now, "sent_at": None,
+    ref.create({"to": to, "template": template, "link": link, "fields": fields, "created_at": now, "sent_at": None,
                 "attempts": 0, "updated_at": now}, **clients.opts())
     try:
-        deliver(to, subject, body.format(link=link or config.settings().lab_url), template)
+        deliver(to, subject, body.format(link=link or config.settings().lab_url, **fields), template)
     except Exception as exc:  # noqa: BLE001 - the outbox keeps it for a retry
         log.exception("mail delivery failed; kept in the outbox", exc, template=template, outbox_id=ref.id)
         ref.update({"attempts": 1, "updated_at": clock.now()}, **clients.opts())

@@ -91,6 +91,10 @@ FUNCTIONS: tuple[Function, ...] = (
     Function("signed_urls", Trigger.HTTP, uses=frozenset({"firestore", "storage"})),
     Function("on_object_finalized", Trigger.PUBSUB, uses=frozenset({"firestore", "storage"}), topic="events_topic"),
     Function("purge_accounts", Trigger.PUBSUB, uses=frozenset({"firestore", "storage"}), topic="purge_topic"),
+    Function("billing", Trigger.HTTP, uses=frozenset({"firestore"})),
+    Function("paypal_webhook", Trigger.HTTP, uses=frozenset({"firestore"})),
+    Function("promo_apply", Trigger.HTTP, uses=frozenset({"firestore"})),
+    Function("reconcile_subscriptions", Trigger.PUBSUB, uses=frozenset({"firestore"}), topic="reconcile_topic"),
 )
 
 _TOKEN = {"auth": Auth.ACCESS_TOKEN}
@@ -158,6 +162,19 @@ ROUTES: tuple[Route, ...] = (
           request=schemas.SignUpload, response=schemas.SignedUrl, **_MUTATE),
     Route("GET", "/signed/download", "signed_urls", "A signed GET URL for a recorded file (?object=)",
           response=schemas.SignedUrl, **_TOKEN),
+    # billing: PayPal subscriptions and promo codes
+    Route("GET", "/billing/plans", "billing", "The plans, their prices and limits", response=schemas.Plans,
+          cache="public, max-age=300"),
+    Route("POST", "/billing/paypal/subscribe", "billing", "Start a PayPal checkout; answers the approval URL",
+          response=schemas.SubscribeResponse, **_MUTATE),
+    Route("POST", "/billing/sync", "billing", "Re-read your subscription from PayPal (on return from PayPal)",
+          request=schemas.SyncRequest, response=schemas.Subscription, **_MUTATE),
+    Route("POST", "/billing/cancel", "billing", "Cancel the subscription; PRO stays until the paid-through date",
+          request=schemas.CancelRequest, response=schemas.Subscription, **_MUTATE),
+    Route("POST", "/payments/paypal/webhook", "paypal_webhook", "PayPal's event notifications (signed by PayPal)",
+          response=schemas.WebhookAck, auth=Auth.WEBHOOK_SIGNATURE),
+    Route("POST", "/promo/apply", "promo_apply", "Redeem a promo code (a PRO trial or a comp)",
+          request=schemas.PromoRequest, response=schemas.PromoApplied, **_MUTATE),
 )
 
 

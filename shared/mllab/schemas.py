@@ -312,3 +312,58 @@ class Metrics(BaseModel):
     backend: Literal["webgpu", "webgl", "cpu"]
     started_at: str
     finished_at: str
+
+
+# --- billing and promo codes ---------------------------------------------------------------------
+
+class Money(BaseModel):
+    value: str
+    currency: str
+
+
+class PlanLimits(BaseModel):
+    cloud_saves: bool
+    storage_bytes: int
+    uploads_per_day: int
+
+
+class PlanInfo(BaseModel):
+    id: Literal["free", "pro"]
+    name: str
+    price: Money
+    interval: Literal["month"]
+    limits: PlanLimits
+
+
+class Plans(BaseModel):
+    plans: list[PlanInfo]
+
+
+class SubscribeResponse(BaseModel):
+    subscription_id: str
+    approve_url: str
+
+
+class SyncRequest(Strict):
+    subscription_id: Annotated[str, StringConstraints(pattern=r"^I-[A-Z0-9]{6,40}$")] | None = Field(
+        default=None, description="the id PayPal appended to the return URL; default: your latest checkout")
+
+
+class CancelRequest(Strict):
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)] | None = None
+
+
+class PromoRequest(Strict):
+    code: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+
+
+class PromoApplied(BaseModel):
+    code: str
+    kind: Literal["trial", "comp"]
+    days: int | None
+    subscription: Subscription
+
+
+class WebhookAck(BaseModel):
+    event_id: str
+    outcome: str

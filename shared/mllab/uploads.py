@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from mllab import catalog, clients, clock, config, events, objects, recorder, schemas, storage
+from mllab import catalog, clients, clock, config, entitlements, events, objects, recorder, schemas, storage
 from mllab.http import Request
 from mllab.problems import Problem
 
@@ -51,18 +51,30 @@ def _day_ref(uid: str) -> Any:
         clock.now().strftime("%Y-%m-%d"))
 
 
-def _check_room(uid: str, size: int) -> None:
+def uploads_today(uid: str) -> int:
+    day = _day_ref(uid).get(**clients.opts())
+    return int((day.to_dict() or {}).get("uploads", 0)) if day.exists else 0
+
+
+def _check_plan(uid: str) -> config.Plan:
+    plan = entitlements.plan_of(entitlements.get(uid), clock.now())
+    if not plan.cloud_saves:
+        raise Problem(403, "Saving to the cloud needs PRO or a promo trial. You can keep training and export "
+                           "models in the browser; subscribe or apply a promo code under Billing to save here.",
+                      slug="plan-required")
+    return plan
+
+
+def _check_room(uid: str, size: int, plan: config.Plan) -> None:
     used = recorder.usage_of(uid)
-    limit = config.LIMITS.pro_storage_bytes
+    limit = plan.storage_bytes
     if used + size > limit:
         raise Problem(403, f"This file needs {_mib(size)} but only {_mib(max(0, limit - used))} of your "
                            f"{_mib(limit)} are free. Delete something first.", slug="quota-exceeded")
-    day = _day_ref(uid).get(**clients.opts())
-    count = (day.to_dict() or {}).get("uploads", 0) if day.exists else 0
-    if count >= config.LIMITS.uploads_per_day:
+    if uploads_today(uid) >= plan.uploads_per_day:
         now = clock.now()
         tomorrow = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-        raise Problem(429, f"You reached today's {config.LIMITS.uploads_per_day} uploads. More tomorrow (UTC).",
+        raise Problem(429, f"You reached today's {plan.uploads_per_day} uploads. More tomorrow (UTC).",
                       slug="daily-upload-limit", headers={"Retry-After": str(int((tomorrow - now).total_seconds()))})
 
 
@@ -71,8 +83,7 @@ def sign_upload(req: Request) -> schemas.SignedUrl:
 
     body: schemas.SignUpload = req.body
     uid = req.uid
-    if not config.settings().dev_cloud_saves:
-        raise Problem(403, "Saving to the cloud needs PRO or a promo trial.", slug="plan-required")
+    plan = _check_plan(uid)
     kind = objects.KINDS[body.kind]
     if body.size > kind.max_bytes:
         raise Problem(413, f"{body.kind} files can be at most {_mib(kind.max_bytes)}; this one is {_mib(body.size)}.",
@@ -81,7 +92,7 @@ def sign_upload(req: Request) -> schemas.SignedUrl:
         name = _object_for(body, uid)
     except ValueError as exc:
         raise Problem(422, str(exc), errors=[{"field": "filename", "message": str(exc)}]) from None
-    _check_room(uid, body.size)
+    _check_room(uid, body.size, plan)
     _day_ref(uid).set({"uploads": firestore.Increment(1), "updated_at": clock.now()}, merge=True, **clients.opts())
     signed = storage.signed_upload_url(str(name), kind.content_type, body.size)
     return schemas.SignedUrl(url=signed.url, method="PUT", headers=signed.headers, object=signed.object,

@@ -26,14 +26,15 @@ from typing import Any
 import httpx
 
 from mllab import config, routes, storage
-from mllab_dev import preflight
+from mllab_dev import devca, preflight
 
 ROOT = Path(__file__).resolve().parents[3]
 PROJECT = "demo-mllab"  # "demo-" ids are emulator-only: nothing can reach a real project
 BUCKET = "mllab-local"
 TOPIC = "gcs-events"
 PURGE_TOPIC = "account-purge"
-TOPICS = {"events_topic": TOPIC, "purge_topic": PURGE_TOPIC}  # Function.topic -> topic id
+RECONCILE_TOPIC = "billing-reconcile"
+TOPICS = {"events_topic": TOPIC, "purge_topic": PURGE_TOPIC, "reconcile_topic": RECONCILE_TOPIC}  # Function.topic -> id
 OIDC_CLIENT_ID = "mllab-local"
 # Identities the OIDC stand-in offers on its sign-in page ("Continue with Google" locally).
 OIDC_USERS = [
@@ -55,6 +56,7 @@ class Ports:
     pubsub: int = 8085
     gcs: int = 4443
     oidc: int = 9400
+    paypal: int = 9500
     functions: dict[str, int] = field(default_factory=lambda: {
         fn.name: 8101 + i for i, fn in enumerate(routes.FUNCTIONS)})
 
@@ -83,7 +85,7 @@ class Ports:
                     return s.getsockname()[1]
                 raise StackError("no free port found below the ephemeral range")
 
-            return cls(gateway=grab(), firestore=grab(), pubsub=grab(), gcs=grab(), oidc=grab(),
+            return cls(gateway=grab(), firestore=grab(), pubsub=grab(), gcs=grab(), oidc=grab(), paypal=grab(),
                        functions={fn.name: grab() for fn in routes.FUNCTIONS})
         finally:
             for s in socks:
@@ -91,7 +93,7 @@ class Ports:
 
     def all(self) -> dict[str, int]:
         return {"gateway": self.gateway, "firestore": self.firestore, "pubsub": self.pubsub,
-                "gcs": self.gcs, "oidc": self.oidc, **{f"fn:{k}": v for k, v in self.functions.items()}}
+                "gcs": self.gcs, "oidc": self.oidc, "paypal": self.paypal, **{f"fn:{k}": v for k, v in self.functions.items()}}
 
 
 @dataclass
@@ -170,6 +172,14 @@ class Stack:
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.gateway}"
 
+    @property
+    def paypal_url(self) -> str:
+        return f"https://127.0.0.1:{self.ports.paypal}"
+
+    @property
+    def paypal_ca(self) -> Path:
+        return devca.paths(self.dev_dir).ca_cert
+
     def env(self) -> dict[str, str]:
         """Environment of every function: emulator hosts and local settings."""
         gw = self.gateway_url
@@ -187,7 +197,11 @@ class Stack:
             "MLLAB_LAB_URL": gw,
             "MLLAB_OIDC_ISSUER": f"http://127.0.0.1:{self.ports.oidc}",
             "MLLAB_OIDC_CLIENT_ID": OIDC_CLIENT_ID,
-            "MLLAB_DEV_CLOUD_SAVES": "true",
+            "MLLAB_RECONCILE_TOPIC": RECONCILE_TOPIC,
+            # PayPal: the stand-in, trusted through the development CA that only this configuration names
+            "MLLAB_PAYPAL_API_BASE": self.paypal_url,
+            "MLLAB_PAYPAL_CA_FILE": str(self.paypal_ca),
+            "MLLAB_PAYPAL_CERT_ORIGINS": self.paypal_url,
             "MLLAB_CORS_ORIGINS": f"{gw},http://localhost:{self.ports.gateway}",
             "MLLAB_DEV_DIR": str(self.dev_dir),
             "MLLAB_SECRETS_DIR": str(self.dev_dir / "mounted-secrets"),
@@ -214,6 +228,7 @@ class Stack:
         self._check_ports()
         settings = config.load({**os.environ, **self.env()})
         config.ensure_local_secrets(settings)
+        devca.ensure(self.dev_dir)
         self._plan()
         try:
             started = time.monotonic()
@@ -222,6 +237,7 @@ class Stack:
                 self._spawn(child)
             self._wait_ready(emulators)
             self._bootstrap()
+            self._bootstrap_paypal()
             rest = [c for c in self.children if c.kind != "emulator"]
             for child in rest:
                 self._spawn(child)
@@ -256,6 +272,11 @@ class Stack:
                    "--require-nonce", "true",
                    *[arg for user in OIDC_USERS for arg in ("--user-claims", json.dumps(user))]],
                   f"http://127.0.0.1:{p.oidc}/.well-known/openid-configuration"),
+            Child("paypal", "emulator", p.paypal,
+                  [sys.executable, "-m", "mllab_dev.paypal_standin", "--port", str(p.paypal),
+                   "--dev-dir", str(self.dev_dir),
+                   "--credentials", str(config.local_secrets_dir(self._settings()) / config.PAYPAL_CLIENT)],
+                  f"{self.paypal_url}/_standin/health"),
         ]
         for fn in routes.FUNCTIONS:
             port = p.functions[fn.name]
@@ -303,7 +324,9 @@ class Stack:
     def _wait_ready(self, children: list[Child]) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         pending = list(children)
-        with httpx.Client(timeout=2.0, headers={"User-Agent": "mllab-healthz"}) as client:
+        # https children (the PayPal stand-in) are checked against the development CA
+        verify = devca.paths(self.dev_dir).client_context() if self.paypal_ca.is_file() else True
+        with httpx.Client(timeout=2.0, headers={"User-Agent": "mllab-healthz"}, verify=verify) as client:
             while pending:
                 for child in list(pending):
                     if child.proc and child.proc.poll() is not None:
@@ -349,6 +372,22 @@ class Stack:
                              json={"cors": storage.bucket_cors(self.gateway_url)})
             if r.status_code != 200:
                 raise StackError(f"setting bucket CORS failed: {r.status_code} {r.text[:200]}")
+
+    def _settings(self) -> config.Settings:
+        return config.load({**os.environ, **self.env()})
+
+    def _bootstrap_paypal(self) -> None:
+        """What `mllab billing bootstrap` does for a real environment, against the stand-in: the
+        product, the PRO plan and the webhook to the gateway; their ids land in .dev/secrets."""
+        if not any(c.name == "paypal" for c in self.children):
+            return
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLLAB_")}
+        env.update(self.env())
+        cmd = [str(self.venv_bin / "mllab"), "billing", "bootstrap", "--json", "--write-local",
+               "--webhook-url", f"{self.gateway_url}/payments/paypal/webhook"]
+        done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise StackError(f"PayPal bootstrap against the stand-in failed: {done.stderr.strip()[-400:]}")
 
     def _check_ports(self) -> None:
         for name, port in self.ports.all().items():

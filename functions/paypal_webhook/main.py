@@ -1,0 +1,18 @@
+"""PayPal webhooks: verified on the raw body, processed exactly once."""
+
+import flask
+import functions_framework
+
+from mllab import billing, http, schemas
+
+router = http.Router("paypal_webhook")
+
+
+@router.route("POST", "/payments/paypal/webhook")
+def receive(request: http.Request) -> schemas.WebhookAck:
+    return billing.handle_webhook(request.headers, request.raw_body)
+
+
+@functions_framework.http
+def paypal_webhook(request: flask.Request) -> flask.Response:
+    return router(request)

@@ -1,0 +1,509 @@
+"""PayPal subscriptions: checkout, sync on return, cancel, verified webhooks, daily reconciliation,
+dunning mail. PayPal's state is the truth: every event and every sync re-reads the subscription
+from PayPal and stores it with `apply()`, which never lets an older read overwrite a newer one.
+
+`paypal_subscriptions/<I-...>` maps a subscription to its user. It is written before the approve URL
+leaves the server, so no event can arrive for a subscription we cannot place (research/billing.md 1.6).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+from mllab import (audit, clients, clock, config, entitlements, idempotency, log, mail, schemas, users)
+from mllab.catalog import Query
+from mllab.problems import Problem
+
+SUBSCRIPTIONS = "paypal_subscriptions"
+EVENTS = "webhook_events"
+SUBSCRIPTION_ID = re.compile(r"I-[A-Z0-9]{6,40}")
+EVENT_ID = re.compile(r"[A-Za-z0-9-]{1,100}")
+EVENT_PREFIXES = ("BILLING.SUBSCRIPTION.", "PAYMENT.SALE.")  # every one of them means "re-read"
+EVENT_LEASE_S = 120  # a processing marker older than this was left by a crashed delivery
+ABANDONED = "ABANDONED"  # our own status for a checkout never approved (PayPal has none)
+ACCESS_ENDING_NOTICE = timedelta(days=3)
+RECONCILE_HORIZON = timedelta(hours=48)
+SILENT_AFTER = timedelta(days=35)
+DEFAULT_CANCEL_REASON = "Cancelled by the customer in ML Lab"
+
+# Query shapes (equality fields, then the range/sort field), for infra's index file.
+QUERIES: tuple[Query, ...] = (
+    Query(SUBSCRIPTIONS, ("uid",)),
+    Query(SUBSCRIPTIONS, ("status",), (("pro_until", "ASCENDING"),)),
+    Query(SUBSCRIPTIONS, ("status",), (("created_at", "ASCENDING"),)),
+    Query(SUBSCRIPTIONS, ("status",), (("synced_at", "ASCENDING"),)),
+    Query(entitlements.COLLECTION, ("status",), (("pro_until", "ASCENDING"),)),
+)
+
+
+def _db() -> Any:
+    return clients.firestore()
+
+
+def paypal_ids() -> dict[str, str]:
+    """Product, plan and webhook ids of this environment (`mllab billing bootstrap` prints them)."""
+    try:
+        ids = json.loads(config.secret(config.PAYPAL_IDS))
+        return {k: str(ids[k]) for k in ("product_id", "plan_id", "webhook_id")}
+    except (config.ConfigError, ValueError, KeyError, TypeError) as exc:
+        raise config.ConfigError(f"secret {config.PAYPAL_IDS} is missing or incomplete: run "
+                                 "`mllab billing bootstrap` and store what it prints") from exc
+
+
+def plans() -> schemas.Plans:
+    return schemas.Plans(plans=[schemas.PlanInfo(
+        id=p.id, name=p.name, price=schemas.Money(value=p.price, currency=p.currency), interval=p.interval,
+        limits=schemas.PlanLimits(cloud_saves=p.cloud_saves, storage_bytes=p.storage_bytes,
+                                  uploads_per_day=p.uploads_per_day)) for p in config.PLANS.values()])
+
+
+def subscriptions_of(uid: str) -> list[dict[str, Any]]:
+    """The user's checkouts and subscriptions, oldest first."""
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    query = _db().collection(SUBSCRIPTIONS).where(filter=FieldFilter("uid", "==", uid))
+    subs = [{**s.to_dict(), "id": s.id} for s in query.stream(**clients.opts())]
+    return sorted(subs, key=lambda s: s["created_at"])
+
+
+def _owned(uid: str, subscription_id: str) -> dict[str, Any]:
+    snap = _db().collection(SUBSCRIPTIONS).document(subscription_id).get(**clients.opts())
+    if not snap.exists or snap.get("uid") != uid:
+        raise Problem(404, "You have no subscription with this id.")
+    return {**snap.to_dict(), "id": snap.id}
+
+
+def _paypal() -> Any:
+    from mllab import paypal
+
+    return paypal.client()
+
+
+def _read(subscription_id: str) -> dict[str, Any] | None:
+    """GET the subscription from PayPal; None if PayPal does not know it."""
+    from mllab import paypal
+
+    try:
+        return _paypal().get_subscription(subscription_id)
+    except paypal.PayPalUnavailable:
+        raise
+    except paypal.PayPalError as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+# --- applying PayPal's state ------------------------------------------------------------------------
+
+def apply(snapshot: dict[str, Any], fetched_at: datetime | None = None) -> tuple[str | None, str, str]:
+    """Store a subscription as PayPal answered it, with the entitlement that follows, in one transaction.
+    Returns (uid, status before, status after); a read older than the stored one changes nothing.
+    Dunning mail is sent after the commit, once per transition."""
+    from google.cloud import firestore
+
+    now = clock.now()
+    fetched_at = fetched_at or now
+    sub_id = snapshot["id"]
+    db = _db()
+    sub_ref = db.collection(SUBSCRIPTIONS).document(sub_id)
+
+    @firestore.transactional
+    def run(tx: Any) -> tuple[str | None, str, str, dict[str, Any] | None, dict[str, Any] | None]:
+        sub_snap = sub_ref.get(transaction=tx, **clients.opts())
+        if not sub_snap.exists:
+            return None, "none", "none", None, None
+        mapping = sub_snap.to_dict()
+        uid = mapping["uid"]
+        ent_ref = entitlements.ref(uid)
+        ent_snap = ent_ref.get(transaction=tx, **clients.opts())
+        ent = ent_snap.to_dict() if ent_snap.exists else {}
+        before = entitlements.status(ent, now)
+        stored_read = entitlements.parse_time(mapping.get("fetched_at"))
+        stored_change = entitlements.parse_time(mapping.get("status_update_time"))
+        change = entitlements.parse_time(snapshot.get("status_update_time"))
+        if (stored_read and stored_read > fetched_at) or (stored_change and change and change < stored_change):
+            return uid, before, before, None, None  # we already hold a newer read
+        part = entitlements.paypal_part(snapshot, ent.get("paypal"), now)
+        part["fetched_at"] = fetched_at
+        tx.update(sub_ref, {
+            "status": part["status"], "plan_id": snapshot.get("plan_id"), "custom_id": snapshot.get("custom_id"),
+            "status_update_time": part["status_update_time"], "fetched_at": fetched_at, "synced_at": now,
+            "next_billing_time": part["next_billing_time"], "last_payment_time": part["last_payment_time"],
+            "failed_payments_count": part["failed_payments_count"], "paid_through": part["paid_through"],
+            "pro_until": entitlements.paypal_until(part), "snapshot": _trim(snapshot), "updated_at": now})
+        tracked = entitlements.track(ent, part)
+        if tracked is None:
+            return uid, before, before, None, None  # an older subscription: its record only
+        if part["status"] == entitlements.ACTIVE:
+            tracked["ever_pro"] = True
+        stored = entitlements.stamp(uid, tracked, now, created=not ent_snap.exists)
+        tx.set(ent_ref, stored)
+        return uid, before, entitlements.status(stored, now), ent, stored
+
+    uid, before, after, old, new = run(db.transaction(max_attempts=10))
+    if uid and new is not None:
+        log.info("subscription applied", uid=uid, subscription_id=sub_id, paypal_status=snapshot.get("status"),
+                 before=before, after=after)
+        _dunning(uid, old or {}, new, now)
+    return uid, before, after
+
+
+def _trim(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """What we keep of PayPal's answer: no links, no payer name or address."""
+    keep = ("id", "status", "plan_id", "custom_id", "start_time", "create_time", "update_time",
+            "status_update_time", "status_change_note", "billing_info")
+    return {k: snapshot[k] for k in keep if k in snapshot}
+
+
+def _dunning(uid: str, old: dict[str, Any], new: dict[str, Any], now: datetime) -> None:
+    """Payment failed (first failure), past due (PayPal suspended it), canceled: one mail per transition."""
+    before, after = old.get("paypal") or {}, new.get("paypal") or {}
+    same = before.get("subscription_id") == after.get("subscription_id")
+    template = None
+    if after.get("past_due_since") and not (same and before.get("past_due_since")):
+        template = "payment_failed"
+    if after.get("status") == entitlements.SUSPENDED and not (same and before.get("status") == entitlements.SUSPENDED):
+        template = "past_due"
+    elif after.get("status") == entitlements.CANCELLED and not (same and before.get("status") == entitlements.CANCELLED):
+        template = "subscription_canceled"
+    if template:
+        _notify(uid, template, entitlements.pro_until(new))
+
+
+def _notify(uid: str, template: str, until: datetime | None) -> None:
+    user = users.get(uid)
+    if not user or user.get("deleted_at"):
+        return
+    mail.send(user["email"], template, f"{config.settings().lab_url}/#billing",
+              until=(until or clock.now()).strftime("%B %d, %Y"))
+
+
+def resync(subscription_id: str, *, adopt_uid: str | None = None) -> str:
+    """Re-read one subscription from PayPal and store it. Returns what happened, for logs and events."""
+    snapshot = _read(subscription_id)
+    if snapshot is None:
+        log.error("PayPal does not know this subscription", subscription_id=subscription_id)
+        return "unknown-subscription"
+    ref = _db().collection(SUBSCRIPTIONS).document(subscription_id)
+    snap = ref.get(**clients.opts())
+    custom = snapshot.get("custom_id")
+    if not snap.exists:
+        # Created outside our checkout (or its mapping write was lost): adopt it only for a real user
+        # named by custom_id, which only our server sets.
+        uid = adopt_uid or custom
+        if not uid or not isinstance(uid, str) or users.get(uid) is None:
+            log.error("subscription of no known user", subscription_id=subscription_id)
+            return "unmapped"
+        _create_mapping(subscription_id, uid, snapshot, request_id=None, approve_url=None)
+    elif custom and custom != snap.get("uid"):
+        log.error("subscription custom_id does not match its user", subscription_id=subscription_id)
+        return "uid-mismatch"
+    uid, before, after = apply(snapshot)
+    return f"applied:{after}" if before != after else f"unchanged:{after}"
+
+
+def _create_mapping(sub_id: str, uid: str, created: dict[str, Any], *, request_id: str | None,
+                    approve_url: str | None) -> None:
+    from google.api_core.exceptions import AlreadyExists, Conflict
+
+    now = clock.now()
+    try:
+        _db().collection(SUBSCRIPTIONS).document(sub_id).create({
+            "uid": uid, "status": created.get("status", "APPROVAL_PENDING"), "plan_id": created.get("plan_id"),
+            "approve_url": approve_url, "request_id": request_id, "created_at": now, "updated_at": now,
+            "synced_at": None, "fetched_at": None, "pro_until": None}, **clients.opts())
+    except (AlreadyExists, Conflict):
+        pass  # the same PayPal-Request-Id came back with the same subscription: already mapped
+
+
+# --- checkout, sync, cancel (the `billing` function) -----------------------------------------------
+
+def _return_urls() -> tuple[str, str]:
+    lab = config.settings().lab_url.rstrip("/")
+    return f"{lab}/?billing=return", f"{lab}/?billing=cancel"
+
+
+def subscribe(user: dict[str, Any], *, ip: str | None = None) -> schemas.SubscribeResponse:
+    uid = user["uid"]
+    if not user.get("email_verified"):
+        raise Problem(403, "Confirm your email address before subscribing (see the mail we sent, or ask for a "
+                           "new one).", slug="email-unverified")
+    now = clock.now()
+    ent = entitlements.get(uid) or {}
+    if max(entitlements.parse_time(ent.get(k)) or now for k in ("comp_until", "admin_until")) >= entitlements.FOREVER:
+        raise Problem(409, "You have PRO for good already; there is nothing to pay for.", slug="already-pro")
+    subs = subscriptions_of(uid)
+    live = [s for s in subs if s.get("status") in entitlements.LIVE]
+    if live:
+        raise Problem(409, f"You already have a subscription ({live[-1]['status'].lower()}). Manage it under Billing.",
+                      slug="already-subscribed")
+    cutoff = now - timedelta(seconds=config.CHECKOUT_PENDING_S)
+    pending = [s for s in subs if s.get("status") == "APPROVAL_PENDING" and s.get("approve_url")
+               and s["created_at"] > cutoff]
+    if pending:  # a checkout the user left: the same approval page again, not a second subscription
+        return schemas.SubscribeResponse(subscription_id=pending[-1]["id"], approve_url=pending[-1]["approve_url"])
+    from mllab import paypal
+
+    # Concurrent clicks compute the same key, and PayPal answers the same subscription to both.
+    request_id = f"mllab-{uid}-{len(subs) + 1}"
+    return_url, cancel_url = _return_urls()
+    created = _paypal().create_subscription(paypal_ids()["plan_id"], custom_id=uid, return_url=return_url,
+                                            cancel_url=cancel_url, request_id=request_id)
+    sub_id, approve = created["id"], paypal.approve_url(created)
+    _create_mapping(sub_id, uid, created, request_id=request_id, approve_url=approve)
+    audit.record("billing.subscribe", actor=uid, target=f"paypal:{sub_id}", ip=ip)
+    log.info("checkout created", uid=uid, subscription_id=sub_id)
+    return schemas.SubscribeResponse(subscription_id=sub_id, approve_url=approve)
+
+
+def sync(uid: str, subscription_id: str | None) -> schemas.Subscription:
+    """On return from PayPal: re-read the caller's subscription and update the entitlement at once
+    (never trusting the query string, never waiting for the webhook)."""
+    if subscription_id is None:
+        subs = subscriptions_of(uid)
+        if not subs:
+            raise Problem(404, "You have no subscription to sync. Subscribe first.")
+        subscription_id = subs[-1]["id"]
+    _owned(uid, subscription_id)
+    outcome = resync(subscription_id)
+    if outcome in ("unknown-subscription", "uid-mismatch"):
+        raise Problem(404, "You have no subscription with this id.")
+    return entitlements.view(entitlements.get(uid), clock.now())
+
+
+def cancel(uid: str, reason: str | None, *, ip: str | None = None) -> schemas.Subscription:
+    """Cancel at PayPal ("already cancelled" counts as done); PRO stays until the paid-through date."""
+    live = [s for s in subscriptions_of(uid) if s.get("status") in entitlements.LIVE]
+    if not live:
+        raise Problem(409, "You have no active subscription to cancel.", slug="no-subscription")
+    for sub in live:
+        cancelled = _paypal().cancel_subscription(sub["id"], reason or DEFAULT_CANCEL_REASON)
+        resync(sub["id"])
+        audit.record("billing.cancel", actor=uid, target=f"paypal:{sub['id']}", ip=ip,
+                     outcome="ok" if cancelled else "already-cancelled")
+    return entitlements.view(entitlements.get(uid), clock.now())
+
+
+def cancel_for_deletion(uid: str) -> int:
+    """Account deletion: stop billing first. If PayPal is down this raises, and nothing is deleted."""
+    live = [s for s in subscriptions_of(uid) if s.get("status") in entitlements.LIVE]
+    for sub in live:
+        _paypal().cancel_subscription(sub["id"], "Account deleted")
+        resync(sub["id"])
+        audit.record("billing.cancel", actor=uid, target=f"paypal:{sub['id']}", outcome="account-deleted")
+    return len(live)
+
+
+# --- webhooks (the `paypal_webhook` function) -------------------------------------------------------
+
+def handle_webhook(headers: Any, raw_body: bytes) -> schemas.WebhookAck:
+    """Verify, then process exactly once. A bad signature is a 400 that changes nothing; any failure
+    after the claim is a 5xx so PayPal retries, and the retry does the work."""
+    from mllab import webhooks
+
+    try:
+        webhooks.verify(headers, raw_body, webhook_id=paypal_ids()["webhook_id"])
+    except webhooks.InvalidSignature as exc:
+        log.warning("webhook refused", reason=str(exc))
+        raise Problem(400, f"The webhook signature was refused: {exc}.", slug="invalid-signature") from None
+    try:
+        event = json.loads(raw_body)
+    except ValueError:
+        raise Problem(400, "The webhook body is not JSON.", slug="malformed-json") from None
+    event_id = event.get("id") if isinstance(event, dict) else None
+    event_type = str(event.get("event_type") or "") if isinstance(event, dict) else ""
+    if not isinstance(event_id, str) or not EVENT_ID.fullmatch(event_id) or not event_type:
+        raise Problem(400, "The webhook event has no valid id or event_type.")
+    ctx = log.bind(event_id=event_id, event_type=event_type)
+    try:
+        try:
+            claim = idempotency.claim(EVENTS, event_id, ttl_s=EVENT_LEASE_S, fields={
+                "type": event_type, "resource_type": event.get("resource_type"), "create_time": event.get("create_time")})
+        except idempotency.InProgress:
+            raise Problem(409, "This event is being processed by another delivery; PayPal will retry it.",
+                          slug="event-in-progress") from None
+        if claim is None:
+            log.info("webhook duplicate ignored")
+            return schemas.WebhookAck(event_id=event_id, outcome="duplicate")
+        try:
+            outcome, sub_id = _process(event_type, event)
+        except Exception as exc:
+            claim.failed(type(exc).__name__)
+            raise
+        claim.done(outcome, subscription_id=sub_id)
+        log.info("webhook processed", outcome=outcome, subscription_id=sub_id, attempt=claim.attempt)
+        return schemas.WebhookAck(event_id=event_id, outcome=outcome)
+    finally:
+        log.unbind(ctx)
+
+
+def _process(event_type: str, event: dict[str, Any]) -> tuple[str, str | None]:
+    if not event_type.startswith(EVENT_PREFIXES):
+        return "ignored", None
+    resource = event.get("resource") if isinstance(event.get("resource"), dict) else {}
+    if event.get("resource_type") == "subscription" or event_type.startswith("BILLING.SUBSCRIPTION."):
+        sub_id = resource.get("id")
+    else:
+        sub_id = resource.get("billing_agreement_id")  # a sale names its subscription here
+    if not isinstance(sub_id, str) or not SUBSCRIPTION_ID.fullmatch(sub_id):
+        return "ignored-no-subscription", None
+    return resync(sub_id), sub_id
+
+
+# --- reconciliation (the `reconcile_subscriptions` function) ----------------------------------------
+
+def _where(collection: str, field: str, value: Any, range_field: str, op: str, bound: Any) -> list[Any]:
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    query = (_db().collection(collection).where(filter=FieldFilter(field, "==", value))
+             .where(filter=FieldFilter(range_field, op, bound)))
+    return list(query.stream(**clients.opts()))
+
+
+def reconcile(now: datetime | None = None) -> dict[str, int]:
+    """Repair what a missed webhook left wrong: re-read subscriptions whose access ends within 48 h,
+    checkouts stuck in approval, and subscriptions we have not heard of for 35 days. Then mail the
+    users whose PRO ends within three days and will not renew."""
+    now = now or clock.now()
+    counts = {"checked": 0, "changed": 0, "abandoned": 0, "failed": 0, "notified": 0}
+    due: dict[str, str] = {}
+    for status in entitlements.LIVE:
+        for snap in _where(SUBSCRIPTIONS, "status", status, "pro_until", "<", now + RECONCILE_HORIZON):
+            due[snap.id] = "ending"
+        for snap in _where(SUBSCRIPTIONS, "status", status, "synced_at", "<", now - SILENT_AFTER):
+            due.setdefault(snap.id, "silent")
+    stuck = _where(SUBSCRIPTIONS, "status", "APPROVAL_PENDING", "created_at", "<",
+                   now - timedelta(seconds=config.CHECKOUT_PENDING_S))
+    for snap in stuck:
+        due.setdefault(snap.id, "stuck")
+    for sub_id, why in sorted(due.items()):
+        counts["checked"] += 1
+        try:
+            outcome = resync(sub_id)
+        except Exception as exc:  # noqa: BLE001 - one bad subscription must not stop the run
+            counts["failed"] += 1
+            log.exception("reconcile failed for a subscription", exc, subscription_id=sub_id)
+            continue
+        if outcome.startswith("applied:"):
+            counts["changed"] += 1
+        if why == "stuck" and _abandon_if_pending(sub_id, now):
+            counts["abandoned"] += 1
+        log.info("reconciled", subscription_id=sub_id, reason=why, outcome=outcome)
+    counts["notified"] = _notify_access_ending(now)
+    log.info("reconcile finished", **counts)
+    return counts
+
+
+def _abandon_if_pending(sub_id: str, now: datetime) -> bool:
+    ref = _db().collection(SUBSCRIPTIONS).document(sub_id)
+    snap = ref.get(**clients.opts())
+    if not snap.exists or snap.get("status") != "APPROVAL_PENDING":
+        return False
+    ref.update({"status": ABANDONED, "approve_url": None, "updated_at": now},
+               option=_db().write_option(last_update_time=snap.update_time), **clients.opts())
+    return True
+
+
+def _notify_access_ending(now: datetime) -> int:
+    """One notice per end date, to users whose PRO ends soon without a renewal coming."""
+    sent = 0
+    for status in ("canceled", "past_due"):
+        for snap in _where(entitlements.COLLECTION, "status", status, "pro_until", "<", now + ACCESS_ENDING_NOTICE):
+            ent = snap.to_dict()
+            until = entitlements.pro_until(ent)
+            if until is None or until <= now or ent.get("access_ending_notified_for") == until:
+                continue
+            if entitlements.status(ent, now) not in ("canceled", "past_due"):
+                continue
+            _notify(snap.id, "access_ending", until)
+            snap.reference.update({"access_ending_notified_for": until}, **clients.opts())
+            sent += 1
+    return sent
+
+
+def handle_reconcile_event(cloud_event: Any) -> dict[str, int]:
+    ctx = log.bind(event_id=str(cloud_event["id"]), function="reconcile_subscriptions")
+    try:
+        return reconcile()
+    finally:
+        log.unbind(ctx)
+
+
+# --- export, purge, operator ------------------------------------------------------------------------
+
+def export_entitlement(uid: str) -> dict[str, Any] | None:
+    ent = entitlements.get(uid)
+    if ent is None:
+        return None
+    keep = ("plan", "source", "status", "pro_until", "trial_until", "comp_until", "admin_until", "paypal_prior",
+            "paypal_subscription_id", "next_billing_time", "past_due_since", "created_at", "updated_at")
+    return {k: schemas.jsonable(ent.get(k)) for k in keep if k in ent}
+
+
+def export_subscriptions(uid: str) -> list[dict[str, Any]]:
+    keep = ("status", "plan_id", "created_at", "status_update_time", "next_billing_time", "last_payment_time",
+            "failed_payments_count", "paid_through", "synced_at")
+    return [{"id": s["id"], **{k: schemas.jsonable(s.get(k)) for k in keep if k in s}} for s in subscriptions_of(uid)]
+
+
+def export_redemptions(uid: str) -> list[dict[str, Any]]:
+    from mllab import promo
+
+    out = [{k: schemas.jsonable(r.get(k)) for k in ("code", "kind", "days", "n", "pro_until", "created_at")}
+           for r in promo.redemptions_of(uid)]
+    return sorted(out, key=lambda r: r["created_at"] or "")
+
+
+def purge_billing(uid: str, user: dict[str, Any]) -> int:
+    """Purge: the entitlement and redemptions go; subscription records stay as the billing ledger,
+    without the uid or PayPal's snapshot."""
+    from mllab import promo
+
+    db = _db()
+    refs = [entitlements.ref(uid)] + [
+        db.collection(promo.REDEMPTIONS).document(promo.redemption_id(r["code"], uid, r["n"]))
+        for r in promo.redemptions_of(uid)]
+    removed = clients.delete_refs(refs)
+    for sub in subscriptions_of(uid):
+        db.collection(SUBSCRIPTIONS).document(sub["id"]).update(
+            {"uid": "purged", "custom_id": None, "snapshot": None, "approve_url": None, "updated_at": clock.now()},
+            **clients.opts())
+    return removed
+
+
+def set_grant(uid: str, change: Any, *, actor: str = "operator", action: str = "access.grant") -> dict[str, Any]:
+    """Apply `change(entitlement_doc, now) -> doc` in a transaction (operator grants and revokes)."""
+    from google.cloud import firestore
+
+    db = _db()
+    ref = entitlements.ref(uid)
+
+    @firestore.transactional
+    def run(tx: Any) -> dict[str, Any]:
+        snap = ref.get(transaction=tx, **clients.opts())
+        now = clock.now()
+        doc = entitlements.stamp(uid, change(snap.to_dict() if snap.exists else {}, now), now, created=not snap.exists)
+        tx.set(ref, doc)
+        return doc
+
+    doc = run(db.transaction(max_attempts=10))
+    audit.record(action, actor=actor, target=f"user:{uid}", status=doc["status"])
+    return doc
+
+
+def bootstrap(webhook_url: str, *, price: str | None = None, currency: str | None = None,
+              failure_threshold: int = config.PAYPAL_PAYMENT_FAILURE_THRESHOLD) -> dict[str, str]:
+    """Create the product, the monthly PRO plan and the webhook subscription at PayPal (one per
+    environment). Returns the ids to store as the `paypal-ids` secret."""
+    pro = config.PLANS["pro"]
+    client = _paypal()
+    product = client.create_product("ML Lab PRO", "Cloud saves for ML Lab, the browser machine-learning lab",
+                                    request_id=f"mllab-product-{pro.id}")
+    plan = client.create_plan(product["id"], pro.name, price or pro.price, currency or pro.currency,
+                              failure_threshold, request_id=f"mllab-plan-{pro.id}-{price or pro.price}")
+    existing = [w for w in client.list_webhooks() if w.get("url") == webhook_url]
+    webhook = existing[0] if existing else client.create_webhook(webhook_url, ["*"])
+    return {"product_id": product["id"], "plan_id": plan["id"], "webhook_id": webhook["id"]}
