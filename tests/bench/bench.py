@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
+import zlib
 from pathlib import Path
 
 import httpx
@@ -33,6 +34,7 @@ RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 WARM_CALLS = int(os.environ.get("BENCH_WARM_CALLS", "200"))
 TOKEN_CALLS = int(os.environ.get("BENCH_TOKEN_CALLS", "2000"))
 SIGN_CALLS = int(os.environ.get("BENCH_SIGN_CALLS", "500"))
+WEBHOOK_CALLS = int(os.environ.get("BENCH_WEBHOOK_CALLS", "2000"))
 UPLOADS = int(os.environ.get("BENCH_UPLOADS", "50"))
 EVENTS = int(os.environ.get("BENCH_EVENTS", "200"))
 # All on one version document: the Firestore emulator's lock manager serialises these at roughly one
@@ -133,11 +135,61 @@ def _first_purge(client: httpx.Client, port: int) -> bool:
 
 
 CTX: dict[str, str] = {}
+def _session_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {CTX['access']}", "X-CSRF-Token": CTX["csrf"], "Content-Type": "application/json"}
+
+
+def _first_billing(client: httpx.Client, port: int) -> bool:
+    # No subscription to cancel: the liveness check and a Firestore query, then 409.
+    r = client.post(f"http://127.0.0.1:{port}/billing/cancel", headers=_session_headers(), content=b"{}")
+    return r.status_code == 409 and r.json()["type"].endswith("no-subscription")
+
+
+def _first_promo(client: httpx.Client, port: int) -> bool:
+    r = client.post(f"http://127.0.0.1:{port}/promo/apply", headers=_session_headers(), json={"code": "NO-SUCH-CODE"})
+    return r.status_code == 422 and r.json()["type"].endswith("promo-unknown")
+
+
+def _signed_event(event_type: str) -> tuple[bytes, dict[str, str]]:
+    """A webhook signed like the PayPal stand-in signs it (its development key and certificate)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    from mllab import billing
+    from mllab_dev import devca
+    from mllab_dev.paypal_standin import CERT_ID
+
+    body = json.dumps({"id": f"WH-BENCH-{uuid.uuid4().hex}", "event_type": event_type, "resource_type": "plan",
+                       "resource": {}}).encode()
+    tid, when = str(uuid.uuid4()), "2026-11-22T10:00:00Z"
+    msg = f"{tid}|{when}|{billing.paypal_ids()['webhook_id']}|{zlib.crc32(body)}".encode()
+    sig = devca.paths(Path(CTX["dev"])).load_signing_key().sign(msg, padding.PKCS1v15(), hashes.SHA256())
+    return body, {"PAYPAL-TRANSMISSION-ID": tid, "PAYPAL-TRANSMISSION-TIME": when, "PAYPAL-AUTH-ALGO": "SHA256withRSA",
+                  "PAYPAL-CERT-URL": f"{CTX['paypal']}/v1/notifications/certs/{CERT_ID}",
+                  "PAYPAL-TRANSMISSION-SIG": base64.b64encode(sig).decode(), "Content-Type": "application/json"}
+
+
+def _first_webhook(client: httpx.Client, port: int) -> bool:
+    # Verified (the certificate fetched over TLS on this first call), claimed in Firestore, ignored.
+    body, headers = _signed_event("BILLING.PLAN.UPDATED")
+    r = client.post(f"http://127.0.0.1:{port}/payments/paypal/webhook", content=body, headers=headers)
+    return r.status_code == 200 and r.json()["outcome"] == "ignored"
+
+
+def _first_reconcile(client: httpx.Client, port: int) -> bool:
+    body = {"subscription": f"projects/{PROJECT}/subscriptions/bench",
+            "message": {"data": "e30=", "messageId": uuid.uuid4().hex, "attributes": {}}}
+    return client.post(f"http://127.0.0.1:{port}/projects/{PROJECT}/topics/billing-reconcile",
+                       json=body).status_code == 200
+
+
 PROBES = {
     "jwks": _first_jwks, "auth_google_login": _first_google_login, "auth_google_callback": _first_google_callback,
     "auth_password": _first_login, "auth_refresh": _first_refresh, "auth_logout": _first_logout,
     "account": _first_me, "catalog": _first_catalog, "signed_urls": _first_signed_urls,
     "on_object_finalized": _first_event, "purge_accounts": _first_purge,
+    "billing": _first_billing, "paypal_webhook": _first_webhook, "promo_apply": _first_promo,
+    "reconcile_subscriptions": _first_reconcile,
 }
 TARGETS = [("bare functions-framework", HERE / "bare" / "main.py", "bare", _first_bare)] + [
     (fn.name, ROOT / "functions" / fn.name / "main.py", fn.name, PROBES[fn.name]) for fn in routes.FUNCTIONS]
@@ -235,6 +287,69 @@ def warm_latencies(stack: Stack) -> list[tuple[str, list[float]]]:
         out.append(("POST /auth/refresh", timed(refresh)))
         out.append(("GET /me", timed(me)))
     return out
+
+
+# --- webhooks: offline PayPal signature verification ---------------------------------------------
+
+def webhook_section() -> None:
+    """Per-event cost of `webhooks.verify` once the certificate is cached (the steady state: PayPal
+    signs with one certificate for months). No stack and no network: a self-signed RSA-2048
+    certificate and key are made in a temp dir and the "fetch" reads the PEM from there."""
+    import zlib
+    from datetime import timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+    from cryptography.x509.oid import NameOID
+
+    from mllab import webhooks
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "messageverificationcerts.sandbox.paypal.com")])
+    now = clock.now()
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=30)).sign(key, hashes.SHA256()))
+    webhook_id = "8PT597110X687430LKGECATA"
+    body = json.dumps({"id": "WH-BENCH", "event_type": "BILLING.SUBSCRIPTION.ACTIVATED", "resource": {
+        "id": "I-BW452GLLEP1G", "status": "ACTIVE", "custom_id": "x" * 28, "billing_info": {"pad": "y" * 900}}}).encode()
+    tid, ttime = "b2384410-f8d2-11ec-8c5b-4b8d4f6d5e0b", "2026-03-01T10:00:00Z"
+    message = f"{tid}|{ttime}|{webhook_id}|{zlib.crc32(body)}".encode()
+    signature = key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+    url = "https://api.sandbox.paypal.com/v1/notifications/certs/CERT-bench"
+    headers = {"paypal-transmission-id": tid, "paypal-transmission-time": ttime, "paypal-cert-url": url,
+               "paypal-transmission-sig": base64.b64encode(signature).decode(), "paypal-auth-algo": "SHA256withRSA"}
+    allowed = config.PAYPAL_CERT_ORIGINS[config.PAYPAL_SANDBOX_API]
+    fetches = []
+    with tempfile.TemporaryDirectory() as tmp:
+        pem = Path(tmp) / "cert.pem"
+        pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (Path(tmp) / "key.pem").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+        def fetch(cert_url: str) -> x509.Certificate:
+            fetches.append(cert_url)
+            return x509.load_pem_x509_certificate(pem.read_bytes())
+
+        def verify() -> None:
+            webhooks.verify(headers, body, webhook_id=webhook_id, allowed=allowed, fetch=fetch)
+
+        webhooks.reset_cache()
+        try:
+            verify()  # the one fetch; every later call hits the cache
+            per_event = per_call_us(verify, WEBHOOK_CALLS)
+            public = cert.public_key()
+            rsa_only = per_call_us(lambda: public.verify(signature, message, padding.PKCS1v15(), hashes.SHA256()),
+                                   WEBHOOK_CALLS)
+        finally:
+            webhooks.reset_cache()
+    if len(fetches) != 1:
+        raise RuntimeError(f"the certificate was fetched {len(fetches)} times, expected once")
+    print(f"\nwebhook verification per event (cached certificate), {len(body)} B body")
+    print(f"{'':28} {'us per call':>15}")
+    print(f"{'webhooks.verify':28} {per_event:15.1f}")
+    print(f"{'  RSA-2048 verify alone':28} {rsa_only:15.1f}")
 
 
 # --- storage: URL signing and the object-event pipeline ------------------------------------------
@@ -396,7 +511,8 @@ def main() -> int:
             uid = users.create_password_user(f"bench-{uuid.uuid4().hex[:8]}@example.com", passwords.DUMMY_HASH,
                                              verified=True)
             session, _ = sessions.create(uid, "password", user_agent="bench", ip="127.0.0.1")
-            CTX.update(url=stack.gateway_url, uid=uid, access=tokens.issue_access_token(uid, session.id).token)
+            CTX.update(url=stack.gateway_url, uid=uid, access=tokens.issue_access_token(uid, session.id).token,
+                       csrf=sessions.csrf_token(session.id), dev=str(stack.dev_dir), paypal=stack.paypal_url)
             print(f"{'function':28} {'cold start ms':>15} {'min-max':>13} {'import CPU ms':>14} {'x bare':>7}")
             base = None
             for label, source, target, probe in TARGETS:
@@ -425,6 +541,8 @@ def main() -> int:
             print(f"\n{'access token (ES256)':28} {'us per call':>15}")
             print(f"{'sign':28} {sign:15.1f}")
             print(f"{'verify':28} {verify:15.1f}")
+
+            webhook_section()
 
             storage_sections(stack)
         finally:

@@ -26,9 +26,9 @@ CLIENT_MODULES = {
 }
 FRAMEWORK = ("google.cloud.functions", "google.cloud.functions_v1")  # functions-framework's own
 # Modules a required distribution tries to import and does without when absent, as in a deployed
-# function: httpx's __init__ tries its optional CLI (`httpx[cli]`), which loads pygments when the dev
-# venv happens to have it (pytest brings it).
-OPTIONAL_IMPORTS = {"pygments"}
+# function: httpx's __init__ tries its optional CLI (`httpx[cli]`), which loads click, rich and pygments
+# (and rich's markdown_it, mdurl) when the dev venv happens to have them (pytest and schemathesis bring them).
+OPTIONAL_IMPORTS = {"pygments", "click", "rich", "markdown_it", "mdurl"}
 
 # A real request for each function's path, run inside the child.
 EXERCISE = {
@@ -135,12 +135,62 @@ EXERCISE = {
         db.collection("models").document(mid).collection("versions").document("000000001").set(
             {"uid": uid, "model_id": mid, "project_id": pid, "version": 1, "status": "pending", "files": {},
              "size_bytes": 0, "created_at": now, "updated_at": now})
+        db.collection("entitlements").document(uid).set({"uid": uid, "admin_until": clock.now() + __import__("datetime").timedelta(days=1)})
         h = {"Authorization": "Bearer " + tokens.issue_access_token(uid, s.id).token,
              "X-CSRF-Token": sessions.csrf_token(s.id)}
         r = client.post("/signed/upload", json={"kind": "weights", "model_id": mid, "version": 1, "size": 10}, headers=h)
         assert r.status_code == 200, r.data
         r = client.get("/signed/download?object=" + r.json["object"], headers=h)
         assert r.status_code == 404, r.data  # nothing recorded yet
+    """,
+    "billing": """
+        import uuid
+        from mllab import sessions, tokens, users
+        sub = uuid.uuid4().hex[:12]
+        uid = users.create_google_user("https://accounts.google.com", sub, f"billing-{sub}@example.com", "B")
+        s, _ = sessions.create(uid, "google", user_agent="imports", ip="203.0.113.1")
+        h = {"Authorization": "Bearer " + tokens.issue_access_token(uid, s.id).token,
+             "X-CSRF-Token": sessions.csrf_token(s.id)}
+        assert client.get("/billing/plans").status_code == 200
+        r = client.post("/billing/paypal/subscribe", headers=h)  # PayPal (the stand-in) over httpx
+        assert r.status_code == 200 and r.json["approve_url"].startswith("https://"), r.data
+    """,
+    "paypal_webhook": """
+        import base64, json as _j, os, uuid, zlib
+        from pathlib import Path
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import padding
+        CERT_ID = "CERT-360caa42-fca2a594-local"  # the stand-in's (mllab_dev is not a function's dependency)
+        dev = Path(os.environ["MLLAB_DEV_DIR"])
+        ids = _j.loads((dev / "secrets" / "paypal-ids").read_text())
+        body = _j.dumps({"id": "WH-IMPORTS-" + uuid.uuid4().hex[:8], "event_type": "BILLING.PLAN.UPDATED",
+                         "resource_type": "plan", "resource": {}}).encode()
+        tid, when = str(uuid.uuid4()), "2026-11-22T10:00:00Z"
+        msg = f"{tid}|{when}|{ids['webhook_id']}|{zlib.crc32(body)}".encode()
+        key = serialization.load_pem_private_key((dev / "paypal" / "webhook-signing.key").read_bytes(), None)
+        sig = key.sign(msg, padding.PKCS1v15(), hashes.SHA256())
+        r = client.post("/payments/paypal/webhook", data=body, content_type="application/json", headers={
+            "PAYPAL-TRANSMISSION-ID": tid, "PAYPAL-TRANSMISSION-TIME": when, "PAYPAL-AUTH-ALGO": "SHA256withRSA",
+            "PAYPAL-CERT-URL": os.environ["MLLAB_PAYPAL_API_BASE"] + "/v1/notifications/certs/" + CERT_ID,
+            "PAYPAL-TRANSMISSION-SIG": base64.b64encode(sig).decode()})
+        assert r.status_code == 200 and r.json["outcome"] == "ignored", r.data
+    """,
+    "promo_apply": """
+        import uuid
+        from mllab import sessions, tokens, users
+        sub = uuid.uuid4().hex[:12]
+        uid = users.create_google_user("https://accounts.google.com", sub, f"promo-{sub}@example.com", "P")
+        s, _ = sessions.create(uid, "google", user_agent="imports", ip="203.0.113.1")
+        h = {"Authorization": "Bearer " + tokens.issue_access_token(uid, s.id).token,
+             "X-CSRF-Token": sessions.csrf_token(s.id)}
+        r = client.post("/promo/apply", json={"code": "NO-SUCH-CODE"}, headers=h)
+        assert r.status_code == 422, r.data
+    """,
+    "reconcile_subscriptions": """
+        body = {"subscription": "projects/demo-mllab/subscriptions/s",
+                "message": {"data": "e30=", "messageId": "reconcile-imports-1", "attributes": {}}}
+        r = client.post("/projects/demo-mllab/topics/billing-reconcile", json=body)
+        assert r.status_code == 200, r.data
     """,
 }
 

@@ -34,7 +34,11 @@ def _wait(predicate, timeout: float = 20.0):
 
 @pytest.fixture
 def lab(stack: Stack, new_user) -> Browser:
+    """A signed-in PRO user (an operator grant; the promo and PayPal paths have their own tests)."""
+    from mllab import billing, entitlements
+
     user = new_user()
+    billing.set_grant(user["uid"], lambda doc, now: entitlements.with_grant(doc, None, now))
     b = Browser(stack.gateway_url)
     assert b.login(user["email"], user["password"]).status_code == 200
     b.uid = user["uid"]  # type: ignore[attr-defined]
@@ -262,23 +266,3 @@ def test_dataset_csv_is_recorded_with_columns_and_rows(lab: Browser) -> None:
     assert got["size_bytes"] == len(data) and got["object"] == signed["object"]
     d = _ok(lab.request("GET", "/signed/download", params={"object": signed["object"]}))
     assert httpx.get(d["url"], timeout=20).content == data
-
-
-def test_without_cloud_saves_signing_is_refused(lab: Browser, function_client, monkeypatch) -> None:
-    """The plan gate (a local-only switch until billing lands), in-process with the switch off."""
-    from mllab import config, sessions, tokens
-
-    _, model_id, n = _model_with_version(lab)
-    monkeypatch.setenv("MLLAB_DEV_CLOUD_SAVES", "false")
-    config.reload()
-    try:
-        session, _ = sessions.create(lab.uid, "password", user_agent="t", ip="127.0.0.1")
-        r = function_client("signed_urls").post(
-            "/signed/upload", json={"kind": "weights", "model_id": model_id, "version": n, "size": 10},
-            headers={"Authorization": f"Bearer {tokens.issue_access_token(lab.uid, session.id).token}",
-                     "X-CSRF-Token": sessions.csrf_token(session.id)})
-        assert r.status_code == 403 and r.json["type"].endswith("plan-required")
-        assert "PRO" in r.json["detail"]
-    finally:
-        monkeypatch.delenv("MLLAB_DEV_CLOUD_SAVES")
-        config.reload()

@@ -1,0 +1,86 @@
+"""Shared by the billing tests: the PayPal stand-in's control API, webhooks signed with its key, and
+a signed-in subscriber."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+import zlib
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
+
+from mllab import billing, clients, mail
+from mllab_dev import devca
+from mllab_dev.paypal_standin import CERT_ID
+from mllab_dev.stack import Stack
+
+from .conftest import Browser
+
+
+def standin(stack: Stack) -> httpx.Client:
+    """A client of the stand-in that trusts only the development CA."""
+    return httpx.Client(base_url=stack.paypal_url, verify=devca.paths(stack.dev_dir).client_context(), timeout=20)
+
+
+def wait(predicate, timeout: float = 20.0, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def subscription_status(browser: Browser) -> dict[str, Any]:
+    r = browser.request("GET", "/me")
+    assert r.status_code == 200, r.text
+    return r.json()["subscription"]
+
+
+def subscribe(browser: Browser, paypal: httpx.Client) -> str:
+    """Checkout and approval (the stand-in's control API does what the approve page does); returns
+    the subscription id once the webhooks made /me say active."""
+    r = browser.request("POST", "/billing/paypal/subscribe")
+    assert r.status_code == 200, r.text
+    sub_id = r.json()["subscription_id"]
+    assert paypal.post(f"/_standin/subscriptions/{sub_id}/approve").status_code in (200, 202)
+    assert wait(lambda: subscription_status(browser)["status"] == "active"), subscription_status(browser)
+    return sub_id
+
+
+def signed_webhook(stack: Stack, event: dict[str, Any] | bytes, *, webhook_id: str | None = None,
+                   cert_url: str | None = None, algo: str = "SHA256withRSA") -> tuple[bytes, dict[str, str]]:
+    """A body and PayPal's headers, signed the way PayPal signs (CRC32 of the raw body, unsigned)."""
+    body = event if isinstance(event, bytes) else json.dumps(event).encode()
+    tid, when = str(uuid.uuid4()), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    wid = webhook_id or billing.paypal_ids()["webhook_id"]
+    message = f"{tid}|{when}|{wid}|{zlib.crc32(body) & 0xFFFFFFFF}".encode()
+    signature = devca.paths(stack.dev_dir).load_signing_key().sign(message, padding.PKCS1v15(), hashes.SHA256())
+    return body, {"PAYPAL-TRANSMISSION-ID": tid, "PAYPAL-TRANSMISSION-TIME": when, "PAYPAL-AUTH-ALGO": algo,
+                  "PAYPAL-CERT-URL": cert_url or f"{stack.paypal_url}/v1/notifications/certs/{CERT_ID}",
+                  "PAYPAL-TRANSMISSION-SIG": base64.b64encode(signature).decode(),
+                  "Content-Type": "application/json"}
+
+
+def event(event_type: str, subscription_id: str, *, event_id: str | None = None, **extra: Any) -> dict[str, Any]:
+    sale = event_type.startswith("PAYMENT.SALE.")
+    resource = ({"id": f"SALE-{uuid.uuid4().hex[:10].upper()}", "billing_agreement_id": subscription_id,
+                 "state": "completed", "amount": {"total": "15.00", "currency": "USD"}}
+                if sale else {"id": subscription_id, "status": "ACTIVE"})
+    return {"id": event_id or f"WH-{uuid.uuid4().hex[:20].upper()}", "event_version": "1.0",
+            "create_time": "2026-11-22T10:00:00Z", "resource_type": "sale" if sale else "subscription",
+            "resource_version": "2.0", "event_type": event_type, "summary": "test", "resource": resource, **extra}
+
+
+def event_marker(event_id: str) -> dict[str, Any] | None:
+    snap = clients.firestore().collection(billing.EVENTS).document(event_id).get()
+    return snap.to_dict() if snap.exists else None
+
+
+def mails_to(email: str, template: str) -> list[dict[str, Any]]:
+    return [m for m in mail.dev_messages() if m["to"] == email and m["template"] == template]

@@ -1,0 +1,275 @@
+"""PayPal subscriptions through the gateway, the billing functions and the PayPal stand-in:
+checkout, approval, the webhooks that follow, sync, cancel, dunning, reconciliation, deletion."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from mllab import audit, billing, clients, clock, config, entitlements, sessions
+from mllab.problems import Problem
+from mllab_dev.stack import Stack
+
+from .billing_support import mails_to, standin, subscribe, subscription_status, wait
+from .conftest import PASSWORD, Browser
+
+
+@pytest.fixture(autouse=True)
+def fresh_session_keys(stack: Stack) -> None:
+    sessions.reset_caches()
+
+
+@pytest.fixture
+def paypal(stack: Stack):
+    client = standin(stack)
+    client.delete("/_standin/faults")
+    yield client
+    client.delete("/_standin/faults")
+    client.close()
+
+
+@pytest.fixture
+def member(stack: Stack, new_user):
+    """A verified user signed in through the gateway: member() -> Browser with .uid and .email."""
+    made = []
+
+    def make(verified: bool = True) -> Browser:
+        user = new_user(verified=verified)
+        b = Browser(stack.gateway_url)
+        assert b.login(user["email"], user["password"]).status_code == 200
+        b.uid, b.email = user["uid"], user["email"]  # type: ignore[attr-defined]
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.client.close()
+
+
+def _mapping(sub_id: str) -> dict:
+    snap = clients.firestore().collection(billing.SUBSCRIPTIONS).document(sub_id).get()
+    return snap.to_dict() if snap.exists else {}
+
+
+def test_plans_come_from_the_one_table(gateway: httpx.Client) -> None:
+    r = gateway.get("/billing/plans")
+    assert r.status_code == 200 and "max-age=300" in r.headers["cache-control"]
+    plans = {p["id"]: p for p in r.json()["plans"]}
+    assert plans["pro"]["price"] == {"value": "15.00", "currency": "USD"} and plans["pro"]["interval"] == "month"
+    assert plans["pro"]["limits"] == {"cloud_saves": True, "storage_bytes": 5 * 1024 ** 3, "uploads_per_day": 200}
+    assert plans["free"]["limits"]["cloud_saves"] is False
+
+
+def test_checkout_is_mapped_before_the_approve_url_is_returned(member, paypal: httpx.Client) -> None:
+    b = member()
+    r = b.request("POST", "/billing/paypal/subscribe")
+    assert r.status_code == 200, r.text
+    sub_id, approve = r.json()["subscription_id"], r.json()["approve_url"]
+    assert approve.startswith(paypal.base_url.__str__().rstrip("/") + "/webapps/billing/subscriptions?ba_token=BA-")
+    stored = _mapping(sub_id)
+    assert stored["uid"] == b.uid and stored["status"] == "APPROVAL_PENDING"
+    at_paypal = paypal.get(f"/_standin/subscriptions/{sub_id}").json()["subscription"]
+    assert at_paypal["custom_id"] == b.uid  # the cross-check PayPal carries back
+    # Leaving and coming back to checkout gives the same subscription, not a second one.
+    again = b.request("POST", "/billing/paypal/subscribe").json()
+    assert again == {"subscription_id": sub_id, "approve_url": approve}
+    assert subscription_status(b)["status"] == "none"  # nothing is paid before approval
+
+
+def test_subscribe_through_the_approval_page_then_see_active(member, paypal: httpx.Client) -> None:
+    b = member()
+    r = b.request("POST", "/billing/paypal/subscribe")
+    sub_id, approve = r.json()["subscription_id"], r.json()["approve_url"]
+    page = paypal.get(approve.replace(str(paypal.base_url).rstrip("/"), ""))
+    assert page.status_code == 200 and "Agree" in page.text and "15.00" in page.text
+    back = paypal.post("/webapps/billing/subscriptions/approve", data={"ba_token": approve.split("ba_token=")[1]})
+    assert back.status_code in (302, 303)
+    assert back.headers["location"].startswith(f"{b.origin}/?billing=return") and sub_id in back.headers["location"]
+    # On return the lab syncs at once, whatever the webhooks are doing.
+    synced = b.request("POST", "/billing/sync", json_body={"subscription_id": sub_id})
+    assert synced.status_code == 200, synced.text
+    assert synced.json()["status"] == "active" and synced.json()["plan"] == "pro"
+    me = b.request("GET", "/me").json()
+    assert me["subscription"]["next_billing_time"] and me["usage"]["storage_limit_bytes"] == 5 * 1024 ** 3
+    # The webhooks PayPal sent (ACTIVATED, PAYMENT.SALE.COMPLETED) were verified and processed.
+    sent = paypal.get("/_standin/events", params={"subscription_id": sub_id}).json()["events"]
+    types = {e["event_type"] for e in sent}
+    assert {"BILLING.SUBSCRIPTION.ACTIVATED", "PAYMENT.SALE.COMPLETED"} <= types
+    assert wait(lambda: all(d.get("status") == 200 for e in sent for d in
+                            paypal.get(f"/_standin/events/{e['id']}").json()["event"]["deliveries"]))
+    ent = entitlements.get(b.uid)
+    assert ent["paypal_subscription_id"] == sub_id and ent["source"] == "paypal" and ent["ever_pro"] is True
+
+
+def test_a_second_live_subscription_is_refused(member, paypal: httpx.Client) -> None:
+    b = member()
+    subscribe(b, paypal)
+    r = b.request("POST", "/billing/paypal/subscribe")
+    assert r.status_code == 409 and r.json()["type"].endswith("already-subscribed")
+    assert "already have a subscription" in r.json()["detail"]
+
+
+def test_an_unverified_email_cannot_subscribe(new_user) -> None:
+    # Sign-in already requires a verified email; checkout checks again rather than trust that.
+    from mllab import users
+
+    uid = new_user(verified=False)["uid"]
+    with pytest.raises(Problem) as refused:
+        billing.subscribe(users.get(uid))
+    assert refused.value.status == 403 and refused.value.slug == "email-unverified"
+    assert billing.subscriptions_of(uid) == []
+
+
+def test_sync_of_someone_elses_subscription_is_404(member, paypal: httpx.Client) -> None:
+    owner, other = member(), member()
+    sub_id = owner.request("POST", "/billing/paypal/subscribe").json()["subscription_id"]
+    r = other.request("POST", "/billing/sync", json_body={"subscription_id": sub_id})
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+    bad = other.request("POST", "/billing/sync", json_body={"subscription_id": "not-an-id"})
+    assert bad.status_code == 422
+
+
+def test_cancel_keeps_access_until_the_paid_through_date(member, paypal: httpx.Client) -> None:
+    b = member()
+    sub_id = subscribe(b, paypal)
+    paid_through = entitlements.get(b.uid)["paypal"]["paid_through"]
+    r = b.request("POST", "/billing/cancel", json_body={"reason": "Trying something else"})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "canceled" and r.json()["plan"] == "pro"
+    assert r.json()["pro_until"] == clock.rfc3339(paid_through)  # no grace added after a cancel
+    assert paypal.get(f"/_standin/subscriptions/{sub_id}").json()["subscription"]["status"] == "CANCELLED"
+    assert mails_to(b.email, "subscription_canceled")
+    assert [e["outcome"] for e in audit.for_actor(b.uid) if e["action"] == "billing.cancel"] == ["ok"]
+    # Nothing left to cancel.
+    again = b.request("POST", "/billing/cancel", json_body={})
+    assert again.status_code == 409 and again.json()["type"].endswith("no-subscription")
+    # PRO holds to the paid-through date, then ends.
+    with clock.travel(to=paid_through - timedelta(minutes=1)):
+        assert entitlements.is_pro(b.uid)
+    with clock.travel(to=paid_through + timedelta(seconds=1)):
+        assert not entitlements.is_pro(b.uid)
+        assert entitlements.view(entitlements.get(b.uid), clock.now()).status == "canceled"
+
+
+def test_already_cancelled_at_paypal_counts_as_cancelled(member, paypal: httpx.Client) -> None:
+    b = member()
+    sub_id = subscribe(b, paypal)
+    # The user cancelled in their PayPal account and that webhook has not arrived.
+    paypal.post(f"/_standin/subscriptions/{sub_id}/simulate", json={"event": "cancelled", "deliver": False})
+    r = b.request("POST", "/billing/cancel", json_body={})
+    assert r.status_code == 200 and r.json()["status"] == "canceled"
+    assert [e["outcome"] for e in audit.for_actor(b.uid) if e["action"] == "billing.cancel"] == ["already-cancelled"]
+
+
+def test_payment_failed_is_past_due_then_access_ends_after_the_grace(member, paypal: httpx.Client) -> None:
+    b = member()
+    sub_id = subscribe(b, paypal)
+    paypal.post(f"/_standin/subscriptions/{sub_id}/simulate", json={"event": "payment-failed"})
+    assert wait(lambda: subscription_status(b)["status"] == "past_due"), subscription_status(b)
+    status = subscription_status(b)
+    assert status["past_due"] is True and status["plan"] == "pro"
+    assert wait(lambda: mails_to(b.email, "payment_failed"))
+    # The second failure reaches the plan's threshold: PayPal suspends, we stay past due for the grace.
+    paypal.post(f"/_standin/subscriptions/{sub_id}/simulate", json={"event": "payment-failed"})
+    assert wait(lambda: _mapping(sub_id).get("status") == "SUSPENDED")
+    assert wait(lambda: mails_to(b.email, "past_due"))
+    ent = entitlements.get(b.uid)
+    grace_end = ent["paypal"]["past_due_since"] + timedelta(days=config.LIMITS.past_due_grace_days)
+    assert entitlements.pro_until(ent) >= grace_end
+    with clock.travel(to=max(grace_end, ent["paypal"]["paid_through"]) + timedelta(seconds=1)):
+        assert not entitlements.is_pro(b.uid)
+    # Paying restores it.
+    paypal.post(f"/_standin/subscriptions/{sub_id}/simulate", json={"event": "reactivated"})
+    paypal.post(f"/_standin/subscriptions/{sub_id}/simulate", json={"event": "payment-completed"})
+    assert wait(lambda: subscription_status(b)["status"] == "active"), subscription_status(b)
+
+
+def test_a_missed_webhook_is_repaired_by_reconciliation(member, paypal: httpx.Client) -> None:
+    b = member()
+    sub_id = subscribe(b, paypal)
+    paypal.post(f"/_standin/subscriptions/{sub_id}/simulate", json={"event": "expired", "deliver": False})
+    assert subscription_status(b)["status"] == "active"  # nobody told us
+    until = entitlements.get(b.uid)["pro_until"]
+    # A day before access would end, the daily job re-reads it.
+    with clock.travel(to=until - timedelta(days=1)):
+        counts = billing.reconcile()
+        assert counts["checked"] >= 1 and counts["changed"] >= 1 and counts["failed"] == 0
+        assert entitlements.view(entitlements.get(b.uid), clock.now()).status == "canceled"
+    assert _mapping(sub_id)["status"] == "EXPIRED"
+
+
+def test_reconciliation_expires_a_checkout_never_approved(member, paypal: httpx.Client) -> None:
+    b = member()
+    sub_id = b.request("POST", "/billing/paypal/subscribe").json()["subscription_id"]
+    with clock.travel(by=timedelta(seconds=config.CHECKOUT_PENDING_S + 60)):
+        assert billing.reconcile()["abandoned"] == 1
+        assert _mapping(sub_id)["status"] == billing.ABANDONED
+        # A new checkout is a new subscription.
+        fresh = b.request("POST", "/billing/paypal/subscribe").json()["subscription_id"]
+    assert fresh != sub_id
+
+
+def test_reconciliation_mails_once_before_access_ends(member, paypal: httpx.Client) -> None:
+    b = member()
+    subscribe(b, paypal)
+    b.request("POST", "/billing/cancel", json_body={})
+    until = entitlements.get(b.uid)["pro_until"]
+    with clock.travel(to=until - timedelta(days=2)):
+        assert billing.reconcile()["notified"] == 1
+        assert billing.reconcile()["notified"] == 0
+    assert len(mails_to(b.email, "access_ending")) == 1
+
+
+def test_paypal_down_answers_503_and_changes_nothing(member, paypal: httpx.Client) -> None:
+    b = member()
+    paypal.post("/_standin/faults", json={"status": 503, "count": 3, "path_prefix": "/v1/billing/subscriptions"})
+    r = b.request("POST", "/billing/paypal/subscribe")
+    assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
+    assert "Retry-After" in r.headers
+    assert billing.subscriptions_of(b.uid) == []
+
+
+def test_deleting_the_account_cancels_the_subscription_and_export_has_billing(member, paypal: httpx.Client) -> None:
+    b = member()
+    sub_id = subscribe(b, paypal)
+    export = b.request("GET", "/account/export").json()
+    assert export["entitlement"]["status"] == "active" and export["entitlement"]["paypal_subscription_id"] == sub_id
+    assert [s["id"] for s in export["subscriptions"]] == [sub_id] and export["promo_redemptions"] == []
+    assert "snapshot" not in export["subscriptions"][0]
+    r = b.request("DELETE", "/account", json_body={"password": PASSWORD})
+    assert r.status_code == 204, r.text
+    assert paypal.get(f"/_standin/subscriptions/{sub_id}").json()["subscription"]["status"] == "CANCELLED"
+    assert [e["outcome"] for e in audit.for_actor(b.uid) if e["action"] == "billing.cancel"] == ["account-deleted"]
+
+
+def test_deletion_is_refused_when_paypal_cannot_cancel(member, paypal: httpx.Client) -> None:
+    b = member()
+    subscribe(b, paypal)
+    paypal.post("/_standin/faults", json={"status": 503, "count": 5, "path_prefix": "/v1/billing/subscriptions"})
+    r = b.request("DELETE", "/account", json_body={"password": PASSWORD})
+    assert r.status_code == 503
+    paypal.delete("/_standin/faults")
+    assert b.request("GET", "/me").status_code == 200  # not deleted, still signed in
+
+
+def test_free_user_gets_no_storage_and_a_subscriber_does(member, paypal: httpx.Client) -> None:
+    b = member()
+    usage = b.request("GET", "/me").json()["usage"]
+    assert usage["storage_limit_bytes"] == 0 and usage["uploads_limit"] == 0
+    subscribe(b, paypal)
+    usage = b.request("GET", "/me").json()["usage"]
+    assert usage["storage_limit_bytes"] == config.LIMITS.pro_storage_bytes and usage["uploads_limit"] == 200
+
+
+def test_purge_removes_entitlements_and_keeps_an_anonymous_ledger(member, paypal: httpx.Client) -> None:
+    from mllab import accounts, users
+
+    b = member()
+    sub_id = subscribe(b, paypal)
+    users.update(b.uid, deleted_at=clock.now() - timedelta(days=31))
+    assert accounts.purge(clock.now()) >= 1
+    assert entitlements.get(b.uid) is None
+    ledger = _mapping(sub_id)
+    assert ledger["uid"] == "purged" and ledger["snapshot"] is None and ledger["status"] == "ACTIVE"
