@@ -50,7 +50,16 @@ def subscribe(browser: Browser, paypal: httpx.Client) -> str:
     sub_id = r.json()["subscription_id"]
     assert paypal.post(f"/_standin/subscriptions/{sub_id}/approve").status_code in (200, 202)
     assert wait(lambda: subscription_status(browser)["status"] == "active"), subscription_status(browser)
+    assert wait(lambda: deliveries_settled(paypal, sub_id)), "the approval's webhooks were not all delivered"
     return sub_id
+
+
+def deliveries_settled(paypal: httpx.Client, sub_id: str) -> bool:
+    """Every webhook the stand-in sent for this subscription has been answered 2xx (so no delivery
+    still in flight can race what a test does next)."""
+    sent = paypal.get("/_standin/events", params={"subscription_id": sub_id}).json()["events"]
+    return bool(sent) and all(d.get("finished") and d.get("status") == 200
+                              for e in sent for d in e.get("deliveries", []) if e.get("deliveries"))
 
 
 def signed_webhook(stack: Stack, event: dict[str, Any] | bytes, *, webhook_id: str | None = None,
