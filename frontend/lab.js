@@ -5,6 +5,7 @@ const api = (path) => `${config.api_base}${path}`;
 const COOKIE_ROUTE_HEADERS = {"Content-Type": "application/json", "X-CSRF-Token": "1"};
 let accessToken = null;
 let refreshTimer = null;
+let me = null; // GET /me while signed in: who, subscription, usage and the session's CSRF token
 const $ = (id) => document.getElementById(id);
 
 async function refresh() {
@@ -18,17 +19,22 @@ async function refresh() {
 }
 
 async function showAccount() {
+  let account = null;
   if (accessToken !== null) {
     const res = await fetch(api("/me"), {headers: {Authorization: `Bearer ${accessToken}`}});
     if (res.status === 200) {
-      $("who").textContent = (await res.json()).email; // filled before it is shown
+      account = await res.json();
+      $("who").textContent = account.email; // filled before it is shown
+      showSubscription(account.subscription);
+      showUsage(account.usage);
     } else {
       accessToken = null; // the session ended meanwhile
     }
   }
-  const signedIn = accessToken !== null;
-  $("signed-in").hidden = !signedIn;
-  $("signed-out").hidden = signedIn;
+  me = account;
+  $("signed-in").hidden = me === null;
+  $("signed-out").hidden = me !== null;
+  $("billing").hidden = me === null;
 }
 
 $("login-form").addEventListener("submit", async (event) => {
@@ -40,9 +46,10 @@ $("login-form").addEventListener("submit", async (event) => {
     $("login-error").textContent = "";
     await refresh();
   } else {
-    $("login-error").textContent = (await res.json()).detail;
+    $("login-error").textContent = await problemDetail(res);
   }
-  showAccount();
+  await showAccount();
+  finishCheckout(); // a return from PayPal that waited for the sign-in
 });
 
 async function logout(scope) {
@@ -50,10 +57,158 @@ async function logout(scope) {
     body: JSON.stringify({scope})});
   accessToken = null;
   clearTimeout(refreshTimer);
+  say("");
   showAccount();
 }
 $("logout").addEventListener("click", () => logout("local"));
 $("logout-all").addEventListener("click", () => logout("global"));
+
+// --- Billing (DESIGN section 7): the plan from /me, PayPal checkout and cancel, promo codes -------
+
+class Problem extends Error {} // an application/problem+json answer: its `detail` is for people
+const SUBSCRIPTION_ID = /^I-[A-Z0-9]{6,40}$/;
+const DATE = new Intl.DateTimeFormat("en-US", {month: "short", day: "numeric", year: "numeric"});
+const day = (iso) => DATE.format(new Date(iso));
+
+async function problemDetail(res) {
+  const body = await res.json().catch(() => ({}));
+  return body.detail || body.title || `The request failed (HTTP ${res.status}).`;
+}
+
+function say(text, problem = false) {
+  $("billing-message").textContent = text;
+  $("billing-message").classList.toggle("problem", problem);
+}
+
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  for (; n >= 1024 && i < units.length - 1; i++) n /= 1024;
+  return `${Number(n.toFixed(1))} ${units[i]}`;
+}
+
+function planText(sub) {
+  const until = sub.pro_until ? day(sub.pro_until) : "";
+  switch (sub.status) {
+    case "active":
+      if (sub.next_billing_time) return `PRO — renews ${day(sub.next_billing_time)}`;
+      return new Date(sub.pro_until).getUTCFullYear() >= 9999 ? "PRO (no end date)" : `PRO until ${until}`;
+    case "past_due": return `Payment failed — PRO continues until ${until} while PayPal retries`;
+    case "trial": return `PRO trial until ${day(sub.trial_until || sub.pro_until)}`;
+    case "canceled": return sub.plan === "pro" ? `PRO until ${until} (canceled)` : "Free plan (subscription ended)";
+    default: return sub.plan === "pro" ? `PRO until ${until}` : "Free plan";
+  }
+}
+
+function showSubscription(sub) {
+  const status = $("plan-status");
+  status.textContent = planText(sub);
+  status.dataset.status = sub.status;
+  status.dataset.plan = sub.plan;
+  const pro = sub.status === "active" || sub.status === "past_due";
+  // A renewing PayPal subscription has a next billing time (or is past due); a comp or grant has none.
+  const paying = sub.status === "past_due" || (sub.status === "active" && sub.next_billing_time !== null);
+  $("subscribe").hidden = pro;
+  $("cancel-subscription").hidden = !paying;
+}
+
+function showUsage(usage) {
+  const lines = usage.storage_limit_bytes
+    ? [`Storage: ${bytes(usage.storage_bytes)} of ${bytes(usage.storage_limit_bytes)}`,
+       `Uploads today: ${usage.uploads_today} of ${usage.uploads_limit}`]
+    : [`Storage: ${bytes(usage.storage_bytes)} (cloud saves come with PRO)`];
+  $("usage").replaceChildren(...lines.map((text) => Object.assign(document.createElement("li"), {textContent: text})));
+}
+
+async function showPlans() {
+  try {
+    const res = await fetch(api("/billing/plans"));
+    if (!res.ok) throw new Problem(await problemDetail(res));
+    const pro = (await res.json()).plans.find((p) => p.id === "pro");
+    const price = new Intl.NumberFormat("en-US", {style: "currency", currency: pro.price.currency});
+    $("plan-price").textContent = `${pro.name}: ${price.format(Number(pro.price.value))}/${pro.interval} — ` +
+      `${bytes(pro.limits.storage_bytes)} of cloud saves, ${pro.limits.uploads_per_day} uploads a day.`;
+  } catch (err) {
+    $("plan-price").textContent = `Prices are not available right now: ${err.message}`;
+  }
+}
+
+// A mutation as DESIGN section 4 wants it: bearer token, the session's CSRF token, a JSON body.
+async function post(path, body = {}) {
+  const send = () => fetch(api(path), {method: "POST", body: JSON.stringify(body), headers: {
+    "Content-Type": "application/json", Authorization: `Bearer ${accessToken}`, "X-CSRF-Token": me.csrf}});
+  let res = await send();
+  if (res.status === 401 && await refresh()) res = await send(); // the access token expired meanwhile
+  if (!res.ok) throw new Problem(await problemDetail(res));
+  return res.json();
+}
+
+// Runs one billing request with every billing control disabled, and shows what went wrong.
+const LEAVING = Symbol("the page is navigating away");
+async function billingAction(work) {
+  const controls = $("billing").querySelectorAll("button, input");
+  controls.forEach((c) => { c.disabled = true; });
+  say("");
+  let outcome;
+  try {
+    outcome = await work();
+  } catch (err) {
+    say(err instanceof Problem ? err.message : `The request did not go through (${err.message}).`, true);
+  }
+  if (outcome !== LEAVING) controls.forEach((c) => { c.disabled = false; });
+}
+
+async function subscriptionChanged(sub) {
+  showSubscription(sub);
+  await showAccount(); // the usage limits follow the plan
+}
+
+$("subscribe").addEventListener("click", () => billingAction(async () => {
+  const checkout = await post("/billing/paypal/subscribe");
+  say("Opening PayPal…");
+  location.assign(checkout.approve_url);
+  return LEAVING;
+}));
+
+$("cancel-subscription").addEventListener("click", () => {
+  if (!confirm("Cancel your PRO subscription? You keep PRO until the end of the period you paid for.")) return;
+  billingAction(async () => {
+    await subscriptionChanged(await post("/billing/cancel"));
+    say("Your subscription is canceled; PayPal will not charge you again.");
+  });
+});
+
+$("promo-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  billingAction(async () => {
+    const applied = await post("/promo/apply", {code: $("promo-code").value.trim()});
+    await subscriptionChanged(applied.subscription);
+    $("promo-code").value = "";
+    say(applied.kind === "trial" ? `Code applied: ${applied.days}-day PRO trial`
+      : `Code applied: PRO ${applied.days ? `for ${applied.days} days` : "for good"}`);
+  });
+});
+
+// PayPal sends the buyer back to /?billing=return&subscription_id=I-... or /?billing=cancel. The
+// server re-reads the subscription from PayPal (it never trusts the query string). Signed out, the
+// query string waits for the sign-in.
+async function finishCheckout() {
+  const params = new URLSearchParams(location.search);
+  const outcome = params.get("billing");
+  if (!outcome || me === null) return;
+  history.replaceState(null, "", location.pathname + location.hash);
+  if (outcome === "cancel") {
+    say("Checkout canceled; you were not charged.");
+  } else if (outcome === "return") {
+    const id = params.get("subscription_id") ?? "";
+    await billingAction(async () => {
+      const sub = await post("/billing/sync", SUBSCRIPTION_ID.test(id) ? {subscription_id: id} : {});
+      await subscriptionChanged(sub);
+      say(sub.status === "active" ? "Thanks — PRO is active."
+        : `PayPal has not confirmed the subscription yet. Your plan: ${planText(sub)}.`);
+    });
+  }
+}
 
 async function showStatus() {
   const summary = $("status-summary");
@@ -71,6 +226,9 @@ async function showStatus() {
   }
 }
 
-await refresh();
-showAccount();
+showPlans();
 showStatus();
+await refresh();
+await showAccount();
+if (me !== null && location.hash === "#billing") $("billing").scrollIntoView();
+finishCheckout();

@@ -313,8 +313,12 @@ def cmd_promo_create(args: argparse.Namespace, out: Output) -> int:
                         per_user=args.per_user, starts_at=args.starts, expires_at=args.expires,
                         new_users_only=args.new_users_only, created_by=OPERATOR)
     try:
-        doc = promo.create(new)
+        new.check()
     except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        doc = promo.create(new)
+    except ValueError as exc:  # it exists
         raise Refused(str(exc)) from None
     row = code_row(doc, clock.now())
     what = f"{doc['days']}-day trial" if doc["kind"] == "trial" else (

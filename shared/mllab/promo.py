@@ -26,6 +26,10 @@ KINDS = ("trial", "comp")
 CODE_PATTERN = re.compile(r"[A-Z0-9][A-Z0-9-]{2,39}")
 MAX_PER_USER = 50
 ATTEMPTS = 30
+# Refusals that look like guessing count against the user's and the address's failure budgets. A
+# code that is used up, or already used by this user, is not a guess: a class behind one NAT racing
+# for the last uses must get 409s, never 429s (DESIGN section 6: legitimate calls are never throttled).
+GUESSES = {"promo-unknown", "promo-disabled", "promo-expired", "promo-not-started"}
 
 
 def normalize(code: str) -> str:
@@ -163,7 +167,7 @@ def apply(uid: str, raw_code: str, *, ip: str | None = None) -> schemas.PromoApp
             raise _refuse(422, "unknown", "A promo code is 3-40 letters, digits or '-'. Check the spelling.")
         result = _redeem(uid, code)
     except Problem as problem:
-        if problem.slug != "promo-busy":
+        if problem.slug in GUESSES:
             ratelimit.fail("promo_user", uid)
             ratelimit.fail("promo_ip", ip or "")
         audit.record("promo.apply", actor=uid, target=f"promo:{code[:40]}", outcome=problem.slug or "refused", ip=ip)

@@ -17,7 +17,7 @@ def test_healthz_lists_every_component_up(gateway: httpx.Client, stack: Stack) -
     body = r.json()
     assert body["status"] == "ok"
     names = {c["name"]: c["state"] for c in body["components"]}
-    expected = {"firestore", "pubsub", "gcs", "oidc", "gateway"} | {f"fn:{fn.name}" for fn in routes.FUNCTIONS}
+    expected = {"firestore", "pubsub", "gcs", "oidc", "paypal", "gateway"} | {f"fn:{fn.name}" for fn in routes.FUNCTIONS}
     assert set(names) == expected
     assert set(names.values()) == {"up"}
 

@@ -1,0 +1,208 @@
+"""The lab's Billing section in a real browser (Debian's Chromium through Playwright) against the local
+stack: subscribe through the PayPal stand-in's approval page and come back PRO, cancel and keep PRO
+to the paid-through date, redeem a promo code, and abandon a checkout without being charged."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+
+import pytest
+
+from mllab import clock, entitlements
+from mllab_dev.stack import Stack
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+WAIT_MS = 30_000  # a checkout crosses the gateway, the billing function and the stand-in twice
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+class Lab:
+    """One browser context on the lab page, with every console error and page error it produced.
+    The PayPal stand-in serves https with a development CA the browser does not know: the context
+    ignores certificate errors, which only the stand-in's approval page needs."""
+
+    def __init__(self, chromium, stack: Stack, allowed: list[tuple[int, str]]) -> None:
+        self.stack = stack
+        self.context = chromium.new_context(ignore_https_errors=True, locale="en-US", timezone_id="UTC")
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(WAIT_MS)
+        self.errors: list[str] = []
+        self.allowed = list(allowed)  # (status, path) of error answers expected on the lab's origin
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+
+    def _console(self, msg) -> None:
+        if msg.type != "error":
+            return
+        url = (msg.location or {}).get("url", "")
+        if url.startswith(self.stack.paypal_url):
+            return  # the stand-in's own page (its missing favicon), not the lab's
+        # Chromium logs every 4xx answer as "Failed to load resource"; only the expected ones pass.
+        if any(f"status of {status}" in msg.text and url.endswith(path) for status, path in self.allowed):
+            return
+        self.errors.append(f"console: {msg.text} ({url})")
+
+    @property
+    def status(self):
+        return self.page.locator("#plan-status")
+
+    @property
+    def message(self):
+        return self.page.locator("#billing-message")
+
+    def sign_in(self, user: dict) -> None:
+        self.page.goto(self.stack.gateway_url + "/")
+        self.page.wait_for_selector("#signed-out:not([hidden])")
+        self.page.fill("#email", user["email"])
+        self.page.fill("#password", user["password"])
+        self.page.click("#login-form button[type=submit]")
+        self.page.wait_for_selector("#billing:not([hidden])")
+
+    def start_checkout(self) -> None:
+        from playwright.sync_api import expect
+
+        expect(self.status).to_have_attribute("data-plan", "free")
+        expect(self.page.locator("#plan-price")).to_contain_text("$15.00/month")
+        self.page.get_by_role("button", name="Subscribe with PayPal").click()
+        self.page.wait_for_url(f"{self.stack.paypal_url}/webapps/billing/subscriptions?ba_token=*",
+                               wait_until="domcontentloaded")
+
+    def back_from_paypal(self, button: str) -> None:
+        self.page.get_by_role("button", name=button).click()
+        # PayPal's redirect lands on /?billing=...; the lab then drops the query string.
+        self.page.wait_for_url(self.stack.gateway_url + "/", wait_until="domcontentloaded")
+
+    def subscribe(self) -> None:
+        from playwright.sync_api import expect
+
+        self.start_checkout()
+        self.back_from_paypal("Agree & Subscribe")
+        expect(self.status).to_have_attribute("data-status", "active")
+        expect(self.status).to_have_attribute("data-plan", "pro")
+        expect(self.message).to_have_text("Thanks — PRO is active.")
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture(scope="module")
+def known_503(stack: Stack) -> list[tuple[int, str]]:
+    """Every part is up (the gateway's health probe trusts the stand-in's development CA), so no
+    error response is expected on page load."""
+    import httpx
+
+    body = httpx.get(stack.gateway_url + "/healthz", timeout=10).json()
+    assert all(c["state"] == "up" for c in body["components"]), body
+    return []
+
+
+@pytest.fixture
+def lab(chromium, stack: Stack, known_503: list[tuple[int, str]]) -> Iterator[Lab]:
+    lab = Lab(chromium, stack, known_503)
+    yield lab
+    lab.close()
+    assert not lab.errors, "\n".join(lab.errors)
+
+
+def shown(dt: datetime) -> str:
+    """A date as the lab shows it (en-US, the context's UTC): Dec 22, 2026."""
+    return f"{dt:%b} {dt.day}, {dt.year}"
+
+
+def test_subscribe_through_paypal_and_see_pro(lab: Lab, new_user) -> None:
+    from playwright.sync_api import expect
+
+    user = new_user()
+    lab.sign_in(user)
+    expect(lab.status).to_have_text("Free plan")
+    expect(lab.status).to_have_attribute("data-status", "none")
+    lab.subscribe()
+    assert lab.page.url == lab.stack.gateway_url + "/"  # no ?billing=return&subscription_id=... left
+    ent = entitlements.get(user["uid"])
+    renews = entitlements.parse_time(ent["paypal"]["next_billing_time"])
+    expect(lab.status).to_have_text(f"PRO — renews {shown(renews)}")
+    expect(lab.page.locator("#cancel-subscription")).to_be_visible()
+    expect(lab.page.locator("#subscribe")).to_be_hidden()
+    expect(lab.page.locator("#usage")).to_contain_text("Storage: 0 B of 5 GiB")
+
+    lab.page.reload()  # the state comes from the server, not from the return URL
+    expect(lab.status).to_have_attribute("data-status", "active")
+    expect(lab.message).to_have_text("")
+
+
+def test_cancel_keeps_pro_to_the_paid_through_date(lab: Lab, new_user) -> None:
+    from playwright.sync_api import expect
+
+    user = new_user()
+    lab.sign_in(user)
+    lab.subscribe()
+    dialogs: list[str] = []
+
+    def accept(dialog) -> None:
+        dialogs.append(dialog.type)
+        dialog.accept()
+
+    lab.page.once("dialog", accept)
+    lab.page.get_by_role("button", name="Cancel subscription").click()
+    expect(lab.status).to_have_attribute("data-status", "canceled")
+    expect(lab.status).to_have_attribute("data-plan", "pro")
+    assert dialogs == ["confirm"]
+    paid_through = entitlements.pro_until(entitlements.get(user["uid"]))
+    assert paid_through is not None and paid_through > clock.now()
+    expect(lab.status).to_have_text(f"PRO until {shown(paid_through)} (canceled)")
+    expect(lab.message).to_contain_text("canceled")
+    expect(lab.page.locator("#subscribe")).to_be_visible()
+    expect(lab.page.locator("#cancel-subscription")).to_be_hidden()
+
+
+def test_promo_code_gives_a_trial_and_unknown_codes_say_why(lab: Lab, new_user) -> None:
+    from playwright.sync_api import expect
+
+    from mllab import promo
+
+    promo.create(promo.NewCode(code="LAB7", kind="trial", days=7, uses=5))
+    user = new_user()
+    lab.sign_in(user)
+    lab.page.fill("#promo-code", "lab7")  # codes are case-insensitive
+    lab.page.get_by_role("button", name="Apply").click()
+    expect(lab.status).to_have_attribute("data-status", "trial")
+    expect(lab.status).to_have_attribute("data-plan", "pro")
+    expect(lab.message).to_have_text("Code applied: 7-day PRO trial")
+    trial_until = entitlements.parse_time(entitlements.get(user["uid"])["trial_until"])
+    expect(lab.status).to_have_text(f"PRO trial until {shown(trial_until)}")
+    expect(lab.page.locator("#promo-code")).to_have_value("")
+
+    lab.allowed.append((422, "/promo/apply"))
+    lab.page.fill("#promo-code", "NOPE")
+    lab.page.get_by_role("button", name="Apply").click()
+    expect(lab.message).to_contain_text("There is no promo code NOPE")
+    expect(lab.message).to_have_class("problem")
+    assert "{" not in lab.message.text_content()  # the detail, never the raw problem document
+    expect(lab.status).to_have_attribute("data-status", "trial")  # unchanged
+    expect(lab.page.get_by_role("button", name="Apply")).to_be_enabled()
+
+
+def test_checkout_canceled_at_paypal_stays_free(lab: Lab, new_user) -> None:
+    from playwright.sync_api import expect
+
+    user = new_user()
+    lab.sign_in(user)
+    lab.start_checkout()
+    lab.back_from_paypal("Cancel and return to merchant")
+    expect(lab.message).to_have_text("Checkout canceled; you were not charged.")
+    expect(lab.status).to_have_attribute("data-plan", "free")
+    expect(lab.status).to_have_attribute("data-status", "none")
+    expect(lab.page.get_by_role("button", name="Subscribe with PayPal")).to_be_visible()
+    assert lab.page.url == lab.stack.gateway_url + "/"
