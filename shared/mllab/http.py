@@ -189,9 +189,10 @@ class Router:
             except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into 500/503
                 if dependency_outage(exc):
                     log.exception("dependency unavailable", exc)
+                    wait = max(1, min(int(getattr(exc, "retry_after", 5) or 5), 300))  # PayPal's, when it said
                     resp = problem_response(Problem(
                         503, "A service we depend on is not answering. Try again in a few seconds.",
-                        headers={"Retry-After": "5"}), request_id, raw.path)
+                        headers={"Retry-After": str(wait)}), request_id, raw.path)
                 else:
                     log.exception("unhandled error", exc)
                     resp = problem_response(Problem(

@@ -86,12 +86,33 @@ def test_a_valid_production_configuration_loads() -> None:
     assert s.cors_origins == ("https://lab.example.com",)
 
 
+def test_paypal_environment_decides_the_webhook_certificate_hosts() -> None:
+    sandbox = config.load(PRODUCTION)
+    assert not sandbox.paypal_live
+    assert sandbox.webhook_cert_origins == ("https://api.sandbox.paypal.com", "https://api-m.sandbox.paypal.com")
+    live = config.load({**PRODUCTION, "MLLAB_PAYPAL_API_BASE": "https://api-m.paypal.com"})
+    assert live.paypal_live and live.webhook_cert_origins == ("https://api.paypal.com", "https://api-m.paypal.com")
+    local = config.load({"MLLAB_PAYPAL_API_BASE": "https://127.0.0.1:9500",
+                         "MLLAB_PAYPAL_CERT_ORIGINS": "https://127.0.0.1:9500"})
+    assert local.webhook_cert_origins == ("https://127.0.0.1:9500",)  # no real PayPal host trusted locally
+
+
+def test_plans_table_matches_the_limits() -> None:
+    assert config.PLANS["pro"].price == "15.00" and config.PLANS["pro"].cloud_saves
+    assert config.PLANS["pro"].storage_bytes == config.LIMITS.pro_storage_bytes == 5 * config.GiB
+    assert config.PLANS["free"].storage_bytes == 0 and not config.PLANS["free"].cloud_saves
+
+
 @pytest.mark.parametrize(("variable", "value", "match"), [
     ("MLLAB_PUBLIC_URL", "http://lab.example.com", "public_url"),
     ("MLLAB_CORS_ORIGINS", "https://lab.example.com,http://127.0.0.1:8080", "CORS"),
     ("MLLAB_PROJECT", "demo-mllab", "emulator-only"),
     ("MLLAB_OIDC_ISSUER", "http://127.0.0.1:9400", "oidc_issuer"),  # the local OIDC stand-in
     ("MLLAB_LAB_URL", "http://127.0.0.1:8080", "lab_url"),
+    ("MLLAB_PAYPAL_API_BASE", "https://127.0.0.1:9500", "paypal_api_base"),  # the local PayPal stand-in
+    ("MLLAB_PAYPAL_API_BASE", "https://api-m.paypal.com.evil.test", "paypal_api_base"),
+    ("MLLAB_PAYPAL_CA_FILE", "/tmp/ca.pem", "paypal_ca_file"),
+    ("MLLAB_PAYPAL_CERT_ORIGINS", "https://127.0.0.1:9500", "paypal_cert_origins"),
 ])
 def test_production_refuses_local_settings(variable: str, value: str, match: str) -> None:
     with pytest.raises(config.ConfigError, match=match):
