@@ -2,7 +2,7 @@
 
 Every test runs a fresh stand-in in-process on an ephemeral port and talks to it over TLS with
 httpx, trusting only the development CA. PayPal response bodies are validated against the schema
-PayPal's published OpenAPI documents (shared/research/paypal/) give for that operation and status.
+PayPal's published OpenAPI documents (tests/data/paypal-openapi/) give for that operation and status.
 Webhooks go to a small local receiver, and every signature is checked the way a PayPal listener
 does offline: certificate fetched from PAYPAL-CERT-URL, RSASSA-PKCS1-v1_5 SHA-256 over
 `transmission_id|transmission_time|webhook_id|crc32(raw body)` (CRC unsigned).
@@ -42,7 +42,7 @@ from mllab_dev.paypal_standin import CERT_ID, StandIn
 
 from tests.unit.helpers import REPO
 
-OPENAPI_DIR = Path(os.environ.get("MLLAB_PAYPAL_OPENAPI_DIR") or REPO.parent / "shared" / "research" / "paypal")
+OPENAPI_DIR = Path(os.environ.get("MLLAB_PAYPAL_OPENAPI_DIR") or REPO / "tests" / "data" / "paypal-openapi")
 BILLING = "billing_subscriptions_v1.json"
 NOTIFICATIONS = "notifications_webhooks_v1.json"
 FAST_RETRIES = (0.02, 0.05, 0.1)
