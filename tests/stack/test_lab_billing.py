@@ -12,6 +12,10 @@ import pytest
 from mllab import clock, entitlements
 from mllab_dev.stack import Stack
 
+# A billing action is a PayPal call, a re-read and a Firestore transaction: under a full test run on
+# two cores that can take longer than Playwright's default 5 s.
+EXPECT_TIMEOUT_MS = 20_000
+
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -20,8 +24,9 @@ WAIT_MS = 30_000  # a checkout crosses the gateway, the billing function and the
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield browser
@@ -69,6 +74,7 @@ class Lab:
         self.page.fill("#password", user["password"])
         self.page.click("#login-form button[type=submit]")
         self.page.wait_for_selector("#billing:not([hidden])")
+        self.uid = user["uid"]
 
     def start_checkout(self) -> None:
         from playwright.sync_api import expect
@@ -87,11 +93,18 @@ class Lab:
     def subscribe(self) -> None:
         from playwright.sync_api import expect
 
+        from .billing_support import deliveries_settled, standin, wait
+
         self.start_checkout()
         self.back_from_paypal("Agree & Subscribe")
         expect(self.status).to_have_attribute("data-status", "active")
         expect(self.status).to_have_attribute("data-plan", "pro")
         expect(self.message).to_have_text("Thanks — PRO is active.")
+        # Let the approval's webhooks finish, so what the test does next does not race them on the
+        # emulator (whose transaction locks make concurrent writers wait seconds under load).
+        sub_id = entitlements.get(self.uid)["paypal_subscription_id"]
+        with standin(self.stack) as paypal:
+            assert wait(lambda: deliveries_settled(paypal, sub_id))
 
     def close(self) -> None:
         self.context.close()

@@ -9,7 +9,7 @@ import uuid
 import httpx
 import pytest
 
-from mllab import audit, catalog, clients, events, recorder
+from mllab import audit, billing, catalog, clients, entitlements, events, recorder
 from mllab_dev.stack import BUCKET, Stack
 
 from .conftest import Browser
@@ -35,8 +35,6 @@ def _wait(predicate, timeout: float = 20.0):
 @pytest.fixture
 def lab(stack: Stack, new_user) -> Browser:
     """A signed-in PRO user (an operator grant; the promo and PayPal paths have their own tests)."""
-    from mllab import billing, entitlements
-
     user = new_user()
     billing.set_grant(user["uid"], lambda doc, now: entitlements.with_grant(doc, None, now))
     b = Browser(stack.gateway_url)
@@ -151,6 +149,7 @@ def test_another_users_ids_and_objects_are_404(stack: Stack, lab: Browser, new_u
     assert r.status_code == 200
     _wait(lambda: recorder.usage_of(lab.uid) > 0)
     other_user = new_user()
+    billing.set_grant(other_user["uid"], lambda doc, now: entitlements.with_grant(doc, None, now))  # PRO too
     other = Browser(stack.gateway_url)
     assert other.login(other_user["email"], other_user["password"]).status_code == 200
     assert other.request("POST", "/signed/upload", json_body={"kind": "weights", "model_id": model_id, "version": n,
