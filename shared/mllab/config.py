@@ -284,29 +284,31 @@ def _local_secret(s: Settings, name: str) -> Path:
     with _generate_lock:
         if not path.is_file():
             for target, content in _GENERATORS[name](local_secrets_dir(s)).items():
-                _write_once(local_secrets_dir(s) / target, content)
+                write_once(local_secrets_dir(s) / target, content)
     return path
 
 
-def _write_once(path: Path, content: str) -> None:
+def write_once(path: Path, content: str | bytes, mode: int = 0o600) -> None:
     """Atomic create-if-absent, safe when several processes start at once: the first link wins."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(content)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
+        os.fchmod(fd, mode)  # exactly `mode`, whatever the umask
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content.encode() if isinstance(content, str) else content)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
     finally:
-        tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
 def _signing_keys(directory: Path) -> dict[str, str]:
     from mllab import tokens
 
-    _write_once(directory / SIGNING_KEYS, json.dumps(tokens.new_key_set(), indent=1))
+    write_once(directory / SIGNING_KEYS, json.dumps(tokens.new_key_set(), indent=1))
     # Derive the public set from the private set that won the race (or an earlier run left), so the
     # pair always matches even when another process wrote the private file first.
     private = json.loads((directory / SIGNING_KEYS).read_text())

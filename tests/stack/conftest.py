@@ -48,6 +48,41 @@ def clean_firestore(stack: Stack) -> None:
     assert r.status_code == 200, r.text
 
 
+@pytest.fixture(autouse=True)
+def fresh_session_keys(stack: Stack) -> None:
+    """Session keys are cached per process for 5 minutes: make sure they come from the stack's dev dir."""
+    sessions.reset_caches()
+
+
+@pytest.fixture
+def cli(stack: Stack):
+    """cli(*args, stdin=None) -> the installed `mllab` console script run against the stack."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLLAB_")}
+    env.update(stack.env())
+    mllab = Path(sys.executable).parent / "mllab"
+
+    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([str(mllab), *args], input=stdin if stdin is not None else "", env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    return run
+
+
+@pytest.fixture
+def paypal(stack: Stack) -> Iterator[httpx.Client]:
+    """The PayPal stand-in (its REST API and its /_standin/ control API), with no faults left over."""
+    from mllab_dev import devca
+
+    client = httpx.Client(base_url=stack.paypal_url, verify=devca.paths(stack.dev_dir).client_context(), timeout=20)
+    client.delete("/_standin/faults")
+    yield client
+    client.delete("/_standin/faults")
+    client.close()
+
+
 @pytest.fixture
 def gateway(stack: Stack) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=stack.gateway_url, timeout=20) as client:
@@ -148,6 +183,25 @@ class Browser:
         if r.status_code == 200:
             self.access_token = r.json()["access_token"]
         return r
+
+
+@pytest.fixture
+def member(stack: Stack, new_user):
+    """member() -> a Browser signed in through the gateway as a new verified user (.uid, .email)."""
+    made: list[Browser] = []
+
+    def make() -> Browser:
+        user = new_user(verified=True)
+        b = Browser(stack.gateway_url)
+        assert b.login(user["email"], user["password"]).status_code == 200
+        assert b.csrf, "GET /me gave no CSRF token"
+        b.uid, b.email = user["uid"], user["email"]  # type: ignore[attr-defined]
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.client.close()
 
 
 @pytest.fixture

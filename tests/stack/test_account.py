@@ -19,12 +19,6 @@ from .conftest import PASSWORD, Browser
 ME_KEYS = {"uid", "email", "name", "role", "email_verified", "subscription", "usage", "csrf"}
 
 
-@pytest.fixture(autouse=True)
-def fresh_session_keys(stack: Stack) -> None:
-    """Session keys are cached per process for 5 minutes: make sure they come from the stack's dev dir."""
-    sessions.reset_caches()
-
-
 def sign_in(uid: str, user_agent: str = "pytest-device/1.0", ip: str = "203.0.113.7") -> dict:
     """A live session and its access token, as /auth/login would make them (without HTTP)."""
     session, refresh = sessions.create(uid, "password", user_agent=user_agent, ip=ip)

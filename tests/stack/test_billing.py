@@ -8,44 +8,11 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from mllab import audit, billing, clients, clock, config, entitlements, sessions
+from mllab import audit, billing, clients, clock, config, entitlements
 from mllab.problems import Problem
-from mllab_dev.stack import Stack
 
-from .billing_support import mails_to, standin, subscribe, subscription_status, wait
-from .conftest import PASSWORD, Browser
-
-
-@pytest.fixture(autouse=True)
-def fresh_session_keys(stack: Stack) -> None:
-    sessions.reset_caches()
-
-
-@pytest.fixture
-def paypal(stack: Stack):
-    client = standin(stack)
-    client.delete("/_standin/faults")
-    yield client
-    client.delete("/_standin/faults")
-    client.close()
-
-
-@pytest.fixture
-def member(stack: Stack, new_user):
-    """A verified user signed in through the gateway: member() -> Browser with .uid and .email."""
-    made = []
-
-    def make(verified: bool = True) -> Browser:
-        user = new_user(verified=verified)
-        b = Browser(stack.gateway_url)
-        assert b.login(user["email"], user["password"]).status_code == 200
-        b.uid, b.email = user["uid"], user["email"]  # type: ignore[attr-defined]
-        made.append(b)
-        return b
-
-    yield make
-    for b in made:
-        b.client.close()
+from .billing_support import mails_to, subscribe, subscription_status, wait
+from .conftest import PASSWORD
 
 
 def _mapping(sub_id: str) -> dict:

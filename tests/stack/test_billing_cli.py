@@ -4,58 +4,20 @@ installed console script against the local stack: Firestore emulator, gateway an
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import httpx
 import pytest
 
-from mllab import audit, billing, clients, clock, entitlements, paypal, promo, sessions
+from mllab import audit, billing, clients, clock, entitlements, paypal, promo
 from mllab_dev import devca
 from mllab_dev.stack import Stack
 
 from .conftest import Browser
 
-MLLAB = Path(sys.executable).parent / "mllab"
 FOREVER = "9999-12-31T00:00:00Z"
-
-
-@pytest.fixture(autouse=True)
-def fresh_session_keys(stack: Stack) -> None:
-    sessions.reset_caches()
-
-
-@pytest.fixture
-def cli(stack: Stack):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLLAB_")}
-    env.update(stack.env())
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(MLLAB), *args], input="", env=env, capture_output=True, text=True, timeout=120)
-
-    return run
-
-
-@pytest.fixture
-def signed_in(stack: Stack, new_user):
-    made: list[Browser] = []
-
-    def make() -> Browser:
-        user = new_user(verified=True)
-        b = Browser(stack.gateway_url)
-        assert b.login(user["email"], user["password"]).status_code == 200
-        b.uid, b.email = user["uid"], user["email"]  # type: ignore[attr-defined]
-        made.append(b)
-        return b
-
-    yield make
-    for b in made:
-        b.client.close()
 
 
 @pytest.fixture
@@ -186,8 +148,8 @@ def test_promo_list_and_disable(cli) -> None:
 
 # --- access grant / revoke --------------------------------------------------------------------------
 
-def test_access_grant_and_revoke(cli, signed_in, unique: str) -> None:
-    forever, ten_days = signed_in(), signed_in()
+def test_access_grant_and_revoke(cli, member, unique: str) -> None:
+    forever, ten_days = member(), member()
     assert _me(forever)["subscription"]["plan"] == "free"
 
     r = cli("access", "grant", forever.email.upper())
@@ -256,8 +218,8 @@ def _paying(b: Browser, standin: httpx.Client) -> str:
     return sub_id
 
 
-def test_billing_resync_repairs_a_missed_cancellation(cli, signed_in, standin: httpx.Client) -> None:
-    canceller, suspended = signed_in(), signed_in()
+def test_billing_resync_repairs_a_missed_cancellation(cli, member, standin: httpx.Client) -> None:
+    canceller, suspended = member(), member()
     cancel_id, suspend_id = _paying(canceller, standin), _paying(suspended, standin)
     paid_through = _when(_me(canceller)["subscription"]["next_billing_time"])
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -12,27 +11,9 @@ from pathlib import Path
 import pytest
 
 from mllab import accounts, audit, clock, passwords, sessions, users
-from mllab_dev.stack import Stack
 
 MLLAB = Path(sys.executable).parent / "mllab"
 SECRET = "a long operator-chosen passphrase 42"
-
-
-@pytest.fixture(autouse=True)
-def fresh_session_keys(stack: Stack) -> None:
-    sessions.reset_caches()
-
-
-@pytest.fixture
-def cli(stack: Stack):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLLAB_")}
-    env.update(stack.env())
-
-    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run([str(MLLAB), *args], input=stdin if stdin is not None else "", env=env,
-                              capture_output=True, text=True, timeout=120)
-
-    return run
 
 
 def test_the_console_script_is_installed() -> None:

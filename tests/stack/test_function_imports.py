@@ -96,13 +96,7 @@ EXERCISE = {
         assert r.status_code == 204, r.data
     """,
     "catalog": """
-        import uuid
-        from mllab import sessions, tokens, users  # a Google user: no argon2 in this child
-        sub = uuid.uuid4().hex[:12]
-        uid = users.create_google_user("https://accounts.google.com", sub, f"imports-{sub}@example.com", "Imports")
-        s, _ = sessions.create(uid, "google", user_agent="imports", ip="203.0.113.1")
-        h = {"Authorization": "Bearer " + tokens.issue_access_token(uid, s.id).token,
-             "X-CSRF-Token": sessions.csrf_token(s.id)}
+        uid, h = signed_in()
         r = client.post("/projects", json={"name": "imports"}, headers=h)
         assert r.status_code == 201, r.data
         pid = r.get_json()["id"]
@@ -144,13 +138,7 @@ EXERCISE = {
         assert r.status_code == 404, r.data  # nothing recorded yet
     """,
     "billing": """
-        import uuid
-        from mllab import sessions, tokens, users
-        sub = uuid.uuid4().hex[:12]
-        uid = users.create_google_user("https://accounts.google.com", sub, f"billing-{sub}@example.com", "B")
-        s, _ = sessions.create(uid, "google", user_agent="imports", ip="203.0.113.1")
-        h = {"Authorization": "Bearer " + tokens.issue_access_token(uid, s.id).token,
-             "X-CSRF-Token": sessions.csrf_token(s.id)}
+        uid, h = signed_in()
         assert client.get("/billing/plans").status_code == 200
         r = client.post("/billing/paypal/subscribe", headers=h)  # PayPal (the stand-in) over httpx
         assert r.status_code == 200 and r.json["approve_url"].startswith("https://"), r.data
@@ -176,13 +164,7 @@ EXERCISE = {
         assert r.status_code == 200 and r.json["outcome"] == "ignored", r.data
     """,
     "promo_apply": """
-        import uuid
-        from mllab import sessions, tokens, users
-        sub = uuid.uuid4().hex[:12]
-        uid = users.create_google_user("https://accounts.google.com", sub, f"promo-{sub}@example.com", "P")
-        s, _ = sessions.create(uid, "google", user_agent="imports", ip="203.0.113.1")
-        h = {"Authorization": "Bearer " + tokens.issue_access_token(uid, s.id).token,
-             "X-CSRF-Token": sessions.csrf_token(s.id)}
+        uid, h = signed_in()
         r = client.post("/promo/apply", json={"code": "NO-SUCH-CODE"}, headers=h)
         assert r.status_code == 422, r.data
     """,
@@ -200,6 +182,16 @@ import functions_framework
 app = functions_framework.create_app({target!r}, {source!r})
 at_import = sorted(m for m in sys.modules if m.startswith("google.cloud"))
 client = app.test_client()
+
+def signed_in():  # a Google user (no argon2 in the child) with a live session: (uid, auth + CSRF headers)
+    import uuid
+    from mllab import sessions, tokens, users
+    sub = uuid.uuid4().hex[:12]
+    uid = users.create_google_user("https://accounts.google.com", sub, f"imports-{{sub}}@example.com", "Imports")
+    s, _ = sessions.create(uid, "google", user_agent="imports", ip="203.0.113.1")
+    return uid, {{"Authorization": "Bearer " + tokens.issue_access_token(uid, s.id).token,
+                 "X-CSRF-Token": sessions.csrf_token(s.id)}}
+
 {exercise}
 print(json.dumps({{"at_import": at_import, "after": sorted(sys.modules)}}))
 """

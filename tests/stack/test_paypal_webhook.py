@@ -12,28 +12,14 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from mllab import billing, sessions
+from mllab import billing
 from mllab_dev.stack import Stack
 
-from .billing_support import (event, event_marker, mails_to, signed_webhook, standin, subscribe, subscription_status,
+from .billing_support import (event, event_marker, mails_to, signed_webhook, subscribe, subscription_status,
                               wait)
 from .conftest import Browser
 
 PATH = "/payments/paypal/webhook"
-
-
-@pytest.fixture(autouse=True)
-def fresh_session_keys(stack: Stack) -> None:
-    sessions.reset_caches()
-
-
-@pytest.fixture
-def paypal(stack: Stack):
-    client = standin(stack)
-    client.delete("/_standin/faults")
-    yield client
-    client.delete("/_standin/faults")
-    client.close()
 
 
 @pytest.fixture

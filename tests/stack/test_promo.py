@@ -5,18 +5,13 @@ export) and what it must not (refusals change nothing, contention never gives mo
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import httpx
-import pytest
 
 from mllab import (audit, billing, clients, clock, config, entitlements, passwords, promo, sessions, tokens,
                    users)
@@ -26,44 +21,8 @@ from mllab_dev.stack import Stack
 from .conftest import Browser
 from .test_storage_flow import WEIGHTS, _model_with_version, _ok
 
-MLLAB = Path(sys.executable).parent / "mllab"
 GIB = 1024 ** 3
 FOREVER = "9999-12-31T00:00:00Z"
-
-
-@pytest.fixture(autouse=True)
-def fresh_session_keys(stack: Stack) -> None:
-    sessions.reset_caches()
-
-
-@pytest.fixture
-def cli(stack: Stack):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLLAB_")}
-    env.update(stack.env())
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(MLLAB), *args], input="", env=env, capture_output=True, text=True, timeout=120)
-
-    return run
-
-
-@pytest.fixture
-def signed_in(stack: Stack, new_user):
-    """signed_in() -> a Browser signed in as a new verified password user (with .uid and .email)."""
-    made: list[Browser] = []
-
-    def make() -> Browser:
-        user = new_user(verified=True)
-        b = Browser(stack.gateway_url)
-        assert b.login(user["email"], user["password"]).status_code == 200
-        assert b.csrf, "GET /me gave no CSRF token"
-        b.uid, b.email = user["uid"], user["email"]  # type: ignore[attr-defined]
-        made.append(b)
-        return b
-
-    yield make
-    for b in made:
-        b.client.close()
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -110,11 +69,11 @@ def _promo_audit(uid: str) -> list[dict]:
 
 # --- the happy path ------------------------------------------------------------------------------
 
-def test_a_cli_made_trial_code_is_redeemed_through_the_gateway(cli, signed_in) -> None:
+def test_a_cli_made_trial_code_is_redeemed_through_the_gateway(cli, member) -> None:
     r = cli("promo", "create", "TRIAL14", "--days", "14", "--uses", "5")
     assert r.returncode == 0, r.stderr
     assert "TRIAL14" in r.stdout
-    b = signed_in()
+    b = member()
     assert b.request("GET", "/me").json()["subscription"]["plan"] == "free"
 
     applied = _ok(_apply(b, "TRIAL14"))
@@ -147,9 +106,9 @@ def test_a_cli_made_trial_code_is_redeemed_through_the_gateway(cli, signed_in) -
     assert _code_doc("TRIAL14")["redemptions"] == 1
 
 
-def test_the_code_is_normalised(signed_in) -> None:
+def test_the_code_is_normalised(member) -> None:
     _code("TRIAL14")
-    b = signed_in()
+    b = member()
     applied = _ok(_apply(b, " trial14 "))
     assert applied["code"] == "TRIAL14" and applied["subscription"]["status"] == "trial"
     assert [r["id"] for r in _redemptions("TRIAL14")] == [f"TRIAL14_{b.uid}_1"]
@@ -238,9 +197,9 @@ def test_fifty_racers_in_process_get_exactly_ten_uses(stack: Stack) -> None:
 
 # --- caps and stacking ---------------------------------------------------------------------------
 
-def test_the_per_user_cap_and_stacked_trials(signed_in) -> None:
+def test_the_per_user_cap_and_stacked_trials(member) -> None:
     _code("TWICE", days=10, uses=10, per_user=2)  # `mllab promo create ... --per-user 2`: test_billing_cli.py
-    b = signed_in()
+    b = member()
     first = _ok(_apply(b, "TWICE"))
     second = _ok(_apply(b, "TWICE"))
     now = clock.now()
@@ -258,7 +217,7 @@ def test_the_per_user_cap_and_stacked_trials(signed_in) -> None:
 
 # --- refusals change nothing ---------------------------------------------------------------------
 
-def test_refused_codes_answer_422_and_change_nothing(cli, signed_in) -> None:
+def test_refused_codes_answer_422_and_change_nothing(cli, member) -> None:
     now = clock.now()
     _code("OLD-CODE", expires_at=now - timedelta(days=1))
     starts = (now + timedelta(days=3)).replace(second=0, microsecond=0)
@@ -266,7 +225,7 @@ def test_refused_codes_answer_422_and_change_nothing(cli, signed_in) -> None:
     _code("OFF-CODE")
     r = cli("promo", "disable", "off-code")
     assert r.returncode == 0 and "OFF-CODE" in r.stdout, r.stderr
-    b = signed_in()
+    b = member()
 
     expired = _problem(_apply(b, "OLD-CODE"), 422, "promo-expired")
     assert "OLD-CODE" in expired["detail"] and (now - timedelta(days=1)).strftime("%Y-%m-%d") in expired["detail"]
@@ -293,9 +252,9 @@ def test_refused_codes_answer_422_and_change_nothing(cli, signed_in) -> None:
     assert outcomes == {"promo-expired": 1, "promo-not-started": 1, "promo-disabled": 1, "promo-unknown": 3}
 
 
-def test_failures_are_counted_then_429(signed_in) -> None:
+def test_failures_are_counted_then_429(member) -> None:
     _code("GOOD-CODE")
-    b = signed_in()
+    b = member()
     limit = config.RATE_LIMITS.promo_user
     for i in range(limit):
         _problem(_apply(b, f"GUESS-{i:03d}"), 422, "promo-unknown")
@@ -311,9 +270,9 @@ def test_failures_are_counted_then_429(signed_in) -> None:
     assert [e["target"] for e in throttled] == ["promo_user"] and throttled[0]["outcome"] == "429"
 
 
-def test_new_users_only(signed_in) -> None:
+def test_new_users_only(member) -> None:
     _code("NEWBIE", new_users_only=True)
-    veteran = signed_in()
+    veteran = member()
     billing.set_grant(veteran.uid, lambda d, now: entitlements.with_grant(d, 1, now))
     billing.set_grant(veteran.uid, lambda d, now: entitlements.without_grants(d), action="access.revoke")
     assert entitlements.get(veteran.uid)["ever_pro"] is True
@@ -323,14 +282,14 @@ def test_new_users_only(signed_in) -> None:
     assert "NEWBIE" in body["detail"] and "new" in body["detail"]
     assert _code_doc("NEWBIE")["redemptions"] == 0
 
-    fresh = signed_in()
+    fresh = member()
     assert _ok(_apply(fresh, "NEWBIE"))["subscription"]["status"] == "trial"
     assert _code_doc("NEWBIE")["redemptions"] == 1
 
 
-def test_no_trial_on_top_of_an_active_paypal_subscription(signed_in) -> None:
+def test_no_trial_on_top_of_an_active_paypal_subscription(member) -> None:
     _code("TRIAL30", days=30)
-    b = signed_in()
+    b = member()
     now = clock.now()
     snapshot = {
         "id": "I-PROMOTEST1234", "status": "ACTIVE", "plan_id": "P-PROMOTEST", "custom_id": b.uid,
@@ -351,9 +310,9 @@ def test_no_trial_on_top_of_an_active_paypal_subscription(signed_in) -> None:
     assert _code_doc("TRIAL30")["redemptions"] == 0 and _redemptions("TRIAL30") == []
 
 
-def test_a_comp_code_without_days_is_pro_for_good(signed_in) -> None:
+def test_a_comp_code_without_days_is_pro_for_good(member) -> None:
     _code("COMP-FOREVER", "comp", uses=1, days=None)
-    b = signed_in()
+    b = member()
     applied = _ok(_apply(b, "comp-forever"))
     assert applied["kind"] == "comp" and applied["days"] is None
     assert applied["subscription"]["status"] == "active" and applied["subscription"]["pro_until"] == FOREVER
@@ -365,9 +324,9 @@ def test_a_comp_code_without_days_is_pro_for_good(signed_in) -> None:
 
 # --- what a trial unlocks ------------------------------------------------------------------------
 
-def test_the_storage_gate_opens_with_a_trial(signed_in) -> None:
+def test_the_storage_gate_opens_with_a_trial(member) -> None:
     _code("SAVE-TRIAL", days=7)
-    b = signed_in()
+    b = member()
     _, model_id, n = _model_with_version(b)
     ask = {"kind": "weights", "model_id": model_id, "version": n, "size": len(WEIGHTS)}
     body = _problem(b.request("POST", "/signed/upload", json_body=ask), 403, "plan-required")
@@ -381,9 +340,9 @@ def test_the_storage_gate_opens_with_a_trial(signed_in) -> None:
     assert put.status_code == 200, put.text
 
 
-def test_the_account_export_holds_the_entitlement_and_redemptions(signed_in) -> None:
+def test_the_account_export_holds_the_entitlement_and_redemptions(member) -> None:
     _code("EXPORT-ME", days=5)
-    b = signed_in()
+    b = member()
     _ok(_apply(b, "EXPORT-ME"))
     exported = _ok(b.request("GET", "/account/export"))
     assert exported["entitlement"]["status"] == "trial" and exported["entitlement"]["plan"] == "pro"

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import ssl
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +25,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from mllab import config
 
 SUBDIR = "paypal"
 CA_CN = "ML Lab local development CA (PayPal stand-in)"
@@ -81,43 +81,27 @@ def ensure(dev_dir: Path) -> DevCA:
 
     ca_key = _ensure_key(ca.ca_key, lambda: ec.generate_private_key(ec.SECP256R1()))
     if not ca.ca_cert.exists():
-        _write_once(ca.ca_cert, _pem(_ca_certificate(ca_key)), 0o644)
+        config.write_once(ca.ca_cert, _pem(_ca_certificate(ca_key)), 0o644)
     ca_cert = x509.load_pem_x509_certificate(ca.ca_cert.read_bytes())
 
     server_key = _ensure_key(ca.server_key, lambda: ec.generate_private_key(ec.SECP256R1()))
     if not ca.server_cert.exists():
-        _write_once(ca.server_cert, _pem(_server_certificate(server_key, ca_key, ca_cert)), 0o644)
+        config.write_once(ca.server_cert, _pem(_server_certificate(server_key, ca_key, ca_cert)), 0o644)
 
     signing_key = _ensure_key(ca.signing_key, lambda: rsa.generate_private_key(65537, 2048))
     if not ca.signing_cert.exists():
-        _write_once(ca.signing_cert, _pem(_signing_certificate(signing_key, ca_key, ca_cert)), 0o644)
+        config.write_once(ca.signing_cert, _pem(_signing_certificate(signing_key, ca_key, ca_cert)), 0o644)
     return ca
 
 
 # --- building blocks -------------------------------------------------------------------------------
-
-def _write_once(path: Path, content: bytes, mode: int) -> None:
-    """Atomic create-if-absent, safe when several processes start at once: the first link wins."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)  # not narrowed or widened by the umask
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(content)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-    finally:
-        tmp.unlink(missing_ok=True)
-
 
 def _ensure_key(path: Path, generate):  # type: ignore[no-untyped-def]
     if not path.exists():
         key = generate()
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-        _write_once(path, pem, 0o600)
+        config.write_once(path, pem, 0o600)
     # Whichever process won the race, use the key on disk.
     return _load_key(path)
 
