@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from datetime import datetime, timedelta, timezone
 
 import httpx
@@ -15,6 +14,7 @@ from mllab import audit, billing, clients, clock, entitlements, paypal, promo
 from mllab_dev import devca
 from mllab_dev.stack import Stack
 
+from .billing_support import subscribe
 from .conftest import Browser
 
 FOREVER = "9999-12-31T00:00:00Z"
@@ -190,32 +190,9 @@ def test_access_grant_and_revoke(cli, member, unique: str) -> None:
 
 # --- billing resync ---------------------------------------------------------------------------------
 
-def _wait(predicate, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.2)
-
-
 def _paying(b: Browser, standin: httpx.Client) -> str:
     """Check out through the gateway, approve at the stand-in, and wait until its webhooks are handled."""
-    r = b.request("POST", "/billing/paypal/subscribe")
-    assert r.status_code == 200, r.text
-    sub_id = r.json()["subscription_id"]
-    r = standin.post(f"/_standin/subscriptions/{sub_id}/approve")
-    assert r.status_code == 200, r.text
-    assert r.json()["subscription"]["status"] == "ACTIVE"
-
-    def settled() -> bool:
-        events = standin.get("/_standin/events", params={"subscription_id": sub_id}).json()["events"]
-        return bool(events) and all(e["deliveries"] and all(d["finished"] for d in e["deliveries"])
-                                    for e in events if not e["withheld"])
-
-    assert _wait(settled), "the stand-in's webhooks were not delivered"
-    assert _wait(lambda: _me(b)["subscription"]["status"] == "active"), _me(b)
-    return sub_id
+    return subscribe(b, standin)
 
 
 def test_billing_resync_repairs_a_missed_cancellation(cli, member, standin: httpx.Client) -> None:
