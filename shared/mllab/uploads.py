@@ -46,13 +46,14 @@ def _object_for(body: schemas.SignUpload, uid: str) -> objects.ObjectName:
     return objects.metrics_file(uid, job["project_id"], body.job_id)
 
 
-def _day_ref(uid: str) -> Any:
+def day_ref(uid: str) -> Any:
+    """Today's (UTC) upload count of a user."""
     return clients.firestore().collection(recorder.USAGE).document(uid).collection(DAYS).document(
         clock.now().strftime("%Y-%m-%d"))
 
 
 def uploads_today(uid: str) -> int:
-    day = _day_ref(uid).get(**clients.opts())
+    day = day_ref(uid).get(**clients.opts())
     return int((day.to_dict() or {}).get("uploads", 0)) if day.exists else 0
 
 
@@ -93,7 +94,7 @@ def sign_upload(req: Request) -> schemas.SignedUrl:
     except ValueError as exc:
         raise Problem(422, str(exc), errors=[{"field": "filename", "message": str(exc)}]) from None
     _check_room(uid, body.size, plan)
-    _day_ref(uid).set({"uploads": firestore.Increment(1), "updated_at": clock.now()}, merge=True, **clients.opts())
+    day_ref(uid).set({"uploads": firestore.Increment(1), "updated_at": clock.now()}, merge=True, **clients.opts())
     signed = storage.signed_upload_url(str(name), kind.content_type, body.size)
     return schemas.SignedUrl(url=signed.url, method="PUT", headers=signed.headers, object=signed.object,
                              expires_at=clock.rfc3339(signed.expires_at))
