@@ -7,6 +7,12 @@ PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 PREFLIGHT := python3 infra/local/mllab_dev/preflight.py
 PYTEST_ARGS ?=
+VENDOR    := frontend/vendor
+VENDORED  := $(VENDOR)/.installed
+# The built files the lab loads on demand (never tf.min.js: its ES5 shims need 'unsafe-eval').
+VENDOR_FILES := @tensorflow/tfjs/dist/tf.es2017.min.js \
+                @tensorflow/tfjs-backend-webgpu/dist/tf-backend-webgpu.es2017.min.js \
+                papaparse/papaparse.min.js uplot/dist/uPlot.iife.min.js uplot/dist/uPlot.min.css
 
 .PHONY: help dev test test-unit test-py311 bench preflight lock clean
 
@@ -30,10 +36,19 @@ $(STAMP): pyproject.toml constraints.txt
 	   > $(VENV)/install.log 2>&1 || { tail -40 $(VENV)/install.log; exit 1; }
 	@touch $(STAMP)
 
-dev: preflight $(STAMP)
+# The lab's browser libraries, pinned by frontend/package-lock.json, copied into frontend/vendor/.
+$(VENDORED): frontend/package.json frontend/package-lock.json
+	@$(PREFLIGHT)
+	@echo "Installing the lab's browser libraries (log: frontend/npm.log)"
+	@npm ci --prefix frontend --no-audit --no-fund --ignore-scripts > frontend/npm.log 2>&1 \
+	  || { tail -20 frontend/npm.log; exit 1; }
+	@rm -rf $(VENDOR) && mkdir -p $(VENDOR) && \
+	  for f in $(VENDOR_FILES); do cp frontend/node_modules/$$f $(VENDOR)/; done && touch $@
+
+dev: preflight $(STAMP) $(VENDORED)
 	@exec $(PY) -m mllab_dev.stack
 
-test: $(STAMP)
+test: $(STAMP) $(VENDORED)
 	@$(PREFLIGHT) --test
 	@$(PY) -m pytest $(PYTEST_ARGS)
 	@$(MAKE) --no-print-directory test-py311
@@ -53,7 +68,7 @@ test-py311:
 test-unit: $(STAMP)
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-bench: preflight $(STAMP)
+bench: preflight $(STAMP) $(VENDORED)
 	@$(PY) tests/bench/bench.py
 
 # Re-resolve the transitive lock from the direct pins in pyproject.toml.
@@ -64,4 +79,4 @@ lock:
 	    /tmp/mllab-lock/bin/pip freeze --exclude mllab; } > constraints.txt
 
 clean:
-	rm -rf $(VENV) $(VENV311) .dev build .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VENV311) .dev build .pytest_cache .hypothesis $(VENDOR) frontend/node_modules frontend/npm.log

@@ -1,5 +1,7 @@
 // The lab shell: session handling as DESIGN section 4 describes. The access token lives in memory
 // only; the refresh cookie (__Host-rt, HttpOnly) is the browser's business.
+import {Problem, problemDetail, session} from "./js/session.js";
+
 const config = await fetch("/config.json").then((r) => r.json());
 const api = (path) => `${config.api_base}${path}`;
 const COOKIE_ROUTE_HEADERS = {"Content-Type": "application/json", "X-CSRF-Token": "1"};
@@ -32,6 +34,7 @@ async function showAccount() {
     }
   }
   me = account;
+  session.changed(me);
   $("signed-in").hidden = me === null;
   $("signed-out").hidden = me !== null;
   $("billing").hidden = me === null;
@@ -65,15 +68,9 @@ $("logout-all").addEventListener("click", () => logout("global"));
 
 // --- Billing (DESIGN section 7): the plan from /me, PayPal checkout and cancel, promo codes -------
 
-class Problem extends Error {} // an application/problem+json answer: its `detail` is for people
 const SUBSCRIPTION_ID = /^I-[A-Z0-9]{6,40}$/;
 const DATE = new Intl.DateTimeFormat("en-US", {month: "short", day: "numeric", year: "numeric"});
 const day = (iso) => DATE.format(new Date(iso));
-
-async function problemDetail(res) {
-  const body = await res.json().catch(() => ({}));
-  return body.detail || body.title || `The request failed (HTTP ${res.status}).`;
-}
 
 function say(text, problem = false) {
   $("billing-message").textContent = text;
@@ -133,15 +130,18 @@ async function showPlans() {
   }
 }
 
-// A mutation as DESIGN section 4 wants it: bearer token, the session's CSRF token, a JSON body.
-async function post(path, body = {}) {
-  const send = () => fetch(api(path), {method: "POST", body: JSON.stringify(body), headers: {
-    "Content-Type": "application/json", Authorization: `Bearer ${accessToken}`, "X-CSRF-Token": me.csrf}});
+// A call as DESIGN section 4 wants it: bearer token, the session's CSRF token, a JSON body.
+async function request(method, path, body) {
+  const headers = {Authorization: `Bearer ${accessToken}`, "X-CSRF-Token": me.csrf};
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const send = () => fetch(api(path), {method, headers, body: body === undefined ? undefined : JSON.stringify(body)});
   let res = await send();
-  if (res.status === 401 && await refresh()) res = await send(); // the access token expired meanwhile
+  if (res.status === 401 && await refresh()) { headers.Authorization = `Bearer ${accessToken}`; res = await send(); }
   if (!res.ok) throw new Problem(await problemDetail(res));
-  return res.json();
+  return res.status === 204 ? null : res.json();
 }
+session.request = request;
+const post = (path, body = {}) => request("POST", path, body);
 
 // Runs one billing request with every billing control disabled, and shows what went wrong.
 const LEAVING = Symbol("the page is navigating away");

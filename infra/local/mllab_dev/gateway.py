@@ -27,10 +27,17 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriza
               "transfer-encoding", "upgrade", "host", "content-length"}
 MAX_PROXY_BODY = 128 * 1024 * 1024  # the load balancer has no small cap; functions enforce their own
 PROBE_AGENT = "mllab-healthz"
+# The bucket is the one other origin the page talks to: signed PUTs and GETs go straight to it
+# (production: https://storage.googleapis.com; locally fake-gcs-server).
+STORAGE_ORIGIN = os.environ.get("STORAGE_EMULATOR_HOST", "https://storage.googleapis.com").rstrip("/")
 LAB_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-           "connect-src 'self'; worker-src 'self' blob:; font-src 'self'; object-src 'none'; "
+           f"connect-src 'self' {STORAGE_ORIGIN}; worker-src 'self' blob:; font-src 'self'; object-src 'none'; "
            "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 LAB_SECURITY_HEADERS = {**http.API_SECURITY_HEADERS, "Content-Security-Policy": LAB_CSP}
+
+
+# What frontend/ holds but the deployed static site does not: npm's working files.
+NOT_SERVED = {"node_modules", "package.json", "package-lock.json", "npm.log"}
 
 
 class Gateway:
@@ -43,7 +50,7 @@ class Gateway:
         # The PayPal stand-in serves https with the development CA: trust it (and only here, locally).
         ca = os.environ.get("MLLAB_PAYPAL_CA_FILE")
         verify = ssl.create_default_context(cafile=ca) if ca and Path(ca).is_file() else True
-        self.probe = httpx.Client(timeout=2.0, headers={"User-Agent": PROBE_AGENT}, verify=verify)
+        self.probe = httpx.Client(timeout=5.0, headers={"User-Agent": PROBE_AGENT}, verify=verify)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         raw = Request(environ)
@@ -109,7 +116,7 @@ class Gateway:
         if target.is_dir():
             target = target / "index.html"
         if not target.is_relative_to(self.frontend) or not target.is_file() or any(
-                part.startswith(".") for part in target.relative_to(self.frontend).parts):
+                part.startswith(".") or part in NOT_SERVED for part in target.relative_to(self.frontend).parts):
             raise http.Problem(404, "There is nothing at this path.")
         mime = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         resp = Response(b"" if raw.method == "HEAD" else target.read_bytes(), mimetype=mime)

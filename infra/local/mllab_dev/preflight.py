@@ -102,10 +102,19 @@ def chromium() -> str:
                   "(apt-get install chromium). No browser is downloaded.")
 
 
+def npm() -> str:
+    exe = shutil.which("npm")
+    if not exe:
+        raise Missing("npm was not found; it installs the lab's browser libraries (TF.js, uPlot, Papa Parse). "
+                      "Install Node.js 20 with npm (apt-get install nodejs npm).")
+    return exe
+
+
 def check_stack() -> None:
     """Everything `make dev` and the emulator tests need beyond `.venv`."""
     java()
     emulator_components(gcloud_sdk_root())
+    npm()
 
 
 def main(argv: list[str]) -> int:

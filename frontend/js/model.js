@@ -1,0 +1,154 @@
+// The model: a spec the builder edits, the tf.sequential built from it, and its files. Nothing here
+// touches TF.js at import time: paramCount() and validate() run before TF.js is loaded.
+//
+// spec = {task: "binary"|"multiclass"|"regression", inputs, outputs, layers: [{units, activation}],
+//         optimizer: "adam"|"sgd", learning_rate, seed, features?: [{name, type, values?}], target?}
+import {ensureTf, getTf} from "./tfjs.js";
+
+// The output head and the loss follow the task (research/lab.md section 4, step 5).
+export const TASKS = {
+  binary: {activation: "sigmoid", loss: "binaryCrossentropy", metrics: ["accuracy"]},
+  multiclass: {activation: "softmax", loss: "categoricalCrossentropy", metrics: ["accuracy"]},
+  regression: {activation: "linear", loss: "meanSquaredError", metrics: []},
+};
+export const ACTIVATIONS = ["relu", "tanh", "sigmoid", "elu", "selu", "swish", "softplus", "linear"];
+export const OPTIMIZERS = ["adam", "sgd"];
+export const LIMITS = {layers: 8, units: 1024, epochs: 5000, batch_size: 4096, learning_rate: 10, patience: 1000,
+  seed: 2 ** 31 - 1};
+
+/** Weights + biases of the dense stack, without TF.js: sum over layers of in*out + out. */
+export function paramCount(spec) {
+  let total = 0;
+  let width = spec.inputs;
+  for (const units of [...spec.layers.map((l) => l.units), spec.outputs]) {
+    total += width * units + units;
+    width = units;
+  }
+  return total;
+}
+
+const isInt = (v, lo, hi) => Number.isInteger(v) && v >= lo && v <= hi;
+
+/**
+ * Problems with a builder draft (spec fields plus epochs, batch_size, patience), as
+ * [{field, message}] where field is "task", "layers.<i>.units", "learning_rate", ...; [] when valid.
+ */
+export function validate(draft) {
+  const problems = [];
+  const bad = (field, message) => problems.push({field, message});
+  if (!TASKS[draft.task]) bad("task", "Choose a task: binary, multiclass or regression.");
+  if (draft.layers.length > LIMITS.layers) bad("layers", `Use at most ${LIMITS.layers} hidden layers.`);
+  draft.layers.forEach((layer, i) => {
+    if (!isInt(layer.units, 1, LIMITS.units)) {
+      bad(`layers.${i}.units`, `Hidden layer ${i + 1}: units must be a whole number from 1 to ${LIMITS.units}.`);
+    }
+    if (!ACTIVATIONS.includes(layer.activation)) bad(`layers.${i}.activation`, `Hidden layer ${i + 1}: choose an activation.`);
+  });
+  if (!OPTIMIZERS.includes(draft.optimizer)) bad("optimizer", "Choose an optimizer: adam or sgd.");
+  if (!(Number.isFinite(draft.learning_rate) && draft.learning_rate > 0 && draft.learning_rate <= LIMITS.learning_rate)) {
+    bad("learning_rate", `The learning rate must be above 0 and at most ${LIMITS.learning_rate}.`);
+  }
+  if (!isInt(draft.epochs, 1, LIMITS.epochs)) bad("epochs", `Epochs must be a whole number from 1 to ${LIMITS.epochs}.`);
+  if (!isInt(draft.batch_size, 1, LIMITS.batch_size)) {
+    bad("batch_size", `The batch size must be a whole number from 1 to ${LIMITS.batch_size}.`);
+  }
+  if (!isInt(draft.seed, 0, LIMITS.seed)) bad("seed", `The seed must be a whole number from 0 to ${LIMITS.seed}.`);
+  if (!isInt(draft.patience, 0, LIMITS.patience)) {
+    bad("patience", `Patience must be a whole number from 0 (no early stopping) to ${LIMITS.patience}.`);
+  }
+  return problems;
+}
+
+/** A compiled tf.Sequential for a spec, with seeded Glorot-uniform kernels (TF.js must be loaded). */
+export function buildModel(spec) {
+  const tf = getTf();
+  const head = TASKS[spec.task];
+  const model = tf.sequential();
+  const dense = (units, activation, i) => tf.layers.dense({
+    units, activation, ...(i === 0 ? {inputShape: [spec.inputs]} : {}),
+    kernelInitializer: tf.initializers.glorotUniform({seed: spec.seed + i}), biasInitializer: "zeros"});
+  spec.layers.forEach((layer, i) => model.add(dense(layer.units, layer.activation, i)));
+  model.add(dense(spec.outputs, head.activation, spec.layers.length));
+  const optimizer = spec.optimizer === "sgd" ? tf.train.sgd(spec.learning_rate) : tf.train.adam(spec.learning_rate);
+  model.compile({optimizer, loss: head.loss, metrics: head.metrics});
+  return model;
+}
+
+/** Frees a model's weights and the optimizer it was compiled with (a passed-in optimizer is not
+ * disposed by model.dispose()). Safe to call twice. */
+export function disposeModel(model) {
+  if (!model || model.__disposed) return;
+  const optimizer = model.optimizer;
+  try { model.dispose(); } catch { /* already disposed */ }
+  try { optimizer?.dispose(); } catch { /* already disposed */ }
+  model.__disposed = true;
+}
+
+/**
+ * The exact two files (research/lab.md section 2.3): model.json with paths ["weights.bin"] and the
+ * metadata (preprocessing, spec) in userDefinedMetadata, and weights.bin. -> {json: string, bin: ArrayBuffer}
+ */
+export async function exportArtifacts(model, metadata) {
+  const tf = getTf();
+  if (metadata !== undefined) model.setUserDefinedMetadata(JSON.parse(JSON.stringify(metadata)));
+  let files;
+  await model.save(tf.io.withSaveHandler(async (a) => {
+    const bin = tf.io.CompositeArrayBuffer.join(a.weightData);
+    const json = JSON.stringify({modelTopology: a.modelTopology, format: a.format, generatedBy: a.generatedBy,
+      convertedBy: a.convertedBy, userDefinedMetadata: a.userDefinedMetadata,
+      weightsManifest: [{paths: ["weights.bin"], weights: a.weightSpecs}]});
+    files = {json, bin};
+    return {modelArtifactsInfo: {dateSaved: new Date(), modelTopologyType: "JSON", weightDataBytes: bin.byteLength}};
+  }));
+  return files;
+}
+
+const basename = (path) => path.split("/").pop();
+
+/**
+ * A model from the two exported files (File objects) via tf.io.browserFiles. The weights file must
+ * keep the name model.json lists (browsers rename a second download to "weights (1).bin").
+ * Resolves to the tf.LayersModel; its metadata is model.getUserDefinedMetadata().
+ */
+export async function importFiles(jsonFile, binFile) {
+  if (!jsonFile || !binFile) throw new Error("Choose both files: model.json and weights.bin.");
+  let manifest;
+  try {
+    manifest = JSON.parse(await jsonFile.text());
+  } catch {
+    throw new Error(`${jsonFile.name} is not a model.json file (it is not valid JSON).`);
+  }
+  if (!manifest?.modelTopology || !Array.isArray(manifest.weightsManifest)) {
+    throw new Error(`${jsonFile.name} is not a TF.js model.json (no modelTopology or weightsManifest).`);
+  }
+  const paths = manifest.weightsManifest.flatMap((group) => group.paths || []).map(basename);
+  if (paths.length !== 1) throw new Error(`${jsonFile.name} lists ${paths.length} weight files; this lab reads one.`);
+  if (paths[0] !== binFile.name) {
+    throw new Error(`${jsonFile.name} expects its weights in "${paths[0]}", but the chosen file is named ` +
+      `"${binFile.name}". Rename it to ${paths[0]} (browsers rename repeated downloads) and import again.`);
+  }
+  const {tf} = await ensureTf();
+  return tf.loadLayersModel(tf.io.browserFiles([jsonFile, binFile]));
+}
+
+/** A fetch that fails on an HTTP error instead of handing TF.js an error page as weights. */
+export async function strictFetch(url, init) {
+  const res = await fetch(url, init);
+  if (!res.ok) throw new Error(`HTTP ${res.status} fetching ${String(url).split("?")[0]}`);
+  return res;
+}
+
+/**
+ * A model from two (signed) URLs (research/lab.md section 2.4, option A): weights.bin is fetched from
+ * its own URL, not from model.json's URL with model.json's query string. Resolves to the tf.LayersModel.
+ */
+export async function loadFromUrls(jsonUrl, binUrl) {
+  const {tf} = await ensureTf();
+  return tf.loadLayersModel(jsonUrl, {
+    fetchFunc: strictFetch,
+    weightUrlConverter: async (path) => {
+      if (basename(path) === "weights.bin") return binUrl;
+      throw new Error(`model.json lists an unknown weights file: ${path}`);
+    },
+  });
+}
