@@ -83,6 +83,26 @@ def paypal(stack: Stack) -> Iterator[httpx.Client]:
     client.close()
 
 
+CHROMIUM = "/usr/bin/chromium"  # Debian's; no browser is ever downloaded
+# SwiftShader asked for explicitly: Chrome 144+ no longer falls back to it for WebGL on its own
+# (research/lab.md section 2.2).
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
+EXPECT_TIMEOUT_MS = 20_000  # Playwright's expectations: a full run on two cores is slow
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator:
+    """Headless Chromium through Playwright, one per test module."""
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
 @pytest.fixture
 def gateway(stack: Stack) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=stack.gateway_url, timeout=20) as client:

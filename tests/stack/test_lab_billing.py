@@ -14,23 +14,8 @@ from mllab_dev.stack import Stack
 
 # A billing action is a PayPal call, a re-read and a Firestore transaction: under a full test run on
 # two cores that can take longer than Playwright's default 5 s.
-EXPECT_TIMEOUT_MS = 20_000
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 WAIT_MS = 30_000  # a checkout crosses the gateway, the billing function and the stand-in twice
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator:
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
 
 
 class Lab:

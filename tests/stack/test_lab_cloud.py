@@ -12,11 +12,11 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from mllab import billing, catalog, clients, entitlements
 from mllab_dev.stack import Stack
 
-from .test_lab_train import Lab, chromium  # noqa: F401 - the module-scoped browser fixture
+from .test_lab_train import Lab
 
 
 @pytest.fixture
-def lab(chromium, stack: Stack) -> Iterator[Lab]:  # noqa: F811
+def lab(chromium, stack: Stack) -> Iterator[Lab]:
     lab = Lab(chromium, stack)
     yield lab
     lab.close()

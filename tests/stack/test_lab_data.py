@@ -13,10 +13,6 @@ import pytest
 
 from mllab_dev.stack import ROOT, Stack
 
-EXPECT_TIMEOUT_MS = 20_000  # as in test_lab_billing: a full run on two cores is slow
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 WAIT_MS = 30_000
 PAPA = "/vendor/papaparse.min.js"
 
@@ -31,17 +27,6 @@ PEOPLE = (
     '4,Ed,Rome,45,58000,yes\n'
     '5,Flo,Paris,39,47000,no\n'
 )
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator:
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
 
 
 class Lab:

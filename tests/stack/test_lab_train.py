@@ -17,27 +17,10 @@ import pytest
 
 from mllab_dev.stack import Stack
 
-EXPECT_TIMEOUT_MS = 20_000  # a full test run on two cores is slow; as in test_lab_billing
 TRAIN_TIMEOUT_MS = 60_000  # 300 XOR epochs take ~1.5 s on cpu; allow for a loaded machine
-CHROMIUM = "/usr/bin/chromium"
-# As test_lab_billing, without --disable-gpu and with SwiftShader asked for explicitly: Chrome 144+
-# no longer falls back to it for WebGL on its own (research/lab.md section 2.2).
-ARGS = ["--headless=new", "--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
 FIRST_LOAD_BUDGET = 60 * 1024  # DESIGN section 12: <= 60 KB gzipped before TF.js, uPlot and Papa Parse
 XOR = [(0, 0, 0), (0, 1, 1), (1, 0, 1), (1, 1, 0)]
 DONE = "#train-panel:is([data-state=done],[data-state=stopped],[data-state=early-stopped],[data-state=error])"
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator:
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
 
 
 class Lab:
