@@ -436,6 +436,22 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
+def _group(groups: Any, name: str, help: str) -> Any:
+    """`mllab NAME ACTION ...`: a command group whose action is required."""
+    actions = groups.add_parser(name, help=help).add_subparsers(dest="command", metavar="ACTION", parser_class=Parser)
+    actions.required = True
+    return actions
+
+
+def _action(actions: Any, name: str, run: Callable[[argparse.Namespace, Output], int], help: str, *,
+            email: bool = False) -> argparse.ArgumentParser:
+    action = actions.add_parser(name, parents=[_common()], help=help)
+    if email:
+        action.add_argument("email")
+    action.set_defaults(run=run)
+    return action
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="mllab", description="ML Lab operator tools (Firestore, directly).",
                     parents=[_common()])
@@ -443,43 +459,24 @@ def build_parser() -> argparse.ArgumentParser:
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", parser_class=Parser)
     groups.required = True
 
-    user = groups.add_parser("user", help="create, list, disable and enable users")
-    user_cmds = user.add_subparsers(dest="command", metavar="ACTION", parser_class=Parser)
-    user_cmds.required = True
-    create = user_cmds.add_parser("create", parents=[_common()], help="create a password user")
-    create.add_argument("email")
+    user = _group(groups, "user", "create, list, disable and enable users")
+    create = _action(user, "create", cmd_user_create, "create a password user", email=True)
     create.add_argument("--password-stdin", action="store_true", help="read the password from stdin (one line)")
     create.add_argument("--verified", action="store_true", help="mark the email as verified")
     create.add_argument("--role", choices=("user", "admin"), default="user")
     create.add_argument("--name", default="")
-    create.set_defaults(run=cmd_user_create)
-    lst = user_cmds.add_parser("list", parents=[_common()], help="list users")
-    lst.set_defaults(run=cmd_user_list)
-    disable = user_cmds.add_parser("disable", parents=[_common()], help="disable a user and revoke their sessions")
-    disable.add_argument("email")
-    disable.set_defaults(run=cmd_user_disable)
-    enable = user_cmds.add_parser("enable", parents=[_common()], help="enable a disabled user")
-    enable.add_argument("email")
-    enable.set_defaults(run=cmd_user_enable)
+    _action(user, "list", cmd_user_list, "list users")
+    _action(user, "disable", cmd_user_disable, "disable a user and revoke their sessions", email=True)
+    _action(user, "enable", cmd_user_enable, "enable a disabled user", email=True)
 
-    sess = groups.add_parser("sessions", help="sign users out")
-    sess_cmds = sess.add_subparsers(dest="command", metavar="ACTION", parser_class=Parser)
-    sess_cmds.required = True
-    revoke = sess_cmds.add_parser("revoke", parents=[_common()], help="revoke every live session of a user")
-    revoke.add_argument("email")
-    revoke.set_defaults(run=cmd_sessions_revoke)
+    sess = _group(groups, "sessions", "sign users out")
+    _action(sess, "revoke", cmd_sessions_revoke, "revoke every live session of a user", email=True)
 
-    acc = groups.add_parser("accounts", help="account maintenance")
-    acc_cmds = acc.add_subparsers(dest="command", metavar="ACTION", parser_class=Parser)
-    acc_cmds.required = True
-    purge = acc_cmds.add_parser("purge", parents=[_common()],
-                                help="hard-delete accounts deleted more than 30 days ago (the daily job, now)")
-    purge.set_defaults(run=cmd_accounts_purge)
+    acc = _group(groups, "accounts", "account maintenance")
+    _action(acc, "purge", cmd_accounts_purge, "hard-delete accounts deleted more than 30 days ago (the daily job, now)")
 
-    pr = groups.add_parser("promo", help="create, list and disable promo codes")
-    pr_cmds = pr.add_subparsers(dest="command", metavar="ACTION", parser_class=Parser)
-    pr_cmds.required = True
-    pc = pr_cmds.add_parser("create", parents=[_common()], help="create a promo code")
+    promo = _group(groups, "promo", "create, list and disable promo codes")
+    pc = _action(promo, "create", cmd_promo_create, "create a promo code")
     pc.add_argument("code")
     pc.add_argument("--kind", choices=("trial", "comp"), default="trial")
     pc.add_argument("--days", type=positive, help="trial length, or comp length (comp without it: for good)")
@@ -488,38 +485,24 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--starts", type=parse_when, help="first valid day (YYYY-MM-DD, UTC) or time")
     pc.add_argument("--expires", type=parse_when, help="no longer valid from this day (YYYY-MM-DD, UTC) or time")
     pc.add_argument("--new-users-only", action="store_true", help="only for users who never had PRO")
-    pc.set_defaults(run=cmd_promo_create)
-    pl = pr_cmds.add_parser("list", parents=[_common()], help="list promo codes with their use")
-    pl.set_defaults(run=cmd_promo_list)
-    pd = pr_cmds.add_parser("disable", parents=[_common()], help="switch a code off")
-    pd.add_argument("code")
-    pd.set_defaults(run=cmd_promo_disable)
+    _action(promo, "list", cmd_promo_list, "list promo codes with their use")
+    _action(promo, "disable", cmd_promo_disable, "switch a code off").add_argument("code")
 
-    ac = groups.add_parser("access", help="grant or revoke PRO by hand")
-    ac_cmds = ac.add_subparsers(dest="command", metavar="ACTION", parser_class=Parser)
-    ac_cmds.required = True
-    ag = ac_cmds.add_parser("grant", parents=[_common()], help="give a user PRO (for N days, or for good)")
-    ag.add_argument("email")
-    ag.add_argument("--days", type=positive)
-    ag.set_defaults(run=cmd_access_grant)
-    ar = ac_cmds.add_parser("revoke", parents=[_common()], help="remove trials, comps and grants (not PayPal)")
-    ar.add_argument("email")
-    ar.set_defaults(run=cmd_access_revoke)
+    access = _group(groups, "access", "grant or revoke PRO by hand")
+    _action(access, "grant", cmd_access_grant, "give a user PRO (for N days, or for good)",
+            email=True).add_argument("--days", type=positive)
+    _action(access, "revoke", cmd_access_revoke, "remove trials, comps and grants (not PayPal)", email=True)
 
-    bi = groups.add_parser("billing", help="PayPal: resync subscriptions, bootstrap an environment")
-    bi_cmds = bi.add_subparsers(dest="command", metavar="ACTION", parser_class=Parser)
-    bi_cmds.required = True
-    rs = bi_cmds.add_parser("resync", parents=[_common()], help="re-read subscriptions from PayPal and repair")
-    rs.add_argument("email", nargs="?", help="one user's subscriptions (default: every live one)")
-    rs.set_defaults(run=cmd_billing_resync)
-    bs = bi_cmds.add_parser("bootstrap", parents=[_common()],
-                            help="create the PayPal product, the PRO plan and the webhook; print their ids")
+    bill = _group(groups, "billing", "PayPal: resync subscriptions, bootstrap an environment")
+    _action(bill, "resync", cmd_billing_resync, "re-read subscriptions from PayPal and repair").add_argument(
+        "email", nargs="?", help="one user's subscriptions (default: every live one)")
+    bs = _action(bill, "bootstrap", cmd_billing_bootstrap,
+                 "create the PayPal product, the PRO plan and the webhook; print their ids")
     bs.add_argument("--webhook-url", required=True, help="https://api.<domain>/payments/paypal/webhook")
     bs.add_argument("--price", default=None, help="monthly price (default: the plans table's)")
     bs.add_argument("--failure-threshold", type=positive, default=None,
                     help="failed payments before PayPal suspends (default 2)")
     bs.add_argument("--write-local", action="store_true", help="also write .dev/secrets/paypal-ids (local stack)")
-    bs.set_defaults(run=cmd_billing_bootstrap)
     return parser
 
 
