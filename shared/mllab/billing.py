@@ -69,6 +69,20 @@ def subscriptions_of(uid: str) -> list[dict[str, Any]]:
     return sorted(subs, key=lambda s: s["created_at"])
 
 
+def live_subscriptions(uid: str) -> list[dict[str, Any]]:
+    """The user's subscriptions that PayPal may still bill (or is about to)."""
+    return [s for s in subscriptions_of(uid) if s.get("status") in entitlements.LIVE]
+
+
+def subscription_ids(statuses: tuple[str, ...]) -> list[str]:
+    """Every subscription in one of these statuses, whoever it belongs to (operator resync)."""
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    col = _db().collection(SUBSCRIPTIONS)
+    return sorted({s.id for status in statuses
+                   for s in col.where(filter=FieldFilter("status", "==", status)).stream(**clients.opts())})
+
+
 def _owned(uid: str, subscription_id: str) -> dict[str, Any]:
     snap = _db().collection(SUBSCRIPTIONS).document(subscription_id).get(**clients.opts())
     if not snap.exists or snap.get("uid") != uid:
@@ -236,7 +250,7 @@ def subscribe(user: dict[str, Any], *, ip: str | None = None) -> schemas.Subscri
     if max(entitlements.parse_time(ent.get(k)) or now for k in ("comp_until", "admin_until")) >= entitlements.FOREVER:
         raise Problem(409, "You have PRO for good already; there is nothing to pay for.", slug="already-pro")
     subs = subscriptions_of(uid)
-    live = [s for s in subs if s.get("status") in entitlements.LIVE]
+    live = [s for s in subs if s.get("status") in entitlements.LIVE]  # one read serves both checks below
     if live:
         raise Problem(409, f"You already have a subscription ({live[-1]['status'].lower()}). Manage it under Billing.",
                       slug="already-subscribed")
@@ -276,24 +290,24 @@ def sync(uid: str, subscription_id: str | None) -> schemas.Subscription:
 
 def cancel(uid: str, reason: str | None, *, ip: str | None = None) -> schemas.Subscription:
     """Cancel at PayPal ("already cancelled" counts as done); PRO stays until the paid-through date."""
-    live = [s for s in subscriptions_of(uid) if s.get("status") in entitlements.LIVE]
-    if not live:
+    if not _cancel_live(uid, reason or DEFAULT_CANCEL_REASON, ip=ip):
         raise Problem(409, "You have no active subscription to cancel.", slug="no-subscription")
-    for sub in live:
-        cancelled = _paypal().cancel_subscription(sub["id"], reason or DEFAULT_CANCEL_REASON)
-        resync(sub["id"])
-        audit.record("billing.cancel", actor=uid, target=f"paypal:{sub['id']}", ip=ip,
-                     outcome="ok" if cancelled else "already-cancelled")
     return entitlements.view(entitlements.get(uid), clock.now())
 
 
 def cancel_for_deletion(uid: str) -> int:
     """Account deletion: stop billing first. If PayPal is down this raises, and nothing is deleted."""
-    live = [s for s in subscriptions_of(uid) if s.get("status") in entitlements.LIVE]
+    return _cancel_live(uid, "Account deleted", outcome="account-deleted")
+
+
+def _cancel_live(uid: str, reason: str, *, ip: str | None = None, outcome: str | None = None) -> int:
+    """Cancel each live subscription at PayPal, store what PayPal then says, audit it. Returns how many."""
+    live = live_subscriptions(uid)
     for sub in live:
-        _paypal().cancel_subscription(sub["id"], "Account deleted")
+        cancelled = _paypal().cancel_subscription(sub["id"], reason)
         resync(sub["id"])
-        audit.record("billing.cancel", actor=uid, target=f"paypal:{sub['id']}", outcome="account-deleted")
+        audit.record("billing.cancel", actor=uid, target=f"paypal:{sub['id']}", ip=ip,
+                     outcome=outcome or ("ok" if cancelled else "already-cancelled"))
     return len(live)
 
 

@@ -379,17 +379,13 @@ def cmd_access_revoke(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_billing_resync(args: argparse.Namespace, out: Output) -> int:
-    from google.cloud.firestore_v1.base_query import FieldFilter
-
-    from mllab import billing, clients, entitlements
+    from mllab import billing, entitlements
 
     if args.email:
         ids = [s["id"] for s in billing.subscriptions_of(require_user(args.email)["uid"])
-               if s.get("status") not in (billing.ABANDONED,)]
+               if s.get("status") != billing.ABANDONED]
     else:
-        col = clients.firestore().collection(billing.SUBSCRIPTIONS)
-        ids = sorted({s.id for status in (*entitlements.LIVE, "APPROVAL_PENDING")
-                      for s in col.where(filter=FieldFilter("status", "==", status)).stream(**clients.opts())})
+        ids = billing.subscription_ids((*entitlements.LIVE, "APPROVAL_PENDING"))
     results = {sub_id: billing.resync(sub_id) for sub_id in ids}
     out.result({"resynced": results}, lambda: "\n".join(f"{k}  {v}" for k, v in results.items()) or "(no subscriptions)")
     return EXIT_OK
