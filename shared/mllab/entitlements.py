@@ -168,6 +168,11 @@ def without_grants(doc: dict[str, Any]) -> dict[str, Any]:
 
 # --- what it means now ----------------------------------------------------------------------------
 
+def _running(doc: dict[str, Any], field: str, now: datetime) -> bool:
+    until = parse_time(doc.get(field))
+    return until is not None and until > now
+
+
 def status(doc: dict[str, Any] | None, now: datetime) -> str:
     """active > past_due > trial > canceled > none (DESIGN section 7)."""
     if not doc:
@@ -175,14 +180,13 @@ def status(doc: dict[str, Any] | None, now: datetime) -> str:
     part = doc.get("paypal")
     until = paypal_until(part)
     live = until is not None and until > now
-    after = lambda name: (parse_time(doc.get(name)) or now) > now  # noqa: E731
     if part and part.get("status") == ACTIVE and not part.get("past_due_since") and live:
         return "active"
-    if after("comp_until") or after("admin_until"):
+    if _running(doc, "comp_until", now) or _running(doc, "admin_until", now):
         return "active"
     if part and part.get("past_due_since") and part.get("status") in (ACTIVE, SUSPENDED) and live:
         return "past_due"
-    if after("trial_until"):
+    if _running(doc, "trial_until", now):
         return "trial"
     if (part and part.get("status") not in PENDING) or doc.get("paypal_prior"):
         return "canceled"
