@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from mllab import billing
+from mllab import billing, clients
 from mllab_dev.stack import Stack
 
 from .billing_support import (event, event_marker, mails_to, signed_webhook, subscribe, subscription_status,
@@ -205,7 +205,9 @@ def test_an_event_for_a_subscription_paypal_does_not_know(stack: Stack, gateway:
     body, headers = signed_webhook(stack, ev)
     r = gateway.post(PATH, content=body, headers=headers)
     assert r.status_code == 200 and r.json()["outcome"] == "unknown-subscription"  # permanent: no retry storm
-    assert billing.subscriptions_of("nobody") == []
+    # Nothing was adopted or stored for it.
+    assert not clients.firestore().collection(billing.SUBSCRIPTIONS).document("I-UNKNOWN00000").get().exists
+    assert event_marker(ev["id"])["outcome"] == "unknown-subscription"
 
 
 def test_a_body_over_64_kib_is_413(stack: Stack, gateway: httpx.Client) -> None:
