@@ -74,9 +74,9 @@ def cli(stack: Stack):
 @pytest.fixture
 def paypal(stack: Stack) -> Iterator[httpx.Client]:
     """The PayPal stand-in (its REST API and its /_standin/ control API), with no faults left over."""
-    from mllab_dev import devca
+    from .billing_support import standin
 
-    client = httpx.Client(base_url=stack.paypal_url, verify=devca.paths(stack.dev_dir).client_context(), timeout=20)
+    client = standin(stack)
     client.delete("/_standin/faults")
     yield client
     client.delete("/_standin/faults")

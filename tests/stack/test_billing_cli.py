@@ -10,22 +10,14 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from mllab import audit, billing, clients, clock, entitlements, paypal, promo
-from mllab_dev import devca
+from mllab import audit, billing, clients, clock, entitlements, promo
+from mllab import paypal as paypal_api
 from mllab_dev.stack import Stack
 
 from .billing_support import subscribe
 from .conftest import Browser
 
 FOREVER = "9999-12-31T00:00:00Z"
-
-
-@pytest.fixture
-def standin(stack: Stack):
-    """The PayPal stand-in's control API, over https trusted through the development CA."""
-    with httpx.Client(base_url=stack.paypal_url, timeout=20,
-                      verify=devca.paths(stack.dev_dir).client_context()) as client:
-        yield client
 
 
 def _me(b: Browser) -> dict:
@@ -190,19 +182,19 @@ def test_access_grant_and_revoke(cli, member, unique: str) -> None:
 
 # --- billing resync ---------------------------------------------------------------------------------
 
-def _paying(b: Browser, standin: httpx.Client) -> str:
+def _paying(b: Browser, paypal: httpx.Client) -> str:
     """Check out through the gateway, approve at the stand-in, and wait until its webhooks are handled."""
-    return subscribe(b, standin)
+    return subscribe(b, paypal)
 
 
-def test_billing_resync_repairs_a_missed_cancellation(cli, member, standin: httpx.Client) -> None:
+def test_billing_resync_repairs_a_missed_cancellation(cli, member, paypal: httpx.Client) -> None:
     canceller, suspended = member(), member()
-    cancel_id, suspend_id = _paying(canceller, standin), _paying(suspended, standin)
+    cancel_id, suspend_id = _paying(canceller, paypal), _paying(suspended, paypal)
     paid_through = _when(_me(canceller)["subscription"]["next_billing_time"])
 
     # PayPal's state moves on, and no webhook tells us
     for sub_id, event in ((cancel_id, "cancelled"), (suspend_id, "suspended")):
-        r = standin.post(f"/_standin/subscriptions/{sub_id}/simulate", json={"event": event, "deliver": False})
+        r = paypal.post(f"/_standin/subscriptions/{sub_id}/simulate", json={"event": event, "deliver": False})
         assert r.status_code == 200, r.text
     assert _me(canceller)["subscription"]["status"] == "active"
 
@@ -243,7 +235,7 @@ def test_billing_bootstrap_is_idempotent(cli, stack: Stack, unique: str) -> None
     assert own == billing.paypal_ids()
 
     url = f"https://hooks.example.test/paypal/{unique}"
-    client = paypal.client()
+    client = paypal_api.client()
     try:
         first = _bootstrap(cli, url)
         second = _bootstrap(cli, url)

@@ -119,6 +119,7 @@ EXERCISE = {
     """,
     "signed_urls": """
         import os, uuid
+        from datetime import timedelta
         from mllab import clients, clock, sessions, tokens, users
         uid = users.create_google_user("https://example.test", uuid.uuid4().hex, f"s-{uuid.uuid4().hex[:8]}@example.com", "S")
         s, _ = sessions.create(uid, "google", user_agent="imports", ip="203.0.113.1")
@@ -129,7 +130,7 @@ EXERCISE = {
         db.collection("models").document(mid).collection("versions").document("000000001").set(
             {"uid": uid, "model_id": mid, "project_id": pid, "version": 1, "status": "pending", "files": {},
              "size_bytes": 0, "created_at": now, "updated_at": now})
-        db.collection("entitlements").document(uid).set({"uid": uid, "admin_until": clock.now() + __import__("datetime").timedelta(days=1)})
+        db.collection("entitlements").document(uid).set({"uid": uid, "admin_until": now + timedelta(days=1)})
         h = {"Authorization": "Bearer " + tokens.issue_access_token(uid, s.id).token,
              "X-CSRF-Token": sessions.csrf_token(s.id)}
         r = client.post("/signed/upload", json={"kind": "weights", "model_id": mid, "version": 1, "size": 10}, headers=h)
