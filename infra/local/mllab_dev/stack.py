@@ -227,7 +227,7 @@ class Stack:
         self.cleanup_leftovers()
         self._check_ports()
         settings = config.load({**os.environ, **self.env()})
-        config.ensure_local_secrets(settings)
+        self.secrets_dir = config.ensure_local_secrets(settings)
         devca.ensure(self.dev_dir)
         self._plan()
         try:
@@ -275,7 +275,7 @@ class Stack:
             Child("paypal", "emulator", p.paypal,
                   [sys.executable, "-m", "mllab_dev.paypal_standin", "--port", str(p.paypal),
                    "--dev-dir", str(self.dev_dir),
-                   "--credentials", str(config.local_secrets_dir(self._settings()) / config.PAYPAL_CLIENT)],
+                   "--credentials", str(self.secrets_dir / config.PAYPAL_CLIENT)],
                   f"{self.paypal_url}/_standin/health"),
         ]
         for fn in routes.FUNCTIONS:
@@ -372,9 +372,6 @@ class Stack:
                              json={"cors": storage.bucket_cors(self.gateway_url)})
             if r.status_code != 200:
                 raise StackError(f"setting bucket CORS failed: {r.status_code} {r.text[:200]}")
-
-    def _settings(self) -> config.Settings:
-        return config.load({**os.environ, **self.env()})
 
     def _bootstrap_paypal(self) -> None:
         """What `mllab billing bootstrap` does for a real environment, against the stand-in: the
