@@ -211,9 +211,11 @@ async function finishCheckout() {
 }
 
 async function showStatus() {
+  if (!config.health_url) return; // the local stack's gateway only
+  $("status").hidden = false;
   const summary = $("status-summary");
   try {
-    const body = await fetch("/healthz").then((r) => r.json());
+    const body = await fetch(config.health_url).then((r) => r.json());
     summary.textContent = body.status === "ok" ? "Everything is running." : "Some parts are down.";
     $("status-list").replaceChildren(...body.components.map((c) => {
       const li = document.createElement("li");

@@ -93,7 +93,7 @@ def test_lab_page_served_same_origin_with_csp(gateway: httpx.Client) -> None:
     assert "<title>ML Lab</title>" in r.text
     csp = r.headers["content-security-policy"]
     assert "default-src 'self'" in csp and "object-src 'none'" in csp
-    assert gateway.get("/config.json").json()["api_base"] == ""
+    assert gateway.get("/config.json").json() == {"api_base": "", "env": "local", "health_url": "/healthz"}
 
 
 @pytest.mark.parametrize("path", ["/../pyproject.toml", "/%2e%2e/pyproject.toml", "/..%2fMakefile",

@@ -60,7 +60,8 @@ class Gateway:
             if raw.path == "/healthz":
                 resp = self.healthz()
             elif raw.path == "/config.json":
-                resp = http.json_response({"api_base": "", "env": "local"})
+                # health_url: only the local gateway has one; the deployed lab shows no status section
+                resp = http.json_response({"api_base": "", "env": "local", "health_url": "/healthz"})
                 resp.headers["Cache-Control"] = "no-cache"
             elif routes.match_path(raw.path):
                 resp = self.proxy(raw, request_id)
