@@ -12,37 +12,22 @@ import pytest
 from mllab import clock, entitlements
 from mllab_dev.stack import Stack
 
+from . import lab_support
+
 # A billing action is a PayPal call, a re-read and a Firestore transaction: under a full test run on
 # two cores that can take longer than Playwright's default 5 s.
 
 WAIT_MS = 30_000  # a checkout crosses the gateway, the billing function and the stand-in twice
 
 
-class Lab:
-    """One browser context on the lab page, with every console error and page error it produced.
-    The PayPal stand-in serves https with a development CA the browser does not know: the context
-    ignores certificate errors, which only the stand-in's approval page needs."""
+class Lab(lab_support.Lab):
+    """The lab page's billing section. The PayPal stand-in serves https with a development CA the
+    browser does not know: the context ignores certificate errors, which only the stand-in's approval
+    page needs."""
 
-    def __init__(self, chromium, stack: Stack, allowed: list[tuple[int, str]]) -> None:
-        self.stack = stack
-        self.context = chromium.new_context(ignore_https_errors=True, locale="en-US", timezone_id="UTC")
-        self.page = self.context.new_page()
+    def __init__(self, chromium, stack: Stack) -> None:
+        super().__init__(chromium, stack, ignore_https_errors=True)
         self.page.set_default_timeout(WAIT_MS)
-        self.errors: list[str] = []
-        self.allowed = list(allowed)  # (status, path) of error answers expected on the lab's origin
-        self.page.on("console", self._console)
-        self.page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
-
-    def _console(self, msg) -> None:
-        if msg.type != "error":
-            return
-        url = (msg.location or {}).get("url", "")
-        if url.startswith(self.stack.paypal_url):
-            return  # the stand-in's own page (its missing favicon), not the lab's
-        # Chromium logs every 4xx answer as "Failed to load resource"; only the expected ones pass.
-        if any(f"status of {status}" in msg.text and url.endswith(path) for status, path in self.allowed):
-            return
-        self.errors.append(f"console: {msg.text} ({url})")
 
     @property
     def status(self):
@@ -52,14 +37,9 @@ class Lab:
     def message(self):
         return self.page.locator("#billing-message")
 
-    def sign_in(self, user: dict) -> None:
-        self.page.goto(self.stack.gateway_url + "/")
-        self.page.wait_for_selector("#signed-out:not([hidden])")
-        self.page.fill("#email", user["email"])
-        self.page.fill("#password", user["password"])
-        self.page.click("#login-form button[type=submit]")
+    def sign_in(self, user: dict, query: str = "") -> None:
+        super().sign_in(user, query)
         self.page.wait_for_selector("#billing:not([hidden])")
-        self.uid = user["uid"]
 
     def start_checkout(self) -> None:
         from playwright.sync_api import expect
@@ -91,24 +71,14 @@ class Lab:
         with standin(self.stack) as paypal:
             assert wait(lambda: deliveries_settled(paypal, sub_id))
 
-    def close(self) -> None:
-        self.context.close()
-
-
-@pytest.fixture(scope="module")
-def known_503() -> list[tuple[int, str]]:
-    """The page's System status section asks /healthz, which answers 503 when a probe of the stack's
-    parts times out on a loaded machine; Chromium logs that as a console error. It is the status
-    report doing its job, not a billing error, so it is the one error response allowed."""
-    return [(503, "/healthz")]
 
 
 @pytest.fixture
-def lab(chromium, stack: Stack, known_503: list[tuple[int, str]]) -> Iterator[Lab]:
-    lab = Lab(chromium, stack, known_503)
+def lab(chromium, stack: Stack) -> Iterator[Lab]:
+    lab = Lab(chromium, stack)
     yield lab
     lab.close()
-    assert not lab.errors, "\n".join(lab.errors)
+    lab.check_clean()
 
 
 def shown(dt: datetime) -> str:

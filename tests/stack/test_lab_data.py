@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from mllab_dev.stack import ROOT, Stack
+from mllab_dev.stack import Stack
 
-WAIT_MS = 30_000
+from . import lab_support
+
 PAPA = "/vendor/papaparse.min.js"
 
 # A dataset with everything the parser must get right: a quoted comma, a quoted newline, a missing
@@ -29,36 +30,11 @@ PEOPLE = (
 )
 
 
-class Lab:
-    """One browser context on the lab page with the data panel mounted; collects console errors,
-    page errors and every request URL."""
-
-    def __init__(self, chromium, stack: Stack) -> None:
-        self.stack = stack
-        self.context = chromium.new_context(locale="en-US", timezone_id="UTC")
-        self.page = self.context.new_page()
-        self.page.set_default_timeout(WAIT_MS)
-        self.errors: list[str] = []
-        self.requests: list[str] = []
-        # Expected error answers: the health probe may report a part down (not this test's business),
-        # and the workbench module is another engineer's, which may not exist yet.
-        self.allowed = [(503, "/healthz")]
-        if not (ROOT / "frontend" / "js" / "workbench.js").is_file():
-            self.allowed.append((404, "/js/workbench.js"))
-        self.page.on("console", self._console)
-        self.page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
-        self.page.on("request", lambda req: self.requests.append(req.url))
-
-    def _console(self, msg) -> None:
-        if msg.type != "error":
-            return
-        url = (msg.location or {}).get("url", "")
-        if any(f"status of {status}" in msg.text and url.endswith(path) for status, path in self.allowed):
-            return
-        self.errors.append(f"console: {msg.text} ({url})")
+class Lab(lab_support.Lab):
+    """The lab page with the data panel mounted."""
 
     def open(self) -> None:
-        self.page.goto(self.stack.gateway_url + "/")
+        super().open()
         # The workbench imports the panel; import it too, so this test does not depend on that.
         self.page.evaluate("import('/js/data-panel.js')")
         self.page.get_by_role("button", name="Load the XOR demo").wait_for()
@@ -94,9 +70,6 @@ class Lab:
         """Runs `async (d) => {...}` in the page with d = the js/data.js module."""
         return self.page.evaluate(f"async () => {{ const d = await import('/js/data.js'); return await ({script})(d); }}")
 
-    def close(self) -> None:
-        self.context.close()
-
 
 @pytest.fixture
 def lab(chromium, stack: Stack) -> Iterator[Lab]:
@@ -104,7 +77,7 @@ def lab(chromium, stack: Stack) -> Iterator[Lab]:
     lab.open()
     yield lab
     lab.close()
-    assert not lab.errors, "\n".join(lab.errors)
+    lab.check_clean()
 
 
 def column_row(lab: Lab, name: str):
@@ -160,9 +133,7 @@ def test_csv_is_parsed_inferred_summarised_and_editable(lab: Lab, tmp_path: Path
     expect(column_row(lab, "income").locator("td").nth(2)).to_have_text("0%")
     expect(lab.page.locator("#data-classes li")).to_have_text(["no 3 rows (50%)", "yes 3 rows (50%)"])
 
-    shots = stack.dev_dir / "screenshots"
-    shots.mkdir(parents=True, exist_ok=True)
-    lab.page.locator("#data-panel").screenshot(path=str(shots / "lab-data.png"))
+    lab.screenshot("lab-data", locator="#data-panel")
 
     # The column editor: every change publishes a new dataset.
     before = lab.published()
@@ -186,10 +157,10 @@ def test_csv_is_parsed_inferred_summarised_and_editable(lab: Lab, tmp_path: Path
     assert lab.published() == before + 4
 
     # Fine at 390 px wide: the panel fits (the column table scrolls inside it).
-    lab.page.set_viewport_size({"width": 390, "height": 844})
+    lab.page.set_viewport_size(lab_support.PHONE)
     box = lab.page.locator("#data-panel").bounding_box()
     assert box["x"] >= 0 and box["x"] + box["width"] <= 390
-    lab.page.locator("#data-panel").screenshot(path=str(shots / "lab-data-390.png"))
+    lab.screenshot("lab-data-phone", locator="#data-panel")
 
     # Rows in blocks of the target get a warning (the split shuffles them).
     iris = tmp_path / "iris.csv"

@@ -17,52 +17,26 @@ import pytest
 
 from mllab_dev.stack import Stack
 
+from . import lab_support
+
 TRAIN_TIMEOUT_MS = 60_000  # 300 XOR epochs take ~1.5 s on cpu; allow for a loaded machine
 FIRST_LOAD_BUDGET = 60 * 1024  # DESIGN section 12: <= 60 KB gzipped before TF.js, uPlot and Papa Parse
 XOR = [(0, 0, 0), (0, 1, 1), (1, 0, 1), (1, 1, 0)]
 DONE = "#train-panel:is([data-state=done],[data-state=stopped],[data-state=early-stopped],[data-state=error])"
 
 
-class Lab:
-    """One browser context on the lab page, with every console error, page error and request."""
+class Lab(lab_support.Lab):
+    """The lab page with the workbench: the CPU backend unless a test asks for another."""
 
-    def __init__(self, chromium, stack: Stack) -> None:
-        self.stack = stack
-        self.context = chromium.new_context(locale="en-US", timezone_id="UTC", accept_downloads=True,
-                                            viewport={"width": 1000, "height": 900})
-        self.page = self.context.new_page()
-        self.page.set_default_timeout(30_000)
-        self.errors: list[str] = []
-        self.requests: list[str] = []
-        self.tolerated: list[str] = []
-        self.page.on("console", self._console)
-        self.page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
-        self.page.on("request", lambda r: self.requests.append(r.url))
-
-    def _console(self, msg) -> None:
-        if msg.type != "error":
-            return
-        url = (msg.location or {}).get("url", "")
-        text = f"console: {msg.text} ({url})"
-        # The page's System status section asks /healthz, which answers 503 when one of the stack's
-        # health probes (2 s deadline) times out; on two loaded cores that happens now and then. It is
-        # the status widget reporting the machine, not a workbench error: noted, not failed.
-        if url == f"{self.stack.gateway_url}/healthz" and "status of 503" in msg.text:
-            self.tolerated.append(text)
-            return
-        self.errors.append(text)
+    def __init__(self, chromium, stack: Stack, **kw) -> None:
+        super().__init__(chromium, stack, accept_downloads=True, **kw)
 
     def open(self, query: str = "?backend=cpu", **kw) -> None:
-        self.page.goto(f"{self.stack.gateway_url}/{query}", **kw)
+        super().open(query, **kw)
         self.page.wait_for_selector("#train-button")
 
     def sign_in(self, user: dict, query: str = "?backend=cpu") -> None:
-        self.open(query)
-        self.page.wait_for_selector("#signed-out:not([hidden])")
-        self.page.fill("#email", user["email"])
-        self.page.fill("#password", user["password"])
-        self.page.click("#login-form button[type=submit]")
-        self.page.wait_for_selector("#signed-in:not([hidden])")
+        super().sign_in(user, query)
 
     def tf_loaded(self) -> bool:
         return self.page.evaluate("typeof window.tf") != "undefined"
@@ -108,24 +82,13 @@ class Lab:
     def num_tensors(self) -> int:
         return self.page.evaluate("window.tf.memory().numTensors")
 
-    def close(self) -> None:
-        self.context.close()
-
 
 @pytest.fixture
 def lab(chromium, stack: Stack) -> Iterator[Lab]:
     lab = Lab(chromium, stack)
     yield lab
     lab.close()
-    if lab.tolerated:
-        print("\ntolerated: " + "; ".join(lab.tolerated))
-    assert not lab.errors, "\n".join(lab.errors)
-
-
-def screenshot_dir(stack: Stack) -> Path:
-    path = stack.dev_dir / "screenshots"
-    path.mkdir(exist_ok=True)
-    return path
+    lab.check_clean()
 
 
 def test_page_loads_clean_and_tfjs_waits_for_train(lab: Lab, new_user) -> None:
@@ -187,13 +150,11 @@ def test_xor_trains_on_cpu(lab: Lab, stack: Stack) -> None:
     assert m["final"]["confusion_matrix"] == [[2, 0], [0, 2]]
     assert m["started_at"] <= m["finished_at"]
 
-    shots = screenshot_dir(stack)
-    lab.page.screenshot(path=str(shots / "lab-trained.png"), full_page=True)
-    lab.page.set_viewport_size({"width": 390, "height": 844})
+    lab.screenshot("lab-trained")
+    lab.page.set_viewport_size(lab_support.PHONE)
     lab.page.wait_for_timeout(200)  # the charts follow the width
     assert lab.page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing sticks out on a phone
-    lab.page.screenshot(path=str(shots / "lab-trained-390.png"), full_page=True)
-    print(f"screenshots: {shots / 'lab-trained.png'} and lab-trained-390.png")
+    lab.screenshot("lab-trained-phone")
 
     # Training again frees the previous model: the tensor count does not grow across runs.
     after_first = lab.num_tensors()
