@@ -1,8 +1,10 @@
 """Stage each function for `gcloud functions deploy --source=build/<name>`.
 
-build/<name>/ = functions/<name>/* + the `mllab` package + a `.gcloudignore`. This is Google's
-documented "package local dependencies" layout: functions-framework puts main.py's folder on
-sys.path, so `import mllab` finds the copy beside it. Standard library only.
+build/<name>/ = functions/<name>/* + the `mllab` package + a `.gcloudignore` + the repo's lock. This is
+Google's documented "package local dependencies" layout: functions-framework puts main.py's folder on
+sys.path, so `import mllab` finds the copy beside it. The staged requirements.txt is the function's own
+pins plus `-c constraints.txt`, so the buildpack's `pip install -r requirements.txt` installs every
+transitive dependency at the version the tests ran with. Standard library only.
 
     python3 infra/stage.py [--out build] [name ...]
 """
@@ -22,6 +24,7 @@ __pycache__/
 *.pyc
 tests/
 """
+LOCK = "constraints.txt"
 # cli.py is the operator CLI (`mllab`): it never ships inside a function.
 SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "tests", "cli.py")
 
@@ -39,6 +42,10 @@ def stage(name: str, out: Path) -> Path:
     shutil.copytree(src, dest, ignore=SKIP)
     shutil.copytree(ROOT / "shared" / "mllab", dest / "mllab", ignore=SKIP)
     (dest / ".gcloudignore").write_text(GCLOUDIGNORE)
+    shutil.copyfile(ROOT / LOCK, dest / LOCK)
+    pins = (src / "requirements.txt").read_text().rstrip("\n")
+    (dest / "requirements.txt").write_text(
+        f"{pins}\n# The repo's full lock: dependencies of the pins above install at the tested versions.\n-c {LOCK}\n")
     return dest
 
 

@@ -27,10 +27,54 @@ def _stage(tmp_path: Path, name: str) -> Path:
 def test_staged_folder_has_function_library_and_ignore_file(tmp_path: Path, fn: routes.Function) -> None:
     staged = _stage(tmp_path, fn.name)
     files = {p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()}
-    assert {"main.py", "requirements.txt", ".gcloudignore", "mllab/__init__.py", "mllab/http.py"} <= files
+    assert {"main.py", "requirements.txt", ".gcloudignore", "constraints.txt", "mllab/__init__.py",
+            "mllab/http.py"} <= files
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
     assert "mllab/cli.py" not in files  # the operator CLI never ships inside a function
-    assert (staged / "requirements.txt").read_text() == (ROOT / "functions" / fn.name / "requirements.txt").read_text()
+    assert (staged / "constraints.txt").read_text() == (ROOT / "constraints.txt").read_text()
+
+
+@pytest.mark.parametrize("fn", routes.FUNCTIONS, ids=lambda f: f.name)
+def test_staged_requirements_are_the_functions_pins_under_the_lock(tmp_path: Path, fn: routes.Function) -> None:
+    """The buildpack runs `pip install -r requirements.txt`: the `-c` line (resolved beside the file)
+    holds every transitive dependency to the tested version."""
+    staged = _stage(tmp_path, fn.name)
+    own = (ROOT / "functions" / fn.name / "requirements.txt").read_text().splitlines()
+    lines = [ln for ln in (staged / "requirements.txt").read_text().splitlines() if not ln.startswith("#")]
+    assert lines == [*own, "-c constraints.txt"]
+
+
+def test_upload_lists_hold_mllab_and_nothing_else(tmp_path: Path) -> None:
+    """What `gcloud functions deploy --source=build/<name>` would upload (gcloud works offline here):
+    the library and the lock in every function, never tests, caches or the operator CLI."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = [fn.name for fn in routes.FUNCTIONS]
+    out = subprocess.run([sys.executable, str(ROOT / "infra" / "stage.py"), "--out", str(tmp_path), *names],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for name in names:  # what a developer's run may leave in a staged folder; the ignore file must drop it
+        (tmp_path / name / "mllab" / "__pycache__").mkdir()
+        (tmp_path / name / "mllab" / "__pycache__" / "http.cpython-312.pyc").write_bytes(b"")
+        (tmp_path / name / "tests").mkdir()
+        (tmp_path / name / "tests" / "test_x.py").write_text("")
+
+    def upload_list(name: str) -> set[str]:
+        done = subprocess.run(["gcloud", "meta", "list-files-for-upload", str(tmp_path / name)],
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"})
+        assert done.returncode == 0, done.stderr[-2000:]
+        return set(done.stdout.split())
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        lists = dict(zip(names, pool.map(upload_list, names)))
+    library = {p.relative_to(ROOT / "shared").as_posix() for p in (ROOT / "shared" / "mllab").rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc" and p.name != "cli.py"}
+    for name, files in lists.items():
+        assert {"main.py", "requirements.txt", "constraints.txt", "mllab/__init__.py"} <= files, name
+        assert library <= files, f"{name}: missing {sorted(library - files)}"
+        assert not [f for f in files if f.startswith("tests/") or "__pycache__" in f or f.endswith(".pyc")], name
+        assert "mllab/cli.py" not in files and ".gcloudignore" not in files, name
 
 
 def test_staged_jwks_runs_from_its_own_folder(tmp_path: Path) -> None:

@@ -1,0 +1,198 @@
+"""Each function's requirements.txt: exact pins at the lock's versions, covering what its code imports
+and nothing its code never imports. (tests/stack/test_staged_functions.py installs each file alone and
+serves a request; tests/stack/test_function_imports.py checks the modules a request really loads.)"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from mllab import routes
+
+ROOT = Path(__file__).resolve().parents[2]
+FUNCTIONS_DIR = ROOT / "functions"
+MLLAB_DIR = ROOT / "shared" / "mllab"
+# The client getters in mllab.clients, and the distribution each one imports.
+CLIENT_DISTS = {"firestore": "google-cloud-firestore", "storage": "google-cloud-storage",
+                "pubsub": "google-cloud-pubsub", "secret_manager": "google-cloud-secret-manager"}
+RUNTIME = "functions-framework"  # the buildpack refuses a function without it
+
+
+def lock() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def requirements(name: str) -> dict[str, Requirement]:
+    lines = (FUNCTIONS_DIR / name / "requirements.txt").read_text().splitlines()
+    reqs = [Requirement(line.split("#", 1)[0]) for line in lines if line.split("#", 1)[0].strip()]
+    return {canonicalize_name(r.name): r for r in reqs}
+
+
+def closure(dists: set[str]) -> set[str]:
+    """The distributions these install, following each one's declared dependencies (installed metadata)."""
+    seen: set[str] = set()
+    todo = [Requirement(d) for d in dists]
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        if name in seen:
+            continue
+        seen.add(name)
+        for dep in metadata.requires(name) or []:
+            r = Requirement(dep)
+            if r.marker is None or r.marker.evaluate({"extra": ""}):
+                todo.append(r)
+    return seen
+
+
+@functools.cache
+def module_owners() -> dict[str, str]:
+    """Dotted module path -> the installed distribution whose files hold it (no import needed)."""
+    owners: dict[str, set[str]] = {}
+    for dist in metadata.distributions():
+        name = canonicalize_name(dist.metadata["Name"])
+        for file in dist.files or []:
+            if file.suffix != ".py" or ".." in file.parts:
+                continue
+            parts = [*file.parts[:-1], file.stem] if file.stem != "__init__" else list(file.parts[:-1])
+            for i in range(1, len(parts) + 1):
+                owners.setdefault(".".join(parts[:i]), set()).add(name)
+    return {module: next(iter(names)) for module, names in owners.items() if len(names) == 1}
+
+
+def owner(module: str) -> str | None:
+    parts = module.split(".")
+    for i in range(len(parts), 0, -1):  # the longest prefix one distribution owns (namespace packages)
+        found = module_owners().get(".".join(parts[:i]))
+        if found:
+            return found
+    return None
+
+
+def _imports(path: Path, *, module_level_only: bool) -> set[str]:
+    """Absolute imports in a file, `from mllab import x` spelled `mllab.x`. Module level: the statements
+    run on import (not those in function bodies, nor under `if TYPE_CHECKING`)."""
+    found: set[str] = set()
+
+    def add(node: ast.AST) -> None:
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            if node.module in ("mllab", "google.cloud"):
+                found.update(f"{node.module}.{a.name}" for a in node.names)
+            else:
+                found.add(node.module)
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            add(node)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" not in ast.unparse(node.test):
+                visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body)
+                for handler in node.handlers:
+                    visit(handler.body)
+                visit(node.orelse)
+                visit(node.finalbody)
+
+    tree = ast.parse(path.read_text())
+    if module_level_only:
+        visit(tree.body)
+    else:
+        for node in ast.walk(tree):
+            add(node)
+    return found
+
+
+def third_party_imports(name: str, *, module_level_only: bool) -> dict[str, set[str]]:
+    """Third-party modules main.py's import path reaches -> the files importing them. Lazy imports
+    inside mllab.clients are left out: which client a function loads is `routes.FUNCTIONS[...].uses`."""
+    seen: set[Path] = set()
+    todo = [FUNCTIONS_DIR / name / "main.py"]
+    found: dict[str, set[str]] = {}
+    while todo:
+        path = todo.pop()
+        lazy_ok = not module_level_only and path.name != "clients.py"
+        for module in _imports(path, module_level_only=not lazy_ok):
+            if module.startswith("mllab."):
+                target = MLLAB_DIR / (module.split(".")[1] + ".py")
+                if target.is_file() and target not in seen:
+                    seen.add(target)
+                    todo.append(target)
+            elif module.split(".")[0] not in sys.stdlib_module_names and module != "__future__":
+                found.setdefault(module, set()).add(path.name)
+    return found
+
+
+NAMES = [fn.name for fn in routes.FUNCTIONS]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pins_are_exact_and_equal_the_lock(name: str) -> None:
+    pins = lock()
+    for dist, req in requirements(name).items():
+        specs = list(req.specifier)
+        assert len(specs) == 1 and specs[0].operator == "==" and not req.extras and req.marker is None, \
+            f"{name}: {req} is not an exact pin"
+        assert dist in pins, f"{name}: {dist} is not in constraints.txt"
+        assert specs[0].version == pins[dist], f"{name}: {dist}=={specs[0].version}, constraints.txt has {pins[dist]}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_requirements_cover_what_loads_at_import(name: str) -> None:
+    installed = closure(set(requirements(name)))
+    missing = {}
+    for module, importers in third_party_imports(name, module_level_only=True).items():
+        dist = owner(module)
+        assert dist, f"{module} (imported by {sorted(importers)}) belongs to no installed distribution"
+        if dist not in installed:
+            missing[module] = dist
+    assert not missing, f"{name}/requirements.txt does not install {missing}"
+
+
+@pytest.mark.parametrize("fn", routes.FUNCTIONS, ids=lambda f: f.name)
+def test_cloud_clients_follow_the_route_table(fn: routes.Function) -> None:
+    reqs = set(requirements(fn.name))
+    assert set(CLIENT_DISTS) >= fn.uses
+    for client, dist in CLIENT_DISTS.items():
+        assert (dist in reqs) == (client in fn.uses), \
+            f"{fn.name}: {dist} {'listed' if dist in reqs else 'missing'}, but uses={sorted(fn.uses)}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_requirement_is_imported_somewhere_on_the_path(name: str) -> None:
+    """Minimal: a pin no reachable code imports (even lazily) is dead weight in the function's image."""
+    reached = {owner(m) for m in third_party_imports(name, module_level_only=False)}
+    unused = set(requirements(name)) - reached - set(CLIENT_DISTS.values()) - {RUNTIME}
+    assert not unused, f"{name}/requirements.txt pins what its code never imports: {sorted(unused)}"
+    assert RUNTIME in requirements(name)
+
+
+def test_owner_resolves_namespace_packages() -> None:
+    assert owner("google.cloud.firestore_v1.base_query") == "google-cloud-firestore"
+    assert owner("google.api_core.exceptions") == "google-api-core"
+    assert owner("jwt") == "pyjwt"
+    assert owner("argon2") == "argon2-cffi"
+    assert owner("no_such_module_anywhere") is None
+
+
+def test_the_import_scan_sees_lazy_and_module_level_imports() -> None:
+    lazy = third_party_imports("auth_password", module_level_only=False)
+    eager = third_party_imports("auth_password", module_level_only=True)
+    assert "argon2" in lazy and "argon2" not in eager  # passwords.py imports it inside a function
+    assert "jwt" in eager  # http -> tokens, at import
+    assert not any(m.startswith("google.cloud.pubsub") for m in lazy)  # only mllab.clients imports it: left out
