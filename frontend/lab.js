@@ -90,7 +90,7 @@ function planText(sub) {
     case "active":
       if (sub.next_billing_time) return `PRO — renews ${day(sub.next_billing_time)}`;
       return new Date(sub.pro_until).getUTCFullYear() >= 9999 ? "PRO (no end date)" : `PRO until ${until}`;
-    case "past_due": return `Payment failed — PRO continues until ${until} while PayPal retries`;
+    case "past_due": return `PRO — payment past due (access until ${until})`;
     case "trial": return `PRO trial until ${day(sub.trial_until || sub.pro_until)}`;
     case "canceled": return sub.plan === "pro" ? `PRO until ${until} (canceled)` : "Free plan (subscription ended)";
     default: return sub.plan === "pro" ? `PRO until ${until}` : "Free plan";
@@ -107,6 +107,21 @@ function showSubscription(sub) {
   const paying = sub.status === "past_due" || (sub.status === "active" && sub.next_billing_time !== null);
   $("subscribe").hidden = pro;
   $("cancel-subscription").hidden = !paying;
+  $("manage-paypal").hidden = !sub.manage_url;
+  if (sub.manage_url) $("manage-paypal").href = sub.manage_url;
+  const paid = sub.last_payment;
+  $("last-payment").hidden = !paid;
+  if (paid) {
+    const amount = paid.value && paid.currency
+      ? new Intl.NumberFormat("en-US", {style: "currency", currency: paid.currency}).format(Number(paid.value)) : "";
+    $("last-payment").textContent = `Last payment: ${amount ? `${amount} on ` : ""}${day(paid.time)}`;
+  }
+  // Past due: PayPal could not take the last payment. Access continues for the grace period while
+  // PayPal retries; fixing the payment method happens at PayPal.
+  $("past-due").hidden = !sub.past_due;
+  $("past-due").textContent = sub.past_due
+    ? `Your last payment did not go through. PRO continues until ${day(sub.pro_until)} while PayPal retries; ` +
+      "update your payment method at PayPal to keep it." : "";
 }
 
 function showUsage(usage) {

@@ -171,6 +171,12 @@ class Settings(BaseModel):
         return self.paypal_api_base == PAYPAL_LIVE_API
 
     @property
+    def paypal_autopay_url(self) -> str:
+        """PayPal's page where a buyer manages (and can cancel) automatic payments."""
+        web = {PAYPAL_LIVE_API: "https://www.paypal.com", PAYPAL_SANDBOX_API: "https://www.sandbox.paypal.com"}
+        return web.get(self.paypal_api_base, self.paypal_api_base) + "/myaccount/autopay/"
+
+    @property
     def webhook_cert_origins(self) -> tuple[str, ...]:
         """Exact `https://host[:port]` origins a webhook's certificate URL may point at."""
         return PAYPAL_CERT_ORIGINS.get(self.paypal_api_base, ()) + self.paypal_cert_origins

@@ -74,6 +74,7 @@ def paypal_part(snapshot: dict[str, Any], previous: dict[str, Any] | None, now: 
     owing = failed > 0 or _money(billing.get("outstanding_balance")) > 0
     next_billing = parse_time(billing.get("next_billing_time"))
     last_payment = parse_time((billing.get("last_payment") or {}).get("time"))
+    amount = (billing.get("last_payment") or {}).get("amount") or {}
     paid_through = parse_time(prev.get("paid_through"))
     if status == ACTIVE and not owing:
         paid_through = _max(paid_through, next_billing)
@@ -92,6 +93,8 @@ def paypal_part(snapshot: dict[str, Any], previous: dict[str, Any] | None, now: 
         "status_update_time": parse_time(snapshot.get("status_update_time")),
         "next_billing_time": next_billing if status == ACTIVE else None,
         "last_payment_time": last_payment,
+        "last_payment_amount": {"value": str(amount["value"]), "currency": str(amount.get("currency_code") or "")}
+        if last_payment is not None and amount.get("value") is not None else None,
         "failed_payments_count": failed,
         "paid_through": paid_through,
         "past_due_since": past_due_since,
@@ -228,10 +231,16 @@ def view(doc: dict[str, Any] | None, now: datetime) -> schemas.Subscription:
     state = status(doc, now)
     trial = parse_time(doc.get("trial_until"))
     next_billing = parse_time(part.get("next_billing_time")) if state == "active" else None
+    paid = parse_time(part.get("last_payment_time"))
+    amount = part.get("last_payment_amount") or {}
+    billed = part.get("subscription_id") and part.get("status") in (ACTIVE, SUSPENDED)
     return schemas.Subscription(
         status=state, plan="pro" if until is not None and until > now else "free",
         pro_until=clock.rfc3339(until) if until else None, trial_until=clock.rfc3339(trial) if trial else None,
-        next_billing_time=clock.rfc3339(next_billing) if next_billing else None, past_due=state == "past_due")
+        next_billing_time=clock.rfc3339(next_billing) if next_billing else None, past_due=state == "past_due",
+        last_payment=schemas.LastPayment(time=clock.rfc3339(paid), value=amount.get("value"),
+                                         currency=amount.get("currency")) if paid else None,
+        manage_url=config.settings().paypal_autopay_url if billed else None)
 
 
 def plan_of(doc: dict[str, Any] | None, now: datetime) -> config.Plan:

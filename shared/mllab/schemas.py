@@ -119,6 +119,12 @@ class Accepted(BaseModel):
     detail: str
 
 
+class LastPayment(BaseModel):
+    time: str
+    value: str | None = None  # PayPal's decimal string, e.g. "15.00"
+    currency: str | None = None
+
+
 class Subscription(BaseModel):
     status: Literal["active", "past_due", "trial", "canceled", "none"] = "none"
     plan: Literal["free", "pro"] = "free"
@@ -126,6 +132,9 @@ class Subscription(BaseModel):
     trial_until: str | None = None
     next_billing_time: str | None = None
     past_due: bool = False
+    last_payment: LastPayment | None = None
+    # Where the subscriber manages the automatic payment at PayPal (while PayPal still bills them).
+    manage_url: str | None = None
 
 
 class Usage(BaseModel):

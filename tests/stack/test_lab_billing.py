@@ -171,3 +171,69 @@ def test_checkout_canceled_at_paypal_stays_free(lab: Lab, new_user) -> None:
     expect(lab.status).to_have_attribute("data-status", "none")
     expect(lab.page.get_by_role("button", name="Subscribe with PayPal")).to_be_visible()
     assert lab.page.url == lab.stack.gateway_url + "/"
+
+
+def test_last_payment_past_due_banner_and_cancel_at_paypal(lab: Lab, new_user) -> None:
+    from playwright.sync_api import expect
+
+    from .billing_support import deliveries_settled, standin, wait
+
+    user = new_user()
+    lab.sign_in(user)
+    lab.subscribe()
+    sub_id = entitlements.get(user["uid"])["paypal_subscription_id"]
+    paid = entitlements.get(user["uid"])["paypal"]["last_payment_time"]
+    expect(lab.page.locator("#last-payment")).to_have_text(f"Last payment: $15.00 on {shown(paid)}")
+    manage = lab.page.get_by_role("link", name="Manage automatic payments at PayPal")
+    expect(manage).to_have_attribute("href", f"{lab.stack.paypal_url}/myaccount/autopay/")
+    expect(lab.page.locator("#past-due")).to_be_hidden()
+
+    # A renewal fails: the page says so, with the date access lasts to, and where to fix it.
+    with standin(lab.stack) as paypal:
+        assert paypal.post(f"/_standin/subscriptions/{sub_id}/simulate",
+                           json={"event": "payment-failed", "deliver": True}).status_code == 200
+        assert wait(lambda: deliveries_settled(paypal, sub_id))
+    assert wait(lambda: entitlements.get(user["uid"])["paypal"].get("past_due_since") is not None)
+    lab.page.reload()
+    until = entitlements.pro_until(entitlements.get(user["uid"]))
+    banner = lab.page.get_by_role("alert").filter(has_text="did not go through")
+    expect(banner).to_have_text(f"Your last payment did not go through. PRO continues until {shown(until)} "
+                                "while PayPal retries; update your payment method at PayPal to keep it.")
+    expect(lab.status).to_have_attribute("data-status", "past_due")
+    lab.screenshot("lab-billing-past-due")
+
+    # The buyer cancels at PayPal, not in the lab: the webhook brings it back.
+    manage.click()
+    lab.page.wait_for_url(f"{lab.stack.paypal_url}/myaccount/autopay/")
+    lab.page.get_by_role("button", name=f"Cancel {sub_id}").click()
+    lab.page.get_by_role("heading", name="Cancelled").wait_for()
+    with standin(lab.stack) as paypal:
+        assert wait(lambda: deliveries_settled(paypal, sub_id))
+    assert wait(lambda: entitlements.get(user["uid"])["paypal"]["status"] == "CANCELLED")
+    lab.page.goto(lab.stack.gateway_url + "/#billing")
+    expect(lab.status).to_have_attribute("data-status", "canceled")
+    expect(lab.page.locator("#past-due")).to_be_hidden()
+    expect(lab.page.locator("#manage-paypal")).to_be_hidden()  # nothing left to manage at PayPal
+    expect(lab.page.get_by_role("button", name="Subscribe with PayPal")).to_be_visible()
+
+
+def test_billing_screens_on_a_phone(chromium, stack: Stack, new_user) -> None:
+    from playwright.sync_api import expect
+
+    from mllab import promo
+
+    promo.create(promo.NewCode(code="PHONE14", kind="trial", days=14, uses=5))
+    lab = Lab(chromium, stack)
+    lab.page.set_viewport_size(lab_support.PHONE)
+    try:
+        lab.sign_in(new_user())
+        expect(lab.status).to_have_text("Free plan")
+        lab.page.fill("#promo-code", "PHONE14")
+        lab.page.keyboard.press("Enter")  # the form submits from the keyboard
+        expect(lab.status).to_have_attribute("data-status", "trial")
+        assert lab.page.evaluate("document.documentElement.scrollWidth") <= lab_support.PHONE["width"]
+        lab.page.locator("#billing").scroll_into_view_if_needed()
+        lab.screenshot("lab-billing-phone")
+    finally:
+        lab.close()
+    lab.check_clean()

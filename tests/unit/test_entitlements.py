@@ -54,7 +54,9 @@ def test_cancel_keeps_access_exactly_until_the_paid_through_date() -> None:
     assert entitlements.pro_until(doc) == NOW + 30 * DAY
     assert entitlements.view(doc, NOW).model_dump() == {
         "status": "canceled", "plan": "pro", "pro_until": "2026-12-22T12:00:00Z", "trial_until": None,
-        "next_billing_time": None, "past_due": False}
+        "next_billing_time": None, "past_due": False,
+        "last_payment": {"time": "2026-11-21T12:00:00Z", "value": "15.00", "currency": "USD"},
+        "manage_url": None}  # nothing left to manage at PayPal once canceled
     assert entitlements.view(doc, NOW + 30 * DAY + timedelta(seconds=1)).plan == "free"
 
 
@@ -149,3 +151,12 @@ def test_trials_only_ever_extend_access(days: list[int], offset: int) -> None:
         assert until is not None and until > now
         assert last is None or until == last + timedelta(days=n)
         last = until
+
+
+def test_a_billed_subscription_shows_its_last_payment_and_where_to_manage_it() -> None:
+    view = entitlements.view(with_paypal(paypal("ACTIVE")), NOW)
+    assert view.last_payment.model_dump() == {"time": "2026-11-21T12:00:00Z", "value": "15.00", "currency": "USD"}
+    assert view.manage_url == "https://www.sandbox.paypal.com/myaccount/autopay/"  # the settings' sandbox API
+    failing = entitlements.view(with_paypal(paypal("ACTIVE"), paypal("SUSPENDED", failed=1, failed_at=NOW)), NOW)
+    assert failing.past_due and failing.manage_url  # where to fix the payment method
+    assert entitlements.view(entitlements.with_grant({}, 14, NOW), NOW).manage_url is None  # a trial has nothing at PayPal

@@ -343,6 +343,8 @@ URL_MAP = Map([
     Rule("/webapps/billing/subscriptions", methods=["GET"], endpoint="approve_page"),
     Rule("/webapps/billing/subscriptions/<any(approve, cancel):action>", methods=["POST"],
          endpoint="approve_page_post"),
+    Rule("/myaccount/autopay/", methods=["GET"], endpoint="autopay_page"),
+    Rule("/myaccount/autopay/<sid>/cancel", methods=["POST"], endpoint="autopay_cancel"),
     Rule("/_standin/health", methods=["GET"], endpoint="c_health"),
     Rule("/_standin/subscriptions/<sid>", methods=["GET"], endpoint="c_get_subscription"),
     Rule("/_standin/subscriptions/<sid>", methods=["PATCH"], endpoint="c_patch_subscription"),
@@ -1309,6 +1311,31 @@ class StandIn:
         if not target:
             return self._page("PayPal", done)
         return Response(status=302, headers={"Location": with_query(target, params)})
+
+    # -- the buyer's automatic payments page (www.paypal.com/myaccount/autopay/) --
+    # Real PayPal shows the signed-in buyer's own; the stand-in has no buyer sign-in, so it lists every
+    # subscription PayPal still bills. Cancelling here is what a buyer can do without visiting the lab.
+
+    def _h_autopay_page(self, request: Request) -> Response:
+        esc = html.escape
+        with self._lock:
+            billed = [sub for sub in reversed(self._subs.values()) if sub.data["status"] in ("ACTIVE", "SUSPENDED")]
+            rows = "".join(
+                f"<li><p><code>{esc(sub.data['id'])}</code> {esc(sub.data['status'])}"
+                f" — {esc((sub.data.get('subscriber') or {}).get('email_address', ''))}</p>"
+                f"<form method=post action=/myaccount/autopay/{esc(sub.data['id'])}/cancel>"
+                f"<button type=submit>Cancel {esc(sub.data['id'])}</button></form></li>" for sub in billed)
+        return self._page("Automatic payments (local stand-in)", "<h1>Automatic payments</h1>" + (
+            f"<ul>{rows}</ul>" if rows else "<p>No merchant bills you automatically.</p>"))
+
+    def _h_autopay_cancel(self, request: Request, sid: str) -> Response:
+        with self._lock:
+            sub = self._subs.get(sid)
+            if sub is None or sub.data["status"] not in ("ACTIVE", "SUSPENDED"):
+                return self._page("PayPal", "<p>There is no automatic payment to cancel.</p>", 409)
+            self._set_status(sub, "CANCELLED", note="Cancelled by the buyer in automatic payments")
+            self._emit_subscription(sub, "BILLING.SUBSCRIPTION.CANCELLED")
+        return self._page("PayPal", f"<h1>Cancelled</h1><p>{html.escape(sid)} will not be billed again.</p>")
 
     @staticmethod
     def _page(title: str, content: str, status: int = 200) -> Response:
