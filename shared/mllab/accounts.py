@@ -16,6 +16,7 @@ from typing import Any
 from mllab import (audit, billing, catalog, clients, clock, config, entitlements, log, passwords, ratelimit, recorder,
                    schemas, sessions, uploads, users)
 from mllab.problems import Problem
+from mllab.queries import Query
 
 # Internal fields never leave the server (the export answers a whitelist per collection).
 USER_EXPORT_FIELDS = ("email", "name", "providers", "email_verified", "role", "disabled", "deleted_at",
@@ -192,6 +193,12 @@ PURGE_STEPS: list[PurgeStep | Callable[[str, dict[str, Any]], int]] = [
     billing.purge_billing,  # entitlement and redemptions; subscription records stay, anonymised, as the ledger
     purge_usage,  # the storage counter and the daily upload counts
 ]
+
+# Query shapes (for infra's index file): each purge row's owner filter, and the purge's cutoff.
+QUERIES: tuple[Query, ...] = (
+    *(Query(step.collection, (step.field,)) for step in PURGE_STEPS if isinstance(step, PurgeStep)),
+    Query(users.USERS, (), (("deleted_at", "ASCENDING"),)),
+)
 
 
 def _delete_where(collection: str, field: str, value: Any) -> int:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from mllab import clients, clock, log
+from mllab.queries import Query
 
 COLLECTION = "audit_log"
+QUERIES: tuple[Query, ...] = (Query(COLLECTION, ("actor",)),)  # for infra's index file
 
 
 def record(action: str, *, actor: str | None, target: str | None = None, outcome: str = "ok",

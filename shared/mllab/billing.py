@@ -32,6 +32,7 @@ DEFAULT_CANCEL_REASON = "Cancelled by the customer in ML Lab"
 # Query shapes (equality fields, then the range/sort field), for infra's index file.
 QUERIES: tuple[Query, ...] = (
     Query(SUBSCRIPTIONS, ("uid",)),
+    Query(SUBSCRIPTIONS, ("status",)),
     Query(SUBSCRIPTIONS, ("status",), (("pro_until", "ASCENDING"),)),
     Query(SUBSCRIPTIONS, ("status",), (("created_at", "ASCENDING"),)),
     Query(SUBSCRIPTIONS, ("status",), (("synced_at", "ASCENDING"),)),

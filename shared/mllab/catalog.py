@@ -30,10 +30,11 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any, NamedTuple
+from typing import Any
 
 from mllab import audit, clients, clock, config, log, objects, schemas
 from mllab.problems import Problem
+from mllab.queries import Query  # billing imports it from here too
 
 PROJECTS = "projects"
 MODELS = "models"
@@ -55,14 +56,6 @@ LIST_FILTERS: dict[str, tuple[str, ...]] = {
     PROJECTS: (), MODELS: ("project_id",), DATASETS: ("project_id",), JOBS: ("project_id", "model_id"),
 }
 _INTERNAL = ("uid", "deleting")  # never answered
-
-
-class Query(NamedTuple):
-    """One query shape: equality filters (in order) and sort order, as infra's index file must cover."""
-
-    collection: str
-    filters: tuple[str, ...]
-    order: tuple[tuple[str, str], ...] = ()
 
 
 _NEWEST_FIRST = (("created_at", "DESCENDING"), ("__name__", "DESCENDING"))

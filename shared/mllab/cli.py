@@ -33,10 +33,13 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mllab.queries import Query
+
 LOCAL_EMULATOR = "127.0.0.1:8081"
 LOCAL_PROJECT = "demo-mllab"
 LOCAL_PAYPAL = "https://127.0.0.1:9500"
 OPERATOR = "operator"
+QUERIES: tuple[Query, ...] = (Query("users", ("email",)),)  # find_user's fallback (for infra's index file)
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 

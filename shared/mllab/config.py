@@ -1,7 +1,7 @@
 """Typed settings and secrets.
 
 Settings come from `MLLAB_*` environment variables. Secrets come from files mounted by Cloud Functions
-(`--set-secrets=/secrets/<name>=<name>:latest`), then from Secret Manager as a lazy, cached fallback.
+(`--set-secrets=/secrets/<name>/<name>=<name>:latest`), then from Secret Manager as a lazy, cached fallback.
 Locally, missing secrets (the development signing keys) are generated on first use into the ignored
 `.dev/` folder. A production configuration refuses every local-only switch and stand-in.
 """
@@ -259,6 +259,8 @@ def secret(name: str) -> str:
     then the local development file, then Secret Manager (cached per process)."""
     s = settings()
     mounted = s.secrets_dir / name
+    if mounted.is_dir():  # Cloud Run mounts each secret in its own folder (/secrets/<name>/<name>)
+        mounted = mounted / name
     if mounted.is_file():
         return mounted.read_text()
     if not s.is_production:

@@ -19,9 +19,11 @@ from typing import Any
 
 from mllab import audit, clients, clock, entitlements, log, ratelimit, schemas
 from mllab.problems import Problem
+from mllab.queries import Query
 
 CODES = "promo_codes"
 REDEMPTIONS = "promo_redemptions"
+QUERIES: tuple[Query, ...] = (Query(REDEMPTIONS, ("uid",)),)  # for infra's index file
 KINDS = ("trial", "comp")
 CODE_PATTERN = re.compile(r"[A-Z0-9][A-Z0-9-]{2,39}")
 MAX_PER_USER = 50

@@ -23,8 +23,10 @@ from pydantic import ValidationError
 
 from mllab import audit, catalog, clients, clock, config, log, objects, schemas
 from mllab.events import ARTIFACTS, ObjectEvent
+from mllab.queries import Query
 
 USAGE = "usage"
+QUERIES: tuple[Query, ...] = (Query(ARTIFACTS, ("uid",)),)  # for infra's index file
 CSV_SCAN_LIMIT = config.LIMITS.dataset_csv_bytes
 
 

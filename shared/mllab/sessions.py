@@ -30,9 +30,11 @@ from typing import Any
 
 from mllab import audit, clients, clock, config, log
 from mllab.problems import Problem
+from mllab.queries import Query
 
 COLLECTION = "sessions"
 USERS = "users"
+QUERIES: tuple[Query, ...] = (Query(COLLECTION, ("uid",)),)  # for infra's index file
 COOKIE = "__Host-rt"
 TOKEN_PREFIX = "rt1."
 _MAC_BYTES = 32

@@ -11,8 +11,10 @@ from typing import Any
 from mllab import catalog, clients, clock, config, entitlements, events, objects, recorder, schemas, storage
 from mllab.http import Request
 from mllab.problems import Problem
+from mllab.queries import Query
 
 DAYS = "days"
+QUERIES: tuple[Query, ...] = (Query(events.ARTIFACTS, ("uid", "object")),)  # for infra's index file
 
 _NEEDS = {"model": ("model_id", "version"), "weights": ("model_id", "version"),
           "dataset": ("dataset_id", "filename"), "metrics": ("job_id",)}

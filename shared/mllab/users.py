@@ -17,10 +17,12 @@ from typing import Any
 
 from mllab import clients, clock
 from mllab.problems import Problem
+from mllab.queries import Query
 
 USERS = "users"
 IDENTITIES = "identities"
 EMAIL_TOKENS = "email_tokens"
+QUERIES: tuple[Query, ...] = (Query(USERS, ("email",)), Query(IDENTITIES, ("uid",)))  # for infra's index file
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+")
 
 
