@@ -1,0 +1,74 @@
+"""Least privilege: what each function's service account may read, write and sign, and why.
+
+Firestore access is project-wide (`roles/datastore.user`: IAM has no per-collection grant), given to
+every function whose route table entry says it uses Firestore. Bucket roles are granted on the data
+bucket only. Each secret's accessor role is granted on that secret only, to the functions that read
+it, and only those functions get it mounted. tests/unit/test_deploy_plan.py checks these tables
+against the route table and against which mllab modules each function can reach.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mllab import config, routes
+
+
+@dataclass(frozen=True)
+class Secret:
+    name: str
+    what: str
+    source: str  # generated | derived | operator | bootstrap
+
+
+SECRETS: tuple[Secret, ...] = (
+    Secret(config.SIGNING_KEYS, "the ES256 private key set that signs access tokens", "generated"),
+    Secret(config.PUBLIC_KEYS, "the public key set every function verifies access tokens with", "derived"),
+    Secret(config.SESSION_KEYS, "master keys for refresh-token and CSRF-token HMACs", "generated"),
+    Secret(config.OAUTH_CLIENT_SECRET, "the Google OAuth client secret (Google sign-in)", "operator"),
+    Secret(config.SMTP_URL, "smtps://user:password@host:port of the mail relay", "operator"),
+    Secret(config.PAYPAL_CLIENT, 'the PayPal REST app: {"client_id", "client_secret"}', "operator"),
+    Secret(config.PAYPAL_IDS, 'product, plan and webhook ids: `mllab billing bootstrap` prints them', "bootstrap"),
+)
+
+# Which secrets each function's paths read (mllab.config.secret call sites reachable from its routes).
+READS: dict[str, tuple[str, ...]] = {
+    "jwks": (config.PUBLIC_KEYS,),  # publishes it
+    "auth_google_login": (),  # the client id is a setting; the secret is only needed for the code exchange
+    "auth_google_callback": (config.OAUTH_CLIENT_SECRET, config.SESSION_KEYS),  # code exchange, new session
+    "auth_password": (config.SIGNING_KEYS, config.PUBLIC_KEYS, config.SESSION_KEYS, config.SMTP_URL),
+    "auth_refresh": (config.SIGNING_KEYS, config.SESSION_KEYS),  # rotates the cookie, signs a new token
+    "auth_logout": (config.SESSION_KEYS,),  # finds the session by its refresh token
+    "account": (config.PUBLIC_KEYS, config.SESSION_KEYS, config.PAYPAL_CLIENT, config.SMTP_URL),  # deletion cancels
+    "catalog": (config.PUBLIC_KEYS, config.SESSION_KEYS),
+    "signed_urls": (config.PUBLIC_KEYS, config.SESSION_KEYS),
+    "on_object_finalized": (),
+    "purge_accounts": (),
+    "billing": (config.PUBLIC_KEYS, config.SESSION_KEYS, config.PAYPAL_CLIENT, config.PAYPAL_IDS, config.SMTP_URL),
+    "paypal_webhook": (config.PAYPAL_IDS, config.PAYPAL_CLIENT, config.SMTP_URL),  # verify, resync, dunning mail
+    "promo_apply": (config.PUBLIC_KEYS, config.SESSION_KEYS),
+    "reconcile_subscriptions": (config.PAYPAL_CLIENT, config.SMTP_URL),  # re-reads at PayPal, access-ending mail
+}
+
+# Bucket role per function that uses storage: each of them deletes objects (a record's files, a rule-
+# breaking upload, a purged account's files) and the signer's URLs create and overwrite them, which
+# needs storage.objects.delete, so objectAdmin; nobody gets bucket-level admin.
+BUCKET_ROLES: dict[str, str] = {fn.name: "roles/storage.objectAdmin" for fn in routes.FUNCTIONS if "storage" in fn.uses}
+
+# The function that signs URLs through IAM signBlob as itself: token creator on its own account only.
+SIGNERS = frozenset({"signed_urls"})
+
+FIRESTORE_ROLE = "roles/datastore.user"
+
+
+def firestore_users() -> list[str]:
+    return [fn.name for fn in routes.FUNCTIONS if "firestore" in fn.uses]
+
+
+def readers(secret: str) -> list[str]:
+    return [fn for fn, names in READS.items() if secret in names]
+
+
+def mount_path(secret: str) -> str:
+    # One folder per secret: a mounted secret shadows its whole folder (mllab.config.secret reads both layouts).
+    return f"{config.Settings().secrets_dir}/{secret}/{secret}"

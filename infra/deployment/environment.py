@@ -1,0 +1,216 @@
+"""One deployment target and every name derived from it.
+
+Staging and production are two projects with nothing shared: project-scoped resources (service
+accounts, topics, functions, the load balancer, secrets, Firestore) live inside their project, and the
+only globally named resources, the buckets, carry the project id.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from mllab import config
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_OUT = ROOT / "build" / "deploy"
+
+_PROJECT_ID = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
+_REGION = re.compile(r"[a-z]+(?:-[a-z]+)+[0-9]{1,2}")
+_DOMAIN = re.compile(r"(?=.{4,190}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+_BILLING_ACCOUNT = re.compile(r"[0-9A-F]{6}-[0-9A-F]{6}-[0-9A-F]{6}")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[a-z]{2,63}")
+PAYPAL_APIS = {"sandbox": config.PAYPAL_SANDBOX_API, "live": config.PAYPAL_LIVE_API}
+USAGE = "make deploy-plan PROJECT=<project id> REGION=<region, e.g. europe-west1> DOMAIN=<domain, e.g. example.com>"
+
+# Placeholders the plan shows for optional values it was not given (never a real value).
+NO_BILLING_ACCOUNT = "<BILLING_ACCOUNT>"
+NO_OAUTH_CLIENT_ID = "<OAUTH_CLIENT_ID>"
+
+
+class UsageError(ValueError):
+    """A missing or malformed argument: the message says which and how to pass it."""
+
+
+def deployable(env: Environment) -> None:
+    """What `apply` needs beyond what a plan needs."""
+    if env.project.startswith("demo-"):
+        # mllab.config refuses these in production: the functions would not start
+        raise UsageError(f"PROJECT {env.project!r}: demo- ids are emulator-only; a plan is fine, a deploy is not")
+    if not env.oauth_client_id:
+        raise UsageError("OAUTH_CLIENT_ID is needed to deploy: Google sign-in's client id (Google Cloud console > "
+                         "APIs & Services > Credentials), e.g. OAUTH_CLIENT_ID=1234-abc.apps.googleusercontent.com")
+
+
+@dataclass(frozen=True)
+class Environment:
+    project: str
+    region: str
+    domain: str
+    billing_account: str | None = None  # the budget alert needs it; without it the plan shows a placeholder
+    oauth_client_id: str | None = None  # Google sign-in's client id (public, not a secret)
+    paypal: str = "sandbox"  # "live" for production
+    alert_email: str | None = None  # where alerts are mailed; without it they show in the console only
+    budget_usd: int = 100  # monthly budget the alert compares spend with
+    secrets_from: Path | None = None  # a folder of operator-held secret values (read only while applying)
+    out: Path = DEFAULT_OUT
+
+    # --- hosts -----------------------------------------------------------------------------------
+
+    @property
+    def api_host(self) -> str:
+        return f"api.{self.domain}"
+
+    @property
+    def lab_host(self) -> str:
+        return f"lab.{self.domain}"
+
+    @property
+    def api_url(self) -> str:
+        return f"https://{self.api_host}"
+
+    @property
+    def lab_url(self) -> str:
+        return f"https://{self.lab_host}"
+
+    @property
+    def files(self) -> Path:
+        """Where this project's generated files go (one folder per project)."""
+        return self.out / self.project
+
+    # --- storage and events ------------------------------------------------------------------------
+
+    @property
+    def data_bucket(self) -> str:
+        return f"{self.project}-mllab-data"
+
+    @property
+    def lab_bucket(self) -> str:
+        return f"{self.project}-mllab-lab"
+
+    @property
+    def topics(self) -> dict[str, str]:
+        """The Settings fields naming topics -> their names (the functions read the same settings)."""
+        defaults = config.Settings()
+        return {"events_topic": defaults.events_topic, "purge_topic": defaults.purge_topic,
+                "reconcile_topic": defaults.reconcile_topic}
+
+    @property
+    def events_topic(self) -> str:
+        return self.topics["events_topic"]
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return f"{self.events_topic}-dead-letter"
+
+    @property
+    def dead_letter_hold(self) -> str:
+        """The subscription that keeps dead-lettered events until an operator looks at them."""
+        return f"{self.events_topic}-dead-letter-hold"
+
+    def scheduler_job(self, topic: str) -> str:
+        return f"mllab-{topic}"
+
+    # --- identities --------------------------------------------------------------------------------
+
+    def service_account_id(self, function: str) -> str:
+        return "fn-" + function.replace("_", "-")
+
+    def service_account(self, function: str) -> str:
+        return f"{self.service_account_id(function)}@{self.project}.iam.gserviceaccount.com"
+
+    @property
+    def invoker_id(self) -> str:
+        """Pub/Sub pushes to the event-triggered functions as this identity (it may invoke them, nothing else)."""
+        return "mllab-events-invoker"
+
+    @property
+    def invoker(self) -> str:
+        return f"{self.invoker_id}@{self.project}.iam.gserviceaccount.com"
+
+    def member(self, email: str) -> str:
+        return f"serviceAccount:{email}"
+
+    # --- load balancer -----------------------------------------------------------------------------
+
+    def run_service(self, function: str) -> str:
+        """Cloud Run's name for a gen2 function (underscores become hyphens)."""
+        return function.replace("_", "-")
+
+    def neg(self, function: str) -> str:
+        return f"mllab-{self.run_service(function)}-neg"
+
+    def backend(self, function: str) -> str:
+        return f"mllab-{self.run_service(function)}-backend"
+
+    def backend_url(self, function: str) -> str:
+        return f"https://www.googleapis.com/compute/v1/projects/{self.project}/global/backendServices/{self.backend(function)}"
+
+    @property
+    def lab_backend(self) -> str:
+        return "mllab-lab-backend"
+
+    @property
+    def lab_backend_url(self) -> str:
+        return f"https://www.googleapis.com/compute/v1/projects/{self.project}/global/backendBuckets/{self.lab_backend}"
+
+    def certificate(self, host: str) -> str:
+        # the host is in the name: a managed certificate's domains cannot change, a new domain gets a new one
+        return ("mllab-" + host.replace(".", "-"))[:63].rstrip("-")
+
+    url_map = "mllab-lb"
+    http_redirect_map = "mllab-http-redirect"
+    https_proxy = "mllab-https-proxy"
+    http_proxy = "mllab-http-proxy"
+    address = "mllab-lb-ip"
+    https_rule = "mllab-https-rule"
+    http_rule = "mllab-http-rule"
+    ssl_policy = "mllab-tls"
+    armor_policy = "mllab-api-armor"
+    alert_channel_name = "ML Lab alerts"
+
+    @property
+    def budget_name(self) -> str:
+        return f"ML Lab {self.project}"
+
+    @property
+    def uptime_check(self) -> str:
+        return f"ML Lab API {self.api_host}"
+
+
+def make(project: str | None, region: str | None, domain: str | None, **optional: object) -> Environment:
+    """Validate the arguments (all problems at once) and build the environment."""
+    missing = [name for name, value in (("PROJECT", project), ("REGION", region), ("DOMAIN", domain)) if not value]
+    if missing:
+        raise UsageError(f"missing {', '.join(missing)}: {USAGE}")
+    assert project and region and domain
+    problems = []
+    if not _PROJECT_ID.fullmatch(project):
+        problems.append(f"PROJECT {project!r} is not a Google Cloud project id (6-30 of a-z, 0-9, -)")
+    if not _REGION.fullmatch(region):
+        problems.append(f"REGION {region!r} is not a region name such as europe-west1")
+    if not _DOMAIN.fullmatch(domain):
+        problems.append(f"DOMAIN {domain!r} is not a lower-case domain such as example.com (the lab is lab.DOMAIN, "
+                        "the API api.DOMAIN)")
+    billing = optional.get("billing_account")
+    if billing and not _BILLING_ACCOUNT.fullmatch(str(billing)):
+        problems.append(f"BILLING_ACCOUNT {billing!r} is not an id such as 012345-6789AB-CDEF01")
+    paypal = optional.get("paypal") or "sandbox"
+    if paypal not in PAYPAL_APIS:
+        problems.append(f"PAYPAL must be one of {', '.join(PAYPAL_APIS)}, got {paypal!r}")
+    email = optional.get("alert_email")
+    if email and not _EMAIL.fullmatch(str(email)):
+        problems.append(f"ALERT_EMAIL {email!r} is not an email address")
+    budget = optional.get("budget_usd") or 100
+    if not str(budget).isdigit() or int(str(budget)) < 1:
+        problems.append(f"BUDGET must be a whole number of US dollars, got {budget!r}")
+    if problems:
+        raise UsageError("; ".join(problems))
+    values = {k: v for k, v in optional.items() if v not in (None, "")}
+    values["paypal"] = paypal
+    values["budget_usd"] = int(str(budget))
+    for key in ("secrets_from", "out"):
+        if key in values:
+            values[key] = Path(str(values[key]))
+    return Environment(project=project, region=region, domain=domain, **values)  # type: ignore[arg-type]

@@ -1,0 +1,62 @@
+"""The static lab on lab.<domain>: its files, its /config.json and the headers the load balancer adds.
+
+The deployed lab is frontend/ (with the vendored browser libraries in frontend/vendor/, which `make`
+installs from npm) plus a generated /config.json naming the API. The bucket serves plain files, so
+the security headers (the same ones the local gateway sends with the page) are custom response
+headers on the backend bucket. The production CSP differs from the local one only in connect-src:
+the API's origin and the storage origin that signed URLs point at. Never 'unsafe-eval'.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from deployment.environment import ROOT, Environment
+
+FRONTEND = ROOT / "frontend"
+VENDOR_STAMP = FRONTEND / "vendor" / ".installed"
+# npm's working files are not part of the site (the local gateway does not serve them either).
+NOT_SERVED = {"node_modules", "package.json", "package-lock.json", "npm.log"}
+STORAGE_ORIGIN = "https://storage.googleapis.com"
+
+
+def csp(env: Environment) -> str:
+    return ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+            f"connect-src 'self' {env.api_url} {STORAGE_ORIGIN}; worker-src 'self' blob:; font-src 'self'; "
+            "object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+
+
+def response_headers(env: Environment) -> list[str]:
+    """`--custom-response-header` values for the lab's backend bucket."""
+    return [
+        f"Content-Security-Policy: {csp(env)}",
+        "Strict-Transport-Security: max-age=63072000; includeSubDomains",
+        "X-Content-Type-Options: nosniff",
+        "X-Frame-Options: DENY",
+        "Referrer-Policy: no-referrer",
+        "Cross-Origin-Resource-Policy: same-site",
+    ]
+
+
+def config_json(env: Environment) -> str:
+    # no health_url: only the local gateway has a /healthz (the deployed lab shows no status section)
+    return json.dumps({"api_base": env.api_url, "env": "production"}) + "\n"
+
+
+def vendored() -> bool:
+    return VENDOR_STAMP.is_file()
+
+
+def stage(env: Environment, frontend: Path = FRONTEND) -> Path:
+    """Copy the site into the project's build folder with its production /config.json."""
+    dest = env.files / "lab"
+    shutil.rmtree(dest, ignore_errors=True)
+
+    def skip(folder: str, names: list[str]) -> set[str]:
+        return {n for n in names if n in NOT_SERVED or n.startswith(".") or n == "__pycache__"}
+
+    shutil.copytree(frontend, dest, ignore=skip)
+    (dest / "config.json").write_text(config_json(env))
+    return dest

@@ -1,0 +1,98 @@
+"""Secret Manager: each secret created if missing, a first value added while it has none, and the
+accessor role granted per secret to exactly the functions that read it.
+
+Values never appear in a command or in output: they are produced in memory (new key sets), derived
+from a stored secret read into memory, or read from the operator's SECRETS_FROM folder, and passed to
+`gcloud secrets versions add NAME --data-file=-` on stdin. Later values come from the operator's
+tools (`mllab keys rotate`, `mllab billing bootstrap`), never from a redeploy.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets as randomness
+
+from mllab import config
+
+from deployment import access
+from deployment.environment import Environment
+from deployment.steps import Context, DeployError, Probe, SecretValue, Step, gcloud
+
+
+def _new_key_set(ctx: Context) -> bytes:
+    from mllab import tokens
+
+    return json.dumps(tokens.new_key_set(), indent=1).encode()
+
+
+def _new_session_keys(ctx: Context) -> bytes:
+    # the shape mllab.sessions reads: {"current": version, "keys": {version: base64url(32 random bytes)}}
+    key = base64.urlsafe_b64encode(randomness.token_bytes(32)).decode()
+    return json.dumps({"current": "1", "keys": {"1": key}}, indent=1).encode()
+
+
+def _public_from_stored_private(ctx: Context) -> bytes:
+    """The public set of the private set stored in Secret Manager (read into memory, never shown)."""
+    from mllab import tokens
+
+    read = ctx.runner(gcloud(ctx.env.project, "secrets", "versions", "access", "latest",
+                             f"--secret={config.SIGNING_KEYS}"), capture=True)
+    if read.returncode != 0:
+        raise DeployError(f"could not read {config.SIGNING_KEYS} to derive its public key set")
+    return json.dumps(tokens.public_key_set(json.loads(read.stdout)), indent=1).encode()
+
+
+def _from_operator(secret: access.Secret, env: Environment) -> SecretValue:
+    def produce(ctx: Context) -> bytes | None:
+        folder = ctx.env.secrets_from
+        path = folder / secret.name if folder else None
+        return path.read_bytes() if path and path.is_file() else None
+
+    if secret.source == "bootstrap":
+        how = (f"run `mllab billing bootstrap --project {env.project} --webhook-url "
+               f"{env.api_url}/payments/paypal/webhook` and store what it prints")
+    else:
+        how = f"put it in a file and run `gcloud secrets versions add {secret.name} --project={env.project} --data-file=FILE`"
+    return SecretValue(
+        placeholder=f"<SECRETS_FROM/{secret.name}>",
+        produce=produce,
+        missing=f"{secret.name}: {secret.what}; {how} (or pass SECRETS_FROM=<folder holding {secret.name}>)")
+
+
+def value_source(secret: access.Secret, env: Environment) -> SecretValue:
+    if secret.source == "generated" and secret.name == config.SIGNING_KEYS:
+        return SecretValue("<a new ES256 key set, generated in memory>", _new_key_set)
+    if secret.source == "generated":
+        return SecretValue("<new random session keys, generated in memory>", _new_session_keys)
+    if secret.source == "derived":
+        return SecretValue(f"<the public half of {config.SIGNING_KEYS}:latest>", _public_from_stored_private)
+    return _from_operator(secret, env)
+
+
+def secret_steps(env: Environment) -> list[Step]:
+    p = env.project
+    steps = []
+    for secret in access.SECRETS:
+        name = secret.name
+        steps.append(Step(
+            "Secrets", f"Secret {name}: {secret.what}.",
+            gcloud(p, "secrets", "create", name, "--replication-policy=automatic", "--labels=app=mllab"),
+            probe=Probe(gcloud(p, "secrets", "describe", name, "--format=value(name)"))))
+        source = value_source(secret, env)
+        steps.append(Step(
+            "Secrets", f"First value of {name}, only while it has none (stdin, never in a command line).",
+            gcloud(p, "secrets", "versions", "add", name, "--data-file=-"),
+            probe=Probe(gcloud(p, "secrets", "versions", "list", name, "--filter=state=ENABLED", "--limit=1",
+                               "--format=value(name)")),
+            stdin=source))
+    for secret in access.SECRETS:
+        for reader in access.readers(secret.name):
+            email = env.service_account(reader)
+            steps.append(Step(
+                "Secrets", f"{reader} may read {secret.name} (this secret only).",
+                gcloud(p, "secrets", "add-iam-policy-binding", secret.name, f"--member={env.member(email)}",
+                       "--role=roles/secretmanager.secretAccessor")))
+    steps.append(Step("Secrets", "Every secret a function mounts must have a value before the functions deploy.",
+                      gate=True))
+    return steps
