@@ -15,9 +15,13 @@ host is set). `--project P` targets a real project with Application Default Cred
     mllab access grant EMAIL [--days N] | mllab access revoke EMAIL
     mllab billing resync [EMAIL]
     mllab billing bootstrap --webhook-url URL [--write-local]
+    mllab keys rotate | mllab keys list | mllab keys prune
 
 Billing commands also talk to PayPal: locally the stand-in (https://127.0.0.1:9500, trusted through
 .dev/paypal/ca.pem), with --project the API that MLLAB_PAYPAL_API_BASE names (sandbox by default).
+
+Key commands work on the access-token key sets: locally the files in .dev/secrets, with --project new
+Secret Manager versions. They print kids and dates, never key material.
 
 Every command takes --json for machine-readable output. Exit codes: 0 ok, 1 not found or refused
 (also: Firestore unreachable), 2 usage. Passwords are read from stdin only and never printed.
@@ -414,6 +418,48 @@ def cmd_billing_bootstrap(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+# --- access-token keys ---------------------------------------------------------------------------
+
+def _key_lines(rows: list[dict[str, Any]]) -> str:
+    shown = [{k: "-" if v is None else v for k, v in row.items()} for row in rows]
+    return table(shown, ("kid", "state", "created", "retired", "published_until"))
+
+
+def cmd_keys_rotate(args: argparse.Namespace, out: Output) -> int:
+    from mllab import keys, tokens
+
+    result = keys.rotate(keys.store(args.project))
+
+    def text() -> str:
+        lines = [f"new signing key {result['signing']['kid']} (created {result['signing']['created']}) in {result['where']}"]
+        lines += [f"retired {k['kid']}: its public key stays published until {k['published_until']}"
+                  for k in result["retired"]]
+        lines += [f"dropped {k['kid']} (retired {k['retired']}; every token it signed has expired)"
+                  for k in result["dropped"]]
+        lines.append(f"Signing functions switch to the new key within {int(tokens.SIGNER_REFRESH_S)} s.")
+        return "\n".join(lines)
+
+    out.result(result, text)
+    return EXIT_OK
+
+
+def cmd_keys_list(args: argparse.Namespace, out: Output) -> int:
+    from mllab import keys
+
+    rows = keys.listing(keys.store(args.project))
+    out.result({"keys": rows}, lambda: _key_lines(rows))
+    return EXIT_OK
+
+
+def cmd_keys_prune(args: argparse.Namespace, out: Output) -> int:
+    from mllab import keys
+
+    result = keys.prune(keys.store(args.project))
+    out.result(result, lambda: "\n".join([f"dropped {k['kid']} (retired {k['retired']})" for k in result["dropped"]]
+                                          or ["nothing to drop"]) + "\n" + _key_lines(result["kept"]))
+    return EXIT_OK
+
+
 # --- parser --------------------------------------------------------------------------------------
 
 class Parser(argparse.ArgumentParser):
@@ -502,6 +548,13 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--failure-threshold", type=positive, default=None,
                     help="failed payments before PayPal suspends (default 2)")
     bs.add_argument("--write-local", action="store_true", help="also write .dev/secrets/paypal-ids (local stack)")
+
+    keys = _group(groups, "keys", "access-token signing keys (no Firestore needed)")
+    for name, run, what in (("rotate", cmd_keys_rotate, "add a key that signs at once; the old one stays published "
+                                                         "until its tokens expire"),
+                            ("list", cmd_keys_list, "the keys with their dates (never key material)"),
+                            ("prune", cmd_keys_prune, "drop retired keys whose tokens have all expired")):
+        _action(keys, name, run, what).set_defaults(firestore=False)
     return parser
 
 
@@ -514,7 +567,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.stream, log.min_level = sys.stderr, "WARNING"
     try:
         project, emulator = configure_target(args.project)
-        if emulator:
+        if emulator and getattr(args, "firestore", True):
             out.note(f"using the Firestore emulator at {emulator} (project {project})")
             check_reachable(emulator)
         return args.run(args, out)

@@ -4,6 +4,10 @@ Signers hold the private key set (secret `token-signing-keys`, mounted only into
 and sign with its newest key. Verifiers hold the public set (secret `token-public-keys`) and re-read
 it, at most every `RELOAD_INTERVAL_S`, when a token names an unknown `kid` (a rotation).
 Verification pins the algorithm and the `typ`, and requires every claim the API relies on.
+
+Rotation (`mllab keys rotate`, mllab.keys): `rotate()` adds a key that signs at once and marks the
+others retired; `prune()` drops a retired key once no token it signed can still be valid
+(`retired_grace_s()` after it retired).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ ALGORITHM = "ES256"
 TOKEN_TYPE = "at+jwt"  # RFC 9068: an access token can't be confused with an ID token
 REQUIRED_CLAIMS = ("sub", "sid", "iat", "exp", "iss", "aud", "jti")
 PUBLIC_MEMBERS = ("kty", "crv", "x", "y", "kid", "use", "alg")
+# Bookkeeping kept beside each key in both secrets (never served in the JWKS): NumericDates.
+KEY_DATES = ("created_at", "retired_at")
 RELOAD_INTERVAL_S = 30.0
 IAT_LEEWAY_S = 60  # clock skew between instances
 
@@ -63,13 +69,40 @@ def new_key_set() -> dict[str, Any]:
 
 
 def rotate(private_set: dict[str, Any]) -> dict[str, Any]:
-    """Add a new signing key; old keys stay so their tokens verify until they expire."""
-    return {"keys": [*private_set.get("keys", []), new_private_jwk()]}
+    """Add a new signing key, which signs at once; the others stay, marked retired now, so tokens they
+    signed verify until they expire (prune() drops them after that)."""
+    now = clock.timestamp()
+    kept = [{**k, "retired_at": k.get("retired_at", now)} for k in private_set.get("keys", [])]
+    return {"keys": [*kept, new_private_jwk()]}
+
+
+def retired_grace_s() -> int:
+    """How long a retired key's public half stays published: a warm signer may go on signing with it
+    until it re-reads the key set (SIGNER_REFRESH_S), each such token lives for the access-token TTL,
+    and instances' clocks differ by up to IAT_LEEWAY_S."""
+    return int(SIGNER_REFRESH_S) + config.LIMITS.access_token_ttl_s + IAT_LEEWAY_S
+
+
+def published_until(jwk: dict[str, Any]) -> int | None:
+    """When a retired key may leave the public set (None: it is the signing key)."""
+    retired = jwk.get("retired_at")
+    return None if retired is None else int(retired) + retired_grace_s()
+
+
+def prune(private_set: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(the set without retired keys whose tokens have all expired, the keys dropped)."""
+    now = clock.timestamp()
+    keep, dropped = [], []
+    for jwk in private_set.get("keys", []):
+        until = published_until(jwk)
+        (dropped if until is not None and until <= now else keep).append(jwk)
+    return {"keys": keep}, dropped
 
 
 def public_key_set(private_set: dict[str, Any]) -> dict[str, Any]:
-    """The publishable set: public members only, never `d`."""
-    return {"keys": [{m: k[m] for m in PUBLIC_MEMBERS if m in k} for k in private_set.get("keys", [])]}
+    """The publishable set: public members (and the key's dates) only, never `d`."""
+    members = PUBLIC_MEMBERS + KEY_DATES
+    return {"keys": [{m: k[m] for m in members if m in k} for k in private_set.get("keys", [])]}
 
 
 def _load(text: str, *, private: bool) -> dict[str, Any]:
@@ -105,8 +138,10 @@ def _signing_key() -> tuple[str, Any]:
             keys = _load(config.secret(config.SIGNING_KEYS), private=True)
             if not keys:
                 raise config.ConfigError("the signing key set is empty")
-            # Newest by created_at; on a tie the later entry wins (rotate() appends).
-            jwk, key = max(reversed(list(keys.values())), key=lambda pair: pair[0].get("created_at", 0))
+            # Newest unretired key by created_at; on a tie the later entry wins (rotate() appends).
+            pairs = list(keys.values())
+            current = [pair for pair in pairs if "retired_at" not in pair[0]] or pairs
+            jwk, key = max(reversed(current), key=lambda pair: pair[0].get("created_at", 0))
             _signer = (jwk["kid"], key)
             _signer_loaded_at = time.monotonic()
         return _signer

@@ -237,10 +237,17 @@ def test_kid_is_the_rfc7638_thumbprint() -> None:
 
 def test_rotate_keeps_old_keys_and_adds_a_new_one() -> None:
     original = tokens.new_key_set()
-    rotated = tokens.rotate(original)
-    assert rotated["keys"][0] == original["keys"][0]
+    with clock.travel(by=timedelta(minutes=3)):
+        rotated = tokens.rotate(original)
+        now = clock.timestamp()
+    retired = dict(rotated["keys"][0])
+    assert retired.pop("retired_at") == now
+    assert retired == original["keys"][0]
     assert len(rotated["keys"]) == 2
     assert rotated["keys"][1]["kid"] != original["keys"][0]["kid"]
+    assert "retired_at" not in rotated["keys"][1] and rotated["keys"][1]["created_at"] == now
+    # a second rotation keeps the first retirement date
+    assert tokens.rotate(rotated)["keys"][0]["retired_at"] == now
 
 
 def _rotate_secret_files() -> dict[str, Any]:
