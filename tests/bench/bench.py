@@ -1,5 +1,6 @@
 """`make bench`: cold starts per function beside a bare function, token signing/verification, URL
-signing, and the object-event pipeline (upload-to-record latency, recorder throughput).
+signing, the object-event pipeline (upload-to-record latency, recorder throughput), and the lab in
+headless Chromium (first-load weight, time to interactive, XOR training per backend: lab_bench.py).
 
 Cold start = process start to the first *real* response (for jwks a 200 with keys; for the event
 function an event recorded in the Firestore emulator), median of RUNS fresh processes.
@@ -498,7 +499,7 @@ def main() -> int:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}; {RUNS} runs each (median; min-max)\n")
     with tempfile.TemporaryDirectory() as tmp:
-        stack = Stack(Ports.free(), Path(tmp), gateway=False)
+        stack = Stack(Ports.free(), Path(tmp))
         stack.start()
         try:
             env = {**os.environ, **stack.env()}
@@ -545,6 +546,10 @@ def main() -> int:
             webhook_section()
 
             storage_sections(stack)
+
+            from lab_bench import lab_section  # tests/bench/ is on sys.path: this file runs as a script
+
+            lab_section(stack.gateway_url)
         finally:
             stack.stop()
     return 0

@@ -13,6 +13,8 @@ import httpx
 import pytest
 
 from mllab import clients, config, sessions, tokens
+from mllab_dev.browser import CHROMIUM_ARGS
+from mllab_dev.browser import executable as browser_executable
 from mllab_dev.stack import PROJECT, Ports, Stack
 
 
@@ -83,11 +85,6 @@ def paypal(stack: Stack) -> Iterator[httpx.Client]:
     client.close()
 
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's; no browser is ever downloaded
-# SwiftShader asked for explicitly: Chrome 144+ no longer falls back to it for WebGL on its own
-# (research/lab.md section 2.2).
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
 EXPECT_TIMEOUT_MS = 20_000  # Playwright's expectations: a full run on two cores is slow
 
 
@@ -98,7 +95,7 @@ def chromium() -> Iterator:
 
     expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=browser_executable(), args=CHROMIUM_ARGS)
         yield browser
         browser.close()
 

@@ -12,10 +12,6 @@ import pytest
 from mllab import clients
 from mllab_dev.stack import Stack
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
 SIGN_IN = """async ([email, password]) => {
   const h = {"Content-Type": "application/json", "X-CSRF-Token": "1"};
   const login = await fetch("/auth/login", {method: "POST", headers: h, body: JSON.stringify({email, password})});
@@ -32,17 +28,6 @@ CROSS_ORIGIN_REFRESH = """async (target) => {
     return "status " + r.status;
   } catch (e) { return "blocked: " + e.name; }
 }"""
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
-
 
 @pytest.fixture
 def other_origin() -> Iterator[str]:

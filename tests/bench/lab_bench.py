@@ -1,0 +1,103 @@
+"""`make bench`, the lab's part, in headless Chromium against a running stack's gateway:
+
+- first load: every byte the page fetches from its origin before anyone acts (HTML, JS, CSS,
+  /config.json), gzipped at level 9 as a CDN would, with TF.js, uPlot and Papa Parse still unloaded;
+- time to interactive: navigation start until the sign-in form and the workbench are both usable
+  (the silent refresh answered), from the page's own performance clock;
+- XOR training: the 2-8-1 network, 300 epochs, batch 4, per backend the browser can start
+  (`?backend=`), as the page reports it (its elapsedMs, TF.js load excluded).
+Numbers only; nothing here passes or fails."""
+
+from __future__ import annotations
+
+import gzip
+import statistics
+
+from mllab_dev.browser import CHROMIUM_ARGS, executable
+
+PAGE_LOADS = 5
+XOR_RUNS = 3
+DONE = "#train-panel:is([data-state=done],[data-state=stopped],[data-state=early-stopped],[data-state=error])"
+READY = "() => !document.querySelector('#signed-out').hidden && document.querySelector('#train-button') !== null"
+
+
+def first_loads(browser, url: str) -> list[tuple[int, float, int]]:
+    """(gzipped bytes, ms to interactive, responses) for PAGE_LOADS fresh visitors."""
+    out = []
+    for _ in range(PAGE_LOADS):
+        context = browser.new_context()
+        page = context.new_page()
+        bodies: dict[str, bytes] = {}
+
+        def keep(response, bodies=bodies) -> None:
+            if response.url.startswith(url) and response.status not in (204, 301, 302) and "/healthz" not in response.url:
+                try:
+                    bodies[response.url] = response.body()
+                except Exception:  # noqa: BLE001 - a response without a body
+                    pass
+
+        page.on("response", keep)
+        page.goto(url + "/")
+        page.wait_for_function(READY)
+        tti = page.evaluate("performance.now()")
+        page.wait_for_load_state("networkidle")
+        if page.evaluate("typeof window.tf") != "undefined":
+            raise RuntimeError("TF.js loaded before anyone asked for it")
+        out.append((sum(len(gzip.compress(b, 9)) for b in bodies.values()), tti, len(bodies)))
+        context.close()
+    return out
+
+
+def xor_training(browser, url: str, backend: str) -> tuple[str, str, list[float]]:
+    """(backend picked, why not the requested one, elapsed ms per run)."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(120_000)
+    page.goto(f"{url}/?backend={backend}")
+    page.locator("#data-panel").get_by_role("button", name="Load the XOR demo").click()
+    page.get_by_label("Layer 1 units", exact=True).fill("8")
+    page.get_by_label("Layer 1 activation", exact=True).select_option("tanh")
+    page.select_option("#b-optimizer", "adam")
+    for sel, value in (("#b-lr", 0.1), ("#b-epochs", 300), ("#b-batch", 4), ("#b-seed", 1), ("#b-patience", 0)):
+        page.fill(sel, str(value))
+    times, picked, reason = [], "", ""
+    for _ in range(XOR_RUNS):
+        page.get_by_role("button", name="Train", exact=True).click()
+        page.wait_for_selector(DONE)
+        data = page.locator("#train-panel").evaluate("e => ({...e.dataset})")
+        if data.get("state") != "done":
+            raise RuntimeError(f"XOR training on {backend} ended {data.get('state')}")
+        times.append(float(data["elapsedMs"]))
+        status = page.locator("#backend-status")
+        picked = status.get_attribute("data-backend") or ""
+        reason = "" if picked == backend else (status.text_content() or "")
+    context.close()
+    return picked, reason, times
+
+
+def lab_section(url: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable(), args=CHROMIUM_ARGS)
+        try:
+            loads = first_loads(browser, url)
+            size = statistics.median(b for b, _, _ in loads)
+            print(f"\n{'lab, ' + str(PAGE_LOADS) + ' fresh visitors':28} {'median':>10} {'min-max':>15}")
+            print(f"{'first load (gzip -9)':28} {size / 1024:8.1f} KB {'':>15}  ({loads[0][2]} responses; budget 60 KB)")
+            ttis = [t for _, t, _ in loads]
+            print(f"{'time to interactive':28} {statistics.median(ttis):8.0f} ms {min(ttis):6.0f}-{max(ttis):<6.0f}")
+
+            print(f"\n{'XOR 2-8-1, 300 epochs':28} {'median ms':>10} {'min-max':>15}  ({XOR_RUNS} runs; 1st includes warm-up)")
+            for backend in ("cpu", "webgl", "webgpu"):
+                try:
+                    picked, reason, times = xor_training(browser, url, backend)
+                except Exception as exc:  # noqa: BLE001 - a backend that cannot run is a result too
+                    print(f"{backend:28} {'failed':>10}  {str(exc).splitlines()[0][:90]}")
+                    continue
+                if picked != backend:
+                    print(f"{backend:28} {'n/a':>10}  not available here: {reason[:110]}")
+                    continue
+                print(f"{backend:28} {statistics.median(times):10.0f} {min(times):6.0f}-{max(times):<8.0f}")
+        finally:
+            browser.close()
