@@ -2,8 +2,15 @@
 // per file; the browser sends the bytes straight to the bucket, weights.bin first and model.json last
 // (model.json is the commit marker), then the dataset (when it came from a CSV) and the run's
 // metrics.json. The event pipeline marks the version `ready`; reloading goes through signed GETs.
+// What is saved is listed by js/library.js ("Your library"), imported here once someone signs in.
 import {Problem, session} from "./session.js";
 import {state} from "./state.js";
+
+// Between this panel and the library: "saved" {projectId, modelId, version} after a save is recorded;
+// "changed" {kind: "project"|"model", id, action: "rename"|"delete"} after the library changed a record.
+export const cloud = new EventTarget();
+const PLAN_MESSAGE = "Saving to the cloud needs PRO or a promo trial. You can keep training and export models in " +
+  "the browser; subscribe or apply a promo code under Billing to save here.";
 
 const $ = (id) => document.getElementById(id);
 function el(tag, props = {}, ...children) {
@@ -12,7 +19,7 @@ function el(tag, props = {}, ...children) {
   return node;
 }
 const READY_TIMEOUT_MS = 60_000;
-const saved = {projectId: null, modelId: null}; // this page's model in the cloud: new saves add versions
+const saved = {projectId: null, modelId: null, name: null}; // this page's model in the cloud: new saves add versions
 
 function say(text, problem = false) {
   const box = $("cloud-message");
@@ -48,11 +55,16 @@ async function save() {
   const trained = state.model;
   if (!trained?.model) throw new Problem("Train or import a model first.");
   $("cloud-steps").replaceChildren();
+  // The plan as it is now (it may have changed since the page loaded): a free user is told before
+  // anything is created, rather than left with an empty project and a version that stays pending.
+  const me = await session.request("GET", "/me");
+  if (me.subscription?.plan !== "pro") throw new Problem(PLAN_MESSAGE);
   const projectId = await ensureProject();
-  if (saved.projectId !== projectId || !saved.modelId) {
-    const name = $("cloud-model-name").value.trim() || trained.dataset?.name || "model";
+  // The same project and model name as the last save or load: a new version of that model; else a new model.
+  const name = $("cloud-model-name").value.trim() || trained.dataset?.name || "model";
+  if (saved.projectId !== projectId || !saved.modelId || saved.name !== name) {
     const model = await session.request("POST", "/models", {project_id: projectId, name, config_json: trained.spec || {}});
-    Object.assign(saved, {projectId, modelId: model.id});
+    Object.assign(saved, {projectId, modelId: model.id, name});
   }
   const {exportArtifacts} = await import("./model.js");
   const {json, bin} = await exportArtifacts(trained.model, {preprocessor: trained.preprocessor, spec: trained.spec});
@@ -63,6 +75,7 @@ async function save() {
   await put({kind: "model", model_id: saved.modelId, version}, new Blob([json], {type: "application/json"}));
   step("model.json uploaded");
   let datasetId = null;
+  let jobId = null;
   if (trained.dataset?.source === "csv" && trained.dataset.text) {
     const ds = await session.request("POST", "/datasets", {project_id: projectId, name: trained.dataset.name,
       schema_json: {columns: trained.dataset.columns, target: trained.dataset.target, task: trained.dataset.task}});
@@ -74,54 +87,60 @@ async function save() {
   if (trained.metrics) {
     const job = await session.request("POST", "/jobs", {project_id: projectId, model_id: saved.modelId, version,
       dataset_id: datasetId, name: `training run of version ${version}`});
-    const metrics = {...trained.metrics, model_id: saved.modelId, version, dataset_id: datasetId};
+    // The class labels travel with the run, so the library can label its confusion matrix.
+    const labels = trained.preprocessor?.target_encoding?.labels;
+    const params = {...trained.metrics.params, target: trained.preprocessor?.target ?? null, ...(labels ? {labels} : {})};
+    const metrics = {...trained.metrics, params, model_id: saved.modelId, version, dataset_id: datasetId};
     await put({kind: "metrics", job_id: job.id}, new Blob([JSON.stringify(metrics)], {type: "application/json"}));
+    jobId = job.id;
     step("training run uploaded");
   }
   say(`Uploaded; waiting for version ${version} to be recorded…`);
+  // Each file is recorded by the event pipeline on its own: saved means the version is ready, the
+  // dataset ready and the run's metrics recorded, so the library lists all of them complete.
+  const modelId = saved.modelId;
+  let waiting = [async () => (await session.request("GET", `/models/${modelId}`)).versions
+    .some((v) => v.version === version && v.status === "ready")];
+  if (datasetId) waiting.push(async () => (await session.request("GET", `/datasets/${datasetId}`)).status === "ready");
+  if (jobId) waiting.push(async () => (await session.request("GET", `/jobs/${jobId}`)).status === "recorded");
   const started = Date.now();
   while (Date.now() - started < READY_TIMEOUT_MS) {
-    const model = await session.request("GET", `/models/${saved.modelId}`);
-    if (model.versions.some((v) => v.version === version && v.status === "ready")) {
+    const done = await Promise.all(waiting.map((check) => check()));
+    waiting = waiting.filter((_, i) => !done[i]);
+    if (!waiting.length) {
       say(`Saved as version ${version}.`);
-      await listModels();
+      cloud.dispatchEvent(new CustomEvent("saved", {detail: {projectId, modelId, version}}));
       return;
     }
     await new Promise((r) => setTimeout(r, 500));
   }
-  throw new Problem(`Version ${version} was uploaded but is not recorded yet; it will appear in the list shortly.`);
+  cloud.dispatchEvent(new CustomEvent("saved", {detail: {projectId, modelId, version}}));
+  throw new Problem(`Version ${version} was uploaded but is not all recorded yet; refresh the library in a moment.`);
 }
 
-async function load(model, version) {
+/** Load a ready version into the workbench through signed GETs; later saves add versions to it. */
+export async function loadVersion(model, version) {
   const base = `users/${session.me.uid}/projects/${model.project_id}/models/${model.id}/versions/${version}`;
   const url = async (file) => (await session.request("GET", `/signed/download?object=${encodeURIComponent(`${base}/${file}`)}`)).url;
   const [jsonUrl, binUrl] = [await url("model.json"), await url("weights.bin")];
   const {loadFromUrls} = await import("./model.js");
   const loaded = await loadFromUrls(jsonUrl, binUrl);
   const meta = loaded.getUserDefinedMetadata?.() || {};
-  Object.assign(saved, {projectId: model.project_id, modelId: model.id});
+  Object.assign(saved, {projectId: model.project_id, modelId: model.id, name: model.name});
   state.set("model", {model: loaded, spec: meta.spec || model.config_json, preprocessor: meta.preprocessor || null,
     metrics: null, dataset: null, source: `cloud: ${model.name} v${version}`});
-  say(`Loaded ${model.name} version ${version} from the cloud.`);
+  $("cloud-project").value = model.project_id;
+  $("cloud-new-project").hidden = $("cloud-project").value !== "";
+  $("cloud-model-name").value = model.name;
 }
 
-async function listProjects(selected = "") {
+/** The project choice, fresh from the API (after a save, or a rename or delete in the library). */
+export async function listProjects(selected = $("cloud-project").value) {
   const {items} = await session.request("GET", "/projects?limit=100");
   const select = $("cloud-project");
   select.replaceChildren(el("option", {value: "", textContent: "New project…"}),
     ...items.map((p) => el("option", {value: p.id, textContent: p.name, selected: p.id === selected})));
   $("cloud-new-project").hidden = select.value !== "";
-}
-
-async function listModels() {
-  // The list answers models without their versions; each model's versions come from GET /models/{id}.
-  const {items: listed} = await session.request("GET", "/models?limit=20");
-  const items = await Promise.all(listed.map((m) => session.request("GET", `/models/${m.id}`)));
-  $("cloud-models").replaceChildren(...items.map((m) => el("li", {},
-    `${m.name} `,
-    ...(m.versions || []).map((v) => v.status === "ready"
-      ? el("button", {type: "button", textContent: `Load v${v.version}`, onclick: () => run(() => load(m, v.version))})
-      : el("span", {textContent: ` v${v.version} (${v.status}) `})))));
 }
 
 async function run(work) {
@@ -150,13 +169,23 @@ export function mountCloudPanel(panel) {
       el("button", {id: "cloud-save", type: "button", textContent: "Save to cloud", disabled: true,
         onclick: () => run(save)}),
       el("ol", {id: "cloud-steps"}),
-      el("h4", {textContent: "Your models"}),
-      el("ul", {id: "cloud-models"})),
+      el("p", {className: "hint"}, "Saved models, datasets and training runs are listed in ",
+        el("a", {href: "#library", textContent: "Your library"}), ".")),
     el("p", {id: "cloud-message", role: "status"}));
   session.onChange((me) => {
     $("cloud-signed-in").hidden = !me;
     $("cloud-signed-out").hidden = Boolean(me);
-    if (me) run(async () => { await listProjects(saved.projectId || ""); await listModels(); });
+    if (!me) Object.assign(saved, {projectId: null, modelId: null, name: null});
+    if (me) run(() => listProjects(saved.projectId || ""));
+    if (me) import("./library.js"); // the lists: loaded only for a signed-in person
+  });
+  cloud.addEventListener("changed", ({detail}) => {
+    if (detail.action === "delete" && (detail.id === saved.projectId || detail.id === saved.modelId)) {
+      Object.assign(saved, {projectId: null, modelId: null, name: null}); // the next save makes a new model
+    }
+    if (detail.kind === "project") {
+      listProjects(saved.projectId || "").catch((err) => say(`The project list did not refresh: ${err.message}`, true));
+    }
   });
   state.on("model", (m) => { $("cloud-save").disabled = !m?.model; });
 }

@@ -1,6 +1,7 @@
 """Save to the cloud from the lab and load it back, in Chromium against the local stack: signed PUTs
-straight to the bucket, the event pipeline marking the version ready, signed GETs to reload, and the
-same predictions as before. A free user is told why the save is refused."""
+straight to the bucket, the event pipeline marking the version ready, the library listing it, signed
+GETs to reload, and the same predictions as before. A free user is told why the save is refused, and
+nothing is created for them."""
 
 from __future__ import annotations
 
@@ -49,15 +50,22 @@ def test_save_to_the_cloud_then_reload_predicts_the_same(lab: Lab, stack: Stack,
     assert [m.get("name") for m in models] == ["xor-net"] and models[0].get("latest_version") == 1
     jobs = [j.to_dict() for j in clients.firestore().collection(catalog.JOBS).where(filter=FieldFilter("uid", "==", user["uid"])).stream()]
     assert len(jobs) == 1 and jobs[0]["model_id"] == models[0].id
+    # The library lists the version as ready.
+    version = page.locator("#library-models > li").filter(has_text="xor-net").locator("[data-version='1']")
+    expect(version).to_have_attribute("data-status", "ready")
+    expect(version).to_contain_text("ready")
     lab.screenshot("lab-cloud-saved")
     # Reload version 1 through signed GET URLs: the same predictions.
     page.get_by_role("button", name="Load v1").click()
-    expect(page.locator("#cloud-message")).to_contain_text("Loaded xor-net version 1")
+    expect(page.locator("#library-models-message")).to_contain_text("Loaded xor-net version 1")
     after = lab.predict(0, 1)[1]
     assert all(abs(a - b) < 1e-6 for a, b in zip(before, after)), (before, after)
-    # A second save adds version 2 to the same model.
+    # A second save adds version 2 to the same model, and the library lists both.
     page.get_by_role("button", name="Save to cloud").click()
     expect(page.locator("#cloud-message")).to_have_text("Saved as version 2.", timeout=60_000)
+    versions = page.locator("#library-models > li").filter(has_text="xor-net").locator("[data-version]")
+    expect(versions).to_have_count(2)
+    expect(page.locator("#library-models > li")).to_have_count(1)
 
 
 def test_a_free_users_save_says_what_plan_it_needs(lab: Lab, new_user) -> None:
@@ -65,7 +73,11 @@ def test_a_free_users_save_says_what_plan_it_needs(lab: Lab, new_user) -> None:
 
     user = new_user()
     _trained(lab, user)
-    lab.allowed.append((403, "/signed/upload"))  # the refused request itself, as Chromium logs it
+    lab.page.fill("#cloud-new-project", "Not yet")
     lab.page.get_by_role("button", name="Save to cloud").click()
     expect(lab.page.locator("#cloud-message")).to_contain_text("needs PRO or a promo trial")
     expect(lab.page.locator("#cloud-message")).to_have_attribute("role", "alert")
+    # Refused before anything was made: no empty project, no version left pending.
+    for collection in (catalog.PROJECTS, catalog.MODELS):
+        assert not list(clients.firestore().collection(collection).where(filter=FieldFilter("uid", "==", user["uid"])).stream())
+    expect(lab.page.locator("#library-plan")).to_contain_text("Saving new work needs PRO or a promo trial")
