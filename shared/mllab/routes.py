@@ -57,6 +57,9 @@ class Route:
     # Check that the token's session is still live (DESIGN section 4). Default: every mutation.
     live: bool | None = None
     cache: str = "no-store"
+    # Statuses the handler answers besides `status` and those the route's auth, CSRF, body and path
+    # parameters imply (mllab.openapi derives those, and adds the 429 and 503 every route may answer).
+    answers: tuple[int, ...] = ()
 
     @property
     def needs_live_session(self) -> bool:
@@ -104,11 +107,12 @@ _COOKIE = {"csrf": Csrf.ORIGIN}
 def _crud(collection: str, noun: str, create: type[BaseModel], record: type[BaseModel], filters: str) -> list[Route]:
     """The five routes every catalog collection has: create, list, get, rename, delete."""
     one = f"/{collection}/{{id}}"
+    parent = (404,) if "project_id" in create.model_fields else ()  # the parent is not (or no longer) yours
     return [
         Route("POST", f"/{collection}", "catalog", f"Create a {noun}", request=create, response=record,
-              status=201, **_MUTATE),
+              status=201, answers=parent, **_MUTATE),
         Route("GET", f"/{collection}", "catalog", f"List your {noun}s ({filters}?limit=, ?cursor=)",
-              response=schemas.Page, **_TOKEN),
+              response=schemas.Page, answers=(400, 422), **_TOKEN),  # a foreign cursor; bad query parameters
         Route("GET", one, "catalog", f"One {noun}", response=record, **_TOKEN),
         Route("PATCH", one, "catalog", f"Rename a {noun}", request=schemas.Rename, response=record, **_MUTATE),
         Route("DELETE", one, "catalog", f"Delete a {noun} and its files", status=204, **_MUTATE),
@@ -119,26 +123,28 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/.well-known/jwks.json", "jwks", "Public keys that verify access tokens",
           response=schemas.Jwks, cache="public, max-age=300"),
     # Google sign-in (browser navigations: they answer with redirects)
-    Route("GET", "/auth/google/login", "auth_google_login", "Start Google sign-in (?return_to=/path)", status=302),
-    Route("GET", "/auth/google/callback", "auth_google_callback", "Google redirects back here", status=302),
+    Route("GET", "/auth/google/login", "auth_google_login", "Start Google sign-in (?return_to=/path)", status=302,
+          answers=(400, 502)),
+    Route("GET", "/auth/google/callback", "auth_google_callback", "Google redirects back here", status=302,
+          answers=(400, 401, 403, 409, 502)),
     # email + password
     Route("POST", "/auth/register", "auth_password", "Create an account (a verification mail follows)",
           request=schemas.RegisterRequest, response=schemas.Accepted, status=202, **_COOKIE),
     Route("POST", "/auth/login", "auth_password", "Sign in; sets the refresh cookie",
-          request=schemas.LoginRequest, response=schemas.AccessTokenResponse, **_COOKIE),
+          request=schemas.LoginRequest, response=schemas.AccessTokenResponse, answers=(401,), **_COOKIE),
     Route("POST", "/auth/verify-email", "auth_password", "Confirm an email address with the mailed token",
-          request=schemas.VerifyEmailRequest, response=schemas.Accepted),
+          request=schemas.VerifyEmailRequest, response=schemas.Accepted, answers=(400,)),
     Route("POST", "/auth/verify-email/resend", "auth_password", "Mail a new verification link",
           request=schemas.EmailRequest, response=schemas.Accepted, status=202),
     Route("POST", "/auth/password-reset", "auth_password", "Mail a password-reset link",
           request=schemas.EmailRequest, response=schemas.Accepted, status=202),
     Route("POST", "/auth/password-reset/confirm", "auth_password", "Set a new password with the mailed token",
-          request=schemas.PasswordResetConfirmRequest, response=schemas.Accepted),
+          request=schemas.PasswordResetConfirmRequest, response=schemas.Accepted, answers=(400,)),
     Route("POST", "/auth/password-change", "auth_password", "Change the password (optionally sign out others)",
           request=schemas.PasswordChangeRequest, response=schemas.Accepted, **_MUTATE),
     # refresh cookie
     Route("POST", "/auth/refresh", "auth_refresh", "Rotate the refresh cookie; new access token (204: signed out)",
-          response=schemas.AccessTokenResponse, auth=Auth.REFRESH_COOKIE, **_COOKIE),
+          response=schemas.AccessTokenResponse, auth=Auth.REFRESH_COOKIE, answers=(204,), **_COOKIE),
     Route("POST", "/auth/logout", "auth_logout", "Sign out this device, the others, or everywhere",
           request=schemas.LogoutRequest, status=204, auth=Auth.REFRESH_COOKIE, **_COOKIE),
     # account
@@ -154,27 +160,27 @@ ROUTES: tuple[Route, ...] = (
     *_crud("projects", "project", schemas.CreateProject, schemas.Project, ""),
     *_crud("models", "model", schemas.CreateModel, schemas.Model, "?project_id=, "),
     Route("POST", "/models/{id}/versions", "catalog", "Allocate the next version (pending until both files land)",
-          response=schemas.ModelVersion, status=201, **_MUTATE),
+          response=schemas.ModelVersion, status=201, answers=(409,), **_MUTATE),
     *_crud("datasets", "dataset", schemas.CreateDataset, schemas.Dataset, "?project_id=, "),
     *_crud("jobs", "training job", schemas.CreateJob, schemas.Job, "?project_id=, ?model_id=, "),
     # signed URLs: the browser talks to the bucket directly
     Route("POST", "/signed/upload", "signed_urls", "A signed PUT URL for one of your files",
-          request=schemas.SignUpload, response=schemas.SignedUrl, **_MUTATE),
+          request=schemas.SignUpload, response=schemas.SignedUrl, answers=(404, 409), **_MUTATE),
     Route("GET", "/signed/download", "signed_urls", "A signed GET URL for a recorded file (?object=)",
-          response=schemas.SignedUrl, **_TOKEN),
+          response=schemas.SignedUrl, answers=(404,), **_TOKEN),
     # billing: PayPal subscriptions and promo codes
     Route("GET", "/billing/plans", "billing", "The plans, their prices and limits", response=schemas.Plans,
           cache="public, max-age=300"),
     Route("POST", "/billing/paypal/subscribe", "billing", "Start a PayPal checkout; answers the approval URL",
-          response=schemas.SubscribeResponse, **_MUTATE),
+          response=schemas.SubscribeResponse, answers=(409,), **_MUTATE),
     Route("POST", "/billing/sync", "billing", "Re-read your subscription from PayPal (on return from PayPal)",
-          request=schemas.SyncRequest, response=schemas.Subscription, **_MUTATE),
+          request=schemas.SyncRequest, response=schemas.Subscription, answers=(404,), **_MUTATE),
     Route("POST", "/billing/cancel", "billing", "Cancel the subscription; PRO stays until the paid-through date",
-          request=schemas.CancelRequest, response=schemas.Subscription, **_MUTATE),
+          request=schemas.CancelRequest, response=schemas.Subscription, answers=(409,), **_MUTATE),
     Route("POST", "/payments/paypal/webhook", "paypal_webhook", "PayPal's event notifications (signed by PayPal)",
-          response=schemas.WebhookAck, auth=Auth.WEBHOOK_SIGNATURE),
+          response=schemas.WebhookAck, auth=Auth.WEBHOOK_SIGNATURE, answers=(409,)),
     Route("POST", "/promo/apply", "promo_apply", "Redeem a promo code (a PRO trial or a comp)",
-          request=schemas.PromoRequest, response=schemas.PromoApplied, **_MUTATE),
+          request=schemas.PromoRequest, response=schemas.PromoApplied, answers=(409,), **_MUTATE),
 )
 
 

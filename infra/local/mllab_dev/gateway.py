@@ -8,6 +8,7 @@ lab from `frontend/`, or a 404 problem.
 
 from __future__ import annotations
 
+import functools
 import json
 import mimetypes
 import os
@@ -21,7 +22,7 @@ from typing import Any
 import httpx
 from werkzeug.wrappers import Request, Response
 
-from mllab import http, log, routes
+from mllab import http, log, openapi, routes
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
               "transfer-encoding", "upgrade", "host", "content-length"}
@@ -63,6 +64,9 @@ class Gateway:
                 # health_url: only the local gateway has one; the deployed lab shows no status section
                 resp = http.json_response({"api_base": "", "env": "local", "health_url": "/healthz"})
                 resp.headers["Cache-Control"] = "no-cache"
+            elif raw.path == "/openapi.json" and raw.method in ("GET", "HEAD"):
+                resp = http.json_response(self.openapi_document)  # generated from the route table
+                resp.headers["Cache-Control"] = "no-cache"
             elif routes.match_path(raw.path):
                 resp = self.proxy(raw, request_id)
                 return resp(environ, start_response)  # the function already set every header
@@ -77,6 +81,10 @@ class Gateway:
         security = LAB_SECURITY_HEADERS if resp.mimetype == "text/html" else None
         http.apply_common_headers(resp, request_id, origin, security)
         return resp(environ, start_response)
+
+    @functools.cached_property
+    def openapi_document(self) -> dict[str, Any]:
+        return openapi.document()
 
     def proxy(self, raw: Request, request_id: str) -> Response:
         route, _ = routes.match_path(raw.path)[0]
