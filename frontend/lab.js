@@ -1,70 +1,28 @@
-// The lab shell: session handling as DESIGN section 4 describes. The access token lives in memory
-// only; the refresh cookie (__Host-rt, HttpOnly) is the browser's business.
+// The lab shell. Sign-in, refresh and the account screen live in js/account.js (DESIGN sections 4
+// and 6): the access token stays in that module's memory; the refresh cookie (__Host-rt, HttpOnly)
+// is the browser's business.
 import {Problem, problemDetail, session} from "./js/session.js";
+import {accessToken, refresh, showAccount, startAccount} from "./js/account.js";
 
-const config = await fetch("/config.json").then((r) => r.json());
-const api = (path) => `${config.api_base}${path}`;
-const COOKIE_ROUTE_HEADERS = {"Content-Type": "application/json", "X-CSRF-Token": "1"};
-let accessToken = null;
-let refreshTimer = null;
 let me = null; // GET /me while signed in: who, subscription, usage and the session's CSRF token
 const $ = (id) => document.getElementById(id);
 
-async function refresh() {
-  const res = await fetch(api("/auth/refresh"), {method: "POST", credentials: "include", headers: COOKIE_ROUTE_HEADERS});
-  if (res.status !== 200) return false; // 204: signed out (no error), 401: the session ended
-  const body = await res.json();
-  accessToken = body.access_token;
-  clearTimeout(refreshTimer);
-  refreshTimer = setTimeout(refresh, Math.max(30, body.expires_in - 60) * 1000); // before expiry
-  return true;
-}
-
-async function showAccount() {
-  let account = null;
-  if (accessToken !== null) {
-    const res = await fetch(api("/me"), {headers: {Authorization: `Bearer ${accessToken}`}});
-    if (res.status === 200) {
-      account = await res.json();
-      $("who").textContent = account.email; // filled before it is shown
-      showSubscription(account.subscription);
-      showUsage(account.usage);
-    } else {
-      accessToken = null; // the session ended meanwhile
-    }
-  }
+// The billing section follows the session: filled before it is shown, emptied on sign-out. Added
+// before the first await, so it runs before the other modules' listeners: they may call request()
+// at once, which needs `me`.
+session.onChange((account) => {
   me = account;
-  session.changed(me);
-  $("signed-in").hidden = me === null;
-  $("signed-out").hidden = me !== null;
-  $("billing").hidden = me === null;
-}
-
-$("login-form").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const res = await fetch(api("/auth/login"), {method: "POST", credentials: "include", headers: COOKIE_ROUTE_HEADERS,
-    body: JSON.stringify({email: $("email").value, password: $("password").value})});
-  if (res.status === 200) {
-    accessToken = (await res.json()).access_token;
-    $("login-error").textContent = "";
-    await refresh();
+  if (account) {
+    showSubscription(account.subscription);
+    showUsage(account.usage);
   } else {
-    $("login-error").textContent = await problemDetail(res);
+    say("");
   }
-  await showAccount();
-  finishCheckout(); // a return from PayPal that waited for the sign-in
+  $("billing").hidden = account === null;
 });
-
-async function logout(scope) {
-  await fetch(api("/auth/logout"), {method: "POST", credentials: "include", headers: COOKIE_ROUTE_HEADERS,
-    body: JSON.stringify({scope})});
-  accessToken = null;
-  clearTimeout(refreshTimer);
-  say("");
-  showAccount();
-}
-$("logout").addEventListener("click", () => logout("local"));
-$("logout-all").addEventListener("click", () => logout("global"));
+const config = await fetch("/config.json").then((r) => r.json());
+const api = (path) => `${config.api_base}${path}`;
+startAccount(api, {afterSignIn: () => finishCheckout()}); // a return from PayPal that waited for the sign-in
 
 // --- Billing (DESIGN section 7): the plan from /me, PayPal checkout and cancel, promo codes -------
 
