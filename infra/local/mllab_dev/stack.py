@@ -155,13 +155,18 @@ def _group_alive(pgid: int) -> bool:
 
 class Stack:
     def __init__(self, ports: Ports | None = None, dev_dir: Path | None = None, *,
-                 echo: bool = False, gateway: bool = True) -> None:
+                 echo: bool = False, gateway: bool = True, function_env: dict[str, dict[str, str]] | None = None,
+                 gateway_threads: int = 32) -> None:
         self.ports = ports or Ports()
         self.dev_dir = (dev_dir or ROOT / ".dev").resolve()
         self.state_file = self.dev_dir / "stack.json"
         self.log_dir = self.dev_dir / "logs"
         self.echo = echo
         self.with_gateway = gateway
+        # Extra environment per function (e.g. THREADS/WORKERS for functions-framework's gunicorn, as
+        # `make load` sets them to the deploy's concurrency) and the gateway's thread count.
+        self.function_env = function_env or {}
+        self.gateway_threads = gateway_threads
         self.children: list[Child] = []
         self._stopping = threading.Event()
         self.venv_bin = Path(sys.executable).parent
@@ -291,7 +296,8 @@ class Stack:
         if self.with_gateway:
             self.children.append(Child(
                 "gateway", "gateway", p.gateway,
-                [str(self.venv_bin / "gunicorn"), "--worker-class", "gthread", "--threads", "32", "--workers", "1",
+                [str(self.venv_bin / "gunicorn"), "--worker-class", "gthread", "--threads", str(self.gateway_threads),
+                 "--workers", "1",
                  "--bind", f"127.0.0.1:{p.gateway}", "--graceful-timeout", "2", "--log-level", "warning",
                  "mllab_dev.gateway:create_app()"],
                 f"{self.gateway_url}/healthz"))
@@ -302,6 +308,8 @@ class Stack:
             topo = self.dev_dir / "topology.json"
             topo.write_text(json.dumps(self.topology(), indent=1))
             env["MLLAB_DEV_TOPOLOGY"] = str(topo)
+        if child.kind == "function":
+            env.update(self.function_env.get(child.name.removeprefix("fn:"), {}))
         if child.name == "gcs":  # fake-gcs-server publishes object events to the Pub/Sub emulator
             env["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{self.ports.pubsub}"
         log_path = self.log_dir / f"{child.name.replace(':', '-')}.log"
