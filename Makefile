@@ -14,12 +14,14 @@ VENDOR_FILES := @tensorflow/tfjs/dist/tf.es2017.min.js \
                 @tensorflow/tfjs-backend-webgpu/dist/tf-backend-webgpu.es2017.min.js \
                 papaparse/papaparse.min.js uplot/dist/uPlot.iife.min.js uplot/dist/uPlot.min.css
 
-.PHONY: help dev test test-unit test-py311 bench preflight lock clean
+.PHONY: help dev test test-unit test-py311 bench preflight lock clean deploy-plan deploy deploy-args
 
 help:
 	@echo "make dev     run emulators, every function, the gateway and the lab on http://127.0.0.1:8080"
 	@echo "make test    set up and run every test (unit + emulator-backed)"
 	@echo "make bench   print cold-start and token timings"
+	@echo "make deploy-plan PROJECT=p REGION=r DOMAIN=d   print every gcloud command of a deployment (offline)"
+	@echo "make deploy PROJECT=p REGION=r DOMAIN=d OAUTH_CLIENT_ID=id   run them (README: Deploy to Google Cloud)"
 	@echo "make clean   remove .venv, .dev and build output"
 
 # Fails within seconds, naming what to install, before any slow step.
@@ -77,6 +79,27 @@ lock:
 	@/tmp/mllab-lock/bin/pip install --quiet '.[dev]' && \
 	  { echo '# Full transitive lock (pip constraints): `make` installs exactly this tree. Regenerate with `make lock`.'; \
 	    /tmp/mllab-lock/bin/pip freeze --exclude mllab; } > constraints.txt
+
+# Deploy to one Google Cloud project (README "Deploy to Google Cloud"). Required: PROJECT, REGION, DOMAIN.
+# Optional: OAUTH_CLIENT_ID (needed by deploy), BILLING_ACCOUNT, PAYPAL=sandbox|live, ALERT_EMAIL, BUDGET (USD),
+# SECRETS_FROM (a folder of secret values), DEPLOY_OUT (generated files; default build/deploy).
+DEPLOY_ARGS = --project='$(PROJECT)' --region='$(REGION)' --domain='$(DOMAIN)' \
+  --oauth-client-id='$(OAUTH_CLIENT_ID)' --billing-account='$(BILLING_ACCOUNT)' --paypal='$(or $(PAYPAL),sandbox)' \
+  --alert-email='$(ALERT_EMAIL)' --budget='$(or $(BUDGET),100)' --secrets-from='$(SECRETS_FROM)' \
+  $(if $(DEPLOY_OUT),--out='$(DEPLOY_OUT)')
+
+# Fails before anything else runs when a required argument is missing.
+deploy-args:
+	@if [ -z "$(PROJECT)" ] || [ -z "$(REGION)" ] || [ -z "$(DOMAIN)" ]; then \
+	  echo "make $(or $(MAKECMDGOALS),deploy): missing$(if $(PROJECT),, PROJECT)$(if $(REGION),, REGION)$(if $(DOMAIN),, DOMAIN)" >&2; \
+	  echo "usage: make $(or $(MAKECMDGOALS),deploy) PROJECT=<project id> REGION=<e.g. europe-west1> DOMAIN=<e.g. example.com>" >&2; \
+	  exit 2; fi
+
+deploy-plan: deploy-args $(STAMP)
+	@$(PY) infra/deploy.py plan $(DEPLOY_ARGS)
+
+deploy: deploy-args $(STAMP) $(VENDORED)
+	@$(PY) infra/deploy.py apply $(DEPLOY_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VENV311) .dev build .pytest_cache .hypothesis $(VENDOR) frontend/node_modules frontend/npm.log

@@ -59,7 +59,11 @@ def main(argv: Sequence[str] | None = None, runner: steps.Runner = steps.subproc
         sys.stdout.write(steps.render_plan(chosen, plan.header(env)))
         return 0
     if args.command == "script":
-        text = steps.render_script(chosen, plan.header(env))
+        try:
+            text = steps.render_script(chosen, plan.script_header(env, args.only or "all"))
+        except steps.DeployError as exc:
+            print(f"deploy: {exc}", file=sys.stderr)
+            return 2
         if args.output:
             Path(args.output).parent.mkdir(parents=True, exist_ok=True)
             Path(args.output).write_text(text)

@@ -117,7 +117,7 @@ def _frontend(env: Environment, files: Files) -> list[Step]:
         Step("Load balancer", "One global IPv4 address for api. and lab. (point both DNS records at it).",
              gcloud(p, "compute", "addresses", "create", env.address, "--global", "--ip-version=IPV4"),
              probe=Probe(gcloud(p, "compute", "addresses", "describe", env.address, "--global",
-                                "--format=value(address)"))),
+                                "--format=value(name)"))),
         Step("Load balancer", "HTTPS on port 443 of that address.",
              gcloud(p, "compute", "forwarding-rules", "create", env.https_rule, "--global",
                     "--load-balancing-scheme=EXTERNAL_MANAGED", f"--address={env.address}",

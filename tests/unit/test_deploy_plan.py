@@ -1,0 +1,852 @@
+"""The deployment plan (infra/deploy.py + infra/deployment/): every function with its flags, every
+resource kind, the order, no secret value anywhere, offline, one environment per project, clear usage
+errors, idempotent apply through a fake runner, the URL map agreeing with the local gateway, and the
+Cloud Build file."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from werkzeug.test import Client
+
+from mllab import config, routes, schemas, storage, tokens
+
+from tests.unit.helpers import REPO
+
+sys.path.insert(0, str(REPO / "infra"))
+
+import deploy as deploy_cli  # noqa: E402  (infra/deploy.py)
+from deployment import access, environment, files, lab, plan, sizing, steps, urlmap  # noqa: E402
+from deployment.steps import Completed, Step  # noqa: E402
+
+PROJECT, REGION, DOMAIN = "demo-proj", "europe-west1", "example.com"
+ARGS = [f"--project={PROJECT}", f"--region={REGION}", f"--domain={DOMAIN}"]
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("deploy")
+
+
+@pytest.fixture(scope="module")
+def env(out: Path) -> environment.Environment:
+    return environment.make(PROJECT, REGION, DOMAIN, out=out)
+
+
+@pytest.fixture(scope="module")
+def built(env: environment.Environment) -> tuple[list[Step], files.Files]:
+    return plan.build(env)
+
+
+@pytest.fixture(scope="module")
+def all_steps(built: tuple[list[Step], files.Files]) -> list[Step]:
+    return built[0]
+
+
+@pytest.fixture(scope="module")
+def text(env: environment.Environment, all_steps: list[Step]) -> str:
+    return steps.render_plan(all_steps, plan.header(env))
+
+
+def commands(all_steps: Sequence[Step]) -> list[tuple[str, ...]]:
+    """Every command the plan may run: the steps', their probes' and their updates'."""
+    found = []
+    for step in all_steps:
+        found += [step.argv] if step.argv else []
+        found += [step.probe.argv] if step.probe else []
+        found += [step.update] if step.update else []
+    return found
+
+
+def first(all_steps: Sequence[Step], *words: str, flag: str = "") -> int:
+    """Index of the first step whose command has these words in order (and, if given, this flag)."""
+    for n, step in enumerate(all_steps):
+        if _has(step.argv, words) and (not flag or flag in step.argv):
+            return n
+    raise AssertionError(f"no step runs {' '.join(words)} {flag}")
+
+
+def _has(argv: Sequence[str], words: Sequence[str]) -> bool:
+    return any(tuple(argv[i:i + len(words)]) == tuple(words) for i in range(len(argv)))
+
+
+def deploy_step(all_steps: Sequence[Step], name: str) -> tuple[str, ...]:
+    return all_steps[first(all_steps, "functions", "deploy", name)].argv
+
+
+def flag(argv: Sequence[str], name: str) -> str | None:
+    values = [a.split("=", 1)[1] for a in argv if a.startswith(f"--{name}=")]
+    assert len(values) <= 1, (name, values)
+    return values[0] if values else None
+
+
+# --- every function, with its flags ---------------------------------------------------------------
+
+@pytest.mark.parametrize("fn", routes.FUNCTIONS, ids=lambda f: f.name)
+def test_every_function_is_deployed_gen2_from_its_staged_folder(all_steps: list[Step], fn: routes.Function) -> None:
+    argv = deploy_step(all_steps, fn.name)
+    assert "--gen2" in argv and flag(argv, "runtime") == "python312" and flag(argv, "region") == REGION
+    assert flag(argv, "source") == f"build/{fn.name}" and flag(argv, "entry-point") == fn.name
+    assert flag(argv, "service-account") == f"fn-{fn.name.replace('_', '-')}@{PROJECT}.iam.gserviceaccount.com"
+    assert flag(argv, "project") == PROJECT
+    size = sizing.SIZING[fn.name]
+    assert (flag(argv, "memory"), flag(argv, "cpu"), flag(argv, "concurrency"), flag(argv, "min-instances"),
+            flag(argv, "max-instances"), flag(argv, "timeout")) == (
+        size.memory, size.cpu, str(size.concurrency), str(size.min_instances), str(size.max_instances), size.timeout)
+    # concurrency above 1 needs a whole vCPU on Cloud Run
+    assert size.concurrency == 1 or float(size.cpu) >= 1
+    assert size.min_instances <= size.max_instances and size.why
+
+
+@pytest.mark.parametrize("fn", routes.FUNCTIONS, ids=lambda f: f.name)
+def test_ingress_and_invokers_follow_the_trigger(all_steps: list[Step], fn: routes.Function) -> None:
+    argv = deploy_step(all_steps, fn.name)
+    if fn.trigger is routes.Trigger.HTTP:
+        # a serverless NEG sends no identity token: ingress (load balancer only) is what closes run.app
+        assert "--trigger-http" in argv and "--allow-unauthenticated" in argv
+        assert flag(argv, "ingress-settings") == ("all" if fn.name == "paypal_webhook" else "internal-and-gclb")
+        assert "--retry" not in argv
+    else:
+        settings = config.Settings()
+        assert flag(argv, "trigger-topic") == getattr(settings, fn.topic or "")
+        assert flag(argv, "ingress-settings") == "internal-only" and "--no-allow-unauthenticated" in argv
+        invoker = f"mllab-events-invoker@{PROJECT}.iam.gserviceaccount.com"
+        assert flag(argv, "trigger-service-account") == invoker
+        binding = all_steps[first(all_steps, "functions", "add-invoker-policy-binding", fn.name)].argv
+        assert flag(binding, "member") == f"serviceAccount:{invoker}"
+        assert ("--retry" in argv) == (fn.name == "on_object_finalized")
+
+
+def test_secrets_are_mounted_per_function_as_files(all_steps: list[Step]) -> None:
+    for fn in routes.FUNCTIONS:
+        argv = deploy_step(all_steps, fn.name)
+        mounted = flag(argv, "set-secrets")
+        expected = {f"/secrets/{s}/{s}={s}:latest" for s in access.READS[fn.name]}
+        assert (set(mounted.split(",")) if mounted else set()) == expected
+        assert ("--clear-secrets" in argv) == (not expected)
+
+
+def _routes_of(name: str) -> tuple[routes.Route, ...]:
+    return routes.for_function(name)
+
+
+def test_signing_keys_go_only_to_the_functions_that_sign_tokens() -> None:
+    signers = {r.function for r in routes.ROUTES if r.response is schemas.AccessTokenResponse}
+    assert signers and set(access.readers(config.SIGNING_KEYS)) == signers
+
+
+def test_every_function_gets_the_keys_its_routes_check() -> None:
+    for fn in routes.FUNCTIONS:
+        reads, table = set(access.READS[fn.name]), _routes_of(fn.name)
+        if any(r.auth is routes.Auth.ACCESS_TOKEN for r in table) or fn.name == "jwks":
+            assert config.PUBLIC_KEYS in reads, fn.name
+        if any(r.csrf is routes.Csrf.SESSION or r.auth is routes.Auth.REFRESH_COOKIE for r in table):
+            assert config.SESSION_KEYS in reads, fn.name
+
+
+def _imports(tree: ast.AST) -> set[str]:
+    """mllab modules a file imports anywhere (top level or inside functions)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "mllab":
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mllab."):
+            found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("mllab.")}
+    return found
+
+
+def _secrets_read(tree: ast.AST) -> set[str]:
+    """Secret names passed as config.secret(config.NAME) in a module."""
+    names = set()
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "secret"
+                and node.args and isinstance(node.args[0], ast.Attribute)):
+            names.add(getattr(config, node.args[0].attr))
+    return names
+
+
+def _reachable_secrets(function: str) -> set[str]:
+    library = REPO / "shared" / "mllab"
+    trees = {p.stem: ast.parse(p.read_text()) for p in library.glob("*.py")}
+    seen: set[str] = set()
+    todo = list(_imports(ast.parse((REPO / "functions" / function / "main.py").read_text())))
+    while todo:
+        module = todo.pop()
+        if module in seen or module not in trees:
+            continue
+        seen.add(module)
+        todo += _imports(trees[module])
+    return set().union(*(_secrets_read(trees[m]) for m in seen))
+
+
+@pytest.mark.parametrize("fn", routes.FUNCTIONS, ids=lambda f: f.name)
+def test_a_function_gets_only_secrets_its_code_can_read(fn: routes.Function) -> None:
+    """Over-mounting check: every secret granted is read by a module the function can reach."""
+    assert set(access.READS[fn.name]) <= _reachable_secrets(fn.name)
+
+
+def test_the_secret_tables_cover_every_function_and_secret() -> None:
+    assert set(access.READS) == {fn.name for fn in routes.FUNCTIONS} == set(sizing.SIZING)
+    declared = {s.name for s in access.SECRETS}
+    assert set().union(*map(set, access.READS.values())) <= declared
+    local_only = {config.DEV_SIGNER}  # the local V4 signer: production signs through IAM signBlob
+    readable = {getattr(config, n) for n in ("SIGNING_KEYS", "PUBLIC_KEYS", "SESSION_KEYS", "OAUTH_CLIENT_SECRET",
+                                              "SMTP_URL", "PAYPAL_CLIENT", "PAYPAL_IDS")}
+    assert declared == readable and not declared & local_only
+
+
+def test_a_mounted_secret_is_read_from_its_own_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cloud Run shadows a secret's whole mount folder, so each sits at /secrets/<name>/<name>."""
+    mount = tmp_path / "secrets"
+    (mount / config.SMTP_URL).mkdir(parents=True)
+    (mount / config.SMTP_URL / config.SMTP_URL).write_text("smtps://u:p@mail.example.com:465")
+    monkeypatch.setenv("MLLAB_SECRETS_DIR", str(mount))
+    config.reload()
+    assert config.secret(config.SMTP_URL) == "smtps://u:p@mail.example.com:465"
+    assert access.mount_path(config.SMTP_URL) == f"/secrets/{config.SMTP_URL}/{config.SMTP_URL}"
+    assert config.Settings().secrets_dir == Path("/secrets")
+
+
+# --- every resource kind -----------------------------------------------------------------------------
+
+def test_the_plan_enables_the_apis_first(all_steps: list[Step]) -> None:
+    gcloud = [n for n, s in enumerate(all_steps) if s.argv[:1] == ("gcloud",)]
+    enable = all_steps[gcloud[0]].argv
+    assert enable[1:3] == ("services", "enable")
+    for api in ("cloudfunctions", "run", "eventarc", "pubsub", "firestore", "secretmanager", "cloudscheduler",
+                "compute", "monitoring", "iamcredentials", "billingbudgets", "firebaserules"):
+        assert f"{api}.googleapis.com" in enable
+
+
+def test_one_service_account_per_function_with_least_privilege(all_steps: list[Step]) -> None:
+    bindings = [s.argv for s in all_steps if "add-iam-policy-binding" in s.argv]
+    for fn in routes.FUNCTIONS:
+        email = f"fn-{fn.name.replace('_', '-')}@{PROJECT}.iam.gserviceaccount.com"
+        assert first(all_steps, "iam", "service-accounts", "create", f"fn-{fn.name.replace('_', '-')}") >= 0
+        mine = [b for b in bindings if f"--member=serviceAccount:{email}" in b]
+        roles = {flag(b, "role") for b in mine}
+        project_roles = {flag(b, "role") for b in mine if b[1:3] == ("projects", "add-iam-policy-binding")}
+        assert project_roles == ({"roles/datastore.user"} if "firestore" in fn.uses else set())
+        bucket_roles = {(b[4], flag(b, "role")) for b in mine if b[1:3] == ("storage", "buckets")}
+        assert bucket_roles == ({(f"gs://{PROJECT}-mllab-data", "roles/storage.objectAdmin")}
+                                if "storage" in fn.uses else set())
+        token_creator = [b for b in mine if flag(b, "role") == "roles/iam.serviceAccountTokenCreator"]
+        if fn.name in access.SIGNERS:  # signBlob as itself: the binding is on its own account only
+            assert [b[4] for b in token_creator] == [email]
+        else:
+            assert not token_creator
+        secrets = {b[3] for b in mine if b[1:3] == ("secrets", "add-iam-policy-binding")}
+        assert secrets == set(access.READS[fn.name])
+        assert all(flag(b, "role") == "roles/secretmanager.secretAccessor"
+                   for b in mine if b[1:3] == ("secrets", "add-iam-policy-binding"))
+        assert roles <= {"roles/datastore.user", "roles/storage.objectAdmin", "roles/iam.serviceAccountTokenCreator",
+                         "roles/secretmanager.secretAccessor"}
+    assert not [b for b in bindings if "roles/owner" in b or "roles/editor" in b]
+
+
+def test_the_buckets_topics_and_notification(all_steps: list[Step], built: Any) -> None:
+    data, site = f"gs://{PROJECT}-mllab-data", f"gs://{PROJECT}-mllab-lab"
+    create = all_steps[first(all_steps, "storage", "buckets", "create", data)].argv
+    assert "--uniform-bucket-level-access" in create and "--public-access-prevention" in create
+    update = all_steps[first(all_steps, "storage", "buckets", "update", data)].argv
+    cors = _path(flag(update, "cors-file")).read_text()
+    assert cors == storage.cors_file(f"https://lab.{DOMAIN}")
+    lifecycle = json.loads(_path(flag(update, "lifecycle-file")).read_text())
+    assert {"type": "AbortIncompleteMultipartUpload"} in [r["action"] for r in lifecycle["rule"]]
+    assert first(all_steps, "storage", "buckets", "create", site) >= 0
+    public = [s.argv for s in all_steps if "--member=allUsers" in s.argv]
+    assert [p[4] for p in public] == [site]  # the lab's files only, never the data bucket
+    settings = config.Settings()
+    for topic in (settings.events_topic, settings.purge_topic, settings.reconcile_topic, "gcs-events-dead-letter"):
+        assert first(all_steps, "pubsub", "topics", "create", topic) >= 0
+    hold = all_steps[first(all_steps, "pubsub", "subscriptions", "create", "gcs-events-dead-letter-hold")].argv
+    assert flag(hold, "topic") == "gcs-events-dead-letter"
+    note = all_steps[first(all_steps, "storage", "buckets", "notifications", "create", data)].argv
+    assert flag(note, "event-types") == "OBJECT_FINALIZE,OBJECT_DELETE"
+    assert flag(note, "topic") == f"projects/{PROJECT}/topics/{settings.events_topic}"
+    dead = all_steps[first(all_steps, "pubsub", "subscriptions", "update")].argv
+    assert flag(dead, "dead-letter-topic") == "gcs-events-dead-letter" and flag(dead, "max-delivery-attempts")
+
+
+def test_firestore_database_ttl_indexes_rules_and_recovery(all_steps: list[Step]) -> None:
+    create = all_steps[first(all_steps, "firestore", "databases", "create")].argv
+    assert flag(create, "type") == "firestore-native" and flag(create, "location") == REGION
+    assert "--enable-pitr" in all_steps[first(all_steps, "firestore", "databases", "update")].argv
+    assert first(all_steps, "firestore", "backups", "schedules", "create") >= 0
+    ttl = json.loads((REPO / "infra" / "firestore" / "ttl.json").read_text())["ttl"]
+    planned_ttl = {(s.argv[5], flag(s.argv, "collection-group")) for s in all_steps if _has(s.argv, ("ttls", "update"))}
+    assert planned_ttl == {(t["field"], t["collectionGroup"]) for t in ttl}
+    index_file = json.loads((REPO / "infra" / "firestore" / "firestore.indexes.json").read_text())["indexes"]
+    planned = [s.argv for s in all_steps if _has(s.argv, ("indexes", "composite", "create"))]
+    assert len(planned) == len(index_file)
+    for index, argv in zip(index_file, planned, strict=True):
+        assert flag(argv, "collection-group") == index["collectionGroup"]
+        assert [a for a in argv if a.startswith("--field-config=")] == [
+            f"--field-config=field-path={f['fieldPath']},order={f['order'].lower()}" for f in index["fields"]]
+    rules = all_steps[first(all_steps, "python3", "infra/firestore/rules.py")].argv
+    assert flag(rules, "project") == PROJECT
+
+
+def test_secrets_are_created_if_missing_and_filled_from_stdin(all_steps: list[Step]) -> None:
+    for secret in access.SECRETS:
+        create = all_steps[first(all_steps, "secrets", "create", secret.name)]
+        assert create.probe and create.probe.argv[1:4] == ("secrets", "describe", secret.name)
+        add = all_steps[first(all_steps, "secrets", "versions", "add", secret.name)]
+        assert "--data-file=-" in add.argv and add.stdin is not None and add.probe is not None
+        assert add.stdin.placeholder.startswith("<")
+
+
+def test_the_load_balancer_cloud_armor_and_the_lab(all_steps: list[Step], built: Any) -> None:
+    for fn in routes.http_functions():
+        neg = all_steps[first(all_steps, "network-endpoint-groups", "create", f"mllab-{fn.name.replace('_', '-')}-neg")]
+        assert "--network-endpoint-type=serverless" in neg.argv and flag(neg.argv, "cloud-function-name") == fn.name
+        backend = f"mllab-{fn.name.replace('_', '-')}-backend"
+        assert first(all_steps, "backend-services", "create", backend) < first(all_steps, "backend-services",
+                                                                                 "add-backend", backend)
+        attach = all_steps[first(all_steps, "backend-services", "update", backend)].argv
+        assert flag(attach, "security-policy") == "mllab-api-armor"
+    assert not [s for s in all_steps if _has(s.argv, ("network-endpoint-groups", "create"))
+                and flag(s.argv, "cloud-function-name") not in {f.name for f in routes.http_functions()}]
+    rules = [s.argv for s in all_steps if _has(s.argv, ("security-policies", "rules", "create"))]
+    expressions = {flag(r, "expression") for r in rules}
+    assert expressions == {"request.path.startsWith('/auth/')", "request.path.startsWith('/promo/')"}
+    assert all(flag(r, "action") == "throttle" and flag(r, "enforce-on-key") == "IP" for r in rules)
+    certs = {flag(s.argv, "domains") for s in all_steps if _has(s.argv, ("ssl-certificates", "create"))}
+    assert certs == {f"api.{DOMAIN}", f"lab.{DOMAIN}"}
+    url_map = all_steps[first(all_steps, "url-maps", "import", "mllab-lb")].argv
+    assert yaml.safe_load(_path(flag(url_map, "source")).read_text()) == urlmap.url_map(_env())
+    proxy = all_steps[first(all_steps, "target-https-proxies", "create")].argv
+    assert flag(proxy, "url-map") == "mllab-lb"
+    assert first(all_steps, "addresses", "create") >= 0
+    rule = all_steps[first(all_steps, "forwarding-rules", "create", "mllab-https-rule")].argv
+    assert flag(rule, "ports") == "443" and flag(rule, "target-https-proxy") == "mllab-https-proxy"
+    bucket = all_steps[first(all_steps, "backend-buckets", "create")].argv
+    headers = [a.split("=", 1)[1] for a in bucket if a.startswith("--custom-response-header=")]
+    assert f"Content-Security-Policy: {lab.csp(_env())}" in headers
+    sync = all_steps[first(all_steps, "storage", "rsync")].argv
+    assert _path(sync[3]) == built[1].lab and sync[4] == f"gs://{PROJECT}-mllab-lab"
+
+
+def _env() -> environment.Environment:
+    return environment.make(PROJECT, REGION, DOMAIN)
+
+
+def _path(value: str | None) -> Path:
+    assert value
+    return Path(value) if Path(value).is_absolute() else REPO / value
+
+
+def test_scheduler_jobs_publish_daily_to_the_function_topics(all_steps: list[Step]) -> None:
+    settings = config.Settings()
+    for topic in (settings.purge_topic, settings.reconcile_topic):
+        step = all_steps[first(all_steps, "scheduler", "jobs", "create", "pubsub", f"mllab-{topic}")]
+        assert flag(step.argv, "topic") == topic and flag(step.argv, "location") == REGION
+        minute, hour, day, month, weekday = (flag(step.argv, "schedule") or "").split()
+        assert (day, month, weekday) == ("*", "*", "*")
+        assert step.update and step.update[1:5] == ("scheduler", "jobs", "update", "pubsub")
+
+
+def test_alerting_uptime_and_budget(all_steps: list[Step], built: Any) -> None:
+    policies = [s for s in all_steps if _has(s.argv, ("monitoring", "policies", "create"))]
+    documents = [json.loads(_path(flag(s.argv, "policy-from-file")).read_text()) for s in policies]
+    metrics = " ".join(c["conditionThreshold"]["filter"] for d in documents for c in d["conditions"])
+    for metric in ("loadbalancing.googleapis.com/https/request_count",  # 5xx rate
+                   "loadbalancing.googleapis.com/https/backend_latencies",  # p95 latency
+                   "run.googleapis.com/request_count",  # webhook failures
+                   "pubsub.googleapis.com/subscription/num_undelivered_messages"):  # dead-lettered events
+        assert metric in metrics
+    for policy in documents:
+        assert policy["displayName"].startswith("ML Lab: ") and "${" not in json.dumps(policy)
+    assert '"paypal-webhook"' in metrics and '"gcs-events-dead-letter-hold"' in metrics and '"mllab-lb"' in metrics
+    uptime = all_steps[first(all_steps, "monitoring", "uptime", "create")].argv
+    assert f"--resource-labels=host=api.{DOMAIN},project_id={PROJECT}" in uptime
+    budget = all_steps[first(all_steps, "billing", "budgets", "create")]
+    assert flag(budget.argv, "billing-account") == "<BILLING_ACCOUNT>" and "BILLING_ACCOUNT" in budget.skip
+    assert flag(budget.argv, "filter-projects") == f"projects/{PROJECT}"
+
+
+def test_a_billing_account_makes_the_budget_real(tmp_path: Path) -> None:
+    env = environment.make(PROJECT, REGION, DOMAIN, out=tmp_path, billing_account="012345-6789AB-CDEF01")
+    budget = [s for s in plan.build(env)[0] if _has(s.argv, ("budgets", "create"))][0]
+    assert flag(budget.argv, "billing-account") == "012345-6789AB-CDEF01" and not budget.skip
+
+
+# --- order ---------------------------------------------------------------------------------------
+
+def test_order_constraints(all_steps: list[Step]) -> None:
+    at = lambda *words, **kw: first(all_steps, *words, **kw)  # noqa: E731
+    stage = at("python3", "infra/stage.py")
+    apis = at("services", "enable")
+    assert stage < apis and all(s.argv[:1] != ("gcloud",) for s in all_steps[:apis])
+    bindings = [n for n, s in enumerate(all_steps) if "add-iam-policy-binding" in s.argv]
+    accounts = [n for n, s in enumerate(all_steps) if _has(s.argv, ("service-accounts", "create"))]
+    assert max(accounts) < min(bindings)
+    data = f"gs://{PROJECT}-mllab-data"
+    notification = at("notifications", "create")
+    assert at("buckets", "create", data) < notification and at("topics", "create", "gcs-events") < notification
+    assert at("topics", "create", "gcs-events-dead-letter") < at("subscriptions", "create")
+    db = at("firestore", "databases", "create")
+    assert db < at("indexes", "composite", "create") and db < at("ttls", "update")
+    secrets_done = max(n for n, s in enumerate(all_steps) if s.section == "Secrets")
+    deploys = [n for n, s in enumerate(all_steps) if _has(s.argv, ("functions", "deploy"))]
+    assert secrets_done < min(deploys)
+    gate = [n for n, s in enumerate(all_steps) if s.gate]
+    assert len(gate) == 1 and gate[0] < min(deploys)
+    for fn in routes.http_functions():
+        assert at("functions", "deploy", fn.name) < at("network-endpoint-groups", "create", f"mllab-{fn.name.replace('_', '-')}-neg")
+    negs = [n for n, s in enumerate(all_steps) if _has(s.argv, ("network-endpoint-groups", "create"))]
+    url_map = at("url-maps", "import", "mllab-lb")
+    assert max(negs) < url_map and at("backend-buckets", "create") < url_map
+    assert max(n for n, s in enumerate(all_steps) if _has(s.argv, ("add-backend",))) < url_map
+    proxy = at("target-https-proxies", "create")
+    assert url_map < proxy and at("ssl-certificates", "create") < proxy and at("ssl-policies", "create") < proxy
+    assert proxy < at("forwarding-rules", "create", "mllab-https-rule") and at("addresses", "create") < at(
+        "forwarding-rules", "create", "mllab-https-rule")
+    armor = at("security-policies", "create")
+    assert armor < at("security-policies", "rules", "create") < at("backend-services", "update")
+    assert at("functions", "deploy", "on_object_finalized") < at("pubsub", "subscriptions", "update")
+    for topic in ("account-purge", "billing-reconcile"):
+        assert at("topics", "create", topic) < at("scheduler", "jobs", "create", "pubsub", f"mllab-{topic}")
+    assert at("buckets", "create", f"gs://{PROJECT}-mllab-lab") < at("storage", "rsync")
+
+
+# --- no secret value anywhere ----------------------------------------------------------------------
+
+def _local_secret_values() -> list[str]:
+    """Every development secret value, and the private parts inside the JSON ones."""
+    folder = config.ensure_local_secrets()
+    values = []
+    for path in folder.iterdir():
+        raw = path.read_text()
+        values.append(raw.strip())
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            continue
+        for key in doc.get("keys", []) if isinstance(doc.get("keys"), list) else []:
+            values += [key[m] for m in ("d",) if m in key]
+        if isinstance(doc.get("keys"), dict):
+            values += list(doc["keys"].values())
+        values += [doc[k] for k in ("client_secret", "private_key") if k in doc]
+    return [v for v in values if len(v) >= 12]
+
+
+def test_no_secret_value_appears_in_the_plan_or_its_files(env: environment.Environment, text: str) -> None:
+    values = _local_secret_values()
+    assert values
+    written = [p.read_text(errors="replace") for p in env.files.rglob("*") if p.is_file()
+               and "vendor" not in p.parts]
+    for value in values:
+        assert value not in text
+        assert not [w for w in written if value in w]
+    for secret in access.SECRETS:  # each value a plan mentions is a placeholder
+        assert f"| gcloud secrets versions add {secret.name} --data-file=-" in text
+
+
+def test_the_plan_makes_no_network_or_subprocess_call(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"the plan must stay offline: {args[:1]}")
+
+    for target, name in ((subprocess, "run"), (subprocess, "Popen"), (subprocess, "check_output"),
+                         (socket, "create_connection"), (socket.socket, "connect"), (urllib.request, "urlopen"),
+                         (httpx, "request"), (httpx.Client, "send")):
+        monkeypatch.setattr(target, name, refuse)
+    assert deploy_cli.main(["plan", *ARGS, f"--out={tmp_path}"]) == 0
+    printed = capsys.readouterr().out
+    assert "gcloud functions deploy jwks" in printed and "gcloud compute url-maps import mllab-lb" in printed
+
+
+# --- one environment per project -------------------------------------------------------------------
+
+def test_two_projects_share_no_resource(env: environment.Environment, all_steps: list[Step], tmp_path: Path) -> None:
+    other = environment.make("prod-lab-1", REGION, DOMAIN, out=tmp_path)
+    other_steps = plan.build(other)[0]
+    for mine, theirs, project in ((all_steps, other_steps, PROJECT), (other_steps, all_steps, "prod-lab-1")):
+        scoped = (f"--project={project}", f"gs://{project}-", f"projects/{project}", f"@{project}.", f"={project}",
+                  f"{project}/", f"{project}\"")  # a budget is found by its display name
+        foreign = "prod-lab-1" if project == PROJECT else PROJECT
+        for argv in commands(mine):
+            if argv[:1] != ("gcloud",):
+                continue
+            joined = " ".join(argv)
+            # (a ${NAME} is what a project-scoped probe found: the budget's update uses the probed budget)
+            assert project in argv or any(s in joined for s in scoped) or "${" in joined, joined
+            assert foreign not in joined, joined
+    buckets = lambda s: {a for argv in commands(s) for a in argv if a.startswith("gs://")}  # noqa: E731
+    assert buckets(all_steps) and not buckets(all_steps) & buckets(other_steps)
+    assert env.files != other.files
+
+
+# --- usage ---------------------------------------------------------------------------------------
+
+def test_missing_arguments_fail_with_a_clear_message(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert deploy_cli.main(["plan", f"--project={PROJECT}", f"--out={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "missing REGION, DOMAIN" in err and "make deploy-plan PROJECT=" in err
+    assert deploy_cli.main(["plan", *ARGS[:2], "--domain=Example.com/x", f"--out={tmp_path}"]) == 2
+    assert "DOMAIN 'Example.com/x'" in capsys.readouterr().err
+    assert deploy_cli.main(["plan", *ARGS, "--billing-account=nope", f"--out={tmp_path}"]) == 2
+    assert "BILLING_ACCOUNT" in capsys.readouterr().err
+    assert deploy_cli.main(["apply", "--project=real-proj-1", *ARGS[1:], f"--out={tmp_path}"]) == 2
+    assert "OAUTH_CLIENT_ID is needed" in capsys.readouterr().err
+    assert deploy_cli.main(["apply", *ARGS, "--oauth-client-id=x.apps", f"--out={tmp_path}"]) == 2
+    assert "demo- ids are emulator-only" in capsys.readouterr().err
+
+
+def test_make_deploy_plan_prints_the_plan(tmp_path: Path) -> None:
+    # -o: never rebuild .venv from here, even if the pins changed since it was built
+    make = ["make", "--no-print-directory", "-o", ".venv/.installed", "deploy-plan"]
+    done = subprocess.run([*make, f"PROJECT={PROJECT}", f"REGION={REGION}", f"DOMAIN={DOMAIN}",
+                           f"DEPLOY_OUT={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for fn in routes.FUNCTIONS:
+        assert f"gcloud functions deploy {fn.name} --gen2" in done.stdout
+    assert (tmp_path / PROJECT / "url-map.yaml").is_file()
+    missing = subprocess.run([*make, f"PROJECT={PROJECT}"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "missing REGION DOMAIN" in missing.stderr and not missing.stdout
+
+
+# --- apply: idempotent, through a fake runner -------------------------------------------------------
+
+@dataclass
+class Call:
+    argv: tuple[str, ...]
+    stdin: bytes | None
+
+
+def _pattern(template: Sequence[str]) -> list[re.Pattern[str]]:
+    return [re.compile(re.sub(r"\\\$\\\{[A-Z0-9_]+\\\}", ".+", re.escape(a))) for a in template]
+
+
+def _matches(patterns: list[re.Pattern[str]], argv: Sequence[str]) -> bool:
+    return len(patterns) == len(argv) and all(p.fullmatch(a) for p, a in zip(patterns, argv))
+
+
+CAPTURED = {"PROJECT_NUMBER": "123456789012", "GCS_AGENT": "service-123456789012@gs-project-accounts.iam.gserviceaccount.com",
+            "TRIGGER": f"projects/{PROJECT}/locations/{REGION}/triggers/on-object-finalized-1",
+            "TRIGGER_SUBSCRIPTION": f"projects/{PROJECT}/subscriptions/eventarc-{REGION}-on-object-finalized-1-sub-1",
+            "ALERT_CHANNEL": f"projects/{PROJECT}/notificationChannels/42", "LB_ADDRESS": "203.0.113.7"}
+
+
+class FakeCloud:
+    """Records every command; probes answer "not found" in round 1 and "exists" in round 2."""
+
+    def __init__(self, plan_steps: Sequence[Step], private_set: dict[str, Any]) -> None:
+        self.round = 1
+        self.calls: list[Call] = []
+        self.probes = [(_pattern(s.probe.argv), s.probe) for s in plan_steps if s.probe]
+        self.captures = [(_pattern(s.argv), s.capture) for s in plan_steps if s.capture]
+        self.private_set = private_set
+
+    def __call__(self, argv: Sequence[str], *, stdin: bytes | None = None, capture: bool = False) -> Completed:
+        self.calls.append(Call(tuple(argv), stdin))
+        found = [probe for patterns, probe in self.probes if _matches(patterns, argv)]
+        if found and self.round == 1:
+            return Completed(1, "", "NOT_FOUND")
+        if found and found[0].matches:  # one list command probes every index: it lists them all
+            return Completed(0, json.dumps([i for p in found for i in json.loads(p.example)]))
+        if found:
+            return Completed(0, found[0].example + "\n")
+        for patterns, name in self.captures:
+            if _matches(patterns, argv):
+                return Completed(0, CAPTURED[name or ""] + "\n")
+        if tuple(argv[1:4]) == ("secrets", "versions", "access"):
+            return Completed(0, json.dumps(self.private_set))
+        return Completed(0, "")
+
+
+@pytest.fixture
+def operator_secrets(tmp_path: Path) -> dict[str, str]:
+    values = {config.OAUTH_CLIENT_SECRET: "oauth-secret-value-0123456789",
+              config.SMTP_URL: "smtps://mailer:smtp-password-0123456789@mail.example.com:465",
+              config.PAYPAL_CLIENT: json.dumps({"client_id": "paypal-client-id-42",
+                                                "client_secret": "paypal-client-secret-0123456789"}),
+              config.PAYPAL_IDS: json.dumps({"product_id": "PROD-1", "plan_id": "P-1", "webhook_id": "WH-1"})}
+    folder = tmp_path / "held"
+    folder.mkdir()
+    for name, value in values.items():
+        (folder / name).write_text(value)
+    return values
+
+
+def _apply_env(tmp_path: Path, operator_secrets: dict[str, str]) -> environment.Environment:
+    return environment.make("real-proj-1", REGION, DOMAIN, out=tmp_path / "out", oauth_client_id="1234-abc.apps",
+                            billing_account="012345-6789AB-CDEF01", alert_email="ops@example.com",
+                            secrets_from=tmp_path / "held")
+
+
+def test_a_second_apply_creates_nothing(tmp_path: Path, operator_secrets: dict[str, str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail(f"a real command ran: {a[:1]}"))
+    env = _apply_env(tmp_path, operator_secrets)
+    plan_steps = plan.build(env)[0]
+    cloud = FakeCloud(plan_steps, tokens.new_key_set())
+    steps.apply(plan_steps, steps.Context(env=env, runner=cloud), log=lambda line: None)
+    created = [c.argv for c in cloud.calls if "create" in c.argv]
+    assert any(_has(a, ("functions", "deploy")) for a in (c.argv for c in cloud.calls))
+    for kind in (("iam", "service-accounts"), ("storage", "buckets"), ("pubsub", "topics"), ("firestore", "databases"),
+                 ("secrets",), ("scheduler", "jobs"), ("network-endpoint-groups",), ("security-policies",),
+                 ("monitoring", "policies"), ("billing", "budgets"), ("monitoring", "channels")):
+        assert any(_has(a, kind) for a in created), kind
+    first_round = len(cloud.calls)
+
+    cloud.round = 2
+    steps.apply(plan_steps, steps.Context(env=env, runner=cloud), log=lambda line: None)
+    second = [c.argv for c in cloud.calls[first_round:]]
+    assert not [a for a in second if "create" in a or "add-backend" in a or _has(a, ("versions", "add"))]
+    # what changed is still updated: functions redeployed, scheduler jobs and armor rules updated
+    assert len([a for a in second if _has(a, ("functions", "deploy"))]) == len(routes.FUNCTIONS)
+    assert [a for a in second if _has(a, ("scheduler", "jobs", "update"))]
+    assert [a for a in second if _has(a, ("security-policies", "rules", "update"))]
+    assert [a for a in second if _has(a, ("policies", "update")) and "exists" in a]  # the probed policy's id
+
+
+def test_apply_passes_secret_values_only_on_stdin(tmp_path: Path, operator_secrets: dict[str, str],
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    env = _apply_env(tmp_path, operator_secrets)
+    plan_steps = plan.build(env)[0]
+    private = tokens.new_key_set()
+    cloud = FakeCloud(plan_steps, private)
+    lines: list[str] = []
+    steps.apply(plan_steps, steps.Context(env=env, runner=cloud), log=lines.append)
+    added = {c.argv[4]: c.stdin for c in cloud.calls if _has(c.argv, ("secrets", "versions", "add"))}
+    assert set(added) == {s.name for s in access.SECRETS}
+    assert all("--data-file=-" in c.argv for c in cloud.calls if _has(c.argv, ("versions", "add")))
+    for name, value in operator_secrets.items():
+        assert added[name] == value.encode()
+    assert json.loads(added[config.PUBLIC_KEYS] or b"") == tokens.public_key_set(private)  # derived from the stored set
+    generated = json.loads(added[config.SIGNING_KEYS] or b"")
+    assert generated["keys"][0]["d"] and json.loads(added[config.SESSION_KEYS] or b"")["keys"]["1"]
+    secret_values = [*operator_secrets.values(), "paypal-client-secret-0123456789", "smtp-password-0123456789",
+                     generated["keys"][0]["d"], private["keys"][0]["d"],
+                     json.loads(added[config.SESSION_KEYS] or b"")["keys"]["1"]]
+    argv_text = "\n".join(" ".join(c.argv) for c in cloud.calls)
+    shown = "\n".join(lines) + capsys.readouterr().out
+    for value in secret_values:
+        assert value not in argv_text and value not in shown
+
+
+def test_apply_stops_before_the_functions_when_a_secret_has_no_value(tmp_path: Path) -> None:
+    env = environment.make("real-proj-1", REGION, DOMAIN, out=tmp_path / "out", oauth_client_id="1234-abc.apps")
+    plan_steps = plan.build(env)[0]
+    cloud = FakeCloud(plan_steps, tokens.new_key_set())
+    with pytest.raises(steps.DeployError) as refused:
+        steps.apply(plan_steps, steps.Context(env=env, runner=cloud), log=lambda line: None)
+    message = str(refused.value)
+    for name in (config.OAUTH_CLIENT_SECRET, config.SMTP_URL, config.PAYPAL_CLIENT, config.PAYPAL_IDS):
+        assert name in message
+    assert "mllab billing bootstrap --project real-proj-1 --webhook-url https://api.example.com/payments/paypal/webhook" \
+        in message
+    assert not [c for c in cloud.calls if _has(c.argv, ("functions", "deploy"))]
+
+
+def test_optional_steps_are_skipped_without_their_values(tmp_path: Path, operator_secrets: dict[str, str]) -> None:
+    env = environment.make("real-proj-1", REGION, DOMAIN, out=tmp_path / "out", oauth_client_id="1234-abc.apps",
+                           secrets_from=tmp_path / "held")
+    plan_steps = plan.build(env)[0]
+    cloud = FakeCloud(plan_steps, tokens.new_key_set())
+    steps.apply(plan_steps, steps.Context(env=env, runner=cloud), log=lambda line: None)
+    assert [c for c in cloud.calls if _has(c.argv, ("monitoring", "policies", "create"))]
+    assert not [c for c in cloud.calls if _has(c.argv, ("budgets",)) or _has(c.argv, ("channels",))]
+    assert not [c for c in cloud.calls if any(a.startswith("--notification-channels") for a in c.argv)]
+
+
+def test_a_failed_step_stops_apply_and_names_it(tmp_path: Path, operator_secrets: dict[str, str]) -> None:
+    env = _apply_env(tmp_path, operator_secrets)
+    plan_steps = plan.build(env)[0]
+    cloud = FakeCloud(plan_steps, tokens.new_key_set())
+
+    def failing(argv: Sequence[str], *, stdin: bytes | None = None, capture: bool = False) -> Completed:
+        if _has(argv, ("functions", "deploy", "catalog")):
+            return Completed(1, "", "ERROR: (gcloud.functions.deploy) build failed")
+        return cloud(argv, stdin=stdin, capture=capture)
+
+    with pytest.raises(steps.DeployError, match=r"Deploy catalog .*\n\$ gcloud functions deploy catalog .*\nERROR"):
+        steps.apply(plan_steps, steps.Context(env=env, runner=failing), log=lambda line: None)
+    assert not [c for c in cloud.calls if _has(c.argv, ("functions", "deploy", "signed_urls"))]
+
+
+# --- the URL map and the gateway come from the same route table -----------------------------------
+
+def _sample(template: str) -> str:
+    return re.sub(r"\{[a-z_]+\}", "0123456789abcdef0123456789abcdef", template)
+
+
+def _url_map_service(document: dict[str, Any], host: str, path: str) -> str:
+    """The URL map's documented matching: host rule, then an exact path, else the longest `/prefix/*`."""
+    matcher_name = next((r["pathMatcher"] for r in document["hostRules"] if host in r["hosts"]), None)
+    if matcher_name is None:
+        return document["defaultService"]
+    matcher = next(m for m in document["pathMatchers"] if m["name"] == matcher_name)
+    best, length = matcher["defaultService"], -1
+    for rule in matcher.get("pathRules", []):
+        for pattern in rule["paths"]:
+            exact = pattern == path
+            prefix = pattern.endswith("/*") and path.startswith(pattern[:-1])
+            size = len(pattern) + (1000 if exact else 0)
+            if (exact or prefix) and size > length:
+                best, length = rule["service"], size
+    return best
+
+
+def _backend_function(env: environment.Environment, service: str) -> str:
+    for fn in routes.FUNCTIONS:
+        if service == env.backend_url(fn.name):
+            return fn.name
+    return service
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[tuple[Client, list[str]]]:
+    module = _gateway_module()
+    ports = {fn.name: 9100 + n for n, fn in enumerate(routes.FUNCTIONS)}
+    (tmp_path / "index.html").write_text("<!doctype html><title>lab</title>")
+    app = module.Gateway({"frontend": str(tmp_path), "functions": ports, "components": []})
+    reached: list[str] = []
+    by_port = {port: name for name, port in ports.items()}
+
+    def upstream(method: str, url: str, **kwargs: Any) -> httpx.Response:
+        reached.append(by_port[httpx.URL(url).port or 0])
+        return httpx.Response(200, json={})
+
+    app.client.request = upstream  # type: ignore[method-assign]
+    yield Client(app), reached
+
+
+@pytest.mark.parametrize("route", routes.ROUTES, ids=lambda r: f"{r.method} {r.path}")
+def test_the_url_map_and_the_gateway_route_each_route_to_its_function(
+        route: routes.Route, gateway: tuple[Client, list[str]]) -> None:
+    env = _env()
+    path = _sample(route.path)
+    service = _url_map_service(urlmap.url_map(env), env.api_host, path)
+    client, reached = gateway
+    client.open(path, method=route.method, headers={"Content-Type": "application/json"}, data=b"{}")
+    assert reached == [route.function]
+    assert _backend_function(env, service) == route.function
+
+
+def test_the_url_map_is_generated_from_the_route_table() -> None:
+    env = _env()
+    extra = routes.Route("GET", "/widgets/{id}/parts", "catalog", "a route only this test has")
+    document = urlmap.url_map(env, (*routes.ROUTES, extra))
+    assert _backend_function(env, _url_map_service(document, env.api_host, "/widgets/x/parts")) == "catalog"
+    assert _url_map_service(urlmap.url_map(env), env.api_host, "/widgets/x/parts") == env.backend_url("jwks")
+    clash = routes.Route("GET", "/models/{id}/other", "billing", "claims catalog's prefix")
+    with pytest.raises(ValueError, match="both catalog and billing"):
+        urlmap.path_rules((*routes.ROUTES, clash))
+    served = {_backend_function(env, r["service"]) for r in document["pathMatchers"][0]["pathRules"]}
+    assert served == {fn.name for fn in routes.http_functions()}
+
+
+def test_the_lab_host_and_unknown_hosts_get_the_lab() -> None:
+    env = _env()
+    document = urlmap.url_map(env)
+    assert _url_map_service(document, env.lab_host, "/me") == env.lab_backend_url
+    assert _url_map_service(document, "203.0.113.7", "/me") == env.lab_backend_url
+    redirect = urlmap.http_redirect_map(env)["defaultUrlRedirect"]
+    assert redirect["httpsRedirect"] is True
+
+
+# --- the lab ---------------------------------------------------------------------------------------
+
+def _directives(csp: str) -> dict[str, str]:
+    return {part.split()[0]: " ".join(part.split()[1:]) for part in csp.split(";") if part.strip()}
+
+
+def _gateway_module() -> Any:
+    import importlib
+
+    return importlib.import_module("mllab_dev.gateway")
+
+
+def test_the_production_csp_differs_from_the_local_one_only_in_connect_src() -> None:
+    local = _directives(_gateway_module().LAB_CSP)
+    production = _directives(lab.csp(_env()))
+    assert {k: v for k, v in local.items() if k != "connect-src"} == {
+        k: v for k, v in production.items() if k != "connect-src"}
+    assert production["connect-src"].split() == ["'self'", f"https://api.{DOMAIN}", "https://storage.googleapis.com"]
+    assert "unsafe-eval" not in lab.csp(_env()) and "unsafe-inline" not in production["script-src"]
+
+
+def test_the_staged_lab_is_the_site_with_its_production_config(built: Any) -> None:
+    staged = built[1].lab
+    assert staged is not None, "frontend/vendor/ is missing: run make test (npm installs it)"
+    assert json.loads((staged / "config.json").read_text()) == {"api_base": f"https://api.{DOMAIN}", "env": "production"}
+    names = {p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()}
+    assert {"index.html", "lab.js", "config.json", "vendor/tf.es2017.min.js"} <= names
+    assert not [n for n in names if n.split("/")[0] in lab.NOT_SERVED or "/." in f"/{n}"]
+    assert lab.NOT_SERVED == _gateway_module().NOT_SERVED
+
+
+# --- the functions' settings -------------------------------------------------------------------------
+
+def test_the_env_file_is_a_valid_production_configuration(tmp_path: Path) -> None:
+    env = environment.make("real-proj-1", REGION, DOMAIN, out=tmp_path, oauth_client_id="1234-abc.apps")
+    values = yaml.safe_load(files.write(env).env_vars.read_text())
+    settings = config.load({**{k: str(v) for k, v in values.items()}, "K_SERVICE": "catalog"})
+    assert settings.is_production and settings.project == "real-proj-1" and settings.bucket == "real-proj-1-mllab-data"
+    assert settings.oidc_client_id == "1234-abc.apps"
+    assert settings.public_url == f"https://api.{DOMAIN}" and settings.cors_origins == (f"https://lab.{DOMAIN}",)
+    assert settings.oidc_issuer == "https://accounts.google.com" and settings.paypal_api_base == config.PAYPAL_SANDBOX_API
+    assert settings.mail_from == f"ML Lab <no-reply@{DOMAIN}>"
+    live = environment.make(PROJECT, REGION, DOMAIN, paypal="live")
+    assert files.function_env(live)["MLLAB_PAYPAL_API_BASE"] == config.PAYPAL_LIVE_API
+
+
+# --- scripts for Cloud Build -------------------------------------------------------------------------
+
+def test_a_script_is_refused_for_steps_that_need_python(all_steps: list[Step]) -> None:
+    with pytest.raises(steps.DeployError, match="not scriptable"):
+        steps.render_script(steps.select(all_steps, ["secrets"]), [])
+    with pytest.raises(steps.DeployError, match="PROJECT_NUMBER"):
+        steps.render_script(steps.select(all_steps, ["events"]), [])
+    with pytest.raises(steps.DeployError, match="unknown group"):
+        steps.select(all_steps, ["function:nope"])
+
+
+def test_the_function_and_lab_scripts_pass_shellcheck(tmp_path: Path) -> None:
+    shellcheck = Path(sys.executable).parent / "shellcheck"
+    written = []
+    for group in [f"function:{fn.name}" for fn in routes.FUNCTIONS] + ["lab"]:
+        script = tmp_path / f"{group.replace(':', '-')}.sh"
+        assert deploy_cli.main(["script", "--project=real-proj-1", *ARGS[1:], "--oauth-client-id=1234-abc.apps",
+                                f"--out={tmp_path / 'out'}", f"--only={group}", f"--output={script}"]) == 0
+        written.append(str(script))
+    done = subprocess.run([str(shellcheck), "--format=gcc", *written], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_cloudbuild_tests_stages_and_deploys_every_function_in_parallel() -> None:
+    build = yaml.safe_load((REPO / "cloudbuild.yaml").read_text())
+    by_id = {s["id"]: s for s in build["steps"]}
+    test_script = " ".join(by_id["test"]["args"])
+    assert "emulators" in by_id["test"]["name"]
+    for package in ("chromium", "nodejs", "npm", "python3.12"):
+        assert re.search(rf"apt-get install .*\b{re.escape(package)}\b", test_script)
+    assert "make test" in test_script
+    stage = " ".join(by_id["stage"]["args"])
+    assert by_id["stage"]["waitFor"] == ["test"] and "infra/stage.py" in stage
+    assert 'build/ci/function-$$name.sh' in stage and "--only=lab --output=build/ci/lab.sh" in stage
+    for fn in routes.FUNCTIONS:
+        step = by_id[f"deploy-{fn.name}"]
+        assert step["waitFor"] == ["stage"] and step["args"] == [f"build/ci/function-{fn.name}.sh"]
+    assert by_id["deploy-lab"]["waitFor"] == ["stage"] and by_id["deploy-lab"]["args"] == ["build/ci/lab.sh"]
+    deploys = {i for i in by_id if i.startswith("deploy-")}
+    assert deploys == {f"deploy-{fn.name}" for fn in routes.FUNCTIONS} | {"deploy-lab"}
+    assert {"_REGION", "_DOMAIN"} <= set(build["substitutions"]) and "$PROJECT_ID" in stage
