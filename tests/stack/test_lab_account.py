@@ -341,12 +341,12 @@ def test_the_devices_list_shows_both_and_revokes_the_other(labs, new_user) -> No
     expect(phone).to_contain_text("Safari on iOS")
     expect(phone).not_to_contain_text("This device")
     expect(phone).to_contain_text("Last used")
-    here.screenshot("account-sessions-desktop")
+    here.screenshot("account-sessions-desktop", locator="#account")
 
     there.open_account(devices=2)
     expect(there.page.locator("#sessions > li[data-current=true]")).to_contain_text("Safari on iOS")
     there.no_sideways_scroll()
-    there.screenshot("account-sessions-phone")
+    there.screenshot("account-sessions-phone", locator="#account")
 
     phone.get_by_role("button", name=re.compile(r"^Sign out Safari on iOS, signed in ")).click()
     expect(here.sessions).to_have_count(1)
