@@ -28,7 +28,8 @@ FRAMEWORK = ("google.cloud.functions", "google.cloud.functions_v1")  # functions
 # Modules a required distribution tries to import and does without when absent, as in a deployed
 # function: httpx's __init__ tries its optional CLI (`httpx[cli]`), which loads click, rich and pygments
 # (and rich's markdown_it, mdurl) when the dev venv happens to have them (pytest and schemathesis bring them).
-OPTIONAL_IMPORTS = {"pygments", "click", "rich", "markdown_it", "mdurl"}
+# Likewise urllib3 and httpx decode brotli when `brotli` is importable (locust brings it into the dev venv).
+OPTIONAL_IMPORTS = {"pygments", "click", "rich", "markdown_it", "mdurl", "brotli", "_brotli"}
 
 # A real request for each function's path, run inside the child.
 EXERCISE = {
