@@ -70,6 +70,9 @@ def wheel_cache(python: str) -> Path:
         building.rename(target)
     except OSError:  # another run finished the same cache first
         shutil.rmtree(building, ignore_errors=True)
+    for old in WHEELS.iterdir():  # caches of earlier locks, unused for an hour
+        if old != target and time.time() - old.stat().st_mtime > 3600:
+            shutil.rmtree(old, ignore_errors=True)
     return target
 
 
