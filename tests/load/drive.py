@@ -1,0 +1,220 @@
+"""The load generator process of `make load`: locust, headless, through its Python API.
+
+run.py starts this in a process of its own (locust monkey-patches the interpreter with gevent on
+import, which a Firestore gRPC client in the same process would not survive). It ramps the users of
+locustfile.py up step by step (StepShape), keeps the statistics of each step apart, stops at the
+first step whose p95 or error rate passes the limit, at the user target, or at the time bound, and
+writes everything (steps, totals, errors, what each user uploaded, its own CPU time) as JSON to --out.
+"""
+
+from __future__ import annotations
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import gevent  # noqa: E402
+from locust.env import Environment  # noqa: E402
+from locust.runners import STATE_STOPPED  # noqa: E402
+from locust.shape import LoadTestShape  # noqa: E402
+from locust.stats import calculate_response_time_percentile  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import locustfile  # noqa: E402
+
+AGGREGATED = "Aggregated"
+
+
+def _percentiles(times: dict[int, int], count: int) -> dict[str, float]:
+    if not count:
+        return {"p50": 0, "p95": 0, "p99": 0, "max": 0}
+    return {"p50": calculate_response_time_percentile(times, count, 0.50),
+            "p95": calculate_response_time_percentile(times, count, 0.95),
+            "p99": calculate_response_time_percentile(times, count, 0.99),
+            "max": max(times)}
+
+
+class Window:
+    """Requests of one stretch of time, per request type, mergeable into the run's totals."""
+
+    def __init__(self) -> None:
+        self.types: dict[str, dict[str, Any]] = {}
+        self.errors: dict[str, int] = {}
+        self.seconds = 0.0
+
+    def add_stats(self, stats: Any, seconds: float) -> None:
+        self.seconds += seconds
+        for entry in stats.entries.values():
+            t = self.types.setdefault(entry.name, {"requests": 0, "failures": 0, "times": {}})
+            t["requests"] += entry.num_requests
+            t["failures"] += entry.num_failures
+            for ms, n in entry.response_times.items():
+                t["times"][ms] = t["times"].get(ms, 0) + n
+        for err in stats.errors.values():
+            key = f"{err.name}: {err.error}"
+            self.errors[key] = self.errors.get(key, 0) + err.occurrences
+
+    def merge(self, other: Window) -> None:
+        self.seconds += other.seconds
+        for name, o in other.types.items():
+            t = self.types.setdefault(name, {"requests": 0, "failures": 0, "times": {}})
+            t["requests"] += o["requests"]
+            t["failures"] += o["failures"]
+            for ms, n in o["times"].items():
+                t["times"][ms] = t["times"].get(ms, 0) + n
+        for key, n in other.errors.items():
+            self.errors[key] = self.errors.get(key, 0) + n
+
+    def summary(self) -> dict[str, Any]:
+        rows = {}
+        agg_times: dict[int, int] = {}
+        agg_req = agg_fail = 0
+        for name, t in sorted(self.types.items()):
+            rows[name] = self._row(t["requests"], t["failures"], t["times"])
+            agg_req += t["requests"]
+            agg_fail += t["failures"]
+            for ms, n in t["times"].items():
+                agg_times[ms] = agg_times.get(ms, 0) + n
+        rows[AGGREGATED] = self._row(agg_req, agg_fail, agg_times)
+        return {"seconds": round(self.seconds, 2), "types": rows,
+                "errors": dict(sorted(self.errors.items(), key=lambda kv: -kv[1]))}
+
+    def _row(self, requests: int, failures: int, times: dict[int, int]) -> dict[str, Any]:
+        return {"requests": requests, "failures": failures,
+                "error_pct": round(100.0 * failures / requests, 3) if requests else 0.0,
+                "rps": round(requests / self.seconds, 2) if self.seconds else 0.0,
+                **_percentiles(times, sum(times.values()))}
+
+
+class StepShape(LoadTestShape):
+    """+step_users every step_seconds up to max_users; stops after the first step that bends
+    (aggregated p95 over p95_limit_ms or errors over error_limit_pct), after one full step at
+    max_users, or at the time bound."""
+
+    def __init__(self, *, step_users: int, step_seconds: float, max_users: int, seconds: float,
+                 p95_limit_ms: float, error_limit_pct: float, spawn_rate: float, progress: bool = True) -> None:
+        super().__init__()
+        self.step_users, self.step_seconds, self.max_users = step_users, step_seconds, max_users
+        self.seconds, self.p95_limit_ms, self.error_limit_pct = seconds, p95_limit_ms, error_limit_pct
+        self.spawn_rate, self.progress = spawn_rate, progress
+        self.steps: list[dict[str, Any]] = []
+        self.totals = Window()
+        self.bent: dict[str, Any] | None = None
+        self.stop_reason: str | None = None
+        self._step = 0
+        self._step_started = 0.0
+
+    def target(self, step: int) -> int:
+        return min(self.max_users, (step + 1) * self.step_users)
+
+    def _close_step(self, now: float) -> dict[str, Any]:
+        stats = self.runner.environment.stats
+        window = Window()
+        window.add_stats(stats, now - self._step_started)
+        stats.reset_all()
+        self.totals.merge(window)
+        step = {"step": self._step + 1, "target_users": self.target(self._step),
+                "users": self.runner.user_count, **window.summary()}
+        self.steps.append(step)
+        self._step_started = now
+        agg = step["types"][AGGREGATED]
+        if self.progress:
+            print(f"load: step {step['step']:>2}  {step['users']:>5} users  {agg['rps']:>7.1f} req/s  "
+                  f"p50 {agg['p50']:>5.0f}  p95 {agg['p95']:>5.0f}  p99 {agg['p99']:>5.0f} ms  "
+                  f"errors {agg['error_pct']:.2f}%", flush=True)
+        return step
+
+    def _over(self, step: dict[str, Any]) -> list[str]:
+        agg = step["types"][AGGREGATED]
+        over = []
+        if agg["p95"] > self.p95_limit_ms:
+            over.append(f"p95 {agg['p95']:.0f} ms > {self.p95_limit_ms:.0f} ms")
+        if agg["error_pct"] > self.error_limit_pct:
+            over.append(f"errors {agg['error_pct']:.2f}% > {self.error_limit_pct:g}%")
+        return over
+
+    def tick(self) -> tuple[int, float] | None:
+        if self.stop_reason:
+            return None
+        now = self.get_run_time()
+        timed_out = now >= self.seconds
+        step = int(now // self.step_seconds)
+        if timed_out or step != self._step:
+            if now - self._step_started >= 1.0:  # a last stretch shorter than a second says nothing
+                closed = self._close_step(now)
+                over = self._over(closed)
+                if over:
+                    self.bent = {"step": closed["step"], "users": closed["users"], "why": "; ".join(over)}
+                    self.stop_reason = f"bent at step {closed['step']} ({closed['users']} users): {'; '.join(over)}"
+                    return None
+            if timed_out:
+                self.stop_reason = f"time bound ({self.seconds:.0f} s) reached"
+                return None
+            if self.target(self._step) >= self.max_users:
+                self.stop_reason = f"reached {self.max_users} users and held them for a step without bending"
+                return None
+            self._step = step
+        return self.target(self._step), self.spawn_rate
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--host", required=True, help="the gateway, e.g. http://127.0.0.1:8080")
+    ap.add_argument("--users-file", required=True, help="JSON list of {uid, email, password}")
+    ap.add_argument("--out", required=True, help="where to write the results (JSON)")
+    ap.add_argument("--step-users", type=int, default=50)
+    ap.add_argument("--step-seconds", type=float, default=15.0)
+    ap.add_argument("--max-users", type=int, default=1000)
+    ap.add_argument("--seconds", type=float, default=300.0, help="time bound of the whole ramp")
+    ap.add_argument("--p95-ms", type=float, default=500.0)
+    ap.add_argument("--error-pct", type=float, default=1.0)
+    ap.add_argument("--spawn-seconds", type=float, default=5.0, help="each step's new users start within this")
+    ap.add_argument("--stop-timeout", type=float, default=60.0, help="time users get to finish their task")
+    args = ap.parse_args(argv)
+
+    locustfile.load_accounts(args.users_file)
+    shape = StepShape(step_users=args.step_users, step_seconds=args.step_seconds, max_users=args.max_users,
+                      seconds=args.seconds, p95_limit_ms=args.p95_ms, error_limit_pct=args.error_pct,
+                      spawn_rate=max(1.0, args.step_users / max(0.1, args.spawn_seconds)))
+    # stop_timeout: a stopping user finishes its task first, so no upload is cut off between its PUT
+    # and the note of it that the Firestore check relies on.
+    env = Environment(user_classes=[locustfile.LabUser], shape_class=shape, host=args.host,
+                      stop_timeout=args.stop_timeout)
+    runner = env.create_local_runner()
+    started = time.time()
+    runner.start_shape()
+    hard_stop = time.monotonic() + args.seconds + args.stop_timeout + 60
+    gevent.sleep(1)
+    while runner.state != STATE_STOPPED and time.monotonic() < hard_stop:
+        gevent.sleep(0.5)
+    if runner.state != STATE_STOPPED:
+        shape.stop_reason = (shape.stop_reason or "") + " (stopped by the hard time limit)"
+        runner.stop()
+    # Requests that finished while the users stopped: part of the totals, not of any step.
+    tail = Window()
+    tail.add_stats(env.stats, 0.0)
+    shape.totals.merge(tail)
+    runner.quit()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result = {
+        "started_at": started, "finished_at": time.time(), "stop_reason": shape.stop_reason, "bent": shape.bent,
+        "steps": shape.steps, "totals": shape.totals.summary(),
+        "max_users_reached": max((s["users"] for s in shape.steps), default=0),
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "users_file")},
+        "locust_cpu_s": usage.ru_utime + usage.ru_stime,
+        "uploads": dict(locustfile.UPLOADS),
+    }
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,462 @@
+"""`make load`: a locust ramp against the local stack, then a check that Firestore matches what was done.
+
+1. Starts the local stack (infra/local/mllab_dev/stack.py) on free ports, each function under
+   functions-framework with as many gunicorn threads as its deployed concurrency (infra/deployment/
+   sizing.py; one worker, i.e. one instance per function) and the gateway with enough threads not to
+   be the limit.
+2. Creates the accounts in bulk, straight in Firestore (one Argon2id hash shared by all), each with an
+   operator grant of PRO so uploads are allowed.
+3. Runs locust headless in a process of its own (drive.py; the behaviour is locustfile.py): +STEP_USERS
+   users every STEP_SECONDS up to MAX_USERS, stopping at the first step whose p95 passes P95_MS or
+   whose errors pass ERROR_PCT, or at the time bound.
+4. Prints a table per step (users, req/s, p50/p95/p99 per request type, errors), the step where it
+   bent, and the CPU seconds per request of the functions, the gateway, the emulators and locust
+   (from /proc, before and after).
+5. Waits for the object-event pipeline to drain, then checks in Firestore that every upload was
+   recorded exactly once, that each user's storage usage equals the bytes they uploaded, that the
+   daily upload counters match the URLs signed, and that versions with both files are ready.
+   Prints PASS/FAIL lines; exits 1 on any mismatch (bending is a measurement, not a failure).
+
+Settings (environment): MLLAB_LOAD_SECONDS (time bound of the ramp, 300), MLLAB_LOAD_USERS (1000),
+MLLAB_LOAD_STEP_USERS (50), MLLAB_LOAD_STEP_SECONDS (15), MLLAB_LOAD_P95_MS (500),
+MLLAB_LOAD_ERROR_PCT (1), MLLAB_LOAD_WAIT (think time between a user's tasks, "min,max" s: "1,5"),
+MLLAB_LOAD_DRAIN_SECONDS (180).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+DRIVER = HERE / "drive.py"
+PASSWORD = "load test passphrase, not secret"
+GATEWAY_THREADS = 200  # the load balancer's stand-in must not be what limits the functions
+PREPARE_THREADS = 16
+
+
+def _env_num(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    return float(raw) if raw else default
+
+
+def deploy_function_env() -> dict[str, dict[str, str]]:
+    """functions-framework's gunicorn (WORKERS, THREADS) per function, from the deploy's sizing table:
+    one worker and one thread per request the deployed instance accepts at once."""
+    infra = str(ROOT / "infra")
+    if infra not in sys.path:
+        sys.path.insert(0, infra)
+    from deployment import sizing
+
+    return {name: {"WORKERS": "1", "THREADS": str(s.concurrency)} for name, s in sizing.SIZING.items()}
+
+
+# --- accounts --------------------------------------------------------------------------------------
+
+def prepare_users(count: int, *, tag: str | None = None, password: str = PASSWORD) -> list[dict[str, str]]:
+    """`count` verified password users with PRO (an operator grant), written straight to Firestore.
+    Needs the stack's environment in os.environ (FIRESTORE_EMULATOR_HOST, ...)."""
+    from mllab import billing, entitlements, passwords, users
+
+    tag = tag or uuid.uuid4().hex[:8]
+    hashed = passwords.hash_password(password)  # one hash for all: Argon2id costs ~56 ms each
+
+    def grant(doc: dict[str, Any], now: Any) -> dict[str, Any]:
+        return entitlements.with_grant(doc, None, now)
+
+    def one(i: int) -> dict[str, str]:
+        email = users.normalize_email(f"load-{tag}-{i}@example.com")
+        # An emulator busy on a shared machine may miss a deadline: retry; a create that did land
+        # the first time answers None the second, and the identity then names the uid.
+        uid = _retried(lambda: users.create_password_user(email, hashed, name=f"Load {i}", verified=True)
+                       or (users.password_identity(email) or {}).get("uid"))
+        if not uid:
+            raise RuntimeError(f"{email} could not be created")
+        _retried(lambda: billing.set_grant(uid, grant, actor="load-test"))  # idempotent: PRO with no end
+        return {"uid": uid, "email": email, "password": password}
+
+    with ThreadPoolExecutor(PREPARE_THREADS) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def _retried(call: Callable[[], Any], attempts: int = 5) -> Any:
+    from google.api_core.exceptions import DeadlineExceeded, ServiceUnavailable
+
+    for attempt in range(attempts):
+        try:
+            return call()
+        except (DeadlineExceeded, ServiceUnavailable):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1.0 + attempt)
+    return None
+
+
+def warm_up(base_url: str, account: dict[str, str], rounds: int = 2) -> dict[str, Any]:
+    """Every function of the mix serves a few requests before the ramp (their cold starts are
+    `make bench`'s subject, not this one's). Returns what it uploaded, as locustfile.UPLOADS holds it,
+    so that the Firestore check covers these uploads too."""
+    import httpx
+
+    record: dict[str, Any] = {"model_id": None, "versions": [], "objects": {}, "uncertain": {}, "signed": 0,
+                              "sign_failed": 0}
+    cookie_h = {"Origin": base_url, "X-CSRF-Token": "1", "Content-Type": "application/json"}
+    with httpx.Client(base_url=base_url, timeout=60) as c:
+        def ok(r: httpx.Response, status: int = 200) -> httpx.Response:
+            if r.status_code != status:
+                raise RuntimeError(f"warm-up: {r.request.method} {r.request.url.path} answered {r.status_code}: "
+                                   f"{r.text[:300]}")
+            return r
+
+        def cookie(r: httpx.Response) -> str:
+            return r.headers["set-cookie"].split("=", 1)[1].split(";", 1)[0]
+
+        r = ok(c.post("/auth/login", headers=cookie_h,
+                      json={"email": account["email"], "password": account["password"]}))
+        token, rt = r.json()["access_token"], cookie(r)
+        for _ in range(rounds):
+            r = ok(c.post("/auth/refresh", headers={**cookie_h, "Cookie": f"__Host-rt={rt}"}, content=b""))
+            token, rt = r.json()["access_token"], cookie(r)
+            csrf = ok(c.get("/me", headers={"Authorization": f"Bearer {token}"})).json()["csrf"]
+            api = {"Authorization": f"Bearer {token}", "X-CSRF-Token": csrf, "Content-Type": "application/json"}
+            if record["model_id"] is None:
+                pid = ok(c.post("/projects", headers=api, json={"name": "warm-up"}), 201).json()["id"]
+                record["model_id"] = ok(c.post("/models", headers=api, json={"project_id": pid, "name": "warm-up"}),
+                                        201).json()["id"]
+            n = ok(c.post(f"/models/{record['model_id']}/versions", headers=api, content=b""), 201).json()["version"]
+            record["versions"].append(n)
+            for kind, data in (("weights", b"\x00" * 128), ("model", b'{"format":"layers-model"}')):
+                s = ok(c.post("/signed/upload", headers=api, json={"kind": kind, "model_id": record["model_id"],
+                                                                    "version": n, "size": len(data)})).json()
+                record["signed"] += 1
+                ok(httpx.put(s["url"], content=data, headers=s["headers"], timeout=60))
+                record["objects"][s["object"]] = len(data)
+    return record
+
+
+# --- the load generator ----------------------------------------------------------------------------
+
+def run_driver(host: str, accounts: list[dict[str, str]], *, step_users: int, step_seconds: float, max_users: int,
+               seconds: float, p95_ms: float, error_pct: float, wait: str, spawn_seconds: float | None = None,
+               echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run drive.py (locust) in a child process; its progress lines go to `echo`; returns its results."""
+    with tempfile.TemporaryDirectory(prefix="mllab-load-") as tmp:
+        users_file, out = Path(tmp) / "users.json", Path(tmp) / "result.json"
+        users_file.write_text(json.dumps(accounts))
+        cmd = [sys.executable, str(DRIVER), "--host", host, "--users-file", str(users_file), "--out", str(out),
+               "--step-users", str(step_users), "--step-seconds", str(step_seconds), "--max-users", str(max_users),
+               "--seconds", str(seconds), "--p95-ms", str(p95_ms), "--error-pct", str(error_pct)]
+        if spawn_seconds is not None:
+            cmd += ["--spawn-seconds", str(spawn_seconds)]
+        env = {**os.environ, "MLLAB_LOAD_WAIT": wait, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        log: list[str] = []
+        try:
+            for line in proc.stdout:  # type: ignore[union-attr]
+                line = line.rstrip("\n")
+                log.append(line)
+                if line.startswith("load: "):
+                    echo(line)
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if code != 0 or not out.is_file():
+            raise RuntimeError(f"the load generator failed (exit {code}):\n" + "\n".join(log[-40:]))
+        result = json.loads(out.read_text())
+        result["log_tail"] = log[-20:]
+        return result
+
+
+# --- CPU time from /proc ---------------------------------------------------------------------------
+
+def cpu_seconds(stack: Any) -> dict[str, float]:
+    """CPU seconds (user + system, including reaped children) of every process in each stack child's
+    process group (a child and what it spawned: gunicorn's workers, gcloud's java)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    groups = {c.proc.pid: c.name for c in stack.children if c.proc}
+    out = dict.fromkeys(groups.values(), 0.0)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        name = groups.get(int(fields[2]))
+        if name is not None:
+            out[name] += sum(int(x) for x in fields[11:15]) / tick
+    return out
+
+
+def _part(name: str) -> str:
+    if name.startswith("fn:"):
+        return "functions"
+    return {"gateway": "gateway", "firestore": "emulators", "pubsub": "emulators", "gcs": "emulators"}.get(
+        name, "stand-ins")
+
+
+# --- the Firestore check ---------------------------------------------------------------------------
+
+def wait_for_events(expected: int, timeout: float, echo: Callable[[str], None] = print) -> tuple[int, float]:
+    """Wait until the `artifacts` collection holds at least `expected` documents (the recorder has
+    caught up), then a little longer so that a late duplicate would show. Returns (count, seconds)."""
+    from mllab import clients, events
+
+    coll = clients.firestore().collection(events.ARTIFACTS)
+    started = time.monotonic()
+    count, last_note = 0, started
+    while True:
+        count = int(coll.count().get()[0][0].value)
+        if count >= expected or time.monotonic() - started > timeout:
+            break
+        if time.monotonic() - last_note > 10:
+            echo(f"load: waiting for the event pipeline: {count}/{expected} objects recorded")
+            last_note = time.monotonic()
+        time.sleep(1.0)
+    waited = time.monotonic() - started
+    time.sleep(3.0)
+    return int(coll.count().get()[0][0].value), waited
+
+
+def _user_state(uid: str, model_id: str | None, versions: list[int]) -> dict[str, Any]:
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    from mllab import catalog, clients, events, recorder, uploads
+
+    db = clients.firestore()
+    arts = [s.to_dict() for s in db.collection(events.ARTIFACTS).where(filter=FieldFilter("uid", "==", uid)).stream()]
+    usage = db.collection(recorder.USAGE).document(uid).get()
+    days = uploads.day_ref(uid).parent.stream()
+    state = {
+        "artifacts": arts,
+        "storage_bytes": int((usage.to_dict() or {}).get("storage_bytes", 0)) if usage.exists else 0,
+        "uploads_counted": sum(int((d.to_dict() or {}).get("uploads", 0)) for d in days),
+        "versions": {},
+        "latest_version": None,
+    }
+    if model_id:
+        model = db.collection(catalog.MODELS).document(model_id).get()
+        state["latest_version"] = (model.to_dict() or {}).get("latest_version") if model.exists else None
+        for n in versions:
+            snap = catalog.version_ref(model_id, n).get()
+            state["versions"][n] = snap.to_dict() if snap.exists else None
+    return state
+
+
+def check_consistency(uploads: dict[str, dict[str, Any]], echo: Callable[[str], None] = print) -> bool:
+    """Firestore against what the virtual users did (locustfile.UPLOADS). Prints one PASS/FAIL line per
+    property, with a few examples of any mismatch; True when all pass."""
+    problems: dict[str, list[str]] = {"once": [], "usage": [], "counter": [], "versions": []}
+    totals = {"objects": 0, "bytes": 0, "users": 0, "signed": 0, "versions": 0, "uncertain": 0}
+
+    def one(item: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        uid, rec = item
+        return uid, rec, _user_state(uid, rec.get("model_id"), rec.get("versions", []))
+
+    with ThreadPoolExecutor(PREPARE_THREADS) as pool:
+        states = list(pool.map(one, uploads.items()))
+    for uid, rec, st in states:
+        objects: dict[str, int] = rec.get("objects", {})
+        uncertain: dict[str, int] = rec.get("uncertain", {})
+        totals["users"] += 1
+        totals["objects"] += len(objects)
+        totals["bytes"] += sum(objects.values())
+        totals["signed"] += rec.get("signed", 0)
+        totals["uncertain"] += len(uncertain)
+        live = [a for a in st["artifacts"] if not a.get("deleted_at") and not a.get("tombstone")]
+        seen: dict[str, list[dict[str, Any]]] = {}
+        for a in live:
+            seen.setdefault(a["object"], []).append(a)
+        for name, size in objects.items():
+            got = seen.get(name, [])
+            if len(got) != 1:
+                problems["once"].append(f"{name}: recorded {len(got)} times")
+            elif got[0].get("size") != size:
+                problems["once"].append(f"{name}: recorded size {got[0].get('size')}, uploaded {size}")
+        for name, got in seen.items():
+            if name not in objects and name not in uncertain:
+                problems["once"].append(f"{name}: recorded but never uploaded by user {uid}")
+            elif name in uncertain and len(got) > 1:
+                problems["once"].append(f"{name}: recorded {len(got)} times")
+        expected_bytes = sum(objects.values()) + sum(uncertain[n] for n in uncertain if n in seen)
+        recorded_bytes = sum(int(a.get("size") or 0) for a in live)
+        if st["storage_bytes"] != expected_bytes or recorded_bytes != expected_bytes:
+            problems["usage"].append(f"user {uid}: usage {st['storage_bytes']} B, artifacts {recorded_bytes} B, "
+                                     f"uploaded {expected_bytes} B")
+        signed, maybe = rec.get("signed", 0), rec.get("sign_failed", 0)
+        if not signed <= st["uploads_counted"] <= signed + maybe:
+            problems["counter"].append(f"user {uid}: uploads counted {st['uploads_counted']}, URLs signed {signed}"
+                                       + (f" (+{maybe} whose answer failed)" if maybe else ""))
+        ready = []
+        for n in rec.get("versions", []):
+            totals["versions"] += 1
+            doc = st["versions"].get(n)
+            if doc is None:
+                problems["versions"].append(f"user {uid}: version {n} was allocated but does not exist")
+                continue
+            files = [o for o in objects if f"/versions/{n}/" in o]
+            if len(files) == 2:
+                ready.append(n)
+                size = sum(objects[o] for o in files)
+                if doc.get("status") != "ready" or doc.get("size_bytes") != size:
+                    problems["versions"].append(f"user {uid}: version {n} is {doc.get('status')} with "
+                                                f"{doc.get('size_bytes')} B; both files ({size} B) were uploaded")
+        if ready and (st["latest_version"] or 0) < max(ready):
+            problems["versions"].append(f"user {uid}: latest_version {st['latest_version']}, "
+                                        f"but version {max(ready)} is complete")
+
+    lines = {
+        "once": f"every upload recorded exactly once ({totals['objects']} objects of {totals['users']} users"
+                + (f"; {totals['uncertain']} PUTs with no answer allowed either way" if totals["uncertain"] else "")
+                + ")",
+        "usage": f"each user's storage usage equals the bytes they uploaded ({totals['bytes']} bytes in all)",
+        "counter": f"daily upload counters equal the upload URLs signed ({totals['signed']})",
+        "versions": f"every version allocated exists; those with both files are ready ({totals['versions']} versions)",
+    }
+    ok = True
+    for key, line in lines.items():
+        bad = problems[key]
+        ok &= not bad
+        echo(f"{'PASS' if not bad else 'FAIL'} {line}" + (f": {len(bad)} mismatches" if bad else ""))
+        for example in bad[:5]:
+            echo(f"       {example}")
+    return ok
+
+
+# --- the report ------------------------------------------------------------------------------------
+
+def _ms(v: float) -> str:
+    return f"{v:,.0f}"
+
+
+def print_report(result: dict[str, Any], cpu: dict[str, float], echo: Callable[[str], None] = print) -> None:
+    steps, totals = result["steps"], result["totals"]
+    echo("\nPer step (all requests; the step's new users sign in during its first seconds):")
+    echo(f"{'step':>4} {'users':>6} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+         f"{'requests':>9} {'errors':>7}")
+    for s in steps:
+        a = s["types"]["Aggregated"]
+        echo(f"{s['step']:>4} {s['users']:>6} {a['rps']:>8.1f} {_ms(a['p50']):>7} {_ms(a['p95']):>7} "
+             f"{_ms(a['p99']):>7} {_ms(a['max']):>7} {a['requests']:>9} {a['error_pct']:>6.2f}%")
+    echo("\nPer step and request type:")
+    echo(f"{'step':>4} {'users':>6} {'request':32} {'req/s':>7} {'p50':>6} {'p95':>6} {'p99':>6} {'errors':>7}")
+    for s in steps:
+        for name, t in s["types"].items():
+            if name == "Aggregated":
+                continue
+            echo(f"{s['step']:>4} {s['users']:>6} {name:32} {t['rps']:>7.1f} {_ms(t['p50']):>6} {_ms(t['p95']):>6} "
+                 f"{_ms(t['p99']):>6} {t['error_pct']:>6.2f}%")
+    echo(f"\nWhole run ({totals['seconds']:.0f} s of ramp, up to {result['max_users_reached']} users):")
+    echo(f"{'request':32} {'requests':>9} {'req/s':>7} {'p50':>6} {'p95':>6} {'p99':>6} {'max':>7} {'failures':>9}")
+    for name, t in totals["types"].items():
+        echo(f"{name:32} {t['requests']:>9} {t['rps']:>7.1f} {_ms(t['p50']):>6} {_ms(t['p95']):>6} {_ms(t['p99']):>6} "
+             f"{_ms(t['max']):>7} {t['failures']:>9}")
+    if totals["errors"]:
+        echo("\nErrors:")
+        for what, n in list(totals["errors"].items())[:10]:
+            echo(f"  {n:>6}  {what[:150]}")
+    bent = result.get("bent")
+    echo("")
+    if bent:
+        good = [s for s in steps if s["step"] < bent["step"]]
+        echo(f"Bent at step {bent['step']}, {bent['users']} users: {bent['why']}. "
+             + (f"Last step within the limits: {good[-1]['users']} users at "
+                f"{good[-1]['types']['Aggregated']['rps']:.1f} req/s." if good else "The first step was already over."))
+    else:
+        echo(f"Did not bend: {result['stop_reason']}.")
+    requests = totals["types"]["Aggregated"]["requests"] or 1
+    parts: dict[str, float] = {}
+    for name, secs in cpu.items():
+        parts[_part(name)] = parts.get(_part(name), 0.0) + secs
+    parts["load generator (locust)"] = result.get("locust_cpu_s", 0.0)
+    echo(f"\nCPU per request ({requests} requests; from the ramp's start until the events were recorded):")
+    echo(f"{'part':28} {'CPU s':>8} {'ms/request':>11}")
+    for name in ("functions", "gateway", "emulators", "stand-ins", "load generator (locust)"):
+        if name in parts:
+            echo(f"{name:28} {parts[name]:>8.1f} {1000 * parts[name] / requests:>11.2f}")
+    fg = parts.get("functions", 0.0) + parts.get("gateway", 0.0)
+    echo(f"{'functions + gateway':28} {fg:>8.1f} {1000 * fg / requests:>11.2f}")
+    busiest = sorted(((v, k) for k, v in cpu.items() if k.startswith("fn:")), reverse=True)[:6]
+    echo("  busiest functions: " + ", ".join(f"{k[3:]} {v:.1f} s" for v, k in busiest if v >= 0.05))
+
+
+def main() -> int:
+    from mllab import clients, config, log, sessions, tokens
+    from mllab_dev.stack import Ports, Stack, StackError
+
+    log.min_level = "WARNING"  # the operator-grant audit lines of the account setup are noise here
+
+    seconds = _env_num("MLLAB_LOAD_SECONDS", 300)
+    max_users = int(_env_num("MLLAB_LOAD_USERS", 1000))
+    step_users = int(_env_num("MLLAB_LOAD_STEP_USERS", 50))
+    step_seconds = _env_num("MLLAB_LOAD_STEP_SECONDS", 15)
+    p95_ms = _env_num("MLLAB_LOAD_P95_MS", 500)
+    error_pct = _env_num("MLLAB_LOAD_ERROR_PCT", 1.0)
+    wait = os.environ.get("MLLAB_LOAD_WAIT", "1,5")
+    drain_s = _env_num("MLLAB_LOAD_DRAIN_SECONDS", 180)
+    # The most users the time bound lets the ramp reach: no need to prepare more.
+    accounts_needed = min(max_users, step_users * math.ceil(seconds / step_seconds))
+
+    fn_env = deploy_function_env()
+    load1 = os.getloadavg()[0]
+    print(f"make load: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"load average {load1:.1f} at start (anything else running shares these cores)")
+    print(f"  ramp: +{step_users} users every {step_seconds:g} s up to {max_users}, at most {seconds:g} s; "
+          f"stops at p95 > {p95_ms:g} ms or errors > {error_pct:g}%; think time {wait} s")
+    print("  functions at the deploy's concurrency (gunicorn threads, one worker = one instance each): "
+          + ", ".join(f"{k} {v['THREADS']}" for k, v in fn_env.items()))
+
+    dev_dir = ROOT / ".dev" / "load"
+    stack = Stack(Ports.free(), dev_dir, function_env=fn_env, gateway_threads=GATEWAY_THREADS)
+    t0 = time.monotonic()
+    try:
+        stack.start()
+    except StackError as exc:
+        print(f"make load: the stack did not start: {exc}", file=sys.stderr)
+        return 1
+    try:
+        os.environ.update(stack.env())
+        config.reload()
+        clients.reset()
+        tokens.reset_caches()
+        sessions.reset_caches()
+        print(f"  stack up in {time.monotonic() - t0:.1f} s at {stack.gateway_url} (logs: {stack.log_dir})")
+        t1 = time.monotonic()
+        accounts = prepare_users(accounts_needed + 1)
+        warm_account, accounts = accounts[0], accounts[1:]
+        print(f"  {len(accounts)} PRO accounts created in Firestore in {time.monotonic() - t1:.1f} s")
+        t1 = time.monotonic()
+        warm = warm_up(stack.gateway_url, warm_account)
+        print(f"  warm-up (one user, every request of the mix twice) took {time.monotonic() - t1:.1f} s\n")
+
+        cpu_before = cpu_seconds(stack)
+        result = run_driver(stack.gateway_url, accounts, step_users=step_users, step_seconds=step_seconds,
+                            max_users=max_users, seconds=seconds, p95_ms=p95_ms, error_pct=error_pct, wait=wait)
+        uploads = {**result["uploads"], warm_account["uid"]: warm}
+        expected = sum(len(r["objects"]) for r in uploads.values())
+        count, waited = wait_for_events(expected, drain_s)
+        cpu_after = cpu_seconds(stack)
+        cpu = {k: cpu_after.get(k, 0.0) - cpu_before.get(k, 0.0) for k in cpu_after}
+        print_report(result, cpu)
+        print(f"\nEvent pipeline: {count} objects recorded of {expected} uploaded; "
+              f"{waited:.1f} s after the load stopped until the recorder had caught up.\n")
+        ok = check_consistency(uploads)
+    finally:
+        stack.stop()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
