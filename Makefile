@@ -14,12 +14,13 @@ VENDOR_FILES := @tensorflow/tfjs/dist/tf.es2017.min.js \
                 @tensorflow/tfjs-backend-webgpu/dist/tf-backend-webgpu.es2017.min.js \
                 papaparse/papaparse.min.js uplot/dist/uPlot.iife.min.js uplot/dist/uPlot.min.css
 
-.PHONY: help dev test test-unit test-py311 bench preflight lock clean deploy-plan deploy deploy-args
+.PHONY: help dev test test-unit test-py311 bench load preflight lock clean deploy-plan deploy deploy-args
 
 help:
 	@echo "make dev     run emulators, every function, the gateway and the lab on http://127.0.0.1:8080"
 	@echo "make test    set up and run every test (unit + emulator-backed)"
 	@echo "make bench   print cold-start and token timings"
+	@echo "make load    ramp locust users against the local stack (MLLAB_LOAD_SECONDS, default 300), then check Firestore"
 	@echo "make deploy-plan PROJECT=p REGION=r DOMAIN=d   print every gcloud command of a deployment (offline)"
 	@echo "make deploy PROJECT=p REGION=r DOMAIN=d OAUTH_CLIENT_ID=id   run them (README: Deploy to Google Cloud)"
 	@echo "make clean   remove .venv, .dev and build output"
@@ -72,6 +73,10 @@ test-unit: $(STAMP)
 
 bench: preflight $(STAMP) $(VENDORED)
 	@$(PY) tests/bench/bench.py
+
+# tests/load/run.py: the settings (users, steps, limits, think time) are MLLAB_LOAD_* variables.
+load: preflight $(STAMP) $(VENDORED)
+	@$(PY) tests/load/run.py
 
 # Re-resolve the transitive lock from the direct pins in pyproject.toml.
 lock:
