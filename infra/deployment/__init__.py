@@ -9,7 +9,9 @@ so a second run creates nothing. Modules, in the order the plan uses them:
     sizing        memory, CPU, concurrency and instances per function, each with why
     access        which secrets, bucket role and Firestore access each function gets, and why
     urlmap        the load balancer's URL map, generated from mllab.routes.ROUTES
+    lab           the static lab: staged files, /config.json, CSP and security headers
     files         the generated files (env vars, CORS, URL maps, alert policies, the staged lab)
+    indexes       composite indexes and TTL fields from infra/firestore/, as gcloud arguments
     foundation    APIs, service accounts, project and bucket IAM, buckets, Pub/Sub, Firestore
     secret_steps  Secret Manager: secrets, first values, per-secret accessors
     function_steps  staging and `gcloud functions deploy`, invokers, dead letters, scheduler jobs
