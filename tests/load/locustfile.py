@@ -32,6 +32,8 @@ from locust import between, task
 from locust.contrib.fasthttp import FastHttpUser
 
 REFRESH_COOKIE = "__Host-rt"
+# What a virtual user does once, on arrival (the rest is the mix it repeats while signed in).
+SIGN_IN_REQUESTS = frozenset({"POST /auth/login", "POST /projects", "POST /models"})
 _WAIT = [float(x) for x in os.environ.get("MLLAB_LOAD_WAIT", "1,5").split(",")]
 WEIGHTS_BYTES = (64, 4096)  # a small weights.bin, random size in this range
 MODEL_JSON = {"format": "layers-model", "generatedBy": "mllab-load",

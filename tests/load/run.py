@@ -45,6 +45,8 @@ DRIVER = HERE / "drive.py"
 PASSWORD = "load test passphrase, not secret"
 GATEWAY_THREADS = 200  # the load balancer's stand-in must not be what limits the functions
 PREPARE_THREADS = 16
+IDLE_SAMPLE_S = 5.0  # how long each process's idle CPU rate is measured before the ramp
+AGGREGATED, MIX = "Aggregated", "Mix (without sign-in)"  # drive.py's summary rows
 
 
 def _env_num(name: str, default: float) -> float:
@@ -341,20 +343,24 @@ def _ms(v: float) -> str:
     return f"{v:,.0f}"
 
 
-def print_report(result: dict[str, Any], cpu: dict[str, float], echo: Callable[[str], None] = print) -> None:
+def print_report(result: dict[str, Any], cpu: dict[str, float], idle: dict[str, float] | None = None,
+                 echo: Callable[[str], None] = print) -> None:
+    """`cpu`: CPU seconds per stack child over the measured window; `idle`: what each would have spent
+    idle over the same window (its rate measured before the ramp), subtracted in the last column."""
     steps, totals = result["steps"], result["totals"]
-    echo("\nPer step (all requests; the step's new users sign in during its first seconds):")
+    echo("\nPer step, all requests (each step's new users arrive and sign in evenly over it); the last column is")
+    echo("the p95 of the repeated mix alone (refresh, /me, versions, signed uploads and PUTs, without sign-in):")
     echo(f"{'step':>4} {'users':>6} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7} "
-         f"{'requests':>9} {'errors':>7}")
+         f"{'requests':>9} {'errors':>7} {'mix p95':>8}")
     for s in steps:
-        a = s["types"]["Aggregated"]
+        a, m = s["types"][AGGREGATED], s["types"][MIX]
         echo(f"{s['step']:>4} {s['users']:>6} {a['rps']:>8.1f} {_ms(a['p50']):>7} {_ms(a['p95']):>7} "
-             f"{_ms(a['p99']):>7} {_ms(a['max']):>7} {a['requests']:>9} {a['error_pct']:>6.2f}%")
+             f"{_ms(a['p99']):>7} {_ms(a['max']):>7} {a['requests']:>9} {a['error_pct']:>6.2f}% {_ms(m['p95']):>8}")
     echo("\nPer step and request type:")
     echo(f"{'step':>4} {'users':>6} {'request':32} {'req/s':>7} {'p50':>6} {'p95':>6} {'p99':>6} {'errors':>7}")
     for s in steps:
         for name, t in s["types"].items():
-            if name == "Aggregated":
+            if name in (AGGREGATED, MIX):
                 continue
             echo(f"{s['step']:>4} {s['users']:>6} {name:32} {t['rps']:>7.1f} {_ms(t['p50']):>6} {_ms(t['p95']):>6} "
                  f"{_ms(t['p99']):>6} {t['error_pct']:>6.2f}%")
@@ -373,21 +379,26 @@ def print_report(result: dict[str, Any], cpu: dict[str, float], echo: Callable[[
         good = [s for s in steps if s["step"] < bent["step"]]
         echo(f"Bent at step {bent['step']}, {bent['users']} users: {bent['why']}. "
              + (f"Last step within the limits: {good[-1]['users']} users at "
-                f"{good[-1]['types']['Aggregated']['rps']:.1f} req/s." if good else "The first step was already over."))
+                f"{good[-1]['types'][AGGREGATED]['rps']:.1f} req/s." if good else "The first step was already over."))
     else:
         echo(f"Did not bend: {result['stop_reason']}.")
-    requests = totals["types"]["Aggregated"]["requests"] or 1
-    parts: dict[str, float] = {}
+    requests = totals["types"][AGGREGATED]["requests"] or 1
+    idle = idle or {}
+    parts: dict[str, list[float]] = {}
     for name, secs in cpu.items():
-        parts[_part(name)] = parts.get(_part(name), 0.0) + secs
-    parts["load generator (locust)"] = result.get("locust_cpu_s", 0.0)
-    echo(f"\nCPU per request ({requests} requests; from the ramp's start until the events were recorded):")
-    echo(f"{'part':28} {'CPU s':>8} {'ms/request':>11}")
-    for name in ("functions", "gateway", "emulators", "stand-ins", "load generator (locust)"):
-        if name in parts:
-            echo(f"{name:28} {parts[name]:>8.1f} {1000 * parts[name] / requests:>11.2f}")
-    fg = parts.get("functions", 0.0) + parts.get("gateway", 0.0)
-    echo(f"{'functions + gateway':28} {fg:>8.1f} {1000 * fg / requests:>11.2f}")
+        row = parts.setdefault(_part(name), [0.0, 0.0])
+        row[0] += secs
+        row[1] += max(0.0, secs - idle.get(name, 0.0))
+    locust_cpu = result.get("locust_cpu_s", 0.0)
+    parts["load generator (locust)"] = [locust_cpu, locust_cpu]
+    fg = [parts.get("functions", [0.0, 0.0])[i] + parts.get("gateway", [0.0, 0.0])[i] for i in (0, 1)]
+    echo(f"\nCPU per request ({requests} requests; from the ramp's start until the events were recorded;")
+    echo("'above idle' subtracts what each process spends with no traffic, measured before the ramp):")
+    echo(f"{'part':28} {'CPU s':>8} {'ms/request':>11} {'above idle':>11}")
+    for name, row in [*((n, parts[n]) for n in ("functions", "gateway", "emulators", "stand-ins",
+                                                 "load generator (locust)") if n in parts),
+                      ("functions + gateway", fg)]:
+        echo(f"{name:28} {row[0]:>8.1f} {1000 * row[0] / requests:>11.2f} {1000 * row[1] / requests:>11.2f}")
     busiest = sorted(((v, k) for k, v in cpu.items() if k.startswith("fn:")), reverse=True)[:6]
     echo("  busiest functions: " + ", ".join(f"{k[3:]} {v:.1f} s" for v, k in busiest if v >= 0.05))
 
@@ -441,15 +452,18 @@ def main() -> int:
         warm = warm_up(stack.gateway_url, warm_account)
         print(f"  warm-up (one user, every request of the mix twice) took {time.monotonic() - t1:.1f} s\n")
 
-        cpu_before = cpu_seconds(stack)
+        idle_a, idle_t = cpu_seconds(stack), time.monotonic()
+        time.sleep(IDLE_SAMPLE_S)
+        cpu_before, started = cpu_seconds(stack), time.monotonic()
+        idle_rate = {k: (cpu_before[k] - idle_a.get(k, 0.0)) / (started - idle_t) for k in cpu_before}
         result = run_driver(stack.gateway_url, accounts, step_users=step_users, step_seconds=step_seconds,
                             max_users=max_users, seconds=seconds, p95_ms=p95_ms, error_pct=error_pct, wait=wait)
         uploads = {**result["uploads"], warm_account["uid"]: warm}
         expected = sum(len(r["objects"]) for r in uploads.values())
         count, waited = wait_for_events(expected, drain_s)
-        cpu_after = cpu_seconds(stack)
+        cpu_after, window = cpu_seconds(stack), time.monotonic() - started
         cpu = {k: cpu_after.get(k, 0.0) - cpu_before.get(k, 0.0) for k in cpu_after}
-        print_report(result, cpu)
+        print_report(result, cpu, {k: rate * window for k, rate in idle_rate.items()})
         print(f"\nEvent pipeline: {count} objects recorded of {expected} uploaded; "
               f"{waited:.1f} s after the load stopped until the recorder had caught up.\n")
         ok = check_consistency(uploads)
