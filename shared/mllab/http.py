@@ -161,6 +161,7 @@ class Router:
         if not self.routes:
             raise LookupError(f"the route table has no route for function {function!r}")
         self.handlers: dict[tuple[str, str], Handler] = {}
+        _route_what_flask_cannot(self)
 
     def route(self, method: str, path: str) -> Callable[[Handler], Handler]:
         if not any(r.method == method and r.path == path for r in self.routes):
@@ -322,6 +323,21 @@ class Router:
         for name, value in resp_meta.headers:
             resp.headers.add(name, value)
         return resp
+
+
+def _route_what_flask_cannot(router: Router) -> None:
+    """functions-framework mounts the function at Flask's `/<path:path>`, which no path holding a
+    newline matches (`%0A` in a URL): Flask answered those with its own HTML 404, without a request
+    id. Created while functions-framework loads the function (inside its app context), a router takes
+    those requests too, so they get the same problem+json answers as any other path."""
+    import sys
+
+    flask = sys.modules.get("flask")  # never imported here: without Flask there is no such app
+    if flask is None or not flask.has_app_context():
+        return
+    from werkzeug.exceptions import NotFound
+
+    flask.current_app.register_error_handler(NotFound, lambda _exc: router(flask.request))
 
 
 def check_cookie_csrf(raw: RawRequest) -> None:
