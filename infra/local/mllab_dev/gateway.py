@@ -15,6 +15,7 @@ import os
 import secrets
 import ssl
 import time
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,10 @@ LAB_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'se
 LAB_SECURITY_HEADERS = {**http.API_SECURITY_HEADERS, "Content-Security-Policy": LAB_CSP}
 
 
+PATH_SAFE = "/:@!$&'()*+,;=~"  # RFC 3986 pchar delimiters kept as they are; everything else %-encoded
+QUERY_SAFE = PATH_SAFE + "?%"  # the query string arrives still encoded
+
+
 # What frontend/ holds but the deployed static site does not: npm's working files.
 NOT_SERVED = {"node_modules", "package.json", "package-lock.json", "npm.log"}
 
@@ -47,7 +52,10 @@ class Gateway:
         self.frontend = Path(topology["frontend"]).resolve()
         self.functions: dict[str, int] = topology["functions"]
         self.client = httpx.Client(timeout=httpx.Timeout(60.0, connect=5.0), follow_redirects=False,
-                                   limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+                                   # idle connections expire before functions-framework's gunicorn closes
+                                   # them (keepalive 2 s), so none is reused as the server drops it
+                                   limits=httpx.Limits(max_connections=200, max_keepalive_connections=50,
+                                                       keepalive_expiry=1.0))
         # The PayPal stand-in serves https with the development CA: trust it (and only here, locally).
         ca = os.environ.get("MLLAB_PAYPAL_CA_FILE")
         verify = ssl.create_default_context(cafile=ca) if ca and Path(ca).is_file() else True
@@ -104,12 +112,18 @@ class Gateway:
         body = raw.stream.read(MAX_PROXY_BODY + 1)
         if len(body) > MAX_PROXY_BODY:
             raise http.Problem(413, "The request body is too large.")
-        url = f"http://127.0.0.1:{port}{raw.full_path if raw.query_string else raw.path}"
+        # The path as the client encoded it: raw.path is decoded, and a control character or a space in it
+        # is not a valid URL (httpx refused it and the gateway answered 500).
+        url = f"http://127.0.0.1:{port}{urllib.parse.quote(raw.path, safe=PATH_SAFE)}"
+        if raw.query_string:
+            url += "?" + urllib.parse.quote(raw.query_string, safe=QUERY_SAFE)
         try:
             upstream = self.client.request(raw.method, url, headers=headers, content=body)
         except httpx.TimeoutException:
             raise http.Problem(503, f"{route.function} did not answer in time.", headers={"Retry-After": "5"}) from None
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:
+            log.warning("upstream failed", function=route.function, error_type=type(exc).__name__, error=str(exc),
+                        request_id=request_id)
             raise http.Problem(503, f"{route.function} is not running.", headers={"Retry-After": "5"}) from None
         passed = [(k, v) for k, v in upstream.headers.multi_items()
                   if k.lower() not in HOP_BY_HOP | {"content-encoding", "date", "server"}]

@@ -299,6 +299,8 @@ class Stack:
                 [str(self.venv_bin / "gunicorn"), "--worker-class", "gthread", "--threads", str(self.gateway_threads),
                  "--workers", "1",
                  "--bind", f"127.0.0.1:{p.gateway}", "--graceful-timeout", "2", "--log-level", "warning",
+                 # no request-line cap, like functions-framework's own gunicorn: the function decides
+                 "--limit-request-line", "0",
                  "mllab_dev.gateway:create_app()"],
                 f"{self.gateway_url}/healthz"))
 

@@ -1,0 +1,45 @@
+"""What the gateway passes on to the functions: any path and query a client can send (found by
+tests/stack/test_fuzz.py). The gateway stands in for the load balancer, which forwards both as sent."""
+
+from __future__ import annotations
+
+import httpx
+
+from .conftest import Browser
+
+
+def _problem(r: httpx.Response, status: int) -> dict:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.headers.get("x-request-id")
+    return r.json()
+
+
+def test_control_characters_and_spaces_in_a_path_reach_the_function(member) -> None:
+    """The gateway rebuilt the URL from the decoded path: httpx refused a control character in it,
+    and the gateway answered 500."""
+    b: Browser = member()
+    for raw in ("%7F", "%05x", "a%09b", "%20", "%C3%A9%0A"):
+        body = _problem(b.request("GET", f"/projects/{raw}"), 404)
+        assert "No project of yours" in body["detail"]
+
+
+def test_an_encoded_percent_is_passed_on_encoded(member) -> None:
+    """The path is re-encoded once: %2525 reaches the function as %25, never as a bare '%'."""
+    b: Browser = member()
+    assert "No project of yours" in _problem(b.request("GET", "/projects/%2525"), 404)["detail"]
+    assert "No project of yours" in _problem(b.request("GET", "/projects/%25"), 404)["detail"]
+
+
+def test_a_long_query_string_reaches_the_function(gateway: httpx.Client) -> None:
+    """The gateway's gunicorn refused request lines over 4094 bytes with an HTML 414; the functions'
+    own gunicorn takes any length, and the function answers (here: no sign-in attempt, 400)."""
+    r = gateway.get("/auth/google/callback", params={"state": "s" * 3000, "code": "c" * 3000})
+    assert _problem(r, 400)["type"].startswith("urn:mllab:problem:oauth-")
+
+
+def test_the_query_string_is_passed_as_sent(member) -> None:
+    b: Browser = member()
+    r = b.request("GET", "/projects?limit=1&cursor=%2A")  # an encoded '*' is not a cursor character
+    assert _problem(r, 400)["type"] == "urn:mllab:problem:bad-cursor"
+    assert b.request("GET", "/projects?limit=%31").status_code == 200  # '%31' is '1'
