@@ -7,7 +7,7 @@
 import {Problem, session} from "./session.js";
 
 const $ = (id) => document.getElementById(id);
-function el(tag, props = {}, ...children) {
+export function el(tag, props = {}, ...children) {
   const node = Object.assign(document.createElement(tag), props);
   node.append(...children.filter((c) => c !== null && c !== undefined && c !== ""));
   return node;
@@ -15,10 +15,7 @@ function el(tag, props = {}, ...children) {
 // The cookie routes want JSON, a non-empty X-CSRF-Token and credentials (the __Host-rt cookie).
 const COOKIE_ROUTE = {"Content-Type": "application/json", "X-CSRF-Token": "1"};
 const ONE_TIME_TOKEN = /^[A-Za-z0-9_-]{16,256}$/;
-const WHEN = new Intl.DateTimeFormat("en-US", {dateStyle: "medium", timeStyle: "short"});
-const when = (iso) => WHEN.format(new Date(iso));
 const TABS = {signin: "login-form", register: "register-form", forgot: "forgot-form"};
-const METHODS = {password: "email and password", google: "Google"};
 
 export let accessToken = null; // read by lab.js's request(); only this module assigns it
 let api = (path) => path;
@@ -32,7 +29,7 @@ const firstShown = new Promise((resolve) => { markShown = resolve; });
 
 // --- messages and busy forms ---------------------------------------------------------------------
 
-function tell(id, text, problem = false) {
+export function tell(id, text, problem = false) {
   const box = $(id);
   box.textContent = text;
   box.classList.toggle("problem", problem && text !== "");
@@ -55,7 +52,7 @@ async function problemOf(res) {
 // Runs one action for a form or section: a second press while it runs does nothing, and a network
 // failure or a refused request is said in the section's message. Controls are not disabled, so the
 // keyboard focus stays where it was.
-async function busy(box, messageId, work) {
+export async function busy(box, messageId, work) {
   if (box.getAttribute("aria-busy") === "true") return;
   box.setAttribute("aria-busy", "true");
   try {
@@ -173,7 +170,7 @@ export async function showAccount() {
     }
     if (resetToken) showReset();
   } else if ($("account-details").open) {
-    loadSessions();
+    busy($("devices"), "sessions-message", async () => (await manage()).loadSessions());
   }
   markShown();
 }
@@ -299,142 +296,44 @@ function setUpSignedOut() {
   });
 }
 
-// --- signed in: sign-out, devices, password change, export, deletion --------------------------------
+// --- signed in: sign-out here; the rest (devices, password, export, deletion) in account-manage.js -
 
-async function logout(scope) {
+// 401: this device was already signed out (from another device): it is signed out either way.
+export async function logout(scope) {
   const res = await fetch(api("/auth/logout"), {method: "POST", credentials: "include", headers: COOKIE_ROUTE,
     body: JSON.stringify({scope})});
-  // 401: this device was already signed out (from another device): it is signed out either way.
   if (res.status !== 204 && res.status !== 401) throw new Problem((await problemOf(res)).detail);
   return res.status;
 }
 
-async function signOut(scope) {
-  await logout(scope);
+// This page is signed out now (the server side is done): show the sign-in screen and say why.
+export async function signedOut(message) {
   forget();
   await showAccount();
   if (!resetToken) selectTab("signin"); // a reset link waiting for the sign-out keeps its form
-  tell("auth-message", scope === "global" ? "You are signed out on every device." : "You are signed out on this device.");
+  tell("auth-message", message);
   if (!resetToken) $("signin-title").focus();
 }
 
-function deviceName(ua) {
-  const browser = [[/Edg\//, "Edge"], [/OPR\//, "Opera"], [/Firefox\//, "Firefox"], [/Chrome\//, "Chrome"],
-    [/Safari\//, "Safari"]].find(([re]) => re.test(ua))?.[1];
-  const os = [[/Android/, "Android"], [/iPhone|iPad|iPod/, "iOS"], [/CrOS/, "ChromeOS"], [/Windows/, "Windows"],
-    [/Mac OS X|Macintosh/, "macOS"], [/Linux/, "Linux"]].find(([re]) => re.test(ua))?.[1];
-  if (browser && os) return `${browser} on ${os}`;
-  return browser || os || (ua ? ua.slice(0, 60) : "Unknown device");
-}
-
-function sessionItem(s) {
-  const name = deviceName(s.user_agent);
-  const item = el("li", {className: s.current ? "current" : ""},
-    el("span", {className: "device"}, el("strong", {textContent: name}),
-      s.current ? el("span", {className: "badge", textContent: "This device"}) : null),
-    el("small", {textContent: `Signed in ${when(s.created_at)} with ${METHODS[s.method] || s.method}`}),
-    el("small", {textContent: `Last used ${when(s.refreshed_at)}${s.ip ? ` from ${s.ip}` : ""}`}));
-  item.dataset.current = String(s.current);
-  if (!s.current) {
-    const button = el("button", {type: "button", textContent: "Sign out"});
-    button.setAttribute("aria-label", `Sign out ${name}, signed in ${when(s.created_at)}`);
-    button.addEventListener("click", () => busy($("devices"), "sessions-message", async () => {
-      try {
-        await session.request("DELETE", `/sessions/${s.id}`);
-      } catch (err) {
-        await loadSessions(); // it may have ended meanwhile: show what is true now
-        throw err;
-      }
-      item.remove();
-      $("logout-others").hidden = !$("sessions").querySelector("[data-current=false]");
-      tell("sessions-message", `${name} (signed in ${when(s.created_at)}) is signed out.`);
-      $("devices-title").focus();
-    }));
-    item.append(button);
-  }
-  return item;
-}
-
-async function loadSessions() {
-  const list = $("sessions");
-  list.setAttribute("aria-busy", "true");
-  try {
-    const {items} = await session.request("GET", "/sessions");
-    list.replaceChildren(...items.map(sessionItem));
-    $("logout-others").hidden = items.every((s) => s.current);
-  } catch (err) {
-    tell("sessions-message", err instanceof Problem ? err.message : `The devices could not be listed (${err.message}).`, true);
-  } finally {
-    list.setAttribute("aria-busy", "false");
-  }
-}
-
-function download(name, text) {
-  const url = URL.createObjectURL(new Blob([text], {type: "application/json"}));
-  const link = el("a", {href: url, download: name, hidden: true});
-  document.body.append(link);
-  link.click();
-  link.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 60_000);
-}
+// The account management loads only when the person opens it (it is not needed to sign in or out).
+const manage = () => import("./account-manage.js");
 
 function setUpSignedIn() {
-  $("logout").addEventListener("click", () => busy($("signed-in"), "account-message", () => signOut("local")));
-  $("logout-all").addEventListener("click", () => busy($("signed-in"), "account-message", () => signOut("global")));
-  $("logout-others").addEventListener("click", () => busy($("devices"), "sessions-message", async () => {
-    if (await logout("others") === 401) { // this device had ended too
-      forget();
-      return showAccount();
-    }
-    await loadSessions();
-    tell("sessions-message", "Every other device is signed out.");
-    $("devices-title").focus();
+  $("logout").addEventListener("click", () => busy($("signed-in"), "account-message", async () => {
+    await logout("local");
+    await signedOut("You are signed out on this device.");
+  }));
+  $("logout-all").addEventListener("click", () => busy($("signed-in"), "account-message", async () => {
+    await logout("global");
+    await signedOut("You are signed out on every device.");
   }));
   $("account-details").addEventListener("toggle", () => {
-    if ($("account-details").open && session.me) loadSessions();
+    if ($("account-details").open && session.me) busy($("devices"), "sessions-message", async () => (await manage()).loadSessions());
   });
-
-  submit("change-form", "change-message", async () => {
-    const signOutOthers = $("sign-out-others").checked;
-    let answer;
-    try {
-      answer = await session.request("POST", "/auth/password-change", {current_password: $("current-password").value,
-        new_password: $("new-password").value, sign_out_others: signOutOthers});
-    } catch (err) {
-      if (err instanceof Problem && /current password/i.test(err.message)) $("current-password").select();
-      throw err;
-    }
-    $("current-password").value = "";
-    $("new-password").value = "";
-    tell("change-message", answer.detail);
-    if (signOutOthers) await loadSessions();
-  });
-
-  $("export").addEventListener("click", () => busy($("data"), "data-message", async () => {
-    const data = await session.request("GET", "/account/export");
-    const name = `mllab-export-${data.exported_at.slice(0, 10)}.json`;
-    download(name, JSON.stringify(data, null, 2));
-    tell("data-message", `Downloaded ${name}: your account, devices, projects, models, datasets, ` +
-      "training runs and billing records.");
-  }));
-
-  submit("delete-form", "delete-message", async () => {
-    const password = $("delete-password").value;
-    try {
-      await session.request("DELETE", "/account", password ? {password} : {});
-    } finally {
-      $("delete-password").value = "";
-    }
-    // Every session ended with the account, this one too. Signing out clears the now useless cookie;
-    // the API answers 401 ("already signed out") for it, which is expected here.
-    await logout("local").catch(() => {});
-    forget();
-    await showAccount();
-    selectTab("signin");
-    tell("auth-message", "Your account is deleted and every device is signed out. Your models, datasets and " +
-      "files are removed for good in 30 days.");
-    $("signin-title").focus();
-  });
+  $("logout-others").addEventListener("click", () => busy($("devices"), "sessions-message", async () => (await manage()).signOutOthers()));
+  submit("change-form", "change-message", async () => (await manage()).changePassword());
+  $("export").addEventListener("click", () => busy($("data"), "data-message", async () => (await manage()).exportData()));
+  submit("delete-form", "delete-message", async () => (await manage()).deleteAccount());
 }
 
 // --- links from mails (#verify-email=, #reset-password=, #reset-password, #signin) and Google --------
