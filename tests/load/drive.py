@@ -96,16 +96,18 @@ class Window:
 
 
 class StepShape(LoadTestShape):
-    """+step_users every step_seconds up to max_users; stops after the first step that bends
-    (aggregated p95 over p95_limit_ms or errors over error_limit_pct), after one full step at
-    max_users, or at the time bound."""
+    """Users step through `schedule` (a list of user counts), one step every step_seconds, each step's
+    new users arriving evenly over spawn_seconds. Stops after the first step that bends (p95 of the
+    `bend_on` requests over p95_limit_ms, or errors of all requests over error_limit_pct), after a
+    full step at the last count, or at the time bound."""
 
-    def __init__(self, *, step_users: int, step_seconds: float, max_users: int, seconds: float,
-                 p95_limit_ms: float, error_limit_pct: float, spawn_rate: float, progress: bool = True) -> None:
+    def __init__(self, *, schedule: list[int], step_seconds: float, seconds: float, p95_limit_ms: float,
+                 error_limit_pct: float, spawn_seconds: float, bend_on: str = "mix", progress: bool = True) -> None:
         super().__init__()
-        self.step_users, self.step_seconds, self.max_users = step_users, step_seconds, max_users
-        self.seconds, self.p95_limit_ms, self.error_limit_pct = seconds, p95_limit_ms, error_limit_pct
-        self.spawn_rate, self.progress = spawn_rate, progress
+        self.schedule, self.step_seconds, self.seconds = schedule, step_seconds, seconds
+        self.p95_limit_ms, self.error_limit_pct = p95_limit_ms, error_limit_pct
+        self.spawn_seconds, self.progress = spawn_seconds, progress
+        self.bend_row = MIX if bend_on == "mix" else AGGREGATED
         self.steps: list[dict[str, Any]] = []
         self.totals = Window()
         self.bent: dict[str, Any] | None = None
@@ -114,7 +116,11 @@ class StepShape(LoadTestShape):
         self._step_started = 0.0
 
     def target(self, step: int) -> int:
-        return min(self.max_users, (step + 1) * self.step_users)
+        return self.schedule[min(step, len(self.schedule) - 1)]
+
+    def spawn_rate(self, step: int) -> float:
+        new = self.target(step) - (self.target(step - 1) if step else 0)
+        return max(new, 1) / max(0.1, self.spawn_seconds)
 
     def _close_step(self, now: float) -> dict[str, Any]:
         stats = self.runner.environment.stats
@@ -134,13 +140,15 @@ class StepShape(LoadTestShape):
         return step
 
     def _over(self, step: dict[str, Any]) -> list[str]:
-        agg = step["types"][AGGREGATED]
+        agg, basis = step["types"][AGGREGATED], step["types"][self.bend_row]
         over = []
-        if agg["p95"] > self.p95_limit_ms:
+        if basis["p95"] > self.p95_limit_ms:
             slow = [f"{name} {row['p95']:.0f} ms" for name, row in step["types"].items()
-                    if name not in (AGGREGATED, MIX) and row["p95"] > self.p95_limit_ms]
-            over.append(f"p95 {agg['p95']:.0f} ms > {self.p95_limit_ms:.0f} ms"
-                        + (f" (p95 over the limit: {', '.join(slow)})" if slow else ""))
+                    if name not in (AGGREGATED, MIX) and row["p95"] > self.p95_limit_ms
+                    and (self.bend_row == AGGREGATED or name not in locustfile.SIGN_IN_REQUESTS)]
+            what = "p95" if self.bend_row == AGGREGATED else "p95 of the mix"
+            over.append(f"{what} {basis['p95']:.0f} ms > {self.p95_limit_ms:.0f} ms"
+                        + (f" (over the limit: {', '.join(slow)})" if slow else ""))
         if agg["error_pct"] > self.error_limit_pct:
             over.append(f"errors {agg['error_pct']:.2f}% > {self.error_limit_pct:g}%")
         return over
@@ -162,11 +170,11 @@ class StepShape(LoadTestShape):
             if timed_out:
                 self.stop_reason = f"time bound ({self.seconds:.0f} s) reached"
                 return None
-            if self.target(self._step) >= self.max_users:
-                self.stop_reason = f"reached {self.max_users} users and held them for a step without bending"
+            if self._step >= len(self.schedule) - 1:
+                self.stop_reason = f"reached {self.schedule[-1]} users and held them for a step without bending"
                 return None
             self._step = step
-        return self.target(self._step), self.spawn_rate
+        return self.target(self._step), self.spawn_rate(self._step)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,21 +182,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", required=True, help="the gateway, e.g. http://127.0.0.1:8080")
     ap.add_argument("--users-file", required=True, help="JSON list of {uid, email, password}")
     ap.add_argument("--out", required=True, help="where to write the results (JSON)")
-    ap.add_argument("--step-users", type=int, default=50)
-    ap.add_argument("--step-seconds", type=float, default=15.0)
-    ap.add_argument("--max-users", type=int, default=1000)
+    ap.add_argument("--schedule", default="10,25,50,100,150,200,300,400,500,650,800,1000",
+                    help="user counts, one per step")
+    ap.add_argument("--step-seconds", type=float, default=20.0)
     ap.add_argument("--seconds", type=float, default=300.0, help="time bound of the whole ramp")
     ap.add_argument("--p95-ms", type=float, default=500.0)
     ap.add_argument("--error-pct", type=float, default=1.0)
     ap.add_argument("--spawn-seconds", type=float, default=None,
                     help="each step's new users arrive evenly over this (default: 80%% of a step)")
+    ap.add_argument("--bend-on", choices=("mix", "all"), default="mix",
+                    help="whose p95 decides the bend: the repeated mix, or all requests with sign-ins too")
     ap.add_argument("--stop-timeout", type=float, default=60.0, help="time users get to finish their task")
     args = ap.parse_args(argv)
 
     locustfile.load_accounts(args.users_file)
-    shape = StepShape(step_users=args.step_users, step_seconds=args.step_seconds, max_users=args.max_users,
-                      seconds=args.seconds, p95_limit_ms=args.p95_ms, error_limit_pct=args.error_pct,
-                      spawn_rate=args.step_users / max(0.1, args.spawn_seconds or 0.8 * args.step_seconds))
+    schedule = [int(x) for x in args.schedule.split(",") if x.strip()]
+    if not schedule or any(b <= a for a, b in zip(schedule, schedule[1:])) or schedule[0] < 1:
+        ap.error("--schedule: user counts, rising, from 1")
+    shape = StepShape(schedule=schedule, step_seconds=args.step_seconds, seconds=args.seconds,
+                      p95_limit_ms=args.p95_ms, error_limit_pct=args.error_pct, bend_on=args.bend_on,
+                      spawn_seconds=args.spawn_seconds or 0.8 * args.step_seconds)
     # stop_timeout: a stopping user finishes its task first, so no upload is cut off between its PUT
     # and the note of it that the Firestore check relies on.
     env = Environment(user_classes=[locustfile.LabUser], shape_class=shape, host=args.host,

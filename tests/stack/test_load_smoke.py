@@ -21,9 +21,8 @@ def test_load_smoke(stack) -> None:
 
     accounts = load.prepare_users(USERS)
     progress: list[str] = []
-    result = load.run_driver(stack.gateway_url, accounts, step_users=USERS, step_seconds=SECONDS, max_users=USERS,
-                             seconds=SECONDS, p95_ms=1e9, error_pct=100.0, wait="0.5,1.5", spawn_seconds=2,
-                             echo=progress.append)
+    result = load.run_driver(stack.gateway_url, accounts, schedule=[USERS], step_seconds=SECONDS, seconds=SECONDS,
+                             p95_ms=1e9, error_pct=100.0, wait="0.5,1.5", spawn_seconds=2, echo=progress.append)
     totals = result["totals"]["types"]
     assert totals["Aggregated"]["requests"] > 0, result["log_tail"]
     assert totals["Aggregated"]["failures"] == 0, result["totals"]["errors"]
