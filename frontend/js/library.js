@@ -61,6 +61,7 @@ const data = {projects: blank(), models: blank(), datasets: blank(), jobs: blank
 const names = {projects: new Map(), models: new Map(), datasets: new Map(), more: {}}; // id -> record (one page of 100)
 let filter = ""; // a project id: only its models, datasets and runs; "" for all
 let generation = 0; // bumped on every sign-in and sign-out: answers for an earlier session are dropped
+let loads = 0; // bumped by every refresh: an answer overtaken by a later refresh (another filter) is dropped
 let uid = null;
 let openRun = null; // {id, chart} of the run shown below the runs table
 
@@ -80,7 +81,7 @@ function mount() {
   ui.filter.addEventListener("change", () => {
     filter = ui.filter.value;
     closeRun();
-    act(null, "top", () => refresh(["models", "datasets", "jobs"]));
+    act(null, "top", () => refresh());
   });
   ui.refresh = button("Refresh", "Refresh the library", (b) => act(b, "top", () => refresh()));
   ui.top = message("library-message");
@@ -178,26 +179,24 @@ async function fetchNames() {
   return Object.fromEntries(["projects", "models", "datasets"].map((k, i) => [k, lists[i]]));
 }
 
-async function refresh(keys = KEYS) {
-  const mine = generation;
-  const [pages, named] = await Promise.all([Promise.all(keys.map((k) => fetchPage(k))),
-    keys.includes("projects") ? fetchNames() : null]);
-  if (mine !== generation) return "";
-  keys.forEach((k, i) => { data[k] = {items: pages[i].items, cursor: pages[i].next_cursor, loaded: true}; });
-  if (named) {
-    for (const [k, page] of Object.entries(named)) {
-      names[k] = new Map(page.items.map((r) => [r.id, r]));
-      names.more[k] = Boolean(page.next_cursor);
-    }
+// Every list's first page (with the current filter) and the names, all at once.
+async function refresh() {
+  const mine = [generation, ++loads];
+  const [pages, named] = await Promise.all([Promise.all(KEYS.map((k) => fetchPage(k))), fetchNames()]);
+  if (mine[0] !== generation || mine[1] !== loads) return "";
+  KEYS.forEach((k, i) => { data[k] = {items: pages[i].items, cursor: pages[i].next_cursor, loaded: true}; });
+  for (const [k, page] of Object.entries(named)) {
+    names[k] = new Map(page.items.map((r) => [r.id, r]));
+    names.more[k] = Boolean(page.next_cursor);
   }
   render();
   return "";
 }
 
 async function showMore(key) {
-  const mine = generation;
+  const mine = [generation, loads];
   const answer = await fetchPage(key, data[key].cursor);
-  if (mine !== generation) return "";
+  if (mine[0] !== generation || mine[1] !== loads) return "";
   const seen = new Set(data[key].items.map((r) => r.id));
   const added = answer.items.filter((r) => !seen.has(r.id));
   data[key].items.push(...added);
@@ -300,8 +299,11 @@ async function deleteProject(p) {
   forget("projects", (r) => r.id === p.id);
   for (const key of ["models", "datasets", "jobs"]) forget(key, (r) => r.project_id === p.id);
   if (openRun && !data.jobs.items.some((j) => j.id === openRun.id)) closeRun();
-  if (filter === p.id) filter = "";
   cloud.dispatchEvent(new CustomEvent("changed", {detail: {kind: "project", id: p.id, action: "delete"}}));
+  if (filter === p.id) { // the lists showed only that project: show everything again
+    filter = "";
+    await refresh();
+  }
   render();
   ui.sections.projects.heading.focus();
   return `Deleted ${p.name} and everything in it.`;

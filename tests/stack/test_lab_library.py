@@ -214,18 +214,19 @@ def test_the_library_lists_what_was_saved_and_manages_it(lab: Lab, chromium, sta
         phone.close()
     phone.check_clean()
 
-    # Another person's library is empty.
-    page.click("#logout")
-    expect(library).to_be_hidden()
-    other = new_user()
-    lab.sign_in(other)
-    expect(library).to_contain_text("No projects yet.")
+    # Delete the project (after a confirmation): everything in it leaves the page and Firestore.
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Delete Renamed lab").click()
+    expect(page.locator("#library-projects-message")).to_have_text("Deleted Renamed lab and everything in it.")
     for key in ("projects", "models", "datasets", "jobs"):
         expect(page.locator(f"#library-{key} > *")).to_have_count(0)
-    expect(library).not_to_contain_text("Renamed lab")
+    expect(library).to_contain_text("No saved datasets yet.")
+    expect(page.locator("#cloud-project option")).to_have_count(1)  # only "New project…" is left to choose
+    for collection in (catalog.PROJECTS, catalog.MODELS, catalog.DATASETS, catalog.JOBS):
+        assert not _docs(collection, uid), collection
 
 
-def test_lists_page_with_show_more(lab: Lab, member) -> None:
+def test_lists_page_with_show_more(lab: Lab, chromium, stack: Stack, member, new_user) -> None:
     from playwright.sync_api import expect
 
     api = member()
@@ -256,6 +257,17 @@ def test_lists_page_with_show_more(lab: Lab, member) -> None:
     expect(runs).to_have_count(11)
     expect(runs.first).to_contain_text("not recorded yet")
     expect(runs.first.get_by_role("button", name="Show")).to_be_disabled()
+    # A run deleted elsewhere meanwhile: the page says what the API said, in an alert.
+    gone = runs.first.get_attribute("data-id")
+    assert api.request("DELETE", f"/jobs/{gone}").status_code == 204
+    lab.allowed.append((404, f"/jobs/{gone}"))
+    page.once("dialog", lambda d: d.accept())
+    runs.first.get_by_role("button", name="Delete").click()
+    problem = page.locator("#library-jobs-message")
+    expect(problem).to_contain_text("No training job of yours has this id; it may have been deleted. Refresh the list.")
+    expect(problem).to_have_attribute("role", "alert")
+    page.get_by_role("button", name="Refresh the library").click()
+    expect(runs).to_have_count(10)
     # Only one project: its runs and models, not the others'.
     page.select_option("#library-project", label="project 00")
     expect(page.locator("#library-models > li")).to_have_count(1)
@@ -263,6 +275,19 @@ def test_lists_page_with_show_more(lab: Lab, member) -> None:
     expect(page.locator("#library-models > li")).to_have_count(0)
     expect(runs).to_have_count(0)
     expect(page.locator("#library")).to_contain_text("Nothing in project 05 yet. Train a model and press Save to cloud.")
+
+    # Another person's library, meanwhile, is empty.
+    other = Lab(chromium, stack)
+    try:
+        other.sign_in(new_user())
+        expect(other.page.locator("#library")).to_contain_text("No projects yet.")
+        expect(other.page.locator("#library")).to_contain_text("No training runs yet.")
+        for key in ("projects", "models", "datasets", "jobs"):
+            expect(other.page.locator(f"#library-{key} > *")).to_have_count(0)
+        expect(other.page.locator("#library-project option")).to_have_count(1)  # "All projects" only
+    finally:
+        other.close()
+    other.check_clean()
 
 
 def test_a_free_user_sees_their_lists_and_a_pending_version(lab: Lab, member) -> None:
