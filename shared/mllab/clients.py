@@ -4,15 +4,34 @@ only for the clients its path touches (cold start), and honours the `*_EMULATOR_
 Every Google API call made with these clients passes `**clients.opts()`: a deadline that bounds the
 whole call, retries included. (`timeout=` alone bounds one attempt; the clients' default retry policy
 would keep a request waiting for minutes while a dependency is down, instead of answering 503.)
+The Firestore client gets the same bound as the default of every RPC it makes, so the calls no caller
+can pass options to (a transaction's begin, commit and rollback) are bounded too.
+
+Within one request (`call_scope()`, entered by the HTTP router) a hung dependency is waited for once,
+so the request answers 503 about one deadline after it started waiting, however many calls it makes:
+- the first call must end within the deadline of the request's start (a cold start's imports count);
+- a call that starts while the previous one was still within its deadline (it was answered) gets
+  the whole deadline again;
+- a call that starts after the previous one ran out its deadline gets only `STALLED_TIMEOUT_S`
+  (the rollback of a transaction whose read timed out, a best-effort marker write).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import os
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from mllab import config
+
+STALLED_TIMEOUT_S = 0.5  # the least a call gets; all it gets once its request has waited a deadline out
+_SLACK_S = 0.05
+# Inside call_scope(): [the request's start, the latest call's deadline or None].
+_scope: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar("mllab_call_scope", default=None)
 
 
 def deadline() -> float:
@@ -20,9 +39,39 @@ def deadline() -> float:
     return config.settings().rpc_timeout_s
 
 
+@contextlib.contextmanager
+def call_scope() -> Iterator[None]:
+    """The calls of one request (see the module docstring)."""
+    token = _scope.set([time.monotonic(), None])
+    try:
+        yield
+    finally:
+        _scope.reset(token)
+
+
+def call_timeout() -> float:
+    """The timeout of a call starting now (see the module docstring)."""
+    full = deadline()
+    scope = _scope.get()
+    if scope is None:
+        return full
+    now = time.monotonic()
+    started, previous = scope
+    if previous is None:
+        ends = started + full
+    elif now < previous - _SLACK_S:
+        ends = now + full
+    else:
+        ends = now
+    timeout = round(max(STALLED_TIMEOUT_S, min(full, ends - now)), 1)
+    scope[1] = now + timeout
+    return timeout
+
+
 def opts() -> dict[str, Any]:
     """Keyword arguments for one Google API call: per-attempt timeout and a total deadline."""
-    return {"timeout": deadline(), "retry": _retry(deadline())}
+    timeout = call_timeout()
+    return {"timeout": timeout, "retry": _retry(timeout)}
 
 
 @functools.cache
@@ -44,7 +93,27 @@ def _anonymous_if(var: str) -> dict[str, Any]:
 def firestore() -> Any:
     from google.cloud import firestore as fs  # FIRESTORE_EMULATOR_HOST is read by the client
 
-    return fs.Client(project=config.settings().project)
+    client = fs.Client(project=config.settings().project)
+    transport = client._firestore_api._transport
+    for method, wrapped in list(transport._wrapped_methods.items()):
+        transport._wrapped_methods[method] = _bounded(wrapped)
+    return client
+
+
+def _bounded(wrapped: Any) -> Any:
+    """An RPC whose default timeout and retry are ours (the library's are 60 s and more, retried)."""
+    from google.api_core.gapic_v1.method import DEFAULT
+
+    def call(*args: Any, timeout: Any = DEFAULT, retry: Any = DEFAULT, **kwargs: Any) -> Any:
+        if timeout is DEFAULT:
+            timeout = call_timeout()
+            retry = _retry(timeout) if retry is DEFAULT else retry
+        elif retry is DEFAULT and isinstance(timeout, (int, float)):
+            retry = _retry(float(timeout))
+        return wrapped(*args, timeout=timeout, retry=retry, **kwargs)
+
+    call.__wrapped__ = wrapped  # type: ignore[attr-defined]
+    return call
 
 
 @functools.cache

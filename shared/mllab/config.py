@@ -155,7 +155,7 @@ class Settings(BaseModel):
     reconcile_topic: str = "billing-reconcile"
     secrets_dir: Path = Path("/secrets")
     dev_dir: Path = Path(".dev")
-    rpc_timeout_s: float = 10.0
+    rpc_timeout_s: float = 8.0  # per outbound call: a request answers 503 within 10 s of a hang
     log_level: str = "INFO"
 
     @property

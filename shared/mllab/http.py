@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.wrappers import Request as RawRequest
 from werkzeug.wrappers import Response as RawResponse
 
-from mllab import config, log, routes, sessions, tokens
+from mllab import clients, config, log, routes, sessions, tokens
 from mllab.problems import PROBLEM_JSON, PROBLEM_TYPE, Problem  # noqa: F401 - re-exported for callers
 from mllab.routes import Auth, Csrf, Route
 
@@ -184,7 +184,8 @@ class Router:
                        **log.trace_fields(raw.headers, config.settings().project))
         try:
             try:
-                resp = self._dispatch(raw, request_id)
+                with clients.call_scope():
+                    resp = self._dispatch(raw, request_id)
             except Problem as problem:
                 resp = problem_response(problem, request_id, raw.path)
             except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into 500/503

@@ -225,7 +225,8 @@ class PayPal:
     def request(self, method: str, path: str, *, json: Any = None, headers: Mapping[str, str] | None = None,
                 request_id: str | None = None) -> dict | None:
         """One PayPal API call. Returns the JSON body (None for 204). Raises PayPalError (4xx) or
-        PayPalUnavailable (transient, after at most `attempts` attempts within ~2x the timeout)."""
+        PayPalUnavailable (transient, after at most `attempts` attempts, all within the timeout, so
+        a request waiting on PayPal still answers within its own deadline)."""
         method = method.upper()
         if not path.startswith("/") or path.startswith("//"):
             raise ValueError("path must be relative to the API base (the bearer token goes with it)")
@@ -236,7 +237,7 @@ class PayPal:
             send_headers.setdefault("Prefer", "return=representation")
         resendable = method in _SAFE_METHODS or request_id is not None
         started = time.monotonic()
-        deadline = started + 2 * self.timeout
+        deadline = started + self.timeout
         attempt, status, reauthed, refreshed = 0, None, False, False
         debug_id: str | None = None
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -18,16 +19,25 @@ from mllab_dev.browser import executable as browser_executable
 from mllab_dev.stack import PROJECT, Ports, Stack
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = Stack(Ports.free(), tmp_path_factory.mktemp("stack"))
+@contextmanager
+def running_stack(dev_dir: Path) -> Iterator[Stack]:
+    """A whole stack on free ports, with this process's mllab pointed at it, and back afterwards.
+    The suite shares one (below); a module that pauses parts of it starts its own."""
+    from mllab import paypal, storage
+
+    def forget() -> None:
+        config.reload()
+        clients.reset()
+        tokens.reset_caches()
+        sessions.reset_caches()
+        paypal.reset()
+        storage.reset()
+
+    s = Stack(Ports.free(), dev_dir)
     s.start()
     saved = {k: os.environ.get(k) for k in s.env()}
     os.environ.update(s.env())
-    config.reload()
-    clients.reset()
-    tokens.reset_caches()
-    sessions.reset_caches()
+    forget()
     try:
         yield s
     finally:
@@ -37,10 +47,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        config.reload()
-        clients.reset()
-        tokens.reset_caches()
-        sessions.reset_caches()
+        forget()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("stack")) as s:
+        yield s
 
 
 @pytest.fixture(autouse=True)

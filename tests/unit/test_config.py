@@ -36,7 +36,7 @@ def test_defaults_from_an_empty_environment() -> None:
     assert s.cors_origins == ("http://127.0.0.1:8080", "http://localhost:8080")
     assert s.secrets_dir == Path("/secrets")
     assert s.dev_dir == Path(".dev")
-    assert s.rpc_timeout_s == 10.0
+    assert s.rpc_timeout_s == 8.0
     assert not s.is_production
 
 
@@ -259,7 +259,7 @@ def test_production_without_a_mount_reads_secret_manager_once(
 
     assert config.secret("smtp-url") == "value-of-smtp-url"
     assert config.secret("smtp-url") == "value-of-smtp-url"
-    assert fake.calls == [{"name": "projects/mllab-prod/secrets/smtp-url/versions/latest", "timeout": 10.0}]
+    assert fake.calls == [{"name": "projects/mllab-prod/secrets/smtp-url/versions/latest", "timeout": 8.0}]
     # Production never generates development secrets.
     assert not (mllab_env / "secrets").exists()
 
