@@ -49,6 +49,7 @@ DRIVER = HERE / "drive.py"
 PASSWORD = "load test passphrase, not secret"
 GATEWAY_THREADS = 200  # the load balancer's stand-in must not be what limits the functions
 PREPARE_THREADS = 16
+RESULT_FILE = ROOT / ".dev" / "load" / "last-run.json"
 DEFAULT_STEPS = (10, 25, 50, 100, 150, 200, 300, 400, 500, 650, 800, 1000)
 IDLE_SAMPLE_S = 5.0  # how long each process's idle CPU rate is measured before the ramp
 AGGREGATED, MIX = "Aggregated", "Mix (without sign-in)"  # drive.py's summary rows
@@ -450,13 +451,16 @@ def main() -> int:
           + ", ".join(f"{k} {v['THREADS']}" for k, v in fn_env.items()))
 
     dev_dir = ROOT / ".dev" / "load"
-    stack = Stack(Ports.free(), dev_dir, function_env=fn_env, gateway_threads=GATEWAY_THREADS)
     t0 = time.monotonic()
-    try:
-        stack.start()
-    except StackError as exc:
-        print(f"make load: the stack did not start: {exc}", file=sys.stderr)
-        return 1
+    for attempt in range(3):  # free ports are picked at random: another stack may take one meanwhile
+        stack = Stack(Ports.free(), dev_dir, function_env=fn_env, gateway_threads=GATEWAY_THREADS)
+        try:
+            stack.start()
+            break
+        except StackError as exc:
+            if attempt == 2 or "is held by" not in str(exc):
+                print(f"make load: the stack did not start: {exc}", file=sys.stderr)
+                return 1
     try:
         os.environ.update(stack.env())
         config.reload()
@@ -485,7 +489,10 @@ def main() -> int:
         cpu = {k: cpu_after.get(k, 0.0) - cpu_before.get(k, 0.0) for k in cpu_after}
         print_report(result, cpu, {k: rate * window for k, rate in idle_rate.items()})
         print(f"\nEvent pipeline: {count} objects recorded of {expected} uploaded; "
-              f"{waited:.1f} s after the load stopped until the recorder had caught up.\n")
+              f"{waited:.1f} s after the load stopped until the recorder had caught up.")
+        print(f"Load average now {os.getloadavg()[0]:.1f} (at start {load1:.1f}); raw results: {RESULT_FILE}\n")
+        RESULT_FILE.parent.mkdir(parents=True, exist_ok=True)
+        RESULT_FILE.write_text(json.dumps({**result, "cpu_s": cpu, "idle_cpu_rate": idle_rate}, indent=1))
         ok = check_consistency(uploads)
     finally:
         stack.stop()
