@@ -11,7 +11,7 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
-from deployment import lab, urlmap
+from deployment import lab, sizing, urlmap
 from deployment.environment import NO_OAUTH_CLIENT_ID, PAYPAL_APIS, ROOT, Environment
 
 INFRA = ROOT / "infra"
@@ -27,7 +27,8 @@ GOOGLE_ISSUER = "https://accounts.google.com"
 
 @dataclass(frozen=True)
 class Files:
-    env_vars: Path
+    env_vars: Path  # the settings every function shares
+    function_env_vars: dict[str, Path]  # function name -> env_vars + its own THREADS
     cors: Path
     url_map: Path
     http_redirect_map: Path
@@ -69,7 +70,14 @@ def write(env: Environment) -> Files:
     root.mkdir(parents=True, exist_ok=True)
     env_vars = root / "env.yaml"
     # YAML accepts JSON-quoted strings; --env-vars-file keeps values with commas and spaces intact.
-    env_vars.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in function_env(env).items()))
+    shared = "".join(f"{k}: {json.dumps(v)}\n" for k, v in function_env(env).items())
+    env_vars.write_text(shared)
+    # functions-framework serves with THREADS threads (default 4 per CPU it sees): without this an
+    # instance Cloud Run sends `concurrency` requests at once would queue all but a few of them.
+    per_function = {}
+    for name, size in sizing.SIZING.items():
+        per_function[name] = root / f"env-{name}.yaml"
+        per_function[name].write_text(shared + f"THREADS: {json.dumps(str(size.concurrency))}\n")
     cors = root / "storage-cors.json"
     cors.write_text(string.Template(CORS_TEMPLATE.read_text()).substitute(DOMAIN=env.domain))
     url_map = root / "url-map.yaml"
@@ -83,4 +91,4 @@ def write(env: Environment) -> Files:
         path.write_text(text)
         alerts[json.loads(text)["displayName"]] = path
     staged_lab = lab.stage(env) if lab.vendored() else None
-    return Files(env_vars, cors, url_map, redirect, alerts, staged_lab)
+    return Files(env_vars, per_function, cors, url_map, redirect, alerts, staged_lab)

@@ -49,7 +49,7 @@ def deploy_command(env: Environment, fn: routes.Function, files: Files) -> tuple
         f"--source=build/{fn.name}", f"--entry-point={fn.name}", f"--service-account={env.service_account(fn.name)}",
         f"--memory={size.memory}", f"--cpu={size.cpu}", f"--concurrency={size.concurrency}",
         f"--min-instances={size.min_instances}", f"--max-instances={size.max_instances}", f"--timeout={size.timeout}",
-        f"--env-vars-file={relative(files.env_vars)}",
+        f"--env-vars-file={relative(files.function_env_vars[fn.name])}",
         f"--set-secrets={','.join(mounts)}" if mounts else "--clear-secrets",
         f"--ingress-settings={ingress(fn)}",
     ]

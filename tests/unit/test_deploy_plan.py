@@ -29,7 +29,7 @@ from tests.unit.helpers import REPO
 sys.path.insert(0, str(REPO / "infra"))
 
 import deploy as deploy_cli  # noqa: E402  (infra/deploy.py)
-from deployment import access, environment, files, lab, plan, sizing, steps, urlmap  # noqa: E402
+from deployment import access, environment, files, function_steps, lab, plan, sizing, steps, urlmap  # noqa: E402
 from deployment.steps import Completed, Step  # noqa: E402
 
 PROJECT, REGION, DOMAIN = "demo-proj", "europe-west1", "example.com"
@@ -807,6 +807,20 @@ def test_the_env_file_is_a_valid_production_configuration(tmp_path: Path) -> Non
     assert settings.mail_from == f"ML Lab <no-reply@{DOMAIN}>"
     live = environment.make(PROJECT, REGION, DOMAIN, paypal="live")
     assert files.function_env(live)["MLLAB_PAYPAL_API_BASE"] == config.PAYPAL_LIVE_API
+
+
+def test_each_function_serves_as_many_requests_at_once_as_cloud_run_sends_it(tmp_path: Path) -> None:
+    """functions-framework's THREADS (default 4 per CPU) must match --concurrency, or requests queue."""
+    env = environment.make("real-proj-1", REGION, DOMAIN, out=tmp_path, oauth_client_id="1234-abc.apps")
+    written = files.write(env)
+    shared = yaml.safe_load(written.env_vars.read_text())
+    for fn in routes.FUNCTIONS:
+        values = yaml.safe_load(written.function_env_vars[fn.name].read_text())
+        assert values == {**shared, "THREADS": str(sizing.SIZING[fn.name].concurrency)}, fn.name
+        command = function_steps.deploy_command(env, fn, written)
+        assert [a for a in command if a.startswith("--env-vars-file=")] == [
+            f"--env-vars-file={function_steps.relative(written.function_env_vars[fn.name])}"]
+        assert f"--concurrency={sizing.SIZING[fn.name].concurrency}" in command
 
 
 # --- scripts for Cloud Build -------------------------------------------------------------------------
