@@ -1,4 +1,4 @@
-// The signed-in session, shared by the lab's modules. lab.js owns sign-in and refresh; the other
+// The signed-in session, shared by the lab's modules. js/account.js owns sign-in and refresh; the other
 // modules call `request` and listen with `onChange`. The access token never leaves memory.
 export class Problem extends Error {} // an application/problem+json answer: `message` is its `detail`
 

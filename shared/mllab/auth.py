@@ -107,8 +107,8 @@ def login(req: Request) -> Response:
         raise Problem(403, "This account is disabled. Contact support if you think this is a mistake.",
                       slug="account-disabled")
     if not user.get("email_verified"):
-        raise Problem(403, "Confirm your email address first. We can send the link again: "
-                           "POST /auth/verify-email/resend with your email.", slug="email-not-verified")
+        raise Problem(403, "Confirm your email address first: open the link we mailed you. We can send the "
+                           "link again (resend the verification mail).", slug="email-not-verified")
     if passwords.needs_rehash(ident["hash"]):
         users.set_password_hash(email, passwords.hash_password(body.password))
     return _signed_in(req, ident["uid"], "password")
@@ -188,6 +188,8 @@ def logout(req: Request) -> Response:
         return Response(status=204, headers=clear)  # already signed out on this device
     current = sessions.find_by_token(cookie)
     if current is None:
+        if scope == "local":  # what was asked is already true: say so quietly and drop the dead cookie
+            return Response(status=204, headers=clear)
         raise Problem(401, "This device is already signed out.", slug="session-ended",
                       headers={"Set-Cookie": sessions.clear_cookie_header()})
     uid, sid = current["uid"], current["id"]
