@@ -297,6 +297,9 @@ class Router:
             obj = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
         except UnicodeDecodeError:
             raise Problem(400, "The body is not UTF-8 text.", slug="malformed-json") from None
+        except RecursionError:  # json's C scanner gives up past ~1,000 levels of arrays or objects
+            raise Problem(400, "The body is not valid JSON for this API: it is nested too deeply.",
+                          slug="malformed-json") from None
         except ValueError as exc:
             msg = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
             raise Problem(400, f"The body is not valid JSON: {msg}.", slug="malformed-json") from None

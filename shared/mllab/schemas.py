@@ -3,11 +3,12 @@ generated from them."""
 
 from __future__ import annotations
 
+import unicodedata
 import warnings
 from datetime import date, datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 
 def jsonable(value: Any) -> Any:
@@ -23,6 +24,23 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
+
+
+# Bidirectional embeddings, overrides and isolates: they make text display in another order than it
+# is stored ("abc\u202egnp.exe" shows as "abcexe.png").
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _plain(value: str) -> str:
+    """Text people read (names, codes, reasons): any script or emoji, but no control characters (NUL,
+    line breaks, escapes), unpaired surrogates or bidirectional overrides."""
+    for ch in value:
+        if ch in _BIDI_CONTROLS or unicodedata.category(ch) in ("Cc", "Cs"):
+            raise ValueError("control characters (such as NUL, line breaks or direction overrides) are not allowed")
+    return value
+
+
+Plain = AfterValidator(_plain)
 
 
 class Strict(BaseModel):
@@ -65,7 +83,7 @@ class Problem(BaseModel):
 # --- identity and sessions -----------------------------------------------------------------------
 
 # The server's own check (mllab.users.normalize_email) answers 422 for what is not an email address.
-Email = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=254),
+Email = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=254), Plain,
                   Field(json_schema_extra={"format": "email"})]
 # 8 characters minimum, and at least 64 accepted (we take up to 1,024 so no one's passphrase is cut).
 NewPassword = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
@@ -76,7 +94,7 @@ OneTimeToken = Annotated[str, StringConstraints(min_length=16, max_length=256, p
 class RegisterRequest(Strict):
     email: Email
     password: NewPassword
-    name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)] = ""
+    name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=100), Plain] = ""
 
 
 class LoginRequest(Strict):
@@ -185,7 +203,7 @@ class AccountExport(BaseModel):
 
 # --- catalog and storage -------------------------------------------------------------------------
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), Plain]
 Id = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 
 
@@ -218,7 +236,7 @@ class CreateJob(Strict):
     model_id: Id
     version: Annotated[int, Field(ge=1, le=999_999_999)] | None = None
     dataset_id: Id | None = None
-    name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)] = ""
+    name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=100), Plain] = ""
 
 
 class Project(BaseModel):
@@ -361,11 +379,11 @@ class SyncRequest(Strict):
 
 
 class CancelRequest(Strict):
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)] | None = None
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128), Plain] | None = None
 
 
 class PromoRequest(Strict):
-    code: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+    code: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64), Plain]
 
 
 class PromoApplied(BaseModel):

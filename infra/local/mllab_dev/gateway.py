@@ -99,7 +99,14 @@ class Gateway:
         port = self.functions.get(route.function)
         if port is None:
             raise http.Problem(503, f"{route.function} is not running in this local stack.", headers={"Retry-After": "5"})
-        headers = {k: v for k, v in raw.headers.items() if k.lower() not in HOP_BY_HOP}
+        if any(segment in (".", "..") for segment in raw.path.split("/")):
+            # No route has such an id; and the client below resolves dot segments, so it would forward
+            # another path than the one routed here (GET /projects/. answered the list of projects).
+            raise http.Problem(404, "There is no API endpoint at this path.")
+        # Header values as the client sent them (WSGI decodes them as latin-1): a non-ASCII byte in one
+        # is the function's to refuse; httpx would not encode it as text (the gateway answered 500).
+        headers: dict[str, str | bytes] = {k: v.encode("latin-1") for k, v in raw.headers.items()
+                                           if k.lower() not in HOP_BY_HOP}
         client = raw.remote_addr or "127.0.0.1"
         prior = raw.headers.get("X-Forwarded-For")
         headers["X-Forwarded-For"] = f"{prior + ', ' if prior else ''}{client}, 127.0.0.1"
