@@ -43,3 +43,11 @@ def test_the_query_string_is_passed_as_sent(member) -> None:
     r = b.request("GET", "/projects?limit=1&cursor=%2A")  # an encoded '*' is not a cursor character
     assert _problem(r, 400)["type"] == "urn:mllab:problem:bad-cursor"
     assert b.request("GET", "/projects?limit=%31").status_code == 200  # '%31' is '1'
+
+
+def test_a_non_ascii_header_value_reaches_the_function(member) -> None:
+    """WSGI hands header values over decoded as latin-1 and httpx encodes text headers as ASCII: the
+    gateway answered 500 to a CSRF token with an accented byte. The function refuses it (403)."""
+    b: Browser = member()
+    r = b.request("POST", "/billing/cancel", json_body={}, headers={"X-CSRF-Token": "jeton-é".encode("latin-1")})
+    assert "X-CSRF-Token" in _problem(r, 403)["detail"]
