@@ -351,3 +351,16 @@ def document(table: tuple[Route, ...] = routes.ROUTES) -> dict[str, Any]:
             "securitySchemes": SECURITY_SCHEMES,
         },
     }
+
+
+def main() -> None:
+    """`python -m mllab.openapi > openapi.json`: the document, for publishing or client generators."""
+    import json
+    import sys
+
+    json.dump(document(), sys.stdout, indent=1, ensure_ascii=False)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

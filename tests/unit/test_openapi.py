@@ -259,3 +259,8 @@ def test_the_gateway_serves_it(tmp_path) -> None:
     assert r.get_json() == DOC
     assert r.headers["X-Request-Id"]
     assert client.post("/openapi.json").status_code == 404  # only GET and HEAD
+
+
+def test_python_m_mllab_openapi_prints_it(capsys: pytest.CaptureFixture[str]) -> None:
+    openapi.main()
+    assert json.loads(capsys.readouterr().out) == DOC
