@@ -145,7 +145,7 @@ class Harness:
     def setup_main(self) -> None:
         """The main user: PRO for 30 days (so uploads and checkout get past the plan check), a project,
         a model with a recorded version (model.json + weights.bin through signed URLs), a dataset, a job,
-        and a promo code."""
+        a PayPal checkout and a promo code."""
         main = self.main
         billing.set_grant(main.uid, lambda doc, now: entitlements.with_grant(doc, 30, now))
         promo.create(promo.NewCode(code=PROMO_CODE, kind="trial", uses=10_000, days=14, per_user=3,
@@ -161,6 +161,7 @@ class Harness:
             ok(c.post(f"/models/{model}/versions"), 201)
             dataset = ok(c.post("/datasets", json={"project_id": project, "name": "d"}), 201)["id"]
             job = ok(c.post("/jobs", json={"project_id": project, "model_id": model, "version": 1}), 201)["id"]
+            ok(c.post("/billing/paypal/subscribe"))  # a checkout at the stand-in, for POST /billing/sync
             for kind, data in (("weights", WEIGHTS), ("model", MODEL_JSON)):
                 signed = ok(c.post("/signed/upload", json={"kind": kind, "model_id": model, "version": 1,
                                                            "size": len(data)}))
