@@ -5,7 +5,8 @@ Every Google API call made with these clients passes `**clients.opts()`: a deadl
 whole call, retries included. (`timeout=` alone bounds one attempt; the clients' default retry policy
 would keep a request waiting for minutes while a dependency is down, instead of answering 503.)
 The Firestore client gets the same bound as the default of every RPC it makes, so the calls no caller
-can pass options to (a transaction's begin, commit and rollback) are bounded too.
+can pass options to (a transaction's begin and commit) are bounded too; a transaction's rollback is
+sent in the background (see `_in_background`).
 
 Within one request (`call_scope()`, entered by the HTTP router) a hung dependency is waited for once,
 so the request answers 503 about one deadline after it started waiting, however many calls it makes:
@@ -13,7 +14,7 @@ so the request answers 503 about one deadline after it started waiting, however 
 - a call that starts while the previous one was still within its deadline (it was answered) gets
   the whole deadline again;
 - a call that starts after the previous one ran out its deadline gets only `STALLED_TIMEOUT_S`
-  (the rollback of a transaction whose read timed out, a best-effort marker write).
+  (a best-effort write after a failure, such as a webhook's "failed" marker or an audit entry).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from mllab import config
+from mllab import config, log
 
 STALLED_TIMEOUT_S = 0.5  # the least a call gets; all it gets once its request has waited a deadline out
 _SLACK_S = 0.05
@@ -96,8 +97,32 @@ def firestore() -> Any:
     client = fs.Client(project=config.settings().project)
     transport = client._firestore_api._transport
     for method, wrapped in list(transport._wrapped_methods.items()):
-        transport._wrapped_methods[method] = _bounded(wrapped)
+        transport._wrapped_methods[method] = _in_background(wrapped) if method is transport.rollback else _bounded(wrapped)
     return client
+
+
+ROLLBACK_TIMEOUT_S = 60.0
+
+
+def _in_background(rollback: Any) -> Any:
+    """A transaction's rollback, sent without waiting for it. It runs after the transaction already
+    failed and only releases the documents it locked; waited for, it held a failing request (the 503)
+    up to another deadline while Firestore hung. Given up on early, it left those locks to Firestore's
+    own expiry, and the next transaction on the same documents waited for them (a refresh answered
+    503 for 15 s and more after Firestore had come back). In the background it gets a long deadline."""
+    import threading
+
+    def send(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        try:
+            rollback(*args, timeout=ROLLBACK_TIMEOUT_S, retry=_retry(ROLLBACK_TIMEOUT_S), **kwargs)
+        except Exception as exc:  # noqa: BLE001 - best effort: the locks still expire on their own
+            log.warning("transaction rollback failed", error_type=type(exc).__name__)
+
+    def call(*args: Any, timeout: Any = None, retry: Any = None, **kwargs: Any) -> None:
+        threading.Thread(target=send, args=(args, kwargs), name="firestore-rollback", daemon=True).start()
+
+    call.__wrapped__ = rollback  # type: ignore[attr-defined]
+    return call
 
 
 def _bounded(wrapped: Any) -> Any:
