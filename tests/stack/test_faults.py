@@ -234,18 +234,7 @@ def test_mutations_during_a_firestore_pause_are_whole_or_nothing_then_succeed(
     m.retry_succeeds({what: r for what, (r, _) in answers.items()})
 
 
-def test_an_upload_recorded_during_a_firestore_pause_lands_once(stack: Stack, member) -> None:
-    """The recorder's delivery fails on the deadline (or waits) while Firestore is paused; Pub/Sub
-    redelivers and the file is recorded exactly once, its bytes counted once."""
-    b = pro(member())
-    model_id, signed = _signed_weights(b)
-    with paused(stack, "firestore"):
-        assert httpx.put(signed["url"], content=WEIGHTS, headers=signed["headers"], timeout=20).status_code == 200
-        time.sleep(clients.deadline() + 1)  # at least one delivery runs into the deadline
-    _assert_recorded_once(b, model_id, signed["object"])
-
-
-# --- the push target: the recorder function, or Pub/Sub itself ----------------------------------------
+# --- uploads: Firestore, the push target (the recorder function) or Pub/Sub paused --------------------
 
 WEIGHTS = bytes(range(256)) * 8
 
@@ -288,6 +277,17 @@ def test_an_upload_while_the_event_path_is_paused_is_recorded_once(stack: Stack,
         assert r.status_code == 200, r.text  # the bucket takes the file; its event waits
         time.sleep(6)
         assert recorder.usage_of(b.uid) == 0 and _artifacts(signed["object"]) == []
+    _assert_recorded_once(b, model_id, signed["object"])
+
+
+def test_an_upload_recorded_during_a_firestore_pause_lands_once(stack: Stack, member) -> None:
+    """The recorder's delivery fails on the deadline (or waits) while Firestore is paused; Pub/Sub
+    redelivers and the file is recorded exactly once, its bytes counted once."""
+    b = pro(member())
+    model_id, signed = _signed_weights(b)
+    with paused(stack, "firestore"):
+        assert httpx.put(signed["url"], content=WEIGHTS, headers=signed["headers"], timeout=20).status_code == 200
+        time.sleep(clients.deadline() + 1)  # at least one delivery runs into the deadline
     _assert_recorded_once(b, model_id, signed["object"])
 
 
