@@ -798,3 +798,31 @@ def test_another_users_ids_in_list_filters_match_nothing(world: World) -> None:
             r = world.client.get(f"/{collection}", params={name: world.alice.ids[ID_FIELDS[name]]}, headers=h)
             assert r.status_code == 200 and r.json() == {"items": [], "next_cursor": None}, (collection, name, r.text)
 
+
+
+# --- the sign-in navigations ----------------------------------------------------------------------------
+
+def test_sign_in_navigations_refuse_hostile_parameters(world: World) -> None:
+    """GET /auth/google/login and /callback: a hostile return_to, transaction cookie or state is a 400,
+    stores no sign-in transaction and consumes none (off-site return_to values: test_google_signin.py)."""
+    from mllab import oauth
+
+    nav = {r.path: r for r in routes.ROUTES if r.path.startswith("/auth/google/")}
+    started = world.client.get("/auth/google/login", params={"return_to": "/lab"})  # a live transaction
+    assert started.status_code == 302, started.text
+    tx_id = started.headers["set-cookie"].split(";", 1)[0].split("=", 1)[1]
+    state = dict(httpx.URL(started.headers["location"]).params)["state"]
+    cases = []
+    for value in ["/\r\nSet-Cookie: a=b", "/lab\x00", "/lab\u202e", "javascript:alert(1)", "/" + "a" * 3000,
+                  "/..%2f..%2fetc", "\\\\evil.example\\x"]:
+        cases.append((f"return_to={value[:30]!r}", lambda v=value: world.client.get(
+            "/auth/google/login", params={"return_to": v}), 400))
+    for cookie in ["", "%00" * 14 + "A", "A" * 5000, "../../" + "A" * 37, tx_id[:-1] + "é", tx_id + tx_id]:
+        h = {"Cookie": f"{oauth.TX_COOKIE}={cookie}".encode()}
+        cases.append((f"tx cookie {cookie[:12]!r}", lambda h=h: world.client.get(
+            nav["/auth/google/callback"].path, params={"state": state, "code": "c"}, headers=h), 400))
+    for value in ["", "\x00", "A" * 5000, state + "x", state[:-1] + "é", "../" + state]:
+        h = {"Cookie": f"{oauth.TX_COOKIE}={tx_id}"}
+        cases.append((f"state {value[:12]!r}", lambda h=h, v=value: world.client.get(
+            nav["/auth/google/callback"].path, params={"state": v, "code": "c"}, headers=h), 400))
+    check_all(cases)
