@@ -23,7 +23,7 @@ from mllab_dev.stack import PROJECT, Ports, Stack
 def running_stack(dev_dir: Path) -> Iterator[Stack]:
     """A whole stack on free ports, with this process's mllab pointed at it, and back afterwards.
     The suite shares one (below); a module that pauses parts of it starts its own."""
-    from mllab import paypal, storage
+    from mllab import oauth, paypal, storage, webhooks
 
     def forget() -> None:
         config.reload()
@@ -32,6 +32,8 @@ def running_stack(dev_dir: Path) -> Iterator[Stack]:
         sessions.reset_caches()
         paypal.reset()
         storage.reset()
+        oauth.reset_caches()
+        webhooks.reset_cache()
 
     s = Stack(Ports.free(), dev_dir)
     s.start()
