@@ -23,6 +23,7 @@ import contextlib
 import contextvars
 import functools
 import os
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -95,9 +96,10 @@ def firestore() -> Any:
     from google.cloud import firestore as fs  # FIRESTORE_EMULATOR_HOST is read by the client
 
     client = fs.Client(project=config.settings().project)
-    transport = client._firestore_api._transport
+    transport = client._firestore_api._transport  # every RPC the client makes goes through these
     for method, wrapped in list(transport._wrapped_methods.items()):
-        transport._wrapped_methods[method] = _in_background(wrapped) if method is transport.rollback else _bounded(wrapped)
+        background = method is transport.rollback
+        transport._wrapped_methods[method] = _in_background(wrapped) if background else _bounded(wrapped)
     return client
 
 
@@ -110,7 +112,6 @@ def _in_background(rollback: Any) -> Any:
     up to another deadline while Firestore hung. Given up on early, it left those locks to Firestore's
     own expiry, and the next transaction on the same documents waited for them (a refresh answered
     503 for 15 s and more after Firestore had come back). In the background it gets a long deadline."""
-    import threading
 
     def send(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         try:
