@@ -49,6 +49,14 @@ def groups_of(state: dict) -> list[int]:
     return [c["pgid"] for c in state["children"]]
 
 
+def _describe(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().split()
+        return f"state {stat[2]}: " + Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+    except OSError as exc:
+        return f"no /proc entry ({exc.strerror}): group member other than the leader"
+
+
 def port_free(port: int) -> bool:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -89,7 +97,8 @@ def test_sigint_stops_every_child(tmp_path: Path, sigint_ignored: bool) -> None:
 def test_rerun_after_crash_cleans_its_own_leftovers(tmp_path: Path) -> None:
     first = launch(tmp_path)
     try:
-        orphans = groups_of(wait_healthy(first, tmp_path))
+        first_state = wait_healthy(first, tmp_path)
+        orphans = groups_of(first_state)
     finally:
         first.kill()  # SIGKILL: no cleanup, children live on
     first.wait(10)
@@ -97,7 +106,8 @@ def test_rerun_after_crash_cleans_its_own_leftovers(tmp_path: Path) -> None:
     second = launch(tmp_path)
     try:
         state = wait_healthy(second, tmp_path)
-        assert wait_gone(orphans) == []
+        survivors = wait_gone(orphans)
+        assert survivors == [], [(c["name"], _describe(c["pgid"])) for c in first_state["children"] if c["pgid"] in survivors]
         assert set(groups_of(state)).isdisjoint(orphans)
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=30) == 0

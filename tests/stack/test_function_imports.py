@@ -78,9 +78,9 @@ EXERCISE = {
     "auth_logout": """
         import os
         client.set_cookie("__Host-rt", "rt1." + "A" * 75)
-        r = client.post("/auth/logout", json={"scope": "local"},
+        r = client.post("/auth/logout", json={"scope": "global"},
                         headers={"Origin": os.environ["MLLAB_PUBLIC_URL"], "X-CSRF-Token": "1"})
-        assert r.status_code == 401, r.data
+        assert r.status_code == 401, r.data  # a real session lookup that finds nothing
     """,
     "account": """
         import uuid

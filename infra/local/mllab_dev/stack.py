@@ -477,6 +477,10 @@ def _pid_matches(record: dict[str, Any]) -> bool:
         cmd = Path(f"/proc/{record['pid']}/cmdline").read_bytes().split(b"\0")[0].decode()
     except OSError:
         return True  # the leader is gone but its group lives on: those are our orphans
+    if not cmd:
+        # A zombie leader (exited, not yet reaped: some container inits reap late) has an empty
+        # cmdline; its group (the emulator's JVM) lives on and is ours.
+        return True
     return os.path.basename(cmd) in (os.path.basename(record["argv0"]), "python3", "python", "java", "bash")
 
 
