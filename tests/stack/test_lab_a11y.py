@@ -5,26 +5,13 @@ can be signed into with the keyboard alone. Screenshots of each screen are saved
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from mllab import billing, entitlements
-from mllab_dev.stack import Stack
 
 from . import lab_support
-from .test_lab_train import Lab
+from .test_lab_train import Lab, lab  # noqa: F401  (the lab fixture: the workbench page, checked clean)
 
 NAMED_ROLES = {"button", "link", "textbox", "combobox", "checkbox", "radio", "spinbutton", "tab", "slider",
                "searchbox", "listbox", "menuitem", "switch"}
-
-
-@pytest.fixture
-def lab(chromium, stack: Stack) -> Iterator[Lab]:
-    lab = Lab(chromium, stack)
-    yield lab
-    lab.close()
-    lab.check_clean()
 
 
 def unnamed_controls(lab: Lab) -> list[str]:

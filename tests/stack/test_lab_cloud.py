@@ -5,23 +5,12 @@ nothing is created for them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from mllab import billing, catalog, clients, entitlements
 from mllab_dev.stack import Stack
 
-from .test_lab_train import Lab
-
-
-@pytest.fixture
-def lab(chromium, stack: Stack) -> Iterator[Lab]:
-    lab = Lab(chromium, stack)
-    yield lab
-    lab.close()
-    lab.check_clean()
+from .test_lab_train import Lab, lab  # noqa: F401  (the lab fixture: the workbench page, checked clean)
 
 
 def _trained(lab: Lab, user: dict) -> list[float]:

@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import random
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from mllab import billing, catalog, clients, entitlements
@@ -21,17 +19,9 @@ from mllab_dev.stack import Stack
 
 from . import lab_support
 from .conftest import PASSWORD
-from .test_lab_train import Lab
+from .test_lab_train import Lab, lab  # noqa: F401  (the lab fixture: the workbench page, checked clean)
 
 SAVE_TIMEOUT_MS = 60_000
-
-
-@pytest.fixture
-def lab(chromium, stack: Stack) -> Iterator[Lab]:
-    lab = Lab(chromium, stack)
-    yield lab
-    lab.close()
-    lab.check_clean()
 
 
 def _docs(collection: str, uid: str) -> list[dict]:
