@@ -80,7 +80,7 @@ UNKNOWN_RT = "rt1." + "A" * 75  # well-formed, unknown session: a real Firestore
 
 def _first_login(client: httpx.Client, port: int) -> bool:
     r = client.post(f"http://127.0.0.1:{port}/auth/login", headers=_cookie_headers(CTX["url"], ""),
-                    json={"email": "nobody@example.com", "password": "not a password"})
+                    json={"email": f"nobody-{uuid.uuid4().hex[:8]}@example.com", "password": "not a password"})
     return r.status_code == 401 and r.json()["type"].endswith("bad-credentials")
 
 
@@ -224,6 +224,8 @@ def cold_start(source: Path, target: str, probe, env: dict[str, str]) -> float:
     try:
         with httpx.Client(timeout=30) as client:
             while True:
+                if time.perf_counter() - started > 60:
+                    raise RuntimeError(f"{target}: no real answer within 60 s")
                 try:
                     if probe(client, port):
                         return time.perf_counter() - started
