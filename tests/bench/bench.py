@@ -91,8 +91,8 @@ def _first_refresh(client: httpx.Client, port: int) -> bool:
 
 def _first_logout(client: httpx.Client, port: int) -> bool:
     r = client.post(f"http://127.0.0.1:{port}/auth/logout", headers=_cookie_headers(CTX["url"], UNKNOWN_RT),
-                    json={"scope": "local"})
-    return r.status_code == 401
+                    json={"scope": "global"})
+    return r.status_code == 401  # a real session lookup that finds nothing
 
 
 def _first_me(client: httpx.Client, port: int) -> bool:
