@@ -3,9 +3,9 @@
 // is the browser's business.
 import {Problem, problemDetail, session} from "./js/session.js";
 import {accessToken, refresh, showAccount, startAccount} from "./js/account.js";
+import {$} from "./js/dom.js";
 
 let me = null; // GET /me while signed in: who, subscription, usage and the session's CSRF token
-const $ = (id) => document.getElementById(id);
 
 // The billing section follows the session: filled before it is shown, emptied on sign-out. Added
 // before the first await, so it runs before the other modules' listeners: they may call request()

@@ -2,9 +2,9 @@
 // data" (account.js wires the controls and calls these): the devices list with a sign-out per other
 // device, sign out of the others, change the password, download the data, delete the account.
 import {Problem, session} from "./session.js";
-import {busy, el, logout, signedOut, tell} from "./account.js";
+import {busy, logout, signedOut, tell} from "./account.js";
+import {$, el} from "./dom.js";
 
-const $ = (id) => document.getElementById(id);
 const WHEN = new Intl.DateTimeFormat("en-US", {dateStyle: "medium", timeStyle: "short"});
 const when = (iso) => WHEN.format(new Date(iso));
 const METHODS = {password: "email and password", google: "Google"};

@@ -4,14 +4,9 @@
 // The access token lives in this module's memory only: never in storage, never in a log. The refresh
 // token is the HttpOnly __Host-rt cookie, the browser's business. Tokens mailed to the person arrive
 // in the URL fragment (never sent to a server), are read once and removed from the address bar.
+import {$} from "./dom.js";
 import {Problem, session} from "./session.js";
 
-const $ = (id) => document.getElementById(id);
-export function el(tag, props = {}, ...children) {
-  const node = Object.assign(document.createElement(tag), props);
-  node.append(...children.filter((c) => c !== null && c !== undefined && c !== ""));
-  return node;
-}
 // The cookie routes want JSON, a non-empty X-CSRF-Token and credentials (the __Host-rt cookie).
 const COOKIE_ROUTE = {"Content-Type": "application/json", "X-CSRF-Token": "1"};
 const ONE_TIME_TOKEN = /^[A-Za-z0-9_-]{16,256}$/;

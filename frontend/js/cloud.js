@@ -3,6 +3,7 @@
 // (model.json is the commit marker), then the dataset (when it came from a CSV) and the run's
 // metrics.json. The event pipeline marks the version `ready`; reloading goes through signed GETs.
 // What is saved is listed by js/library.js ("Your library"), imported here once someone signs in.
+import {$, el} from "./dom.js";
 import {Problem, session} from "./session.js";
 import {state} from "./state.js";
 
@@ -12,12 +13,6 @@ export const cloud = new EventTarget();
 const PLAN_MESSAGE = "Saving to the cloud needs PRO or a promo trial. You can keep training and export models in " +
   "the browser; subscribe or apply a promo code under Billing to save here.";
 
-const $ = (id) => document.getElementById(id);
-function el(tag, props = {}, ...children) {
-  const node = Object.assign(document.createElement(tag), props);
-  node.append(...children);
-  return node;
-}
 const READY_TIMEOUT_MS = 60_000;
 const saved = {projectId: null, modelId: null, name: null}; // this page's model in the cloud: new saves add versions
 

@@ -1,5 +1,6 @@
 // The data panel: load the XOR demo or a CSV, edit column roles and types, read the summary and
 // pick the task. Every change publishes a new dataset object: state.set("dataset", dataset).
+import {el} from "./dom.js";
 import {state} from "./state.js";
 import {inferColumns, inferTask, parseCsv, summarize, toCsv, validateDataset, xorDataset} from "./data.js";
 
@@ -7,18 +8,9 @@ const TASK_NAMES = {binary: "Binary classification", multiclass: "Multiclass cla
 const DELIMITERS = [["", "Detect"], [",", "Comma"], [";", "Semicolon"], ["\t", "Tab"], ["|", "Pipe"]];
 const MAX_ROW_ERRORS = 5;
 
-function h(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === "role" || k.startsWith("aria-")) node.setAttribute(k, v); else node[k] = v;
-  }
-  node.append(...children);
-  return node;
-}
-
 function select(label, options, value, onChange) {
-  const s = h("select", {"aria-label": label});
-  s.append(...options.map(([v, text]) => h("option", {value: v, textContent: text})));
+  const s = el("select", {"aria-label": label});
+  s.append(...options.map(([v, text]) => el("option", {value: v, textContent: text})));
   s.value = value;
   s.addEventListener("change", () => onChange(s.value));
   return s;
@@ -31,33 +23,33 @@ export function mountDataPanel(root) {
   root.dataset.mounted = "data";
   let dataset = null, source = null, rowErrors = [], loads = 0;
 
-  const xor = h("button", {type: "button", textContent: "Load the XOR demo"});
-  const file = h("input", {type: "file", id: "data-file", accept: ".csv,.tsv,.txt,text/csv,text/plain"});
-  const delimiter = h("select", {id: "data-delimiter"}, ...DELIMITERS.map(([v, t]) => h("option", {value: v, textContent: t})));
-  const alert = h("p", {className: "data-alert", role: "alert"});
-  const status = h("p", {className: "data-status", role: "status"});
-  const task = h("select", {id: "data-task"});
-  task.append(...Object.entries(TASK_NAMES).map(([v, t]) => h("option", {value: v, textContent: t})));
-  const summary = h("p", {id: "data-summary"});
-  const tbody = h("tbody");
-  const classes = h("ul", {id: "data-classes", className: "data-classes"});
-  const warnings = h("ul", {id: "data-warnings", className: "data-warnings"});
-  const details = h("div", {className: "data-details", hidden: true},
+  const xor = el("button", {type: "button", textContent: "Load the XOR demo"});
+  const file = el("input", {type: "file", id: "data-file", accept: ".csv,.tsv,.txt,text/csv,text/plain"});
+  const delimiter = el("select", {id: "data-delimiter"}, ...DELIMITERS.map(([v, t]) => el("option", {value: v, textContent: t})));
+  const alert = el("p", {className: "data-alert", role: "alert"});
+  const status = el("p", {className: "data-status", role: "status"});
+  const task = el("select", {id: "data-task"});
+  task.append(...Object.entries(TASK_NAMES).map(([v, t]) => el("option", {value: v, textContent: t})));
+  const summary = el("p", {id: "data-summary"});
+  const tbody = el("tbody");
+  const classes = el("ul", {id: "data-classes", className: "data-classes"});
+  const warnings = el("ul", {id: "data-warnings", className: "data-warnings"});
+  const details = el("div", {className: "data-details", hidden: true},
     summary,
-    h("div", {className: "data-field"}, h("label", {htmlFor: "data-task", textContent: "Task"}), task),
-    h("div", {className: "data-table", tabIndex: 0, role: "region", "aria-label": "Columns"},
-      h("table", {id: "data-columns"},
-        h("caption", {textContent: "Columns"}),
-        h("thead", {}, h("tr", {}, ...["Column", "Role", "Type", "Missing", "Distinct", "Range"].map(
-          (t) => h("th", {scope: "col", textContent: t})))),
+    el("div", {className: "data-field"}, el("label", {htmlFor: "data-task", textContent: "Task"}), task),
+    el("div", {className: "data-table", tabIndex: 0, role: "region", "aria-label": "Columns"},
+      el("table", {id: "data-columns"},
+        el("caption", {textContent: "Columns"}),
+        el("thead", {}, el("tr", {}, ...["Column", "Role", "Type", "Missing", "Distinct", "Range"].map(
+          (t) => el("th", {scope: "col", textContent: t})))),
         tbody)),
-    h("h4", {textContent: "Class balance", className: "data-classes-title"}), classes, warnings);
+    el("h4", {textContent: "Class balance", className: "data-classes-title"}), classes, warnings);
 
   root.replaceChildren(
-    h("h3", {textContent: "Data"}),
-    h("div", {className: "data-load"}, xor,
-      h("div", {className: "data-field"}, h("label", {htmlFor: "data-file", textContent: "Open a CSV file"}), file),
-      h("div", {className: "data-field"}, h("label", {htmlFor: "data-delimiter", textContent: "Delimiter"}), delimiter)),
+    el("h3", {textContent: "Data"}),
+    el("div", {className: "data-load"}, xor,
+      el("div", {className: "data-field"}, el("label", {htmlFor: "data-file", textContent: "Open a CSV file"}), file),
+      el("div", {className: "data-field"}, el("label", {htmlFor: "data-delimiter", textContent: "Delimiter"}), delimiter)),
     alert, status, details);
 
   function publish(next) {
@@ -102,28 +94,28 @@ export function mountDataPanel(root) {
     const focused = tbody.contains(document.activeElement) && document.activeElement.getAttribute("aria-label");
     tbody.replaceChildren(...s.columns.map((c) => {
       const range = c.min === undefined ? "" : `${fmt(c.min)} – ${fmt(c.max)}, mean ${fmt(c.mean)}`;
-      return h("tr", {className: `role-${c.role}`},
-        h("th", {scope: "row", textContent: c.name}),
-        h("td", {}, select(`Role of ${c.name}`, [["feature", "Feature"], ["target", "Target"], ["ignore", "Ignore"]],
+      return el("tr", {className: `role-${c.role}`},
+        el("th", {scope: "row", textContent: c.name}),
+        el("td", {}, select(`Role of ${c.name}`, [["feature", "Feature"], ["target", "Target"], ["ignore", "Ignore"]],
           c.role, (v) => setRole(c.name, v))),
-        h("td", {}, select(`Type of ${c.name}`, [["numeric", "Numeric"], ["categorical", "Categorical"]],
+        el("td", {}, select(`Type of ${c.name}`, [["numeric", "Numeric"], ["categorical", "Categorical"]],
           c.type, (v) => setType(c.name, v))),
-        h("td", {className: c.missing ? "data-missing" : "", textContent: `${c.missing_pct}%`}),
-        h("td", {textContent: String(c.distinct)}),
-        h("td", {textContent: range}));
+        el("td", {className: c.missing ? "data-missing" : "", textContent: `${c.missing_pct}%`}),
+        el("td", {textContent: String(c.distinct)}),
+        el("td", {textContent: range}));
     }));
     if (focused) [...tbody.querySelectorAll("select")].find((e) => e.getAttribute("aria-label") === focused)?.focus();
     const shown = s.classes || [];
     classes.previousElementSibling.hidden = classes.hidden = !shown.length;
-    classes.replaceChildren(...shown.map((c) => h("li", {},
-      h("span", {className: "data-label", textContent: String(c.label)}),
-      h("meter", {min: 0, max: 100, value: c.pct, "aria-hidden": "true"}),
+    classes.replaceChildren(...shown.map((c) => el("li", {},
+      el("span", {className: "data-label", textContent: String(c.label)}),
+      el("meter", {min: 0, max: 100, value: c.pct, "aria-hidden": "true"}),
       ` ${c.count} row${c.count === 1 ? "" : "s"} (${c.pct}%)`)));
     const problems = validateDataset(dataset);
     const notes = [...new Set([...problems, ...s.warnings])];
     const errs = rowErrors.slice(0, MAX_ROW_ERRORS).map((e) => e.message);
     if (rowErrors.length > MAX_ROW_ERRORS) errs.push(`…and ${rowErrors.length - MAX_ROW_ERRORS} more rows with problems.`);
-    warnings.replaceChildren(...[...notes, ...errs].map((t) => h("li", {textContent: t,
+    warnings.replaceChildren(...[...notes, ...errs].map((t) => el("li", {textContent: t,
       className: problems.includes(t) ? "problem" : ""})));
   }
 

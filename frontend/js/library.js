@@ -5,6 +5,7 @@
 // workbench through a signed GET of its CSV; a ready version loads through js/cloud.js. Imported by
 // js/cloud.js once someone signs in, so the first page load does not carry it.
 import {cloud, loadVersion} from "./cloud.js";
+import {el} from "./dom.js";
 import {Problem, session} from "./session.js";
 import {state} from "./state.js";
 
@@ -26,14 +27,6 @@ const PLAN_NOTE = "You are on the free plan: what you saved stays listed here, a
 
 // --- DOM helpers ---------------------------------------------------------------------------------
 
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === "role" || k.startsWith("aria-")) node.setAttribute(k, v); else node[k] = v;
-  }
-  node.append(...children.filter((c) => c !== null && c !== undefined && c !== false));
-  return node;
-}
 const button = (text, label, onclick, props = {}) => {
   const b = el("button", {type: "button", textContent: text, ...props});
   if (label && label !== text) b.setAttribute("aria-label", label);

@@ -4,6 +4,7 @@
 // (TF.js's restoreBestWeights throws NotImplementedError), a Stop button, and every tensor disposed.
 // Loaded on demand by workbench.js, together with TF.js.
 import {decodeOutput, fitPreprocessor, split, transform, transformFeatures} from "./data.js";
+import {el} from "./dom.js";
 import {buildModel, disposeModel, paramCount} from "./model.js";
 import {ensureTf} from "./tfjs.js";
 
@@ -186,11 +187,6 @@ export async function predict(model, preprocessor, row) {
 
 // --- results: the metrics table, the confusion matrix and the prediction form --------------------
 
-function el(tag, props = {}, ...children) {
-  const node = Object.assign(document.createElement(tag), props);
-  node.append(...children.filter((c) => c !== null && c !== undefined));
-  return node;
-}
 const show = (v) => (typeof v !== "number" ? "—" : Number.isInteger(v) ? String(v) : v.toPrecision(4));
 const pct = (p) => `${(100 * p).toFixed(p > 0.999 || p < 0.001 ? 2 : 1)} %`;
 

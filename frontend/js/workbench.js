@@ -1,6 +1,7 @@
 // The workbench's builder, training and files panels. This module runs on every page load, so it
 // stays small: TF.js, uPlot and the training code load only when the person trains or imports.
 import {ACTIVATIONS, LIMITS, OPTIMIZERS, TASKS, paramCount, validate} from "./model.js";
+import {$, el} from "./dom.js";
 import {state} from "./state.js";
 
 const STORAGE_KEY = "mllab.builder.v1";
@@ -9,12 +10,6 @@ const DEFAULTS = {task: "auto", layers: [{units: 8, activation: "tanh"}], optimi
 const ASSUMED = {inputs: 2, outputs: 1}; // until a dataset says otherwise (the XOR demo's shape)
 const TASK_NAMES = {binary: "Binary classification", multiclass: "Multiclass classification", regression: "Regression"};
 
-const $ = (id) => document.getElementById(id);
-function el(tag, props = {}, ...children) {
-  const node = Object.assign(document.createElement(tag), props);
-  node.append(...children.filter((c) => c !== null && c !== undefined));
-  return node;
-}
 const option = (value, text, selected) => el("option", {value, textContent: text, selected});
 function field(labelText, control, hint) { // label[for], not a wrapping label: a wrapped <select>'s value
   const label = el("label", {htmlFor: control.id, textContent: labelText}); // would join its accessible name
