@@ -3,7 +3,7 @@
 // is the browser's business.
 import {Problem, problemDetail, session} from "./js/session.js";
 import {accessToken, refresh, showAccount, startAccount} from "./js/account.js";
-import {$} from "./js/dom.js";
+import {$, showMessage} from "./js/dom.js";
 
 let me = null; // GET /me while signed in: who, subscription, usage and the session's CSRF token
 
@@ -30,10 +30,7 @@ const SUBSCRIPTION_ID = /^I-[A-Z0-9]{6,40}$/;
 const DATE = new Intl.DateTimeFormat("en-US", {month: "short", day: "numeric", year: "numeric"});
 const day = (iso) => DATE.format(new Date(iso));
 
-function say(text, problem = false) {
-  $("billing-message").textContent = text;
-  $("billing-message").classList.toggle("problem", problem);
-}
+const say = (text, problem = false) => showMessage($("billing-message"), text, problem);
 
 function bytes(n) {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -4,7 +4,7 @@
 // The access token lives in this module's memory only: never in storage, never in a log. The refresh
 // token is the HttpOnly __Host-rt cookie, the browser's business. Tokens mailed to the person arrive
 // in the URL fragment (never sent to a server), are read once and removed from the address bar.
-import {$} from "./dom.js";
+import {$, showMessage} from "./dom.js";
 import {Problem, session} from "./session.js";
 
 // The cookie routes want JSON, a non-empty X-CSRF-Token and credentials (the __Host-rt cookie).
@@ -24,11 +24,7 @@ const firstShown = new Promise((resolve) => { markShown = resolve; });
 
 // --- messages and busy forms ---------------------------------------------------------------------
 
-export function tell(id, text, problem = false) {
-  const box = $(id);
-  box.textContent = text;
-  box.classList.toggle("problem", problem && text !== "");
-}
+export const tell = (id, text, problem = false) => showMessage($(id), text, problem);
 // A message for whichever block is showing (fragments can arrive signed in or out).
 const notice = (text, problem = false) => tell(session.me ? "account-message" : "auth-message", text, problem);
 

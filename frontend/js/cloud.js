@@ -3,7 +3,7 @@
 // (model.json is the commit marker), then the dataset (when it came from a CSV) and the run's
 // metrics.json. The event pipeline marks the version `ready`; reloading goes through signed GETs.
 // What is saved is listed by js/library.js ("Your library"), imported here once someone signs in.
-import {$, el} from "./dom.js";
+import {$, el, showMessage} from "./dom.js";
 import {Problem, session} from "./session.js";
 import {state} from "./state.js";
 
@@ -16,12 +16,7 @@ const PLAN_MESSAGE = "Saving to the cloud needs PRO or a promo trial. You can ke
 const READY_TIMEOUT_MS = 60_000;
 const saved = {projectId: null, modelId: null, name: null}; // this page's model in the cloud: new saves add versions
 
-function say(text, problem = false) {
-  const box = $("cloud-message");
-  box.textContent = text;
-  box.setAttribute("role", problem ? "alert" : "status");
-  box.classList.toggle("problem", problem);
-}
+const say = (text, problem = false) => showMessage($("cloud-message"), text, problem, "status");
 
 function step(text) {
   $("cloud-steps").append(el("li", {textContent: text}));

@@ -14,3 +14,16 @@ export function el(tag, props = {}, ...children) {
   node.append(...children.filter((c) => c !== null && c !== undefined && c !== false && c !== ""));
   return node;
 }
+
+/**
+ * Shows `text` in a message box, marked as a problem (class .problem) when it is one. Given `calm`,
+ * the box's role follows too: "alert" for a problem, else `calm` ("status", or null for no role).
+ */
+export function showMessage(box, text, problem = false, calm = undefined) {
+  box.textContent = text;
+  box.classList.toggle("problem", problem && text !== "");
+  if (calm === undefined) return;
+  if (problem) box.setAttribute("role", "alert");
+  else if (calm) box.setAttribute("role", calm);
+  else box.removeAttribute("role");
+}

@@ -5,7 +5,7 @@
 // workbench through a signed GET of its CSV; a ready version loads through js/cloud.js. Imported by
 // js/cloud.js once someone signs in, so the first page load does not carry it.
 import {cloud, loadVersion} from "./cloud.js";
-import {el} from "./dom.js";
+import {el, showMessage} from "./dom.js";
 import {Problem, session} from "./session.js";
 import {state} from "./state.js";
 
@@ -102,10 +102,7 @@ function mount() {
     ...KEYS.map((k) => ui.sections[k].section));
 }
 
-function message(id) {
-  const p = el("p", {id, className: "lib-message", "aria-live": "polite"});
-  return p;
-}
+const message = (id) => el("p", {id, className: "lib-message", "aria-live": "polite"});
 
 function table(key) {
   const heads = key === "datasets"
@@ -132,12 +129,9 @@ function row(key, ...cells) { // one body row of a list table: each cell labelle
   return tr;
 }
 
-function say(where, text, problem = false) {
-  const box = where === "top" ? ui.top : ui.sections[where].msg;
-  box.textContent = text;
-  box.classList.toggle("problem", problem);
-  if (problem) box.setAttribute("role", "alert"); else box.removeAttribute("role");
-}
+// A section's message ("top": the library's own); a problem is an alert, anything else is only polite.
+const say = (where, text, problem = false) =>
+  showMessage(where === "top" ? ui.top : ui.sections[where].msg, text, problem, null);
 
 // Runs one action: its button disabled meanwhile, its outcome (or the problem's detail) told in the
 // section's live region.

@@ -1,7 +1,7 @@
 // The workbench's builder, training and files panels. This module runs on every page load, so it
 // stays small: TF.js, uPlot and the training code load only when the person trains or imports.
 import {ACTIVATIONS, LIMITS, OPTIMIZERS, TASKS, paramCount, validate} from "./model.js";
-import {$, el} from "./dom.js";
+import {$, el, showMessage} from "./dom.js";
 import {state} from "./state.js";
 
 const STORAGE_KEY = "mllab.builder.v1";
@@ -219,11 +219,7 @@ function updateTrainButton(problems = problemsNow()) {
   hint.textContent = why;
 }
 
-function say(text, problem = false) {
-  message.textContent = text;
-  message.classList.toggle("problem", problem);
-  message.setAttribute("role", problem ? "alert" : "status");
-}
+const say = (text, problem = false) => showMessage(message, text, problem, "status");
 
 const backendStatus = $("backend-status");
 function showBackend(backend, describe) {
@@ -343,11 +339,7 @@ files.append(el("h3", {textContent: "Files"}),
   el("div", {className: "import"}, field("Model files to import (model.json and weights.bin)", picker), importButton),
   filesMessage);
 
-function tell(text, problem = false) {
-  filesMessage.textContent = text;
-  filesMessage.classList.toggle("problem", problem);
-  filesMessage.setAttribute("role", problem ? "alert" : "status");
-}
+const tell = (text, problem = false) => showMessage(filesMessage, text, problem, "status");
 
 let urls = [];
 exportButton.addEventListener("click", async () => {
