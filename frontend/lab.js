@@ -3,7 +3,7 @@
 // is the browser's business.
 import {Problem, problemDetail, session} from "./js/session.js";
 import {accessToken, refresh, showAccount, startAccount} from "./js/account.js";
-import {$, showMessage} from "./js/dom.js";
+import {$, bytes, showMessage} from "./js/dom.js";
 
 let me = null; // GET /me while signed in: who, subscription, usage and the session's CSRF token
 
@@ -31,13 +31,6 @@ const DATE = new Intl.DateTimeFormat("en-US", {month: "short", day: "numeric", y
 const day = (iso) => DATE.format(new Date(iso));
 
 const say = (text, problem = false) => showMessage($("billing-message"), text, problem);
-
-function bytes(n) {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  for (; n >= 1024 && i < units.length - 1; i++) n /= 1024;
-  return `${Number(n.toFixed(1))} ${units[i]}`;
-}
 
 function planText(sub) {
   const until = sub.pro_until ? day(sub.pro_until) : "";

@@ -3,10 +3,8 @@
 // device, sign out of the others, change the password, download the data, delete the account.
 import {Problem, session} from "./session.js";
 import {busy, logout, signedOut, tell} from "./account.js";
-import {$, el} from "./dom.js";
+import {$, dateTime as when, el} from "./dom.js";
 
-const WHEN = new Intl.DateTimeFormat("en-US", {dateStyle: "medium", timeStyle: "short"});
-const when = (iso) => WHEN.format(new Date(iso));
 const METHODS = {password: "email and password", google: "Google"};
 
 function deviceName(ua) {

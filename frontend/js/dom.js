@@ -1,5 +1,6 @@
-// The DOM helpers every panel of the lab uses: $ by id and el() to build a node. Loaded on the first
-// page load (lab.js, the workbench and the data panel import it), so it stays tiny.
+// The DOM helpers every panel of the lab uses ($ by id, el() to build a node, showMessage()) and the
+// formats several of them show (sizes, dates). Loaded on the first page load (lab.js, the workbench
+// and the data panel import it), so it stays tiny.
 export const $ = (id) => document.getElementById(id);
 
 /**
@@ -27,3 +28,15 @@ export function showMessage(box, text, problem = false, calm = undefined) {
   else if (calm) box.setAttribute("role", calm);
   else box.removeAttribute("role");
 }
+
+/** A size in bytes for people: "512 B", "1.5 KiB", "20 MiB". */
+export function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  for (; n >= 1024 && i < units.length - 1; i++) n /= 1024;
+  return `${Number(n.toFixed(1))} ${units[i]}`;
+}
+
+const DATE_TIME = new Intl.DateTimeFormat("en-US", {dateStyle: "medium", timeStyle: "short"});
+/** An ISO time as a date and time: "Nov 22, 2026, 5:18 AM". */
+export const dateTime = (iso) => DATE_TIME.format(new Date(iso));

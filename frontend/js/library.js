@@ -5,13 +5,12 @@
 // workbench through a signed GET of its CSV; a ready version loads through js/cloud.js. Imported by
 // js/cloud.js once someone signs in, so the first page load does not carry it.
 import {cloud, loadVersion} from "./cloud.js";
-import {el, showMessage} from "./dom.js";
+import {bytes, dateTime, el, showMessage} from "./dom.js";
 import {Problem, session} from "./session.js";
 import {state} from "./state.js";
 
 export const PAGE = 10; // items per page of each list
 const NAMES = 100; // one page of every project, model and dataset: names for the rows, counts per project
-const DATE = new Intl.DateTimeFormat("en-US", {dateStyle: "medium", timeStyle: "short"});
 const KEYS = ["projects", "models", "datasets", "jobs"];
 const TITLES = {projects: "Projects", models: "Models", datasets: "Datasets", jobs: "Training runs"};
 // What an empty list says: what is missing, then how to fill it.
@@ -33,16 +32,10 @@ const button = (text, label, onclick, props = {}) => {
   b.addEventListener("click", () => onclick(b));
   return b;
 };
-const time = (iso) => el("time", {dateTime: iso, textContent: iso ? DATE.format(new Date(iso)) : "—"});
+const time = (iso) => el("time", {dateTime: iso, textContent: iso ? dateTime(iso) : "—"});
 const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 const num = (v) => (typeof v !== "number" || !Number.isFinite(v) ? "—" : Number.isInteger(v) ? String(v) : v.toPrecision(4));
 const pct = (v) => (typeof v !== "number" || !Number.isFinite(v) ? "—" : `${(100 * v).toFixed(1)} %`);
-function bytes(n) {
-  const units = ["B", "KiB", "MiB", "GiB"];
-  let i = 0;
-  for (; n >= 1024 && i < units.length - 1; i++) n /= 1024;
-  return `${Number(n.toFixed(1))} ${units[i]}`;
-}
 function parseJson(text) {
   try { return typeof text === "string" ? JSON.parse(text) : null; } catch { return null; }
 }
