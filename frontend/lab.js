@@ -1,7 +1,7 @@
 // The lab shell. Sign-in, refresh and the account screen live in js/account.js (DESIGN sections 4
 // and 6): the access token stays in that module's memory; the refresh cookie (__Host-rt, HttpOnly)
 // is the browser's business.
-import {Problem, problemDetail, session} from "./js/session.js";
+import {Problem, problemOf, session} from "./js/session.js";
 import {accessToken, refresh, showAccount, startAccount} from "./js/account.js";
 import {$, bytes, showMessage} from "./js/dom.js";
 
@@ -83,7 +83,7 @@ function showUsage(usage) {
 async function showPlans() {
   try {
     const res = await fetch(api("/billing/plans"));
-    if (!res.ok) throw new Problem(await problemDetail(res));
+    if (!res.ok) throw new Problem((await problemOf(res)).detail);
     const pro = (await res.json()).plans.find((p) => p.id === "pro");
     const price = new Intl.NumberFormat("en-US", {style: "currency", currency: pro.price.currency});
     $("plan-price").textContent = `${pro.name}: ${price.format(Number(pro.price.value))}/${pro.interval} — ` +
@@ -100,7 +100,7 @@ async function request(method, path, body) {
   const send = () => fetch(api(path), {method, headers, body: body === undefined ? undefined : JSON.stringify(body)});
   let res = await send();
   if (res.status === 401 && await refresh()) { headers.Authorization = `Bearer ${accessToken}`; res = await send(); }
-  if (!res.ok) throw new Problem(await problemDetail(res));
+  if (!res.ok) throw new Problem((await problemOf(res)).detail);
   return res.status === 204 ? null : res.json();
 }
 session.request = request;

@@ -5,7 +5,7 @@
 // token is the HttpOnly __Host-rt cookie, the browser's business. Tokens mailed to the person arrive
 // in the URL fragment (never sent to a server), are read once and removed from the address bar.
 import {$, showMessage} from "./dom.js";
-import {Problem, session} from "./session.js";
+import {Problem, problemOf, session} from "./session.js";
 
 // The cookie routes want JSON, a non-empty X-CSRF-Token and credentials (the __Host-rt cookie).
 const COOKIE_ROUTE = {"Content-Type": "application/json", "X-CSRF-Token": "1"};
@@ -27,18 +27,6 @@ const firstShown = new Promise((resolve) => { markShown = resolve; });
 export const tell = (id, text, problem = false) => showMessage($(id), text, problem);
 // A message for whichever block is showing (fragments can arrive signed in or out).
 const notice = (text, problem = false) => tell(session.me ? "account-message" : "auth-message", text, problem);
-
-// What a refused request says: the problem's `detail`, or its field errors when the detail only
-// points at them (the browser's own checks catch most of those first).
-async function problemOf(res) {
-  const body = await res.json().catch(() => ({}));
-  let detail = body.detail || body.title || `The request failed (HTTP ${res.status}).`;
-  if (Array.isArray(body.errors) && body.errors.length && /`errors`/.test(detail)) {
-    detail = body.errors.map((e) => `${String(e.field).replace(/_/g, " ")}: ${e.message}`).join("; ");
-    detail = `${detail[0].toUpperCase()}${detail.slice(1)}.`;
-  }
-  return {status: res.status, slug: String(body.type || "").split(":").pop(), detail};
-}
 
 // Runs one action for a form or section: a second press while it runs does nothing, and a network
 // failure or a refused request is said in the section's message. Controls are not disabled, so the

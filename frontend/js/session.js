@@ -10,7 +10,14 @@ export const session = {
   changed(me) { this.me = me; listeners.forEach((l) => l(me)); },
 };
 
-export async function problemDetail(res) {
+// What a refused request says, as {status, slug, detail}: the problem's `detail`, or its field errors
+// when the detail only points at them (the browser's own checks catch most of those first).
+export async function problemOf(res) {
   const body = await res.json().catch(() => ({}));
-  return body.detail || body.title || `The request failed (HTTP ${res.status}).`;
+  let detail = body.detail || body.title || `The request failed (HTTP ${res.status}).`;
+  if (Array.isArray(body.errors) && body.errors.length && /`errors`/.test(detail)) {
+    detail = body.errors.map((e) => `${String(e.field).replace(/_/g, " ")}: ${e.message}`).join("; ");
+    detail = `${detail[0].toUpperCase()}${detail.slice(1)}.`;
+  }
+  return {status: res.status, slug: String(body.type || "").split(":").pop(), detail};
 }
