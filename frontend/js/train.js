@@ -12,20 +12,12 @@ export const VALIDATION = 0.2; // the share of rows held out when the dataset do
 export const MIN_SPLIT_ROWS = 10; // fewer rows than this: no hold-out at all
 const MIN_DELTA = 0; // any decrease of val_loss counts as an improvement
 
-let current = null; // the model being trained, for stop()
-
-/** Ask the running fit() to end after the current batch (it then restores the best weights). */
-export function stop() {
-  if (current) current.stopTraining = true;
-  return Boolean(current);
-}
+let current = null; // the model being trained: one run at a time
 
 /** What train() throws when its signal was aborted before the first epoch. */
 export class Cancelled extends Error {
   constructor() { super("Stopped before the first epoch."); this.name = "Cancelled"; }
 }
-
-export const isTraining = () => current !== null;
 
 /**
  * The rows and preprocessing for a run: {trainRows, valRows, pre, heldOut}. The preprocessor is
@@ -75,9 +67,10 @@ function evaluate(tf, model, x, y, batchSize) {
 /**
  * Train a model for `draft` (the builder's spec fields plus epochs, batch_size, patience) on `dataset`.
  * onEpoch({epoch, epochs, logs, row, elapsedMs}) runs after each epoch; onBegin({spec, backend, ...})
- * once the model is built; aborting `signal` stops the run like stop() (or, before the model is
- * built, rejects with Cancelled). Resolves to {model, spec, preprocessor, metrics, dataset, stopped,
- * earlyStopped, bestEpoch, epochsRun, heldOut}; the caller owns (and disposes) the model.
+ * once the model is built; aborting `signal` ends fit() after the current batch with the best
+ * weights (or, before the model is built, rejects with Cancelled). Resolves to {model, spec,
+ * preprocessor, metrics, dataset, stopped, earlyStopped, bestEpoch, epochsRun, heldOut, elapsedMs};
+ * the caller owns (and disposes) the model.
  */
 export async function train(dataset, draft, {onEpoch = () => {}, onBegin = () => {}, signal} = {}) {
   if (current) throw new Error("A training run is already going.");
@@ -161,9 +154,8 @@ export async function train(dataset, draft, {onEpoch = () => {}, onBegin = () =>
       epochs, final, backend: backend.name,
       started_at: startedAt.toISOString(), finished_at: new Date().toISOString(),
     };
-    return {model, spec, preprocessor: pre, metrics, dataset, stopped, earlyStopped, restored,
-      bestEpoch: final.best_epoch, epochsRun, heldOut, elapsedMs: performance.now() - t0,
-      labels: classification ? pre.target_encoding.labels : null};
+    return {model, spec, preprocessor: pre, metrics, dataset, stopped, earlyStopped,
+      bestEpoch: final.best_epoch, epochsRun, heldOut, elapsedMs: performance.now() - t0};
   } catch (err) {
     disposeModel(model);
     throw err;
