@@ -112,7 +112,7 @@ async function save() {
 export async function loadVersion(model, version) {
   const base = `users/${session.me.uid}/projects/${model.project_id}/models/${model.id}/versions/${version}`;
   const url = async (file) => (await session.request("GET", `/signed/download?object=${encodeURIComponent(`${base}/${file}`)}`)).url;
-  const [jsonUrl, binUrl] = [await url("model.json"), await url("weights.bin")];
+  const [jsonUrl, binUrl] = await Promise.all([url("model.json"), url("weights.bin")]);
   const {loadFromUrls} = await import("./model.js");
   const loaded = await loadFromUrls(jsonUrl, binUrl);
   const meta = loaded.getUserDefinedMetadata?.() || {};
