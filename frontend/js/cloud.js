@@ -162,12 +162,18 @@ export function mountCloudPanel(panel) {
       el("p", {className: "hint"}, "Saved models, datasets and training runs are listed in ",
         el("a", {href: "#library", textContent: "Your library"}), ".")),
     el("p", {id: "cloud-message", role: "status"}));
+  let listedFor = null; // the uid whose projects the choice lists: a new /me of the same person (a plan change) keeps it
   session.onChange((me) => {
     $("cloud-signed-in").hidden = !me;
     $("cloud-signed-out").hidden = Boolean(me);
-    if (!me) Object.assign(saved, {projectId: null, modelId: null, name: null});
-    if (me) run(() => listProjects(saved.projectId || ""));
-    if (me) import("./library.js"); // the lists: loaded only for a signed-in person
+    if ((me?.uid ?? null) === listedFor) return;
+    listedFor = me?.uid ?? null;
+    if (!me) {
+      Object.assign(saved, {projectId: null, modelId: null, name: null});
+      return;
+    }
+    run(() => listProjects(saved.projectId || ""));
+    import("./library.js"); // the lists: loaded only for a signed-in person
   });
   cloud.addEventListener("changed", ({detail}) => {
     if (detail.action === "delete" && (detail.id === saved.projectId || detail.id === saved.modelId)) {
