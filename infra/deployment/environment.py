@@ -117,8 +117,12 @@ class Environment:
     def service_account_id(self, function: str) -> str:
         return "fn-" + function.replace("_", "-")
 
+    def account_email(self, account_id: str) -> str:
+        """A service account of this project, by its id."""
+        return f"{account_id}@{self.project}.iam.gserviceaccount.com"
+
     def service_account(self, function: str) -> str:
-        return f"{self.service_account_id(function)}@{self.project}.iam.gserviceaccount.com"
+        return self.account_email(self.service_account_id(function))
 
     @property
     def invoker_id(self) -> str:
@@ -127,7 +131,7 @@ class Environment:
 
     @property
     def invoker(self) -> str:
-        return f"{self.invoker_id}@{self.project}.iam.gserviceaccount.com"
+        return self.account_email(self.invoker_id)
 
     def member(self, email: str) -> str:
         return f"serviceAccount:{email}"
@@ -144,8 +148,12 @@ class Environment:
     def backend(self, function: str) -> str:
         return f"mllab-{self.run_service(function)}-backend"
 
+    def _global_url(self, collection: str, name: str) -> str:
+        """The URL a URL map names a global compute resource of this project by."""
+        return f"https://www.googleapis.com/compute/v1/projects/{self.project}/global/{collection}/{name}"
+
     def backend_url(self, function: str) -> str:
-        return f"https://www.googleapis.com/compute/v1/projects/{self.project}/global/backendServices/{self.backend(function)}"
+        return self._global_url("backendServices", self.backend(function))
 
     @property
     def lab_backend(self) -> str:
@@ -153,7 +161,7 @@ class Environment:
 
     @property
     def lab_backend_url(self) -> str:
-        return f"https://www.googleapis.com/compute/v1/projects/{self.project}/global/backendBuckets/{self.lab_backend}"
+        return self._global_url("backendBuckets", self.lab_backend)
 
     def certificate(self, host: str) -> str:
         # the host is in the name: a managed certificate's domains cannot change, a new domain gets a new one
