@@ -5,7 +5,11 @@ the page, and screenshots saved where a person can look at them after a run (bui
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 from mllab_dev.stack import ROOT, Stack
 
@@ -87,3 +91,27 @@ class Lab:
 
     def close(self) -> None:
         self.context.close()
+
+
+@contextmanager
+def checked(lab: Lab) -> Iterator[Lab]:
+    """Yields `lab`; afterwards closes it and fails on any console or page error it recorded."""
+    try:
+        yield lab
+    finally:
+        lab.close()
+    lab.check_clean()
+
+
+def fixture(cls: type[Lab], *, opened: bool = False):
+    """A `lab` fixture for a test module: a cls(chromium, stack) (its page opened first when
+    `opened`), closed and checked clean after the test."""
+
+    @pytest.fixture
+    def lab(chromium, stack: Stack) -> Iterator[Lab]:
+        with checked(cls(chromium, stack)) as made:
+            if opened:
+                made.open()
+            yield made
+
+    return lab

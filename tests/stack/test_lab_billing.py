@@ -4,10 +4,7 @@ to the paid-through date, redeem a promo code, and abandon a checkout without be
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
-
-import pytest
 
 from mllab import clock, entitlements
 from mllab_dev.stack import Stack
@@ -72,13 +69,7 @@ class Lab(lab_support.Lab):
             assert wait(lambda: deliveries_settled(paypal, sub_id))
 
 
-
-@pytest.fixture
-def lab(chromium, stack: Stack) -> Iterator[Lab]:
-    lab = Lab(chromium, stack)
-    yield lab
-    lab.close()
-    lab.check_clean()
+lab = lab_support.fixture(Lab)
 
 
 def shown(dt: datetime) -> str:
@@ -223,9 +214,8 @@ def test_billing_screens_on_a_phone(chromium, stack: Stack, new_user) -> None:
     from mllab import promo
 
     promo.create(promo.NewCode(code="PHONE14", kind="trial", days=14, uses=5))
-    lab = Lab(chromium, stack)
-    lab.page.set_viewport_size(lab_support.PHONE)
-    try:
+    with lab_support.checked(Lab(chromium, stack)) as lab:
+        lab.page.set_viewport_size(lab_support.PHONE)
         lab.sign_in(new_user())
         expect(lab.status).to_have_text("Free plan")
         lab.page.fill("#promo-code", "PHONE14")
@@ -234,6 +224,3 @@ def test_billing_screens_on_a_phone(chromium, stack: Stack, new_user) -> None:
         assert lab.page.evaluate("document.documentElement.scrollWidth") <= lab_support.PHONE["width"]
         lab.page.locator("#billing").scroll_into_view_if_needed()
         lab.screenshot("lab-billing-phone")
-    finally:
-        lab.close()
-    lab.check_clean()

@@ -6,7 +6,6 @@ rows only, decoding) run in the page through a dynamic import."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -71,13 +70,7 @@ class Lab(lab_support.Lab):
         return self.page.evaluate(f"async () => {{ const d = await import('/js/data.js'); return await ({script})(d); }}")
 
 
-@pytest.fixture
-def lab(chromium, stack: Stack) -> Iterator[Lab]:
-    lab = Lab(chromium, stack)
-    lab.open()
-    yield lab
-    lab.close()
-    lab.check_clean()
+lab = lab_support.fixture(Lab, opened=True)
 
 
 def column_row(lab: Lab, name: str):

@@ -189,8 +189,7 @@ def test_the_library_lists_what_was_saved_and_manages_it(lab: Lab, chromium, sta
     assert not clients.firestore().collection(catalog.JOBS).document(xor_job["id"]).get().exists
 
     # The same library on a phone: nothing scrolls sideways, the run opens under its table.
-    phone = Lab(chromium, stack, viewport=lab_support.PHONE)
-    try:
+    with lab_support.checked(Lab(chromium, stack, viewport=lab_support.PHONE)) as phone:
         phone.sign_in(user)
         expect(phone.page.locator("#library-jobs > tr")).to_have_count(1)
         phone.page.locator("#library").scroll_into_view_if_needed()
@@ -200,9 +199,6 @@ def test_the_library_lists_what_was_saved_and_manages_it(lab: Lab, chromium, sta
         expect(phone.page.locator("#run-detail canvas")).not_to_have_count(0)
         _no_page_scroll(phone)
         phone.screenshot("lab-library-run-phone", locator="#library")
-    finally:
-        phone.close()
-    phone.check_clean()
 
     # Delete the project (after a confirmation): everything in it leaves the page and Firestore.
     page.once("dialog", lambda d: d.accept())
@@ -267,17 +263,13 @@ def test_lists_page_with_show_more(lab: Lab, chromium, stack: Stack, member, new
     expect(page.locator("#library")).to_contain_text("Nothing in project 05 yet. Train a model and press Save to cloud.")
 
     # Another person's library, meanwhile, is empty.
-    other = Lab(chromium, stack)
-    try:
+    with lab_support.checked(Lab(chromium, stack)) as other:
         other.sign_in(new_user())
         expect(other.page.locator("#library")).to_contain_text("No projects yet.")
         expect(other.page.locator("#library")).to_contain_text("No training runs yet.")
         for key in ("projects", "models", "datasets", "jobs"):
             expect(other.page.locator(f"#library-{key} > *")).to_have_count(0)
         expect(other.page.locator("#library-project option")).to_have_count(1)  # "All projects" only
-    finally:
-        other.close()
-    other.check_clean()
 
 
 def test_a_free_user_sees_their_lists_and_a_pending_version(lab: Lab, member) -> None:

@@ -10,7 +10,6 @@ import gzip
 import json
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -83,12 +82,7 @@ class Lab(lab_support.Lab):
         return self.page.evaluate("window.tf.memory().numTensors")
 
 
-@pytest.fixture
-def lab(chromium, stack: Stack) -> Iterator[Lab]:
-    lab = Lab(chromium, stack)
-    yield lab
-    lab.close()
-    lab.check_clean()
+lab = lab_support.fixture(Lab)
 
 
 def test_page_loads_clean_and_tfjs_waits_for_train(lab: Lab, new_user) -> None:
