@@ -79,6 +79,18 @@ class Lab(lab_support.Lab):
         self.page.goto(url)
         self.page.wait_for_selector("#account > :not([hidden])")
 
+    def reload_to_ended(self) -> None:
+        """Reloads a device whose session was ended elsewhere: its silent refresh is refused (401,
+        expected) and the sign-in screen says why."""
+        from playwright.sync_api import expect
+
+        refused = self.responses.count((401, "/auth/refresh"))
+        self.allowed.append((401, "/auth/refresh"))
+        self.page.reload()
+        self.signed_out()
+        expect(self.auth_message).to_have_text(ENDED)
+        assert self.responses.count((401, "/auth/refresh")) > refused  # refused by the server, not assumed
+
     def no_sideways_scroll(self) -> None:
         width = self.page.evaluate("document.documentElement.scrollWidth")
         assert width <= self.page.viewport_size["width"], f"the page scrolls sideways ({width} px)"
@@ -105,6 +117,14 @@ def labs(chromium, stack: Stack) -> Iterator:
 @pytest.fixture
 def lab(labs) -> Lab:
     return labs()
+
+
+def two_devices(labs, user: dict, **phone: Any) -> tuple[Lab, Lab]:
+    """This desktop and an iPhone (its user agent; `phone` adds to its context), both signed in as `user`."""
+    here, there = labs(), labs(user_agent=IPHONE, **phone)
+    here.sign_in(user)
+    there.sign_in(user)
+    return here, there
 
 
 def link_in(message: dict, fragment: str) -> str:
@@ -274,9 +294,7 @@ def test_change_password_signs_out_the_other_devices(labs, new_user) -> None:
     from playwright.sync_api import expect
 
     user = new_user()
-    here, there = labs(), labs(user_agent=IPHONE, viewport=lab_support.PHONE)
-    here.sign_in(user)
-    there.sign_in(user)
+    here, there = two_devices(labs, user, viewport=lab_support.PHONE)
     here.open_account(devices=2)
     here.page.get_by_label("Current password").fill(user["password"])
     here.page.locator("#change-form").get_by_label("New password").fill(NEW_PASSWORD)
@@ -289,10 +307,7 @@ def test_change_password_signs_out_the_other_devices(labs, new_user) -> None:
     (other,) = [s for s in sessions_of(user["uid"]) if "iPhone" in s["user_agent"]]
     assert other["revoke_reason"] == "password_change"
 
-    there.allowed.append((401, "/auth/refresh"))
-    there.page.reload()  # its next refresh: the session is over
-    there.signed_out()
-    expect(there.auth_message).to_have_text(ENDED)
+    there.reload_to_ended()  # its next refresh: the session is over
     here.page.reload()
     here.signed_in()  # this device stays signed in
     here.allowed.append((401, "/auth/login"))
@@ -326,9 +341,7 @@ def test_the_devices_list_shows_both_and_revokes_the_other(labs, new_user) -> No
     from playwright.sync_api import expect
 
     user = new_user()
-    here, there = labs(), labs(user_agent=IPHONE, viewport=lab_support.PHONE)
-    here.sign_in(user)
-    there.sign_in(user)
+    here, there = two_devices(labs, user, viewport=lab_support.PHONE)
 
     here.open_account(devices=2)
     current = here.page.locator("#sessions > li[data-current=true]")
@@ -357,20 +370,14 @@ def test_the_devices_list_shows_both_and_revokes_the_other(labs, new_user) -> No
     (left,) = live_sessions(user["uid"])
     assert "iPhone" not in left["user_agent"]
 
-    # The phone's next refresh is refused: it shows the sign-in screen and says why.
-    there.allowed.append((401, "/auth/refresh"))
-    there.page.reload()
-    there.signed_out()
-    expect(there.auth_message).to_have_text(ENDED)
+    there.reload_to_ended()  # the phone's next refresh is refused
 
 
 def test_sign_out_of_this_device_then_everywhere(labs, new_user) -> None:
     from playwright.sync_api import expect
 
     user = new_user()
-    here, there = labs(), labs(user_agent=IPHONE)
-    here.sign_in(user)
-    there.sign_in(user)
+    here, there = two_devices(labs, user)
     here.page.get_by_role("button", name="Sign out of this device").click()
     here.signed_out()
     expect(here.auth_message).to_have_text("You are signed out on this device.")
@@ -388,10 +395,7 @@ def test_sign_out_of_this_device_then_everywhere(labs, new_user) -> None:
     there.signed_out()
     expect(there.auth_message).to_have_text("You are signed out on every device.")
     assert live_sessions(user["uid"]) == []
-    here.allowed.append((401, "/auth/refresh"))
-    here.page.reload()
-    here.signed_out()
-    expect(here.auth_message).to_have_text(ENDED)
+    here.reload_to_ended()
 
 
 def test_the_page_refreshes_its_token_before_it_expires(lab: Lab, new_user) -> None:
