@@ -74,6 +74,12 @@ class Lab:
         self.page.wait_for_selector("#signed-in:not([hidden])")
         self.uid = user.get("uid")
 
+    def no_sideways_scroll(self, what: str = "the page") -> None:
+        """Nothing sticks out past the viewport's width (a phone would scroll sideways)."""
+        width = self.page.evaluate("document.documentElement.scrollWidth")
+        limit = self.page.viewport_size["width"]
+        assert width <= limit, f"{what} scrolls sideways: {width} px wide in a {limit} px viewport"
+
     def screenshot(self, name: str, *, locator: str | None = None) -> Path:
         """Saves build/screenshots/<name>.png (the whole page, or one element)."""
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)

@@ -91,10 +91,6 @@ class Lab(lab_support.Lab):
         expect(self.auth_message).to_have_text(ENDED)
         assert self.responses.count((401, "/auth/refresh")) > refused  # refused by the server, not assumed
 
-    def no_sideways_scroll(self) -> None:
-        width = self.page.evaluate("document.documentElement.scrollWidth")
-        assert width <= self.page.viewport_size["width"], f"the page scrolls sideways ({width} px)"
-
 
 @pytest.fixture
 def labs(chromium, stack: Stack) -> Iterator:

@@ -49,11 +49,6 @@ def _save(lab: Lab, model_name: str, version: int = 1) -> None:
     expect(lab.page.locator("#cloud-message")).to_have_text(f"Saved as version {version}.", timeout=SAVE_TIMEOUT_MS)
 
 
-def _no_page_scroll(lab: Lab) -> None:
-    width = lab.page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
-    assert width[0] <= width[1], f"the page scrolls sideways: {width}"
-
-
 def test_the_library_lists_what_was_saved_and_manages_it(lab: Lab, chromium, stack: Stack, new_user,
                                                           tmp_path: Path) -> None:
     from playwright.sync_api import expect
@@ -193,11 +188,11 @@ def test_the_library_lists_what_was_saved_and_manages_it(lab: Lab, chromium, sta
         phone.sign_in(user)
         expect(phone.page.locator("#library-jobs > tr")).to_have_count(1)
         phone.page.locator("#library").scroll_into_view_if_needed()
-        _no_page_scroll(phone)
+        phone.no_sideways_scroll()
         phone.screenshot("lab-library-phone", locator="#library")
         phone.page.locator("#library-jobs > tr").get_by_role("button", name="Show").click()
         expect(phone.page.locator("#run-detail canvas")).not_to_have_count(0)
-        _no_page_scroll(phone)
+        phone.no_sideways_scroll()
         phone.screenshot("lab-library-run-phone", locator="#library")
 
     # Delete the project (after a confirmation): everything in it leaves the page and Firestore.
