@@ -143,6 +143,15 @@ def wait_for_log(path: Path, needle: str, *, count: int = 1, timeout: float = 15
         time.sleep(0.05)
 
 
+def docs_where(collection: str, field: str, value) -> list[dict]:
+    """The documents of a top-level collection whose `field` equals `value` (a user's: field "uid"),
+    each with its "id", in id order."""
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    query = clients.firestore().collection(collection).where(filter=FieldFilter(field, "==", value))
+    return [{**s.to_dict(), "id": s.id} for s in query.stream(**clients.opts())]
+
+
 # --- users, browsers and in-process functions (shared by the identity tests) ---------------------
 
 PASSWORD = "correct horse battery staple"

@@ -19,7 +19,6 @@ import hashlib
 import hmac
 import json
 import re
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,7 +37,8 @@ from mllab.problems import PROBLEM_JSON
 from mllab.routes import Auth, Csrf, Route
 from mllab_dev.stack import BUCKET, Stack
 
-from .conftest import PASSWORD
+from .billing_support import wait
+from .conftest import PASSWORD, docs_where
 
 # Collections whose documents are meant to change on a refusal: failure counters and the audit log.
 MEANT_TO_CHANGE = {"rate_limits", "audit_log"}
@@ -150,19 +150,11 @@ class World:
 @pytest.fixture
 def world(stack: Stack, new_user) -> Iterator[World]:
     alice, mallory = _party(stack, new_user, "alice"), _party(stack, new_user, "mallory")
-    deadline = time.monotonic() + 20  # both weights files recorded, so downloads of them are signable
-    while not all(_recorded(p) for p in (alice, mallory)):
-        assert time.monotonic() < deadline, "the recorder did not record the uploads"
-        time.sleep(0.1)
+    # both weights files recorded, so downloads of them are signable
+    assert wait(lambda: all(docs_where("artifacts", "object", p.object) for p in (alice, mallory))), \
+        "the recorder did not record the uploads"
     with httpx.Client(base_url=stack.gateway_url, timeout=30) as client:
         yield World(stack, client, alice, mallory)
-
-
-def _recorded(p: Party) -> bool:
-    from google.cloud.firestore_v1.base_query import FieldFilter
-
-    query = clients.firestore().collection("artifacts").where(filter=FieldFilter("object", "==", p.object))
-    return bool(list(query.stream()))
 
 
 # --- valid requests, per route --------------------------------------------------------------------------

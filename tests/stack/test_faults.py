@@ -30,7 +30,7 @@ from mllab.problems import PROBLEM_JSON
 from mllab_dev.stack import BUCKET, Stack
 
 from .billing_support import event, event_marker, mails_to, signed_webhook, subscribe, subscription_status, wait
-from .conftest import Browser, running_stack
+from .conftest import Browser, docs_where, running_stack
 
 WITHIN_S = 10.0  # the issue's bound: a paused dependency is a 503 within 10 s
 RECOVER_S = 45.0  # PayPal's circuit breaker, once open, lets a trial call through after 30 s
@@ -77,14 +77,6 @@ def until_answered(call: Callable[[], httpx.Response], timeout: float = RECOVER_
         if r.status_code != 503 or time.monotonic() > deadline:
             return r
         time.sleep(min(int(r.headers.get("retry-after", "1")), max(0.0, deadline - time.monotonic())) or 0.2)
-
-
-def docs(collection: str, uid: str) -> dict[str, dict[str, Any]]:
-    """A user's documents of one collection, by id."""
-    from google.cloud.firestore_v1.base_query import FieldFilter
-
-    query = clients.firestore().collection(collection).where(filter=FieldFilter("uid", "==", uid))
-    return {s.id: s.to_dict() for s in query.stream(**clients.opts())}
 
 
 def doc(collection: str, key: str) -> dict[str, Any] | None:
@@ -146,7 +138,7 @@ class Mutations:
         return {s.get("version"): s.to_dict() for s in ref.stream(**clients.opts())}
 
     def projects_named(self) -> list[dict[str, Any]]:
-        return [{**d, "id": k} for k, d in docs("projects", self.owner.uid).items() if d.get("name") == self.project_name]
+        return [d for d in docs_where("projects", "uid", self.owner.uid) if d.get("name") == self.project_name]
 
     def redemptions(self) -> list[dict[str, Any]]:
         return [r for r in promo.redemptions_of(self.owner.uid) if r["code"] == self.code]
@@ -249,20 +241,13 @@ def _signed_weights(b: Browser) -> tuple[str, dict[str, Any]]:
     return model["id"], r.json()
 
 
-def _artifacts(name: str) -> list[dict[str, Any]]:
-    from google.cloud.firestore_v1.base_query import FieldFilter
-
-    query = clients.firestore().collection("artifacts").where(filter=FieldFilter("object", "==", name))
-    return [s.to_dict() for s in query.stream(**clients.opts())]
-
-
 def _assert_recorded_once(b: Browser, model_id: str, name: str) -> None:
     assert wait(lambda: recorder.usage_of(b.uid) > 0, timeout=90), "the upload was never recorded"
     settle = time.monotonic() + 5  # a redelivery still in flight would land here
     while time.monotonic() < settle:
         assert recorder.usage_of(b.uid) == len(WEIGHTS)
         time.sleep(0.5)
-    arts = _artifacts(name)
+    arts = docs_where("artifacts", "object", name)
     assert len(arts) == 1 and arts[0]["bucket"] == BUCKET and arts[0]["size"] == len(WEIGHTS), arts
     version = b.request("GET", f"/models/{model_id}").json()["versions"][0]
     assert version["size_bytes"] == len(WEIGHTS) and version["status"] == "pending"  # weights only, no model.json
@@ -276,7 +261,7 @@ def test_an_upload_while_the_event_path_is_paused_is_recorded_once(stack: Stack,
         r = httpx.put(signed["url"], content=WEIGHTS, headers=signed["headers"], timeout=20)
         assert r.status_code == 200, r.text  # the bucket takes the file; its event waits
         time.sleep(6)
-        assert recorder.usage_of(b.uid) == 0 and _artifacts(signed["object"]) == []
+        assert recorder.usage_of(b.uid) == 0 and docs_where("artifacts", "object", signed["object"]) == []
     _assert_recorded_once(b, model_id, signed["object"])
 
 
@@ -294,7 +279,7 @@ def test_an_upload_recorded_during_a_firestore_pause_lands_once(stack: Stack, me
 # --- PayPal ------------------------------------------------------------------------------------------
 
 def _billing_state(uid: str) -> dict[str, Any]:
-    return {"subscriptions": docs(billing.SUBSCRIPTIONS, uid), "entitlement": entitlements.get(uid)}
+    return {"subscriptions": docs_where(billing.SUBSCRIPTIONS, "uid", uid), "entitlement": entitlements.get(uid)}
 
 
 def test_paypal_paused_during_subscribe_sync_and_cancel_answers_503_and_writes_nothing(
@@ -317,7 +302,7 @@ def test_paypal_paused_during_subscribe_sync_and_cancel_answers_503_and_writes_n
 
     r = until_answered(calls["subscribe"][1])
     assert r.status_code == 200, r.text
-    assert list(docs(billing.SUBSCRIPTIONS, newcomer.uid)) == [r.json()["subscription_id"]]
+    assert [d["id"] for d in docs_where(billing.SUBSCRIPTIONS, "uid", newcomer.uid)] == [r.json()["subscription_id"]]
     r = until_answered(calls["sync"][1])
     assert r.status_code == 200 and r.json()["status"] == "none", r.text  # still awaiting approval
     r = until_answered(calls["cancel"][1])

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from mllab import clients, users
+from mllab import users
 from mllab_dev.stack import Stack
 
 from . import lab_support
 from .billing_support import mails_to, wait
-from .conftest import PASSWORD
+from .conftest import PASSWORD, docs_where
 
 IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
           "Version/17.5 Mobile/15E148 Safari/604.1")
@@ -130,10 +130,7 @@ def link_in(message: dict, fragment: str) -> str:
 
 
 def sessions_of(uid: str) -> list[dict[str, Any]]:
-    from google.cloud.firestore_v1.base_query import FieldFilter
-
-    query = clients.firestore().collection("sessions").where(filter=FieldFilter("uid", "==", uid))
-    return [{**s.to_dict(), "id": s.id} for s in query.stream()]
+    return docs_where("sessions", "uid", uid)
 
 
 def live_sessions(uid: str) -> list[dict[str, Any]]:

@@ -5,11 +5,10 @@ nothing is created for them."""
 
 from __future__ import annotations
 
-from google.cloud.firestore_v1.base_query import FieldFilter
-
-from mllab import billing, catalog, clients, entitlements
+from mllab import billing, catalog, entitlements
 from mllab_dev.stack import Stack
 
+from .conftest import docs_where
 from .test_lab_train import Lab, lab  # noqa: F401  (the lab fixture: the workbench page, checked clean)
 
 
@@ -35,10 +34,10 @@ def test_save_to_the_cloud_then_reload_predicts_the_same(lab: Lab, stack: Stack,
     expect(page.locator("#cloud-message")).to_have_text("Saved as version 1.", timeout=60_000)
     expect(page.locator("#cloud-steps li")).to_have_count(4)  # version, weights, model.json, training run
     # What the backend holds: a ready version with both files, and the run's metrics recorded.
-    models = list(clients.firestore().collection(catalog.MODELS).where(filter=FieldFilter("uid", "==", user["uid"])).stream())
-    assert [m.get("name") for m in models] == ["xor-net"] and models[0].get("latest_version") == 1
-    jobs = [j.to_dict() for j in clients.firestore().collection(catalog.JOBS).where(filter=FieldFilter("uid", "==", user["uid"])).stream()]
-    assert len(jobs) == 1 and jobs[0]["model_id"] == models[0].id
+    models = docs_where(catalog.MODELS, "uid", user["uid"])
+    assert [m["name"] for m in models] == ["xor-net"] and models[0]["latest_version"] == 1
+    jobs = docs_where(catalog.JOBS, "uid", user["uid"])
+    assert len(jobs) == 1 and jobs[0]["model_id"] == models[0]["id"]
     # The library lists the version as ready.
     version = page.locator("#library-models > li").filter(has_text="xor-net").locator("[data-version='1']")
     expect(version).to_have_attribute("data-status", "ready")
@@ -68,5 +67,5 @@ def test_a_free_users_save_says_what_plan_it_needs(lab: Lab, new_user) -> None:
     expect(lab.page.locator("#cloud-message")).to_have_attribute("role", "alert")
     # Refused before anything was made: no empty project, no version left pending.
     for collection in (catalog.PROJECTS, catalog.MODELS):
-        assert not list(clients.firestore().collection(collection).where(filter=FieldFilter("uid", "==", user["uid"])).stream())
+        assert not docs_where(collection, "uid", user["uid"]), collection
     expect(lab.page.locator("#library-plan")).to_contain_text("Saving new work needs PRO or a promo trial")

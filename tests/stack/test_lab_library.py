@@ -12,21 +12,14 @@ import random
 import re
 from pathlib import Path
 
-from google.cloud.firestore_v1.base_query import FieldFilter
-
 from mllab import billing, catalog, clients, entitlements
 from mllab_dev.stack import Stack
 
 from . import lab_support
-from .conftest import PASSWORD
+from .conftest import PASSWORD, docs_where
 from .test_lab_train import Lab, lab  # noqa: F401  (the lab fixture: the workbench page, checked clean)
 
 SAVE_TIMEOUT_MS = 60_000
-
-
-def _docs(collection: str, uid: str) -> list[dict]:
-    snaps = clients.firestore().collection(collection).where(filter=FieldFilter("uid", "==", uid)).stream()
-    return [{**s.to_dict(), "id": s.id} for s in snaps]
 
 
 def _classes_csv(tmp_path: Path) -> Path:
@@ -78,11 +71,11 @@ def test_the_library_lists_what_was_saved_and_manages_it(lab: Lab, chromium, sta
 
     # What Firestore holds, to compare the page with.
     uid = user["uid"]
-    [project] = _docs(catalog.PROJECTS, uid)
-    models = {m["name"]: m for m in _docs(catalog.MODELS, uid)}
+    [project] = docs_where(catalog.PROJECTS, "uid", uid)
+    models = {m["name"]: m for m in docs_where(catalog.MODELS, "uid", uid)}
     assert set(models) == {"xor-net", "colours"}  # a new name made a new model, not version 2 of xor-net
-    [dataset] = _docs(catalog.DATASETS, uid)
-    jobs = {j["model_id"]: j for j in _docs(catalog.JOBS, uid)}
+    [dataset] = docs_where(catalog.DATASETS, "uid", uid)
+    jobs = {j["model_id"]: j for j in docs_where(catalog.JOBS, "uid", uid)}
     assert len(jobs) == 2 and all(j["status"] == "recorded" for j in jobs.values())
     xor_job, csv_job = jobs[models["xor-net"]["id"]], jobs[models["colours"]["id"]]
     csv_metrics = json.loads(csv_job["metrics_json"])
@@ -180,7 +173,7 @@ def test_the_library_lists_what_was_saved_and_manages_it(lab: Lab, chromium, sta
     delete.click()
     expect(runs).to_have_count(1)
     expect(page.locator("#library-jobs-message")).to_contain_text("Deleted training run of version 1 (xor-net v1)")
-    assert [j["id"] for j in _docs(catalog.JOBS, uid)] == [csv_job["id"]]
+    assert [j["id"] for j in docs_where(catalog.JOBS, "uid", uid)] == [csv_job["id"]]
     assert not clients.firestore().collection(catalog.JOBS).document(xor_job["id"]).get().exists
 
     # The same library on a phone: nothing scrolls sideways, the run opens under its table.
@@ -204,7 +197,7 @@ def test_the_library_lists_what_was_saved_and_manages_it(lab: Lab, chromium, sta
     expect(library).to_contain_text("No saved datasets yet.")
     expect(page.locator("#cloud-project option")).to_have_count(1)  # only "New project…" is left to choose
     for collection in (catalog.PROJECTS, catalog.MODELS, catalog.DATASETS, catalog.JOBS):
-        assert not _docs(collection, uid), collection
+        assert not docs_where(collection, "uid", uid), collection
 
 
 def test_lists_page_with_show_more(lab: Lab, chromium, stack: Stack, member, new_user) -> None:
@@ -289,4 +282,4 @@ def test_a_free_user_sees_their_lists_and_a_pending_version(lab: Lab, member) ->
     item.get_by_role("button", name="Delete model draft").click()
     expect(page.locator("#library-models > li")).to_have_count(0)
     expect(page.locator("#library")).to_contain_text("No saved models yet. Train a model and press Save to cloud.")
-    assert not _docs(catalog.MODELS, api.uid)
+    assert not docs_where(catalog.MODELS, "uid", api.uid)
