@@ -17,6 +17,7 @@ import pytest
 from mllab_dev.stack import Stack
 
 from . import lab_support
+from .billing_support import wait
 
 TRAIN_TIMEOUT_MS = 60_000  # 300 XOR epochs take ~1.5 s on cpu; allow for a loaded machine
 FIRST_LOAD_BUDGET = 60 * 1024  # DESIGN section 12: <= 60 KB gzipped before TF.js, uPlot and Papa Parse
@@ -154,10 +155,7 @@ def test_xor_trains_on_cpu(lab: Lab, stack: Stack) -> None:
     after_first = lab.num_tensors()
     for _ in range(2):
         assert lab.train()["state"] == "done"
-        deadline = time.monotonic() + 5
-        while lab.num_tensors() != after_first and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert lab.num_tensors() == after_first
+        assert wait(lambda: lab.num_tensors() == after_first, timeout=5, interval=0.05), lab.num_tensors()
 
 
 def test_stop_ends_a_long_run_with_the_best_weights(lab: Lab) -> None:
