@@ -182,14 +182,9 @@ def test_access_grant_and_revoke(cli, member, unique: str) -> None:
 
 # --- billing resync ---------------------------------------------------------------------------------
 
-def _paying(b: Browser, paypal: httpx.Client) -> str:
-    """Check out through the gateway, approve at the stand-in, and wait until its webhooks are handled."""
-    return subscribe(b, paypal)
-
-
 def test_billing_resync_repairs_a_missed_cancellation(cli, member, paypal: httpx.Client) -> None:
     canceller, suspended = member(), member()
-    cancel_id, suspend_id = _paying(canceller, paypal), _paying(suspended, paypal)
+    cancel_id, suspend_id = subscribe(canceller, paypal), subscribe(suspended, paypal)
     paid_through = _when(_me(canceller)["subscription"]["next_billing_time"])
 
     # PayPal's state moves on, and no webhook tells us
