@@ -269,6 +269,24 @@ def test_the_cookie_routes_csrf_matrix_covers_every_cookie_route() -> None:
     assert cookie_routes == {path for path, _ in COOKIE_ROUTES}
 
 
+def test_the_snapshot_holds_every_party_record_and_sees_a_change(world: World) -> None:
+    """nothing_changes() is what every refusal below is checked with: it must see both parties'
+    records and objects, and report a change (else every case could pass on an empty snapshot)."""
+    snap = stored()
+    for p in (world.alice, world.mallory):
+        for collection, key in p.ids.items():
+            assert f"{collection}/{key}" in snap["documents"], (collection, key)
+        assert f"models/{p.ids['models']}/versions/000000001" in snap["documents"]  # subcollections too
+        assert f"{billing.SUBSCRIPTIONS}/{p.subscription_id}" in snap["documents"]
+        assert p.object in snap["objects"]
+    with pytest.raises(AssertionError, match=f"changed document projects/{world.alice.ids['projects']}"):
+        with nothing_changes():
+            clients.firestore().collection("projects").document(world.alice.ids["projects"]).update({"name": "x"})
+    with pytest.raises(AssertionError, match="added object"):
+        with nothing_changes():
+            clients.storage().bucket(BUCKET).blob(f"users/{world.mallory.uid}/stray").upload_from_string(b"x")
+
+
 # --- malformed and huge JSON, wrong content types ---------------------------------------------------------
 
 def _wrong_type(route: Route) -> int:
