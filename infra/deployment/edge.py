@@ -32,6 +32,11 @@ def lab_files(env: Environment, files: Files) -> list[Step]:
                  group="lab", note=note)]
 
 
+def _named(project: str, kind: str, name: str, *scope: str) -> Probe:
+    """Does the compute resource `kind` called `name` exist (`describe` prints its name)?"""
+    return Probe(gcloud(project, "compute", kind, "describe", name, *scope, "--format=value(name)"))
+
+
 def _https_backends(env: Environment) -> list[Step]:
     p, steps = env.project, []
     for fn in routes.http_functions():
@@ -40,13 +45,11 @@ def _https_backends(env: Environment) -> list[Step]:
             Step("Load balancer", f"Serverless NEG for {fn.name} (same project and region as the function).",
                  gcloud(p, "compute", "network-endpoint-groups", "create", neg, f"--region={env.region}",
                         "--network-endpoint-type=serverless", f"--cloud-function-name={fn.name}"),
-                 probe=Probe(gcloud(p, "compute", "network-endpoint-groups", "describe", neg, f"--region={env.region}",
-                                    "--format=value(name)"))),
+                 probe=_named(p, "network-endpoint-groups", neg, f"--region={env.region}")),
             Step("Load balancer", f"Backend service for {fn.name}.",
                  gcloud(p, "compute", "backend-services", "create", backend, "--global",
                         "--load-balancing-scheme=EXTERNAL_MANAGED"),
-                 probe=Probe(gcloud(p, "compute", "backend-services", "describe", backend, "--global",
-                                    "--format=value(name)"))),
+                 probe=_named(p, "backend-services", backend, "--global")),
             Step("Load balancer", f"The NEG is the backend service's one backend.",
                  gcloud(p, "compute", "backend-services", "add-backend", backend, "--global",
                         f"--network-endpoint-group={neg}", f"--network-endpoint-group-region={env.region}"),
@@ -61,7 +64,7 @@ def _armor(env: Environment) -> list[Step]:
     steps = [Step("Cloud Armor", "A security policy for the API's backend services.",
                   gcloud(p, "compute", "security-policies", "create", policy, "--type=CLOUD_ARMOR",
                          "--description=ML Lab API: per-IP rate limits"),
-                  probe=Probe(gcloud(p, "compute", "security-policies", "describe", policy, "--format=value(name)")))]
+                  probe=_named(p, "security-policies", policy))]
     for priority, prefix, per_minute, why in ARMOR_RULES:
         flags = (f"--security-policy={policy}", f"--expression=request.path.startsWith('{prefix}')",
                  "--action=throttle", f"--rate-limit-threshold-count={per_minute}",
@@ -88,7 +91,7 @@ def _frontend(env: Environment, files: Files) -> list[Step]:
         Step("Load balancer", f"The lab's backend bucket, adding the lab's CSP and security headers to every file.",
              gcloud(p, "compute", "backend-buckets", "create", env.lab_backend, f"--gcs-bucket-name={env.lab_bucket}",
                     *headers),
-             probe=Probe(gcloud(p, "compute", "backend-buckets", "describe", env.lab_backend, "--format=value(name)")),
+             probe=_named(p, "backend-buckets", env.lab_backend),
              update=gcloud(p, "compute", "backend-buckets", "update", env.lab_backend,
                            f"--gcs-bucket-name={env.lab_bucket}", *headers)),
         Step("Load balancer", "The URL map, generated from mllab.routes.ROUTES (create or replace).",
@@ -99,47 +102,41 @@ def _frontend(env: Environment, files: Files) -> list[Step]:
         steps.append(Step(
             "Load balancer", f"Google-managed certificate for {host} (issued once DNS points at the address).",
             gcloud(p, "compute", "ssl-certificates", "create", env.certificate(host), f"--domains={host}", "--global"),
-            probe=Probe(gcloud(p, "compute", "ssl-certificates", "describe", env.certificate(host), "--global",
-                               "--format=value(name)"))))
+            probe=_named(p, "ssl-certificates", env.certificate(host), "--global")))
     certs = f"--ssl-certificates={env.certificate(env.api_host)},{env.certificate(env.lab_host)}"
     proxy_flags = (f"--url-map={env.url_map}", certs, f"--ssl-policy={env.ssl_policy}", "--global")
     steps += [
         Step("Load balancer", "TLS 1.2 or later with modern ciphers only.",
              gcloud(p, "compute", "ssl-policies", "create", env.ssl_policy, "--profile=MODERN",
                     "--min-tls-version=1.2", "--global"),
-             probe=Probe(gcloud(p, "compute", "ssl-policies", "describe", env.ssl_policy, "--global",
-                                "--format=value(name)"))),
+             probe=_named(p, "ssl-policies", env.ssl_policy, "--global")),
         Step("Load balancer", "The HTTPS proxy: both certificates, the URL map, the TLS policy.",
              gcloud(p, "compute", "target-https-proxies", "create", env.https_proxy, *proxy_flags),
-             probe=Probe(gcloud(p, "compute", "target-https-proxies", "describe", env.https_proxy, "--global",
-                                "--format=value(name)")),
+             probe=_named(p, "target-https-proxies", env.https_proxy, "--global"),
              update=gcloud(p, "compute", "target-https-proxies", "update", env.https_proxy, *proxy_flags)),
         Step("Load balancer", "One global IPv4 address for api. and lab. (point both DNS records at it).",
              gcloud(p, "compute", "addresses", "create", env.address, "--global", "--ip-version=IPV4"),
-             probe=Probe(gcloud(p, "compute", "addresses", "describe", env.address, "--global",
-                                "--format=value(name)"))),
-        Step("Load balancer", "HTTPS on port 443 of that address.",
-             gcloud(p, "compute", "forwarding-rules", "create", env.https_rule, "--global",
-                    "--load-balancing-scheme=EXTERNAL_MANAGED", f"--address={env.address}",
-                    f"--target-https-proxy={env.https_proxy}", "--ports=443"),
-             probe=Probe(gcloud(p, "compute", "forwarding-rules", "describe", env.https_rule, "--global",
-                                "--format=value(name)"))),
+             probe=_named(p, "addresses", env.address, "--global")),
+        _forwarding_rule(env, "HTTPS on port 443 of that address.", env.https_rule, "https", env.https_proxy, 443),
         Step("Load balancer", "Port 80 answers with a redirect to https (create or replace).",
              gcloud(p, "compute", "url-maps", "import", env.http_redirect_map,
                     f"--source={relative(files.http_redirect_map)}", "--global", "--quiet")),
         Step("Load balancer", "The HTTP proxy for that redirect.",
              gcloud(p, "compute", "target-http-proxies", "create", env.http_proxy, f"--url-map={env.http_redirect_map}",
                     "--global"),
-             probe=Probe(gcloud(p, "compute", "target-http-proxies", "describe", env.http_proxy, "--global",
-                                "--format=value(name)"))),
-        Step("Load balancer", "HTTP on port 80 of the same address.",
-             gcloud(p, "compute", "forwarding-rules", "create", env.http_rule, "--global",
-                    "--load-balancing-scheme=EXTERNAL_MANAGED", f"--address={env.address}",
-                    f"--target-http-proxy={env.http_proxy}", "--ports=80"),
-             probe=Probe(gcloud(p, "compute", "forwarding-rules", "describe", env.http_rule, "--global",
-                                "--format=value(name)"))),
+             probe=_named(p, "target-http-proxies", env.http_proxy, "--global")),
+        _forwarding_rule(env, "HTTP on port 80 of the same address.", env.http_rule, "http", env.http_proxy, 80),
     ]
     return steps
+
+
+def _forwarding_rule(env: Environment, why: str, rule: str, scheme: str, proxy: str, port: int) -> Step:
+    """A global forwarding rule sending `port` of the one address to the `scheme` target proxy."""
+    return Step("Load balancer", why,
+                gcloud(env.project, "compute", "forwarding-rules", "create", rule, "--global",
+                       "--load-balancing-scheme=EXTERNAL_MANAGED", f"--address={env.address}",
+                       f"--target-{scheme}-proxy={proxy}", f"--ports={port}"),
+                probe=_named(env.project, "forwarding-rules", rule, "--global"))
 
 
 def load_balancer(env: Environment, files: Files) -> list[Step]:
