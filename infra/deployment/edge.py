@@ -22,7 +22,7 @@ ARMOR_RULES = (  # priority, path prefix, requests per minute per IP, why
 
 
 def lab_files(env: Environment, files: Files) -> list[Step]:
-    source = relative(files.lab) if files.lab else relative(env.files / "lab")
+    source = relative(files.lab or env.files / "lab")  # where lab.stage puts it, staged or not
     note = "" if files.lab else ("frontend/vendor/ is missing here, so the lab was not staged: run `make dev` or "
                                  "`make test` once (npm installs it); `make deploy` refuses to upload a lab without it.")
     return [Step("The lab", f"Upload the lab (frontend/ with vendor/ and a /config.json naming {env.api_url}); "
