@@ -27,8 +27,11 @@ class Store(Protocol):
     def write(self, private_set: dict[str, Any]) -> None: ...
 
 
-def _dump(key_set: dict[str, Any]) -> str:
-    return json.dumps(key_set, indent=1)
+def _in_write_order(private_set: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """(secret name, content) of both secrets, public set first: no verifier meets a token signed by a
+    key it cannot find."""
+    return ((config.PUBLIC_KEYS, json.dumps(tokens.public_key_set(private_set), indent=1)),
+            (config.SIGNING_KEYS, json.dumps(private_set, indent=1)))
 
 
 def replace_file(path: Path, content: str, mode: int = 0o600) -> None:
@@ -58,8 +61,8 @@ class LocalStore:
         return json.loads((self.directory / config.SIGNING_KEYS).read_text())
 
     def write(self, private_set: dict[str, Any]) -> None:
-        replace_file(self.directory / config.PUBLIC_KEYS, _dump(tokens.public_key_set(private_set)))
-        replace_file(self.directory / config.SIGNING_KEYS, _dump(private_set))
+        for secret, content in _in_write_order(private_set):
+            replace_file(self.directory / secret, content)
 
 
 @dataclass
@@ -105,10 +108,8 @@ class SecretManagerStore:
         from mllab import clients
 
         client = clients.secret_manager()
-        for secret, key_set in ((config.PUBLIC_KEYS, tokens.public_key_set(private_set)),
-                                (config.SIGNING_KEYS, private_set)):
-            client.add_secret_version(parent=self._name(secret), payload={"data": _dump(key_set).encode()},
-                                      **clients.opts())
+        for secret, content in _in_write_order(private_set):
+            client.add_secret_version(parent=self._name(secret), payload={"data": content.encode()}, **clients.opts())
 
 
 def store(project: str | None) -> Store:
