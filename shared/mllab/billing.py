@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from mllab import (audit, clients, clock, config, entitlements, idempotency, log, mail, schemas, users)
-from mllab.catalog import Query
+from mllab.queries import Query
 from mllab.problems import Problem
 
 SUBSCRIPTIONS = "paypal_subscriptions"
@@ -70,18 +70,17 @@ def subscriptions_of(uid: str) -> list[dict[str, Any]]:
     return sorted(subs, key=lambda s: s["created_at"])
 
 
-def live_subscriptions(uid: str) -> list[dict[str, Any]]:
-    """The user's subscriptions that PayPal may still bill (or is about to)."""
-    return [s for s in subscriptions_of(uid) if s.get("status") in entitlements.LIVE]
+def live_subscriptions(uid: str, subs: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The user's subscriptions that PayPal may still bill (or is about to); `subs`: already read."""
+    return [s for s in (subscriptions_of(uid) if subs is None else subs) if s.get("status") in entitlements.LIVE]
 
 
 def subscription_ids(statuses: tuple[str, ...]) -> list[str]:
     """Every subscription in one of these statuses, whoever it belongs to (operator resync)."""
     from google.cloud.firestore_v1.base_query import FieldFilter
 
-    col = _db().collection(SUBSCRIPTIONS)
-    return sorted({s.id for status in statuses
-                   for s in col.where(filter=FieldFilter("status", "==", status)).stream(**clients.opts())})
+    query = _db().collection(SUBSCRIPTIONS).where(filter=FieldFilter("status", "in", list(statuses)))
+    return sorted(s.id for s in query.stream(**clients.opts()))
 
 
 def _owned(uid: str, subscription_id: str) -> dict[str, Any]:
@@ -251,7 +250,7 @@ def subscribe(user: dict[str, Any], *, ip: str | None = None) -> schemas.Subscri
     if max(entitlements.parse_time(ent.get(k)) or now for k in ("comp_until", "admin_until")) >= entitlements.FOREVER:
         raise Problem(409, "You have PRO for good already; there is nothing to pay for.", slug="already-pro")
     subs = subscriptions_of(uid)
-    live = [s for s in subs if s.get("status") in entitlements.LIVE]  # one read serves both checks below
+    live = live_subscriptions(uid, subs)  # one read serves both checks below
     if live:
         raise Problem(409, f"You already have a subscription ({live[-1]['status'].lower()}). Manage it under Billing.",
                       slug="already-subscribed")

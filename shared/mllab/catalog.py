@@ -34,7 +34,7 @@ from typing import Any
 
 from mllab import audit, clients, clock, config, log, objects, schemas
 from mllab.problems import Problem
-from mllab.queries import Query  # billing imports it from here too
+from mllab.queries import Query
 
 PROJECTS = "projects"
 MODELS = "models"

@@ -73,8 +73,9 @@ def paypal_part(snapshot: dict[str, Any], previous: dict[str, Any] | None, now: 
     failed = int(billing.get("failed_payments_count") or 0)
     owing = failed > 0 or _money(billing.get("outstanding_balance")) > 0
     next_billing = parse_time(billing.get("next_billing_time"))
-    last_payment = parse_time((billing.get("last_payment") or {}).get("time"))
-    amount = (billing.get("last_payment") or {}).get("amount") or {}
+    paid = billing.get("last_payment") or {}
+    last_payment = parse_time(paid.get("time"))
+    amount = paid.get("amount") or {}
     paid_through = parse_time(prev.get("paid_through"))
     if status == ACTIVE and not owing:
         paid_through = _max(paid_through, next_billing)
