@@ -52,6 +52,8 @@ def main(argv: Sequence[str] | None = None, runner: steps.Runner = steps.subproc
         if args.command in ("apply", "script") and any(s.group == "lab" for s in chosen) and written.lab is None:
             raise UsageError("frontend/vendor/ is missing: run `make dev` or `make test` once (npm installs the lab's "
                              "libraries), then deploy again")
+        script = (steps.render_script(chosen, plan.script_header(env, args.only or "all"))
+                  if args.command == "script" else "")
     except (UsageError, steps.DeployError) as exc:
         print(f"deploy: {exc}", file=sys.stderr)
         return 2
@@ -59,16 +61,11 @@ def main(argv: Sequence[str] | None = None, runner: steps.Runner = steps.subproc
         sys.stdout.write(steps.render_plan(chosen, plan.header(env)))
         return 0
     if args.command == "script":
-        try:
-            text = steps.render_script(chosen, plan.script_header(env, args.only or "all"))
-        except steps.DeployError as exc:
-            print(f"deploy: {exc}", file=sys.stderr)
-            return 2
         if args.output:
             Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.output).write_text(text)
+            Path(args.output).write_text(script)
         else:
-            sys.stdout.write(text)
+            sys.stdout.write(script)
         return 0
     ctx = steps.Context(env=env, runner=runner)
     try:
