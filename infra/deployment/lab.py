@@ -13,6 +13,8 @@ import json
 import shutil
 from pathlib import Path
 
+from mllab import http
+
 from deployment.environment import ROOT, Environment
 
 FRONTEND = ROOT / "frontend"
@@ -23,21 +25,14 @@ STORAGE_ORIGIN = "https://storage.googleapis.com"
 
 
 def csp(env: Environment) -> str:
-    return ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-            f"connect-src 'self' {env.api_url} {STORAGE_ORIGIN}; worker-src 'self' blob:; font-src 'self'; "
-            "object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+    return http.lab_csp(f"{env.api_url} {STORAGE_ORIGIN}")
 
 
 def response_headers(env: Environment) -> list[str]:
-    """`--custom-response-header` values for the lab's backend bucket."""
-    return [
-        f"Content-Security-Policy: {csp(env)}",
-        "Strict-Transport-Security: max-age=63072000; includeSubDomains",
-        "X-Content-Type-Options: nosniff",
-        "X-Frame-Options: DENY",
-        "Referrer-Policy: no-referrer",
-        "Cross-Origin-Resource-Policy: same-site",
-    ]
+    """`--custom-response-header` values for the lab's backend bucket: the API's security headers
+    with the lab's CSP, as the local gateway sends them with the page."""
+    headers = {**http.API_SECURITY_HEADERS, "Content-Security-Policy": csp(env)}
+    return [f"{name}: {value}" for name, value in headers.items()]
 
 
 def config_json(env: Environment) -> str:

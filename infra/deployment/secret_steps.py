@@ -9,9 +9,7 @@ tools (`mllab keys rotate`, `mllab billing bootstrap`), never from a redeploy.
 
 from __future__ import annotations
 
-import base64
 import json
-import secrets as randomness
 
 from mllab import config
 
@@ -27,9 +25,7 @@ def _new_key_set(ctx: Context) -> bytes:
 
 
 def _new_session_keys(ctx: Context) -> bytes:
-    # the shape mllab.sessions reads: {"current": version, "keys": {version: base64url(32 random bytes)}}
-    key = base64.urlsafe_b64encode(randomness.token_bytes(32)).decode()
-    return json.dumps({"current": "1", "keys": {"1": key}}, indent=1).encode()
+    return config.new_session_keys().encode()
 
 
 def _public_from_stored_private(ctx: Context) -> bytes:

@@ -329,12 +329,18 @@ def _dev_signer(directory: Path) -> dict[str, str]:
     return {DEV_SIGNER: json.dumps(storage.new_dev_service_account(settings().project), indent=1)}
 
 
-def _session_keys(directory: Path) -> dict[str, str]:
+def new_session_keys() -> str:
+    """A first session key set, in the shape mllab.sessions reads: {"current": version, "keys":
+    {version: base64url(32 random bytes)}} (locally into .dev/secrets; deployed into Secret Manager)."""
     import base64
     import secrets as pysecrets
 
     key = base64.urlsafe_b64encode(pysecrets.token_bytes(32)).decode()
-    return {SESSION_KEYS: json.dumps({"current": "1", "keys": {"1": key}}, indent=1)}
+    return json.dumps({"current": "1", "keys": {"1": key}}, indent=1)
+
+
+def _session_keys(directory: Path) -> dict[str, str]:
+    return {SESSION_KEYS: new_session_keys()}
 
 
 def _oauth_client_secret(directory: Path) -> dict[str, str]:

@@ -39,6 +39,15 @@ API_SECURITY_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-site",
 }
 
+
+def lab_csp(connect: str) -> str:
+    """The lab page's CSP (the local gateway and the deployed bucket both send it); `connect`: the
+    origins besides its own it talks to (the API when on another host, the bucket for signed URLs).
+    Never 'unsafe-eval': the lab loads TF.js's es2017 build."""
+    return ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+            f"connect-src 'self' {connect}; worker-src 'self' blob:; font-src 'self'; object-src 'none'; "
+            "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+
 @dataclass
 class Response:
     """What a handler returns when a plain model or dict is not enough (status, headers, cookies)."""

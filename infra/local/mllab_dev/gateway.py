@@ -32,9 +32,7 @@ PROBE_AGENT = "mllab-healthz"
 # The bucket is the one other origin the page talks to: signed PUTs and GETs go straight to it
 # (production: https://storage.googleapis.com; locally fake-gcs-server).
 STORAGE_ORIGIN = os.environ.get("STORAGE_EMULATOR_HOST", "https://storage.googleapis.com").rstrip("/")
-LAB_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-           f"connect-src 'self' {STORAGE_ORIGIN}; worker-src 'self' blob:; font-src 'self'; object-src 'none'; "
-           "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+LAB_CSP = http.lab_csp(STORAGE_ORIGIN)
 LAB_SECURITY_HEADERS = {**http.API_SECURITY_HEADERS, "Content-Security-Policy": LAB_CSP}
 
 
