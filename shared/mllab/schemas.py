@@ -8,7 +8,8 @@ import warnings
 from datetime import date, datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, StringConstraints
+from pydantic_core import CoreSchema, core_schema
 
 
 def jsonable(value: Any) -> Any:
@@ -40,7 +41,20 @@ def _plain(value: str) -> str:
     return value
 
 
-Plain = AfterValidator(_plain)
+# The same rule as a JSON Schema pattern, so the OpenAPI document says it and generated clients (and
+# the fuzzer) know it. The validator above stays the rule: it gives the readable message.
+PLAIN_PATTERN = r"^[^\x00-\x1F\x7F-\x9F\u202A-\u202E\u2066-\u2069\uD800-\uDFFF]*$"
+
+
+class _PlainText:
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(_plain, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> dict[str, Any]:
+        return {**handler(schema), "pattern": PLAIN_PATTERN}
+
+
+Plain = _PlainText()
 
 
 class Strict(BaseModel):

@@ -11,6 +11,8 @@ from typing import Any
 import jsonschema_rs
 import pytest
 import schemathesis
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from mllab import catalog, openapi, routes, schemas
 from mllab.routes import Auth, Csrf
@@ -188,6 +190,41 @@ def test_catalog_lists_take_limit_cursor_and_their_filters(collection: str) -> N
     assert page["required"] == ["items"]
 
 
+# --- the plain-text rule --------------------------------------------------------------------------
+
+PLAIN = re.compile(schemas.PLAIN_PATTERN)
+
+
+def _accepted(value: str) -> bool:
+    try:
+        schemas._plain(value)
+    except ValueError:
+        return False
+    return True
+
+
+@given(st.text(alphabet=st.characters(codec=None, exclude_categories=())))
+@example("\ud800")
+@example("abc\u202egnp.exe")
+@example("name\n")
+@example("Zoë 🎉 数据")
+def test_the_documents_pattern_is_the_validators_rule(value: str) -> None:
+    assert _accepted(value) == bool(PLAIN.fullmatch(value)), repr(value)
+
+
+def test_every_plain_text_field_carries_the_pattern() -> None:
+    fields = [(model, name) for model in {r.request for r in ROUTES if r.request is not None}
+              for name, f in model.model_fields.items() if schemas.Plain in f.metadata]
+    assert len(fields) >= 4  # names, the email, promo codes, reasons
+    components = DOC["components"]["schemas"]
+    for model, name in fields:
+        prop = components[model.__name__]["properties"][name]
+        schema = next((s for s in prop.get("anyOf", [prop]) if s.get("type") == "string"), prop)
+        assert schema["pattern"] == schemas.PLAIN_PATTERN, (model.__name__, name)
+        with pytest.raises(ValueError, match="control characters"):
+            model.model_validate({name: "a\x00b"})
+
+
 # --- golden operations -----------------------------------------------------------------------------
 
 def test_golden_post_auth_login() -> None:
@@ -201,7 +238,8 @@ def test_golden_post_auth_login() -> None:
     assert DOC["components"]["schemas"]["LoginRequest"] == {
         "additionalProperties": False, "type": "object", "title": "LoginRequest", "required": ["email", "password"],
         "properties": {
-            "email": {"format": "email", "maxLength": 254, "minLength": 3, "title": "Email", "type": "string"},
+            "email": {"format": "email", "maxLength": 254, "minLength": 3, "title": "Email", "type": "string",
+                      "pattern": schemas.PLAIN_PATTERN},
             "password": {"maxLength": 1024, "minLength": 1, "title": "Password", "type": "string"}}}
     assert [p["name"] for p in login["parameters"]] == ["X-CSRF-Token"]
     assert "Origin" in login["description"]
