@@ -76,6 +76,8 @@ def _problem(resp: Any) -> str:
         what = body.get("title") or body.get("detail") or ""
     except Exception:  # noqa: BLE001 - anything unparsable is reported by its status alone
         what = ""
+    if not resp.status_code and getattr(resp, "error", None) is not None:
+        what = f"no answer: {type(resp.error).__name__}: {resp.error}"  # the connection failed
     return f"HTTP {resp.status_code} {what}".strip()
 
 

@@ -42,6 +42,7 @@ OIDC_USERS = [
     {"sub": "bob-google-0002", "email": "bob@example.com", "email_verified": True, "name": "Bob Example"},
 ]
 STARTUP_TIMEOUT_S = 90.0
+GATEWAY_KEEPALIVE_S = 620  # longer than any client idles between requests
 STOP_GRACE_S = 8.0
 
 
@@ -299,6 +300,9 @@ class Stack:
                 [str(self.venv_bin / "gunicorn"), "--worker-class", "gthread", "--threads", str(self.gateway_threads),
                  "--workers", "1",
                  "--bind", f"127.0.0.1:{p.gateway}", "--graceful-timeout", "2", "--log-level", "warning",
+                 # idle client connections stay open like at Google's load balancer (610 s there): with
+                 # gunicorn's 2 s, a request sent as the gateway closed an idle connection was lost
+                 "--keep-alive", str(GATEWAY_KEEPALIVE_S),
                  # no request-line cap, like functions-framework's own gunicorn: the function decides
                  "--limit-request-line", "0",
                  "mllab_dev.gateway:create_app()"],
