@@ -147,11 +147,8 @@ async function fetchPage(key, cursor = null) {
   const params = new URLSearchParams({limit: String(PAGE)});
   if (cursor) params.set("cursor", cursor);
   if (key !== "projects" && filter) params.set("project_id", filter);
-  const answer = await session.request("GET", `/${key}?${params}`);
-  if (key === "models") { // the list answers models without their versions: one GET each
-    answer.items = await Promise.all(answer.items.map((m) => session.request("GET", `/models/${m.id}`)));
-  }
-  return answer;
+  if (key === "models") params.set("versions", "true"); // each model with its versions, in one request
+  return session.request("GET", `/${key}?${params}`);
 }
 
 async function fetchNames() {

@@ -55,6 +55,9 @@ _SINGULAR = {PROJECTS: "project", MODELS: "model", DATASETS: "dataset", JOBS: "t
 LIST_FILTERS: dict[str, tuple[str, ...]] = {
     PROJECTS: (), MODELS: ("project_id",), DATASETS: ("project_id",), JOBS: ("project_id", "model_id"),
 }
+# Switches a list takes: GET /models?versions=true answers each model with its versions, as GET
+# /models/{id} does (the lab's library shows them; one batched read instead of a request per model).
+LIST_OPTIONS: dict[str, tuple[str, ...]] = {PROJECTS: (), MODELS: ("versions",), DATASETS: (), JOBS: ()}
 _INTERNAL = ("uid", "deleting")  # never answered
 
 
@@ -166,10 +169,25 @@ def _stream(query: Any) -> list[Any]:
     return list(query.stream(**clients.opts()))
 
 
+def _newest_first(versions: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(versions, key=lambda v: v.get("version", 0), reverse=True)
+
+
 def _versions(model_id: str, uid: str) -> list[dict[str, Any]]:
     """A model's version documents, newest first."""
-    snaps = _stream(_query(VERSIONS, {"uid": uid}, parent=ref(MODELS, model_id)))
-    return sorted((s.to_dict() for s in snaps), key=lambda v: v.get("version", 0), reverse=True)
+    return _newest_first(s.to_dict() for s in _stream(_query(VERSIONS, {"uid": uid}, parent=ref(MODELS, model_id))))
+
+
+def _versions_of(models: list[dict[str, Any]], uid: str) -> dict[str, list[dict[str, Any]]]:
+    """The versions of several models in one batched read: a model's numbers run from 1 to
+    next_version - 1 (a number whose version was never created simply reads as missing)."""
+    refs = [version_ref(m["id"], n) for m in models for n in range(1, int(m.get("next_version") or 1))]
+    found: dict[str, list[dict[str, Any]]] = {m["id"]: [] for m in models}
+    for snap in clients.firestore().get_all(refs, **clients.opts()) if refs else ():
+        doc = snap.to_dict() if snap.exists else None
+        if doc and doc.get("uid") == uid and doc.get("model_id") in found:
+            found[doc["model_id"]].append(doc)
+    return {model_id: _newest_first(versions) for model_id, versions in found.items()}
 
 
 # --- wire shapes ---------------------------------------------------------------------------------
@@ -375,10 +393,17 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise bad from None
 
 
+def _switch(args: Mapping[str, str], name: str) -> bool:
+    value = args.get(name, "false")
+    if value not in ("true", "false"):
+        raise _query_error(name, "true or false")
+    return value == "true"
+
+
 def list_records(collection: str, uid: str, args: Mapping[str, str]) -> dict[str, Any]:
     """One page, newest first: {"items", "next_cursor"}. Filters are equality on the caller's records;
     a filter naming someone else's id simply matches nothing."""
-    allowed = {"limit", "cursor", *LIST_FILTERS[collection]}
+    allowed = {"limit", "cursor", *LIST_FILTERS[collection], *LIST_OPTIONS[collection]}
     unknown = sorted(set(args) - allowed)
     if unknown:
         accepted = ", ".join(sorted(allowed))
@@ -386,6 +411,7 @@ def list_records(collection: str, uid: str, args: Mapping[str, str]) -> dict[str
                       errors=[{"field": f"query.{k}", "message": "unknown parameter"} for k in unknown])
     limit = _limit(args.get("limit"))
     after = decode_cursor(args["cursor"]) if "cursor" in args else None
+    with_versions = _switch(args, "versions")
     equal = {"uid": uid}
     for name in LIST_FILTERS[collection]:
         if name in args:
@@ -402,12 +428,13 @@ def list_records(collection: str, uid: str, args: Mapping[str, str]) -> dict[str
         query = query.start_after({"created_at": after[0], "__name__": after[1]})
     snaps = _stream(query)
     page, more = snaps[:limit], len(snaps) > limit
-    items = []
-    for snap in page:
-        doc = {**snap.to_dict(), "id": snap.id}
-        if doc.get("deleting") or (same_project and doc.get("project_id") != same_project):
-            continue
-        items.append(_OUT[collection](doc))
+    docs = [{**snap.to_dict(), "id": snap.id} for snap in page]
+    docs = [d for d in docs if not d.get("deleting") and not (same_project and d.get("project_id") != same_project)]
+    if with_versions:
+        versions = _versions_of(docs, uid)
+        items = [model_out(d, versions[d["id"]]) for d in docs]
+    else:
+        items = [_OUT[collection](d) for d in docs]
     next_cursor = encode_cursor(page[-1].get("created_at"), page[-1].id) if more else None
     return {"items": items, "next_cursor": next_cursor}
 

@@ -12,8 +12,8 @@ What each part comes from:
   dependency is down, with Retry-After) every route may answer;
 - security: the bearer access token, the `__Host-rt` refresh cookie, PayPal's signature headers;
   `X-CSRF-Token` is a header parameter wherever CSRF applies;
-- query parameters: what the handlers read (catalog lists: `mllab.catalog.LIST_FILTERS`, limit and
-  cursor; `?object=`; `?return_to=`; the provider's answer on the Google callback).
+- query parameters: what the handlers read (catalog lists: `mllab.catalog.LIST_FILTERS` and
+  `LIST_OPTIONS`, limit and cursor; `?object=`; `?return_to=`; the provider's answer on the Google callback).
 
 Pure: `document()` reads no settings and no clock, so the same code gives the same document.
 """
@@ -101,6 +101,9 @@ def _list_parameters(collection: str) -> list[dict[str, Any]]:
     ]
     for name in catalog.LIST_FILTERS[collection]:
         params.append(_query(name, {"type": "string", "pattern": ID_PATTERN}, f"Only items with this {name}."))
+    for name in catalog.LIST_OPTIONS[collection]:
+        params.append(_query(name, {"type": "boolean", "default": False},
+                             f"true: each item with its {name}, as GET /{collection}/{{id}} answers it."))
     return params
 
 

@@ -400,6 +400,37 @@ def test_list_filters(alice: Browser) -> None:
     assert listed == [{k: v for k, v in m2.items() if k != "versions"}]
 
 
+def test_a_models_list_with_versions_answers_what_each_model_get_answers(alice: Browser, bob: Browser) -> None:
+    """GET /models?versions=true: the lab's library shows every model with its versions from one
+    request (it made one GET per model before)."""
+    project = new_project(alice)
+    m1, m2, m3 = (new_model(alice, project["id"], name) for name in ("a", "b", "c"))
+    for _ in range(3):
+        new_version(alice, m1["id"])
+    new_version(alice, m2["id"])
+    catalog.version_ref(m1["id"], 2).delete()  # a number whose version is gone reads as missing
+    theirs = new_model(bob, new_project(bob)["id"])
+    new_version(bob, theirs["id"])
+
+    listed = ok(alice.request("GET", "/models", params={"versions": "true"}))["items"]
+    assert [m["id"] for m in listed] == [m3["id"], m2["id"], m1["id"]]
+    for m in listed:
+        assert set(m) == MODEL_KEYS
+        assert m == ok(alice.request("GET", f"/models/{m['id']}")), m["name"]
+    assert [[v["version"] for v in m["versions"]] for m in listed] == [[], [1], [3, 1]]
+
+    paged = ok(alice.request("GET", "/models", params={"versions": "true", "limit": 1,
+                                                       "project_id": project["id"]}))
+    assert [m["id"] for m in paged["items"]] == [m3["id"]] and paged["next_cursor"]
+    assert "versions" not in ok(alice.request("GET", "/models", params={"versions": "false"}))["items"][0]
+    assert "versions" not in ok(alice.request("GET", "/models"))["items"][0]
+    for wrong in ("yes", "1", ""):
+        body = assert_problem(alice.request("GET", "/models", params={"versions": wrong}), 422)
+        assert body["errors"] == [{"field": "query.versions", "message": "true or false"}]
+    body = assert_problem(alice.request("GET", "/projects", params={"versions": "true"}), 422)
+    assert body["errors"][0]["field"] == "query.versions"  # only the models list takes it
+
+
 # --- isolation -----------------------------------------------------------------------------------
 
 def test_another_users_ids_answer_404_and_change_nothing(alice: Browser, bob: Browser) -> None:

@@ -11,6 +11,7 @@ import json
 import random
 import re
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from mllab import billing, catalog, clients, entitlements
 from mllab_dev.stack import Stack
@@ -20,6 +21,7 @@ from .conftest import PASSWORD, docs_where
 from .test_lab_train import Lab, lab  # noqa: F401  (the lab fixture: the workbench page, checked clean)
 
 SAVE_TIMEOUT_MS = 60_000
+PAGE = 10  # items per page of the library's lists (frontend/js/library.js PAGE)
 
 
 def _classes_csv(tmp_path: Path) -> Path:
@@ -92,6 +94,16 @@ def test_the_library_lists_what_was_saved_and_manages_it(lab: Lab, chromium, sta
         expect(item.locator("[data-version='1']")).to_have_attribute("data-status", "ready")
         expect(item.locator("[data-version='1']")).to_contain_text("ready")
         expect(item.get_by_role("button", name=f"Load v1 of {name}")).to_be_enabled()
+    # Refreshed, the library asks for its models in one list with their versions, not one GET per model.
+    model_gets: list[str] = []
+    page.on("request", lambda r: model_gets.append(r.url) if r.method == "GET" and "/models" in r.url else None)
+    with page.expect_response(lambda r: "versions=true" in r.url):
+        page.get_by_role("button", name="Refresh the library").click()
+    expect(page.locator("#library-models > li")).to_have_count(2)
+    pages = [parse_qs(urlsplit(url).query) for url in model_gets if urlsplit(url).path.endswith("/models")
+             and parse_qs(urlsplit(url).query).get("limit") == [str(PAGE)]]
+    assert pages and all(q.get("versions") == ["true"] for q in pages), model_gets
+    assert not [url for url in model_gets if re.search(r"/models/[0-9a-f]{32}$", urlsplit(url).path)], model_gets
     # The CSV dataset: rows and columns as the recorder counted them.
     rows = page.locator("#library-datasets > tr")
     expect(rows).to_have_count(1)

@@ -182,7 +182,9 @@ def test_security_schemes() -> None:
 def test_catalog_lists_take_limit_cursor_and_their_filters(collection: str) -> None:
     route = next(r for r in ROUTES if r.method == "GET" and r.path == f"/{collection}")
     query = {p["name"]: p for p in op(route)["parameters"] if p["in"] == "query"}
-    assert set(query) == {"limit", "cursor", *catalog.LIST_FILTERS[collection]}
+    assert set(query) == {"limit", "cursor", *catalog.LIST_FILTERS[collection], *catalog.LIST_OPTIONS[collection]}
+    for name in catalog.LIST_OPTIONS[collection]:
+        assert query[name]["schema"] == {"type": "boolean", "default": False}
     assert (query["limit"]["schema"]["minimum"], query["limit"]["schema"]["maximum"]) == (1, catalog.MAX_LIMIT)
     page = DOC["components"]["schemas"][json_schema(op(route)["responses"]["200"])["$ref"].rsplit("/", 1)[1]]
     record = op(next(r for r in ROUTES if r.method == "GET" and r.path == f"/{collection}/{{id}}"))
