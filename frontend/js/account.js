@@ -135,6 +135,7 @@ export async function showAccount() {
   if (me) {
     $("who").textContent = me.email;
     $("change-username").value = me.email;
+    showMethods(me);
   }
   session.changed(me);
   $("signed-in").hidden = me === null;
@@ -210,15 +211,12 @@ function setUpSignedOut() {
       return;
     }
     const problem = await problemOf(res);
-    const unverified = problem.slug === "email-not-verified";
-    $("resend-row").hidden = !unverified;
-    if (unverified) {
-      unverifiedEmail = email;
-      tell("auth-message", `Confirm your email address first: open the link we mailed to ${email}.`, true);
-    } else {
-      tell("auth-message", problem.detail, true);
-      if (res.status === 401) $("password").select();
-    }
+    // A wrong password and an unconfirmed address answer alike (so nobody learns who has an account):
+    // offer the confirmation mail again either way.
+    $("resend-row").hidden = res.status !== 401;
+    if (res.status === 401) unverifiedEmail = email;
+    tell("auth-message", problem.detail, true);
+    if (res.status === 401) $("password").select();
   });
 
   $("resend").addEventListener("click", () => busy($("login-form"), "auth-message", async () => {
@@ -367,8 +365,34 @@ function googleOutcome() {
   params.delete("signin_error");
   const query = params.toString();
   history.replaceState(null, "", location.pathname + (query ? `?${query}` : "") + location.hash);
-  tell("auth-message", error === "access_denied" ? "Google sign-in was canceled: you are not signed in."
-    : `Google sign-in did not finish (${error.replace(/[^a-z_]/gi, "").slice(0, 40)}). Try again.`, true);
+  const told = GOOGLE_REFUSALS[error]
+    || `Google sign-in did not finish (${error.replace(/[^a-z_]/gi, "").slice(0, 40)}). Try again.`;
+  if (error === "account_exists") selectTab("forgot");
+  tell("auth-message", told, true);
+  tell("account-message", told, true); // a refused "Connect Google" comes back signed in
+}
+
+// What the callback's refusals mean for the person, and what to do (it sends them back here).
+const GOOGLE_REFUSALS = {
+  access_denied: "Google sign-in was canceled: you are not signed in.",
+  account_exists: "An ML Lab account with this email already signs in with a password. If you set that password, "
+    + "sign in with it and connect Google under Account. If you did not, reset the password below: the link goes "
+    + "to your inbox, and resetting signs out every device that used the old one.",
+  google_in_use: "That Google account already signs in to another ML Lab account.",
+  google_email_mismatch: "Connect the Google account with the same email address as your ML Lab account.",
+  account_disabled: "This account is disabled or being deleted; it cannot sign in.",
+};
+
+const METHOD_NAMES = {password: "email and password", google: "Google"};
+
+function showMethods(me) {
+  const methods = me.providers || [];
+  $("methods-list").textContent = methods.length
+    ? `You sign in with ${methods.map((m) => METHOD_NAMES[m] || m).join(" or ")}.` : "";
+  const canConnect = methods.includes("password") && !methods.includes("google");
+  $("connect-google-row").hidden = !canConnect;
+  // Back to this page; the refresh cookie tells the API which password session asks.
+  $("connect-google").href = api(`/auth/google/login?link=1&return_to=${encodeURIComponent(location.pathname)}`);
 }
 
 function googleLink() {

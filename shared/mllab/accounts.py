@@ -127,8 +127,8 @@ def export(uid: str) -> schemas.AccountExport:
 def delete_account(user: dict[str, Any], sid: str, *, password: str | None, ip: str | None = None) -> None:
     """Soft-delete after reauthentication: the account's password, or (no password sent) a session
     signed in within RECENT_SIGN_IN_S. Refusals are 403 "reauthentication required" (the access
-    token itself is fine, so not 401, which the lab treats as "signed out"). A wrong password counts
-    against the same failure budget as a wrong password at login."""
+    token itself is fine, so not 401, which the lab treats as "signed out"). Wrong passwords count
+    against this session's budget, never the login counter (which strangers can fill)."""
     uid = user["uid"]
     _reauthenticate(uid, sid, password, ip)
     billing.cancel_for_deletion(uid)  # first: if PayPal is down this fails and nothing is deleted
@@ -146,9 +146,9 @@ def _reauthenticate(uid: str, sid: str, password: str | None, ip: str | None) ->
             passwords.dummy_verify(password)
             raise _reauth_problem("This account has no password. Sign in again, then delete the account "
                                   f"within {config.RECENT_SIGN_IN_S // 60} minutes without one.")
-        ratelimit.check("login_account", identity["email"], ip=ip)
+        ratelimit.check("reauth_session", sid, ip=ip)  # per session: a stranger's guesses never count here
         if not passwords.verify(identity["hash"], password):
-            ratelimit.fail("login_account", identity["email"])
+            ratelimit.fail("reauth_session", sid)
             audit.record("account.delete", actor=uid, target=f"user:{uid}", outcome="wrong_password", ip=ip)
             raise _reauth_problem("The password is wrong. Nothing was deleted.")
         return

@@ -2,19 +2,27 @@
 and auth_logout.
 
 Nothing here reveals whether an email is registered: registration, resend and reset answer the same
-either way (the owner gets a mail instead), and an unknown email costs the same Argon2 work as a
-wrong password. Failures feed the brute-force counters; over budget is a 429 with Retry-After.
+either way (the owner gets a mail instead); a wrong password, an unknown email and an unconfirmed
+account answer the same 401 after the same Argon2 work. Nothing lets a stranger lock an owner out
+(docs/security.md): wrong passwords are budgeted per (account, client address) and per address, with
+only a short delay per account; mails to one address are capped silently; re-checks of the current
+password count per session.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from mllab import audit, clock, config, log, mail, passwords, ratelimit, schemas, sessions, tokens, users
 from mllab.http import Request, Response
 from mllab.problems import Problem
 
-BAD_CREDENTIALS = "Email or password is incorrect."
+# One answer for a wrong password, an unknown email and an account whose email is not confirmed yet,
+# so sign-in never tells whether an address has an account; the wording covers what a real person does next.
+BAD_CREDENTIALS = ("Email or password is incorrect. If you just signed up, confirm your email first with the link "
+                   "we mailed you (we can send it again); if you forgot your password, reset it.")
 CHECK_INBOX = "Check your inbox: if the address can receive mail from us, a link is on its way."
 
 
@@ -37,25 +45,45 @@ def _policy(password: str, email: str, field: str = "password") -> None:
         raise Problem(422, problem, errors=[{"field": field, "message": problem}])
 
 
+def _account_mail(email: str, template: str, link: Callable[[], str]) -> bool:
+    """Send an account mail unless this address had its share of them in the window. Held back
+    silently: the answer to the client is the same either way, and the newest link already in the
+    inbox keeps working. `link` is called only when the mail goes (it may mint a one-time token)."""
+    if ratelimit.over("mail_address", email):
+        log.info("account mail held back: the address had its share", template=template)
+        return False
+    ratelimit.fail("mail_address", email)
+    mail.send(email, template, link())
+    return True
+
+
+def _token_link(uid: str, purpose: str, email: str, ttl_s: int, fragment: str) -> Callable[[], str]:
+    return lambda: _link(f"{fragment}={users.issue_email_token(uid, purpose, email, ttl_s)}")
+
+
 # --- registration and verification ---------------------------------------------------------------
 
 def register(req: Request) -> schemas.Accepted:
     body: schemas.RegisterRequest = req.body
     email = users.normalize_email(body.email)
-    ratelimit.check("register_ip", req.client_ip, ip=req.client_ip)
+    ip = req.client_ip
+    retry = ratelimit.over("register_ip", ip)
+    if retry:
+        raise ratelimit.refuse("register_ip", retry, ip=ip, detail="Too many sign-ups from your network. Try again "
+                                                                   f"in {ratelimit.human(retry)}.")
     _policy(body.password, email)
+    ratelimit.fail("register_ip", ip)  # every sign-up counts, not only failures: each one can send a mail
     password_hash = passwords.hash_password(body.password)  # hashed either way: equal cost
     existing = users.find_by_email(email)
     uid = None if existing else users.create_password_user(email, password_hash, name=body.name)
     if uid is None:
-        ratelimit.fail("register_ip", req.client_ip)
         owner = existing or users.find_by_email(email)
-        mail.send(email, "already_registered", _link("signin"))
-        audit.record("register", actor=owner["uid"] if owner else None, outcome="exists", ip=req.client_ip)
+        _account_mail(email, "already_registered", lambda: _link("signin"))
+        audit.record("register", actor=owner["uid"] if owner else None, outcome="exists", ip=ip)
     else:
-        token = users.issue_email_token(uid, "verify", email, config.EMAIL_VERIFY_TTL_S)
-        mail.send(email, "verify_email", _link(f"verify-email={token}"))
-        audit.record("register", actor=uid, outcome="ok", ip=req.client_ip)
+        _account_mail(email, "verify_email", _token_link(uid, "verify", email, config.EMAIL_VERIFY_TTL_S,
+                                                         "verify-email"))
+        audit.record("register", actor=uid, outcome="ok", ip=ip)
     return schemas.Accepted(detail=CHECK_INBOX)
 
 
@@ -71,44 +99,53 @@ def verify_email(req: Request) -> schemas.Accepted:
 
 def resend_verification(req: Request) -> schemas.Accepted:
     email = users.normalize_email(req.body.email)
-    ratelimit.check("resend_account", email, ip=req.client_ip)
-    ratelimit.fail("resend_account", email)  # every resend counts: it sends a mail
     ident = users.password_identity(email)
     user = users.get(ident["uid"]) if ident else None
     if user and not user.get("email_verified") and not user.get("disabled"):
-        token = users.issue_email_token(user["uid"], "verify", email, config.EMAIL_VERIFY_TTL_S)
-        mail.send(email, "verify_email", _link(f"verify-email={token}"))
+        _account_mail(email, "verify_email", _token_link(user["uid"], "verify", email, config.EMAIL_VERIFY_TTL_S,
+                                                         "verify-email"))
     return schemas.Accepted(detail=CHECK_INBOX)
 
 
 # --- sign-in -------------------------------------------------------------------------------------
 
+def _bad_credentials(email: str, ip: str, uid: str | None, outcome: str) -> Problem:
+    ratelimit.count(("login_pair", f"{email}|{ip}"), ("login_ip", ip), ("login_account", email))
+    audit.record("signin", actor=uid, outcome=outcome, ip=ip, method="password")
+    return Problem(401, BAD_CREDENTIALS, slug="bad-credentials")
+
+
+def _throttle_login(email: str, ip: str) -> None:
+    """429 for this client only (per account and address, and per address); for the account as a
+    whole, at most a short delay, so nobody else's guesses stop the owner from signing in."""
+    (_, pair), (_, per_ip), (account_failures, _) = ratelimit.estimates(
+        ("login_pair", f"{email}|{ip}"), ("login_ip", ip), ("login_account", email))
+    if pair or per_ip:
+        raise ratelimit.refuse("login_pair" if pair else "login_ip", max(pair, per_ip), ip=ip)
+    delay = ratelimit.progressive_delay(account_failures)
+    if delay:
+        time.sleep(delay)
+
+
 def login(req: Request) -> Response:
     body: schemas.LoginRequest = req.body
     email = users.normalize_email(body.email)
     ip = req.client_ip
-    ratelimit.check("login_account", email, ip=ip)
-    ratelimit.check("login_ip", ip, ip=ip)
+    _throttle_login(email, ip)
     ident = users.password_identity(email)
     if ident is None:
         passwords.dummy_verify(body.password)
-        ok = False
-    else:
-        ok = passwords.verify(ident["hash"], body.password)
-    if not ok:
-        ratelimit.fail("login_account", email)
-        ratelimit.fail("login_ip", ip)
-        audit.record("signin", actor=ident["uid"] if ident else None, outcome="bad_credentials", ip=ip,
-                     method="password")
-        raise Problem(401, BAD_CREDENTIALS, slug="bad-credentials")
+        raise _bad_credentials(email, ip, None, "bad_credentials")
+    if not passwords.verify(ident["hash"], body.password):
+        raise _bad_credentials(email, ip, ident["uid"], "bad_credentials")
     user = users.get(ident["uid"])
     if not user or user.get("disabled") or user.get("deleted_at"):
         audit.record("signin", actor=ident["uid"], outcome="disabled", ip=ip, method="password")
         raise Problem(403, "This account is disabled. Contact support if you think this is a mistake.",
                       slug="account-disabled")
     if not user.get("email_verified"):
-        raise Problem(403, "Confirm your email address first: open the link we mailed you. We can send the "
-                           "link again (resend the verification mail).", slug="email-not-verified")
+        # Answered like a wrong password: otherwise sign-up + sign-in would tell who has an account.
+        raise _bad_credentials(email, ip, ident["uid"], "email_not_verified")
     if passwords.needs_rehash(ident["hash"]):
         users.set_password_hash(email, passwords.hash_password(body.password))
     return _signed_in(req, ident["uid"], "password")
@@ -117,27 +154,36 @@ def login(req: Request) -> Response:
 # --- passwords -----------------------------------------------------------------------------------
 
 def request_reset(req: Request) -> schemas.Accepted:
+    """Always 202: a reset must stay possible for the owner whoever else asks, so the limits (per
+    client address, per mailbox) only hold mails back, and links already mailed keep working."""
     email = users.normalize_email(req.body.email)
-    ratelimit.check("reset_account", email, ip=req.client_ip)
-    ratelimit.check("reset_ip", req.client_ip, ip=req.client_ip)
-    ratelimit.fail("reset_account", email)  # every request mails: each one counts
-    ratelimit.fail("reset_ip", req.client_ip)
+    ip = req.client_ip
+    if ratelimit.over("reset_ip", ip):
+        log.info("reset mail held back: the client address had its share")
+        return schemas.Accepted(detail=CHECK_INBOX)
+    ratelimit.fail("reset_ip", ip)
     ident = users.password_identity(email)
-    if ident:
-        token = users.issue_email_token(ident["uid"], "reset", email, config.PASSWORD_RESET_TTL_S)
-        mail.send(email, "password_reset", _link(f"reset-password={token}"))
-        audit.record("password.reset_requested", actor=ident["uid"], ip=req.client_ip)
+    if ident and _account_mail(email, "password_reset", _token_link(
+            ident["uid"], "reset", email, config.PASSWORD_RESET_TTL_S, "reset-password")):
+        audit.record("password.reset_requested", actor=ident["uid"], ip=ip)
     return schemas.Accepted(detail=CHECK_INBOX)
 
 
 def confirm_reset(req: Request) -> schemas.Accepted:
     body: schemas.PasswordResetConfirmRequest = req.body
     doc = users.consume_email_token(body.token, "reset")
+    user = users.get(doc["uid"])
+    changed = (user or {}).get("password_changed_at")
+    if (not user or user.get("email") != doc["email"] or users.password_identity(doc["email"]) is None
+            or (changed and doc["created_at"] <= changed)):
+        # Using one link, or changing the password, ends every link issued before it.
+        raise Problem(400, "This link is invalid, already used or expired. Ask for a new one.", slug="invalid-link")
     _policy(body.password, doc["email"])
     users.set_password_hash(doc["email"], passwords.hash_password(body.password))
     revoked = sessions.revoke_all(doc["uid"], "password_reset")
     # Controlling the mailbox proves the address; every old access token dies with its sessions.
-    users.update(doc["uid"], email_verified=True, tokens_valid_after=clock.now())
+    now = clock.now()
+    users.update(doc["uid"], email_verified=True, tokens_valid_after=now, password_changed_at=now)
     mail.send(doc["email"], "password_changed", _link("reset-password"))
     audit.record("password.reset", actor=doc["uid"], ip=req.client_ip, sessions_revoked=revoked)
     return schemas.Accepted(detail="Your password is changed and every device was signed out. Sign in again.")
@@ -147,16 +193,18 @@ def change_password(req: Request) -> schemas.Accepted:
     body: schemas.PasswordChangeRequest = req.body
     user: dict[str, Any] = req.user or {}
     email = user.get("email", "")
+    sid = (req.claims or {}).get("sid", "")
     ident = users.password_identity(email)
-    ratelimit.check("login_account", email, ip=req.client_ip)
+    ratelimit.check("reauth_session", sid, ip=req.client_ip)
     if ident is None or ident["uid"] != req.uid or not passwords.verify(ident["hash"], body.current_password):
-        ratelimit.fail("login_account", email)
+        ratelimit.fail("reauth_session", sid)
         audit.record("password.change", actor=req.uid, outcome="bad_credentials", ip=req.client_ip)
         raise Problem(403, "The current password is not correct.", slug="wrong-password",
                       errors=[{"field": "current_password", "message": "not correct"}])
     _policy(body.new_password, email, "new_password")
     users.set_password_hash(email, passwords.hash_password(body.new_password))
-    revoked = sessions.revoke_all(req.uid, "password_change", except_sid=req.claims["sid"]) if body.sign_out_others else 0
+    users.update(req.uid, password_changed_at=clock.now())  # ends every outstanding reset link
+    revoked = sessions.revoke_all(req.uid, "password_change", except_sid=sid) if body.sign_out_others else 0
     mail.send(email, "password_changed", _link("reset-password"))
     audit.record("password.change", actor=req.uid, ip=req.client_ip, sessions_revoked=revoked)
     others = f" {revoked} other device(s) were signed out." if body.sign_out_others else ""

@@ -102,22 +102,29 @@ CHECKOUT_PENDING_S = 3600  # an unapproved checkout is reused this long, then re
 
 
 class RateLimits(BaseModel):
-    """Failure budgets per fixed window (failures only: legitimate concurrent calls never count).
-    Over budget answers 429 with Retry-After until the window ends."""
+    """Budgets per fixed window, counted with a sliding estimate (mllab.ratelimit). Nothing here lets
+    a stranger lock someone out: failed passwords are budgeted per (account, client address) and per
+    address; per account they only add a short progressive delay. Mails to one address are capped
+    silently (the answer never says so), and authenticated re-checks count per session."""
 
     model_config = ConfigDict(frozen=True)
 
     window_s: int = 15 * 60
-    login_account: int = 5
-    login_ip: int = 50
-    register_ip: int = 10
-    reset_account: int = 3
-    reset_ip: int = 20
-    resend_account: int = 3
+    login_pair: int = 5  # wrong passwords for one account from one client address: then 429
+    login_ip: int = 50  # wrong passwords from one client address, any accounts: then 429
+    login_account: int = 10  # wrong passwords for one account from anywhere: then a short delay, never 429
+    register_ip: int = 10  # registrations (successful or not) from one client address: then 429
+    reset_ip: int = 20  # reset requests from one address: then no mail (the answer stays 202)
+    mail_address: int = 5  # account mails (verify, reset, already-registered) to one address: then none
+    reauth_session: int = 5  # wrong current passwords in one session (password change, deletion): then 429
     promo_user: int = 10
     promo_ip: int = 30
 
 
+# The per-account delay after `login_account` failures: doubles per failure, never above the cap, so
+# a guesser gains almost nothing and the owner waits at most a couple of seconds.
+LOGIN_DELAY_BASE_S = 0.25
+LOGIN_DELAY_MAX_S = 2.0
 RATE_LIMITS = RateLimits()
 REFRESH_REUSE_WINDOW_S = 10  # the immediately previous refresh token is honoured this long
 RECENT_SIGN_IN_S = 10 * 60  # deleting the account without a password needs a sign-in this recent

@@ -29,6 +29,12 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     "password_changed": ("Your ML Lab password was changed",
                          "The password of your ML Lab account was just changed. If this wasn't you, reset it at once:"
                          "\n\n{link}"),
+    "password_removed": ("We removed a password from your ML Lab account",
+                         "You just signed in to ML Lab with Google as {email}. An account with this address "
+                         "had been started with a password, but nobody ever confirmed the address, so that "
+                         "password was never proven to be yours. We removed it and signed out every device that "
+                         "used it; only your Google sign-in works now. If you want a password as well, set one "
+                         "with a reset link:\n\n{link}"),
     # dunning and billing notices (fields: until = the date PRO ends)
     "payment_failed": ("Your ML Lab payment did not go through",
                        "PayPal could not collect your ML Lab PRO payment. PayPal will try again; you can also check "

@@ -390,14 +390,16 @@ class Transaction:
     nonce: str
     code_verifier: str
     return_to: str
+    link_uid: str | None = None  # set when a password session asked to add Google to its account
 
 
 def _tx_ref(tx_id: str) -> Any:
     return clients.firestore().collection(TX_COLLECTION).document(_sha256_hex(tx_id))
 
 
-def begin(return_to: str) -> tuple[str, str]:
-    """Store a fresh transaction; returns (tx id for the cookie, the provider's authorization URL)."""
+def begin(return_to: str, link_uid: str | None = None) -> tuple[str, str]:
+    """Store a fresh transaction; returns (tx id for the cookie, the provider's authorization URL).
+    `link_uid`: the account a password session asked to add Google to."""
     tx_id = secrets.token_urlsafe(32)
     state = secrets.token_urlsafe(32)
     nonce = secrets.token_urlsafe(32)
@@ -406,7 +408,7 @@ def begin(return_to: str) -> tuple[str, str]:
     doc = discovery()
     _tx_ref(tx_id).create({
         "state_hash": _sha256_hex(state), "nonce": nonce, "code_verifier": verifier, "return_to": return_to,
-        "created_at": now, "expires_at": now + timedelta(seconds=config.OAUTH_TX_TTL_S)},
+        "link_uid": link_uid, "created_at": now, "expires_at": now + timedelta(seconds=config.OAUTH_TX_TTL_S)},
         **clients.opts())
     query = urllib.parse.urlencode({
         "response_type": "code", "client_id": config.settings().oidc_client_id, "redirect_uri": redirect_uri(),
@@ -414,6 +416,19 @@ def begin(return_to: str) -> tuple[str, str]:
         "code_challenge_method": "S256", "access_type": "online", "prompt": "select_account"})
     endpoint = doc["authorization_endpoint"]
     return tx_id, f"{endpoint}{'&' if '?' in endpoint else '?'}{query}"
+
+
+def link_requester(refresh_cookie: str | None) -> str:
+    """The uid of the live password session behind this browser's refresh cookie, or 401/403."""
+    from mllab import sessions
+
+    current = sessions.find_by_token(refresh_cookie) if refresh_cookie else None
+    if current is None or current.get("not_after") is None or current["not_after"] <= clock.now():
+        raise Problem(401, "Sign in with your password first, then connect Google from Account.", slug="session-ended")
+    if current.get("method") != "password":
+        raise Problem(403, "Google can be connected only from a session signed in with the account's password.",
+                      slug="password-session-required")
+    return str(current["uid"])
 
 
 def tx_cookie(tx_id: str) -> str:
@@ -476,7 +491,8 @@ def consume(tx_id: str | None, state: str | None) -> Transaction:
         raise TxRefused("expired", "This sign-in attempt took longer than "
                         f"{config.OAUTH_TX_TTL_S // 60} minutes and expired." + _RESTART, clear_cookie=True)
     assert doc is not None
-    return Transaction(nonce=doc["nonce"], code_verifier=doc["code_verifier"], return_to=doc["return_to"])
+    return Transaction(nonce=doc["nonce"], code_verifier=doc["code_verifier"], return_to=doc["return_to"],
+                       link_uid=doc.get("link_uid"))
 
 
 # --- code exchange -------------------------------------------------------------------------------
@@ -521,14 +537,18 @@ def exchange_code(code: str, code_verifier: str) -> dict[str, Any]:
 
 # --- users ---------------------------------------------------------------------------------------
 
-ACCOUNT_EXISTS = ("An account with this email already exists. Sign in with your password and verify your "
-                  "email, then use Google.")
+# Said to whoever signs in with Google where a confirmed password account has the address. It must
+# not send a person who never set that password to sign in with it (it may be an attacker's, set before
+# they ever came): the reset proves the mailbox, replaces the password and signs every device out.
+ACCOUNT_EXISTS = ("An ML Lab account with this email already signs in with a password. If you set that password, "
+                  "sign in with it and connect Google under Account. If you did not, reset the password: the link "
+                  "goes to your inbox, and resetting signs out every device that used the old one.")
 
 
 @dataclass(frozen=True)
 class Resolution:
     uid: str
-    outcome: str  # existing | linked | created
+    outcome: str  # existing | linked | claimed | created
 
 
 def _refuse_if_blocked(user: dict[str, Any] | None) -> dict[str, Any]:
@@ -538,11 +558,46 @@ def _refuse_if_blocked(user: dict[str, Any] | None) -> dict[str, Any]:
     return user
 
 
-def resolve_user(token: IdToken) -> Resolution:
-    """Users are keyed by (issuer, sub). A new Google identity is linked to a password account with the
-    same email only when both emails are verified; otherwise refused (409). Else a new user."""
+def _claim(uid: str, token: IdToken) -> Resolution:
+    """A password that nobody proved (the address was never confirmed) gives way to the verified
+    Google identity of the address: dropped, its sessions revoked, the owner told by mail."""
+    from mllab import mail, sessions
+
+    users.claim_for_google(uid, token.iss, token.sub, token.email)
+    revoked = sessions.revoke_all(uid, "unproven_password_dropped")
+    audit.record("identity.password_dropped", actor=uid, target=f"user:{uid}", sessions_revoked=revoked)
+    mail.send(token.email, "password_removed", f"{config.settings().lab_url.rstrip('/')}/#forgot",
+              email=token.email)
+    return Resolution(uid, "claimed")
+
+
+def _link_requested(link_uid: str, token: IdToken) -> Resolution:
+    """Add Google to the account of the password session that asked, only for the Google account of
+    that same, verified address: nobody can attach their own Google account to someone else's."""
+    user = _refuse_if_blocked(users.get(link_uid))
+    ident = users.identity(users.google_identity_id(token.iss, token.sub))
+    if ident:
+        if ident["uid"] == link_uid:
+            return Resolution(link_uid, "existing")
+        raise Problem(409, "This Google account already signs in to another ML Lab account.",
+                      slug="google-in-use", title="Google account in use")
+    if token.email_verified is not True or token.email != user.get("email"):
+        raise Problem(409, f"Connect the Google account of {user.get('email')}: this one is {token.email}.",
+                      slug="google-email-mismatch", title="A different email")
+    users.link_google(link_uid, token.iss, token.sub, token.email)
+    audit.record("identity.google_linked", actor=link_uid, target=f"user:{link_uid}")
+    return Resolution(link_uid, "linked")
+
+
+def resolve_user(token: IdToken, link_uid: str | None = None) -> Resolution:
+    """Users are keyed by (issuer, sub). The rule for an address that already has a password account
+    (docs/security.md): when the address was never confirmed, the verified Google identity claims the
+    account and the unproven password is dropped; when it was, Google is linked only from a session
+    signed in with that password (`link_uid`), and a Google sign-in alone answers 409. Else a new user."""
     from google.api_core.exceptions import AlreadyExists, Conflict
 
+    if link_uid:
+        return _link_requested(link_uid, token)
     for _ in range(2):  # a concurrent first sign-in may create the identity between our read and write
         ident = users.identity(users.google_identity_id(token.iss, token.sub))
         if ident:
@@ -552,9 +607,8 @@ def resolve_user(token: IdToken) -> Resolution:
         try:
             if password:
                 user = _refuse_if_blocked(users.get(password["uid"]))
-                if user.get("email_verified") is True and token.email_verified is True:
-                    users.link_google(password["uid"], token.iss, token.sub, token.email)
-                    return Resolution(password["uid"], "linked")
+                if token.email_verified is True and not user.get("email_verified"):
+                    return _claim(password["uid"], token)
                 raise Problem(409, ACCOUNT_EXISTS, slug="account-exists", title="Account already exists")
             return Resolution(users.create_google_user(token.iss, token.sub, token.email, token.name), "created")
         except (AlreadyExists, Conflict):

@@ -114,7 +114,9 @@ OTHER_QUERY: dict[tuple[str, str], list[dict[str, Any]]] = {
                required=True)],
     ("GET", "/auth/google/login"): [
         _query("return_to", {"type": "string", "maxLength": oauth.RETURN_TO_MAX},
-               "A path on this site to come back to after signing in (default /).")],
+               "A path on this site to come back to after signing in (default /)."),
+        _query("link", {"type": "string", "enum": ["1"]},
+               "1: add Google to the account of this browser's password session (its refresh cookie).")],
     ("GET", "/auth/google/callback"): [
         _query("state", {"type": "string"}, "The state the provider echoes back."),
         _query("code", {"type": "string", "maxLength": 2048}, "The authorization code."),

@@ -54,8 +54,9 @@ class Route:
     status: int = 200
     auth: Auth = Auth.NONE
     csrf: Csrf = Csrf.NONE
-    # Check that the token's session is still live (DESIGN section 4). Default: every mutation.
-    live: bool | None = None
+    # Check that the token's session is still live and its user neither deleted nor disabled before
+    # answering (docs/security.md). Every access-token route does: reads return user data or signed URLs too.
+    live: bool = True
     cache: str = "no-store"
     # Statuses the handler answers besides `status` and those the route's auth, CSRF, body and path
     # parameters imply (mllab.openapi derives those, and adds the 429 and 503 every route may answer).
@@ -63,9 +64,7 @@ class Route:
 
     @property
     def needs_live_session(self) -> bool:
-        if self.auth is not Auth.ACCESS_TOKEN:
-            return False
-        return self.live if self.live is not None else self.method not in ("GET", "HEAD")
+        return self.auth is Auth.ACCESS_TOKEN and self.live
 
     @functools.cached_property
     def pattern(self) -> re.Pattern[str]:
@@ -123,8 +122,9 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/.well-known/jwks.json", "jwks", "Public keys that verify access tokens",
           response=schemas.Jwks, cache="public, max-age=300"),
     # Google sign-in (browser navigations: they answer with redirects)
-    Route("GET", "/auth/google/login", "auth_google_login", "Start Google sign-in (?return_to=/path)", status=302,
-          answers=(400, 502)),
+    Route("GET", "/auth/google/login", "auth_google_login",
+          "Start Google sign-in (?return_to=/path; &link=1 adds Google to a password session's account)", status=302,
+          answers=(400, 401, 403, 502)),
     Route("GET", "/auth/google/callback", "auth_google_callback", "Google redirects back here", status=302,
           answers=(400, 401, 403, 409, 502)),
     # email + password
@@ -149,11 +149,11 @@ ROUTES: tuple[Route, ...] = (
           request=schemas.LogoutRequest, status=204, auth=Auth.REFRESH_COOKIE, **_COOKIE),
     # account
     Route("GET", "/me", "account", "The signed-in user, plan, usage and CSRF token",
-          response=schemas.Me, live=True, **_TOKEN),
-    Route("GET", "/sessions", "account", "Signed-in devices", response=schemas.SessionList, live=True, **_TOKEN),
+          response=schemas.Me, **_TOKEN),
+    Route("GET", "/sessions", "account", "Signed-in devices", response=schemas.SessionList, **_TOKEN),
     Route("DELETE", "/sessions/{id}", "account", "Sign out one device", status=204, **_MUTATE),
     Route("GET", "/account/export", "account", "Everything we hold about you, as JSON",
-          response=schemas.AccountExport, live=True, **_TOKEN),
+          response=schemas.AccountExport, **_TOKEN),
     Route("DELETE", "/account", "account", "Delete the account (password or a sign-in in the last 10 minutes)",
           request=schemas.DeleteAccountRequest, status=204, **_MUTATE),
     # catalog: projects, models (+ versions), datasets, jobs

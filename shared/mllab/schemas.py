@@ -184,6 +184,8 @@ class Me(BaseModel):
     name: str
     role: Literal["user", "admin"]
     email_verified: bool
+    providers: list[Literal["password", "google"]] = Field(
+        default_factory=list, description="How this account signs in: a password, Google, or both")
     subscription: Subscription
     usage: Usage
     csrf: str

@@ -130,6 +130,22 @@ def link_google(uid: str, iss: str, sub: str, email: str) -> None:
     batch.commit(**clients.opts())
 
 
+def claim_for_google(uid: str, iss: str, sub: str, email: str) -> None:
+    """The verified Google identity of `email` takes over an account whose password nobody proved:
+    the password identity is dropped, Google linked, the address marked verified, and every token
+    and outstanding reset link issued before now is void (sessions are revoked by the caller)."""
+    now = clock.now()
+    db = _db()
+    batch = db.batch()
+    batch.delete(db.collection(IDENTITIES).document(password_identity_id(email)))
+    batch.create(db.collection(IDENTITIES).document(google_identity_id(iss, sub)), {
+        "uid": uid, "kind": "google", "iss": iss, "sub": sub, "email": email, "created_at": now, "updated_at": now})
+    batch.update(db.collection(USERS).document(uid), {
+        "providers": ["google"], "email_verified": True, "tokens_valid_after": now, "password_changed_at": now,
+        "updated_at": now})
+    batch.commit(**clients.opts())
+
+
 def update(uid: str, **fields: Any) -> None:
     _db().collection(USERS).document(uid).update({**fields, "updated_at": clock.now()}, **clients.opts())
 
@@ -141,7 +157,8 @@ def set_password_hash(email: str, password_hash: str) -> None:
 
 def public(user: dict[str, Any]) -> dict[str, Any]:
     return {"uid": user["uid"], "email": user["email"], "name": user.get("name", ""),
-            "role": user.get("role", "user"), "email_verified": bool(user.get("email_verified"))}
+            "role": user.get("role", "user"), "email_verified": bool(user.get("email_verified")),
+            "providers": [p for p in user.get("providers", []) if p in ("password", "google")]}
 
 
 # --- one-time email tokens -----------------------------------------------------------------------

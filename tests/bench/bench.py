@@ -272,6 +272,7 @@ def warm_latencies(stack: Stack) -> list[tuple[str, list[float]]]:
     access = tokens.issue_access_token(uid, session.id).token
     refresh_url = f"http://127.0.0.1:{stack.ports.functions['auth_refresh']}/auth/refresh"
     me_url = f"http://127.0.0.1:{stack.ports.functions['account']}/me"
+    projects_url = f"http://127.0.0.1:{stack.ports.functions['catalog']}/projects?limit=20"
     headers = {"Origin": stack.gateway_url, "X-CSRF-Token": "1", "Content-Type": "application/json"}
     out: list[tuple[str, list[float]]] = []
     with httpx.Client(timeout=30) as client:
@@ -296,6 +297,12 @@ def warm_latencies(stack: Stack) -> list[tuple[str, list[float]]]:
             r = client.get(me_url, headers={"Authorization": f"Bearer {access}"})
             assert r.status_code == 200, r.text
 
+        def projects() -> None:
+            r = client.get(projects_url, headers={"Authorization": f"Bearer {access}"})
+            assert r.status_code == 200, r.text
+
+        claims = tokens.verify_access_token(access)
+
         db = clients.firestore()
         ref = db.collection("bench").document(uuid.uuid4().hex)
         ref.set({"n": 0})
@@ -308,6 +315,10 @@ def warm_latencies(stack: Stack) -> list[tuple[str, list[float]]]:
         out.append(("bare Firestore transaction", timed(lambda: bump(db.transaction()))))
         out.append(("POST /auth/refresh", timed(refresh)))
         out.append(("GET /me", timed(me)))
+        # Every token route checks its session first (docs/security.md): the check alone, in-process,
+        # is what that costs each read, beside a whole catalog read that includes it.
+        out.append(("session liveness check", timed(lambda: sessions.check_live(claims))))
+        out.append(("GET /projects (incl. check)", timed(projects)))
     return out
 
 

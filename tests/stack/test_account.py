@@ -16,7 +16,7 @@ from mllab_dev.stack import PROJECT, PURGE_TOPIC, Stack
 
 from .conftest import PASSWORD, Browser
 
-ME_KEYS = {"uid", "email", "name", "role", "email_verified", "subscription", "usage", "csrf"}
+ME_KEYS = {"uid", "email", "name", "role", "email_verified", "providers", "subscription", "usage", "csrf"}
 
 
 def sign_in(uid: str, user_agent: str = "pytest-device/1.0", ip: str = "203.0.113.7") -> dict:
@@ -58,8 +58,8 @@ def test_me_answers_the_user_plan_usage_and_session_csrf(gateway: httpx.Client, 
     assert r.headers["cache-control"] == "no-store"
     me = r.json()
     assert set(me) == ME_KEYS
-    assert (me["uid"], me["email"], me["name"], me["role"], me["email_verified"]) == (
-        u["uid"], u["email"], "Ada", "user", True)
+    assert (me["uid"], me["email"], me["name"], me["role"], me["email_verified"], me["providers"]) == (
+        u["uid"], u["email"], "Ada", "user", True, ["password"])
     assert me["subscription"] == {"status": "none", "plan": "free", "pro_until": None, "trial_until": None,
                                   "next_billing_time": None, "past_due": False, "last_payment": None, "manage_url": None}
     assert me["usage"] == {"storage_bytes": 0, "storage_limit_bytes": 0, "uploads_today": 0, "uploads_limit": 0}

@@ -1,9 +1,6 @@
 """Google sign-in end to end, against the local stack: the gateway, the two functions, the Firestore
-emulator and oidc-provider-mock standing in for Google (research/auth.md R8, R9, R10; DESIGN section 6).
-
-The browser is played by hand: the tx cookie is `__Host-` and Secure, which a cookie jar will not send
-over http, so each test carries it in a Cookie header itself (as the Browser fixture does for the
-refresh cookie)."""
+emulator and oidc-provider-mock standing in for Google (docs/security.md). The browser is played by
+hand (tests/stack/identity_support.py)."""
 
 from __future__ import annotations
 
@@ -12,103 +9,21 @@ import hashlib
 import json
 import re
 import urllib.parse
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import httpx
 import pytest
 
-from mllab import clients, clock, users
+from mllab import clock, users
 from mllab_dev.stack import OIDC_USERS, Stack
 
 from .conftest import Browser, function_log, wait_for_log
+from .identity_support import (authorize, callback, db, docs, google_identity, oidc_url, problem,
+                               put_identity, sessions_of, set_cookies, sign_in, start)
 
-TX_COOKIE = re.compile(r"^__Host-oauth_tx=([A-Za-z0-9_-]{43}); Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=600$")
 RT_COOKIE = re.compile(r"^__Host-rt=([^;]+); Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=(\d+)$")
 TX_CLEAR = "__Host-oauth_tx=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"
 ALICE = next(u for u in OIDC_USERS if u["sub"] == "alice-google-0001")
-
-
-# --- helpers ---------------------------------------------------------------------------------------
-
-@dataclass
-class Attempt:
-    tx_id: str
-    state: str
-    nonce: str
-    authorize_url: str
-    callback: str = ""  # path + query the provider redirected to
-    code: str = ""
-
-
-def db() -> Any:
-    return clients.firestore()
-
-
-def docs(collection: str) -> list[dict[str, Any]]:
-    return [{**s.to_dict(), "_id": s.id} for s in db().collection(collection).stream()]
-
-
-def set_cookies(r: httpx.Response) -> list[str]:
-    return r.headers.get_list("set-cookie")
-
-
-def oidc_url(stack: Stack) -> str:
-    return f"http://127.0.0.1:{stack.ports.oidc}"
-
-
-def put_identity(stack: Stack, sub: str, **claims: Any) -> None:
-    r = httpx.put(f"{oidc_url(stack)}/users/{sub}", json=claims, timeout=10)
-    assert r.status_code == 204, r.text
-
-
-def start(browser: Browser, return_to: str = "/lab") -> Attempt:
-    r = browser.client.get("/auth/google/login", params={"return_to": return_to})
-    assert r.status_code == 302, r.text
-    (cookie,) = set_cookies(r)
-    m = TX_COOKIE.fullmatch(cookie)
-    assert m, cookie
-    location = r.headers["location"]
-    q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))
-    return Attempt(tx_id=m.group(1), state=q["state"], nonce=q["nonce"], authorize_url=location)
-
-
-def authorize(attempt: Attempt, sub: str, *, action: str | None = None) -> Attempt:
-    """What the person does on the provider's page: pick an identity (or deny)."""
-    r = httpx.get(attempt.authorize_url, timeout=10)
-    assert r.status_code == 200 and "<form" in r.text, r.text[:300]
-    form = {"action": action} if action else {"sub": sub}
-    r = httpx.post(attempt.authorize_url, data=form, timeout=10)
-    assert r.status_code == 302, r.text[:300]
-    target = urllib.parse.urlsplit(r.headers["location"])
-    attempt.callback = f"{target.path}?{target.query}"
-    attempt.code = dict(urllib.parse.parse_qsl(target.query)).get("code", "")
-    return attempt
-
-
-def callback(browser: Browser, attempt: Attempt, *, cookie: str | None = "tx", path: str | None = None) -> httpx.Response:
-    headers = {"Cookie": f"__Host-oauth_tx={attempt.tx_id if cookie == 'tx' else cookie}"} if cookie else {}
-    return browser.request("GET", path or attempt.callback, auth=False, cookie=False, headers=headers)
-
-
-def sign_in(browser: Browser, sub: str, return_to: str = "/lab") -> tuple[Attempt, httpx.Response]:
-    attempt = authorize(start(browser, return_to), sub)
-    return attempt, callback(browser, attempt)
-
-
-def problem(r: httpx.Response, status: int) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"] == "application/problem+json"
-    return r.json()
-
-
-def sessions_of(uid: str | None = None) -> list[dict[str, Any]]:
-    return [s for s in docs("sessions") if uid is None or s["uid"] == uid]
-
-
-def google_identity(sub: str, stack: Stack) -> dict[str, Any] | None:
-    return users.identity(users.google_identity_id(oidc_url(stack), sub))
 
 
 # --- login -----------------------------------------------------------------------------------------
@@ -271,36 +186,41 @@ def test_denied_consent_goes_back_to_the_lab_with_a_marker(browser: Browser, sta
 
 # --- users: linking and refusals -------------------------------------------------------------------
 
-def test_verified_password_account_is_linked(browser: Browser, stack: Stack, new_user: Any) -> None:
+def test_verified_password_account_is_linked_only_from_its_password_session(browser: Browser, stack: Stack,
+                                                                            new_user: Any) -> None:
     account = new_user(email=ALICE["email"], verified=True)
     _, r = sign_in(browser, ALICE["sub"])
-    assert r.status_code == 302, r.text
-    ident = google_identity(ALICE["sub"], stack)
-    assert ident["uid"] == account["uid"]
-    user = users.get(account["uid"])
-    assert sorted(user["providers"]) == ["google", "password"]
-    assert len(docs("users")) == 1
-    (session,) = sessions_of()
-    assert session["uid"] == account["uid"]
+    body = problem(r, 409)
+    assert body["type"].endswith("account-exists") and "reset the password" in body["detail"]
+    assert TX_CLEAR in set_cookies(r) and not [c for c in set_cookies(r) if c.startswith("__Host-rt=")]
+    assert google_identity(ALICE["sub"], stack) is None and sessions_of() == []
     (entry,) = [a for a in docs("audit_log") if a["action"] == "signin"]
-    assert (entry["actor"], entry["outcome"], entry["details"]["account"]) == (account["uid"], "ok", "linked")
+    assert entry["outcome"] == "refused" and entry["details"]["reason"] == "account-exists"
+
+    assert browser.login(account["email"], account["password"]).status_code == 200
+    attempt = authorize(start(browser, link=True), ALICE["sub"])
+    r = callback(browser, attempt)
+    assert r.status_code == 302, r.text
+    assert google_identity(ALICE["sub"], stack)["uid"] == account["uid"]
+    assert sorted(users.get(account["uid"])["providers"]) == ["google", "password"]
+    assert len(docs("users")) == 1
+    entry = [a for a in docs("audit_log") if a["action"] == "signin" and a["outcome"] == "ok"][-1]
+    assert (entry["actor"], entry["details"]["account"]) == (account["uid"], "linked")
 
 
-def test_unverified_password_account_is_not_linked(browser: Browser, stack: Stack, new_user: Any,
-                                                   unique: str) -> None:
+def test_unverified_password_account_is_claimed_by_the_google_owner(browser: Browser, stack: Stack, new_user: Any,
+                                                                   unique: str) -> None:
     sub, email = f"google-{unique}", f"carol-{unique}@example.com"
     put_identity(stack, sub, email=email, email_verified=True, name="Carol")
     account = new_user(email=email, verified=False)
     _, r = sign_in(browser, sub)
-    body = problem(r, 409)
-    assert body["detail"] == ("An account with this email already exists. Sign in with your password and verify "
-                              "your email, then use Google.")
-    assert TX_CLEAR in set_cookies(r) and not [c for c in set_cookies(r) if c.startswith("__Host-rt=")]
-    assert google_identity(sub, stack) is None
-    assert users.get(account["uid"])["providers"] == ["password"]
-    assert sessions_of() == [] and len(docs("users")) == 1
+    assert r.status_code == 302, r.text
+    assert google_identity(sub, stack)["uid"] == account["uid"]
+    assert users.get(account["uid"])["providers"] == ["google"] and users.password_identity(email) is None
+    (session,) = sessions_of()
+    assert session["uid"] == account["uid"] and len(docs("users")) == 1
     (entry,) = [a for a in docs("audit_log") if a["action"] == "signin"]
-    assert entry["outcome"] == "refused" and entry["details"]["reason"] == "account-exists"
+    assert (entry["outcome"], entry["details"]["account"]) == ("ok", "claimed")
 
 
 def test_google_identity_with_unverified_email_is_refused(browser: Browser, stack: Stack, unique: str) -> None:

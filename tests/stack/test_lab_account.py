@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mllab import users
+from mllab import auth, users
 from mllab_dev.stack import Stack
 
 from . import lab_support
@@ -220,9 +220,9 @@ def test_a_wrong_password_shows_the_problem_detail(lab: Lab, new_user) -> None:
     lab.allowed.append((401, "/auth/login"))
     lab.open()
     lab.log_in(user["email"], "not the password")
-    expect(lab.auth_message).to_have_text("Email or password is incorrect.")
+    expect(lab.auth_message).to_have_text(auth.BAD_CREDENTIALS)
     expect(lab.page.locator("#signed-out")).to_be_visible()
-    expect(lab.page.locator("#resend-row")).to_be_hidden()
+    expect(lab.page.locator("#resend-row")).to_be_visible()  # it may be an unconfirmed address: said alike
     assert sessions_of(user["uid"]) == []
 
 
@@ -230,11 +230,10 @@ def test_an_unverified_sign_in_offers_a_new_link_which_arrives(lab: Lab, new_use
     from playwright.sync_api import expect
 
     user = new_user(verified=False)
-    lab.allowed.append((403, "/auth/login"))
+    lab.allowed.append((401, "/auth/login"))
     lab.open()
     lab.log_in(user["email"], user["password"])
-    expect(lab.auth_message).to_have_text(
-        f"Confirm your email address first: open the link we mailed to {user['email']}.")
+    expect(lab.auth_message).to_have_text(auth.BAD_CREDENTIALS)  # as for a wrong password: no enumeration
     assert mails_to(user["email"], "verify_email") == []  # made directly: no mail yet
     lab.page.get_by_role("button", name="Send the link again").click()
     expect(lab.auth_message).to_have_text(f"Check your inbox: we sent a new confirmation link to {user['email']}.")
@@ -441,6 +440,40 @@ def test_continue_with_google_through_the_stand_in(lab: Lab, stack: Stack) -> No
     expect(lab.auth_message).to_have_text("Google sign-in was canceled: you are not signed in.")
     assert "signin_error" not in lab.page.url
     assert live_sessions(alice["uid"]) == []
+
+
+def test_a_password_account_connects_google_and_a_google_sign_in_alone_is_told_what_to_do(
+        lab: Lab, stack: Stack, new_user) -> None:
+    from playwright.sync_api import expect
+
+    user = new_user(email="alice@example.com")
+    lab.open("?backend=cpu")
+    lab.signed_out()
+    lab.page.get_by_role("link", name="Continue with Google").click()
+    lab.page.wait_for_url(f"{lab.oidc_url}/**", wait_until="commit")
+    lab.page.fill("#subject-input", "alice-google-0001")
+    lab.page.click("button[type=submit]:has-text('Authorize')", no_wait_after=True)
+    lab.page.wait_for_url(re.compile(re.escape(stack.gateway_url) + r"/\?.*"), wait_until="domcontentloaded")
+    lab.signed_out()
+    expect(lab.auth_message).to_contain_text("If you did not, reset the password below")
+    expect(lab.page.locator("#tab-forgot")).to_have_attribute("aria-selected", "true")
+    assert "signin_error" not in lab.page.url
+    lab.screenshot("google-account-exists")
+
+    lab.log_in(user["email"], user["password"])
+    lab.signed_in()
+    lab.open_account(devices=1)
+    expect(lab.page.locator("#methods-list")).to_have_text("You sign in with email and password.")
+    lab.page.get_by_role("link", name="Connect Google").click()
+    lab.page.wait_for_url(f"{lab.oidc_url}/**", wait_until="commit")
+    lab.page.fill("#subject-input", "alice-google-0001")
+    lab.page.click("button[type=submit]:has-text('Authorize')", no_wait_after=True)
+    lab.page.wait_for_url(re.compile(re.escape(stack.gateway_url) + r"/.*"), wait_until="domcontentloaded")
+    lab.signed_in()
+    lab.open_account(devices=2)
+    expect(lab.page.locator("#methods-list")).to_have_text("You sign in with email and password or Google.")
+    expect(lab.page.locator("#connect-google-row")).to_be_hidden()
+    assert sorted(users.get(user["uid"])["providers"]) == ["google", "password"]
 
 
 # --- your data --------------------------------------------------------------------------------------

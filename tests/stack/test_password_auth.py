@@ -8,22 +8,13 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from mllab import clock, mail, passwords, users
+from mllab import clock, passwords, users
 from mllab_dev.stack import Stack
 
 from .conftest import PASSWORD, Browser
+from .identity_support import mails, token_from
 
 COOKIE_RE = re.compile(r"^__Host-rt=rt1\.[A-Za-z0-9_-]{70,}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=(\d+)$")
-
-
-def _mails(stack: Stack, to: str, template: str) -> list[dict]:
-    return [m for m in mail.dev_messages() if m["to"] == to and m["template"] == template]
-
-
-def _token_from(message: dict, marker: str) -> str:
-    m = re.search(marker + r"=([A-Za-z0-9_-]+)", message["body"])
-    assert m, message["body"]
-    return m.group(1)
 
 
 def test_register_verify_login_me_refresh_logout(stack: Stack, browser: Browser, unique: str) -> None:
@@ -32,12 +23,12 @@ def test_register_verify_login_me_refresh_logout(stack: Stack, browser: Browser,
     assert r.status_code == 202, r.text
     normalized = email.lower()
 
-    early = browser.login(normalized, PASSWORD)
-    assert early.status_code == 403
-    assert early.json()["type"].endswith("email-not-verified") and "resend" in early.json()["detail"]
+    early = browser.login(normalized, PASSWORD)  # answered like a wrong password: no enumeration
+    assert early.status_code == 401
+    assert early.json()["type"].endswith("bad-credentials") and "confirm your email" in early.json()["detail"]
 
-    [message] = _mails(stack, normalized, "verify_email")
-    token = _token_from(message, "verify-email")
+    [message] = mails(normalized, "verify_email")
+    token = token_from(message, "verify-email")
     assert browser.request("POST", "/auth/verify-email", json_body={"token": token}).status_code == 200
     assert browser.request("POST", "/auth/verify-email", json_body={"token": token}).status_code == 400  # single use
 
@@ -74,8 +65,8 @@ def test_registering_an_existing_email_answers_the_same_and_mails_the_owner(
     b = browser.request("POST", "/auth/register", json_body={"email": fresh, "password": "another long pass"})
     assert a.status_code == b.status_code == 202
     assert a.json() == b.json()
-    assert _mails(stack, owner["email"], "already_registered")
-    assert not _mails(stack, owner["email"], "verify_email")
+    assert mails(owner["email"], "already_registered")
+    assert not mails(owner["email"], "verify_email")
     assert users.password_identity(owner["email"])["uid"] == owner["uid"]  # nothing replaced
 
 
@@ -125,7 +116,8 @@ def test_unknown_email_runs_the_dummy_argon2_verify(function_client, monkeypatch
     assert r.status_code == 401 and calls == ["whatever123"]  # a known account uses its real hash
 
 
-def test_sixth_failure_is_throttled_then_the_window_passes(function_client, stack: Stack, new_user) -> None:
+def test_sixth_failure_from_one_client_is_throttled_then_the_window_passes(function_client, stack: Stack,
+                                                                          new_user) -> None:
     user = new_user()
     client = function_client("auth_password")
     headers = {"Origin": stack.gateway_url, "X-CSRF-Token": "1"}
@@ -134,7 +126,7 @@ def test_sixth_failure_is_throttled_then_the_window_passes(function_client, stac
         return client.post("/auth/login", json={"email": user["email"], "password": password}, headers=headers)
 
     assert [attempt("wrong password!").status_code for _ in range(5)] == [401] * 5
-    blocked = attempt(user["password"])  # even the right password waits: the account is under attack
+    blocked = attempt(user["password"])  # this client, for this account, waits (other clients do not)
     assert blocked.status_code == 429
     assert 0 < int(blocked.headers["Retry-After"]) <= 15 * 60
     assert blocked.headers["Content-Type"] == "application/problem+json"
@@ -151,7 +143,7 @@ def test_password_reset_signs_out_everywhere(stack: Stack, new_user) -> None:
     r = phone.request("POST", "/auth/password-reset", json_body={"email": user["email"]})
     unknown = phone.request("POST", "/auth/password-reset", json_body={"email": "nobody-at-all@example.com"})
     assert r.status_code == unknown.status_code == 202 and r.json() == unknown.json()
-    token = _token_from(_mails(stack, user["email"], "password_reset")[-1], "reset-password")
+    token = token_from(mails(user["email"], "password_reset")[-1], "reset-password")
     r = phone.request("POST", "/auth/password-reset/confirm", json_body={"token": token, "password": "a brand new secret"})
     assert r.status_code == 200
     again = phone.request("POST", "/auth/password-reset/confirm", json_body={"token": token, "password": "another one!!"})
@@ -161,7 +153,7 @@ def test_password_reset_signs_out_everywhere(stack: Stack, new_user) -> None:
     assert laptop.request("GET", "/me").status_code == 401
     assert Browser(stack.gateway_url).login(user["email"], user["password"]).status_code == 401
     assert Browser(stack.gateway_url).login(user["email"], "a brand new secret").status_code == 200
-    assert _mails(stack, user["email"], "password_changed")
+    assert mails(user["email"], "password_changed")
 
 
 def test_password_change_can_sign_out_the_other_devices(stack: Stack, new_user) -> None:
@@ -210,7 +202,7 @@ def test_no_secret_reaches_a_log_line(stack: Stack, browser: Browser, unique: st
     email = f"logs-{unique}@example.com"
     secret_password = f"log-canary-{unique}-pass"
     browser.request("POST", "/auth/register", json_body={"email": email, "password": secret_password})
-    token = _token_from(_mails(stack, email, "verify_email")[-1], "verify-email")
+    token = token_from(mails(email, "verify_email")[-1], "verify-email")
     browser.request("POST", "/auth/verify-email", json_body={"token": token})
     assert browser.login(email, secret_password).status_code == 200
     assert browser.request("POST", "/auth/refresh", headers={"X-Request-Id": f"logcheck-{unique}"}).status_code == 200

@@ -39,7 +39,7 @@ TABLE = (
     # live=False: this table tests the pipeline; session liveness is tested on the emulator and below.
     Route("POST", "/things", "things", "create a thing", request=Item, status=201, auth=Auth.ACCESS_TOKEN,
           live=False),
-    Route("GET", "/things/{id}", "things", "get a thing", auth=Auth.ACCESS_TOKEN),
+    Route("GET", "/things/{id}", "things", "get a thing", auth=Auth.ACCESS_TOKEN, live=False),
     Route("DELETE", "/things/{id}", "things", "delete a thing", auth=Auth.ACCESS_TOKEN, live=False),
     Route("POST", "/echo", "things", "echo a body", request=Item),
     Route("GET", "/boom", "things", "always fails"),
@@ -611,12 +611,13 @@ def test_jwks_function_logs_one_access_line(load_function: Callable[[str], Any],
     assert line["logging.googleapis.com/trace"] == "projects/demo-mllab/traces/0123456789abcdef0123456789abcdef"
 
 
-def test_mutating_token_routes_check_session_liveness_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_token_route_checks_session_liveness_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     from mllab import sessions
 
     table = (Route("POST", "/live", "live", "a mutation", auth=Auth.ACCESS_TOKEN),
-             Route("GET", "/read", "live", "a read", auth=Auth.ACCESS_TOKEN))
-    assert table[0].needs_live_session and not table[1].needs_live_session
+             Route("GET", "/read", "live", "a read", auth=Auth.ACCESS_TOKEN),
+             Route("GET", "/opted-out", "live", "a read that opts out", auth=Auth.ACCESS_TOKEN, live=False))
+    assert table[0].needs_live_session and table[1].needs_live_session and not table[2].needs_live_session
     checked: list[str] = []
 
     def refuse(claims):
@@ -625,12 +626,12 @@ def test_mutating_token_routes_check_session_liveness_by_default(monkeypatch: py
 
     monkeypatch.setattr(sessions, "check_live", refuse)
     router = http.Router("live", table)
-    router.route("POST", "/live")(lambda req: {"ok": True})
-    router.route("GET", "/read")(lambda req: {"ok": True})
+    for route in table:
+        router.route(route.method, route.path)(lambda req: {"ok": True})
     client = Client(lambda env, sr: router(RawRequest(env))(env, sr))
     token = tokens.issue_access_token("u1", "s1").token
     auth = {"Authorization": f"Bearer {token}"}
-    assert client.get("/read", headers=auth).status_code == 200
-    r = client.post("/live", headers=auth)
-    assert r.status_code == 401 and r.json["type"].endswith("session-ended")
-    assert checked == ["s1"]
+    assert client.get("/opted-out", headers=auth).status_code == 200
+    for r in (client.get("/read", headers=auth), client.post("/live", headers=auth)):
+        assert r.status_code == 401 and r.json["type"].endswith("session-ended")
+    assert checked == ["s1", "s1"]

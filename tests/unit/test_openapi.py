@@ -273,10 +273,11 @@ def test_golden_paypal_webhook() -> None:
 
 def test_golden_google_login_and_signed_download_queries() -> None:
     login = DOC["paths"]["/auth/google/login"]["get"]
-    assert sorted(login["responses"]) == ["302", "400", "429", "502", "503"]
-    assert login["parameters"] == [{"name": "return_to", "in": "query", "required": False,
-                                    "schema": {"type": "string", "maxLength": 512},
-                                    "description": "A path on this site to come back to after signing in (default /)."}]
+    assert sorted(login["responses"]) == ["302", "400", "401", "403", "429", "502", "503"]
+    assert login["parameters"][0] == {"name": "return_to", "in": "query", "required": False,
+                                      "schema": {"type": "string", "maxLength": 512},
+                                      "description": "A path on this site to come back to after signing in (default /)."}
+    assert [(p["name"], p["schema"]) for p in login["parameters"][1:]] == [("link", {"type": "string", "enum": ["1"]})]
     download = DOC["paths"]["/signed/download"]["get"]["parameters"][0]
     assert (download["name"], download["in"], download["required"]) == ("object", "query", True)
     pattern = re.compile(download["schema"]["pattern"])
