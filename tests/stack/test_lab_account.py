@@ -274,7 +274,7 @@ def test_forgot_password_then_the_mailed_link_sets_a_new_one(lab: Lab, new_user)
 
     lab.allowed.append((401, "/auth/login"))
     lab.log_in(user["email"], user["password"])  # the old one
-    expect(lab.auth_message).to_have_text("Email or password is incorrect.")
+    expect(lab.auth_message).to_have_text(auth.BAD_CREDENTIALS)
     lab.log_in(user["email"], NEW_PASSWORD)
     lab.signed_in()
     expect(lab.page.locator("#who")).to_have_text(user["email"])
@@ -306,7 +306,7 @@ def test_change_password_signs_out_the_other_devices(labs, new_user) -> None:
     here.page.get_by_role("button", name="Sign out of this device").click()
     here.signed_out()
     here.log_in(user["email"], user["password"])
-    expect(here.auth_message).to_have_text("Email or password is incorrect.")
+    expect(here.auth_message).to_have_text(auth.BAD_CREDENTIALS)
     here.log_in(user["email"], NEW_PASSWORD)
     here.signed_in()
 
