@@ -3,10 +3,15 @@
 import flask
 import functions_framework
 
-from mllab import auth, http
+from mllab import auth, http, sessions
 
 router = http.Router("auth_logout")
-router.route("POST", "/auth/logout")(auth.logout)
+
+
+@router.route("POST", "/auth/logout")
+def logout(request: http.Request) -> http.Response:
+    clear = auth.logout(request.cookies.get(sessions.COOKIE), request.body.scope, ip=request.client_ip)
+    return http.Response(status=204, headers=[("Set-Cookie", sessions.clear_cookie_header())] if clear else [])
 
 
 @functions_framework.http

@@ -3,16 +3,45 @@
 import flask
 import functions_framework
 
-from mllab import auth, http
+from mllab import auth, http, schemas
 
 router = http.Router("auth_password")
-router.route("POST", "/auth/register")(auth.register)
-router.route("POST", "/auth/login")(auth.login)
-router.route("POST", "/auth/verify-email")(auth.verify_email)
-router.route("POST", "/auth/verify-email/resend")(auth.resend_verification)
-router.route("POST", "/auth/password-reset")(auth.request_reset)
-router.route("POST", "/auth/password-reset/confirm")(auth.confirm_reset)
-router.route("POST", "/auth/password-change")(auth.change_password)
+
+
+@router.route("POST", "/auth/register")
+def register(request: http.Request) -> schemas.Accepted:
+    return auth.register(request.body, ip=request.client_ip)
+
+
+@router.route("POST", "/auth/login")
+def login(request: http.Request) -> http.Response:
+    result = auth.login(request.body, ip=request.client_ip, user_agent=request.user_agent)
+    return http.with_cookie(result.body(), result.cookie)
+
+
+@router.route("POST", "/auth/verify-email")
+def verify_email(request: http.Request) -> schemas.Accepted:
+    return auth.verify_email(request.body.token, ip=request.client_ip)
+
+
+@router.route("POST", "/auth/verify-email/resend")
+def resend_verification(request: http.Request) -> schemas.Accepted:
+    return auth.resend_verification(request.body.email)
+
+
+@router.route("POST", "/auth/password-reset")
+def request_reset(request: http.Request) -> schemas.Accepted:
+    return auth.request_reset(request.body.email, ip=request.client_ip)
+
+
+@router.route("POST", "/auth/password-reset/confirm")
+def confirm_reset(request: http.Request) -> schemas.Accepted:
+    return auth.confirm_reset(request.body, ip=request.client_ip)
+
+
+@router.route("POST", "/auth/password-change")
+def change_password(request: http.Request) -> schemas.Accepted:
+    return auth.change_password(request.user or {}, request.claims["sid"], request.body, ip=request.client_ip)
 
 
 @functions_framework.http

@@ -3,10 +3,17 @@
 import flask
 import functions_framework
 
-from mllab import auth, http
+from mllab import auth, http, sessions
 
 router = http.Router("auth_refresh")
-router.route("POST", "/auth/refresh")(auth.refresh)
+
+
+@router.route("POST", "/auth/refresh")
+def refresh(request: http.Request) -> http.Response:
+    result = auth.refresh(request.cookies.get(sessions.COOKIE), ip=request.client_ip, user_agent=request.user_agent)
+    if result is None:
+        return http.Response(status=204)  # signed out: the lab shows the sign-in screen, no error
+    return http.with_cookie(result.body(), result.cookie)
 
 
 @functions_framework.http

@@ -1,5 +1,6 @@
 """Email + password accounts, refresh and sign-out: the logic behind auth_password, auth_refresh
-and auth_logout.
+and auth_logout. Plain arguments in (the functions' main.py read them off the request), data out; a
+refusal is a Problem.
 
 Nothing here reveals whether an email is registered: registration, resend and reset answer the same
 either way (the owner gets a mail instead); a wrong password, an unknown email and an unconfirmed
@@ -13,10 +14,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+
 from mllab import audit, clock, config, log, mail, passwords, ratelimit, schemas, sessions, tokens, users
-from mllab.http import Request, Response
 from mllab.problems import Problem
 
 # One answer for a wrong password, an unknown email and an account whose email is not confirmed yet,
@@ -31,12 +33,22 @@ def _link(fragment: str) -> str:
     return f"{config.settings().lab_url.rstrip('/')}/#{fragment}"
 
 
-def _signed_in(req: Request, uid: str, method: str, status: int = 200) -> Response:
-    session, refresh = sessions.create(uid, method, user_agent=req.user_agent, ip=req.client_ip)
+@dataclass(frozen=True)
+class SignedIn:
+    """A session's access token and the refresh cookie that goes with it (a Set-Cookie value)."""
+
+    access: tokens.AccessToken
+    cookie: str
+
+    def body(self) -> schemas.AccessTokenResponse:
+        return schemas.AccessTokenResponse(access_token=self.access.token, expires_in=self.access.expires_in)
+
+
+def _signed_in(uid: str, method: str, *, ip: str, user_agent: str) -> SignedIn:
+    session, refresh = sessions.create(uid, method, user_agent=user_agent, ip=ip)
     access = tokens.issue_access_token(uid, session.id)
-    audit.record("signin", actor=uid, target=f"session:{session.id}", ip=req.client_ip, method=method)
-    body = schemas.AccessTokenResponse(access_token=access.token, expires_in=access.expires_in)
-    return Response(body=body, status=status, headers=[("Set-Cookie", sessions.cookie_header(refresh, session.not_after))])
+    audit.record("signin", actor=uid, target=f"session:{session.id}", ip=ip, method=method)
+    return SignedIn(access, sessions.cookie_header(refresh, session.not_after))
 
 
 def _policy(password: str, email: str, field: str = "password") -> None:
@@ -63,10 +75,8 @@ def _token_link(uid: str, purpose: str, email: str, ttl_s: int, fragment: str) -
 
 # --- registration and verification ---------------------------------------------------------------
 
-def register(req: Request) -> schemas.Accepted:
-    body: schemas.RegisterRequest = req.body
+def register(body: schemas.RegisterRequest, *, ip: str) -> schemas.Accepted:
     email = users.normalize_email(body.email)
-    ip = req.client_ip
     retry = ratelimit.over("register_ip", ip)
     if retry:
         raise ratelimit.refuse("register_ip", retry, ip=ip, detail="Too many sign-ups from your network. Try again "
@@ -87,18 +97,18 @@ def register(req: Request) -> schemas.Accepted:
     return schemas.Accepted(detail=CHECK_INBOX)
 
 
-def verify_email(req: Request) -> schemas.Accepted:
-    doc = users.consume_email_token(req.body.token, "verify")
+def verify_email(token: str, *, ip: str) -> schemas.Accepted:
+    doc = users.consume_email_token(token, "verify")
     user = users.get(doc["uid"])
     if not user or user.get("email") != doc["email"]:
         raise Problem(400, "This link is invalid, already used or expired. Ask for a new one.", slug="invalid-link")
     users.update(doc["uid"], email_verified=True)
-    audit.record("email.verify", actor=doc["uid"], ip=req.client_ip)
+    audit.record("email.verify", actor=doc["uid"], ip=ip)
     return schemas.Accepted(detail="Your email is confirmed. You can sign in now.")
 
 
-def resend_verification(req: Request) -> schemas.Accepted:
-    email = users.normalize_email(req.body.email)
+def resend_verification(raw_email: str) -> schemas.Accepted:
+    email = users.normalize_email(raw_email)
     ident = users.password_identity(email)
     user = users.get(ident["uid"]) if ident else None
     if user and not user.get("email_verified") and not user.get("disabled"):
@@ -127,10 +137,8 @@ def _throttle_login(email: str, ip: str) -> None:
         time.sleep(delay)
 
 
-def login(req: Request) -> Response:
-    body: schemas.LoginRequest = req.body
+def login(body: schemas.LoginRequest, *, ip: str, user_agent: str) -> SignedIn:
     email = users.normalize_email(body.email)
-    ip = req.client_ip
     _throttle_login(email, ip)
     ident = users.password_identity(email)
     if ident is None:
@@ -148,16 +156,15 @@ def login(req: Request) -> Response:
         raise _bad_credentials(email, ip, ident["uid"], "email_not_verified")
     if passwords.needs_rehash(ident["hash"]):
         users.set_password_hash(email, passwords.hash_password(body.password))
-    return _signed_in(req, ident["uid"], "password")
+    return _signed_in(ident["uid"], "password", ip=ip, user_agent=user_agent)
 
 
 # --- passwords -----------------------------------------------------------------------------------
 
-def request_reset(req: Request) -> schemas.Accepted:
+def request_reset(raw_email: str, *, ip: str) -> schemas.Accepted:
     """Always 202: a reset must stay possible for the owner whoever else asks, so the limits (per
     client address, per mailbox) only hold mails back, and links already mailed keep working."""
-    email = users.normalize_email(req.body.email)
-    ip = req.client_ip
+    email = users.normalize_email(raw_email)
     if ratelimit.over("reset_ip", ip):
         log.info("reset mail held back: the client address had its share")
         return schemas.Accepted(detail=CHECK_INBOX)
@@ -169,14 +176,14 @@ def request_reset(req: Request) -> schemas.Accepted:
     return schemas.Accepted(detail=CHECK_INBOX)
 
 
-def confirm_reset(req: Request) -> schemas.Accepted:
-    body: schemas.PasswordResetConfirmRequest = req.body
+def confirm_reset(body: schemas.PasswordResetConfirmRequest, *, ip: str) -> schemas.Accepted:
     doc = users.consume_email_token(body.token, "reset")
     user = users.get(doc["uid"])
     changed = (user or {}).get("password_changed_at")
-    if (not user or user.get("email") != doc["email"] or users.password_identity(doc["email"]) is None
-            or (changed and doc["created_at"] <= changed)):
-        # Using one link, or changing the password, ends every link issued before it.
+    if (not user or user.get("email") != doc["email"] or user.get("disabled") or user.get("deleted_at")
+            or users.password_identity(doc["email"]) is None or (changed and doc["created_at"] <= changed)):
+        # Using one link, or changing the password, ends every link issued before it; a disabled or
+        # deleted account takes no new password.
         raise Problem(400, "This link is invalid, already used or expired. Ask for a new one.", slug="invalid-link")
     _policy(body.password, doc["email"])
     users.set_password_hash(doc["email"], passwords.hash_password(body.password))
@@ -185,59 +192,57 @@ def confirm_reset(req: Request) -> schemas.Accepted:
     now = clock.now()
     users.update(doc["uid"], email_verified=True, tokens_valid_after=now, password_changed_at=now)
     mail.send(doc["email"], "password_changed", _link("reset-password"))
-    audit.record("password.reset", actor=doc["uid"], ip=req.client_ip, sessions_revoked=revoked)
+    audit.record("password.reset", actor=doc["uid"], ip=ip, sessions_revoked=revoked)
     return schemas.Accepted(detail="Your password is changed and every device was signed out. Sign in again.")
 
 
-def change_password(req: Request) -> schemas.Accepted:
-    body: schemas.PasswordChangeRequest = req.body
-    user: dict[str, Any] = req.user or {}
-    email = user.get("email", "")
-    sid = (req.claims or {}).get("sid", "")
+def change_password(user: dict[str, Any], sid: str, body: schemas.PasswordChangeRequest, *,
+                    ip: str) -> schemas.Accepted:
+    """`user`: the signed-in user's document (with its uid), as the liveness check read it."""
+    uid, email = user["uid"], user.get("email", "")
     ident = users.password_identity(email)
-    ratelimit.check("reauth_session", sid, ip=req.client_ip)
-    if ident is None or ident["uid"] != req.uid or not passwords.verify(ident["hash"], body.current_password):
+    ratelimit.check("reauth_session", sid, ip=ip)
+    if ident is None or ident["uid"] != uid or not passwords.verify(ident["hash"], body.current_password):
         ratelimit.fail("reauth_session", sid)
-        audit.record("password.change", actor=req.uid, outcome="bad_credentials", ip=req.client_ip)
+        audit.record("password.change", actor=uid, outcome="bad_credentials", ip=ip)
         raise Problem(403, "The current password is not correct.", slug="wrong-password",
                       errors=[{"field": "current_password", "message": "not correct"}])
     _policy(body.new_password, email, "new_password")
     users.set_password_hash(email, passwords.hash_password(body.new_password))
-    users.update(req.uid, password_changed_at=clock.now())  # ends every outstanding reset link
-    revoked = sessions.revoke_all(req.uid, "password_change", except_sid=sid) if body.sign_out_others else 0
+    users.update(uid, password_changed_at=clock.now())  # ends every outstanding reset link
+    revoked = sessions.revoke_all(uid, "password_change", except_sid=sid) if body.sign_out_others else 0
     mail.send(email, "password_changed", _link("reset-password"))
-    audit.record("password.change", actor=req.uid, ip=req.client_ip, sessions_revoked=revoked)
+    audit.record("password.change", actor=uid, ip=ip, sessions_revoked=revoked)
     others = f" {revoked} other device(s) were signed out." if body.sign_out_others else ""
     return schemas.Accepted(detail=f"Your password is changed.{others}")
 
 
 # --- refresh and sign-out ------------------------------------------------------------------------
 
-def refresh(req: Request) -> Response:
-    cookie = req.cookies.get(sessions.COOKIE)
+def refresh(cookie: str | None, *, ip: str, user_agent: str) -> SignedIn | None:
+    """A new access token and the rotated cookie; None when there is no cookie (signed out: the lab
+    shows the sign-in screen, no error)."""
     if not cookie:
-        return Response(status=204)  # signed out: the lab shows the sign-in screen, no error
+        return None
     try:
-        session, token = sessions.rotate(cookie, user_agent=req.user_agent, ip=req.client_ip)
+        session, token = sessions.rotate(cookie, user_agent=user_agent, ip=ip)
     except sessions.RefreshRefused as exc:
         log.info("refresh refused", reason=exc.reason, sid=exc.sid)
         raise Problem(401, "Your session has ended. Sign in again.", slug="session-ended",
                       headers={"Set-Cookie": sessions.clear_cookie_header()}) from None
     access = tokens.issue_access_token(session.uid, session.id)
-    body = schemas.AccessTokenResponse(access_token=access.token, expires_in=access.expires_in)
-    return Response(body=body, headers=[("Set-Cookie", sessions.cookie_header(token, session.not_after))])
+    return SignedIn(access, sessions.cookie_header(token, session.not_after))
 
 
-def logout(req: Request) -> Response:
-    scope = req.body.scope
-    clear = [("Set-Cookie", sessions.clear_cookie_header())]
-    cookie = req.cookies.get(sessions.COOKIE)
+def logout(cookie: str | None, scope: str, *, ip: str) -> bool:
+    """Sign out this device, the others, or everywhere. True when this device's cookie should be
+    cleared (every scope but `others`)."""
     if not cookie:
-        return Response(status=204, headers=clear)  # already signed out on this device
+        return True  # already signed out on this device
     current = sessions.find_by_token(cookie)
     if current is None:
         if scope == "local":  # what was asked is already true: say so quietly and drop the dead cookie
-            return Response(status=204, headers=clear)
+            return True
         raise Problem(401, "This device is already signed out.", slug="session-ended",
                       headers={"Set-Cookie": sessions.clear_cookie_header()})
     uid, sid = current["uid"], current["id"]
@@ -246,9 +251,8 @@ def logout(req: Request) -> Response:
         count = 1
     elif scope == "others":
         count = sessions.revoke_all(uid, "logout_others", except_sid=sid)
-        clear = []
     else:
         count = sessions.revoke_all(uid, "logout_global")
         users.update(uid, tokens_valid_after=clock.now())
-    audit.record("signout", actor=uid, target=f"session:{sid}", ip=req.client_ip, scope=scope, sessions_revoked=count)
-    return Response(status=204, headers=clear)
+    audit.record("signout", actor=uid, target=f"session:{sid}", ip=ip, scope=scope, sessions_revoked=count)
+    return scope != "others"

@@ -48,6 +48,7 @@ def lab_csp(connect: str) -> str:
             f"connect-src 'self' {connect}; worker-src 'self' blob:; font-src 'self'; object-src 'none'; "
             "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
+
 @dataclass
 class Response:
     """What a handler returns when a plain model or dict is not enough (status, headers, cookies)."""
@@ -55,6 +56,11 @@ class Response:
     body: Any = None
     status: int | None = None
     headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+def with_cookie(body: Any, cookie: str) -> Response:
+    """A body with one Set-Cookie (sign-in and refresh answer the access token this way)."""
+    return Response(body=body, headers=[("Set-Cookie", cookie)])
 
 
 @dataclass

@@ -617,6 +617,43 @@ def resolve_user(token: IdToken, link_uid: str | None = None) -> Resolution:
                   slug="signin-conflict")
 
 
+@dataclass(frozen=True)
+class Finished:
+    """Where the browser goes after the provider, and the refresh cookie of the new session (none
+    when the person canceled at the provider)."""
+
+    location: str
+    refresh_cookie: str | None = None
+
+
+def finish(tx_id: str | None, args: Any, *, ip: str, user_agent: str) -> Finished:
+    """The callback: the browser's transaction is checked against `state` and consumed once; the
+    code is exchanged (with the PKCE verifier), the ID token verified, the user found, linked,
+    claimed or created, and a new session started. `args`: the callback's query parameters."""
+    from mllab import sessions
+
+    tx = consume(tx_id, args.get("state"))
+    error = provider_error(args)
+    if error is not None:
+        audit_signin("refused", uid=None, ip=ip, reason=f"provider:{error}")
+        return Finished(lab_location(f"/?signin_error={error}"))
+    try:
+        answer = exchange_code(args.get("code", ""), tx.code_verifier)
+        token = verify_id_token(answer["id_token"], tx.nonce)
+    except IdTokenError as exc:
+        log.warning("google id token refused", reason=exc.reason)
+        audit_signin("refused", uid=None, ip=ip, reason=f"id_token:{exc.reason}")
+        raise exc.problem() from None
+    try:
+        resolved = resolve_user(token, tx.link_uid)
+    except Problem as problem:
+        audit_signin("refused", uid=None, ip=ip, reason=problem.slug, google_iss=token.iss, google_sub=token.sub)
+        raise
+    session, refresh = sessions.create(resolved.uid, "google", user_agent=user_agent, ip=ip)
+    audit_signin("ok", uid=resolved.uid, ip=ip, account=resolved.outcome, sid=session.id)
+    return Finished(lab_location(tx.return_to), sessions.cookie_header(refresh, session.not_after))
+
+
 def audit_signin(outcome: str, *, uid: str | None, ip: str, reason: str | None = None, **details: Any) -> None:
     audit.record("signin", actor=uid, target=f"user:{uid}" if uid else None, outcome=outcome, ip=ip,
                  method="google", **({"reason": reason} if reason else {}), **details)

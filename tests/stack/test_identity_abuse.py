@@ -239,6 +239,22 @@ def test_changing_the_password_ends_outstanding_reset_links(stack: Stack, member
     assert Browser(stack.gateway_url).login(owner.email, "changed in the lab").status_code == 200
 
 
+def test_a_reset_link_sets_no_password_on_a_deleted_or_disabled_account(stack: Stack, member, new_user) -> None:
+    deleted, disabled = member(), new_user()
+    for email in (deleted.email, disabled["email"]):
+        assert deleted.request("POST", "/auth/password-reset", json_body={"email": email}).status_code == 202
+    deleted_link = token_from(mails(deleted.email, "password_reset")[-1], "reset-password")
+    disabled_link = token_from(mails(disabled["email"], "password_reset")[-1], "reset-password")
+    assert deleted.request("DELETE", "/account", json_body={"password": PASSWORD}).status_code == 204
+    users.update(disabled["uid"], disabled=True)
+    anyone = Browser(stack.gateway_url)
+    for link in (deleted_link, disabled_link):
+        r = anyone.request("POST", "/auth/password-reset/confirm", json_body={"token": link, "password": "back door 123"})
+        assert problem(r, 400)["type"].endswith("invalid-link")
+    assert users.get(deleted.uid)["email_verified"] is True  # type: ignore[attr-defined]
+    assert mails(deleted.email, "password_changed") == []
+
+
 # --- 5. mail floods --------------------------------------------------------------------------------
 
 def test_sign_ups_from_one_client_are_capped_successes_included(stack: Stack, function_client, unique: str) -> None:
