@@ -35,7 +35,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from mllab.queries import Query
 
@@ -463,7 +463,7 @@ def cmd_keys_prune(args: argparse.Namespace, out: Output) -> int:
 # --- parser --------------------------------------------------------------------------------------
 
 class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's exit code for usage errors is 2 already
+    def error(self, message: str) -> NoReturn:  # argparse's exit code for usage errors is 2 already
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 

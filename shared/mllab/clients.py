@@ -144,14 +144,14 @@ def _bounded(wrapped: Any) -> Any:
 
 @functools.cache
 def storage() -> Any:
-    from google.cloud import storage as gcs  # STORAGE_EMULATOR_HOST is read by the client
+    from google.cloud import storage as gcs  # type: ignore[attr-defined]  # STORAGE_EMULATOR_HOST: read by the client
 
     return gcs.Client(project=config.settings().project, **_anonymous_if("STORAGE_EMULATOR_HOST"))
 
 
 @functools.cache
 def publisher() -> Any:
-    from google.cloud import pubsub_v1  # PUBSUB_EMULATOR_HOST is read by the client
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # PUBSUB_EMULATOR_HOST: read by the client
 
     return pubsub_v1.PublisherClient()
 

@@ -390,7 +390,7 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def field_errors(errors: Iterable[dict[str, Any]]) -> list[dict[str, str]]:
+def field_errors(errors: Iterable[Any]) -> list[dict[str, str]]:
     """Pydantic errors as `[{field, message}]`; never echoes the submitted value."""
     out = []
     for err in errors:

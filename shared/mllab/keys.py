@@ -20,7 +20,8 @@ from mllab import clock, config, tokens
 
 
 class Store(Protocol):
-    where: str
+    @property
+    def where(self) -> str: ...
 
     def read(self) -> dict[str, Any]: ...
 

@@ -61,7 +61,7 @@ def redact(value: Any, key: str = "") -> Any:
     return redact(str(value))
 
 
-def trace_fields(headers: Mapping[str, str], project: str) -> dict[str, Any]:
+def trace_fields(headers: Mapping[str, str] | Any, project: str) -> dict[str, Any]:
     """Cloud Logging trace fields from `X-Cloud-Trace-Context` or W3C `traceparent`."""
     trace_id = span_id = None
     sampled = False

@@ -302,7 +302,8 @@ def verify_id_token(id_token: str, nonce: str) -> IdToken:
         email = users.normalize_email(raw_email)
     except Problem:
         raise MissingEmail() from None
-    name = claims.get("name") if isinstance(claims.get("name"), str) else ""
+    raw_name = claims.get("name")
+    name = raw_name if isinstance(raw_name, str) else ""
     return IdToken(iss=expected_iss, sub=sub, email=email, email_verified=True, name=name[:200], claims=claims)
 
 
@@ -522,8 +523,9 @@ def exchange_code(code: str, code_verifier: str) -> dict[str, Any]:
     except ValueError:
         body = None
     if 400 <= r.status_code < 500:
-        error = body.get("error") if isinstance(body, dict) and isinstance(body.get("error"), str) else "refused"
-        error = re.sub(r"[^a-z_]", "", error.lower())[:40] or "refused"
+        raw_error = body.get("error") if isinstance(body, dict) else None
+        error = re.sub(r"[^a-z_]", "", raw_error.lower())[:40] if isinstance(raw_error, str) else ""
+        error = error or "refused"
         log.warning("oidc token endpoint refused the code", status=r.status_code, oauth_error=error)
         raise Problem(400, f"Google refused the sign-in code ({error}); it may have expired or been used."
                       + _RESTART, slug="oauth-code-refused")

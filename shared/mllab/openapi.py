@@ -203,7 +203,7 @@ def _components(table: tuple[Route, ...]) -> tuple[dict[tuple[type[BaseModel], s
             pairs.append((model, "serialization"))
     unique = list(dict.fromkeys(pairs))
     refs, defs = models_json_schema(unique, ref_template=SCHEMA_REF)  # type: ignore[arg-type]
-    return dict(refs), defs.get("$defs", {})
+    return dict(refs), defs.get("$defs", {})  # type: ignore[arg-type]
 
 
 # --- operations ----------------------------------------------------------------------------------

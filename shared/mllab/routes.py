@@ -7,6 +7,7 @@ import enum
 import functools
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -99,9 +100,9 @@ FUNCTIONS: tuple[Function, ...] = (
     Function("reconcile_subscriptions", Trigger.PUBSUB, uses=frozenset({"firestore"}), topic="reconcile_topic"),
 )
 
-_TOKEN = {"auth": Auth.ACCESS_TOKEN}
-_MUTATE = {"auth": Auth.ACCESS_TOKEN, "csrf": Csrf.SESSION}
-_COOKIE = {"csrf": Csrf.ORIGIN}
+_TOKEN: dict[str, Any] = {"auth": Auth.ACCESS_TOKEN}
+_MUTATE: dict[str, Any] = {"auth": Auth.ACCESS_TOKEN, "csrf": Csrf.SESSION}
+_COOKIE: dict[str, Any] = {"csrf": Csrf.ORIGIN}
 
 def _crud(collection: str, noun: str, create: type[BaseModel], record: type[BaseModel], filters: str) -> list[Route]:
     """The five routes every catalog collection has: create, list, get, rename, delete."""

@@ -92,7 +92,8 @@ def published_until(jwk: dict[str, Any]) -> int | None:
 def prune(private_set: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(the set without retired keys whose tokens have all expired, the keys dropped)."""
     now = clock.timestamp()
-    keep, dropped = [], []
+    keep: list[dict[str, Any]] = []
+    dropped: list[dict[str, Any]] = []
     for jwk in private_set.get("keys", []):
         until = published_until(jwk)
         (dropped if until is not None and until <= now else keep).append(jwk)
