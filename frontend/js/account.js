@@ -1,4 +1,4 @@
-// The account (DESIGN sections 4 and 6): "Continue with Google", email + password (register, verify,
+// The account (docs/security.md): "Continue with Google", email + password (register, verify,
 // resend, forgot and reset, change), silent refresh on load and before expiry, sign-out of this
 // device, the others or everywhere, the signed-in devices, the data export and account deletion.
 // The access token lives in this module's memory only: never in storage, never in a log. The refresh

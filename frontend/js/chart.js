@@ -1,4 +1,4 @@
-// The live training chart: uPlot (22 KB gzipped, research/lab.md section 5), loaded on demand with its
+// The live training chart: uPlot (22 KB gzipped), loaded on demand with its
 // stylesheet. uPlot styles its elements through the CSSOM (element.style.x = ...), which the lab's
 // CSP (style-src 'self', no 'unsafe-inline') allows; only style attributes in markup would need it.
 const CSS = "/vendor/uPlot.min.css";

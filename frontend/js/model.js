@@ -5,7 +5,7 @@
 //         optimizer: "adam"|"sgd", learning_rate, seed, features?: [{name, type, values?}], target?}
 import {ensureTf, getTf} from "./tfjs.js";
 
-// The output head and the loss follow the task (research/lab.md section 4, step 5).
+// The output head and the loss follow the task (sigmoid + binary cross-entropy, softmax + categorical, linear + MSE).
 export const TASKS = {
   binary: {activation: "sigmoid", loss: "binaryCrossentropy", metrics: ["accuracy"]},
   multiclass: {activation: "softmax", loss: "categoricalCrossentropy", metrics: ["accuracy"]},
@@ -85,7 +85,7 @@ export function disposeModel(model) {
 }
 
 /**
- * The exact two files (research/lab.md section 2.3): model.json with paths ["weights.bin"] and the
+ * The exact two files TF.js's own save writes: model.json with paths ["weights.bin"] and the
  * metadata (preprocessing, spec) in userDefinedMetadata, and weights.bin. -> {json: string, bin: ArrayBuffer}
  */
 export async function exportArtifacts(model, metadata) {
@@ -139,7 +139,7 @@ export async function strictFetch(url, init) {
 }
 
 /**
- * A model from two (signed) URLs (research/lab.md section 2.4, option A): weights.bin is fetched from
+ * A model from two (signed) URLs: weights.bin is fetched from
  * its own URL, not from model.json's URL with model.json's query string. Resolves to the tf.LayersModel.
  */
 export async function loadFromUrls(jsonUrl, binUrl) {

@@ -1,4 +1,4 @@
-// TF.js on demand (research/lab.md sections 2.2 and 5): the es2017 UMD build (never tf.min.js, whose
+// TF.js on demand: the es2017 UMD build (never tf.min.js, whose
 // ES5 shims need 'unsafe-eval'), injected as a classic script the first time something needs it, then
 // a backend picked down the ladder webgpu -> webgl -> cpu. setBackend() both throws (a backend that was
 // never registered) and resolves false (one that failed to start), so every step checks both.

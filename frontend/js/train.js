@@ -1,4 +1,4 @@
-// Training in the browser (research/lab.md sections 2.5 and 6.5): a seeded, stratified split passed
+// Training in the browser: a seeded, stratified split passed
 // as validationData (fit's validationSplit takes the last rows before shuffling), the preprocessor
 // fitted on the training rows only, early stopping on val_loss with our own restore-best-weights
 // (TF.js's restoreBestWeights throws NotImplementedError), a Stop button, and every tensor disposed.

@@ -360,7 +360,7 @@ def _route_what_flask_cannot(router: Router) -> None:
 
 
 def check_cookie_csrf(raw: RawRequest) -> None:
-    """Cookie-authenticated routes (DESIGN section 4): a cross-site form or a no-preflight fetch
+    """Cookie-authenticated routes (docs/security.md, CSRF): a cross-site form or a no-preflight fetch
     cannot satisfy all of these at once."""
     s = config.settings()
     if raw.method != "POST":

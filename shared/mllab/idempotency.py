@@ -5,7 +5,7 @@ marker becomes `done` with its outcome. A delivery of a `done` key does nothing;
 another is still processing is told to come back later; a marker whose holder failed (`failed`) or
 died (expired) is taken over, so a retry after a failure still does the work.
 
-No read-write transaction: under contention the emulator aborts them (DESIGN section 5). The claim
+No read-write transaction: under contention the emulator aborts them. The claim
 is a create (one wins), a takeover an update guarded by the marker's update time.
 """
 

@@ -233,7 +233,7 @@ def _numeric(claims: dict[str, Any], name: str) -> int | float:
 
 
 def verify_id_token(id_token: str, nonce: str) -> IdToken:
-    """Verify an ID token from the token endpoint (OIDC Core 3.1.3.7; research/auth.md R9).
+    """Verify an ID token from the token endpoint (OpenID Connect Core 1.0, section 3.1.3.7).
     Raises an IdTokenError subclass per failed check."""
     s = config.settings()
     if not isinstance(id_token, str) or id_token.count(".") != 2 or len(id_token) > 16_384:

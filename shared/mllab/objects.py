@@ -1,4 +1,4 @@
-"""The object-name grammar (DESIGN section 5). The server builds every name; the recorder parses
+"""The object-name grammar (docs/architecture.md). The server builds every name; the recorder parses
 them back. A name that does not parse is not ours to record.
 
     users/<uid>/projects/<pid>/models/<mid>/versions/<n>/model.json | weights.bin

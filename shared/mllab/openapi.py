@@ -35,7 +35,7 @@ OPENAPI_VERSION = "3.1.0"
 API_VERSION = "1"
 SCHEMA_REF = "#/components/schemas/{model}"
 JSON = "application/json"
-ALWAYS = (429, 503)  # DESIGN section 4: every route may answer these
+ALWAYS = (429, 503)  # every route may answer these: a budget ran out, a dependency is down
 REQUEST_ID = r"^[A-Za-z0-9._:-]{8,128}$"
 ID_PATTERN = rf"^{objects.ID}$"
 

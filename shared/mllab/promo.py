@@ -1,7 +1,7 @@
 """Promo codes: `trial` (N days of PRO) or `comp` (PRO for N days, or for good), with a start, an
 expiry, a total cap, a per-user cap, a new-users-only flag and an on/off switch.
 
-Redemption is one batch guarded by preconditions, retried with jitter (DESIGN section 5): the code's
+Redemption is one batch guarded by preconditions, retried with jitter (a transaction would abort under contention): the code's
 counter is updated only if the code document is unchanged since it was read, the redemption
 `<CODE>_<uid>_<n>` is created only if absent (that is the per-user cap), and the entitlement is
 written only if unchanged. Under contention exactly as many racers win as there are uses left;
@@ -30,7 +30,7 @@ MAX_PER_USER = 50
 ATTEMPTS = 30
 # Refusals that look like guessing count against the user's and the address's failure budgets. A
 # code that is used up, or already used by this user, is not a guess: a class behind one NAT racing
-# for the last uses must get 409s, never 429s (DESIGN section 6: legitimate calls are never throttled).
+# for the last uses must get 409s, never 429s (legitimate calls are never throttled).
 GUESSES = {"promo-unknown", "promo-disabled", "promo-expired", "promo-not-started"}
 
 

@@ -99,7 +99,7 @@ class LabUser(FastHttpUser):
     # --- plumbing ---------------------------------------------------------------------------------
 
     def _cookie_headers(self) -> dict[str, str]:
-        """The cookie routes' CSRF rules (DESIGN section 4): JSON, an allowed Origin, X-CSRF-Token."""
+        """The cookie routes' CSRF rules (docs/security.md): JSON, an allowed Origin, X-CSRF-Token."""
         h = {"Origin": self.host, "X-CSRF-Token": "1", "Content-Type": "application/json"}
         if self.refresh_cookie:
             h["Cookie"] = f"{REFRESH_COOKIE}={self.refresh_cookie}"

@@ -179,7 +179,7 @@ def new_user(unique: str):
 class Browser:
     """What the lab page does, over plain http: Origin and X-CSRF-Token on every call, the refresh
     cookie kept by hand (a cookie jar will not send a Secure cookie over http; Chromium does to
-    127.0.0.1, DESIGN section 4), the access token and CSRF token in memory."""
+    127.0.0.1), the access token and CSRF token in memory."""
 
     def __init__(self, base_url: str, origin: str | None = None) -> None:
         self.client = httpx.Client(base_url=base_url, timeout=30, follow_redirects=False)

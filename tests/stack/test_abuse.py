@@ -803,7 +803,7 @@ def test_another_users_id_in_any_body_field_is_404(world: World) -> None:
 
 
 def test_another_users_ids_in_list_filters_match_nothing(world: World) -> None:
-    """By design a filter naming someone else's id simply matches nothing (DESIGN section 5)."""
+    """By design a filter naming someone else's id simply matches nothing (every query filters by the caller's uid)."""
     h = {**world.mallory.auth(), "Origin": world.origin}
     for collection, filters in catalog.LIST_FILTERS.items():
         for name in filters:

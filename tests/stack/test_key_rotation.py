@@ -1,4 +1,4 @@
-"""`mllab keys rotate` against the running stack (DESIGN section 6): a new key signs at once and its
+"""`mllab keys rotate` against the running stack (docs/operations.md, runbook): a new key signs at once and its
 tokens work through the gateway, tokens signed before keep working until they expire, the JWKS lists
 both keys until a prune after the old key's last token expired. The stack's key files are put back
 afterwards; no function process signs during the test, so none can hold the rotated key."""

@@ -20,7 +20,7 @@ from . import lab_support
 from .billing_support import wait
 
 TRAIN_TIMEOUT_MS = 60_000  # 300 XOR epochs take ~1.5 s on cpu; allow for a loaded machine
-FIRST_LOAD_BUDGET = 60 * 1024  # DESIGN section 12: <= 60 KB gzipped before TF.js, uPlot and Papa Parse
+FIRST_LOAD_BUDGET = 60 * 1024  # the lab's first load: <= 60 KB gzipped before TF.js, uPlot and Papa Parse
 XOR = [(0, 0, 0), (0, 1, 1), (1, 0, 1), (1, 1, 0)]
 DONE = "#train-panel:is([data-state=done],[data-state=stopped],[data-state=early-stopped],[data-state=error])"
 
@@ -133,7 +133,7 @@ def test_xor_trains_on_cpu(lab: Lab, stack: Stack) -> None:
     assert lab.predict(0, 1)[0] == "1"
     assert lab.predict(1, 1)[0] == "0"
 
-    # The metrics.json object of DESIGN section 5, as the cloud panel will upload it
+    # A training run's metrics.json (docs/architecture.md), as the cloud panel uploads it
     m = lab.page.evaluate("""async () => {
         const {state} = await import('/js/state.js');
         return state.model.metrics; }""")

@@ -1,4 +1,4 @@
-"""The one clock: aware UTC, moved in-process by travel() (DESIGN section 6, last line)."""
+"""The one clock: aware UTC, moved in-process by travel()."""
 
 from __future__ import annotations
 

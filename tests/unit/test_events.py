@@ -1,4 +1,4 @@
-"""GCS object events: the three delivery shapes, poison events, the recorder (DESIGN section 10).
+"""GCS object events: the three delivery shapes, poison events, the recorder (docs/architecture.md, the event path).
 
 Golden inputs live in tests/golden/: the raw push body the Pub/Sub emulator sends, the production
 Eventarc Pub/Sub CloudEvent (binary mode) and a direct Eventarc storage CloudEvent."""

@@ -1,5 +1,5 @@
 """The HTTP pipeline (mllab.http.Router) against a custom route table, and the real jwks function
-(DESIGN sections 4 and 9)."""
+(docs/security.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Access-token key rotation (DESIGN section 6): a new key signs at once, a retired key stays published
+"""Access-token key rotation (docs/operations.md, runbook): a new key signs at once, a retired key stays published
 until every token it signed has expired, then prune drops it; the CLI never shows key material."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Structured logs in Cloud Logging's format, with redaction (DESIGN section 9)."""
+"""Structured logs in Cloud Logging's format, with redaction (docs/security.md, logs)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Google sign-in (mllab.oauth): ID token checks one claim at a time, PKCE, the token request and the
-open-redirect guard on return_to (research/auth.md R8, R9, R10). Tokens are minted here with a local
+open-redirect guard on return_to (docs/security.md). Tokens are minted here with a local
 RSA key; discovery and the JWKS are served by a fake fetcher."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The route table is the single source of truth: it must agree with the functions on disk, with
-each function's router, and with the pinned dependencies (DESIGN section 3)."""
+each function's router, and with the pinned dependencies (docs/architecture.md, the route table)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ES256 access tokens: issue, verify, refusals, key rotation (DESIGN section 6)."""
+"""ES256 access tokens: issue, verify, refusals, key rotation (docs/security.md, sessions and tokens)."""
 
 from __future__ import annotations
 
