@@ -263,7 +263,7 @@ def test_the_tables_cover_every_route() -> None:
 
 
 def test_the_cookie_routes_csrf_matrix_covers_every_cookie_route() -> None:
-    from .test_refresh_sessions import COOKIE_ROUTES
+    from .identity_support import COOKIE_ROUTES
 
     cookie_routes = {r.path for r in routes.ROUTES if r.csrf is Csrf.ORIGIN}
     assert cookie_routes == {path for path, _ in COOKIE_ROUTES}

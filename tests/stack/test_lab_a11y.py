@@ -8,7 +8,7 @@ from __future__ import annotations
 from mllab import billing, entitlements
 
 from . import lab_support
-from .test_lab_train import Lab, lab  # noqa: F401  (the lab fixture: the workbench page, checked clean)
+from .workbench_support import Lab, lab  # noqa: F401  (the lab fixture: the workbench page, checked clean)
 
 NAMED_ROLES = {"button", "link", "textbox", "combobox", "checkbox", "radio", "spinbutton", "tab", "slider",
                "searchbox", "listbox", "menuitem", "switch"}

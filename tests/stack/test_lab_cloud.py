@@ -9,7 +9,7 @@ from mllab import billing, catalog, entitlements
 from mllab_dev.stack import Stack
 
 from .conftest import docs_where
-from .test_lab_train import Lab, lab  # noqa: F401  (the lab fixture: the workbench page, checked clean)
+from .workbench_support import Lab, lab  # noqa: F401  (the lab fixture: the workbench page, checked clean)
 
 
 def _trained(lab: Lab, user: dict) -> list[float]:

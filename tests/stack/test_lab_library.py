@@ -18,7 +18,7 @@ from mllab_dev.stack import Stack
 
 from . import lab_support
 from .conftest import PASSWORD, docs_where
-from .test_lab_train import Lab, lab  # noqa: F401  (the lab fixture: the workbench page, checked clean)
+from .workbench_support import Lab, lab  # noqa: F401  (the lab fixture: the workbench page, checked clean)
 
 SAVE_TIMEOUT_MS = 60_000
 PAGE = 10  # items per page of the library's lists (frontend/js/library.js PAGE)

@@ -14,6 +14,7 @@ from mllab import audit, clients, clock, sessions, users
 from mllab_dev.stack import Stack
 
 from .conftest import Browser
+from .identity_support import COOKIE_ROUTES
 
 
 def _cookie_of(resp) -> str | None:
@@ -226,11 +227,6 @@ def test_logout_with_a_dead_cookie_clears_it(browser: Browser) -> None:
 
 
 # --- CSRF and CORS on the cookie-authenticated routes --------------------------------------------
-
-COOKIE_ROUTES = [("/auth/login", {"email": "a@example.com", "password": "whatever123"}),
-                 ("/auth/register", {"email": "a@example.com", "password": "whatever123"}),
-                 ("/auth/refresh", None), ("/auth/logout", {"scope": "local"})]
-
 
 def _csrf_cases(origin: str):
     good = {"Origin": origin, "X-CSRF-Token": "1", "Content-Type": "application/json"}
