@@ -28,12 +28,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from mllab import audit, clients, clock, config, log
+from mllab import audit, clients, clock, config, log, users
 from mllab.problems import Problem
 from mllab.queries import Query
 
 COLLECTION = "sessions"
-USERS = "users"
 QUERIES: tuple[Query, ...] = (Query(COLLECTION, ("uid",)),)  # for infra's index file
 COOKIE = "__Host-rt"
 TOKEN_PREFIX = "rt1."
@@ -220,7 +219,7 @@ def rotate(token: str, *, user_agent: str, ip: str) -> tuple[Session, str]:
             return "forged", s
         if s.get("revoked_at"):
             return "revoked", s
-        user = db.collection(USERS).document(s["uid"]).get(transaction=tx, **clients.opts())
+        user = db.collection(users.USERS).document(s["uid"]).get(transaction=tx, **clients.opts())
         now = clock.now()
         blocked = _user_blocks(user.to_dict() if user.exists else None, s["created_at"])
         expired = ("expired_absolute" if now >= s["not_after"] else
@@ -310,7 +309,7 @@ def check_live(claims: dict[str, Any]) -> dict[str, Any]:
     """Refuse an access token whose session is gone or older than the user's `tokens_valid_after`.
     Returns the user document. One round trip (both documents in a single batch get)."""
     db = clients.firestore()
-    sref, uref = db.collection(COLLECTION).document(claims["sid"]), db.collection(USERS).document(claims["sub"])
+    sref, uref = db.collection(COLLECTION).document(claims["sid"]), db.collection(users.USERS).document(claims["sub"])
     docs = {snap.reference.path: snap for snap in db.get_all([sref, uref], **clients.opts())}
     session, user = docs.get(sref.path), docs.get(uref.path)
     ended = Problem(401, "Your session has ended. Sign in again.", slug="session-ended",
