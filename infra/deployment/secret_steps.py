@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from mllab import config
+from mllab import config, sessions
 
 from deployment import access
 from deployment.environment import Environment
@@ -25,7 +25,7 @@ def _new_key_set(ctx: Context) -> bytes:
 
 
 def _new_session_keys(ctx: Context) -> bytes:
-    return config.new_session_keys().encode()
+    return sessions.new_key_set().encode()
 
 
 def _public_from_stored_private(ctx: Context) -> bytes:

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import enum
 import functools
-import json
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -295,7 +294,7 @@ def _local_secret(s: Settings, name: str) -> Path:
     if path.is_file():
         return path
     if name not in _GENERATORS:
-        raise ConfigError(f"secret {name!r} is not set: put it in {path}")
+        raise ConfigError(f"secret {name!r} is not set: put it in {path} (`make dev` makes the development ones)")
     with _generate_lock:
         if not path.is_file():
             for target, content in _GENERATORS[name](local_secrets_dir(s)).items():
@@ -320,53 +319,15 @@ def write_once(path: Path, content: str | bytes, mode: int = 0o600) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _signing_keys(directory: Path) -> dict[str, str]:
-    from mllab import tokens
-
-    write_once(directory / SIGNING_KEYS, json.dumps(tokens.new_key_set(), indent=1))
-    # Derive the public set from the private set that won the race (or an earlier run left), so the
-    # pair always matches even when another process wrote the private file first.
-    private = json.loads((directory / SIGNING_KEYS).read_text())
-    return {PUBLIC_KEYS: json.dumps(tokens.public_key_set(private), indent=1)}
+# Makers of development secrets: {secret name: maker(folder) -> {file name: content}}. The local
+# stack installs them (mllab_dev.secrets), so settings import nothing of the domains that own the
+# formats; a deployment has none and never generates a secret.
+_GENERATORS: dict[str, Callable[[Path], dict[str, str]]] = {}
 
 
-def _dev_signer(directory: Path) -> dict[str, str]:
-    from mllab import storage
+def install_local_generators(makers: Mapping[str, Callable[[Path], dict[str, str]]]) -> None:
+    _GENERATORS.update(makers)
 
-    return {DEV_SIGNER: json.dumps(storage.new_dev_service_account(settings().project), indent=1)}
-
-
-def new_session_keys() -> str:
-    """A first session key set, in the shape mllab.sessions reads: {"current": version, "keys":
-    {version: base64url(32 random bytes)}} (locally into .dev/secrets; deployed into Secret Manager)."""
-    import base64
-    import secrets as pysecrets
-
-    key = base64.urlsafe_b64encode(pysecrets.token_bytes(32)).decode()
-    return json.dumps({"current": "1", "keys": {"1": key}}, indent=1)
-
-
-def _session_keys(directory: Path) -> dict[str, str]:
-    return {SESSION_KEYS: new_session_keys()}
-
-
-def _oauth_client_secret(directory: Path) -> dict[str, str]:
-    import secrets as pysecrets
-
-    return {OAUTH_CLIENT_SECRET: pysecrets.token_urlsafe(24)}
-
-
-def _paypal_client(directory: Path) -> dict[str, str]:
-    """Credentials the local PayPal stand-in accepts (it reads the same file)."""
-    import secrets as pysecrets
-
-    creds = {"client_id": "local-" + pysecrets.token_hex(8), "client_secret": pysecrets.token_urlsafe(24)}
-    return {PAYPAL_CLIENT: json.dumps(creds, indent=1)}
-
-
-_GENERATORS = {SIGNING_KEYS: _signing_keys, PUBLIC_KEYS: _signing_keys, DEV_SIGNER: _dev_signer,
-               SESSION_KEYS: _session_keys, OAUTH_CLIENT_SECRET: _oauth_client_secret,
-               PAYPAL_CLIENT: _paypal_client}
 
 
 @functools.cache

@@ -48,11 +48,19 @@ def replace_file(path: Path, content: str, mode: int = 0o600) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _local_secrets() -> Path:
+    # The development key set is made by the local stack's code (an operator tool may use it; a
+    # function never does).
+    from mllab_dev import secrets
+
+    return secrets.ensure()
+
+
 @dataclass
 class LocalStore:
     """The development secrets (generated on first use, as the stack does)."""
 
-    directory: Path = field(default_factory=lambda: config.ensure_local_secrets())
+    directory: Path = field(default_factory=lambda: _local_secrets())
 
     @property
     def where(self) -> str:

@@ -63,6 +63,15 @@ def _master_keys() -> tuple[str, dict[str, bytes]]:
         return _keys_cache[1], _keys_cache[2]
 
 
+def new_key_set() -> str:
+    """A first session key set, in the shape `_master_keys` reads: {"current": version, "keys":
+    {version: base64url(32 random bytes)}} (locally into .dev/secrets; deployed into Secret Manager)."""
+    import secrets as pysecrets
+
+    key = base64.urlsafe_b64encode(pysecrets.token_bytes(32)).decode()
+    return json.dumps({"current": "1", "keys": {"1": key}}, indent=1)
+
+
 def reset_caches() -> None:
     global _keys_cache
     with _keys_lock:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from mllab import clients, config, log, tokens
+from mllab_dev import secrets as dev_secrets
 
 from tests.unit.helpers import FUNCTIONS_DIR, LogCapture
 
@@ -33,6 +34,7 @@ def mllab_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     monkeypatch.setenv("MLLAB_SECRETS_DIR", str(tmp_path / "mounted-secrets"))
     saved_stream, saved_level = log.stream, log.min_level
     config.reload()
+    dev_secrets.install()  # development secrets are made on first use, as under `make dev`
     tokens.reset_caches()
     clients.reset()
     yield dev_dir

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mllab import routes
+from mllab import config, routes
+from mllab_dev import secrets as dev_secrets
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -90,6 +91,7 @@ def test_staged_jwks_runs_from_its_own_folder(tmp_path: Path) -> None:
     ) % (sysconfig.get_paths()["purelib"], str(staged / "main.py"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLLAB_")}
     env.update(MLLAB_ENV="test", MLLAB_DEV_DIR=str(dev))
+    dev_secrets.ensure(config.load(env))  # as the local stack does before it starts a function
     out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=60,
                          env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -27,6 +27,7 @@ import httpx
 
 from mllab import config, routes, storage
 from mllab_dev import devca, preflight
+from mllab_dev import secrets as dev_secrets
 
 ROOT = Path(__file__).resolve().parents[3]
 PROJECT = "demo-mllab"  # "demo-" ids are emulator-only: nothing can reach a real project
@@ -233,7 +234,7 @@ class Stack:
         self.cleanup_leftovers()
         self._check_ports()
         settings = config.load({**os.environ, **self.env()})
-        self.secrets_dir = config.ensure_local_secrets(settings)
+        self.secrets_dir = dev_secrets.ensure(settings)
         devca.ensure(self.dev_dir)
         self._plan()
         try:
