@@ -6,6 +6,8 @@ VENV      := .venv
 PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 PREFLIGHT := python3 infra/local/mllab_dev/preflight.py
+# As root on Debian, installs the missing system packages first (printing them); otherwise prints the apt-get line.
+SETUP     := $(PREFLIGHT) --install
 PYTEST_ARGS ?=
 VENDOR    := frontend/vendor
 VENDORED  := $(VENDOR)/.installed
@@ -14,7 +16,7 @@ VENDOR_FILES := @tensorflow/tfjs/dist/tf.es2017.min.js \
                 @tensorflow/tfjs-backend-webgpu/dist/tf-backend-webgpu.es2017.min.js \
                 papaparse/papaparse.min.js uplot/dist/uPlot.iife.min.js uplot/dist/uPlot.min.css
 
-.PHONY: help dev test test-unit test-py311 bench load preflight lock clean deploy-plan deploy deploy-args
+.PHONY: help dev test preflight-test test-unit test-py311 bench load preflight lock clean deploy-plan deploy deploy-args
 
 help:
 	@echo "make dev     run emulators, every function, the gateway and the lab on http://127.0.0.1:8080"
@@ -25,9 +27,12 @@ help:
 	@echo "make deploy PROJECT=p REGION=r DOMAIN=d OAUTH_CLIENT_ID=id   run them (README: Deploy to Google Cloud)"
 	@echo "make clean   remove .venv, .dev and build output"
 
-# Fails within seconds, naming what to install, before any slow step.
+# Fails within seconds, naming what to install, before any slow step (as root: installs it first).
 preflight:
-	@$(PREFLIGHT)
+	@$(SETUP)
+
+preflight-test:
+	@$(SETUP) --test
 
 # Idempotent: rebuilt only when the pins change, so a second run is instant.
 $(STAMP): pyproject.toml constraints.txt
@@ -51,8 +56,7 @@ $(VENDORED): frontend/package.json frontend/package-lock.json
 dev: preflight $(STAMP) $(VENDORED)
 	@exec $(PY) -m mllab_dev.stack
 
-test: $(STAMP) $(VENDORED)
-	@$(PREFLIGHT) --test
+test: preflight-test $(STAMP) $(VENDORED)
 	@$(PY) -m pytest $(PYTEST_ARGS)
 	@$(MAKE) --no-print-directory test-py311
 

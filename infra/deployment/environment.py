@@ -133,6 +133,15 @@ class Environment:
     def invoker(self) -> str:
         return self.account_email(self.invoker_id)
 
+    @property
+    def build_account_id(self) -> str:
+        """Cloud Build builds the functions' images as this account (it may only build, log and push)."""
+        return "mllab-builder"
+
+    @property
+    def build_account(self) -> str:
+        return self.account_email(self.build_account_id)
+
     def member(self, email: str) -> str:
         return f"serviceAccount:{email}"
 

@@ -30,6 +30,21 @@ APIS = (
     "billingbudgets.googleapis.com",
 )
 DATABASE = "--database=(default)"
+# What the build account needs to turn a function's source into an image (Cloud Functions' guide to a
+# custom build service account): write build logs, push images, read the uploaded source. Source reads
+# are limited by condition to Cloud Functions' own source buckets, so it never reads the data bucket.
+SOURCE_BUCKETS = ('resource.name.startsWith("projects/_/buckets/gcf-v2-sources-") || '
+                  'resource.name.startsWith("projects/_/buckets/gcf-v2-uploads-")')
+BUILD_ROLES = (
+    ("roles/logging.logWriter", "writes its build logs", "None"),
+    ("roles/artifactregistry.writer", "pushes the built images", "None"),
+    ("roles/storage.objectViewer", "reads the uploaded source (Cloud Functions' source buckets only)",
+     f"expression={SOURCE_BUCKETS},title=gcf-source-buckets"),
+)
+# A CI account redeploying the functions sets their invoker policies (--allow-unauthenticated and
+# add-invoker-policy-binding set a Cloud Run service's IAM policy): these two permissions and no more.
+INVOKER_POLICY_ROLE = "mllabInvokerPolicy"
+INVOKER_POLICY_PERMISSIONS = ("run.services.getIamPolicy", "run.services.setIamPolicy")
 PUBSUB_AGENT = "service-${PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
 
 
@@ -50,6 +65,18 @@ def identities(env: Environment) -> list[Step]:
                    f"--display-name=ML Lab {fn.name}", f"--description=Runtime identity of the {fn.name} function"),
             probe=Probe(gcloud(p, "iam", "service-accounts", "describe", email, "--format=value(email)"))))
     steps.append(Step(
+        "Identities", "Cloud Build builds the functions as this account (new projects no longer give the default "
+                      "one the builder role; this one may only build).",
+        gcloud(p, "iam", "service-accounts", "create", env.build_account_id, "--display-name=ML Lab function builds"),
+        probe=Probe(gcloud(p, "iam", "service-accounts", "describe", env.build_account, "--format=value(email)"))))
+    steps.append(Step(
+        "Identities", "A role that may only set the functions' invoker policies, for a CI account that redeploys "
+                      "them (cloudbuild.yaml says what else it holds).",
+        gcloud(p, "iam", "roles", "create", INVOKER_POLICY_ROLE, "--title=ML Lab invoker policy",
+               "--description=Set the functions' invoker policies (Cloud Run services)",
+               f"--permissions={','.join(INVOKER_POLICY_PERMISSIONS)}", "--stage=GA"),
+        probe=Probe(gcloud(p, "iam", "roles", "describe", INVOKER_POLICY_ROLE, "--format=value(name)"))))
+    steps.append(Step(
         "Identities", "Pub/Sub pushes to the event-triggered functions as this account (it may only invoke them).",
         gcloud(p, "iam", "service-accounts", "create", env.invoker_id, "--display-name=ML Lab event invoker"),
         probe=Probe(gcloud(p, "iam", "service-accounts", "describe", env.invoker, "--format=value(email)"))))
@@ -57,6 +84,11 @@ def identities(env: Environment) -> list[Step]:
         "Identities", "Pub/Sub's service agent mints the invoker's OIDC tokens for those pushes (on that account only).",
         gcloud(p, "iam", "service-accounts", "add-iam-policy-binding", env.invoker,
                f"--member=serviceAccount:{PUBSUB_AGENT}", "--role=roles/iam.serviceAccountTokenCreator")))
+    for role, what, condition in BUILD_ROLES:
+        steps.append(Step(
+            "Identities", f"The build account {what}.",
+            gcloud(None, "projects", "add-iam-policy-binding", p, f"--member={env.member(env.build_account)}",
+                   f"--role={role}", f"--condition={condition}")))
     for name in sorted(access.SIGNERS):
         email = env.service_account(name)
         steps.append(Step(
@@ -123,10 +155,10 @@ def events(env: Environment) -> list[Step]:
              gcloud(p, "pubsub", "topics", "add-iam-policy-binding", env.dead_letter_topic,
                     f"--member=serviceAccount:{PUBSUB_AGENT}", "--role=roles/pubsub.publisher")),
         Step("Events", "The bucket notifies OBJECT_FINALIZE and OBJECT_DELETE (JSON object resource) to the topic.",
-             gcloud(None, "storage", "buckets", "notifications", "create", data,
+             gcloud(p, "storage", "buckets", "notifications", "create", data,
                     f"--topic=projects/{p}/topics/{env.events_topic}", "--event-types=OBJECT_FINALIZE,OBJECT_DELETE",
                     "--payload-format=json", "--skip-topic-setup"),
-             probe=Probe(gcloud(None, "storage", "buckets", "notifications", "list", data,
+             probe=Probe(gcloud(p, "storage", "buckets", "notifications", "list", data,
                                 f"--filter=topic~/topics/{env.events_topic}$", "--format=value(topic)"))),
     ]
     return steps
@@ -151,7 +183,7 @@ def firestore(env: Environment) -> list[Step]:
             "Firestore", f"TTL on {group}.{field}: {entry['why']} (reads check expiry; TTL only cleans up).",
             gcloud(p, "firestore", "fields", "ttls", "update", field, f"--collection-group={group}", "--enable-ttl",
                    "--async"),
-            probe=Probe(gcloud(p, "firestore", "fields", "describe", field, f"--collection-group={group}",
+            probe=Probe(gcloud(p, "firestore", "indexes", "fields", "describe", field, f"--collection-group={group}",
                                "--format=value(ttlConfig.state)"))))
     for index in indexes.load_indexes():
         wanted = indexes.key(index)

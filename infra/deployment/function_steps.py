@@ -47,6 +47,7 @@ def deploy_command(env: Environment, fn: routes.Function, files: Files) -> tuple
     args = [
         "functions", "deploy", fn.name, "--gen2", f"--runtime={RUNTIME}", f"--region={env.region}",
         f"--source=build/{fn.name}", f"--entry-point={fn.name}", f"--service-account={env.service_account(fn.name)}",
+        f"--build-service-account=projects/{env.project}/serviceAccounts/{env.build_account}",
         f"--memory={size.memory}", f"--cpu={size.cpu}", f"--concurrency={size.concurrency}",
         f"--min-instances={size.min_instances}", f"--max-instances={size.max_instances}", f"--timeout={size.timeout}",
         f"--env-vars-file={relative(files.function_env_vars[fn.name])}",
@@ -108,7 +109,9 @@ def scheduler(env: Environment) -> list[Step]:
     for field, (cron, what) in SCHEDULES.items():
         topic = env.topics[field]
         job = env.scheduler_job(topic)
-        flags = (f"--location={env.region}", f"--schedule={cron}", "--time-zone=Etc/UTC", f"--topic={topic}",
+        # The topic by its full name: a short one is resolved in gcloud's active project, not --project's.
+        flags = (f"--location={env.region}", f"--schedule={cron}", "--time-zone=Etc/UTC",
+                 f"--topic=projects/{env.project}/topics/{topic}",
                  f"--message-body={json.dumps({'job': topic})}", f"--description=ML Lab: {what}")
         steps.append(Step(
             "Scheduler", f"Daily at {cron.split()[1]}:{cron.split()[0]} UTC, publish to {topic}: the function {what}.",

@@ -28,6 +28,7 @@ def _channel(env: Environment) -> list[Step]:
 def policies(env: Environment, files: Files) -> list[Step]:
     p = env.project
     notify = ("--notification-channels=${ALERT_CHANNEL}",) if env.alert_email else ()
+    renotify = ("--set-notification-channels=${ALERT_CHANNEL}",) if env.alert_email else ()  # update's spelling
     steps = []
     for n, (name, path) in enumerate(sorted(files.alerts.items()), 1):
         var = f"POLICY_{n}"
@@ -37,7 +38,7 @@ def policies(env: Environment, files: Files) -> list[Step]:
             gcloud(p, "alpha", "monitoring", "policies", "create", source, *notify),
             probe=Probe(gcloud(p, "alpha", "monitoring", "policies", "list", f'--filter=displayName="{name}"',
                                "--format=value(name)"), capture=var),
-            update=gcloud(p, "alpha", "monitoring", "policies", "update", f"${{{var}}}", source, *notify)))
+            update=gcloud(p, "alpha", "monitoring", "policies", "update", f"${{{var}}}", source, *renotify)))
     return steps
 
 
@@ -55,6 +56,8 @@ def uptime(env: Environment) -> list[Step]:
 
 def budget(env: Environment) -> list[Step]:
     account = env.billing_account or NO_BILLING_ACCOUNT
+    # The Budget API bills its quota to a project: this one, never whichever gcloud has active.
+    quota = f"--billing-project={env.project}"
     amount = f"--budget-amount={env.budget_usd}USD"
     rules = [f"--threshold-rule=percent={t}" for t in BUDGET_THRESHOLDS]
     return [Step(
@@ -62,10 +65,11 @@ def budget(env: Environment) -> list[Step]:
                     f"(and when the forecast passes 100%) for this project's spend.",
         gcloud(None, "billing", "budgets", "create", f"--billing-account={account}",
                f"--display-name={env.budget_name}", amount, *rules, "--threshold-rule=percent=1.0,basis=forecasted-spend",
-               f"--filter-projects=projects/{env.project}"),
+               f"--filter-projects=projects/{env.project}", quota),
         probe=Probe(gcloud(None, "billing", "budgets", "list", f"--billing-account={account}",
-                           f'--filter=displayName="{env.budget_name}"', "--format=value(name)"), capture="BUDGET"),
-        update=gcloud(None, "billing", "budgets", "update", "${BUDGET}", f"--billing-account={account}", amount),
+                           f'--filter=displayName="{env.budget_name}"', "--format=value(name)", quota),
+                    capture="BUDGET"),
+        update=gcloud(None, "billing", "budgets", "update", "${BUDGET}", f"--billing-account={account}", amount, quota),
         skip="" if env.billing_account else "no BILLING_ACCOUNT given (pass BILLING_ACCOUNT=XXXXXX-XXXXXX-XXXXXX)")]
 
 

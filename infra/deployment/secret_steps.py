@@ -28,12 +28,16 @@ def _new_session_keys(ctx: Context) -> bytes:
     return sessions.new_key_set().encode()
 
 
+def read_signing_keys(env: Environment) -> tuple[str, ...]:
+    """The command that reads the stored private key set (its output is kept in memory only)."""
+    return gcloud(env.project, "secrets", "versions", "access", "latest", f"--secret={config.SIGNING_KEYS}")
+
+
 def _public_from_stored_private(ctx: Context) -> bytes:
     """The public set of the private set stored in Secret Manager (read into memory, never shown)."""
     from mllab import tokens
 
-    read = ctx.runner(gcloud(ctx.env.project, "secrets", "versions", "access", "latest",
-                             f"--secret={config.SIGNING_KEYS}"), capture=True)
+    read = ctx.runner(read_signing_keys(ctx.env), capture=True)
     if read.returncode != 0:
         raise DeployError(f"could not read {config.SIGNING_KEYS} to derive its public key set")
     return json.dumps(tokens.public_key_set(json.loads(read.stdout)), indent=1).encode()

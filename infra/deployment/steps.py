@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,11 @@ from typing import Protocol
 from deployment.environment import ROOT, Environment
 
 _VAR = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
+# A service account is usable in IAM policies up to a minute or so after it is created: a grant to it
+# fails meanwhile with one of these errors. A grant is tried again after each delay (75 s in all).
+PROPAGATION_DELAYS_S = (5, 10, 20, 40)
+_PROPAGATING = re.compile(r"does not exist|not found|NOT_FOUND|INVALID_ARGUMENT|actAs", re.I)
+_IAM_BOUND = ("add-iam-policy-binding", "add-invoker-policy-binding")
 
 
 class DeployError(RuntimeError):
@@ -73,6 +79,8 @@ class Context:
     runner: Runner
     values: dict[str, str] = field(default_factory=dict)  # ${NAME} -> captured value
     missing_secrets: list[str] = field(default_factory=list)
+    sleep: Callable[[float], None] = time.sleep  # between retries (tests pass a recorder)
+    log: Callable[[str], None] = print
 
 
 @dataclass(frozen=True)
@@ -237,9 +245,23 @@ def apply(steps: Sequence[Step], ctx: Context, log: Callable[[str], None] = prin
             ctx.values[step.capture] = value.splitlines()[0]
 
 
+def races_iam(argv: Sequence[str]) -> bool:
+    """An IAM grant (quick, idempotent, and often to an account created moments before)."""
+    return any(word in argv for word in _IAM_BOUND)
+
+
 def _run(n: int, step: Step, argv: list[str], ctx: Context, *, stdin: bytes | None = None,
          capture: bool = False) -> Completed:
-    result = ctx.runner(argv, stdin=stdin, capture=capture)
+    retry = races_iam(argv) and stdin is None
+    # a grant's output is kept, to tell propagation from a real failure (it is only the new policy)
+    result = ctx.runner(argv, stdin=stdin, capture=capture or retry)
+    for delay in PROPAGATION_DELAYS_S if retry else ():
+        if result.returncode == 0 or not _PROPAGATING.search(result.stderr):
+            break
+        ctx.log(f"  not yet: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else 'failed'}; "
+                f"again in {delay} s (new service accounts take up to a minute to reach IAM)")
+        ctx.sleep(delay)
+        result = ctx.runner(argv, stdin=stdin, capture=True)
     if result.returncode != 0:
         detail = f"\n{result.stderr.strip()}" if result.stderr.strip() else ""
         raise DeployError(f"step {n} failed ({step.why})\n$ {command_line(argv)}{detail}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -88,6 +89,15 @@ def test_sigint_stops_every_child(tmp_path: Path, sigint_ignored: bool) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+    console = proc.stdout.read()
+    # the console: one short line for the request (time, method, path, status, latency, function) ...
+    assert re.search(r"^\d\d:\d\d:\d\d  GET +/\.well-known/jwks\.json +200 +\d+ ms  jwks$", console, re.M), console
+    # ... and no routine JSON record, which goes to the part's file in .dev/logs/ instead
+    assert '"severity": "INFO"' not in console
+    logged = [json.loads(line) for line in (tmp_path / "logs" / "gateway.log").read_text().splitlines()
+              if line.startswith("{")]
+    assert [r for r in logged if r.get("message") == "request" and r.get("path") == "/.well-known/jwks.json"
+            and r.get("status") == 200 and r.get("function") == "jwks" and r.get("latency_ms", -1) >= 0]
     assert wait_gone(groups) == []
     ports = [p for k, p in state["ports"].items() if k != "functions"] + list(state["ports"]["functions"].values())
     assert all(port_free(p) for p in ports)

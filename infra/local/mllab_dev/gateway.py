@@ -60,9 +60,20 @@ class Gateway:
         self.probe = httpx.Client(timeout=5.0, headers={"User-Agent": PROBE_AGENT}, verify=verify)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        started = time.monotonic()
         raw = Request(environ)
         request_id = http.request_id_of(raw)
         origin = raw.headers.get("Origin")
+        resp = self.respond(raw, request_id, origin)
+        if raw.headers.get("User-Agent") != PROBE_AGENT:  # the launcher's readiness probes are not requests
+            matched = routes.match_path(raw.path)
+            # one record per request: `make dev` prints it as one short line (mllab_dev.console)
+            log.info("request", method=raw.method, path=raw.path, status=resp.status_code,
+                     latency_ms=round((time.monotonic() - started) * 1000, 1),
+                     function=matched[0][0].function if matched else None, request_id=request_id)
+        return resp(environ, start_response)
+
+    def respond(self, raw: Request, request_id: str, origin: str | None) -> Response:
         try:
             if raw.path == "/healthz":
                 resp = self.healthz()
@@ -74,8 +85,7 @@ class Gateway:
                 resp = http.json_response(self.openapi_document)  # generated from the route table
                 resp.headers["Cache-Control"] = "no-cache"
             elif routes.match_path(raw.path):
-                resp = self.proxy(raw, request_id)
-                return resp(environ, start_response)  # the function already set every header
+                return self.proxy(raw, request_id)  # the function already set every header
             else:
                 resp = self.static(raw)
         except http.Problem as problem:
@@ -86,7 +96,7 @@ class Gateway:
                                          request_id, raw.path)
         security = LAB_SECURITY_HEADERS if resp.mimetype == "text/html" else None
         http.apply_common_headers(resp, request_id, origin, security)
-        return resp(environ, start_response)
+        return resp
 
     @functools.cached_property
     def openapi_document(self) -> dict[str, Any]:

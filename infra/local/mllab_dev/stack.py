@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from mllab import config, routes, storage
-from mllab_dev import devca, preflight
+from mllab_dev import console, devca, preflight
 from mllab_dev import secrets as dev_secrets
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -326,14 +326,16 @@ class Stack:
         self._write_state()
 
     def _pump(self, child: Child, log_path: Path) -> None:
-        """Copy a child's output to its log file (and, for `make dev`, the console)."""
+        """Copy a child's output to its log file; for `make dev`, the console gets mllab_dev.console's
+        short request lines and errors in full."""
         show = self.echo and child.kind != "emulator"
         with open(log_path, "ab") as fh:
             for line in iter(child.proc.stdout.readline, b""):  # type: ignore[union-attr]
                 fh.write(line)
                 fh.flush()
-                if show and b"mllab-healthz" not in line:
-                    sys.stdout.write(f"[{child.name}] {line.decode(errors='replace')}")
+                brief = console.shown(child.name, line.decode(errors="replace")) if show else None
+                if brief is not None and b"mllab-healthz" not in line:
+                    sys.stdout.write(brief + "\n")
                     sys.stdout.flush()
 
     def _wait_ready(self, children: list[Child]) -> None:
