@@ -162,7 +162,6 @@ class Settings(BaseModel):
     secrets_dir: Path = Path("/secrets")
     dev_dir: Path = Path(".dev")
     rpc_timeout_s: float = 8.0  # per outbound call: a request answers 503 within 10 s of a hang
-    log_level: str = "INFO"
 
     @property
     def token_issuer(self) -> str:
