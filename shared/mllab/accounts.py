@@ -177,7 +177,7 @@ class PurgeStep:
 
 def purge_usage(uid: str, user: dict[str, Any]) -> int:
     ref = clients.firestore().collection(recorder.USAGE).document(uid)
-    days = list(ref.collection(uploads.DAYS).list_documents())
+    days = list(ref.collection(recorder.DAYS).list_documents())
     return clients.delete_refs([*days, ref])
 
 
