@@ -626,6 +626,7 @@ def delete(collection: str, record_id: str, uid: str, *, ip: str | None = None) 
     from google.api_core.exceptions import NotFound
 
     doc = owned(collection, record_id, uid, deleting_ok=True)
+    _seed_counts(uid)  # so the places given back are taken off counts that include these records
     now = clock.now()
     try:
         ref(collection, record_id).update({"deleting": now, "updated_at": now}, **clients.opts())

@@ -35,6 +35,10 @@ USAGE = "usage"
 DAYS = "days"  # usage/<uid>/days/<YYYY-MM-DD>: {"uploads": files recorded that day (UTC)}
 QUERIES: tuple[Query, ...] = (Query(ARTIFACTS, ("uid",)),)  # for infra's index file
 CSV_SCAN_LIMIT = config.LIMITS.dataset_csv_bytes
+# metrics.json as stored on its job (validated, then compact): within one Firestore document (1 MiB)
+# beside the job's other fields. Above the upload cap, since validation may spell numbers longer
+# ("1e9" is stored as 1000000000.0); a file that grows past it is refused, never retried.
+METRICS_STORED_BYTES = 900 * 1024
 GONE = "the account is deleted"  # an outcome: drop the event without naming the account anywhere
 
 
@@ -88,8 +92,8 @@ def _read_metrics(event: ObjectEvent) -> dict[str, Any]:
         stored = len(schemas.compact_json(metrics).encode())
     except ValueError:  # NaN or an infinity (a float too large for JSON)
         raise Rejected("metrics.json holds a number JSON cannot carry (NaN or infinity)") from None
-    if stored > config.LIMITS.metrics_json_bytes:
-        raise Rejected(f"metrics.json is {stored} bytes as stored; at most {config.LIMITS.metrics_json_bytes}")
+    if stored > METRICS_STORED_BYTES:
+        raise Rejected(f"metrics.json is {stored} bytes as stored; at most {METRICS_STORED_BYTES}")
     return metrics
 
 
@@ -169,13 +173,17 @@ _NOT_YOURS = "it belongs to nothing the user owns"
 _BEING_DELETED = "what it belongs to is being deleted"
 _ALREADY = "it already has this file recorded; a recorded file is never replaced"
 _KEEPS_OWNER = (_NOT_YOURS, _BEING_DELETED, _ALREADY)
+# A recorded file replaced in the bucket (GCS refuses that to our upload URLs; the newcomer is refused
+# here too, so what the record described is gone): the record says so.
+_OVERWRITTEN = "Its recorded file was overwritten by a second upload and could not be kept; save it again."
 
 
 def _has_file(owner: dict[str, Any], name: objects.ObjectName) -> bool:
     """Whether the record already has (a generation of) the file this object would be."""
     kind = name.kind.name
     if kind in ("model", "weights"):
-        return ("model.json" if kind == "model" else "weights.bin") in (owner.get("files") or {})
+        fname = "model.json" if kind == "model" else "weights.bin"
+        return fname in (owner.get("files") or {}) or fname in (owner.get("recorded") or [])
     if kind == "dataset":
         return bool(owner.get("generation"))
     return bool(owner.get("metrics_generation"))
@@ -238,36 +246,29 @@ def _file_entry(event: ObjectEvent) -> dict[str, Any]:
 
 def _apply_to_owner(tx: Any, owner_ref: Any, owner: dict[str, Any], model_ref: Any, model: Any,
                     event: ObjectEvent, name: objects.ObjectName, extra: dict[str, Any], now: datetime) -> None:
+    """Put the recorded file on its record (which, per _has_file, had none of this kind)."""
     kind = name.kind.name
     if kind in ("model", "weights"):
         fname = "model.json" if kind == "model" else "weights.bin"
-        files = dict(owner.get("files") or {})
-        current = files.get(fname)
-        if current and current["generation"] > event.generation:
-            return  # an older generation arriving late never replaces a newer one
-        files[fname] = _file_entry(event)
+        files = {**(owner.get("files") or {}), fname: _file_entry(event)}
         ready = {"model.json", "weights.bin"} <= set(files)
         tx.update(owner_ref, {"files": files, "status": "ready" if ready else "pending", "failure": None,
+                              # every file ever recorded on the version: none is ever replaced (see _has_file)
+                              "recorded": sorted({*(owner.get("recorded") or []), fname}),
                               "size_bytes": sum(f["size"] for f in files.values()), "updated_at": now})
         if ready and model is not None and model.exists:
             latest = model.get("latest_version") or 0
             if name.version > latest:  # only forward
                 tx.update(model_ref, {"latest_version": name.version, "updated_at": now})
     elif kind == "dataset":
-        current = owner.get("generation") or 0
-        if current > event.generation:
-            return
         tx.update(owner_ref, {"status": "ready", "failure": None, "object": event.name, "generation": event.generation,
                               "size_bytes": event.size, "content_type": event.content_type, "crc32c": event.crc32c,
                               "columns": extra["columns"], "row_count": extra["row_count"], "updated_at": now})
     else:
-        if (owner.get("metrics_generation") or 0) > event.generation:
-            return
         m = extra["metrics"]
         # Stored as JSON text: Firestore refuses arrays inside arrays (a confusion matrix is one).
         tx.update(owner_ref, {"status": "recorded", "failure": None, "metrics_generation": event.generation,
-                              "task": m["task"],
-                              "backend": m["backend"], "started_at": m["started_at"],
+                              "task": m["task"], "backend": m["backend"], "started_at": m["started_at"],
                               "finished_at": m["finished_at"], "epoch_count": len(m["epochs"]),
                               "metrics_json": schemas.compact_json(m), "updated_at": now})
 
@@ -339,7 +340,7 @@ def delete(event: ObjectEvent) -> None:
         art = art_ref.get(transaction=tx, **clients.opts())
         if not art.exists:
             tx.set(art_ref, {"bucket": event.bucket, "object": event.name, "generation": event.generation,
-                             "uid": name.uid if name else None, "deleted_at": now, "tombstone": True,
+                             "uid": uid, "deleted_at": now, "tombstone": True,
                              "created_at": now, "updated_at": now})
             return "tombstone"
         a = art.to_dict()
@@ -352,13 +353,20 @@ def delete(event: ObjectEvent) -> None:
         if a.get("size") and a.get("uid"):
             tx.set(db.collection(USAGE).document(a["uid"]),
                    {"storage_bytes": firestore.Increment(-a["size"]), "updated_at": now}, merge=True)
-        if owner is not None and owner.exists and name is not None and name.kind.name in ("model", "weights"):
-            files = dict(owner.get("files") or {})
+        o = owner.to_dict() if owner is not None and owner.exists else None
+        overwritten = event.overwritten_by_generation is not None
+        lost = {"status": "failed", "failure": _OVERWRITTEN, "updated_at": now} if overwritten else {}
+        if o is not None and name is not None and name.kind.name in ("model", "weights"):
+            files = dict(o.get("files") or {})
             fname = "model.json" if name.kind.name == "model" else "weights.bin"
             if files.get(fname, {}).get("generation") == event.generation:
                 files.pop(fname)
                 tx.update(owner_ref, {"files": files, "status": "pending",
-                                      "size_bytes": sum(f["size"] for f in files.values()), "updated_at": now})
+                                      "size_bytes": sum(f["size"] for f in files.values()), "updated_at": now,
+                                      **lost})
+        elif o is not None and name is not None and overwritten and event.generation in (
+                o.get("generation"), o.get("metrics_generation")):
+            tx.update(owner_ref, lost)  # a dataset's CSV or a run's metrics.json, overwritten in place
         return "reversed"
 
     outcome = run(db.transaction(max_attempts=10))

@@ -38,7 +38,9 @@ def _object_for(body: schemas.SignUpload, uid: str) -> objects.ObjectName:
         if not snap.exists or snap.get("uid") != uid:
             raise Problem(404, f"Version {body.version} of this model does not exist. Allocate it first.")
         fname = "model.json" if body.kind == "model" else "weights.bin"
-        if snap.get("status") == "ready" or fname in (snap.get("files") or {}):
+        version = snap.to_dict()
+        if version.get("status") == "ready" or fname in (version.get("files") or {}) or fname in (
+                version.get("recorded") or []):
             raise Problem(409, f"Version {body.version} already has its {fname}; allocate a new version to save "
                                "again.", slug="version-ready")
         return objects.model_file(uid, model["project_id"], body.model_id, body.version, body.kind)

@@ -71,6 +71,12 @@ def artifact(name: str, generation: int) -> dict | None:
     return snap.to_dict() if snap.exists else None
 
 
+def never_recorded(name: str, generation: int) -> bool:
+    """No artifact was recorded for this generation (a tombstone left by its deletion is no record)."""
+    a = artifact(name, generation)
+    return a is None or bool(a.get("tombstone"))
+
+
 def upload(name: str, data: bytes, content_type: str) -> int:
     """Put an object straight into the bucket, as a (replayed) signed PUT lands; its generation."""
     blob = bucket().blob(name)
