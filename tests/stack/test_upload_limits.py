@@ -218,3 +218,17 @@ def test_a_replayed_finalize_event_changes_nothing(lab, made) -> None:
                                content_type="application/json")
     assert recorder.finalize(again) is False
     assert uploads.uploads_today(lab.uid) == 1 and recorder.usage_of(lab.uid) == len(data)
+
+
+def test_a_dataset_file_name_at_its_longest_is_recorded_and_served_and_one_longer_is_refused(lab, made) -> None:
+    longest = "d" * 100 + ".csv"  # the grammar's maximum: 100 characters and the extension
+    problem(_sign(lab, "dataset", made, 20, filename="d" * 101 + ".csv"), 422)
+    data = b"x,label\n1,a\n"
+    signed = ok(_sign(lab, "dataset", made, len(data), filename=longest))
+    assert signed["object"].endswith("/" + longest)
+    assert _put(signed, data).status_code == 200
+    dataset = wait(lambda: (d := _record_of(lab, "dataset", made)) and d["status"] == "ready" and d)
+    assert dataset and dataset["object"] == signed["object"]
+    assert ok(lab.request("GET", "/datasets"))["items"][0]["object"] == signed["object"]
+    exported = ok(lab.request("GET", "/account/export"))
+    assert [f["object"] for f in exported["files"]] == [signed["object"]]
