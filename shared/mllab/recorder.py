@@ -288,6 +288,9 @@ def _reject(event: ObjectEvent, name: objects.ObjectName | None, reason: str, *,
     """Delete exactly this generation, audit it, and (with `fails`) mark what it was meant for failed."""
     _delete_generation(event)
     uid = name.uid if name else event.uid  # outside the grammar, the users/<uid>/ prefix still says whose
+    if uid and _account_gone(_db().collection(users.USERS).document(uid).get(**clients.opts())):
+        log.info("object of a deleted account removed", generation=event.generation)
+        return  # no audit entry: it would name the account again after its purge
     audit.record("object.rejected", actor=uid, target=event.name, outcome="deleted", reason=reason,
                  generation=event.generation)
     log.warning("object rejected and deleted", object=event.name, generation=event.generation, reason=reason)

@@ -423,9 +423,13 @@ def test_after_a_purge_no_document_names_the_user_or_their_files_even_after_late
         recorder.delete(events.ObjectEvent("OBJECT_DELETE", bucket().name, name, generation, "late"))
     late = f"{base}/jobs/{job}/metrics.json"
     upload(late, json.dumps(metrics(model)).encode(), "application/json")  # a URL signed before the deletion
+    forged = f"{base}/models/{model}/versions/1/weights.bin"
+    upload(forged, b"<html>", "text/html")  # late and refused: removed without an audit entry naming anyone
     assert wait(lambda: bucket().get_blob(late) is None), "a late upload of a purged account was kept"
+    assert wait(lambda: bucket().get_blob(forged) is None), "a late refused upload of a purged account was kept"
     assert list(bucket().list_blobs(prefix=f"users/{u['uid']}/")) == []
 
     assert naming([u["uid"], u["email"], *files, refused]) == []
     purges = [e for e in audit.for_actor("system") if e["action"] == "account.purge"]
-    assert len(purges) == 1 and purges[0]["target"] is None and purges[0]["details"]["removed"]["artifacts"] == 4  # 3 files + the refused one's tombstone
+    assert len(purges) == 1 and purges[0]["target"] is None
+    assert purges[0]["details"]["removed"]["artifacts"] == 4  # 3 files + the refused one's tombstone
