@@ -96,3 +96,36 @@ def test_a_problem_carries_its_extension_members_but_never_over_the_standard_one
                    extensions={"limit": 3, "resource": "projects", "status": 200}).body("rid")
     assert body["limit"] == 3 and body["resource"] == "projects"
     assert body["status"] == 409 and body["type"].endswith(":limit-reached")
+
+
+# Fields that are never stored, with what bounds them instead.
+UNSTORED = {("SignUpload", "size"): "compared with the kind's file cap (413 over it), never stored"}
+
+
+def _bounded(o: dict) -> bool:
+    t = o.get("type")
+    if "enum" in o or "const" in o or t == "boolean":
+        return True
+    if t == "string":
+        pattern = o.get("pattern", "")
+        anchored = pattern.startswith("^") and pattern.endswith("$") and not any(c in pattern for c in "*+")
+        return "maxLength" in o or anchored
+    if t == "integer":
+        return "maximum" in o
+    if t == "object":
+        return "x-max-bytes" in o and "x-max-depth" in o
+    return False
+
+
+def test_every_request_field_of_the_api_declares_a_bound() -> None:
+    """Table-driven from the route table: a new field of any request body must say how large it may be
+    (and the OpenAPI document then says it too)."""
+    from mllab import routes
+
+    unbounded = []
+    for model in {r.request for r in routes.ROUTES if r.request is not None}:
+        for field, prop in model.model_json_schema().get("properties", {}).items():
+            options = [o for o in prop.get("anyOf", [prop]) if o.get("type") != "null"]
+            if (model.__name__, field) not in UNSTORED and not all(_bounded(o) for o in options):
+                unbounded.append(f"{model.__name__}.{field}: {prop}")
+    assert unbounded == []
