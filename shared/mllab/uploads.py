@@ -1,8 +1,9 @@
 """What may be uploaded or downloaded, decided before any URL is signed: the caller owns every id
 (another user's id is a 404), the plan allows cloud saves, the file fits its cap, the target has no
 file recorded yet, the quota and the daily upload count have room. Both counts are of recorded files
-(mllab.recorder counts them, and refuses again what passes here), never of URLs issued. The server builds the object name; the client names only ids, a
-version and, for datasets, a file name. Every refusal's `detail` can be shown to the user as is."""
+(mllab.recorder counts them, and refuses again what passes here), never of URLs issued. The server
+builds the object name; the client names only ids, a version and, for datasets, a file name. Every
+refusal's `detail` can be shown to the user as is."""
 
 from __future__ import annotations
 

@@ -90,7 +90,9 @@ def _served_everywhere(b, collection: str, record: dict, field: str, value: Any)
     stored value."""
     got = ok(b.request("GET", f"/{collection}/{record['id']}"))
     assert got[field] == value
-    lists = [f"/{collection}?limit=100"] + ([f"/{collection}?limit=100&versions=true"] if collection == "models" else [])
+    lists = [f"/{collection}?limit=100"]
+    if collection == "models":
+        lists.append(f"/{collection}?limit=100&versions=true")
     for path in lists:
         listed = {i["id"]: i for i in ok(b.request("GET", path))["items"]}
         assert listed[record["id"]][field] == value
@@ -260,7 +262,8 @@ def test_the_plans_document_publishes_every_limit(gateway) -> None:
     plans = {p["id"]: p["limits"] for p in ok(gateway.get("/billing/plans"))["plans"]}
     for plan_id, plan in config.PLANS.items():
         limits = plans[plan_id]
-        for name in ("projects", "models", "versions_per_model", "datasets", "jobs", "storage_bytes", "uploads_per_day"):
+        for name in ("projects", "models", "versions_per_model", "datasets", "jobs", "storage_bytes",
+                     "uploads_per_day"):
             assert limits[name] == getattr(plan, name), name
         assert (limits["json_field_bytes"], limits["json_depth"]) == (LIMITS.json_field_bytes, LIMITS.json_depth)
         assert limits["file_bytes"] == {"model": LIMITS.model_json_bytes, "weights": LIMITS.weights_bytes,

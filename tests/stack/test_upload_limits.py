@@ -57,7 +57,9 @@ def _rejections(uid: str, name: str) -> list[dict]:
 def _record_of(lab, kind: str, made: dict) -> dict:
     if kind in ("model", "weights"):
         return ok(lab.request("GET", f"/models/{made['model']}"))["versions"][0]
-    return ok(lab.request("GET", f"/{'datasets' if kind == 'dataset' else 'jobs'}/{made[kind if kind == 'dataset' else 'job']}"))
+    if kind == "dataset":
+        return ok(lab.request("GET", f"/datasets/{made['dataset']}"))
+    return ok(lab.request("GET", f"/jobs/{made['job']}"))
 
 
 def _content(kind: str, made: dict, size: int) -> bytes:
