@@ -22,12 +22,13 @@ function step(text) {
   $("cloud-steps").append(el("li", {textContent: text}));
 }
 
-// One signed PUT; an expired or refused URL is signed again once.
+// One signed PUT (create-only: a URL makes at most one object); an expired or refused URL is signed again once.
 async function put(sign, blob) {
   for (let attempt = 1; ; attempt++) {
     const signed = await session.request("POST", "/signed/upload", {...sign, size: blob.size});
     const res = await fetch(signed.url, {method: "PUT", headers: signed.headers, body: blob});
-    if (res.ok) return signed.object;
+    // 412: the URL is create-only and the object exists, i.e. an earlier attempt landed after all.
+    if (res.ok || res.status === 412) return signed.object;
     if (attempt >= 2 || res.status !== 403) throw new Problem(`The upload of ${sign.kind} failed (HTTP ${res.status}).`);
   }
 }
@@ -89,10 +90,15 @@ async function save() {
   // Each file is recorded by the event pipeline on its own: saved means the version is ready, the
   // dataset ready and the run's metrics recorded, so the library lists all of them complete.
   const modelId = saved.modelId;
-  let waiting = [async () => (await session.request("GET", `/models/${modelId}`)).versions
-    .some((v) => v.version === version && v.status === "ready")];
-  if (datasetId) waiting.push(async () => (await session.request("GET", `/datasets/${datasetId}`)).status === "ready");
-  if (jobId) waiting.push(async () => (await session.request("GET", `/jobs/${jobId}`)).status === "recorded");
+  // A refused file marks its record `failed` with the reason: say it instead of waiting on.
+  const settled = (record, done) => {
+    if (record?.status === "failed") throw new Problem(record.failure || "An uploaded file was refused.");
+    return record?.status === done;
+  };
+  let waiting = [async () => settled((await session.request("GET", `/models/${modelId}`)).versions
+    .find((v) => v.version === version), "ready")];
+  if (datasetId) waiting.push(async () => settled(await session.request("GET", `/datasets/${datasetId}`), "ready"));
+  if (jobId) waiting.push(async () => settled(await session.request("GET", `/jobs/${jobId}`), "recorded"));
   const started = Date.now();
   while (Date.now() - started < READY_TIMEOUT_MS) {
     const done = await Promise.all(waiting.map((check) => check()));

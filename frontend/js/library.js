@@ -296,9 +296,10 @@ function renderModels() {
       versions.length ? el("ul", {className: "lib-versions", "aria-label": `Versions of ${m.name}`}, ...versions.map((v) => {
         const item = el("li", {},
           el("span", {className: "lib-version", textContent: `v${v.version}`}),
-          el("span", {className: "lib-status", textContent: v.status === "ready" ? "ready" : "pending"}),
-          el("span", {className: "lib-meta"}, v.status === "ready" ? `${bytes(v.size_bytes)} · saved ` : "files not all uploaded · ",
-            time(v.created_at)),
+          el("span", {className: "lib-status", textContent: v.status === "ready" ? "ready" : v.status === "failed" ? "failed" : "pending"}),
+          el("span", {className: "lib-meta"}, v.status === "ready" ? `${bytes(v.size_bytes)} · saved `
+            : v.status === "failed" ? `${v.failure || "an upload was refused"} · ` : "files not all uploaded · ",
+          time(v.created_at)),
           v.status === "ready"
             ? button(`Load v${v.version}`, `Load v${v.version} of ${m.name}`, (b) => act(b, "models", async () => {
               await loadVersion(m, v.version);
@@ -333,7 +334,7 @@ function renderDatasets() {
     const tr = row("datasets",
       el("th", {scope: "row", className: "lib-name", textContent: d.name}),
       el("td", {textContent: projectName(d.project_id)}),
-      el("td", {textContent: ready ? String(d.row_count ?? "—") : "upload not recorded"}),
+      el("td", {textContent: ready ? String(d.row_count ?? "—") : d.status === "failed" ? (d.failure || "upload refused") : "upload not recorded"}),
       el("td", {textContent: ready ? String(d.columns.length) : "—"}),
       el("td", {textContent: ready ? bytes(d.size_bytes) : "—"}),
       el("td", {}, time(d.created_at)),

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from mllab import (audit, billing, catalog, clients, clock, config, entitlements, log, passwords, ratelimit, recorder,
-                   schemas, sessions, uploads, users)
+from mllab import (audit, billing, catalog, clients, clock, config, entitlements, events, log, passwords, ratelimit,
+                   recorder, schemas, sessions, uploads, users)
 from mllab.problems import Problem
 from mllab.queries import Query
 
@@ -168,16 +168,17 @@ def _reauth_problem(detail: str) -> Problem:
 @dataclass(frozen=True)
 class PurgeStep:
     """Delete every document of `collection` whose `field` equals the user's uid (or, with
-    `by_email`, the user's email)."""
+    `by_email`, the user's email), written as `template` says (e.g. "user:{}")."""
 
     collection: str
     field: str = "uid"
     by_email: bool = False
+    template: str = "{}"
 
 
 def purge_usage(uid: str, user: dict[str, Any]) -> int:
     ref = clients.firestore().collection(recorder.USAGE).document(uid)
-    days = list(ref.collection(uploads.DAYS).list_documents())
+    days = list(ref.collection(recorder.DAYS).list_documents())
     return clients.delete_refs([*days, ref])
 
 
@@ -189,9 +190,14 @@ PURGE_STEPS: list[PurgeStep | Callable[[str, dict[str, Any]], int]] = [
     PurgeStep(users.EMAIL_TOKENS),
     PurgeStep("mail_outbox", field="to", by_email=True),
     catalog.purge_records,  # projects, models with their versions, datasets, jobs
-    catalog.purge_objects,  # every file under users/<uid>/ (the recorder frees nothing: the user is gone)
+    catalog.purge_objects,  # every file under users/<uid>/ (the recorder drops the events of a deleted account)
+    PurgeStep(events.ARTIFACTS),  # the record of each stored file (it names the file)
     billing.purge_billing,  # entitlement and redemptions; subscription records stay, anonymised, as the ledger
     purge_usage,  # the storage counter and the daily upload counts
+    # Last: the audit trail of the account (what it did, and what was done to it). What remains is the
+    # purge's own entry, which names no one.
+    PurgeStep(audit.COLLECTION, field="actor"),
+    PurgeStep(audit.COLLECTION, field="target", template="user:{}"),
 ]
 
 # Query shapes (for infra's index file): each purge row's owner filter, and the purge's cutoff.
@@ -212,7 +218,7 @@ def _delete_where(collection: str, field: str, value: Any) -> int:
 def _run_step(step: PurgeStep | Callable[[str, dict[str, Any]], int], uid: str, user: dict[str, Any]) -> int:
     if isinstance(step, PurgeStep):
         value = user.get("email") if step.by_email else uid
-        return _delete_where(step.collection, step.field, value) if value else 0
+        return _delete_where(step.collection, step.field, step.template.format(value)) if value else 0
     return step(uid, user)
 
 
@@ -236,15 +242,16 @@ def purge(now: datetime) -> int:
         removed = {}
         for step in PURGE_STEPS:
             name = step.collection if isinstance(step, PurgeStep) else getattr(step, "__name__", "step")
-            removed[name] = _run_step(step, uid, user)
+            removed[name] = removed.get(name, 0) + _run_step(step, uid, user)
         try:
             db.collection(users.USERS).document(uid).delete(option=db.write_option(exists=True),
                                                            **clients.opts())
         except NotFound:
             continue  # a concurrent run got there first and audited it
         purged += 1
-        audit.record("account.purge", actor="system", target=f"user:{uid}",
-                     deleted_at=clock.rfc3339(user["deleted_at"]), removed=removed)
+        # Anonymous on purpose: that an account was purged that day, and how much went; never whose.
+        audit.record("account.purge", actor="system", target=None,
+                     deleted_on=clock.rfc3339(user["deleted_at"])[:10], removed=removed)
         log.info("account purged", uid=uid, removed=removed)
     return purged
 

@@ -57,8 +57,7 @@ def paypal_ids() -> dict[str, str]:
 def plans() -> schemas.Plans:
     return schemas.Plans(plans=[schemas.PlanInfo(
         id=p.id, name=p.name, price=schemas.Money(value=p.price, currency=p.currency), interval=p.interval,
-        limits=schemas.PlanLimits(cloud_saves=p.cloud_saves, storage_bytes=p.storage_bytes,
-                                  uploads_per_day=p.uploads_per_day)) for p in config.PLANS.values()])
+        limits=schemas.PlanLimits.of(p)) for p in config.PLANS.values()])
 
 
 def subscriptions_of(uid: str) -> list[dict[str, Any]]:

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from mllab import audit, clients, clock, config, log, objects, schemas
+from mllab import audit, clients, clock, config, entitlements, log, objects, schemas
 from mllab.problems import Problem
 from mllab.queries import Query
 
@@ -43,9 +43,14 @@ JOBS = "jobs"
 VERSIONS = "versions"  # subcollection of models/{mid}: documents keyed by version_id(n)
 COLLECTIONS = (PROJECTS, MODELS, DATASETS, JOBS)
 
+# How many records of each collection a user keeps: `catalog_counts/<uid>` holds one counter per
+# collection, moved by atomic increments (a create reserves a place first and gives it back when it
+# is refused; a delete gives back in the same batch that deletes), so a burst of parallel creates
+# can never pass the plan's limit (mllab.config.Plan).
+COUNTS = "catalog_counts"
+
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
-MAX_JSON_BYTES = 512 * 1024  # config_json / schema_json as stored (a Firestore document is at most 1 MiB)
 FRAMEWORK = "tfjs"
 _BATCH = 400  # Firestore allows 500 writes per batch
 _ID = re.compile(r"[0-9a-f]{32}")
@@ -192,22 +197,24 @@ def _versions_of(models: list[dict[str, Any]], uid: str) -> dict[str, list[dict[
 
 # --- wire shapes ---------------------------------------------------------------------------------
 
-def _json_text(value: dict[str, Any], field: str) -> str:
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    if len(text.encode()) > MAX_JSON_BYTES:
-        raise Problem(422, "Some fields are missing or invalid; see `errors`.", errors=[
-            {"field": field, "message": f"at most {MAX_JSON_BYTES // 1024} KiB of JSON"}])
-    return text
+def _json_text(value: dict[str, Any]) -> str:
+    """The text stored for a JSON field (its size and depth were bounded by schemas.JsonObject)."""
+    return schemas.compact_json(value)
 
 
 def _json_value(stored: Any) -> dict[str, Any]:
+    """A stored JSON field as an object. A value stored before the depth limit existed, and too deep
+    to answer, reads as {} (rather than failing every list and export that contains it)."""
     if isinstance(stored, str):
         try:
             value = json.loads(stored)
-        except ValueError:
+        except (ValueError, RecursionError):
             return {}
-        return value if isinstance(value, dict) else {}
-    return stored if isinstance(stored, dict) else {}
+    else:
+        value = stored
+    if not isinstance(value, dict) or schemas.json_depth(value) > config.LIMITS.json_depth:
+        return {}
+    return value
 
 
 def _times(doc: Mapping[str, Any]) -> dict[str, str]:
@@ -219,7 +226,7 @@ def project_out(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def version_out(doc: Mapping[str, Any]) -> dict[str, Any]:
-    return {"version": doc["version"], "status": doc.get("status", "pending"),
+    return {"version": doc["version"], "status": doc.get("status", "pending"), "failure": doc.get("failure"),
             "created_at": schemas.jsonable(doc["created_at"]), "size_bytes": int(doc.get("size_bytes") or 0)}
 
 
@@ -235,6 +242,7 @@ def model_out(doc: Mapping[str, Any], versions: Iterable[Mapping[str, Any]] | No
 def dataset_out(doc: Mapping[str, Any]) -> dict[str, Any]:
     return {"id": doc["id"], "project_id": doc["project_id"], "name": doc["name"],
             "schema_json": _json_value(doc.get("schema_json")), "status": doc.get("status", "pending"),
+            "failure": doc.get("failure"),
             "object": doc.get("object"), "size_bytes": int(doc.get("size_bytes") or 0),
             "columns": list(doc.get("columns") or []), "row_count": doc.get("row_count"), **_times(doc)}
 
@@ -257,13 +265,83 @@ def _stamp(uid: str, fields: dict[str, Any]) -> dict[str, Any]:
     return {"uid": uid, **fields, "created_at": now, "updated_at": now}
 
 
+def counts_ref(uid: str) -> Any:
+    return _db().collection(COUNTS).document(uid)
+
+
+def _seed_counts(uid: str) -> None:
+    """The first counted create of a user counts what they already have (records made before the
+    counters existed); a concurrent seed that loses the race simply finds the document made."""
+    from google.api_core.exceptions import AlreadyExists
+
+    cref = counts_ref(uid)
+    if cref.get(**clients.opts()).exists:
+        return
+    counted = {}
+    for collection in COLLECTIONS:
+        result = _query(collection, {"uid": uid}).count().get(**clients.opts())
+        counted[collection] = int(result[0][0].value)
+    try:
+        cref.create({**counted, "updated_at": clock.now()}, **clients.opts())
+    except AlreadyExists:
+        pass
+
+
+_LIMIT_NOUNS = {PROJECTS: "projects", MODELS: "models", DATASETS: "datasets", JOBS: "training runs",
+                "versions_per_model": "versions of one model"}
+
+
+def limit_reached(resource: str, limit: int, plan: config.Plan, advice: str) -> Problem:
+    """409 limit-reached, naming the limit (`resource`, `limit` members too, for clients)."""
+    more = " PRO allows more." if plan.id == "free" else ""
+    return Problem(409, f"Your plan allows {limit} {_LIMIT_NOUNS[resource]}; you have reached that limit. "
+                        f"{advice}{more}", slug="limit-reached", title="Limit reached",
+                   extensions={"resource": resource, "limit": limit})
+
+
+def _reserve(uid: str, collection: str) -> None:
+    """Take one place of the plan's limit for a new record, or answer 409 limit-reached."""
+    from google.cloud.firestore_v1 import Increment
+
+    plan = entitlements.plan_of(entitlements.get(uid), clock.now())
+    limit = int(getattr(plan, collection))
+    _seed_counts(uid)
+    result = counts_ref(uid).update({collection: Increment(1), "updated_at": clock.now()}, **clients.opts())
+    if int(result.transform_results[0].integer_value) > limit:
+        _release(uid, collection, 1)
+        raise limit_reached(collection, limit, plan, f"Delete a {_SINGULAR[collection]} you no longer need first.")
+
+
+def _release(uid: str, collection: str, n: int, batch: Any = None) -> None:
+    from google.cloud.firestore_v1 import Increment
+
+    if n <= 0:
+        return
+    change = {collection: Increment(-n), "updated_at": clock.now()}
+    if batch is not None:
+        batch.set(counts_ref(uid), change, merge=True)
+    else:
+        counts_ref(uid).set(change, merge=True, **clients.opts())
+
+
 def _create(collection: str, doc: dict[str, Any], parents: Iterable[tuple[str, str]]) -> str:
-    """Write a new record, then check its parents again (see the module docstring): if one is gone or
-    being deleted, take the record back and answer that parent's 404."""
+    """Reserve a place (the plan's limit), write the new record, then check its parents again (see
+    the module docstring): if one is gone or being deleted, take the record back and answer that
+    parent's 404."""
+    uid = doc["uid"]
+    _reserve(uid, collection)
     record_id = new_id()
     new_ref = ref(collection, record_id)
-    new_ref.create(doc, **clients.opts())
-    _recheck(doc["uid"], parents, [new_ref])
+    try:
+        new_ref.create(doc, **clients.opts())
+    except BaseException:
+        _release(uid, collection, 1)
+        raise
+    try:
+        _recheck(uid, parents, [new_ref])
+    except Problem:
+        _release(uid, collection, 1)
+        raise
     return record_id
 
 
@@ -286,7 +364,7 @@ def create_project(uid: str, body: schemas.CreateProject) -> dict[str, Any]:
 def create_model(uid: str, body: schemas.CreateModel) -> dict[str, Any]:
     owned(PROJECTS, body.project_id, uid)
     doc = _stamp(uid, {"project_id": body.project_id, "name": body.name,
-                       "config_json": _json_text(body.config_json, "config_json"), "framework": FRAMEWORK,
+                       "config_json": _json_text(body.config_json), "framework": FRAMEWORK,
                        "latest_version": None, "next_version": 1})
     record_id = _create(MODELS, doc, [(PROJECTS, body.project_id)])
     return model_out({**doc, "id": record_id}, versions=[])
@@ -295,7 +373,7 @@ def create_model(uid: str, body: schemas.CreateModel) -> dict[str, Any]:
 def create_dataset(uid: str, body: schemas.CreateDataset) -> dict[str, Any]:
     owned(PROJECTS, body.project_id, uid)
     doc = _stamp(uid, {"project_id": body.project_id, "name": body.name,
-                       "schema_json": _json_text(body.schema_json, "schema_json"), "status": "pending",
+                       "schema_json": _json_text(body.schema_json), "status": "pending",
                        "object": None, "size_bytes": 0, "columns": [], "row_count": None})
     record_id = _create(DATASETS, doc, [(PROJECTS, body.project_id)])
     return dataset_out({**doc, "id": record_id})
@@ -336,6 +414,10 @@ def allocate_version(uid: str, model_id: str) -> dict[str, Any]:
     except NotFound:
         raise not_found(MODELS) from None
     n = int(result.transform_results[0].integer_value) - 1
+    plan = entitlements.plan_of(entitlements.get(uid), clock.now())
+    if n > plan.versions_per_model:  # numbers are never reused, so this bounds the versions for good
+        raise limit_reached("versions_per_model", plan.versions_per_model, plan,
+                            "Create a new model (or delete this one) to save more versions.")
     model = owned(MODELS, model_id, uid)  # its project id, and not deleted meanwhile
     doc = {"uid": uid, "model_id": model_id, "project_id": model["project_id"], "version": n, "status": "pending",
            "files": {}, "size_bytes": 0, "created_at": now, "updated_at": now}
@@ -428,14 +510,28 @@ def list_records(collection: str, uid: str, args: Mapping[str, str]) -> dict[str
         query = query.start_after({"created_at": after[0], "__name__": after[1]})
     snaps = _stream(query)
     page, more = snaps[:limit], len(snaps) > limit
-    docs = [{**snap.to_dict(), "id": snap.id} for snap in page]
-    docs = [d for d in docs if not d.get("deleting") and not (same_project and d.get("project_id") != same_project)]
-    if with_versions:
-        versions = _versions_of(docs, uid)
-        items = [model_out(d, versions[d["id"]]) for d in docs]
-    else:
-        items = [_OUT[collection](d) for d in docs]
-    next_cursor = encode_cursor(page[-1].get("created_at"), page[-1].id) if more else None
+    docs = {snap.id: {**snap.to_dict(), "id": snap.id} for snap in page}
+    shown = [d for d in docs.values()
+             if not d.get("deleting") and not (same_project and d.get("project_id") != same_project)]
+    versions = _versions_of(shown, uid) if with_versions else {}
+    # One page stays under LIMITS.list_page_bytes: it ends early (with a cursor) once the next item
+    # would pass the budget; the first item always fits (each is bounded by the field limits).
+    items: list[dict[str, Any]] = []
+    budget, last = config.LIMITS.list_page_bytes, None
+    for snap in page:
+        d = docs[snap.id]
+        if d.get("deleting") or (same_project and d.get("project_id") != same_project):
+            last = snap
+            continue
+        item = model_out(d, versions[d["id"]]) if with_versions else _OUT[collection](d)
+        size = len(schemas.compact_json(schemas.jsonable(item)).encode()) + 1
+        if items and size > budget:
+            more = True
+            break
+        budget -= size
+        items.append(item)
+        last = snap
+    next_cursor = encode_cursor(last.get("created_at"), last.id) if more and last is not None else None
     return {"items": items, "next_cursor": next_cursor}
 
 
@@ -479,6 +575,19 @@ def _delete_refs(refs: list[Any]) -> int:
     return clients.delete_refs(refs, _BATCH)
 
 
+def _delete_counted(refs: list[Any], uid: str, collection: str) -> int:
+    """Delete top-level records, giving their places back in the same batch (see COUNTS)."""
+    db = _db()
+    for start in range(0, len(refs), _BATCH):
+        chunk = refs[start:start + _BATCH]
+        batch = db.batch()
+        for r in chunk:
+            batch.delete(r)
+        _release(uid, collection, len(chunk), batch)
+        batch.commit(**clients.opts())
+    return len(refs)
+
+
 def _delete_model_records(model_ids: Iterable[str], uid: str) -> tuple[int, int]:
     """Delete models with their versions: (models, versions) removed."""
     versions: list[Any] = []
@@ -488,7 +597,7 @@ def _delete_model_records(model_ids: Iterable[str], uid: str) -> tuple[int, int]
         versions += [s.reference for s in _stream(_query(VERSIONS, {"uid": uid}, parent=model_ref))]
         models.append(model_ref)
     _delete_refs(versions)  # versions first: a failure leaves the (marked) model for a retry to find
-    return _delete_refs(models), len(versions)
+    return _delete_counted(models, uid, MODELS), len(versions)
 
 
 def _mark_deleting(refs: list[Any], now: datetime) -> None:
@@ -517,6 +626,7 @@ def delete(collection: str, record_id: str, uid: str, *, ip: str | None = None) 
     from google.api_core.exceptions import NotFound
 
     doc = owned(collection, record_id, uid, deleting_ok=True)
+    _seed_counts(uid)  # so the places given back are taken off counts that include these records
     now = clock.now()
     try:
         ref(collection, record_id).update({"deleting": now, "updated_at": now}, **clients.opts())
@@ -531,12 +641,12 @@ def delete(collection: str, record_id: str, uid: str, *, ip: str | None = None) 
     if collection == PROJECTS:
         removed[MODELS], removed[VERSIONS] = _delete_model_records(children[MODELS], uid)
         for c in (DATASETS, JOBS):
-            removed[c] = _delete_refs([ref(c, i) for i in children[c]])
-        _delete_refs([ref(PROJECTS, record_id)])
+            removed[c] = _delete_counted([ref(c, i) for i in children[c]], uid, c)
+        _delete_counted([ref(PROJECTS, record_id)], uid, PROJECTS)
     elif collection == MODELS:
         _, removed[VERSIONS] = _delete_model_records([record_id], uid)
     else:
-        _delete_refs([ref(collection, record_id)])
+        _delete_counted([ref(collection, record_id)], uid, collection)
     kind = _SINGULAR[collection].replace("training ", "")
     audit.record(f"{kind}.delete", actor=uid, target=f"{collection}:{record_id}", ip=ip, removed=removed)
 
@@ -573,7 +683,7 @@ def purge_records(uid: str, user: Mapping[str, Any]) -> int:
     """Every catalog record of a user (models with their versions): how many documents went."""
     models, versions = _delete_model_records([d["id"] for d in _all(MODELS, uid)], uid)
     rest = sum(_delete_refs([ref(c, d["id"]) for d in _all(c, uid)]) for c in (PROJECTS, DATASETS, JOBS))
-    return models + versions + rest
+    return models + versions + rest + _delete_refs([counts_ref(uid)])
 
 
 def purge_objects(uid: str, user: Mapping[str, Any]) -> int:

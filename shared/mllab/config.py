@@ -66,10 +66,23 @@ class Limits(BaseModel):
     pro_storage_bytes: int = 5 * GiB
     weights_bytes: int = 50 * MiB
     model_json_bytes: int = 2 * MiB
-    metrics_json_bytes: int = 2 * MiB
+    # metrics.json is stored on its training job's record: it must fit a Firestore document (1 MiB)
+    # with room to spare. The lab's run of 1,000 epochs writes about 100 KiB.
+    metrics_json_bytes: int = 512 * 1024
     dataset_csv_bytes: int = 100 * MiB
     uploads_per_day: int = 200
     past_due_grace_days: int = 7
+    # Stored user JSON (a model's config_json, a dataset's schema_json): the lab's largest layers
+    # config (a few dozen layers) is under 10 KiB, so 64 KiB is ample, and a page of records stays small.
+    json_field_bytes: int = 64 * 1024
+    # Nesting depth of any user JSON we store or parse (the lab's configs nest about 8 deep): deeper
+    # values cannot be served back (response validation and the export recurse through them).
+    json_depth: int = 32
+    # One page of a list answers at most this many bytes of items: the page shrinks to fit.
+    list_page_bytes: int = 1 * MiB - 64 * 1024
+    # A dataset's header, as stored on its record (the lab trains on at most 200 columns).
+    csv_columns: int = 1000
+    csv_header_bytes: int = 64 * 1024
 
 
 LIMITS = Limits()
@@ -88,13 +101,21 @@ class Plan(BaseModel):
     cloud_saves: bool
     storage_bytes: int
     uploads_per_day: int
+    # How many catalog records a user may keep (deleting one frees its place).
+    projects: int
+    models: int
+    versions_per_model: int  # version numbers ever allocated on one model
+    datasets: int
+    jobs: int
 
 
 # The plans (DESIGN section 8). A promo trial, a comp code and an operator grant all give `pro`.
 PLANS: dict[str, Plan] = {
-    "free": Plan(id="free", name="Free", price="0.00", cloud_saves=False, storage_bytes=0, uploads_per_day=0),
+    "free": Plan(id="free", name="Free", price="0.00", cloud_saves=False, storage_bytes=0, uploads_per_day=0,
+                 projects=20, models=50, versions_per_model=20, datasets=50, jobs=100),
     "pro": Plan(id="pro", name="ML Lab PRO", price="15.00", cloud_saves=True, storage_bytes=LIMITS.pro_storage_bytes,
-                uploads_per_day=LIMITS.uploads_per_day),
+                uploads_per_day=LIMITS.uploads_per_day,
+                projects=200, models=1000, versions_per_model=100, datasets=1000, jobs=5000),
 }
 PAYPAL_PAYMENT_FAILURE_THRESHOLD = 2  # failed cycles before PayPal suspends (bootstrap sets it on the plan)
 CHECKOUT_PENDING_S = 3600  # an unapproved checkout is reused this long, then reconciliation expires it

@@ -22,7 +22,8 @@ class Problem(Exception):
     """An RFC 9457 problem. Raise it anywhere in a handler; `detail` must help a person act."""
 
     def __init__(self, status: int, detail: str, *, slug: str | None = None, title: str | None = None,
-                 errors: list[dict[str, str]] | None = None, headers: dict[str, str] | None = None) -> None:
+                 errors: list[dict[str, str]] | None = None, headers: dict[str, str] | None = None,
+                 extensions: dict[str, Any] | None = None) -> None:
         super().__init__(detail)
         default_slug, default_title = _TITLES.get(status, ("error", "Error"))
         self.status = status
@@ -31,6 +32,7 @@ class Problem(Exception):
         self.title = title or default_title
         self.errors = errors
         self.headers = headers or {}
+        self.extensions = extensions or {}  # RFC 9457 extension members (e.g. the `limit` that was reached)
 
     def body(self, request_id: str, instance: str | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {"type": PROBLEM_TYPE + self.slug, "title": self.title, "status": self.status,
@@ -39,4 +41,4 @@ class Problem(Exception):
             out["instance"] = instance
         if self.errors:
             out["errors"] = self.errors
-        return out
+        return {**self.extensions, **out}

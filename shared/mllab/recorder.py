@@ -6,32 +6,58 @@ it belongs to (a model version, a dataset, a training job). A redelivery finds t
 nothing; a delete that overtook its finalize leaves a tombstone that the late finalize respects.
 
 The recorder enforces again what a signed URL cannot: an object outside the naming grammar, of the
-wrong type, over its cap, for something the user does not own, or over quota is deleted, audited
-and never recorded. Storage usage changes only here (finalize adds, delete subtracts), so it is
-counted exactly once.
+wrong type, over its cap, for something the user does not own, over quota or over the day's uploads,
+a second file for a version, dataset or run that already has its file (a replayed upload URL), or
+content that cannot be stored and served (a metrics.json or a CSV header too large for its record)
+is deleted, audited and never recorded; what it was meant for is marked `failed` with the reason,
+for the lab to show. Every event is settled in the one delivery: only a transient failure is retried.
+Storage usage and the daily upload count change only here (finalize adds, delete subtracts), so each
+is counted exactly once, per recorded file.
+
+Events for an account that is deleted (or already purged) are acknowledged and dropped: the object
+is removed, and nothing is written that would name the account again.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from mllab import audit, catalog, clients, clock, config, log, objects, schemas
+from mllab import audit, catalog, clients, clock, config, log, objects, schemas, users
 from mllab.events import ARTIFACTS, ObjectEvent
 from mllab.queries import Query
 
 USAGE = "usage"
+DAYS = "days"  # usage/<uid>/days/<YYYY-MM-DD>: {"uploads": files recorded that day (UTC)}
 QUERIES: tuple[Query, ...] = (Query(ARTIFACTS, ("uid",)),)  # for infra's index file
 CSV_SCAN_LIMIT = config.LIMITS.dataset_csv_bytes
+# metrics.json as stored on its job (validated, then compact): within one Firestore document (1 MiB)
+# beside the job's other fields. Above the upload cap, since validation may spell numbers longer
+# ("1e9" is stored as 1000000000.0); a file that grows past it is refused, never retried.
+METRICS_STORED_BYTES = 900 * 1024
+GONE = "the account is deleted"  # an outcome: drop the event without naming the account anywhere
 
 
 class Rejected(Exception):
-    """The object breaks a rule: delete it, audit, acknowledge the event."""
+    """The object breaks a rule: delete it, audit, acknowledge the event. With `fails` the record it
+    was meant for is marked failed (unless it already has its file recorded)."""
+
+    def __init__(self, reason: str, *, fails: bool = True) -> None:
+        super().__init__(reason)
+        self.fails = fails
+
+
+def day_ref(uid: str) -> Any:
+    """Today's (UTC) upload count of a user."""
+    return _db().collection(USAGE).document(uid).collection(DAYS).document(clock.now().strftime("%Y-%m-%d"))
+
+
+def _account_gone(snap: Any) -> bool:
+    return not snap.exists or bool((snap.to_dict() or {}).get("deleted_at"))
 
 
 def _db() -> Any:
@@ -59,9 +85,16 @@ def _blob(event: ObjectEvent) -> Any:
 def _read_metrics(event: ObjectEvent) -> dict[str, Any]:
     data = _blob(event).download_as_bytes(**clients.opts())
     try:
-        return schemas.Metrics.model_validate_json(data).model_dump(mode="json")
+        metrics = schemas.Metrics.model_validate_json(data).model_dump(mode="json")
     except ValidationError as exc:
         raise Rejected(f"metrics.json does not match the schema ({exc.error_count()} errors)") from None
+    try:
+        stored = len(schemas.compact_json(metrics).encode())
+    except ValueError:  # NaN or an infinity (a float too large for JSON)
+        raise Rejected("metrics.json holds a number JSON cannot carry (NaN or infinity)") from None
+    if stored > METRICS_STORED_BYTES:
+        raise Rejected(f"metrics.json is {stored} bytes as stored; at most {METRICS_STORED_BYTES}")
+    return metrics
 
 
 def _scan_csv(event: ObjectEvent) -> tuple[list[str], int]:
@@ -73,6 +106,13 @@ def _scan_csv(event: ObjectEvent) -> tuple[list[str], int]:
             header = next(reader, None)
             if not header or not any(h.strip() for h in header):
                 raise Rejected("the CSV has no header row")
+            # The header is stored on the dataset's record and served with it: bound it before reading on.
+            limits = config.LIMITS
+            if len(header) > limits.csv_columns:
+                raise Rejected(f"the CSV has {len(header)} columns; at most {limits.csv_columns}")
+            header_bytes = sum(len(h.strip().encode()) for h in header)
+            if header_bytes > limits.csv_header_bytes:
+                raise Rejected(f"the CSV header is {header_bytes} bytes; at most {limits.csv_header_bytes}")
             rows = sum(1 for row in reader if row)
         except (UnicodeDecodeError, csv.Error) as exc:
             raise Rejected(f"the CSV is not readable UTF-8 CSV ({type(exc).__name__})") from None
@@ -102,11 +142,14 @@ def finalize(event: ObjectEvent) -> bool:
             extra["columns"], extra["row_count"] = _scan_csv(event)
         outcome = _record(event, name, extra)
     except Rejected as exc:
-        _reject(event, name, str(exc))
+        _reject(event, name, str(exc), fails=exc.fails)
         return False
     except Exception as exc:
-        from google.api_core.exceptions import NotFound
+        from google.api_core.exceptions import InvalidArgument, NotFound
 
+        if isinstance(exc, InvalidArgument):  # Firestore refuses the write itself: it never will take it
+            _reject(event, name, f"it cannot be stored ({str(exc)[:120]})")
+            return False
         if not isinstance(exc, NotFound):
             raise  # transient: fail the delivery so Pub/Sub retries
         log.info("object gone before it was recorded", object=event.name, generation=event.generation)
@@ -114,11 +157,36 @@ def finalize(event: ObjectEvent) -> bool:
     if outcome == "duplicate":
         log.info("duplicate object event ignored", key=event.key, object=event.name, generation=event.generation)
         return False
+    if outcome == GONE:
+        _delete_generation(event)
+        log.info("object of a deleted account removed", object=event.name, generation=event.generation)
+        return False
     if outcome != "recorded":
-        _reject(event, name, outcome)
+        _reject(event, name, outcome, fails=outcome not in _KEEPS_OWNER)
         return False
     log.info("object recorded", key=event.key, object=event.name, generation=event.generation, size=event.size)
     return True
+
+
+# Refusals that say nothing about the record the file was meant for (it is fine, or not the user's).
+_NOT_YOURS = "it belongs to nothing the user owns"
+_BEING_DELETED = "what it belongs to is being deleted"
+_ALREADY = "it already has this file recorded; a recorded file is never replaced"
+_KEEPS_OWNER = (_NOT_YOURS, _BEING_DELETED, _ALREADY)
+# A recorded file replaced in the bucket (GCS refuses that to our upload URLs; the newcomer is refused
+# here too, so what the record described is gone): the record says so.
+_OVERWRITTEN = "Its recorded file was overwritten by a second upload and could not be kept; save it again."
+
+
+def _has_file(owner: dict[str, Any], name: objects.ObjectName) -> bool:
+    """Whether the record already has (a generation of) the file this object would be."""
+    kind = name.kind.name
+    if kind in ("model", "weights"):
+        fname = "model.json" if kind == "model" else "weights.bin"
+        return fname in (owner.get("files") or {}) or fname in (owner.get("recorded") or [])
+    if kind == "dataset":
+        return bool(owner.get("generation"))
+    return bool(owner.get("metrics_generation"))
 
 
 def _record(event: ObjectEvent, name: objects.ObjectName, extra: dict[str, Any]) -> str:
@@ -127,25 +195,35 @@ def _record(event: ObjectEvent, name: objects.ObjectName, extra: dict[str, Any])
     db = _db()
     art_ref = db.collection(ARTIFACTS).document(event.key)
     usage_ref = db.collection(USAGE).document(name.uid)
+    user_ref = db.collection(users.USERS).document(name.uid)
+    today_ref = day_ref(name.uid)
     owner_ref = _owner_ref(name)
     model_ref = catalog.ref(catalog.MODELS, name.model_id) if name.model_id else None
     now = clock.now()
+    limits = config.LIMITS
 
     @firestore.transactional
     def run(tx: Any) -> str:
         art = art_ref.get(transaction=tx, **clients.opts())
         if art.exists:
             return "duplicate"  # recorded before, or a tombstone left by an earlier delete
+        if _account_gone(user_ref.get(transaction=tx, **clients.opts())):
+            return GONE
         owner = owner_ref.get(transaction=tx, **clients.opts())
         o = owner.to_dict() if owner.exists else {}
         if o.get("uid") != name.uid or o.get("project_id") != name.project_id:
-            return "it belongs to nothing the user owns"
+            return _NOT_YOURS
         if o.get("deleting"):
-            return "what it belongs to is being deleted"
+            return _BEING_DELETED
+        if _has_file(o, name):
+            return _ALREADY  # e.g. a second PUT with one upload URL: the version keeps its file
         usage = usage_ref.get(transaction=tx, **clients.opts())
         used = (usage.to_dict() or {}).get("storage_bytes", 0) if usage.exists else 0
-        if used + event.size > config.LIMITS.pro_storage_bytes:
+        if used + event.size > limits.pro_storage_bytes:
             return "the user's storage quota is full"
+        day = today_ref.get(transaction=tx, **clients.opts())
+        if (int((day.to_dict() or {}).get("uploads", 0)) if day.exists else 0) >= limits.uploads_per_day:
+            return f"the day's {limits.uploads_per_day} uploads are used up; upload again tomorrow (UTC)"
         model = model_ref.get(transaction=tx, **clients.opts()) if model_ref is not None else None
         # All reads done; now the writes.
         tx.create(art_ref, {
@@ -155,7 +233,8 @@ def _record(event: ObjectEvent, name: objects.ObjectName, extra: dict[str, Any])
             "size": event.size, "content_type": event.content_type, "crc32c": event.crc32c, "md5": event.md5,
             "event_id": event.event_id, "deleted_at": None, "created_at": now, "updated_at": now})
         tx.set(usage_ref, {"storage_bytes": firestore.Increment(event.size), "updated_at": now}, merge=True)
-        _apply_to_owner(tx, owner_ref, owner.to_dict(), model_ref, model, event, name, extra, now)
+        tx.set(today_ref, {"uploads": firestore.Increment(1), "updated_at": now}, merge=True)
+        _apply_to_owner(tx, owner_ref, o, model_ref, model, event, name, extra, now)
         return "recorded"
 
     return run(db.transaction(max_attempts=10))
@@ -167,41 +246,35 @@ def _file_entry(event: ObjectEvent) -> dict[str, Any]:
 
 def _apply_to_owner(tx: Any, owner_ref: Any, owner: dict[str, Any], model_ref: Any, model: Any,
                     event: ObjectEvent, name: objects.ObjectName, extra: dict[str, Any], now: datetime) -> None:
+    """Put the recorded file on its record (which, per _has_file, had none of this kind)."""
     kind = name.kind.name
     if kind in ("model", "weights"):
         fname = "model.json" if kind == "model" else "weights.bin"
-        files = dict(owner.get("files") or {})
-        current = files.get(fname)
-        if current and current["generation"] > event.generation:
-            return  # an older generation arriving late never replaces a newer one
-        files[fname] = _file_entry(event)
+        files = {**(owner.get("files") or {}), fname: _file_entry(event)}
         ready = {"model.json", "weights.bin"} <= set(files)
-        tx.update(owner_ref, {"files": files, "status": "ready" if ready else "pending",
+        tx.update(owner_ref, {"files": files, "status": "ready" if ready else "pending", "failure": None,
+                              # every file ever recorded on the version: none is ever replaced (see _has_file)
+                              "recorded": sorted({*(owner.get("recorded") or []), fname}),
                               "size_bytes": sum(f["size"] for f in files.values()), "updated_at": now})
         if ready and model is not None and model.exists:
             latest = model.get("latest_version") or 0
             if name.version > latest:  # only forward
                 tx.update(model_ref, {"latest_version": name.version, "updated_at": now})
     elif kind == "dataset":
-        current = owner.get("generation") or 0
-        if current > event.generation:
-            return
-        tx.update(owner_ref, {"status": "ready", "object": event.name, "generation": event.generation,
+        tx.update(owner_ref, {"status": "ready", "failure": None, "object": event.name, "generation": event.generation,
                               "size_bytes": event.size, "content_type": event.content_type, "crc32c": event.crc32c,
                               "columns": extra["columns"], "row_count": extra["row_count"], "updated_at": now})
     else:
-        if (owner.get("metrics_generation") or 0) > event.generation:
-            return
         m = extra["metrics"]
         # Stored as JSON text: Firestore refuses arrays inside arrays (a confusion matrix is one).
-        tx.update(owner_ref, {"status": "recorded", "metrics_generation": event.generation, "task": m["task"],
-                              "backend": m["backend"], "started_at": m["started_at"],
+        tx.update(owner_ref, {"status": "recorded", "failure": None, "metrics_generation": event.generation,
+                              "task": m["task"], "backend": m["backend"], "started_at": m["started_at"],
                               "finished_at": m["finished_at"], "epoch_count": len(m["epochs"]),
-                              "metrics_json": json.dumps(m, separators=(",", ":")), "updated_at": now})
+                              "metrics_json": schemas.compact_json(m), "updated_at": now})
 
 
-def _reject(event: ObjectEvent, name: objects.ObjectName | None, reason: str) -> None:
-    """Delete exactly this generation (never a newer one) and audit it."""
+def _delete_generation(event: ObjectEvent) -> None:
+    """Delete exactly this generation (never a newer one)."""
     from google.api_core.exceptions import NotFound, PreconditionFailed
 
     try:
@@ -209,10 +282,43 @@ def _reject(event: ObjectEvent, name: objects.ObjectName | None, reason: str) ->
             if_generation_match=event.generation, **clients.opts())
     except (NotFound, PreconditionFailed):
         pass  # already gone, or replaced by a newer upload that gets its own event
+
+
+def _reject(event: ObjectEvent, name: objects.ObjectName | None, reason: str, *, fails: bool = True) -> None:
+    """Delete exactly this generation, audit it, and (with `fails`) mark what it was meant for failed."""
+    _delete_generation(event)
     uid = name.uid if name else event.uid  # outside the grammar, the users/<uid>/ prefix still says whose
+    if uid and _account_gone(_db().collection(users.USERS).document(uid).get(**clients.opts())):
+        log.info("object of a deleted account removed", generation=event.generation)
+        return  # no audit entry: it would name the account again after its purge
     audit.record("object.rejected", actor=uid, target=event.name, outcome="deleted", reason=reason,
                  generation=event.generation)
     log.warning("object rejected and deleted", object=event.name, generation=event.generation, reason=reason)
+    if fails and name is not None:
+        _mark_failed(name, reason)
+
+
+def _mark_failed(name: objects.ObjectName, reason: str) -> None:
+    """The version, dataset or run the file was for: `failed`, with the reason the lab shows, unless it
+    has (meanwhile) recorded that file after all."""
+    from google.cloud import firestore
+
+    owner_ref = _owner_ref(name)
+    kind = "metrics.json" if name.kind.name == "metrics" else (
+        "model.json" if name.kind.name == "model" else "weights.bin" if name.kind.name == "weights" else "CSV file")
+
+    @firestore.transactional
+    def run(tx: Any) -> None:
+        owner = owner_ref.get(transaction=tx, **clients.opts())
+        o = owner.to_dict() if owner.exists else {}
+        if o.get("uid") != name.uid or o.get("project_id") != name.project_id or o.get("deleting"):
+            return
+        if _has_file(o, name):
+            return
+        tx.update(owner_ref, {"status": "failed", "failure": f"The {kind} was refused: {reason}.",
+                              "updated_at": clock.now()})
+
+    run(_db().transaction(max_attempts=10))
 
 
 # --- delete --------------------------------------------------------------------------------------
@@ -227,12 +333,17 @@ def delete(event: ObjectEvent) -> None:
     name = objects.parse(event.name)
     now = clock.now()
 
+    uid = name.uid if name else event.uid
+    user_ref = db.collection(users.USERS).document(uid) if uid else None
+
     @firestore.transactional
     def run(tx: Any) -> str:
+        if user_ref is None or _account_gone(user_ref.get(transaction=tx, **clients.opts())):
+            return "dropped"  # the account is deleted (its purge removes every object and record)
         art = art_ref.get(transaction=tx, **clients.opts())
         if not art.exists:
             tx.set(art_ref, {"bucket": event.bucket, "object": event.name, "generation": event.generation,
-                             "uid": name.uid if name else None, "deleted_at": now, "tombstone": True,
+                             "uid": uid, "deleted_at": now, "tombstone": True,
                              "created_at": now, "updated_at": now})
             return "tombstone"
         a = art.to_dict()
@@ -245,16 +356,26 @@ def delete(event: ObjectEvent) -> None:
         if a.get("size") and a.get("uid"):
             tx.set(db.collection(USAGE).document(a["uid"]),
                    {"storage_bytes": firestore.Increment(-a["size"]), "updated_at": now}, merge=True)
-        if owner is not None and owner.exists and name is not None and name.kind.name in ("model", "weights"):
-            files = dict(owner.get("files") or {})
+        o = owner.to_dict() if owner is not None and owner.exists else None
+        overwritten = event.overwritten_by_generation is not None
+        lost = {"status": "failed", "failure": _OVERWRITTEN, "updated_at": now} if overwritten else {}
+        if o is not None and name is not None and name.kind.name in ("model", "weights"):
+            files = dict(o.get("files") or {})
             fname = "model.json" if name.kind.name == "model" else "weights.bin"
             if files.get(fname, {}).get("generation") == event.generation:
                 files.pop(fname)
                 tx.update(owner_ref, {"files": files, "status": "pending",
-                                      "size_bytes": sum(f["size"] for f in files.values()), "updated_at": now})
+                                      "size_bytes": sum(f["size"] for f in files.values()), "updated_at": now,
+                                      **lost})
+        elif o is not None and name is not None and overwritten and event.generation in (
+                o.get("generation"), o.get("metrics_generation")):
+            tx.update(owner_ref, lost)  # a dataset's CSV or a run's metrics.json, overwritten in place
         return "reversed"
 
     outcome = run(db.transaction(max_attempts=10))
+    if outcome == "dropped":
+        log.info("object deletion of a deleted account dropped", generation=event.generation)
+        return
     log.info("object deletion recorded", key=event.key, object=event.name, generation=event.generation,
              outcome=outcome)
 

@@ -110,7 +110,7 @@ def _crud(collection: str, noun: str, create: type[BaseModel], record: type[Base
     parent = (404,) if "project_id" in create.model_fields else ()  # the parent is not (or no longer) yours
     return [
         Route("POST", f"/{collection}", "catalog", f"Create a {noun}", request=create, response=record,
-              status=201, answers=parent, **_MUTATE),
+              status=201, answers=(*parent, 409), **_MUTATE),  # 409: the plan's limit of them is reached
         Route("GET", f"/{collection}", "catalog", f"List your {noun}s ({filters}?limit=, ?cursor=)",
               response=schemas.Page, answers=(400, 422), **_TOKEN),  # a foreign cursor; bad query parameters
         Route("GET", one, "catalog", f"One {noun}", response=record, **_TOKEN),

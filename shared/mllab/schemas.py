@@ -3,13 +3,17 @@ generated from them."""
 
 from __future__ import annotations
 
+import json
 import unicodedata
 import warnings
 from datetime import date, datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, StringConstraints
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler,
+                      StringConstraints, model_validator)
 from pydantic_core import CoreSchema, core_schema
+
+from mllab import config
 
 
 def jsonable(value: Any) -> Any:
@@ -57,6 +61,42 @@ class _PlainText:
 Plain = _PlainText()
 
 
+def json_depth(value: Any) -> int:
+    """How deep a JSON value nests (a scalar is 0, `{}` and `[]` are 1), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def compact_json(value: Any) -> str:
+    """JSON as stored: compact, UTF-8 (not escaped), no NaN or infinities."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _bounded_json(value: dict) -> dict:
+    limits = config.LIMITS
+    depth = json_depth(value)  # first: compact_json would recurse through a deep value
+    if depth > limits.json_depth:
+        raise ValueError(f"nested {depth} levels deep; at most {limits.json_depth} levels are stored")
+    size = len(compact_json(value).encode())
+    if size > limits.json_field_bytes:
+        raise ValueError(f"{size} bytes as compact JSON; at most {limits.json_field_bytes} bytes "
+                         f"({limits.json_field_bytes // 1024} KiB) are stored")
+    return value
+
+
+# A JSON object the API stores and answers back: bounded in size and depth so every stored value can be
+# served (the OpenAPI document carries both bounds as `x-max-bytes` / `x-max-depth`).
+JsonObject = Annotated[dict, AfterValidator(_bounded_json), Field(json_schema_extra={
+    "x-max-bytes": config.LIMITS.json_field_bytes, "x-max-depth": config.LIMITS.json_depth})]
+
+
 class Strict(BaseModel):
     """Request bodies refuse unknown fields, so a typo is a 422, not a silent no-op."""
 
@@ -92,6 +132,8 @@ class Problem(BaseModel):
     instance: str | None = None
     request_id: str
     errors: list[FieldError] | None = Field(default=None, description="validation errors, one per field")
+    resource: str | None = Field(default=None, description="limit-reached: what is counted (e.g. models)")
+    limit: int | None = Field(default=None, description="limit-reached: how many the plan allows")
 
 
 # --- identity and sessions -----------------------------------------------------------------------
@@ -234,7 +276,7 @@ class Rename(Strict):
 class CreateModel(Strict):
     project_id: Id
     name: Name
-    config_json: dict = Field(default_factory=dict, description="the model's layer configuration (JSON object)")
+    config_json: JsonObject = Field(default_factory=dict, description="the model's layer configuration (JSON object)")
 
 
 # The API says `schema_json` (the seed plan's name); it shadows a deprecated pydantic method harmlessly.
@@ -244,7 +286,7 @@ warnings.filterwarnings("ignore", message='Field name "schema_json"', category=U
 class CreateDataset(Strict):
     project_id: Id
     name: Name
-    schema_json: dict = Field(default_factory=dict, description="column roles and types (JSON object)")
+    schema_json: JsonObject = Field(default_factory=dict, description="column roles and types (JSON object)")
 
 
 class CreateJob(Strict):
@@ -264,9 +306,10 @@ class Project(BaseModel):
 
 class ModelVersion(BaseModel):
     version: int
-    status: Literal["pending", "ready"]
+    status: Literal["pending", "ready", "failed"]
     created_at: str
     size_bytes: int
+    failure: str | None = Field(default=None, description="why an uploaded file was refused (status failed)")
 
 
 class Model(BaseModel):
@@ -285,7 +328,8 @@ class Dataset(BaseModel):
     project_id: str
     name: str
     schema_json: dict
-    status: Literal["pending", "ready"]
+    status: Literal["pending", "ready", "failed"]
+    failure: str | None = Field(default=None, description="why the uploaded file was refused (status failed)")
     object: str | None = None
     size_bytes: int = 0
     columns: list[str] = []
@@ -358,6 +402,14 @@ class Metrics(BaseModel):
     started_at: str
     finished_at: str
 
+    @model_validator(mode="after")
+    def _servable(self) -> Metrics:
+        for field in ("params", "final"):
+            depth = json_depth(getattr(self, field))
+            if depth > config.LIMITS.json_depth:
+                raise ValueError(f"{field} is nested {depth} levels deep; at most {config.LIMITS.json_depth}")
+        return self
+
 
 # --- billing and promo codes ---------------------------------------------------------------------
 
@@ -370,6 +422,25 @@ class PlanLimits(BaseModel):
     cloud_saves: bool
     storage_bytes: int
     uploads_per_day: int
+    projects: int = Field(description="projects a user may keep")
+    models: int = Field(description="models a user may keep")
+    versions_per_model: int = Field(description="versions that may be allocated on one model")
+    datasets: int = Field(description="datasets a user may keep")
+    jobs: int = Field(description="training runs a user may keep")
+    json_field_bytes: int = Field(description="the largest config_json / schema_json, as compact JSON")
+    json_depth: int = Field(description="the deepest nesting of stored JSON")
+    file_bytes: dict[str, int] = Field(description="the largest upload of each kind (model, weights, dataset, "
+                                                   "metrics)")
+
+    @classmethod
+    def of(cls, plan: config.Plan) -> PlanLimits:
+        limits = config.LIMITS
+        return cls(cloud_saves=plan.cloud_saves, storage_bytes=plan.storage_bytes,
+                   uploads_per_day=plan.uploads_per_day, projects=plan.projects, models=plan.models,
+                   versions_per_model=plan.versions_per_model, datasets=plan.datasets, jobs=plan.jobs,
+                   json_field_bytes=limits.json_field_bytes, json_depth=limits.json_depth,
+                   file_bytes={"model": limits.model_json_bytes, "weights": limits.weights_bytes,
+                               "dataset": limits.dataset_csv_bytes, "metrics": limits.metrics_json_bytes})
 
 
 class PlanInfo(BaseModel):

@@ -1,7 +1,7 @@
 """Object storage: V4 signed URLs (uploads and downloads) and the bucket's CORS rules.
 
-Two signers behind one URL shape (DESIGN section 5: V4, 10 minutes, Content-Type and
-`x-goog-content-length-range` pinned for uploads):
+Two signers behind one URL shape (DESIGN section 5: V4, 10 minutes, Content-Type,
+`x-goog-content-length-range` and `x-goog-if-generation-match: 0` pinned for uploads):
 
 - locally (env `local`/`test`) the development service-account key generated into `.dev/secrets`
   signs in-process; the URL points at fake-gcs-server (`STORAGE_EMULATOR_HOST`), which accepts any
@@ -39,8 +39,11 @@ from mllab import clients, clock, config
 
 URL_TTL = timedelta(minutes=10)
 CONTENT_LENGTH_RANGE = "x-goog-content-length-range"
+# Signed as "0": GCS creates the object only if none exists under the name (a second PUT with the same
+# URL answers 412), so one upload URL makes at most one object. The recorder enforces it again.
+IF_GENERATION_MATCH = "x-goog-if-generation-match"
 # The request headers an upload URL pins (besides Host): the bucket's CORS must permit exactly these.
-UPLOAD_HEADERS = ("Content-Type", CONTENT_LENGTH_RANGE)
+UPLOAD_HEADERS = ("Content-Type", CONTENT_LENGTH_RANGE, IF_GENERATION_MATCH)
 CORS_METHODS = ("PUT", "GET", "HEAD")
 CORS_MAX_AGE_S = 3600
 CORS_FILE_ORIGIN = "https://lab.${DOMAIN}"  # the origin infra/storage-cors.json is written for
@@ -71,10 +74,11 @@ class SignedUrl:
 # --- public API -----------------------------------------------------------------------------------
 
 def signed_upload_url(object_name: str, content_type: str, max_bytes: int) -> SignedUrl:
-    """A V4 PUT URL for exactly this object, content type and size cap (0..max_bytes bytes)."""
+    """A V4 PUT URL for exactly this object, content type and size cap (0..max_bytes bytes), that
+    creates the object only if it does not exist yet."""
     if max_bytes < 0:
         raise ValueError("max_bytes must be >= 0")
-    headers = {"Content-Type": content_type, CONTENT_LENGTH_RANGE: f"0,{max_bytes}"}
+    headers = {"Content-Type": content_type, CONTENT_LENGTH_RANGE: f"0,{max_bytes}", IF_GENERATION_MATCH: "0"}
     return _sign(object_name, "PUT", headers)
 
 

@@ -1,7 +1,9 @@
 """What may be uploaded or downloaded, decided before any URL is signed: the caller owns every id
-(another user's id is a 404), the plan allows cloud saves, the file fits its cap, the quota and the
-daily upload count have room. The server builds the object name; the client names only ids, a
-version and, for datasets, a file name. Every refusal's `detail` can be shown to the user as is."""
+(another user's id is a 404), the plan allows cloud saves, the file fits its cap, the target has no
+file recorded yet, the quota and the daily upload count have room. Both counts are of recorded files
+(mllab.recorder counts them, and refuses again what passes here), never of URLs issued. The server
+builds the object name; the client names only ids, a version and, for datasets, a file name. Every
+refusal's `detail` can be shown to the user as is."""
 
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ from mllab.http import Request
 from mllab.problems import Problem
 from mllab.queries import Query
 
-DAYS = "days"
 QUERIES: tuple[Query, ...] = (Query(events.ARTIFACTS, ("uid", "object")),)  # for infra's index file
 
 _NEEDS = {"model": ("model_id", "version"), "weights": ("model_id", "version"),
@@ -37,24 +38,31 @@ def _object_for(body: schemas.SignUpload, uid: str) -> objects.ObjectName:
         snap = catalog.version_ref(body.model_id, body.version).get(**clients.opts())
         if not snap.exists or snap.get("uid") != uid:
             raise Problem(404, f"Version {body.version} of this model does not exist. Allocate it first.")
-        if snap.get("status") == "ready":
-            raise Problem(409, f"Version {body.version} is complete; allocate a new version to save again.",
-                          slug="version-ready")
+        fname = "model.json" if body.kind == "model" else "weights.bin"
+        version = snap.to_dict()
+        if version.get("status") == "ready" or fname in (version.get("files") or {}) or fname in (
+                version.get("recorded") or []):
+            raise Problem(409, f"Version {body.version} already has its {fname}; allocate a new version to save "
+                               "again.", slug="version-ready")
         return objects.model_file(uid, model["project_id"], body.model_id, body.version, body.kind)
     if body.kind == "dataset":
         dataset = catalog.owned(catalog.DATASETS, body.dataset_id, uid)
+        if dataset.get("generation"):
+            raise Problem(409, "This dataset already has its file; create a new dataset to upload another.",
+                          slug="file-recorded")
         return objects.dataset_file(uid, dataset["project_id"], body.dataset_id, body.filename)
     job = catalog.owned(catalog.JOBS, body.job_id, uid)
+    if job.get("metrics_generation"):
+        raise Problem(409, "This training run already has its metrics; create a new run to upload others.",
+                      slug="file-recorded")
     return objects.metrics_file(uid, job["project_id"], body.job_id)
 
 
-def day_ref(uid: str) -> Any:
-    """Today's (UTC) upload count of a user."""
-    return clients.firestore().collection(recorder.USAGE).document(uid).collection(DAYS).document(
-        clock.now().strftime("%Y-%m-%d"))
+day_ref = recorder.day_ref
 
 
 def uploads_today(uid: str) -> int:
+    """Files recorded today (UTC)."""
     day = day_ref(uid).get(**clients.opts())
     return int((day.to_dict() or {}).get("uploads", 0)) if day.exists else 0
 
@@ -82,8 +90,6 @@ def _check_room(uid: str, size: int, plan: config.Plan) -> None:
 
 
 def sign_upload(req: Request) -> schemas.SignedUrl:
-    from google.cloud import firestore
-
     body: schemas.SignUpload = req.body
     uid = req.uid
     plan = _check_plan(uid)
@@ -96,7 +102,6 @@ def sign_upload(req: Request) -> schemas.SignedUrl:
     except ValueError as exc:
         raise Problem(422, str(exc), errors=[{"field": "filename", "message": str(exc)}]) from None
     _check_room(uid, body.size, plan)
-    day_ref(uid).set({"uploads": firestore.Increment(1), "updated_at": clock.now()}, merge=True, **clients.opts())
     signed = storage.signed_upload_url(str(name), kind.content_type, body.size)
     return schemas.SignedUrl(url=signed.url, method="PUT", headers=signed.headers, object=signed.object,
                              expires_at=clock.rfc3339(signed.expires_at))

@@ -14,7 +14,8 @@ from mllab import accounts, audit, clients, clock, config, passwords, sessions, 
 from mllab.problems import Problem
 from mllab_dev.stack import PROJECT, PURGE_TOPIC, Stack
 
-from .conftest import PASSWORD, Browser
+from .conftest import PASSWORD, Browser, function_log, wait_for_log
+from .limits_support import artifact, bucket, metrics, naming, ok, signed_in, upload, wait
 
 ME_KEYS = {"uid", "email", "name", "role", "email_verified", "providers", "subscription", "usage", "csrf"}
 
@@ -358,7 +359,8 @@ def test_purge_removes_accounts_deleted_more_than_30_days_ago(new_user) -> None:
     assert _owned(kept["uid"], kept["email"])["users"] == 1 and _owned(kept["uid"], kept["email"])["identities"] == 1
     assert _owned(recent["uid"], recent["email"])["users"] == 1
     purges = [e for e in audit.for_actor("system") if e["action"] == "account.purge"]
-    assert [e["target"] for e in purges] == [f"user:{gone['uid']}"]
+    assert [e["target"] for e in purges] == [None]  # that it happened, never whose
+    assert gone["uid"] not in json.dumps(purges, default=str) and gone["email"] not in json.dumps(purges, default=str)
     # the address is free again once purged
     assert users.create_password_user(gone["email"], passwords.hash_password(PASSWORD)) is not None
 
@@ -378,4 +380,56 @@ def test_purge_through_the_function_on_the_purge_topic(stack: Stack, new_user) -
     assert _owned(u["uid"], u["email"]) == {"identities": 0, "sessions": 0, "email_tokens": 0, "mail_outbox": 0,
                                             "users": 0}
     purges = [e for e in audit.for_actor("system") if e["action"] == "account.purge"]
-    assert [(e["target"], e["function"]) for e in purges] == [(f"user:{u['uid']}", "purge_accounts")]
+    assert [(e["target"], e["function"]) for e in purges] == [(None, "purge_accounts")]
+    assert naming([u["uid"], u["email"]]) == []
+
+
+def test_after_a_purge_no_document_names_the_user_or_their_files_even_after_late_events(
+        stack: Stack, new_user, cli) -> None:
+    """A PRO user with saved files, a refused upload and an operator grant; deleted, purged by
+    `mllab accounts purge`; then the bucket's late events (the purge's own deletes, a redelivered
+    delete, a late upload) arrive. Every collection is scanned for the uid, the email and the files."""
+    u = new_user()
+    lab = signed_in(stack, u, pro=True)
+    project = ok(lab.request("POST", "/projects", json_body={"name": "p"}), 201)["id"]
+    model = ok(lab.request("POST", "/models", json_body={"project_id": project, "name": "m"}), 201)["id"]
+    ok(lab.request("POST", f"/models/{model}/versions"), 201)
+    job = ok(lab.request("POST", "/jobs", json_body={"project_id": project, "model_id": model}), 201)["id"]
+    base = f"users/{u['uid']}/projects/{project}"
+    files = {f"{base}/models/{model}/versions/1/weights.bin": (b"\x00" * 32, "application/octet-stream"),
+             f"{base}/models/{model}/versions/1/model.json": (b"{}", "application/json"),
+             f"{base}/jobs/{job}/metrics.json": (json.dumps(metrics(model)).encode(), "application/json")}
+    recorded = {}
+    for name, (data, content_type) in files.items():
+        recorded[name] = upload(name, data, content_type)
+        assert wait(lambda: artifact(name, recorded[name])), name
+    refused = f"{base}/models/{model}/versions/1/evil.exe"
+    upload(refused, b"x", "application/octet-stream")  # outside the grammar: audited under the user
+    assert wait(lambda: any(e["action"] == "object.rejected" for e in audit.for_actor(u["uid"])))
+    assert ok(lab.request("GET", "/me"))["usage"]["uploads_today"] == 3
+
+    s = sign_in(u["uid"])
+    accounts.delete_account(users.get(u["uid"]), s["sid"], password=PASSWORD)
+    users.update(u["uid"], deleted_at=clock.now() - timedelta(days=config.ACCOUNT_PURGE_AFTER_DAYS + 1))
+    r = cli("accounts", "purge", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout) == {"purged": 1}, r.stderr
+
+    # the purge's own object deletions, then late ones: acknowledged and dropped
+    log = function_log(stack, "on_object_finalized")
+    assert len(wait_for_log(log, "object deletion of a deleted account dropped", count=len(files))) >= len(files)
+    from mllab import events, recorder
+
+    for name, generation in recorded.items():
+        recorder.delete(events.ObjectEvent("OBJECT_DELETE", bucket().name, name, generation, "late"))
+    late = f"{base}/jobs/{job}/metrics.json"
+    upload(late, json.dumps(metrics(model)).encode(), "application/json")  # a URL signed before the deletion
+    forged = f"{base}/models/{model}/versions/1/weights.bin"
+    upload(forged, b"<html>", "text/html")  # late and refused: removed without an audit entry naming anyone
+    assert wait(lambda: bucket().get_blob(late) is None), "a late upload of a purged account was kept"
+    assert wait(lambda: bucket().get_blob(forged) is None), "a late refused upload of a purged account was kept"
+    assert list(bucket().list_blobs(prefix=f"users/{u['uid']}/")) == []
+
+    assert naming([u["uid"], u["email"], *files, refused]) == []
+    purges = [e for e in audit.for_actor("system") if e["action"] == "account.purge"]
+    assert len(purges) == 1 and purges[0]["target"] is None
+    assert purges[0]["details"]["removed"]["artifacts"] == 4  # 3 files + the refused one's tombstone

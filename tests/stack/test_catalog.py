@@ -220,8 +220,9 @@ def test_model_create_and_get_shape_with_versions(alice: Browser) -> None:
     allocated = [new_version(alice, model["id"]) for _ in range(3)]
     assert [v["version"] for v in allocated] == [1, 2, 3]
     for v in allocated:
-        assert set(v) == {"version", "status", "created_at", "size_bytes"}
-        assert v["status"] == "pending" and v["size_bytes"] == 0 and RFC3339.fullmatch(v["created_at"])
+        assert set(v) == {"version", "status", "created_at", "size_bytes", "failure"}
+        assert v["status"] == "pending" and v["failure"] is None and v["size_bytes"] == 0
+        assert RFC3339.fullmatch(v["created_at"])
 
     got = ok(alice.request("GET", f"/models/{model['id']}"))
     assert got["versions"] == list(reversed(allocated))  # newest first

@@ -94,25 +94,30 @@ def test_signed_upload_produces_exactly_one_record(stack: Stack, records, tap) -
     assert len(_artifacts(name)) == 1
 
 
-def test_overwrite_records_new_generation_and_marks_old_deleted(stack: Stack, records) -> None:
+def test_an_overwrite_is_refused_and_the_dataset_says_its_file_was_lost(stack: Stack, records) -> None:
+    """GCS refuses a second PUT with our upload URL (if-generation-match: 0); fake-gcs-server does not,
+    so the recorder's own rule is what is seen here: the newcomer is never recorded."""
     ids = records()
     name = str(objects.dataset_file(ids["uid"], ids["project_id"], ids["dataset_id"], "train.csv"))
     assert _upload(name, b"a,b\n1,2\n", "text/csv").status_code == 200
     first = _wait_records(name, 1)
     assert len(first) == 1
     assert _upload(name, b"a,b\n1,2\n3,4\n", "text/csv").status_code == 200
-    both = _wait_records(name, 2)
-    assert len(both) == 2
-    gens = sorted(both, key=lambda d: d["generation"])
     deadline = time.monotonic() + 15
-    while gens[0]["deleted_at"] is None and time.monotonic() < deadline:
+    dataset = {}
+    while time.monotonic() < deadline:
+        dataset = clients.firestore().collection("datasets").document(ids["dataset_id"]).get().to_dict()
+        gens = [g for g in _artifacts(name) if g["generation"] == first[0]["generation"]]
+        if dataset.get("status") == "failed" and gens[0]["deleted_at"] is not None \
+                and clients.storage().bucket(BUCKET).get_blob(name) is None:
+            break
         time.sleep(0.1)
-        gens = sorted(_artifacts(name), key=lambda d: d["generation"])
-    assert gens[0]["deleted_at"] is not None  # OBJECT_DELETE for the overwritten generation
-    assert gens[1]["deleted_at"] is None and gens[1]["size"] == len(b"a,b\n1,2\n3,4\n")
-    dataset = clients.firestore().collection("datasets").document(ids["dataset_id"]).get().to_dict()
-    assert dataset["status"] == "ready" and dataset["columns"] == ["a", "b"] and dataset["row_count"] == 2
-    assert dataset["generation"] == gens[1]["generation"]
+    recorded = [g for g in _artifacts(name) if not g.get("tombstone")]  # (the newcomer's deletion leaves one)
+    assert [g["generation"] for g in recorded] == [first[0]["generation"]]  # the newcomer: never recorded
+    assert recorded[0]["deleted_at"] is not None  # OBJECT_DELETE for the overwritten generation
+    assert clients.storage().bucket(BUCKET).get_blob(name) is None  # the newcomer is deleted
+    assert dataset["status"] == "failed" and "overwritten" in dataset["failure"]
+    assert dataset["generation"] == first[0]["generation"] and dataset["row_count"] == 1
 
 
 def test_signed_url_pins_content_type_size_cap_and_ten_minutes(stack: Stack, unique: str) -> None:
@@ -122,7 +127,9 @@ def test_signed_url_pins_content_type_size_cap_and_ten_minutes(stack: Stack, uni
     query = parse_qs(urlsplit(signed.url).query)
     assert query["X-Goog-Expires"] == ["600"]
     assert set(query["X-Goog-SignedHeaders"][0].split(";")) >= {"content-type", "host", "x-goog-content-length-range"}
-    assert signed.headers == {"Content-Type": "application/json", "x-goog-content-length-range": "0,2048"}
+    assert signed.headers == {"Content-Type": "application/json", "x-goog-content-length-range": "0,2048",
+                              "x-goog-if-generation-match": "0"}
+    assert "x-goog-if-generation-match" in query["X-Goog-SignedHeaders"][0].split(";")
     assert urlsplit(signed.url).netloc == f"127.0.0.1:{stack.ports.gcs}"
 
 

@@ -65,7 +65,7 @@ def test_save_a_model_version_and_download_it(lab: Browser, stack: Stack) -> Non
     w, r = _put(lab, {"kind": "weights", "model_id": model_id, "version": n, "size": len(WEIGHTS)}, WEIGHTS)
     assert r.status_code == 200, r.text
     assert w["headers"] == {"Content-Type": "application/octet-stream",
-                            "x-goog-content-length-range": f"0,{len(WEIGHTS)}"}
+                            "x-goog-content-length-range": f"0,{len(WEIGHTS)}", "x-goog-if-generation-match": "0"}
     assert w["object"] == f"users/{lab.uid}/projects/{w['object'].split('/')[3]}/models/{model_id}/versions/1/weights.bin"
     m, r = _put(lab, {"kind": "model", "model_id": model_id, "version": n, "size": len(MODEL_JSON)}, MODEL_JSON)
     assert r.status_code == 200
@@ -115,7 +115,8 @@ def test_wrong_content_type_is_deleted_not_recorded(lab: Browser) -> None:
     rejected = _wait(lambda: [e for e in audit.for_actor(lab.uid) if e["action"] == "object.rejected"])
     assert rejected and rejected[0]["target"] == signed["object"]
     assert recorder.usage_of(lab.uid) == 0
-    assert _ok(lab.request("GET", f"/models/{model_id}"))["versions"][0]["status"] == "pending"
+    version = _ok(lab.request("GET", f"/models/{model_id}"))["versions"][0]
+    assert version["status"] == "failed" and "must be application/json" in version["failure"]
 
 
 def test_object_outside_the_grammar_is_deleted(lab: Browser) -> None:
@@ -187,17 +188,18 @@ def test_duplicate_and_out_of_order_generations(lab: Browser) -> None:
 
     assert recorder.finalize(ev(2, 200)) is True
     assert recorder.finalize(ev(2, 200)) is False  # redelivery
-    assert recorder.finalize(ev(1, 100)) is True   # recorded as an artifact, but not as the version's file
+    assert recorder.finalize(ev(1, 100)) is False  # another generation of a recorded file: refused, never recorded
     version = clients.firestore().collection("models").document(model_id).collection("versions").document(
         catalog.version_id(n)).get().to_dict()
     assert version["files"]["model.json"]["generation"] == 2
-    assert recorder.usage_of(lab.uid) == 300  # both generations exist until GCS deletes the older one
-    recorder.delete(events.ObjectEvent("OBJECT_DELETE", BUCKET, name, 1, "d1", overwritten_by_generation=2))
-    recorder.delete(events.ObjectEvent("OBJECT_DELETE", BUCKET, name, 1, "d1-again", overwritten_by_generation=2))
     assert recorder.usage_of(lab.uid) == 200
+    refused = [e for e in audit.for_actor(lab.uid) if e["action"] == "object.rejected"]
+    assert [(e["target"], e["details"]["generation"]) for e in refused] == [(name, 1)]
+    recorder.delete(events.ObjectEvent("OBJECT_DELETE", BUCKET, name, 1, "d1"))
+    assert recorder.usage_of(lab.uid) == 200  # it was never counted
     version = clients.firestore().collection("models").document(model_id).collection("versions").document(
         catalog.version_id(n)).get().to_dict()
-    assert version["files"]["model.json"]["generation"] == 2  # deleting the old one keeps the new one
+    assert version["files"]["model.json"]["generation"] == 2  # deleting the refused one keeps the recorded one
 
 
 def test_delete_before_finalize_leaves_nothing_recorded(lab: Browser) -> None:
@@ -239,7 +241,7 @@ def test_training_run_metrics_are_recorded_on_the_job(lab: Browser) -> None:
     assert stored["final"]["confusion_matrix"] == [[2, 0], [1, 1]] and stored["epochs"][1]["loss"] == 0.52
 
 
-def test_invalid_metrics_are_deleted_and_the_job_stays_created(lab: Browser) -> None:
+def test_invalid_metrics_are_deleted_and_the_job_is_marked_failed(lab: Browser) -> None:
     project_id, model_id, _ = _model_with_version(lab)
     job = _ok(lab.request("POST", "/jobs", json_body={"project_id": project_id, "model_id": model_id}), 201)
     data = _metrics(model_id, task="astrology")
@@ -247,7 +249,8 @@ def test_invalid_metrics_are_deleted_and_the_job_stays_created(lab: Browser) -> 
     assert r.status_code == 200
     bucket = clients.storage().bucket(BUCKET)
     assert _wait(lambda: bucket.get_blob(signed["object"]) is None), "invalid metrics were not deleted"
-    assert clients.firestore().collection("jobs").document(job["id"]).get().get("status") == "created"
+    job = _wait(lambda: (j := _ok(lab.request("GET", f"/jobs/{job['id']}"))) and j["status"] == "failed" and j)
+    assert job and "does not match the schema" in job["failure"]
     assert recorder.usage_of(lab.uid) == 0
 
 

@@ -263,14 +263,15 @@ def test_upload_url_verifies_against_the_signers_public_key(signer: Signer) -> N
     after = clock.now()
 
     assert signed.method == "PUT" and signed.object == MODEL
-    assert signed.headers == {"Content-Type": "application/json", "x-goog-content-length-range": "0,2097152"}
+    assert signed.headers == {"Content-Type": "application/json", "x-goog-content-length-range": "0,2097152",
+                              "x-goog-if-generation-match": "0"}
     assert verifies(signer.public_key, signed.url, "PUT", signed.headers)
     parts, q = urlsplit(signed.url), query(signed.url)
     assert parts.scheme == "https" and parts.netloc == signer.host
     assert parts.path == f"/{signer.bucket}/{MODEL}"
     assert q["X-Goog-Algorithm"] == "GOOG4-RSA-SHA256"
     assert q["X-Goog-Expires"] == "600"
-    assert q["X-Goog-SignedHeaders"] == "content-type;host;x-goog-content-length-range"
+    assert q["X-Goog-SignedHeaders"] == "content-type;host;x-goog-content-length-range;x-goog-if-generation-match"
     date = datetime.strptime(q["X-Goog-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
     assert q["X-Goog-Credential"] == f"{signer.email}/{date:%Y%m%d}/auto/storage/goog4_request"
     assert before + storage.URL_TTL <= signed.expires_at <= after + storage.URL_TTL
@@ -284,6 +285,12 @@ def test_upload_url_is_bound_to_its_content_type_and_size_cap(signer: Signer) ->
         assert not verifies(signer.public_key, signed.url, "PUT", {**signed.headers, "Content-Type": other})
     wider = {**signed.headers, "x-goog-content-length-range": f"0,{50 * config.MiB + 1}"}
     assert not verifies(signer.public_key, signed.url, "PUT", wider)
+    # A second upload with the same URL cannot drop the create-only precondition or change it.
+    for generation in (None, "1", "1796634397598066"):
+        changed = {k: v for k, v in signed.headers.items() if k != "x-goog-if-generation-match"}
+        if generation is not None:
+            changed["x-goog-if-generation-match"] = generation
+        assert not verifies(signer.public_key, signed.url, "PUT", changed)
     assert not verifies(signer.public_key, signed.url, "PUT", {"Content-Type": "application/octet-stream"})
     assert not verifies(signer.public_key, signed.url, "GET", signed.headers)
     # Another object under the same signature does not verify either.

@@ -271,7 +271,7 @@ class Stack:
                   [str(fake_gcs), "-scheme", "http", "-host", "127.0.0.1", "-port", str(p.gcs),
                    "-public-host", f"127.0.0.1:{p.gcs}", "-external-url", f"http://127.0.0.1:{p.gcs}",
                    "-backend", "memory", "-event.pubsub-project-id", PROJECT, "-event.pubsub-topic", TOPIC,
-                   "-event.list", "finalize,delete", "-cors-headers", "x-goog-content-length-range",
+                   "-event.list", "finalize,delete", "-cors-headers", "x-goog-content-length-range,x-goog-if-generation-match",
                    "-log-level", "warn"],
                   f"http://127.0.0.1:{p.gcs}/storage/v1/b"),
             Child("oidc", "emulator", p.oidc,
