@@ -576,16 +576,33 @@ def _delete_refs(refs: list[Any]) -> int:
 
 
 def _delete_counted(refs: list[Any], uid: str, collection: str) -> int:
-    """Delete top-level records, giving their places back in the same batch (see COUNTS)."""
-    db = _db()
+    """Delete top-level records, giving their places back in the same batch (see COUNTS). Each delete
+    requires its record to exist, so when two requests delete the same record at once only one batch
+    commits and the place is given back once (else parallel deletes would free places never taken)."""
+    from google.api_core.exceptions import NotFound
+
+    removed = 0
     for start in range(0, len(refs), _BATCH):
         chunk = refs[start:start + _BATCH]
-        batch = db.batch()
-        for r in chunk:
-            batch.delete(r)
-        _release(uid, collection, len(chunk), batch)
-        batch.commit(**clients.opts())
-    return len(refs)
+        try:
+            removed += _delete_batch(chunk, uid, collection)
+        except NotFound:  # one of them is gone already: the rest one by one, each counted once
+            for r in chunk:
+                try:
+                    removed += _delete_batch([r], uid, collection)
+                except NotFound:
+                    pass
+    return removed
+
+
+def _delete_batch(chunk: list[Any], uid: str, collection: str) -> int:
+    db = _db()
+    batch = db.batch()
+    for r in chunk:
+        batch.delete(r, option=db.write_option(exists=True))
+    _release(uid, collection, len(chunk), batch)
+    batch.commit(**clients.opts())
+    return len(chunk)
 
 
 def _delete_model_records(model_ids: Iterable[str], uid: str) -> tuple[int, int]:

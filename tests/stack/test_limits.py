@@ -183,6 +183,16 @@ def test_a_burst_of_parallel_creates_never_passes_the_plans_limit(alice) -> None
     problem(alice.request("POST", "/projects", json_body={"name": "one too many"}), 409)
 
 
+def test_parallel_deletes_of_one_record_give_its_place_back_once(alice) -> None:
+    limit = config.PLANS["free"].projects
+    ids = [ok(alice.request("POST", "/projects", json_body={"name": f"p{i}"}), 201)["id"] for i in range(limit)]
+    answers = _burst(8, lambda i: alice.request("DELETE", f"/projects/{ids[0]}"))
+    assert {r.status_code for r in answers} <= {204, 404} and 204 in {r.status_code for r in answers}
+    # one place came back, not eight: the plan still holds at its limit
+    assert alice.request("POST", "/projects", json_body={"name": "its place"}).status_code == 201
+    problem(alice.request("POST", "/projects", json_body={"name": "one too many"}), 409)
+
+
 @pytest.mark.parametrize("collection", ["models", "datasets", "jobs"])
 def test_each_collection_is_counted_against_the_plan(alice, collection: str) -> None:
     parents = _parents(alice)
