@@ -303,8 +303,13 @@ def apply(snapshot: dict[str, Any], fetched_at: datetime | None = None, *, refus
             or (part["start_time"] if entitlements.awaiting_first_payment(part) else None),
             "snapshot": _trim(snapshot), "updated_at": now})
         newly_refused = bool(refused) and mapping.get("refused") != refused
-        if refused:
-            return uid, before, before, [], newly_refused  # stored and audited; grants nothing
+        if refused:  # stored and audited; grants nothing
+            if (ent.get("paypal") or {}).get("subscription_id") == sub_id:
+                # Granted before this check existed (or before the plan changed): take it back.
+                stored = entitlements.stamp(uid, {k: v for k, v in ent.items() if k != "paypal"}, now, created=False)
+                tx.set(ent_ref, stored)
+                return uid, before, entitlements.status(stored, now), [], newly_refused
+            return uid, before, before, [], newly_refused
         tracked = entitlements.track(ent, part)
         if tracked is None:  # an older subscription: its record (and its mails) only
             notify(entitlements.pro_until(ent))

@@ -43,7 +43,8 @@ def test_checkout_is_mapped_before_the_approve_url_is_returned(member, paypal: h
     assert at_paypal["custom_id"] == b.uid  # the cross-check PayPal carries back
     # Leaving and coming back to checkout gives the same subscription, not a second one.
     again = b.request("POST", "/billing/paypal/subscribe").json()
-    assert again == {"subscription_id": sub_id, "approve_url": approve}
+    assert again == {"subscription_id": sub_id, "approve_url": approve, "first_charge_time": None,
+                     "amount": {"value": "15.00", "currency": "USD"}}  # a free user pays at approval
     assert subscription_status(b)["status"] == "none"  # nothing is paid before approval
 
 
