@@ -164,7 +164,8 @@ def test_access_grant_and_revoke(cli, member, unique: str) -> None:
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) | {"email": None, "uid": None} == {
         "email": None, "uid": None, "status": "none", "plan": "free", "pro_until": None, "trial_until": None,
-        "next_billing_time": None, "past_due": False, "last_payment": None, "manage_url": None}
+        "next_billing_time": None, "past_due": False, "last_payment": None, "manage_url": None,
+        "first_charge_time": None}
     sub = _me(forever)["subscription"]
     assert sub["plan"] == "free" and sub["status"] == "none"
     assert entitlements.get(forever.uid)["ever_pro"] is True  # new-users-only codes remember it
