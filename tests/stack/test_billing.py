@@ -12,8 +12,8 @@ import pytest
 from mllab import audit, billing, clients, clock, config, entitlements
 from mllab.problems import Problem
 
-from .billing_support import (checkout, deliveries_settled, foreign_subscription, mails_to, move_paypal_clock,
-                              sales_of, subscribe, subscription_status, wait)
+from .billing_support import (checkout, deliveries_settled, event_marker, foreign_subscription, mails_to,
+                              move_paypal_clock, sales_of, subscribe, subscription_status, wait)
 from .conftest import PASSWORD
 
 
@@ -282,6 +282,20 @@ def test_resubscribing_after_cancel_charges_at_the_paid_through_date_not_today(m
     # A second checkout now is refused: a subscription is live (scheduled).
     again = b.request("POST", "/billing/paypal/subscribe")
     assert again.status_code == 409 and again.json()["type"].endswith("already-subscribed")
+    # The welcome says when the first charge comes; nothing was charged, so no receipt yet.
+    assert wait(lambda: len(mails_to(b.email, "subscription_activated")) == 2)  # one per subscription
+    welcome = mails_to(b.email, "subscription_activated")[-1]
+    assert f"Your first charge of 15.00 USD will be on {start:%B %d, %Y}" in welcome["body"]
+    assert len(mails_to(b.email, "payment_receipt")) == 1  # the old subscription's only
+    # A late event of the old subscription changes nothing: the newer one is tracked, PRO unchanged.
+    until = entitlements.pro_until(entitlements.get(b.uid))
+    late = paypal.post("/_standin/events/send", json={"subscription_id": old,
+                                                      "event_type": "BILLING.SUBSCRIPTION.CANCELLED"}).json()["event"]
+    assert wait(lambda: deliveries_settled(paypal, old) and late["id"] in {
+        e["id"] for e in paypal.get("/_standin/events", params={"subscription_id": old}).json()["events"]})
+    assert wait(lambda: (event_marker(late["id"]) or {}).get("state") == "done")
+    ent = entitlements.get(b.uid)
+    assert ent["paypal_subscription_id"] == new and entitlements.pro_until(ent) == until
 
     # PayPal's clock reaches the start: the first (and only) charge of the new subscription.
     move_paypal_clock(paypal, answer["first_charge_time"])
@@ -294,6 +308,8 @@ def test_resubscribing_after_cancel_charges_at_the_paid_through_date_not_today(m
     with clock.travel(to=start + timedelta(days=29)):
         assert entitlements.is_pro(b.uid)
     assert len(sales_of(paypal, old)) == 1 and len(sales_of(paypal, new)) == 1  # one charge per period, ever
+    assert wait(lambda: len(mails_to(b.email, "payment_receipt")) == 2)
+    assert sale["id"] in mails_to(b.email, "payment_receipt")[-1]["body"]
 
 
 def test_subscribing_during_a_promo_trial_charges_at_the_trials_end(member, paypal: httpx.Client) -> None:
