@@ -170,14 +170,21 @@ def first_charge(doc: dict[str, Any] | None, now: datetime) -> datetime | None:
 
 def track(doc: dict[str, Any], part: dict[str, Any]) -> dict[str, Any] | None:
     """The entitlement with `part` applied, or None when `part` belongs to an older subscription than
-    the tracked one (its own record is still updated by the caller). Switching to a newer
+    the tracked one and owes nothing beyond `paypal_prior` (its own record is still updated by the
+    caller). An older one paid through a later date extends `paypal_prior`. Switching to a newer
     subscription keeps what the old one owed in `paypal_prior`."""
     current = doc.get("paypal")
     out = dict(doc)
     if current and current.get("subscription_id") != part["subscription_id"]:
         mine, theirs = part.get("create_time"), parse_time(current.get("create_time"))
         if mine is not None and theirs is not None and mine < theirs:
-            return None
+            # Older than the tracked one, but what it was paid for is still owed (whatever order
+            # PayPal's events come in): the end of both is the later one.
+            paid, prior = parse_time(part.get("paid_through")), parse_time(doc.get("paypal_prior"))
+            if paid is None or (prior is not None and paid <= prior):
+                return None
+            out["paypal_prior"] = paid
+            return out
         out["paypal_prior"] = _max(parse_time(doc.get("paypal_prior")), paypal_until(current))
     out["paypal"] = part
     return out

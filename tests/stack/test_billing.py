@@ -380,7 +380,9 @@ def test_a_checkout_left_before_a_trial_is_replaced_and_cannot_be_approved_later
     # Asked again with nothing changed: the same checkout.
     assert b.request("POST", "/billing/paypal/subscribe").json() == fresh
     # The old tab is approved anyway (PayPal takes the $15 at once): it is cancelled at once, so it
-    # never bills again, and the month it took is honoured as paid.
+    # never bills again, and the month it took is honoured as paid, though the newer checkout's
+    # CREATED event was processed first.
+    assert wait(lambda: deliveries_settled(paypal, fresh["subscription_id"]))
     paypal.post(f"/_standin/subscriptions/{stale['subscription_id']}/approve")
     assert wait(lambda: paypal.get(f"/_standin/subscriptions/{stale['subscription_id']}").json()
                 ["subscription"]["status"] == "CANCELLED")

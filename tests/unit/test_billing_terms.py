@@ -178,3 +178,19 @@ def test_mail_keys_name_the_event_not_the_delivery() -> None:
     assert [t for _, t in billing._notice_keys(cancelled, None)] == ["subscription_canceled"]
     for keys in (billing._notice_keys(active, sale), billing._notice_keys(again, None)):
         assert all(re.fullmatch(r"[A-Za-z0-9:._-]{1,300}", k) for k, _ in keys)  # Firestore document ids
+
+
+def test_an_older_subscription_paid_after_a_newer_one_was_tracked_still_counts() -> None:
+    """Events in any order: a newer checkout is tracked first, then an older one is paid (an old tab
+    approved): the month it paid for is owed, so PRO lasts to the later of the two."""
+    newer = entitlements.paypal_part(subscription(id="I-NEWER0000000", status="APPROVAL_PENDING",
+                                                  create_time="2026-12-07T09:00:00Z"), None, NOW)
+    doc = entitlements.track({}, newer)
+    older = entitlements.paypal_part(subscription(
+        id="I-OLDER0000000", status="CANCELLED", create_time="2026-12-07T08:00:00Z", billing_info=paid("15.00")),
+        None, NOW)
+    older["paid_through"] = NOW + timedelta(days=30)
+    doc = entitlements.track(doc, older)
+    assert doc is not None and doc["paypal"]["subscription_id"] == "I-NEWER0000000"
+    assert entitlements.pro_until(doc) == NOW + timedelta(days=30)
+    assert entitlements.track(doc, older) is None  # nothing more owed: the record only
