@@ -307,3 +307,34 @@ def test_a_redelivered_sale_event_sends_no_second_receipt(stack: Stack, gateway:
     body, headers = signed_webhook(stack, again)
     assert gateway.post(PATH, content=body, headers=headers).status_code == 200
     assert len(mails_to(subscriber.email, "payment_receipt")) == 1
+
+
+EVENT_TYPES = ["BILLING.SUBSCRIPTION.CREATED", "BILLING.SUBSCRIPTION.ACTIVATED", "BILLING.SUBSCRIPTION.UPDATED",
+               "BILLING.SUBSCRIPTION.RE-ACTIVATED", "BILLING.SUBSCRIPTION.SUSPENDED", "BILLING.SUBSCRIPTION.CANCELLED",
+               "BILLING.SUBSCRIPTION.EXPIRED", "BILLING.SUBSCRIPTION.PAYMENT.FAILED", "PAYMENT.SALE.COMPLETED",
+               "PAYMENT.SALE.DENIED", "PAYMENT.SALE.PENDING", "PAYMENT.SALE.REFUNDED", "PAYMENT.SALE.REVERSED"]
+
+
+@pytest.mark.parametrize("event_type", EVENT_TYPES)
+def test_every_event_type_redelivered_has_at_most_one_mail_and_one_change(
+        stack: Stack, gateway: httpx.Client, subscriber: Browser, event_type: str) -> None:
+    """Whatever the event says, PayPal's state (re-read) is what is applied; a redelivery of the same
+    event is a duplicate. Here PayPal's state does not move, so nothing may change but a receipt for a
+    new sale."""
+    from mllab import entitlements
+
+    assert wait(lambda: len(outbox(subscriber.email)) == 2)  # the welcome and the first receipt
+    before = entitlements.get(subscriber.uid)
+    ev = event(event_type, subscriber.sub_id)
+    outcomes = []
+    for _ in range(3):
+        body, headers = signed_webhook(stack, ev)
+        r = gateway.post(PATH, content=body, headers=headers)
+        assert r.status_code == 200, r.text
+        outcomes.append(r.json()["outcome"])
+    assert outcomes[0] in ("unchanged:active", "applied:active") and outcomes[1:] == ["duplicate", "duplicate"]
+    new_mail = [m["template"] for m in outbox(subscriber.email)][2:]
+    assert new_mail == (["payment_receipt"] if event_type == "PAYMENT.SALE.COMPLETED" else [])
+    after = entitlements.get(subscriber.uid)
+    keep = ("plan", "status", "pro_until", "paypal_subscription_id", "next_billing_time", "paypal_prior")
+    assert {k: after.get(k) for k in keep} == {k: before.get(k) for k in keep}
