@@ -1116,7 +1116,7 @@ class StandIn:
         if status not in need:
             raise ControlError(409, f"{what} needs status {' or '.join(need)}; the subscription is {status}")
         now = self.now()
-        price, currency, interval, _regular = self._plan_terms(sub)
+        price, currency, _interval, _regular = self._plan_terms(sub)
         billing = data.setdefault("billing_info", {
             "outstanding_balance": {"currency_code": currency, "value": "0.00"}, "failed_payments_count": 0})
         events: list[str] = []
