@@ -292,8 +292,11 @@ def apply(snapshot: dict[str, Any], fetched_at: datetime | None = None, *, refus
             return uid, before, before, created, False
         part = entitlements.paypal_part(snapshot, ent.get("paypal"), now)
         part["fetched_at"] = fetched_at
+        # A checkout we gave up on (expired, or replaced) stays ABANDONED while PayPal still calls it
+        # APPROVAL_PENDING: a late CREATED event must not bring it back.
+        abandoned = mapping.get("status") == ABANDONED and part["status"] == "APPROVAL_PENDING"
         tx.update(sub_ref, {
-            "status": part["status"], "plan_id": snapshot.get("plan_id"), "custom_id": snapshot.get("custom_id"),
+            "status": ABANDONED if abandoned else part["status"], "plan_id": snapshot.get("plan_id"), "custom_id": snapshot.get("custom_id"),
             "status_update_time": part["status_update_time"], "fetched_at": fetched_at, "synced_at": now,
             "next_billing_time": part["next_billing_time"], "last_payment_time": part["last_payment_time"],
             "failed_payments_count": part["failed_payments_count"], "paid_through": part["paid_through"],

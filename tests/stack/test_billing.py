@@ -374,6 +374,11 @@ def test_a_checkout_left_before_a_trial_is_replaced_and_cannot_be_approved_later
     assert b.request("POST", "/promo/apply", json_body={"code": "LATER7"}).status_code == 200
     fresh = b.request("POST", "/billing/paypal/subscribe").json()
     assert fresh["subscription_id"] != stale["subscription_id"] and fresh["first_charge_time"] is not None
+    # An event about the old checkout arrives after it was replaced (PayPal still says APPROVAL_PENDING):
+    # it stays replaced.
+    late = paypal.post("/_standin/events/send", json={"subscription_id": stale["subscription_id"],
+                                                      "event_type": "BILLING.SUBSCRIPTION.CREATED"}).json()["event"]
+    assert wait(lambda: (event_marker(late["id"]) or {}).get("state") == "done")
     left = _mapping(stale["subscription_id"])
     assert left["status"] == billing.ABANDONED and left["approve_url"] is None
     assert left["superseded_by"] == fresh["subscription_id"]
