@@ -139,6 +139,9 @@ def test_promo_code_gives_a_trial_and_unknown_codes_say_why(lab: Lab, new_user) 
     trial_until = entitlements.parse_time(entitlements.get(user["uid"])["trial_until"])
     expect(lab.status).to_have_text(f"PRO trial until {shown(trial_until)}")
     expect(lab.page.locator("#promo-code")).to_have_value("")
+    # Subscribing now would not throw the trial away: the first charge is at its end.
+    expect(lab.page.locator("#first-charge-date")).to_have_text(
+        f"Your first charge of $15.00 will be on {shown(trial_until)}")
 
     lab.allowed.append((422, "/promo/apply"))
     lab.page.fill("#promo-code", "NOPE")
