@@ -31,11 +31,18 @@ const DATE = new Intl.DateTimeFormat("en-US", {month: "short", day: "numeric", y
 const day = (iso) => DATE.format(new Date(iso));
 
 const say = (text, problem = false) => showMessage($("billing-message"), text, problem);
+const sameDay = (a, b) => (a && b) ? day(a) === day(b) : a === b;
+
+// The PRO plan's price once /billing/plans answered ("$15.00"), and the last /me subscription shown.
+let proPrice = null;
+let shownSub = null;
 
 function planText(sub) {
   const until = sub.pro_until ? day(sub.pro_until) : "";
   switch (sub.status) {
     case "active":
+      // A subscription that starts when the PRO already held ends: approved, nothing charged yet.
+      if (sub.first_charge_time) return `PRO — subscribed, first charge ${day(sub.first_charge_time)}`;
       if (sub.next_billing_time) return `PRO — renews ${day(sub.next_billing_time)}`;
       return new Date(sub.pro_until).getUTCFullYear() >= 9999 ? "PRO (no end date)" : `PRO until ${until}`;
     case "past_due": return `PRO — payment past due (access until ${until})`;
@@ -45,7 +52,25 @@ function planText(sub) {
   }
 }
 
+// Before anyone goes to PayPal: when the first charge of a new subscription would be. While PRO is
+// held already (a paid-through date, a trial), the subscription starts when it ends.
+function showFirstCharge(sub, offered) {
+  const note = $("first-charge");
+  note.dataset.firstCharge = sub.first_charge_time ?? "";
+  note.hidden = !offered || proPrice === null;
+  if (note.hidden) return;
+  if (sub.first_charge_time) {
+    $("first-charge-date").textContent = `Your first charge of ${proPrice} will be on ${day(sub.first_charge_time)}`;
+    $("first-charge-detail").textContent =
+      `Nothing is charged today and your PRO continues until then; after that, ${proPrice} a month until you cancel.`;
+  } else {
+    $("first-charge-date").textContent = `Your first charge of ${proPrice} will be today`;
+    $("first-charge-detail").textContent = `Then ${proPrice} a month until you cancel.`;
+  }
+}
+
 function showSubscription(sub) {
+  shownSub = sub;
   const status = $("plan-status");
   status.textContent = planText(sub);
   status.dataset.status = sub.status;
@@ -54,6 +79,7 @@ function showSubscription(sub) {
   // A renewing PayPal subscription has a next billing time (or is past due); a comp or grant has none.
   const paying = sub.status === "past_due" || (sub.status === "active" && sub.next_billing_time !== null);
   $("subscribe").hidden = pro;
+  showFirstCharge(sub, !pro);
   $("cancel-subscription").hidden = !paying;
   $("manage-paypal").hidden = !sub.manage_url;
   if (sub.manage_url) $("manage-paypal").href = sub.manage_url;
@@ -86,6 +112,8 @@ async function showPlans() {
     if (!res.ok) throw new Problem((await problemOf(res)).detail);
     const pro = (await res.json()).plans.find((p) => p.id === "pro");
     const price = new Intl.NumberFormat("en-US", {style: "currency", currency: pro.price.currency});
+    proPrice = price.format(Number(pro.price.value));
+    if (shownSub) showSubscription(shownSub);
     $("plan-price").textContent = `${pro.name}: ${price.format(Number(pro.price.value))}/${pro.interval} — ` +
       `${bytes(pro.limits.storage_bytes)} of cloud saves, ${pro.limits.uploads_per_day} uploads a day.`;
   } catch (err) {
@@ -128,6 +156,15 @@ async function subscriptionChanged(sub) {
 
 $("subscribe").addEventListener("click", () => billingAction(async () => {
   const checkout = await post("/billing/paypal/subscribe");
+  const shown = $("first-charge").dataset.firstCharge ?? "";
+  const answered = checkout.first_charge_time ?? "";
+  if (!sameDay(shown, answered)) {
+    // The plan changed since the page showed the date (a trial applied elsewhere): show the date
+    // the checkout really has, and go to PayPal only when asked again.
+    showFirstCharge({...shownSub, first_charge_time: checkout.first_charge_time}, true);
+    say("The date of your first charge has changed; check it above, then press Subscribe with PayPal again.");
+    return;
+  }
   say("Opening PayPal…");
   location.assign(checkout.approve_url);
   return LEAVING;
@@ -167,8 +204,9 @@ async function finishCheckout() {
     await billingAction(async () => {
       const sub = await post("/billing/sync", SUBSCRIPTION_ID.test(id) ? {subscription_id: id} : {});
       await subscriptionChanged(sub);
-      say(sub.status === "active" ? "Thanks — PRO is active."
-        : `PayPal has not confirmed the subscription yet. Your plan: ${planText(sub)}.`);
+      say(sub.status !== "active" ? `PayPal has not confirmed the subscription yet. Your plan: ${planText(sub)}.`
+        : sub.first_charge_time ? `Thanks — you are subscribed. Your first charge will be on ${day(sub.first_charge_time)}.`
+          : "Thanks — PRO is active.");
     });
   }
 }

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from mllab import (audit, clients, clock, config, entitlements, idempotency, log, mail, schemas, users)
@@ -21,6 +23,7 @@ SUBSCRIPTIONS = "paypal_subscriptions"
 EVENTS = "webhook_events"
 SUBSCRIPTION_ID = re.compile(r"I-[A-Z0-9]{6,40}")
 EVENT_ID = re.compile(r"[A-Za-z0-9-]{1,100}")
+SALE_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 EVENT_PREFIXES = ("BILLING.SUBSCRIPTION.", "PAYMENT.SALE.")  # every one of them means "re-read"
 EVENT_LEASE_S = 120  # a processing marker older than this was left by a crashed delivery
 ABANDONED = "ABANDONED"  # our own status for a checkout never approved (PayPal has none)
@@ -28,6 +31,10 @@ ACCESS_ENDING_NOTICE = timedelta(days=3)
 RECONCILE_HORIZON = timedelta(hours=48)
 SILENT_AFTER = timedelta(days=35)
 DEFAULT_CANCEL_REASON = "Cancelled by the customer in ML Lab"
+SUPERSEDED_REASON = "Replaced by a newer checkout in ML Lab"
+PLAN_CACHE_S = 600  # the configured plan's terms, re-read from PayPal this often
+# The log line the "subscription not entitled" alert policy matches (infra/monitoring/).
+REFUSED_LOG = "paypal subscription refused: not the configured PRO plan"
 
 # Query shapes (equality fields, then the range/sort field), for infra's index file.
 QUERIES: tuple[Query, ...] = (
@@ -70,8 +77,11 @@ def subscriptions_of(uid: str) -> list[dict[str, Any]]:
 
 
 def live_subscriptions(uid: str, subs: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """The user's subscriptions that PayPal may still bill (or is about to); `subs`: already read."""
-    return [s for s in (subscriptions_of(uid) if subs is None else subs) if s.get("status") in entitlements.LIVE]
+    """The user's subscriptions that PayPal may still bill (or is about to); `subs`: already read.
+    A refused one (not our PRO plan) is not the user's subscription to us: it neither blocks a
+    checkout nor gets cancelled on the user's behalf."""
+    return [s for s in (subscriptions_of(uid) if subs is None else subs)
+            if s.get("status") in entitlements.LIVE and not s.get("refused")]
 
 
 def subscription_ids(statuses: tuple[str, ...]) -> list[str]:
@@ -109,12 +119,130 @@ def _read(subscription_id: str) -> dict[str, Any] | None:
         raise
 
 
+# --- which subscriptions entitle ---------------------------------------------------------------------
+
+_plan_cache: dict[str, tuple[float, dict[str, Any]]] = {}
+
+
+def _configured_plan(plan_id: str) -> dict[str, Any]:
+    """The configured PRO plan as PayPal has it (cached a few minutes: it changes only when an operator
+    edits it at PayPal)."""
+    cached = _plan_cache.get(plan_id)
+    if cached is not None and time.monotonic() - cached[0] < PLAN_CACHE_S:
+        return cached[1]
+    plan = _paypal().get_plan(plan_id)
+    _plan_cache.clear()
+    _plan_cache[plan_id] = (time.monotonic(), plan)
+    return plan
+
+
+def _regular_price(plan: dict[str, Any] | None) -> tuple[str, str] | None:
+    cycles = (plan or {}).get("billing_cycles")
+    for cycle in cycles if isinstance(cycles, list) else []:
+        if isinstance(cycle, dict) and cycle.get("tenure_type") == "REGULAR":
+            fixed = (cycle.get("pricing_scheme") or {}).get("fixed_price") or {}
+            return str(fixed.get("value")), str(fixed.get("currency_code"))
+    return None
+
+
+def _same_money(value: Any, currency: Any, price: str, want_currency: str) -> bool:
+    try:
+        return currency == want_currency and Decimal(str(value)) == Decimal(price)
+    except (InvalidOperation, ValueError):
+        return False
+
+
+def refusal(snapshot: dict[str, Any], plan_id: str, price: str, currency: str,
+            plan: dict[str, Any] | None) -> str | None:
+    """Why this subscription must not entitle anyone (None: it is our PRO plan at its price).
+    `plan`: the configured plan as PayPal answers it. Pure."""
+    if snapshot.get("plan_id") != plan_id:
+        return "other-plan"
+    if snapshot.get("plan_overridden") or snapshot.get("plan"):
+        return "plan-overridden"  # created with an inline plan: its price is not the plan's
+    terms = _regular_price(plan)
+    if terms is None or not _same_money(terms[0], terms[1], price, currency):
+        return "plan-price"  # the plan itself was changed at PayPal
+    paid = ((snapshot.get("billing_info") or {}).get("last_payment") or {}).get("amount")
+    if paid and not _same_money(paid.get("value"), paid.get("currency_code"), price, currency):
+        return "payment-amount"
+    return None
+
+
+def _refusal(snapshot: dict[str, Any]) -> str | None:
+    pro = config.PLANS["pro"]
+    plan_id = paypal_ids()["plan_id"]
+    plan = _configured_plan(plan_id) if snapshot.get("plan_id") == plan_id else None
+    return refusal(snapshot, plan_id, pro.price, pro.currency, plan)
+
+
 # --- applying PayPal's state ------------------------------------------------------------------------
 
-def apply(snapshot: dict[str, Any], fetched_at: datetime | None = None) -> tuple[str | None, str, str]:
+def _day(value: Any) -> str:
+    when = entitlements.parse_time(value)
+    return when.strftime("%B %d, %Y") if when else "not scheduled"
+
+
+def _notice_keys(snapshot: dict[str, Any], sale: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """(outbox key, template) of every mail this state of the subscription calls for. A key names the
+    event (the subscription's activation, a sale id, a failure's time, a suspension, the cancel), so
+    however often PayPal redelivers, or a sync and a webhook read the same state, it is mailed once."""
+    sid, status = snapshot["id"], snapshot.get("status")
+    billing_info = snapshot.get("billing_info") or {}
+    keys = []
+    if status == entitlements.ACTIVE:
+        keys.append((f"paypal-{sid}-activated", "subscription_activated"))
+    if sale is not None:
+        keys.append((f"paypal-{sid}-sale-{sale['id']}", "payment_receipt"))
+    failed = billing_info.get("last_failed_payment") or {}
+    if status in (entitlements.ACTIVE, entitlements.SUSPENDED) and int(billing_info.get("failed_payments_count")
+                                                                       or 0) > 0 and failed.get("time"):
+        keys.append((f"paypal-{sid}-failed-{failed['time']}", "payment_failed"))
+    if status == entitlements.SUSPENDED:
+        keys.append((f"paypal-{sid}-suspended-{snapshot.get('status_update_time')}", "past_due"))
+    if status == entitlements.CANCELLED:
+        keys.append((f"paypal-{sid}-canceled", "subscription_canceled"))
+    return keys
+
+
+def _notice_fields(template: str, snapshot: dict[str, Any], sale: dict[str, Any] | None,
+                   until: datetime | None) -> dict[str, str]:
+    pro = config.PLANS["pro"]
+    billing_info = snapshot.get("billing_info") or {}
+    if template == "payment_receipt" and sale is not None:
+        amount = sale.get("amount") or {}
+        return {"amount": str(amount.get("total")), "currency": str(amount.get("currency")),
+                "date": _day(sale.get("create_time")), "next_billing": _day(billing_info.get("next_billing_time")),
+                "transaction_id": str(sale["id"]), "subscription_id": snapshot["id"]}
+    if template == "subscription_activated":
+        paid = billing_info.get("last_payment")
+        first = (f"Your next payment is on {_day(billing_info.get('next_billing_time'))}." if paid else
+                 f"Your first charge of {pro.price} {pro.currency} will be on "
+                 f"{_day(billing_info.get('next_billing_time') or snapshot.get('start_time'))}; until then "
+                 "nothing is charged and your PRO access continues.")
+        return {"amount": pro.price, "currency": pro.currency, "first_charge": first}
+    return {"until": (until or clock.now()).strftime("%B %d, %Y")}
+
+
+def _notice_due(template: str, before: str | None, snapshot: dict[str, Any]) -> bool:
+    """Mail on the transition only (a record first read in this state), so subscriptions older than
+    the receipts are not mailed about their past on their next re-read. Receipts: each new sale."""
+    status = snapshot.get("status")
+    if template == "subscription_activated":
+        return before in (None, "APPROVAL_PENDING", "APPROVED", ABANDONED)
+    if template in ("past_due", "subscription_canceled"):
+        return before != status
+    return True
+
+
+def apply(snapshot: dict[str, Any], fetched_at: datetime | None = None, *, refused: str | None = None,
+          sale: dict[str, Any] | None = None) -> tuple[str | None, str, str]:
     """Store a subscription as PayPal answered it, with the entitlement that follows, in one transaction.
     Returns (uid, status before, status after); a read older than the stored one changes nothing.
-    Dunning mail is sent after the commit, once per transition."""
+    `refused`: why it must not entitle (stored on its record; the entitlement is left alone).
+    `sale`: the PAYMENT.SALE.COMPLETED resource being processed (for its receipt).
+    The mails this state calls for are written to the outbox in the same transaction, keyed by the
+    event they are about, and sent after the commit: once each, however often the event comes."""
     from google.cloud import firestore
 
     now = clock.now()
@@ -122,68 +250,98 @@ def apply(snapshot: dict[str, Any], fetched_at: datetime | None = None) -> tuple
     sub_id = snapshot["id"]
     db = _db()
     sub_ref = db.collection(SUBSCRIPTIONS).document(sub_id)
+    owner = sub_ref.get(**clients.opts())
+    user = users.get(owner.get("uid")) if owner.exists and not refused else None
+    if user is not None and user.get("deleted_at"):
+        user = None
+    keys = _notice_keys(snapshot, sale) if user is not None else []
+    link = f"{config.settings().lab_url}/#billing"
 
     @firestore.transactional
-    def run(tx: Any) -> tuple[str | None, str, str, dict[str, Any] | None, dict[str, Any] | None]:
+    def run(tx: Any) -> tuple[str | None, str, str, list[str], bool]:
         sub_snap = sub_ref.get(transaction=tx, **clients.opts())
         if not sub_snap.exists:
-            return None, "none", "none", None, None
+            return None, "none", "none", [], False
         mapping = sub_snap.to_dict()
         uid = mapping["uid"]
         ent_ref = entitlements.ref(uid)
         ent_snap = ent_ref.get(transaction=tx, **clients.opts())
         ent = ent_snap.to_dict() if ent_snap.exists else {}
+        mine = user is not None and user.get("uid") == uid
+        sent = {key: mail.ref(key).get(transaction=tx, **clients.opts()).exists for key, _ in keys} if mine else {}
         before = entitlements.status(ent, now)
         stored_read = entitlements.parse_time(mapping.get("fetched_at"))
         stored_change = entitlements.parse_time(mapping.get("status_update_time"))
         change = entitlements.parse_time(snapshot.get("status_update_time"))
-        if (stored_read and stored_read > fetched_at) or (stored_change and change and change < stored_change):
-            return uid, before, before, None, None  # we already hold a newer read
+        stale = bool((stored_read and stored_read > fetched_at) or (stored_change and change and change < stored_change))
+        created: list[str] = []
+
+        def notify(until: datetime | None, only: tuple[str, ...] | None = None) -> None:
+            for key, template in keys:
+                if sent.get(key, True) or (only is not None and template not in only):
+                    continue
+                if not _notice_due(template, mapping.get("status"), snapshot):
+                    continue
+                fields = _notice_fields(template, snapshot, sale, until)
+                tx.create(mail.ref(key), mail.queued(user["email"], template, link, **fields))
+                created.append(key)
+
+        if stale:  # we already hold a newer read; a sale's receipt is still owed
+            notify(entitlements.pro_until(ent), only=("payment_receipt",))
+            return uid, before, before, created, False
         part = entitlements.paypal_part(snapshot, ent.get("paypal"), now)
         part["fetched_at"] = fetched_at
+        # A checkout we gave up on (expired, or replaced) stays ABANDONED while PayPal still calls it
+        # APPROVAL_PENDING: a late CREATED event must not bring it back.
+        abandoned = mapping.get("status") == ABANDONED and part["status"] == "APPROVAL_PENDING"
         tx.update(sub_ref, {
-            "status": part["status"], "plan_id": snapshot.get("plan_id"), "custom_id": snapshot.get("custom_id"),
+            "status": ABANDONED if abandoned else part["status"], "plan_id": snapshot.get("plan_id"), "custom_id": snapshot.get("custom_id"),
             "status_update_time": part["status_update_time"], "fetched_at": fetched_at, "synced_at": now,
             "next_billing_time": part["next_billing_time"], "last_payment_time": part["last_payment_time"],
             "failed_payments_count": part["failed_payments_count"], "paid_through": part["paid_through"],
-            "pro_until": entitlements.paypal_until(part), "snapshot": _trim(snapshot), "updated_at": now})
+            "start_time": part["start_time"], "refused": refused,
+            # What reconciliation watches: the end of paid access, or a delayed start's first charge.
+            "pro_until": entitlements.paypal_until(part)
+            or (part["start_time"] if entitlements.awaiting_first_payment(part) else None),
+            "snapshot": _trim(snapshot), "updated_at": now})
+        newly_refused = bool(refused) and mapping.get("refused") != refused
+        if refused:  # stored and audited; grants nothing
+            if (ent.get("paypal") or {}).get("subscription_id") == sub_id:
+                # Granted before this check existed (or before the plan changed): take it back.
+                stored = entitlements.stamp(uid, {k: v for k, v in ent.items() if k != "paypal"}, now, created=False)
+                tx.set(ent_ref, stored)
+                return uid, before, entitlements.status(stored, now), [], newly_refused
+            return uid, before, before, [], newly_refused
         tracked = entitlements.track(ent, part)
-        if tracked is None:
-            return uid, before, before, None, None  # an older subscription: its record only
+        if tracked is None:  # an older subscription: its record (and its mails) only
+            notify(entitlements.pro_until(ent))
+            return uid, before, before, created, False
         if part["status"] == entitlements.ACTIVE:
             tracked["ever_pro"] = True
         stored = entitlements.stamp(uid, tracked, now, created=not ent_snap.exists)
         tx.set(ent_ref, stored)
-        return uid, before, entitlements.status(stored, now), ent, stored
+        notify(entitlements.pro_until(stored))
+        return uid, before, entitlements.status(stored, now), created, False
 
-    uid, before, after, old, new = run(db.transaction(max_attempts=10))
-    if uid and new is not None:
+    uid, before, after, created, newly_refused = run(db.transaction(max_attempts=10))
+    if uid:
         log.info("subscription applied", uid=uid, subscription_id=sub_id, paypal_status=snapshot.get("status"),
-                 before=before, after=after)
-        _dunning(uid, old or {}, new, now)
+                 before=before, after=after, refused=refused)
+    if newly_refused:
+        log.error(REFUSED_LOG, uid=uid, subscription_id=sub_id, reason=refused, plan_id=snapshot.get("plan_id"),
+                  paypal_status=snapshot.get("status"))
+        audit.record("billing.refused", actor=uid, target=f"paypal:{sub_id}", outcome=str(refused),
+                     plan_id=snapshot.get("plan_id"))
+    for key in created:
+        mail.deliver_queued(key)
     return uid, before, after
 
 
 def _trim(snapshot: dict[str, Any]) -> dict[str, Any]:
     """What we keep of PayPal's answer: no links, no payer name or address."""
     keep = ("id", "status", "plan_id", "custom_id", "start_time", "create_time", "update_time",
-            "status_update_time", "status_change_note", "billing_info")
+            "status_update_time", "status_change_note", "billing_info", "plan_overridden")
     return {k: snapshot[k] for k in keep if k in snapshot}
-
-
-def _dunning(uid: str, old: dict[str, Any], new: dict[str, Any], now: datetime) -> None:
-    """Payment failed (first failure), past due (PayPal suspended it), canceled: one mail per transition."""
-    before, after = old.get("paypal") or {}, new.get("paypal") or {}
-    same = before.get("subscription_id") == after.get("subscription_id")
-    template = None
-    if after.get("past_due_since") and not (same and before.get("past_due_since")):
-        template = "payment_failed"
-    if after.get("status") == entitlements.SUSPENDED and not (same and before.get("status") == entitlements.SUSPENDED):
-        template = "past_due"
-    elif after.get("status") == entitlements.CANCELLED and not (same and before.get("status") == entitlements.CANCELLED):
-        template = "subscription_canceled"
-    if template:
-        _notify(uid, template, entitlements.pro_until(new))
 
 
 def _notify(uid: str, template: str, until: datetime | None) -> None:
@@ -194,8 +352,10 @@ def _notify(uid: str, template: str, until: datetime | None) -> None:
               until=(until or clock.now()).strftime("%B %d, %Y"))
 
 
-def resync(subscription_id: str, *, adopt_uid: str | None = None) -> str:
-    """Re-read one subscription from PayPal and store it. Returns what happened, for logs and events."""
+def resync(subscription_id: str, *, adopt_uid: str | None = None, sale: dict[str, Any] | None = None) -> str:
+    """Re-read one subscription from PayPal and store it. Returns what happened, for logs and events.
+    Webhooks, the return from checkout, `mllab billing resync` and reconciliation all come through here,
+    so a subscription that is not our PRO plan at its price is refused the same way by each."""
     snapshot = _read(subscription_id)
     if snapshot is None:
         log.error("PayPal does not know this subscription", subscription_id=subscription_id)
@@ -214,12 +374,22 @@ def resync(subscription_id: str, *, adopt_uid: str | None = None) -> str:
     elif custom and custom != snap.get("uid"):
         log.error("subscription custom_id does not match its user", subscription_id=subscription_id)
         return "uid-mismatch"
-    uid, before, after = apply(snapshot)
+    refused = _refusal(snapshot)
+    uid, before, after = apply(snapshot, refused=refused, sale=sale)
+    if refused:
+        return f"refused:{refused}"
+    if snap.exists and (snap.to_dict() or {}).get("superseded_by") and snapshot.get("status") in entitlements.LIVE:
+        # A checkout the user left and replaced (its start date was no longer right) was approved
+        # after all, from an old tab: never two live subscriptions.
+        _paypal().cancel_subscription(subscription_id, SUPERSEDED_REASON)
+        audit.record("billing.cancel", actor=uid, target=f"paypal:{subscription_id}", outcome="superseded")
+        log.warning("superseded checkout approved; cancelled", uid=uid, subscription_id=subscription_id)
+        return f"superseded:{resync(subscription_id)}"
     return f"applied:{after}" if before != after else f"unchanged:{after}"
 
 
 def _create_mapping(sub_id: str, uid: str, created: dict[str, Any], *, request_id: str | None,
-                    approve_url: str | None) -> None:
+                    approve_url: str | None, first_charge: datetime | None = None) -> None:
     from google.api_core.exceptions import AlreadyExists, Conflict
 
     now = clock.now()
@@ -227,7 +397,8 @@ def _create_mapping(sub_id: str, uid: str, created: dict[str, Any], *, request_i
         _db().collection(SUBSCRIPTIONS).document(sub_id).create({
             "uid": uid, "status": created.get("status", "APPROVAL_PENDING"), "plan_id": created.get("plan_id"),
             "approve_url": approve_url, "request_id": request_id, "created_at": now, "updated_at": now,
-            "synced_at": None, "fetched_at": None, "pro_until": None}, **clients.opts())
+            "first_charge_time": first_charge, "synced_at": None, "fetched_at": None, "pro_until": None},
+            **clients.opts())
     except (AlreadyExists, Conflict):
         pass  # the same PayPal-Request-Id came back with the same subscription: already mapped
 
@@ -240,6 +411,9 @@ def _return_urls() -> tuple[str, str]:
 
 
 def subscribe(user: dict[str, Any], *, ip: str | None = None) -> schemas.SubscribeResponse:
+    """A checkout. While the user has PRO already (a cancelled subscription paid through a date, a
+    trial, a comp), the subscription starts then (PayPal's `start_time`): PayPal approves it now and
+    charges the first cycle at that moment, so no day is paid twice and PRO runs on without a gap."""
     uid = user["uid"]
     if not user.get("email_verified"):
         raise Problem(403, "Confirm your email address before subscribing (see the mail we sent, or ask for a "
@@ -253,23 +427,55 @@ def subscribe(user: dict[str, Any], *, ip: str | None = None) -> schemas.Subscri
     if live:
         raise Problem(409, f"You already have a subscription ({live[-1]['status'].lower()}). Manage it under Billing.",
                       slug="already-subscribed")
+    first = entitlements.first_charge(ent, now)
+    first = first.replace(microsecond=0) + timedelta(seconds=1) if first else None  # PayPal takes whole seconds
+    pro = config.PLANS["pro"]
+    amount = schemas.Money(value=pro.price, currency=pro.currency)
     cutoff = now - timedelta(seconds=config.CHECKOUT_PENDING_S)
     pending = [s for s in subs if s.get("status") == "APPROVAL_PENDING" and s.get("approve_url")
                and s["created_at"] > cutoff]
-    if pending:  # a checkout the user left: the same approval page again, not a second subscription
-        return schemas.SubscribeResponse(subscription_id=pending[-1]["id"], approve_url=pending[-1]["approve_url"])
+    for sub in pending:
+        if _same_start(sub.get("first_charge_time"), first):
+            # A checkout the user left: the same approval page again, not a second subscription.
+            return schemas.SubscribeResponse(subscription_id=sub["id"], approve_url=sub["approve_url"],
+                                             first_charge_time=_rfc(sub.get("first_charge_time")), amount=amount)
     from mllab import paypal
 
     # Concurrent clicks compute the same key, and PayPal answers the same subscription to both.
     request_id = f"mllab-{uid}-{len(subs) + 1}"
     return_url, cancel_url = _return_urls()
     created = _paypal().create_subscription(paypal_ids()["plan_id"], custom_id=uid, return_url=return_url,
-                                            cancel_url=cancel_url, request_id=request_id)
+                                            cancel_url=cancel_url, request_id=request_id,
+                                            start_time=clock.rfc3339(first) if first else None)
     sub_id, approve = created["id"], paypal.approve_url(created)
-    _create_mapping(sub_id, uid, created, request_id=request_id, approve_url=approve)
-    audit.record("billing.subscribe", actor=uid, target=f"paypal:{sub_id}", ip=ip)
-    log.info("checkout created", uid=uid, subscription_id=sub_id)
-    return schemas.SubscribeResponse(subscription_id=sub_id, approve_url=approve)
+    _create_mapping(sub_id, uid, created, request_id=request_id, approve_url=approve, first_charge=first)
+    for sub in pending:  # its start date is no longer right: it must not be approved any more
+        if sub["id"] != sub_id:
+            _supersede(sub["id"], sub_id)
+    audit.record("billing.subscribe", actor=uid, target=f"paypal:{sub_id}", ip=ip,
+                 first_charge=clock.rfc3339(first) if first else "now")
+    log.info("checkout created", uid=uid, subscription_id=sub_id, delayed_start=first is not None)
+    return schemas.SubscribeResponse(subscription_id=sub_id, approve_url=approve,
+                                     first_charge_time=clock.rfc3339(first) if first else None, amount=amount)
+
+
+def _same_start(stored: Any, wanted: datetime | None) -> bool:
+    have = entitlements.parse_time(stored)
+    if have is None or wanted is None:
+        return have is None and wanted is None
+    return abs((have - wanted).total_seconds()) < 60
+
+
+def _rfc(value: Any) -> str | None:
+    when = entitlements.parse_time(value)
+    return clock.rfc3339(when) if when else None
+
+
+def _supersede(sub_id: str, by: str) -> None:
+    """PayPal cannot cancel a checkout before approval: forget its approval page here, and remember
+    that it was replaced, so an approval from an old tab is cancelled at once (see `resync`)."""
+    _db().collection(SUBSCRIPTIONS).document(sub_id).update(
+        {"status": ABANDONED, "approve_url": None, "superseded_by": by, "updated_at": clock.now()}, **clients.opts())
 
 
 def sync(uid: str, subscription_id: str | None) -> schemas.Subscription:
@@ -357,13 +563,17 @@ def _process(event_type: str, event: dict[str, Any]) -> tuple[str, str | None]:
     if not event_type.startswith(EVENT_PREFIXES):
         return "ignored", None
     resource = event.get("resource") if isinstance(event.get("resource"), dict) else {}
+    sale = None
     if event.get("resource_type") == "subscription" or event_type.startswith("BILLING.SUBSCRIPTION."):
         sub_id = resource.get("id")
     else:
         sub_id = resource.get("billing_agreement_id")  # a sale names its subscription here
+        if event_type == "PAYMENT.SALE.COMPLETED" and isinstance(resource.get("id"), str) \
+                and SALE_ID.fullmatch(resource["id"]) and isinstance(resource.get("amount"), dict):
+            sale = resource  # its receipt is keyed by the sale id
     if not isinstance(sub_id, str) or not SUBSCRIPTION_ID.fullmatch(sub_id):
         return "ignored-no-subscription", None
-    return resync(sub_id), sub_id
+    return resync(sub_id, sale=sale), sub_id
 
 
 # --- reconciliation (the `reconcile_subscriptions` function) ----------------------------------------

@@ -23,6 +23,10 @@ COLLECTION = "entitlements"
 FOREVER = datetime(9999, 12, 31, tzinfo=timezone.utc)  # a comp code or grant without an end
 
 ACTIVE, SUSPENDED, CANCELLED, EXPIRED = "ACTIVE", "SUSPENDED", "CANCELLED", "EXPIRED"
+# A delayed start this close to the moment it is due still counts as due (clock skew, rounding to seconds).
+BRIDGE_SLACK = timedelta(minutes=5)
+# A first charge due sooner than this starts at once: PayPal wants a start in the future at approval.
+START_MIN_DELAY = timedelta(minutes=10)
 PENDING = ("APPROVAL_PENDING", "APPROVED")
 ENDED = (CANCELLED, EXPIRED)
 LIVE = (ACTIVE, SUSPENDED, "APPROVED")  # a second checkout is refused while one of these exists
@@ -77,7 +81,9 @@ def paypal_part(snapshot: dict[str, Any], previous: dict[str, Any] | None, now: 
     last_payment = parse_time(paid.get("time"))
     amount = paid.get("amount") or {}
     paid_through = parse_time(prev.get("paid_through"))
-    if status == ACTIVE and not owing:
+    if status == ACTIVE and not owing and last_payment is not None:
+        # Only a paid cycle moves it: a subscription with a delayed start is ACTIVE with a
+        # next_billing_time (its start) before anything was paid.
         paid_through = _max(paid_through, next_billing)
     if paid_through is None and last_payment is not None:
         paid_through = last_payment + timedelta(days=30)  # a snapshot without next_billing_time
@@ -97,6 +103,7 @@ def paypal_part(snapshot: dict[str, Any], previous: dict[str, Any] | None, now: 
         "last_payment_amount": {"value": str(amount["value"]), "currency": str(amount.get("currency_code") or "")}
         if last_payment is not None and amount.get("value") is not None else None,
         "failed_payments_count": failed,
+        "start_time": parse_time(snapshot.get("start_time")),
         "paid_through": paid_through,
         "past_due_since": past_due_since,
         "fetched_at": now,
@@ -121,16 +128,63 @@ def paypal_until(part: dict[str, Any] | None) -> datetime | None:
     return None  # not approved yet: nothing paid
 
 
+def awaiting_first_payment(part: dict[str, Any] | None) -> bool:
+    """Approved and active at PayPal, nothing paid yet: a delayed start (or a first sale still on its way)."""
+    return bool(part) and part.get("status") == ACTIVE and part.get("last_payment_time") is None \
+        and part.get("paid_through") is None and part.get("past_due_since") is None \
+        and parse_time(part.get("start_time")) is not None
+
+
+def _bridge(doc: dict[str, Any]) -> datetime | None:
+    """PRO that a subscription awaiting its first payment carries across the moment of that payment:
+    its start plus the grace, so access never lapses between the end of what the user already had
+    (a paid-through date, a trial) and PayPal booking the first sale. Only when that start was due
+    when we read it, or is covered by the user's other PRO: a start set far in the future by whoever
+    created the subscription must not give PRO until then for nothing."""
+    part = doc.get("paypal")
+    if not awaiting_first_payment(part):
+        return None
+    start = parse_time(part.get("start_time"))
+    covered = _max(parse_time(part.get("fetched_at")), _others(doc))
+    if start is None or covered is None or start > covered + BRIDGE_SLACK:
+        return None
+    return start + _grace()
+
+
+def subscription_until(doc: dict[str, Any]) -> datetime | None:
+    """Until when the tracked subscription gives PRO (paid, in grace, or bridged to its first sale)."""
+    return _max(paypal_until(doc.get("paypal")), _bridge(doc))
+
+
+def _others(doc: dict[str, Any]) -> datetime | None:
+    return _max(parse_time(doc.get("paypal_prior")), parse_time(doc.get("trial_until")),
+                parse_time(doc.get("comp_until")), parse_time(doc.get("admin_until")))
+
+
+def first_charge(doc: dict[str, Any] | None, now: datetime) -> datetime | None:
+    """When a subscription taken out now would first charge: the end of the PRO the user has already
+    (a paid-through date, a trial, a comp), so no day is paid twice; None means at once."""
+    until = pro_until(doc) if doc else None
+    return until if until is not None and until > now + START_MIN_DELAY else None
+
+
 def track(doc: dict[str, Any], part: dict[str, Any]) -> dict[str, Any] | None:
     """The entitlement with `part` applied, or None when `part` belongs to an older subscription than
-    the tracked one (its own record is still updated by the caller). Switching to a newer
+    the tracked one and owes nothing beyond `paypal_prior` (its own record is still updated by the
+    caller). An older one paid through a later date extends `paypal_prior`. Switching to a newer
     subscription keeps what the old one owed in `paypal_prior`."""
     current = doc.get("paypal")
     out = dict(doc)
     if current and current.get("subscription_id") != part["subscription_id"]:
         mine, theirs = part.get("create_time"), parse_time(current.get("create_time"))
         if mine is not None and theirs is not None and mine < theirs:
-            return None
+            # Older than the tracked one, but what it was paid for is still owed (whatever order
+            # PayPal's events come in): the end of both is the later one.
+            paid, prior = parse_time(part.get("paid_through")), parse_time(doc.get("paypal_prior"))
+            if paid is None or (prior is not None and paid <= prior):
+                return None
+            out["paypal_prior"] = paid
+            return out
         out["paypal_prior"] = _max(parse_time(doc.get("paypal_prior")), paypal_until(current))
     out["paypal"] = part
     return out
@@ -139,9 +193,7 @@ def track(doc: dict[str, Any], part: dict[str, Any]) -> dict[str, Any] | None:
 # --- promo codes and operator grants ------------------------------------------------------------
 
 def pro_until(doc: dict[str, Any]) -> datetime | None:
-    return _max(paypal_until(doc.get("paypal")), parse_time(doc.get("paypal_prior")),
-                parse_time(doc.get("trial_until")), parse_time(doc.get("comp_until")),
-                parse_time(doc.get("admin_until")))
+    return _max(subscription_until(doc), _others(doc))
 
 
 def _extend(current: datetime | None, now: datetime, days: int | None) -> datetime:
@@ -182,7 +234,7 @@ def status(doc: dict[str, Any] | None, now: datetime) -> str:
     if not doc:
         return "none"
     part = doc.get("paypal")
-    until = paypal_until(part)
+    until = subscription_until(doc)
     live = until is not None and until > now
     if part and part.get("status") == ACTIVE and not part.get("past_due_since") and live:
         return "active"
@@ -199,7 +251,7 @@ def status(doc: dict[str, Any] | None, now: datetime) -> str:
 
 def source(doc: dict[str, Any], now: datetime) -> str | None:
     """Which source gives the PRO that lasts longest (None when there is none now)."""
-    candidates = [("paypal", _max(paypal_until(doc.get("paypal")), parse_time(doc.get("paypal_prior")))),
+    candidates = [("paypal", _max(subscription_until(doc), parse_time(doc.get("paypal_prior")))),
                   ("promo", _max(parse_time(doc.get("trial_until")), parse_time(doc.get("comp_until")))),
                   ("admin", parse_time(doc.get("admin_until")))]
     live = [(until, name) for name, until in candidates if until is not None and until > now]
@@ -235,13 +287,18 @@ def view(doc: dict[str, Any] | None, now: datetime) -> schemas.Subscription:
     paid = parse_time(part.get("last_payment_time"))
     amount = part.get("last_payment_amount") or {}
     billed = part.get("subscription_id") and part.get("status") in (ACTIVE, SUSPENDED)
+    if awaiting_first_payment(part):
+        first = parse_time(part.get("start_time"))
+    else:
+        first = first_charge(doc, now) if state not in ("active", "past_due") else None
     return schemas.Subscription(
         status=state, plan="pro" if until is not None and until > now else "free",
         pro_until=clock.rfc3339(until) if until else None, trial_until=clock.rfc3339(trial) if trial else None,
         next_billing_time=clock.rfc3339(next_billing) if next_billing else None, past_due=state == "past_due",
         last_payment=schemas.LastPayment(time=clock.rfc3339(paid), value=amount.get("value"),
                                          currency=amount.get("currency")) if paid else None,
-        manage_url=config.settings().paypal_autopay_url if billed else None)
+        manage_url=config.settings().paypal_autopay_url if billed else None,
+        first_charge_time=clock.rfc3339(first) if first else None)
 
 
 def plan_of(doc: dict[str, Any] | None, now: datetime) -> config.Plan:

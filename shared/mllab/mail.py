@@ -46,6 +46,13 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     "access_ending": ("Your ML Lab PRO access ends soon",
                       "Your ML Lab PRO access ends on {until}. After that, you can keep training in the browser, "
                       "but cloud saves stop. Subscribe again any time:\n\n{link}"),
+    "subscription_activated": ("Your ML Lab PRO subscription is active",
+                               "Thank you for subscribing to ML Lab PRO ({amount} {currency} a month). "
+                               "{first_charge}\n\nManage or cancel it any time under Billing:\n\n{link}"),
+    "payment_receipt": ("Your ML Lab receipt: {amount} {currency}",
+                        "Receipt for your ML Lab PRO subscription.\n\n"
+                        "Amount: {amount} {currency}\nDate: {date}\nNext billing date: {next_billing}\n"
+                        "PayPal transaction ID: {transaction_id}\nSubscription: {subscription_id}\n\n{link}"),
     "subscription_canceled": ("Your ML Lab subscription is canceled",
                               "Your ML Lab PRO subscription is canceled and you will not be charged again. PRO stays "
                               "on until {until}, the end of the period you paid for.\n\n{link}"),
@@ -60,7 +67,7 @@ def send(to: str, template: str, link: str | None = None, **fields: str) -> None
     ref.create({"to": to, "template": template, "link": link, "fields": fields, "created_at": now, "sent_at": None,
                 "attempts": 0, "updated_at": now}, **clients.opts())
     try:
-        deliver(to, subject, body.format(link=link or config.settings().lab_url, **fields), template)
+        deliver(to, subject.format(**fields), body.format(link=link or config.settings().lab_url, **fields), template)
     except Exception as exc:  # noqa: BLE001 - the outbox keeps it for a retry
         log.exception("mail delivery failed; kept in the outbox", exc, template=template, outbox_id=ref.id)
         ref.update({"attempts": 1, "updated_at": clock.now()}, **clients.opts())
@@ -68,6 +75,54 @@ def send(to: str, template: str, link: str | None = None, **fields: str) -> None
     ref.update({"sent_at": clock.now(), "link": None, "attempts": 1, "updated_at": clock.now()},
                **clients.opts())
     log.info("mail sent", template=template, outbox_id=ref.id)
+
+
+def ref(key: str) -> Any:
+    """The outbox document of a message identified by `key`: one message per key, ever (a key names
+    the event the mail is about, so a redelivered event finds its mail already there)."""
+    return clients.firestore().collection(OUTBOX).document(key)
+
+
+def queued(to: str, template: str, link: str | None = None, **fields: str) -> dict[str, Any]:
+    """An outbox document to create inside the caller's transaction; `deliver_queued` sends it after
+    the commit."""
+    TEMPLATES[template][1].format(link="", **fields)  # a missing field fails here, before anything is stored
+    now = clock.now()
+    return {"to": to, "template": template, "link": link, "fields": fields, "created_at": now, "sent_at": None,
+            "attempts": 0, "updated_at": now}
+
+
+def deliver_queued(key: str) -> bool:
+    """Send the outbox message `key` unless it was sent already. A failure keeps it in the outbox
+    (attempts counted) and returns False."""
+    from google.cloud import firestore
+
+    outbox = ref(key)
+    db = clients.firestore()
+
+    @firestore.transactional
+    def take(tx: Any) -> dict[str, Any] | None:
+        snap = outbox.get(transaction=tx, **clients.opts())
+        doc = snap.to_dict() if snap.exists else None
+        if doc is None or doc.get("sent_at") is not None:
+            return None
+        tx.update(outbox, {"attempts": int(doc.get("attempts") or 0) + 1, "updated_at": clock.now()})
+        return doc
+
+    doc = take(db.transaction(max_attempts=5))
+    if doc is None:
+        return False
+    subject, body = TEMPLATES[doc["template"]]
+    fields = doc.get("fields") or {}
+    try:
+        deliver(doc["to"], subject.format(**fields), body.format(link=doc.get("link") or config.settings().lab_url,
+                                                                 **fields), doc["template"])
+    except Exception as exc:  # noqa: BLE001 - the outbox keeps it for a retry
+        log.exception("mail delivery failed; kept in the outbox", exc, template=doc["template"], outbox_id=key)
+        return False
+    outbox.update({"sent_at": clock.now(), "link": None, "updated_at": clock.now()}, **clients.opts())
+    log.info("mail sent", template=doc["template"], outbox_id=key)
+    return True
 
 
 def deliver(to: str, subject: str, body: str, template: str) -> None:

@@ -37,6 +37,7 @@ BACKOFF_BASE_S = 0.25
 BACKOFF_CAP_S = 2.0
 DEFAULT_RETRY_AFTER_S = 5
 SUBSCRIPTION_ID = re.compile(r"I-[A-Z0-9]{6,40}")
+_PLAN_ID = re.compile(r"P-[A-Z0-9]{6,48}")
 _PRICE = re.compile(r"\d{1,7}(\.\d{1,2})?")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
@@ -310,10 +311,13 @@ class PayPal:
     # --- the calls we make -----------------------------------------------------------------------
 
     def create_subscription(self, plan_id: str, custom_id: str, return_url: str, cancel_url: str,
-                            request_id: str, brand_name: str = "ML Lab") -> dict:
-        body = {"plan_id": plan_id, "custom_id": custom_id, "application_context": {
+                            request_id: str, brand_name: str = "ML Lab", start_time: str | None = None) -> dict:
+        """`start_time` (RFC 3339, in the future): PayPal approves now and charges the first cycle then."""
+        body: dict[str, Any] = {"plan_id": plan_id, "custom_id": custom_id, "application_context": {
             "brand_name": brand_name, "user_action": "SUBSCRIBE_NOW", "shipping_preference": "NO_SHIPPING",
             "return_url": return_url, "cancel_url": cancel_url}}
+        if start_time is not None:
+            body["start_time"] = start_time
         return self._dict(self.request("POST", "/v1/billing/subscriptions", json=body, request_id=request_id))
 
     def get_subscription(self, subscription_id: str) -> dict:
@@ -333,6 +337,11 @@ class PayPal:
                 return False
             raise
         return True
+
+    def get_plan(self, plan_id: str) -> dict:
+        if not isinstance(plan_id, str) or not _PLAN_ID.fullmatch(plan_id):
+            raise ValueError("not a PayPal plan id (P-...)")
+        return self._dict(self.request("GET", f"/v1/billing/plans/{plan_id}"))
 
     def create_product(self, name: str, description: str, request_id: str) -> dict:
         body = {"name": name, "description": description, "type": "SERVICE", "category": "SOFTWARE"}

@@ -172,7 +172,8 @@ ROUTES: tuple[Route, ...] = (
     # billing: PayPal subscriptions and promo codes
     Route("GET", "/billing/plans", "billing", "The plans, their prices and limits", response=schemas.Plans,
           cache="public, max-age=300"),
-    Route("POST", "/billing/paypal/subscribe", "billing", "Start a PayPal checkout; answers the approval URL",
+    Route("POST", "/billing/paypal/subscribe", "billing", "Start a PayPal checkout; answers the approval URL and when the first charge will be "
+          "(the end of any PRO already held, else at approval)",
           response=schemas.SubscribeResponse, answers=(409,), **_MUTATE),
     Route("POST", "/billing/sync", "billing", "Re-read your subscription from PayPal (on return from PayPal)",
           request=schemas.SyncRequest, response=schemas.Subscription, answers=(404,), **_MUTATE),

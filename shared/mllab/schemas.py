@@ -211,6 +211,9 @@ class Subscription(BaseModel):
     last_payment: LastPayment | None = None
     # Where the subscriber manages the automatic payment at PayPal (while PayPal still bills them).
     manage_url: str | None = None
+    # When PayPal first charges: a subscription's delayed start, or, for someone who could subscribe,
+    # the end of the PRO they have already (null: at once).
+    first_charge_time: str | None = None
 
 
 class Usage(BaseModel):
@@ -458,6 +461,9 @@ class Plans(BaseModel):
 class SubscribeResponse(BaseModel):
     subscription_id: str
     approve_url: str
+    # The first charge: at the end of the PRO already held (a paid-through date, a trial), else now.
+    first_charge_time: str | None = None
+    amount: Money | None = None
 
 
 class SyncRequest(Strict):

@@ -93,3 +93,58 @@ def event_marker(event_id: str) -> dict[str, Any] | None:
 
 def mails_to(email: str, template: str) -> list[dict[str, Any]]:
     return [m for m in mail.dev_messages() if m["to"] == email and m["template"] == template]
+
+
+def move_paypal_clock(paypal: httpx.Client, to: str) -> list[str]:
+    """Move the stand-in's clock to `to` (RFC 3339): PayPal's scheduler bills every cycle then due.
+    Returns the ids of the events that billing sent."""
+    r = paypal.post("/_standin/clock", json={"to": to})
+    assert r.status_code == 200, r.text
+    return r.json()["events"]
+
+
+def sales_of(paypal: httpx.Client, sub_id: str) -> list[dict[str, Any]]:
+    """Every PAYMENT.SALE.COMPLETED the stand-in recorded for a subscription: what the buyer paid."""
+    events = paypal.get("/_standin/events", params={"subscription_id": sub_id,
+                                                    "event_type": "PAYMENT.SALE.COMPLETED"}).json()["events"]
+    return [e["event"]["resource"] for e in events]
+
+
+def checkout(browser: Browser, paypal: httpx.Client) -> dict[str, Any]:
+    """POST /billing/paypal/subscribe and approve at the stand-in; the checkout's answer, once its
+    webhooks were all delivered."""
+    r = browser.request("POST", "/billing/paypal/subscribe")
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert paypal.post(f"/_standin/subscriptions/{answer['subscription_id']}/approve").status_code == 200
+    assert wait(lambda: deliveries_settled(paypal, answer["subscription_id"]))
+    return answer
+
+
+def foreign_subscription(custom_id: str, *, price: str = "0.01", unit: str = "YEAR",
+                         override: bool = False) -> str:
+    """A subscription made with the merchant's credentials but outside ML Lab's checkout: another
+    plan of the same product (default $0.01 a year), or the PRO plan with an inline price override.
+    Returns its id (APPROVAL_PENDING)."""
+    from mllab import paypal
+
+    client = paypal.client()
+    ids = billing.paypal_ids()
+    cycle = {"frequency": {"interval_unit": unit, "interval_count": 1}, "tenure_type": "REGULAR", "sequence": 1,
+             "total_cycles": 0, "pricing_scheme": {"fixed_price": {"value": price, "currency_code": "USD"}}}
+    body: dict[str, Any] = {"custom_id": custom_id, "application_context": {
+        "return_url": "https://example.com/return", "cancel_url": "https://example.com/cancel"}}
+    if override:
+        body.update(plan_id=ids["plan_id"], plan={"billing_cycles": [cycle]})
+    else:
+        plan = client.request("POST", "/v1/billing/plans", json={
+            "product_id": ids["product_id"], "name": "Cheap", "status": "ACTIVE", "billing_cycles": [cycle],
+            "payment_preferences": {"payment_failure_threshold": 1}})
+        body["plan_id"] = plan["id"]
+    created = client.request("POST", "/v1/billing/subscriptions", json=body)
+    return created["id"]
+
+
+def outbox(email: str) -> list[dict[str, Any]]:
+    """Every mail delivered to `email`, oldest first."""
+    return [m for m in mail.dev_messages() if m["to"] == email]

@@ -102,6 +102,7 @@ def paypal(stack: Stack) -> Iterator[httpx.Client]:
     client.delete("/_standin/faults")
     yield client
     client.delete("/_standin/faults")
+    client.delete("/_standin/clock")  # a test that moved PayPal's clock leaves it at real time again
     client.close()
 
 

@@ -62,7 +62,8 @@ def test_me_answers_the_user_plan_usage_and_session_csrf(gateway: httpx.Client, 
     assert (me["uid"], me["email"], me["name"], me["role"], me["email_verified"], me["providers"]) == (
         u["uid"], u["email"], "Ada", "user", True, ["password"])
     assert me["subscription"] == {"status": "none", "plan": "free", "pro_until": None, "trial_until": None,
-                                  "next_billing_time": None, "past_due": False, "last_payment": None, "manage_url": None}
+                                  "next_billing_time": None, "past_due": False, "last_payment": None, "manage_url": None,
+                                  "first_charge_time": None}  # a free user would be charged at approval
     assert me["usage"] == {"storage_bytes": 0, "storage_limit_bytes": 0, "uploads_today": 0, "uploads_limit": 0}
     assert me["csrf"] == s["csrf"] and sessions.csrf_ok(s["sid"], me["csrf"])
     other = sign_in(u["uid"])

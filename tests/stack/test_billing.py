@@ -3,6 +3,7 @@ checkout, approval, the webhooks that follow, sync, cancel, dunning, reconciliat
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import httpx
@@ -11,7 +12,8 @@ import pytest
 from mllab import audit, billing, clients, clock, config, entitlements
 from mllab.problems import Problem
 
-from .billing_support import mails_to, subscribe, subscription_status, wait
+from .billing_support import (checkout, deliveries_settled, event_marker, foreign_subscription, mails_to,
+                              move_paypal_clock, sales_of, subscribe, subscription_status, wait)
 from .conftest import PASSWORD
 
 
@@ -41,7 +43,8 @@ def test_checkout_is_mapped_before_the_approve_url_is_returned(member, paypal: h
     assert at_paypal["custom_id"] == b.uid  # the cross-check PayPal carries back
     # Leaving and coming back to checkout gives the same subscription, not a second one.
     again = b.request("POST", "/billing/paypal/subscribe").json()
-    assert again == {"subscription_id": sub_id, "approve_url": approve}
+    assert again == {"subscription_id": sub_id, "approve_url": approve, "first_charge_time": None,
+                     "amount": {"value": "15.00", "currency": "USD"}}  # a free user pays at approval
     assert subscription_status(b)["status"] == "none"  # nothing is paid before approval
 
 
@@ -240,3 +243,195 @@ def test_purge_removes_entitlements_and_keeps_an_anonymous_ledger(member, paypal
     assert entitlements.get(b.uid) is None
     ledger = _mapping(sub_id)
     assert ledger["uid"] == "purged" and ledger["snapshot"] is None and ledger["status"] == "ACTIVE"
+
+
+# --- nobody pays twice for the same day ----------------------------------------------------------
+
+def _first_charge(paid_until) -> str:
+    """The start the checkout asks PayPal for: the end of the PRO already held, in whole seconds."""
+    return clock.rfc3339(paid_until.replace(microsecond=0) + timedelta(seconds=1))
+
+
+def test_resubscribing_after_cancel_charges_at_the_paid_through_date_not_today(member, paypal: httpx.Client) -> None:
+    b = member()
+    old = subscribe(b, paypal)
+    assert b.request("POST", "/billing/cancel", json_body={}).status_code == 200
+    paid_through = entitlements.get(b.uid)["paypal"]["paid_through"]
+    # Before any checkout, the billing screen can already say when the first charge would be.
+    assert subscription_status(b)["first_charge_time"] == clock.rfc3339(paid_through)
+
+    answer = checkout(b, paypal)
+    new = answer["subscription_id"]
+    assert new != old
+    assert answer["first_charge_time"] == _first_charge(paid_through)
+    assert answer["amount"] == {"value": "15.00", "currency": "USD"}
+    at_paypal = paypal.get(f"/_standin/subscriptions/{new}").json()["subscription"]
+    assert at_paypal["start_time"] == answer["first_charge_time"] and at_paypal["status"] == "ACTIVE"
+    assert at_paypal["billing_info"]["next_billing_time"] == answer["first_charge_time"]
+    assert "last_payment" not in at_paypal["billing_info"]
+    assert sales_of(paypal, new) == []  # approving charged nothing
+    assert len(sales_of(paypal, old)) == 1
+
+    # PRO runs on: through the old paid-through date and past it, to the first charge.
+    me = subscription_status(b)
+    assert me["status"] == "active" and me["plan"] == "pro" and me["first_charge_time"] == answer["first_charge_time"]
+    start = entitlements.parse_time(answer["first_charge_time"])
+    for moment in (paid_through - timedelta(hours=1), paid_through + timedelta(seconds=1), start + timedelta(hours=1)):
+        with clock.travel(to=moment):
+            assert entitlements.is_pro(b.uid), moment
+    # A second checkout now is refused: a subscription is live (scheduled).
+    again = b.request("POST", "/billing/paypal/subscribe")
+    assert again.status_code == 409 and again.json()["type"].endswith("already-subscribed")
+    # The welcome says when the first charge comes; nothing was charged, so no receipt yet.
+    assert wait(lambda: len(mails_to(b.email, "subscription_activated")) == 2)  # one per subscription
+    welcome = mails_to(b.email, "subscription_activated")[-1]
+    assert f"Your first charge of 15.00 USD will be on {start:%B %d, %Y}" in welcome["body"]
+    assert len(mails_to(b.email, "payment_receipt")) == 1  # the old subscription's only
+    # A late event of the old subscription changes nothing: the newer one is tracked, PRO unchanged.
+    until = entitlements.pro_until(entitlements.get(b.uid))
+    late = paypal.post("/_standin/events/send", json={"subscription_id": old,
+                                                      "event_type": "BILLING.SUBSCRIPTION.CANCELLED"}).json()["event"]
+    assert wait(lambda: deliveries_settled(paypal, old) and late["id"] in {
+        e["id"] for e in paypal.get("/_standin/events", params={"subscription_id": old}).json()["events"]})
+    assert wait(lambda: (event_marker(late["id"]) or {}).get("state") == "done")
+    ent = entitlements.get(b.uid)
+    assert ent["paypal_subscription_id"] == new and entitlements.pro_until(ent) == until
+
+    # PayPal's clock reaches the start: the first (and only) charge of the new subscription.
+    move_paypal_clock(paypal, answer["first_charge_time"])
+    assert wait(lambda: len(sales_of(paypal, new)) == 1 and deliveries_settled(paypal, new))
+    sale = sales_of(paypal, new)[0]
+    assert sale["amount"]["total"] == "15.00" and sale["create_time"] >= answer["first_charge_time"]
+    assert wait(lambda: entitlements.get(b.uid)["paypal"].get("last_payment_time") is not None)
+    ent = entitlements.get(b.uid)
+    assert ent["paypal_subscription_id"] == new and ent["paypal"]["paid_through"] == start + timedelta(days=30)
+    with clock.travel(to=start + timedelta(days=29)):
+        assert entitlements.is_pro(b.uid)
+    assert len(sales_of(paypal, old)) == 1 and len(sales_of(paypal, new)) == 1  # one charge per period, ever
+    assert wait(lambda: len(mails_to(b.email, "payment_receipt")) == 2)
+    assert sale["id"] in mails_to(b.email, "payment_receipt")[-1]["body"]
+
+
+def test_subscribing_during_a_promo_trial_charges_at_the_trials_end(member, paypal: httpx.Client) -> None:
+    from mllab import promo
+
+    promo.create(promo.NewCode(code="TRY14", kind="trial", days=14, uses=5))
+    b = member()
+    assert b.request("POST", "/promo/apply", json_body={"code": "TRY14"}).status_code == 200
+    trial_until = entitlements.parse_time(entitlements.get(b.uid)["trial_until"])
+    assert subscription_status(b)["first_charge_time"] == clock.rfc3339(trial_until)
+
+    answer = checkout(b, paypal)
+    sub_id = answer["subscription_id"]
+    assert answer["first_charge_time"] == _first_charge(trial_until)
+    assert sales_of(paypal, sub_id) == []  # the trial is not thrown away
+    assert paypal.get(f"/_standin/subscriptions/{sub_id}").json()["subscription"]["start_time"] \
+        == answer["first_charge_time"]
+    start = entitlements.parse_time(answer["first_charge_time"])
+    for moment in (trial_until - timedelta(days=1), trial_until + timedelta(seconds=1), start + timedelta(days=2)):
+        with clock.travel(to=moment):
+            assert entitlements.is_pro(b.uid), moment  # no gap at the trial's end
+    move_paypal_clock(paypal, answer["first_charge_time"])
+    assert wait(lambda: len(sales_of(paypal, sub_id)) == 1 and deliveries_settled(paypal, sub_id))
+    assert wait(lambda: entitlements.get(b.uid)["paypal"].get("paid_through") == start + timedelta(days=30))
+
+
+def test_a_subscription_with_a_far_future_start_gives_no_pro_before_it(member, paypal: httpx.Client) -> None:
+    """Anyone with the merchant's public client id can create a subscription (PayPal's JS SDK), with any
+    start_time: a start a year away must not mean PRO for a year before anything is paid."""
+    from mllab import paypal as paypal_api
+
+    b = member()
+    far = clock.rfc3339((clock.now() + timedelta(days=365)).replace(microsecond=0))
+    created = paypal_api.client().request("POST", "/v1/billing/subscriptions", json={
+        "plan_id": billing.paypal_ids()["plan_id"], "custom_id": b.uid, "start_time": far})
+    paypal.post(f"/_standin/subscriptions/{created['id']}/approve")
+    assert wait(lambda: deliveries_settled(paypal, created["id"]))
+    assert wait(lambda: _mapping(created["id"]).get("status") == "ACTIVE")
+    assert subscription_status(b)["plan"] == "free" and not entitlements.is_pro(b.uid)
+
+
+def test_two_clicks_at_once_make_one_subscription(member, paypal: httpx.Client) -> None:
+    b = member()
+    subscribe(b, paypal)
+    b.request("POST", "/billing/cancel", json_body={})
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: b.request("POST", "/billing/paypal/subscribe"), range(4)))
+    assert {r.status_code for r in answers} == {200}, [r.text for r in answers]
+    assert len({r.json()["subscription_id"] for r in answers}) == 1
+    assert len({r.json()["first_charge_time"] for r in answers}) == 1
+    pending = [s for s in billing.subscriptions_of(b.uid) if s["status"] == "APPROVAL_PENDING"]
+    assert len(pending) == 1
+
+
+def test_a_checkout_left_before_a_trial_is_replaced_and_cannot_be_approved_later(member, paypal: httpx.Client) -> None:
+    from mllab import promo
+
+    promo.create(promo.NewCode(code="LATER7", kind="trial", days=7, uses=5))
+    b = member()
+    stale = b.request("POST", "/billing/paypal/subscribe").json()
+    assert stale["first_charge_time"] is None  # a free user is charged at approval
+    assert b.request("POST", "/promo/apply", json_body={"code": "LATER7"}).status_code == 200
+    fresh = b.request("POST", "/billing/paypal/subscribe").json()
+    assert fresh["subscription_id"] != stale["subscription_id"] and fresh["first_charge_time"] is not None
+    # An event about the old checkout arrives after it was replaced (PayPal still says APPROVAL_PENDING):
+    # it stays replaced.
+    late = paypal.post("/_standin/events/send", json={"subscription_id": stale["subscription_id"],
+                                                      "event_type": "BILLING.SUBSCRIPTION.CREATED"}).json()["event"]
+    assert wait(lambda: (event_marker(late["id"]) or {}).get("state") == "done")
+    left = _mapping(stale["subscription_id"])
+    assert left["status"] == billing.ABANDONED and left["approve_url"] is None
+    assert left["superseded_by"] == fresh["subscription_id"]
+    # Asked again with nothing changed: the same checkout.
+    assert b.request("POST", "/billing/paypal/subscribe").json() == fresh
+    # The old tab is approved anyway (PayPal takes the $15 at once): it is cancelled at once, so it
+    # never bills again, and the month it took is honoured as paid, though the newer checkout's
+    # CREATED event was processed first.
+    assert wait(lambda: deliveries_settled(paypal, fresh["subscription_id"]))
+    paypal.post(f"/_standin/subscriptions/{stale['subscription_id']}/approve")
+    assert wait(lambda: paypal.get(f"/_standin/subscriptions/{stale['subscription_id']}").json()
+                ["subscription"]["status"] == "CANCELLED")
+    assert wait(lambda: [e["outcome"] for e in audit.for_actor(b.uid) if e["action"] == "billing.cancel"]
+                == ["superseded"])
+    assert wait(lambda: deliveries_settled(paypal, stale["subscription_id"]))
+    paid_through = _mapping(stale["subscription_id"])["paid_through"]
+    assert entitlements.pro_until(entitlements.get(b.uid)) == paid_through
+    assert len(sales_of(paypal, stale["subscription_id"])) == 1
+    # So a checkout now first charges when that paid month ends, not at the trial's end.
+    again = b.request("POST", "/billing/paypal/subscribe").json()
+    assert again["first_charge_time"] == _first_charge(paid_through)
+    assert again["subscription_id"] != fresh["subscription_id"]
+    assert [s["id"] for s in billing.subscriptions_of(b.uid) if s["status"] == "APPROVAL_PENDING"] \
+        == [again["subscription_id"]]
+
+
+# --- only the PRO plan at its price entitles -----------------------------------------------------
+
+@pytest.mark.parametrize(("kind", "reason"), [("cheap-plan", "other-plan"), ("inline-override", "plan-overridden")])
+def test_a_subscription_to_another_plan_or_price_grants_nothing(stack, member, paypal: httpx.Client,
+                                                                kind: str, reason: str) -> None:
+    from .conftest import function_log, wait_for_log
+
+    b = member()
+    sub_id = foreign_subscription(b.uid, override=kind == "inline-override")
+    paypal.post(f"/_standin/subscriptions/{sub_id}/approve")
+    assert wait(lambda: deliveries_settled(paypal, sub_id))
+    assert sales_of(paypal, sub_id)[0]["amount"]["total"] == "0.01"  # what the buyer really paid
+    assert wait(lambda: _mapping(sub_id).get("refused") == reason)
+    stored = _mapping(sub_id)
+    assert stored["uid"] == b.uid and stored["status"] == "ACTIVE"  # stored, as the ledger
+    me = subscription_status(b)
+    assert me["plan"] == "free" and me["status"] == "none" and entitlements.get(b.uid) is None
+    refusals = [e for e in audit.for_actor(b.uid) if e["action"] == "billing.refused"]
+    assert [(e["target"], e["outcome"]) for e in refusals] == [(f"paypal:{sub_id}", reason)]
+    assert wait_for_log(function_log(stack, "paypal_webhook"), sub_id + '"', count=1)
+    line = [ln for ln in wait_for_log(function_log(stack, "paypal_webhook"), billing.REFUSED_LOG) if sub_id in ln]
+    assert line and '"severity": "ERROR"' in line[0]
+    # The sync on return and reconciliation refuse it the same way.
+    assert b.request("POST", "/billing/sync", json_body={"subscription_id": sub_id}).json()["plan"] == "free"
+    with clock.travel(by=timedelta(days=36)):
+        billing.reconcile()
+    assert entitlements.get(b.uid) is None or not entitlements.is_pro(b.uid)
+    # It does not block the real checkout, and is not cancelled on the user's behalf.
+    assert b.request("POST", "/billing/paypal/subscribe").status_code == 200
+    assert not mails_to(b.email, "subscription_activated") and not mails_to(b.email, "payment_receipt")

@@ -14,7 +14,7 @@ from mllab import audit, billing, clients, clock, entitlements, promo
 from mllab import paypal as paypal_api
 from mllab_dev.stack import Stack
 
-from .billing_support import subscribe
+from .billing_support import deliveries_settled, foreign_subscription, subscribe, wait
 from .conftest import Browser
 
 FOREVER = "9999-12-31T00:00:00Z"
@@ -164,7 +164,8 @@ def test_access_grant_and_revoke(cli, member, unique: str) -> None:
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) | {"email": None, "uid": None} == {
         "email": None, "uid": None, "status": "none", "plan": "free", "pro_until": None, "trial_until": None,
-        "next_billing_time": None, "past_due": False, "last_payment": None, "manage_url": None}
+        "next_billing_time": None, "past_due": False, "last_payment": None, "manage_url": None,
+        "first_charge_time": None}
     sub = _me(forever)["subscription"]
     assert sub["plan"] == "free" and sub["status"] == "none"
     assert entitlements.get(forever.uid)["ever_pro"] is True  # new-users-only codes remember it
@@ -209,6 +210,33 @@ def test_billing_resync_repairs_a_missed_cancellation(cli, member, paypal: httpx
     assert json.loads(r.stdout) == {"resynced": {suspend_id: "applied:past_due"}}
     sub = _me(suspended)["subscription"]
     assert sub["status"] == "past_due" and sub["past_due"] is True and sub["plan"] == "pro", sub
+
+
+def test_billing_resync_refuses_another_plan_and_takes_back_what_it_granted(cli, member, paypal: httpx.Client) -> None:
+    b = member()
+    sub_id = foreign_subscription(b.uid)  # $0.01 a year, custom_id = the user's uid
+    paypal.post(f"/_standin/subscriptions/{sub_id}/approve")
+    assert wait(lambda: deliveries_settled(paypal, sub_id))
+    ref = clients.firestore().collection(billing.SUBSCRIPTIONS).document(sub_id)
+    assert wait(lambda: (ref.get().to_dict() or {}).get("refused") == "other-plan")
+    # What the code before this check stored: no refusal, and the user PRO through that subscription.
+    ref.update({"refused": None})
+    now = clock.now()
+    part = entitlements.paypal_part(paypal_api.client().get_subscription(sub_id), None, now)
+    entitlements.ref(b.uid).set(entitlements.stamp(b.uid, entitlements.track({}, part), now, created=True))
+    assert entitlements.is_pro(b.uid)
+
+    r = cli("billing", "resync", b.email, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"resynced": {sub_id: "refused:other-plan"}}
+    assert not entitlements.is_pro(b.uid) and _me(b)["subscription"]["plan"] == "free"
+    assert ref.get().to_dict()["refused"] == "other-plan" and ref.get().to_dict()["uid"] == b.uid
+    assert [e["outcome"] for e in audit.for_actor(b.uid) if e["action"] == "billing.refused"][-1] == "other-plan"
+    # Every live subscription (no email): refused again, PRO still not granted.
+    r = cli("billing", "resync", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["resynced"][sub_id] == "refused:other-plan"
+    assert not entitlements.is_pro(b.uid)
 
 
 # --- billing bootstrap ------------------------------------------------------------------------------

@@ -139,6 +139,9 @@ def test_promo_code_gives_a_trial_and_unknown_codes_say_why(lab: Lab, new_user) 
     trial_until = entitlements.parse_time(entitlements.get(user["uid"])["trial_until"])
     expect(lab.status).to_have_text(f"PRO trial until {shown(trial_until)}")
     expect(lab.page.locator("#promo-code")).to_have_value("")
+    # Subscribing now would not throw the trial away: the first charge is at its end.
+    expect(lab.page.locator("#first-charge-date")).to_have_text(
+        f"Your first charge of $15.00 will be on {shown(trial_until)}")
 
     lab.allowed.append((422, "/promo/apply"))
     lab.page.fill("#promo-code", "NOPE")
@@ -224,3 +227,46 @@ def test_billing_screens_on_a_phone(chromium, stack: Stack, new_user) -> None:
         lab.no_sideways_scroll()
         lab.page.locator("#billing").scroll_into_view_if_needed()
         lab.screenshot("lab-billing-phone")
+
+
+def test_subscribing_again_after_cancel_shows_the_first_charge_date_before_paypal(lab: Lab, new_user) -> None:
+    from playwright.sync_api import expect
+
+    from .billing_support import deliveries_settled, sales_of, standin, wait
+
+    user = new_user()
+    lab.sign_in(user)
+    # A free user is told the truth too: the first charge is at approval.
+    expect(lab.page.locator("#first-charge-date")).to_have_text("Your first charge of $15.00 will be today")
+    lab.subscribe()
+    expect(lab.page.locator("#first-charge")).to_be_hidden()  # nothing to buy while PRO renews
+    lab.page.once("dialog", lambda dialog: dialog.accept())
+    lab.page.get_by_role("button", name="Cancel subscription").click()
+    expect(lab.status).to_have_attribute("data-status", "canceled")
+    paid_through = entitlements.pro_until(entitlements.get(user["uid"]))
+
+    # Before anything happens at PayPal, the lab says when the new subscription will first charge.
+    note = lab.page.locator("#first-charge")
+    expect(note.locator("#first-charge-date")).to_have_text(
+        f"Your first charge of $15.00 will be on {shown(paid_through)}")
+    expect(note).to_contain_text("Nothing is charged today and your PRO continues until then")
+    lab.page.locator("#billing").scroll_into_view_if_needed()
+    lab.screenshot("lab-billing-first-charge", locator="#billing")
+    lab.page.set_viewport_size(lab_support.PHONE)
+    lab.no_sideways_scroll()
+    expect(note).to_be_visible()
+    lab.screenshot("lab-billing-first-charge-phone", locator="#billing")
+
+    # PayPal's approval page says the same, and approving charges nothing today.
+    lab.page.get_by_role("button", name="Subscribe with PayPal").click()
+    lab.page.wait_for_url(f"{lab.stack.paypal_url}/webapps/billing/subscriptions?ba_token=*",
+                          wait_until="domcontentloaded")
+    expect(lab.page.locator("#first-payment")).to_have_text(f"First payment: {paid_through:%b %d, %Y}")
+    lab.back_from_paypal("Agree & Subscribe")
+    expect(lab.message).to_have_text(f"Thanks — you are subscribed. Your first charge will be on {shown(paid_through)}.")
+    expect(lab.status).to_have_text(f"PRO — subscribed, first charge {shown(paid_through)}")
+    expect(lab.status).to_have_attribute("data-plan", "pro")
+    sub_id = entitlements.get(user["uid"])["paypal_subscription_id"]
+    with standin(lab.stack) as paypal:
+        assert wait(lambda: deliveries_settled(paypal, sub_id))
+        assert sales_of(paypal, sub_id) == []

@@ -15,8 +15,8 @@ import pytest
 from mllab import billing, clients
 from mllab_dev.stack import Stack
 
-from .billing_support import (event, event_marker, mails_to, signed_webhook, subscribe, subscription_status,
-                              wait)
+from .billing_support import (deliveries_settled, event, event_marker, mails_to, outbox, sales_of, signed_webhook,
+                              subscribe, subscription_status, wait)
 from .conftest import Browser
 
 PATH = "/payments/paypal/webhook"
@@ -171,11 +171,11 @@ def test_a_transient_firestore_error_is_5xx_then_the_retry_does_the_work(
     real_apply = billing.apply
     calls = []
 
-    def flaky(snapshot, fetched_at=None):
+    def flaky(snapshot, fetched_at=None, **kwargs):
         calls.append(snapshot["id"])
         if len(calls) == 1:
             raise ServiceUnavailable("firestore is restarting")
-        return real_apply(snapshot, fetched_at)
+        return real_apply(snapshot, fetched_at, **kwargs)
 
     monkeypatch.setattr(billing, "apply", flaky)
     client = function_client("paypal_webhook")
@@ -215,3 +215,126 @@ def test_a_body_over_64_kib_is_413(stack: Stack, gateway: httpx.Client) -> None:
                                                 summary="x" * 70_000))
     r = gateway.post(PATH, content=body, headers=headers)
     assert r.status_code == 413
+
+
+# --- one mail per event ------------------------------------------------------------------------
+
+DAY_S = 86400
+
+# What happens at PayPal, one step after the other, and the mails each step sends. Between steps
+# PayPal's clock moves a day, as its retries and renewals are days apart.
+LIFECYCLE = [
+    ("approve", {"subscription_activated": 1, "payment_receipt": 1}),
+    ("payment-completed", {"payment_receipt": 1}),  # a renewal
+    ("payment-failed", {"payment_failed": 1}),
+    ("payment-failed", {"payment_failed": 1, "past_due": 1}),  # the plan's threshold: PayPal suspends it
+    ("reactivated", {}),  # active again: not a second welcome
+    ("payment-completed", {"payment_receipt": 1}),
+    ("cancelled", {"subscription_canceled": 1}),
+]
+
+
+def _templates(email: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for m in outbox(email):
+        counts[m["template"]] = counts.get(m["template"], 0) + 1
+    return counts
+
+
+def _add(total: dict[str, int], more: dict[str, int]) -> dict[str, int]:
+    return {k: total.get(k, 0) + more.get(k, 0) for k in {*total, *more}}
+
+
+def test_each_billing_event_mails_once_however_often_paypal_redelivers(member, paypal: httpx.Client) -> None:
+    from mllab import entitlements
+
+    b = member()
+    sub_id = b.request("POST", "/billing/paypal/subscribe").json()["subscription_id"]
+    expected: dict[str, int] = {}
+    for step, mails in LIFECYCLE:
+        if step == "approve":
+            assert paypal.post(f"/_standin/subscriptions/{sub_id}/approve").status_code == 200
+        else:
+            assert paypal.post("/_standin/clock", json={"advance_s": DAY_S}).json()["events"] == []
+            r = paypal.post(f"/_standin/subscriptions/{sub_id}/simulate", json={"event": step})
+            assert r.status_code == 200, r.text
+        expected = _add(expected, mails)
+        assert wait(lambda: deliveries_settled(paypal, sub_id)), step
+        assert wait(lambda: _templates(b.email) == expected), (step, _templates(b.email), expected)
+        # PayPal redelivers every event of the subscription so far, twice, and the lab syncs too.
+        before = entitlements.get(b.uid)
+        sent = paypal.get("/_standin/events", params={"subscription_id": sub_id}).json()["events"]
+        for ev in sent:
+            assert paypal.post(f"/_standin/events/{ev['id']}/resend", json={"count": 2}).status_code == 202
+        assert wait(lambda: deliveries_settled(paypal, sub_id)), step
+        assert b.request("POST", "/billing/sync", json_body={"subscription_id": sub_id}).status_code == 200
+        assert _templates(b.email) == expected, (step, _templates(b.email))
+        for ev in sent:  # each event was processed once; the redeliveries were answered "duplicate"
+            marker = event_marker(ev["id"])
+            assert marker["state"] == "done" and marker["attempts"] == 1, (step, ev["event_type"], marker)
+        after = entitlements.get(b.uid)
+        assert {k: v for k, v in after.items() if k not in ("updated_at", "paypal")} \
+            == {k: v for k, v in before.items() if k not in ("updated_at", "paypal")}, step  # the sync changed nothing
+
+    # The receipts: amount, currency, date, next billing date and PayPal's transaction id.
+    sales = sales_of(paypal, sub_id)
+    receipts = [m for m in outbox(b.email) if m["template"] == "payment_receipt"]
+    assert len(receipts) == len(sales) == 3
+    for receipt, sale in zip(receipts, sales, strict=True):
+        assert receipt["subject"] == "Your ML Lab receipt: 15.00 USD"
+        assert "Amount: 15.00 USD" in receipt["body"] and f"PayPal transaction ID: {sale['id']}" in receipt["body"]
+        paid_on = entitlements.parse_time(sale["create_time"])
+        assert f"Date: {paid_on:%B %d, %Y}" in receipt["body"]
+        assert "Next billing date: " in receipt["body"] and "not scheduled" not in receipt["body"]
+        assert f"Subscription: {sub_id}" in receipt["body"]
+    welcome = mails_to(b.email, "subscription_activated")[0]
+    assert "15.00 USD a month" in welcome["body"] and "next payment is on" in welcome["body"]
+    canceled = mails_to(b.email, "subscription_canceled")[0]
+    assert "will not be charged again" in canceled["body"]
+
+
+def test_a_redelivered_sale_event_sends_no_second_receipt(stack: Stack, gateway: httpx.Client,
+                                                          subscriber: Browser, paypal: httpx.Client) -> None:
+    [receipt] = wait(lambda: mails_to(subscriber.email, "payment_receipt"))
+    sale = sales_of(paypal, subscriber.sub_id)[0]
+    assert sale["id"] in receipt["body"]
+    # The same sale under a new event id (PayPal resends it as a new notification): still one receipt.
+    ev = {**event("PAYMENT.SALE.COMPLETED", subscriber.sub_id), "resource": sale}
+    for _ in range(3):
+        body, headers = signed_webhook(stack, ev)
+        assert gateway.post(PATH, content=body, headers=headers).status_code == 200
+    again = {**ev, "id": ev["id"] + "-2"}
+    body, headers = signed_webhook(stack, again)
+    assert gateway.post(PATH, content=body, headers=headers).status_code == 200
+    assert len(mails_to(subscriber.email, "payment_receipt")) == 1
+
+
+EVENT_TYPES = ["BILLING.SUBSCRIPTION.CREATED", "BILLING.SUBSCRIPTION.ACTIVATED", "BILLING.SUBSCRIPTION.UPDATED",
+               "BILLING.SUBSCRIPTION.RE-ACTIVATED", "BILLING.SUBSCRIPTION.SUSPENDED", "BILLING.SUBSCRIPTION.CANCELLED",
+               "BILLING.SUBSCRIPTION.EXPIRED", "BILLING.SUBSCRIPTION.PAYMENT.FAILED", "PAYMENT.SALE.COMPLETED",
+               "PAYMENT.SALE.DENIED", "PAYMENT.SALE.PENDING", "PAYMENT.SALE.REFUNDED", "PAYMENT.SALE.REVERSED"]
+
+
+@pytest.mark.parametrize("event_type", EVENT_TYPES)
+def test_every_event_type_redelivered_has_at_most_one_mail_and_one_change(
+        stack: Stack, gateway: httpx.Client, subscriber: Browser, event_type: str) -> None:
+    """Whatever the event says, PayPal's state (re-read) is what is applied; a redelivery of the same
+    event is a duplicate. Here PayPal's state does not move, so nothing may change but a receipt for a
+    new sale."""
+    from mllab import entitlements
+
+    assert wait(lambda: len(outbox(subscriber.email)) == 2)  # the welcome and the first receipt
+    before = entitlements.get(subscriber.uid)
+    ev = event(event_type, subscriber.sub_id)
+    outcomes = []
+    for _ in range(3):
+        body, headers = signed_webhook(stack, ev)
+        r = gateway.post(PATH, content=body, headers=headers)
+        assert r.status_code == 200, r.text
+        outcomes.append(r.json()["outcome"])
+    assert outcomes[0] in ("unchanged:active", "applied:active") and outcomes[1:] == ["duplicate", "duplicate"]
+    new_mail = [m["template"] for m in outbox(subscriber.email)][2:]
+    assert new_mail == (["payment_receipt"] if event_type == "PAYMENT.SALE.COMPLETED" else [])
+    after = entitlements.get(subscriber.uid)
+    keep = ("plan", "status", "pro_until", "paypal_subscription_id", "next_billing_time", "paypal_prior")
+    assert {k: after.get(k) for k in keep} == {k: before.get(k) for k in keep}

@@ -244,7 +244,8 @@ def test_refused_codes_answer_422_and_change_nothing(cli, member) -> None:
     assert entitlements.get(b.uid) is None
     assert _ok(b.request("GET", "/me"))["subscription"] == {
         "status": "none", "plan": "free", "pro_until": None, "trial_until": None, "next_billing_time": None,
-        "past_due": False, "last_payment": None, "manage_url": None}
+        "past_due": False, "last_payment": None, "manage_url": None,
+        "first_charge_time": None}
     for code in ("OLD-CODE", "SOON-CODE", "OFF-CODE"):
         assert _code_doc(code)["redemptions"] == 0
     assert list(clients.firestore().collection(promo.REDEMPTIONS).stream()) == []

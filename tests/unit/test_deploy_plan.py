@@ -386,7 +386,8 @@ def test_scheduler_jobs_publish_daily_to_the_function_topics(all_steps: list[Ste
 def test_alerting_uptime_and_budget(all_steps: list[Step], built: Any) -> None:
     policies = [s for s in all_steps if _has(s.argv, ("monitoring", "policies", "create"))]
     documents = [json.loads(_path(flag(s.argv, "policy-from-file")).read_text()) for s in policies]
-    metrics = " ".join(c["conditionThreshold"]["filter"] for d in documents for c in d["conditions"])
+    metrics = " ".join((c.get("conditionThreshold") or c["conditionMatchedLog"])["filter"]
+                       for d in documents for c in d["conditions"])
     for metric in ("loadbalancing.googleapis.com/https/request_count",  # 5xx rate
                    "loadbalancing.googleapis.com/https/backend_latencies",  # p95 latency
                    "run.googleapis.com/request_count",  # webhook failures

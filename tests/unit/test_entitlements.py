@@ -56,7 +56,8 @@ def test_cancel_keeps_access_exactly_until_the_paid_through_date() -> None:
         "status": "canceled", "plan": "pro", "pro_until": "2026-12-22T12:00:00Z", "trial_until": None,
         "next_billing_time": None, "past_due": False,
         "last_payment": {"time": "2026-11-21T12:00:00Z", "value": "15.00", "currency": "USD"},
-        "manage_url": None}  # nothing left to manage at PayPal once canceled
+        "manage_url": None,  # nothing left to manage at PayPal once canceled
+        "first_charge_time": "2026-12-22T12:00:00Z"}  # subscribing again first charges when this ends
     assert entitlements.view(doc, NOW + 30 * DAY + timedelta(seconds=1)).plan == "free"
 
 

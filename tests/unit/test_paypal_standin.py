@@ -861,3 +861,88 @@ def test_other_paypal_endpoints_answer_documented_shapes(api: httpx.Client, bill
                           api.get("/v1/notifications/webhooks")) == {"webhooks": []}
     unknown = api.get("/v1/billing/nothing-here")
     assert unknown.status_code == 404 and unknown.json()["name"] == "RESOURCE_NOT_FOUND"
+
+
+# --- a delayed start (start_time) and PayPal's billing clock ------------------------------------
+
+def _iso(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_a_future_start_time_is_approved_without_a_sale_and_billed_when_it_comes(
+        api: httpx.Client, client: httpx.Client, billing: dict[str, Any], receiver: Receiver) -> None:
+    start = (datetime.now().astimezone() + timedelta(days=20)).replace(microsecond=0)
+    created = api.post("/v1/billing/subscriptions", json={
+        "plan_id": billing["plan_id"], "custom_id": "uid-123", "start_time": _iso(start),
+        "application_context": {"return_url": "http://127.0.0.1:8080/r", "cancel_url": "http://127.0.0.1:8080/c"}})
+    assert created.status_code == 201 and created.json()["start_time"] == _iso(start)
+    sid = created.json()["id"]
+    approve_href = next(link["href"] for link in created.json()["links"] if link["rel"] == "approve")
+    page = client.get(approve_href)
+    assert f"First payment: {start:%b %d, %Y}" in page.text
+
+    assert client.post(f"/_standin/subscriptions/{sid}/approve").status_code == 200
+    after = check_response(BILLING, "GET", "/v1/billing/subscriptions/{id}", api.get(f"/v1/billing/subscriptions/{sid}"))
+    assert after["status"] == "ACTIVE" and after["start_time"] == _iso(start)
+    info = after["billing_info"]
+    assert "last_payment" not in info and info["next_billing_time"] == _iso(start)
+    assert info["cycle_executions"][0]["cycles_completed"] == 0 and info["outstanding_balance"]["value"] == "0.00"
+    got = receiver.wait(lambda rs: len(rs) >= 2)
+    assert [event_of(r)["event_type"] for r in got] == ["BILLING.SUBSCRIPTION.CREATED",
+                                                        "BILLING.SUBSCRIPTION.ACTIVATED"]
+
+    # A day before the start nothing is due; at the start, one sale.
+    early = client.post("/_standin/clock", json={"to": _iso(start - timedelta(days=1))}).json()
+    assert early["events"] == [] and early["offset_s"] > 0
+    due = client.post("/_standin/clock", json={"to": _iso(start)}).json()
+    assert len(due["events"]) == 1 and due["now"] >= _iso(start)
+    [sale_request] = receiver.wait_for(due["events"][0])
+    sale = event_of(sale_request)
+    check_event(sale)
+    assert sale["event_type"] == "PAYMENT.SALE.COMPLETED" and sale["resource"]["billing_agreement_id"] == sid
+    assert sale["resource"]["amount"]["total"] == "15.00"
+    # Twenty days on, the old access token has expired (as it would at PayPal): ask for a new one.
+    stale = api.get(f"/v1/billing/subscriptions/{sid}")
+    assert stale.status_code == 401
+    fresh = {"Authorization": f"Bearer {get_token(client)}"}
+    paid = check_response(BILLING, "GET", "/v1/billing/subscriptions/{id}",
+                          api.get(f"/v1/billing/subscriptions/{sid}", headers=fresh))
+    assert paid["billing_info"]["last_payment"]["time"] == _iso(start)
+    assert paid["billing_info"]["next_billing_time"] == _iso(start + timedelta(days=30))
+    assert paid["billing_info"]["cycle_executions"][0]["cycles_completed"] == 1
+    # Two more cycles pass at once: two sales, never one for the same cycle twice.
+    later = client.post("/_standin/clock", json={"advance_s": 61 * 86400}).json()
+    assert len(later["events"]) == 2
+    assert client.post("/_standin/clock", json={"advance_s": 0}).json()["events"] == []
+
+
+def test_the_clock_only_moves_forward_and_checks_its_input(client: httpx.Client) -> None:
+    now = client.get("/_standin/clock").json()
+    assert now["offset_s"] == 0
+    assert client.post("/_standin/clock", json={"to": "2001-01-01T00:00:00Z"}).json()["offset_s"] == 0
+    for bad in ({"advance_s": -1}, {"advance_s": "1"}, {"to": "tomorrow"}, {"advance_s": 1, "deliver": "yes"}):
+        assert client.post("/_standin/clock", json=bad).status_code == 400, bad
+    assert client.post("/_standin/clock", json={"advance_s": 3600}).json()["offset_s"] == 3600
+    assert client.delete("/_standin/clock").status_code == 204
+    assert client.get("/_standin/clock").json()["offset_s"] == 0
+
+
+def test_an_immediate_start_is_charged_at_approval(api: httpx.Client, client: httpx.Client,
+                                                    billing: dict[str, Any], receiver: Receiver) -> None:
+    sid = active_subscription(api, client, billing)
+    got = receiver.wait(lambda rs: len(rs) >= 3)
+    assert [event_of(r)["event_type"] for r in got][-1] == "PAYMENT.SALE.COMPLETED"
+    assert api.get(f"/v1/billing/subscriptions/{sid}").json()["billing_info"]["cycle_executions"][0][
+        "cycles_completed"] == 1
+
+
+def test_an_inline_plan_override_is_billed_at_its_own_price(api: httpx.Client, client: httpx.Client,
+                                                            billing: dict[str, Any], receiver: Receiver) -> None:
+    cycle = {"frequency": {"interval_unit": "YEAR", "interval_count": 1}, "tenure_type": "REGULAR", "sequence": 1,
+             "total_cycles": 0, "pricing_scheme": {"fixed_price": {"value": "0.01", "currency_code": "USD"}}}
+    created = api.post("/v1/billing/subscriptions", json={"plan_id": billing["plan_id"],
+                                                          "plan": {"billing_cycles": [cycle]}})
+    assert created.status_code == 201 and created.json()["plan_overridden"] is True
+    client.post(f"/_standin/subscriptions/{created.json()['id']}/approve")
+    got = receiver.wait(lambda rs: len(rs) >= 3)
+    assert event_of(got[-1])["resource"]["amount"]["total"] == "0.01"

@@ -38,6 +38,16 @@ Control API (not PayPal's; no auth), under /_standin/:
     GET    /_standin/events/{id}
     POST   /_standin/events/{id}/resend              {"count": N}? -> 202 {"event"}: same id and body, new signatures
     POST   /_standin/events/send                     {"subscription_id", "event_type", "deliver": true} -> 201 {"event"}
+    GET    /_standin/clock                           {"now", "offset_s"}: the stand-in's clock
+    POST   /_standin/clock                           {"advance_s": N} or {"to": RFC 3339}, "deliver": true}: move the
+                                                      clock forward, then bill every cycle now due, as PayPal's
+                                                      scheduler would -> {"now", "offset_s", "events"}
+    DELETE /_standin/clock                           back to real time (between tests; nothing is billed)
+
+A subscription created with a future `start_time` is approved without a payment (ACTIVE, no
+`last_payment`, `next_billing_time` = `start_time`, no PAYMENT.SALE.COMPLETED): its first sale happens
+when the clock reaches `start_time`, as PayPal documents for a delayed start (only a setup fee, which
+our plans have none of, is charged at sign-up).
 """
 
 from __future__ import annotations
@@ -271,6 +281,7 @@ class _Subscription:
     cancel_url: str | None
     requested_subscriber: dict[str, Any] = field(default_factory=dict)
     last_sale_id: str | None = None
+    plan_override: dict[str, Any] = field(default_factory=dict)  # the request's inline `plan`, if any
 
 
 @dataclass
@@ -357,6 +368,9 @@ URL_MAP = Map([
     Rule("/_standin/events/send", methods=["POST"], endpoint="c_send_event"),
     Rule("/_standin/events/<eid>", methods=["GET"], endpoint="c_get_event"),
     Rule("/_standin/events/<eid>/resend", methods=["POST"], endpoint="c_resend_event"),
+    Rule("/_standin/clock", methods=["GET"], endpoint="c_get_clock"),
+    Rule("/_standin/clock", methods=["POST"], endpoint="c_move_clock"),
+    Rule("/_standin/clock", methods=["DELETE"], endpoint="c_reset_clock"),
 ], strict_slashes=False)
 
 
@@ -378,7 +392,8 @@ class StandIn:
         self.delivery_timeout = float(delivery_timeout)
         self._public_base_url = public_base_url.rstrip("/") if public_base_url else None
         self._log_fn = log
-        self.now: Callable[[], float] = time.time  # tests may replace it to move the clock
+        self._offset = 0.0  # seconds the control API moved the clock forward
+        self.now: Callable[[], float] = self._clock  # tests may replace it to move the clock
         self.ca = devca.paths(self.dev_dir)
         self._lock = threading.RLock()
         self._tokens: dict[str, float] = {}
@@ -451,6 +466,9 @@ class StandIn:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def _clock(self) -> float:
+        return time.time() + self._offset
 
     def _log(self, line: str) -> None:
         if self._log_fn is not None:
@@ -948,7 +966,8 @@ class StandIn:
                 data["custom_id"] = custom_id
             data["plan_overridden"] = isinstance(body.get("plan"), dict)
             sub = _Subscription(data=data, ba_token="BA-" + _rand(17), return_url=return_url, cancel_url=cancel_url,
-                                requested_subscriber=copy.deepcopy(subscriber or {}))
+                                requested_subscriber=copy.deepcopy(subscriber or {}),
+                                plan_override=copy.deepcopy(body["plan"]) if data["plan_overridden"] else {})
             self._subs[sid] = sub
             self._ba_tokens[sub.ba_token] = sid
             snapshot = self._snapshot(sub)
@@ -1002,9 +1021,12 @@ class StandIn:
     # -- subscription state changes (shared by the API, the approval page and the control API) --
 
     def _plan_terms(self, sub: _Subscription) -> tuple[str, str, timedelta, dict[str, Any]]:
-        """(price, currency, interval, regular cycle) of the subscription's plan."""
+        """(price, currency, interval, regular cycle) of the subscription's plan, or of the inline plan
+        it was created with (an override's billing cycles replace the plan's)."""
         plan = self._plans.get(sub.data["plan_id"]) or {}
-        cycles = plan.get("billing_cycles") or []
+        cycles = sub.plan_override.get("billing_cycles") or plan.get("billing_cycles") or []
+        if not isinstance(cycles, list) or not all(isinstance(c, dict) for c in cycles):
+            cycles = plan.get("billing_cycles") or []
         regular = next((c for c in cycles if c.get("tenure_type") == "REGULAR"), cycles[-1] if cycles else {})
         fixed = (regular.get("pricing_scheme") or {}).get("fixed_price") or {"value": "15.00", "currency_code": "USD"}
         freq = regular.get("frequency") or {"interval_unit": "MONTH", "interval_count": 1}
@@ -1045,11 +1067,24 @@ class StandIn:
                                "cycles_completed": done, "cycles_remaining": max(total - done, 0) if total else 0,
                                "current_pricing_scheme_version": 1, "total_cycles": total})
         data = sub.data
+        start = parse_iso(data.get("start_time"))
+        delayed = start is not None and start > now
         data["status"] = "ACTIVE"
         data["status_update_time"] = iso(now)
-        data["start_time"] = iso(now)
         data["update_time"] = iso(now)
         data["subscriber"] = subscriber
+        if delayed:
+            # A delayed start: approved now, nothing billed; the first regular cycle is due at start_time.
+            for execution in executions:
+                execution["cycles_completed"] = 0
+                execution["cycles_remaining"] = execution["total_cycles"]
+            data["billing_info"] = {
+                "outstanding_balance": {"currency_code": currency, "value": "0.00"},
+                "cycle_executions": executions,
+                "next_billing_time": iso(start),
+                "failed_payments_count": 0}
+            return [self._emit_subscription(sub, "BILLING.SUBSCRIPTION.ACTIVATED")]
+        data["start_time"] = iso(now)
         data["billing_info"] = {
             "outstanding_balance": {"currency_code": currency, "value": "0.00"},
             "cycle_executions": executions,
@@ -1058,6 +1093,19 @@ class StandIn:
             "failed_payments_count": 0}
         return [self._emit_subscription(sub, "BILLING.SUBSCRIPTION.ACTIVATED"),
                 self._emit_sale(sub, "PAYMENT.SALE.COMPLETED")]
+
+    def _bill_due(self, deliver: bool) -> list[str]:
+        """PayPal's scheduler: every ACTIVE subscription whose next billing time has come is charged,
+        one sale per cycle due (a clock moved across two cycles bills two)."""
+        events: list[str] = []
+        now = self.now()
+        for sub in list(self._subs.values()):
+            for _ in range(1000):
+                due = parse_iso((sub.data.get("billing_info") or {}).get("next_billing_time"))
+                if sub.data["status"] != "ACTIVE" or due is None or due > now:
+                    break
+                events += self._charge(sub, deliver, at=due)
+        return events
 
     def _simulate(self, sub: _Subscription, what: str, deliver: bool) -> list[str]:
         data = sub.data
@@ -1068,24 +1116,12 @@ class StandIn:
         if status not in need:
             raise ControlError(409, f"{what} needs status {' or '.join(need)}; the subscription is {status}")
         now = self.now()
-        price, currency, interval, _regular = self._plan_terms(sub)
+        price, currency, _interval, _regular = self._plan_terms(sub)
         billing = data.setdefault("billing_info", {
             "outstanding_balance": {"currency_code": currency, "value": "0.00"}, "failed_payments_count": 0})
         events: list[str] = []
         if what == "payment-completed":
-            billing["last_payment"] = {"amount": {"currency_code": currency, "value": price}, "time": iso(now)}
-            base = parse_iso(billing.get("next_billing_time")) or now
-            billing["next_billing_time"] = iso(base + interval.total_seconds())
-            billing["failed_payments_count"] = 0
-            billing["outstanding_balance"] = {"currency_code": currency, "value": "0.00"}
-            for execution in billing.get("cycle_executions") or []:
-                if execution.get("tenure_type") == "REGULAR":
-                    execution["cycles_completed"] = min(execution.get("cycles_completed", 0) + 1, 9999)
-                    total = execution.get("total_cycles") or 0
-                    if total:
-                        execution["cycles_remaining"] = max(total - execution["cycles_completed"], 0)
-            data["update_time"] = iso(now)
-            events.append(self._emit_sale(sub, "PAYMENT.SALE.COMPLETED", deliver=deliver))
+            events += self._charge(sub, deliver, at=now)
         elif what == "payment-failed":
             billing["failed_payments_count"] = min(int(billing.get("failed_payments_count") or 0) + 1, 999)
             billing["last_failed_payment"] = {"amount": {"currency_code": currency, "value": price},
@@ -1107,6 +1143,24 @@ class StandIn:
             self._set_status(sub, new)
             events.append(self._emit_subscription(sub, event, deliver=deliver))
         return events
+
+    def _charge(self, sub: _Subscription, deliver: bool, *, at: float) -> list[str]:
+        """One regular cycle paid at `at`: last_payment, the next billing time one interval on, a sale."""
+        price, currency, interval, _regular = self._plan_terms(sub)
+        billing = sub.data.setdefault("billing_info", {})
+        billing["last_payment"] = {"amount": {"currency_code": currency, "value": price}, "time": iso(at)}
+        base = parse_iso(billing.get("next_billing_time")) or at
+        billing["next_billing_time"] = iso(base + interval.total_seconds())
+        billing["failed_payments_count"] = 0
+        billing["outstanding_balance"] = {"currency_code": currency, "value": "0.00"}
+        for execution in billing.get("cycle_executions") or []:
+            if execution.get("tenure_type") == "REGULAR":
+                execution["cycles_completed"] = min(execution.get("cycles_completed", 0) + 1, 9999)
+                total = execution.get("total_cycles") or 0
+                if total:
+                    execution["cycles_remaining"] = max(total - execution["cycles_completed"], 0)
+        sub.data["update_time"] = iso(self.now())
+        return [self._emit_sale(sub, "PAYMENT.SALE.COMPLETED", deliver=deliver)]
 
     def _snapshot(self, sub: _Subscription) -> dict[str, Any]:
         data = copy.deepcopy(sub.data)
@@ -1273,12 +1327,16 @@ class StandIn:
             every = f"{freq.get('interval_count', 1)} {str(freq.get('interval_unit', 'MONTH')).lower()}"
             esc = html.escape
             token = esc(ba_token)
+            start = parse_iso(sub.data.get("start_time"))
+            first = (datetime.fromtimestamp(start, UTC).strftime("%b %d, %Y") if start and start > self.now()
+                     else "today")
             if sub.data["status"] != "APPROVAL_PENDING":
                 return self._page("PayPal", f"<p>This subscription is {esc(sub.data['status'])}; "
                                   "there is nothing to approve.</p>", 409)
             content = (
                 f"<h1>{esc(plan.get('name', 'Subscription'))}</h1>"
                 f"<p class=price>${esc(price)} {esc(currency)} every {esc(every)}</p>"
+                f"<p id=first-payment>First payment: {esc(first)}</p>"
                 f"<p>Subscription <code>{esc(sub.data['id'])}</code></p>"
                 f"<form method=post action=/webapps/billing/subscriptions/approve>"
                 f"<input type=hidden name=ba_token value=\"{token}\">"
@@ -1466,6 +1524,36 @@ class StandIn:
             for _ in range(count):
                 self._schedule(event, resend=True)
             return self._json({"event": event.view()}, 202)
+
+    def _clock_view(self) -> dict[str, Any]:
+        return {"now": iso(self.now()), "offset_s": self._offset}
+
+    def _h_c_get_clock(self, request: Request) -> Response:
+        with self._lock:
+            return self._json(self._clock_view())
+
+    def _h_c_move_clock(self, request: Request) -> Response:
+        body = self._control_body(request)
+        advance, to = body.get("advance_s", 0), body.get("to")
+        if not isinstance(advance, int | float) or isinstance(advance, bool) or not 0 <= advance <= 10 * 365 * 86400:
+            raise ControlError(400, "advance_s must be a number of seconds from 0 to ten years")
+        deliver = body.get("deliver", True)
+        if not isinstance(deliver, bool):
+            raise ControlError(400, "deliver must be true or false")
+        with self._lock:
+            if to is not None:
+                target = parse_iso(to)
+                if target is None:
+                    raise ControlError(400, "to must be an RFC 3339 date-time")
+                advance = max(0.0, target - self.now())  # the clock never goes back
+            self._offset += float(advance)
+            events = self._bill_due(deliver)
+            return self._json({**self._clock_view(), "events": events})
+
+    def _h_c_reset_clock(self, request: Request) -> Response:
+        with self._lock:
+            self._offset = 0.0
+            return Response(status=204)
 
     def _h_c_send_event(self, request: Request) -> Response:
         body = self._control_body(request)
