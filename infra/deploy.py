@@ -42,18 +42,30 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, runner: steps.Runner = steps.subprocess_runner) -> int:
     args = _parser().parse_args(argv)
     try:
-        env = environment.make(args.project, args.region, args.domain, billing_account=args.billing_account,
-                               oauth_client_id=args.oauth_client_id, paypal=args.paypal, alert_email=args.alert_email,
-                               budget_usd=args.budget, secrets_from=args.secrets_from or None, out=args.out)
+        env = environment.make(
+            args.project,
+            args.region,
+            args.domain,
+            billing_account=args.billing_account,
+            oauth_client_id=args.oauth_client_id,
+            paypal=args.paypal,
+            alert_email=args.alert_email,
+            budget_usd=args.budget,
+            secrets_from=args.secrets_from or None,
+            out=args.out,
+        )
         if args.command in ("apply", "script"):
             environment.deployable(env)
         all_steps, written = plan.build(env)
         chosen = steps.select(all_steps, [g for g in args.only.split(",") if g]) if args.only else all_steps
         if args.command in ("apply", "script") and any(s.group == "lab" for s in chosen) and written.lab is None:
-            raise UsageError("frontend/vendor/ is missing: run `make dev` or `make test` once (npm installs the lab's "
-                             "libraries), then deploy again")
-        script = (steps.render_script(chosen, plan.script_header(env, args.only or "all"))
-                  if args.command == "script" else "")
+            raise UsageError(
+                "frontend/vendor/ is missing: run `make dev` or `make test` once (npm installs the lab's "
+                "libraries), then deploy again"
+            )
+        script = (
+            steps.render_script(chosen, plan.script_header(env, args.only or "all")) if args.command == "script" else ""
+        )
     except (UsageError, steps.DeployError) as exc:
         print(f"deploy: {exc}", file=sys.stderr)
         return 2
@@ -75,8 +87,10 @@ def main(argv: Sequence[str] | None = None, runner: steps.Runner = steps.subproc
         return 1
     address = ctx.values.get("LB_ADDRESS")
     if address:
-        print(f"\nDone. Point DNS A records {env.api_host} and {env.lab_host} at {address}; the managed certificates "
-              "are issued once they resolve (up to an hour).")
+        print(
+            f"\nDone. Point DNS A records {env.api_host} and {env.lab_host} at {address}; the managed certificates "
+            "are issued once they resolve (up to an hour)."
+        )
     return 0
 
 

@@ -45,7 +45,8 @@ def stage(name: str, out: Path) -> Path:
     shutil.copyfile(ROOT / LOCK, dest / LOCK)
     pins = (src / "requirements.txt").read_text().rstrip("\n")
     (dest / "requirements.txt").write_text(
-        f"{pins}\n# The repo's full lock: dependencies of the pins above install at the tested versions.\n-c {LOCK}\n")
+        f"{pins}\n# The repo's full lock: dependencies of the pins above install at the tested versions.\n-c {LOCK}\n"
+    )
     return dest
 
 

@@ -33,8 +33,7 @@ def export_account(request: http.Request) -> http.Response:
 
 @router.route("DELETE", "/account")
 def delete_account(request: http.Request) -> None:
-    accounts.delete_account(request.user, request.claims["sid"], password=request.body.password,
-                            ip=request.client_ip)
+    accounts.delete_account(request.user, request.claims["sid"], password=request.body.password, ip=request.client_ip)
 
 
 @functions_framework.http

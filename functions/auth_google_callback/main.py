@@ -26,8 +26,9 @@ TOLD_IN_THE_LAB = frozenset({"account-exists", "google-in-use", "google-email-mi
 def callback(request: http.Request) -> http.Response:
     clear = ("Set-Cookie", oauth.clear_tx_cookie())
     try:
-        done = oauth.finish(request.cookies.get(oauth.TX_COOKIE), request.args, ip=request.client_ip,
-                            user_agent=request.user_agent)
+        done = oauth.finish(
+            request.cookies.get(oauth.TX_COOKIE), request.args, ip=request.client_ip, user_agent=request.user_agent
+        )
     except Problem as problem:
         if problem.slug in TOLD_IN_THE_LAB and "text/html" in request.headers.get("Accept", ""):
             location = oauth.lab_location(f"/?signin_error={problem.slug.replace('-', '_')}")

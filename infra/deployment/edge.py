@@ -23,13 +23,33 @@ ARMOR_RULES = (  # priority, path prefix, requests per minute per IP, why
 
 def lab_files(env: Environment, files: Files) -> list[Step]:
     source = relative(files.lab or env.files / "lab")  # where lab.stage puts it, staged or not
-    note = "" if files.lab else ("frontend/vendor/ is missing here, so the lab was not staged: run `make dev` or "
-                                 "`make test` once (npm installs it); `make deploy` refuses to upload a lab without it.")
-    return [Step("The lab", f"Upload the lab (frontend/ with vendor/ and a /config.json naming {env.api_url}); "
-                            "removed files are removed; browsers revalidate every file.",
-                 gcloud(None, "storage", "rsync", source, f"gs://{env.lab_bucket}", "--recursive",
-                        "--delete-unmatched-destination-objects", "--cache-control=no-cache"),
-                 group="lab", note=note)]
+    note = (
+        ""
+        if files.lab
+        else (
+            "frontend/vendor/ is missing here, so the lab was not staged: run `make dev` or "
+            "`make test` once (npm installs it); `make deploy` refuses to upload a lab without it."
+        )
+    )
+    return [
+        Step(
+            "The lab",
+            f"Upload the lab (frontend/ with vendor/ and a /config.json naming {env.api_url}); "
+            "removed files are removed; browsers revalidate every file.",
+            gcloud(
+                None,
+                "storage",
+                "rsync",
+                source,
+                f"gs://{env.lab_bucket}",
+                "--recursive",
+                "--delete-unmatched-destination-objects",
+                "--cache-control=no-cache",
+            ),
+            group="lab",
+            note=note,
+        )
+    ]
 
 
 def _named(project: str, kind: str, name: str, *scope: str) -> Probe:
@@ -42,45 +62,132 @@ def _https_backends(env: Environment) -> list[Step]:
     for fn in routes.http_functions():
         neg, backend = env.neg(fn.name), env.backend(fn.name)
         steps += [
-            Step("Load balancer", f"Serverless NEG for {fn.name} (same project and region as the function).",
-                 gcloud(p, "compute", "network-endpoint-groups", "create", neg, f"--region={env.region}",
-                        "--network-endpoint-type=serverless", f"--cloud-function-name={fn.name}"),
-                 probe=_named(p, "network-endpoint-groups", neg, f"--region={env.region}")),
-            Step("Load balancer", f"Backend service for {fn.name}.",
-                 gcloud(p, "compute", "backend-services", "create", backend, "--global",
-                        "--load-balancing-scheme=EXTERNAL_MANAGED"),
-                 probe=_named(p, "backend-services", backend, "--global")),
-            Step("Load balancer", f"The NEG is the backend service's one backend.",
-                 gcloud(p, "compute", "backend-services", "add-backend", backend, "--global",
-                        f"--network-endpoint-group={neg}", f"--network-endpoint-group-region={env.region}"),
-                 probe=Probe(gcloud(p, "compute", "backend-services", "describe", backend, "--global",
-                                    "--format=value(backends[].group)"))),
+            Step(
+                "Load balancer",
+                f"Serverless NEG for {fn.name} (same project and region as the function).",
+                gcloud(
+                    p,
+                    "compute",
+                    "network-endpoint-groups",
+                    "create",
+                    neg,
+                    f"--region={env.region}",
+                    "--network-endpoint-type=serverless",
+                    f"--cloud-function-name={fn.name}",
+                ),
+                probe=_named(p, "network-endpoint-groups", neg, f"--region={env.region}"),
+            ),
+            Step(
+                "Load balancer",
+                f"Backend service for {fn.name}.",
+                gcloud(
+                    p,
+                    "compute",
+                    "backend-services",
+                    "create",
+                    backend,
+                    "--global",
+                    "--load-balancing-scheme=EXTERNAL_MANAGED",
+                ),
+                probe=_named(p, "backend-services", backend, "--global"),
+            ),
+            Step(
+                "Load balancer",
+                f"The NEG is the backend service's one backend.",
+                gcloud(
+                    p,
+                    "compute",
+                    "backend-services",
+                    "add-backend",
+                    backend,
+                    "--global",
+                    f"--network-endpoint-group={neg}",
+                    f"--network-endpoint-group-region={env.region}",
+                ),
+                probe=Probe(
+                    gcloud(
+                        p,
+                        "compute",
+                        "backend-services",
+                        "describe",
+                        backend,
+                        "--global",
+                        "--format=value(backends[].group)",
+                    )
+                ),
+            ),
         ]
     return steps
 
 
 def _armor(env: Environment) -> list[Step]:
     p, policy = env.project, env.armor_policy
-    steps = [Step("Cloud Armor", "A security policy for the API's backend services.",
-                  gcloud(p, "compute", "security-policies", "create", policy, "--type=CLOUD_ARMOR",
-                         "--description=ML Lab API: per-IP rate limits"),
-                  probe=_named(p, "security-policies", policy))]
+    steps = [
+        Step(
+            "Cloud Armor",
+            "A security policy for the API's backend services.",
+            gcloud(
+                p,
+                "compute",
+                "security-policies",
+                "create",
+                policy,
+                "--type=CLOUD_ARMOR",
+                "--description=ML Lab API: per-IP rate limits",
+            ),
+            probe=_named(p, "security-policies", policy),
+        )
+    ]
     for priority, prefix, per_minute, why in ARMOR_RULES:
-        flags = (f"--security-policy={policy}", f"--expression=request.path.startsWith('{prefix}')",
-                 "--action=throttle", f"--rate-limit-threshold-count={per_minute}",
-                 "--rate-limit-threshold-interval-sec=60", "--conform-action=allow", "--exceed-action=deny-429",
-                 "--enforce-on-key=IP", f"--description={prefix}*: {why}")
-        steps.append(Step(
-            "Cloud Armor", f"{prefix}*: at most {per_minute} requests a minute per client IP, then 429 ({why}).",
-            gcloud(p, "compute", "security-policies", "rules", "create", str(priority), *flags),
-            probe=Probe(gcloud(p, "compute", "security-policies", "rules", "describe", str(priority),
-                               f"--security-policy={policy}", "--format=value(priority)")),
-            update=gcloud(p, "compute", "security-policies", "rules", "update", str(priority), *flags)))
+        flags = (
+            f"--security-policy={policy}",
+            f"--expression=request.path.startsWith('{prefix}')",
+            "--action=throttle",
+            f"--rate-limit-threshold-count={per_minute}",
+            "--rate-limit-threshold-interval-sec=60",
+            "--conform-action=allow",
+            "--exceed-action=deny-429",
+            "--enforce-on-key=IP",
+            f"--description={prefix}*: {why}",
+        )
+        steps.append(
+            Step(
+                "Cloud Armor",
+                f"{prefix}*: at most {per_minute} requests a minute per client IP, then 429 ({why}).",
+                gcloud(p, "compute", "security-policies", "rules", "create", str(priority), *flags),
+                probe=Probe(
+                    gcloud(
+                        p,
+                        "compute",
+                        "security-policies",
+                        "rules",
+                        "describe",
+                        str(priority),
+                        f"--security-policy={policy}",
+                        "--format=value(priority)",
+                    )
+                ),
+                update=gcloud(p, "compute", "security-policies", "rules", "update", str(priority), *flags),
+            )
+        )
     for fn in routes.http_functions():
-        steps.append(Step(
-            "Cloud Armor", f"{fn.name}'s backend: the policy attached, every request logged (logs by request id).",
-            gcloud(p, "compute", "backend-services", "update", env.backend(fn.name), "--global",
-                   f"--security-policy={policy}", "--enable-logging", "--logging-sample-rate=1")))
+        steps.append(
+            Step(
+                "Cloud Armor",
+                f"{fn.name}'s backend: the policy attached, every request logged (logs by request id).",
+                gcloud(
+                    p,
+                    "compute",
+                    "backend-services",
+                    "update",
+                    env.backend(fn.name),
+                    "--global",
+                    f"--security-policy={policy}",
+                    "--enable-logging",
+                    "--logging-sample-rate=1",
+                ),
+            )
+        )
     return steps
 
 
@@ -88,43 +195,115 @@ def _frontend(env: Environment, files: Files) -> list[Step]:
     p = env.project
     headers = [f"--custom-response-header={h}" for h in lab.response_headers(env)]
     steps = [
-        Step("Load balancer", f"The lab's backend bucket, adding the lab's CSP and security headers to every file.",
-             gcloud(p, "compute", "backend-buckets", "create", env.lab_backend, f"--gcs-bucket-name={env.lab_bucket}",
-                    *headers),
-             probe=_named(p, "backend-buckets", env.lab_backend),
-             update=gcloud(p, "compute", "backend-buckets", "update", env.lab_backend,
-                           f"--gcs-bucket-name={env.lab_bucket}", *headers)),
-        Step("Load balancer", "The URL map, generated from mllab.routes.ROUTES (create or replace).",
-             gcloud(p, "compute", "url-maps", "import", env.url_map, f"--source={relative(files.url_map)}",
-                    "--global", "--quiet")),
+        Step(
+            "Load balancer",
+            f"The lab's backend bucket, adding the lab's CSP and security headers to every file.",
+            gcloud(
+                p,
+                "compute",
+                "backend-buckets",
+                "create",
+                env.lab_backend,
+                f"--gcs-bucket-name={env.lab_bucket}",
+                *headers,
+            ),
+            probe=_named(p, "backend-buckets", env.lab_backend),
+            update=gcloud(
+                p,
+                "compute",
+                "backend-buckets",
+                "update",
+                env.lab_backend,
+                f"--gcs-bucket-name={env.lab_bucket}",
+                *headers,
+            ),
+        ),
+        Step(
+            "Load balancer",
+            "The URL map, generated from mllab.routes.ROUTES (create or replace).",
+            gcloud(
+                p,
+                "compute",
+                "url-maps",
+                "import",
+                env.url_map,
+                f"--source={relative(files.url_map)}",
+                "--global",
+                "--quiet",
+            ),
+        ),
     ]
     for host in (env.api_host, env.lab_host):
-        steps.append(Step(
-            "Load balancer", f"Google-managed certificate for {host} (issued once DNS points at the address).",
-            gcloud(p, "compute", "ssl-certificates", "create", env.certificate(host), f"--domains={host}", "--global"),
-            probe=_named(p, "ssl-certificates", env.certificate(host), "--global")))
+        steps.append(
+            Step(
+                "Load balancer",
+                f"Google-managed certificate for {host} (issued once DNS points at the address).",
+                gcloud(
+                    p, "compute", "ssl-certificates", "create", env.certificate(host), f"--domains={host}", "--global"
+                ),
+                probe=_named(p, "ssl-certificates", env.certificate(host), "--global"),
+            )
+        )
     certs = f"--ssl-certificates={env.certificate(env.api_host)},{env.certificate(env.lab_host)}"
     proxy_flags = (f"--url-map={env.url_map}", certs, f"--ssl-policy={env.ssl_policy}", "--global")
     steps += [
-        Step("Load balancer", "TLS 1.2 or later with modern ciphers only.",
-             gcloud(p, "compute", "ssl-policies", "create", env.ssl_policy, "--profile=MODERN",
-                    "--min-tls-version=1.2", "--global"),
-             probe=_named(p, "ssl-policies", env.ssl_policy, "--global")),
-        Step("Load balancer", "The HTTPS proxy: both certificates, the URL map, the TLS policy.",
-             gcloud(p, "compute", "target-https-proxies", "create", env.https_proxy, *proxy_flags),
-             probe=_named(p, "target-https-proxies", env.https_proxy, "--global"),
-             update=gcloud(p, "compute", "target-https-proxies", "update", env.https_proxy, *proxy_flags)),
-        Step("Load balancer", "One global IPv4 address for api. and lab. (point both DNS records at it).",
-             gcloud(p, "compute", "addresses", "create", env.address, "--global", "--ip-version=IPV4"),
-             probe=_named(p, "addresses", env.address, "--global")),
+        Step(
+            "Load balancer",
+            "TLS 1.2 or later with modern ciphers only.",
+            gcloud(
+                p,
+                "compute",
+                "ssl-policies",
+                "create",
+                env.ssl_policy,
+                "--profile=MODERN",
+                "--min-tls-version=1.2",
+                "--global",
+            ),
+            probe=_named(p, "ssl-policies", env.ssl_policy, "--global"),
+        ),
+        Step(
+            "Load balancer",
+            "The HTTPS proxy: both certificates, the URL map, the TLS policy.",
+            gcloud(p, "compute", "target-https-proxies", "create", env.https_proxy, *proxy_flags),
+            probe=_named(p, "target-https-proxies", env.https_proxy, "--global"),
+            update=gcloud(p, "compute", "target-https-proxies", "update", env.https_proxy, *proxy_flags),
+        ),
+        Step(
+            "Load balancer",
+            "One global IPv4 address for api. and lab. (point both DNS records at it).",
+            gcloud(p, "compute", "addresses", "create", env.address, "--global", "--ip-version=IPV4"),
+            probe=_named(p, "addresses", env.address, "--global"),
+        ),
         _forwarding_rule(env, "HTTPS on port 443 of that address.", env.https_rule, "https", env.https_proxy, 443),
-        Step("Load balancer", "Port 80 answers with a redirect to https (create or replace).",
-             gcloud(p, "compute", "url-maps", "import", env.http_redirect_map,
-                    f"--source={relative(files.http_redirect_map)}", "--global", "--quiet")),
-        Step("Load balancer", "The HTTP proxy for that redirect.",
-             gcloud(p, "compute", "target-http-proxies", "create", env.http_proxy, f"--url-map={env.http_redirect_map}",
-                    "--global"),
-             probe=_named(p, "target-http-proxies", env.http_proxy, "--global")),
+        Step(
+            "Load balancer",
+            "Port 80 answers with a redirect to https (create or replace).",
+            gcloud(
+                p,
+                "compute",
+                "url-maps",
+                "import",
+                env.http_redirect_map,
+                f"--source={relative(files.http_redirect_map)}",
+                "--global",
+                "--quiet",
+            ),
+        ),
+        Step(
+            "Load balancer",
+            "The HTTP proxy for that redirect.",
+            gcloud(
+                p,
+                "compute",
+                "target-http-proxies",
+                "create",
+                env.http_proxy,
+                f"--url-map={env.http_redirect_map}",
+                "--global",
+            ),
+            probe=_named(p, "target-http-proxies", env.http_proxy, "--global"),
+        ),
         _forwarding_rule(env, "HTTP on port 80 of the same address.", env.http_rule, "http", env.http_proxy, 80),
     ]
     return steps
@@ -132,11 +311,23 @@ def _frontend(env: Environment, files: Files) -> list[Step]:
 
 def _forwarding_rule(env: Environment, why: str, rule: str, scheme: str, proxy: str, port: int) -> Step:
     """A global forwarding rule sending `port` of the one address to the `scheme` target proxy."""
-    return Step("Load balancer", why,
-                gcloud(env.project, "compute", "forwarding-rules", "create", rule, "--global",
-                       "--load-balancing-scheme=EXTERNAL_MANAGED", f"--address={env.address}",
-                       f"--target-{scheme}-proxy={proxy}", f"--ports={port}"),
-                probe=_named(env.project, "forwarding-rules", rule, "--global"))
+    return Step(
+        "Load balancer",
+        why,
+        gcloud(
+            env.project,
+            "compute",
+            "forwarding-rules",
+            "create",
+            rule,
+            "--global",
+            "--load-balancing-scheme=EXTERNAL_MANAGED",
+            f"--address={env.address}",
+            f"--target-{scheme}-proxy={proxy}",
+            f"--ports={port}",
+        ),
+        probe=_named(env.project, "forwarding-rules", rule, "--global"),
+    )
 
 
 def load_balancer(env: Environment, files: Files) -> list[Step]:
@@ -144,7 +335,12 @@ def load_balancer(env: Environment, files: Files) -> list[Step]:
 
 
 def dns(env: Environment) -> list[Step]:
-    return [Step("DNS", f"The address {env.api_host} and {env.lab_host} must resolve to (A records; the "
-                        "certificates are issued within an hour of that).",
-                 gcloud(env.project, "compute", "addresses", "describe", env.address, "--global",
-                        "--format=value(address)"), capture="LB_ADDRESS")]
+    return [
+        Step(
+            "DNS",
+            f"The address {env.api_host} and {env.lab_host} must resolve to (A records; the "
+            "certificates are issued within an hour of that).",
+            gcloud(env.project, "compute", "addresses", "describe", env.address, "--global", "--format=value(address)"),
+            capture="LB_ADDRESS",
+        )
+    ]

@@ -39,8 +39,10 @@ def deployable(env: Environment) -> None:
         # mllab.config refuses these in production: the functions would not start
         raise UsageError(f"PROJECT {env.project!r}: demo- ids are emulator-only; a plan is fine, a deploy is not")
     if not env.oauth_client_id:
-        raise UsageError("OAUTH_CLIENT_ID is needed to deploy: Google sign-in's client id (Google Cloud console > "
-                         "APIs & Services > Credentials), e.g. OAUTH_CLIENT_ID=1234-abc.apps.googleusercontent.com")
+        raise UsageError(
+            "OAUTH_CLIENT_ID is needed to deploy: Google sign-in's client id (Google Cloud console > "
+            "APIs & Services > Credentials), e.g. OAUTH_CLIENT_ID=1234-abc.apps.googleusercontent.com"
+        )
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,11 @@ class Environment:
     def topics(self) -> dict[str, str]:
         """The Settings fields naming topics -> their names (the functions read the same settings)."""
         defaults = config.Settings()
-        return {"events_topic": defaults.events_topic, "purge_topic": defaults.purge_topic,
-                "reconcile_topic": defaults.reconcile_topic}
+        return {
+            "events_topic": defaults.events_topic,
+            "purge_topic": defaults.purge_topic,
+            "reconcile_topic": defaults.reconcile_topic,
+        }
 
     @property
     def events_topic(self) -> str:
@@ -208,8 +213,10 @@ def make(project: str | None, region: str | None, domain: str | None, **optional
     if not _REGION.fullmatch(region):
         problems.append(f"REGION {region!r} is not a region name such as europe-west1")
     if not _DOMAIN.fullmatch(domain):
-        problems.append(f"DOMAIN {domain!r} is not a lower-case domain such as example.com (the lab is lab.DOMAIN, "
-                        "the API api.DOMAIN)")
+        problems.append(
+            f"DOMAIN {domain!r} is not a lower-case domain such as example.com (the lab is lab.DOMAIN, "
+            "the API api.DOMAIN)"
+        )
     billing = optional.get("billing_account")
     if billing and not _BILLING_ACCOUNT.fullmatch(str(billing)):
         problems.append(f"BILLING_ACCOUNT {billing!r} is not an id such as 012345-6789AB-CDEF01")

@@ -54,15 +54,22 @@ def function_env(env: Environment) -> dict[str, str]:
 
 
 def alert_values(env: Environment) -> dict[str, str]:
-    return {"PROJECT": env.project, "URL_MAP": env.url_map, "API_HOST": env.api_host,
-            "WEBHOOK_SERVICE": env.run_service("paypal_webhook"), "DEAD_LETTER_HOLD": env.dead_letter_hold}
+    return {
+        "PROJECT": env.project,
+        "URL_MAP": env.url_map,
+        "API_HOST": env.api_host,
+        "WEBHOOK_SERVICE": env.run_service("paypal_webhook"),
+        "DEAD_LETTER_HOLD": env.dead_letter_hold,
+    }
 
 
 def render_alerts(env: Environment) -> dict[str, str]:
     """file name -> policy JSON, from the templates in infra/monitoring/."""
     values = alert_values(env)
-    return {path.name: string.Template(path.read_text()).substitute(values)
-            for path in sorted(ALERT_TEMPLATES.glob("*.json"))}
+    return {
+        path.name: string.Template(path.read_text()).substitute(values)
+        for path in sorted(ALERT_TEMPLATES.glob("*.json"))
+    }
 
 
 def write(env: Environment) -> Files:

@@ -30,9 +30,15 @@ MAX_DELIVERY_ATTEMPTS = 10
 
 
 def stage(env: Environment) -> list[Step]:
-    return [Step("Stage", "Stage every function: build/<name>/ = functions/<name>/ + the mllab package + pinned "
-                          "requirements + .gcloudignore (exactly what gcloud uploads).",
-                 ("python3", "infra/stage.py", "--out", "build"), group="stage")]
+    return [
+        Step(
+            "Stage",
+            "Stage every function: build/<name>/ = functions/<name>/ + the mllab package + pinned "
+            "requirements + .gcloudignore (exactly what gcloud uploads).",
+            ("python3", "infra/stage.py", "--out", "build"),
+            group="stage",
+        )
+    ]
 
 
 def ingress(fn: routes.Function) -> str:
@@ -45,11 +51,22 @@ def deploy_command(env: Environment, fn: routes.Function, files: Files) -> tuple
     size = sizing.SIZING[fn.name]
     mounts = [f"{access.mount_path(s)}={s}:latest" for s in access.READS[fn.name]]
     args = [
-        "functions", "deploy", fn.name, "--gen2", f"--runtime={RUNTIME}", f"--region={env.region}",
-        f"--source=build/{fn.name}", f"--entry-point={fn.name}", f"--service-account={env.service_account(fn.name)}",
+        "functions",
+        "deploy",
+        fn.name,
+        "--gen2",
+        f"--runtime={RUNTIME}",
+        f"--region={env.region}",
+        f"--source=build/{fn.name}",
+        f"--entry-point={fn.name}",
+        f"--service-account={env.service_account(fn.name)}",
         f"--build-service-account=projects/{env.project}/serviceAccounts/{env.build_account}",
-        f"--memory={size.memory}", f"--cpu={size.cpu}", f"--concurrency={size.concurrency}",
-        f"--min-instances={size.min_instances}", f"--max-instances={size.max_instances}", f"--timeout={size.timeout}",
+        f"--memory={size.memory}",
+        f"--cpu={size.cpu}",
+        f"--concurrency={size.concurrency}",
+        f"--min-instances={size.min_instances}",
+        f"--max-instances={size.max_instances}",
+        f"--timeout={size.timeout}",
         f"--env-vars-file={relative(files.function_env_vars[fn.name])}",
         f"--set-secrets={','.join(mounts)}" if mounts else "--clear-secrets",
         f"--ingress-settings={ingress(fn)}",
@@ -58,8 +75,11 @@ def deploy_command(env: Environment, fn: routes.Function, files: Files) -> tuple
         args += ["--trigger-http", "--allow-unauthenticated"]
     else:
         assert fn.topic, fn.name
-        args += [f"--trigger-topic={env.topics[fn.topic]}", f"--trigger-service-account={env.invoker}",
-                 "--no-allow-unauthenticated"]
+        args += [
+            f"--trigger-topic={env.topics[fn.topic]}",
+            f"--trigger-service-account={env.invoker}",
+            "--no-allow-unauthenticated",
+        ]
         if fn.name in sizing.RETRY:
             args.append("--retry")
     return gcloud(env.project, *args, "--quiet")
@@ -70,13 +90,30 @@ def functions(env: Environment, files: Files) -> list[Step]:
     for fn in routes.FUNCTIONS:
         size = sizing.SIZING[fn.name]
         trigger = "HTTP" if fn.trigger is routes.Trigger.HTTP else f"Pub/Sub {env.topics[fn.topic or '']}"
-        steps.append(Step("Functions", f"Deploy {fn.name} ({trigger}): {size.why}.",
-                          deploy_command(env, fn, files), group=f"function:{fn.name}"))
+        steps.append(
+            Step(
+                "Functions",
+                f"Deploy {fn.name} ({trigger}): {size.why}.",
+                deploy_command(env, fn, files),
+                group=f"function:{fn.name}",
+            )
+        )
         if fn.trigger is routes.Trigger.PUBSUB:
-            steps.append(Step(
-                "Functions", f"Only the event invoker may call {fn.name} (its trigger pushes as that account).",
-                gcloud(env.project, "functions", "add-invoker-policy-binding", fn.name, f"--region={env.region}",
-                       f"--member={env.member(env.invoker)}"), group=f"function:{fn.name}"))
+            steps.append(
+                Step(
+                    "Functions",
+                    f"Only the event invoker may call {fn.name} (its trigger pushes as that account).",
+                    gcloud(
+                        env.project,
+                        "functions",
+                        "add-invoker-policy-binding",
+                        fn.name,
+                        f"--region={env.region}",
+                        f"--member={env.member(env.invoker)}",
+                    ),
+                    group=f"function:{fn.name}",
+                )
+            )
     return steps
 
 
@@ -84,23 +121,67 @@ def dead_letters(env: Environment) -> list[Step]:
     """The recorder's trigger subscription (created by Eventarc) dead-letters after 10 attempts."""
     p, fn = env.project, "on_object_finalized"
     return [
-        Step("Event delivery", f"The Eventarc trigger {fn}'s deploy created.",
-             gcloud(p, "functions", "describe", fn, f"--region={env.region}", "--format=value(eventTrigger.trigger)"),
-             capture="TRIGGER", group="events"),
-        Step("Event delivery", "Its Pub/Sub subscription, which pushes the bucket's events to the function.",
-             gcloud(p, "eventarc", "triggers", "describe", "${TRIGGER}", f"--location={env.region}",
-                    "--format=value(transport.pubsub.subscription)"),
-             capture="TRIGGER_SUBSCRIPTION", group="events"),
-        Step("Event delivery", "Pub/Sub's agent may move undeliverable messages off that subscription.",
-             gcloud(p, "pubsub", "subscriptions", "add-iam-policy-binding", "${TRIGGER_SUBSCRIPTION}",
-                    f"--member=serviceAccount:{PUBSUB_AGENT}", "--role=roles/pubsub.subscriber"), group="events"),
-        Step("Event delivery", f"After {MAX_DELIVERY_ATTEMPTS} failed deliveries (with --retry's backoff) an event goes "
-                               "to the dead-letter topic instead of retrying for 24 hours and vanishing.",
-             gcloud(p, "pubsub", "subscriptions", "update", "${TRIGGER_SUBSCRIPTION}",
-                    f"--dead-letter-topic={env.dead_letter_topic}", f"--max-delivery-attempts={MAX_DELIVERY_ATTEMPTS}"),
-             probe=Probe(gcloud(p, "pubsub", "subscriptions", "describe", "${TRIGGER_SUBSCRIPTION}",
-                                "--format=value(deadLetterPolicy.deadLetterTopic)")),
-             group="events"),
+        Step(
+            "Event delivery",
+            f"The Eventarc trigger {fn}'s deploy created.",
+            gcloud(p, "functions", "describe", fn, f"--region={env.region}", "--format=value(eventTrigger.trigger)"),
+            capture="TRIGGER",
+            group="events",
+        ),
+        Step(
+            "Event delivery",
+            "Its Pub/Sub subscription, which pushes the bucket's events to the function.",
+            gcloud(
+                p,
+                "eventarc",
+                "triggers",
+                "describe",
+                "${TRIGGER}",
+                f"--location={env.region}",
+                "--format=value(transport.pubsub.subscription)",
+            ),
+            capture="TRIGGER_SUBSCRIPTION",
+            group="events",
+        ),
+        Step(
+            "Event delivery",
+            "Pub/Sub's agent may move undeliverable messages off that subscription.",
+            gcloud(
+                p,
+                "pubsub",
+                "subscriptions",
+                "add-iam-policy-binding",
+                "${TRIGGER_SUBSCRIPTION}",
+                f"--member=serviceAccount:{PUBSUB_AGENT}",
+                "--role=roles/pubsub.subscriber",
+            ),
+            group="events",
+        ),
+        Step(
+            "Event delivery",
+            f"After {MAX_DELIVERY_ATTEMPTS} failed deliveries (with --retry's backoff) an event goes "
+            "to the dead-letter topic instead of retrying for 24 hours and vanishing.",
+            gcloud(
+                p,
+                "pubsub",
+                "subscriptions",
+                "update",
+                "${TRIGGER_SUBSCRIPTION}",
+                f"--dead-letter-topic={env.dead_letter_topic}",
+                f"--max-delivery-attempts={MAX_DELIVERY_ATTEMPTS}",
+            ),
+            probe=Probe(
+                gcloud(
+                    p,
+                    "pubsub",
+                    "subscriptions",
+                    "describe",
+                    "${TRIGGER_SUBSCRIPTION}",
+                    "--format=value(deadLetterPolicy.deadLetterTopic)",
+                )
+            ),
+            group="events",
+        ),
     ]
 
 
@@ -110,13 +191,31 @@ def scheduler(env: Environment) -> list[Step]:
         topic = env.topics[field]
         job = env.scheduler_job(topic)
         # The topic by its full name: a short one is resolved in gcloud's active project, not --project's.
-        flags = (f"--location={env.region}", f"--schedule={cron}", "--time-zone=Etc/UTC",
-                 f"--topic=projects/{env.project}/topics/{topic}",
-                 f"--message-body={json.dumps({'job': topic})}", f"--description=ML Lab: {what}")
-        steps.append(Step(
-            "Scheduler", f"Daily at {cron.split()[1]}:{cron.split()[0]} UTC, publish to {topic}: the function {what}.",
-            gcloud(env.project, "scheduler", "jobs", "create", "pubsub", job, *flags),
-            probe=Probe(gcloud(env.project, "scheduler", "jobs", "describe", job, f"--location={env.region}",
-                               "--format=value(name)")),
-            update=gcloud(env.project, "scheduler", "jobs", "update", "pubsub", job, *flags)))
+        flags = (
+            f"--location={env.region}",
+            f"--schedule={cron}",
+            "--time-zone=Etc/UTC",
+            f"--topic=projects/{env.project}/topics/{topic}",
+            f"--message-body={json.dumps({'job': topic})}",
+            f"--description=ML Lab: {what}",
+        )
+        steps.append(
+            Step(
+                "Scheduler",
+                f"Daily at {cron.split()[1]}:{cron.split()[0]} UTC, publish to {topic}: the function {what}.",
+                gcloud(env.project, "scheduler", "jobs", "create", "pubsub", job, *flags),
+                probe=Probe(
+                    gcloud(
+                        env.project,
+                        "scheduler",
+                        "jobs",
+                        "describe",
+                        job,
+                        f"--location={env.region}",
+                        "--format=value(name)",
+                    )
+                ),
+                update=gcloud(env.project, "scheduler", "jobs", "update", "pubsub", job, *flags),
+            )
+        )
     return steps

@@ -56,8 +56,9 @@ def listed_example(index: dict[str, Any], project: str) -> str:
     if fields[-1]["fieldPath"] != "__name__":
         fields.append({"fieldPath": "__name__", "order": fields[-1]["order"]})
     name = f"projects/{project}/databases/(default)/collectionGroups/{index['collectionGroup']}/indexes/CICAgOjXh4EK"
-    return json.dumps([{"fields": fields, "name": name, "queryScope": index.get("queryScope", "COLLECTION"),
-                        "state": "READY"}])
+    return json.dumps(
+        [{"fields": fields, "name": name, "queryScope": index.get("queryScope", "COLLECTION"), "state": "READY"}]
+    )
 
 
 def describe(index: dict[str, Any]) -> str:

@@ -50,14 +50,17 @@ def _from_operator(secret: access.Secret, env: Environment) -> SecretValue:
         return path.read_bytes() if path and path.is_file() else None
 
     if secret.source == "bootstrap":
-        how = (f"run `mllab billing bootstrap --project {env.project} --webhook-url "
-               f"{env.api_url}/payments/paypal/webhook` and store what it prints")
+        how = (
+            f"run `mllab billing bootstrap --project {env.project} --webhook-url "
+            f"{env.api_url}/payments/paypal/webhook` and store what it prints"
+        )
     else:
         how = f"put it in a file and run `gcloud secrets versions add {secret.name} --project={env.project} --data-file=FILE`"
     return SecretValue(
         placeholder=f"<SECRETS_FROM/{secret.name}>",
         produce=produce,
-        missing=f"{secret.name}: {secret.what}; {how} (or pass SECRETS_FROM=<folder holding {secret.name}>)")
+        missing=f"{secret.name}: {secret.what}; {how} (or pass SECRETS_FROM=<folder holding {secret.name}>)",
+    )
 
 
 def value_source(secret: access.Secret, env: Environment) -> SecretValue:
@@ -75,24 +78,53 @@ def secret_steps(env: Environment) -> list[Step]:
     steps = []
     for secret in access.SECRETS:
         name = secret.name
-        steps.append(Step(
-            "Secrets", f"Secret {name}: {secret.what}.",
-            gcloud(p, "secrets", "create", name, "--replication-policy=automatic", "--labels=app=mllab"),
-            probe=Probe(gcloud(p, "secrets", "describe", name, "--format=value(name)"))))
+        steps.append(
+            Step(
+                "Secrets",
+                f"Secret {name}: {secret.what}.",
+                gcloud(p, "secrets", "create", name, "--replication-policy=automatic", "--labels=app=mllab"),
+                probe=Probe(gcloud(p, "secrets", "describe", name, "--format=value(name)")),
+            )
+        )
         source = value_source(secret, env)
-        steps.append(Step(
-            "Secrets", f"First value of {name}, only while it has none (stdin, never in a command line).",
-            gcloud(p, "secrets", "versions", "add", name, "--data-file=-"),
-            probe=Probe(gcloud(p, "secrets", "versions", "list", name, "--filter=state=ENABLED", "--limit=1",
-                               "--format=value(name)")),
-            stdin=source))
+        steps.append(
+            Step(
+                "Secrets",
+                f"First value of {name}, only while it has none (stdin, never in a command line).",
+                gcloud(p, "secrets", "versions", "add", name, "--data-file=-"),
+                probe=Probe(
+                    gcloud(
+                        p,
+                        "secrets",
+                        "versions",
+                        "list",
+                        name,
+                        "--filter=state=ENABLED",
+                        "--limit=1",
+                        "--format=value(name)",
+                    )
+                ),
+                stdin=source,
+            )
+        )
     for secret in access.SECRETS:
         for reader in access.readers(secret.name):
             email = env.service_account(reader)
-            steps.append(Step(
-                "Secrets", f"{reader} may read {secret.name} (this secret only).",
-                gcloud(p, "secrets", "add-iam-policy-binding", secret.name, f"--member={env.member(email)}",
-                       "--role=roles/secretmanager.secretAccessor")))
-    steps.append(Step("Secrets", "Every secret a function mounts must have a value before the functions deploy.",
-                      gate=True))
+            steps.append(
+                Step(
+                    "Secrets",
+                    f"{reader} may read {secret.name} (this secret only).",
+                    gcloud(
+                        p,
+                        "secrets",
+                        "add-iam-policy-binding",
+                        secret.name,
+                        f"--member={env.member(email)}",
+                        "--role=roles/secretmanager.secretAccessor",
+                    ),
+                )
+            )
+    steps.append(
+        Step("Secrets", "Every secret a function mounts must have a value before the functions deploy.", gate=True)
+    )
     return steps

@@ -51,7 +51,7 @@ def subprocess_runner(argv: Sequence[str], *, stdin: bytes | None = None, captur
     """Run a command from the repository root; stream its output unless the caller keeps it."""
     pipe = subprocess.PIPE if capture else None
     done = subprocess.run(list(argv), cwd=ROOT, input=stdin, stdout=pipe, stderr=pipe, check=False)
-    decode = (lambda b: b.decode(errors="replace") if b else "")
+    decode = lambda b: b.decode(errors="replace") if b else ""
     return Completed(done.returncode, decode(done.stdout), decode(done.stderr))
 
 
@@ -106,13 +106,13 @@ class Step:
     note: str = ""  # an extra comment line (what the operator must know)
     skip: str = ""  # why `apply` leaves this step out (an optional value was not given); the plan still shows it
 
-
     @property
     def key(self) -> str:
         return self.group or self.section.lower().replace(" ", "-")
 
 
 # --- showing the plan ----------------------------------------------------------------------------
+
 
 def quote(arg: str) -> str:
     """Shell quoting that keeps ${NAME} expandable."""
@@ -187,8 +187,11 @@ def render_script(steps: Sequence[Step], header: Iterable[str]) -> str:
     for step in steps:
         if step.stdin or step.gate or step.skip or (step.probe and step.probe.matches):
             raise DeployError(f"not scriptable (run `make deploy`): {step.why}")
-        used = {v for arg in (*step.argv, *(step.probe.argv if step.probe else ()), *(step.update or ()))
-                for v in _VAR.findall(arg)}
+        used = {
+            v
+            for arg in (*step.argv, *(step.probe.argv if step.probe else ()), *(step.update or ()))
+            for v in _VAR.findall(arg)
+        }
         captured |= {step.capture, step.probe.capture if step.probe else None} - {None}  # type: ignore[operator]
         if used - captured:
             raise DeployError(f"{step.why} needs ${{{sorted(used - captured)[0]}}}, which no selected step captures")
@@ -196,6 +199,7 @@ def render_script(steps: Sequence[Step], header: Iterable[str]) -> str:
 
 
 # --- applying ------------------------------------------------------------------------------------
+
 
 def substitute(argv: Sequence[str], values: dict[str, str]) -> list[str]:
     def one(match: re.Match[str]) -> str:
@@ -216,8 +220,10 @@ def apply(steps: Sequence[Step], ctx: Context, log: Callable[[str], None] = prin
             continue
         if step.gate:
             if ctx.missing_secrets:
-                raise DeployError("these secrets have no value yet; add each, then run `make deploy` again:\n"
-                                  + "\n".join(f"  - {line}" for line in ctx.missing_secrets))
+                raise DeployError(
+                    "these secrets have no value yet; add each, then run `make deploy` again:\n"
+                    + "\n".join(f"  - {line}" for line in ctx.missing_secrets)
+                )
             continue
         if step.probe is not None:
             probe_argv = substitute(step.probe.argv, ctx.values)
@@ -250,16 +256,19 @@ def races_iam(argv: Sequence[str]) -> bool:
     return any(word in argv for word in _IAM_BOUND)
 
 
-def _run(n: int, step: Step, argv: list[str], ctx: Context, *, stdin: bytes | None = None,
-         capture: bool = False) -> Completed:
+def _run(
+    n: int, step: Step, argv: list[str], ctx: Context, *, stdin: bytes | None = None, capture: bool = False
+) -> Completed:
     retry = races_iam(argv) and stdin is None
     # a grant's output is kept, to tell propagation from a real failure (it is only the new policy)
     result = ctx.runner(argv, stdin=stdin, capture=capture or retry)
     for delay in PROPAGATION_DELAYS_S if retry else ():
         if result.returncode == 0 or not _PROPAGATING.search(result.stderr):
             break
-        ctx.log(f"  not yet: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else 'failed'}; "
-                f"again in {delay} s (new service accounts take up to a minute to reach IAM)")
+        ctx.log(
+            f"  not yet: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else 'failed'}; "
+            f"again in {delay} s (new service accounts take up to a minute to reach IAM)"
+        )
         ctx.sleep(delay)
         result = ctx.runner(argv, stdin=stdin, capture=True)
     if result.returncode != 0:

@@ -39,8 +39,16 @@ def gcloud_token() -> str:
 def http_fetch(project: str, token: str) -> Fetch:
     def fetch(method: str, url: str, body: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(url, data=data, method=method, headers={
-            "Authorization": f"Bearer {token}", "x-goog-user-project": project, "Content-Type": "application/json"})
+        request = urllib.request.Request(
+            url,
+            data=data,
+            method=method,
+            headers={
+                "Authorization": f"Bearer {token}",
+                "x-goog-user-project": project,
+                "Content-Type": "application/json",
+            },
+        )
         try:
             with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
                 return response.status, json.loads(response.read() or b"{}")
@@ -68,8 +76,14 @@ def release(project: str, source: str, fetch: Fetch) -> str:
             return "unchanged"
     elif status != 404:
         _ok(status, current, "reading the release")
-    created = _ok(*fetch("POST", f"{API}/projects/{project}/rulesets",
-                         {"source": {"files": [{"name": "firestore.rules", "content": source}]}}), "creating a ruleset")
+    created = _ok(
+        *fetch(
+            "POST",
+            f"{API}/projects/{project}/rulesets",
+            {"source": {"files": [{"name": "firestore.rules", "content": source}]}},
+        ),
+        "creating a ruleset",
+    )
     target = {"name": release_name, "rulesetName": created["name"]}
     if status == 404:
         _ok(*fetch("POST", f"{API}/projects/{project}/releases", target), "creating the release")

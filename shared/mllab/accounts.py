@@ -13,17 +13,51 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from mllab import (audit, billing, catalog, clients, clock, config, entitlements, events, log, passwords, ratelimit,
-                   recorder, schemas, sessions, uploads, users)
+from mllab import (
+    audit,
+    billing,
+    catalog,
+    clients,
+    clock,
+    config,
+    entitlements,
+    events,
+    log,
+    passwords,
+    ratelimit,
+    recorder,
+    schemas,
+    sessions,
+    uploads,
+    users,
+)
 from mllab.problems import Problem
 from mllab.queries import Query
 
 # Internal fields never leave the server (the export answers a whitelist per collection).
-USER_EXPORT_FIELDS = ("email", "name", "providers", "email_verified", "role", "disabled", "deleted_at",
-                      "created_at", "updated_at")
+USER_EXPORT_FIELDS = (
+    "email",
+    "name",
+    "providers",
+    "email_verified",
+    "role",
+    "disabled",
+    "deleted_at",
+    "created_at",
+    "updated_at",
+)
 IDENTITY_EXPORT_FIELDS = ("kind", "email", "iss", "sub", "created_at", "updated_at")  # never `hash`
-SESSION_EXPORT_FIELDS = ("method", "user_agent", "ip", "created_ip", "created_at", "refreshed_at", "not_after",
-                         "revoked_at", "revoke_reason")  # never the counter or key version
+SESSION_EXPORT_FIELDS = (
+    "method",
+    "user_agent",
+    "ip",
+    "created_ip",
+    "created_at",
+    "refreshed_at",
+    "not_after",
+    "revoked_at",
+    "revoke_reason",
+)  # never the counter or key version
 AUDIT_EXPORT_FIELDS = ("action", "target", "outcome", "ip", "at", "request_id", "details")
 _SESSION_ID = re.compile(r"[0-9a-f]{32}")
 _BATCH = 400  # Firestore allows 500 writes per batch
@@ -31,21 +65,27 @@ _BATCH = 400  # Firestore allows 500 writes per batch
 
 # --- /me and /sessions ---------------------------------------------------------------------------
 
+
 def me(user: dict[str, Any], sid: str) -> schemas.Me:
     """The Me document: who, which plan (recomputed for now), how much of it is used."""
     uid, now = user["uid"], clock.now()
-    refs = [entitlements.ref(uid), clients.firestore().collection(recorder.USAGE).document(uid),
-            uploads.day_ref(uid)]
+    refs = [entitlements.ref(uid), clients.firestore().collection(recorder.USAGE).document(uid), uploads.day_ref(uid)]
     # One round trip for the three documents (the liveness check already made one).
-    got = {snap.reference.path: (snap.to_dict() or {}) if snap.exists else None
-           for snap in clients.firestore().get_all(refs, **clients.opts())}
+    got = {
+        snap.reference.path: (snap.to_dict() or {}) if snap.exists else None
+        for snap in clients.firestore().get_all(refs, **clients.opts())
+    }
     ent, usage_doc, day = (got.get(ref.path) for ref in refs)
     plan = entitlements.plan_of(ent, now)
-    usage = schemas.Usage(storage_bytes=int((usage_doc or {}).get("storage_bytes", 0)),
-                          storage_limit_bytes=plan.storage_bytes, uploads_today=int((day or {}).get("uploads", 0)),
-                          uploads_limit=plan.uploads_per_day)
-    return schemas.Me(**users.public(user), subscription=entitlements.view(ent, now), usage=usage,
-                      csrf=sessions.csrf_token(sid))
+    usage = schemas.Usage(
+        storage_bytes=int((usage_doc or {}).get("storage_bytes", 0)),
+        storage_limit_bytes=plan.storage_bytes,
+        uploads_today=int((day or {}).get("uploads", 0)),
+        uploads_limit=plan.uploads_per_day,
+    )
+    return schemas.Me(
+        **users.public(user), subscription=entitlements.view(ent, now), usage=usage, csrf=sessions.csrf_token(sid)
+    )
 
 
 def _expires_at(s: dict[str, Any]) -> datetime:
@@ -56,11 +96,20 @@ def _expires_at(s: dict[str, Any]) -> datetime:
 def session_list(uid: str, current_sid: str) -> schemas.SessionList:
     """The user's live sessions, newest first (idle-expired ones are left out: they can't refresh)."""
     now = clock.now()
-    items = [schemas.SessionInfo(
-        id=s["id"], method=s.get("method", ""), user_agent=s.get("user_agent", ""), ip=s.get("ip", ""),
-        created_at=clock.rfc3339(s["created_at"]), refreshed_at=clock.rfc3339(s["refreshed_at"]),
-        expires_at=clock.rfc3339(_expires_at(s)), current=s["id"] == current_sid)
-        for s in sessions.for_user(uid) if _expires_at(s) > now or s["id"] == current_sid]
+    items = [
+        schemas.SessionInfo(
+            id=s["id"],
+            method=s.get("method", ""),
+            user_agent=s.get("user_agent", ""),
+            ip=s.get("ip", ""),
+            created_at=clock.rfc3339(s["created_at"]),
+            refreshed_at=clock.rfc3339(s["refreshed_at"]),
+            expires_at=clock.rfc3339(_expires_at(s)),
+            current=s["id"] == current_sid,
+        )
+        for s in sessions.for_user(uid)
+        if _expires_at(s) > now or s["id"] == current_sid
+    ]
     return schemas.SessionList(items=items, next_cursor=None)
 
 
@@ -78,6 +127,7 @@ def revoke_session(uid: str, sid: str, *, ip: str | None = None) -> None:
 
 
 # --- export --------------------------------------------------------------------------------------
+
 
 def _pick(doc: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
     return {f: schemas.jsonable(doc[f]) for f in fields if f in doc}
@@ -124,6 +174,7 @@ def export(uid: str) -> schemas.AccountExport:
 
 # --- deletion ------------------------------------------------------------------------------------
 
+
 def delete_account(user: dict[str, Any], sid: str, *, password: str | None, ip: str | None = None) -> None:
     """Soft-delete after reauthentication: the account's password, or (no password sent) a session
     signed in within RECENT_SIGN_IN_S. Refusals are 403 "reauthentication required" (the access
@@ -144,8 +195,10 @@ def _reauthenticate(uid: str, sid: str, password: str | None, ip: str | None) ->
         identity = next((i for i in users.identities_of(uid) if i.get("kind") == "password"), None)
         if identity is None:
             passwords.dummy_verify(password)
-            raise _reauth_problem("This account has no password. Sign in again, then delete the account "
-                                  f"within {config.RECENT_SIGN_IN_S // 60} minutes without one.")
+            raise _reauth_problem(
+                "This account has no password. Sign in again, then delete the account "
+                f"within {config.RECENT_SIGN_IN_S // 60} minutes without one."
+            )
         ratelimit.check("reauth_session", sid, ip=ip)  # per session: a stranger's guesses never count here
         if not passwords.verify(identity["hash"], password):
             ratelimit.fail("reauth_session", sid)
@@ -155,8 +208,10 @@ def _reauthenticate(uid: str, sid: str, password: str | None, ip: str | None) ->
     snap = clients.firestore().collection(sessions.COLLECTION).document(sid).get(**clients.opts())
     created = snap.get("created_at") if snap.exists else None
     if created is None or clock.now() - created > timedelta(seconds=config.RECENT_SIGN_IN_S):
-        raise _reauth_problem(f"Confirm with your password, or sign in again and delete the account within "
-                              f"{config.RECENT_SIGN_IN_S // 60} minutes.")
+        raise _reauth_problem(
+            f"Confirm with your password, or sign in again and delete the account within "
+            f"{config.RECENT_SIGN_IN_S // 60} minutes."
+        )
 
 
 def _reauth_problem(detail: str) -> Problem:
@@ -164,6 +219,7 @@ def _reauth_problem(detail: str) -> Problem:
 
 
 # --- purge ---------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class PurgeStep:
@@ -244,14 +300,18 @@ def purge(now: datetime) -> int:
             name = step.collection if isinstance(step, PurgeStep) else getattr(step, "__name__", "step")
             removed[name] = removed.get(name, 0) + _run_step(step, uid, user)
         try:
-            db.collection(users.USERS).document(uid).delete(option=db.write_option(exists=True),
-                                                           **clients.opts())
+            db.collection(users.USERS).document(uid).delete(option=db.write_option(exists=True), **clients.opts())
         except NotFound:
             continue  # a concurrent run got there first and audited it
         purged += 1
         # Anonymous on purpose: that an account was purged that day, and how much went; never whose.
-        audit.record("account.purge", actor="system", target=None,
-                     deleted_on=clock.rfc3339(user["deleted_at"])[:10], removed=removed)
+        audit.record(
+            "account.purge",
+            actor="system",
+            target=None,
+            deleted_on=clock.rfc3339(user["deleted_at"])[:10],
+            removed=removed,
+        )
         log.info("account purged", uid=uid, removed=removed)
     return purged
 

@@ -11,14 +11,29 @@ COLLECTION = "audit_log"
 QUERIES: tuple[Query, ...] = (Query(COLLECTION, ("actor",)),)  # for infra's index file
 
 
-def record(action: str, *, actor: str | None, target: str | None = None, outcome: str = "ok",
-           ip: str | None = None, **details: Any) -> None:
+def record(
+    action: str,
+    *,
+    actor: str | None,
+    target: str | None = None,
+    outcome: str = "ok",
+    ip: str | None = None,
+    **details: Any,
+) -> None:
     """Write one entry; the request id comes from the log context. An audit write failure is logged,
     never allowed to turn a user's successful request into an error."""
     ctx = log.context()
-    entry = {"action": action, "actor": actor, "target": target, "outcome": outcome, "ip": ip,
-             "request_id": ctx.get("request_id"), "function": ctx.get("function"), "at": clock.now(),
-             "details": log.redact(details) if details else {}}
+    entry = {
+        "action": action,
+        "actor": actor,
+        "target": target,
+        "outcome": outcome,
+        "ip": ip,
+        "request_id": ctx.get("request_id"),
+        "function": ctx.get("function"),
+        "at": clock.now(),
+        "details": log.redact(details) if details else {},
+    }
     try:
         clients.firestore().collection(COLLECTION).add(entry, **clients.opts())
     except Exception as exc:  # noqa: BLE001 - see docstring

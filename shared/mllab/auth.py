@@ -23,8 +23,10 @@ from mllab.problems import Problem
 
 # One answer for a wrong password, an unknown email and an account whose email is not confirmed yet,
 # so sign-in never tells whether an address has an account; the wording covers what a real person does next.
-BAD_CREDENTIALS = ("Email or password is incorrect. If you just signed up, confirm your email first with the link "
-                   "we mailed you (we can send it again); if you forgot your password, reset it.")
+BAD_CREDENTIALS = (
+    "Email or password is incorrect. If you just signed up, confirm your email first with the link "
+    "we mailed you (we can send it again); if you forgot your password, reset it."
+)
 CHECK_INBOX = "Check your inbox: if the address can receive mail from us, a link is on its way."
 
 
@@ -75,12 +77,17 @@ def _token_link(uid: str, purpose: str, email: str, ttl_s: int, fragment: str) -
 
 # --- registration and verification ---------------------------------------------------------------
 
+
 def register(body: schemas.RegisterRequest, *, ip: str) -> schemas.Accepted:
     email = users.normalize_email(body.email)
     retry = ratelimit.over("register_ip", ip)
     if retry:
-        raise ratelimit.refuse("register_ip", retry, ip=ip, detail="Too many sign-ups from your network. Try again "
-                                                                   f"in {ratelimit.human(retry)}.")
+        raise ratelimit.refuse(
+            "register_ip",
+            retry,
+            ip=ip,
+            detail=f"Too many sign-ups from your network. Try again in {ratelimit.human(retry)}.",
+        )
     _policy(body.password, email)
     ratelimit.fail("register_ip", ip)  # every sign-up counts, not only failures: each one can send a mail
     password_hash = passwords.hash_password(body.password)  # hashed either way: equal cost
@@ -91,8 +98,9 @@ def register(body: schemas.RegisterRequest, *, ip: str) -> schemas.Accepted:
         _account_mail(email, "already_registered", lambda: _link("signin"))
         audit.record("register", actor=owner["uid"] if owner else None, outcome="exists", ip=ip)
     else:
-        _account_mail(email, "verify_email", _token_link(uid, "verify", email, config.EMAIL_VERIFY_TTL_S,
-                                                         "verify-email"))
+        _account_mail(
+            email, "verify_email", _token_link(uid, "verify", email, config.EMAIL_VERIFY_TTL_S, "verify-email")
+        )
         audit.record("register", actor=uid, outcome="ok", ip=ip)
     return schemas.Accepted(detail=CHECK_INBOX)
 
@@ -112,12 +120,14 @@ def resend_verification(raw_email: str) -> schemas.Accepted:
     ident = users.password_identity(email)
     user = users.get(ident["uid"]) if ident else None
     if user and not user.get("email_verified") and not user.get("disabled"):
-        _account_mail(email, "verify_email", _token_link(user["uid"], "verify", email, config.EMAIL_VERIFY_TTL_S,
-                                                         "verify-email"))
+        _account_mail(
+            email, "verify_email", _token_link(user["uid"], "verify", email, config.EMAIL_VERIFY_TTL_S, "verify-email")
+        )
     return schemas.Accepted(detail=CHECK_INBOX)
 
 
 # --- sign-in -------------------------------------------------------------------------------------
+
 
 def _bad_credentials(email: str, ip: str, uid: str | None, outcome: str) -> Problem:
     ratelimit.count(("login_pair", f"{email}|{ip}"), ("login_ip", ip), ("login_account", email))
@@ -129,7 +139,8 @@ def _throttle_login(email: str, ip: str) -> None:
     """429 for this client only (per account and address, and per address); for the account as a
     whole, at most a short delay, so nobody else's guesses stop the owner from signing in."""
     (_, pair), (_, per_ip), (account_failures, _) = ratelimit.estimates(
-        ("login_pair", f"{email}|{ip}"), ("login_ip", ip), ("login_account", email))
+        ("login_pair", f"{email}|{ip}"), ("login_ip", ip), ("login_account", email)
+    )
     if pair or per_ip:
         raise ratelimit.refuse("login_pair" if pair else "login_ip", max(pair, per_ip), ip=ip)
     delay = ratelimit.progressive_delay(account_failures)
@@ -149,8 +160,9 @@ def login(body: schemas.LoginRequest, *, ip: str, user_agent: str) -> SignedIn:
     user = users.get(ident["uid"])
     if not user or user.get("disabled") or user.get("deleted_at"):
         audit.record("signin", actor=ident["uid"], outcome="disabled", ip=ip, method="password")
-        raise Problem(403, "This account is disabled. Contact support if you think this is a mistake.",
-                      slug="account-disabled")
+        raise Problem(
+            403, "This account is disabled. Contact support if you think this is a mistake.", slug="account-disabled"
+        )
     if not user.get("email_verified"):
         # Answered like a wrong password: otherwise sign-up + sign-in would tell who has an account.
         raise _bad_credentials(email, ip, ident["uid"], "email_not_verified")
@@ -161,6 +173,7 @@ def login(body: schemas.LoginRequest, *, ip: str, user_agent: str) -> SignedIn:
 
 # --- passwords -----------------------------------------------------------------------------------
 
+
 def request_reset(raw_email: str, *, ip: str) -> schemas.Accepted:
     """Always 202: a reset must stay possible for the owner whoever else asks, so the limits (per
     client address, per mailbox) only hold mails back, and links already mailed keep working."""
@@ -170,8 +183,11 @@ def request_reset(raw_email: str, *, ip: str) -> schemas.Accepted:
         return schemas.Accepted(detail=CHECK_INBOX)
     ratelimit.fail("reset_ip", ip)
     ident = users.password_identity(email)
-    if ident and _account_mail(email, "password_reset", _token_link(
-            ident["uid"], "reset", email, config.PASSWORD_RESET_TTL_S, "reset-password")):
+    if ident and _account_mail(
+        email,
+        "password_reset",
+        _token_link(ident["uid"], "reset", email, config.PASSWORD_RESET_TTL_S, "reset-password"),
+    ):
         audit.record("password.reset_requested", actor=ident["uid"], ip=ip)
     return schemas.Accepted(detail=CHECK_INBOX)
 
@@ -180,8 +196,14 @@ def confirm_reset(body: schemas.PasswordResetConfirmRequest, *, ip: str) -> sche
     doc = users.consume_email_token(body.token, "reset")
     user = users.get(doc["uid"])
     changed = (user or {}).get("password_changed_at")
-    if (not user or user.get("email") != doc["email"] or user.get("disabled") or user.get("deleted_at")
-            or users.password_identity(doc["email"]) is None or (changed and doc["created_at"] <= changed)):
+    if (
+        not user
+        or user.get("email") != doc["email"]
+        or user.get("disabled")
+        or user.get("deleted_at")
+        or users.password_identity(doc["email"]) is None
+        or (changed and doc["created_at"] <= changed)
+    ):
         # Using one link, or changing the password, ends every link issued before it; a disabled or
         # deleted account takes no new password.
         raise Problem(400, "This link is invalid, already used or expired. Ask for a new one.", slug="invalid-link")
@@ -196,8 +218,9 @@ def confirm_reset(body: schemas.PasswordResetConfirmRequest, *, ip: str) -> sche
     return schemas.Accepted(detail="Your password is changed and every device was signed out. Sign in again.")
 
 
-def change_password(user: dict[str, Any], sid: str, body: schemas.PasswordChangeRequest, *,
-                    ip: str) -> schemas.Accepted:
+def change_password(
+    user: dict[str, Any], sid: str, body: schemas.PasswordChangeRequest, *, ip: str
+) -> schemas.Accepted:
     """`user`: the signed-in user's document (with its uid), as the liveness check read it."""
     uid, email = user["uid"], user.get("email", "")
     ident = users.password_identity(email)
@@ -205,8 +228,12 @@ def change_password(user: dict[str, Any], sid: str, body: schemas.PasswordChange
     if ident is None or ident["uid"] != uid or not passwords.verify(ident["hash"], body.current_password):
         ratelimit.fail("reauth_session", sid)
         audit.record("password.change", actor=uid, outcome="bad_credentials", ip=ip)
-        raise Problem(403, "The current password is not correct.", slug="wrong-password",
-                      errors=[{"field": "current_password", "message": "not correct"}])
+        raise Problem(
+            403,
+            "The current password is not correct.",
+            slug="wrong-password",
+            errors=[{"field": "current_password", "message": "not correct"}],
+        )
     _policy(body.new_password, email, "new_password")
     users.set_password_hash(email, passwords.hash_password(body.new_password))
     users.update(uid, password_changed_at=clock.now())  # ends every outstanding reset link
@@ -219,6 +246,7 @@ def change_password(user: dict[str, Any], sid: str, body: schemas.PasswordChange
 
 # --- refresh and sign-out ------------------------------------------------------------------------
 
+
 def refresh(cookie: str | None, *, ip: str, user_agent: str) -> SignedIn | None:
     """A new access token and the rotated cookie; None when there is no cookie (signed out: the lab
     shows the sign-in screen, no error)."""
@@ -228,8 +256,12 @@ def refresh(cookie: str | None, *, ip: str, user_agent: str) -> SignedIn | None:
         session, token = sessions.rotate(cookie, user_agent=user_agent, ip=ip)
     except sessions.RefreshRefused as exc:
         log.info("refresh refused", reason=exc.reason, sid=exc.sid)
-        raise Problem(401, "Your session has ended. Sign in again.", slug="session-ended",
-                      headers={"Set-Cookie": sessions.clear_cookie_header()}) from None
+        raise Problem(
+            401,
+            "Your session has ended. Sign in again.",
+            slug="session-ended",
+            headers={"Set-Cookie": sessions.clear_cookie_header()},
+        ) from None
     access = tokens.issue_access_token(session.uid, session.id)
     return SignedIn(access, sessions.cookie_header(token, session.not_after))
 
@@ -243,8 +275,12 @@ def logout(cookie: str | None, scope: str, *, ip: str) -> bool:
     if current is None:
         if scope == "local":  # what was asked is already true: say so quietly and drop the dead cookie
             return True
-        raise Problem(401, "This device is already signed out.", slug="session-ended",
-                      headers={"Set-Cookie": sessions.clear_cookie_header()})
+        raise Problem(
+            401,
+            "This device is already signed out.",
+            slug="session-ended",
+            headers={"Set-Cookie": sessions.clear_cookie_header()},
+        )
     uid, sid = current["uid"], current["id"]
     if scope == "local":
         sessions.revoke(sid, "logout")

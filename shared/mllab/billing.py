@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from mllab import (audit, clients, clock, config, entitlements, idempotency, log, mail, schemas, users)
+from mllab import audit, clients, clock, config, entitlements, idempotency, log, mail, schemas, users
 from mllab.queries import Query
 from mllab.problems import Problem
 
@@ -57,14 +57,25 @@ def paypal_ids() -> dict[str, str]:
         ids = json.loads(config.secret(config.PAYPAL_IDS))
         return {k: str(ids[k]) for k in ("product_id", "plan_id", "webhook_id")}
     except (config.ConfigError, ValueError, KeyError, TypeError) as exc:
-        raise config.ConfigError(f"secret {config.PAYPAL_IDS} is missing or incomplete: run "
-                                 "`mllab billing bootstrap` and store what it prints") from exc
+        raise config.ConfigError(
+            f"secret {config.PAYPAL_IDS} is missing or incomplete: run "
+            "`mllab billing bootstrap` and store what it prints"
+        ) from exc
 
 
 def plans() -> schemas.Plans:
-    return schemas.Plans(plans=[schemas.PlanInfo(
-        id=p.id, name=p.name, price=schemas.Money(value=p.price, currency=p.currency), interval=p.interval,
-        limits=schemas.PlanLimits.of(p)) for p in config.PLANS.values()])
+    return schemas.Plans(
+        plans=[
+            schemas.PlanInfo(
+                id=p.id,
+                name=p.name,
+                price=schemas.Money(value=p.price, currency=p.currency),
+                interval=p.interval,
+                limits=schemas.PlanLimits.of(p),
+            )
+            for p in config.PLANS.values()
+        ]
+    )
 
 
 def subscriptions_of(uid: str) -> list[dict[str, Any]]:
@@ -80,8 +91,11 @@ def live_subscriptions(uid: str, subs: list[dict[str, Any]] | None = None) -> li
     """The user's subscriptions that PayPal may still bill (or is about to); `subs`: already read.
     A refused one (not our PRO plan) is not the user's subscription to us: it neither blocks a
     checkout nor gets cancelled on the user's behalf."""
-    return [s for s in (subscriptions_of(uid) if subs is None else subs)
-            if s.get("status") in entitlements.LIVE and not s.get("refused")]
+    return [
+        s
+        for s in (subscriptions_of(uid) if subs is None else subs)
+        if s.get("status") in entitlements.LIVE and not s.get("refused")
+    ]
 
 
 def subscription_ids(statuses: tuple[str, ...]) -> list[str]:
@@ -152,8 +166,9 @@ def _same_money(value: Any, currency: Any, price: str, want_currency: str) -> bo
         return False
 
 
-def refusal(snapshot: dict[str, Any], plan_id: str, price: str, currency: str,
-            plan: dict[str, Any] | None) -> str | None:
+def refusal(
+    snapshot: dict[str, Any], plan_id: str, price: str, currency: str, plan: dict[str, Any] | None
+) -> str | None:
     """Why this subscription must not entitle anyone (None: it is our PRO plan at its price).
     `plan`: the configured plan as PayPal answers it. Pure."""
     if snapshot.get("plan_id") != plan_id:
@@ -178,6 +193,7 @@ def _refusal(snapshot: dict[str, Any]) -> str | None:
 
 # --- applying PayPal's state ------------------------------------------------------------------------
 
+
 def _day(value: Any) -> str:
     when = entitlements.parse_time(value)
     return when.strftime("%B %d, %Y") if when else "not scheduled"
@@ -195,8 +211,11 @@ def _notice_keys(snapshot: dict[str, Any], sale: dict[str, Any] | None) -> list[
     if sale is not None:
         keys.append((f"paypal-{sid}-sale-{sale['id']}", "payment_receipt"))
     failed = billing_info.get("last_failed_payment") or {}
-    if status in (entitlements.ACTIVE, entitlements.SUSPENDED) and int(billing_info.get("failed_payments_count")
-                                                                       or 0) > 0 and failed.get("time"):
+    if (
+        status in (entitlements.ACTIVE, entitlements.SUSPENDED)
+        and int(billing_info.get("failed_payments_count") or 0) > 0
+        and failed.get("time")
+    ):
         keys.append((f"paypal-{sid}-failed-{failed['time']}", "payment_failed"))
     if status == entitlements.SUSPENDED:
         keys.append((f"paypal-{sid}-suspended-{snapshot.get('status_update_time')}", "past_due"))
@@ -205,21 +224,30 @@ def _notice_keys(snapshot: dict[str, Any], sale: dict[str, Any] | None) -> list[
     return keys
 
 
-def _notice_fields(template: str, snapshot: dict[str, Any], sale: dict[str, Any] | None,
-                   until: datetime | None) -> dict[str, str]:
+def _notice_fields(
+    template: str, snapshot: dict[str, Any], sale: dict[str, Any] | None, until: datetime | None
+) -> dict[str, str]:
     pro = config.PLANS["pro"]
     billing_info = snapshot.get("billing_info") or {}
     if template == "payment_receipt" and sale is not None:
         amount = sale.get("amount") or {}
-        return {"amount": str(amount.get("total")), "currency": str(amount.get("currency")),
-                "date": _day(sale.get("create_time")), "next_billing": _day(billing_info.get("next_billing_time")),
-                "transaction_id": str(sale["id"]), "subscription_id": snapshot["id"]}
+        return {
+            "amount": str(amount.get("total")),
+            "currency": str(amount.get("currency")),
+            "date": _day(sale.get("create_time")),
+            "next_billing": _day(billing_info.get("next_billing_time")),
+            "transaction_id": str(sale["id"]),
+            "subscription_id": snapshot["id"],
+        }
     if template == "subscription_activated":
         paid = billing_info.get("last_payment")
-        first = (f"Your next payment is on {_day(billing_info.get('next_billing_time'))}." if paid else
-                 f"Your first charge of {pro.price} {pro.currency} will be on "
-                 f"{_day(billing_info.get('next_billing_time') or snapshot.get('start_time'))}; until then "
-                 "nothing is charged and your PRO access continues.")
+        first = (
+            f"Your next payment is on {_day(billing_info.get('next_billing_time'))}."
+            if paid
+            else f"Your first charge of {pro.price} {pro.currency} will be on "
+            f"{_day(billing_info.get('next_billing_time') or snapshot.get('start_time'))}; until then "
+            "nothing is charged and your PRO access continues."
+        )
         return {"amount": pro.price, "currency": pro.currency, "first_charge": first}
     return {"until": (until or clock.now()).strftime("%B %d, %Y")}
 
@@ -235,8 +263,13 @@ def _notice_due(template: str, before: str | None, snapshot: dict[str, Any]) -> 
     return True
 
 
-def apply(snapshot: dict[str, Any], fetched_at: datetime | None = None, *, refused: str | None = None,
-          sale: dict[str, Any] | None = None) -> tuple[str | None, str, str]:
+def apply(
+    snapshot: dict[str, Any],
+    fetched_at: datetime | None = None,
+    *,
+    refused: str | None = None,
+    sale: dict[str, Any] | None = None,
+) -> tuple[str | None, str, str]:
     """Store a subscription as PayPal answered it, with the entitlement that follows, in one transaction.
     Returns (uid, status before, status after); a read older than the stored one changes nothing.
     `refused`: why it must not entitle (stored on its record; the entitlement is left alone).
@@ -273,7 +306,9 @@ def apply(snapshot: dict[str, Any], fetched_at: datetime | None = None, *, refus
         stored_read = entitlements.parse_time(mapping.get("fetched_at"))
         stored_change = entitlements.parse_time(mapping.get("status_update_time"))
         change = entitlements.parse_time(snapshot.get("status_update_time"))
-        stale = bool((stored_read and stored_read > fetched_at) or (stored_change and change and change < stored_change))
+        stale = bool(
+            (stored_read and stored_read > fetched_at) or (stored_change and change and change < stored_change)
+        )
         created: list[str] = []
 
         def notify(until: datetime | None, only: tuple[str, ...] | None = None) -> None:
@@ -294,16 +329,28 @@ def apply(snapshot: dict[str, Any], fetched_at: datetime | None = None, *, refus
         # A checkout we gave up on (expired, or replaced) stays ABANDONED while PayPal still calls it
         # APPROVAL_PENDING: a late CREATED event must not bring it back.
         abandoned = mapping.get("status") == ABANDONED and part["status"] == "APPROVAL_PENDING"
-        tx.update(sub_ref, {
-            "status": ABANDONED if abandoned else part["status"], "plan_id": snapshot.get("plan_id"), "custom_id": snapshot.get("custom_id"),
-            "status_update_time": part["status_update_time"], "fetched_at": fetched_at, "synced_at": now,
-            "next_billing_time": part["next_billing_time"], "last_payment_time": part["last_payment_time"],
-            "failed_payments_count": part["failed_payments_count"], "paid_through": part["paid_through"],
-            "start_time": part["start_time"], "refused": refused,
-            # What reconciliation watches: the end of paid access, or a delayed start's first charge.
-            "pro_until": entitlements.paypal_until(part)
-            or (part["start_time"] if entitlements.awaiting_first_payment(part) else None),
-            "snapshot": _trim(snapshot), "updated_at": now})
+        tx.update(
+            sub_ref,
+            {
+                "status": ABANDONED if abandoned else part["status"],
+                "plan_id": snapshot.get("plan_id"),
+                "custom_id": snapshot.get("custom_id"),
+                "status_update_time": part["status_update_time"],
+                "fetched_at": fetched_at,
+                "synced_at": now,
+                "next_billing_time": part["next_billing_time"],
+                "last_payment_time": part["last_payment_time"],
+                "failed_payments_count": part["failed_payments_count"],
+                "paid_through": part["paid_through"],
+                "start_time": part["start_time"],
+                "refused": refused,
+                # What reconciliation watches: the end of paid access, or a delayed start's first charge.
+                "pro_until": entitlements.paypal_until(part)
+                or (part["start_time"] if entitlements.awaiting_first_payment(part) else None),
+                "snapshot": _trim(snapshot),
+                "updated_at": now,
+            },
+        )
         newly_refused = bool(refused) and mapping.get("refused") != refused
         if refused:  # stored and audited; grants nothing
             if (ent.get("paypal") or {}).get("subscription_id") == sub_id:
@@ -325,13 +372,31 @@ def apply(snapshot: dict[str, Any], fetched_at: datetime | None = None, *, refus
 
     uid, before, after, created, newly_refused = run(db.transaction(max_attempts=10))
     if uid:
-        log.info("subscription applied", uid=uid, subscription_id=sub_id, paypal_status=snapshot.get("status"),
-                 before=before, after=after, refused=refused)
+        log.info(
+            "subscription applied",
+            uid=uid,
+            subscription_id=sub_id,
+            paypal_status=snapshot.get("status"),
+            before=before,
+            after=after,
+            refused=refused,
+        )
     if newly_refused:
-        log.error(REFUSED_LOG, uid=uid, subscription_id=sub_id, reason=refused, plan_id=snapshot.get("plan_id"),
-                  paypal_status=snapshot.get("status"))
-        audit.record("billing.refused", actor=uid, target=f"paypal:{sub_id}", outcome=str(refused),
-                     plan_id=snapshot.get("plan_id"))
+        log.error(
+            REFUSED_LOG,
+            uid=uid,
+            subscription_id=sub_id,
+            reason=refused,
+            plan_id=snapshot.get("plan_id"),
+            paypal_status=snapshot.get("status"),
+        )
+        audit.record(
+            "billing.refused",
+            actor=uid,
+            target=f"paypal:{sub_id}",
+            outcome=str(refused),
+            plan_id=snapshot.get("plan_id"),
+        )
     for key in created:
         mail.deliver_queued(key)
     return uid, before, after
@@ -339,8 +404,19 @@ def apply(snapshot: dict[str, Any], fetched_at: datetime | None = None, *, refus
 
 def _trim(snapshot: dict[str, Any]) -> dict[str, Any]:
     """What we keep of PayPal's answer: no links, no payer name or address."""
-    keep = ("id", "status", "plan_id", "custom_id", "start_time", "create_time", "update_time",
-            "status_update_time", "status_change_note", "billing_info", "plan_overridden")
+    keep = (
+        "id",
+        "status",
+        "plan_id",
+        "custom_id",
+        "start_time",
+        "create_time",
+        "update_time",
+        "status_update_time",
+        "status_change_note",
+        "billing_info",
+        "plan_overridden",
+    )
     return {k: snapshot[k] for k in keep if k in snapshot}
 
 
@@ -348,8 +424,12 @@ def _notify(uid: str, template: str, until: datetime | None) -> None:
     user = users.get(uid)
     if not user or user.get("deleted_at"):
         return
-    mail.send(user["email"], template, f"{config.settings().lab_url}/#billing",
-              until=(until or clock.now()).strftime("%B %d, %Y"))
+    mail.send(
+        user["email"],
+        template,
+        f"{config.settings().lab_url}/#billing",
+        until=(until or clock.now()).strftime("%B %d, %Y"),
+    )
 
 
 def resync(subscription_id: str, *, adopt_uid: str | None = None, sale: dict[str, Any] | None = None) -> str:
@@ -388,22 +468,41 @@ def resync(subscription_id: str, *, adopt_uid: str | None = None, sale: dict[str
     return f"applied:{after}" if before != after else f"unchanged:{after}"
 
 
-def _create_mapping(sub_id: str, uid: str, created: dict[str, Any], *, request_id: str | None,
-                    approve_url: str | None, first_charge: datetime | None = None) -> None:
+def _create_mapping(
+    sub_id: str,
+    uid: str,
+    created: dict[str, Any],
+    *,
+    request_id: str | None,
+    approve_url: str | None,
+    first_charge: datetime | None = None,
+) -> None:
     from google.api_core.exceptions import AlreadyExists, Conflict
 
     now = clock.now()
     try:
-        _db().collection(SUBSCRIPTIONS).document(sub_id).create({
-            "uid": uid, "status": created.get("status", "APPROVAL_PENDING"), "plan_id": created.get("plan_id"),
-            "approve_url": approve_url, "request_id": request_id, "created_at": now, "updated_at": now,
-            "first_charge_time": first_charge, "synced_at": None, "fetched_at": None, "pro_until": None},
-            **clients.opts())
+        _db().collection(SUBSCRIPTIONS).document(sub_id).create(
+            {
+                "uid": uid,
+                "status": created.get("status", "APPROVAL_PENDING"),
+                "plan_id": created.get("plan_id"),
+                "approve_url": approve_url,
+                "request_id": request_id,
+                "created_at": now,
+                "updated_at": now,
+                "first_charge_time": first_charge,
+                "synced_at": None,
+                "fetched_at": None,
+                "pro_until": None,
+            },
+            **clients.opts(),
+        )
     except (AlreadyExists, Conflict):
         pass  # the same PayPal-Request-Id came back with the same subscription: already mapped
 
 
 # --- checkout, sync, cancel (the `billing` function) -----------------------------------------------
+
 
 def _return_urls() -> tuple[str, str]:
     lab = config.settings().lab_url.rstrip("/")
@@ -416,8 +515,11 @@ def subscribe(user: dict[str, Any], *, ip: str | None = None) -> schemas.Subscri
     charges the first cycle at that moment, so no day is paid twice and PRO runs on without a gap."""
     uid = user["uid"]
     if not user.get("email_verified"):
-        raise Problem(403, "Confirm your email address before subscribing (see the mail we sent, or ask for a "
-                           "new one).", slug="email-unverified")
+        raise Problem(
+            403,
+            "Confirm your email address before subscribing (see the mail we sent, or ask for a new one).",
+            slug="email-unverified",
+        )
     now = clock.now()
     ent = entitlements.get(uid) or {}
     if max(entitlements.parse_time(ent.get(k)) or now for k in ("comp_until", "admin_until")) >= entitlements.FOREVER:
@@ -425,38 +527,60 @@ def subscribe(user: dict[str, Any], *, ip: str | None = None) -> schemas.Subscri
     subs = subscriptions_of(uid)
     live = live_subscriptions(uid, subs)  # one read serves both checks below
     if live:
-        raise Problem(409, f"You already have a subscription ({live[-1]['status'].lower()}). Manage it under Billing.",
-                      slug="already-subscribed")
+        raise Problem(
+            409,
+            f"You already have a subscription ({live[-1]['status'].lower()}). Manage it under Billing.",
+            slug="already-subscribed",
+        )
     first = entitlements.first_charge(ent, now)
     first = first.replace(microsecond=0) + timedelta(seconds=1) if first else None  # PayPal takes whole seconds
     pro = config.PLANS["pro"]
     amount = schemas.Money(value=pro.price, currency=pro.currency)
     cutoff = now - timedelta(seconds=config.CHECKOUT_PENDING_S)
-    pending = [s for s in subs if s.get("status") == "APPROVAL_PENDING" and s.get("approve_url")
-               and s["created_at"] > cutoff]
+    pending = [
+        s for s in subs if s.get("status") == "APPROVAL_PENDING" and s.get("approve_url") and s["created_at"] > cutoff
+    ]
     for sub in pending:
         if _same_start(sub.get("first_charge_time"), first):
             # A checkout the user left: the same approval page again, not a second subscription.
-            return schemas.SubscribeResponse(subscription_id=sub["id"], approve_url=sub["approve_url"],
-                                             first_charge_time=_rfc(sub.get("first_charge_time")), amount=amount)
+            return schemas.SubscribeResponse(
+                subscription_id=sub["id"],
+                approve_url=sub["approve_url"],
+                first_charge_time=_rfc(sub.get("first_charge_time")),
+                amount=amount,
+            )
     from mllab import paypal
 
     # Concurrent clicks compute the same key, and PayPal answers the same subscription to both.
     request_id = f"mllab-{uid}-{len(subs) + 1}"
     return_url, cancel_url = _return_urls()
-    created = _paypal().create_subscription(paypal_ids()["plan_id"], custom_id=uid, return_url=return_url,
-                                            cancel_url=cancel_url, request_id=request_id,
-                                            start_time=clock.rfc3339(first) if first else None)
+    created = _paypal().create_subscription(
+        paypal_ids()["plan_id"],
+        custom_id=uid,
+        return_url=return_url,
+        cancel_url=cancel_url,
+        request_id=request_id,
+        start_time=clock.rfc3339(first) if first else None,
+    )
     sub_id, approve = created["id"], paypal.approve_url(created)
     _create_mapping(sub_id, uid, created, request_id=request_id, approve_url=approve, first_charge=first)
     for sub in pending:  # its start date is no longer right: it must not be approved any more
         if sub["id"] != sub_id:
             _supersede(sub["id"], sub_id)
-    audit.record("billing.subscribe", actor=uid, target=f"paypal:{sub_id}", ip=ip,
-                 first_charge=clock.rfc3339(first) if first else "now")
+    audit.record(
+        "billing.subscribe",
+        actor=uid,
+        target=f"paypal:{sub_id}",
+        ip=ip,
+        first_charge=clock.rfc3339(first) if first else "now",
+    )
     log.info("checkout created", uid=uid, subscription_id=sub_id, delayed_start=first is not None)
-    return schemas.SubscribeResponse(subscription_id=sub_id, approve_url=approve,
-                                     first_charge_time=clock.rfc3339(first) if first else None, amount=amount)
+    return schemas.SubscribeResponse(
+        subscription_id=sub_id,
+        approve_url=approve,
+        first_charge_time=clock.rfc3339(first) if first else None,
+        amount=amount,
+    )
 
 
 def _same_start(stored: Any, wanted: datetime | None) -> bool:
@@ -475,7 +599,8 @@ def _supersede(sub_id: str, by: str) -> None:
     """PayPal cannot cancel a checkout before approval: forget its approval page here, and remember
     that it was replaced, so an approval from an old tab is cancelled at once (see `resync`)."""
     _db().collection(SUBSCRIPTIONS).document(sub_id).update(
-        {"status": ABANDONED, "approve_url": None, "superseded_by": by, "updated_at": clock.now()}, **clients.opts())
+        {"status": ABANDONED, "approve_url": None, "superseded_by": by, "updated_at": clock.now()}, **clients.opts()
+    )
 
 
 def sync(uid: str, subscription_id: str | None) -> schemas.Subscription:
@@ -511,12 +636,18 @@ def _cancel_live(uid: str, reason: str, *, ip: str | None = None, outcome: str |
     for sub in live:
         cancelled = _paypal().cancel_subscription(sub["id"], reason)
         resync(sub["id"])
-        audit.record("billing.cancel", actor=uid, target=f"paypal:{sub['id']}", ip=ip,
-                     outcome=outcome or ("ok" if cancelled else "already-cancelled"))
+        audit.record(
+            "billing.cancel",
+            actor=uid,
+            target=f"paypal:{sub['id']}",
+            ip=ip,
+            outcome=outcome or ("ok" if cancelled else "already-cancelled"),
+        )
     return len(live)
 
 
 # --- webhooks (the `paypal_webhook` function) -------------------------------------------------------
+
 
 def handle_webhook(headers: Any, raw_body: bytes) -> schemas.WebhookAck:
     """Verify, then process exactly once. A bad signature is a 400 that changes nothing; any failure
@@ -539,11 +670,22 @@ def handle_webhook(headers: Any, raw_body: bytes) -> schemas.WebhookAck:
     ctx = log.bind(event_id=event_id, event_type=event_type)
     try:
         try:
-            claim = idempotency.claim(EVENTS, event_id, ttl_s=EVENT_LEASE_S, fields={
-                "type": event_type, "resource_type": event.get("resource_type"), "create_time": event.get("create_time")})
+            claim = idempotency.claim(
+                EVENTS,
+                event_id,
+                ttl_s=EVENT_LEASE_S,
+                fields={
+                    "type": event_type,
+                    "resource_type": event.get("resource_type"),
+                    "create_time": event.get("create_time"),
+                },
+            )
         except idempotency.InProgress:
-            raise Problem(409, "This event is being processed by another delivery; PayPal will retry it.",
-                          slug="event-in-progress") from None
+            raise Problem(
+                409,
+                "This event is being processed by another delivery; PayPal will retry it.",
+                slug="event-in-progress",
+            ) from None
         if claim is None:
             log.info("webhook duplicate ignored")
             return schemas.WebhookAck(event_id=event_id, outcome="duplicate")
@@ -568,8 +710,12 @@ def _process(event_type: str, event: dict[str, Any]) -> tuple[str, str | None]:
         sub_id = resource.get("id")
     else:
         sub_id = resource.get("billing_agreement_id")  # a sale names its subscription here
-        if event_type == "PAYMENT.SALE.COMPLETED" and isinstance(resource.get("id"), str) \
-                and SALE_ID.fullmatch(resource["id"]) and isinstance(resource.get("amount"), dict):
+        if (
+            event_type == "PAYMENT.SALE.COMPLETED"
+            and isinstance(resource.get("id"), str)
+            and SALE_ID.fullmatch(resource["id"])
+            and isinstance(resource.get("amount"), dict)
+        ):
             sale = resource  # its receipt is keyed by the sale id
     if not isinstance(sub_id, str) or not SUBSCRIPTION_ID.fullmatch(sub_id):
         return "ignored-no-subscription", None
@@ -578,11 +724,16 @@ def _process(event_type: str, event: dict[str, Any]) -> tuple[str, str | None]:
 
 # --- reconciliation (the `reconcile_subscriptions` function) ----------------------------------------
 
+
 def _where(collection: str, field: str, value: Any, range_field: str, op: str, bound: Any) -> list[Any]:
     from google.cloud.firestore_v1.base_query import FieldFilter
 
-    query = (_db().collection(collection).where(filter=FieldFilter(field, "==", value))
-             .where(filter=FieldFilter(range_field, op, bound)))
+    query = (
+        _db()
+        .collection(collection)
+        .where(filter=FieldFilter(field, "==", value))
+        .where(filter=FieldFilter(range_field, op, bound))
+    )
     return list(query.stream(**clients.opts()))
 
 
@@ -598,8 +749,14 @@ def reconcile(now: datetime | None = None) -> dict[str, int]:
             due[snap.id] = "ending"
         for snap in _where(SUBSCRIPTIONS, "status", status, "synced_at", "<", now - SILENT_AFTER):
             due.setdefault(snap.id, "silent")
-    stuck = _where(SUBSCRIPTIONS, "status", "APPROVAL_PENDING", "created_at", "<",
-                   now - timedelta(seconds=config.CHECKOUT_PENDING_S))
+    stuck = _where(
+        SUBSCRIPTIONS,
+        "status",
+        "APPROVAL_PENDING",
+        "created_at",
+        "<",
+        now - timedelta(seconds=config.CHECKOUT_PENDING_S),
+    )
     for snap in stuck:
         due.setdefault(snap.id, "stuck")
     for sub_id, why in sorted(due.items()):
@@ -625,8 +782,11 @@ def _abandon_if_pending(sub_id: str, now: datetime) -> bool:
     snap = ref.get(**clients.opts())
     if not snap.exists or snap.get("status") != "APPROVAL_PENDING":
         return False
-    ref.update({"status": ABANDONED, "approve_url": None, "updated_at": now},
-               option=_db().write_option(last_update_time=snap.update_time), **clients.opts())
+    ref.update(
+        {"status": ABANDONED, "approve_url": None, "updated_at": now},
+        option=_db().write_option(last_update_time=snap.update_time),
+        **clients.opts(),
+    )
     return True
 
 
@@ -657,26 +817,51 @@ def handle_reconcile_event(cloud_event: Any) -> dict[str, int]:
 
 # --- export, purge, operator ------------------------------------------------------------------------
 
+
 def export_entitlement(uid: str) -> dict[str, Any] | None:
     ent = entitlements.get(uid)
     if ent is None:
         return None
-    keep = ("plan", "source", "status", "pro_until", "trial_until", "comp_until", "admin_until", "paypal_prior",
-            "paypal_subscription_id", "next_billing_time", "past_due_since", "created_at", "updated_at")
+    keep = (
+        "plan",
+        "source",
+        "status",
+        "pro_until",
+        "trial_until",
+        "comp_until",
+        "admin_until",
+        "paypal_prior",
+        "paypal_subscription_id",
+        "next_billing_time",
+        "past_due_since",
+        "created_at",
+        "updated_at",
+    )
     return {k: schemas.jsonable(ent.get(k)) for k in keep if k in ent}
 
 
 def export_subscriptions(uid: str) -> list[dict[str, Any]]:
-    keep = ("status", "plan_id", "created_at", "status_update_time", "next_billing_time", "last_payment_time",
-            "failed_payments_count", "paid_through", "synced_at")
+    keep = (
+        "status",
+        "plan_id",
+        "created_at",
+        "status_update_time",
+        "next_billing_time",
+        "last_payment_time",
+        "failed_payments_count",
+        "paid_through",
+        "synced_at",
+    )
     return [{"id": s["id"], **{k: schemas.jsonable(s.get(k)) for k in keep if k in s}} for s in subscriptions_of(uid)]
 
 
 def export_redemptions(uid: str) -> list[dict[str, Any]]:
     from mllab import promo
 
-    out = [{k: schemas.jsonable(r.get(k)) for k in ("code", "kind", "days", "n", "pro_until", "created_at")}
-           for r in promo.redemptions_of(uid)]
+    out = [
+        {k: schemas.jsonable(r.get(k)) for k in ("code", "kind", "days", "n", "pro_until", "created_at")}
+        for r in promo.redemptions_of(uid)
+    ]
     return sorted(out, key=lambda r: r["created_at"] or "")
 
 
@@ -688,12 +873,14 @@ def purge_billing(uid: str, user: dict[str, Any]) -> int:
     db = _db()
     refs = [entitlements.ref(uid)] + [
         db.collection(promo.REDEMPTIONS).document(promo.redemption_id(r["code"], uid, r["n"]))
-        for r in promo.redemptions_of(uid)]
+        for r in promo.redemptions_of(uid)
+    ]
     removed = clients.delete_refs(refs)
     for sub in subscriptions_of(uid):
         db.collection(SUBSCRIPTIONS).document(sub["id"]).update(
             {"uid": "purged", "custom_id": None, "snapshot": None, "approve_url": None, "updated_at": clock.now()},
-            **clients.opts())
+            **clients.opts(),
+        )
     return removed
 
 
@@ -717,16 +904,28 @@ def set_grant(uid: str, change: Any, *, actor: str = "operator", action: str = "
     return doc
 
 
-def bootstrap(webhook_url: str, *, price: str | None = None, currency: str | None = None,
-              failure_threshold: int = config.PAYPAL_PAYMENT_FAILURE_THRESHOLD) -> dict[str, str]:
+def bootstrap(
+    webhook_url: str,
+    *,
+    price: str | None = None,
+    currency: str | None = None,
+    failure_threshold: int = config.PAYPAL_PAYMENT_FAILURE_THRESHOLD,
+) -> dict[str, str]:
     """Create the product, the monthly PRO plan and the webhook subscription at PayPal (one per
     environment). Returns the ids to store as the `paypal-ids` secret."""
     pro = config.PLANS["pro"]
     client = _paypal()
-    product = client.create_product("ML Lab PRO", "Cloud saves for ML Lab, the browser machine-learning lab",
-                                    request_id=f"mllab-product-{pro.id}")
-    plan = client.create_plan(product["id"], pro.name, price or pro.price, currency or pro.currency,
-                              failure_threshold, request_id=f"mllab-plan-{pro.id}-{price or pro.price}")
+    product = client.create_product(
+        "ML Lab PRO", "Cloud saves for ML Lab, the browser machine-learning lab", request_id=f"mllab-product-{pro.id}"
+    )
+    plan = client.create_plan(
+        product["id"],
+        pro.name,
+        price or pro.price,
+        currency or pro.currency,
+        failure_threshold,
+        request_id=f"mllab-plan-{pro.id}-{price or pro.price}",
+    )
     existing = [w for w in client.list_webhooks() if w.get("url") == webhook_url]
     webhook = existing[0] if existing else client.create_webhook(webhook_url, ["*"])
     return {"product_id": product["id"], "plan_id": plan["id"], "webhook_id": webhook["id"]}

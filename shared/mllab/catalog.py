@@ -58,7 +58,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _SINGULAR = {PROJECTS: "project", MODELS: "model", DATASETS: "dataset", JOBS: "training job"}
 # Query parameters each list accepts besides limit and cursor.
 LIST_FILTERS: dict[str, tuple[str, ...]] = {
-    PROJECTS: (), MODELS: ("project_id",), DATASETS: ("project_id",), JOBS: ("project_id", "model_id"),
+    PROJECTS: (),
+    MODELS: ("project_id",),
+    DATASETS: ("project_id",),
+    JOBS: ("project_id", "model_id"),
 }
 # Switches a list takes: GET /models?versions=true answers each model with its versions, as GET
 # /models/{id} does (the lab's library shows them; one batched read instead of a request per model).
@@ -92,6 +95,7 @@ QUERIES: tuple[Query, ...] = (
 
 
 # --- references and ownership --------------------------------------------------------------------
+
 
 def new_id() -> str:
     return uuid.uuid4().hex
@@ -139,8 +143,9 @@ def owned_version(model: Mapping[str, Any], n: int, uid: str) -> dict[str, Any]:
     """Version n of the caller's model (already checked with `owned`), or 404."""
     snap = version_ref(model["id"], n).get(**clients.opts())
     if not snap.exists or snap.get("uid") != uid:
-        raise Problem(404, f"Model {model['id']} has no version {n}; allocate one with POST "
-                           f"/models/{model['id']}/versions.")
+        raise Problem(
+            404, f"Model {model['id']} has no version {n}; allocate one with POST /models/{model['id']}/versions."
+        )
     return snap.to_dict()
 
 
@@ -153,6 +158,7 @@ def prefix(uid: str, collection: str, record: Mapping[str, Any]) -> str:
 
 
 # --- queries -------------------------------------------------------------------------------------
+
 
 def _query(collection: str, equal: Mapping[str, str], *, newest_first: bool = False, parent: Any = None) -> Any:
     """A declared query (see QUERIES): equality on the given fields, optionally newest first."""
@@ -197,6 +203,7 @@ def _versions_of(models: list[dict[str, Any]], uid: str) -> dict[str, list[dict[
 
 # --- wire shapes ---------------------------------------------------------------------------------
 
+
 def _json_text(value: dict[str, Any]) -> str:
     """The text stored for a JSON field (its size and depth were bounded by schemas.JsonObject)."""
     return schemas.compact_json(value)
@@ -218,7 +225,10 @@ def _json_value(stored: Any) -> dict[str, Any]:
 
 
 def _times(doc: Mapping[str, Any]) -> dict[str, str]:
-    return {"created_at": schemas.jsonable(doc["created_at"]), "updated_at": schemas.jsonable(doc.get("updated_at") or doc["created_at"])}
+    return {
+        "created_at": schemas.jsonable(doc["created_at"]),
+        "updated_at": schemas.jsonable(doc.get("updated_at") or doc["created_at"]),
+    }
 
 
 def project_out(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -226,32 +236,51 @@ def project_out(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def version_out(doc: Mapping[str, Any]) -> dict[str, Any]:
-    return {"version": doc["version"], "status": doc.get("status", "pending"), "failure": doc.get("failure"),
-            "created_at": schemas.jsonable(doc["created_at"]), "size_bytes": int(doc.get("size_bytes") or 0)}
+    return {
+        "version": doc["version"],
+        "status": doc.get("status", "pending"),
+        "failure": doc.get("failure"),
+        "created_at": schemas.jsonable(doc["created_at"]),
+        "size_bytes": int(doc.get("size_bytes") or 0),
+    }
 
 
 def model_out(doc: Mapping[str, Any], versions: Iterable[Mapping[str, Any]] | None = None) -> dict[str, Any]:
-    out = {"id": doc["id"], "project_id": doc["project_id"], "name": doc["name"],
-           "config_json": _json_value(doc.get("config_json")), "latest_version": doc.get("latest_version"),
-           **_times(doc)}
+    out = {
+        "id": doc["id"],
+        "project_id": doc["project_id"],
+        "name": doc["name"],
+        "config_json": _json_value(doc.get("config_json")),
+        "latest_version": doc.get("latest_version"),
+        **_times(doc),
+    }
     if versions is not None:
         out["versions"] = [version_out(v) for v in versions]
     return out
 
 
 def dataset_out(doc: Mapping[str, Any]) -> dict[str, Any]:
-    return {"id": doc["id"], "project_id": doc["project_id"], "name": doc["name"],
-            "schema_json": _json_value(doc.get("schema_json")), "status": doc.get("status", "pending"),
-            "failure": doc.get("failure"),
-            "object": doc.get("object"), "size_bytes": int(doc.get("size_bytes") or 0),
-            "columns": list(doc.get("columns") or []), "row_count": doc.get("row_count"), **_times(doc)}
+    return {
+        "id": doc["id"],
+        "project_id": doc["project_id"],
+        "name": doc["name"],
+        "schema_json": _json_value(doc.get("schema_json")),
+        "status": doc.get("status", "pending"),
+        "failure": doc.get("failure"),
+        "object": doc.get("object"),
+        "size_bytes": int(doc.get("size_bytes") or 0),
+        "columns": list(doc.get("columns") or []),
+        "row_count": doc.get("row_count"),
+        **_times(doc),
+    }
 
 
 def job_out(doc: Mapping[str, Any]) -> dict[str, Any]:
     """A job with whatever the recorder added (metrics, params, ...), minus internal fields."""
     out = {k: schemas.jsonable(v) for k, v in doc.items() if k not in _INTERNAL}
-    out.update({"version": doc.get("version"), "dataset_id": doc.get("dataset_id"), "name": doc.get("name", ""),
-                **_times(doc)})
+    out.update(
+        {"version": doc.get("version"), "dataset_id": doc.get("dataset_id"), "name": doc.get("name", ""), **_times(doc)}
+    )
     return out
 
 
@@ -259,6 +288,7 @@ _OUT = {PROJECTS: project_out, MODELS: model_out, DATASETS: dataset_out, JOBS: j
 
 
 # --- create --------------------------------------------------------------------------------------
+
 
 def _stamp(uid: str, fields: dict[str, Any]) -> dict[str, Any]:
     now = clock.now()
@@ -287,16 +317,25 @@ def _seed_counts(uid: str) -> None:
         pass
 
 
-_LIMIT_NOUNS = {PROJECTS: "projects", MODELS: "models", DATASETS: "datasets", JOBS: "training runs",
-                "versions_per_model": "versions of one model"}
+_LIMIT_NOUNS = {
+    PROJECTS: "projects",
+    MODELS: "models",
+    DATASETS: "datasets",
+    JOBS: "training runs",
+    "versions_per_model": "versions of one model",
+}
 
 
 def limit_reached(resource: str, limit: int, plan: config.Plan, advice: str) -> Problem:
     """409 limit-reached, naming the limit (`resource`, `limit` members too, for clients)."""
     more = " PRO allows more." if plan.id == "free" else ""
-    return Problem(409, f"Your plan allows {limit} {_LIMIT_NOUNS[resource]}; you have reached that limit. "
-                        f"{advice}{more}", slug="limit-reached", title="Limit reached",
-                   extensions={"resource": resource, "limit": limit})
+    return Problem(
+        409,
+        f"Your plan allows {limit} {_LIMIT_NOUNS[resource]}; you have reached that limit. {advice}{more}",
+        slug="limit-reached",
+        title="Limit reached",
+        extensions={"resource": resource, "limit": limit},
+    )
 
 
 def _reserve(uid: str, collection: str) -> None:
@@ -363,18 +402,36 @@ def create_project(uid: str, body: schemas.CreateProject) -> dict[str, Any]:
 
 def create_model(uid: str, body: schemas.CreateModel) -> dict[str, Any]:
     owned(PROJECTS, body.project_id, uid)
-    doc = _stamp(uid, {"project_id": body.project_id, "name": body.name,
-                       "config_json": _json_text(body.config_json), "framework": FRAMEWORK,
-                       "latest_version": None, "next_version": 1})
+    doc = _stamp(
+        uid,
+        {
+            "project_id": body.project_id,
+            "name": body.name,
+            "config_json": _json_text(body.config_json),
+            "framework": FRAMEWORK,
+            "latest_version": None,
+            "next_version": 1,
+        },
+    )
     record_id = _create(MODELS, doc, [(PROJECTS, body.project_id)])
     return model_out({**doc, "id": record_id}, versions=[])
 
 
 def create_dataset(uid: str, body: schemas.CreateDataset) -> dict[str, Any]:
     owned(PROJECTS, body.project_id, uid)
-    doc = _stamp(uid, {"project_id": body.project_id, "name": body.name,
-                       "schema_json": _json_text(body.schema_json), "status": "pending",
-                       "object": None, "size_bytes": 0, "columns": [], "row_count": None})
+    doc = _stamp(
+        uid,
+        {
+            "project_id": body.project_id,
+            "name": body.name,
+            "schema_json": _json_text(body.schema_json),
+            "status": "pending",
+            "object": None,
+            "size_bytes": 0,
+            "columns": [],
+            "row_count": None,
+        },
+    )
     record_id = _create(DATASETS, doc, [(PROJECTS, body.project_id)])
     return dataset_out({**doc, "id": record_id})
 
@@ -390,11 +447,19 @@ def create_job(uid: str, body: schemas.CreateJob) -> dict[str, Any]:
     if body.dataset_id is not None:
         dataset = owned(DATASETS, body.dataset_id, uid)
         if dataset["project_id"] != body.project_id:
-            raise Problem(404, "No dataset of yours in this project has this id; pick a dataset of the same "
-                               "project.")
+            raise Problem(404, "No dataset of yours in this project has this id; pick a dataset of the same project.")
         parents.append((DATASETS, body.dataset_id))
-    doc = _stamp(uid, {"project_id": body.project_id, "model_id": body.model_id, "version": body.version,
-                       "dataset_id": body.dataset_id, "name": body.name, "status": "created"})
+    doc = _stamp(
+        uid,
+        {
+            "project_id": body.project_id,
+            "model_id": body.model_id,
+            "version": body.version,
+            "dataset_id": body.dataset_id,
+            "name": body.name,
+            "status": "created",
+        },
+    )
     record_id = _create(JOBS, doc, parents)
     return job_out({**doc, "id": record_id})
 
@@ -416,11 +481,24 @@ def allocate_version(uid: str, model_id: str) -> dict[str, Any]:
     n = int(result.transform_results[0].integer_value) - 1
     plan = entitlements.plan_of(entitlements.get(uid), clock.now())
     if n > plan.versions_per_model:  # numbers are never reused, so this bounds the versions for good
-        raise limit_reached("versions_per_model", plan.versions_per_model, plan,
-                            "Create a new model (or delete this one) to save more versions.")
+        raise limit_reached(
+            "versions_per_model",
+            plan.versions_per_model,
+            plan,
+            "Create a new model (or delete this one) to save more versions.",
+        )
     model = owned(MODELS, model_id, uid)  # its project id, and not deleted meanwhile
-    doc = {"uid": uid, "model_id": model_id, "project_id": model["project_id"], "version": n, "status": "pending",
-           "files": {}, "size_bytes": 0, "created_at": now, "updated_at": now}
+    doc = {
+        "uid": uid,
+        "model_id": model_id,
+        "project_id": model["project_id"],
+        "version": n,
+        "status": "pending",
+        "files": {},
+        "size_bytes": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
     vref = version_ref(model_id, n)
     try:
         vref.create(doc, **clients.opts())
@@ -433,6 +511,7 @@ def allocate_version(uid: str, model_id: str) -> dict[str, Any]:
 
 # --- read ----------------------------------------------------------------------------------------
 
+
 def get(collection: str, record_id: str, uid: str) -> dict[str, Any]:
     doc = owned(collection, record_id, uid)
     if collection == MODELS:
@@ -441,8 +520,11 @@ def get(collection: str, record_id: str, uid: str) -> dict[str, Any]:
 
 
 def _query_error(field: str, message: str) -> Problem:
-    return Problem(422, "Some query parameters are invalid; see `errors`.",
-                   errors=[{"field": f"query.{field}", "message": message}])
+    return Problem(
+        422,
+        "Some query parameters are invalid; see `errors`.",
+        errors=[{"field": f"query.{field}", "message": message}],
+    )
 
 
 def _limit(raw: str | None) -> int:
@@ -466,8 +548,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (binascii.Error, ValueError):
         raise bad from None
-    if (not isinstance(value, list) or len(value) != 2 or type(value[0]) is not int
-            or not isinstance(value[1], str) or not _ID.fullmatch(value[1])):
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or type(value[0]) is not int
+        or not isinstance(value[1], str)
+        or not _ID.fullmatch(value[1])
+    ):
         raise bad
     try:
         return _EPOCH + timedelta(microseconds=value[0]), value[1]
@@ -489,8 +576,11 @@ def list_records(collection: str, uid: str, args: Mapping[str, str]) -> dict[str
     unknown = sorted(set(args) - allowed)
     if unknown:
         accepted = ", ".join(sorted(allowed))
-        raise Problem(422, f"Unknown query parameter(s): {', '.join(unknown)}. This list takes {accepted}.",
-                      errors=[{"field": f"query.{k}", "message": "unknown parameter"} for k in unknown])
+        raise Problem(
+            422,
+            f"Unknown query parameter(s): {', '.join(unknown)}. This list takes {accepted}.",
+            errors=[{"field": f"query.{k}", "message": "unknown parameter"} for k in unknown],
+        )
     limit = _limit(args.get("limit"))
     after = decode_cursor(args["cursor"]) if "cursor" in args else None
     with_versions = _switch(args, "versions")
@@ -511,8 +601,9 @@ def list_records(collection: str, uid: str, args: Mapping[str, str]) -> dict[str
     snaps = _stream(query)
     page, more = snaps[:limit], len(snaps) > limit
     docs = {snap.id: {**snap.to_dict(), "id": snap.id} for snap in page}
-    shown = [d for d in docs.values()
-             if not d.get("deleting") and not (same_project and d.get("project_id") != same_project)]
+    shown = [
+        d for d in docs.values() if not d.get("deleting") and not (same_project and d.get("project_id") != same_project)
+    ]
     versions = _versions_of(shown, uid) if with_versions else {}
     # One page stays under LIMITS.list_page_bytes: it ends early (with a cursor) once the next item
     # would pass the budget; the first item always fits (each is bounded by the field limits).
@@ -537,6 +628,7 @@ def list_records(collection: str, uid: str, args: Mapping[str, str]) -> dict[str
 
 # --- rename --------------------------------------------------------------------------------------
 
+
 def rename(collection: str, record_id: str, uid: str, body: schemas.Rename) -> dict[str, Any]:
     from google.api_core.exceptions import NotFound
 
@@ -553,6 +645,7 @@ def rename(collection: str, record_id: str, uid: str, body: schemas.Rename) -> d
 
 
 # --- delete --------------------------------------------------------------------------------------
+
 
 def delete_objects(object_prefix: str) -> int:
     """Delete every object under a prefix (the recorder frees their quota on OBJECT_DELETE)."""
@@ -583,7 +676,7 @@ def _delete_counted(refs: list[Any], uid: str, collection: str) -> int:
 
     removed = 0
     for start in range(0, len(refs), _BATCH):
-        chunk = refs[start:start + _BATCH]
+        chunk = refs[start : start + _BATCH]
         try:
             removed += _delete_batch(chunk, uid, collection)
         except NotFound:  # one of them is gone already: the rest one by one, each counted once
@@ -624,12 +717,12 @@ def _mark_deleting(refs: list[Any], now: datetime) -> None:
     db = _db()
     for start in range(0, len(refs), _BATCH):
         batch = db.batch()
-        for r in refs[start:start + _BATCH]:
+        for r in refs[start : start + _BATCH]:
             batch.update(r, {"deleting": now})
         try:
             batch.commit(**clients.opts())
         except NotFound:  # one was deleted meanwhile (by its own DELETE): mark the rest one by one
-            for r in refs[start:start + _BATCH]:
+            for r in refs[start : start + _BATCH]:
                 try:
                     r.update({"deleting": now}, **clients.opts())
                 except NotFound:
@@ -651,8 +744,10 @@ def delete(collection: str, record_id: str, uid: str, *, ip: str | None = None) 
         raise not_found(collection) from None
     children: dict[str, list[str]] = {}
     if collection == PROJECTS:
-        children = {c: [s.id for s in _stream(_query(c, {"uid": uid, "project_id": record_id}))]
-                    for c in (MODELS, DATASETS, JOBS)}
+        children = {
+            c: [s.id for s in _stream(_query(c, {"uid": uid, "project_id": record_id}))]
+            for c in (MODELS, DATASETS, JOBS)
+        }
         _mark_deleting([ref(c, i) for c, ids in children.items() for i in ids], now)
     removed = {"objects": delete_objects(prefix(uid, collection, doc))}
     if collection == PROJECTS:
@@ -670,6 +765,7 @@ def delete(collection: str, record_id: str, uid: str, *, ip: str | None = None) 
 
 # --- account export and purge (rows of accounts.EXPORT_SECTIONS / PURGE_STEPS) ------------------
 
+
 def _all(collection: str, uid: str) -> list[dict[str, Any]]:
     docs = [{**s.to_dict(), "id": s.id} for s in _stream(_query(collection, {"uid": uid}))]
     return sorted(docs, key=lambda d: d["created_at"])
@@ -682,8 +778,10 @@ def export_projects(uid: str) -> list[dict[str, Any]]:
 def export_models(uid: str) -> list[dict[str, Any]]:
     out = []
     for doc in _all(MODELS, uid):
-        versions = [{k: schemas.jsonable(v) for k, v in ver.items() if k not in _INTERNAL}
-                    for ver in reversed(_versions(doc["id"], uid))]
+        versions = [
+            {k: schemas.jsonable(v) for k, v in ver.items() if k not in _INTERNAL}
+            for ver in reversed(_versions(doc["id"], uid))
+        ]
         out.append({**model_out(doc), "framework": doc.get("framework", FRAMEWORK), "versions": versions})
     return out
 

@@ -58,6 +58,7 @@ class UsageError(Exception):
 
 # --- output --------------------------------------------------------------------------------------
 
+
 class Output:
     def __init__(self, as_json: bool, out: Any = None, err: Any = None) -> None:
         self.as_json = as_json
@@ -92,6 +93,7 @@ def table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
 
 # --- target --------------------------------------------------------------------------------------
 
+
 def configure_target(project: str | None, environ: dict[str, str] | None = None) -> tuple[str, str | None]:
     """Point mllab's settings and Firestore client at the target; returns (project, emulator host)."""
     from mllab import clients, config
@@ -125,11 +127,14 @@ def check_reachable(hostport: str, timeout: float = 3.0) -> None:
         with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout):
             pass
     except (OSError, ValueError):
-        raise Refused(f"the Firestore emulator at {hostport} is not reachable: start the local stack, "
-                      "or pass --project to target a real project") from None
+        raise Refused(
+            f"the Firestore emulator at {hostport} is not reachable: start the local stack, "
+            "or pass --project to target a real project"
+        ) from None
 
 
 # --- finding users -------------------------------------------------------------------------------
+
 
 def normalize(email: str) -> str:
     from mllab import users
@@ -170,13 +175,20 @@ def require_user(email: str) -> dict[str, Any]:
 def user_row(user: dict[str, Any]) -> dict[str, Any]:
     from mllab import schemas
 
-    return {"email": user.get("email", ""), "uid": user["uid"], "role": user.get("role", "user"),
-            "verified": bool(user.get("email_verified")), "disabled": bool(user.get("disabled")),
-            "providers": list(user.get("providers") or []), "created": schemas.jsonable(user.get("created_at")),
-            "deleted_at": schemas.jsonable(user.get("deleted_at"))}
+    return {
+        "email": user.get("email", ""),
+        "uid": user["uid"],
+        "role": user.get("role", "user"),
+        "verified": bool(user.get("email_verified")),
+        "disabled": bool(user.get("disabled")),
+        "providers": list(user.get("providers") or []),
+        "created": schemas.jsonable(user.get("created_at")),
+        "deleted_at": schemas.jsonable(user.get("deleted_at")),
+    }
 
 
 # --- commands ------------------------------------------------------------------------------------
+
 
 def read_password(args: argparse.Namespace) -> str:
     if args.password_stdin:
@@ -208,14 +220,16 @@ def cmd_user_create(args: argparse.Namespace, out: Output) -> int:
         raise Refused(f"password refused: {problem}")
     if find_user(email) is not None:
         raise Refused(f"a user with the email {email} already exists")
-    uid = users.create_password_user(email, passwords.hash_password(password), name=args.name or "",
-                                     verified=args.verified, role=args.role)
+    uid = users.create_password_user(
+        email, passwords.hash_password(password), name=args.name or "", verified=args.verified, role=args.role
+    )
     if uid is None:
         raise Refused(f"a user with the email {email} already exists")
     audit.record("user.create", actor=OPERATOR, target=f"user:{uid}", role=args.role, verified=args.verified)
     row = user_row(users.get(uid) or {"uid": uid, "email": email})
-    out.result(row, f"created user {email} (uid {uid}, role {args.role}, "
-                    f"{'verified' if args.verified else 'not verified'})")
+    out.result(
+        row, f"created user {email} (uid {uid}, role {args.role}, {'verified' if args.verified else 'not verified'})"
+    )
     return EXIT_OK
 
 
@@ -226,9 +240,15 @@ def cmd_user_list(args: argparse.Namespace, out: Output) -> int:
     rows = sorted((user_row({**s.to_dict(), "uid": s.id}) for s in snaps), key=lambda r: r["created"] or "")
 
     def text() -> str:
-        shown = [{**r, "providers": ",".join(r["providers"]),
-                  "verified": "yes" if r["verified"] else "no",
-                  "disabled": "deleted" if r["deleted_at"] else ("yes" if r["disabled"] else "no")} for r in rows]
+        shown = [
+            {
+                **r,
+                "providers": ",".join(r["providers"]),
+                "verified": "yes" if r["verified"] else "no",
+                "disabled": "deleted" if r["deleted_at"] else ("yes" if r["disabled"] else "no"),
+            }
+            for r in rows
+        ]
         return table(shown, ("email", "uid", "role", "verified", "disabled", "providers", "created"))
 
     out.result({"users": rows}, text)
@@ -243,8 +263,10 @@ def cmd_user_disable(args: argparse.Namespace, out: Output) -> int:
     users.update(user["uid"], disabled=True, tokens_valid_after=now)
     revoked = sessions.revoke_all(user["uid"], "user_disabled")
     audit.record("user.disable", actor=OPERATOR, target=f"user:{user['uid']}", sessions_revoked=revoked)
-    out.result({"uid": user["uid"], "email": user["email"], "disabled": True, "sessions_revoked": revoked},
-               f"disabled {user['email']}; revoked {revoked} session{'s' if revoked != 1 else ''}")
+    out.result(
+        {"uid": user["uid"], "email": user["email"], "disabled": True, "sessions_revoked": revoked},
+        f"disabled {user['email']}; revoked {revoked} session{'s' if revoked != 1 else ''}",
+    )
     return EXIT_OK
 
 
@@ -253,12 +275,15 @@ def cmd_user_enable(args: argparse.Namespace, out: Output) -> int:
 
     user = require_user(args.email)
     if user.get("deleted_at"):
-        raise Refused(f"{user['email']} deleted the account on {schemas.jsonable(user['deleted_at'])}; "
-                      "it cannot be re-enabled")
+        raise Refused(
+            f"{user['email']} deleted the account on {schemas.jsonable(user['deleted_at'])}; it cannot be re-enabled"
+        )
     users.update(user["uid"], disabled=False)
     audit.record("user.enable", actor=OPERATOR, target=f"user:{user['uid']}")
-    out.result({"uid": user["uid"], "email": user["email"], "disabled": False},
-               f"enabled {user['email']} (they sign in again to get a session)")
+    out.result(
+        {"uid": user["uid"], "email": user["email"], "disabled": False},
+        f"enabled {user['email']} (they sign in again to get a session)",
+    )
     return EXIT_OK
 
 
@@ -268,8 +293,10 @@ def cmd_sessions_revoke(args: argparse.Namespace, out: Output) -> int:
     user = require_user(args.email)
     revoked = sessions.revoke_all(user["uid"], "operator_revoked")
     audit.record("sessions.revoke_all", actor=OPERATOR, target=f"user:{user['uid']}", sessions_revoked=revoked)
-    out.result({"uid": user["uid"], "email": user["email"], "sessions_revoked": revoked},
-               f"revoked {revoked} session{'s' if revoked != 1 else ''} of {user['email']}")
+    out.result(
+        {"uid": user["uid"], "email": user["email"], "sessions_revoked": revoked},
+        f"revoked {revoked} session{'s' if revoked != 1 else ''} of {user['email']}",
+    )
     return EXIT_OK
 
 
@@ -282,6 +309,7 @@ def cmd_accounts_purge(args: argparse.Namespace, out: Output) -> int:
 
 
 # --- promo codes, access, billing ----------------------------------------------------------------
+
 
 def parse_when(value: str) -> Any:
     """DATE (YYYY-MM-DD, midnight UTC) or an RFC 3339 time."""
@@ -303,22 +331,46 @@ def positive(value: str) -> int:
 def code_row(doc: dict[str, Any], now: Any) -> dict[str, Any]:
     from mllab import schemas
 
-    state = "disabled" if not doc.get("active") else (
-        "expired" if doc.get("expires_at") and doc["expires_at"] <= now else (
-            "scheduled" if doc.get("starts_at") and doc["starts_at"] > now else (
-                "used up" if doc.get("redemptions", 0) >= doc["max_redemptions"] else "active")))
-    return {"code": doc["code"], "kind": doc["kind"], "days": doc.get("days") or ("forever" if doc["kind"] == "comp" else ""),
-            "used": f"{doc.get('redemptions', 0)}/{doc['max_redemptions']}", "per_user": doc.get("per_user_limit", 1),
-            "new_users_only": bool(doc.get("new_users_only")), "starts": schemas.jsonable(doc.get("starts_at")),
-            "expires": schemas.jsonable(doc.get("expires_at")), "state": state}
+    state = (
+        "disabled"
+        if not doc.get("active")
+        else (
+            "expired"
+            if doc.get("expires_at") and doc["expires_at"] <= now
+            else (
+                "scheduled"
+                if doc.get("starts_at") and doc["starts_at"] > now
+                else ("used up" if doc.get("redemptions", 0) >= doc["max_redemptions"] else "active")
+            )
+        )
+    )
+    return {
+        "code": doc["code"],
+        "kind": doc["kind"],
+        "days": doc.get("days") or ("forever" if doc["kind"] == "comp" else ""),
+        "used": f"{doc.get('redemptions', 0)}/{doc['max_redemptions']}",
+        "per_user": doc.get("per_user_limit", 1),
+        "new_users_only": bool(doc.get("new_users_only")),
+        "starts": schemas.jsonable(doc.get("starts_at")),
+        "expires": schemas.jsonable(doc.get("expires_at")),
+        "state": state,
+    }
 
 
 def cmd_promo_create(args: argparse.Namespace, out: Output) -> int:
     from mllab import clock, promo
 
-    new = promo.NewCode(code=promo.normalize(args.code), kind=args.kind, uses=args.uses, days=args.days,
-                        per_user=args.per_user, starts_at=args.starts, expires_at=args.expires,
-                        new_users_only=args.new_users_only, created_by=OPERATOR)
+    new = promo.NewCode(
+        code=promo.normalize(args.code),
+        kind=args.kind,
+        uses=args.uses,
+        days=args.days,
+        per_user=args.per_user,
+        starts_at=args.starts,
+        expires_at=args.expires,
+        new_users_only=args.new_users_only,
+        created_by=OPERATOR,
+    )
     try:
         new.check()
     except ValueError as exc:
@@ -328,10 +380,16 @@ def cmd_promo_create(args: argparse.Namespace, out: Output) -> int:
     except ValueError as exc:  # it exists
         raise Refused(str(exc)) from None
     row = code_row(doc, clock.now())
-    what = f"{doc['days']}-day trial" if doc["kind"] == "trial" else (
-        f"{doc['days']}-day comp" if doc.get("days") else "comp (PRO for good)")
-    out.result(row, f"created {doc['code']}: {what}, {args.uses} use{'s' if args.uses != 1 else ''}, "
-                    f"{args.per_user} per user{', new users only' if args.new_users_only else ''}")
+    what = (
+        f"{doc['days']}-day trial"
+        if doc["kind"] == "trial"
+        else (f"{doc['days']}-day comp" if doc.get("days") else "comp (PRO for good)")
+    )
+    out.result(
+        row,
+        f"created {doc['code']}: {what}, {args.uses} use{'s' if args.uses != 1 else ''}, "
+        f"{args.per_user} per user{', new users only' if args.new_users_only else ''}",
+    )
     return EXIT_OK
 
 
@@ -340,8 +398,12 @@ def cmd_promo_list(args: argparse.Namespace, out: Output) -> int:
 
     now = clock.now()
     rows = [code_row(doc, now) for doc in promo.all_codes()]
-    out.result({"codes": rows}, lambda: table(rows, ("code", "kind", "days", "used", "per_user", "new_users_only",
-                                                     "starts", "expires", "state")))
+    out.result(
+        {"codes": rows},
+        lambda: table(
+            rows, ("code", "kind", "days", "used", "per_user", "new_users_only", "starts", "expires", "state")
+        ),
+    )
     return EXIT_OK
 
 
@@ -376,12 +438,16 @@ def cmd_access_revoke(args: argparse.Namespace, out: Output) -> int:
     from mllab import billing, entitlements
 
     user = require_user(args.email)
-    doc = billing.set_grant(user["uid"], lambda d, now: entitlements.without_grants(d), actor=OPERATOR,
-                            action="access.revoke")
+    doc = billing.set_grant(
+        user["uid"], lambda d, now: entitlements.without_grants(d), actor=OPERATOR, action="access.revoke"
+    )
     row = entitlement_row(user, doc)
-    paid = " (their PayPal subscription still gives PRO; cancel it at PayPal to end that)" if row["plan"] == "pro" else ""
-    out.result(row, f"revoked trials, comps and grants of {user['email']}: now {row['plan']}, "
-                    f"status {row['status']}{paid}")
+    paid = (
+        " (their PayPal subscription still gives PRO; cancel it at PayPal to end that)" if row["plan"] == "pro" else ""
+    )
+    out.result(
+        row, f"revoked trials, comps and grants of {user['email']}: now {row['plan']}, status {row['status']}{paid}"
+    )
     return EXIT_OK
 
 
@@ -389,12 +455,17 @@ def cmd_billing_resync(args: argparse.Namespace, out: Output) -> int:
     from mllab import billing, entitlements
 
     if args.email:
-        ids = [s["id"] for s in billing.subscriptions_of(require_user(args.email)["uid"])
-               if s.get("status") != billing.ABANDONED]
+        ids = [
+            s["id"]
+            for s in billing.subscriptions_of(require_user(args.email)["uid"])
+            if s.get("status") != billing.ABANDONED
+        ]
     else:
         ids = billing.subscription_ids((*entitlements.LIVE, "APPROVAL_PENDING"))
     results = {sub_id: billing.resync(sub_id) for sub_id in ids}
-    out.result({"resynced": results}, lambda: "\n".join(f"{k}  {v}" for k, v in results.items()) or "(no subscriptions)")
+    out.result(
+        {"resynced": results}, lambda: "\n".join(f"{k}  {v}" for k, v in results.items()) or "(no subscriptions)"
+    )
     return EXIT_OK
 
 
@@ -403,8 +474,11 @@ def cmd_billing_bootstrap(args: argparse.Namespace, out: Output) -> int:
 
     if not args.webhook_url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
         raise UsageError("--webhook-url must be https (PayPal delivers only to https URLs)")
-    ids = billing.bootstrap(args.webhook_url, price=args.price, 
-                            failure_threshold=args.failure_threshold or config.PAYPAL_PAYMENT_FAILURE_THRESHOLD)
+    ids = billing.bootstrap(
+        args.webhook_url,
+        price=args.price,
+        failure_threshold=args.failure_threshold or config.PAYPAL_PAYMENT_FAILURE_THRESHOLD,
+    )
     if args.write_local:
         settings = config.settings()
         if settings.is_production:
@@ -413,12 +487,18 @@ def cmd_billing_bootstrap(args: argparse.Namespace, out: Output) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(ids, indent=1))
         out.note(f"wrote {path}")
-    out.result(ids, lambda: json.dumps(ids, indent=1) + f"\n\nStore it: printf '%s' '{json.dumps(ids)}' | "
-                            f"gcloud secrets versions add {config.PAYPAL_IDS} --data-file=-")
+    out.result(
+        ids,
+        lambda: (
+            json.dumps(ids, indent=1) + f"\n\nStore it: printf '%s' '{json.dumps(ids)}' | "
+            f"gcloud secrets versions add {config.PAYPAL_IDS} --data-file=-"
+        ),
+    )
     return EXIT_OK
 
 
 # --- access-token keys ---------------------------------------------------------------------------
+
 
 def _key_lines(rows: list[dict[str, Any]]) -> str:
     shown = [{k: "-" if v is None else v for k, v in row.items()} for row in rows]
@@ -431,11 +511,16 @@ def cmd_keys_rotate(args: argparse.Namespace, out: Output) -> int:
     result = keys.rotate(keys.store(args.project))
 
     def text() -> str:
-        lines = [f"new signing key {result['signing']['kid']} (created {result['signing']['created']}) in {result['where']}"]
-        lines += [f"retired {k['kid']}: its public key stays published until {k['published_until']}"
-                  for k in result["retired"]]
-        lines += [f"dropped {k['kid']} (retired {k['retired']}; every token it signed has expired)"
-                  for k in result["dropped"]]
+        lines = [
+            f"new signing key {result['signing']['kid']} (created {result['signing']['created']}) in {result['where']}"
+        ]
+        lines += [
+            f"retired {k['kid']}: its public key stays published until {k['published_until']}"
+            for k in result["retired"]
+        ]
+        lines += [
+            f"dropped {k['kid']} (retired {k['retired']}; every token it signed has expired)" for k in result["dropped"]
+        ]
         lines.append(f"Signing functions switch to the new key within {int(tokens.SIGNER_REFRESH_S)} s.")
         return "\n".join(lines)
 
@@ -455,12 +540,21 @@ def cmd_keys_prune(args: argparse.Namespace, out: Output) -> int:
     from mllab import keys
 
     result = keys.prune(keys.store(args.project))
-    out.result(result, lambda: "\n".join([f"dropped {k['kid']} (retired {k['retired']})" for k in result["dropped"]]
-                                          or ["nothing to drop"]) + "\n" + _key_lines(result["kept"]))
+    out.result(
+        result,
+        lambda: (
+            "\n".join(
+                [f"dropped {k['kid']} (retired {k['retired']})" for k in result["dropped"]] or ["nothing to drop"]
+            )
+            + "\n"
+            + _key_lines(result["kept"])
+        ),
+    )
     return EXIT_OK
 
 
 # --- parser --------------------------------------------------------------------------------------
+
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # argparse's exit code for usage errors is 2 already
@@ -473,11 +567,12 @@ def _common() -> argparse.ArgumentParser:
     share their action objects, and the main parser's defaults must not leak into the subcommands,
     whose SUPPRESS default keeps an earlier `mllab --json ...` from being overwritten."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="machine-readable output")
-    common.add_argument("--project", default=argparse.SUPPRESS,
-                        help="a real Google Cloud project (Application Default Credentials); "
-                             "default: the local Firestore emulator")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    common.add_argument(
+        "--project",
+        default=argparse.SUPPRESS,
+        help="a real Google Cloud project (Application Default Credentials); default: the local Firestore emulator",
+    )
     return common
 
 
@@ -488,8 +583,9 @@ def _group(groups: Any, name: str, help: str) -> Any:
     return actions
 
 
-def _action(actions: Any, name: str, run: Callable[[argparse.Namespace, Output], int], help: str, *,
-            email: bool = False) -> argparse.ArgumentParser:
+def _action(
+    actions: Any, name: str, run: Callable[[argparse.Namespace, Output], int], help: str, *, email: bool = False
+) -> argparse.ArgumentParser:
     action = actions.add_parser(name, parents=[_common()], help=help)
     if email:
         action.add_argument("email")
@@ -498,8 +594,7 @@ def _action(actions: Any, name: str, run: Callable[[argparse.Namespace, Output],
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="mllab", description="ML Lab operator tools (Firestore, directly).",
-                    parents=[_common()])
+    parser = Parser(prog="mllab", description="ML Lab operator tools (Firestore, directly).", parents=[_common()])
     parser.set_defaults(json=False, project=None)
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", parser_class=Parser)
     groups.required = True
@@ -534,26 +629,38 @@ def build_parser() -> argparse.ArgumentParser:
     _action(promo, "disable", cmd_promo_disable, "switch a code off").add_argument("code")
 
     access = _group(groups, "access", "grant or revoke PRO by hand")
-    _action(access, "grant", cmd_access_grant, "give a user PRO (for N days, or for good)",
-            email=True).add_argument("--days", type=positive)
+    _action(access, "grant", cmd_access_grant, "give a user PRO (for N days, or for good)", email=True).add_argument(
+        "--days", type=positive
+    )
     _action(access, "revoke", cmd_access_revoke, "remove trials, comps and grants (not PayPal)", email=True)
 
     bill = _group(groups, "billing", "PayPal: resync subscriptions, bootstrap an environment")
     _action(bill, "resync", cmd_billing_resync, "re-read subscriptions from PayPal and repair").add_argument(
-        "email", nargs="?", help="one user's subscriptions (default: every live one)")
-    bs = _action(bill, "bootstrap", cmd_billing_bootstrap,
-                 "create the PayPal product, the PRO plan and the webhook; print their ids")
+        "email", nargs="?", help="one user's subscriptions (default: every live one)"
+    )
+    bs = _action(
+        bill,
+        "bootstrap",
+        cmd_billing_bootstrap,
+        "create the PayPal product, the PRO plan and the webhook; print their ids",
+    )
     bs.add_argument("--webhook-url", required=True, help="https://api.<domain>/payments/paypal/webhook")
     bs.add_argument("--price", default=None, help="monthly price (default: the plans table's)")
-    bs.add_argument("--failure-threshold", type=positive, default=None,
-                    help="failed payments before PayPal suspends (default 2)")
+    bs.add_argument(
+        "--failure-threshold", type=positive, default=None, help="failed payments before PayPal suspends (default 2)"
+    )
     bs.add_argument("--write-local", action="store_true", help="also write .dev/secrets/paypal-ids (local stack)")
 
     keys = _group(groups, "keys", "access-token signing keys (no Firestore needed)")
-    for name, run, what in (("rotate", cmd_keys_rotate, "add a key that signs at once; the old one stays published "
-                                                         "until its tokens expire"),
-                            ("list", cmd_keys_list, "the keys with their dates (never key material)"),
-                            ("prune", cmd_keys_prune, "drop retired keys whose tokens have all expired")):
+    for name, run, what in (
+        (
+            "rotate",
+            cmd_keys_rotate,
+            "add a key that signs at once; the old one stays published until its tokens expire",
+        ),
+        ("list", cmd_keys_list, "the keys with their dates (never key material)"),
+        ("prune", cmd_keys_prune, "drop retired keys whose tokens have all expired"),
+    ):
         _action(keys, name, run, what).set_defaults(firestore=False)
     return parser
 
@@ -586,10 +693,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return out.error(str(exc), EXIT_REFUSED)
 
         if http.dependency_outage(exc):
-            where = f"the emulator at {os.environ.get('FIRESTORE_EMULATOR_HOST')}" if os.environ.get(
-                "FIRESTORE_EMULATOR_HOST") else f"project {args.project}"
-            return out.error(f"Firestore did not answer ({where}); is it running? ({type(exc).__name__})",
-                             EXIT_REFUSED)
+            where = (
+                f"the emulator at {os.environ.get('FIRESTORE_EMULATOR_HOST')}"
+                if os.environ.get("FIRESTORE_EMULATOR_HOST")
+                else f"project {args.project}"
+            )
+            return out.error(f"Firestore did not answer ({where}); is it running? ({type(exc).__name__})", EXIT_REFUSED)
         module = type(exc).__module__
         if module.startswith(("google.api_core", "google.auth")):
             return out.error(f"Firestore refused: {type(exc).__name__}: {str(exc)[:300]}", EXIT_REFUSED)

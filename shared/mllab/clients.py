@@ -168,7 +168,7 @@ def delete_refs(refs: list[Any], batch_size: int = 400) -> int:
     db = firestore()
     for start in range(0, len(refs), batch_size):
         batch = db.batch()
-        for ref in refs[start:start + batch_size]:
+        for ref in refs[start : start + batch_size]:
             batch.delete(ref)
         batch.commit(**opts())
     return len(refs)

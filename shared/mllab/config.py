@@ -111,11 +111,32 @@ class Plan(BaseModel):
 
 # The plans (DESIGN section 8). A promo trial, a comp code and an operator grant all give `pro`.
 PLANS: dict[str, Plan] = {
-    "free": Plan(id="free", name="Free", price="0.00", cloud_saves=False, storage_bytes=0, uploads_per_day=0,
-                 projects=20, models=50, versions_per_model=20, datasets=50, jobs=100),
-    "pro": Plan(id="pro", name="ML Lab PRO", price="15.00", cloud_saves=True, storage_bytes=LIMITS.pro_storage_bytes,
-                uploads_per_day=LIMITS.uploads_per_day,
-                projects=200, models=1000, versions_per_model=100, datasets=1000, jobs=5000),
+    "free": Plan(
+        id="free",
+        name="Free",
+        price="0.00",
+        cloud_saves=False,
+        storage_bytes=0,
+        uploads_per_day=0,
+        projects=20,
+        models=50,
+        versions_per_model=20,
+        datasets=50,
+        jobs=100,
+    ),
+    "pro": Plan(
+        id="pro",
+        name="ML Lab PRO",
+        price="15.00",
+        cloud_saves=True,
+        storage_bytes=LIMITS.pro_storage_bytes,
+        uploads_per_day=LIMITS.uploads_per_day,
+        projects=200,
+        models=1000,
+        versions_per_model=100,
+        datasets=1000,
+        jobs=5000,
+    ),
 }
 PAYPAL_PAYMENT_FAILURE_THRESHOLD = 2  # failed cycles before PayPal suspends (bootstrap sets it on the plan)
 CHECKOUT_PENDING_S = 3600  # an unapproved checkout is reused this long, then reconciliation expires it
@@ -347,7 +368,6 @@ _GENERATORS: dict[str, Callable[[Path], dict[str, str]]] = {}
 
 def install_local_generators(makers: Mapping[str, Callable[[Path], dict[str, str]]]) -> None:
     _GENERATORS.update(makers)
-
 
 
 @functools.cache

@@ -63,6 +63,7 @@ def _money(value: Any) -> Decimal:
 
 # --- PayPal ---------------------------------------------------------------------------------------
 
+
 def paypal_part(snapshot: dict[str, Any], previous: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
     """The `paypal` component from a subscription as PayPal answers GET /v1/billing/subscriptions/{id}.
 
@@ -101,7 +102,8 @@ def paypal_part(snapshot: dict[str, Any], previous: dict[str, Any] | None, now: 
         "next_billing_time": next_billing if status == ACTIVE else None,
         "last_payment_time": last_payment,
         "last_payment_amount": {"value": str(amount["value"]), "currency": str(amount.get("currency_code") or "")}
-        if last_payment is not None and amount.get("value") is not None else None,
+        if last_payment is not None and amount.get("value") is not None
+        else None,
         "failed_payments_count": failed,
         "start_time": parse_time(snapshot.get("start_time")),
         "paid_through": paid_through,
@@ -130,9 +132,14 @@ def paypal_until(part: dict[str, Any] | None) -> datetime | None:
 
 def awaiting_first_payment(part: dict[str, Any] | None) -> bool:
     """Approved and active at PayPal, nothing paid yet: a delayed start (or a first sale still on its way)."""
-    return bool(part) and part.get("status") == ACTIVE and part.get("last_payment_time") is None \
-        and part.get("paid_through") is None and part.get("past_due_since") is None \
+    return (
+        bool(part)
+        and part.get("status") == ACTIVE
+        and part.get("last_payment_time") is None
+        and part.get("paid_through") is None
+        and part.get("past_due_since") is None
         and parse_time(part.get("start_time")) is not None
+    )
 
 
 def _bridge(doc: dict[str, Any]) -> datetime | None:
@@ -157,8 +164,12 @@ def subscription_until(doc: dict[str, Any]) -> datetime | None:
 
 
 def _others(doc: dict[str, Any]) -> datetime | None:
-    return _max(parse_time(doc.get("paypal_prior")), parse_time(doc.get("trial_until")),
-                parse_time(doc.get("comp_until")), parse_time(doc.get("admin_until")))
+    return _max(
+        parse_time(doc.get("paypal_prior")),
+        parse_time(doc.get("trial_until")),
+        parse_time(doc.get("comp_until")),
+        parse_time(doc.get("admin_until")),
+    )
 
 
 def first_charge(doc: dict[str, Any] | None, now: datetime) -> datetime | None:
@@ -192,6 +203,7 @@ def track(doc: dict[str, Any], part: dict[str, Any]) -> dict[str, Any] | None:
 
 # --- promo codes and operator grants ------------------------------------------------------------
 
+
 def pro_until(doc: dict[str, Any]) -> datetime | None:
     return _max(subscription_until(doc), _others(doc))
 
@@ -224,6 +236,7 @@ def without_grants(doc: dict[str, Any]) -> dict[str, Any]:
 
 # --- what it means now ----------------------------------------------------------------------------
 
+
 def _running(doc: dict[str, Any], field: str, now: datetime) -> bool:
     until = parse_time(doc.get(field))
     return until is not None and until > now
@@ -251,9 +264,11 @@ def status(doc: dict[str, Any] | None, now: datetime) -> str:
 
 def source(doc: dict[str, Any], now: datetime) -> str | None:
     """Which source gives the PRO that lasts longest (None when there is none now)."""
-    candidates = [("paypal", _max(subscription_until(doc), parse_time(doc.get("paypal_prior")))),
-                  ("promo", _max(parse_time(doc.get("trial_until")), parse_time(doc.get("comp_until")))),
-                  ("admin", parse_time(doc.get("admin_until")))]
+    candidates = [
+        ("paypal", _max(subscription_until(doc), parse_time(doc.get("paypal_prior")))),
+        ("promo", _max(parse_time(doc.get("trial_until")), parse_time(doc.get("comp_until")))),
+        ("admin", parse_time(doc.get("admin_until"))),
+    ]
     live = [(until, name) for name, until in candidates if until is not None and until > now]
     return max(live)[1] if live else None
 
@@ -262,9 +277,15 @@ def derived(doc: dict[str, Any], now: datetime) -> dict[str, Any]:
     """The flat fields DESIGN lists, stored beside the components on every write."""
     part = doc.get("paypal") or {}
     until = pro_until(doc)
-    return {"plan": "pro" if until is not None and until > now else "free", "status": status(doc, now),
-            "source": source(doc, now), "pro_until": until, "paypal_subscription_id": part.get("subscription_id"),
-            "next_billing_time": part.get("next_billing_time"), "past_due_since": part.get("past_due_since")}
+    return {
+        "plan": "pro" if until is not None and until > now else "free",
+        "status": status(doc, now),
+        "source": source(doc, now),
+        "pro_until": until,
+        "paypal_subscription_id": part.get("subscription_id"),
+        "next_billing_time": part.get("next_billing_time"),
+        "past_due_since": part.get("past_due_since"),
+    }
 
 
 def stamp(uid: str, doc: dict[str, Any], now: datetime, *, created: bool) -> dict[str, Any]:
@@ -292,13 +313,20 @@ def view(doc: dict[str, Any] | None, now: datetime) -> schemas.Subscription:
     else:
         first = first_charge(doc, now) if state not in ("active", "past_due") else None
     return schemas.Subscription(
-        status=state, plan="pro" if until is not None and until > now else "free",
-        pro_until=clock.rfc3339(until) if until else None, trial_until=clock.rfc3339(trial) if trial else None,
-        next_billing_time=clock.rfc3339(next_billing) if next_billing else None, past_due=state == "past_due",
-        last_payment=schemas.LastPayment(time=clock.rfc3339(paid), value=amount.get("value"),
-                                         currency=amount.get("currency")) if paid else None,
+        status=state,
+        plan="pro" if until is not None and until > now else "free",
+        pro_until=clock.rfc3339(until) if until else None,
+        trial_until=clock.rfc3339(trial) if trial else None,
+        next_billing_time=clock.rfc3339(next_billing) if next_billing else None,
+        past_due=state == "past_due",
+        last_payment=schemas.LastPayment(
+            time=clock.rfc3339(paid), value=amount.get("value"), currency=amount.get("currency")
+        )
+        if paid
+        else None,
         manage_url=config.settings().paypal_autopay_url if billed else None,
-        first_charge_time=clock.rfc3339(first) if first else None)
+        first_charge_time=clock.rfc3339(first) if first else None,
+    )
 
 
 def plan_of(doc: dict[str, Any] | None, now: datetime) -> config.Plan:
@@ -307,6 +335,7 @@ def plan_of(doc: dict[str, Any] | None, now: datetime) -> config.Plan:
 
 
 # --- storage --------------------------------------------------------------------------------------
+
 
 def ref(uid: str) -> Any:
     return clients.firestore().collection(COLLECTION).document(uid)

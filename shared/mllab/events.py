@@ -120,9 +120,16 @@ def parse(cloud_event: Any) -> ObjectEvent:
     if not isinstance(bucket, str) or not isinstance(name, str):
         raise PoisonEvent("bucket or object name is not a string")
     return ObjectEvent(
-        event_type=event_type, bucket=bucket, name=name, generation=generation, event_id=event_id,
-        size=_opt_int(resource.get("size")), content_type=resource.get("contentType"),
-        crc32c=resource.get("crc32c"), md5=resource.get("md5Hash"), event_time=event_time,
+        event_type=event_type,
+        bucket=bucket,
+        name=name,
+        generation=generation,
+        event_id=event_id,
+        size=_opt_int(resource.get("size")),
+        content_type=resource.get("contentType"),
+        crc32c=resource.get("crc32c"),
+        md5=resource.get("md5Hash"),
+        event_time=event_time,
         overwritten_by_generation=overwritten_by,
     )
 

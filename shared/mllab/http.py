@@ -44,9 +44,11 @@ def lab_csp(connect: str) -> str:
     """The lab page's CSP (the local gateway and the deployed bucket both send it); `connect`: the
     origins besides its own it talks to (the API when on another host, the bucket for signed URLs).
     Never 'unsafe-eval': the lab loads TF.js's es2017 build."""
-    return ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-            f"connect-src 'self' {connect}; worker-src 'self' blob:; font-src 'self'; object-src 'none'; "
-            "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+    return (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+        f"connect-src 'self' {connect}; worker-src 'self' blob:; font-src 'self'; object-src 'none'; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    )
 
 
 @dataclass
@@ -128,8 +130,9 @@ def problem_response(problem: Problem, request_id: str, instance: str | None = N
     return resp
 
 
-def apply_common_headers(resp: RawResponse, request_id: str, origin: str | None,
-                         security: dict[str, str] | None = None) -> RawResponse:
+def apply_common_headers(
+    resp: RawResponse, request_id: str, origin: str | None, security: dict[str, str] | None = None
+) -> RawResponse:
     """Security headers, CORS for allow-listed origins, `Vary: Origin` and `X-Request-Id`."""
     for name, value in (security or API_SECURITY_HEADERS).items():
         resp.headers.setdefault(name, value)
@@ -151,13 +154,25 @@ def dependency_outage(exc: BaseException) -> bool:
         seen.add(id(current))
         module, name = type(current).__module__, type(current).__name__
         if module.startswith("google.api_core") and name in {
-                "ServiceUnavailable", "DeadlineExceeded", "RetryError", "GatewayTimeout", "Aborted"}:
+            "ServiceUnavailable",
+            "DeadlineExceeded",
+            "RetryError",
+            "GatewayTimeout",
+            "Aborted",
+        }:
             return True
-        if module.startswith(("httpx", "httpcore")) and (name.endswith("Timeout") or name in {
-                "ConnectError", "ReadError", "WriteError", "RemoteProtocolError", "PoolTimeout"}):
+        if module.startswith(("httpx", "httpcore")) and (
+            name.endswith("Timeout")
+            or name in {"ConnectError", "ReadError", "WriteError", "RemoteProtocolError", "PoolTimeout"}
+        ):
             return True
         if module.startswith(("requests", "urllib3")) and name in {
-                "ConnectionError", "Timeout", "ReadTimeout", "ConnectTimeout", "ReadTimeoutError"}:
+            "ConnectionError",
+            "Timeout",
+            "ReadTimeout",
+            "ConnectTimeout",
+            "ReadTimeoutError",
+        }:
             return True
         if module.startswith("grpc") and "Timeout" in name:
             return True
@@ -195,8 +210,9 @@ class Router:
     def __call__(self, raw: RawRequest) -> RawResponse:
         started = time.perf_counter()
         request_id = request_id_of(raw)
-        ctx = log.bind(request_id=request_id, function=self.function,
-                       **log.trace_fields(raw.headers, config.settings().project))
+        ctx = log.bind(
+            request_id=request_id, function=self.function, **log.trace_fields(raw.headers, config.settings().project)
+        )
         try:
             try:
                 with clients.call_scope():
@@ -207,19 +223,37 @@ class Router:
                 if dependency_outage(exc):
                     log.exception("dependency unavailable", exc)
                     wait = max(1, min(int(getattr(exc, "retry_after", 5) or 5), 300))  # PayPal's, when it said
-                    resp = problem_response(Problem(
-                        503, "A service we depend on is not answering. Try again in a few seconds.",
-                        headers={"Retry-After": str(wait)}), request_id, raw.path)
+                    resp = problem_response(
+                        Problem(
+                            503,
+                            "A service we depend on is not answering. Try again in a few seconds.",
+                            headers={"Retry-After": str(wait)},
+                        ),
+                        request_id,
+                        raw.path,
+                    )
                 else:
                     log.exception("unhandled error", exc)
-                    resp = problem_response(Problem(
-                        500, f"Something went wrong on our side. Quote request id {request_id} if you "
-                             "contact support."), request_id, raw.path)
+                    resp = problem_response(
+                        Problem(
+                            500,
+                            f"Something went wrong on our side. Quote request id {request_id} if you contact support.",
+                        ),
+                        request_id,
+                        raw.path,
+                    )
             apply_common_headers(resp, request_id, raw.headers.get("Origin"))
-            log.info("request", httpRequest={
-                "requestMethod": raw.method, "requestUrl": raw.path, "status": resp.status_code,
-                "latency": f"{time.perf_counter() - started:.6f}s", "remoteIp": client_ip(raw),
-                "userAgent": raw.headers.get("User-Agent", "")[:200]})
+            log.info(
+                "request",
+                httpRequest={
+                    "requestMethod": raw.method,
+                    "requestUrl": raw.path,
+                    "status": resp.status_code,
+                    "latency": f"{time.perf_counter() - started:.6f}s",
+                    "remoteIp": client_ip(raw),
+                    "userAgent": raw.headers.get("User-Agent", "")[:200],
+                },
+            )
             return resp
         finally:
             log.unbind(ctx)
@@ -230,7 +264,9 @@ class Router:
         candidates = routes.match_path(raw.path, self.routes)
         if not candidates:
             raise Problem(404, "There is no API endpoint at this path.")
-        methods = sorted({r.method for r, _ in candidates} | ({"HEAD"} if any(r.method == "GET" for r, _ in candidates) else set()))
+        methods = sorted(
+            {r.method for r, _ in candidates} | ({"HEAD"} if any(r.method == "GET" for r, _ in candidates) else set())
+        )
         if raw.method == "OPTIONS":
             return self._preflight(raw, methods)
         limit = max(_body_limit(r) for r, _ in candidates)
@@ -239,15 +275,22 @@ class Router:
         wanted = "GET" if raw.method == "HEAD" else raw.method
         chosen = next(((r, p) for r, p in candidates if r.method == wanted), None)
         if chosen is None:
-            raise Problem(405, f"{raw.method} is not allowed here; use {', '.join(methods)}.",
-                          headers={"Allow": ", ".join(methods + ["OPTIONS"])})
+            raise Problem(
+                405,
+                f"{raw.method} is not allowed here; use {', '.join(methods)}.",
+                headers={"Allow": ", ".join(methods + ["OPTIONS"])},
+            )
         route, params = chosen
         raw_body = self._read_body(raw, route)
         if route.csrf is Csrf.ORIGIN:
             check_cookie_csrf(raw)
         claims = self._authenticate(raw, route)
         user = sessions.check_live(claims) if claims and route.needs_live_session else None
-        if route.csrf is Csrf.SESSION and claims and not sessions.csrf_ok(claims["sid"], raw.headers.get("X-CSRF-Token", "")):
+        if (
+            route.csrf is Csrf.SESSION
+            and claims
+            and not sessions.csrf_ok(claims["sid"], raw.headers.get("X-CSRF-Token", ""))
+        ):
             raise Problem(403, "Missing or stale X-CSRF-Token: send the `csrf` value from GET /me.", slug="csrf")
         body = self._parse_body(raw, route, raw_body)
         handler = self.handlers.get((route.method, route.path))
@@ -270,8 +313,11 @@ class Router:
         if origin not in config.settings().cors_origins:
             raise Problem(403, "This origin may not call the API.", slug="cors-origin")
         if asked not in methods:
-            raise Problem(405, f"{asked} is not allowed here; use {', '.join(methods)}.",
-                          headers={"Allow": ", ".join(methods + ["OPTIONS"])})
+            raise Problem(
+                405,
+                f"{asked} is not allowed here; use {', '.join(methods)}.",
+                headers={"Allow": ", ".join(methods + ["OPTIONS"])},
+            )
         resp = RawResponse(status=204)
         resp.headers["Access-Control-Allow-Methods"] = ", ".join(methods)
         resp.headers["Access-Control-Allow-Headers"] = CORS_ALLOW_HEADERS
@@ -292,14 +338,20 @@ class Router:
             return None  # cookie and webhook routes authenticate in their own modules
         scheme, _, token = raw.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise Problem(401, "Sign in: this endpoint needs an access token (Authorization: Bearer ...).",
-                          headers={"WWW-Authenticate": 'Bearer realm="mllab"'})
+            raise Problem(
+                401,
+                "Sign in: this endpoint needs an access token (Authorization: Bearer ...).",
+                headers={"WWW-Authenticate": 'Bearer realm="mllab"'},
+            )
         try:
             return tokens.verify_access_token(token.strip())
         except tokens.TokenError as exc:
-            raise Problem(401, f"Your session token was refused: {exc}. Sign in again.",
-                          slug="invalid-token",
-                          headers={"WWW-Authenticate": 'Bearer realm="mllab", error="invalid_token"'}) from None
+            raise Problem(
+                401,
+                f"Your session token was refused: {exc}. Sign in again.",
+                slug="invalid-token",
+                headers={"WWW-Authenticate": 'Bearer realm="mllab", error="invalid_token"'},
+            ) from None
 
     def _parse_body(self, raw: RawRequest, route: Route, data: bytes) -> Any:
         if route.request is None:
@@ -313,16 +365,18 @@ class Router:
         except UnicodeDecodeError:
             raise Problem(400, "The body is not UTF-8 text.", slug="malformed-json") from None
         except RecursionError:  # json's C scanner gives up past ~1,000 levels of arrays or objects
-            raise Problem(400, "The body is not valid JSON for this API: it is nested too deeply.",
-                          slug="malformed-json") from None
+            raise Problem(
+                400, "The body is not valid JSON for this API: it is nested too deeply.", slug="malformed-json"
+            ) from None
         except ValueError as exc:
             msg = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
             raise Problem(400, f"The body is not valid JSON: {msg}.", slug="malformed-json") from None
         try:
             return route.request.model_validate(obj)
         except ValidationError as exc:
-            raise Problem(422, "Some fields are missing or invalid; see `errors`.",
-                          errors=field_errors(exc.errors())) from None
+            raise Problem(
+                422, "Some fields are missing or invalid; see `errors`.", errors=field_errors(exc.errors())
+            ) from None
 
     def _render(self, route: Route, result: Any) -> RawResponse:
         if isinstance(result, RawResponse):

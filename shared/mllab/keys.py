@@ -31,8 +31,10 @@ class Store(Protocol):
 def _in_write_order(private_set: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     """(secret name, content) of both secrets, public set first: no verifier meets a token signed by a
     key it cannot find."""
-    return ((config.PUBLIC_KEYS, json.dumps(tokens.public_key_set(private_set), indent=1)),
-            (config.SIGNING_KEYS, json.dumps(private_set, indent=1)))
+    return (
+        (config.PUBLIC_KEYS, json.dumps(tokens.public_key_set(private_set), indent=1)),
+        (config.SIGNING_KEYS, json.dumps(private_set, indent=1)),
+    )
 
 
 def replace_file(path: Path, content: str, mode: int = 0o600) -> None:
@@ -94,11 +96,13 @@ class SecretManagerStore:
 
         try:
             response = clients.secret_manager().access_secret_version(
-                name=f"{self._name(config.SIGNING_KEYS)}/versions/latest", **clients.opts())
+                name=f"{self._name(config.SIGNING_KEYS)}/versions/latest", **clients.opts()
+            )
         except (NotFound, FailedPrecondition):  # no enabled version yet: the first rotate creates the first key
             if not self._exists(config.SIGNING_KEYS):
-                raise config.ConfigError(f"secret {config.SIGNING_KEYS} does not exist in project {self.project} "
-                                         "(make deploy creates it)") from None
+                raise config.ConfigError(
+                    f"secret {config.SIGNING_KEYS} does not exist in project {self.project} (make deploy creates it)"
+                ) from None
             return {"keys": []}
         return json.loads(response.payload.data.decode("utf-8"))
 
@@ -127,6 +131,7 @@ def store(project: str | None) -> Store:
 
 # --- what an operator sees: kids and dates only --------------------------------------------------
 
+
 def _date(ts: int | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
 
@@ -140,8 +145,13 @@ def describe(jwk: dict[str, Any]) -> dict[str, Any]:
         state = "retired (published)"
     else:
         state = "expired (prune drops it)"
-    return {"kid": jwk["kid"], "state": state, "created": _date(jwk.get("created_at")),
-            "retired": _date(jwk.get("retired_at")), "published_until": _date(until)}
+    return {
+        "kid": jwk["kid"],
+        "state": state,
+        "created": _date(jwk.get("created_at")),
+        "retired": _date(jwk.get("retired_at")),
+        "published_until": _date(until),
+    }
 
 
 def listing(key_store: Store) -> list[dict[str, Any]]:
@@ -156,14 +166,20 @@ def rotate(key_store: Store) -> dict[str, Any]:
     key_store.write(kept)
     new = kept["keys"][-1]
     was_signing = {k["kid"] for k in before.get("keys", []) if "retired_at" not in k}
-    return {"where": key_store.where, "signing": describe(new),
-            "retired": [describe(k) for k in kept["keys"] if k["kid"] in was_signing],
-            "dropped": [describe(k) for k in dropped]}
+    return {
+        "where": key_store.where,
+        "signing": describe(new),
+        "retired": [describe(k) for k in kept["keys"] if k["kid"] in was_signing],
+        "dropped": [describe(k) for k in dropped],
+    }
 
 
 def prune(key_store: Store) -> dict[str, Any]:
     kept, dropped = tokens.prune(key_store.read())
     if dropped:
         key_store.write(kept)
-    return {"where": key_store.where, "dropped": [describe(k) for k in dropped],
-            "kept": [describe(k) for k in kept["keys"]]}
+    return {
+        "where": key_store.where,
+        "dropped": [describe(k) for k in dropped],
+        "kept": [describe(k) for k in kept["keys"]],
+    }

@@ -30,8 +30,13 @@ _SECRET_VALUES = [
     (re.compile(r"eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*"), REDACTED),
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 " + REDACTED),
     # query parameters that carry credentials (signed URLs, OAuth codes, reset links)
-    (re.compile(r"(?i)([?&](?:x-goog-signature|x-goog-credential|signature|sig|token|code|state|"
-                r"access_token|refresh_token|id_token|key|password)=)[^&#\s\"']+"), r"\1" + REDACTED),
+    (
+        re.compile(
+            r"(?i)([?&](?:x-goog-signature|x-goog-credential|signature|sig|token|code|state|"
+            r"access_token|refresh_token|id_token|key|password)=)[^&#\s\"']+"
+        ),
+        r"\1" + REDACTED,
+    ),
     (re.compile(r"(?i)(__Host-[A-Za-z0-9_-]+=)[^;\s\"']+"), r"\1" + REDACTED),
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"), REDACTED),
 ]

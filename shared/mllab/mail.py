@@ -16,46 +16,67 @@ from mllab import clients, clock, config, log
 OUTBOX = "mail_outbox"
 
 TEMPLATES: dict[str, tuple[str, str]] = {
-    "verify_email": ("Confirm your email for ML Lab",
-                     "Welcome to ML Lab. Confirm this address to start using your account:\n\n{link}\n\n"
-                     "The link works once and expires in 24 hours."),
-    "already_registered": ("Someone tried to sign up with your email",
-                           "Someone (maybe you) tried to create an ML Lab account with this address, which already "
-                           "has one. If it was you, sign in or reset your password:\n\n{link}\n\n"
-                           "If it wasn't, you can ignore this mail."),
-    "password_reset": ("Reset your ML Lab password",
-                       "Use this link to choose a new password. It works once and expires in 30 minutes:\n\n{link}\n\n"
-                       "If you didn't ask for it, ignore this mail; your password stays as it is."),
-    "password_changed": ("Your ML Lab password was changed",
-                         "The password of your ML Lab account was just changed. If this wasn't you, reset it at once:"
-                         "\n\n{link}"),
-    "password_removed": ("We removed a password from your ML Lab account",
-                         "You just signed in to ML Lab with Google as {email}. An account with this address "
-                         "had been started with a password, but nobody ever confirmed the address, so that "
-                         "password was never proven to be yours. We removed it and signed out every device that "
-                         "used it; only your Google sign-in works now. If you want a password as well, set one "
-                         "with a reset link:\n\n{link}"),
+    "verify_email": (
+        "Confirm your email for ML Lab",
+        "Welcome to ML Lab. Confirm this address to start using your account:\n\n{link}\n\n"
+        "The link works once and expires in 24 hours.",
+    ),
+    "already_registered": (
+        "Someone tried to sign up with your email",
+        "Someone (maybe you) tried to create an ML Lab account with this address, which already "
+        "has one. If it was you, sign in or reset your password:\n\n{link}\n\n"
+        "If it wasn't, you can ignore this mail.",
+    ),
+    "password_reset": (
+        "Reset your ML Lab password",
+        "Use this link to choose a new password. It works once and expires in 30 minutes:\n\n{link}\n\n"
+        "If you didn't ask for it, ignore this mail; your password stays as it is.",
+    ),
+    "password_changed": (
+        "Your ML Lab password was changed",
+        "The password of your ML Lab account was just changed. If this wasn't you, reset it at once:\n\n{link}",
+    ),
+    "password_removed": (
+        "We removed a password from your ML Lab account",
+        "You just signed in to ML Lab with Google as {email}. An account with this address "
+        "had been started with a password, but nobody ever confirmed the address, so that "
+        "password was never proven to be yours. We removed it and signed out every device that "
+        "used it; only your Google sign-in works now. If you want a password as well, set one "
+        "with a reset link:\n\n{link}",
+    ),
     # dunning and billing notices (fields: until = the date PRO ends)
-    "payment_failed": ("Your ML Lab payment did not go through",
-                       "PayPal could not collect your ML Lab PRO payment. PayPal will try again; you can also check "
-                       "the payment method in your PayPal account (Settings > Payments > Automatic payments).\n\n"
-                       "Your PRO access continues until {until} while this is sorted out.\n\n{link}"),
-    "past_due": ("Your ML Lab subscription is past due",
-                 "Your ML Lab PRO subscription is past due and PayPal has suspended it. Unless the payment is settled "
-                 "in PayPal, PRO ends on {until}. Your saved models and datasets stay yours.\n\n{link}"),
-    "access_ending": ("Your ML Lab PRO access ends soon",
-                      "Your ML Lab PRO access ends on {until}. After that, you can keep training in the browser, "
-                      "but cloud saves stop. Subscribe again any time:\n\n{link}"),
-    "subscription_activated": ("Your ML Lab PRO subscription is active",
-                               "Thank you for subscribing to ML Lab PRO ({amount} {currency} a month). "
-                               "{first_charge}\n\nManage or cancel it any time under Billing:\n\n{link}"),
-    "payment_receipt": ("Your ML Lab receipt: {amount} {currency}",
-                        "Receipt for your ML Lab PRO subscription.\n\n"
-                        "Amount: {amount} {currency}\nDate: {date}\nNext billing date: {next_billing}\n"
-                        "PayPal transaction ID: {transaction_id}\nSubscription: {subscription_id}\n\n{link}"),
-    "subscription_canceled": ("Your ML Lab subscription is canceled",
-                              "Your ML Lab PRO subscription is canceled and you will not be charged again. PRO stays "
-                              "on until {until}, the end of the period you paid for.\n\n{link}"),
+    "payment_failed": (
+        "Your ML Lab payment did not go through",
+        "PayPal could not collect your ML Lab PRO payment. PayPal will try again; you can also check "
+        "the payment method in your PayPal account (Settings > Payments > Automatic payments).\n\n"
+        "Your PRO access continues until {until} while this is sorted out.\n\n{link}",
+    ),
+    "past_due": (
+        "Your ML Lab subscription is past due",
+        "Your ML Lab PRO subscription is past due and PayPal has suspended it. Unless the payment is settled "
+        "in PayPal, PRO ends on {until}. Your saved models and datasets stay yours.\n\n{link}",
+    ),
+    "access_ending": (
+        "Your ML Lab PRO access ends soon",
+        "Your ML Lab PRO access ends on {until}. After that, you can keep training in the browser, "
+        "but cloud saves stop. Subscribe again any time:\n\n{link}",
+    ),
+    "subscription_activated": (
+        "Your ML Lab PRO subscription is active",
+        "Thank you for subscribing to ML Lab PRO ({amount} {currency} a month). "
+        "{first_charge}\n\nManage or cancel it any time under Billing:\n\n{link}",
+    ),
+    "payment_receipt": (
+        "Your ML Lab receipt: {amount} {currency}",
+        "Receipt for your ML Lab PRO subscription.\n\n"
+        "Amount: {amount} {currency}\nDate: {date}\nNext billing date: {next_billing}\n"
+        "PayPal transaction ID: {transaction_id}\nSubscription: {subscription_id}\n\n{link}",
+    ),
+    "subscription_canceled": (
+        "Your ML Lab subscription is canceled",
+        "Your ML Lab PRO subscription is canceled and you will not be charged again. PRO stays "
+        "on until {until}, the end of the period you paid for.\n\n{link}",
+    ),
 }
 
 
@@ -64,16 +85,26 @@ def send(to: str, template: str, link: str | None = None, **fields: str) -> None
     subject, body = TEMPLATES[template]
     now = clock.now()
     ref = clients.firestore().collection(OUTBOX).document()
-    ref.create({"to": to, "template": template, "link": link, "fields": fields, "created_at": now, "sent_at": None,
-                "attempts": 0, "updated_at": now}, **clients.opts())
+    ref.create(
+        {
+            "to": to,
+            "template": template,
+            "link": link,
+            "fields": fields,
+            "created_at": now,
+            "sent_at": None,
+            "attempts": 0,
+            "updated_at": now,
+        },
+        **clients.opts(),
+    )
     try:
         deliver(to, subject.format(**fields), body.format(link=link or config.settings().lab_url, **fields), template)
     except Exception as exc:  # noqa: BLE001 - the outbox keeps it for a retry
         log.exception("mail delivery failed; kept in the outbox", exc, template=template, outbox_id=ref.id)
         ref.update({"attempts": 1, "updated_at": clock.now()}, **clients.opts())
         return
-    ref.update({"sent_at": clock.now(), "link": None, "attempts": 1, "updated_at": clock.now()},
-               **clients.opts())
+    ref.update({"sent_at": clock.now(), "link": None, "attempts": 1, "updated_at": clock.now()}, **clients.opts())
     log.info("mail sent", template=template, outbox_id=ref.id)
 
 
@@ -88,8 +119,16 @@ def queued(to: str, template: str, link: str | None = None, **fields: str) -> di
     the commit."""
     TEMPLATES[template][1].format(link="", **fields)  # a missing field fails here, before anything is stored
     now = clock.now()
-    return {"to": to, "template": template, "link": link, "fields": fields, "created_at": now, "sent_at": None,
-            "attempts": 0, "updated_at": now}
+    return {
+        "to": to,
+        "template": template,
+        "link": link,
+        "fields": fields,
+        "created_at": now,
+        "sent_at": None,
+        "attempts": 0,
+        "updated_at": now,
+    }
 
 
 def deliver_queued(key: str) -> bool:
@@ -115,8 +154,12 @@ def deliver_queued(key: str) -> bool:
     subject, body = TEMPLATES[doc["template"]]
     fields = doc.get("fields") or {}
     try:
-        deliver(doc["to"], subject.format(**fields), body.format(link=doc.get("link") or config.settings().lab_url,
-                                                                 **fields), doc["template"])
+        deliver(
+            doc["to"],
+            subject.format(**fields),
+            body.format(link=doc.get("link") or config.settings().lab_url, **fields),
+            doc["template"],
+        )
     except Exception as exc:  # noqa: BLE001 - the outbox keeps it for a retry
         log.exception("mail delivery failed; kept in the outbox", exc, template=doc["template"], outbox_id=key)
         return False
@@ -131,8 +174,11 @@ def deliver(to: str, subject: str, body: str, template: str) -> None:
         folder = s.dev_dir / "mail"
         folder.mkdir(parents=True, exist_ok=True)
         name = f"{clock.now().strftime('%Y%m%dT%H%M%S%f')}-{template}-{secrets.token_hex(3)}.json"
-        (folder / name).write_text(json.dumps({"to": to, "from": s.mail_from, "subject": subject, "body": body,
-                                               "template": template}, indent=1))
+        (folder / name).write_text(
+            json.dumps(
+                {"to": to, "from": s.mail_from, "subject": subject, "body": body, "template": template}, indent=1
+            )
+        )
         return
     _smtp(to, subject, body, s.mail_from, config.secret(config.SMTP_URL).strip())
 

@@ -50,6 +50,7 @@ _TX_ID = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 
 # --- errors --------------------------------------------------------------------------------------
 
+
 class IdTokenError(Exception):
     """The provider's ID token was refused. Each check has its own subclass and `reason`."""
 
@@ -61,8 +62,12 @@ class IdTokenError(Exception):
         super().__init__(message or self.detail)
 
     def problem(self) -> Problem:
-        return Problem(self.status, f"Google sign-in failed: {self.detail} Start again from the sign-in page.",
-                       slug=f"id-token-{self.reason}", title="Google sign-in refused")
+        return Problem(
+            self.status,
+            f"Google sign-in failed: {self.detail} Start again from the sign-in page.",
+            slug=f"id-token-{self.reason}",
+            title="Google sign-in refused",
+        )
 
 
 class MalformedToken(IdTokenError):
@@ -114,8 +119,11 @@ class MissingEmail(IdTokenError):
 
 
 class EmailNotVerified(IdTokenError):
-    reason, status, detail = ("email-unverified", 400,
-                              "Google has not verified this account's email address. Verify it with Google first.")
+    reason, status, detail = (
+        "email-unverified",
+        400,
+        "Google has not verified this account's email address. Verify it with Google first.",
+    )
 
 
 # --- discovery and keys --------------------------------------------------------------------------
@@ -137,13 +145,18 @@ def _fetch_json(url: str) -> Any:
     r = httpx.get(url, timeout=clients.deadline(), headers={"Accept": "application/json"})
     if r.status_code != 200:
         log.warning("oidc provider answered an error", url=url, status=r.status_code)
-        raise Problem(503, "Google sign-in is not answering right now. Try again in a minute.",
-                      headers={"Retry-After": "30"})
+        raise Problem(
+            503, "Google sign-in is not answering right now. Try again in a minute.", headers={"Retry-After": "30"}
+        )
     try:
         return r.json()
     except ValueError:
-        raise Problem(502, "Google sign-in answered something we could not read. Try again later.",
-                      slug="oidc-provider", title="Bad gateway") from None
+        raise Problem(
+            502,
+            "Google sign-in answered something we could not read. Try again later.",
+            slug="oidc-provider",
+            title="Bad gateway",
+        ) from None
 
 
 def issuer() -> str:
@@ -160,13 +173,18 @@ def discovery() -> dict[str, Any]:
     doc = _fetch_json(f"{iss}/.well-known/openid-configuration")
     required = ("issuer", "authorization_endpoint", "token_endpoint", "jwks_uri")
     if not isinstance(doc, dict) or not all(isinstance(doc.get(k), str) and doc[k] for k in required):
-        raise Problem(502, "Google sign-in's configuration is incomplete. Try again later.",
-                      slug="oidc-provider", title="Bad gateway")
+        raise Problem(
+            502,
+            "Google sign-in's configuration is incomplete. Try again later.",
+            slug="oidc-provider",
+            title="Bad gateway",
+        )
     if doc["issuer"].rstrip("/") != iss:
         # OpenID Connect Discovery 1.0 section 4.3: the issuer must be the one we asked.
         log.error("oidc discovery issuer mismatch", expected=iss, got=doc["issuer"])
-        raise Problem(502, "Google sign-in's configuration names another issuer.", slug="oidc-provider",
-                      title="Bad gateway")
+        raise Problem(
+            502, "Google sign-in's configuration names another issuer.", slug="oidc-provider", title="Bad gateway"
+        )
     if config.settings().is_production and not all(doc[k].startswith("https://") for k in required[1:]):
         raise Problem(502, "Google sign-in's endpoints are not https.", slug="oidc-provider", title="Bad gateway")
     with _lock:
@@ -186,16 +204,23 @@ def _key_set(jwks_uri: str, *, refresh: bool = False) -> jwt.PyJWKSet:
             raise jwt.PyJWKSetError("not a JWK Set")
         keys = jwt.PyJWKSet.from_dict(data)
     except jwt.PyJWTError:
-        raise Problem(502, "Google sign-in's key set could not be read. Try again later.",
-                      slug="oidc-provider", title="Bad gateway") from None
+        raise Problem(
+            502,
+            "Google sign-in's key set could not be read. Try again later.",
+            slug="oidc-provider",
+            title="Bad gateway",
+        ) from None
     with _lock:
         _jwks[jwks_uri] = (time.monotonic(), keys)
     return keys
 
 
 def _rsa_keys(keys: jwt.PyJWKSet) -> list[jwt.PyJWK]:
-    return [k for k in keys.keys
-            if k.key_type == "RSA" and (k.public_key_use in (None, "sig")) and k.algorithm_name == ALGORITHM]
+    return [
+        k
+        for k in keys.keys
+        if k.key_type == "RSA" and (k.public_key_use in (None, "sig")) and k.algorithm_name == ALGORITHM
+    ]
 
 
 def _signing_key(jwks_uri: str, kid: str | None) -> jwt.PyJWK:
@@ -214,6 +239,7 @@ def _signing_key(jwks_uri: str, kid: str | None) -> jwt.PyJWK:
 
 
 # --- ID token ------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class IdToken:
@@ -250,9 +276,22 @@ def verify_id_token(id_token: str, nonce: str) -> IdToken:
     doc = discovery()
     key = _signing_key(doc["jwks_uri"], kid)
     try:
-        claims = jwt.decode(id_token, key.key, algorithms=[ALGORITHM], options={
-            "verify_signature": True, "verify_exp": False, "verify_nbf": False, "verify_iat": False,
-            "verify_aud": False, "verify_iss": False, "verify_sub": False, "verify_jti": False, "require": []})
+        claims = jwt.decode(
+            id_token,
+            key.key,
+            algorithms=[ALGORITHM],
+            options={
+                "verify_signature": True,
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+                "verify_aud": False,
+                "verify_iss": False,
+                "verify_sub": False,
+                "verify_jti": False,
+                "require": [],
+            },
+        )
     except jwt.InvalidSignatureError:
         raise BadSignature() from None
     except jwt.PyJWTError:
@@ -309,6 +348,7 @@ def verify_id_token(id_token: str, nonce: str) -> IdToken:
 
 # --- PKCE, state, nonce --------------------------------------------------------------------------
 
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -334,12 +374,17 @@ def redirect_uri() -> str:
 
 # --- return_to (open-redirect guard, R10) --------------------------------------------------------
 
+
 class BadReturnTo(Problem):
     def __init__(self) -> None:
-        super().__init__(400, "return_to must be a path on this site, such as /lab (one leading slash, no "
-                              "scheme, host, backslash, whitespace or control characters, at most "
-                              f"{RETURN_TO_MAX} characters).", slug="invalid-return-to",
-                         errors=[{"field": "return_to", "message": "not a same-site path"}])
+        super().__init__(
+            400,
+            "return_to must be a path on this site, such as /lab (one leading slash, no "
+            "scheme, host, backslash, whitespace or control characters, at most "
+            f"{RETURN_TO_MAX} characters).",
+            slug="invalid-return-to",
+            errors=[{"field": "return_to", "message": "not a same-site path"}],
+        )
 
 
 def _fully_decoded(value: str) -> str | None:
@@ -386,6 +431,7 @@ def lab_location(return_to: str) -> str:
 
 # --- transactions --------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Transaction:
     nonce: str
@@ -407,14 +453,32 @@ def begin(return_to: str, link_uid: str | None = None) -> tuple[str, str]:
     verifier = new_code_verifier()
     now = clock.now()
     doc = discovery()
-    _tx_ref(tx_id).create({
-        "state_hash": _sha256_hex(state), "nonce": nonce, "code_verifier": verifier, "return_to": return_to,
-        "link_uid": link_uid, "created_at": now, "expires_at": now + timedelta(seconds=config.OAUTH_TX_TTL_S)},
-        **clients.opts())
-    query = urllib.parse.urlencode({
-        "response_type": "code", "client_id": config.settings().oidc_client_id, "redirect_uri": redirect_uri(),
-        "scope": SCOPE, "state": state, "nonce": nonce, "code_challenge": code_challenge(verifier),
-        "code_challenge_method": "S256", "access_type": "online", "prompt": "select_account"})
+    _tx_ref(tx_id).create(
+        {
+            "state_hash": _sha256_hex(state),
+            "nonce": nonce,
+            "code_verifier": verifier,
+            "return_to": return_to,
+            "link_uid": link_uid,
+            "created_at": now,
+            "expires_at": now + timedelta(seconds=config.OAUTH_TX_TTL_S),
+        },
+        **clients.opts(),
+    )
+    query = urllib.parse.urlencode(
+        {
+            "response_type": "code",
+            "client_id": config.settings().oidc_client_id,
+            "redirect_uri": redirect_uri(),
+            "scope": SCOPE,
+            "state": state,
+            "nonce": nonce,
+            "code_challenge": code_challenge(verifier),
+            "code_challenge_method": "S256",
+            "access_type": "online",
+            "prompt": "select_account",
+        }
+    )
     endpoint = doc["authorization_endpoint"]
     return tx_id, f"{endpoint}{'&' if '?' in endpoint else '?'}{query}"
 
@@ -427,8 +491,11 @@ def link_requester(refresh_cookie: str | None) -> str:
     if current is None or current.get("not_after") is None or current["not_after"] <= clock.now():
         raise Problem(401, "Sign in with your password first, then connect Google from Account.", slug="session-ended")
     if current.get("method") != "password":
-        raise Problem(403, "Google can be connected only from a session signed in with the account's password.",
-                      slug="password-session-required")
+        raise Problem(
+            403,
+            "Google can be connected only from a session signed in with the account's password.",
+            slug="password-session-required",
+        )
     return str(current["uid"])
 
 
@@ -444,8 +511,13 @@ class TxRefused(Problem):
     """The callback does not belong to a live transaction of this browser (400, no session)."""
 
     def __init__(self, reason: str, detail: str, *, clear_cookie: bool) -> None:
-        super().__init__(400, detail, slug=f"oauth-{reason}", title="Sign-in attempt not recognised",
-                         headers={"Set-Cookie": clear_tx_cookie()} if clear_cookie else None)
+        super().__init__(
+            400,
+            detail,
+            slug=f"oauth-{reason}",
+            title="Sign-in attempt not recognised",
+            headers={"Set-Cookie": clear_tx_cookie()} if clear_cookie else None,
+        )
         self.reason = reason
 
 
@@ -458,8 +530,12 @@ def consume(tx_id: str | None, state: str | None) -> Transaction:
     from google.cloud import firestore
 
     if not tx_id:
-        raise TxRefused("no-cookie", "This browser has no sign-in in progress (its sign-in cookie is missing; "
-                                     "cookies must be enabled)." + _RESTART, clear_cookie=False)
+        raise TxRefused(
+            "no-cookie",
+            "This browser has no sign-in in progress (its sign-in cookie is missing; "
+            "cookies must be enabled)." + _RESTART,
+            clear_cookie=False,
+        )
     if not _TX_ID.fullmatch(tx_id):
         raise TxRefused("unknown", "This sign-in attempt is not known." + _RESTART, clear_cookie=True)
     if not state:
@@ -483,20 +559,27 @@ def consume(tx_id: str | None, state: str | None) -> Transaction:
 
     outcome, doc = run(db.transaction(max_attempts=5))
     if outcome == "unknown":
-        raise TxRefused("unknown", "This sign-in attempt was already used or is unknown." + _RESTART,
-                        clear_cookie=True)
+        raise TxRefused("unknown", "This sign-in attempt was already used or is unknown." + _RESTART, clear_cookie=True)
     if outcome == "state":
-        raise TxRefused("state", "The sign-in answer does not match this browser's sign-in attempt (state)."
-                        + _RESTART, clear_cookie=False)
+        raise TxRefused(
+            "state",
+            "The sign-in answer does not match this browser's sign-in attempt (state)." + _RESTART,
+            clear_cookie=False,
+        )
     if outcome == "expired":
-        raise TxRefused("expired", "This sign-in attempt took longer than "
-                        f"{config.OAUTH_TX_TTL_S // 60} minutes and expired." + _RESTART, clear_cookie=True)
+        raise TxRefused(
+            "expired",
+            f"This sign-in attempt took longer than {config.OAUTH_TX_TTL_S // 60} minutes and expired." + _RESTART,
+            clear_cookie=True,
+        )
     assert doc is not None
-    return Transaction(nonce=doc["nonce"], code_verifier=doc["code_verifier"], return_to=doc["return_to"],
-                       link_uid=doc.get("link_uid"))
+    return Transaction(
+        nonce=doc["nonce"], code_verifier=doc["code_verifier"], return_to=doc["return_to"], link_uid=doc.get("link_uid")
+    )
 
 
 # --- code exchange -------------------------------------------------------------------------------
+
 
 def _bad_gateway(detail: str) -> Problem:
     return Problem(502, detail, slug="oidc-provider", title="Bad gateway")
@@ -508,16 +591,23 @@ def exchange_code(code: str, code_verifier: str) -> dict[str, Any]:
     if not code or len(code) > 2048:
         raise Problem(400, "The sign-in answer carries no code." + _RESTART, slug="oauth-no-code")
     doc = discovery()
-    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri(),
-            "client_id": config.settings().oidc_client_id,
-            "client_secret": config.secret(config.OAUTH_CLIENT_SECRET).strip(), "code_verifier": code_verifier}
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": redirect_uri(),
+        "client_id": config.settings().oidc_client_id,
+        "client_secret": config.secret(config.OAUTH_CLIENT_SECRET).strip(),
+        "code_verifier": code_verifier,
+    }
     try:
-        r = httpx.post(doc["token_endpoint"], data=form, timeout=clients.deadline(),
-                       headers={"Accept": "application/json"})
+        r = httpx.post(
+            doc["token_endpoint"], data=form, timeout=clients.deadline(), headers={"Accept": "application/json"}
+        )
     except httpx.TransportError as exc:  # timeouts included
         log.warning("oidc token endpoint unreachable", error_type=type(exc).__name__)
-        raise Problem(503, "Google sign-in is not answering right now. Try again in a few seconds.",
-                      headers={"Retry-After": "5"}) from None
+        raise Problem(
+            503, "Google sign-in is not answering right now. Try again in a few seconds.", headers={"Retry-After": "5"}
+        ) from None
     try:
         body = r.json()
     except ValueError:
@@ -527,8 +617,11 @@ def exchange_code(code: str, code_verifier: str) -> dict[str, Any]:
         error = re.sub(r"[^a-z_]", "", raw_error.lower())[:40] if isinstance(raw_error, str) else ""
         error = error or "refused"
         log.warning("oidc token endpoint refused the code", status=r.status_code, oauth_error=error)
-        raise Problem(400, f"Google refused the sign-in code ({error}); it may have expired or been used."
-                      + _RESTART, slug="oauth-code-refused")
+        raise Problem(
+            400,
+            f"Google refused the sign-in code ({error}); it may have expired or been used." + _RESTART,
+            slug="oauth-code-refused",
+        )
     if r.status_code != 200:
         log.warning("oidc token endpoint failed", status=r.status_code)
         raise _bad_gateway("Google sign-in failed on Google's side. Try again in a minute.")
@@ -542,9 +635,11 @@ def exchange_code(code: str, code_verifier: str) -> dict[str, Any]:
 # Said to whoever signs in with Google where a confirmed password account has the address. It must
 # not send a person who never set that password to sign in with it (it may be an attacker's, set before
 # they ever came): the reset proves the mailbox, replaces the password and signs every device out.
-ACCOUNT_EXISTS = ("An ML Lab account with this email already signs in with a password. If you set that password, "
-                  "sign in with it and connect Google under Account. If you did not, reset the password: the link "
-                  "goes to your inbox, and resetting signs out every device that used the old one.")
+ACCOUNT_EXISTS = (
+    "An ML Lab account with this email already signs in with a password. If you set that password, "
+    "sign in with it and connect Google under Account. If you did not, reset the password: the link "
+    "goes to your inbox, and resetting signs out every device that used the old one."
+)
 
 
 @dataclass(frozen=True)
@@ -555,8 +650,7 @@ class Resolution:
 
 def _refuse_if_blocked(user: dict[str, Any] | None) -> dict[str, Any]:
     if not user or user.get("disabled") or user.get("deleted_at"):
-        raise Problem(403, "This account is disabled or being deleted; it cannot sign in.",
-                      slug="account-disabled")
+        raise Problem(403, "This account is disabled or being deleted; it cannot sign in.", slug="account-disabled")
     return user
 
 
@@ -568,8 +662,7 @@ def _claim(uid: str, token: IdToken) -> Resolution:
     users.claim_for_google(uid, token.iss, token.sub, token.email)
     revoked = sessions.revoke_all(uid, "unproven_password_dropped")
     audit.record("identity.password_dropped", actor=uid, target=f"user:{uid}", sessions_revoked=revoked)
-    mail.send(token.email, "password_removed", f"{config.settings().lab_url.rstrip('/')}/#forgot",
-              email=token.email)
+    mail.send(token.email, "password_removed", f"{config.settings().lab_url.rstrip('/')}/#forgot", email=token.email)
     return Resolution(uid, "claimed")
 
 
@@ -581,11 +674,19 @@ def _link_requested(link_uid: str, token: IdToken) -> Resolution:
     if ident:
         if ident["uid"] == link_uid:
             return Resolution(link_uid, "existing")
-        raise Problem(409, "This Google account already signs in to another ML Lab account.",
-                      slug="google-in-use", title="Google account in use")
+        raise Problem(
+            409,
+            "This Google account already signs in to another ML Lab account.",
+            slug="google-in-use",
+            title="Google account in use",
+        )
     if token.email_verified is not True or token.email != user.get("email"):
-        raise Problem(409, f"Connect the Google account of {user.get('email')}: this one is {token.email}.",
-                      slug="google-email-mismatch", title="A different email")
+        raise Problem(
+            409,
+            f"Connect the Google account of {user.get('email')}: this one is {token.email}.",
+            slug="google-email-mismatch",
+            title="A different email",
+        )
     users.link_google(link_uid, token.iss, token.sub, token.email)
     audit.record("identity.google_linked", actor=link_uid, target=f"user:{link_uid}")
     return Resolution(link_uid, "linked")
@@ -615,8 +716,11 @@ def resolve_user(token: IdToken, link_uid: str | None = None) -> Resolution:
             return Resolution(users.create_google_user(token.iss, token.sub, token.email, token.name), "created")
         except (AlreadyExists, Conflict):
             continue
-    raise Problem(409, "This Google account is being signed in from elsewhere at the same moment. Try again.",
-                  slug="signin-conflict")
+    raise Problem(
+        409,
+        "This Google account is being signed in from elsewhere at the same moment. Try again.",
+        slug="signin-conflict",
+    )
 
 
 @dataclass(frozen=True)
@@ -657,8 +761,16 @@ def finish(tx_id: str | None, args: Any, *, ip: str, user_agent: str) -> Finishe
 
 
 def audit_signin(outcome: str, *, uid: str | None, ip: str, reason: str | None = None, **details: Any) -> None:
-    audit.record("signin", actor=uid, target=f"user:{uid}" if uid else None, outcome=outcome, ip=ip,
-                 method="google", **({"reason": reason} if reason else {}), **details)
+    audit.record(
+        "signin",
+        actor=uid,
+        target=f"user:{uid}" if uid else None,
+        outcome=outcome,
+        ip=ip,
+        method="google",
+        **({"reason": reason} if reason else {}),
+        **details,
+    )
 
 
 def provider_error(args: Any) -> str | None:
@@ -667,4 +779,3 @@ def provider_error(args: Any) -> str | None:
     if error is None:
         return None
     return re.sub(r"[^a-z_]", "", str(error).lower())[:40] or "error"
-

@@ -53,7 +53,8 @@ class ObjectName:
         base = f"users/{self.uid}/projects/{self.project_id}"
         if self.kind.name in ("model", "weights"):
             return f"{base}/models/{self.model_id}/versions/{self.version}/" + (
-                "model.json" if self.kind.name == "model" else "weights.bin")
+                "model.json" if self.kind.name == "model" else "weights.bin"
+            )
         if self.kind.name == "dataset":
             return f"{base}/datasets/{self.dataset_id}/{self.filename}"
         return f"{base}/jobs/{self.job_id}/metrics.json"

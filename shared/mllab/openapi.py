@@ -57,36 +57,64 @@ ERROR_MEANING = {
 WITH_RETRY_AFTER = (429, 503)
 
 SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
-    "accessToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                    "description": "An ES256 access token from POST /auth/login or /auth/refresh "
-                                   "(10 minutes; public keys at /.well-known/jwks.json)."},
-    "refreshCookie": {"type": "apiKey", "in": "cookie", "name": sessions.COOKIE,
-                      "description": "The rotating refresh token (HttpOnly, Secure, SameSite=Strict)."},
+    "accessToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "An ES256 access token from POST /auth/login or /auth/refresh "
+        "(10 minutes; public keys at /.well-known/jwks.json).",
+    },
+    "refreshCookie": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": sessions.COOKIE,
+        "description": "The rotating refresh token (HttpOnly, Secure, SameSite=Strict).",
+    },
     # PayPal signs each delivery with these five headers together (mllab.webhooks).
-    **{_name: {"type": "apiKey", "in": "header", "name": header.upper(),
-               "description": "PayPal's webhook signature header; the five are verified together."}
-       for _name, header in (("paypalTransmissionId", webhooks.TRANSMISSION_ID),
-                             ("paypalTransmissionTime", webhooks.TRANSMISSION_TIME),
-                             ("paypalTransmissionSig", webhooks.TRANSMISSION_SIG),
-                             ("paypalCertUrl", webhooks.CERT_URL),
-                             ("paypalAuthAlgo", webhooks.AUTH_ALGO))},
+    **{
+        _name: {
+            "type": "apiKey",
+            "in": "header",
+            "name": header.upper(),
+            "description": "PayPal's webhook signature header; the five are verified together.",
+        }
+        for _name, header in (
+            ("paypalTransmissionId", webhooks.TRANSMISSION_ID),
+            ("paypalTransmissionTime", webhooks.TRANSMISSION_TIME),
+            ("paypalTransmissionSig", webhooks.TRANSMISSION_SIG),
+            ("paypalCertUrl", webhooks.CERT_URL),
+            ("paypalAuthAlgo", webhooks.AUTH_ALGO),
+        )
+    },
 }
 PAYPAL_SCHEMES = [name for name in SECURITY_SCHEMES if name.startswith("paypal")]
 
 HEADERS: dict[str, dict[str, Any]] = {
-    "X-Request-Id": {"description": "This request's id (a valid incoming X-Request-Id is kept); quote it "
-                                    "to support.", "required": True,
-                     "schema": {"type": "string", "pattern": REQUEST_ID}},
-    "Retry-After": {"description": "Seconds to wait before trying again.", "required": True,
-                    "schema": {"type": "integer", "minimum": 0}},
-    "Location": {"description": "Where the browser goes next.", "required": True,
-                 "schema": {"type": "string", "minLength": 1}},
-    "Set-Cookie": {"description": f"The `{sessions.COOKIE}` refresh cookie (HttpOnly, Secure, SameSite=Strict).",
-                   "required": True, "schema": {"type": "string", "minLength": 1}},
+    "X-Request-Id": {
+        "description": "This request's id (a valid incoming X-Request-Id is kept); quote it to support.",
+        "required": True,
+        "schema": {"type": "string", "pattern": REQUEST_ID},
+    },
+    "Retry-After": {
+        "description": "Seconds to wait before trying again.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "Location": {
+        "description": "Where the browser goes next.",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1},
+    },
+    "Set-Cookie": {
+        "description": f"The `{sessions.COOKIE}` refresh cookie (HttpOnly, Secure, SameSite=Strict).",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1},
+    },
 }
 
 
 # --- query parameters the handlers read ----------------------------------------------------------
+
 
 def _query(name: str, schema: dict[str, Any], description: str, *, required: bool = False) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
@@ -94,35 +122,63 @@ def _query(name: str, schema: dict[str, Any], description: str, *, required: boo
 
 def _list_parameters(collection: str) -> list[dict[str, Any]]:
     params = [
-        _query("limit", {"type": "integer", "minimum": 1, "maximum": catalog.MAX_LIMIT,
-                         "default": catalog.DEFAULT_LIMIT}, "Items per page."),
-        _query("cursor", {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,200}$"},
-               "The `next_cursor` of the previous page."),
+        _query(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": catalog.MAX_LIMIT, "default": catalog.DEFAULT_LIMIT},
+            "Items per page.",
+        ),
+        _query(
+            "cursor",
+            {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,200}$"},
+            "The `next_cursor` of the previous page.",
+        ),
     ]
     for name in catalog.LIST_FILTERS[collection]:
         params.append(_query(name, {"type": "string", "pattern": ID_PATTERN}, f"Only items with this {name}."))
     for name in catalog.LIST_OPTIONS[collection]:
-        params.append(_query(name, {"type": "boolean", "default": False},
-                             f"true: each item with its {name}, as GET /{collection}/{{id}} answers it."))
+        params.append(
+            _query(
+                name,
+                {"type": "boolean", "default": False},
+                f"true: each item with its {name}, as GET /{collection}/{{id}} answers it.",
+            )
+        )
     return params
 
 
 OTHER_QUERY: dict[tuple[str, str], list[dict[str, Any]]] = {
     ("GET", "/signed/download"): [
-        _query("object", {"type": "string", "pattern": f"^{objects._NAME.pattern}$"},
-               "The object name of one of your recorded files (as GET /account/export or a version lists it).",
-               required=True)],
+        _query(
+            "object",
+            {"type": "string", "pattern": f"^{objects._NAME.pattern}$"},
+            "The object name of one of your recorded files (as GET /account/export or a version lists it).",
+            required=True,
+        )
+    ],
     ("GET", "/auth/google/login"): [
-        _query("return_to", {"type": "string", "maxLength": oauth.RETURN_TO_MAX},
-               "A path on this site to come back to after signing in (default /)."),
-        _query("link", {"type": "string", "enum": ["1"]},
-               "1: add Google to the account of this browser's password session (its refresh cookie).")],
+        _query(
+            "return_to",
+            {"type": "string", "maxLength": oauth.RETURN_TO_MAX},
+            "A path on this site to come back to after signing in (default /).",
+        ),
+        _query(
+            "link",
+            {"type": "string", "enum": ["1"]},
+            "1: add Google to the account of this browser's password session (its refresh cookie).",
+        ),
+    ],
     ("GET", "/auth/google/callback"): [
         _query("state", {"type": "string"}, "The state the provider echoes back."),
         _query("code", {"type": "string", "maxLength": 2048}, "The authorization code."),
         _query("error", {"type": "string"}, "The provider's error instead of a code (e.g. access_denied)."),
-        {"name": oauth.TX_COOKIE, "in": "cookie", "required": False, "schema": {"type": "string"},
-         "description": "The browser's sign-in transaction, set by GET /auth/google/login."}],
+        {
+            "name": oauth.TX_COOKIE,
+            "in": "cookie",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "The browser's sign-in transaction, set by GET /auth/google/login.",
+        },
+    ],
 }
 
 
@@ -135,6 +191,7 @@ def query_parameters(route: Route) -> list[dict[str, Any]]:
 
 
 # --- statuses ------------------------------------------------------------------------------------
+
 
 def path_parameters(route: Route) -> list[str]:
     return re.findall(r"\{([a-z_]+)\}", route.path)
@@ -171,6 +228,7 @@ def error_statuses(route: Route) -> list[int]:
 
 # --- schemas -------------------------------------------------------------------------------------
 
+
 def _record_of(route: Route, table: tuple[Route, ...]) -> type[BaseModel] | None:
     """The record a list route's page holds: what its `GET <path>/{id}` answers."""
     one = next((r for r in table if r.method == "GET" and r.path == f"{route.path}/{{id}}"), None)
@@ -180,8 +238,12 @@ def _record_of(route: Route, table: tuple[Route, ...]) -> type[BaseModel] | None
 @functools.lru_cache(maxsize=None)
 def page_of(record: type[BaseModel]) -> type[BaseModel]:
     """`schemas.Page` with its items typed (the wire shape is the same)."""
-    return create_model(f"{record.__name__}Page", __doc__=f"One page of {record.__name__} records, newest first.",
-                        items=(list[record], ...), next_cursor=(str | None, None))  # type: ignore[valid-type]
+    return create_model(
+        f"{record.__name__}Page",
+        __doc__=f"One page of {record.__name__} records, newest first.",
+        items=(list[record], ...),
+        next_cursor=(str | None, None),
+    )  # type: ignore[valid-type]
 
 
 def response_model(route: Route, table: tuple[Route, ...]) -> type[BaseModel] | None:
@@ -192,8 +254,7 @@ def response_model(route: Route, table: tuple[Route, ...]) -> type[BaseModel] | 
     return route.response
 
 
-def _components(table: tuple[Route, ...]) -> tuple[dict[tuple[type[BaseModel], str], dict[str, Any]],
-                                                   dict[str, Any]]:
+def _components(table: tuple[Route, ...]) -> tuple[dict[tuple[type[BaseModel], str], dict[str, Any]], dict[str, Any]]:
     pairs: list[tuple[type[BaseModel], str]] = [(schemas.Problem, "serialization")]
     for route in table:
         if route.request is not None:
@@ -207,6 +268,7 @@ def _components(table: tuple[Route, ...]) -> tuple[dict[tuple[type[BaseModel], s
 
 
 # --- operations ----------------------------------------------------------------------------------
+
 
 def operation_id(route: Route) -> str:
     words = re.findall(r"[a-z0-9]+", route.path.lower())
@@ -232,44 +294,84 @@ def _success(route: Route, status: int, refs: dict, table: tuple[Route, ...]) ->
         return {"description": what, "headers": headers}
     if model is schemas.AccessTokenResponse:
         headers.update(_header_refs("Set-Cookie"))  # an access token always comes with its refresh cookie
-    return {"description": model.__doc__.strip().splitlines()[0] if model.__doc__ else model.__name__,
-            "headers": headers, "content": {JSON: {"schema": refs[(model, "serialization")]}}}
+    return {
+        "description": model.__doc__.strip().splitlines()[0] if model.__doc__ else model.__name__,
+        "headers": headers,
+        "content": {JSON: {"schema": refs[(model, "serialization")]}},
+    }
 
 
 def _request_body(route: Route, refs: dict) -> dict[str, Any] | None:
     if route.request is not None:
         optional = not any(f.is_required() for f in route.request.model_fields.values())
         note = " Every field is optional; an empty body means all defaults." if optional else ""
-        return {"required": True, "description": f"JSON (Content-Type: application/json).{note}",
-                "content": {JSON: {"schema": refs[(route.request, "validation")]}}}
+        return {
+            "required": True,
+            "description": f"JSON (Content-Type: application/json).{note}",
+            "content": {JSON: {"schema": refs[(route.request, "validation")]}},
+        }
     if route.auth is Auth.WEBHOOK_SIGNATURE:
-        return {"required": True, "description": "PayPal's event notification, verified on the raw bytes.",
-                "content": {JSON: {"schema": {
-                    "type": "object", "required": ["id", "event_type"],
-                    "properties": {"id": {"type": "string"}, "event_type": {"type": "string"},
-                                   "resource_type": {"type": "string"}, "resource": {"type": "object"},
-                                   "create_time": {"type": "string"}}}}}}
+        return {
+            "required": True,
+            "description": "PayPal's event notification, verified on the raw bytes.",
+            "content": {
+                JSON: {
+                    "schema": {
+                        "type": "object",
+                        "required": ["id", "event_type"],
+                        "properties": {
+                            "id": {"type": "string"},
+                            "event_type": {"type": "string"},
+                            "resource_type": {"type": "string"},
+                            "resource": {"type": "object"},
+                            "create_time": {"type": "string"},
+                        },
+                    }
+                }
+            },
+        }
     if route.csrf is Csrf.ORIGIN:
-        return {"required": True, "description": "Nothing is read from the body, but it must be sent as JSON "
-                                                 "(the CSRF check): an empty body or {}.",
-                "content": {JSON: {"schema": {"type": "object", "maxProperties": 0}}}}
+        return {
+            "required": True,
+            "description": "Nothing is read from the body, but it must be sent as JSON "
+            "(the CSRF check): an empty body or {}.",
+            "content": {JSON: {"schema": {"type": "object", "maxProperties": 0}}},
+        }
     return None
 
 
 def _parameters(route: Route) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": ID_PATTERN},
-         "description": "An id this API gave you (32 lower-case hex characters)."}
-        for name in path_parameters(route)]
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "pattern": ID_PATTERN},
+            "description": "An id this API gave you (32 lower-case hex characters).",
+        }
+        for name in path_parameters(route)
+    ]
     params += query_parameters(route)
     if route.csrf is Csrf.SESSION:
-        params.append({"name": "X-CSRF-Token", "in": "header", "required": True,
-                       "schema": {"type": "string", "minLength": 1},
-                       "description": "The `csrf` value GET /me answers (bound to this session)."})
+        params.append(
+            {
+                "name": "X-CSRF-Token",
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string", "minLength": 1},
+                "description": "The `csrf` value GET /me answers (bound to this session).",
+            }
+        )
     elif route.csrf is Csrf.ORIGIN:
-        params.append({"name": "X-CSRF-Token", "in": "header", "required": True,
-                       "schema": {"type": "string", "minLength": 1, "pattern": r"\S"},
-                       "description": "Any non-empty value (a cross-site form cannot set it)."})
+        params.append(
+            {
+                "name": "X-CSRF-Token",
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string", "minLength": 1, "pattern": r"\S"},
+                "description": "Any non-empty value (a cross-site form cannot set it).",
+            }
+        )
     return params
 
 
@@ -286,9 +388,11 @@ def _security(route: Route) -> list[dict[str, list[str]]]:
 def _description(route: Route) -> str:
     lines = []
     if route.csrf is Csrf.ORIGIN:
-        lines.append("Cookie route: POST with Content-Type: application/json, a non-empty X-CSRF-Token and an "
-                     "Origin on the allow-list (a missing Origin is refused); Sec-Fetch-Site: cross-site is "
-                     "refused.")
+        lines.append(
+            "Cookie route: POST with Content-Type: application/json, a non-empty X-CSRF-Token and an "
+            "Origin on the allow-list (a missing Origin is refused); Sec-Fetch-Site: cross-site is "
+            "refused."
+        )
     if route.needs_live_session:
         lines.append("The access token's session must still be live.")
     if route.cache != "no-store":
@@ -326,7 +430,8 @@ def _problem_responses(statuses: set[int]) -> dict[str, Any]:
         out[f"Problem{status}"] = {
             "description": ERROR_MEANING.get(status, "Error") + " (RFC 9457 problem details).",
             "headers": headers,
-            "content": {PROBLEM_JSON: {"schema": {"$ref": SCHEMA_REF.format(model="Problem")}}}}
+            "content": {PROBLEM_JSON: {"schema": {"$ref": SCHEMA_REF.format(model="Problem")}}},
+        }
     return out
 
 
@@ -344,8 +449,8 @@ def document(table: tuple[Route, ...] = routes.ROUTES) -> dict[str, Any]:
             "title": "ML Lab API",
             "version": API_VERSION,
             "description": "The HTTP API of ML Lab, generated from its route table. JSON in, JSON out; every "
-                           "error is RFC 9457 application/problem+json; every response carries X-Request-Id. "
-                           "Every route may answer 429 and 503 with Retry-After.",
+            "error is RFC 9457 application/problem+json; every response carries X-Request-Id. "
+            "Every route may answer 429 and 503 with Retry-After.",
         },
         "tags": [{"name": fn.name} for fn in routes.http_functions() if any(r.function == fn.name for r in table)],
         "paths": paths,

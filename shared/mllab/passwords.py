@@ -19,8 +19,14 @@ _COMMON = Path(__file__).with_name("data") / "common-passwords.txt"
 def _hasher():
     from argon2 import PasswordHasher, Type
 
-    return PasswordHasher(time_cost=TIME_COST, memory_cost=MEMORY_COST_KIB, parallelism=PARALLELISM,
-                          hash_len=32, salt_len=16, type=Type.ID)
+    return PasswordHasher(
+        time_cost=TIME_COST,
+        memory_cost=MEMORY_COST_KIB,
+        parallelism=PARALLELISM,
+        hash_len=32,
+        salt_len=16,
+        type=Type.ID,
+    )
 
 
 @functools.cache

@@ -52,12 +52,14 @@ def _now() -> float:
 
 # --- errors --------------------------------------------------------------------------------------
 
+
 class PayPalError(Exception):
     """PayPal answered with an error. `name` is PayPal's (UNPROCESSABLE_ENTITY, RESOURCE_NOT_FOUND,
     invalid_client...), `issues` the `details[].issue` codes (SUBSCRIPTION_STATUS_INVALID...)."""
 
-    def __init__(self, status: int, name: str, message: str = "", issues: list[str] | None = None,
-                 debug_id: str | None = None) -> None:
+    def __init__(
+        self, status: int, name: str, message: str = "", issues: list[str] | None = None, debug_id: str | None = None
+    ) -> None:
         self.status = status
         self.name = name
         self.message = log.redact(message)[:300]  # PayPal's own words; masked in case they echo a credential
@@ -83,13 +85,22 @@ class PayPalUnavailable(PayPalError, ConnectionError):
     """Transient: timeout, connection failure, 429 or 5xx after the retries, or the circuit is open.
     `retry_after` is how many seconds to tell our own caller to wait."""
 
-    def __init__(self, status: int, name: str, message: str = "", issues: list[str] | None = None,
-                 debug_id: str | None = None, *, retry_after: int = DEFAULT_RETRY_AFTER_S) -> None:
+    def __init__(
+        self,
+        status: int,
+        name: str,
+        message: str = "",
+        issues: list[str] | None = None,
+        debug_id: str | None = None,
+        *,
+        retry_after: int = DEFAULT_RETRY_AFTER_S,
+    ) -> None:
         self.retry_after = max(1, int(retry_after))
         super().__init__(status, name, message, issues, debug_id)
 
 
 # --- circuit breaker -----------------------------------------------------------------------------
+
 
 class CircuitBreaker:
     """Closed -> open after `threshold` consecutive failed attempts -> half-open after `cooldown_s`
@@ -152,6 +163,7 @@ class CircuitBreaker:
 
 # --- client --------------------------------------------------------------------------------------
 
+
 class _OAuthFailed(Exception):
     """The token endpoint answered something other than a token (handled like any response)."""
 
@@ -161,10 +173,19 @@ class _OAuthFailed(Exception):
 
 
 class PayPal:
-    def __init__(self, base_url: str, client_id: str, client_secret: str, *,
-                 verify: ssl.SSLContext | bool = True, timeout: float = 8.0,
-                 transport: httpx.BaseTransport | None = None, attempts: int = 3,
-                 breaker: CircuitBreaker | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        verify: ssl.SSLContext | bool = True,
+        timeout: float = 8.0,
+        transport: httpx.BaseTransport | None = None,
+        attempts: int = 3,
+        breaker: CircuitBreaker | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         if not client_id or not client_secret:
             raise config.ConfigError("PayPal client id and secret must be set")
         self.base_url = base_url.rstrip("/")
@@ -173,9 +194,14 @@ class PayPal:
         self.breaker = breaker or CircuitBreaker()
         self._sleep = sleep
         self._auth = httpx.BasicAuth(client_id, client_secret)
-        self._http = httpx.Client(base_url=self.base_url, verify=verify, transport=transport,
-                                  timeout=self._timeouts(self.timeout), follow_redirects=False,
-                                  headers={"Accept": "application/json"})
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            verify=verify,
+            transport=transport,
+            timeout=self._timeouts(self.timeout),
+            follow_redirects=False,
+            headers={"Accept": "application/json"},
+        )
         self._token_lock = threading.Lock()
         self._token: str | None = None
         self._token_until = 0.0
@@ -201,16 +227,18 @@ class PayPal:
         with self._token_lock:
             if self._token is not None and _now() < self._token_until:
                 return self._token, False
-            resp = self._http.post(TOKEN_PATH, data={"grant_type": "client_credentials"}, auth=self._auth,
-                                   timeout=self._timeouts(timeout))
+            resp = self._http.post(
+                TOKEN_PATH, data={"grant_type": "client_credentials"}, auth=self._auth, timeout=self._timeouts(timeout)
+            )
             if resp.status_code != 200:
                 raise _OAuthFailed(resp)
             try:
                 body = resp.json()
                 token, expires_in = str(body["access_token"]), int(body.get("expires_in", 0))
             except (ValueError, KeyError, TypeError):
-                raise PayPalUnavailable(resp.status_code, "BAD_TOKEN_RESPONSE",
-                                        "the token endpoint answered without an access token") from None
+                raise PayPalUnavailable(
+                    resp.status_code, "BAD_TOKEN_RESPONSE", "the token endpoint answered without an access token"
+                ) from None
             self._token = token
             self._token_until = _now() + max(0, expires_in - TOKEN_EARLY_S)
             return token, True
@@ -223,8 +251,15 @@ class PayPal:
 
     # --- one call, with retries ------------------------------------------------------------------
 
-    def request(self, method: str, path: str, *, json: Any = None, headers: Mapping[str, str] | None = None,
-                request_id: str | None = None) -> dict | None:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+    ) -> dict | None:
         """One PayPal API call. Returns the JSON body (None for 204). Raises PayPalError (4xx) or
         PayPalUnavailable (transient, after at most `attempts` attempts, all within the timeout, so
         a request waiting on PayPal still answers within its own deadline)."""
@@ -244,23 +279,35 @@ class PayPal:
         try:
             while True:
                 if not self.breaker.allow():
-                    raise PayPalUnavailable(0, "CIRCUIT_OPEN", "PayPal calls are paused after repeated failures",
-                                            retry_after=self.breaker.retry_after())
+                    raise PayPalUnavailable(
+                        0,
+                        "CIRCUIT_OPEN",
+                        "PayPal calls are paused after repeated failures",
+                        retry_after=self.breaker.retry_after(),
+                    )
                 attempt += 1
                 remaining = deadline - time.monotonic()
                 token = None
                 try:
                     token, fresh = self._access_token(remaining)
                     refreshed = refreshed or fresh
-                    resp = self._http.request(method, path, json=json, timeout=self._timeouts(remaining),
-                                              headers={**send_headers, "Authorization": f"Bearer {token}"})
+                    resp = self._http.request(
+                        method,
+                        path,
+                        json=json,
+                        timeout=self._timeouts(remaining),
+                        headers={**send_headers, "Authorization": f"Bearer {token}"},
+                    )
                 except _OAuthFailed as exc:
                     resp, token = exc.response, None
                 except httpx.TransportError as exc:
                     self.breaker.failure()
                     status = None
-                    failure = PayPalUnavailable(0, "TIMEOUT" if isinstance(exc, httpx.TimeoutException)
-                                                else "UNREACHABLE", f"{type(exc).__name__} calling PayPal")
+                    failure = PayPalUnavailable(
+                        0,
+                        "TIMEOUT" if isinstance(exc, httpx.TimeoutException) else "UNREACHABLE",
+                        f"{type(exc).__name__} calling PayPal",
+                    )
                     retry = resendable or isinstance(exc, _NOT_SENT)
                     if not self._pause(retry, attempt, self._backoff(attempt), deadline):
                         raise failure from exc
@@ -290,8 +337,15 @@ class PayPal:
                     raise failure
         finally:
             elapsed_ms = round((time.monotonic() - started) * 1000, 1)
-            fields = dict(method=method, path=path, status=status, attempts=attempt, elapsed_ms=elapsed_ms,
-                          oauth_fetched=refreshed, debug_id=debug_id)
+            fields = dict(
+                method=method,
+                path=path,
+                status=status,
+                attempts=attempt,
+                elapsed_ms=elapsed_ms,
+                oauth_fetched=refreshed,
+                debug_id=debug_id,
+            )
             if status is not None and status < 400:
                 log.info("paypal call", **fields)
             else:
@@ -310,12 +364,28 @@ class PayPal:
 
     # --- the calls we make -----------------------------------------------------------------------
 
-    def create_subscription(self, plan_id: str, custom_id: str, return_url: str, cancel_url: str,
-                            request_id: str, brand_name: str = "ML Lab", start_time: str | None = None) -> dict:
+    def create_subscription(
+        self,
+        plan_id: str,
+        custom_id: str,
+        return_url: str,
+        cancel_url: str,
+        request_id: str,
+        brand_name: str = "ML Lab",
+        start_time: str | None = None,
+    ) -> dict:
         """`start_time` (RFC 3339, in the future): PayPal approves now and charges the first cycle then."""
-        body: dict[str, Any] = {"plan_id": plan_id, "custom_id": custom_id, "application_context": {
-            "brand_name": brand_name, "user_action": "SUBSCRIBE_NOW", "shipping_preference": "NO_SHIPPING",
-            "return_url": return_url, "cancel_url": cancel_url}}
+        body: dict[str, Any] = {
+            "plan_id": plan_id,
+            "custom_id": custom_id,
+            "application_context": {
+                "brand_name": brand_name,
+                "user_action": "SUBSCRIBE_NOW",
+                "shipping_preference": "NO_SHIPPING",
+                "return_url": return_url,
+                "cancel_url": cancel_url,
+            },
+        }
         if start_time is not None:
             body["start_time"] = start_time
         return self._dict(self.request("POST", "/v1/billing/subscriptions", json=body, request_id=request_id))
@@ -347,21 +417,31 @@ class PayPal:
         body = {"name": name, "description": description, "type": "SERVICE", "category": "SOFTWARE"}
         return self._dict(self.request("POST", "/v1/catalogs/products", json=body, request_id=request_id))
 
-    def create_plan(self, product_id: str, name: str, price: str, currency: str, payment_failure_threshold: int,
-                    request_id: str) -> dict:
+    def create_plan(
+        self, product_id: str, name: str, price: str, currency: str, payment_failure_threshold: int, request_id: str
+    ) -> dict:
         if not _PRICE.fullmatch(price) or not _CURRENCY.fullmatch(currency):
             raise ValueError("price must be a decimal string like '15.00' and currency a code like 'USD'")
         if not 0 <= payment_failure_threshold <= 999:
             raise ValueError("payment_failure_threshold must be 0..999")
         body = {
-            "product_id": product_id, "name": name, "status": "ACTIVE",
-            "billing_cycles": [{
-                "frequency": {"interval_unit": "MONTH", "interval_count": 1},
-                "tenure_type": "REGULAR", "sequence": 1, "total_cycles": 0,
-                "pricing_scheme": {"fixed_price": {"value": price, "currency_code": currency}},
-            }],
-            "payment_preferences": {"auto_bill_outstanding": True, "setup_fee_failure_action": "CANCEL",
-                                    "payment_failure_threshold": payment_failure_threshold},
+            "product_id": product_id,
+            "name": name,
+            "status": "ACTIVE",
+            "billing_cycles": [
+                {
+                    "frequency": {"interval_unit": "MONTH", "interval_count": 1},
+                    "tenure_type": "REGULAR",
+                    "sequence": 1,
+                    "total_cycles": 0,
+                    "pricing_scheme": {"fixed_price": {"value": price, "currency_code": currency}},
+                }
+            ],
+            "payment_preferences": {
+                "auto_bill_outstanding": True,
+                "setup_fee_failure_action": "CANCEL",
+                "payment_failure_threshold": payment_failure_threshold,
+            },
         }
         return self._dict(self.request("POST", "/v1/billing/plans", json=body, request_id=request_id))
 
@@ -396,6 +476,7 @@ def _check_subscription_id(subscription_id: str) -> None:
 
 
 # --- responses -----------------------------------------------------------------------------------
+
 
 def _json_body(resp: httpx.Response) -> dict | None:
     if resp.status_code == 204 or not resp.content:
@@ -444,6 +525,7 @@ def _retry_after(resp: httpx.Response) -> float | None:
 
 # --- the process's client ------------------------------------------------------------------------
 
+
 def tls_verify(ca_file: Path | None) -> ssl.SSLContext | bool:
     """TLS trust for PayPal: the default, plus the local stand-in's development CA when configured."""
     if ca_file is None:
@@ -461,10 +543,12 @@ def client() -> PayPal:
         client_id, client_secret = str(creds["client_id"]), str(creds["client_secret"])
     except (ValueError, KeyError, TypeError):
         # `from None`: a JSON error would carry the secret's text along in its attributes.
-        raise config.ConfigError(f"secret {config.PAYPAL_CLIENT!r} must be JSON "
-                                 '{"client_id": ..., "client_secret": ...}') from None
-    return PayPal(s.paypal_api_base, client_id, client_secret, verify=tls_verify(s.paypal_ca_file),
-                  timeout=s.paypal_timeout_s)
+        raise config.ConfigError(
+            f"secret {config.PAYPAL_CLIENT!r} must be JSON {{\"client_id\": ..., \"client_secret\": ...}}"
+        ) from None
+    return PayPal(
+        s.paypal_api_base, client_id, client_secret, verify=tls_verify(s.paypal_ca_file), timeout=s.paypal_timeout_s
+    )
 
 
 def reset() -> None:

@@ -52,6 +52,7 @@ def redemption_id(code: str, uid: str, n: int) -> str:
 
 # --- operator side --------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class NewCode:
     code: str
@@ -88,22 +89,35 @@ def create(new: NewCode) -> dict[str, Any]:
 
     new.check()
     now = clock.now()
-    doc = {"code": new.code, "kind": new.kind, "days": new.days, "starts_at": new.starts_at,
-           "expires_at": new.expires_at, "max_redemptions": new.uses, "redemptions": 0,
-           "per_user_limit": new.per_user, "new_users_only": new.new_users_only, "active": True,
-           "created_by": new.created_by, "created_at": now, "updated_at": now}
+    doc = {
+        "code": new.code,
+        "kind": new.kind,
+        "days": new.days,
+        "starts_at": new.starts_at,
+        "expires_at": new.expires_at,
+        "max_redemptions": new.uses,
+        "redemptions": 0,
+        "per_user_limit": new.per_user,
+        "new_users_only": new.new_users_only,
+        "active": True,
+        "created_by": new.created_by,
+        "created_at": now,
+        "updated_at": now,
+    }
     try:
         _code_ref(new.code).create(doc, **clients.opts())
     except (AlreadyExists, Conflict):
         raise ValueError(f"code {new.code} already exists") from None
-    audit.record("promo.create", actor=new.created_by, target=f"promo:{new.code}", kind=new.kind,
-                 uses=new.uses, days=new.days)
+    audit.record(
+        "promo.create", actor=new.created_by, target=f"promo:{new.code}", kind=new.kind, uses=new.uses, days=new.days
+    )
     return doc
 
 
 def all_codes() -> list[dict[str, Any]]:
-    return sorted((s.to_dict() for s in _db().collection(CODES).stream(**clients.opts())),
-                  key=lambda c: c["created_at"])
+    return sorted(
+        (s.to_dict() for s in _db().collection(CODES).stream(**clients.opts())), key=lambda c: c["created_at"]
+    )
 
 
 def disable(code: str, actor: str = "operator") -> bool:
@@ -119,6 +133,7 @@ def disable(code: str, actor: str = "operator") -> bool:
 
 
 # --- redemption -----------------------------------------------------------------------------------
+
 
 class _Retry(Exception):
     """A precondition failed: someone else wrote first. Read again."""
@@ -148,14 +163,21 @@ def _check_code(code: str, doc: dict[str, Any] | None, now: datetime) -> dict[st
 
 def _check_user(code: str, doc: dict[str, Any], ent: dict[str, Any] | None, used: int, now: datetime) -> None:
     if used >= int(doc.get("per_user_limit", 1)):
-        raise _refuse(409, "already-used", f"You have already used the code {code}"
-                      + (f" {used} times, its limit." if used > 1 else "."))
+        raise _refuse(
+            409,
+            "already-used",
+            f"You have already used the code {code}" + (f" {used} times, its limit." if used > 1 else "."),
+        )
     if doc.get("new_users_only") and ent and (ent.get("ever_pro") or ent.get("paypal")):
         raise _refuse(403, "new-users-only", f"The code {code} is for people new to ML Lab PRO.")
     state = entitlements.status(ent, now)
     if doc["kind"] == "trial" and state in ("active", "past_due"):
-        raise _refuse(409, "already-pro", "You already have PRO through your subscription; a trial would add "
-                                          "nothing. Keep the code for someone else.")
+        raise _refuse(
+            409,
+            "already-pro",
+            "You already have PRO through your subscription; a trial would add "
+            "nothing. Keep the code for someone else.",
+        )
 
 
 def apply(uid: str, raw_code: str, *, ip: str | None = None) -> schemas.PromoApplied:
@@ -190,8 +212,12 @@ def _redeem(uid: str, code: str) -> schemas.PromoApplied:
                 break
             time.sleep(random.uniform(0, delay))
             delay = min(delay * 1.6, 0.5)
-    raise Problem(409, "Many people are redeeming this code right now. Try again in a moment.", slug="promo-busy",
-                  headers={"Retry-After": "1"})
+    raise Problem(
+        409,
+        "Many people are redeeming this code right now. Try again in a moment.",
+        slug="promo-busy",
+        headers={"Retry-After": "1"},
+    )
 
 
 def _attempt(uid: str, code: str) -> schemas.PromoApplied:
@@ -210,14 +236,31 @@ def _attempt(uid: str, code: str) -> schemas.PromoApplied:
 
     days = doc.get("days")
     base = ent or {}
-    updated = (entitlements.with_trial(base, int(days), now) if doc["kind"] == "trial"
-               else entitlements.with_comp(base, int(days) if days else None, now))
+    updated = (
+        entitlements.with_trial(base, int(days), now)
+        if doc["kind"] == "trial"
+        else entitlements.with_comp(base, int(days) if days else None, now)
+    )
     updated = entitlements.stamp(uid, updated, now, created=ent is None)
     batch = db.batch()
-    batch.update(_code_ref(code), {"redemptions": int(doc.get("redemptions", 0)) + 1, "updated_at": now},
-                 option=db.write_option(last_update_time=code_snap.update_time))
-    batch.create(refs[used], {"uid": uid, "code": code, "kind": doc["kind"], "days": days, "n": used + 1,
-                              "pro_until": updated["pro_until"], "created_at": now, "updated_at": now})
+    batch.update(
+        _code_ref(code),
+        {"redemptions": int(doc.get("redemptions", 0)) + 1, "updated_at": now},
+        option=db.write_option(last_update_time=code_snap.update_time),
+    )
+    batch.create(
+        refs[used],
+        {
+            "uid": uid,
+            "code": code,
+            "kind": doc["kind"],
+            "days": days,
+            "n": used + 1,
+            "pro_until": updated["pro_until"],
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
     if ent is None:
         batch.create(entitlements.ref(uid), updated)
     else:
@@ -226,8 +269,7 @@ def _attempt(uid: str, code: str) -> schemas.PromoApplied:
         batch.commit(**clients.opts())
     except (FailedPrecondition, AlreadyExists, Conflict, NotFound):
         raise _Retry() from None
-    return schemas.PromoApplied(code=code, kind=doc["kind"], days=days,
-                                subscription=entitlements.view(updated, now))
+    return schemas.PromoApplied(code=code, kind=doc["kind"], days=days, subscription=entitlements.view(updated, now))
 
 
 def redemptions_of(uid: str) -> list[dict[str, Any]]:

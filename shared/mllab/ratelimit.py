@@ -56,8 +56,9 @@ def estimates(*budgets: tuple[str, str]) -> list[tuple[float, int]]:
         ids.append((cur_id, start, _doc_id(kind, subject, start - window)[0]))
     db = clients.firestore()
     refs = [db.collection(COLLECTION).document(doc_id) for cur_id, _, prev_id in ids for doc_id in (cur_id, prev_id)]
-    counts = {snap.id: (snap.to_dict() or {}).get("failures", 0)
-              for snap in db.get_all(refs, **clients.opts()) if snap.exists}
+    counts = {
+        snap.id: (snap.to_dict() or {}).get("failures", 0) for snap in db.get_all(refs, **clients.opts()) if snap.exists
+    }
     out = []
     for (kind, subject), (cur_id, start, prev_id) in zip(budgets, ids, strict=True):
         if not subject:
@@ -78,8 +79,9 @@ def over(kind: str, subject: str) -> int:
 
 def refuse(kind: str, retry: int, *, ip: str | None = None, detail: str | None = None) -> Problem:
     audit.record("ratelimit.refused", actor=None, target=kind, outcome="429", ip=ip)
-    return Problem(429, detail or f"Too many failed attempts. Try again in {human(retry)}.",
-                   headers={"Retry-After": str(retry)})
+    return Problem(
+        429, detail or f"Too many failed attempts. Try again in {human(retry)}.", headers={"Retry-After": str(retry)}
+    )
 
 
 def check(kind: str, subject: str, *, ip: str | None = None) -> None:
@@ -106,9 +108,11 @@ def count(*budgets: tuple[str, str]) -> None:
         if not subject:
             continue
         doc_id, start = _doc_id(kind, subject)
-        batch.set(db.collection(COLLECTION).document(doc_id),
-                  {"kind": kind, "window_start": start, "failures": firestore.Increment(1), "expires_at": expires},
-                  merge=True)
+        batch.set(
+            db.collection(COLLECTION).document(doc_id),
+            {"kind": kind, "window_start": start, "failures": firestore.Increment(1), "expires_at": expires},
+            merge=True,
+        )
         wrote = True
     if wrote:
         batch.commit(**clients.opts())

@@ -78,6 +78,7 @@ def _mimetype(value: str | None) -> str:
 
 # --- content checks that need the bytes (outside the transaction) --------------------------------
 
+
 def _blob(event: ObjectEvent) -> Any:
     return clients.storage().bucket(event.bucket).blob(event.name, generation=event.generation)
 
@@ -120,6 +121,7 @@ def _scan_csv(event: ObjectEvent) -> tuple[list[str], int]:
 
 
 # --- finalize ------------------------------------------------------------------------------------
+
 
 def finalize(event: ObjectEvent) -> bool:
     """Record one finalized generation. True when this delivery recorded it."""
@@ -226,12 +228,29 @@ def _record(event: ObjectEvent, name: objects.ObjectName, extra: dict[str, Any])
             return f"the day's {limits.uploads_per_day} uploads are used up; upload again tomorrow (UTC)"
         model = model_ref.get(transaction=tx, **clients.opts()) if model_ref is not None else None
         # All reads done; now the writes.
-        tx.create(art_ref, {
-            "bucket": event.bucket, "object": event.name, "generation": event.generation, "uid": name.uid,
-            "kind": name.kind.name, "project_id": name.project_id, "model_id": name.model_id,
-            "version": name.version, "dataset_id": name.dataset_id, "job_id": name.job_id,
-            "size": event.size, "content_type": event.content_type, "crc32c": event.crc32c, "md5": event.md5,
-            "event_id": event.event_id, "deleted_at": None, "created_at": now, "updated_at": now})
+        tx.create(
+            art_ref,
+            {
+                "bucket": event.bucket,
+                "object": event.name,
+                "generation": event.generation,
+                "uid": name.uid,
+                "kind": name.kind.name,
+                "project_id": name.project_id,
+                "model_id": name.model_id,
+                "version": name.version,
+                "dataset_id": name.dataset_id,
+                "job_id": name.job_id,
+                "size": event.size,
+                "content_type": event.content_type,
+                "crc32c": event.crc32c,
+                "md5": event.md5,
+                "event_id": event.event_id,
+                "deleted_at": None,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
         tx.set(usage_ref, {"storage_bytes": firestore.Increment(event.size), "updated_at": now}, merge=True)
         tx.set(today_ref, {"uploads": firestore.Increment(1), "updated_at": now}, merge=True)
         _apply_to_owner(tx, owner_ref, o, model_ref, model, event, name, extra, now)
@@ -244,33 +263,73 @@ def _file_entry(event: ObjectEvent) -> dict[str, Any]:
     return {"object": event.name, "generation": event.generation, "size": event.size, "crc32c": event.crc32c}
 
 
-def _apply_to_owner(tx: Any, owner_ref: Any, owner: dict[str, Any], model_ref: Any, model: Any,
-                    event: ObjectEvent, name: objects.ObjectName, extra: dict[str, Any], now: datetime) -> None:
+def _apply_to_owner(
+    tx: Any,
+    owner_ref: Any,
+    owner: dict[str, Any],
+    model_ref: Any,
+    model: Any,
+    event: ObjectEvent,
+    name: objects.ObjectName,
+    extra: dict[str, Any],
+    now: datetime,
+) -> None:
     """Put the recorded file on its record (which, per _has_file, had none of this kind)."""
     kind = name.kind.name
     if kind in ("model", "weights"):
         fname = "model.json" if kind == "model" else "weights.bin"
         files = {**(owner.get("files") or {}), fname: _file_entry(event)}
         ready = {"model.json", "weights.bin"} <= set(files)
-        tx.update(owner_ref, {"files": files, "status": "ready" if ready else "pending", "failure": None,
-                              # every file ever recorded on the version: none is ever replaced (see _has_file)
-                              "recorded": sorted({*(owner.get("recorded") or []), fname}),
-                              "size_bytes": sum(f["size"] for f in files.values()), "updated_at": now})
+        tx.update(
+            owner_ref,
+            {
+                "files": files,
+                "status": "ready" if ready else "pending",
+                "failure": None,
+                # every file ever recorded on the version: none is ever replaced (see _has_file)
+                "recorded": sorted({*(owner.get("recorded") or []), fname}),
+                "size_bytes": sum(f["size"] for f in files.values()),
+                "updated_at": now,
+            },
+        )
         if ready and model is not None and model.exists:
             latest = model.get("latest_version") or 0
             if name.version > latest:  # only forward
                 tx.update(model_ref, {"latest_version": name.version, "updated_at": now})
     elif kind == "dataset":
-        tx.update(owner_ref, {"status": "ready", "failure": None, "object": event.name, "generation": event.generation,
-                              "size_bytes": event.size, "content_type": event.content_type, "crc32c": event.crc32c,
-                              "columns": extra["columns"], "row_count": extra["row_count"], "updated_at": now})
+        tx.update(
+            owner_ref,
+            {
+                "status": "ready",
+                "failure": None,
+                "object": event.name,
+                "generation": event.generation,
+                "size_bytes": event.size,
+                "content_type": event.content_type,
+                "crc32c": event.crc32c,
+                "columns": extra["columns"],
+                "row_count": extra["row_count"],
+                "updated_at": now,
+            },
+        )
     else:
         m = extra["metrics"]
         # Stored as JSON text: Firestore refuses arrays inside arrays (a confusion matrix is one).
-        tx.update(owner_ref, {"status": "recorded", "failure": None, "metrics_generation": event.generation,
-                              "task": m["task"], "backend": m["backend"], "started_at": m["started_at"],
-                              "finished_at": m["finished_at"], "epoch_count": len(m["epochs"]),
-                              "metrics_json": schemas.compact_json(m), "updated_at": now})
+        tx.update(
+            owner_ref,
+            {
+                "status": "recorded",
+                "failure": None,
+                "metrics_generation": event.generation,
+                "task": m["task"],
+                "backend": m["backend"],
+                "started_at": m["started_at"],
+                "finished_at": m["finished_at"],
+                "epoch_count": len(m["epochs"]),
+                "metrics_json": schemas.compact_json(m),
+                "updated_at": now,
+            },
+        )
 
 
 def _delete_generation(event: ObjectEvent) -> None:
@@ -279,7 +338,8 @@ def _delete_generation(event: ObjectEvent) -> None:
 
     try:
         clients.storage().bucket(event.bucket).blob(event.name).delete(
-            if_generation_match=event.generation, **clients.opts())
+            if_generation_match=event.generation, **clients.opts()
+        )
     except (NotFound, PreconditionFailed):
         pass  # already gone, or replaced by a newer upload that gets its own event
 
@@ -291,8 +351,9 @@ def _reject(event: ObjectEvent, name: objects.ObjectName | None, reason: str, *,
     if uid and _account_gone(_db().collection(users.USERS).document(uid).get(**clients.opts())):
         log.info("object of a deleted account removed", generation=event.generation)
         return  # no audit entry: it would name the account again after its purge
-    audit.record("object.rejected", actor=uid, target=event.name, outcome="deleted", reason=reason,
-                 generation=event.generation)
+    audit.record(
+        "object.rejected", actor=uid, target=event.name, outcome="deleted", reason=reason, generation=event.generation
+    )
     log.warning("object rejected and deleted", object=event.name, generation=event.generation, reason=reason)
     if fails and name is not None:
         _mark_failed(name, reason)
@@ -304,8 +365,13 @@ def _mark_failed(name: objects.ObjectName, reason: str) -> None:
     from google.cloud import firestore
 
     owner_ref = _owner_ref(name)
-    kind = "metrics.json" if name.kind.name == "metrics" else (
-        "model.json" if name.kind.name == "model" else "weights.bin" if name.kind.name == "weights" else "CSV file")
+    kind = (
+        "metrics.json"
+        if name.kind.name == "metrics"
+        else (
+            "model.json" if name.kind.name == "model" else "weights.bin" if name.kind.name == "weights" else "CSV file"
+        )
+    )
 
     @firestore.transactional
     def run(tx: Any) -> None:
@@ -315,13 +381,15 @@ def _mark_failed(name: objects.ObjectName, reason: str) -> None:
             return
         if _has_file(o, name):
             return
-        tx.update(owner_ref, {"status": "failed", "failure": f"The {kind} was refused: {reason}.",
-                              "updated_at": clock.now()})
+        tx.update(
+            owner_ref, {"status": "failed", "failure": f"The {kind} was refused: {reason}.", "updated_at": clock.now()}
+        )
 
     run(_db().transaction(max_attempts=10))
 
 
 # --- delete --------------------------------------------------------------------------------------
+
 
 def delete(event: ObjectEvent) -> None:
     """Reverse a recorded generation once: usage down, the file off its owner. A delete that arrives
@@ -342,20 +410,35 @@ def delete(event: ObjectEvent) -> None:
             return "dropped"  # the account is deleted (its purge removes every object and record)
         art = art_ref.get(transaction=tx, **clients.opts())
         if not art.exists:
-            tx.set(art_ref, {"bucket": event.bucket, "object": event.name, "generation": event.generation,
-                             "uid": uid, "deleted_at": now, "tombstone": True,
-                             "created_at": now, "updated_at": now})
+            tx.set(
+                art_ref,
+                {
+                    "bucket": event.bucket,
+                    "object": event.name,
+                    "generation": event.generation,
+                    "uid": uid,
+                    "deleted_at": now,
+                    "tombstone": True,
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
             return "tombstone"
         a = art.to_dict()
         if a.get("deleted_at"):
             return "duplicate"
         owner_ref = _owner_ref(name) if name else None
         owner = owner_ref.get(transaction=tx, **clients.opts()) if owner_ref is not None else None
-        tx.update(art_ref, {"deleted_at": now, "updated_at": now,
-                            "overwritten_by_generation": event.overwritten_by_generation})
+        tx.update(
+            art_ref,
+            {"deleted_at": now, "updated_at": now, "overwritten_by_generation": event.overwritten_by_generation},
+        )
         if a.get("size") and a.get("uid"):
-            tx.set(db.collection(USAGE).document(a["uid"]),
-                   {"storage_bytes": firestore.Increment(-a["size"]), "updated_at": now}, merge=True)
+            tx.set(
+                db.collection(USAGE).document(a["uid"]),
+                {"storage_bytes": firestore.Increment(-a["size"]), "updated_at": now},
+                merge=True,
+            )
         o = owner.to_dict() if owner is not None and owner.exists else None
         overwritten = event.overwritten_by_generation is not None
         lost = {"status": "failed", "failure": _OVERWRITTEN, "updated_at": now} if overwritten else {}
@@ -364,11 +447,22 @@ def delete(event: ObjectEvent) -> None:
             fname = "model.json" if name.kind.name == "model" else "weights.bin"
             if files.get(fname, {}).get("generation") == event.generation:
                 files.pop(fname)
-                tx.update(owner_ref, {"files": files, "status": "pending",
-                                      "size_bytes": sum(f["size"] for f in files.values()), "updated_at": now,
-                                      **lost})
-        elif o is not None and name is not None and overwritten and event.generation in (
-                o.get("generation"), o.get("metrics_generation")):
+                tx.update(
+                    owner_ref,
+                    {
+                        "files": files,
+                        "status": "pending",
+                        "size_bytes": sum(f["size"] for f in files.values()),
+                        "updated_at": now,
+                        **lost,
+                    },
+                )
+        elif (
+            o is not None
+            and name is not None
+            and overwritten
+            and event.generation in (o.get("generation"), o.get("metrics_generation"))
+        ):
             tx.update(owner_ref, lost)  # a dataset's CSV or a run's metrics.json, overwritten in place
         return "reversed"
 
@@ -376,14 +470,12 @@ def delete(event: ObjectEvent) -> None:
     if outcome == "dropped":
         log.info("object deletion of a deleted account dropped", generation=event.generation)
         return
-    log.info("object deletion recorded", key=event.key, object=event.name, generation=event.generation,
-             outcome=outcome)
+    log.info("object deletion recorded", key=event.key, object=event.name, generation=event.generation, outcome=outcome)
 
 
 def usage_of(uid: str) -> int:
     snap = _db().collection(USAGE).document(uid).get(**clients.opts())
     return int((snap.to_dict() or {}).get("storage_bytes", 0)) if snap.exists else 0
-
 
 
 def export_files(uid: str) -> list[dict[str, Any]]:
@@ -397,7 +489,15 @@ def export_files(uid: str) -> list[dict[str, Any]]:
         a = snap.to_dict()
         if a.get("deleted_at") or a.get("tombstone"):
             continue
-        out.append({"object": a["object"], "kind": a.get("kind"), "size": a.get("size"),
-                    "content_type": a.get("content_type"), "crc32c": a.get("crc32c"),
-                    "generation": a.get("generation"), "recorded_at": clock.rfc3339(a["created_at"])})
+        out.append(
+            {
+                "object": a["object"],
+                "kind": a.get("kind"),
+                "size": a.get("size"),
+                "content_type": a.get("content_type"),
+                "crc32c": a.get("crc32c"),
+                "generation": a.get("generation"),
+                "recorded_at": clock.rfc3339(a["created_at"]),
+            }
+        )
     return sorted(out, key=lambda f: f["object"])

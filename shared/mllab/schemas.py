@@ -9,8 +9,16 @@ import warnings
 from datetime import date, datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler,
-                      StringConstraints, model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    StringConstraints,
+    model_validator,
+)
 from pydantic_core import CoreSchema, core_schema
 
 from mllab import config
@@ -86,15 +94,20 @@ def _bounded_json(value: dict) -> dict:
         raise ValueError(f"nested {depth} levels deep; at most {limits.json_depth} levels are stored")
     size = len(compact_json(value).encode())
     if size > limits.json_field_bytes:
-        raise ValueError(f"{size} bytes as compact JSON; at most {limits.json_field_bytes} bytes "
-                         f"({limits.json_field_bytes // 1024} KiB) are stored")
+        raise ValueError(
+            f"{size} bytes as compact JSON; at most {limits.json_field_bytes} bytes "
+            f"({limits.json_field_bytes // 1024} KiB) are stored"
+        )
     return value
 
 
 # A JSON object the API stores and answers back: bounded in size and depth so every stored value can be
 # served (the OpenAPI document carries both bounds as `x-max-bytes` / `x-max-depth`).
-JsonObject = Annotated[dict, AfterValidator(_bounded_json), Field(json_schema_extra={
-    "x-max-bytes": config.LIMITS.json_field_bytes, "x-max-depth": config.LIMITS.json_depth})]
+JsonObject = Annotated[
+    dict,
+    AfterValidator(_bounded_json),
+    Field(json_schema_extra={"x-max-bytes": config.LIMITS.json_field_bytes, "x-max-depth": config.LIMITS.json_depth}),
+]
 
 
 class Strict(BaseModel):
@@ -139,8 +152,12 @@ class Problem(BaseModel):
 # --- identity and sessions -----------------------------------------------------------------------
 
 # The server's own check (mllab.users.normalize_email) answers 422 for what is not an email address.
-Email = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=254), Plain,
-                  Field(json_schema_extra={"format": "email"})]
+Email = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=3, max_length=254),
+    Plain,
+    Field(json_schema_extra={"format": "email"}),
+]
 # 8 characters minimum, and at least 64 accepted (we take up to 1,024 so no one's passphrase is cut).
 NewPassword = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
 AnyPassword = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
@@ -230,7 +247,8 @@ class Me(BaseModel):
     role: Literal["user", "admin"]
     email_verified: bool
     providers: list[Literal["password", "google"]] = Field(
-        default_factory=list, description="How this account signs in: a password, Google, or both")
+        default_factory=list, description="How this account signs in: a password, Google, or both"
+    )
     subscription: Subscription
     usage: Usage
     csrf: str
@@ -416,6 +434,7 @@ class Metrics(BaseModel):
 
 # --- billing and promo codes ---------------------------------------------------------------------
 
+
 class Money(BaseModel):
     value: str
     currency: str
@@ -432,18 +451,29 @@ class PlanLimits(BaseModel):
     jobs: int = Field(description="training runs a user may keep")
     json_field_bytes: int = Field(description="the largest config_json / schema_json, as compact JSON")
     json_depth: int = Field(description="the deepest nesting of stored JSON")
-    file_bytes: dict[str, int] = Field(description="the largest upload of each kind (model, weights, dataset, "
-                                                   "metrics)")
+    file_bytes: dict[str, int] = Field(description="the largest upload of each kind (model, weights, dataset, metrics)")
 
     @classmethod
     def of(cls, plan: config.Plan) -> PlanLimits:
         limits = config.LIMITS
-        return cls(cloud_saves=plan.cloud_saves, storage_bytes=plan.storage_bytes,
-                   uploads_per_day=plan.uploads_per_day, projects=plan.projects, models=plan.models,
-                   versions_per_model=plan.versions_per_model, datasets=plan.datasets, jobs=plan.jobs,
-                   json_field_bytes=limits.json_field_bytes, json_depth=limits.json_depth,
-                   file_bytes={"model": limits.model_json_bytes, "weights": limits.weights_bytes,
-                               "dataset": limits.dataset_csv_bytes, "metrics": limits.metrics_json_bytes})
+        return cls(
+            cloud_saves=plan.cloud_saves,
+            storage_bytes=plan.storage_bytes,
+            uploads_per_day=plan.uploads_per_day,
+            projects=plan.projects,
+            models=plan.models,
+            versions_per_model=plan.versions_per_model,
+            datasets=plan.datasets,
+            jobs=plan.jobs,
+            json_field_bytes=limits.json_field_bytes,
+            json_depth=limits.json_depth,
+            file_bytes={
+                "model": limits.model_json_bytes,
+                "weights": limits.weights_bytes,
+                "dataset": limits.dataset_csv_bytes,
+                "metrics": limits.metrics_json_bytes,
+            },
+        )
 
 
 class PlanInfo(BaseModel):
@@ -468,7 +498,8 @@ class SubscribeResponse(BaseModel):
 
 class SyncRequest(Strict):
     subscription_id: Annotated[str, StringConstraints(pattern=r"^I-[A-Z0-9]{6,40}$")] | None = Field(
-        default=None, description="the id PayPal appended to the return URL; default: your latest checkout")
+        default=None, description="the id PayPal appended to the return URL; default: your latest checkout"
+    )
 
 
 class CancelRequest(Strict):

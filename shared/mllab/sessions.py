@@ -95,6 +95,7 @@ def _unb64(text: str) -> bytes:
 
 # --- refresh tokens ------------------------------------------------------------------------------
 
+
 def refresh_token(sid: str, counter: int, version: str) -> str:
     mac = hmac.new(_session_key(version, sid), b"rt|%d" % counter, hashlib.sha256).digest()
     return TOKEN_PREFIX + _b64(uuid.UUID(hex=sid).bytes + counter.to_bytes(8, "big") + mac)
@@ -111,7 +112,7 @@ def parse_refresh_token(token: str) -> ParsedToken | None:
     if not isinstance(token, str) or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
     try:
-        raw = _unb64(token[len(TOKEN_PREFIX):])
+        raw = _unb64(token[len(TOKEN_PREFIX) :])
     except (ValueError, TypeError):
         return None
     if len(raw) != 16 + 8 + _MAC_BYTES:
@@ -129,6 +130,7 @@ def _mac_ok(parsed: ParsedToken, version: str) -> bool:
 
 # --- cookies -------------------------------------------------------------------------------------
 
+
 def cookie_header(token: str, not_after: datetime) -> str:
     max_age = max(0, int((not_after - clock.now()).total_seconds()))
     return f"{COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={max_age}"
@@ -139,6 +141,7 @@ def clear_cookie_header() -> str:
 
 
 # --- CSRF ----------------------------------------------------------------------------------------
+
 
 def csrf_token(sid: str) -> str:
     version, keys = _master_keys()
@@ -155,6 +158,7 @@ def csrf_ok(sid: str, presented: str) -> bool:
 
 
 # --- session documents ---------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Session:
@@ -181,12 +185,25 @@ def create(uid: str, method: str, *, user_agent: str, ip: str) -> tuple[Session,
     sid = uuid.uuid4().hex
     now = clock.now()
     not_after = now + timedelta(seconds=config.LIMITS.refresh_absolute_s)
-    _ref(sid).create({
-        "uid": uid, "counter": 0, "key_version": version, "method": method,
-        "user_agent": user_agent[:300], "ip": ip, "created_ip": ip,
-        "created_at": now, "refreshed_at": now, "not_after": not_after, "expires_at": not_after,
-        "revoked_at": None, "revoke_reason": None, "updated_at": now,
-    }, **clients.opts())
+    _ref(sid).create(
+        {
+            "uid": uid,
+            "counter": 0,
+            "key_version": version,
+            "method": method,
+            "user_agent": user_agent[:300],
+            "ip": ip,
+            "created_ip": ip,
+            "created_at": now,
+            "refreshed_at": now,
+            "not_after": not_after,
+            "expires_at": not_after,
+            "revoked_at": None,
+            "revoke_reason": None,
+            "updated_at": now,
+        },
+        **clients.opts(),
+    )
     log.info("session created", sid=sid, uid=uid, method=method)
     return Session(sid, uid, 0, now, now, not_after, method), refresh_token(sid, 0, version)
 
@@ -231,9 +248,13 @@ def rotate(token: str, *, user_agent: str, ip: str) -> tuple[Session, str]:
         user = db.collection(users.USERS).document(s["uid"]).get(transaction=tx, **clients.opts())
         now = clock.now()
         blocked = _user_blocks(user.to_dict() if user.exists else None, s["created_at"])
-        expired = ("expired_absolute" if now >= s["not_after"] else
-                   "expired_idle" if now - s["refreshed_at"] >= timedelta(seconds=config.LIMITS.refresh_idle_s)
-                   else None)
+        expired = (
+            "expired_absolute"
+            if now >= s["not_after"]
+            else "expired_idle"
+            if now - s["refreshed_at"] >= timedelta(seconds=config.LIMITS.refresh_idle_s)
+            else None
+        )
         diff = s["counter"] - parsed.counter
         reason = blocked or expired
         if reason is None and diff == 1 and now - s["refreshed_at"] < timedelta(seconds=config.REFRESH_REUSE_WINDOW_S):
@@ -243,14 +264,23 @@ def rotate(token: str, *, user_agent: str, ip: str) -> tuple[Session, str]:
         if reason:
             tx.update(ref, {"revoked_at": now, "revoke_reason": reason, "updated_at": now})
             return reason, s
-        tx.update(ref, {"counter": s["counter"] + 1, "refreshed_at": now, "user_agent": user_agent[:300],
-                        "ip": ip, "updated_at": now})
+        tx.update(
+            ref,
+            {
+                "counter": s["counter"] + 1,
+                "refreshed_at": now,
+                "user_agent": user_agent[:300],
+                "ip": ip,
+                "updated_at": now,
+            },
+        )
         return "rotated", {**s, "counter": s["counter"] + 1, "refreshed_at": now}
 
     outcome, s = run(db.transaction(max_attempts=10))
     if outcome in ("rotated", "reissue"):
-        session = Session(parsed.sid, s["uid"], s["counter"], s["created_at"], s["refreshed_at"], s["not_after"],
-                          s.get("method", ""))
+        session = Session(
+            parsed.sid, s["uid"], s["counter"], s["created_at"], s["refreshed_at"], s["not_after"], s.get("method", "")
+        )
         return session, refresh_token(parsed.sid, s["counter"], s["key_version"])
     uid = s["uid"] if s else None
     if outcome == "reuse_detected":
@@ -305,14 +335,17 @@ def revoke_all(uid: str, reason: str, *, except_sid: str | None = None) -> int:
     db = clients.firestore()
     for chunk in range(0, len(live), 400):
         batch = db.batch()
-        for s in live[chunk:chunk + 400]:
-            batch.update(db.collection(COLLECTION).document(s["id"]),
-                         {"revoked_at": now, "revoke_reason": reason, "updated_at": now})
+        for s in live[chunk : chunk + 400]:
+            batch.update(
+                db.collection(COLLECTION).document(s["id"]),
+                {"revoked_at": now, "revoke_reason": reason, "updated_at": now},
+            )
         batch.commit(**clients.opts())
     return len(live)
 
 
 # --- liveness of an access token -----------------------------------------------------------------
+
 
 def check_live(claims: dict[str, Any]) -> dict[str, Any]:
     """Refuse an access token whose session is gone or older than the user's `tokens_valid_after`.
@@ -321,8 +354,12 @@ def check_live(claims: dict[str, Any]) -> dict[str, Any]:
     sref, uref = db.collection(COLLECTION).document(claims["sid"]), db.collection(users.USERS).document(claims["sub"])
     docs = {snap.reference.path: snap for snap in db.get_all([sref, uref], **clients.opts())}
     session, user = docs.get(sref.path), docs.get(uref.path)
-    ended = Problem(401, "Your session has ended. Sign in again.", slug="session-ended",
-                    headers={"WWW-Authenticate": 'Bearer realm="mllab", error="invalid_token"'})
+    ended = Problem(
+        401,
+        "Your session has ended. Sign in again.",
+        slug="session-ended",
+        headers={"WWW-Authenticate": 'Bearer realm="mllab", error="invalid_token"'},
+    )
     if session is None or not session.exists or user is None or not user.exists:
         raise ended
     s, u = session.to_dict(), user.to_dict()
@@ -334,4 +371,3 @@ def check_live(claims: dict[str, Any]) -> dict[str, Any]:
     if tva and claims["iat"] < int(tva.timestamp()):
         raise ended
     return {**u, "uid": claims["sub"]}
-

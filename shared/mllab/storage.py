@@ -73,6 +73,7 @@ class SignedUrl:
 
 # --- public API -----------------------------------------------------------------------------------
 
+
 def signed_upload_url(object_name: str, content_type: str, max_bytes: int) -> SignedUrl:
     """A V4 PUT URL for exactly this object, content type and size cap (0..max_bytes bytes), that
     creates the object only if it does not exist yet."""
@@ -93,12 +94,17 @@ def new_dev_service_account(project: str) -> dict[str, Any]:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
     return {
-        "type": "service_account", "project_id": project, "private_key_id": "dev",
-        "private_key": pem, "client_email": f"dev-signer@{project}.iam.gserviceaccount.com",
-        "client_id": "0", "token_uri": "https://oauth2.googleapis.com/token",
+        "type": "service_account",
+        "project_id": project,
+        "private_key_id": "dev",
+        "private_key": pem,
+        "client_email": f"dev-signer@{project}.iam.gserviceaccount.com",
+        "client_id": "0",
+        "token_uri": "https://oauth2.googleapis.com/token",
     }
 
 
@@ -113,6 +119,7 @@ def reset() -> None:
 
 # --- signing --------------------------------------------------------------------------------------
 
+
 def _sign(object_name: str, method: str, headers: dict[str, str]) -> SignedUrl:
     s = config.settings()
     credentials = _iam_signer() if s.is_production else _local_signer()
@@ -122,11 +129,15 @@ def _sign(object_name: str, method: str, headers: dict[str, str]) -> SignedUrl:
     blob = _signing_client(s.project).bucket(s.bucket).blob(object_name)
     # generate_signed_url_v4 adds Content-Type and Host to the dict it is given: pass a copy.
     url = blob.generate_signed_url(
-        version="v4", expiration=URL_TTL, method=method, content_type=content_type, headers=dict(extra),
-        credentials=credentials, api_access_endpoint=_endpoint(s),
+        version="v4",
+        expiration=URL_TTL,
+        method=method,
+        content_type=content_type,
+        headers=dict(extra),
+        credentials=credentials,
+        api_access_endpoint=_endpoint(s),
     )
-    return SignedUrl(url=url, method=method, headers=dict(headers), object=object_name,
-                     expires_at=issued + URL_TTL)
+    return SignedUrl(url=url, method=method, headers=dict(headers), object=object_name, expires_at=issued + URL_TTL)
 
 
 def _endpoint(s: config.Settings) -> str:
@@ -147,6 +158,7 @@ def _signing_client(project: str) -> Any:
 
 
 # --- local: the development key -------------------------------------------------------------------
+
 
 def _local_signer() -> Any:
     if config.settings().is_production:
@@ -231,7 +243,8 @@ def _service_account_token() -> tuple[str, str]:
         token = credentials.token
     if "@" not in email:
         raise config.ConfigError(
-            f"the default credentials ({type(credentials).__name__}) name no service account to sign as")
+            f"the default credentials ({type(credentials).__name__}) name no service account to sign as"
+        )
     if not token:
         raise SigningUnavailable("the default credentials gave no access token")
     return email, token
@@ -274,7 +287,7 @@ def sign_blob(email: str, token: str, payload: bytes) -> bytes:
             error = None
             if resp.status_code not in _IAM_RETRY_STATUS:
                 raise SigningUnavailable(failure)
-        pause = 0.1 * 2 ** attempt
+        pause = 0.1 * 2**attempt
         if attempt + 1 < _IAM_ATTEMPTS and deadline - time.monotonic() > pause:
             time.sleep(pause)
             continue
@@ -300,6 +313,7 @@ def _iam_error(resp: Any) -> str:
 
 # --- bucket CORS ----------------------------------------------------------------------------------
 
+
 def lab_origin(url: str | None = None) -> str:
     """The origin (scheme://host[:port]) of the lab URL (default: the settings' lab_url)."""
     parts = urlsplit(url if url is not None else config.settings().lab_url)
@@ -312,15 +326,21 @@ def bucket_cors(origin: str | None = None) -> list[dict[str, Any]]:
     expose response headers)."""
     origin = lab_origin() if origin is None else origin
     parts = urlsplit(origin)
-    if "*" in origin or parts.scheme not in ("http", "https") or not parts.netloc \
-            or f"{parts.scheme}://{parts.netloc}" != origin:
+    if (
+        "*" in origin
+        or parts.scheme not in ("http", "https")
+        or not parts.netloc
+        or f"{parts.scheme}://{parts.netloc}" != origin
+    ):
         raise ValueError(f"a CORS origin is scheme://host[:port] without wildcard or path, got {origin!r}")
-    return [{
-        "origin": [origin],
-        "method": list(CORS_METHODS),
-        "responseHeader": list(UPLOAD_HEADERS),
-        "maxAgeSeconds": CORS_MAX_AGE_S,
-    }]
+    return [
+        {
+            "origin": [origin],
+            "method": list(CORS_METHODS),
+            "responseHeader": list(UPLOAD_HEADERS),
+            "maxAgeSeconds": CORS_MAX_AGE_S,
+        }
+    ]
 
 
 def cors_file(origin: str = CORS_FILE_ORIGIN) -> str:

@@ -50,6 +50,7 @@ class AccessToken:
 
 # --- keys ----------------------------------------------------------------------------------------
 
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -59,8 +60,9 @@ def new_private_jwk() -> dict[str, Any]:
     key = ec.generate_private_key(ec.SECP256R1())
     jwk = ECAlgorithm.to_jwk(key, as_dict=True)
     canonical = json.dumps({m: jwk[m] for m in ("crv", "kty", "x", "y")}, separators=(",", ":"), sort_keys=True)
-    jwk.update(kid=_b64(hashlib.sha256(canonical.encode()).digest()), use="sig", alg=ALGORITHM,
-               created_at=clock.timestamp())
+    jwk.update(
+        kid=_b64(hashlib.sha256(canonical.encode()).digest()), use="sig", alg=ALGORITHM, created_at=clock.timestamp()
+    )
     return jwk
 
 
@@ -118,7 +120,9 @@ def _load(text: str, *, private: bool) -> dict[str, Any]:
             keys[jwk["kid"]] = (jwk, ECAlgorithm.from_jwk(jwk))
         return keys
     except (ValueError, KeyError, TypeError) as exc:
-        raise config.ConfigError(f"unreadable {'private' if private else 'public'} key set: {type(exc).__name__}") from None
+        raise config.ConfigError(
+            f"unreadable {'private' if private else 'public'} key set: {type(exc).__name__}"
+        ) from None
 
 
 # --- signing -------------------------------------------------------------------------------------
@@ -153,13 +157,22 @@ def issue_access_token(uid: str, sid: str, **extra: Any) -> AccessToken:
     kid, key = _signing_key()
     now = clock.timestamp()
     ttl = config.LIMITS.access_token_ttl_s
-    claims = {**extra, "iss": s.token_issuer, "aud": s.token_audience, "sub": uid, "sid": sid,
-              "iat": now, "exp": now + ttl, "jti": secrets.token_urlsafe(16)}
+    claims = {
+        **extra,
+        "iss": s.token_issuer,
+        "aud": s.token_audience,
+        "sub": uid,
+        "sid": sid,
+        "iat": now,
+        "exp": now + ttl,
+        "jti": secrets.token_urlsafe(16),
+    }
     token = jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": kid, "typ": TOKEN_TYPE})
     return AccessToken(token=token, expires_in=ttl, claims=claims)
 
 
 # --- verification --------------------------------------------------------------------------------
+
 
 class _Verifier:
     def __init__(self) -> None:
@@ -207,9 +220,12 @@ def verify_access_token(token: str) -> dict[str, Any]:
     try:
         # exp/iat are checked below against mllab.clock, so tests can move time.
         claims = jwt.decode(
-            token, key, algorithms=[ALGORITHM], audience=s.token_audience, issuer=s.token_issuer,
-            options={"require": list(REQUIRED_CLAIMS), "verify_exp": False, "verify_iat": False,
-                     "verify_nbf": False},
+            token,
+            key,
+            algorithms=[ALGORITHM],
+            audience=s.token_audience,
+            issuer=s.token_issuer,
+            options={"require": list(REQUIRED_CLAIMS), "verify_exp": False, "verify_iat": False, "verify_nbf": False},
         )
     except jwt.MissingRequiredClaimError as exc:
         raise TokenError(f"the token lacks the {exc.claim!r} claim") from None

@@ -17,8 +17,12 @@ from mllab.queries import Query
 
 QUERIES: tuple[Query, ...] = (Query(events.ARTIFACTS, ("uid", "object")),)  # for infra's index file
 
-_NEEDS = {"model": ("model_id", "version"), "weights": ("model_id", "version"),
-          "dataset": ("dataset_id", "filename"), "metrics": ("job_id",)}
+_NEEDS = {
+    "model": ("model_id", "version"),
+    "weights": ("model_id", "version"),
+    "dataset": ("dataset_id", "filename"),
+    "metrics": ("job_id",),
+}
 
 
 def _mib(n: int) -> str:
@@ -27,12 +31,18 @@ def _mib(n: int) -> str:
 
 def _object_for(body: schemas.SignUpload, uid: str) -> objects.ObjectName:
     missing = [f for f in _NEEDS[body.kind] if getattr(body, f) is None]
-    extra = [f for f in ("model_id", "version", "dataset_id", "filename", "job_id")
-             if f not in _NEEDS[body.kind] and getattr(body, f) is not None]
+    extra = [
+        f
+        for f in ("model_id", "version", "dataset_id", "filename", "job_id")
+        if f not in _NEEDS[body.kind] and getattr(body, f) is not None
+    ]
     if missing or extra:
-        raise Problem(422, f"A {body.kind} upload takes {' and '.join(_NEEDS[body.kind])}.",
-                      errors=[{"field": f, "message": "required"} for f in missing]
-                      + [{"field": f, "message": f"not used for {body.kind}"} for f in extra])
+        raise Problem(
+            422,
+            f"A {body.kind} upload takes {' and '.join(_NEEDS[body.kind])}.",
+            errors=[{"field": f, "message": "required"} for f in missing]
+            + [{"field": f, "message": f"not used for {body.kind}"} for f in extra],
+        )
     if body.kind in ("model", "weights"):
         model = catalog.owned(catalog.MODELS, body.model_id, uid)
         snap = catalog.version_ref(body.model_id, body.version).get(**clients.opts())
@@ -40,21 +50,29 @@ def _object_for(body: schemas.SignUpload, uid: str) -> objects.ObjectName:
             raise Problem(404, f"Version {body.version} of this model does not exist. Allocate it first.")
         fname = "model.json" if body.kind == "model" else "weights.bin"
         version = snap.to_dict()
-        if version.get("status") == "ready" or fname in (version.get("files") or {}) or fname in (
-                version.get("recorded") or []):
-            raise Problem(409, f"Version {body.version} already has its {fname}; allocate a new version to save "
-                               "again.", slug="version-ready")
+        if (
+            version.get("status") == "ready"
+            or fname in (version.get("files") or {})
+            or fname in (version.get("recorded") or [])
+        ):
+            raise Problem(
+                409,
+                f"Version {body.version} already has its {fname}; allocate a new version to save again.",
+                slug="version-ready",
+            )
         return objects.model_file(uid, model["project_id"], body.model_id, body.version, body.kind)
     if body.kind == "dataset":
         dataset = catalog.owned(catalog.DATASETS, body.dataset_id, uid)
         if dataset.get("generation"):
-            raise Problem(409, "This dataset already has its file; create a new dataset to upload another.",
-                          slug="file-recorded")
+            raise Problem(
+                409, "This dataset already has its file; create a new dataset to upload another.", slug="file-recorded"
+            )
         return objects.dataset_file(uid, dataset["project_id"], body.dataset_id, body.filename)
     job = catalog.owned(catalog.JOBS, body.job_id, uid)
     if job.get("metrics_generation"):
-        raise Problem(409, "This training run already has its metrics; create a new run to upload others.",
-                      slug="file-recorded")
+        raise Problem(
+            409, "This training run already has its metrics; create a new run to upload others.", slug="file-recorded"
+        )
     return objects.metrics_file(uid, job["project_id"], body.job_id)
 
 
@@ -70,9 +88,12 @@ def uploads_today(uid: str) -> int:
 def _check_plan(uid: str) -> config.Plan:
     plan = entitlements.plan_of(entitlements.get(uid), clock.now())
     if not plan.cloud_saves:
-        raise Problem(403, "Saving to the cloud needs PRO or a promo trial. You can keep training and export "
-                           "models in the browser; subscribe or apply a promo code under Billing to save here.",
-                      slug="plan-required")
+        raise Problem(
+            403,
+            "Saving to the cloud needs PRO or a promo trial. You can keep training and export "
+            "models in the browser; subscribe or apply a promo code under Billing to save here.",
+            slug="plan-required",
+        )
     return plan
 
 
@@ -80,13 +101,21 @@ def _check_room(uid: str, size: int, plan: config.Plan) -> None:
     used = recorder.usage_of(uid)
     limit = plan.storage_bytes
     if used + size > limit:
-        raise Problem(403, f"This file needs {_mib(size)} but only {_mib(max(0, limit - used))} of your "
-                           f"{_mib(limit)} are free. Delete something first.", slug="quota-exceeded")
+        raise Problem(
+            403,
+            f"This file needs {_mib(size)} but only {_mib(max(0, limit - used))} of your "
+            f"{_mib(limit)} are free. Delete something first.",
+            slug="quota-exceeded",
+        )
     if uploads_today(uid) >= plan.uploads_per_day:
         now = clock.now()
         tomorrow = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-        raise Problem(429, f"You reached today's {plan.uploads_per_day} uploads. More tomorrow (UTC).",
-                      slug="daily-upload-limit", headers={"Retry-After": str(int((tomorrow - now).total_seconds()))})
+        raise Problem(
+            429,
+            f"You reached today's {plan.uploads_per_day} uploads. More tomorrow (UTC).",
+            slug="daily-upload-limit",
+            headers={"Retry-After": str(int((tomorrow - now).total_seconds()))},
+        )
 
 
 def sign_upload(req: Request) -> schemas.SignedUrl:
@@ -95,16 +124,24 @@ def sign_upload(req: Request) -> schemas.SignedUrl:
     plan = _check_plan(uid)
     kind = objects.KINDS[body.kind]
     if body.size > kind.max_bytes:
-        raise Problem(413, f"{body.kind} files can be at most {_mib(kind.max_bytes)}; this one is {_mib(body.size)}.",
-                      errors=[{"field": "size", "message": f"at most {kind.max_bytes} bytes"}])
+        raise Problem(
+            413,
+            f"{body.kind} files can be at most {_mib(kind.max_bytes)}; this one is {_mib(body.size)}.",
+            errors=[{"field": "size", "message": f"at most {kind.max_bytes} bytes"}],
+        )
     try:
         name = _object_for(body, uid)
     except ValueError as exc:
         raise Problem(422, str(exc), errors=[{"field": "filename", "message": str(exc)}]) from None
     _check_room(uid, body.size, plan)
     signed = storage.signed_upload_url(str(name), kind.content_type, body.size)
-    return schemas.SignedUrl(url=signed.url, method="PUT", headers=signed.headers, object=signed.object,
-                             expires_at=clock.rfc3339(signed.expires_at))
+    return schemas.SignedUrl(
+        url=signed.url,
+        method="PUT",
+        headers=signed.headers,
+        object=signed.object,
+        expires_at=clock.rfc3339(signed.expires_at),
+    )
 
 
 def sign_download(req: Request) -> schemas.SignedUrl:
@@ -116,11 +153,16 @@ def sign_download(req: Request) -> schemas.SignedUrl:
     not_found = Problem(404, "There is no saved file of yours by that name.")
     if parsed is None or parsed.uid != uid:
         raise not_found
-    query = (clients.firestore().collection(events.ARTIFACTS).where(filter=FieldFilter("uid", "==", uid))
-             .where(filter=FieldFilter("object", "==", name)))
+    query = (
+        clients.firestore()
+        .collection(events.ARTIFACTS)
+        .where(filter=FieldFilter("uid", "==", uid))
+        .where(filter=FieldFilter("object", "==", name))
+    )
     live = [s for s in query.stream(**clients.opts()) if not s.get("deleted_at")]
     if not live:
         raise not_found
     signed = storage.signed_download_url(name)
-    return schemas.SignedUrl(url=signed.url, method="GET", headers=signed.headers, object=name,
-                             expires_at=clock.rfc3339(signed.expires_at))
+    return schemas.SignedUrl(
+        url=signed.url, method="GET", headers=signed.headers, object=name, expires_at=clock.rfc3339(signed.expires_at)
+    )

@@ -29,7 +29,9 @@ _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+")
 def normalize_email(raw: str) -> str:
     email = unicodedata.normalize("NFKC", raw).strip().lower()
     if len(email) > 254 or not _EMAIL.fullmatch(email) or any(ord(c) < 32 for c in email):
-        raise Problem(422, "Enter a valid email address.", errors=[{"field": "email", "message": "not an email address"}])
+        raise Problem(
+            422, "Enter a valid email address.", errors=[{"field": "email", "message": "not an email address"}]
+        )
     return email
 
 
@@ -80,8 +82,9 @@ def identities_of(uid: str) -> list[dict[str, Any]]:
     return [snap.to_dict() for snap in query.stream(**clients.opts())]
 
 
-def create_password_user(email: str, password_hash: str, *, name: str = "", verified: bool = False,
-                         role: str = "user") -> str | None:
+def create_password_user(
+    email: str, password_hash: str, *, name: str = "", verified: bool = False, role: str = "user"
+) -> str | None:
     """Create user + password identity atomically. None when the email is already registered."""
     from google.api_core.exceptions import AlreadyExists, Conflict
 
@@ -89,8 +92,10 @@ def create_password_user(email: str, password_hash: str, *, name: str = "", veri
     now = clock.now()
     db = _db()
     batch = db.batch()
-    batch.create(db.collection(IDENTITIES).document(password_identity_id(email)), {
-        "uid": uid, "kind": "password", "email": email, "hash": password_hash, "created_at": now, "updated_at": now})
+    batch.create(
+        db.collection(IDENTITIES).document(password_identity_id(email)),
+        {"uid": uid, "kind": "password", "email": email, "hash": password_hash, "created_at": now, "updated_at": now},
+    )
     batch.create(db.collection(USERS).document(uid), _new_user(email, name, ["password"], verified, role, now))
     try:
         batch.commit(**clients.opts())
@@ -100,9 +105,18 @@ def create_password_user(email: str, password_hash: str, *, name: str = "", veri
 
 
 def _new_user(email: str, name: str, providers: list[str], verified: bool, role: str, now: Any) -> dict[str, Any]:
-    return {"email": email, "name": name or email.split("@")[0], "providers": providers, "email_verified": verified,
-            "role": role, "disabled": False, "tokens_valid_after": None, "deleted_at": None,
-            "created_at": now, "updated_at": now}
+    return {
+        "email": email,
+        "name": name or email.split("@")[0],
+        "providers": providers,
+        "email_verified": verified,
+        "role": role,
+        "disabled": False,
+        "tokens_valid_after": None,
+        "deleted_at": None,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def create_google_user(iss: str, sub: str, email: str, name: str) -> str:
@@ -111,8 +125,10 @@ def create_google_user(iss: str, sub: str, email: str, name: str) -> str:
     now = clock.now()
     db = _db()
     batch = db.batch()
-    batch.create(db.collection(IDENTITIES).document(google_identity_id(iss, sub)), {
-        "uid": uid, "kind": "google", "iss": iss, "sub": sub, "email": email, "created_at": now, "updated_at": now})
+    batch.create(
+        db.collection(IDENTITIES).document(google_identity_id(iss, sub)),
+        {"uid": uid, "kind": "google", "iss": iss, "sub": sub, "email": email, "created_at": now, "updated_at": now},
+    )
     batch.create(db.collection(USERS).document(uid), _new_user(email, name, ["google"], True, "user", now))
     batch.commit(**clients.opts())
     return uid
@@ -124,8 +140,10 @@ def link_google(uid: str, iss: str, sub: str, email: str) -> None:
     now = clock.now()
     db = _db()
     batch = db.batch()
-    batch.create(db.collection(IDENTITIES).document(google_identity_id(iss, sub)), {
-        "uid": uid, "kind": "google", "iss": iss, "sub": sub, "email": email, "created_at": now, "updated_at": now})
+    batch.create(
+        db.collection(IDENTITIES).document(google_identity_id(iss, sub)),
+        {"uid": uid, "kind": "google", "iss": iss, "sub": sub, "email": email, "created_at": now, "updated_at": now},
+    )
     batch.update(db.collection(USERS).document(uid), {"providers": firestore.ArrayUnion(["google"]), "updated_at": now})
     batch.commit(**clients.opts())
 
@@ -138,11 +156,20 @@ def claim_for_google(uid: str, iss: str, sub: str, email: str) -> None:
     db = _db()
     batch = db.batch()
     batch.delete(db.collection(IDENTITIES).document(password_identity_id(email)))
-    batch.create(db.collection(IDENTITIES).document(google_identity_id(iss, sub)), {
-        "uid": uid, "kind": "google", "iss": iss, "sub": sub, "email": email, "created_at": now, "updated_at": now})
-    batch.update(db.collection(USERS).document(uid), {
-        "providers": ["google"], "email_verified": True, "tokens_valid_after": now, "password_changed_at": now,
-        "updated_at": now})
+    batch.create(
+        db.collection(IDENTITIES).document(google_identity_id(iss, sub)),
+        {"uid": uid, "kind": "google", "iss": iss, "sub": sub, "email": email, "created_at": now, "updated_at": now},
+    )
+    batch.update(
+        db.collection(USERS).document(uid),
+        {
+            "providers": ["google"],
+            "email_verified": True,
+            "tokens_valid_after": now,
+            "password_changed_at": now,
+            "updated_at": now,
+        },
+    )
     batch.commit(**clients.opts())
 
 
@@ -152,23 +179,38 @@ def update(uid: str, **fields: Any) -> None:
 
 def set_password_hash(email: str, password_hash: str) -> None:
     _db().collection(IDENTITIES).document(password_identity_id(email)).update(
-        {"hash": password_hash, "updated_at": clock.now()}, **clients.opts())
+        {"hash": password_hash, "updated_at": clock.now()}, **clients.opts()
+    )
 
 
 def public(user: dict[str, Any]) -> dict[str, Any]:
-    return {"uid": user["uid"], "email": user["email"], "name": user.get("name", ""),
-            "role": user.get("role", "user"), "email_verified": bool(user.get("email_verified")),
-            "providers": [p for p in user.get("providers", []) if p in ("password", "google")]}
+    return {
+        "uid": user["uid"],
+        "email": user["email"],
+        "name": user.get("name", ""),
+        "role": user.get("role", "user"),
+        "email_verified": bool(user.get("email_verified")),
+        "providers": [p for p in user.get("providers", []) if p in ("password", "google")],
+    }
 
 
 # --- one-time email tokens -----------------------------------------------------------------------
 
+
 def issue_email_token(uid: str, purpose: str, email: str, ttl_s: int) -> str:
     token = secrets.token_urlsafe(32)
     now = clock.now()
-    _db().collection(EMAIL_TOKENS).document(_sha(token)).create({
-        "uid": uid, "purpose": purpose, "email": email, "created_at": now,
-        "expires_at": now + timedelta(seconds=ttl_s), "used_at": None}, **clients.opts())
+    _db().collection(EMAIL_TOKENS).document(_sha(token)).create(
+        {
+            "uid": uid,
+            "purpose": purpose,
+            "email": email,
+            "created_at": now,
+            "expires_at": now + timedelta(seconds=ttl_s),
+            "used_at": None,
+        },
+        **clients.opts(),
+    )
     return token
 
 

@@ -66,6 +66,7 @@ class CertificateUnavailable(ConnectionError):
 
 # --- the certificate URL -------------------------------------------------------------------------
 
+
 def check_cert_url(url: str, allowed: tuple[str, ...]) -> None:
     """Refuse any certificate URL that is not https on one of `allowed` (`https://host[:port]`,
     compared exactly) under /v1/notifications/certs/. Runs before the URL is ever fetched."""
@@ -114,9 +115,15 @@ def _allowed_origins(allowed: tuple[str, ...]) -> frozenset[tuple[str, int]]:
 
 # --- verification --------------------------------------------------------------------------------
 
-def verify(headers: Mapping[str, str], raw_body: bytes, *, webhook_id: str,
-           allowed: tuple[str, ...] | None = None,
-           fetch: Callable[[str], x509.Certificate] | None = None) -> None:
+
+def verify(
+    headers: Mapping[str, str],
+    raw_body: bytes,
+    *,
+    webhook_id: str,
+    allowed: tuple[str, ...] | None = None,
+    fetch: Callable[[str], x509.Certificate] | None = None,
+) -> None:
     """Return if PayPal signed this delivery; raise InvalidSignature or CertificateUnavailable.
     `raw_body` must be the bytes as received (re-serialised JSON changes the CRC)."""
     lowered = {str(k).lower(): v for k, v in headers.items()}
@@ -157,6 +164,7 @@ def _decode_signature(value: str) -> bytes:
 
 
 # --- certificates: fetch, check, cache -----------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Checked:
@@ -222,8 +230,12 @@ def fetch_certificate(url: str) -> x509.Certificate:
                 if time.monotonic() - started > FETCH_TIMEOUT_S:
                     raise CertificateUnavailable("the certificate download is too slow")
     except httpx.HTTPError as exc:
-        log.warning("paypal certificate fetch failed", url=url, error=type(exc).__name__,
-                    elapsed_ms=round((time.monotonic() - started) * 1000, 1))
+        log.warning(
+            "paypal certificate fetch failed",
+            url=url,
+            error=type(exc).__name__,
+            elapsed_ms=round((time.monotonic() - started) * 1000, 1),
+        )
         raise CertificateUnavailable(f"could not fetch the signing certificate: {type(exc).__name__}") from exc
     try:
         cert = x509.load_pem_x509_certificates(bytes(data))[0]  # the leaf; any chain after it is unused
@@ -244,8 +256,11 @@ def _http(ca_file: Path | None) -> httpx.Client:
             client = _clients.get(ca_file)
             if client is None:
                 client = _clients[ca_file] = httpx.Client(
-                    verify=paypal.tls_verify(ca_file), timeout=httpx.Timeout(FETCH_TIMEOUT_S),
-                    follow_redirects=False, headers={"Accept": "application/x-pem-file, */*"})
+                    verify=paypal.tls_verify(ca_file),
+                    timeout=httpx.Timeout(FETCH_TIMEOUT_S),
+                    follow_redirects=False,
+                    headers={"Accept": "application/x-pem-file, */*"},
+                )
     return client
 
 

@@ -62,25 +62,42 @@ def _first_bare(client: httpx.Client, port: int) -> bool:
 def _first_event(client: httpx.Client, port: int) -> bool:
     name = f"users/bench/{uuid.uuid4().hex}.json"
     res = {"bucket": "mllab-local", "name": name, "generation": "1", "size": "2"}
-    body = {"subscription": f"projects/{PROJECT}/subscriptions/bench", "message": {
-        "data": base64.b64encode(json.dumps(res).encode()).decode(), "messageId": uuid.uuid4().hex,
-        "attributes": {"bucketId": "mllab-local", "objectId": name, "objectGeneration": "1",
-                       "eventType": "OBJECT_FINALIZE", "payloadFormat": "JSON_API_V1"}}}
+    body = {
+        "subscription": f"projects/{PROJECT}/subscriptions/bench",
+        "message": {
+            "data": base64.b64encode(json.dumps(res).encode()).decode(),
+            "messageId": uuid.uuid4().hex,
+            "attributes": {
+                "bucketId": "mllab-local",
+                "objectId": name,
+                "objectGeneration": "1",
+                "eventType": "OBJECT_FINALIZE",
+                "payloadFormat": "JSON_API_V1",
+            },
+        },
+    }
     r = client.post(f"http://127.0.0.1:{port}/projects/{PROJECT}/topics/{TOPIC}", json=body)
     return r.status_code in (200, 204)
 
 
 def _cookie_headers(stack_url: str, cookie: str) -> dict[str, str]:
-    return {"Origin": stack_url, "X-CSRF-Token": "1", "Content-Type": "application/json",
-            "Cookie": f"__Host-rt={cookie}"}
+    return {
+        "Origin": stack_url,
+        "X-CSRF-Token": "1",
+        "Content-Type": "application/json",
+        "Cookie": f"__Host-rt={cookie}",
+    }
 
 
 UNKNOWN_RT = "rt1." + "A" * 75  # well-formed, unknown session: a real Firestore lookup
 
 
 def _first_login(client: httpx.Client, port: int) -> bool:
-    r = client.post(f"http://127.0.0.1:{port}/auth/login", headers=_cookie_headers(CTX["url"], ""),
-                    json={"email": f"nobody-{uuid.uuid4().hex[:8]}@example.com", "password": "not a password"})
+    r = client.post(
+        f"http://127.0.0.1:{port}/auth/login",
+        headers=_cookie_headers(CTX["url"], ""),
+        json={"email": f"nobody-{uuid.uuid4().hex[:8]}@example.com", "password": "not a password"},
+    )
     return r.status_code == 401 and r.json()["type"].endswith("bad-credentials")
 
 
@@ -90,8 +107,11 @@ def _first_refresh(client: httpx.Client, port: int) -> bool:
 
 
 def _first_logout(client: httpx.Client, port: int) -> bool:
-    r = client.post(f"http://127.0.0.1:{port}/auth/logout", headers=_cookie_headers(CTX["url"], UNKNOWN_RT),
-                    json={"scope": "global"})
+    r = client.post(
+        f"http://127.0.0.1:{port}/auth/logout",
+        headers=_cookie_headers(CTX["url"], UNKNOWN_RT),
+        json={"scope": "global"},
+    )
     return r.status_code == 401  # a real session lookup that finds nothing
 
 
@@ -108,8 +128,11 @@ def _first_catalog(client: httpx.Client, port: int) -> bool:
 def _first_signed_urls(client: httpx.Client, port: int) -> bool:
     # A well-formed name of the caller's that was never recorded: a real Firestore query, then 404.
     name = str(objects.model_file(CTX["uid"], uuid.uuid4().hex, uuid.uuid4().hex, 1, "model"))
-    r = client.get(f"http://127.0.0.1:{port}/signed/download", params={"object": name},
-                   headers={"Authorization": f"Bearer {CTX['access']}"})
+    r = client.get(
+        f"http://127.0.0.1:{port}/signed/download",
+        params={"object": name},
+        headers={"Authorization": f"Bearer {CTX['access']}"},
+    )
     return r.status_code == 404 and "no saved file" in r.json().get("detail", "")
 
 
@@ -130,12 +153,16 @@ def _first_google_callback(client: httpx.Client, port: int) -> bool:
 
 
 def _first_purge(client: httpx.Client, port: int) -> bool:
-    body = {"subscription": f"projects/{PROJECT}/subscriptions/bench",
-            "message": {"data": "e30=", "messageId": uuid.uuid4().hex, "attributes": {}}}
+    body = {
+        "subscription": f"projects/{PROJECT}/subscriptions/bench",
+        "message": {"data": "e30=", "messageId": uuid.uuid4().hex, "attributes": {}},
+    }
     return client.post(f"http://127.0.0.1:{port}/projects/{PROJECT}/topics/account-purge", json=body).status_code == 200
 
 
 CTX: dict[str, str] = {}
+
+
 def _session_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {CTX['access']}", "X-CSRF-Token": CTX["csrf"], "Content-Type": "application/json"}
 
@@ -160,14 +187,20 @@ def _signed_event(event_type: str) -> tuple[bytes, dict[str, str]]:
     from mllab_dev import devca
     from mllab_dev.paypal_standin import CERT_ID
 
-    body = json.dumps({"id": f"WH-BENCH-{uuid.uuid4().hex}", "event_type": event_type, "resource_type": "plan",
-                       "resource": {}}).encode()
+    body = json.dumps(
+        {"id": f"WH-BENCH-{uuid.uuid4().hex}", "event_type": event_type, "resource_type": "plan", "resource": {}}
+    ).encode()
     tid, when = str(uuid.uuid4()), "2026-11-22T10:00:00Z"
     msg = f"{tid}|{when}|{billing.paypal_ids()['webhook_id']}|{zlib.crc32(body)}".encode()
     sig = devca.paths(Path(CTX["dev"])).load_signing_key().sign(msg, padding.PKCS1v15(), hashes.SHA256())
-    return body, {"PAYPAL-TRANSMISSION-ID": tid, "PAYPAL-TRANSMISSION-TIME": when, "PAYPAL-AUTH-ALGO": "SHA256withRSA",
-                  "PAYPAL-CERT-URL": f"{CTX['paypal']}/v1/notifications/certs/{CERT_ID}",
-                  "PAYPAL-TRANSMISSION-SIG": base64.b64encode(sig).decode(), "Content-Type": "application/json"}
+    return body, {
+        "PAYPAL-TRANSMISSION-ID": tid,
+        "PAYPAL-TRANSMISSION-TIME": when,
+        "PAYPAL-AUTH-ALGO": "SHA256withRSA",
+        "PAYPAL-CERT-URL": f"{CTX['paypal']}/v1/notifications/certs/{CERT_ID}",
+        "PAYPAL-TRANSMISSION-SIG": base64.b64encode(sig).decode(),
+        "Content-Type": "application/json",
+    }
 
 
 def _first_webhook(client: httpx.Client, port: int) -> bool:
@@ -178,22 +211,36 @@ def _first_webhook(client: httpx.Client, port: int) -> bool:
 
 
 def _first_reconcile(client: httpx.Client, port: int) -> bool:
-    body = {"subscription": f"projects/{PROJECT}/subscriptions/bench",
-            "message": {"data": "e30=", "messageId": uuid.uuid4().hex, "attributes": {}}}
-    return client.post(f"http://127.0.0.1:{port}/projects/{PROJECT}/topics/billing-reconcile",
-                       json=body).status_code == 200
+    body = {
+        "subscription": f"projects/{PROJECT}/subscriptions/bench",
+        "message": {"data": "e30=", "messageId": uuid.uuid4().hex, "attributes": {}},
+    }
+    return (
+        client.post(f"http://127.0.0.1:{port}/projects/{PROJECT}/topics/billing-reconcile", json=body).status_code
+        == 200
+    )
 
 
 PROBES = {
-    "jwks": _first_jwks, "auth_google_login": _first_google_login, "auth_google_callback": _first_google_callback,
-    "auth_password": _first_login, "auth_refresh": _first_refresh, "auth_logout": _first_logout,
-    "account": _first_me, "catalog": _first_catalog, "signed_urls": _first_signed_urls,
-    "on_object_finalized": _first_event, "purge_accounts": _first_purge,
-    "billing": _first_billing, "paypal_webhook": _first_webhook, "promo_apply": _first_promo,
+    "jwks": _first_jwks,
+    "auth_google_login": _first_google_login,
+    "auth_google_callback": _first_google_callback,
+    "auth_password": _first_login,
+    "auth_refresh": _first_refresh,
+    "auth_logout": _first_logout,
+    "account": _first_me,
+    "catalog": _first_catalog,
+    "signed_urls": _first_signed_urls,
+    "on_object_finalized": _first_event,
+    "purge_accounts": _first_purge,
+    "billing": _first_billing,
+    "paypal_webhook": _first_webhook,
+    "promo_apply": _first_promo,
     "reconcile_subscriptions": _first_reconcile,
 }
 TARGETS = [("bare functions-framework", HERE / "bare" / "main.py", "bare", _first_bare)] + [
-    (fn.name, ROOT / "functions" / fn.name / "main.py", fn.name, PROBES[fn.name]) for fn in routes.FUNCTIONS]
+    (fn.name, ROOT / "functions" / fn.name / "main.py", fn.name, PROBES[fn.name]) for fn in routes.FUNCTIONS
+]
 
 
 # What "never import a cloud client at module top level" saves: the same function with every client
@@ -217,8 +264,17 @@ def eager_copy(source: Path, into: Path) -> Path:
 
 def cold_start(source: Path, target: str, probe, env: dict[str, str]) -> float:
     port = _free_port()
-    argv = [str(Path(sys.executable).parent / "functions-framework"), "--source", str(source), "--target", target,
-            "--host", "127.0.0.1", "--port", str(port)]
+    argv = [
+        str(Path(sys.executable).parent / "functions-framework"),
+        "--source",
+        str(source),
+        "--target",
+        target,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     started = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -240,9 +296,11 @@ def cold_start(source: Path, target: str, probe, env: dict[str, str]) -> float:
 
 
 def import_cpu(source: Path, target: str, env: dict[str, str]) -> float:
-    code = ("import time, functions_framework; "
-            f"functions_framework.create_app({target!r}, {str(source)!r}); "
-            "print(time.process_time())")
+    code = (
+        "import time, functions_framework; "
+        f"functions_framework.create_app({target!r}, {str(source)!r}); "
+        "print(time.process_time())"
+    )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -276,6 +334,7 @@ def warm_latencies(stack: Stack) -> list[tuple[str, list[float]]]:
     headers = {"Origin": stack.gateway_url, "X-CSRF-Token": "1", "Content-Type": "application/json"}
     out: list[tuple[str, list[float]]] = []
     with httpx.Client(timeout=30) as client:
+
         def timed(call) -> list[float]:
             for _ in range(10):  # warm-up
                 call()
@@ -324,6 +383,7 @@ def warm_latencies(stack: Stack) -> list[tuple[str, list[float]]]:
 
 # --- webhooks: offline PayPal signature verification ---------------------------------------------
 
+
 def webhook_section() -> None:
     """Per-event cost of `webhooks.verify` once the certificate is cached (the steady state: PayPal
     signs with one certificate for months). No stack and no network: a self-signed RSA-2048
@@ -341,25 +401,50 @@ def webhook_section() -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "messageverificationcerts.sandbox.paypal.com")])
     now = clock.now()
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
-            .not_valid_after(now + timedelta(days=30)).sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
     webhook_id = "8PT597110X687430LKGECATA"
-    body = json.dumps({"id": "WH-BENCH", "event_type": "BILLING.SUBSCRIPTION.ACTIVATED", "resource": {
-        "id": "I-BW452GLLEP1G", "status": "ACTIVE", "custom_id": "x" * 28, "billing_info": {"pad": "y" * 900}}}).encode()
+    body = json.dumps(
+        {
+            "id": "WH-BENCH",
+            "event_type": "BILLING.SUBSCRIPTION.ACTIVATED",
+            "resource": {
+                "id": "I-BW452GLLEP1G",
+                "status": "ACTIVE",
+                "custom_id": "x" * 28,
+                "billing_info": {"pad": "y" * 900},
+            },
+        }
+    ).encode()
     tid, ttime = "b2384410-f8d2-11ec-8c5b-4b8d4f6d5e0b", "2026-03-01T10:00:00Z"
     message = f"{tid}|{ttime}|{webhook_id}|{zlib.crc32(body)}".encode()
     signature = key.sign(message, padding.PKCS1v15(), hashes.SHA256())
     url = "https://api.sandbox.paypal.com/v1/notifications/certs/CERT-bench"
-    headers = {"paypal-transmission-id": tid, "paypal-transmission-time": ttime, "paypal-cert-url": url,
-               "paypal-transmission-sig": base64.b64encode(signature).decode(), "paypal-auth-algo": "SHA256withRSA"}
+    headers = {
+        "paypal-transmission-id": tid,
+        "paypal-transmission-time": ttime,
+        "paypal-cert-url": url,
+        "paypal-transmission-sig": base64.b64encode(signature).decode(),
+        "paypal-auth-algo": "SHA256withRSA",
+    }
     allowed = config.PAYPAL_CERT_ORIGINS[config.PAYPAL_SANDBOX_API]
     fetches = []
     with tempfile.TemporaryDirectory() as tmp:
         pem = Path(tmp) / "cert.pem"
         pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (Path(tmp) / "key.pem").write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        (Path(tmp) / "key.pem").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
 
         def fetch(cert_url: str) -> x509.Certificate:
             fetches.append(cert_url)
@@ -373,8 +458,9 @@ def webhook_section() -> None:
             verify()  # the one fetch; every later call hits the cache
             per_event = per_call_us(verify, WEBHOOK_CALLS)
             public = cert.public_key()
-            rsa_only = per_call_us(lambda: public.verify(signature, message, padding.PKCS1v15(), hashes.SHA256()),
-                                   WEBHOOK_CALLS)
+            rsa_only = per_call_us(
+                lambda: public.verify(signature, message, padding.PKCS1v15(), hashes.SHA256()), WEBHOOK_CALLS
+            )
         finally:
             webhooks.reset_cache()
     if len(fetches) != 1:
@@ -387,17 +473,36 @@ def webhook_section() -> None:
 
 # --- storage: URL signing and the object-event pipeline ------------------------------------------
 
+
 def _catalog_writes(batch, uid: str, project_id: str, model_id: str) -> None:
     """A project, a model and its version 1 (pending), as the catalog makes them (3 writes)."""
     db, now = clients.firestore(), clock.now()
     base = {"uid": uid, "created_at": now, "updated_at": now}
     batch.set(db.collection("projects").document(project_id), {**base, "name": "bench"})
     model = db.collection("models").document(model_id)
-    batch.set(model, {**base, "project_id": project_id, "name": "bench", "config_json": "{}",
-                      "latest_version": None, "next_version": 2})
-    batch.set(model.collection("versions").document("000000001"), {
-        **base, "model_id": model_id, "project_id": project_id, "version": 1, "status": "pending",
-        "files": {}, "size_bytes": 0})
+    batch.set(
+        model,
+        {
+            **base,
+            "project_id": project_id,
+            "name": "bench",
+            "config_json": "{}",
+            "latest_version": None,
+            "next_version": 2,
+        },
+    )
+    batch.set(
+        model.collection("versions").document("000000001"),
+        {
+            **base,
+            "model_id": model_id,
+            "project_id": project_id,
+            "version": 1,
+            "status": "pending",
+            "files": {},
+            "size_bytes": 0,
+        },
+    )
 
 
 def _new_versions(count: int, *, shared: bool = False) -> list[objects.ObjectName]:
@@ -408,7 +513,7 @@ def _new_versions(count: int, *, shared: bool = False) -> list[objects.ObjectNam
     ids = [(uuid.uuid4().hex, uuid.uuid4().hex, uuid.uuid4().hex) for _ in range(1 if shared else count)]
     for start in range(0, len(ids), 150):
         batch = db.batch()
-        for uid, pid, mid in ids[start:start + 150]:
+        for uid, pid, mid in ids[start : start + 150]:
             _catalog_writes(batch, uid, pid, mid)
         batch.commit()
     names = [objects.model_file(uid, pid, mid, 1, "weights") for uid, pid, mid in ids]
@@ -447,8 +552,11 @@ def finalize_latencies(count: int) -> tuple[list[float], list[float], int]:
                 generation = int(r.json()["generation"])
             except (ValueError, KeyError, TypeError):
                 generation = None
-            ref = db.collection(events.ARTIFACTS).document(events.object_key(BUCKET, name, generation)) \
-                if generation is not None else None
+            ref = (
+                db.collection(events.ARTIFACTS).document(events.object_key(BUCKET, name, generation))
+                if generation is not None
+                else None
+            )
             deadline = started + 30
             while not (ref.get().exists if ref is not None else _artifact_by_object(name)):
                 if time.perf_counter() > deadline:
@@ -462,29 +570,47 @@ def finalize_latencies(count: int) -> tuple[list[float], list[float], int]:
 
 
 def _notification(name: str, generation: int, size: int) -> dict:
-    resource = {"kind": "storage#object", "bucket": BUCKET, "name": name, "generation": str(generation),
-                "metageneration": "1", "contentType": "application/octet-stream", "size": str(size),
-                "crc32c": "AAAAAA==", "md5Hash": "AAAAAAAAAAAAAAAAAAAAAA==",
-                "timeCreated": clock.rfc3339(clock.now())}
-    return {"data": base64.b64encode(json.dumps(resource).encode()).decode(),
-            "attributes": {"bucketId": BUCKET, "objectId": name, "objectGeneration": str(generation),
-                           "eventType": "OBJECT_FINALIZE", "payloadFormat": "JSON_API_V1"}}
+    resource = {
+        "kind": "storage#object",
+        "bucket": BUCKET,
+        "name": name,
+        "generation": str(generation),
+        "metageneration": "1",
+        "contentType": "application/octet-stream",
+        "size": str(size),
+        "crc32c": "AAAAAA==",
+        "md5Hash": "AAAAAAAAAAAAAAAAAAAAAA==",
+        "timeCreated": clock.rfc3339(clock.now()),
+    }
+    return {
+        "data": base64.b64encode(json.dumps(resource).encode()).decode(),
+        "attributes": {
+            "bucketId": BUCKET,
+            "objectId": name,
+            "objectGeneration": str(generation),
+            "eventType": "OBJECT_FINALIZE",
+            "payloadFormat": "JSON_API_V1",
+        },
+    }
 
 
-def recorder_throughput(stack: Stack, names: list[objects.ObjectName],
-                        timeout: float = EVENTS_TIMEOUT_S) -> tuple[int, float]:
+def recorder_throughput(
+    stack: Stack, names: list[objects.ObjectName], timeout: float = EVENTS_TIMEOUT_S
+) -> tuple[int, float]:
     """Publish one OBJECT_FINALIZE per name (generation 1, 2, ... so repeated names stay distinct
     generations) and wait until every artifact exists. (recorded, seconds from the first publish)."""
     db = clients.firestore()
     base = int(time.time() * 1e6)  # fresh generations per run, like GCS's microsecond generations
     messages = [_notification(str(n), base + i, 1024) for i, n in enumerate(names)]
-    pending = {db.collection(events.ARTIFACTS).document(events.object_key(BUCKET, str(n), base + i))
-               for i, n in enumerate(names)}
+    pending = {
+        db.collection(events.ARTIFACTS).document(events.object_key(BUCKET, str(n), base + i))
+        for i, n in enumerate(names)
+    }
     url = f"http://127.0.0.1:{stack.ports.pubsub}/v1/projects/{PROJECT}/topics/{TOPIC}:publish"
     with httpx.Client(timeout=30) as client:
         started = time.perf_counter()
         for i in range(0, len(messages), PUBLISH_BATCH):
-            r = client.post(url, json={"messages": messages[i:i + PUBLISH_BATCH]})
+            r = client.post(url, json={"messages": messages[i : i + PUBLISH_BATCH]})
             if r.status_code != 200:
                 raise RuntimeError(f"publish answered {r.status_code}: {r.text[:200]}")
         deadline = started + timeout
@@ -511,14 +637,17 @@ def storage_sections(stack: Stack) -> None:
         puts, latencies, no_gen = finalize_latencies(UPLOADS)
         print(f"\n{'finalize, ' + str(UPLOADS) + ' uploads':28} {'p50 ms':>8} {'p95 ms':>8} {'min-max':>13}")
         for label, samples in (("signed PUT (model.json)", puts), ("PUT returned -> record", latencies)):
-            print(f"{label:28} {pct(samples, 50):8.1f} {pct(samples, 95):8.1f} "
-                  f"{min(samples):6.0f}-{max(samples):<6.0f}")
+            print(
+                f"{label:28} {pct(samples, 50):8.1f} {pct(samples, 95):8.1f} {min(samples):6.0f}-{max(samples):<6.0f}"
+            )
         if no_gen:
             print(f"  ({no_gen} PUT responses had no generation: found by querying artifacts.object)")
 
     print(f"\n{'recorder, Pub/Sub -> record':28} {'events':>8} {'seconds':>8} {'events/s':>9}")
-    for label, count, shared in (("distinct versions", EVENTS, False),
-                                 ("one version (contention)", CONTENTION_EVENTS, True)):
+    for label, count, shared in (
+        ("distinct versions", EVENTS, False),
+        ("one version (contention)", CONTENTION_EVENTS, True),
+    ):
         if count <= 0:
             continue
         names = _new_versions(count, shared=shared)
@@ -528,8 +657,10 @@ def storage_sections(stack: Stack) -> None:
 
 
 def main() -> int:
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}; {RUNS} runs each (median; min-max)\n")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}; {RUNS} runs each (median; min-max)\n"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         stack = Stack(Ports.free(), Path(tmp))
         stack.start()
@@ -541,13 +672,22 @@ def main() -> int:
             tokens.reset_caches()
             sessions.reset_caches()
             log.min_level = "WARNING"
-            uid = users.create_password_user(f"bench-{uuid.uuid4().hex[:8]}@example.com", passwords.DUMMY_HASH,
-                                             verified=True)
+            uid = users.create_password_user(
+                f"bench-{uuid.uuid4().hex[:8]}@example.com", passwords.DUMMY_HASH, verified=True
+            )
             session, _ = sessions.create(uid, "password", user_agent="bench", ip="127.0.0.1")
-            CTX.update(url=stack.gateway_url, uid=uid, access=tokens.issue_access_token(uid, session.id).token,
-                       csrf=sessions.csrf_token(session.id), dev=str(stack.dev_dir), paypal=stack.paypal_url)
-            print(f"{'function':28} {'cold start ms':>15} {'min-max':>13} {'import CPU ms':>14} {'x bare':>7}"
-                  f" {'eager-import ms':>16} {'eager CPU ms':>13}")
+            CTX.update(
+                url=stack.gateway_url,
+                uid=uid,
+                access=tokens.issue_access_token(uid, session.id).token,
+                csrf=sessions.csrf_token(session.id),
+                dev=str(stack.dev_dir),
+                paypal=stack.paypal_url,
+            )
+            print(
+                f"{'function':28} {'cold start ms':>15} {'min-max':>13} {'import CPU ms':>14} {'x bare':>7}"
+                f" {'eager-import ms':>16} {'eager CPU ms':>13}"
+            )
             base = None
             for label, source, target, probe in TARGETS:
                 times = [cold_start(source, target, probe, env) * 1000 for _ in range(RUNS)]
@@ -560,7 +700,9 @@ def main() -> int:
                     eager_ms = statistics.median(cold_start(copy, target, probe, env) * 1000 for _ in range(RUNS))
                     eager_cpu = statistics.median(import_cpu(copy, target, env) * 1000 for _ in range(3))
                     eager = f" {eager_ms:16.0f} {eager_cpu:13.0f}"
-                print(f"{label:28} {med:15.0f} {min(times):6.0f}-{max(times):<6.0f} {cpu:14.0f} {med / base:7.2f}{eager}")
+                print(
+                    f"{label:28} {med:15.0f} {min(times):6.0f}-{max(times):<6.0f} {cpu:14.0f} {med / base:7.2f}{eager}"
+                )
 
             print(f"\n{'warm, ' + str(WARM_CALLS) + ' calls':28} {'p50 ms':>8} {'p95 ms':>8} {'x bare p50':>11}")
             rows = warm_latencies(stack)

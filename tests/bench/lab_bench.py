@@ -30,7 +30,11 @@ def first_loads(browser, url: str) -> list[tuple[int, float, int]]:
         bodies: dict[str, bytes] = {}
 
         def keep(response, bodies=bodies) -> None:
-            if response.url.startswith(url) and response.status not in (204, 301, 302) and "/healthz" not in response.url:
+            if (
+                response.url.startswith(url)
+                and response.status not in (204, 301, 302)
+                and "/healthz" not in response.url
+            ):
                 try:
                     bodies[response.url] = response.body()
                 except Exception:  # noqa: BLE001 - a response without a body
@@ -84,11 +88,15 @@ def lab_section(url: str) -> None:
             loads = first_loads(browser, url)
             size = statistics.median(b for b, _, _ in loads)
             print(f"\n{'lab, ' + str(PAGE_LOADS) + ' fresh visitors':28} {'median':>10} {'min-max':>15}")
-            print(f"{'first load (gzip -9)':28} {size / 1024:8.1f} KB {'':>15}  ({loads[0][2]} responses; budget 60 KB)")
+            print(
+                f"{'first load (gzip -9)':28} {size / 1024:8.1f} KB {'':>15}  ({loads[0][2]} responses; budget 60 KB)"
+            )
             ttis = [t for _, t, _ in loads]
             print(f"{'time to interactive':28} {statistics.median(ttis):8.0f} ms {min(ttis):6.0f}-{max(ttis):<6.0f}")
 
-            print(f"\n{'XOR 2-8-1, 300 epochs':28} {'median ms':>10} {'min-max':>15}  ({XOR_RUNS} runs; 1st includes warm-up)")
+            print(
+                f"\n{'XOR 2-8-1, 300 epochs':28} {'median ms':>10} {'min-max':>15}  ({XOR_RUNS} runs; 1st includes warm-up)"
+            )
             for backend in ("cpu", "webgl", "webgpu"):
                 try:
                     picked, reason, times = xor_training(browser, url, backend)

@@ -18,9 +18,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Every API a deploy command can reach, as gcloud's endpoint override names them.
-APIS = ("artifactregistry", "billingbudgets", "cloudbilling", "cloudbuild", "cloudfunctions",
-        "cloudresourcemanager", "cloudscheduler", "compute", "eventarc", "firestore", "iam", "iamcredentials",
-        "logging", "monitoring", "pubsub", "run", "secretmanager", "serviceusage", "storage", "cloudasset")
+APIS = (
+    "artifactregistry",
+    "billingbudgets",
+    "cloudbilling",
+    "cloudbuild",
+    "cloudfunctions",
+    "cloudresourcemanager",
+    "cloudscheduler",
+    "compute",
+    "eventarc",
+    "firestore",
+    "iam",
+    "iamcredentials",
+    "logging",
+    "monitoring",
+    "pubsub",
+    "run",
+    "secretmanager",
+    "serviceusage",
+    "storage",
+    "cloudasset",
+)
 
 
 PROJECT_NUMBER = "123456789012"  # any project's number, as the fake answers a project lookup
@@ -98,8 +117,10 @@ class FakeGoogleApi:
         if api == "cloudfunctions" and method == "GET" and bare.endswith("/runtimes"):
             return 200, {"runtimes": [{"name": "python312", "stage": "GA", "environment": "GEN_2"}]}
         if api == "cloudfunctions" and method == "POST" and bare.endswith("/functions:generateUploadUrl"):
-            return 200, {"uploadUrl": f"{self.base}/{tag}/upload/source.zip",
-                         "storageSource": {"bucket": "gcf-v2-uploads", "object": "source.zip"}}
+            return 200, {
+                "uploadUrl": f"{self.base}/{tag}/upload/source.zip",
+                "storageSource": {"bucket": "gcf-v2-uploads", "object": "source.zip"},
+            }
         if api == "cloudresourcemanager" and method == "GET" and bare.startswith("/v1/projects/"):
             project = bare.split("/")[3]
             return 200, {"projectId": project, "projectNumber": PROJECT_NUMBER, "lifecycleState": "ACTIVE"}

@@ -42,8 +42,10 @@ TARGET, ACTIVE, REGION, DOMAIN = "mllab-target", "some-other-project", "europe-w
 BILLING_ACCOUNT = "012345-6789AB-CDEF01"
 WORKERS = 3  # gcloud spends ~1-2 s of CPU starting up; 2 cores, so a few at a time
 # gcloud's own refusals: a flag, choice or command it does not know, or a resource it cannot name.
-PARSE_ERRORS = re.compile(r"unrecognized arguments|Invalid choice|is required but was not provided|"
-                          r"is not currently set|argument .*: expected|must be specified|Invalid value for")
+PARSE_ERRORS = re.compile(
+    r"unrecognized arguments|Invalid choice|is required but was not provided|"
+    r"is not currently set|argument .*: expected|must be specified|Invalid value for"
+)
 
 # What earlier steps capture, as gcloud prints them for the target project.
 CAPTURED = {
@@ -107,9 +109,19 @@ def _script_commands(script: Path, bin_dir: Path) -> list[tuple[str, ...]]:
     found = []
     for exists in ("", "1"):
         log = script.with_suffix(f".log{exists}")
-        done = subprocess.run(["bash", str(script)], env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
-                                                          "GCLOUD_LOG": str(log), "STUB_EXISTS": exists},
-                              capture_output=True, text=True, timeout=60, check=False)
+        done = subprocess.run(
+            ["bash", str(script)],
+            env={
+                **os.environ,
+                "PATH": f"{bin_dir}:{os.environ['PATH']}",
+                "GCLOUD_LOG": str(log),
+                "STUB_EXISTS": exists,
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
         found += [("gcloud", *record.split("\x1f")[:-1]) for record in log.read_text().split("\x1e")[:-1]]
     return found
@@ -128,8 +140,15 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def env(workdir: Path) -> environment.Environment:
-    return environment.make(TARGET, REGION, DOMAIN, billing_account=BILLING_ACCOUNT, alert_email="ops@example.com",
-                            oauth_client_id="1234-abc.apps.googleusercontent.com", out=workdir / "deploy")
+    return environment.make(
+        TARGET,
+        REGION,
+        DOMAIN,
+        billing_account=BILLING_ACCOUNT,
+        alert_email="ops@example.com",
+        oauth_client_id="1234-abc.apps.googleusercontent.com",
+        out=workdir / "deploy",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -145,22 +164,37 @@ def fake() -> Iterator[FakeGoogleApi]:
 
 
 def _clean_environ(config: Path) -> dict[str, str]:
-    keep = {k: v for k, v in os.environ.items()
-            if not k.startswith(("CLOUDSDK_", "GOOGLE_", "GCLOUD_")) and k not in ("HTTP_PROXY", "HTTPS_PROXY")}
-    return {**keep, "CLOUDSDK_CONFIG": str(config), "CLOUDSDK_AUTH_ACCESS_TOKEN": "fake-access-token",
-            "CLOUDSDK_CORE_PROJECT": ACTIVE, "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
-            "CLOUDSDK_CORE_CHECK_GCE_METADATA": "false", "CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK": "1",
-            "CLOUDSDK_CORE_DISABLE_USAGE_REPORTING": "true", "CLOUDSDK_SURVEY_DISABLE_PROMPTS": "1",
-            # Nothing reaches Google: an API without an override goes to a proxy that is not there.
-            "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
-            "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+    keep = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CLOUDSDK_", "GOOGLE_", "GCLOUD_")) and k not in ("HTTP_PROXY", "HTTPS_PROXY")
+    }
+    return {
+        **keep,
+        "CLOUDSDK_CONFIG": str(config),
+        "CLOUDSDK_AUTH_ACCESS_TOKEN": "fake-access-token",
+        "CLOUDSDK_CORE_PROJECT": ACTIVE,
+        "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
+        "CLOUDSDK_CORE_CHECK_GCE_METADATA": "false",
+        "CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK": "1",
+        "CLOUDSDK_CORE_DISABLE_USAGE_REPORTING": "true",
+        "CLOUDSDK_SURVEY_DISABLE_PROMPTS": "1",
+        # Nothing reaches Google: an API without an override goes to a proxy that is not there.
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "NO_PROXY": "127.0.0.1",
+        "no_proxy": "127.0.0.1",
+    }
 
 
 # gcloud has no endpoint override for the Budget API: these commands' requests are read from --log-http
 # (gcloud logs each request before sending it; the proxy then refuses it).
 LOGGED = (("billing", "budgets"),)
-_LOGGED_REQUEST = re.compile(r"^uri: https://([a-z]+)\.googleapis\.com(\S*)\nmethod: (\w+)\n== headers start ==\n"
-                             r"(.*?)== headers end ==\n== body start ==\n(.*?)\n?== body end ==", re.M | re.S)
+_LOGGED_REQUEST = re.compile(
+    r"^uri: https://([a-z]+)\.googleapis\.com(\S*)\nmethod: (\w+)\n== headers start ==\n"
+    r"(.*?)== headers end ==\n== body start ==\n(.*?)\n?== body end ==",
+    re.M | re.S,
+)
 
 
 def _logged_requests(tag: str, stderr: str) -> list[Request]:
@@ -190,7 +224,7 @@ def shape(argv: Sequence[str], tree: dict[str, Any] | None) -> tuple[str, ...]:
     """A command with its resource names and flag values left out: commands of one shape differ only in
     names, so gcloud parses them alike, and one of them stands for all (EACH_ONE excepted). Without the
     tree every command is its own shape."""
-    if tree is None or any(tuple(argv[1:1 + len(words)]) == words for words in EACH_ONE):
+    if tree is None or any(tuple(argv[1 : 1 + len(words)]) == words for words in EACH_ONE):
         return tuple(argv)
     path, node = [], tree
     for word in (a for a in argv[1:] if not a.startswith("-")):
@@ -202,25 +236,35 @@ def shape(argv: Sequence[str], tree: dict[str, Any] | None) -> tuple[str, ...]:
     return (*path, "|", *flags)
 
 
-def _run_all(commands: Sequence[tuple[str, ...]], fake: FakeGoogleApi, cwd: Path, config: Path,
-             stdin: dict[tuple[str, ...], bytes]) -> dict[tuple[str, ...], Ran]:
+def _run_all(
+    commands: Sequence[tuple[str, ...]],
+    fake: FakeGoogleApi,
+    cwd: Path,
+    config: Path,
+    stdin: dict[tuple[str, ...], bytes],
+) -> dict[tuple[str, ...], Ran]:
     gcloud = shutil.which("gcloud")
-    assert gcloud, ("the gcloud CLI is missing: `make test` needs it for the emulators too "
-                    "(README: Prerequisites)")
+    assert gcloud, "the gcloud CLI is missing: `make test` needs it for the emulators too (README: Prerequisites)"
     base = _clean_environ(config)
     tree = _command_tree()
     unique = list({shape(argv, tree): argv for argv in reversed(commands)}.values())
     # the logged ones wait out gcloud's retries against the missing proxy: start them first
-    unique.sort(key=lambda argv: not any(tuple(argv[1:1 + len(w)]) == w for w in LOGGED))
+    unique.sort(key=lambda argv: not any(tuple(argv[1 : 1 + len(w)]) == w for w in LOGGED))
 
     def one(item: tuple[int, tuple[str, ...]]) -> Ran:
         n, argv = item
         tag = f"c{n}"
-        logged = any(tuple(argv[1:1 + len(words)]) == words for words in LOGGED)
+        logged = any(tuple(argv[1 : 1 + len(words)]) == words for words in LOGGED)
         for _ in range(2):  # once more if something outside the test killed it
-            done = subprocess.run([gcloud, *argv[1:], *(["--log-http"] if logged else [])], cwd=cwd,
-                                  env={**base, **fake.overrides(tag)}, input=stdin.get(argv, b""),
-                                  capture_output=True, timeout=300, check=False)
+            done = subprocess.run(
+                [gcloud, *argv[1:], *(["--log-http"] if logged else [])],
+                cwd=cwd,
+                env={**base, **fake.overrides(tag)},
+                input=stdin.get(argv, b""),
+                capture_output=True,
+                timeout=300,
+                check=False,
+            )
             if done.returncode >= 0:
                 break
         stderr = done.stderr.decode(errors="replace")
@@ -240,25 +284,44 @@ def script_commands(env: environment.Environment, workdir: Path) -> list[tuple[s
     found = []
     for group in [f"function:{fn.name}" for fn in routes.FUNCTIONS] + ["lab"]:
         out = workdir / "ci" / f"{group.replace(':', '-')}.sh"
-        assert deploy_cli.main(["script", f"--project={TARGET}", f"--region={REGION}", f"--domain={DOMAIN}",
-                                "--oauth-client-id=1234-abc.apps.googleusercontent.com", f"--out={env.out}",
-                                f"--only={group}", f"--output={out}"]) == 0
+        assert (
+            deploy_cli.main(
+                [
+                    "script",
+                    f"--project={TARGET}",
+                    f"--region={REGION}",
+                    f"--domain={DOMAIN}",
+                    "--oauth-client-id=1234-abc.apps.googleusercontent.com",
+                    f"--out={env.out}",
+                    f"--only={group}",
+                    f"--output={out}",
+                ]
+            )
+            == 0
+        )
         found += _script_commands(out, bin_dir)
     return found
 
 
 def _cloudbuild_submit() -> tuple[str, ...]:
     """cloudbuild.yaml's documented `gcloud builds submit`, for the target project."""
-    comments = "\n".join(line.lstrip("#") for line in (REPO / "cloudbuild.yaml").read_text().splitlines()
-                         if line.startswith("#"))
+    comments = "\n".join(
+        line.lstrip("#") for line in (REPO / "cloudbuild.yaml").read_text().splitlines() if line.startswith("#")
+    )
     line = re.search(r"^\s+(gcloud builds submit (?:.*\\\n)*.*)$", comments, re.M)
     assert line, "cloudbuild.yaml documents how to submit it"
     return (*shlex.split(line.group(1).replace("\\\n", " ")), f"--project={TARGET}", "--async")
 
 
 @pytest.fixture(scope="module")
-def ran(all_steps: list[steps.Step], script_commands: list[tuple[str, ...]], fake: FakeGoogleApi, workdir: Path,
-        env: environment.Environment, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, ...], Ran]:
+def ran(
+    all_steps: list[steps.Step],
+    script_commands: list[tuple[str, ...]],
+    fake: FakeGoogleApi,
+    workdir: Path,
+    env: environment.Environment,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[tuple[str, ...], Ran]:
     commands = _gcloud_commands(all_steps)
     commands.append(secret_steps.read_signing_keys(env))
     commands.append(_cloudbuild_submit())
@@ -269,6 +332,7 @@ def ran(all_steps: list[steps.Step], script_commands: list[tuple[str, ...]], fak
 
 
 # --- every command ---------------------------------------------------------------------------------
+
 
 def test_gcloud_accepts_every_command_of_the_deployment(ran: dict[tuple[str, ...], Ran]) -> None:
     refused = [str(r) for r in ran.values() if r.returncode == 2 or PARSE_ERRORS.search(r.stderr)]
@@ -286,7 +350,8 @@ def test_every_command_reaches_the_api(ran: dict[tuple[str, ...], Ran]) -> None:
 # API's own paths in the URL map (/projects/*).
 _PROJECT_REFERENCE = re.compile(
     r"(?<!collectionGroups/)(?<!\w)projects/([a-z][a-z0-9-]{4,28}[a-z0-9]|[0-9]{6,})\b"
-    r"|(?<![\w.-])(?!service-)[\w.-]+@([a-z][a-z0-9-]{4,28}[a-z0-9])\.iam\.gserviceaccount\.com")
+    r"|(?<![\w.-])(?!service-)[\w.-]+@([a-z][a-z0-9-]{4,28}[a-z0-9])\.iam\.gserviceaccount\.com"
+)
 
 
 def _projects_named(request: Request) -> set[str]:
@@ -299,18 +364,23 @@ def _projects_named(request: Request) -> set[str]:
 
 
 def test_no_request_names_any_project_but_the_target(ran: dict[tuple[str, ...], Ran]) -> None:
-    wrong = [f"{r}\n  {q.method} {q.api}{q.path} names {sorted(_projects_named(q) - {TARGET, PROJECT_NUMBER})}"
-             for r in ran.values() for q in r.requests if _projects_named(q) - {TARGET, PROJECT_NUMBER}]
+    wrong = [
+        f"{r}\n  {q.method} {q.api}{q.path} names {sorted(_projects_named(q) - {TARGET, PROJECT_NUMBER})}"
+        for r in ran.values()
+        for q in r.requests
+        if _projects_named(q) - {TARGET, PROJECT_NUMBER}
+    ]
     assert not wrong, "requests for another project:\n" + "\n".join(wrong)
 
 
 # --- what gcloud would send ------------------------------------------------------------------------
 
+
 def _sent(ran: dict[tuple[str, ...], Ran], *words: str, method: str = "POST") -> list[tuple[Ran, Any]]:
     """(command, JSON body of its first `method` request) for each command containing `words` in order."""
     found = []
     for r in ran.values():
-        if any(r.argv[i:i + len(words)] == words for i in range(len(r.argv))):
+        if any(r.argv[i : i + len(words)] == words for i in range(len(r.argv))):
             bodies = [q.json() for q in r.requests if q.method == method and q.body[:1] == b"{"]
             assert bodies, f"no {method} request with a body:\n{r}"
             found.append((r, bodies[0]))
@@ -329,11 +399,15 @@ def _created_function(ran: dict[tuple[str, ...], Ran], name: str) -> dict[str, A
 
 @pytest.mark.parametrize("fn", routes.FUNCTIONS, ids=lambda f: f.name)
 def test_each_function_is_created_with_its_ingress_secrets_trigger_and_build_account(
-        ran: dict[tuple[str, ...], Ran], env: environment.Environment, fn: routes.Function) -> None:
+    ran: dict[tuple[str, ...], Ran], env: environment.Environment, fn: routes.Function
+) -> None:
     body = _created_function(ran, fn.name)
     service = body["serviceConfig"]
-    expected_ingress = {"internal-only": "ALLOW_INTERNAL_ONLY", "internal-and-gclb": "ALLOW_INTERNAL_AND_GCLB",
-                        "all": "ALLOW_ALL"}[function_steps.ingress(fn)]
+    expected_ingress = {
+        "internal-only": "ALLOW_INTERNAL_ONLY",
+        "internal-and-gclb": "ALLOW_INTERNAL_AND_GCLB",
+        "all": "ALLOW_ALL",
+    }[function_steps.ingress(fn)]
     assert service["ingressSettings"] == expected_ingress
     assert service.get("serviceAccountEmail", env.service_account(fn.name)) == env.service_account(fn.name)
     mounted = {v["secret"]: v["mountPath"] for v in service.get("secretVolumes", [])}
@@ -349,18 +423,22 @@ def test_each_function_is_created_with_its_ingress_secrets_trigger_and_build_acc
         assert "eventTrigger" not in body
 
 
-def test_the_scheduler_jobs_publish_to_the_target_projects_topics(ran: dict[tuple[str, ...], Ran],
-                                                                  env: environment.Environment) -> None:
+def test_the_scheduler_jobs_publish_to_the_target_projects_topics(
+    ran: dict[tuple[str, ...], Ran], env: environment.Environment
+) -> None:
     sent = _sent(ran, "scheduler", "jobs", "create", "pubsub")
     assert sorted(body["pubsubTarget"]["topicName"] for _, body in sent) == sorted(
-        f"projects/{TARGET}/topics/{env.topics[field]}" for field in function_steps.SCHEDULES)
+        f"projects/{TARGET}/topics/{env.topics[field]}" for field in function_steps.SCHEDULES
+    )
     updated = _sent(ran, "scheduler", "jobs", "update", "pubsub", method="PATCH")
     assert {body["pubsubTarget"]["topicName"] for _, body in updated} == {
-        body["pubsubTarget"]["topicName"] for _, body in sent}
+        body["pubsubTarget"]["topicName"] for _, body in sent
+    }
 
 
-def test_the_bucket_notifies_the_events_topic_of_the_target(ran: dict[tuple[str, ...], Ran],
-                                                            env: environment.Environment) -> None:
+def test_the_bucket_notifies_the_events_topic_of_the_target(
+    ran: dict[tuple[str, ...], Ran], env: environment.Environment
+) -> None:
     [(_, body)] = _sent(ran, "storage", "buckets", "notifications", "create")
     assert body["topic"].endswith(f"projects/{TARGET}/topics/{env.events_topic}")
     assert sorted(body["event_types"]) == ["OBJECT_DELETE", "OBJECT_FINALIZE"]

@@ -21,14 +21,21 @@ from mllab_dev.stack import ROOT, _group_alive
 UP_TIMEOUT_S = 120
 
 
-def launch(dev_dir: Path, *args: str, env: dict[str, str] | None = None,
-           sigint_ignored: bool = False) -> subprocess.Popen:
+def launch(
+    dev_dir: Path, *args: str, env: dict[str, str] | None = None, sigint_ignored: bool = False
+) -> subprocess.Popen:
     def ignore_sigint() -> None:  # what a shell does to a background job
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    return subprocess.Popen([sys.executable, "-m", "mllab_dev.stack", "--free-ports", "--dev-dir", str(dev_dir), *args],
-                            cwd=ROOT, env=env or os.environ.copy(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=ignore_sigint if sigint_ignored else None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mllab_dev.stack", "--free-ports", "--dev-dir", str(dev_dir), *args],
+        cwd=ROOT,
+        env=env or os.environ.copy(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=ignore_sigint if sigint_ignored else None,
+    )
 
 
 def wait_healthy(proc: subprocess.Popen, dev_dir: Path) -> dict:
@@ -38,7 +45,10 @@ def wait_healthy(proc: subprocess.Popen, dev_dir: Path) -> dict:
             raise AssertionError(f"launcher exited {proc.returncode}: {proc.stderr.read()[-2000:]}")
         try:
             state = json.loads((dev_dir / "stack.json").read_text())
-            if state["ready"] and httpx.get(f"http://127.0.0.1:{state['ports']['gateway']}/healthz", timeout=3).status_code == 200:
+            if (
+                state["ready"]
+                and httpx.get(f"http://127.0.0.1:{state['ports']['gateway']}/healthz", timeout=3).status_code == 200
+            ):
                 return json.loads((dev_dir / "stack.json").read_text())
         except (OSError, ValueError, KeyError, httpx.HTTPError):
             pass
@@ -94,10 +104,20 @@ def test_sigint_stops_every_child(tmp_path: Path, sigint_ignored: bool) -> None:
     assert re.search(r"^\d\d:\d\d:\d\d  GET +/\.well-known/jwks\.json +200 +\d+ ms  jwks$", console, re.M), console
     # ... and no routine JSON record, which goes to the part's file in .dev/logs/ instead
     assert '"severity": "INFO"' not in console
-    logged = [json.loads(line) for line in (tmp_path / "logs" / "gateway.log").read_text().splitlines()
-              if line.startswith("{")]
-    assert [r for r in logged if r.get("message") == "request" and r.get("path") == "/.well-known/jwks.json"
-            and r.get("status") == 200 and r.get("function") == "jwks" and r.get("latency_ms", -1) >= 0]
+    logged = [
+        json.loads(line)
+        for line in (tmp_path / "logs" / "gateway.log").read_text().splitlines()
+        if line.startswith("{")
+    ]
+    assert [
+        r
+        for r in logged
+        if r.get("message") == "request"
+        and r.get("path") == "/.well-known/jwks.json"
+        and r.get("status") == 200
+        and r.get("function") == "jwks"
+        and r.get("latency_ms", -1) >= 0
+    ]
     assert wait_gone(groups) == []
     ports = [p for k, p in state["ports"].items() if k != "functions"] + list(state["ports"]["functions"].values())
     assert all(port_free(p) for p in ports)
@@ -117,7 +137,9 @@ def test_rerun_after_crash_cleans_its_own_leftovers(tmp_path: Path) -> None:
     try:
         state = wait_healthy(second, tmp_path)
         survivors = wait_gone(orphans)
-        assert survivors == [], [(c["name"], _describe(c["pgid"])) for c in first_state["children"] if c["pgid"] in survivors]
+        assert survivors == [], [
+            (c["name"], _describe(c["pgid"])) for c in first_state["children"] if c["pgid"] in survivors
+        ]
         assert set(groups_of(state)).isdisjoint(orphans)
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=30) == 0
@@ -156,10 +178,13 @@ def _path_without(tmp_path: Path, keep: list[str]) -> str:
     return str(bin_dir)
 
 
-@pytest.mark.parametrize("missing,expect", [
-    ("java", "openjdk-17-jre-headless"),
-    ("gcloud", "google-cloud-cli"),
-])
+@pytest.mark.parametrize(
+    "missing,expect",
+    [
+        ("java", "openjdk-17-jre-headless"),
+        ("gcloud", "google-cloud-cli"),
+    ],
+)
 def test_missing_prerequisite_fails_fast_naming_what_to_install(tmp_path: Path, missing: str, expect: str) -> None:
     keep = [c for c in ("java", "gcloud") if c != missing]
     env = {**os.environ, "PATH": _path_without(tmp_path, keep)}
@@ -180,8 +205,13 @@ def test_missing_emulator_component_is_named(tmp_path: Path) -> None:
     fake.chmod(0o755)
     bin_dir = Path(_path_without(tmp_path, ["java"]))
     (bin_dir / "gcloud").symlink_to(fake)
-    out = subprocess.run([sys.executable, str(ROOT / "infra/local/mllab_dev/preflight.py")],
-                         env={**os.environ, "PATH": str(bin_dir)}, capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "infra/local/mllab_dev/preflight.py")],
+        env={**os.environ, "PATH": str(bin_dir)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 1
     assert "cloud-firestore-emulator" in out.stderr and "google-cloud-cli-firestore-emulator" in out.stderr
     assert "pubsub-emulator," not in out.stderr

@@ -37,10 +37,12 @@ MIX = "Mix (without sign-in)"
 def _percentiles(times: dict[int, int], count: int) -> dict[str, float]:
     if not count:
         return {"p50": 0, "p95": 0, "p99": 0, "max": 0}
-    return {"p50": calculate_response_time_percentile(times, count, 0.50),
-            "p95": calculate_response_time_percentile(times, count, 0.95),
-            "p99": calculate_response_time_percentile(times, count, 0.99),
-            "max": max(times)}
+    return {
+        "p50": calculate_response_time_percentile(times, count, 0.50),
+        "p95": calculate_response_time_percentile(times, count, 0.95),
+        "p99": calculate_response_time_percentile(times, count, 0.99),
+        "max": max(times),
+    }
 
 
 class Window:
@@ -78,8 +80,11 @@ class Window:
         rows = {name: self._row(t["requests"], t["failures"], t["times"]) for name, t in sorted(self.types.items())}
         rows[MIX] = self._merged([t for name, t in self.types.items() if name not in locustfile.SIGN_IN_REQUESTS])
         rows[AGGREGATED] = self._merged(list(self.types.values()))
-        return {"seconds": round(self.seconds, 2), "types": rows,
-                "errors": dict(sorted(self.errors.items(), key=lambda kv: -kv[1]))}
+        return {
+            "seconds": round(self.seconds, 2),
+            "types": rows,
+            "errors": dict(sorted(self.errors.items(), key=lambda kv: -kv[1])),
+        }
 
     def _merged(self, types: list[dict[str, Any]]) -> dict[str, Any]:
         times: dict[int, int] = {}
@@ -89,10 +94,13 @@ class Window:
         return self._row(sum(t["requests"] for t in types), sum(t["failures"] for t in types), times)
 
     def _row(self, requests: int, failures: int, times: dict[int, int]) -> dict[str, Any]:
-        return {"requests": requests, "failures": failures,
-                "error_pct": round(100.0 * failures / requests, 3) if requests else 0.0,
-                "rps": round(requests / self.seconds, 2) if self.seconds else 0.0,
-                **_percentiles(times, sum(times.values()))}
+        return {
+            "requests": requests,
+            "failures": failures,
+            "error_pct": round(100.0 * failures / requests, 3) if requests else 0.0,
+            "rps": round(requests / self.seconds, 2) if self.seconds else 0.0,
+            **_percentiles(times, sum(times.values())),
+        }
 
 
 class StepShape(LoadTestShape):
@@ -101,8 +109,18 @@ class StepShape(LoadTestShape):
     `bend_on` requests over p95_limit_ms, or errors of all requests over error_limit_pct), after a
     full step at the last count, or at the time bound."""
 
-    def __init__(self, *, schedule: list[int], step_seconds: float, seconds: float, p95_limit_ms: float,
-                 error_limit_pct: float, spawn_seconds: float, bend_on: str = "mix", progress: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        schedule: list[int],
+        step_seconds: float,
+        seconds: float,
+        p95_limit_ms: float,
+        error_limit_pct: float,
+        spawn_seconds: float,
+        bend_on: str = "mix",
+        progress: bool = True,
+    ) -> None:
         super().__init__()
         self.schedule, self.step_seconds, self.seconds = schedule, step_seconds, seconds
         self.p95_limit_ms, self.error_limit_pct = p95_limit_ms, error_limit_pct
@@ -128,27 +146,40 @@ class StepShape(LoadTestShape):
         window.add_stats(stats, now - self._step_started)
         stats.reset_all()
         self.totals.merge(window)
-        step = {"step": self._step + 1, "target_users": self.target(self._step),
-                "users": self.runner.user_count, **window.summary()}
+        step = {
+            "step": self._step + 1,
+            "target_users": self.target(self._step),
+            "users": self.runner.user_count,
+            **window.summary(),
+        }
         self.steps.append(step)
         self._step_started = now
         agg = step["types"][AGGREGATED]
         if self.progress:
-            print(f"load: step {step['step']:>2}  {step['users']:>5} users  {agg['rps']:>7.1f} req/s  "
-                  f"p50 {agg['p50']:>5.0f}  p95 {agg['p95']:>5.0f}  p99 {agg['p99']:>5.0f} ms  "
-                  f"errors {agg['error_pct']:.2f}%  (mix p95 {step['types'][MIX]['p95']:.0f} ms)", flush=True)
+            print(
+                f"load: step {step['step']:>2}  {step['users']:>5} users  {agg['rps']:>7.1f} req/s  "
+                f"p50 {agg['p50']:>5.0f}  p95 {agg['p95']:>5.0f}  p99 {agg['p99']:>5.0f} ms  "
+                f"errors {agg['error_pct']:.2f}%  (mix p95 {step['types'][MIX]['p95']:.0f} ms)",
+                flush=True,
+            )
         return step
 
     def _over(self, step: dict[str, Any]) -> list[str]:
         agg, basis = step["types"][AGGREGATED], step["types"][self.bend_row]
         over = []
         if basis["p95"] > self.p95_limit_ms:
-            slow = [f"{name} {row['p95']:.0f} ms" for name, row in step["types"].items()
-                    if name not in (AGGREGATED, MIX) and row["p95"] > self.p95_limit_ms
-                    and (self.bend_row == AGGREGATED or name not in locustfile.SIGN_IN_REQUESTS)]
+            slow = [
+                f"{name} {row['p95']:.0f} ms"
+                for name, row in step["types"].items()
+                if name not in (AGGREGATED, MIX)
+                and row["p95"] > self.p95_limit_ms
+                and (self.bend_row == AGGREGATED or name not in locustfile.SIGN_IN_REQUESTS)
+            ]
             what = "p95" if self.bend_row == AGGREGATED else "p95 of the mix"
-            over.append(f"{what} {basis['p95']:.0f} ms > {self.p95_limit_ms:.0f} ms"
-                        + (f" (over the limit: {', '.join(slow)})" if slow else ""))
+            over.append(
+                f"{what} {basis['p95']:.0f} ms > {self.p95_limit_ms:.0f} ms"
+                + (f" (over the limit: {', '.join(slow)})" if slow else "")
+            )
         if agg["error_pct"] > self.error_limit_pct:
             over.append(f"errors {agg['error_pct']:.2f}% > {self.error_limit_pct:g}%")
         return over
@@ -182,16 +213,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", required=True, help="the gateway, e.g. http://127.0.0.1:8080")
     ap.add_argument("--users-file", required=True, help="JSON list of {uid, email, password}")
     ap.add_argument("--out", required=True, help="where to write the results (JSON)")
-    ap.add_argument("--schedule", default="10,25,50,100,150,200,300,400,500,650,800,1000",
-                    help="user counts, one per step")
+    ap.add_argument(
+        "--schedule", default="10,25,50,100,150,200,300,400,500,650,800,1000", help="user counts, one per step"
+    )
     ap.add_argument("--step-seconds", type=float, default=20.0)
     ap.add_argument("--seconds", type=float, default=300.0, help="time bound of the whole ramp")
     ap.add_argument("--p95-ms", type=float, default=500.0)
     ap.add_argument("--error-pct", type=float, default=1.0)
-    ap.add_argument("--spawn-seconds", type=float, default=None,
-                    help="each step's new users arrive evenly over this (default: 80%% of a step)")
-    ap.add_argument("--bend-on", choices=("mix", "all"), default="mix",
-                    help="whose p95 decides the bend: the repeated mix, or all requests with sign-ins too")
+    ap.add_argument(
+        "--spawn-seconds",
+        type=float,
+        default=None,
+        help="each step's new users arrive evenly over this (default: 80%% of a step)",
+    )
+    ap.add_argument(
+        "--bend-on",
+        choices=("mix", "all"),
+        default="mix",
+        help="whose p95 decides the bend: the repeated mix, or all requests with sign-ins too",
+    )
     ap.add_argument("--stop-timeout", type=float, default=60.0, help="time users get to finish their task")
     args = ap.parse_args(argv)
 
@@ -199,13 +239,20 @@ def main(argv: list[str] | None = None) -> int:
     schedule = [int(x) for x in args.schedule.split(",") if x.strip()]
     if not schedule or any(b <= a for a, b in zip(schedule, schedule[1:])) or schedule[0] < 1:
         ap.error("--schedule: user counts, rising, from 1")
-    shape = StepShape(schedule=schedule, step_seconds=args.step_seconds, seconds=args.seconds,
-                      p95_limit_ms=args.p95_ms, error_limit_pct=args.error_pct, bend_on=args.bend_on,
-                      spawn_seconds=args.spawn_seconds or 0.8 * args.step_seconds)
+    shape = StepShape(
+        schedule=schedule,
+        step_seconds=args.step_seconds,
+        seconds=args.seconds,
+        p95_limit_ms=args.p95_ms,
+        error_limit_pct=args.error_pct,
+        bend_on=args.bend_on,
+        spawn_seconds=args.spawn_seconds or 0.8 * args.step_seconds,
+    )
     # stop_timeout: a stopping user finishes its task first, so no upload is cut off between its PUT
     # and the note of it that the Firestore check relies on.
-    env = Environment(user_classes=[locustfile.LabUser], shape_class=shape, host=args.host,
-                      stop_timeout=args.stop_timeout)
+    env = Environment(
+        user_classes=[locustfile.LabUser], shape_class=shape, host=args.host, stop_timeout=args.stop_timeout
+    )
     runner = env.create_local_runner()
     started = time.time()
     runner.start_shape()
@@ -223,8 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     runner.quit()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     result = {
-        "started_at": started, "finished_at": time.time(), "stop_reason": shape.stop_reason, "bent": shape.bent,
-        "steps": shape.steps, "totals": shape.totals.summary(),
+        "started_at": started,
+        "finished_at": time.time(),
+        "stop_reason": shape.stop_reason,
+        "bent": shape.bent,
+        "steps": shape.steps,
+        "totals": shape.totals.summary(),
         "max_users_reached": max((s["users"] for s in shape.steps), default=0),
         "settings": {k: v for k, v in vars(args).items() if k not in ("out", "users_file")},
         "locust_cpu_s": usage.ru_utime + usage.ru_stime,

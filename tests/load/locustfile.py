@@ -36,16 +36,20 @@ REFRESH_COOKIE = "__Host-rt"
 SIGN_IN_REQUESTS = frozenset({"POST /auth/login", "POST /projects", "POST /models"})
 _WAIT = [float(x) for x in os.environ.get("MLLAB_LOAD_WAIT", "1,5").split(",")]
 WEIGHTS_BYTES = (64, 4096)  # a small weights.bin, random size in this range
-MODEL_JSON = {"format": "layers-model", "generatedBy": "mllab-load",
-              "modelTopology": {"class_name": "Sequential", "config": {"layers": []}}}
+MODEL_JSON = {
+    "format": "layers-model",
+    "generatedBy": "mllab-load",
+    "modelTopology": {"class_name": "Sequential", "config": {"layers": []}},
+}
 
 # One account per virtual user, handed out in spawn order (a single process: greenlets, no locks).
 _accounts: list[dict[str, str]] = []
 _next_account = 0
 
 # uid -> what that user did that Firestore must show afterwards
-UPLOADS: dict[str, dict[str, Any]] = defaultdict(lambda: {
-    "model_id": None, "versions": [], "objects": {}, "uncertain": {}, "signed": 0, "sign_failed": 0})
+UPLOADS: dict[str, dict[str, Any]] = defaultdict(
+    lambda: {"model_id": None, "versions": [], "objects": {}, "uncertain": {}, "signed": 0, "sign_failed": 0}
+)
 
 
 def load_accounts(path: str | None = None) -> None:
@@ -106,13 +110,17 @@ class LabUser(FastHttpUser):
         return h
 
     def _api_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.access_token}", "X-CSRF-Token": self.csrf or "",
-                "Content-Type": "application/json", "Origin": self.host}
+        return {
+            "Authorization": f"Bearer {self.access_token}",
+            "X-CSRF-Token": self.csrf or "",
+            "Content-Type": "application/json",
+            "Origin": self.host,
+        }
 
     def _absorb_cookie(self, resp: Any) -> None:
         # The refresh cookie is kept by hand, as the lab's Python clients do; locust's own jar is
         # emptied so it never sends a second, stale copy.
-        for header in (resp.headers.getlist("set-cookie") if resp.headers else []):
+        for header in resp.headers.getlist("set-cookie") if resp.headers else []:
             name, _, rest = header.partition("=")
             if name.strip() == REFRESH_COOKIE:
                 self.refresh_cookie = rest.split(";", 1)[0] or None
@@ -121,9 +129,13 @@ class LabUser(FastHttpUser):
     # --- sign-in, once per virtual user -----------------------------------------------------------
 
     def sign_in(self) -> bool:
-        with self.client.post("/auth/login", data=json.dumps({"email": self.email, "password": self.password}),
-                              headers=self._cookie_headers(), name="POST /auth/login",
-                              catch_response=True) as resp:
+        with self.client.post(
+            "/auth/login",
+            data=json.dumps({"email": self.email, "password": self.password}),
+            headers=self._cookie_headers(),
+            name="POST /auth/login",
+            catch_response=True,
+        ) as resp:
             if resp.status_code != 200:
                 resp.failure(_problem(resp))
                 return False
@@ -136,15 +148,21 @@ class LabUser(FastHttpUser):
     def _ensure_model(self) -> bool:
         if self.model_id:
             return True
-        with self.client.post("/projects", data=json.dumps({"name": "load"}), headers=self._api_headers(),
-                              name="POST /projects", catch_response=True) as resp:
+        with self.client.post(
+            "/projects",
+            data=json.dumps({"name": "load"}),
+            headers=self._api_headers(),
+            name="POST /projects",
+            catch_response=True,
+        ) as resp:
             if resp.status_code != 201:
                 resp.failure(_problem(resp))
                 return False
             project_id = resp.json()["id"]
         body = {"project_id": project_id, "name": "load", "config_json": {"layers": []}}
-        with self.client.post("/models", data=json.dumps(body), headers=self._api_headers(),
-                              name="POST /models", catch_response=True) as resp:
+        with self.client.post(
+            "/models", data=json.dumps(body), headers=self._api_headers(), name="POST /models", catch_response=True
+        ) as resp:
             if resp.status_code != 201:
                 resp.failure(_problem(resp))
                 return False
@@ -162,8 +180,9 @@ class LabUser(FastHttpUser):
     def refresh(self) -> None:
         if not self._ready():
             return
-        with self.client.post("/auth/refresh", data="", headers=self._cookie_headers(), name="POST /auth/refresh",
-                              catch_response=True) as resp:
+        with self.client.post(
+            "/auth/refresh", data="", headers=self._cookie_headers(), name="POST /auth/refresh", catch_response=True
+        ) as resp:
             if resp.status_code != 200:
                 resp.failure(_problem(resp))
                 if resp.status_code == 401:  # the session is gone: sign in again next time
@@ -176,8 +195,9 @@ class LabUser(FastHttpUser):
     def me(self) -> bool:
         if self.access_token is None:
             return self.sign_in()
-        with self.client.get("/me", headers={"Authorization": f"Bearer {self.access_token}"}, name="GET /me",
-                             catch_response=True) as resp:
+        with self.client.get(
+            "/me", headers={"Authorization": f"Bearer {self.access_token}"}, name="GET /me", catch_response=True
+        ) as resp:
             if resp.status_code != 200:
                 resp.failure(_problem(resp))
                 return False
@@ -193,8 +213,13 @@ class LabUser(FastHttpUser):
         """What the lab's "Save to cloud" does for a model: a new version, then both files."""
         if not self._ready():
             return
-        with self.client.post(f"/models/{self.model_id}/versions", data="", headers=self._api_headers(),
-                              name="POST /models/{id}/versions", catch_response=True) as resp:
+        with self.client.post(
+            f"/models/{self.model_id}/versions",
+            data="",
+            headers=self._api_headers(),
+            name="POST /models/{id}/versions",
+            catch_response=True,
+        ) as resp:
             if resp.status_code != 201:
                 resp.failure(_problem(resp))
                 return
@@ -207,16 +232,22 @@ class LabUser(FastHttpUser):
 
     def _upload(self, kind: str, version: int, data: bytes) -> None:
         body = {"kind": kind, "model_id": self.model_id, "version": version, "size": len(data)}
-        with self.client.post("/signed/upload", data=json.dumps(body), headers=self._api_headers(),
-                              name="POST /signed/upload", catch_response=True) as resp:
+        with self.client.post(
+            "/signed/upload",
+            data=json.dumps(body),
+            headers=self._api_headers(),
+            name="POST /signed/upload",
+            catch_response=True,
+        ) as resp:
             if resp.status_code != 200:
                 resp.failure(_problem(resp))
                 self.record["sign_failed"] += 1
                 return
             signed = resp.json()
         self.record["signed"] += 1
-        with self.client.put(signed["url"], data=data, headers=signed["headers"], name="PUT signed URL (GCS)",
-                             catch_response=True) as resp:
+        with self.client.put(
+            signed["url"], data=data, headers=signed["headers"], name="PUT signed URL (GCS)", catch_response=True
+        ) as resp:
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}")
                 # it may still have been stored (a timeout after the bytes went): recorded 0 or 1 times

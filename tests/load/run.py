@@ -84,6 +84,7 @@ def ramp_schedule(max_users: int, steps: str = "", step_users: int = 0) -> list[
 
 # --- accounts --------------------------------------------------------------------------------------
 
+
 def prepare_users(count: int, *, tag: str | None = None, password: str = PASSWORD) -> list[dict[str, str]]:
     """`count` verified password users with PRO (an operator grant), written straight to Firestore.
     Needs the stack's environment in os.environ (FIRESTORE_EMULATOR_HOST, ...)."""
@@ -99,8 +100,12 @@ def prepare_users(count: int, *, tag: str | None = None, password: str = PASSWOR
         email = users.normalize_email(f"load-{tag}-{i}@example.com")
         # An emulator busy on a shared machine may miss a deadline: retry; a create that did land
         # the first time answers None the second, and the identity then names the uid.
-        uid = _retried(lambda: users.create_password_user(email, hashed, name=f"Load {i}", verified=True)
-                       or (users.password_identity(email) or {}).get("uid"))
+        uid = _retried(
+            lambda: (
+                users.create_password_user(email, hashed, name=f"Load {i}", verified=True)
+                or (users.password_identity(email) or {}).get("uid")
+            )
+        )
         if not uid:
             raise RuntimeError(f"{email} could not be created")
         _retried(lambda: billing.set_grant(uid, grant, actor="load-test"))  # idempotent: PRO with no end
@@ -129,21 +134,30 @@ def warm_up(base_url: str, account: dict[str, str], rounds: int = 2) -> dict[str
     so that the Firestore check covers these uploads too."""
     import httpx
 
-    record: dict[str, Any] = {"model_id": None, "versions": [], "objects": {}, "uncertain": {}, "signed": 0,
-                              "sign_failed": 0}
+    record: dict[str, Any] = {
+        "model_id": None,
+        "versions": [],
+        "objects": {},
+        "uncertain": {},
+        "signed": 0,
+        "sign_failed": 0,
+    }
     cookie_h = {"Origin": base_url, "X-CSRF-Token": "1", "Content-Type": "application/json"}
     with httpx.Client(base_url=base_url, timeout=60) as c:
+
         def ok(r: httpx.Response, status: int = 200) -> httpx.Response:
             if r.status_code != status:
-                raise RuntimeError(f"warm-up: {r.request.method} {r.request.url.path} answered {r.status_code}: "
-                                   f"{r.text[:300]}")
+                raise RuntimeError(
+                    f"warm-up: {r.request.method} {r.request.url.path} answered {r.status_code}: {r.text[:300]}"
+                )
             return r
 
         def cookie(r: httpx.Response) -> str:
             return r.headers["set-cookie"].split("=", 1)[1].split(";", 1)[0]
 
-        r = ok(c.post("/auth/login", headers=cookie_h,
-                      json={"email": account["email"], "password": account["password"]}))
+        r = ok(
+            c.post("/auth/login", headers=cookie_h, json={"email": account["email"], "password": account["password"]})
+        )
         token, rt = r.json()["access_token"], cookie(r)
         for _ in range(rounds):
             r = ok(c.post("/auth/refresh", headers={**cookie_h, "Cookie": f"__Host-rt={rt}"}, content=b""))
@@ -152,13 +166,19 @@ def warm_up(base_url: str, account: dict[str, str], rounds: int = 2) -> dict[str
             api = {"Authorization": f"Bearer {token}", "X-CSRF-Token": csrf, "Content-Type": "application/json"}
             if record["model_id"] is None:
                 pid = ok(c.post("/projects", headers=api, json={"name": "warm-up"}), 201).json()["id"]
-                record["model_id"] = ok(c.post("/models", headers=api, json={"project_id": pid, "name": "warm-up"}),
-                                        201).json()["id"]
+                record["model_id"] = ok(
+                    c.post("/models", headers=api, json={"project_id": pid, "name": "warm-up"}), 201
+                ).json()["id"]
             n = ok(c.post(f"/models/{record['model_id']}/versions", headers=api, content=b""), 201).json()["version"]
             record["versions"].append(n)
             for kind, data in (("weights", b"\x00" * 128), ("model", b'{"format":"layers-model"}')):
-                s = ok(c.post("/signed/upload", headers=api, json={"kind": kind, "model_id": record["model_id"],
-                                                                    "version": n, "size": len(data)})).json()
+                s = ok(
+                    c.post(
+                        "/signed/upload",
+                        headers=api,
+                        json={"kind": kind, "model_id": record["model_id"], "version": n, "size": len(data)},
+                    )
+                ).json()
                 record["signed"] += 1
                 ok(httpx.put(s["url"], content=data, headers=s["headers"], timeout=60))
                 record["objects"][s["object"]] = len(data)
@@ -167,16 +187,47 @@ def warm_up(base_url: str, account: dict[str, str], rounds: int = 2) -> dict[str
 
 # --- the load generator ----------------------------------------------------------------------------
 
-def run_driver(host: str, accounts: list[dict[str, str]], *, schedule: list[int], step_seconds: float,
-               seconds: float, p95_ms: float, error_pct: float, wait: str, spawn_seconds: float | None = None,
-               bend_on: str = "mix", echo: Callable[[str], None] = print) -> dict[str, Any]:
+
+def run_driver(
+    host: str,
+    accounts: list[dict[str, str]],
+    *,
+    schedule: list[int],
+    step_seconds: float,
+    seconds: float,
+    p95_ms: float,
+    error_pct: float,
+    wait: str,
+    spawn_seconds: float | None = None,
+    bend_on: str = "mix",
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Run drive.py (locust) in a child process; its progress lines go to `echo`; returns its results."""
     with tempfile.TemporaryDirectory(prefix="mllab-load-") as tmp:
         users_file, out = Path(tmp) / "users.json", Path(tmp) / "result.json"
         users_file.write_text(json.dumps(accounts))
-        cmd = [sys.executable, str(DRIVER), "--host", host, "--users-file", str(users_file), "--out", str(out),
-               "--schedule", ",".join(map(str, schedule)), "--step-seconds", str(step_seconds),
-               "--seconds", str(seconds), "--p95-ms", str(p95_ms), "--error-pct", str(error_pct), "--bend-on", bend_on]
+        cmd = [
+            sys.executable,
+            str(DRIVER),
+            "--host",
+            host,
+            "--users-file",
+            str(users_file),
+            "--out",
+            str(out),
+            "--schedule",
+            ",".join(map(str, schedule)),
+            "--step-seconds",
+            str(step_seconds),
+            "--seconds",
+            str(seconds),
+            "--p95-ms",
+            str(p95_ms),
+            "--error-pct",
+            str(error_pct),
+            "--bend-on",
+            bend_on,
+        ]
         if spawn_seconds is not None:
             cmd += ["--spawn-seconds", str(spawn_seconds)]
         env = {**os.environ, "MLLAB_LOAD_WAIT": wait, "PYTHONUNBUFFERED": "1"}
@@ -202,6 +253,7 @@ def run_driver(host: str, accounts: list[dict[str, str]], *, schedule: list[int]
 
 # --- CPU time from /proc ---------------------------------------------------------------------------
 
+
 def cpu_seconds(stack: Any) -> dict[str, float]:
     """CPU seconds (user + system, including reaped children) of every process in each stack child's
     process group (a child and what it spawned: gunicorn's workers, gcloud's java)."""
@@ -223,10 +275,12 @@ def _part(name: str) -> str:
     if name.startswith("fn:"):
         return "functions"
     return {"gateway": "gateway", "firestore": "emulators", "pubsub": "emulators", "gcs": "emulators"}.get(
-        name, "stand-ins")
+        name, "stand-ins"
+    )
 
 
 # --- the Firestore check ---------------------------------------------------------------------------
+
 
 def wait_for_events(expected: int, timeout: float, echo: Callable[[str], None] = print) -> tuple[int, float]:
     """Wait until the `artifacts` collection holds at least `expected` documents (the recorder has
@@ -312,12 +366,15 @@ def check_consistency(uploads: dict[str, dict[str, Any]], echo: Callable[[str], 
         expected_bytes = sum(objects.values()) + sum(uncertain[n] for n in uncertain if n in seen)
         recorded_bytes = sum(int(a.get("size") or 0) for a in live)
         if st["storage_bytes"] != expected_bytes or recorded_bytes != expected_bytes:
-            problems["usage"].append(f"user {uid}: usage {st['storage_bytes']} B, artifacts {recorded_bytes} B, "
-                                     f"uploaded {expected_bytes} B")
+            problems["usage"].append(
+                f"user {uid}: usage {st['storage_bytes']} B, artifacts {recorded_bytes} B, uploaded {expected_bytes} B"
+            )
         signed, maybe = rec.get("signed", 0), rec.get("sign_failed", 0)
         if not signed <= st["uploads_counted"] <= signed + maybe:
-            problems["counter"].append(f"user {uid}: uploads counted {st['uploads_counted']}, URLs signed {signed}"
-                                       + (f" (+{maybe} whose answer failed)" if maybe else ""))
+            problems["counter"].append(
+                f"user {uid}: uploads counted {st['uploads_counted']}, URLs signed {signed}"
+                + (f" (+{maybe} whose answer failed)" if maybe else "")
+            )
         ready = []
         for n in rec.get("versions", []):
             totals["versions"] += 1
@@ -330,16 +387,19 @@ def check_consistency(uploads: dict[str, dict[str, Any]], echo: Callable[[str], 
                 ready.append(n)
                 size = sum(objects[o] for o in files)
                 if doc.get("status") != "ready" or doc.get("size_bytes") != size:
-                    problems["versions"].append(f"user {uid}: version {n} is {doc.get('status')} with "
-                                                f"{doc.get('size_bytes')} B; both files ({size} B) were uploaded")
+                    problems["versions"].append(
+                        f"user {uid}: version {n} is {doc.get('status')} with "
+                        f"{doc.get('size_bytes')} B; both files ({size} B) were uploaded"
+                    )
         if ready and (st["latest_version"] or 0) < max(ready):
-            problems["versions"].append(f"user {uid}: latest_version {st['latest_version']}, "
-                                        f"but version {max(ready)} is complete")
+            problems["versions"].append(
+                f"user {uid}: latest_version {st['latest_version']}, but version {max(ready)} is complete"
+            )
 
     lines = {
         "once": f"every upload recorded exactly once ({totals['objects']} objects of {totals['users']} users"
-                + (f"; {totals['uncertain']} PUTs with no answer allowed either way" if totals["uncertain"] else "")
-                + ")",
+        + (f"; {totals['uncertain']} PUTs with no answer allowed either way" if totals["uncertain"] else "")
+        + ")",
         "usage": f"each user's storage usage equals the bytes they uploaded ({totals['bytes']} bytes in all)",
         "counter": f"daily upload counters equal the upload URLs signed ({totals['signed']})",
         "versions": f"every version allocated exists; those with both files are ready ({totals['versions']} versions)",
@@ -356,38 +416,51 @@ def check_consistency(uploads: dict[str, dict[str, Any]], echo: Callable[[str], 
 
 # --- the report ------------------------------------------------------------------------------------
 
+
 def _ms(v: float) -> str:
     return f"{v:,.0f}"
 
 
-def print_report(result: dict[str, Any], cpu: dict[str, float], idle: dict[str, float] | None = None,
-                 echo: Callable[[str], None] = print) -> None:
+def print_report(
+    result: dict[str, Any],
+    cpu: dict[str, float],
+    idle: dict[str, float] | None = None,
+    echo: Callable[[str], None] = print,
+) -> None:
     """`cpu`: CPU seconds per stack child over the measured window; `idle`: what each would have spent
     idle over the same window (its rate measured before the ramp), subtracted in the last column."""
     steps, totals = result["steps"], result["totals"]
     echo("\nPer step, all requests (each step's new users arrive and sign in evenly over it); then the p95 of")
     echo("the repeated mix alone (refresh, /me, versions, signed uploads and PUTs) and of the sign-ins:")
-    echo(f"{'step':>4} {'users':>6} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7} "
-         f"{'requests':>9} {'errors':>7} {'mix p95':>8} {'login p95':>10}")
+    echo(
+        f"{'step':>4} {'users':>6} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+        f"{'requests':>9} {'errors':>7} {'mix p95':>8} {'login p95':>10}"
+    )
     for s in steps:
         a, m = s["types"][AGGREGATED], s["types"][MIX]
         login = s["types"].get(LOGIN, {}).get("p95")
-        echo(f"{s['step']:>4} {s['users']:>6} {a['rps']:>8.1f} {_ms(a['p50']):>7} {_ms(a['p95']):>7} "
-             f"{_ms(a['p99']):>7} {_ms(a['max']):>7} {a['requests']:>9} {a['error_pct']:>6.2f}% {_ms(m['p95']):>8} "
-             f"{_ms(login) if login is not None else '-':>10}")
+        echo(
+            f"{s['step']:>4} {s['users']:>6} {a['rps']:>8.1f} {_ms(a['p50']):>7} {_ms(a['p95']):>7} "
+            f"{_ms(a['p99']):>7} {_ms(a['max']):>7} {a['requests']:>9} {a['error_pct']:>6.2f}% {_ms(m['p95']):>8} "
+            f"{_ms(login) if login is not None else '-':>10}"
+        )
     echo("\nPer step and request type:")
     echo(f"{'step':>4} {'users':>6} {'request':32} {'req/s':>7} {'p50':>6} {'p95':>6} {'p99':>6} {'errors':>7}")
     for s in steps:
         for name, t in s["types"].items():
             if name in (AGGREGATED, MIX):
                 continue
-            echo(f"{s['step']:>4} {s['users']:>6} {name:32} {t['rps']:>7.1f} {_ms(t['p50']):>6} {_ms(t['p95']):>6} "
-                 f"{_ms(t['p99']):>6} {t['error_pct']:>6.2f}%")
+            echo(
+                f"{s['step']:>4} {s['users']:>6} {name:32} {t['rps']:>7.1f} {_ms(t['p50']):>6} {_ms(t['p95']):>6} "
+                f"{_ms(t['p99']):>6} {t['error_pct']:>6.2f}%"
+            )
     echo(f"\nWhole run ({totals['seconds']:.0f} s of ramp, up to {result['max_users_reached']} users):")
     echo(f"{'request':32} {'requests':>9} {'req/s':>7} {'p50':>6} {'p95':>6} {'p99':>6} {'max':>7} {'failures':>9}")
     for name, t in totals["types"].items():
-        echo(f"{name:32} {t['requests']:>9} {t['rps']:>7.1f} {_ms(t['p50']):>6} {_ms(t['p95']):>6} {_ms(t['p99']):>6} "
-             f"{_ms(t['max']):>7} {t['failures']:>9}")
+        echo(
+            f"{name:32} {t['requests']:>9} {t['rps']:>7.1f} {_ms(t['p50']):>6} {_ms(t['p95']):>6} {_ms(t['p99']):>6} "
+            f"{_ms(t['max']):>7} {t['failures']:>9}"
+        )
     if totals["errors"]:
         echo("\nErrors:")
         for what, n in list(totals["errors"].items())[:10]:
@@ -396,9 +469,15 @@ def print_report(result: dict[str, Any], cpu: dict[str, float], idle: dict[str, 
     echo("")
     if bent:
         good = [s for s in steps if s["step"] < bent["step"]]
-        echo(f"Bent at step {bent['step']}, {bent['users']} users: {bent['why']}. "
-             + (f"Last step within the limits: {good[-1]['users']} users at "
-                f"{good[-1]['types'][AGGREGATED]['rps']:.1f} req/s." if good else "The first step was already over."))
+        echo(
+            f"Bent at step {bent['step']}, {bent['users']} users: {bent['why']}. "
+            + (
+                f"Last step within the limits: {good[-1]['users']} users at "
+                f"{good[-1]['types'][AGGREGATED]['rps']:.1f} req/s."
+                if good
+                else "The first step was already over."
+            )
+        )
     else:
         echo(f"Did not bend: {result['stop_reason']}.")
     requests = totals["types"][AGGREGATED]["requests"] or 1
@@ -414,9 +493,14 @@ def print_report(result: dict[str, Any], cpu: dict[str, float], idle: dict[str, 
     echo(f"\nCPU per request ({requests} requests; from the ramp's start until the events were recorded;")
     echo("'above idle' subtracts what each process spends with no traffic, measured before the ramp):")
     echo(f"{'part':28} {'CPU s':>8} {'ms/request':>11} {'above idle':>11}")
-    for name, row in [*((n, parts[n]) for n in ("functions", "gateway", "emulators", "stand-ins",
-                                                 "load generator (locust)") if n in parts),
-                      ("functions + gateway", fg)]:
+    for name, row in [
+        *(
+            (n, parts[n])
+            for n in ("functions", "gateway", "emulators", "stand-ins", "load generator (locust)")
+            if n in parts
+        ),
+        ("functions + gateway", fg),
+    ]:
         echo(f"{name:28} {row[0]:>8.1f} {1000 * row[0] / requests:>11.2f} {1000 * row[1] / requests:>11.2f}")
     busiest = sorted(((v, k) for k, v in cpu.items() if k.startswith("fn:")), reverse=True)[:6]
     echo("  busiest functions: " + ", ".join(f"{k[3:]} {v:.1f} s" for v, k in busiest if v >= 0.05))
@@ -429,8 +513,11 @@ def main() -> int:
     log.min_level = "WARNING"  # the operator-grant audit lines of the account setup are noise here
 
     seconds = _env_num("MLLAB_LOAD_SECONDS", 300)
-    schedule = ramp_schedule(int(_env_num("MLLAB_LOAD_USERS", 1000)), os.environ.get("MLLAB_LOAD_STEPS", ""),
-                             int(_env_num("MLLAB_LOAD_STEP_USERS", 0)))
+    schedule = ramp_schedule(
+        int(_env_num("MLLAB_LOAD_USERS", 1000)),
+        os.environ.get("MLLAB_LOAD_STEPS", ""),
+        int(_env_num("MLLAB_LOAD_STEP_USERS", 0)),
+    )
     step_seconds = _env_num("MLLAB_LOAD_STEP_SECONDS", 20)
     bend_on = os.environ.get("MLLAB_LOAD_BEND_ON", "mix")
     p95_ms = _env_num("MLLAB_LOAD_P95_MS", 500)
@@ -442,13 +529,19 @@ def main() -> int:
 
     fn_env = deploy_function_env()
     load1 = os.getloadavg()[0]
-    print(f"make load: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"load average {load1:.1f} at start (anything else running shares these cores)")
-    print(f"  ramp: {', '.join(map(str, schedule))} users, {step_seconds:g} s a step, at most {seconds:g} s; "
-          f"stops when the p95 of {'the repeated mix' if bend_on == 'mix' else 'all requests'} passes {p95_ms:g} ms "
-          f"or errors pass {error_pct:g}%; think time {wait} s")
-    print("  functions at the deploy's concurrency (gunicorn threads, one worker = one instance each): "
-          + ", ".join(f"{k} {v['THREADS']}" for k, v in fn_env.items()))
+    print(
+        f"make load: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"load average {load1:.1f} at start (anything else running shares these cores)"
+    )
+    print(
+        f"  ramp: {', '.join(map(str, schedule))} users, {step_seconds:g} s a step, at most {seconds:g} s; "
+        f"stops when the p95 of {'the repeated mix' if bend_on == 'mix' else 'all requests'} passes {p95_ms:g} ms "
+        f"or errors pass {error_pct:g}%; think time {wait} s"
+    )
+    print(
+        "  functions at the deploy's concurrency (gunicorn threads, one worker = one instance each): "
+        + ", ".join(f"{k} {v['THREADS']}" for k, v in fn_env.items())
+    )
 
     dev_dir = ROOT / ".dev" / "load"
     t0 = time.monotonic()
@@ -480,16 +573,27 @@ def main() -> int:
         time.sleep(IDLE_SAMPLE_S)
         cpu_before, started = cpu_seconds(stack), time.monotonic()
         idle_rate = {k: (cpu_before[k] - idle_a.get(k, 0.0)) / (started - idle_t) for k in cpu_before}
-        result = run_driver(stack.gateway_url, accounts, schedule=schedule, step_seconds=step_seconds,
-                            seconds=seconds, p95_ms=p95_ms, error_pct=error_pct, wait=wait, bend_on=bend_on)
+        result = run_driver(
+            stack.gateway_url,
+            accounts,
+            schedule=schedule,
+            step_seconds=step_seconds,
+            seconds=seconds,
+            p95_ms=p95_ms,
+            error_pct=error_pct,
+            wait=wait,
+            bend_on=bend_on,
+        )
         uploads = {**result["uploads"], warm_account["uid"]: warm}
         expected = sum(len(r["objects"]) for r in uploads.values())
         count, waited = wait_for_events(expected, drain_s)
         cpu_after, window = cpu_seconds(stack), time.monotonic() - started
         cpu = {k: cpu_after.get(k, 0.0) - cpu_before.get(k, 0.0) for k in cpu_after}
         print_report(result, cpu, {k: rate * window for k, rate in idle_rate.items()})
-        print(f"\nEvent pipeline: {count} objects recorded of {expected} uploaded; "
-              f"{waited:.1f} s after the load stopped until the recorder had caught up.")
+        print(
+            f"\nEvent pipeline: {count} objects recorded of {expected} uploaded; "
+            f"{waited:.1f} s after the load stopped until the recorder had caught up."
+        )
         print(f"Load average now {os.getloadavg()[0]:.1f} (at start {load1:.1f}); raw results: {RESULT_FILE}\n")
         RESULT_FILE.parent.mkdir(parents=True, exist_ok=True)
         RESULT_FILE.write_text(json.dumps({**result, "cpu_s": cpu, "idle_cpu_rate": idle_rate}, indent=1))

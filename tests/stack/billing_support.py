@@ -58,32 +58,61 @@ def deliveries_settled(paypal: httpx.Client, sub_id: str) -> bool:
     """Every webhook the stand-in sent for this subscription has been answered 2xx (so no delivery
     still in flight can race what a test does next)."""
     sent = paypal.get("/_standin/events", params={"subscription_id": sub_id}).json()["events"]
-    return bool(sent) and all(d.get("finished") and d.get("status") == 200
-                              for e in sent for d in e.get("deliveries", []) if e.get("deliveries"))
+    return bool(sent) and all(
+        d.get("finished") and d.get("status") == 200
+        for e in sent
+        for d in e.get("deliveries", [])
+        if e.get("deliveries")
+    )
 
 
-def signed_webhook(stack: Stack, event: dict[str, Any] | bytes, *, webhook_id: str | None = None,
-                   cert_url: str | None = None, algo: str = "SHA256withRSA") -> tuple[bytes, dict[str, str]]:
+def signed_webhook(
+    stack: Stack,
+    event: dict[str, Any] | bytes,
+    *,
+    webhook_id: str | None = None,
+    cert_url: str | None = None,
+    algo: str = "SHA256withRSA",
+) -> tuple[bytes, dict[str, str]]:
     """A body and PayPal's headers, signed the way PayPal signs (CRC32 of the raw body, unsigned)."""
     body = event if isinstance(event, bytes) else json.dumps(event).encode()
     tid, when = str(uuid.uuid4()), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     wid = webhook_id or billing.paypal_ids()["webhook_id"]
     message = f"{tid}|{when}|{wid}|{zlib.crc32(body) & 0xFFFFFFFF}".encode()
     signature = devca.paths(stack.dev_dir).load_signing_key().sign(message, padding.PKCS1v15(), hashes.SHA256())
-    return body, {"PAYPAL-TRANSMISSION-ID": tid, "PAYPAL-TRANSMISSION-TIME": when, "PAYPAL-AUTH-ALGO": algo,
-                  "PAYPAL-CERT-URL": cert_url or f"{stack.paypal_url}/v1/notifications/certs/{CERT_ID}",
-                  "PAYPAL-TRANSMISSION-SIG": base64.b64encode(signature).decode(),
-                  "Content-Type": "application/json"}
+    return body, {
+        "PAYPAL-TRANSMISSION-ID": tid,
+        "PAYPAL-TRANSMISSION-TIME": when,
+        "PAYPAL-AUTH-ALGO": algo,
+        "PAYPAL-CERT-URL": cert_url or f"{stack.paypal_url}/v1/notifications/certs/{CERT_ID}",
+        "PAYPAL-TRANSMISSION-SIG": base64.b64encode(signature).decode(),
+        "Content-Type": "application/json",
+    }
 
 
 def event(event_type: str, subscription_id: str, *, event_id: str | None = None, **extra: Any) -> dict[str, Any]:
     sale = event_type.startswith("PAYMENT.SALE.")
-    resource = ({"id": f"SALE-{uuid.uuid4().hex[:10].upper()}", "billing_agreement_id": subscription_id,
-                 "state": "completed", "amount": {"total": "15.00", "currency": "USD"}}
-                if sale else {"id": subscription_id, "status": "ACTIVE"})
-    return {"id": event_id or f"WH-{uuid.uuid4().hex[:20].upper()}", "event_version": "1.0",
-            "create_time": "2026-11-22T10:00:00Z", "resource_type": "sale" if sale else "subscription",
-            "resource_version": "2.0", "event_type": event_type, "summary": "test", "resource": resource, **extra}
+    resource = (
+        {
+            "id": f"SALE-{uuid.uuid4().hex[:10].upper()}",
+            "billing_agreement_id": subscription_id,
+            "state": "completed",
+            "amount": {"total": "15.00", "currency": "USD"},
+        }
+        if sale
+        else {"id": subscription_id, "status": "ACTIVE"}
+    )
+    return {
+        "id": event_id or f"WH-{uuid.uuid4().hex[:20].upper()}",
+        "event_version": "1.0",
+        "create_time": "2026-11-22T10:00:00Z",
+        "resource_type": "sale" if sale else "subscription",
+        "resource_version": "2.0",
+        "event_type": event_type,
+        "summary": "test",
+        "resource": resource,
+        **extra,
+    }
 
 
 def event_marker(event_id: str) -> dict[str, Any] | None:
@@ -105,8 +134,9 @@ def move_paypal_clock(paypal: httpx.Client, to: str) -> list[str]:
 
 def sales_of(paypal: httpx.Client, sub_id: str) -> list[dict[str, Any]]:
     """Every PAYMENT.SALE.COMPLETED the stand-in recorded for a subscription: what the buyer paid."""
-    events = paypal.get("/_standin/events", params={"subscription_id": sub_id,
-                                                    "event_type": "PAYMENT.SALE.COMPLETED"}).json()["events"]
+    events = paypal.get(
+        "/_standin/events", params={"subscription_id": sub_id, "event_type": "PAYMENT.SALE.COMPLETED"}
+    ).json()["events"]
     return [e["event"]["resource"] for e in events]
 
 
@@ -121,8 +151,7 @@ def checkout(browser: Browser, paypal: httpx.Client) -> dict[str, Any]:
     return answer
 
 
-def foreign_subscription(custom_id: str, *, price: str = "0.01", unit: str = "YEAR",
-                         override: bool = False) -> str:
+def foreign_subscription(custom_id: str, *, price: str = "0.01", unit: str = "YEAR", override: bool = False) -> str:
     """A subscription made with the merchant's credentials but outside ML Lab's checkout: another
     plan of the same product (default $0.01 a year), or the PRO plan with an inline price override.
     Returns its id (APPROVAL_PENDING)."""
@@ -130,16 +159,31 @@ def foreign_subscription(custom_id: str, *, price: str = "0.01", unit: str = "YE
 
     client = paypal.client()
     ids = billing.paypal_ids()
-    cycle = {"frequency": {"interval_unit": unit, "interval_count": 1}, "tenure_type": "REGULAR", "sequence": 1,
-             "total_cycles": 0, "pricing_scheme": {"fixed_price": {"value": price, "currency_code": "USD"}}}
-    body: dict[str, Any] = {"custom_id": custom_id, "application_context": {
-        "return_url": "https://example.com/return", "cancel_url": "https://example.com/cancel"}}
+    cycle = {
+        "frequency": {"interval_unit": unit, "interval_count": 1},
+        "tenure_type": "REGULAR",
+        "sequence": 1,
+        "total_cycles": 0,
+        "pricing_scheme": {"fixed_price": {"value": price, "currency_code": "USD"}},
+    }
+    body: dict[str, Any] = {
+        "custom_id": custom_id,
+        "application_context": {"return_url": "https://example.com/return", "cancel_url": "https://example.com/cancel"},
+    }
     if override:
         body.update(plan_id=ids["plan_id"], plan={"billing_cycles": [cycle]})
     else:
-        plan = client.request("POST", "/v1/billing/plans", json={
-            "product_id": ids["product_id"], "name": "Cheap", "status": "ACTIVE", "billing_cycles": [cycle],
-            "payment_preferences": {"payment_failure_threshold": 1}})
+        plan = client.request(
+            "POST",
+            "/v1/billing/plans",
+            json={
+                "product_id": ids["product_id"],
+                "name": "Cheap",
+                "status": "ACTIVE",
+                "billing_cycles": [cycle],
+                "payment_preferences": {"payment_failure_threshold": 1},
+            },
+        )
         body["plan_id"] = plan["id"]
     created = client.request("POST", "/v1/billing/subscriptions", json=body)
     return created["id"]

@@ -63,8 +63,10 @@ def clean_firestore(stack: Stack) -> None:
     # The event pipeline may still be finishing the last test's events: the emulator then answers
     # 409 "Transaction lock timeout" while a transaction holds its locks; the wipe is simply retried.
     for _ in range(3):
-        r = httpx.delete(f"http://127.0.0.1:{stack.ports.firestore}/emulator/v1/projects/{PROJECT}"
-                         "/databases/(default)/documents", timeout=30)
+        r = httpx.delete(
+            f"http://127.0.0.1:{stack.ports.firestore}/emulator/v1/projects/{PROJECT}/databases/(default)/documents",
+            timeout=30,
+        )
         if r.status_code != 409:
             break
     assert r.status_code == 200, r.text
@@ -87,8 +89,14 @@ def cli(stack: Stack):
     mllab = Path(sys.executable).parent / "mllab"
 
     def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run([str(mllab), *args], input=stdin if stdin is not None else "", env=env,
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [str(mllab), *args],
+            input=stdin if stdin is not None else "",
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     return run
 
@@ -170,11 +178,13 @@ def new_user(unique: str):
 
     made = []
 
-    def make(*, email: str | None = None, password: str = PASSWORD, verified: bool = True, role: str = "user",
-             name: str = "") -> dict:
+    def make(
+        *, email: str | None = None, password: str = PASSWORD, verified: bool = True, role: str = "user", name: str = ""
+    ) -> dict:
         email = email or f"user-{unique}-{len(made)}@example.com"
-        uid = users.create_password_user(users.normalize_email(email), passwords.hash_password(password),
-                                         name=name, verified=verified, role=role)
+        uid = users.create_password_user(
+            users.normalize_email(email), passwords.hash_password(password), name=name, verified=verified, role=role
+        )
         assert uid, f"{email} already exists"
         made.append(uid)
         return {"uid": uid, "email": users.normalize_email(email), "password": password}
@@ -203,8 +213,17 @@ class Browser:
                 self.refresh_cookie = value or None
         return r
 
-    def request(self, method: str, path: str, *, json_body=None, auth: bool = True, cookie: bool = True,
-                headers: dict | None = None, **kw) -> httpx.Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body=None,
+        auth: bool = True,
+        cookie: bool = True,
+        headers: dict | None = None,
+        **kw,
+    ) -> httpx.Response:
         h = {"Origin": self.origin, "X-CSRF-Token": self.csrf or "1", "User-Agent": self.user_agent}
         if auth and self.access_token:
             h["Authorization"] = f"Bearer {self.access_token}"
@@ -287,22 +306,61 @@ def records(new_user):
     def make(uid: str | None = None) -> dict:
         uid = uid or new_user()["uid"]
         db, now = clients.firestore(), clock.now()
-        ids = {"uid": uid, "project_id": _uuid.uuid4().hex, "model_id": _uuid.uuid4().hex, "version": 1,
-               "dataset_id": _uuid.uuid4().hex, "job_id": _uuid.uuid4().hex}
+        ids = {
+            "uid": uid,
+            "project_id": _uuid.uuid4().hex,
+            "model_id": _uuid.uuid4().hex,
+            "version": 1,
+            "dataset_id": _uuid.uuid4().hex,
+            "job_id": _uuid.uuid4().hex,
+        }
         base = {"uid": uid, "created_at": now, "updated_at": now}
         db.collection("projects").document(ids["project_id"]).set({**base, "name": "p"})
-        db.collection("models").document(ids["model_id"]).set({
-            **base, "project_id": ids["project_id"], "name": "m", "config_json": "{}", "latest_version": None,
-            "next_version": 2})
-        db.collection("models").document(ids["model_id"]).collection("versions").document("000000001").set({
-            **base, "model_id": ids["model_id"], "project_id": ids["project_id"], "version": 1, "status": "pending",
-            "files": {}, "size_bytes": 0})
-        db.collection("datasets").document(ids["dataset_id"]).set({
-            **base, "project_id": ids["project_id"], "name": "d", "schema_json": "{}", "status": "pending",
-            "object": None, "size_bytes": 0, "columns": [], "row_count": None})
-        db.collection("jobs").document(ids["job_id"]).set({
-            **base, "project_id": ids["project_id"], "model_id": ids["model_id"], "version": 1, "dataset_id": None,
-            "name": "", "status": "created"})
+        db.collection("models").document(ids["model_id"]).set(
+            {
+                **base,
+                "project_id": ids["project_id"],
+                "name": "m",
+                "config_json": "{}",
+                "latest_version": None,
+                "next_version": 2,
+            }
+        )
+        db.collection("models").document(ids["model_id"]).collection("versions").document("000000001").set(
+            {
+                **base,
+                "model_id": ids["model_id"],
+                "project_id": ids["project_id"],
+                "version": 1,
+                "status": "pending",
+                "files": {},
+                "size_bytes": 0,
+            }
+        )
+        db.collection("datasets").document(ids["dataset_id"]).set(
+            {
+                **base,
+                "project_id": ids["project_id"],
+                "name": "d",
+                "schema_json": "{}",
+                "status": "pending",
+                "object": None,
+                "size_bytes": 0,
+                "columns": [],
+                "row_count": None,
+            }
+        )
+        db.collection("jobs").document(ids["job_id"]).set(
+            {
+                **base,
+                "project_id": ids["project_id"],
+                "model_id": ids["model_id"],
+                "version": 1,
+                "dataset_id": None,
+                "name": "",
+                "status": "created",
+            }
+        )
         return ids
 
     return make

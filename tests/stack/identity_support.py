@@ -20,9 +20,12 @@ from .conftest import Browser
 
 # Every cookie-authenticated route with a body it accepts (the CSRF matrix runs over these; a test keeps
 # the list equal to the route table's).
-COOKIE_ROUTES = [("/auth/login", {"email": "a@example.com", "password": "whatever123"}),
-                 ("/auth/register", {"email": "a@example.com", "password": "whatever123"}),
-                 ("/auth/refresh", None), ("/auth/logout", {"scope": "local"})]
+COOKIE_ROUTES = [
+    ("/auth/login", {"email": "a@example.com", "password": "whatever123"}),
+    ("/auth/register", {"email": "a@example.com", "password": "whatever123"}),
+    ("/auth/refresh", None),
+    ("/auth/logout", {"scope": "local"}),
+]
 TX_COOKIE = re.compile(r"^__Host-oauth_tx=([A-Za-z0-9_-]{43}); Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=600$")
 
 
@@ -84,7 +87,9 @@ def authorize(attempt: Attempt, sub: str, *, action: str | None = None) -> Attem
     return attempt
 
 
-def callback(browser: Browser, attempt: Attempt, *, cookie: str | None = "tx", path: str | None = None) -> httpx.Response:
+def callback(
+    browser: Browser, attempt: Attempt, *, cookie: str | None = "tx", path: str | None = None
+) -> httpx.Response:
     headers = {"Cookie": f"__Host-oauth_tx={attempt.tx_id if cookie == 'tx' else cookie}"} if cookie else {}
     return browser.request("GET", path or attempt.callback, auth=False, cookie=False, headers=headers)
 
@@ -106,8 +111,6 @@ def sessions_of(uid: str | None = None) -> list[dict[str, Any]]:
 
 def google_identity(sub: str, stack: Stack) -> dict[str, Any] | None:
     return users.identity(users.google_identity_id(oidc_url(stack), sub))
-
-
 
 
 def mails(to: str, template: str) -> list[dict]:

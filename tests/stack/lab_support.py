@@ -27,8 +27,15 @@ class Lab:
     (2 s deadline) times out on a loaded machine: that is the status widget reporting the machine, not
     a lab error, so it is always allowed (and noted in `tolerated`)."""
 
-    def __init__(self, chromium, stack: Stack, *, allowed: list[tuple[int, str]] | None = None,
-                 viewport: dict | None = None, **context) -> None:
+    def __init__(
+        self,
+        chromium,
+        stack: Stack,
+        *,
+        allowed: list[tuple[int, str]] | None = None,
+        viewport: dict | None = None,
+        **context,
+    ) -> None:
         self.stack = stack
         context.setdefault("locale", "en-US")
         context.setdefault("timezone_id", "UTC")
@@ -54,8 +61,7 @@ class Lab:
         if url == f"{self.stack.gateway_url}/healthz" and "status of 503" in msg.text:
             self.tolerated.append(text)
             return
-        if any(f"status of {status}" in msg.text and url.split("?")[0].endswith(path)
-               for status, path in self.allowed):
+        if any(f"status of {status}" in msg.text and url.split("?")[0].endswith(path) for status, path in self.allowed):
             self.tolerated.append(text)
             return
         self.errors.append(text)

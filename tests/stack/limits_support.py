@@ -66,8 +66,12 @@ def wait(predicate, timeout: float = 20.0):
 
 
 def artifact(name: str, generation: int) -> dict | None:
-    snap = clients.firestore().collection(events.ARTIFACTS).document(
-        events.object_key(bucket().name, name, generation)).get()
+    snap = (
+        clients.firestore()
+        .collection(events.ARTIFACTS)
+        .document(events.object_key(bucket().name, name, generation))
+        .get()
+    )
     return snap.to_dict() if snap.exists else None
 
 
@@ -85,9 +89,19 @@ def upload(name: str, data: bytes, content_type: str) -> int:
 
 
 def metrics(model_id: str, **changes: Any) -> dict:
-    doc = {"schema": 1, "model_id": model_id, "version": None, "dataset_id": None, "task": "binary",
-           "params": {"epochs": 1}, "epochs": [{"epoch": 1, "loss": 0.5}], "final": {"loss": 0.5},
-           "backend": "cpu", "started_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:00:01Z"}
+    doc = {
+        "schema": 1,
+        "model_id": model_id,
+        "version": None,
+        "dataset_id": None,
+        "task": "binary",
+        "params": {"epochs": 1},
+        "epochs": [{"epoch": 1, "loss": 0.5}],
+        "final": {"loss": 0.5},
+        "backend": "cpu",
+        "started_at": "2026-01-01T00:00:00Z",
+        "finished_at": "2026-01-01T00:00:01Z",
+    }
     return {**doc, **changes}
 
 

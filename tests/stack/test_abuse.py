@@ -32,7 +32,20 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import BaseModel
 
-from mllab import audit, billing, catalog, clients, clock, config, entitlements, objects, routes, schemas, sessions, tokens
+from mllab import (
+    audit,
+    billing,
+    catalog,
+    clients,
+    clock,
+    config,
+    entitlements,
+    objects,
+    routes,
+    schemas,
+    sessions,
+    tokens,
+)
 from mllab.problems import PROBLEM_JSON
 from mllab.routes import Auth, Csrf, Route
 from mllab_dev.stack import BUCKET, Stack
@@ -46,6 +59,7 @@ FOREIGN_ORIGINS = ("https://evil.example", "null")
 
 
 # --- what is stored -----------------------------------------------------------------------------------
+
 
 def stored() -> dict[str, Any]:
     """Every Firestore document (subcollections included) and every object of the bucket."""
@@ -87,6 +101,7 @@ def nothing_changes() -> Iterator[None]:
 
 # --- the parties --------------------------------------------------------------------------------------
 
+
 @dataclass
 class Party:
     """A signed-in PRO user with one of everything: a project, a model with version 1 (its weights
@@ -109,10 +124,17 @@ class Party:
 def _party(stack: Stack, new_user, name: str) -> Party:
     user = new_user(name=name)
     session, refresh = sessions.create(user["uid"], "password", user_agent="abuse-test", ip="203.0.113.9")
-    p = Party(user["uid"], user["email"], session.id, tokens.issue_access_token(user["uid"], session.id).token,
-              sessions.csrf_token(session.id), refresh)
+    p = Party(
+        user["uid"],
+        user["email"],
+        session.id,
+        tokens.issue_access_token(user["uid"], session.id).token,
+        sessions.csrf_token(session.id),
+        refresh,
+    )
     billing.set_grant(p.uid, lambda doc, now: entitlements.with_grant(doc, None, now))
     with httpx.Client(base_url=stack.gateway_url, timeout=20, headers={**p.auth(), "Origin": stack.gateway_url}) as c:
+
         def make(path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
             r = c.post(path, json=body) if body is not None else c.post(path)
             assert r.status_code == 201, r.text
@@ -125,13 +147,25 @@ def _party(stack: Stack, new_user, name: str) -> Party:
         job = make("/jobs", {"project_id": project, "model_id": model, "version": 1})["id"]
     p.ids = {"projects": project, "models": model, "datasets": dataset, "jobs": job, "sessions": p.sid}
     p.object = str(objects.model_file(p.uid, project, model, 1, "weights"))
-    clients.storage().bucket(BUCKET).blob(p.object).upload_from_string(b"\x00" * 64,
-                                                                        content_type="application/octet-stream")
+    clients.storage().bucket(BUCKET).blob(p.object).upload_from_string(
+        b"\x00" * 64, content_type="application/octet-stream"
+    )
     p.subscription_id = "I-" + uuid.uuid4().hex[:12].upper()
     now = clock.now()
-    clients.firestore().collection(billing.SUBSCRIPTIONS).document(p.subscription_id).set({
-        "uid": p.uid, "status": "APPROVAL_PENDING", "plan_id": "P-X", "approve_url": None, "request_id": None,
-        "created_at": now, "updated_at": now, "synced_at": None, "fetched_at": None, "pro_until": None})
+    clients.firestore().collection(billing.SUBSCRIPTIONS).document(p.subscription_id).set(
+        {
+            "uid": p.uid,
+            "status": "APPROVAL_PENDING",
+            "plan_id": "P-X",
+            "approve_url": None,
+            "request_id": None,
+            "created_at": now,
+            "updated_at": now,
+            "synced_at": None,
+            "fetched_at": None,
+            "pro_until": None,
+        }
+    )
     return p
 
 
@@ -151,8 +185,9 @@ class World:
 def world(stack: Stack, new_user) -> Iterator[World]:
     alice, mallory = _party(stack, new_user, "alice"), _party(stack, new_user, "mallory")
     # both weights files recorded, so downloads of them are signable
-    assert wait(lambda: all(docs_where("artifacts", "object", p.object) for p in (alice, mallory))), \
+    assert wait(lambda: all(docs_where("artifacts", "object", p.object) for p in (alice, mallory))), (
         "the recorder did not record the uploads"
+    )
     with httpx.Client(base_url=stack.gateway_url, timeout=30) as client:
         yield World(stack, client, alice, mallory)
 
@@ -163,8 +198,11 @@ NEW_PASSWORD = "an entirely new passphrase 42"
 
 # A valid body for every request model; each hostile case changes one thing in it.
 EXAMPLES: dict[type[BaseModel], Callable[[Party], dict[str, Any]]] = {
-    schemas.RegisterRequest: lambda p: {"email": f"new-{uuid.uuid4().hex[:8]}@example.com", "password": NEW_PASSWORD,
-                                        "name": "New"},
+    schemas.RegisterRequest: lambda p: {
+        "email": f"new-{uuid.uuid4().hex[:8]}@example.com",
+        "password": NEW_PASSWORD,
+        "name": "New",
+    },
     schemas.LoginRequest: lambda p: {"email": p.email, "password": PASSWORD},
     schemas.VerifyEmailRequest: lambda p: {"token": "A" * 43},
     schemas.EmailRequest: lambda p: {"email": p.email},
@@ -176,8 +214,13 @@ EXAMPLES: dict[type[BaseModel], Callable[[Party], dict[str, Any]]] = {
     schemas.Rename: lambda p: {"name": "a new name"},
     schemas.CreateModel: lambda p: {"project_id": p.ids["projects"], "name": "a model", "config_json": {"layers": []}},
     schemas.CreateDataset: lambda p: {"project_id": p.ids["projects"], "name": "a dataset", "schema_json": {}},
-    schemas.CreateJob: lambda p: {"project_id": p.ids["projects"], "model_id": p.ids["models"], "version": 1,
-                                  "dataset_id": p.ids["datasets"], "name": "a run"},
+    schemas.CreateJob: lambda p: {
+        "project_id": p.ids["projects"],
+        "model_id": p.ids["models"],
+        "version": 1,
+        "dataset_id": p.ids["datasets"],
+        "name": "a run",
+    },
     schemas.SignUpload: lambda p: {"kind": "weights", "model_id": p.ids["models"], "version": 1, "size": 64},
     schemas.SyncRequest: lambda p: {"subscription_id": p.subscription_id},
     schemas.CancelRequest: lambda p: {"reason": "too expensive"},
@@ -207,9 +250,19 @@ def headers_for(w: World, route: Route, p: Party) -> dict[str, str]:
     return h
 
 
-def send(w: World, route: Route, *, party: Party | None = None, path: str | None = None, body: Any = None,
-         content: bytes | None = None, headers: dict[str, str | bytes] | None = None, drop: tuple[str, ...] = (),
-         params: dict[str, str] | None = None, method: str | None = None) -> httpx.Response:
+def send(
+    w: World,
+    route: Route,
+    *,
+    party: Party | None = None,
+    path: str | None = None,
+    body: Any = None,
+    content: bytes | None = None,
+    headers: dict[str, str | bytes] | None = None,
+    drop: tuple[str, ...] = (),
+    params: dict[str, str] | None = None,
+    method: str | None = None,
+) -> httpx.Response:
     p = party or w.mallory
     h = {**headers_for(w, route, p), **(headers or {})}
     for name in drop:
@@ -292,6 +345,7 @@ def test_the_snapshot_holds_every_party_record_and_sees_a_change(world: World) -
 
 # --- malformed and huge JSON, wrong content types ---------------------------------------------------------
 
+
 def _wrong_type(route: Route) -> int:
     return 403 if route.csrf is Csrf.ORIGIN else 415  # a cookie route treats it as a CSRF attempt
 
@@ -302,22 +356,32 @@ BODY_CASES: dict[str, tuple[Callable[[Route, dict[str, Any]], dict[str, Any]], C
     "an object nested 5,000 deep": (lambda r, b: {"content": b'{"a":' * 5000 + b"1" + b"}" * 5000}, lambda r: 400),
     "not UTF-8": (lambda r, b: {"content": json.dumps(b).encode()[:-1] + b',"x":"\xff\xfe"}'}, lambda r: 400),
     "NaN": (lambda r, b: {"content": json.dumps({**b, "x": float("nan")}).encode()}, lambda r: 400),
-    "a 10,000-digit number": (lambda r, b: {"content": json.dumps(b).encode()[:-1] + b',"x":' + b"9" * 10_000 + b"}"},
-                              lambda r: 400),
+    "a 10,000-digit number": (
+        lambda r, b: {"content": json.dumps(b).encode()[:-1] + b',"x":' + b"9" * 10_000 + b"}"},
+        lambda r: 400,
+    ),
     "an array": (lambda r, b: {"body": [b]}, lambda r: 422),
     "a string": (lambda r, b: {"body": json.dumps(b)}, lambda r: 422),
     "null": (lambda r, b: {"content": b"null"}, lambda r: 422),
     "an unknown field": (lambda r, b: {"body": {**b, "uid": "0" * 32}}, lambda r: 422),
     "over the body cap": (lambda r, b: {"body": {**b, "pad": "x" * config.LIMITS.request_body_bytes}}, lambda r: 413),
     "text/plain": (lambda r, b: {"body": b, "headers": {"Content-Type": "text/plain"}}, _wrong_type),
-    "a form": (lambda r, b: {"content": b"name=x", "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
-               _wrong_type),
-    "multipart": (lambda r, b: {"content": b"--x\r\n\r\n--x--", "headers": {"Content-Type": "multipart/form-data; boundary=x"}},
-                  _wrong_type),
+    "a form": (
+        lambda r, b: {"content": b"name=x", "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
+        _wrong_type,
+    ),
+    "multipart": (
+        lambda r, b: {"content": b"--x\r\n\r\n--x--", "headers": {"Content-Type": "multipart/form-data; boundary=x"}},
+        _wrong_type,
+    ),
     "no content type": (lambda r, b: {"body": b, "drop": ("Content-Type",)}, _wrong_type),
-    "JSON that is UTF-16": (lambda r, b: {"content": json.dumps(b).encode("utf-16"),
-                                          "headers": {"Content-Type": "application/json; charset=utf-16"}},
-                            lambda r: 400),
+    "JSON that is UTF-16": (
+        lambda r, b: {
+            "content": json.dumps(b).encode("utf-16"),
+            "headers": {"Content-Type": "application/json; charset=utf-16"},
+        },
+        lambda r: 400,
+    ),
 }
 
 
@@ -326,7 +390,9 @@ def test_malformed_bodies_are_refused_on_every_route(world: World) -> None:
     for case, (make, status) in BODY_CASES.items():
         for route in BODY_ROUTES:
             kwargs = make(route, EXAMPLES[route.request](world.mallory))
-            cases.append((f"{case}: {_key(route)}", lambda route=route, kw=kwargs: send(world, route, **kw), status(route)))
+            cases.append(
+                (f"{case}: {_key(route)}", lambda route=route, kw=kwargs: send(world, route, **kw), status(route))
+            )
     check_all(cases)
 
 
@@ -363,8 +429,13 @@ def test_hostile_text_in_every_field_is_422(world: World) -> None:
                 body = {**EXAMPLES[route.request](world.mallory), name: HOSTILE_TEXT[value]}
                 # an unpaired surrogate can only travel as a JSON escape; ensure_ascii keeps it one
                 content = json.dumps(body, ensure_ascii=True).encode()
-                cases.append((f"{value} in {_key(route)} {name}",
-                              lambda route=route, content=content: send(world, route, content=content), 422))
+                cases.append(
+                    (
+                        f"{value} in {_key(route)} {name}",
+                        lambda route=route, content=content: send(world, route, content=content),
+                        422,
+                    )
+                )
     check_all(cases)
 
 
@@ -381,6 +452,7 @@ def test_names_in_any_script_are_kept_exactly(world: World) -> None:
 
 
 # --- forged access tokens -----------------------------------------------------------------------------------
+
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
@@ -447,7 +519,8 @@ _DROP = object()
 def forgeries(f: Forger, mallory: Party, alice: Party) -> dict[str, str]:
     now = clock.timestamp()
     pem = jwt.algorithms.ECAlgorithm.from_jwk(json.dumps(f.jwk)).public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     attacker_jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(f.attacker.public_key()))
     return {
         "alg none": f.unsigned("none"),
@@ -459,10 +532,12 @@ def forgeries(f: Forger, mallory: Party, alice: Party) -> dict[str, str]:
         "ES256 from an unpublished key, our kid": f.attackers({"kid": f.kid, "typ": "at+jwt"}),
         "ES256 from an unpublished key, its own kid": f.attackers({"kid": "attacker-1", "typ": "at+jwt"}),
         "ES256 with the key embedded (jwk)": f.attackers({"kid": f.kid, "typ": "at+jwt", "jwk": attacker_jwk}),
-        "ES256 with a key URL (jku)": f.attackers({"kid": f.kid, "typ": "at+jwt",
-                                                   "jku": "https://evil.example/jwks.json"}),
-        "ES256 with a certificate URL (x5u)": f.attackers({"kid": f.kid, "typ": "at+jwt",
-                                                           "x5u": "https://evil.example/cert.pem"}),
+        "ES256 with a key URL (jku)": f.attackers(
+            {"kid": f.kid, "typ": "at+jwt", "jku": "https://evil.example/jwks.json"}
+        ),
+        "ES256 with a certificate URL (x5u)": f.attackers(
+            {"kid": f.kid, "typ": "at+jwt", "x5u": "https://evil.example/cert.pem"}
+        ),
         "an unknown kid": f.ours(header={"kid": "no-such-key"}),
         "a kid with path traversal": f.ours(header={"kid": "../../../../../../etc/passwd"}),
         "a kid that is a URL": f.ours(header={"kid": "https://evil.example/jwks.json#k"}),
@@ -509,18 +584,38 @@ def test_forged_access_tokens_are_401_on_every_token_route(world: World) -> None
     for what, token in forgeries(f, world.mallory, world.alice).items():
         header = f"Bearer {token}".encode()  # bytes: a non-ASCII token goes out as UTF-8
         for route in TOKEN_ROUTES:
-            cases.append((f"{what}: {_key(route)}", lambda route=route, header=header: send(
-                world, route, headers={"Authorization": header}), 401))
+            cases.append(
+                (
+                    f"{what}: {_key(route)}",
+                    lambda route=route, header=header: send(world, route, headers={"Authorization": header}),
+                    401,
+                )
+            )
     check_all(cases)
 
 
 def test_a_malformed_authorization_header_is_401_on_every_token_route(world: World) -> None:
     t = world.mallory.token
     cases = []
-    for header in ["", "Bearer", "Basic bWFsbG9yeTpwdw==", f"Token {t}", f"Bearer {t} {t}", f"Bearer{t}", t,
-                   f"Bearer {t[:-1]}", f"Bearer {'A' * 6000}"]:
-        cases += [(f"{header[:40]!r}: {_key(route)}", lambda route=route, h=header: send(
-            world, route, headers={"Authorization": h}), 401) for route in TOKEN_ROUTES]
+    for header in [
+        "",
+        "Bearer",
+        "Basic bWFsbG9yeTpwdw==",
+        f"Token {t}",
+        f"Bearer {t} {t}",
+        f"Bearer{t}",
+        t,
+        f"Bearer {t[:-1]}",
+        f"Bearer {'A' * 6000}",
+    ]:
+        cases += [
+            (
+                f"{header[:40]!r}: {_key(route)}",
+                lambda route=route, h=header: send(world, route, headers={"Authorization": h}),
+                401,
+            )
+            for route in TOKEN_ROUTES
+        ]
     check_all(cases)
 
 
@@ -529,10 +624,18 @@ def test_a_token_elsewhere_than_the_authorization_header_is_401(world: World) ->
     cases = []
     for route in TOKEN_ROUTES:
         cases += [
-            (f"query {_key(route)}", lambda route=route: send(world, route, drop=("Authorization",),
-                                                               params={"access_token": t}), 401),
-            (f"cookie {_key(route)}", lambda route=route: send(world, route, drop=("Authorization",),
-                                                                headers={"Cookie": f"access_token={t}"}), 401),
+            (
+                f"query {_key(route)}",
+                lambda route=route: send(world, route, drop=("Authorization",), params={"access_token": t}),
+                401,
+            ),
+            (
+                f"cookie {_key(route)}",
+                lambda route=route: send(
+                    world, route, drop=("Authorization",), headers={"Cookie": f"access_token={t}"}
+                ),
+                401,
+            ),
         ]
     check_all(cases)
 
@@ -556,10 +659,17 @@ def test_a_revoked_sessions_token_is_401_on_every_token_route(world: World) -> N
 
 # --- replayed refresh cookies -----------------------------------------------------------------------------
 
+
 def _rotate(w: World, cookie: str) -> str:
-    r = w.client.post("/auth/refresh", headers={"Origin": w.origin, "X-CSRF-Token": "1",
-                                               "Content-Type": "application/json",
-                                               "Cookie": f"{sessions.COOKIE}={cookie}"})
+    r = w.client.post(
+        "/auth/refresh",
+        headers={
+            "Origin": w.origin,
+            "X-CSRF-Token": "1",
+            "Content-Type": "application/json",
+            "Cookie": f"{sessions.COOKIE}={cookie}",
+        },
+    )
     assert r.status_code == 200, r.text
     return r.headers["set-cookie"].split(";", 1)[0].split("=", 1)[1]
 
@@ -587,24 +697,42 @@ def test_a_replayed_or_forged_refresh_cookie_signs_nobody_out(world: World) -> N
     first = m.refresh
     current = _rotate(world, _rotate(world, first))
     parsed = sessions.parse_refresh_token(current)
-    forged = sessions.TOKEN_PREFIX + _b64(uuid.UUID(hex=parsed.sid).bytes + (parsed.counter).to_bytes(8, "big")
-                                          + bytes(32))
-    alices_forged = sessions.TOKEN_PREFIX + _b64(uuid.UUID(hex=world.alice.sid).bytes + (0).to_bytes(8, "big")
-                                                 + bytes(32))
+    forged = sessions.TOKEN_PREFIX + _b64(
+        uuid.UUID(hex=parsed.sid).bytes + (parsed.counter).to_bytes(8, "big") + bytes(32)
+    )
+    alices_forged = sessions.TOKEN_PREFIX + _b64(
+        uuid.UUID(hex=world.alice.sid).bytes + (0).to_bytes(8, "big") + bytes(32)
+    )
     refresh = next(r for r in routes.ROUTES if r.path == "/auth/refresh")
     logout = next(r for r in routes.ROUTES if r.path == "/auth/logout")
     cases = []
-    for what, cookie in (("a forged MAC on mallory's session", forged), ("a forged MAC on alice's session", alices_forged),
-                         ("a cookie of another format", "rt1.AAAA"), ("a cookie of 4 KiB", "rt1." + "A" * 4000),
-                         ("a non-ASCII cookie", current[:-2] + "é")):
+    for what, cookie in (
+        ("a forged MAC on mallory's session", forged),
+        ("a forged MAC on alice's session", alices_forged),
+        ("a cookie of another format", "rt1.AAAA"),
+        ("a cookie of 4 KiB", "rt1." + "A" * 4000),
+        ("a non-ASCII cookie", current[:-2] + "é"),
+    ):
         cookie_header = {"Cookie": f"{sessions.COOKIE}={cookie}".encode()}
         cases.append((f"refresh with {what}", lambda h=cookie_header: send(world, refresh, headers=h), 401))
         for scope in ("others", "global"):
-            cases.append((f"logout {scope} with {what}", lambda h=cookie_header, s=scope: send(
-                world, logout, headers=h, body={"scope": s}), 401))
+            cases.append(
+                (
+                    f"logout {scope} with {what}",
+                    lambda h=cookie_header, s=scope: send(world, logout, headers=h, body={"scope": s}),
+                    401,
+                )
+            )
     for scope in ("others", "global"):  # a cookie two rotations old no longer speaks for the session
-        cases.append((f"logout {scope} with a replayed cookie", lambda s=scope: send(
-            world, logout, headers={"Cookie": f"{sessions.COOKIE}={first}"}, body={"scope": s}), 401))
+        cases.append(
+            (
+                f"logout {scope} with a replayed cookie",
+                lambda s=scope: send(
+                    world, logout, headers={"Cookie": f"{sessions.COOKIE}={first}"}, body={"scope": s}
+                ),
+                401,
+            )
+        )
     check_all(cases)
     assert world.client.get("/me", headers=m.auth()).status_code == 200
     assert world.client.get("/me", headers=world.alice.auth()).status_code == 200
@@ -612,14 +740,22 @@ def test_a_replayed_or_forged_refresh_cookie_signs_nobody_out(world: World) -> N
 
 # --- CSRF and CORS ------------------------------------------------------------------------------------------
 
+
 def test_session_csrf_is_checked_on_every_mutation(world: World) -> None:
     """Every mutation with an access token needs the X-CSRF-Token bound to that token's session
     (the cookie routes' Origin/Fetch-Metadata matrix is in test_refresh_sessions.py)."""
     m, a = world.mallory, world.alice
     version = m.csrf.split(".", 1)[0]
-    variants = {"missing": None, "empty": "", "wrong": m.csrf[:-2] + "xx", "another session's": a.csrf,
-                "an unknown key version": "99." + m.csrf.split(".", 1)[1], "no MAC": version + ".",
-                "the cookie routes' 1": "1", "non-ASCII": (m.csrf[:-2] + "é").encode()}
+    variants = {
+        "missing": None,
+        "empty": "",
+        "wrong": m.csrf[:-2] + "xx",
+        "another session's": a.csrf,
+        "an unknown key version": "99." + m.csrf.split(".", 1)[1],
+        "no MAC": version + ".",
+        "the cookie routes' 1": "1",
+        "non-ASCII": (m.csrf[:-2] + "é").encode(),
+    }
     cases = []
     for what, token in variants.items():
         for route in SESSION_CSRF_ROUTES:
@@ -632,16 +768,28 @@ def test_session_csrf_is_checked_on_every_mutation(world: World) -> None:
 
 def test_a_foreign_origin_gets_no_cors_on_any_route_and_its_preflight_is_refused(world: World) -> None:
     gw = world.origin
-    origins = [*FOREIGN_ORIGINS, "http://127.0.0.1:1", f"{gw}.evil.example", "https://" + gw.split("://", 1)[1],
-               gw.upper(), gw + "/"]
+    origins = [
+        *FOREIGN_ORIGINS,
+        "http://127.0.0.1:1",
+        f"{gw}.evil.example",
+        "https://" + gw.split("://", 1)[1],
+        gw.upper(),
+        gw + "/",
+    ]
     bad = []
     with nothing_changes():
         for origin, path in ((o, p) for o in origins for p in PATHS):
             concrete = path.replace("{id}", world.mallory.ids.get(ID_OF.get(path.split("/")[1], ""), "x"))
             methods = sorted({r.method for r in routes.ROUTES if r.path == path})
             for method in methods:
-                pre = world.client.options(concrete, headers={"Origin": origin, "Access-Control-Request-Method": method,
-                                                              "Access-Control-Request-Headers": "authorization"})
+                pre = world.client.options(
+                    concrete,
+                    headers={
+                        "Origin": origin,
+                        "Access-Control-Request-Method": method,
+                        "Access-Control-Request-Headers": "authorization",
+                    },
+                )
                 if pre.status_code != 403 or pre.headers.get("content-type") != PROBLEM_JSON:
                     bad.append(f"{origin} preflight {method} {path}: {pre.status_code}")
                 if any(h.startswith("access-control-allow") for h in pre.headers):
@@ -663,12 +811,27 @@ def test_a_foreign_origin_cannot_use_the_cookie_routes(world: World) -> None:
     cases = []
     for route in (r for r in routes.ROUTES if r.csrf is Csrf.ORIGIN):
         for origin in FOREIGN_ORIGINS:
-            cases.append((f"{origin} {_key(route)}", lambda route=route, o=origin: send(
-                world, route, headers={"Origin": o}), 403))
-        cases.append((f"cross-site {_key(route)}", lambda route=route: send(
-            world, route, headers={"Sec-Fetch-Site": "cross-site"}), 403))
-        cases.append((f"non-ASCII Origin {_key(route)}", lambda route=route: send(
-            world, route, headers={"Origin": (world.origin + "é").encode()}), 403))
+            cases.append(
+                (
+                    f"{origin} {_key(route)}",
+                    lambda route=route, o=origin: send(world, route, headers={"Origin": o}),
+                    403,
+                )
+            )
+        cases.append(
+            (
+                f"cross-site {_key(route)}",
+                lambda route=route: send(world, route, headers={"Sec-Fetch-Site": "cross-site"}),
+                403,
+            )
+        )
+        cases.append(
+            (
+                f"non-ASCII Origin {_key(route)}",
+                lambda route=route: send(world, route, headers={"Origin": (world.origin + "é").encode()}),
+                403,
+            )
+        )
     check_all(cases)
 
 
@@ -678,17 +841,39 @@ def test_an_unsupported_method_is_405_on_every_path(world: World) -> None:
         allowed = {r.method for r in routes.ROUTES if r.path == path}
         concrete = path.replace("{id}", world.mallory.ids.get(ID_OF.get(path.split("/")[1], ""), "x"))
         route = next(r for r in routes.ROUTES if r.path == path)
-        for method in sorted({"GET", "POST", "PUT", "PATCH", "DELETE"} - allowed - ({"GET"} if "GET" in allowed else set())):
-            cases.append((f"{method} {path}", lambda route=route, c=concrete, m=method: send(
-                world, route, path=c, method=m), 405))
+        for method in sorted(
+            {"GET", "POST", "PUT", "PATCH", "DELETE"} - allowed - ({"GET"} if "GET" in allowed else set())
+        ):
+            cases.append(
+                (
+                    f"{method} {path}",
+                    lambda route=route, c=concrete, m=method: send(world, route, path=c, method=m),
+                    405,
+                )
+            )
     check_all(cases)
 
 
 # --- path traversal in every field that names an object or a record ----------------------------------------
 
-TRAVERSALS = ["..", "../x", "../../etc/passwd", "%2e%2e", "%2e%2e%2fx", "..%2f..%2fx", "/etc/passwd",
-              "..\\..\\x", "\\\\evil\\share", "x\x00", "x%00", "users/{alice}/projects", "0" * 31 + "/",
-              "~", ".", "./x"]
+TRAVERSALS = [
+    "..",
+    "../x",
+    "../../etc/passwd",
+    "%2e%2e",
+    "%2e%2e%2fx",
+    "..%2f..%2fx",
+    "/etc/passwd",
+    "..\\..\\x",
+    "\\\\evil\\share",
+    "x\x00",
+    "x%00",
+    "users/{alice}/projects",
+    "0" * 31 + "/",
+    "~",
+    ".",
+    "./x",
+]
 
 
 def _traversals(w: World) -> list[str]:
@@ -698,11 +883,13 @@ def _traversals(w: World) -> list[str]:
 def test_path_traversal_in_upload_fields_is_422(world: World) -> None:
     route = next(r for r in routes.ROUTES if r.path == "/signed/upload")
     m = world.mallory
-    bodies = {"model_id": {"kind": "weights", "version": 1, "size": 10},
-              "dataset_id": {"kind": "dataset", "filename": "data.csv", "size": 10},
-              "job_id": {"kind": "metrics", "size": 10},
-              "filename": {"kind": "dataset", "dataset_id": m.ids["datasets"], "size": 10},
-              "kind": {"model_id": m.ids["models"], "version": 1, "size": 10}}
+    bodies = {
+        "model_id": {"kind": "weights", "version": 1, "size": 10},
+        "dataset_id": {"kind": "dataset", "filename": "data.csv", "size": 10},
+        "job_id": {"kind": "metrics", "size": 10},
+        "filename": {"kind": "dataset", "dataset_id": m.ids["datasets"], "size": 10},
+        "kind": {"model_id": m.ids["models"], "version": 1, "size": 10},
+    }
     cases = []
     for name, base in bodies.items():
         for t in _traversals(world) + [t + ".csv" for t in _traversals(world)]:
@@ -715,11 +902,26 @@ def test_path_traversal_in_a_download_object_is_404(world: World) -> None:
     route = next(r for r in routes.ROUTES if r.path == "/signed/download")
     m, a = world.mallory, world.alice
     mine = m.object
-    objects_ = [*_traversals(world), f"users/{m.uid}/../{a.object[6:]}", f"users/{m.uid}/projects/../../{a.uid}",
-                mine.replace("weights.bin", "../../../../../../" + a.object), "/" + mine, mine + "/",
-                mine.replace("/", "\\"), mine.replace("/", "%2F"), mine.replace("/", "%252F"), mine + "\x00",
-                mine + "%00.png", mine.upper(), f"gs://{BUCKET}/{mine}", f"https://storage.googleapis.com/{BUCKET}/{mine}",
-                a.object, f"users/{a.uid}/", "users/", ""]
+    objects_ = [
+        *_traversals(world),
+        f"users/{m.uid}/../{a.object[6:]}",
+        f"users/{m.uid}/projects/../../{a.uid}",
+        mine.replace("weights.bin", "../../../../../../" + a.object),
+        "/" + mine,
+        mine + "/",
+        mine.replace("/", "\\"),
+        mine.replace("/", "%2F"),
+        mine.replace("/", "%252F"),
+        mine + "\x00",
+        mine + "%00.png",
+        mine.upper(),
+        f"gs://{BUCKET}/{mine}",
+        f"https://storage.googleapis.com/{BUCKET}/{mine}",
+        a.object,
+        f"users/{a.uid}/",
+        "users/",
+        "",
+    ]
     check_all([(repr(o), lambda o=o: send(world, route, params={"object": o}), 404) for o in objects_])
     r = send(world, route, params={"object": mine})  # the control: her own file is signable
     assert r.status_code == 200 and r.json()["object"] == mine, r.text
@@ -744,8 +946,23 @@ def test_path_traversal_in_every_id_of_a_path_is_404(world: World) -> None:
     cases = []
     for route in ID_ROUTES:
         own = world.mallory.ids[ID_OF[route.path.split("/")[1]]]
-        for t in ["..", ".", "%2e%2e", "..%2f..%2fprojects", "%00", "%5c..%5c", "x%2F..", "..%252f", "%E2%80%AE",
-                  own + "%00", own + "%2f..", own + "/..", f"..%2f{own}", "~", "%ff"]:
+        for t in [
+            "..",
+            ".",
+            "%2e%2e",
+            "..%2f..%2fprojects",
+            "%00",
+            "%5c..%5c",
+            "x%2F..",
+            "..%252f",
+            "%E2%80%AE",
+            own + "%00",
+            own + "%2f..",
+            own + "/..",
+            f"..%2f{own}",
+            "~",
+            "%ff",
+        ]:
             path = route.path.replace("{id}", t)
             cases.append((f"{route.method} {path}", lambda route=route, path=path: send_raw(world, route, path), 404))
     check_all(cases)
@@ -757,16 +974,26 @@ def test_path_traversal_in_list_filters_is_422(world: World) -> None:
         collection = route.path.strip("/")
         for name in catalog.LIST_FILTERS[collection]:
             for t in _traversals(world):
-                cases.append((f"{route.path}?{name}={t!r}", lambda route=route, n=name, t=t: send(
-                    world, route, params={n: t}), 422))
+                cases.append(
+                    (
+                        f"{route.path}?{name}={t!r}",
+                        lambda route=route, n=name, t=t: send(world, route, params={n: t}),
+                        422,
+                    )
+                )
     check_all(cases)
 
 
 # --- another user's ids everywhere ------------------------------------------------------------------------
 
 # Request fields that hold an id, and whose record each names.
-ID_FIELDS = {"project_id": "projects", "model_id": "models", "dataset_id": "datasets", "job_id": "jobs",
-             "subscription_id": "subscription"}
+ID_FIELDS = {
+    "project_id": "projects",
+    "model_id": "models",
+    "dataset_id": "datasets",
+    "job_id": "jobs",
+    "subscription_id": "subscription",
+}
 
 
 def _id_of(p: Party, kind: str) -> str:
@@ -776,8 +1003,12 @@ def _id_of(p: Party, kind: str) -> str:
 def test_another_users_id_in_any_path_is_404(world: World) -> None:
     """Not 403: a 404 does not reveal that the record exists (test_catalog.py shows the catalog's
     answers in detail; this covers every `{id}` route of the table)."""
-    check_all([(_key(route), lambda route=route: send(world, route, path=fill(route, world.alice)), 404)
-               for route in ID_ROUTES])
+    check_all(
+        [
+            (_key(route), lambda route=route: send(world, route, path=fill(route, world.alice)), 404)
+            for route in ID_ROUTES
+        ]
+    )
     for route in (r for r in ID_ROUTES if r.method == "GET"):  # the control: her own records are there
         assert send(world, route).status_code == 200, _key(route)
 
@@ -793,9 +1024,11 @@ def test_another_users_id_in_any_body_field_is_404(world: World) -> None:
             hostile = {**body, name: _id_of(a, ID_FIELDS[name])}
             cases.append((f"{_key(route)} {name}", lambda route=route, b=hostile: send(world, route, body=b), 404))
     upload = next(r for r in routes.ROUTES if r.path == "/signed/upload")
-    for body in ({"kind": "model", "model_id": a.ids["models"], "version": 1, "size": 10},
-                 {"kind": "dataset", "dataset_id": a.ids["datasets"], "filename": "d.csv", "size": 10},
-                 {"kind": "metrics", "job_id": a.ids["jobs"], "size": 10}):
+    for body in (
+        {"kind": "model", "model_id": a.ids["models"], "version": 1, "size": 10},
+        {"kind": "dataset", "dataset_id": a.ids["datasets"], "filename": "d.csv", "size": 10},
+        {"kind": "metrics", "job_id": a.ids["jobs"], "size": 10},
+    ):
         cases.append((f"upload {body['kind']}", lambda b=body: send(world, upload, body=b), 404))
     download = next(r for r in routes.ROUTES if r.path == "/signed/download")
     cases.append(("download her object", lambda: send(world, download, params={"object": a.object}), 404))
@@ -811,8 +1044,8 @@ def test_another_users_ids_in_list_filters_match_nothing(world: World) -> None:
             assert r.status_code == 200 and r.json() == {"items": [], "next_cursor": None}, (collection, name, r.text)
 
 
-
 # --- the sign-in navigations ----------------------------------------------------------------------------
+
 
 def test_sign_in_navigations_refuse_hostile_parameters(world: World) -> None:
     """GET /auth/google/login and /callback: a hostile return_to, transaction cookie or state is a 400,
@@ -825,16 +1058,42 @@ def test_sign_in_navigations_refuse_hostile_parameters(world: World) -> None:
     tx_id = started.headers["set-cookie"].split(";", 1)[0].split("=", 1)[1]
     state = dict(httpx.URL(started.headers["location"]).params)["state"]
     cases = []
-    for value in ["/\r\nSet-Cookie: a=b", "/lab\x00", "/lab\u202e", "javascript:alert(1)", "/" + "a" * 3000,
-                  "/..%2f..%2fetc", "\\\\evil.example\\x"]:
-        cases.append((f"return_to={value[:30]!r}", lambda v=value: world.client.get(
-            "/auth/google/login", params={"return_to": v}), 400))
+    for value in [
+        "/\r\nSet-Cookie: a=b",
+        "/lab\x00",
+        "/lab\u202e",
+        "javascript:alert(1)",
+        "/" + "a" * 3000,
+        "/..%2f..%2fetc",
+        "\\\\evil.example\\x",
+    ]:
+        cases.append(
+            (
+                f"return_to={value[:30]!r}",
+                lambda v=value: world.client.get("/auth/google/login", params={"return_to": v}),
+                400,
+            )
+        )
     for cookie in ["", "%00" * 14 + "A", "A" * 5000, "../../" + "A" * 37, tx_id[:-1] + "é", tx_id + tx_id]:
         h = {"Cookie": f"{oauth.TX_COOKIE}={cookie}".encode()}
-        cases.append((f"tx cookie {cookie[:12]!r}", lambda h=h: world.client.get(
-            nav["/auth/google/callback"].path, params={"state": state, "code": "c"}, headers=h), 400))
+        cases.append(
+            (
+                f"tx cookie {cookie[:12]!r}",
+                lambda h=h: world.client.get(
+                    nav["/auth/google/callback"].path, params={"state": state, "code": "c"}, headers=h
+                ),
+                400,
+            )
+        )
     for value in ["", "\x00", "A" * 5000, state + "x", state[:-1] + "é", "../" + state]:
         h = {"Cookie": f"{oauth.TX_COOKIE}={tx_id}"}
-        cases.append((f"state {value[:12]!r}", lambda h=h, v=value: world.client.get(
-            nav["/auth/google/callback"].path, params={"state": v, "code": "c"}, headers=h), 400))
+        cases.append(
+            (
+                f"state {value[:12]!r}",
+                lambda h=h, v=value: world.client.get(
+                    nav["/auth/google/callback"].path, params={"state": v, "code": "c"}, headers=h
+                ),
+                400,
+            )
+        )
     check_all(cases)

@@ -24,8 +24,13 @@ def sign_in(uid: str, user_agent: str = "pytest-device/1.0", ip: str = "203.0.11
     """A live session and its access token, as /auth/login would make them (without HTTP)."""
     session, refresh = sessions.create(uid, "password", user_agent=user_agent, ip=ip)
     access = tokens.issue_access_token(uid, session.id)
-    return {"sid": session.id, "access": access.token, "claims": access.claims, "refresh": refresh,
-            "csrf": sessions.csrf_token(session.id)}
+    return {
+        "sid": session.id,
+        "access": access.token,
+        "claims": access.claims,
+        "refresh": refresh,
+        "csrf": sessions.csrf_token(session.id),
+    }
 
 
 def headers(s: dict, *, csrf: str | None = None) -> dict:
@@ -51,6 +56,7 @@ def assert_problem(r: httpx.Response, status: int) -> dict:
 
 # --- /me and /sessions ---------------------------------------------------------------------------
 
+
 def test_me_answers_the_user_plan_usage_and_session_csrf(gateway: httpx.Client, new_user) -> None:
     u = new_user(name="Ada")
     s = sign_in(u["uid"])
@@ -60,10 +66,24 @@ def test_me_answers_the_user_plan_usage_and_session_csrf(gateway: httpx.Client, 
     me = r.json()
     assert set(me) == ME_KEYS
     assert (me["uid"], me["email"], me["name"], me["role"], me["email_verified"], me["providers"]) == (
-        u["uid"], u["email"], "Ada", "user", True, ["password"])
-    assert me["subscription"] == {"status": "none", "plan": "free", "pro_until": None, "trial_until": None,
-                                  "next_billing_time": None, "past_due": False, "last_payment": None, "manage_url": None,
-                                  "first_charge_time": None}  # a free user would be charged at approval
+        u["uid"],
+        u["email"],
+        "Ada",
+        "user",
+        True,
+        ["password"],
+    )
+    assert me["subscription"] == {
+        "status": "none",
+        "plan": "free",
+        "pro_until": None,
+        "trial_until": None,
+        "next_billing_time": None,
+        "past_due": False,
+        "last_payment": None,
+        "manage_url": None,
+        "first_charge_time": None,
+    }  # a free user would be charged at approval
     assert me["usage"] == {"storage_bytes": 0, "storage_limit_bytes": 0, "uploads_today": 0, "uploads_limit": 0}
     assert me["csrf"] == s["csrf"] and sessions.csrf_ok(s["sid"], me["csrf"])
     other = sign_in(u["uid"])
@@ -97,8 +117,9 @@ def test_sessions_lists_the_users_sessions_and_marks_the_current_one(gateway: ht
     assert created.endswith("Z") and item["refreshed_at"].endswith("Z") and item["expires_at"].endswith("Z")
     assert clock.now() - timedelta(minutes=1) < _parse(created) <= clock.now()
     # the idle limit (7 days) ends a fresh session before the absolute one (30 days)
-    assert abs(_parse(item["expires_at"]) - _parse(created) - timedelta(seconds=config.LIMITS.refresh_idle_s)) \
-        < timedelta(seconds=1)
+    assert abs(
+        _parse(item["expires_at"]) - _parse(created) - timedelta(seconds=config.LIMITS.refresh_idle_s)
+    ) < timedelta(seconds=1)
 
 
 def _parse(text: str):
@@ -108,6 +129,7 @@ def _parse(text: str):
 
 
 # --- DELETE /sessions/{id} -----------------------------------------------------------------------
+
 
 def test_revoking_another_users_session_is_404_and_changes_nothing(gateway: httpx.Client, new_user) -> None:
     u, victim = new_user(), new_user()
@@ -157,8 +179,9 @@ def test_mutations_need_the_sessions_csrf_token(gateway: httpx.Client, new_user)
     for csrf in ("", "1", b["csrf"], a["csrf"] + "x"):
         body = assert_problem(gateway.delete(f"/sessions/{b['sid']}", headers=headers(a, csrf=csrf)), 403)
         assert body["type"].endswith("csrf")
-        body = assert_problem(gateway.request("DELETE", "/account", json={"password": PASSWORD},
-                                              headers=headers(a, csrf=csrf)), 403)
+        body = assert_problem(
+            gateway.request("DELETE", "/account", json={"password": PASSWORD}, headers=headers(a, csrf=csrf)), 403
+        )
         assert body["type"].endswith("csrf")
     assert sessions.check_live(b["claims"])
     doc = user_doc(u["uid"])
@@ -178,6 +201,7 @@ def test_me_with_a_revoked_session_is_401(gateway: httpx.Client, new_user) -> No
 
 
 # --- export --------------------------------------------------------------------------------------
+
 
 def test_export_holds_the_users_data_and_no_secret(gateway: httpx.Client, new_user) -> None:
     u, stranger = new_user(name="Exported"), new_user()
@@ -202,8 +226,14 @@ def test_export_holds_the_users_data_and_no_secret(gateway: httpx.Client, new_us
     assert data["exported_at"].endswith("Z")
     assert data["user"]["uid"] == u["uid"] and data["user"]["email"] == u["email"]
     assert data["user"]["name"] == "Exported" and data["user"]["created_at"].endswith("Z")
-    assert data["identities"] == [{"kind": "password", "email": u["email"], "created_at": data["identities"][0]["created_at"],
-                                   "updated_at": data["identities"][0]["updated_at"]}]
+    assert data["identities"] == [
+        {
+            "kind": "password",
+            "email": u["email"],
+            "created_at": data["identities"][0]["created_at"],
+            "updated_at": data["identities"][0]["updated_at"],
+        }
+    ]
     listed = {s["id"]: s for s in data["sessions"]}
     assert set(listed) == {a["sid"], b["sid"]}  # revoked sessions too
     assert listed[b["sid"]]["revoked_at"].endswith("Z") and listed[b["sid"]]["revoke_reason"] == "user_revoked"
@@ -221,12 +251,14 @@ def test_export_of_a_google_identity_has_iss_and_sub() -> None:
 
 # --- DELETE /account -----------------------------------------------------------------------------
 
+
 def test_delete_with_a_wrong_password_is_refused_and_changes_nothing(gateway: httpx.Client, new_user) -> None:
     u = new_user()
     s, other = sign_in(u["uid"]), sign_in(u["uid"])
     before = user_doc(u["uid"])
-    body = assert_problem(gateway.request("DELETE", "/account", json={"password": "not the password"},
-                                          headers=headers(s)), 403)
+    body = assert_problem(
+        gateway.request("DELETE", "/account", json={"password": "not the password"}, headers=headers(s)), 403
+    )
     assert body["type"].endswith("reauthentication-required") and "password" in body["detail"]
     assert user_doc(u["uid"]) == before
     assert {x["id"] for x in sessions.for_user(u["uid"])} == {s["sid"], other["sid"]}
@@ -284,8 +316,9 @@ def test_delete_of_a_google_only_account_without_password(gateway: httpx.Client)
     uid = users.create_google_user("https://accounts.google.com", "g-456", "g2@example.com", "G")
     s = sign_in(uid)
     # a password for an account that has none is refused
-    body = assert_problem(gateway.request("DELETE", "/account", json={"password": "whatever-it-is"},
-                                          headers=headers(s)), 403)
+    body = assert_problem(
+        gateway.request("DELETE", "/account", json={"password": "whatever-it-is"}, headers=headers(s)), 403
+    )
     assert "no password" in body["detail"]
     assert user_doc(uid)["deleted_at"] is None
     assert gateway.request("DELETE", "/account", json={}, headers=headers(s)).status_code == 204
@@ -321,12 +354,15 @@ def test_delete_needs_a_json_body_and_a_string_password(gateway: httpx.Client, n
 
 # --- purge ---------------------------------------------------------------------------------------
 
+
 def _owned(uid: str, email: str) -> dict[str, int]:
     from google.cloud.firestore_v1.base_query import FieldFilter
 
     db = clients.firestore()
-    count = {c: len(list(db.collection(c).where(filter=FieldFilter("uid", "==", uid)).stream()))
-             for c in ("identities", "sessions", "email_tokens")}
+    count = {
+        c: len(list(db.collection(c).where(filter=FieldFilter("uid", "==", uid)).stream()))
+        for c in ("identities", "sessions", "email_tokens")
+    }
     count["mail_outbox"] = len(list(db.collection("mail_outbox").where(filter=FieldFilter("to", "==", email)).stream()))
     count["users"] = 1 if user_doc(uid) else 0
     return count
@@ -339,8 +375,13 @@ def _deleted_user(new_user) -> dict:
     users.issue_email_token(u["uid"], "password_reset", u["email"], 1800)
     clients.firestore().collection("mail_outbox").add({"to": u["email"], "template": "password_reset", "link": None})
     accounts.delete_account(users.get(u["uid"]), s["sid"], password=PASSWORD)
-    assert _owned(u["uid"], u["email"]) == {"identities": 1, "sessions": 2, "email_tokens": 1, "mail_outbox": 1,
-                                            "users": 1}
+    assert _owned(u["uid"], u["email"]) == {
+        "identities": 1,
+        "sessions": 2,
+        "email_tokens": 1,
+        "mail_outbox": 1,
+        "users": 1,
+    }
     return u
 
 
@@ -354,8 +395,13 @@ def test_purge_removes_accounts_deleted_more_than_30_days_ago(new_user) -> None:
     with clock.travel(by=timedelta(days=31)):
         assert accounts.purge(clock.now()) == 1
         assert accounts.purge(clock.now()) == 0  # idempotent
-    assert _owned(gone["uid"], gone["email"]) == {"identities": 0, "sessions": 0, "email_tokens": 0,
-                                                  "mail_outbox": 0, "users": 0}
+    assert _owned(gone["uid"], gone["email"]) == {
+        "identities": 0,
+        "sessions": 0,
+        "email_tokens": 0,
+        "mail_outbox": 0,
+        "users": 0,
+    }
     assert users.password_identity(gone["email"]) is None
     assert _owned(kept["uid"], kept["email"])["users"] == 1 and _owned(kept["uid"], kept["email"])["identities"] == 1
     assert _owned(recent["uid"], recent["email"])["users"] == 1
@@ -368,8 +414,7 @@ def test_purge_removes_accounts_deleted_more_than_30_days_ago(new_user) -> None:
 
 def test_purge_through_the_function_on_the_purge_topic(stack: Stack, new_user) -> None:
     u = _deleted_user(new_user)
-    clients.firestore().collection("users").document(u["uid"]).update(
-        {"deleted_at": clock.now() - timedelta(days=31)})
+    clients.firestore().collection("users").document(u["uid"]).update({"deleted_at": clock.now() - timedelta(days=31)})
     url = f"http://127.0.0.1:{stack.ports.pubsub}/v1/projects/{PROJECT}/topics/{PURGE_TOPIC}:publish"
     r = httpx.post(url, json={"messages": [{"data": "e30="}]}, timeout=10)
     assert r.status_code == 200, r.text
@@ -378,15 +423,21 @@ def test_purge_through_the_function_on_the_purge_topic(stack: Stack, new_user) -
     while user_doc(u["uid"]) is not None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert user_doc(u["uid"]) is None
-    assert _owned(u["uid"], u["email"]) == {"identities": 0, "sessions": 0, "email_tokens": 0, "mail_outbox": 0,
-                                            "users": 0}
+    assert _owned(u["uid"], u["email"]) == {
+        "identities": 0,
+        "sessions": 0,
+        "email_tokens": 0,
+        "mail_outbox": 0,
+        "users": 0,
+    }
     purges = [e for e in audit.for_actor("system") if e["action"] == "account.purge"]
     assert [(e["target"], e["function"]) for e in purges] == [(None, "purge_accounts")]
     assert naming([u["uid"], u["email"]]) == []
 
 
 def test_after_a_purge_no_document_names_the_user_or_their_files_even_after_late_events(
-        stack: Stack, new_user, cli) -> None:
+    stack: Stack, new_user, cli
+) -> None:
     """A PRO user with saved files, a refused upload and an operator grant; deleted, purged by
     `mllab accounts purge`; then the bucket's late events (the purge's own deletes, a redelivered
     delete, a late upload) arrive. Every collection is scanned for the uid, the email and the files."""
@@ -397,9 +448,11 @@ def test_after_a_purge_no_document_names_the_user_or_their_files_even_after_late
     ok(lab.request("POST", f"/models/{model}/versions"), 201)
     job = ok(lab.request("POST", "/jobs", json_body={"project_id": project, "model_id": model}), 201)["id"]
     base = f"users/{u['uid']}/projects/{project}"
-    files = {f"{base}/models/{model}/versions/1/weights.bin": (b"\x00" * 32, "application/octet-stream"),
-             f"{base}/models/{model}/versions/1/model.json": (b"{}", "application/json"),
-             f"{base}/jobs/{job}/metrics.json": (json.dumps(metrics(model)).encode(), "application/json")}
+    files = {
+        f"{base}/models/{model}/versions/1/weights.bin": (b"\x00" * 32, "application/octet-stream"),
+        f"{base}/models/{model}/versions/1/model.json": (b"{}", "application/json"),
+        f"{base}/jobs/{job}/metrics.json": (json.dumps(metrics(model)).encode(), "application/json"),
+    }
     recorded = {}
     for name, (data, content_type) in files.items():
         recorded[name] = upload(name, data, content_type)

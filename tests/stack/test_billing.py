@@ -12,8 +12,18 @@ import pytest
 from mllab import audit, billing, clients, clock, config, entitlements
 from mllab.problems import Problem
 
-from .billing_support import (checkout, deliveries_settled, event_marker, foreign_subscription, mails_to,
-                              move_paypal_clock, sales_of, subscribe, subscription_status, wait)
+from .billing_support import (
+    checkout,
+    deliveries_settled,
+    event_marker,
+    foreign_subscription,
+    mails_to,
+    move_paypal_clock,
+    sales_of,
+    subscribe,
+    subscription_status,
+    wait,
+)
 from .conftest import PASSWORD
 
 
@@ -27,7 +37,7 @@ def test_plans_come_from_the_one_table(gateway: httpx.Client) -> None:
     assert r.status_code == 200 and "max-age=300" in r.headers["cache-control"]
     plans = {p["id"]: p for p in r.json()["plans"]}
     assert plans["pro"]["price"] == {"value": "15.00", "currency": "USD"} and plans["pro"]["interval"] == "month"
-    assert plans["pro"]["limits"] == {"cloud_saves": True, "storage_bytes": 5 * 1024 ** 3, "uploads_per_day": 200}
+    assert plans["pro"]["limits"] == {"cloud_saves": True, "storage_bytes": 5 * 1024**3, "uploads_per_day": 200}
     assert plans["free"]["limits"]["cloud_saves"] is False
 
 
@@ -43,8 +53,12 @@ def test_checkout_is_mapped_before_the_approve_url_is_returned(member, paypal: h
     assert at_paypal["custom_id"] == b.uid  # the cross-check PayPal carries back
     # Leaving and coming back to checkout gives the same subscription, not a second one.
     again = b.request("POST", "/billing/paypal/subscribe").json()
-    assert again == {"subscription_id": sub_id, "approve_url": approve, "first_charge_time": None,
-                     "amount": {"value": "15.00", "currency": "USD"}}  # a free user pays at approval
+    assert again == {
+        "subscription_id": sub_id,
+        "approve_url": approve,
+        "first_charge_time": None,
+        "amount": {"value": "15.00", "currency": "USD"},
+    }  # a free user pays at approval
     assert subscription_status(b)["status"] == "none"  # nothing is paid before approval
 
 
@@ -62,13 +76,18 @@ def test_subscribe_through_the_approval_page_then_see_active(member, paypal: htt
     assert synced.status_code == 200, synced.text
     assert synced.json()["status"] == "active" and synced.json()["plan"] == "pro"
     me = b.request("GET", "/me").json()
-    assert me["subscription"]["next_billing_time"] and me["usage"]["storage_limit_bytes"] == 5 * 1024 ** 3
+    assert me["subscription"]["next_billing_time"] and me["usage"]["storage_limit_bytes"] == 5 * 1024**3
     # The webhooks PayPal sent (ACTIVATED, PAYMENT.SALE.COMPLETED) were verified and processed.
     sent = paypal.get("/_standin/events", params={"subscription_id": sub_id}).json()["events"]
     types = {e["event_type"] for e in sent}
     assert {"BILLING.SUBSCRIPTION.ACTIVATED", "PAYMENT.SALE.COMPLETED"} <= types
-    assert wait(lambda: all(d.get("status") == 200 for e in sent for d in
-                            paypal.get(f"/_standin/events/{e['id']}").json()["event"]["deliveries"]))
+    assert wait(
+        lambda: all(
+            d.get("status") == 200
+            for e in sent
+            for d in paypal.get(f"/_standin/events/{e['id']}").json()["event"]["deliveries"]
+        )
+    )
     ent = entitlements.get(b.uid)
     assert ent["paypal_subscription_id"] == sub_id and ent["source"] == "paypal" and ent["ever_pro"] is True
 
@@ -247,6 +266,7 @@ def test_purge_removes_entitlements_and_keeps_an_anonymous_ledger(member, paypal
 
 # --- nobody pays twice for the same day ----------------------------------------------------------
 
+
 def _first_charge(paid_until) -> str:
     """The start the checkout asks PayPal for: the end of the PRO already held, in whole seconds."""
     return clock.rfc3339(paid_until.replace(microsecond=0) + timedelta(seconds=1))
@@ -289,10 +309,16 @@ def test_resubscribing_after_cancel_charges_at_the_paid_through_date_not_today(m
     assert len(mails_to(b.email, "payment_receipt")) == 1  # the old subscription's only
     # A late event of the old subscription changes nothing: the newer one is tracked, PRO unchanged.
     until = entitlements.pro_until(entitlements.get(b.uid))
-    late = paypal.post("/_standin/events/send", json={"subscription_id": old,
-                                                      "event_type": "BILLING.SUBSCRIPTION.CANCELLED"}).json()["event"]
-    assert wait(lambda: deliveries_settled(paypal, old) and late["id"] in {
-        e["id"] for e in paypal.get("/_standin/events", params={"subscription_id": old}).json()["events"]})
+    late = paypal.post(
+        "/_standin/events/send", json={"subscription_id": old, "event_type": "BILLING.SUBSCRIPTION.CANCELLED"}
+    ).json()["event"]
+    assert wait(
+        lambda: (
+            deliveries_settled(paypal, old)
+            and late["id"]
+            in {e["id"] for e in paypal.get("/_standin/events", params={"subscription_id": old}).json()["events"]}
+        )
+    )
     assert wait(lambda: (event_marker(late["id"]) or {}).get("state") == "done")
     ent = entitlements.get(b.uid)
     assert ent["paypal_subscription_id"] == new and entitlements.pro_until(ent) == until
@@ -325,8 +351,10 @@ def test_subscribing_during_a_promo_trial_charges_at_the_trials_end(member, payp
     sub_id = answer["subscription_id"]
     assert answer["first_charge_time"] == _first_charge(trial_until)
     assert sales_of(paypal, sub_id) == []  # the trial is not thrown away
-    assert paypal.get(f"/_standin/subscriptions/{sub_id}").json()["subscription"]["start_time"] \
+    assert (
+        paypal.get(f"/_standin/subscriptions/{sub_id}").json()["subscription"]["start_time"]
         == answer["first_charge_time"]
+    )
     start = entitlements.parse_time(answer["first_charge_time"])
     for moment in (trial_until - timedelta(days=1), trial_until + timedelta(seconds=1), start + timedelta(days=2)):
         with clock.travel(to=moment):
@@ -343,8 +371,11 @@ def test_a_subscription_with_a_far_future_start_gives_no_pro_before_it(member, p
 
     b = member()
     far = clock.rfc3339((clock.now() + timedelta(days=365)).replace(microsecond=0))
-    created = paypal_api.client().request("POST", "/v1/billing/subscriptions", json={
-        "plan_id": billing.paypal_ids()["plan_id"], "custom_id": b.uid, "start_time": far})
+    created = paypal_api.client().request(
+        "POST",
+        "/v1/billing/subscriptions",
+        json={"plan_id": billing.paypal_ids()["plan_id"], "custom_id": b.uid, "start_time": far},
+    )
     paypal.post(f"/_standin/subscriptions/{created['id']}/approve")
     assert wait(lambda: deliveries_settled(paypal, created["id"]))
     assert wait(lambda: _mapping(created["id"]).get("status") == "ACTIVE")
@@ -376,8 +407,10 @@ def test_a_checkout_left_before_a_trial_is_replaced_and_cannot_be_approved_later
     assert fresh["subscription_id"] != stale["subscription_id"] and fresh["first_charge_time"] is not None
     # An event about the old checkout arrives after it was replaced (PayPal still says APPROVAL_PENDING):
     # it stays replaced.
-    late = paypal.post("/_standin/events/send", json={"subscription_id": stale["subscription_id"],
-                                                      "event_type": "BILLING.SUBSCRIPTION.CREATED"}).json()["event"]
+    late = paypal.post(
+        "/_standin/events/send",
+        json={"subscription_id": stale["subscription_id"], "event_type": "BILLING.SUBSCRIPTION.CREATED"},
+    ).json()["event"]
     assert wait(lambda: (event_marker(late["id"]) or {}).get("state") == "done")
     left = _mapping(stale["subscription_id"])
     assert left["status"] == billing.ABANDONED and left["approve_url"] is None
@@ -389,10 +422,15 @@ def test_a_checkout_left_before_a_trial_is_replaced_and_cannot_be_approved_later
     # CREATED event was processed first.
     assert wait(lambda: deliveries_settled(paypal, fresh["subscription_id"]))
     paypal.post(f"/_standin/subscriptions/{stale['subscription_id']}/approve")
-    assert wait(lambda: paypal.get(f"/_standin/subscriptions/{stale['subscription_id']}").json()
-                ["subscription"]["status"] == "CANCELLED")
-    assert wait(lambda: [e["outcome"] for e in audit.for_actor(b.uid) if e["action"] == "billing.cancel"]
-                == ["superseded"])
+    assert wait(
+        lambda: (
+            paypal.get(f"/_standin/subscriptions/{stale['subscription_id']}").json()["subscription"]["status"]
+            == "CANCELLED"
+        )
+    )
+    assert wait(
+        lambda: [e["outcome"] for e in audit.for_actor(b.uid) if e["action"] == "billing.cancel"] == ["superseded"]
+    )
     assert wait(lambda: deliveries_settled(paypal, stale["subscription_id"]))
     paid_through = _mapping(stale["subscription_id"])["paid_through"]
     assert entitlements.pro_until(entitlements.get(b.uid)) == paid_through
@@ -401,15 +439,18 @@ def test_a_checkout_left_before_a_trial_is_replaced_and_cannot_be_approved_later
     again = b.request("POST", "/billing/paypal/subscribe").json()
     assert again["first_charge_time"] == _first_charge(paid_through)
     assert again["subscription_id"] != fresh["subscription_id"]
-    assert [s["id"] for s in billing.subscriptions_of(b.uid) if s["status"] == "APPROVAL_PENDING"] \
-        == [again["subscription_id"]]
+    assert [s["id"] for s in billing.subscriptions_of(b.uid) if s["status"] == "APPROVAL_PENDING"] == [
+        again["subscription_id"]
+    ]
 
 
 # --- only the PRO plan at its price entitles -----------------------------------------------------
 
+
 @pytest.mark.parametrize(("kind", "reason"), [("cheap-plan", "other-plan"), ("inline-override", "plan-overridden")])
-def test_a_subscription_to_another_plan_or_price_grants_nothing(stack, member, paypal: httpx.Client,
-                                                                kind: str, reason: str) -> None:
+def test_a_subscription_to_another_plan_or_price_grants_nothing(
+    stack, member, paypal: httpx.Client, kind: str, reason: str
+) -> None:
     from .conftest import function_log, wait_for_log
 
     b = member()

@@ -38,24 +38,59 @@ def _operator_actions() -> list[dict]:
 
 # --- promo create -------------------------------------------------------------------------------
 
+
 def test_promo_create_with_every_option_stores_exactly_those_fields(cli) -> None:
-    r = cli("promo", "create", "spring-26", "--kind", "comp", "--days", "30", "--uses", "3", "--per-user", "1",
-            "--starts", "2026-01-01", "--expires", "2099-01-01", "--new-users-only", "--json")
+    r = cli(
+        "promo",
+        "create",
+        "spring-26",
+        "--kind",
+        "comp",
+        "--days",
+        "30",
+        "--uses",
+        "3",
+        "--per-user",
+        "1",
+        "--starts",
+        "2026-01-01",
+        "--expires",
+        "2099-01-01",
+        "--new-users-only",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     row = json.loads(r.stdout)
     now = clock.now()
     state = "scheduled" if now < datetime(2026, 1, 1, tzinfo=timezone.utc) else "active"
-    assert row == {"code": "SPRING-26", "kind": "comp", "days": 30, "used": "0/3", "per_user": 1,
-                   "new_users_only": True, "starts": "2026-01-01T00:00:00Z", "expires": "2099-01-01T00:00:00Z",
-                   "state": state}
+    assert row == {
+        "code": "SPRING-26",
+        "kind": "comp",
+        "days": 30,
+        "used": "0/3",
+        "per_user": 1,
+        "new_users_only": True,
+        "starts": "2026-01-01T00:00:00Z",
+        "expires": "2099-01-01T00:00:00Z",
+        "state": state,
+    }
 
     doc = clients.firestore().collection(promo.CODES).document("SPRING-26").get().to_dict()
     created, updated = doc.pop("created_at"), doc.pop("updated_at")
     assert abs(created - now) < timedelta(minutes=2) and updated == created
-    assert doc == {"code": "SPRING-26", "kind": "comp", "days": 30, "max_redemptions": 3, "redemptions": 0,
-                   "per_user_limit": 1, "new_users_only": True, "active": True, "created_by": "operator",
-                   "starts_at": datetime(2026, 1, 1, tzinfo=timezone.utc),
-                   "expires_at": datetime(2099, 1, 1, tzinfo=timezone.utc)}
+    assert doc == {
+        "code": "SPRING-26",
+        "kind": "comp",
+        "days": 30,
+        "max_redemptions": 3,
+        "redemptions": 0,
+        "per_user_limit": 1,
+        "new_users_only": True,
+        "active": True,
+        "created_by": "operator",
+        "starts_at": datetime(2026, 1, 1, tzinfo=timezone.utc),
+        "expires_at": datetime(2099, 1, 1, tzinfo=timezone.utc),
+    }
     (entry,) = [e for e in _operator_actions() if e["action"] == "promo.create"]
     assert entry["target"] == "promo:SPRING-26" and entry["details"] == {"kind": "comp", "uses": 3, "days": 30}
 
@@ -70,11 +105,13 @@ def _no_codes() -> bool:
 
 
 def test_promo_create_usage_errors(cli) -> None:
-    for args, why in ((("--uses", "0", "--days", "7"), "not a positive whole number"),
-                      (("--uses", "5", "--days", "7", "--kind", "gift"), "invalid choice"),
-                      (("--uses", "5", "--days", "-3"), "--days"),
-                      (("--days", "7"), "--uses"),
-                      (("--uses", "5", "--days", "7", "--starts", "next tuesday"), "not a date")):
+    for args, why in (
+        (("--uses", "0", "--days", "7"), "not a positive whole number"),
+        (("--uses", "5", "--days", "7", "--kind", "gift"), "invalid choice"),
+        (("--uses", "5", "--days", "-3"), "--days"),
+        (("--days", "7"), "--uses"),
+        (("--uses", "5", "--days", "7", "--starts", "next tuesday"), "not a date"),
+    ):
         r = cli("promo", "create", "BADARGS", *args)
         assert r.returncode == 2, (args, r.returncode, r.stderr)
         assert why in r.stderr, (args, r.stderr)
@@ -88,33 +125,59 @@ def test_promo_create_refuses_a_trial_without_days(cli) -> None:
     assert _no_codes()
 
 
-@pytest.mark.parametrize("args, why", [
-    (("TWO WORDS", "--days", "7", "--uses", "5"), "letters A-Z"),
-    (("DATES", "--days", "7", "--uses", "5", "--starts", "2027-02-01", "--expires", "2027-01-01"),
-     "--expires must be after --starts"),
-], ids=["code-with-spaces", "expires-before-starts"])
+@pytest.mark.parametrize(
+    "args, why",
+    [
+        (("TWO WORDS", "--days", "7", "--uses", "5"), "letters A-Z"),
+        (
+            ("DATES", "--days", "7", "--uses", "5", "--starts", "2027-02-01", "--expires", "2027-01-01"),
+            "--expires must be after --starts",
+        ),
+    ],
+    ids=["code-with-spaces", "expires-before-starts"],
+)
 def test_promo_create_bad_code_or_dates_are_usage_errors(cli, args, why) -> None:
     r = cli("promo", "create", *args)
     assert why in r.stderr, r.stderr  # the message is right ...
     assert _no_codes()
     # ... but the exit code is not: cli.py's cmd_promo_create turns every ValueError from promo.create
     # (NewCode.check()'s argument errors as well as "already exists") into Refused, exit 1.
-    assert r.returncode == 2, (f"a malformed argument ({args}) must be a usage error, exit 2 (the CLI's contract: "
-                               f"0 ok, 1 not found or refused, 2 usage); got {r.returncode}")
+    assert r.returncode == 2, (
+        f"a malformed argument ({args}) must be a usage error, exit 2 (the CLI's contract: "
+        f"0 ok, 1 not found or refused, 2 usage); got {r.returncode}"
+    )
 
 
 # --- promo list / disable ---------------------------------------------------------------------------
 
+
 def test_promo_list_and_disable(cli) -> None:
     promo.create(promo.NewCode(code="LIST-TRIAL", kind="trial", uses=5, days=14))
-    promo.create(promo.NewCode(code="LIST-COMP", kind="comp", uses=2, per_user=1, new_users_only=True,
-                               expires_at=datetime(2099, 1, 1, tzinfo=timezone.utc)))
+    promo.create(
+        promo.NewCode(
+            code="LIST-COMP",
+            kind="comp",
+            uses=2,
+            per_user=1,
+            new_users_only=True,
+            expires_at=datetime(2099, 1, 1, tzinfo=timezone.utc),
+        )
+    )
 
     text = cli("promo", "list")
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
-    assert lines[0].split() == ["CODE", "KIND", "DAYS", "USED", "PER_USER", "NEW_USERS_ONLY", "STARTS", "EXPIRES",
-                                "STATE"]
+    assert lines[0].split() == [
+        "CODE",
+        "KIND",
+        "DAYS",
+        "USED",
+        "PER_USER",
+        "NEW_USERS_ONLY",
+        "STARTS",
+        "EXPIRES",
+        "STATE",
+    ]
     assert lines[1].split()[:6] == ["LIST-TRIAL", "trial", "14", "0/5", "1", "False"]
     assert lines[2].split()[:6] == ["LIST-COMP", "comp", "forever", "0/2", "1", "True"]
     assert lines[1].split()[-1] == "active" and "2099-01-01T00:00:00Z" in lines[2]
@@ -126,10 +189,29 @@ def test_promo_list_and_disable(cli) -> None:
     assert listed.returncode == 0, listed.stderr
     rows = {r["code"]: r for r in json.loads(listed.stdout)["codes"]}
     assert rows == {
-        "LIST-TRIAL": {"code": "LIST-TRIAL", "kind": "trial", "days": 14, "used": "0/5", "per_user": 1,
-                       "new_users_only": False, "starts": None, "expires": None, "state": "disabled"},
-        "LIST-COMP": {"code": "LIST-COMP", "kind": "comp", "days": "forever", "used": "0/2", "per_user": 1,
-                      "new_users_only": True, "starts": None, "expires": "2099-01-01T00:00:00Z", "state": "active"}}
+        "LIST-TRIAL": {
+            "code": "LIST-TRIAL",
+            "kind": "trial",
+            "days": 14,
+            "used": "0/5",
+            "per_user": 1,
+            "new_users_only": False,
+            "starts": None,
+            "expires": None,
+            "state": "disabled",
+        },
+        "LIST-COMP": {
+            "code": "LIST-COMP",
+            "kind": "comp",
+            "days": "forever",
+            "used": "0/2",
+            "per_user": 1,
+            "new_users_only": True,
+            "starts": None,
+            "expires": "2099-01-01T00:00:00Z",
+            "state": "active",
+        },
+    }
     assert clients.firestore().collection(promo.CODES).document("LIST-TRIAL").get().get("active") is False
     assert [e["target"] for e in _operator_actions() if e["action"] == "promo.disable"] == ["promo:LIST-TRIAL"]
 
@@ -140,6 +222,7 @@ def test_promo_list_and_disable(cli) -> None:
 
 # --- access grant / revoke --------------------------------------------------------------------------
 
+
 def test_access_grant_and_revoke(cli, member, unique: str) -> None:
     forever, ten_days = member(), member()
     assert _me(forever)["subscription"]["plan"] == "free"
@@ -149,7 +232,7 @@ def test_access_grant_and_revoke(cli, member, unique: str) -> None:
     assert forever.email in r.stdout and FOREVER in r.stdout
     sub = _me(forever)["subscription"]
     assert (sub["status"], sub["plan"], sub["pro_until"], sub["trial_until"]) == ("active", "pro", FOREVER, None)
-    assert _me(forever)["usage"]["storage_limit_bytes"] == 5 * 1024 ** 3
+    assert _me(forever)["usage"]["storage_limit_bytes"] == 5 * 1024**3
 
     r = cli("access", "grant", ten_days.email, "--days", "10", "--json")
     assert r.returncode == 0, r.stderr
@@ -163,9 +246,18 @@ def test_access_grant_and_revoke(cli, member, unique: str) -> None:
     r = cli("access", "revoke", forever.email, "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) | {"email": None, "uid": None} == {
-        "email": None, "uid": None, "status": "none", "plan": "free", "pro_until": None, "trial_until": None,
-        "next_billing_time": None, "past_due": False, "last_payment": None, "manage_url": None,
-        "first_charge_time": None}
+        "email": None,
+        "uid": None,
+        "status": "none",
+        "plan": "free",
+        "pro_until": None,
+        "trial_until": None,
+        "next_billing_time": None,
+        "past_due": False,
+        "last_payment": None,
+        "manage_url": None,
+        "first_charge_time": None,
+    }
     sub = _me(forever)["subscription"]
     assert sub["plan"] == "free" and sub["status"] == "none"
     assert entitlements.get(forever.uid)["ever_pro"] is True  # new-users-only codes remember it
@@ -174,14 +266,22 @@ def test_access_grant_and_revoke(cli, member, unique: str) -> None:
     r = cli("access", "grant", f"nobody-{unique}@example.com")
     assert r.returncode == 1 and "no user" in r.stderr
 
-    actions = [(e["action"], e["target"], e["details"].get("status")) for e in _operator_actions()
-               if e["action"].startswith("access.")]
-    assert sorted(actions) == sorted([("access.grant", f"user:{forever.uid}", "active"),
-                                      ("access.grant", f"user:{ten_days.uid}", "active"),
-                                      ("access.revoke", f"user:{forever.uid}", "none")])
+    actions = [
+        (e["action"], e["target"], e["details"].get("status"))
+        for e in _operator_actions()
+        if e["action"].startswith("access.")
+    ]
+    assert sorted(actions) == sorted(
+        [
+            ("access.grant", f"user:{forever.uid}", "active"),
+            ("access.grant", f"user:{ten_days.uid}", "active"),
+            ("access.revoke", f"user:{forever.uid}", "none"),
+        ]
+    )
 
 
 # --- billing resync ---------------------------------------------------------------------------------
+
 
 def test_billing_resync_repairs_a_missed_cancellation(cli, member, paypal: httpx.Client) -> None:
     canceller, suspended = member(), member()
@@ -240,6 +340,7 @@ def test_billing_resync_refuses_another_plan_and_takes_back_what_it_granted(cli,
 
 
 # --- billing bootstrap ------------------------------------------------------------------------------
+
 
 def _bootstrap(cli, url: str) -> dict:
     r = cli("billing", "bootstrap", "--webhook-url", url, "--json")

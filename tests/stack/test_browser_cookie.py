@@ -29,9 +29,11 @@ CROSS_ORIGIN_REFRESH = """async (target) => {
   } catch (e) { return "blocked: " + e.name; }
 }"""
 
+
 @pytest.fixture
 def other_origin() -> Iterator[str]:
     """An unrelated page on another origin of this machine (the attacker's site)."""
+
     class Page(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
             body = b"<!doctype html><title>elsewhere</title>"

@@ -21,14 +21,23 @@ from .conftest import Browser
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z")
 MODEL_KEYS = {"id", "project_id", "name", "config_json", "latest_version", "versions", "created_at", "updated_at"}
 # A functional model's config: arrays directly inside arrays (which a Firestore map cannot hold).
-CONFIG = {"class_name": "Sequential", "config": {"layers": [
-    {"class_name": "Dense", "config": {"units": 4, "batch_input_shape": [None, 2], "activation": "relu"}}]},
-    "inbound_nodes": [[["input_1", 0, 0, {}]]], "weights": [0.5, -1.25]}
-SCHEMA = {"columns": [{"name": "x", "role": "feature", "type": "number"},
-                      {"name": "y", "role": "label", "type": "category"}]}
+CONFIG = {
+    "class_name": "Sequential",
+    "config": {
+        "layers": [
+            {"class_name": "Dense", "config": {"units": 4, "batch_input_shape": [None, 2], "activation": "relu"}}
+        ]
+    },
+    "inbound_nodes": [[["input_1", 0, 0, {}]]],
+    "weights": [0.5, -1.25],
+}
+SCHEMA = {
+    "columns": [{"name": "x", "role": "feature", "type": "number"}, {"name": "y", "role": "label", "type": "category"}]
+}
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
 
 def signed_in(stack: Stack, user: dict) -> Browser:
     b = Browser(stack.gateway_url)
@@ -82,8 +91,9 @@ def new_version(b: Browser, model_id: str) -> dict:
 
 
 def new_dataset(b: Browser, project_id: str, name: str = "iris.csv") -> dict:
-    return ok(b.request("POST", "/datasets", json_body={"project_id": project_id, "name": name,
-                                                       "schema_json": SCHEMA}), 201)
+    return ok(
+        b.request("POST", "/datasets", json_body={"project_id": project_id, "name": name, "schema_json": SCHEMA}), 201
+    )
 
 
 def new_job(b: Browser, project_id: str, model_id: str, **extra) -> dict:
@@ -121,9 +131,19 @@ CONTENT = {  # a valid file of each kind, as the recorder accepts it
 
 
 def metrics_file(model_id: str) -> tuple[bytes, str]:
-    doc = {"schema": 1, "model_id": model_id, "version": None, "dataset_id": None, "task": "binary",
-           "params": {"epochs": 1}, "epochs": [{"epoch": 1, "loss": 0.5}], "final": {"loss": 0.5},
-           "backend": "cpu", "started_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:00:01Z"}
+    doc = {
+        "schema": 1,
+        "model_id": model_id,
+        "version": None,
+        "dataset_id": None,
+        "task": "binary",
+        "params": {"epochs": 1},
+        "epochs": [{"epoch": 1, "loss": 0.5}],
+        "final": {"loss": 0.5},
+        "backend": "cpu",
+        "started_at": "2026-01-01T00:00:00Z",
+        "finished_at": "2026-01-01T00:00:01Z",
+    }
     return json.dumps(doc).encode(), "application/json"
 
 
@@ -133,8 +153,7 @@ def put_object(name: str, content: tuple[bytes, str] | None = None) -> int:
     data, content_type = content or next(v for k, v in CONTENT.items() if name.endswith(k))
     blob = bucket().blob(name)
     blob.upload_from_string(data, content_type=content_type)
-    art = clients.firestore().collection("artifacts").document(
-        events.object_key(bucket().name, name, blob.generation))
+    art = clients.firestore().collection("artifacts").document(events.object_key(bucket().name, name, blob.generation))
     deadline = time.monotonic() + 20
     while not (art.get().exists and not art.get().get("deleted_at")):
         assert time.monotonic() < deadline, f"the recorder did not record {name} (still stored: {blob.exists()})"
@@ -178,6 +197,7 @@ def page_all(b: Browser, path: str, limit: int, **params) -> tuple[list[dict], i
 
 # --- projects ------------------------------------------------------------------------------------
 
+
 def test_project_create_get_list_rename_delete(alice: Browser) -> None:
     created = new_project(alice, "  Iris flowers  ")
     assert set(created) == {"id", "name", "created_at", "updated_at"}
@@ -205,12 +225,18 @@ def test_project_create_get_list_rename_delete(alice: Browser) -> None:
 
 # --- models and versions -------------------------------------------------------------------------
 
+
 def test_model_create_and_get_shape_with_versions(alice: Browser) -> None:
     project = new_project(alice)
     model = new_model(alice, project["id"])
     assert set(model) == MODEL_KEYS
     assert (model["project_id"], model["name"], model["config_json"], model["latest_version"], model["versions"]) == (
-        project["id"], "mlp", CONFIG, None, [])
+        project["id"],
+        "mlp",
+        CONFIG,
+        None,
+        [],
+    )
     [doc] = records("models", alice.uid)
     assert (doc["framework"], doc["next_version"], doc["latest_version"]) == ("tfjs", 1, None)
 
@@ -232,7 +258,13 @@ def test_model_create_and_get_shape_with_versions(alice: Browser) -> None:
     assert [v["doc_id"] for v in stored] == ["000000001", "000000002", "000000003"]
     for v in stored:
         assert (v["uid"], v["model_id"], v["project_id"], v["status"], v["files"], v["size_bytes"]) == (
-            alice.uid, model["id"], project["id"], "pending", {}, 0)
+            alice.uid,
+            model["id"],
+            project["id"],
+            "pending",
+            {},
+            0,
+        )
     assert records("models", alice.uid)[0]["next_version"] == 4
     assert catalog.version_ref(model["id"], 2).get().get("version") == 2
 
@@ -284,16 +316,28 @@ def test_concurrent_version_allocations_get_distinct_numbers(alice: Browser) -> 
     assert sorted(r.json()["version"] for r in results) == list(range(1, 11))
     assert sorted(v["version"] for v in versions_in_db(model["id"])) == list(range(1, 11))
     assert records("models", alice.uid)[0]["next_version"] == 11
-    assert [v["version"] for v in ok(alice.request("GET", f"/models/{model['id']}"))["versions"]] == list(range(10, 0, -1))
+    assert [v["version"] for v in ok(alice.request("GET", f"/models/{model['id']}"))["versions"]] == list(
+        range(10, 0, -1)
+    )
 
 
 # --- datasets and jobs ---------------------------------------------------------------------------
 
+
 def test_dataset_create_get_rename_delete(alice: Browser) -> None:
     project = new_project(alice)
     ds = new_dataset(alice, project["id"])
-    assert ds == {**ds, "project_id": project["id"], "name": "iris.csv", "schema_json": SCHEMA, "status": "pending",
-                  "object": None, "size_bytes": 0, "columns": [], "row_count": None}
+    assert ds == {
+        **ds,
+        "project_id": project["id"],
+        "name": "iris.csv",
+        "schema_json": SCHEMA,
+        "status": "pending",
+        "object": None,
+        "size_bytes": 0,
+        "columns": [],
+        "row_count": None,
+    }
     assert ok(alice.request("GET", f"/datasets/{ds['id']}")) == ds
     assert ok(alice.request("GET", "/datasets"))["items"] == [ds]
     renamed = ok(alice.request("PATCH", f"/datasets/{ds['id']}", json_body={"name": "iris-2.csv"}))
@@ -316,8 +360,13 @@ def test_job_create_get_rename_delete(alice: Browser) -> None:
     ds = new_dataset(alice, project["id"])
     job = new_job(alice, project["id"], model["id"], version=version, dataset_id=ds["id"], name="run 1")
     assert {k: job[k] for k in ("project_id", "model_id", "version", "dataset_id", "name", "status")} == {
-        "project_id": project["id"], "model_id": model["id"], "version": 1, "dataset_id": ds["id"],
-        "name": "run 1", "status": "created"}
+        "project_id": project["id"],
+        "model_id": model["id"],
+        "version": 1,
+        "dataset_id": ds["id"],
+        "name": "run 1",
+        "status": "created",
+    }
     assert "uid" not in job and RFC3339.fullmatch(job["created_at"])
     bare = new_job(alice, project["id"], model["id"])
     assert (bare["version"], bare["dataset_id"], bare["name"], bare["status"]) == (None, None, "", "created")
@@ -354,6 +403,7 @@ def test_job_references_must_exist_and_share_the_project(alice: Browser) -> None
 
 
 # --- lists ---------------------------------------------------------------------------------------
+
 
 def test_pagination_returns_every_item_exactly_once_newest_first(alice: Browser) -> None:
     made = [new_project(alice, f"p{i}") for i in range(7)]
@@ -420,8 +470,7 @@ def test_a_models_list_with_versions_answers_what_each_model_get_answers(alice: 
         assert m == ok(alice.request("GET", f"/models/{m['id']}")), m["name"]
     assert [[v["version"] for v in m["versions"]] for m in listed] == [[], [1], [3, 1]]
 
-    paged = ok(alice.request("GET", "/models", params={"versions": "true", "limit": 1,
-                                                       "project_id": project["id"]}))
+    paged = ok(alice.request("GET", "/models", params={"versions": "true", "limit": 1, "project_id": project["id"]}))
     assert [m["id"] for m in paged["items"]] == [m3["id"]] and paged["next_cursor"]
     assert "versions" not in ok(alice.request("GET", "/models", params={"versions": "false"}))["items"][0]
     assert "versions" not in ok(alice.request("GET", "/models"))["items"][0]
@@ -433,6 +482,7 @@ def test_a_models_list_with_versions_answers_what_each_model_get_answers(alice: 
 
 
 # --- isolation -----------------------------------------------------------------------------------
+
 
 def test_another_users_ids_answer_404_and_change_nothing(alice: Browser, bob: Browser) -> None:
     project = new_project(alice)
@@ -459,8 +509,12 @@ def test_another_users_ids_answer_404_and_change_nothing(alice: Browser, bob: Br
     own = new_project(bob)
     assert_problem(bob.request("POST", "/jobs", json_body={"project_id": own["id"], "model_id": model["id"]}), 404)
     own_model = new_model(bob, own["id"])
-    assert_problem(bob.request("POST", "/jobs", json_body={"project_id": own["id"], "model_id": own_model["id"],
-                                                          "dataset_id": ds["id"]}), 404)
+    assert_problem(
+        bob.request(
+            "POST", "/jobs", json_body={"project_id": own["id"], "model_id": own_model["id"], "dataset_id": ds["id"]}
+        ),
+        404,
+    )
     for collection in ("models", "datasets", "jobs"):
         assert ok(bob.request("GET", f"/{collection}", params={"project_id": project["id"]}))["items"] == []
     assert ok(bob.request("GET", "/jobs", params={"model_id": model["id"]}))["items"] == []
@@ -473,6 +527,7 @@ def test_another_users_ids_answer_404_and_change_nothing(alice: Browser, bob: Br
 
 
 # --- bad input -----------------------------------------------------------------------------------
+
 
 def test_bad_input_is_a_problem_and_writes_nothing(alice: Browser) -> None:
     project = new_project(alice)
@@ -508,15 +563,26 @@ def test_bad_input_is_a_problem_and_writes_nothing(alice: Browser) -> None:
         assert_problem(alice.request("PATCH", path, json_body={"name": "y"}), 404)
         assert_problem(alice.request("DELETE", path), 404)
     assert_problem(alice.request("POST", "/models/not-an-id/versions"), 404)
-    for params in ({"limit": 0}, {"limit": 1000}, {"limit": 101}, {"limit": "ten"}, {"limit": -1},
-                   {"project_id": "x"}, {"owner": alice.uid}):
+    for params in (
+        {"limit": 0},
+        {"limit": 1000},
+        {"limit": 101},
+        {"limit": "ten"},
+        {"limit": -1},
+        {"project_id": "x"},
+        {"owner": alice.uid},
+    ):
         assert_problem(alice.request("GET", "/models", params=params), 422)
     assert_problem(alice.request("GET", "/projects", params={"project_id": p}), 422)  # projects take no filter
     assert_problem(alice.request("GET", "/models", params={"model_id": m}), 422)
     for cursor in ("garbage!", "Zm9v", "W10", "WzEsIjEyMyJd", "A" * 300):  # not base64 / foo / [] / [1,"123"]
         assert_problem(alice.request("GET", "/projects", params={"cursor": cursor}), 400)
-    assert_problem(alice.request("POST", "/projects", content=b"name=x",
-                                 headers={"Content-Type": "application/x-www-form-urlencoded"}), 415)
+    assert_problem(
+        alice.request(
+            "POST", "/projects", content=b"name=x", headers={"Content-Type": "application/x-www-form-urlencoded"}
+        ),
+        415,
+    )
     assert_problem(alice.request("POST", "/projects", content=b"{", headers={"Content-Type": "application/json"}), 400)
     assert_problem(alice.request("POST", "/projects", json_body={"name": "x"}, headers={"X-CSRF-Token": "stale"}), 403)
     assert_problem(alice.request("POST", "/projects", json_body={"name": "x"}, auth=False), 401)
@@ -525,6 +591,7 @@ def test_bad_input_is_a_problem_and_writes_nothing(alice: Browser) -> None:
 
 
 # --- deletion ------------------------------------------------------------------------------------
+
 
 def test_deleting_a_project_removes_its_records_and_objects(alice: Browser) -> None:
     project, other = new_project(alice, "doomed"), new_project(alice, "kept")
@@ -537,13 +604,17 @@ def test_deleting_a_project_removes_its_records_and_objects(alice: Browser) -> N
     kept_job = new_job(alice, other["id"], kept_model["id"])
 
     base = f"users/{alice.uid}/projects/{project['id']}"
-    doomed = {f"{base}/models/{model['id']}/versions/1/model.json",
-              f"{base}/models/{model['id']}/versions/1/weights.bin",
-              f"{base}/datasets/{ds['id']}/iris.csv",
-              f"{base}/jobs/{job['id']}/metrics.json"}
+    doomed = {
+        f"{base}/models/{model['id']}/versions/1/model.json",
+        f"{base}/models/{model['id']}/versions/1/weights.bin",
+        f"{base}/datasets/{ds['id']}/iris.csv",
+        f"{base}/jobs/{job['id']}/metrics.json",
+    }
     survivor = f"users/{alice.uid}/projects/{other['id']}/jobs/{kept_job['id']}/metrics.json"
-    stored = sum(put_object(name, metrics_file(model["id"]) if name.endswith("metrics.json") else None)
-                 for name in sorted(doomed))
+    stored = sum(
+        put_object(name, metrics_file(model["id"]) if name.endswith("metrics.json") else None)
+        for name in sorted(doomed)
+    )
     kept = put_object(survivor, metrics_file(kept_model["id"]))
     assert object_names(f"{base}/") == doomed
     assert usage(alice.uid) == stored + kept
@@ -583,6 +654,7 @@ def test_an_interrupted_delete_hides_the_record_and_a_retry_finishes_it(alice: B
 
 # --- account export and purge --------------------------------------------------------------------
 
+
 def test_export_includes_the_users_catalog_records(alice: Browser, bob: Browser) -> None:
     project = new_project(alice)
     model = new_model(alice, project["id"])
@@ -595,10 +667,20 @@ def test_export_includes_the_users_catalog_records(alice: Browser, bob: Browser)
     assert data["projects"] == [project]
     [exported] = data["models"]
     assert {k: exported[k] for k in ("id", "project_id", "name", "config_json", "latest_version", "framework")} == {
-        "id": model["id"], "project_id": project["id"], "name": "mlp", "config_json": CONFIG,
-        "latest_version": None, "framework": "tfjs"}
+        "id": model["id"],
+        "project_id": project["id"],
+        "name": "mlp",
+        "config_json": CONFIG,
+        "latest_version": None,
+        "framework": "tfjs",
+    }
     [version] = exported["versions"]
-    assert (version["version"], version["status"], version["model_id"], version["files"]) == (1, "pending", model["id"], {})
+    assert (version["version"], version["status"], version["model_id"], version["files"]) == (
+        1,
+        "pending",
+        model["id"],
+        {},
+    )
     assert data["datasets"] == [ds]
     assert data["jobs"] == [job]
     assert alice.uid not in json.dumps([data[k] for k in ("projects", "models", "datasets", "jobs")])

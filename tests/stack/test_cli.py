@@ -22,8 +22,7 @@ def test_the_console_script_is_installed() -> None:
 
 def test_user_create_reads_the_password_from_stdin_and_hashes_it(cli, unique: str) -> None:
     email = f"Op.Created+{unique}@Example.com"
-    r = cli("user", "create", email, "--password-stdin", "--verified", "--name", "Operator Made",
-            stdin=SECRET + "\n")
+    r = cli("user", "create", email, "--password-stdin", "--verified", "--name", "Operator Made", stdin=SECRET + "\n")
     assert r.returncode == 0, r.stderr
     assert SECRET not in r.stdout and SECRET not in r.stderr
     normalized = email.lower()
@@ -35,7 +34,12 @@ def test_user_create_reads_the_password_from_stdin_and_hashes_it(cli, unique: st
     assert passwords.verify(identity["hash"], SECRET)  # the trailing newline is not part of it
     user = users.get(identity["uid"])
     assert (user["email"], user["name"], user["email_verified"], user["role"], user["disabled"]) == (
-        normalized, "Operator Made", True, "user", False)
+        normalized,
+        "Operator Made",
+        True,
+        "user",
+        False,
+    )
     assert [e["action"] for e in audit.for_actor("operator")] == ["user.create"]
 
 
@@ -92,8 +96,15 @@ def test_user_list(cli, new_user) -> None:
     rows = {row["email"]: row for row in json.loads(r.stdout)["users"]}
     assert set(rows) == {a["email"], b["email"], "g-list@example.com"}
     assert rows[a["email"]] | {"created": None} == {
-        "email": a["email"], "uid": a["uid"], "role": "admin", "verified": True, "disabled": False,
-        "providers": ["password"], "created": None, "deleted_at": None}
+        "email": a["email"],
+        "uid": a["uid"],
+        "role": "admin",
+        "verified": True,
+        "disabled": False,
+        "providers": ["password"],
+        "created": None,
+        "deleted_at": None,
+    }
     assert rows[a["email"]]["created"].endswith("Z")
     assert rows[b["email"]]["verified"] is False
     assert rows["g-list@example.com"]["uid"] == google_uid and rows["g-list@example.com"]["providers"] == ["google"]

@@ -38,8 +38,11 @@ def disable(b: Browser) -> None:
 
 
 ENDINGS: dict[str, Callable[[Browser], None]] = {
-    "signed out on this device": end_local, "signed out everywhere": end_global,
-    "deleted": delete_account, "disabled": disable}
+    "signed out on this device": end_local,
+    "signed out everywhere": end_global,
+    "deleted": delete_account,
+    "disabled": disable,
+}
 
 
 def concrete(path: str, ids: dict[str, str]) -> str:
@@ -76,6 +79,9 @@ def test_every_route_refuses_a_session_that_has_ended(stack: Stack, member, endi
             assert "access_token" not in r.text and not b.refresh_cookie, where
         else:
             none = call(anonymous, route, path, auth=False, cookie=False)
-            assert (r.status_code, r.headers.get("content-type")) == (none.status_code, none.headers.get("content-type")), where
+            assert (r.status_code, r.headers.get("content-type")) == (
+                none.status_code,
+                none.headers.get("content-type"),
+            ), where
         checked += 1
     assert checked == len(routes.ROUTES)

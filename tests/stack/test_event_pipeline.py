@@ -86,8 +86,10 @@ def test_signed_upload_produces_exactly_one_record(stack: Stack, records, tap) -
     # Redeliver the very message fake-gcs-server published: still exactly one record.
     message = tap(name)
     assert message["attributes"]["bucketId"] == BUCKET
-    pub = httpx.post(f"http://127.0.0.1:{stack.ports.pubsub}/v1/projects/{PROJECT}/topics/{TOPIC}:publish",
-                     json={"messages": [{"data": message["data"], "attributes": message["attributes"]}]})
+    pub = httpx.post(
+        f"http://127.0.0.1:{stack.ports.pubsub}/v1/projects/{PROJECT}/topics/{TOPIC}:publish",
+        json={"messages": [{"data": message["data"], "attributes": message["attributes"]}]},
+    )
     assert pub.status_code == 200
     lines = wait_for_log(function_log(stack, "on_object_finalized"), rec["_id"], count=2)
     assert any("duplicate object event ignored" in ln for ln in lines), lines
@@ -108,8 +110,11 @@ def test_an_overwrite_is_refused_and_the_dataset_says_its_file_was_lost(stack: S
     while time.monotonic() < deadline:
         dataset = clients.firestore().collection("datasets").document(ids["dataset_id"]).get().to_dict()
         gens = [g for g in _artifacts(name) if g["generation"] == first[0]["generation"]]
-        if dataset.get("status") == "failed" and gens[0]["deleted_at"] is not None \
-                and clients.storage().bucket(BUCKET).get_blob(name) is None:
+        if (
+            dataset.get("status") == "failed"
+            and gens[0]["deleted_at"] is not None
+            and clients.storage().bucket(BUCKET).get_blob(name) is None
+        ):
             break
         time.sleep(0.1)
     recorded = [g for g in _artifacts(name) if not g.get("tombstone")]  # (the newcomer's deletion leaves one)
@@ -127,8 +132,11 @@ def test_signed_url_pins_content_type_size_cap_and_ten_minutes(stack: Stack, uni
     query = parse_qs(urlsplit(signed.url).query)
     assert query["X-Goog-Expires"] == ["600"]
     assert set(query["X-Goog-SignedHeaders"][0].split(";")) >= {"content-type", "host", "x-goog-content-length-range"}
-    assert signed.headers == {"Content-Type": "application/json", "x-goog-content-length-range": "0,2048",
-                              "x-goog-if-generation-match": "0"}
+    assert signed.headers == {
+        "Content-Type": "application/json",
+        "x-goog-content-length-range": "0,2048",
+        "x-goog-if-generation-match": "0",
+    }
     assert "x-goog-if-generation-match" in query["X-Goog-SignedHeaders"][0].split(";")
     assert urlsplit(signed.url).netloc == f"127.0.0.1:{stack.ports.gcs}"
 
@@ -138,17 +146,41 @@ def test_eventarc_shaped_event_is_recorded_once(stack: Stack, records) -> None:
     running function and the Firestore emulator; posting it twice still gives one record."""
     ids = records()
     name = str(objects.model_file(ids["uid"], ids["project_id"], ids["model_id"], 1, "weights"))
-    resource = {"kind": "storage#object", "bucket": BUCKET, "name": name, "generation": "1700000000000001",
-                "metageneration": "1", "contentType": "application/octet-stream", "size": "42", "crc32c": "AAAAAA=="}
-    data = {"message": {"data": base64.b64encode(json.dumps(resource).encode()).decode(),
-                        "attributes": {"bucketId": BUCKET, "objectId": name, "objectGeneration": "1700000000000001",
-                                       "eventType": "OBJECT_FINALIZE", "payloadFormat": "JSON_API_V1",
-                                       "notificationConfig": "projects/_/buckets/b/notificationConfigs/1"},
-                        "messageId": f"m-{ids['model_id']}", "publishTime": "2026-11-22T00:00:00Z"},
-            "subscription": f"projects/{PROJECT}/subscriptions/eventarc-sub"}
-    event = CloudEvent({"type": "google.cloud.pubsub.topic.v1.messagePublished",
-                        "source": f"//pubsub.googleapis.com/projects/{PROJECT}/topics/{TOPIC}",
-                        "id": f"m-{ids['model_id']}", "specversion": "1.0"}, data)
+    resource = {
+        "kind": "storage#object",
+        "bucket": BUCKET,
+        "name": name,
+        "generation": "1700000000000001",
+        "metageneration": "1",
+        "contentType": "application/octet-stream",
+        "size": "42",
+        "crc32c": "AAAAAA==",
+    }
+    data = {
+        "message": {
+            "data": base64.b64encode(json.dumps(resource).encode()).decode(),
+            "attributes": {
+                "bucketId": BUCKET,
+                "objectId": name,
+                "objectGeneration": "1700000000000001",
+                "eventType": "OBJECT_FINALIZE",
+                "payloadFormat": "JSON_API_V1",
+                "notificationConfig": "projects/_/buckets/b/notificationConfigs/1",
+            },
+            "messageId": f"m-{ids['model_id']}",
+            "publishTime": "2026-11-22T00:00:00Z",
+        },
+        "subscription": f"projects/{PROJECT}/subscriptions/eventarc-sub",
+    }
+    event = CloudEvent(
+        {
+            "type": "google.cloud.pubsub.topic.v1.messagePublished",
+            "source": f"//pubsub.googleapis.com/projects/{PROJECT}/topics/{TOPIC}",
+            "id": f"m-{ids['model_id']}",
+            "specversion": "1.0",
+        },
+        data,
+    )
     headers, body = to_binary(event)
     url = f"http://127.0.0.1:{stack.ports.functions['on_object_finalized']}/"
     for _ in range(2):

@@ -91,6 +91,7 @@ def pro(b: Browser) -> Browser:
 
 # --- Firestore ---------------------------------------------------------------------------------------
 
+
 def test_reads_during_a_firestore_pause_answer_503_within_10_s_then_recover(stack: Stack, member) -> None:
     b = member()
     reads = ["/me", "/sessions", "/projects", "/account/export"]
@@ -130,7 +131,8 @@ class Mutations:
             "apply a promo code": lambda: o.request("POST", "/promo/apply", json_body={"code": self.code}),
             # the cookie is sent by hand: the Browser must not adopt a new one behind the test's back
             "rotate the refresh cookie": lambda: self.refresher.request(
-                "POST", "/auth/refresh", auth=False, cookie=False, headers={"Cookie": f"__Host-rt={self.cookie}"}),
+                "POST", "/auth/refresh", auth=False, cookie=False, headers={"Cookie": f"__Host-rt={self.cookie}"}
+            ),
         }
 
     def versions(self) -> dict[int, dict[str, Any]]:
@@ -184,7 +186,10 @@ class Mutations:
         if "allocate a version" in retried:
             r = retried["allocate a version"]
             assert r.status_code == 201, r.text
-            assert r.json()["version"] == max(self.versions()) and self.versions()[r.json()["version"]]["status"] == "pending"
+            assert (
+                r.json()["version"] == max(self.versions())
+                and self.versions()[r.json()["version"]]["status"] == "pending"
+            )
         if "rotate the refresh cookie" in retried:
             r = retried["rotate the refresh cookie"]
             assert r.status_code == 200 and r.json()["access_token"], r.text
@@ -198,10 +203,12 @@ class Mutations:
         assert (entitlements.get(self.owner.uid) or {}).get("trial_until")
 
 
-@pytest.mark.parametrize("pause_after_s", [None, 0.02, 0.06],
-                         ids=["paused-before-the-requests", "paused-20ms-in", "paused-60ms-in"])
+@pytest.mark.parametrize(
+    "pause_after_s", [None, 0.02, 0.06], ids=["paused-before-the-requests", "paused-20ms-in", "paused-60ms-in"]
+)
 def test_mutations_during_a_firestore_pause_are_whole_or_nothing_then_succeed(
-        stack: Stack, member, pause_after_s: float | None) -> None:
+    stack: Stack, member, pause_after_s: float | None
+) -> None:
     m = Mutations(member)
     calls = m.calls()
     answers: dict[str, tuple[httpx.Response, float]] = {}
@@ -221,7 +228,9 @@ def test_mutations_during_a_firestore_pause_are_whole_or_nothing_then_succeed(
         else:
             assert r.status_code in (200, 201), f"{what}: {r.status_code} {r.text[:300]}"
     if pause_after_s is None:
-        assert all(r.status_code == 503 for r, _ in answers.values()), {w: r.status_code for w, (r, _) in answers.items()}
+        assert all(r.status_code == 503 for r, _ in answers.values()), {
+            w: r.status_code for w, (r, _) in answers.items()
+        }
     m.check_whole_or_nothing({what: r for what, (r, _) in answers.items()})
     m.retry_succeeds({what: r for what, (r, _) in answers.items()})
 
@@ -235,8 +244,11 @@ def _signed_weights(b: Browser) -> tuple[str, dict[str, Any]]:
     p = b.request("POST", "/projects", json_body={"name": "uploads"}).json()
     model = b.request("POST", "/models", json_body={"project_id": p["id"], "name": "m"}).json()
     assert b.request("POST", f"/models/{model['id']}/versions").status_code == 201
-    r = b.request("POST", "/signed/upload", json_body={"kind": "weights", "model_id": model["id"], "version": 1,
-                                                        "size": len(WEIGHTS)})
+    r = b.request(
+        "POST",
+        "/signed/upload",
+        json_body={"kind": "weights", "model_id": model["id"], "version": 1, "size": len(WEIGHTS)},
+    )
     assert r.status_code == 200, r.text
     return model["id"], r.json()
 
@@ -278,12 +290,14 @@ def test_an_upload_recorded_during_a_firestore_pause_lands_once(stack: Stack, me
 
 # --- PayPal ------------------------------------------------------------------------------------------
 
+
 def _billing_state(uid: str) -> dict[str, Any]:
     return {"subscriptions": docs_where(billing.SUBSCRIPTIONS, "uid", uid), "entitlement": entitlements.get(uid)}
 
 
 def test_paypal_paused_during_subscribe_sync_and_cancel_answers_503_and_writes_nothing(
-        stack: Stack, member, paypal: httpx.Client) -> None:
+    stack: Stack, member, paypal: httpx.Client
+) -> None:
     newcomer, returning, subscriber = member(), member(), member()
     assert returning.request("POST", "/billing/paypal/subscribe").status_code == 200  # pending approval
     subscribe(subscriber, paypal)  # active
@@ -313,21 +327,32 @@ def test_paypal_paused_during_subscribe_sync_and_cancel_answers_503_and_writes_n
 
 
 def test_a_webhook_during_a_firestore_pause_answers_5xx_and_its_replay_is_processed_once(
-        stack: Stack, member, paypal: httpx.Client) -> None:
+    stack: Stack, member, paypal: httpx.Client
+) -> None:
     b = member()
     sub_id = subscribe(b, paypal)
-    assert paypal.post(f"/_standin/subscriptions/{sub_id}/simulate",
-                       json={"event": "cancelled", "deliver": False}).status_code == 200
+    assert (
+        paypal.post(
+            f"/_standin/subscriptions/{sub_id}/simulate", json={"event": "cancelled", "deliver": False}
+        ).status_code
+        == 200
+    )
     ev = event("BILLING.SUBSCRIPTION.CANCELLED", sub_id)
     body, headers = signed_webhook(stack, ev)
     # Hold the delivery at PayPal's GET, after its claim is stored, and pause Firestore there.
-    assert paypal.post("/_standin/faults", json={"delay_s": 1.5, "count": 1, "method": "GET",
-                                                 "path_prefix": f"/v1/billing/subscriptions/{sub_id}"}).status_code == 201
+    assert (
+        paypal.post(
+            "/_standin/faults",
+            json={"delay_s": 1.5, "count": 1, "method": "GET", "path_prefix": f"/v1/billing/subscriptions/{sub_id}"},
+        ).status_code
+        == 201
+    )
     answer: dict[str, Any] = {}
 
     def deliver() -> None:
-        answer["r"] = httpx.post(f"{stack.gateway_url}/payments/paypal/webhook", content=body, headers=headers,
-                                 timeout=60)
+        answer["r"] = httpx.post(
+            f"{stack.gateway_url}/payments/paypal/webhook", content=body, headers=headers, timeout=60
+        )
         answer["at"] = time.monotonic()
 
     sender = threading.Thread(target=deliver)
@@ -351,7 +376,8 @@ def test_a_webhook_during_a_firestore_pause_answers_5xx_and_its_replay_is_proces
         assert subscription_status(b)["status"] == "active"
         # ... and once the lease has run out (moved here rather than waited for), a replay takes over.
         clients.firestore().collection(billing.EVENTS).document(ev["id"]).update(
-            {"expires_at": clock.now() - timedelta(seconds=1)})
+            {"expires_at": clock.now() - timedelta(seconds=1)}
+        )
     r = httpx.post(f"{stack.gateway_url}/payments/paypal/webhook", content=body, headers=headers, timeout=30)
     assert r.status_code == 200 and r.json()["outcome"] == "applied:canceled", r.text
     again = httpx.post(f"{stack.gateway_url}/payments/paypal/webhook", content=body, headers=headers, timeout=30)

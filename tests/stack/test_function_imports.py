@@ -18,8 +18,12 @@ from mllab_dev.stack import ROOT, Stack
 
 # Which google.cloud packages each mllab client getter loads.
 CLIENT_MODULES = {
-    "firestore": ("google.cloud.firestore", "google.cloud.firestore_v1", "google.cloud.firestore_bundle",
-                  "google.cloud.firestore_admin_v1"),
+    "firestore": (
+        "google.cloud.firestore",
+        "google.cloud.firestore_v1",
+        "google.cloud.firestore_bundle",
+        "google.cloud.firestore_admin_v1",
+    ),
     "storage": ("google.cloud.storage", "google.cloud._storage_v2", "google.cloud.storage_v2"),
     "pubsub": ("google.cloud.pubsub", "google.cloud.pubsub_v1", "google.cloud.pubsublite"),
     "secret_manager": ("google.cloud.secretmanager", "google.cloud.secretmanager_v1"),
@@ -200,10 +204,17 @@ print(json.dumps({{"at_import": at_import, "after": sorted(sys.modules)}}))
 
 
 def _run(stack: Stack, name: str) -> dict:
-    code = CHILD.format(target=name, source=str(ROOT / "functions" / name / "main.py"),
-                        exercise=textwrap.dedent(EXERCISE[name]))
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **stack.env()}, capture_output=True,
-                         text=True, timeout=120, cwd=stack.dev_dir)
+    code = CHILD.format(
+        target=name, source=str(ROOT / "functions" / name / "main.py"), exercise=textwrap.dedent(EXERCISE[name])
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, **stack.env()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=stack.dev_dir,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -221,8 +232,9 @@ def test_every_function_has_an_exercise() -> None:
 @pytest.mark.parametrize("fn", routes.FUNCTIONS, ids=lambda f: f.name)
 def test_function_loads_only_the_clients_its_path_uses(stack: Stack, fn: routes.Function) -> None:
     result = _run(stack, fn.name)
-    assert all(m.startswith(FRAMEWORK) or m == "google.cloud" for m in result["at_import"]), \
+    assert all(m.startswith(FRAMEWORK) or m == "google.cloud" for m in result["at_import"]), (
         f"imported at load time: {result['at_import']}"
+    )
     used = _client_packages_of(result["after"])
     assert used <= fn.uses, f"{fn.name} loaded clients it does not use: {sorted(used - fn.uses)}"
     # the declared clients are really exercised, so the check above means something
@@ -234,8 +246,9 @@ def _requirement_closure(requirements: Path) -> set[str]:
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    todo = [Requirement(line) for line in requirements.read_text().splitlines()
-            if line.strip() and not line.startswith("#")]
+    todo = [
+        Requirement(line) for line in requirements.read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
     seen: set[tuple[str, frozenset[str]]] = set()
     names: set[str] = set()
     while todo:

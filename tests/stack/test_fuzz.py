@@ -63,20 +63,36 @@ POSITIVE_CASES = 24  # per operation (fewer when an operation has fewer distinct
 NEGATIVE_CASES = 8
 MIN_CASES = 1000
 WORKERS = 4
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          response_headers_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
 # A fresh user per case: operations that end the session or the account they are called with (a
 # refresh retires the cookie it was given; a password reset signs out every device), and a promo
 # code, which each account redeems once.
-FRESH_USER = {"DELETE /account", "POST /auth/logout", "DELETE /sessions/{id}", "POST /auth/password-change",
-              "POST /auth/refresh", "POST /auth/password-reset/confirm", "POST /promo/apply"}
+FRESH_USER = {
+    "DELETE /account",
+    "POST /auth/logout",
+    "DELETE /sessions/{id}",
+    "POST /auth/password-change",
+    "POST /auth/refresh",
+    "POST /auth/password-reset/confirm",
+    "POST /promo/apply",
+}
 # What generated input cannot bring to success even with a real user (each is still fuzzed for its
 # refusals): the Google callback needs the provider's code for this browser's sign-in attempt,
 # PayPal's webhook needs PayPal's signature, and a cancel needs a subscription PayPal has activated.
 NEVER_SUCCEED = {"GET /auth/google/callback", "POST /payments/paypal/webhook", "POST /billing/cancel"}
 ID_FIELDS = ("project_id", "model_id", "dataset_id", "job_id")
-ID_OF = {catalog.PROJECTS: "project_id", catalog.MODELS: "model_id", catalog.DATASETS: "dataset_id",
-         catalog.JOBS: "job_id"}
+ID_OF = {
+    catalog.PROJECTS: "project_id",
+    catalog.MODELS: "model_id",
+    catalog.DATASETS: "dataset_id",
+    catalog.JOBS: "job_id",
+}
 PROMO_CODE = "FUZZ-TRIAL"
 UPLOAD_FIELDS = ("model", "weights", "dataset", "metrics")
 MODEL_JSON = b'{"format":"layers-model","modelTopology":{},"weightsManifest":[{"paths":["weights.bin"]}]}'
@@ -148,10 +164,10 @@ class Harness:
         a PayPal checkout and a promo code."""
         main = self.main
         billing.set_grant(main.uid, lambda doc, now: entitlements.with_grant(doc, 30, now))
-        promo.create(promo.NewCode(code=PROMO_CODE, kind="trial", uses=10_000, days=14, per_user=3,
-                                   created_by="fuzz"))
+        promo.create(promo.NewCode(code=PROMO_CODE, kind="trial", uses=10_000, days=14, per_user=3, created_by="fuzz"))
         h = {"Authorization": f"Bearer {main.access}", "X-CSRF-Token": main.csrf, "Origin": self.base}
         with httpx.Client(base_url=self.base, headers=h, timeout=30) as c:
+
             def ok(r: httpx.Response, status: int = 200) -> dict:
                 assert r.status_code == status, r.text
                 return r.json()
@@ -163,8 +179,9 @@ class Harness:
             job = ok(c.post("/jobs", json={"project_id": project, "model_id": model, "version": 1}), 201)["id"]
             ok(c.post("/billing/paypal/subscribe"))  # a checkout at the stand-in, for POST /billing/sync
             for kind, data in (("weights", WEIGHTS), ("model", MODEL_JSON)):
-                signed = ok(c.post("/signed/upload", json={"kind": kind, "model_id": model, "version": 1,
-                                                           "size": len(data)}))
+                signed = ok(
+                    c.post("/signed/upload", json={"kind": kind, "model_id": model, "version": 1, "size": len(data)})
+                )
                 assert httpx.put(signed["url"], content=data, headers=signed["headers"], timeout=20).status_code == 200
                 if kind == "model":
                     self.owned.object = signed["object"]
@@ -207,8 +224,9 @@ class Harness:
             if collection == "sessions":
                 case.path_parameters["id"] = ident.sid
             elif collection in catalog.COLLECTIONS:
-                case.path_parameters["id"] = (self.fresh_record(collection) if route.method == "DELETE"
-                                              else self.owned.ids[ID_OF[collection]])
+                case.path_parameters["id"] = (
+                    self.fresh_record(collection) if route.method == "DELETE" else self.owned.ids[ID_OF[collection]]
+                )
         for container in (case.body, case.query):
             if isinstance(container, dict):
                 for name in ID_FIELDS:
@@ -273,16 +291,24 @@ class Harness:
 
     def fuzz(self, operation: Any, route: routes.Route) -> None:
         label = f"{route.method} {route.path}"
-        strategies = [operation.as_strategy(generation_mode=GenerationMode.POSITIVE),
-                      operation.as_strategy(generation_mode=GenerationMode.NEGATIVE)]
+        strategies = [
+            operation.as_strategy(generation_mode=GenerationMode.POSITIVE),
+            operation.as_strategy(generation_mode=GenerationMode.NEGATIVE),
+        ]
         for mode, strategy in zip(("positive", "negative"), strategies):
             examples = POSITIVE_CASES if mode == "positive" else NEGATIVE_CASES
             if mode == "negative" and not _negatable(operation):
                 continue  # nothing to make invalid (no parameters, no body)
 
             @seed(SEED ^ zlib.crc32(f"{label} {mode}".encode()))
-            @settings(max_examples=examples, derandomize=True, database=None, deadline=None,
-                      phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=examples,
+                derandomize=True,
+                database=None,
+                deadline=None,
+                phases=[Phase.explicit, Phase.generate],
+                suppress_health_check=list(HealthCheck),
+            )
             @given(case=strategy)
             def one(case: Any) -> None:
                 self.run(case, route, label)
@@ -314,8 +340,7 @@ def firestore_ready(stack: Stack) -> None:
                 raise
 
 
-def test_fuzz_every_operation_of_the_document(stack: Stack, firestore_ready: None, member,
-                                              password_hash: str) -> None:
+def test_fuzz_every_operation_of_the_document(stack: Stack, firestore_ready: None, member, password_hash: str) -> None:
     started = time.monotonic()
     doc = httpx.get(f"{stack.gateway_url}/openapi.json", timeout=10)
     assert doc.status_code == 200 and doc.headers["content-type"].startswith("application/json")
@@ -329,27 +354,35 @@ def test_fuzz_every_operation_of_the_document(stack: Stack, firestore_ready: Non
     browser: Browser = member()  # signed in through POST /auth/login, with the CSRF token from GET /me
     assert browser.access_token and browser.csrf and browser.refresh_cookie
     sid = tokens.verify_access_token(browser.access_token)["sid"]
-    main = Identity(browser.uid, browser.email, sid, browser.access_token, browser.csrf,  # type: ignore[attr-defined]
-                    browser.refresh_cookie)
+    main = Identity(
+        browser.uid,
+        browser.email,
+        sid,
+        browser.access_token,
+        browser.csrf,  # type: ignore[attr-defined]
+        browser.refresh_cookie,
+    )
     harness = Harness(stack, password_hash, main)
     harness.setup_main()
     # Slow operations first, so the pool ends together.
     operations.sort(key=lambda op: f"{op.method.upper()} {op.path}" not in FRESH_USER)
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        for future in [pool.submit(harness.fuzz, op, by_label[f"{op.method.upper()} {op.path}"])
-                       for op in operations]:
+        for future in [pool.submit(harness.fuzz, op, by_label[f"{op.method.upper()} {op.path}"]) for op in operations]:
             future.result()
     elapsed = time.monotonic() - started
 
     total = sum(harness.counts.values())
-    summary = "\n".join(f"  {label}: {harness.counts[label]} cases, statuses "
-                        + ", ".join(f"{s}x{n}" for (lb, s), n in sorted(harness.statuses.items()) if lb == label)
-                        + (f" ({harness.unsendable[label]} unsendable)" if harness.unsendable[label] else "")
-                        for label in sorted(by_label))
+    summary = "\n".join(
+        f"  {label}: {harness.counts[label]} cases, statuses "
+        + ", ".join(f"{s}x{n}" for (lb, s), n in sorted(harness.statuses.items()) if lb == label)
+        + (f" ({harness.unsendable[label]} unsendable)" if harness.unsendable[label] else "")
+        for label in sorted(by_label)
+    )
     print(f"\nfuzzing: {total} cases over {len(operations)} operations in {elapsed:.1f}s\n{summary}")
     assert not harness.failures, f"{len(harness.failures)} failing case(s):\n\n" + "\n\n".join(harness.failures[:20])
     assert total >= MIN_CASES, f"only {total} cases were sent:\n{summary}"
     succeeded = {label for (label, status) in harness.statuses if status < 400}
-    refusals = "\n".join(f"  {n}x {lb} {st}: {detail}" for (lb, st, detail), n in sorted(harness.details.items())
-                         if lb not in succeeded)
+    refusals = "\n".join(
+        f"  {n}x {lb} {st}: {detail}" for (lb, st, detail), n in sorted(harness.details.items()) if lb not in succeeded
+    )
     assert set(by_label) - succeeded == NEVER_SUCCEED, f"operations that never succeeded:\n{refusals}"

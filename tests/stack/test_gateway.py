@@ -17,7 +17,9 @@ def test_healthz_lists_every_component_up(gateway: httpx.Client, stack: Stack) -
     body = r.json()
     assert body["status"] == "ok"
     names = {c["name"]: c["state"] for c in body["components"]}
-    expected = {"firestore", "pubsub", "gcs", "oidc", "paypal", "gateway"} | {f"fn:{fn.name}" for fn in routes.FUNCTIONS}
+    expected = {"firestore", "pubsub", "gcs", "oidc", "paypal", "gateway"} | {
+        f"fn:{fn.name}" for fn in routes.FUNCTIONS
+    }
     assert set(names) == expected
     assert set(names.values()) == {"up"}
 
@@ -55,8 +57,9 @@ def test_foreign_origin_gets_no_cors_allow(gateway: httpx.Client, stack: Stack) 
 
 
 def test_foreign_origin_preflight_refused(gateway: httpx.Client) -> None:
-    r = gateway.options("/.well-known/jwks.json", headers={
-        "Origin": "https://evil.example", "Access-Control-Request-Method": "GET"})
+    r = gateway.options(
+        "/.well-known/jwks.json", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}
+    )
     assert r.status_code == 403
     assert r.headers["content-type"] == "application/problem+json"
     assert "access-control-allow-origin" not in r.headers
@@ -70,8 +73,7 @@ def test_body_over_one_mib_is_413_problem(gateway: httpx.Client) -> None:
     assert "KiB" in r.json()["detail"]
 
 
-@pytest.mark.parametrize("path", ["/", "/healthz", "/config.json", "/.well-known/jwks.json", "/missing",
-                                  "/lab.js"])
+@pytest.mark.parametrize("path", ["/", "/healthz", "/config.json", "/.well-known/jwks.json", "/missing", "/lab.js"])
 def test_every_response_has_request_id_and_security_headers(gateway: httpx.Client, path: str) -> None:
     r = gateway.get(path)
     assert len(r.headers["x-request-id"]) >= 16
@@ -96,8 +98,9 @@ def test_lab_page_served_same_origin_with_csp(gateway: httpx.Client) -> None:
     assert gateway.get("/config.json").json() == {"api_base": "", "env": "local", "health_url": "/healthz"}
 
 
-@pytest.mark.parametrize("path", ["/../pyproject.toml", "/%2e%2e/pyproject.toml", "/..%2fMakefile",
-                                  "/.hidden", "/%00index.html"])
+@pytest.mark.parametrize(
+    "path", ["/../pyproject.toml", "/%2e%2e/pyproject.toml", "/..%2fMakefile", "/.hidden", "/%00index.html"]
+)
 def test_static_files_cannot_escape_frontend(gateway: httpx.Client, path: str) -> None:
     r = gateway.get(path)
     assert r.status_code == 404

@@ -18,8 +18,20 @@ from mllab import clock, users
 from mllab_dev.stack import OIDC_USERS, Stack
 
 from .conftest import Browser, function_log, wait_for_log
-from .identity_support import (authorize, callback, db, docs, google_identity, oidc_url, problem,
-                               put_identity, sessions_of, set_cookies, sign_in, start)
+from .identity_support import (
+    authorize,
+    callback,
+    db,
+    docs,
+    google_identity,
+    oidc_url,
+    problem,
+    put_identity,
+    sessions_of,
+    set_cookies,
+    sign_in,
+    start,
+)
 
 RT_COOKIE = re.compile(r"^__Host-rt=([^;]+); Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=(\d+)$")
 TX_CLEAR = "__Host-oauth_tx=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"
@@ -28,24 +40,42 @@ ALICE = next(u for u in OIDC_USERS if u["sub"] == "alice-google-0001")
 
 # --- login -----------------------------------------------------------------------------------------
 
+
 def test_login_redirects_to_the_provider_with_pkce_state_and_nonce(browser: Browser, stack: Stack) -> None:
     attempt = start(browser, "/lab?x=1#y")
     url = urllib.parse.urlsplit(attempt.authorize_url)
     assert f"{url.scheme}://{url.netloc}{url.path}" == f"{oidc_url(stack)}/oauth2/authorize"
     q = dict(urllib.parse.parse_qsl(url.query))
-    assert {k: q[k] for k in ("response_type", "client_id", "redirect_uri", "scope", "code_challenge_method",
-                              "access_type", "prompt")} == {
-        "response_type": "code", "client_id": "mllab-local", "redirect_uri": f"{stack.gateway_url}/auth/google/callback",
-        "scope": "openid email profile", "code_challenge_method": "S256", "access_type": "online",
-        "prompt": "select_account"}
+    assert {
+        k: q[k]
+        for k in (
+            "response_type",
+            "client_id",
+            "redirect_uri",
+            "scope",
+            "code_challenge_method",
+            "access_type",
+            "prompt",
+        )
+    } == {
+        "response_type": "code",
+        "client_id": "mllab-local",
+        "redirect_uri": f"{stack.gateway_url}/auth/google/callback",
+        "scope": "openid email profile",
+        "code_challenge_method": "S256",
+        "access_type": "online",
+        "prompt": "select_account",
+    }
     # the transaction: keyed by sha256(cookie value), state stored only as its hash, verifier matches
     (tx,) = docs("oauth_tx")
     assert tx["_id"] == hashlib.sha256(attempt.tx_id.encode()).hexdigest()
     assert tx["state_hash"] == hashlib.sha256(attempt.state.encode()).hexdigest()
     assert tx["nonce"] == attempt.nonce and tx["return_to"] == "/lab?x=1#y"
     assert 43 <= len(tx["code_verifier"]) <= 128
-    assert q["code_challenge"] == base64.urlsafe_b64encode(
-        hashlib.sha256(tx["code_verifier"].encode()).digest()).rstrip(b"=").decode()
+    assert (
+        q["code_challenge"]
+        == base64.urlsafe_b64encode(hashlib.sha256(tx["code_verifier"].encode()).digest()).rstrip(b"=").decode()
+    )
     assert timedelta(seconds=599) <= tx["expires_at"] - tx["created_at"] <= timedelta(seconds=600)
     assert attempt.tx_id not in json.dumps(tx, default=str) and attempt.state not in json.dumps(tx, default=str)
     # fresh per attempt
@@ -63,6 +93,7 @@ def test_login_refuses_an_off_site_return_to(browser: Browser, return_to: str) -
 
 
 # --- the happy path --------------------------------------------------------------------------------
+
 
 def test_full_sign_in_sets_the_refresh_cookie_and_lands_on_the_lab(browser: Browser, stack: Stack) -> None:
     attempt, r = sign_in(browser, ALICE["sub"], "/lab")
@@ -123,6 +154,7 @@ def test_a_second_sign_in_finds_the_same_user_and_starts_a_new_session(browser: 
 
 
 # --- transaction checks (R8): 400 and no session ---------------------------------------------------
+
 
 def test_callback_without_the_cookie_is_400_and_creates_no_session(browser: Browser) -> None:
     attempt = authorize(start(browser), ALICE["sub"])
@@ -186,8 +218,10 @@ def test_denied_consent_goes_back_to_the_lab_with_a_marker(browser: Browser, sta
 
 # --- users: linking and refusals -------------------------------------------------------------------
 
-def test_verified_password_account_is_linked_only_from_its_password_session(browser: Browser, stack: Stack,
-                                                                            new_user: Any) -> None:
+
+def test_verified_password_account_is_linked_only_from_its_password_session(
+    browser: Browser, stack: Stack, new_user: Any
+) -> None:
     account = new_user(email=ALICE["email"], verified=True)
     _, r = sign_in(browser, ALICE["sub"])
     body = problem(r, 409)
@@ -208,8 +242,9 @@ def test_verified_password_account_is_linked_only_from_its_password_session(brow
     assert (entry["actor"], entry["details"]["account"]) == (account["uid"], "linked")
 
 
-def test_unverified_password_account_is_claimed_by_the_google_owner(browser: Browser, stack: Stack, new_user: Any,
-                                                                   unique: str) -> None:
+def test_unverified_password_account_is_claimed_by_the_google_owner(
+    browser: Browser, stack: Stack, new_user: Any, unique: str
+) -> None:
     sub, email = f"google-{unique}", f"carol-{unique}@example.com"
     put_identity(stack, sub, email=email, email_verified=True, name="Carol")
     account = new_user(email=email, verified=False)

@@ -13,8 +13,18 @@ from mllab import audit, config, users
 from mllab_dev.stack import Stack
 
 from .conftest import PASSWORD, Browser
-from .identity_support import (authorize, callback, google_identity, mails, problem, put_identity, sessions_of,
-                               sign_in, start, token_from)
+from .identity_support import (
+    authorize,
+    callback,
+    google_identity,
+    mails,
+    problem,
+    put_identity,
+    sessions_of,
+    sign_in,
+    start,
+    token_from,
+)
 
 ATTACKER_PASSWORD = "attacker knows this one"
 
@@ -45,6 +55,7 @@ def google_browser(stack: Stack, sub: str) -> tuple[Browser, Any]:
 
 # --- 1. pre-registration takeover ------------------------------------------------------------------
 
+
 def test_an_unconfirmed_password_gives_way_to_the_google_owner_of_the_address(stack: Stack, unique: str) -> None:
     sub, email = victim(stack, unique)
     attacker = Browser(stack.gateway_url)
@@ -69,12 +80,17 @@ def test_an_unconfirmed_password_gives_way_to_the_google_owner_of_the_address(st
     assert [a["action"] for a in audit.for_actor(uid) if a["action"] == "identity.password_dropped"]
 
 
-def test_a_confirmed_password_is_never_linked_by_a_google_sign_in_alone(stack: Stack, unique: str,
-                                                                        function_client) -> None:
+def test_a_confirmed_password_is_never_linked_by_a_google_sign_in_alone(
+    stack: Stack, unique: str, function_client
+) -> None:
     sub, email = victim(stack, unique)
     attacker = Browser(stack.gateway_url)
-    assert attacker.request("POST", "/auth/register",
-                            json_body={"email": email, "password": ATTACKER_PASSWORD}).status_code == 202
+    assert (
+        attacker.request(
+            "POST", "/auth/register", json_body={"email": email, "password": ATTACKER_PASSWORD}
+        ).status_code
+        == 202
+    )
     uid = users.find_by_email(email)["uid"]
     # the victim clicks the confirmation link the attacker's sign-up sent them; the attacker signs in
     link = token_from(mails(email, "verify_email")[0], "verify-email")
@@ -117,8 +133,9 @@ def test_a_link_needs_a_live_password_session(stack: Stack, unique: str, browser
     sub, _ = victim(stack, unique)
     google_user, r = google_browser(stack, sub)
     assert r.status_code == 302
-    r = google_user.client.get("/auth/google/login", params={"link": "1"},
-                               headers={"Cookie": f"__Host-rt={google_user.refresh_cookie}"})
+    r = google_user.client.get(
+        "/auth/google/login", params={"link": "1"}, headers={"Cookie": f"__Host-rt={google_user.refresh_cookie}"}
+    )
     assert problem(r, 403)["type"].endswith("password-session-required")
 
 
@@ -127,13 +144,19 @@ def test_a_browser_is_sent_back_to_the_lab_with_what_to_do(stack: Stack, unique:
     new_user(email=email, verified=True)
     b = Browser(stack.gateway_url)
     attempt = authorize(start(b), sub)
-    r = b.request("GET", attempt.callback, auth=False, cookie=False,
-                  headers={"Cookie": f"__Host-oauth_tx={attempt.tx_id}", "Accept": "text/html,*/*;q=0.8"})
+    r = b.request(
+        "GET",
+        attempt.callback,
+        auth=False,
+        cookie=False,
+        headers={"Cookie": f"__Host-oauth_tx={attempt.tx_id}", "Accept": "text/html,*/*;q=0.8"},
+    )
     assert r.status_code == 302 and r.headers["location"].endswith("/?signin_error=account_exists")
     assert sessions_of() == []
 
 
 # --- 2. lockout as a weapon ------------------------------------------------------------------------
+
 
 def test_a_strangers_wrong_passwords_never_stop_the_owner(stack: Stack, function_client, new_user) -> None:
     user = new_user()
@@ -153,8 +176,10 @@ def test_a_strangers_wrong_passwords_never_stop_the_owner(stack: Stack, function
 
 def test_one_address_guessing_across_accounts_is_throttled(stack: Stack, function_client) -> None:
     guesser = from_ip(function_client, stack, "203.0.113.77")
-    answers = [guesser("/auth/login", {"email": f"nobody-{n}@example.com", "password": "guess guess"}).status_code
-               for n in range(config.RATE_LIMITS.login_ip + 1)]
+    answers = [
+        guesser("/auth/login", {"email": f"nobody-{n}@example.com", "password": "guess guess"}).status_code
+        for n in range(config.RATE_LIMITS.login_ip + 1)
+    ]
     assert answers[:-1] == [401] * config.RATE_LIMITS.login_ip and answers[-1] == 429
     other = from_ip(function_client, stack, "198.51.100.21")
     assert other("/auth/login", {"email": "nobody-0@example.com", "password": "guess guess"}).status_code == 401
@@ -182,8 +207,9 @@ def test_password_checks_inside_a_session_count_per_session(stack: Stack, functi
     stranger = from_ip(function_client, stack, "203.0.113.11")
     for _ in range(config.RATE_LIMITS.login_pair):
         stranger("/auth/login", {"email": owner.email, "password": "not the password"})
-    r = owner.request("POST", "/auth/password-change",
-                      json_body={"current_password": PASSWORD, "new_password": "a fresh passphrase"})
+    r = owner.request(
+        "POST", "/auth/password-change", json_body={"current_password": PASSWORD, "new_password": "a fresh passphrase"}
+    )
     assert r.status_code == 200, r.text
 
     thief = Browser(stack.gateway_url)  # a second session of the same account
@@ -192,15 +218,20 @@ def test_password_checks_inside_a_session_count_per_session(stack: Stack, functi
         r = thief.request("DELETE", "/account", json_body={"password": "wrong wrong wrong"})
         assert r.status_code == 403
     assert thief.request("DELETE", "/account", json_body={"password": "wrong wrong wrong"}).status_code == 429
-    r = owner.request("POST", "/auth/password-change",
-                      json_body={"current_password": "a fresh passphrase", "new_password": "another passphrase"})
+    r = owner.request(
+        "POST",
+        "/auth/password-change",
+        json_body={"current_password": "a fresh passphrase", "new_password": "another passphrase"},
+    )
     assert r.status_code == 200, r.text
 
 
 # --- 3. enumeration --------------------------------------------------------------------------------
 
-def test_sign_up_then_sign_in_answers_alike_for_a_taken_and_a_new_address(stack: Stack, browser: Browser,
-                                                                          new_user, unique: str) -> None:
+
+def test_sign_up_then_sign_in_answers_alike_for_a_taken_and_a_new_address(
+    stack: Stack, browser: Browser, new_user, unique: str
+) -> None:
     taken = new_user()["email"]
     fresh = f"fresh-{unique}@example.com"
     answers = []
@@ -215,14 +246,19 @@ def test_sign_up_then_sign_in_answers_alike_for_a_taken_and_a_new_address(stack:
 
 # --- 4. reset links --------------------------------------------------------------------------------
 
+
 def test_using_one_reset_link_ends_every_older_one(stack: Stack, browser: Browser, new_user) -> None:
     user = new_user()
     for _ in range(2):
         assert browser.request("POST", "/auth/password-reset", json_body={"email": user["email"]}).status_code == 202
     older, newer = (token_from(m, "reset-password") for m in mails(user["email"], "password_reset"))
-    ok = browser.request("POST", "/auth/password-reset/confirm", json_body={"token": newer, "password": "first new one"})
+    ok = browser.request(
+        "POST", "/auth/password-reset/confirm", json_body={"token": newer, "password": "first new one"}
+    )
     assert ok.status_code == 200
-    late = browser.request("POST", "/auth/password-reset/confirm", json_body={"token": older, "password": "second one!"})
+    late = browser.request(
+        "POST", "/auth/password-reset/confirm", json_body={"token": older, "password": "second one!"}
+    )
     assert problem(late, 400)["type"].endswith("invalid-link")
     assert browser.login(user["email"], "first new one").status_code == 200
 
@@ -231,8 +267,9 @@ def test_changing_the_password_ends_outstanding_reset_links(stack: Stack, member
     owner = member()
     assert owner.request("POST", "/auth/password-reset", json_body={"email": owner.email}).status_code == 202
     link = token_from(mails(owner.email, "password_reset")[-1], "reset-password")
-    r = owner.request("POST", "/auth/password-change",
-                      json_body={"current_password": PASSWORD, "new_password": "changed in the lab"})
+    r = owner.request(
+        "POST", "/auth/password-change", json_body={"current_password": PASSWORD, "new_password": "changed in the lab"}
+    )
     assert r.status_code == 200
     late = owner.request("POST", "/auth/password-reset/confirm", json_body={"token": link, "password": "from the link"})
     assert problem(late, 400)["type"].endswith("invalid-link")
@@ -249,7 +286,9 @@ def test_a_reset_link_sets_no_password_on_a_deleted_or_disabled_account(stack: S
     users.update(disabled["uid"], disabled=True)
     anyone = Browser(stack.gateway_url)
     for link in (deleted_link, disabled_link):
-        r = anyone.request("POST", "/auth/password-reset/confirm", json_body={"token": link, "password": "back door 123"})
+        r = anyone.request(
+            "POST", "/auth/password-reset/confirm", json_body={"token": link, "password": "back door 123"}
+        )
         assert problem(r, 400)["type"].endswith("invalid-link")
     assert users.get(deleted.uid)["email_verified"] is True  # type: ignore[attr-defined]
     assert mails(deleted.email, "password_changed") == []
@@ -257,17 +296,23 @@ def test_a_reset_link_sets_no_password_on_a_deleted_or_disabled_account(stack: S
 
 # --- 5. mail floods --------------------------------------------------------------------------------
 
+
 def test_sign_ups_from_one_client_are_capped_successes_included(stack: Stack, function_client, unique: str) -> None:
     client = from_ip(function_client, stack, "203.0.113.40")
     limit = config.RATE_LIMITS.register_ip
-    answers = [client("/auth/register", {"email": f"flood-{unique}-{n}@example.com", "password": ATTACKER_PASSWORD})
-               for n in range(limit + 3)]
+    answers = [
+        client("/auth/register", {"email": f"flood-{unique}-{n}@example.com", "password": ATTACKER_PASSWORD})
+        for n in range(limit + 3)
+    ]
     assert [r.status_code for r in answers] == [202] * limit + [429] * 3
     assert answers[-1].headers["Content-Type"] == "application/problem+json"
     sent = [m for m in mails_to_prefix(f"flood-{unique}-")]
     assert len(sent) == limit
     other = from_ip(function_client, stack, "198.51.100.40")
-    assert other("/auth/register", {"email": f"other-{unique}@example.com", "password": ATTACKER_PASSWORD}).status_code == 202
+    assert (
+        other("/auth/register", {"email": f"other-{unique}@example.com", "password": ATTACKER_PASSWORD}).status_code
+        == 202
+    )
 
 
 def test_mail_to_one_address_is_capped_and_the_answer_never_says_so(stack: Stack, function_client, new_user) -> None:
@@ -275,8 +320,10 @@ def test_mail_to_one_address_is_capped_and_the_answer_never_says_so(stack: Stack
     answers = []
     for n in range(4):  # from four clients, so no client budget is what stops the mails
         client = from_ip(function_client, stack, f"192.0.2.{50 + n}")
-        answers += [client("/auth/verify-email/resend", {"email": user["email"]}),
-                    client("/auth/register", {"email": user["email"], "password": ATTACKER_PASSWORD})]
+        answers += [
+            client("/auth/verify-email/resend", {"email": user["email"]}),
+            client("/auth/register", {"email": user["email"], "password": ATTACKER_PASSWORD}),
+        ]
     assert {r.status_code for r in answers} == {202}
     assert len({r.get_data() for r in answers}) == 1
     to_user = [m for m in mails_to_prefix(user["email"])]

@@ -32,8 +32,9 @@ def restore_keys(stack: Stack) -> Iterator[None]:
 
 
 def _session() -> tuple[str, str]:
-    uid = users.create_google_user("https://accounts.google.com", uuid.uuid4().hex, f"keys-{uuid.uuid4().hex[:8]}@example.com",
-                                   "Keys")
+    uid = users.create_google_user(
+        "https://accounts.google.com", uuid.uuid4().hex, f"keys-{uuid.uuid4().hex[:8]}@example.com", "Keys"
+    )
     session, _ = sessions.create(uid, "google", user_agent="keys", ip="203.0.113.9")
     return uid, session.id
 

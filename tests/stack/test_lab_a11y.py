@@ -10,8 +10,21 @@ from mllab import billing, entitlements
 from . import lab_support
 from .workbench_support import Lab, lab  # noqa: F401  (the lab fixture: the workbench page, checked clean)
 
-NAMED_ROLES = {"button", "link", "textbox", "combobox", "checkbox", "radio", "spinbutton", "tab", "slider",
-               "searchbox", "listbox", "menuitem", "switch"}
+NAMED_ROLES = {
+    "button",
+    "link",
+    "textbox",
+    "combobox",
+    "checkbox",
+    "radio",
+    "spinbutton",
+    "tab",
+    "slider",
+    "searchbox",
+    "listbox",
+    "menuitem",
+    "switch",
+}
 
 
 def unnamed_controls(lab: Lab) -> list[str]:
@@ -63,7 +76,9 @@ def test_signed_out_page_is_named_ordered_and_fits_a_phone(lab: Lab, new_user) -
     lab.page.wait_for_selector("#signed-out:not([hidden])")
     check_screen(lab, "a11y-signed-out")
     # The check sees what a screen reader would miss: an icon-only button without a label.
-    lab.page.evaluate("document.querySelector('main').append(Object.assign(document.createElement('button'), {id: 'probe'}))")
+    lab.page.evaluate(
+        "document.querySelector('main').append(Object.assign(document.createElement('button'), {id: 'probe'}))"
+    )
     assert len(unnamed_controls(lab)) == 1
     lab.page.evaluate("document.getElementById('probe').remove()")
 

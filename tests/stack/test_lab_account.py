@@ -21,8 +21,10 @@ from . import lab_support
 from .billing_support import mails_to, wait
 from .conftest import PASSWORD, docs_where
 
-IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-          "Version/17.5 Mobile/15E148 Safari/604.1")
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.5 Mobile/15E148 Safari/604.1"
+)
 NEW_PASSWORD = "a brand new passphrase 42"
 ENDED = "Your session has ended. Sign in again."
 STAND_IN_STYLESHEET = "https://cdn.jsdelivr.net/npm/@picocss/"  # oidc-provider-mock's page links it
@@ -139,6 +141,7 @@ def live_sessions(uid: str) -> list[dict[str, Any]]:
 
 # --- signed out -------------------------------------------------------------------------------------
 
+
 def test_a_signed_out_load_is_quiet_and_the_sign_in_screen_works_by_keyboard(labs) -> None:
     from playwright.sync_api import expect
 
@@ -183,7 +186,8 @@ def test_register_then_verify_from_the_mail_then_sign_in(lab: Lab, unique: str) 
     lab.page.locator("#register-password").fill(PASSWORD)
     lab.page.click("#register-form button[type=submit]")
     expect(lab.auth_message).to_have_text(
-        f"Check your inbox: we sent a link to {email}. Open it to confirm your address, then sign in.")
+        f"Check your inbox: we sent a link to {email}. Open it to confirm your address, then sign in."
+    )
     expect(lab.page.locator("#register-password")).to_have_value("")
     user = users.find_by_email(email)
     assert user and user["name"] == "Ada" and not user["email_verified"]
@@ -267,8 +271,7 @@ def test_forgot_password_then_the_mailed_link_sets_a_new_one(lab: Lab, new_user)
     expect(lab.page.locator("#auth-tabs")).to_be_hidden()
     lab.page.locator("#reset-password").fill(NEW_PASSWORD)
     lab.page.get_by_role("button", name="Set the new password").click()
-    expect(lab.auth_message).to_have_text(
-        "Your password is changed and every device was signed out. Sign in again.")
+    expect(lab.auth_message).to_have_text("Your password is changed and every device was signed out. Sign in again.")
     expect(lab.page.locator("#login-form")).to_be_visible()
     assert mails_to(user["email"], "password_changed")
 
@@ -282,6 +285,7 @@ def test_forgot_password_then_the_mailed_link_sets_a_new_one(lab: Lab, new_user)
 
 # --- signed in --------------------------------------------------------------------------------------
 
+
 def test_change_password_signs_out_the_other_devices(labs, new_user) -> None:
     from playwright.sync_api import expect
 
@@ -293,7 +297,8 @@ def test_change_password_signs_out_the_other_devices(labs, new_user) -> None:
     expect(here.page.get_by_label("Sign out my other devices")).to_be_checked()
     here.page.get_by_role("button", name="Change password").click()
     expect(here.page.locator("#change-message")).to_have_text(
-        "Your password is changed. 1 other device(s) were signed out.")
+        "Your password is changed. 1 other device(s) were signed out."
+    )
     expect(here.sessions).to_have_count(1)
     expect(here.page.get_by_label("Current password")).to_have_value("")
     (other,) = [s for s in sessions_of(user["uid"]) if "iPhone" in s["user_agent"]]
@@ -435,7 +440,9 @@ def test_continue_with_google_through_the_stand_in(lab: Lab, stack: Stack) -> No
     google.click()
     lab.page.wait_for_url(f"{lab.oidc_url}/**", wait_until="commit")
     lab.page.get_by_role("button", name="Deny access").click()
-    lab.page.wait_for_url(re.compile(re.escape(stack.gateway_url) + r"/(\?backend=cpu)?$"), wait_until="domcontentloaded")
+    lab.page.wait_for_url(
+        re.compile(re.escape(stack.gateway_url) + r"/(\?backend=cpu)?$"), wait_until="domcontentloaded"
+    )
     lab.signed_out()
     expect(lab.auth_message).to_have_text("Google sign-in was canceled: you are not signed in.")
     assert "signin_error" not in lab.page.url
@@ -443,7 +450,8 @@ def test_continue_with_google_through_the_stand_in(lab: Lab, stack: Stack) -> No
 
 
 def test_a_password_account_connects_google_and_a_google_sign_in_alone_is_told_what_to_do(
-        lab: Lab, stack: Stack, new_user) -> None:
+    lab: Lab, stack: Stack, new_user
+) -> None:
     from playwright.sync_api import expect
 
     user = new_user(email="alice@example.com")
@@ -478,6 +486,7 @@ def test_a_password_account_connects_google_and_a_google_sign_in_alone_is_told_w
 
 # --- your data --------------------------------------------------------------------------------------
 
+
 def test_download_my_data_is_a_json_file_with_the_account(lab: Lab, new_user) -> None:
     from playwright.sync_api import expect
 
@@ -494,7 +503,8 @@ def test_download_my_data_is_a_json_file_with_the_account(lab: Lab, new_user) ->
     assert "hash" not in json.dumps(data["identities"])
     expect(lab.page.locator("#data-message")).to_have_text(
         f"Downloaded {download.suggested_filename}: your account, devices, projects, models, datasets, "
-        "training runs and billing records.")
+        "training runs and billing records."
+    )
 
 
 def test_delete_account_with_the_password(lab: Lab, new_user) -> None:
@@ -520,8 +530,10 @@ def test_delete_account_with_the_password(lab: Lab, new_user) -> None:
     lab.page.locator("#delete-password").fill(user["password"])
     delete.click()
     lab.signed_out()
-    expect(lab.auth_message).to_have_text("Your account is deleted and every device is signed out. Your models, "
-                                           "datasets and files are removed for good in 30 days.")
+    expect(lab.auth_message).to_have_text(
+        "Your account is deleted and every device is signed out. Your models, "
+        "datasets and files are removed for good in 30 days."
+    )
     assert (204, "/auth/logout") in lab.responses
     gone = users.get(user["uid"])
     assert gone["deleted_at"] and gone["disabled"]

@@ -44,8 +44,9 @@ class Lab(lab_support.Lab):
         expect(self.status).to_have_attribute("data-plan", "free")
         expect(self.page.locator("#plan-price")).to_contain_text("$15.00/month")
         self.page.get_by_role("button", name="Subscribe with PayPal").click()
-        self.page.wait_for_url(f"{self.stack.paypal_url}/webapps/billing/subscriptions?ba_token=*",
-                               wait_until="domcontentloaded")
+        self.page.wait_for_url(
+            f"{self.stack.paypal_url}/webapps/billing/subscriptions?ba_token=*", wait_until="domcontentloaded"
+        )
 
     def back_from_paypal(self, button: str) -> None:
         self.page.get_by_role("button", name=button).click()
@@ -141,7 +142,8 @@ def test_promo_code_gives_a_trial_and_unknown_codes_say_why(lab: Lab, new_user) 
     expect(lab.page.locator("#promo-code")).to_have_value("")
     # Subscribing now would not throw the trial away: the first charge is at its end.
     expect(lab.page.locator("#first-charge-date")).to_have_text(
-        f"Your first charge of $15.00 will be on {shown(trial_until)}")
+        f"Your first charge of $15.00 will be on {shown(trial_until)}"
+    )
 
     lab.allowed.append((422, "/promo/apply"))
     lab.page.fill("#promo-code", "NOPE")
@@ -184,15 +186,21 @@ def test_last_payment_past_due_banner_and_cancel_at_paypal(lab: Lab, new_user) -
 
     # A renewal fails: the page says so, with the date access lasts to, and where to fix it.
     with standin(lab.stack) as paypal:
-        assert paypal.post(f"/_standin/subscriptions/{sub_id}/simulate",
-                           json={"event": "payment-failed", "deliver": True}).status_code == 200
+        assert (
+            paypal.post(
+                f"/_standin/subscriptions/{sub_id}/simulate", json={"event": "payment-failed", "deliver": True}
+            ).status_code
+            == 200
+        )
         assert wait(lambda: deliveries_settled(paypal, sub_id))
     assert wait(lambda: entitlements.get(user["uid"])["paypal"].get("past_due_since") is not None)
     lab.page.reload()
     until = entitlements.pro_until(entitlements.get(user["uid"]))
     banner = lab.page.get_by_role("alert").filter(has_text="did not go through")
-    expect(banner).to_have_text(f"Your last payment did not go through. PRO continues until {shown(until)} "
-                                "while PayPal retries; update your payment method at PayPal to keep it.")
+    expect(banner).to_have_text(
+        f"Your last payment did not go through. PRO continues until {shown(until)} "
+        "while PayPal retries; update your payment method at PayPal to keep it."
+    )
     expect(lab.status).to_have_attribute("data-status", "past_due")
     lab.screenshot("lab-billing-past-due")
 
@@ -248,7 +256,8 @@ def test_subscribing_again_after_cancel_shows_the_first_charge_date_before_paypa
     # Before anything happens at PayPal, the lab says when the new subscription will first charge.
     note = lab.page.locator("#first-charge")
     expect(note.locator("#first-charge-date")).to_have_text(
-        f"Your first charge of $15.00 will be on {shown(paid_through)}")
+        f"Your first charge of $15.00 will be on {shown(paid_through)}"
+    )
     expect(note).to_contain_text("Nothing is charged today and your PRO continues until then")
     lab.page.locator("#billing").scroll_into_view_if_needed()
     lab.screenshot("lab-billing-first-charge", locator="#billing")
@@ -259,11 +268,14 @@ def test_subscribing_again_after_cancel_shows_the_first_charge_date_before_paypa
 
     # PayPal's approval page says the same, and approving charges nothing today.
     lab.page.get_by_role("button", name="Subscribe with PayPal").click()
-    lab.page.wait_for_url(f"{lab.stack.paypal_url}/webapps/billing/subscriptions?ba_token=*",
-                          wait_until="domcontentloaded")
+    lab.page.wait_for_url(
+        f"{lab.stack.paypal_url}/webapps/billing/subscriptions?ba_token=*", wait_until="domcontentloaded"
+    )
     expect(lab.page.locator("#first-payment")).to_have_text(f"First payment: {paid_through:%b %d, %Y}")
     lab.back_from_paypal("Agree & Subscribe")
-    expect(lab.message).to_have_text(f"Thanks — you are subscribed. Your first charge will be on {shown(paid_through)}.")
+    expect(lab.message).to_have_text(
+        f"Thanks — you are subscribed. Your first charge will be on {shown(paid_through)}."
+    )
     expect(lab.status).to_have_text(f"PRO — subscribed, first charge {shown(paid_through)}")
     expect(lab.status).to_have_attribute("data-plan", "pro")
     sub_id = entitlements.get(user["uid"])["paypal_subscription_id"]

@@ -67,7 +67,9 @@ class Lab(lab_support.Lab):
 
     def run(self, script: str):
         """Runs `async (d) => {...}` in the page with d = the js/data.js module."""
-        return self.page.evaluate(f"async () => {{ const d = await import('/js/data.js'); return await ({script})(d); }}")
+        return self.page.evaluate(
+            f"async () => {{ const d = await import('/js/data.js'); return await ({script})(d); }}"
+        )
 
 
 lab = lab_support.fixture(Lab, opened=True)
@@ -87,8 +89,12 @@ def test_xor_demo_publishes_the_dataset_and_its_summary(lab: Lab) -> None:
     expect(lab.page.locator("#data-summary")).to_contain_text("4 rows")
     ds = lab.dataset()
     assert ds["name"] == "XOR" and ds["source"] == "xor"
-    assert ds["rows"] == [{"x1": 0, "x2": 0, "y": 0}, {"x1": 0, "x2": 1, "y": 1},
-                          {"x1": 1, "x2": 0, "y": 1}, {"x1": 1, "x2": 1, "y": 0}]
+    assert ds["rows"] == [
+        {"x1": 0, "x2": 0, "y": 0},
+        {"x1": 0, "x2": 1, "y": 1},
+        {"x1": 1, "x2": 0, "y": 1},
+        {"x1": 1, "x2": 1, "y": 0},
+    ]
     assert ds["target"] == "y" and ds["task"] == "binary"
     assert [(c["name"], c["role"]) for c in ds["columns"]] == [("x1", "feature"), ("x2", "feature"), ("y", "target")]
     assert lab.published() == 1
@@ -108,17 +114,31 @@ def test_csv_is_parsed_inferred_summarised_and_editable(lab: Lab, tmp_path: Path
     assert lab.papa_requests() == [] and lab.page.evaluate("typeof window.Papa") == "undefined"
 
     lab.open_csv(path)
-    expect(lab.page.locator("#data-summary")).to_contain_text("people.csv: 6 rows, 6 columns (3 features), target bought.")
+    expect(lab.page.locator("#data-summary")).to_contain_text(
+        "people.csv: 6 rows, 6 columns (3 features), target bought."
+    )
     assert len(lab.papa_requests()) == 1  # loaded now, once
     ds = lab.dataset()
     assert ds["source"] == "csv" and ds["file_name"] == "people.csv" and ds["delimiter"] == ","
-    assert ds["rows"][0] == {"id": 0, "name": "Smith, Ann", "city": "New\nYork", "age": 34, "income": 52000, "bought": "yes"}
+    assert ds["rows"][0] == {
+        "id": 0,
+        "name": "Smith, Ann",
+        "city": "New\nYork",
+        "age": 34,
+        "income": 52000,
+        "bought": "yes",
+    }
     assert ds["rows"][1]["age"] is None
     assert len(ds["rows"]) == 6
     assert ds["text"] == PEOPLE  # a comma-separated file is kept as it is, for a cloud copy
     assert [(c["name"], c["role"], c["type"]) for c in ds["columns"]] == [
-        ("id", "ignore", "numeric"), ("name", "ignore", "categorical"), ("city", "feature", "categorical"),
-        ("age", "feature", "numeric"), ("income", "feature", "numeric"), ("bought", "target", "categorical")]
+        ("id", "ignore", "numeric"),
+        ("name", "ignore", "categorical"),
+        ("city", "feature", "categorical"),
+        ("age", "feature", "numeric"),
+        ("income", "feature", "numeric"),
+        ("bought", "target", "categorical"),
+    ]
     assert ds["target"] == "bought" and ds["task"] == "binary"
     expect(lab.panel.get_by_label("Role of id")).to_have_value("ignore")
     expect(lab.panel.get_by_label("Type of city")).to_have_value("categorical")
@@ -157,13 +177,18 @@ def test_csv_is_parsed_inferred_summarised_and_editable(lab: Lab, tmp_path: Path
 
     # Rows in blocks of the target get a warning (the split shuffles them).
     iris = tmp_path / "iris.csv"
-    iris.write_text("petal,species\n1.4,setosa\n1.3,setosa\n4.7,versicolor\n4.5,versicolor\n6.0,virginica\n5.1,virginica\n")
+    iris.write_text(
+        "petal,species\n1.4,setosa\n1.3,setosa\n4.7,versicolor\n4.5,versicolor\n6.0,virginica\n5.1,virginica\n"
+    )
     lab.open_csv(iris)
     expect(lab.page.locator("#data-summary")).to_contain_text("iris.csv: 6 rows")
     expect(lab.panel.get_by_label("Task", exact=True)).to_have_value("multiclass")
-    expect(lab.page.locator("#data-warnings li")).to_have_text(["The rows look sorted by the target — the split shuffles them."])
+    expect(lab.page.locator("#data-warnings li")).to_have_text(
+        ["The rows look sorted by the target — the split shuffles them."]
+    )
     expect(lab.page.locator("#data-classes li")).to_have_text(
-        ["setosa 2 rows (33.3%)", "versicolor 2 rows (33.3%)", "virginica 2 rows (33.3%)"])
+        ["setosa 2 rows (33.3%)", "versicolor 2 rows (33.3%)", "virginica 2 rows (33.3%)"]
+    )
 
     # The delimiter override re-parses the open file.
     tie = tmp_path / "tie.csv"
@@ -182,7 +207,8 @@ def test_csv_is_parsed_inferred_summarised_and_editable(lab: Lab, tmp_path: Path
 
 
 def test_parse_and_infer_in_the_page(lab: Lab) -> None:
-    out = lab.run("""async (d) => {
+    out = lab.run(
+        """async (d) => {
         const people = %s;
         const p = await d.parseCsv(people);
         const again = await d.parseCsv(d.toCsv(p.fields, p.rows));
@@ -212,7 +238,9 @@ def test_parse_and_infer_in_the_page(lab: Lab) -> None:
                 ragged: {rows: ragged.rows, errors: ragged.errors}, quote: {rows: quote.rows, errors: quote.errors},
                 ids: ids.map((c) => c.role), mostly: mostly.map((c) => c.type),
                 cells: ['', ' NA ', '?', '1e3', '007', ' x ', 'TRUE', '2024-01-02', '9007199254740993'].map(d.normalizeCell)};
-    }""" % json.dumps(PEOPLE))
+    }"""
+        % json.dumps(PEOPLE)
+    )
     assert out["fields"] == ["id", "name", "city", "age", "income", "bought"]
     assert out["rows"][0]["name"] == "Smith, Ann" and out["rows"][0]["city"] == "New\nYork"
     assert out["rows"][1]["age"] is None and out["errors"] == [] and out["text"]
@@ -261,8 +289,16 @@ def test_preprocessor_is_fitted_on_the_training_rows_only(lab: Lab) -> None:
     assert out["same"], "a value only in the validation rows changed the preprocessor"
     a = next(f for f in pre["features"] if f["name"] == "a")
     assert a["mean"] == pytest.approx(out["mean"]) and a["std"] == pytest.approx(out["std"])
-    assert pre["feature_names"] == ["a", "b", "b__missing", "flat", "color=__missing__", "color=green", "color=red",
-                                    "color=__unseen__"]
+    assert pre["feature_names"] == [
+        "a",
+        "b",
+        "b__missing",
+        "flat",
+        "color=__missing__",
+        "color=green",
+        "color=red",
+        "color=__unseen__",
+    ]
     assert pre["inputs"] == 8 and pre["outputs"] == 1
     assert pre["target_encoding"] == {"type": "binary", "labels": ["no", "yes"]}
     names = pre["feature_names"]
@@ -340,13 +376,20 @@ def test_split_is_seeded_stratified_and_loses_nothing(lab: Lab) -> None:
     assert sorted(out["xor"]["train"]) == [0, 1, 2, 3]  # the demo trains on all four rows
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ("", "empty.csv: The file is empty."),
-    ("a,b,label\n", "header.csv: The file has a header row but no data rows."),
-    ("a,b,a\n1,2,3\n4,5,6\n", "dup.csv: The header repeats column names: a. Column names must be unique."),
-    ("a,,b\n1,2,3\n", "blank.csv: Column 2 has no name"),
-    (",".join(f"c{i}" for i in range(201)) + "\n" + ",".join("1" * 201) + "\n", "wide.csv: The file has 201 columns"),
-], ids=["empty", "header", "dup", "blank", "wide"])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "empty.csv: The file is empty."),
+        ("a,b,label\n", "header.csv: The file has a header row but no data rows."),
+        ("a,b,a\n1,2,3\n4,5,6\n", "dup.csv: The header repeats column names: a. Column names must be unique."),
+        ("a,,b\n1,2,3\n", "blank.csv: Column 2 has no name"),
+        (
+            ",".join(f"c{i}" for i in range(201)) + "\n" + ",".join("1" * 201) + "\n",
+            "wide.csv: The file has 201 columns",
+        ),
+    ],
+    ids=["empty", "header", "dup", "blank", "wide"],
+)
 def test_bad_files_say_why_and_publish_nothing(lab: Lab, tmp_path: Path, content: str, message: str) -> None:
     from playwright.sync_api import expect
 
@@ -401,9 +444,14 @@ def test_rows_with_the_wrong_field_count_are_reported_and_kept(lab: Lab, tmp_pat
     path.write_text("a,b,label\n1,2,x\n3,y\n4,5,y,extra\n6,7,x\n")
     lab.open_csv(path)
     expect(lab.page.locator("#data-summary")).to_contain_text("ragged.csv: 4 rows, 3 columns")
-    expect(lab.page.locator("#data-warnings li")).to_contain_text([
-        "Row 2 has 2 fields, the header has 3; the missing cells are left empty.",
-        "Row 3 has 4 fields, the header has 3; the extra cells are ignored."])
+    expect(lab.page.locator("#data-warnings li")).to_contain_text(
+        [
+            "Row 2 has 2 fields, the header has 3; the missing cells are left empty.",
+            "Row 3 has 4 fields, the header has 3; the extra cells are ignored.",
+        ]
+    )
     rows = lab.dataset()["rows"]
     assert rows[1] == {"a": 3, "b": "y", "label": None} and rows[2] == {"a": 4, "b": 5, "label": "y"}
-    expect(lab.page.locator("#data-warnings li")).to_contain_text(["1 row has no target value; training leaves it out."])
+    expect(lab.page.locator("#data-warnings li")).to_contain_text(
+        ["1 row has no target value; training leaves it out."]
+    )

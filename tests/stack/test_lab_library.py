@@ -44,8 +44,9 @@ def _save(lab: Lab, model_name: str, version: int = 1) -> None:
     expect(lab.page.locator("#cloud-message")).to_have_text(f"Saved as version {version}.", timeout=SAVE_TIMEOUT_MS)
 
 
-def test_the_library_lists_what_was_saved_and_manages_it(lab: Lab, chromium, stack: Stack, new_user,
-                                                          tmp_path: Path) -> None:
+def test_the_library_lists_what_was_saved_and_manages_it(
+    lab: Lab, chromium, stack: Stack, new_user, tmp_path: Path
+) -> None:
     from playwright.sync_api import expect
 
     user = new_user()
@@ -223,7 +224,9 @@ def test_lists_page_with_show_more(lab: Lab, chromium, stack: Stack, member, new
         made.append(r.json()["id"])
     model = api.request("POST", "/models", json_body={"project_id": made[0], "name": "m", "config_json": {}}).json()
     for i in range(11):
-        r = api.request("POST", "/jobs", json_body={"project_id": made[0], "model_id": model["id"], "name": f"run {i:02d}"})
+        r = api.request(
+            "POST", "/jobs", json_body={"project_id": made[0], "model_id": model["id"], "name": f"run {i:02d}"}
+        )
         assert r.status_code == 201, r.text
     lab.sign_in({"email": api.email, "password": PASSWORD})
     page = lab.page
@@ -260,7 +263,9 @@ def test_lists_page_with_show_more(lab: Lab, chromium, stack: Stack, member, new
     page.select_option("#library-project", label="project 05")
     expect(page.locator("#library-models > li")).to_have_count(0)
     expect(runs).to_have_count(0)
-    expect(page.locator("#library")).to_contain_text("Nothing in project 05 yet. Train a model and press Save to cloud.")
+    expect(page.locator("#library")).to_contain_text(
+        "Nothing in project 05 yet. Train a model and press Save to cloud."
+    )
 
     # Another person's library, meanwhile, is empty.
     with lab_support.checked(Lab(chromium, stack)) as other:
@@ -277,7 +282,9 @@ def test_a_free_user_sees_their_lists_and_a_pending_version(lab: Lab, member) ->
 
     api = member()  # no PRO: the catalog answers, only uploads are refused
     project = api.request("POST", "/projects", json_body={"name": "Old work"}).json()
-    model = api.request("POST", "/models", json_body={"project_id": project["id"], "name": "draft", "config_json": {}}).json()
+    model = api.request(
+        "POST", "/models", json_body={"project_id": project["id"], "name": "draft", "config_json": {}}
+    ).json()
     assert api.request("POST", f"/models/{model['id']}/versions").json()["status"] == "pending"
     lab.sign_in({"email": api.email, "password": PASSWORD})
     page = lab.page

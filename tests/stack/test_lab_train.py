@@ -164,7 +164,8 @@ def test_export_then_import_gives_the_same_predictions(lab: Lab, tmp_path: Path)
     lab.open()
     assert not lab.tf_loaded()
     lab.page.get_by_label("Model files to import (model.json and weights.bin)").set_input_files(
-        [saved["model.json"], saved["weights.bin"]])
+        [saved["model.json"], saved["weights.bin"]]
+    )
     lab.page.get_by_role("button", name="Import", exact=True).click()
     expect(lab.page.locator("#files-message")).to_contain_text("Imported model.json and weights.bin")
     expect(lab.page.locator("#backend-status")).to_have_attribute("data-backend", "cpu")
@@ -318,8 +319,10 @@ def test_multiclass_and_regression_csvs_train_with_a_held_out_split(lab: Lab, tm
     expect(lab.page.locator("#prediction")).to_have_attribute("data-label", "c")
     assert len(json.loads(lab.page.locator("#prediction").get_attribute("data-output"))) == 3
 
-    rows = [f"{x1:.3f},{x2:.3f},{2 * x1 - x2 + rng.gauss(0, 0.05):.4f}"
-            for x1, x2 in ((rng.uniform(-2, 2), rng.uniform(-2, 2)) for _ in range(80))]
+    rows = [
+        f"{x1:.3f},{x2:.3f},{2 * x1 - x2 + rng.gauss(0, 0.05):.4f}"
+        for x1, x2 in ((rng.uniform(-2, 2), rng.uniform(-2, 2)) for _ in range(80))
+    ]
     lab.page.set_input_files("#data-file", _csv(tmp_path, "line.csv", "x1,x2,y", rows))
     lab.configure(units=8, activation="relu", lr=0.05, epochs=1000, batch=16, patience=5)
     expect(count).to_contain_text("2 inputs → 8 relu → 1 linear output")

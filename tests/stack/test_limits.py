@@ -43,6 +43,7 @@ def _parents(b) -> dict[str, str]:
 
 # --- every stored field, at and just over its limits (derived from the route table's schemas) ----
 
+
 def _stored_writes() -> list[tuple[routes.Route, str]]:
     """(route, collection) of every catalog route whose body is stored: creates and renames."""
     out = []
@@ -61,19 +62,27 @@ def _cases(field: str, schema: dict) -> list[tuple[str, Any, bool]]:
     s = bounded[0]
     if "x-max-bytes" in s:
         size, depth = s["x-max-bytes"], s["x-max-depth"]
-        return [("at max bytes and depth", nested(depth, size), True),
-                ("one byte over", nested(depth, size + 1), False),
-                ("one level too deep", nested(depth + 1, 200), False),
-                ("300 levels deep", nested(300, 3000), False)]
+        return [
+            ("at max bytes and depth", nested(depth, size), True),
+            ("one byte over", nested(depth, size + 1), False),
+            ("one level too deep", nested(depth + 1, 200), False),
+            ("300 levels deep", nested(300, 3000), False),
+        ]
     if s.get("type") == "string" and "maxLength" in s:
         n = s["maxLength"]
-        return [("at max length", "é" * n, True), ("at max length of emoji", "🧪" * n, True),
-                ("one character over", "x" * (n + 1), False)]
+        return [
+            ("at max length", "é" * n, True),
+            ("at max length of emoji", "🧪" * n, True),
+            ("one character over", "x" * (n + 1), False),
+        ]
     if s.get("type") == "string" and s.get("pattern") == "^[0-9a-f]{32}$":
         return [("someone else's or unknown id", "f" * 32, False), ("33 characters", "a" * 33, False)]
     if s.get("type") == "integer" and "maximum" in s:
-        return [("at maximum", s["maximum"], False),  # no such version: refused (404), never stored
-                ("one over", s["maximum"] + 1, False), ("below minimum", s.get("minimum", 0) - 1, False)]
+        return [
+            ("at maximum", s["maximum"], False),  # no such version: refused (404), never stored
+            ("one over", s["maximum"] + 1, False),
+            ("below minimum", s.get("minimum", 0) - 1, False),
+        ]
     raise AssertionError(f"{field} is stored but declares no limit: {s}")
 
 
@@ -102,7 +111,8 @@ def _served_everywhere(b, collection: str, record: dict, field: str, value: Any)
 
 @pytest.mark.parametrize("route,collection", _stored_writes(), ids=lambda v: getattr(v, "path", v))
 def test_every_stored_field_is_served_back_at_its_limits_and_refused_just_over(
-        alice, route: routes.Route, collection: str) -> None:
+    alice, route: routes.Route, collection: str
+) -> None:
     parents = _parents(alice)
     schema = route.request.model_json_schema()
     for field, field_schema in schema["properties"].items():
@@ -112,8 +122,9 @@ def test_every_stored_field_is_served_back_at_its_limits_and_refused_just_over(
             if route.method == "POST":
                 r = alice.request("POST", f"/{collection}", json_body=body)
             else:
-                target = ok(alice.request("POST", f"/{collection}", json_body=_body(_create_route(collection),
-                                                                                   parents)), 201)
+                target = ok(
+                    alice.request("POST", f"/{collection}", json_body=_body(_create_route(collection), parents)), 201
+                )
                 before += 1
                 r = alice.request("PATCH", f"/{collection}/{target['id']}", json_body=body)
             if stored:
@@ -132,8 +143,11 @@ def _create_route(collection: str) -> routes.Route:
 
 def test_a_config_nested_300_deep_is_refused_and_the_lists_and_export_keep_working(alice) -> None:
     parents = _parents(alice)
-    r = alice.request("POST", "/models", json_body={"project_id": parents["project"], "name": "deep",
-                                                   "config_json": nested(300, 3000)})
+    r = alice.request(
+        "POST",
+        "/models",
+        json_body={"project_id": parents["project"], "name": "deep", "config_json": nested(300, 3000)},
+    )
     body = problem(r, 422)
     assert body["errors"][0]["field"] == "config_json" and "300 levels" in body["errors"][0]["message"]
     assert ok(alice.request("GET", "/models"))["items"][0]["name"] == "parent"
@@ -152,6 +166,7 @@ def test_a_record_stored_too_deep_before_the_limit_reads_as_an_empty_object(alic
 
 
 # --- counts per plan -----------------------------------------------------------------------------
+
 
 def _burst(n: int, call) -> list:
     results: list = [None] * n
@@ -245,11 +260,19 @@ def test_pro_gets_the_pro_limits(pro) -> None:
 
 # --- list pages in bytes --------------------------------------------------------------------------
 
+
 def test_a_page_of_the_largest_records_stays_under_its_byte_budget_and_paging_loses_nothing(alice) -> None:
     parents = _parents(alice)
     big = nested(LIMITS.json_depth, LIMITS.json_field_bytes)
-    made = {ok(alice.request("POST", "/models", json_body={"project_id": parents["project"], "name": f"m{i}",
-                                                          "config_json": big}), 201)["id"] for i in range(20)}
+    made = {
+        ok(
+            alice.request(
+                "POST", "/models", json_body={"project_id": parents["project"], "name": f"m{i}", "config_json": big}
+            ),
+            201,
+        )["id"]
+        for i in range(20)
+    }
     seen, cursor, pages = [], None, 0
     while True:
         params = {"limit": 100, "versions": "true", **({"cursor": cursor} if cursor else {})}
@@ -268,14 +291,26 @@ def test_a_page_of_the_largest_records_stays_under_its_byte_budget_and_paging_lo
 
 # --- the limits are published -----------------------------------------------------------------------
 
+
 def test_the_plans_document_publishes_every_limit(gateway) -> None:
     plans = {p["id"]: p["limits"] for p in ok(gateway.get("/billing/plans"))["plans"]}
     for plan_id, plan in config.PLANS.items():
         limits = plans[plan_id]
-        for name in ("projects", "models", "versions_per_model", "datasets", "jobs", "storage_bytes",
-                     "uploads_per_day"):
+        for name in (
+            "projects",
+            "models",
+            "versions_per_model",
+            "datasets",
+            "jobs",
+            "storage_bytes",
+            "uploads_per_day",
+        ):
             assert limits[name] == getattr(plan, name), name
         assert (limits["json_field_bytes"], limits["json_depth"]) == (LIMITS.json_field_bytes, LIMITS.json_depth)
-        assert limits["file_bytes"] == {"model": LIMITS.model_json_bytes, "weights": LIMITS.weights_bytes,
-                                        "dataset": LIMITS.dataset_csv_bytes, "metrics": LIMITS.metrics_json_bytes}
+        assert limits["file_bytes"] == {
+            "model": LIMITS.model_json_bytes,
+            "weights": LIMITS.weights_bytes,
+            "dataset": LIMITS.dataset_csv_bytes,
+            "metrics": LIMITS.metrics_json_bytes,
+        }
     assert plans["pro"]["models"] > plans["free"]["models"]

@@ -21,8 +21,18 @@ def test_load_smoke(stack) -> None:
 
     accounts = load.prepare_users(USERS)
     progress: list[str] = []
-    result = load.run_driver(stack.gateway_url, accounts, schedule=[USERS], step_seconds=SECONDS, seconds=SECONDS,
-                             p95_ms=1e9, error_pct=100.0, wait="0.5,1.5", spawn_seconds=2, echo=progress.append)
+    result = load.run_driver(
+        stack.gateway_url,
+        accounts,
+        schedule=[USERS],
+        step_seconds=SECONDS,
+        seconds=SECONDS,
+        p95_ms=1e9,
+        error_pct=100.0,
+        wait="0.5,1.5",
+        spawn_seconds=2,
+        echo=progress.append,
+    )
     totals = result["totals"]["types"]
     assert totals["Aggregated"]["requests"] > 0, result["log_tail"]
     assert totals["Aggregated"]["failures"] == 0, result["totals"]["errors"]
@@ -46,7 +56,8 @@ def test_load_smoke(stack) -> None:
     # The check is not vacuous: one byte too many on one user's counter is a FAIL naming that user.
     uid = next(u for u, r in uploads.items() if r["objects"])
     clients.firestore().collection(recorder.USAGE).document(uid).set(
-        {"storage_bytes": firestore.Increment(1)}, merge=True)
+        {"storage_bytes": firestore.Increment(1)}, merge=True
+    )
     lines.clear()
     assert not load.check_consistency(uploads, echo=lines.append)
     assert any(ln.startswith("FAIL each user's storage usage") for ln in lines), lines

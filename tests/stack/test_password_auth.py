@@ -58,7 +58,8 @@ def test_register_verify_login_me_refresh_logout(stack: Stack, browser: Browser,
 
 
 def test_registering_an_existing_email_answers_the_same_and_mails_the_owner(
-        stack: Stack, browser: Browser, new_user) -> None:
+    stack: Stack, browser: Browser, new_user
+) -> None:
     owner = new_user()
     fresh = f"fresh-{owner['uid'][:8]}@example.com"
     a = browser.request("POST", "/auth/register", json_body={"email": owner["email"], "password": "another long pass"})
@@ -70,12 +71,17 @@ def test_registering_an_existing_email_answers_the_same_and_mails_the_owner(
     assert users.password_identity(owner["email"])["uid"] == owner["uid"]  # nothing replaced
 
 
-@pytest.mark.parametrize("password,why", [
-    ("short12", "at least 8"),
-    ("password123", "most common"),
-    ("iloveyou", "most common"),
-])
-def test_weak_passwords_are_refused_and_nothing_is_created(browser: Browser, unique: str, password: str, why: str) -> None:
+@pytest.mark.parametrize(
+    "password,why",
+    [
+        ("short12", "at least 8"),
+        ("password123", "most common"),
+        ("iloveyou", "most common"),
+    ],
+)
+def test_weak_passwords_are_refused_and_nothing_is_created(
+    browser: Browser, unique: str, password: str, why: str
+) -> None:
     email = f"weak-{unique}@example.com"
     r = browser.request("POST", "/auth/register", json_body={"email": email, "password": password})
     assert r.status_code == 422
@@ -102,8 +108,9 @@ def test_unknown_email_and_wrong_password_answer_alike(browser: Browser, new_use
     assert strip(wrong) == strip(unknown)
 
 
-def test_unknown_email_runs_the_dummy_argon2_verify(function_client, monkeypatch: pytest.MonkeyPatch,
-                                                     stack: Stack, new_user) -> None:
+def test_unknown_email_runs_the_dummy_argon2_verify(
+    function_client, monkeypatch: pytest.MonkeyPatch, stack: Stack, new_user
+) -> None:
     calls: list[str] = []
     real = passwords.dummy_verify
     monkeypatch.setattr(passwords, "dummy_verify", lambda pw: (calls.append(pw), real(pw))[1])
@@ -116,8 +123,9 @@ def test_unknown_email_runs_the_dummy_argon2_verify(function_client, monkeypatch
     assert r.status_code == 401 and calls == ["whatever123"]  # a known account uses its real hash
 
 
-def test_sixth_failure_from_one_client_is_throttled_then_the_window_passes(function_client, stack: Stack,
-                                                                          new_user) -> None:
+def test_sixth_failure_from_one_client_is_throttled_then_the_window_passes(
+    function_client, stack: Stack, new_user
+) -> None:
     user = new_user()
     client = function_client("auth_password")
     headers = {"Origin": stack.gateway_url, "X-CSRF-Token": "1"}
@@ -144,9 +152,13 @@ def test_password_reset_signs_out_everywhere(stack: Stack, new_user) -> None:
     unknown = phone.request("POST", "/auth/password-reset", json_body={"email": "nobody-at-all@example.com"})
     assert r.status_code == unknown.status_code == 202 and r.json() == unknown.json()
     token = token_from(mails(user["email"], "password_reset")[-1], "reset-password")
-    r = phone.request("POST", "/auth/password-reset/confirm", json_body={"token": token, "password": "a brand new secret"})
+    r = phone.request(
+        "POST", "/auth/password-reset/confirm", json_body={"token": token, "password": "a brand new secret"}
+    )
     assert r.status_code == 200
-    again = phone.request("POST", "/auth/password-reset/confirm", json_body={"token": token, "password": "another one!!"})
+    again = phone.request(
+        "POST", "/auth/password-reset/confirm", json_body={"token": token, "password": "another one!!"}
+    )
     assert again.status_code == 400
 
     assert phone.refresh().status_code == 401 and laptop.refresh().status_code == 401
@@ -161,16 +173,26 @@ def test_password_change_can_sign_out_the_other_devices(stack: Stack, new_user) 
     here, there = Browser(stack.gateway_url), Browser(stack.gateway_url)
     here.login(user["email"], user["password"])
     there.login(user["email"], user["password"])
-    wrong = here.request("POST", "/auth/password-change",
-                         json_body={"current_password": "nope nope nope", "new_password": "fresh secret 123"})
+    wrong = here.request(
+        "POST",
+        "/auth/password-change",
+        json_body={"current_password": "nope nope nope", "new_password": "fresh secret 123"},
+    )
     assert wrong.status_code == 403
-    r = here.request("POST", "/auth/password-change",
-                     json_body={"current_password": user["password"], "new_password": "fresh secret 123"})
+    r = here.request(
+        "POST",
+        "/auth/password-change",
+        json_body={"current_password": user["password"], "new_password": "fresh secret 123"},
+    )
     assert r.status_code == 200, r.text
     assert here.refresh().status_code == 200  # this device stays signed in
     assert there.refresh().status_code == 401
-    no_csrf = here.request("POST", "/auth/password-change", headers={"X-CSRF-Token": "bogus"},
-                           json_body={"current_password": "fresh secret 123", "new_password": "another secret 1"})
+    no_csrf = here.request(
+        "POST",
+        "/auth/password-change",
+        headers={"X-CSRF-Token": "bogus"},
+        json_body={"current_password": "fresh secret 123", "new_password": "another secret 1"},
+    )
     assert no_csrf.status_code == 403
 
 
@@ -225,6 +247,7 @@ def test_curl_style_client_without_cookie_jar(stack: Stack, new_user) -> None:
         assert me.status_code == 200 and me.json()["uid"] == user["uid"]
         r2 = c.post("/auth/refresh", headers={**h, "Cookie": rt})
         assert r2.status_code == 200
-        out = c.post("/auth/logout", headers={**h, "Cookie": r2.headers["set-cookie"].split(";")[0]},
-                     json={"scope": "local"})
+        out = c.post(
+            "/auth/logout", headers={**h, "Cookie": r2.headers["set-cookie"].split(";")[0]}, json={"scope": "local"}
+        )
         assert out.status_code == 204

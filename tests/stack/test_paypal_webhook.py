@@ -15,8 +15,18 @@ import pytest
 from mllab import billing, clients
 from mllab_dev.stack import Stack
 
-from .billing_support import (deliveries_settled, event, event_marker, mails_to, outbox, sales_of, signed_webhook,
-                              subscribe, subscription_status, wait)
+from .billing_support import (
+    deliveries_settled,
+    event,
+    event_marker,
+    mails_to,
+    outbox,
+    sales_of,
+    signed_webhook,
+    subscribe,
+    subscription_status,
+    wait,
+)
 from .conftest import Browser
 
 PATH = "/payments/paypal/webhook"
@@ -71,22 +81,26 @@ def test_a_body_whose_crc32_is_at_least_2_31_verifies(stack: Stack, gateway: htt
     while True:  # find a body whose unsigned CRC32 has the top bit set (a signed int32 would be negative)
         ev = event("BILLING.SUBSCRIPTION.UPDATED", subscriber.sub_id, event_id=f"WH-CRC-{pad}", summary="x" * pad)
         body, headers = signed_webhook(stack, ev)
-        if zlib.crc32(body) >= 2 ** 31:
+        if zlib.crc32(body) >= 2**31:
             break
         pad += 1
     r = gateway.post(PATH, content=body, headers=headers)
     assert r.status_code == 200 and r.json()["outcome"].startswith(("unchanged", "applied")), r.text
 
 
-@pytest.mark.parametrize("template", [
-    "https://api.paypal.com.evil.test:{port}/v1/notifications/certs/CERT-1",  # look-alike host
-    "https://evil.test/api.paypal.com/v1/notifications/certs/CERT-1",  # foreign host
-    "https://api.paypal.com@127.0.0.1:{port}/v1/notifications/certs/CERT-1",  # userinfo trick
-    "http://127.0.0.1:{port}/v1/notifications/certs/CERT-1",  # plain http
-    "https://127.0.0.1:{port}/v1/notifications/certs/CERT-1",  # the right scheme, a port not allowed
-])
+@pytest.mark.parametrize(
+    "template",
+    [
+        "https://api.paypal.com.evil.test:{port}/v1/notifications/certs/CERT-1",  # look-alike host
+        "https://evil.test/api.paypal.com/v1/notifications/certs/CERT-1",  # foreign host
+        "https://api.paypal.com@127.0.0.1:{port}/v1/notifications/certs/CERT-1",  # userinfo trick
+        "http://127.0.0.1:{port}/v1/notifications/certs/CERT-1",  # plain http
+        "https://127.0.0.1:{port}/v1/notifications/certs/CERT-1",  # the right scheme, a port not allowed
+    ],
+)
 def test_a_certificate_url_off_the_allow_list_is_refused_before_any_fetch(
-        stack: Stack, gateway: httpx.Client, cert_host: int, template: str) -> None:
+    stack: Stack, gateway: httpx.Client, cert_host: int, template: str
+) -> None:
     ev = event("BILLING.SUBSCRIPTION.ACTIVATED", "I-AAAAAAAAAAAA")
     body, headers = signed_webhook(stack, ev, cert_url=template.format(port=cert_host))
     r = gateway.post(PATH, content=body, headers=headers)
@@ -104,8 +118,9 @@ def test_an_algorithm_other_than_sha256withrsa_is_refused(stack: Stack, gateway:
     assert event_marker(ev["id"]) is None
 
 
-def test_a_tampered_body_or_wrong_webhook_id_is_400_and_changes_nothing(stack: Stack, gateway: httpx.Client,
-                                                                      subscriber: Browser) -> None:
+def test_a_tampered_body_or_wrong_webhook_id_is_400_and_changes_nothing(
+    stack: Stack, gateway: httpx.Client, subscriber: Browser
+) -> None:
     ev = event("BILLING.SUBSCRIPTION.CANCELLED", subscriber.sub_id)
     body, headers = signed_webhook(stack, ev)
     r = gateway.post(PATH, content=body.replace(b"test", b"tEst"), headers=headers)
@@ -117,11 +132,13 @@ def test_a_tampered_body_or_wrong_webhook_id_is_400_and_changes_nothing(stack: S
     assert event_marker(ev["id"]) is None and subscription_status(subscriber)["status"] == "active"
 
 
-def test_the_same_event_delivered_100_times_has_one_effect(stack: Stack, gateway: httpx.Client,
-                                                            subscriber: Browser, paypal: httpx.Client) -> None:
+def test_the_same_event_delivered_100_times_has_one_effect(
+    stack: Stack, gateway: httpx.Client, subscriber: Browser, paypal: httpx.Client
+) -> None:
     # The effect to count: the payment-failed mail. PayPal's state changes without a webhook...
-    paypal.post(f"/_standin/subscriptions/{subscriber.sub_id}/simulate",
-                json={"event": "payment-failed", "deliver": False})
+    paypal.post(
+        f"/_standin/subscriptions/{subscriber.sub_id}/simulate", json={"event": "payment-failed", "deliver": False}
+    )
     # ...then one event arrives 100 times, 20 at once (each delivery signed anew, as PayPal does).
     ev = event("BILLING.SUBSCRIPTION.PAYMENT.FAILED", subscriber.sub_id)
     deliveries = [signed_webhook(stack, ev) for _ in range(100)]
@@ -140,14 +157,17 @@ def test_activated_after_cancelled_stays_cancelled(stack: Stack, subscriber: Bro
     paypal.post(f"/_standin/subscriptions/{subscriber.sub_id}/simulate", json={"event": "cancelled"})
     assert wait(lambda: subscription_status(subscriber)["status"] == "canceled")
     # An ACTIVATED event arrives late: PayPal's current state (re-read) is what counts.
-    late = paypal.post("/_standin/events/send", json={"subscription_id": subscriber.sub_id,
-                                                      "event_type": "BILLING.SUBSCRIPTION.ACTIVATED"}).json()["event"]
+    late = paypal.post(
+        "/_standin/events/send",
+        json={"subscription_id": subscriber.sub_id, "event_type": "BILLING.SUBSCRIPTION.ACTIVATED"},
+    ).json()["event"]
     assert wait(lambda: (event_marker(late["id"]) or {}).get("state") == "done")
     assert subscription_status(subscriber)["status"] == "canceled"
 
 
 def test_a_transient_paypal_error_is_5xx_then_the_retry_does_the_work(
-        stack: Stack, gateway: httpx.Client, subscriber: Browser, paypal: httpx.Client) -> None:
+    stack: Stack, gateway: httpx.Client, subscriber: Browser, paypal: httpx.Client
+) -> None:
     paypal.post(f"/_standin/subscriptions/{subscriber.sub_id}/simulate", json={"event": "suspended", "deliver": False})
     paypal.post("/_standin/faults", json={"status": 500, "count": 3, "path_prefix": "/v1/billing/subscriptions"})
     ev = event("BILLING.SUBSCRIPTION.SUSPENDED", subscriber.sub_id)
@@ -163,7 +183,8 @@ def test_a_transient_paypal_error_is_5xx_then_the_retry_does_the_work(
 
 
 def test_a_transient_firestore_error_is_5xx_then_the_retry_does_the_work(
-        stack: Stack, function_client, subscriber: Browser, paypal: httpx.Client, monkeypatch) -> None:
+    stack: Stack, function_client, subscriber: Browser, paypal: httpx.Client, monkeypatch
+) -> None:
     """In-process (the fault is injected into this process's Firestore writes)."""
     from google.api_core.exceptions import ServiceUnavailable
 
@@ -211,8 +232,7 @@ def test_an_event_for_a_subscription_paypal_does_not_know(stack: Stack, gateway:
 
 
 def test_a_body_over_64_kib_is_413(stack: Stack, gateway: httpx.Client) -> None:
-    body, headers = signed_webhook(stack, event("BILLING.SUBSCRIPTION.UPDATED", "I-AAAAAAAAAAAA",
-                                                summary="x" * 70_000))
+    body, headers = signed_webhook(stack, event("BILLING.SUBSCRIPTION.UPDATED", "I-AAAAAAAAAAAA", summary="x" * 70_000))
     r = gateway.post(PATH, content=body, headers=headers)
     assert r.status_code == 413
 
@@ -273,8 +293,9 @@ def test_each_billing_event_mails_once_however_often_paypal_redelivers(member, p
             marker = event_marker(ev["id"])
             assert marker["state"] == "done" and marker["attempts"] == 1, (step, ev["event_type"], marker)
         after = entitlements.get(b.uid)
-        assert {k: v for k, v in after.items() if k not in ("updated_at", "paypal")} \
-            == {k: v for k, v in before.items() if k not in ("updated_at", "paypal")}, step  # the sync changed nothing
+        assert {k: v for k, v in after.items() if k not in ("updated_at", "paypal")} == {
+            k: v for k, v in before.items() if k not in ("updated_at", "paypal")
+        }, step  # the sync changed nothing
 
     # The receipts: amount, currency, date, next billing date and PayPal's transaction id.
     sales = sales_of(paypal, sub_id)
@@ -293,8 +314,9 @@ def test_each_billing_event_mails_once_however_often_paypal_redelivers(member, p
     assert "will not be charged again" in canceled["body"]
 
 
-def test_a_redelivered_sale_event_sends_no_second_receipt(stack: Stack, gateway: httpx.Client,
-                                                          subscriber: Browser, paypal: httpx.Client) -> None:
+def test_a_redelivered_sale_event_sends_no_second_receipt(
+    stack: Stack, gateway: httpx.Client, subscriber: Browser, paypal: httpx.Client
+) -> None:
     [receipt] = wait(lambda: mails_to(subscriber.email, "payment_receipt"))
     sale = sales_of(paypal, subscriber.sub_id)[0]
     assert sale["id"] in receipt["body"]
@@ -309,15 +331,27 @@ def test_a_redelivered_sale_event_sends_no_second_receipt(stack: Stack, gateway:
     assert len(mails_to(subscriber.email, "payment_receipt")) == 1
 
 
-EVENT_TYPES = ["BILLING.SUBSCRIPTION.CREATED", "BILLING.SUBSCRIPTION.ACTIVATED", "BILLING.SUBSCRIPTION.UPDATED",
-               "BILLING.SUBSCRIPTION.RE-ACTIVATED", "BILLING.SUBSCRIPTION.SUSPENDED", "BILLING.SUBSCRIPTION.CANCELLED",
-               "BILLING.SUBSCRIPTION.EXPIRED", "BILLING.SUBSCRIPTION.PAYMENT.FAILED", "PAYMENT.SALE.COMPLETED",
-               "PAYMENT.SALE.DENIED", "PAYMENT.SALE.PENDING", "PAYMENT.SALE.REFUNDED", "PAYMENT.SALE.REVERSED"]
+EVENT_TYPES = [
+    "BILLING.SUBSCRIPTION.CREATED",
+    "BILLING.SUBSCRIPTION.ACTIVATED",
+    "BILLING.SUBSCRIPTION.UPDATED",
+    "BILLING.SUBSCRIPTION.RE-ACTIVATED",
+    "BILLING.SUBSCRIPTION.SUSPENDED",
+    "BILLING.SUBSCRIPTION.CANCELLED",
+    "BILLING.SUBSCRIPTION.EXPIRED",
+    "BILLING.SUBSCRIPTION.PAYMENT.FAILED",
+    "PAYMENT.SALE.COMPLETED",
+    "PAYMENT.SALE.DENIED",
+    "PAYMENT.SALE.PENDING",
+    "PAYMENT.SALE.REFUNDED",
+    "PAYMENT.SALE.REVERSED",
+]
 
 
 @pytest.mark.parametrize("event_type", EVENT_TYPES)
 def test_every_event_type_redelivered_has_at_most_one_mail_and_one_change(
-        stack: Stack, gateway: httpx.Client, subscriber: Browser, event_type: str) -> None:
+    stack: Stack, gateway: httpx.Client, subscriber: Browser, event_type: str
+) -> None:
     """Whatever the event says, PayPal's state (re-read) is what is applied; a redelivery of the same
     event is a duplicate. Here PayPal's state does not move, so nothing may change but a receipt for a
     new sale."""

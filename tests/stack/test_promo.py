@@ -13,19 +13,19 @@ from datetime import datetime, timedelta
 
 import httpx
 
-from mllab import (audit, billing, clients, clock, config, entitlements, passwords, promo, sessions, tokens,
-                   users)
+from mllab import audit, billing, clients, clock, config, entitlements, passwords, promo, sessions, tokens, users
 from mllab.problems import PROBLEM_TYPE, Problem
 from mllab_dev.stack import Stack
 
 from .conftest import Browser
 from .test_storage_flow import WEIGHTS, _model_with_version, _ok
 
-GIB = 1024 ** 3
+GIB = 1024**3
 FOREVER = "9999-12-31T00:00:00Z"
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
 
 def _code(code: str, kind: str = "trial", *, uses: int = 10, days: int | None = 14, **kw) -> dict:
     return promo.create(promo.NewCode(code=code, kind=kind, uses=uses, days=days, **kw))
@@ -49,8 +49,11 @@ def _code_doc(code: str) -> dict:
 
 
 def _redemptions(code: str) -> list[dict]:
-    return [s.to_dict() | {"id": s.id} for s in clients.firestore().collection(promo.REDEMPTIONS).stream()
-            if s.get("code") == code]
+    return [
+        s.to_dict() | {"id": s.id}
+        for s in clients.firestore().collection(promo.REDEMPTIONS).stream()
+        if s.get("code") == code
+    ]
 
 
 def _when(value: str) -> datetime:
@@ -68,6 +71,7 @@ def _promo_audit(uid: str) -> list[dict]:
 
 
 # --- the happy path ------------------------------------------------------------------------------
+
 
 def test_a_cli_made_trial_code_is_redeemed_through_the_gateway(cli, member) -> None:
     r = cli("promo", "create", "TRIAL14", "--days", "14", "--uses", "5")
@@ -116,12 +120,14 @@ def test_the_code_is_normalised(member) -> None:
 
 # --- contention (DESIGN section 5: hot documents) ------------------------------------------------
 
+
 def _racers(n: int) -> list[dict]:
     """n users with a live session each, made directly (no Argon2: these never sign in by password)."""
     out = []
     for i in range(n):
-        uid = users.create_password_user(f"racer-{uuid.uuid4().hex[:10]}@example.com", passwords.DUMMY_HASH,
-                                         verified=True)
+        uid = users.create_password_user(
+            f"racer-{uuid.uuid4().hex[:10]}@example.com", passwords.DUMMY_HASH, verified=True
+        )
         s, _ = sessions.create(uid, "password", user_agent="pytest-racer", ip="203.0.113.7")
         out.append({"uid": uid, "token": tokens.issue_access_token(uid, s.id).token, "csrf": sessions.csrf_token(s.id)})
     return out
@@ -141,13 +147,21 @@ def test_fifty_racers_through_the_gateway_get_exactly_ten_uses(stack: Stack) -> 
     racers = _racers(50)
     barrier = threading.Barrier(50)
 
-    with httpx.Client(base_url=stack.gateway_url, timeout=90,
-                      limits=httpx.Limits(max_connections=64, max_keepalive_connections=64)) as client:
+    with httpx.Client(
+        base_url=stack.gateway_url, timeout=90, limits=httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    ) as client:
+
         def go(racer: dict) -> tuple[str, httpx.Response]:
             barrier.wait(timeout=30)
-            return racer["uid"], client.post("/promo/apply", json={"code": "RUSH"}, headers={
-                "Authorization": f"Bearer {racer['token']}", "X-CSRF-Token": racer["csrf"],
-                "Origin": stack.gateway_url})
+            return racer["uid"], client.post(
+                "/promo/apply",
+                json={"code": "RUSH"},
+                headers={
+                    "Authorization": f"Bearer {racer['token']}",
+                    "X-CSRF-Token": racer["csrf"],
+                    "Origin": stack.gateway_url,
+                },
+            )
 
         with ThreadPoolExecutor(50) as pool:
             answers = list(pool.map(go, racers))
@@ -162,7 +176,9 @@ def test_fifty_racers_through_the_gateway_get_exactly_ten_uses(stack: Stack) -> 
     assert statuses[429] == 0, (
         f"{statuses[429]} of 50 legitimate racers were answered 429: promo.apply() counts every refusal but "
         "promo-busy (here promo-used-up) against the per-IP budget (promo_ip=30), so 40 used-up answers from one "
-        "address throttle the racers still in flight", statuses)
+        "address throttle the racers still in flight",
+        statuses,
+    )
     assert all(r.status_code == 409 for r in refused), (statuses, {r.text for r in refused if r.status_code != 409})
     slugs = Counter(r.json()["type"].removeprefix(PROBLEM_TYPE) for r in refused)
     assert set(slugs) <= {"promo-used-up", "promo-busy"}, slugs
@@ -172,8 +188,10 @@ def test_fifty_racers_through_the_gateway_get_exactly_ten_uses(stack: Stack) -> 
 
 def test_fifty_racers_in_process_get_exactly_ten_uses(stack: Stack) -> None:
     _code("RUSH-INPROC", uses=10, days=7)
-    racers = [users.create_password_user(f"inproc-{uuid.uuid4().hex[:10]}@example.com", passwords.DUMMY_HASH)
-              for _ in range(50)]
+    racers = [
+        users.create_password_user(f"inproc-{uuid.uuid4().hex[:10]}@example.com", passwords.DUMMY_HASH)
+        for _ in range(50)
+    ]
     barrier = threading.Barrier(50)
 
     def go(uid: str):
@@ -197,6 +215,7 @@ def test_fifty_racers_in_process_get_exactly_ten_uses(stack: Stack) -> None:
 
 # --- caps and stacking ---------------------------------------------------------------------------
 
+
 def test_the_per_user_cap_and_stacked_trials(member) -> None:
     _code("TWICE", days=10, uses=10, per_user=2)  # `mllab promo create ... --per-user 2`: test_billing_cli.py
     b = member()
@@ -216,6 +235,7 @@ def test_the_per_user_cap_and_stacked_trials(member) -> None:
 
 
 # --- refusals change nothing ---------------------------------------------------------------------
+
 
 def test_refused_codes_answer_422_and_change_nothing(cli, member) -> None:
     now = clock.now()
@@ -243,9 +263,16 @@ def test_refused_codes_answer_422_and_change_nothing(cli, member) -> None:
 
     assert entitlements.get(b.uid) is None
     assert _ok(b.request("GET", "/me"))["subscription"] == {
-        "status": "none", "plan": "free", "pro_until": None, "trial_until": None, "next_billing_time": None,
-        "past_due": False, "last_payment": None, "manage_url": None,
-        "first_charge_time": None}
+        "status": "none",
+        "plan": "free",
+        "pro_until": None,
+        "trial_until": None,
+        "next_billing_time": None,
+        "past_due": False,
+        "last_payment": None,
+        "manage_url": None,
+        "first_charge_time": None,
+    }
     for code in ("OLD-CODE", "SOON-CODE", "OFF-CODE"):
         assert _code_doc(code)["redemptions"] == 0
     assert list(clients.firestore().collection(promo.REDEMPTIONS).stream()) == []
@@ -293,14 +320,25 @@ def test_no_trial_on_top_of_an_active_paypal_subscription(member) -> None:
     b = member()
     now = clock.now()
     snapshot = {
-        "id": "I-PROMOTEST1234", "status": "ACTIVE", "plan_id": "P-PROMOTEST", "custom_id": b.uid,
-        "create_time": clock.rfc3339(now - timedelta(days=1)), "status_update_time": clock.rfc3339(now - timedelta(days=1)),
-        "billing_info": {"outstanding_balance": {"currency_code": "USD", "value": "0.00"}, "failed_payments_count": 0,
-                         "last_payment": {"amount": {"currency_code": "USD", "value": "15.00"},
-                                          "time": clock.rfc3339(now - timedelta(days=1))},
-                         "next_billing_time": clock.rfc3339(now + timedelta(days=30))}}
-    doc = entitlements.stamp(b.uid, entitlements.track({}, entitlements.paypal_part(snapshot, None, now)), now,
-                             created=True)
+        "id": "I-PROMOTEST1234",
+        "status": "ACTIVE",
+        "plan_id": "P-PROMOTEST",
+        "custom_id": b.uid,
+        "create_time": clock.rfc3339(now - timedelta(days=1)),
+        "status_update_time": clock.rfc3339(now - timedelta(days=1)),
+        "billing_info": {
+            "outstanding_balance": {"currency_code": "USD", "value": "0.00"},
+            "failed_payments_count": 0,
+            "last_payment": {
+                "amount": {"currency_code": "USD", "value": "15.00"},
+                "time": clock.rfc3339(now - timedelta(days=1)),
+            },
+            "next_billing_time": clock.rfc3339(now + timedelta(days=30)),
+        },
+    }
+    doc = entitlements.stamp(
+        b.uid, entitlements.track({}, entitlements.paypal_part(snapshot, None, now)), now, created=True
+    )
     entitlements.ref(b.uid).set(doc)
     assert _ok(b.request("GET", "/me"))["subscription"]["status"] == "active"
 
@@ -324,6 +362,7 @@ def test_a_comp_code_without_days_is_pro_for_good(member) -> None:
 
 
 # --- what a trial unlocks ------------------------------------------------------------------------
+
 
 def test_the_storage_gate_opens_with_a_trial(member) -> None:
     _code("SAVE-TRIAL", days=7)

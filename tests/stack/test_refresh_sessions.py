@@ -18,8 +18,9 @@ from .identity_support import COOKIE_ROUTES
 
 
 def _cookie_of(resp) -> str | None:
-    for header in (resp.headers.getlist("Set-Cookie") if hasattr(resp.headers, "getlist")
-                   else resp.headers.get_list("set-cookie")):
+    for header in (
+        resp.headers.getlist("Set-Cookie") if hasattr(resp.headers, "getlist") else resp.headers.get_list("set-cookie")
+    ):
         if header.startswith("__Host-rt="):
             return header.split(";", 1)[0].split("=", 1)[1] or None
     return None
@@ -46,10 +47,12 @@ class InProcess:
 @pytest.fixture
 def signed_in(new_user):
     """A user with one session made directly: (user, session, first refresh token)."""
+
     def make():
         user = new_user()
         session, token = sessions.create(user["uid"], "password", user_agent="test", ip="127.0.0.1")
         return user, session, token
+
     return make
 
 
@@ -83,9 +86,17 @@ def test_two_parallel_refreshes_with_one_cookie_get_the_same_new_cookie(stack: S
     def go() -> None:
         with httpx.Client(base_url=stack.gateway_url, timeout=30) as c:
             barrier.wait(5)
-            results.append(c.post("/auth/refresh", headers={
-                "Origin": stack.gateway_url, "X-CSRF-Token": "1", "Content-Type": "application/json",
-                "Cookie": f"__Host-rt={token}"}))
+            results.append(
+                c.post(
+                    "/auth/refresh",
+                    headers={
+                        "Origin": stack.gateway_url,
+                        "X-CSRF-Token": "1",
+                        "Content-Type": "application/json",
+                        "Cookie": f"__Host-rt={token}",
+                    },
+                )
+            )
 
     threads = [threading.Thread(target=go) for _ in range(2)]
     for t in threads:
@@ -228,6 +239,7 @@ def test_logout_with_a_dead_cookie_clears_it(browser: Browser) -> None:
 
 # --- CSRF and CORS on the cookie-authenticated routes --------------------------------------------
 
+
 def _csrf_cases(origin: str):
     good = {"Origin": origin, "X-CSRF-Token": "1", "Content-Type": "application/json"}
     return {
@@ -258,21 +270,34 @@ def test_csrf_matrix_refuses_each_violation_with_403(stack: Stack, signed_in, pa
 
 def test_same_site_fetch_metadata_is_accepted(stack: Stack, signed_in) -> None:
     _, _, token = signed_in()
-    r = httpx.post(f"{stack.gateway_url}/auth/refresh", headers={
-        "Origin": stack.gateway_url, "X-CSRF-Token": "1", "Content-Type": "application/json",
-        "Sec-Fetch-Site": "same-origin", "Cookie": f"__Host-rt={token}"})
+    r = httpx.post(
+        f"{stack.gateway_url}/auth/refresh",
+        headers={
+            "Origin": stack.gateway_url,
+            "X-CSRF-Token": "1",
+            "Content-Type": "application/json",
+            "Sec-Fetch-Site": "same-origin",
+            "Cookie": f"__Host-rt={token}",
+        },
+    )
     assert r.status_code == 200
 
 
 def test_cors_preflight_and_credentials(stack: Stack) -> None:
-    allowed = httpx.options(f"{stack.gateway_url}/auth/refresh", headers={
-        "Origin": stack.gateway_url, "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "content-type,x-csrf-token"})
+    allowed = httpx.options(
+        f"{stack.gateway_url}/auth/refresh",
+        headers={
+            "Origin": stack.gateway_url,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type,x-csrf-token",
+        },
+    )
     assert allowed.status_code == 204
     assert allowed.headers["access-control-allow-origin"] == stack.gateway_url
     assert allowed.headers["access-control-allow-credentials"] == "true"
     assert "X-CSRF-Token" in allowed.headers["access-control-allow-headers"]
     for origin in ("https://evil.example", "null"):
-        refused = httpx.options(f"{stack.gateway_url}/auth/refresh", headers={
-            "Origin": origin, "Access-Control-Request-Method": "POST"})
+        refused = httpx.options(
+            f"{stack.gateway_url}/auth/refresh", headers={"Origin": origin, "Access-Control-Request-Method": "POST"}
+        )
         assert refused.status_code == 403 and "access-control-allow-origin" not in refused.headers

@@ -40,10 +40,12 @@ PROBLEM_JSON = "application/problem+json"
 
 # --- wheels, virtualenvs, processes --------------------------------------------------------------
 
+
 def python312() -> str:
     python = preflight.python312()
-    version = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                             capture_output=True, text=True, timeout=30).stdout.strip()
+    version = subprocess.run(
+        [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True, timeout=30
+    ).stdout.strip()
     assert version == "3.12", f"{python} is Python {version}; the runtime is python312"
     return python
 
@@ -51,8 +53,14 @@ def python312() -> str:
 def wheel_cache(python: str) -> Path:
     """Wheels of every function's requirements under the lock, built once and reused while the
     interpreter, the requirements and constraints.txt stay the same."""
-    union = sorted({line.strip() for p in (ROOT / "functions").glob("*/requirements.txt")
-                    for line in p.read_text().splitlines() if line.strip() and not line.startswith("#")})
+    union = sorted(
+        {
+            line.strip()
+            for p in (ROOT / "functions").glob("*/requirements.txt")
+            for line in p.read_text().splitlines()
+            if line.strip() and not line.startswith("#")
+        }
+    )
     lock = (ROOT / "constraints.txt").read_text()
     key = hashlib.sha256("\n".join([python, *union, lock]).encode()).hexdigest()[:16]
     target = WHEELS / key
@@ -62,8 +70,22 @@ def wheel_cache(python: str) -> Path:
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)
     (building / "requirements.txt").write_text("\n".join(union) + "\n")
-    done = subprocess.run([*PIP, "wheel", "--quiet", "--wheel-dir", str(building), "-c", str(ROOT / "constraints.txt"),
-                           "-r", str(building / "requirements.txt")], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            *PIP,
+            "wheel",
+            "--quiet",
+            "--wheel-dir",
+            str(building),
+            "-c",
+            str(ROOT / "constraints.txt"),
+            "-r",
+            str(building / "requirements.txt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     (building / ".complete").write_text("")
     try:
@@ -80,10 +102,26 @@ def install(python: str, wheels: Path, staged: Path, venv: Path) -> None:
     """A fresh virtualenv holding only what the staged requirements.txt asks for, installed the way the
     buildpack does it (--no-compile; it compiles afterwards), from the local wheels only."""
     subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
-    done = subprocess.run([*PIP, "--python", str(venv / "bin" / "python"), "install", "--quiet", "--no-index",
-                           "--find-links", str(wheels), "--no-compile", "--no-warn-script-location",
-                           "-r", str(staged / "requirements.txt")],
-                          capture_output=True, text=True, timeout=300, cwd=staged)
+    done = subprocess.run(
+        [
+            *PIP,
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "--quiet",
+            "--no-index",
+            "--find-links",
+            str(wheels),
+            "--no-compile",
+            "--no-warn-script-location",
+            "-r",
+            str(staged / "requirements.txt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=staged,
+    )
     assert done.returncode == 0, f"{staged.name}: {done.stderr[-3000:]}"
 
 
@@ -95,8 +133,12 @@ def free_port() -> int:
 
 def base_env(venv: Path) -> dict[str, str]:
     """Nothing of the test's interpreter: no PYTHONPATH, no .venv on PATH."""
-    return {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8",
-            "PYTHONUNBUFFERED": "1"}
+    return {
+        "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "LANG": "C.UTF-8",
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 @dataclass
@@ -138,8 +180,12 @@ def staged(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
     python = python312()
     wheels = wheel_cache(python)
     names = [fn.name for fn in routes.FUNCTIONS]
-    done = subprocess.run([sys.executable, str(ROOT / "infra" / "stage.py"), "--out", str(root / "build"), *names],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "infra" / "stage.py"), "--out", str(root / "build"), *names],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     # pip is mostly unpacking and waiting on files: three at once keeps two cores busy.
     with ThreadPoolExecutor(max_workers=3) as pool:
@@ -152,14 +198,31 @@ def staged(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
             port = free_port()
             with open(log, "wb") as out:
                 proc = subprocess.Popen(
-                    [str(venv / "bin" / "functions-framework"), "--target", name, "--source", "main.py",
-                     "--host", "127.0.0.1", "--port", str(port)],
-                    cwd=folder, env={**base_env(venv), **stack.env()}, stdin=subprocess.DEVNULL, stdout=out,
-                    stderr=subprocess.STDOUT, start_new_session=True)
+                    [
+                        str(venv / "bin" / "functions-framework"),
+                        "--target",
+                        name,
+                        "--source",
+                        "main.py",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                    ],
+                    cwd=folder,
+                    env={**base_env(venv), **stack.env()},
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             served[name] = Served(name, folder, venv, port, proc, log)
         _wait_until_serving(list(served.values()))
-        print(f"\nstaged functions: wheels + 15 installs {installed - started:.1f}s, "
-              f"serving after {time.monotonic() - started:.1f}s", file=sys.stderr)
+        print(
+            f"\nstaged functions: wheels + 15 installs {installed - started:.1f}s, "
+            f"serving after {time.monotonic() - started:.1f}s",
+            file=sys.stderr,
+        )
         yield served
     finally:
         for fn in served.values():
@@ -175,25 +238,37 @@ def staged(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
 
 # --- helpers for the first requests --------------------------------------------------------------
 
+
 def signed_in() -> tuple[str, dict[str, str]]:
     """A Google user with a live session: (uid, access token + CSRF headers)."""
     sub = uuid.uuid4().hex[:12]
     uid = users.create_google_user("https://accounts.google.com", sub, f"staged-{sub}@example.com", "Staged")
     s, _ = sessions.create(uid, "google", user_agent="staged", ip="203.0.113.1")
-    return uid, {"Authorization": "Bearer " + tokens.issue_access_token(uid, s.id).token,
-                 "X-CSRF-Token": sessions.csrf_token(s.id)}
+    return uid, {
+        "Authorization": "Bearer " + tokens.issue_access_token(uid, s.id).token,
+        "X-CSRF-Token": sessions.csrf_token(s.id),
+    }
 
 
 def cookie_headers(stack: Stack, refresh_token: str) -> dict[str, str]:
-    return {"Origin": stack.gateway_url, "X-CSRF-Token": "1", "Content-Type": "application/json",
-            "Cookie": f"__Host-rt={refresh_token}"}
+    return {
+        "Origin": stack.gateway_url,
+        "X-CSRF-Token": "1",
+        "Content-Type": "application/json",
+        "Cookie": f"__Host-rt={refresh_token}",
+    }
 
 
 def push(topic: str, data: dict, attributes: dict[str, str] | None = None) -> dict:
     """What the Pub/Sub emulator's push subscription posts (the stack's delivery to event functions)."""
-    return {"subscription": f"projects/{PROJECT}/subscriptions/staged",
-            "message": {"data": base64.b64encode(json.dumps(data).encode()).decode(),
-                        "messageId": uuid.uuid4().hex, "attributes": attributes or {}}}
+    return {
+        "subscription": f"projects/{PROJECT}/subscriptions/staged",
+        "message": {
+            "data": base64.b64encode(json.dumps(data).encode()).decode(),
+            "messageId": uuid.uuid4().hex,
+            "attributes": attributes or {},
+        },
+    }
 
 
 def assert_problem(r: httpx.Response, status: int) -> None:
@@ -203,6 +278,7 @@ def assert_problem(r: httpx.Response, status: int) -> None:
 
 
 # --- one first request per function --------------------------------------------------------------
+
 
 def jwks(c: httpx.Client, stack: Stack, records) -> None:
     r = c.get("/.well-known/jwks.json")
@@ -228,8 +304,11 @@ def auth_google_callback(c: httpx.Client, stack: Stack, records) -> None:
 
 def auth_password(c: httpx.Client, stack: Stack, records) -> None:
     # an unknown email costs a dummy Argon2 verify: argon2-cffi is installed and loads
-    r = c.post("/auth/login", json={"email": f"nobody-{uuid.uuid4().hex[:6]}@example.com", "password": "x" * 12},
-               headers={"Origin": stack.gateway_url, "X-CSRF-Token": "1"})
+    r = c.post(
+        "/auth/login",
+        json={"email": f"nobody-{uuid.uuid4().hex[:6]}@example.com", "password": "x" * 12},
+        headers={"Origin": stack.gateway_url, "X-CSRF-Token": "1"},
+    )
     assert_problem(r, 401)
 
 
@@ -269,9 +348,11 @@ def signed_urls(c: httpx.Client, stack: Stack, records) -> None:
     uid, h = signed_in()
     ids = records(uid)
     clients.firestore().collection("entitlements").document(uid).set(
-        {"uid": uid, "admin_until": clock.now() + timedelta(days=1)})
-    r = c.post("/signed/upload", json={"kind": "weights", "model_id": ids["model_id"], "version": 1, "size": 10},
-               headers=h)
+        {"uid": uid, "admin_until": clock.now() + timedelta(days=1)}
+    )
+    r = c.post(
+        "/signed/upload", json={"kind": "weights", "model_id": ids["model_id"], "version": 1, "size": 10}, headers=h
+    )
     assert r.status_code == 200, r.text
     assert urlsplit(r.json()["url"]).netloc == f"127.0.0.1:{stack.ports.gcs}"
     assert "X-Goog-Signature=" in r.json()["url"]
@@ -282,10 +363,22 @@ def on_object_finalized(c: httpx.Client, stack: Stack, records) -> None:
 
     ids = records()
     name = str(objects.model_file(ids["uid"], ids["project_id"], ids["model_id"], 1, "weights"))
-    resource = {"kind": "storage#object", "bucket": BUCKET, "name": name, "generation": "1700000000000007",
-                "metageneration": "1", "contentType": "application/octet-stream", "size": "42"}
-    attributes = {"bucketId": BUCKET, "objectId": name, "objectGeneration": "1700000000000007",
-                  "eventType": "OBJECT_FINALIZE", "payloadFormat": "JSON_API_V1"}
+    resource = {
+        "kind": "storage#object",
+        "bucket": BUCKET,
+        "name": name,
+        "generation": "1700000000000007",
+        "metageneration": "1",
+        "contentType": "application/octet-stream",
+        "size": "42",
+    }
+    attributes = {
+        "bucketId": BUCKET,
+        "objectId": name,
+        "objectGeneration": "1700000000000007",
+        "eventType": "OBJECT_FINALIZE",
+        "payloadFormat": "JSON_API_V1",
+    }
     r = c.post(f"/projects/{PROJECT}/topics/{TOPIC}", json=push(TOPIC, resource, attributes))
     assert r.status_code == 200, r.text
     query = clients.firestore().collection(events.ARTIFACTS).where(filter=FieldFilter("object", "==", name))
@@ -310,8 +403,12 @@ def billing(c: httpx.Client, stack: Stack, records) -> None:
 
 
 def paypal_webhook(c: httpx.Client, stack: Stack, records) -> None:
-    event = {"id": f"WH-STAGED-{uuid.uuid4().hex[:8]}", "event_type": "BILLING.PLAN.UPDATED",
-             "resource_type": "plan", "resource": {}}
+    event = {
+        "id": f"WH-STAGED-{uuid.uuid4().hex[:8]}",
+        "event_type": "BILLING.PLAN.UPDATED",
+        "resource_type": "plan",
+        "resource": {},
+    }
     body, headers = signed_webhook(stack, event)  # the certificate is fetched and the signature checked
     r = c.post("/payments/paypal/webhook", content=body, headers=headers)
     assert r.status_code == 200, r.text
@@ -331,9 +428,25 @@ def reconcile_subscriptions(c: httpx.Client, stack: Stack, records) -> None:
 
 
 FIRST_REQUEST: dict[str, Callable[[httpx.Client, Stack, Callable], None]] = {
-    f.__name__: f for f in (jwks, auth_google_login, auth_google_callback, auth_password, auth_refresh, auth_logout,
-                            account, catalog, signed_urls, on_object_finalized, purge_accounts, billing,
-                            paypal_webhook, promo_apply, reconcile_subscriptions)}
+    f.__name__: f
+    for f in (
+        jwks,
+        auth_google_login,
+        auth_google_callback,
+        auth_password,
+        auth_refresh,
+        auth_logout,
+        account,
+        catalog,
+        signed_urls,
+        on_object_finalized,
+        purge_accounts,
+        billing,
+        paypal_webhook,
+        promo_apply,
+        reconcile_subscriptions,
+    )
+}
 
 
 def test_every_function_has_a_first_request() -> None:
@@ -341,8 +454,9 @@ def test_every_function_has_a_first_request() -> None:
 
 
 @pytest.mark.parametrize("fn", routes.FUNCTIONS, ids=lambda f: f.name)
-def test_staged_function_serves_its_first_request(staged: dict[str, Served], stack: Stack, records,
-                                                  fn: routes.Function) -> None:
+def test_staged_function_serves_its_first_request(
+    staged: dict[str, Served], stack: Stack, records, fn: routes.Function
+) -> None:
     served = staged[fn.name]
     with httpx.Client(base_url=served.url, timeout=30, follow_redirects=False) as client:
         try:
@@ -362,13 +476,20 @@ print(json.dumps({"mllab": importlib.util.find_spec("mllab") is not None, "path"
 
 
 @pytest.mark.parametrize("fn", routes.FUNCTIONS, ids=lambda f: f.name)
-def test_staged_venv_holds_only_its_requirements(staged: dict[str, Served], tmp_path: Path,
-                                                 fn: routes.Function) -> None:
+def test_staged_venv_holds_only_its_requirements(
+    staged: dict[str, Served], tmp_path: Path, fn: routes.Function
+) -> None:
     """Outside its staged folder the venv cannot import mllab (nothing of the repo or .venv leaks in);
     it runs 3.12; every installed version is the lock's; a cloud client it does not use is absent."""
     served = staged[fn.name]
-    out = subprocess.run([str(served.venv / "bin" / "python"), "-c", INSPECT], cwd=tmp_path, env=base_env(served.venv),
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [str(served.venv / "bin" / "python"), "-c", INSPECT],
+        cwd=tmp_path,
+        env=base_env(served.venv),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     seen = json.loads(out.stdout)
     assert seen["version"] == [3, 12]

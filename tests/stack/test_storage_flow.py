@@ -45,8 +45,14 @@ def lab(stack: Stack, new_user) -> Browser:
 
 def _model_with_version(lab: Browser) -> tuple[str, str, int]:
     project = _ok(lab.request("POST", "/projects", json_body={"name": "XOR"}), 201)
-    model = _ok(lab.request("POST", "/models", json_body={"project_id": project["id"], "name": "xor-net",
-                                                         "config_json": {"layers": [{"units": 4}]}}), 201)
+    model = _ok(
+        lab.request(
+            "POST",
+            "/models",
+            json_body={"project_id": project["id"], "name": "xor-net", "config_json": {"layers": [{"units": 4}]}},
+        ),
+        201,
+    )
     version = _ok(lab.request("POST", f"/models/{model['id']}/versions"), 201)
     assert version["version"] == 1 and version["status"] == "pending"
     return project["id"], model["id"], version["version"]
@@ -55,7 +61,9 @@ def _model_with_version(lab: Browser) -> tuple[str, str, int]:
 def _put(lab: Browser, body: dict, data: bytes, headers: dict | None = None) -> tuple[dict, httpx.Response]:
     signed = _ok(lab.request("POST", "/signed/upload", json_body=body))
     assert signed["method"] == "PUT"
-    r = httpx.put(signed["url"], content=data, headers=headers if headers is not None else signed["headers"], timeout=20)
+    r = httpx.put(
+        signed["url"], content=data, headers=headers if headers is not None else signed["headers"], timeout=20
+    )
     return signed, r
 
 
@@ -64,9 +72,14 @@ def test_save_a_model_version_and_download_it(lab: Browser, stack: Stack) -> Non
     # weights.bin first, then model.json: the lab's order (and the reverse of the manifest's)
     w, r = _put(lab, {"kind": "weights", "model_id": model_id, "version": n, "size": len(WEIGHTS)}, WEIGHTS)
     assert r.status_code == 200, r.text
-    assert w["headers"] == {"Content-Type": "application/octet-stream",
-                            "x-goog-content-length-range": f"0,{len(WEIGHTS)}", "x-goog-if-generation-match": "0"}
-    assert w["object"] == f"users/{lab.uid}/projects/{w['object'].split('/')[3]}/models/{model_id}/versions/1/weights.bin"
+    assert w["headers"] == {
+        "Content-Type": "application/octet-stream",
+        "x-goog-content-length-range": f"0,{len(WEIGHTS)}",
+        "x-goog-if-generation-match": "0",
+    }
+    assert (
+        w["object"] == f"users/{lab.uid}/projects/{w['object'].split('/')[3]}/models/{model_id}/versions/1/weights.bin"
+    )
     m, r = _put(lab, {"kind": "model", "model_id": model_id, "version": n, "size": len(MODEL_JSON)}, MODEL_JSON)
     assert r.status_code == 200
 
@@ -92,8 +105,9 @@ def test_save_a_model_version_and_download_it(lab: Browser, stack: Stack) -> Non
     assert [mm["id"] for mm in exported["models"]] == [model_id]
 
     # a complete version is not overwritten; a new one is allocated instead
-    again = lab.request("POST", "/signed/upload", json_body={"kind": "weights", "model_id": model_id, "version": n,
-                                                              "size": 10})
+    again = lab.request(
+        "POST", "/signed/upload", json_body={"kind": "weights", "model_id": model_id, "version": n, "size": 10}
+    )
     assert again.status_code == 409
 
     # deleting the model deletes its files; the recorder frees the quota, exactly once
@@ -107,8 +121,12 @@ def test_save_a_model_version_and_download_it(lab: Browser, stack: Stack) -> Non
 
 def test_wrong_content_type_is_deleted_not_recorded(lab: Browser) -> None:
     _, model_id, n = _model_with_version(lab)
-    signed, r = _put(lab, {"kind": "model", "model_id": model_id, "version": n, "size": len(MODEL_JSON)}, MODEL_JSON,
-                     headers={"Content-Type": "text/html", "x-goog-content-length-range": f"0,{len(MODEL_JSON)}"})
+    signed, r = _put(
+        lab,
+        {"kind": "model", "model_id": model_id, "version": n, "size": len(MODEL_JSON)},
+        MODEL_JSON,
+        headers={"Content-Type": "text/html", "x-goog-content-length-range": f"0,{len(MODEL_JSON)}"},
+    )
     assert r.status_code == 200  # fake-gcs-server checks no signatures; the recorder is the second line
     bucket = clients.storage().bucket(BUCKET)
     assert _wait(lambda: bucket.get_blob(signed["object"]) is None), "the object was not deleted"
@@ -127,17 +145,20 @@ def test_object_outside_the_grammar_is_deleted(lab: Browser) -> None:
     assert _wait(lambda: [e for e in audit.for_actor(lab.uid) if e["target"] == name])
 
 
-@pytest.mark.parametrize("body,status", [
-    ({"kind": "dataset", "dataset_id": "0" * 32, "filename": "../escape.csv", "size": 10}, 422),
-    ({"kind": "dataset", "dataset_id": "0" * 32, "filename": "%2e%2e%2fescape.csv", "size": 10}, 422),
-    ({"kind": "dataset", "dataset_id": "0" * 32, "filename": "/etc/passwd.csv", "size": 10}, 422),
-    ({"kind": "weights", "model_id": "../../x", "version": 1, "size": 10}, 422),
-    ({"kind": "weights", "model_id": "0" * 32, "version": 1, "size": 10}, 404),
-    ({"kind": "weights", "model_id": "0" * 32, "size": 10}, 422),
-    ({"kind": "weights", "model_id": "0" * 32, "version": 1, "size": 60 * 1024 * 1024}, 413),
-    ({"kind": "metrics", "job_id": "0" * 32, "size": 10, "object": "users/x/y"}, 422),
-    ({"kind": "script", "size": 10}, 422),
-])
+@pytest.mark.parametrize(
+    "body,status",
+    [
+        ({"kind": "dataset", "dataset_id": "0" * 32, "filename": "../escape.csv", "size": 10}, 422),
+        ({"kind": "dataset", "dataset_id": "0" * 32, "filename": "%2e%2e%2fescape.csv", "size": 10}, 422),
+        ({"kind": "dataset", "dataset_id": "0" * 32, "filename": "/etc/passwd.csv", "size": 10}, 422),
+        ({"kind": "weights", "model_id": "../../x", "version": 1, "size": 10}, 422),
+        ({"kind": "weights", "model_id": "0" * 32, "version": 1, "size": 10}, 404),
+        ({"kind": "weights", "model_id": "0" * 32, "size": 10}, 422),
+        ({"kind": "weights", "model_id": "0" * 32, "version": 1, "size": 60 * 1024 * 1024}, 413),
+        ({"kind": "metrics", "job_id": "0" * 32, "size": 10, "object": "users/x/y"}, 422),
+        ({"kind": "script", "size": 10}, 422),
+    ],
+)
 def test_bad_upload_requests_are_refused(lab: Browser, body: dict, status: int) -> None:
     r = lab.request("POST", "/signed/upload", json_body=body)
     assert r.status_code == status, r.text
@@ -153,27 +174,37 @@ def test_another_users_ids_and_objects_are_404(stack: Stack, lab: Browser, new_u
     billing.set_grant(other_user["uid"], lambda doc, now: entitlements.with_grant(doc, None, now))  # PRO too
     other = Browser(stack.gateway_url)
     assert other.login(other_user["email"], other_user["password"]).status_code == 200
-    assert other.request("POST", "/signed/upload", json_body={"kind": "weights", "model_id": model_id, "version": n,
-                                                              "size": 10}).status_code == 404
-    for obj in (w["object"], w["object"].replace(lab.uid, other_user["uid"]),
-                f"users/{other_user['uid']}/../{w['object']}", w["object"].replace("/", "%2F")):
+    assert (
+        other.request(
+            "POST", "/signed/upload", json_body={"kind": "weights", "model_id": model_id, "version": n, "size": 10}
+        ).status_code
+        == 404
+    )
+    for obj in (
+        w["object"],
+        w["object"].replace(lab.uid, other_user["uid"]),
+        f"users/{other_user['uid']}/../{w['object']}",
+        w["object"].replace("/", "%2F"),
+    ):
         assert other.request("GET", "/signed/download", params={"object": obj}).status_code == 404, obj
 
 
 def test_quota_and_daily_count(lab: Browser) -> None:
     _, model_id, n = _model_with_version(lab)
     db = clients.firestore()
-    db.collection("usage").document(lab.uid).set({"storage_bytes": 5 * 1024 ** 3 - 100})
-    r = lab.request("POST", "/signed/upload", json_body={"kind": "weights", "model_id": model_id, "version": n,
-                                                          "size": 1000})
+    db.collection("usage").document(lab.uid).set({"storage_bytes": 5 * 1024**3 - 100})
+    r = lab.request(
+        "POST", "/signed/upload", json_body={"kind": "weights", "model_id": model_id, "version": n, "size": 1000}
+    )
     assert r.status_code == 403 and "free" in r.json()["detail"]
     db.collection("usage").document(lab.uid).set({"storage_bytes": 0})
     from mllab import clock
 
     day = clock.now().strftime("%Y-%m-%d")
     db.collection("usage").document(lab.uid).collection("days").document(day).set({"uploads": 200})
-    r = lab.request("POST", "/signed/upload", json_body={"kind": "weights", "model_id": model_id, "version": n,
-                                                          "size": 1000})
+    r = lab.request(
+        "POST", "/signed/upload", json_body={"kind": "weights", "model_id": model_id, "version": n, "size": 1000}
+    )
     assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
 
 
@@ -183,22 +214,37 @@ def test_duplicate_and_out_of_order_generations(lab: Browser) -> None:
     name = f"users/{lab.uid}/projects/{project_id}/models/{model_id}/versions/{n}/model.json"
 
     def ev(gen: int, size: int) -> events.ObjectEvent:
-        return events.ObjectEvent("OBJECT_FINALIZE", BUCKET, name, gen, f"e{gen}", size=size,
-                                  content_type="application/json")
+        return events.ObjectEvent(
+            "OBJECT_FINALIZE", BUCKET, name, gen, f"e{gen}", size=size, content_type="application/json"
+        )
 
     assert recorder.finalize(ev(2, 200)) is True
     assert recorder.finalize(ev(2, 200)) is False  # redelivery
     assert recorder.finalize(ev(1, 100)) is False  # another generation of a recorded file: refused, never recorded
-    version = clients.firestore().collection("models").document(model_id).collection("versions").document(
-        catalog.version_id(n)).get().to_dict()
+    version = (
+        clients.firestore()
+        .collection("models")
+        .document(model_id)
+        .collection("versions")
+        .document(catalog.version_id(n))
+        .get()
+        .to_dict()
+    )
     assert version["files"]["model.json"]["generation"] == 2
     assert recorder.usage_of(lab.uid) == 200
     refused = [e for e in audit.for_actor(lab.uid) if e["action"] == "object.rejected"]
     assert [(e["target"], e["details"]["generation"]) for e in refused] == [(name, 1)]
     recorder.delete(events.ObjectEvent("OBJECT_DELETE", BUCKET, name, 1, "d1"))
     assert recorder.usage_of(lab.uid) == 200  # it was never counted
-    version = clients.firestore().collection("models").document(model_id).collection("versions").document(
-        catalog.version_id(n)).get().to_dict()
+    version = (
+        clients.firestore()
+        .collection("models")
+        .document(model_id)
+        .collection("versions")
+        .document(catalog.version_id(n))
+        .get()
+        .to_dict()
+    )
     assert version["files"]["model.json"]["generation"] == 2  # deleting the refused one keeps the recorded one
 
 
@@ -206,21 +252,43 @@ def test_delete_before_finalize_leaves_nothing_recorded(lab: Browser) -> None:
     project_id, model_id, n = _model_with_version(lab)
     name = f"users/{lab.uid}/projects/{project_id}/models/{model_id}/versions/{n}/weights.bin"
     recorder.delete(events.ObjectEvent("OBJECT_DELETE", BUCKET, name, 7, "d"))
-    assert recorder.finalize(events.ObjectEvent("OBJECT_FINALIZE", BUCKET, name, 7, "f", size=50,
-                                                content_type="application/octet-stream")) is False
+    assert (
+        recorder.finalize(
+            events.ObjectEvent(
+                "OBJECT_FINALIZE", BUCKET, name, 7, "f", size=50, content_type="application/octet-stream"
+            )
+        )
+        is False
+    )
     assert recorder.usage_of(lab.uid) == 0
 
 
 def _metrics(model_id: str, **overrides) -> bytes:
     import json
 
-    doc = {"schema": 1, "model_id": model_id, "version": 1, "dataset_id": None, "task": "binary",
-           "params": {"layers": [{"units": 4, "activation": "relu"}], "optimizer": "adam", "learning_rate": 0.01,
-                      "epochs": 2, "batch_size": 4, "seed": 1},
-           "epochs": [{"epoch": 1, "loss": 0.71, "val_loss": 0.70, "acc": 0.5, "val_acc": 0.5},
-                      {"epoch": 2, "loss": 0.52, "val_loss": 0.55, "acc": 0.75, "val_acc": 0.75}],
-           "final": {"loss": 0.52, "val_loss": 0.55, "acc": 0.75, "confusion_matrix": [[2, 0], [1, 1]]},
-           "backend": "cpu", "started_at": "2026-11-22T03:00:00Z", "finished_at": "2026-11-22T03:00:02Z"}
+    doc = {
+        "schema": 1,
+        "model_id": model_id,
+        "version": 1,
+        "dataset_id": None,
+        "task": "binary",
+        "params": {
+            "layers": [{"units": 4, "activation": "relu"}],
+            "optimizer": "adam",
+            "learning_rate": 0.01,
+            "epochs": 2,
+            "batch_size": 4,
+            "seed": 1,
+        },
+        "epochs": [
+            {"epoch": 1, "loss": 0.71, "val_loss": 0.70, "acc": 0.5, "val_acc": 0.5},
+            {"epoch": 2, "loss": 0.52, "val_loss": 0.55, "acc": 0.75, "val_acc": 0.75},
+        ],
+        "final": {"loss": 0.52, "val_loss": 0.55, "acc": 0.75, "confusion_matrix": [[2, 0], [1, 1]]},
+        "backend": "cpu",
+        "started_at": "2026-11-22T03:00:00Z",
+        "finished_at": "2026-11-22T03:00:02Z",
+    }
     doc.update(overrides)
     return json.dumps(doc).encode()
 
@@ -229,7 +297,9 @@ def test_training_run_metrics_are_recorded_on_the_job(lab: Browser) -> None:
     import json
 
     project_id, model_id, n = _model_with_version(lab)
-    job = _ok(lab.request("POST", "/jobs", json_body={"project_id": project_id, "model_id": model_id, "version": n}), 201)
+    job = _ok(
+        lab.request("POST", "/jobs", json_body={"project_id": project_id, "model_id": model_id, "version": n}), 201
+    )
     data = _metrics(model_id)
     signed, r = _put(lab, {"kind": "metrics", "job_id": job["id"], "size": len(data)}, data)
     assert r.status_code == 200 and signed["object"].endswith(f"/jobs/{job['id']}/metrics.json")
@@ -256,11 +326,18 @@ def test_invalid_metrics_are_deleted_and_the_job_is_marked_failed(lab: Browser) 
 
 def test_dataset_csv_is_recorded_with_columns_and_rows(lab: Browser) -> None:
     project = _ok(lab.request("POST", "/projects", json_body={"name": "Iris"}), 201)
-    dataset = _ok(lab.request("POST", "/datasets", json_body={"project_id": project["id"], "name": "iris",
-                                                             "schema_json": {"target": "species"}}), 201)
+    dataset = _ok(
+        lab.request(
+            "POST",
+            "/datasets",
+            json_body={"project_id": project["id"], "name": "iris", "schema_json": {"target": "species"}},
+        ),
+        201,
+    )
     data = b"sepal_length,sepal_width,species\n5.1,3.5,setosa\n4.9,3.0,setosa\n7.0,3.2,versicolor\n"
-    signed, r = _put(lab, {"kind": "dataset", "dataset_id": dataset["id"], "filename": "iris.csv",
-                           "size": len(data)}, data)
+    signed, r = _put(
+        lab, {"kind": "dataset", "dataset_id": dataset["id"], "filename": "iris.csv", "size": len(data)}, data
+    )
     assert r.status_code == 200
     got = _wait(lambda: (d := _ok(lab.request("GET", f"/datasets/{dataset['id']}"))) and d["status"] == "ready" and d)
     assert got, "the dataset never became ready"

@@ -14,8 +14,18 @@ from mllab import audit, clients, config, events, recorder, uploads
 from mllab_dev.stack import Stack
 
 from .conftest import function_log
-from .limits_support import (artifact, bucket, metrics, metrics_of_size, never_recorded, ok, problem, signed_in,
-                             upload, wait)
+from .limits_support import (
+    artifact,
+    bucket,
+    metrics,
+    metrics_of_size,
+    never_recorded,
+    ok,
+    problem,
+    signed_in,
+    upload,
+    wait,
+)
 
 LIMITS = config.LIMITS
 MiB = config.MiB
@@ -40,9 +50,12 @@ def made(lab) -> dict:
 
 
 def _sign(lab, kind: str, made: dict, size: int, **extra) -> httpx.Response:
-    target = {"model": {"model_id": made["model"], "version": 1}, "weights": {"model_id": made["model"], "version": 1},
-              "dataset": {"dataset_id": made["dataset"], "filename": "data.csv"},
-              "metrics": {"job_id": made["job"]}}[kind]
+    target = {
+        "model": {"model_id": made["model"], "version": 1},
+        "weights": {"model_id": made["model"], "version": 1},
+        "dataset": {"dataset_id": made["dataset"], "filename": "data.csv"},
+        "metrics": {"job_id": made["job"]},
+    }[kind]
     return lab.request("POST", "/signed/upload", json_body={"kind": kind, "size": size, **target, **extra})
 
 
@@ -73,8 +86,12 @@ def _content(kind: str, made: dict, size: int) -> bytes:
     return b"\x00" * size
 
 
-KINDS = {"model": LIMITS.model_json_bytes, "weights": LIMITS.weights_bytes, "dataset": LIMITS.dataset_csv_bytes,
-         "metrics": LIMITS.metrics_json_bytes}
+KINDS = {
+    "model": LIMITS.model_json_bytes,
+    "weights": LIMITS.weights_bytes,
+    "dataset": LIMITS.dataset_csv_bytes,
+    "metrics": LIMITS.metrics_json_bytes,
+}
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -87,8 +104,9 @@ def test_every_upload_kind_is_recorded_at_its_limit_and_refused_just_over(lab, m
     signed = ok(_sign(lab, kind, made, limit))
     assert signed["headers"]["x-goog-if-generation-match"] == "0"
     assert _put(signed, data).status_code == 200
-    recorded = wait(lambda: (g := bucket().get_blob(signed["object"])) and artifact(signed["object"], g.generation),
-                    timeout=180)  # the recorder reads all of a 100 MiB CSV
+    recorded = wait(
+        lambda: (g := bucket().get_blob(signed["object"])) and artifact(signed["object"], g.generation), timeout=180
+    )  # the recorder reads all of a 100 MiB CSV
     assert recorded and recorded["size"] == limit
     assert recorder.usage_of(lab.uid) == limit
     record = _record_of(lab, kind, made)
@@ -101,15 +119,25 @@ def test_every_upload_kind_is_recorded_at_its_limit_and_refused_just_over(lab, m
     if kind in ("model", "weights"):
         ok(lab.request("POST", f"/models/{made['model']}/versions"), 201)
     elif kind == "dataset":
-        made["dataset"] = ok(lab.request("POST", "/datasets", json_body={"project_id": made["project"],
-                                                                        "name": "d2"}), 201)["id"]
+        made["dataset"] = ok(
+            lab.request("POST", "/datasets", json_body={"project_id": made["project"], "name": "d2"}), 201
+        )["id"]
         name = signed["object"].rsplit("/", 2)[0] + f"/{made['dataset']}/data.csv"
     else:
-        made["job"] = ok(lab.request("POST", "/jobs", json_body={"project_id": made["project"],
-                                                                "model_id": made["model"]}), 201)["id"]
+        made["job"] = ok(
+            lab.request("POST", "/jobs", json_body={"project_id": made["project"], "model_id": made["model"]}), 201
+        )["id"]
         name = signed["object"].rsplit("/", 2)[0] + f"/{made['job']}/metrics.json"
-    generation = upload(name, over, {"model": "application/json", "weights": "application/octet-stream",
-                                     "dataset": "text/csv", "metrics": "application/json"}[kind])
+    generation = upload(
+        name,
+        over,
+        {
+            "model": "application/json",
+            "weights": "application/octet-stream",
+            "dataset": "text/csv",
+            "metrics": "application/json",
+        }[kind],
+    )
     assert wait(lambda: _rejections(lab.uid, name)), "the oversized file was not refused"
     assert bucket().get_blob(name) is None and never_recorded(name, generation)
     assert recorder.usage_of(lab.uid) == limit
@@ -141,8 +169,15 @@ def test_one_upload_url_makes_at_most_one_recorded_file(lab, made, stack: Stack)
     reasons = {e["details"]["reason"] for e in _rejections(lab.uid, m["object"])}
     assert reasons == {"it already has this file recorded; a recorded file is never replaced"}
     version = _record_of(lab, "model", made)
-    doc = clients.firestore().collection("models").document(made["model"]).collection("versions").document(
-        "000000001").get().to_dict()
+    doc = (
+        clients.firestore()
+        .collection("models")
+        .document(made["model"])
+        .collection("versions")
+        .document("000000001")
+        .get()
+        .to_dict()
+    )
     assert doc["files"].get("model.json", {}).get("generation", first) == first  # never a newcomer
     assert wait(lambda: bucket().get_blob(m["object"]) is None)  # the last newcomer deleted as well
     assert version["status"] == "failed" and "overwritten" in version["failure"]
@@ -185,13 +220,15 @@ def test_a_metrics_file_too_large_to_store_is_settled_in_one_delivery(lab, made,
     ok(lab.request("GET", "/account/export"))
 
 
-@pytest.mark.parametrize("header,reason", [
-    (",".join(f"c{i}" for i in range(LIMITS.csv_columns + 1)), "columns; at most"),
-    (",".join("h" * 99 + f"{i:03d}" for i in range(700)), "header is"),  # 700 columns of 102 bytes
-    ("x" * 200_000 + ",y", "not readable"),  # one field over the CSV reader's limit
-])
-def test_a_csv_header_too_large_to_store_is_refused_and_the_dataset_failed(lab, made, header: str,
-                                                                           reason: str) -> None:
+@pytest.mark.parametrize(
+    "header,reason",
+    [
+        (",".join(f"c{i}" for i in range(LIMITS.csv_columns + 1)), "columns; at most"),
+        (",".join("h" * 99 + f"{i:03d}" for i in range(700)), "header is"),  # 700 columns of 102 bytes
+        ("x" * 200_000 + ",y", "not readable"),  # one field over the CSV reader's limit
+    ],
+)
+def test_a_csv_header_too_large_to_store_is_refused_and_the_dataset_failed(lab, made, header: str, reason: str) -> None:
     name = f"users/{lab.uid}/projects/{made['project']}/datasets/{made['dataset']}/wide.csv"
     upload(name, (header + "\n" + ",".join("1" for _ in header.split(",")) + "\n").encode(), "text/csv")
     dataset = wait(lambda: (d := _record_of(lab, "dataset", made)) and d["status"] == "failed" and d)
@@ -216,8 +253,9 @@ def test_a_replayed_finalize_event_changes_nothing(lab, made) -> None:
     data = json.dumps(metrics(made["model"])).encode()
     generation = upload(name, data, "application/json")
     assert wait(lambda: artifact(name, generation))
-    again = events.ObjectEvent("OBJECT_FINALIZE", bucket().name, name, generation, "replay", size=len(data),
-                               content_type="application/json")
+    again = events.ObjectEvent(
+        "OBJECT_FINALIZE", bucket().name, name, generation, "replay", size=len(data), content_type="application/json"
+    )
     assert recorder.finalize(again) is False
     assert uploads.uploads_today(lab.uid) == 1 and recorder.usage_of(lab.uid) == len(data)
 

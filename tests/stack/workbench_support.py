@@ -39,14 +39,29 @@ class Lab(lab_support.Lab):
         self.page.locator("#data-panel").get_by_role("button", name="Load the XOR demo").click()
         expect(self.page.locator("#param-count")).not_to_contain_text("assuming")
 
-    def configure(self, *, units: int = 8, activation: str = "tanh", optimizer: str = "adam", lr: float = 0.1,
-                  epochs: int = 300, batch: int = 4, seed: int = 1, patience: int = 0) -> None:
+    def configure(
+        self,
+        *,
+        units: int = 8,
+        activation: str = "tanh",
+        optimizer: str = "adam",
+        lr: float = 0.1,
+        epochs: int = 300,
+        batch: int = 4,
+        seed: int = 1,
+        patience: int = 0,
+    ) -> None:
         p = self.page
         p.get_by_label("Layer 1 units", exact=True).fill(str(units))
         p.get_by_label("Layer 1 activation", exact=True).select_option(activation)
         p.select_option("#b-optimizer", optimizer)
-        for sel, value in (("#b-lr", lr), ("#b-epochs", epochs), ("#b-batch", batch), ("#b-seed", seed),
-                           ("#b-patience", patience)):
+        for sel, value in (
+            ("#b-lr", lr),
+            ("#b-epochs", epochs),
+            ("#b-batch", batch),
+            ("#b-seed", seed),
+            ("#b-patience", patience),
+        ):
             p.fill(sel, str(value))
 
     def train(self, timeout: int = TRAIN_TIMEOUT_MS) -> dict[str, str]:

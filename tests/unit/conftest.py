@@ -17,8 +17,15 @@ from mllab_dev import secrets as dev_secrets
 from tests.unit.helpers import FUNCTIONS_DIR, LogCapture
 
 # Variables outside the MLLAB_ prefix that change how mllab.config reads its settings.
-_FOREIGN_VARS = (*config.EMULATOR_VARS, "K_SERVICE", "FUNCTION_TARGET", "FUNCTION_SIGNATURE_TYPE",
-                 "FUNCTION_SOURCE", "ENTRY_POINT", "LOG_EXECUTION_ID")
+_FOREIGN_VARS = (
+    *config.EMULATOR_VARS,
+    "K_SERVICE",
+    "FUNCTION_TARGET",
+    "FUNCTION_SIGNATURE_TYPE",
+    "FUNCTION_SOURCE",
+    "ENTRY_POINT",
+    "LOG_EXECUTION_ID",
+)
 
 
 @pytest.fixture(autouse=True)

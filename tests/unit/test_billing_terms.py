@@ -22,8 +22,16 @@ NOW = datetime(2026, 12, 7, 9, 0, tzinfo=timezone.utc)
 
 
 def plan(value: str = "15.00", currency: str = "USD") -> dict[str, Any]:
-    return {"id": PLAN_ID, "billing_cycles": [{"tenure_type": "REGULAR", "sequence": 1, "pricing_scheme": {
-        "fixed_price": {"value": value, "currency_code": currency}}}]}
+    return {
+        "id": PLAN_ID,
+        "billing_cycles": [
+            {
+                "tenure_type": "REGULAR",
+                "sequence": 1,
+                "pricing_scheme": {"fixed_price": {"value": value, "currency_code": currency}},
+            }
+        ],
+    }
 
 
 def subscription(**fields: Any) -> dict[str, Any]:
@@ -34,20 +42,23 @@ def paid(value: str, currency: str = "USD") -> dict[str, Any]:
     return {"last_payment": {"amount": {"value": value, "currency_code": currency}, "time": "2026-12-07T09:00:00Z"}}
 
 
-@pytest.mark.parametrize(("snapshot", "configured", "reason"), [
-    (subscription(), plan(), None),
-    (subscription(billing_info=paid("15.00")), plan(), None),
-    (subscription(billing_info=paid("15")), plan(), None),  # the same amount, written differently
-    (subscription(plan_id="P-OTHER00000000000000000001"), plan(), "other-plan"),
-    (subscription(plan_id="P-OTHER00000000000000000001", billing_info=paid("0.01")), None, "other-plan"),
-    (subscription(plan_overridden=True), plan(), "plan-overridden"),
-    (subscription(plan={"billing_cycles": []}), plan(), "plan-overridden"),
-    (subscription(), plan("0.01"), "plan-price"),
-    (subscription(), plan("15.00", "EUR"), "plan-price"),
-    (subscription(), {"id": PLAN_ID}, "plan-price"),
-    (subscription(billing_info=paid("0.01")), plan(), "payment-amount"),
-    (subscription(billing_info=paid("15.00", "EUR")), plan(), "payment-amount"),
-])
+@pytest.mark.parametrize(
+    ("snapshot", "configured", "reason"),
+    [
+        (subscription(), plan(), None),
+        (subscription(billing_info=paid("15.00")), plan(), None),
+        (subscription(billing_info=paid("15")), plan(), None),  # the same amount, written differently
+        (subscription(plan_id="P-OTHER00000000000000000001"), plan(), "other-plan"),
+        (subscription(plan_id="P-OTHER00000000000000000001", billing_info=paid("0.01")), None, "other-plan"),
+        (subscription(plan_overridden=True), plan(), "plan-overridden"),
+        (subscription(plan={"billing_cycles": []}), plan(), "plan-overridden"),
+        (subscription(), plan("0.01"), "plan-price"),
+        (subscription(), plan("15.00", "EUR"), "plan-price"),
+        (subscription(), {"id": PLAN_ID}, "plan-price"),
+        (subscription(billing_info=paid("0.01")), plan(), "payment-amount"),
+        (subscription(billing_info=paid("15.00", "EUR")), plan(), "payment-amount"),
+    ],
+)
 def test_only_the_pro_plan_at_its_price_and_currency_entitles(snapshot, configured, reason) -> None:
     assert billing.refusal(snapshot, PLAN_ID, "15.00", "USD", configured) == reason
 
@@ -91,8 +102,7 @@ def refused_policy() -> str:
 
 
 def test_the_alert_policy_matches_the_refusal_log_line(logs: LogCapture) -> None:
-    log.error(billing.REFUSED_LOG, uid="u1", subscription_id="I-AAAAAAAAAAAA", reason="other-plan",
-              plan_id="P-OTHER")
+    log.error(billing.REFUSED_LOG, uid="u1", subscription_id="I-AAAAAAAAAAAA", reason="other-plan", plan_id="P-OTHER")
     log.info("subscription applied", uid="u1", subscription_id="I-AAAAAAAAAAAA", refused="other-plan")
     log.warning(billing.REFUSED_LOG, uid="u1")  # the same words at a lower severity: not this alert
     refused, applied, lower = (as_logged(r) for r in logs.records())
@@ -102,10 +112,16 @@ def test_the_alert_policy_matches_the_refusal_log_line(logs: LogCapture) -> None
 
 # --- a delayed start: PRO carried to the first charge, never given for nothing ------------------
 
+
 def scheduled(start: datetime, fetched: datetime = NOW) -> dict[str, Any]:
-    snapshot = subscription(start_time=start.strftime("%Y-%m-%dT%H:%M:%SZ"), billing_info={
-        "next_billing_time": start.strftime("%Y-%m-%dT%H:%M:%SZ"), "failed_payments_count": 0,
-        "outstanding_balance": {"value": "0.00", "currency_code": "USD"}})
+    snapshot = subscription(
+        start_time=start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        billing_info={
+            "next_billing_time": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "failed_payments_count": 0,
+            "outstanding_balance": {"value": "0.00", "currency_code": "USD"},
+        },
+    )
     return entitlements.paypal_part(snapshot, None, fetched)
 
 
@@ -144,19 +160,23 @@ def test_a_start_already_due_when_read_carries_the_grace_until_its_sale() -> Non
     assert entitlements.pro_until(doc) == NOW - timedelta(minutes=1) + timedelta(days=7)
 
 
-@pytest.mark.parametrize(("doc", "expected"), [
-    ({}, None),
-    ({"trial_until": NOW + timedelta(days=5)}, NOW + timedelta(days=5)),
-    ({"paypal_prior": NOW + timedelta(days=30)}, NOW + timedelta(days=30)),
-    ({"comp_until": NOW + timedelta(days=2), "trial_until": NOW + timedelta(days=1)}, NOW + timedelta(days=2)),
-    ({"trial_until": NOW + timedelta(minutes=3)}, None),  # too close: start at once
-    ({"trial_until": NOW - timedelta(days=1)}, None),
-])
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        ({}, None),
+        ({"trial_until": NOW + timedelta(days=5)}, NOW + timedelta(days=5)),
+        ({"paypal_prior": NOW + timedelta(days=30)}, NOW + timedelta(days=30)),
+        ({"comp_until": NOW + timedelta(days=2), "trial_until": NOW + timedelta(days=1)}, NOW + timedelta(days=2)),
+        ({"trial_until": NOW + timedelta(minutes=3)}, None),  # too close: start at once
+        ({"trial_until": NOW - timedelta(days=1)}, None),
+    ],
+)
 def test_the_first_charge_is_at_the_end_of_the_pro_already_held(doc, expected) -> None:
     assert entitlements.first_charge(doc, NOW) == expected
 
 
 # --- one mail per event --------------------------------------------------------------------------
+
 
 def test_mail_keys_name_the_event_not_the_delivery() -> None:
     sale = {"id": "5TY05013RG002845M", "amount": {"total": "15.00", "currency": "USD"}}
@@ -165,10 +185,12 @@ def test_mail_keys_name_the_event_not_the_delivery() -> None:
     templates = dict((t, k) for k, t in billing._notice_keys(active, sale))
     assert set(templates) == {"subscription_activated", "payment_receipt"}
     assert "5TY05013RG002845M" in templates["payment_receipt"]
-    failing = subscription(billing_info={"failed_payments_count": 1, "last_failed_payment": {
-        "time": "2026-12-08T09:00:00Z"}})
-    again = subscription(billing_info={"failed_payments_count": 2, "last_failed_payment": {
-        "time": "2026-12-13T09:00:00Z"}})
+    failing = subscription(
+        billing_info={"failed_payments_count": 1, "last_failed_payment": {"time": "2026-12-08T09:00:00Z"}}
+    )
+    again = subscription(
+        billing_info={"failed_payments_count": 2, "last_failed_payment": {"time": "2026-12-13T09:00:00Z"}}
+    )
     first = [k for k, t in billing._notice_keys(failing, None) if t == "payment_failed"]
     second = [k for k, t in billing._notice_keys(again, None) if t == "payment_failed"]
     assert first and second and first != second  # each failed attempt is its own event
@@ -183,12 +205,17 @@ def test_mail_keys_name_the_event_not_the_delivery() -> None:
 def test_an_older_subscription_paid_after_a_newer_one_was_tracked_still_counts() -> None:
     """Events in any order: a newer checkout is tracked first, then an older one is paid (an old tab
     approved): the month it paid for is owed, so PRO lasts to the later of the two."""
-    newer = entitlements.paypal_part(subscription(id="I-NEWER0000000", status="APPROVAL_PENDING",
-                                                  create_time="2026-12-07T09:00:00Z"), None, NOW)
+    newer = entitlements.paypal_part(
+        subscription(id="I-NEWER0000000", status="APPROVAL_PENDING", create_time="2026-12-07T09:00:00Z"), None, NOW
+    )
     doc = entitlements.track({}, newer)
-    older = entitlements.paypal_part(subscription(
-        id="I-OLDER0000000", status="CANCELLED", create_time="2026-12-07T08:00:00Z", billing_info=paid("15.00")),
-        None, NOW)
+    older = entitlements.paypal_part(
+        subscription(
+            id="I-OLDER0000000", status="CANCELLED", create_time="2026-12-07T08:00:00Z", billing_info=paid("15.00")
+        ),
+        None,
+        NOW,
+    )
     older["paid_through"] = NOW + timedelta(days=30)
     doc = entitlements.track(doc, older)
     assert doc is not None and doc["paypal"]["subscription_id"] == "I-NEWER0000000"

@@ -22,8 +22,18 @@ def test_json_and_project_are_accepted_before_or_after_the_command() -> None:
     assert parser.parse_args(["sessions", "revoke", "a@b.co", "--project", "p2"]).project == "p2"
 
 
-@pytest.mark.parametrize("argv", [[], ["user"], ["user", "create"], ["user", "create", "a@b.co", "--role", "root"],
-                                  ["sessions"], ["nope"], ["user", "list", "--bogus"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["user"],
+        ["user", "create"],
+        ["user", "create", "a@b.co", "--role", "root"],
+        ["sessions"],
+        ["nope"],
+        ["user", "list", "--bogus"],
+    ],
+)
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         cli.main(argv)
@@ -60,8 +70,9 @@ def test_project_targets_a_real_project(monkeypatch: pytest.MonkeyPatch) -> None
     assert config.settings().project == "my-prod-project"
 
 
-@pytest.mark.parametrize("stdin, expected", [("pass phrase \n", "pass phrase "), ("abc\r\n", "abc"),
-                                             ("no-newline", "no-newline")])
+@pytest.mark.parametrize(
+    "stdin, expected", [("pass phrase \n", "pass phrase "), ("abc\r\n", "abc"), ("no-newline", "no-newline")]
+)
 def test_password_stdin_strips_only_the_line_end(monkeypatch: pytest.MonkeyPatch, stdin: str, expected: str) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
     args = cli.build_parser().parse_args(["user", "create", "a@b.co", "--password-stdin"])
@@ -82,8 +93,9 @@ def test_table_aligns_columns() -> None:
     assert cli.table([], ("a",)) == "(none)"
 
 
-def test_an_unreachable_emulator_fails_fast_with_exit_1(monkeypatch: pytest.MonkeyPatch,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unreachable_emulator_fails_fast_with_exit_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import socket
     import time
 

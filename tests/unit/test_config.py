@@ -25,6 +25,7 @@ PRODUCTION = {
 
 # --- load() --------------------------------------------------------------------------------------
 
+
 def test_defaults_from_an_empty_environment() -> None:
     s = config.load({})
     assert s.env is config.Env.LOCAL
@@ -41,8 +42,16 @@ def test_defaults_from_an_empty_environment() -> None:
 
 
 def test_values_are_read_and_typed_from_mllab_variables() -> None:
-    s = config.load({"MLLAB_ENV": "test", "MLLAB_PROJECT": "demo-x", "MLLAB_RPC_TIMEOUT_S": "2.5",
-                     "MLLAB_DEV_DIR": "/tmp/somewhere", "MLLAB_BUCKET": "b1", "UNRELATED": "x"})
+    s = config.load(
+        {
+            "MLLAB_ENV": "test",
+            "MLLAB_PROJECT": "demo-x",
+            "MLLAB_RPC_TIMEOUT_S": "2.5",
+            "MLLAB_DEV_DIR": "/tmp/somewhere",
+            "MLLAB_BUCKET": "b1",
+            "UNRELATED": "x",
+        }
+    )
     assert s.env is config.Env.TEST
     assert s.project == "demo-x"
     assert s.rpc_timeout_s == 2.5
@@ -92,8 +101,9 @@ def test_paypal_environment_decides_the_webhook_certificate_hosts() -> None:
     assert sandbox.webhook_cert_origins == ("https://api.sandbox.paypal.com", "https://api-m.sandbox.paypal.com")
     live = config.load({**PRODUCTION, "MLLAB_PAYPAL_API_BASE": "https://api-m.paypal.com"})
     assert live.paypal_live and live.webhook_cert_origins == ("https://api.paypal.com", "https://api-m.paypal.com")
-    local = config.load({"MLLAB_PAYPAL_API_BASE": "https://127.0.0.1:9500",
-                         "MLLAB_PAYPAL_CERT_ORIGINS": "https://127.0.0.1:9500"})
+    local = config.load(
+        {"MLLAB_PAYPAL_API_BASE": "https://127.0.0.1:9500", "MLLAB_PAYPAL_CERT_ORIGINS": "https://127.0.0.1:9500"}
+    )
     assert local.webhook_cert_origins == ("https://127.0.0.1:9500",)  # no real PayPal host trusted locally
 
 
@@ -103,17 +113,20 @@ def test_plans_table_matches_the_limits() -> None:
     assert config.PLANS["free"].storage_bytes == 0 and not config.PLANS["free"].cloud_saves
 
 
-@pytest.mark.parametrize(("variable", "value", "match"), [
-    ("MLLAB_PUBLIC_URL", "http://lab.example.com", "public_url"),
-    ("MLLAB_CORS_ORIGINS", "https://lab.example.com,http://127.0.0.1:8080", "CORS"),
-    ("MLLAB_PROJECT", "demo-mllab", "emulator-only"),
-    ("MLLAB_OIDC_ISSUER", "http://127.0.0.1:9400", "oidc_issuer"),  # the local OIDC stand-in
-    ("MLLAB_LAB_URL", "http://127.0.0.1:8080", "lab_url"),
-    ("MLLAB_PAYPAL_API_BASE", "https://127.0.0.1:9500", "paypal_api_base"),  # the local PayPal stand-in
-    ("MLLAB_PAYPAL_API_BASE", "https://api-m.paypal.com.evil.test", "paypal_api_base"),
-    ("MLLAB_PAYPAL_CA_FILE", "/tmp/ca.pem", "paypal_ca_file"),
-    ("MLLAB_PAYPAL_CERT_ORIGINS", "https://127.0.0.1:9500", "paypal_cert_origins"),
-])
+@pytest.mark.parametrize(
+    ("variable", "value", "match"),
+    [
+        ("MLLAB_PUBLIC_URL", "http://lab.example.com", "public_url"),
+        ("MLLAB_CORS_ORIGINS", "https://lab.example.com,http://127.0.0.1:8080", "CORS"),
+        ("MLLAB_PROJECT", "demo-mllab", "emulator-only"),
+        ("MLLAB_OIDC_ISSUER", "http://127.0.0.1:9400", "oidc_issuer"),  # the local OIDC stand-in
+        ("MLLAB_LAB_URL", "http://127.0.0.1:8080", "lab_url"),
+        ("MLLAB_PAYPAL_API_BASE", "https://127.0.0.1:9500", "paypal_api_base"),  # the local PayPal stand-in
+        ("MLLAB_PAYPAL_API_BASE", "https://api-m.paypal.com.evil.test", "paypal_api_base"),
+        ("MLLAB_PAYPAL_CA_FILE", "/tmp/ca.pem", "paypal_ca_file"),
+        ("MLLAB_PAYPAL_CERT_ORIGINS", "https://127.0.0.1:9500", "paypal_cert_origins"),
+    ],
+)
 def test_production_refuses_local_settings(variable: str, value: str, match: str) -> None:
     with pytest.raises(config.ConfigError, match=match):
         config.load({**PRODUCTION, variable: value})
@@ -139,6 +152,7 @@ def test_settings_are_cached_until_reload(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 # --- local secrets -------------------------------------------------------------------------------
+
 
 def test_local_signing_keys_are_generated_once_into_the_dev_dir(mllab_env: Path) -> None:
     first_private = config.secret(config.SIGNING_KEYS)
@@ -217,8 +231,7 @@ def test_unknown_local_secret_is_a_config_error_naming_the_file(mllab_env: Path)
         config.secret("paypal-client-secret")
 
 
-def test_mounted_secret_file_is_preferred_over_the_dev_file(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mounted_secret_file_is_preferred_over_the_dev_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     generated = config.secret(config.SIGNING_KEYS)
     mounted = tmp_path / "mounted"
     mounted.mkdir()
@@ -230,8 +243,7 @@ def test_mounted_secret_file_is_preferred_over_the_dev_file(
     (mounted / config.SIGNING_KEYS).write_text("mounted-value-2")
     assert config.secret(config.SIGNING_KEYS) == "mounted-value-2"
     # Other secrets still come from the dev folder.
-    assert config.secret(config.PUBLIC_KEYS) == json.dumps(
-        tokens.public_key_set(json.loads(generated)), indent=1)
+    assert config.secret(config.PUBLIC_KEYS) == json.dumps(tokens.public_key_set(json.loads(generated)), indent=1)
 
 
 class _FakeSecretManager:
@@ -252,7 +264,8 @@ def _production(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def test_production_without_a_mount_reads_secret_manager_once(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mllab_env: Path) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mllab_env: Path
+) -> None:
     fake = _FakeSecretManager()
     monkeypatch.setattr(clients, "secret_manager", lambda: fake)
     _production(monkeypatch, tmp_path)
@@ -265,7 +278,8 @@ def test_production_without_a_mount_reads_secret_manager_once(
 
 
 def test_production_prefers_the_mounted_file_over_secret_manager(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake = _FakeSecretManager()
     monkeypatch.setattr(clients, "secret_manager", lambda: fake)
     _production(monkeypatch, tmp_path)

@@ -80,7 +80,7 @@ def first(all_steps: Sequence[Step], *words: str, flag: str = "") -> int:
 
 
 def _has(argv: Sequence[str], words: Sequence[str]) -> bool:
-    return any(tuple(argv[i:i + len(words)]) == tuple(words) for i in range(len(argv)))
+    return any(tuple(argv[i : i + len(words)]) == tuple(words) for i in range(len(argv)))
 
 
 def deploy_step(all_steps: Sequence[Step], name: str) -> tuple[str, ...]:
@@ -95,6 +95,7 @@ def flag(argv: Sequence[str], name: str) -> str | None:
 
 # --- every function, with its flags ---------------------------------------------------------------
 
+
 @pytest.mark.parametrize("fn", routes.FUNCTIONS, ids=lambda f: f.name)
 def test_every_function_is_deployed_gen2_from_its_staged_folder(all_steps: list[Step], fn: routes.Function) -> None:
     argv = deploy_step(all_steps, fn.name)
@@ -103,9 +104,14 @@ def test_every_function_is_deployed_gen2_from_its_staged_folder(all_steps: list[
     assert flag(argv, "service-account") == f"fn-{fn.name.replace('_', '-')}@{PROJECT}.iam.gserviceaccount.com"
     assert flag(argv, "project") == PROJECT
     size = sizing.SIZING[fn.name]
-    assert (flag(argv, "memory"), flag(argv, "cpu"), flag(argv, "concurrency"), flag(argv, "min-instances"),
-            flag(argv, "max-instances"), flag(argv, "timeout")) == (
-        size.memory, size.cpu, str(size.concurrency), str(size.min_instances), str(size.max_instances), size.timeout)
+    assert (
+        flag(argv, "memory"),
+        flag(argv, "cpu"),
+        flag(argv, "concurrency"),
+        flag(argv, "min-instances"),
+        flag(argv, "max-instances"),
+        flag(argv, "timeout"),
+    ) == (size.memory, size.cpu, str(size.concurrency), str(size.min_instances), str(size.max_instances), size.timeout)
     # concurrency above 1 needs a whole vCPU on Cloud Run
     assert size.concurrency == 1 or float(size.cpu) >= 1
     assert size.min_instances <= size.max_instances and size.why
@@ -174,8 +180,13 @@ def _secrets_read(tree: ast.AST) -> set[str]:
     """Secret names passed as config.secret(config.NAME) in a module."""
     names = set()
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "secret"
-                and node.args and isinstance(node.args[0], ast.Attribute)):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "secret"
+            and node.args
+            and isinstance(node.args[0], ast.Attribute)
+        ):
             names.add(getattr(config, node.args[0].attr))
     return names
 
@@ -205,8 +216,18 @@ def test_the_secret_tables_cover_every_function_and_secret() -> None:
     declared = {s.name for s in access.SECRETS}
     assert set().union(*map(set, access.READS.values())) <= declared
     local_only = {config.DEV_SIGNER}  # the local V4 signer: production signs through IAM signBlob
-    readable = {getattr(config, n) for n in ("SIGNING_KEYS", "PUBLIC_KEYS", "SESSION_KEYS", "OAUTH_CLIENT_SECRET",
-                                              "SMTP_URL", "PAYPAL_CLIENT", "PAYPAL_IDS")}
+    readable = {
+        getattr(config, n)
+        for n in (
+            "SIGNING_KEYS",
+            "PUBLIC_KEYS",
+            "SESSION_KEYS",
+            "OAUTH_CLIENT_SECRET",
+            "SMTP_URL",
+            "PAYPAL_CLIENT",
+            "PAYPAL_IDS",
+        )
+    }
     assert declared == readable and not declared & local_only
 
 
@@ -224,12 +245,25 @@ def test_a_mounted_secret_is_read_from_its_own_folder(tmp_path: Path, monkeypatc
 
 # --- every resource kind -----------------------------------------------------------------------------
 
+
 def test_the_plan_enables_the_apis_first(all_steps: list[Step]) -> None:
     gcloud = [n for n, s in enumerate(all_steps) if s.argv[:1] == ("gcloud",)]
     enable = all_steps[gcloud[0]].argv
     assert enable[1:3] == ("services", "enable")
-    for api in ("cloudfunctions", "run", "eventarc", "pubsub", "firestore", "secretmanager", "cloudscheduler",
-                "compute", "monitoring", "iamcredentials", "billingbudgets", "firebaserules"):
+    for api in (
+        "cloudfunctions",
+        "run",
+        "eventarc",
+        "pubsub",
+        "firestore",
+        "secretmanager",
+        "cloudscheduler",
+        "compute",
+        "monitoring",
+        "iamcredentials",
+        "billingbudgets",
+        "firebaserules",
+    ):
         assert f"{api}.googleapis.com" in enable
 
 
@@ -243,8 +277,9 @@ def test_one_service_account_per_function_with_least_privilege(all_steps: list[S
         project_roles = {flag(b, "role") for b in mine if b[1:3] == ("projects", "add-iam-policy-binding")}
         assert project_roles == ({"roles/datastore.user"} if "firestore" in fn.uses else set())
         bucket_roles = {(b[4], flag(b, "role")) for b in mine if b[1:3] == ("storage", "buckets")}
-        assert bucket_roles == ({(f"gs://{PROJECT}-mllab-data", "roles/storage.objectAdmin")}
-                                if "storage" in fn.uses else set())
+        assert bucket_roles == (
+            {(f"gs://{PROJECT}-mllab-data", "roles/storage.objectAdmin")} if "storage" in fn.uses else set()
+        )
         token_creator = [b for b in mine if flag(b, "role") == "roles/iam.serviceAccountTokenCreator"]
         if fn.name in access.SIGNERS:  # signBlob as itself: the binding is on its own account only
             assert [b[4] for b in token_creator] == [email]
@@ -252,10 +287,17 @@ def test_one_service_account_per_function_with_least_privilege(all_steps: list[S
             assert not token_creator
         secrets = {b[3] for b in mine if b[1:3] == ("secrets", "add-iam-policy-binding")}
         assert secrets == set(access.READS[fn.name])
-        assert all(flag(b, "role") == "roles/secretmanager.secretAccessor"
-                   for b in mine if b[1:3] == ("secrets", "add-iam-policy-binding"))
-        assert roles <= {"roles/datastore.user", "roles/storage.objectAdmin", "roles/iam.serviceAccountTokenCreator",
-                         "roles/secretmanager.secretAccessor"}
+        assert all(
+            flag(b, "role") == "roles/secretmanager.secretAccessor"
+            for b in mine
+            if b[1:3] == ("secrets", "add-iam-policy-binding")
+        )
+        assert roles <= {
+            "roles/datastore.user",
+            "roles/storage.objectAdmin",
+            "roles/iam.serviceAccountTokenCreator",
+            "roles/secretmanager.secretAccessor",
+        }
     assert not [b for b in bindings if "roles/owner" in b or "roles/editor" in b]
 
 
@@ -263,11 +305,17 @@ def test_functions_are_built_by_a_dedicated_build_account_that_may_only_build(al
     builder = f"mllab-builder@{PROJECT}.iam.gserviceaccount.com"
     created = first(all_steps, "iam", "service-accounts", "create", "mllab-builder")
     for fn in routes.FUNCTIONS:
-        assert flag(deploy_step(all_steps, fn.name), "build-service-account") == f"projects/{PROJECT}/serviceAccounts/{builder}"
+        assert (
+            flag(deploy_step(all_steps, fn.name), "build-service-account")
+            == f"projects/{PROJECT}/serviceAccounts/{builder}"
+        )
     grants = [s.argv for s in all_steps if f"--member=serviceAccount:{builder}" in s.argv]
     assert all(g[1:3] == ("projects", "add-iam-policy-binding") for g in grants)
-    assert {flag(g, "role") for g in grants} == {"roles/logging.logWriter", "roles/artifactregistry.writer",
-                                                  "roles/storage.objectViewer"}
+    assert {flag(g, "role") for g in grants} == {
+        "roles/logging.logWriter",
+        "roles/artifactregistry.writer",
+        "roles/storage.objectViewer",
+    }
     reader = [g for g in grants if flag(g, "role") == "roles/storage.objectViewer"][0]
     assert "gcf-v2-sources-" in (flag(reader, "condition") or ""), "source reads only, never the data bucket"
     assert created < first(all_steps, "functions", "deploy")
@@ -294,7 +342,9 @@ def test_the_buckets_topics_and_notification(all_steps: list[Step], built: Any) 
     assert flag(hold, "topic") == "gcs-events-dead-letter"
     notification = all_steps[first(all_steps, "storage", "buckets", "notifications", "create", data)]
     note = notification.argv
-    assert flag(note, "project") == PROJECT and notification.probe and flag(notification.probe.argv, "project") == PROJECT
+    assert (
+        flag(note, "project") == PROJECT and notification.probe and flag(notification.probe.argv, "project") == PROJECT
+    )
     assert flag(note, "event-types") == "OBJECT_FINALIZE,OBJECT_DELETE"
     assert flag(note, "topic") == f"projects/{PROJECT}/topics/{settings.events_topic}"
     dead = all_steps[first(all_steps, "pubsub", "subscriptions", "update")].argv
@@ -310,14 +360,17 @@ def test_firestore_database_ttl_indexes_rules_and_recovery(all_steps: list[Step]
     planned_ttl = {(s.argv[5], flag(s.argv, "collection-group")) for s in all_steps if _has(s.argv, ("ttls", "update"))}
     assert planned_ttl == {(t["field"], t["collectionGroup"]) for t in ttl}
     ttl_probes = [s.probe.argv for s in all_steps if _has(s.argv, ("ttls", "update")) and s.probe]
-    assert len(ttl_probes) == len(ttl) and all(p[1:5] == ("firestore", "indexes", "fields", "describe") for p in ttl_probes)
+    assert len(ttl_probes) == len(ttl) and all(
+        p[1:5] == ("firestore", "indexes", "fields", "describe") for p in ttl_probes
+    )
     index_file = json.loads((REPO / "infra" / "firestore" / "firestore.indexes.json").read_text())["indexes"]
     planned = [s.argv for s in all_steps if _has(s.argv, ("indexes", "composite", "create"))]
     assert len(planned) == len(index_file)
     for index, argv in zip(index_file, planned, strict=True):
         assert flag(argv, "collection-group") == index["collectionGroup"]
         assert [a for a in argv if a.startswith("--field-config=")] == [
-            f"--field-config=field-path={f['fieldPath']},order={f['order'].lower()}" for f in index["fields"]]
+            f"--field-config=field-path={f['fieldPath']},order={f['order'].lower()}" for f in index["fields"]
+        ]
     rules = all_steps[first(all_steps, "python3", "infra/firestore/rules.py")].argv
     assert flag(rules, "project") == PROJECT
 
@@ -336,12 +389,17 @@ def test_the_load_balancer_cloud_armor_and_the_lab(all_steps: list[Step], built:
         neg = all_steps[first(all_steps, "network-endpoint-groups", "create", f"mllab-{fn.name.replace('_', '-')}-neg")]
         assert "--network-endpoint-type=serverless" in neg.argv and flag(neg.argv, "cloud-function-name") == fn.name
         backend = f"mllab-{fn.name.replace('_', '-')}-backend"
-        assert first(all_steps, "backend-services", "create", backend) < first(all_steps, "backend-services",
-                                                                                 "add-backend", backend)
+        assert first(all_steps, "backend-services", "create", backend) < first(
+            all_steps, "backend-services", "add-backend", backend
+        )
         attach = all_steps[first(all_steps, "backend-services", "update", backend)].argv
         assert flag(attach, "security-policy") == "mllab-api-armor"
-    assert not [s for s in all_steps if _has(s.argv, ("network-endpoint-groups", "create"))
-                and flag(s.argv, "cloud-function-name") not in {f.name for f in routes.http_functions()}]
+    assert not [
+        s
+        for s in all_steps
+        if _has(s.argv, ("network-endpoint-groups", "create"))
+        and flag(s.argv, "cloud-function-name") not in {f.name for f in routes.http_functions()}
+    ]
     rules = [s.argv for s in all_steps if _has(s.argv, ("security-policies", "rules", "create"))]
     expressions = {flag(r, "expression") for r in rules}
     assert expressions == {"request.path.startsWith('/auth/')", "request.path.startsWith('/promo/')"}
@@ -376,7 +434,9 @@ def test_scheduler_jobs_publish_daily_to_the_function_topics(all_steps: list[Ste
     for topic in (settings.purge_topic, settings.reconcile_topic):
         step = all_steps[first(all_steps, "scheduler", "jobs", "create", "pubsub", f"mllab-{topic}")]
         # the full name: a bare topic would be resolved in gcloud's active project
-        assert flag(step.argv, "topic") == f"projects/{PROJECT}/topics/{topic}" and flag(step.argv, "location") == REGION
+        assert (
+            flag(step.argv, "topic") == f"projects/{PROJECT}/topics/{topic}" and flag(step.argv, "location") == REGION
+        )
         minute, hour, day, month, weekday = (flag(step.argv, "schedule") or "").split()
         assert (day, month, weekday) == ("*", "*", "*")
         assert step.update and step.update[1:5] == ("scheduler", "jobs", "update", "pubsub")
@@ -386,12 +446,15 @@ def test_scheduler_jobs_publish_daily_to_the_function_topics(all_steps: list[Ste
 def test_alerting_uptime_and_budget(all_steps: list[Step], built: Any) -> None:
     policies = [s for s in all_steps if _has(s.argv, ("monitoring", "policies", "create"))]
     documents = [json.loads(_path(flag(s.argv, "policy-from-file")).read_text()) for s in policies]
-    metrics = " ".join((c.get("conditionThreshold") or c["conditionMatchedLog"])["filter"]
-                       for d in documents for c in d["conditions"])
-    for metric in ("loadbalancing.googleapis.com/https/request_count",  # 5xx rate
-                   "loadbalancing.googleapis.com/https/backend_latencies",  # p95 latency
-                   "run.googleapis.com/request_count",  # webhook failures
-                   "pubsub.googleapis.com/subscription/num_undelivered_messages"):  # dead-lettered events
+    metrics = " ".join(
+        (c.get("conditionThreshold") or c["conditionMatchedLog"])["filter"] for d in documents for c in d["conditions"]
+    )
+    for metric in (
+        "loadbalancing.googleapis.com/https/request_count",  # 5xx rate
+        "loadbalancing.googleapis.com/https/backend_latencies",  # p95 latency
+        "run.googleapis.com/request_count",  # webhook failures
+        "pubsub.googleapis.com/subscription/num_undelivered_messages",
+    ):  # dead-lettered events
         assert metric in metrics
     for policy in documents:
         assert policy["displayName"].startswith("ML Lab: ") and "${" not in json.dumps(policy)
@@ -424,6 +487,7 @@ def test_a_billing_account_makes_the_budget_real(tmp_path: Path) -> None:
 
 # --- order ---------------------------------------------------------------------------------------
 
+
 def test_order_constraints(all_steps: list[Step]) -> None:
     at = lambda *words, **kw: first(all_steps, *words, **kw)  # noqa: E731
     stage = at("python3", "infra/stage.py")
@@ -444,7 +508,9 @@ def test_order_constraints(all_steps: list[Step]) -> None:
     gate = [n for n, s in enumerate(all_steps) if s.gate]
     assert len(gate) == 1 and gate[0] < min(deploys)
     for fn in routes.http_functions():
-        assert at("functions", "deploy", fn.name) < at("network-endpoint-groups", "create", f"mllab-{fn.name.replace('_', '-')}-neg")
+        assert at("functions", "deploy", fn.name) < at(
+            "network-endpoint-groups", "create", f"mllab-{fn.name.replace('_', '-')}-neg"
+        )
     negs = [n for n, s in enumerate(all_steps) if _has(s.argv, ("network-endpoint-groups", "create"))]
     url_map = at("url-maps", "import", "mllab-lb")
     assert max(negs) < url_map and at("backend-buckets", "create") < url_map
@@ -452,7 +518,8 @@ def test_order_constraints(all_steps: list[Step]) -> None:
     proxy = at("target-https-proxies", "create")
     assert url_map < proxy and at("ssl-certificates", "create") < proxy and at("ssl-policies", "create") < proxy
     assert proxy < at("forwarding-rules", "create", "mllab-https-rule") and at("addresses", "create") < at(
-        "forwarding-rules", "create", "mllab-https-rule")
+        "forwarding-rules", "create", "mllab-https-rule"
+    )
     armor = at("security-policies", "create")
     assert armor < at("security-policies", "rules", "create") < at("backend-services", "update")
     assert at("functions", "deploy", "on_object_finalized") < at("pubsub", "subscriptions", "update")
@@ -462,6 +529,7 @@ def test_order_constraints(all_steps: list[Step]) -> None:
 
 
 # --- no secret value anywhere ----------------------------------------------------------------------
+
 
 def _local_secret_values() -> list[str]:
     """Every development secret value, and the private parts inside the JSON ones."""
@@ -485,8 +553,7 @@ def _local_secret_values() -> list[str]:
 def test_no_secret_value_appears_in_the_plan_or_its_files(env: environment.Environment, text: str) -> None:
     values = _local_secret_values()
     assert values
-    written = [p.read_text(errors="replace") for p in env.files.rglob("*") if p.is_file()
-               and "vendor" not in p.parts]
+    written = [p.read_text(errors="replace") for p in env.files.rglob("*") if p.is_file() and "vendor" not in p.parts]
     for value in values:
         assert value not in text
         assert not [w for w in written if value in w]
@@ -494,14 +561,22 @@ def test_no_secret_value_appears_in_the_plan_or_its_files(env: environment.Envir
         assert f"| gcloud secrets versions add {secret.name} --data-file=-" in text
 
 
-def test_the_plan_makes_no_network_or_subprocess_call(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_plan_makes_no_network_or_subprocess_call(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError(f"the plan must stay offline: {args[:1]}")
 
-    for target, name in ((subprocess, "run"), (subprocess, "Popen"), (subprocess, "check_output"),
-                         (socket, "create_connection"), (socket.socket, "connect"), (urllib.request, "urlopen"),
-                         (httpx, "request"), (httpx.Client, "send")):
+    for target, name in (
+        (subprocess, "run"),
+        (subprocess, "Popen"),
+        (subprocess, "check_output"),
+        (socket, "create_connection"),
+        (socket.socket, "connect"),
+        (urllib.request, "urlopen"),
+        (httpx, "request"),
+        (httpx.Client, "send"),
+    ):
         monkeypatch.setattr(target, name, refuse)
     assert deploy_cli.main(["plan", *ARGS, f"--out={tmp_path}"]) == 0
     printed = capsys.readouterr().out
@@ -510,12 +585,20 @@ def test_the_plan_makes_no_network_or_subprocess_call(monkeypatch: pytest.Monkey
 
 # --- one environment per project -------------------------------------------------------------------
 
+
 def test_two_projects_share_no_resource(env: environment.Environment, all_steps: list[Step], tmp_path: Path) -> None:
     other = environment.make("prod-lab-1", REGION, DOMAIN, out=tmp_path)
     other_steps = plan.build(other)[0]
     for mine, theirs, project in ((all_steps, other_steps, PROJECT), (other_steps, all_steps, "prod-lab-1")):
-        scoped = (f"--project={project}", f"gs://{project}-", f"projects/{project}", f"@{project}.", f"={project}",
-                  f"{project}/", f"{project}\"")  # a budget is found by its display name
+        scoped = (
+            f"--project={project}",
+            f"gs://{project}-",
+            f"projects/{project}",
+            f"@{project}.",
+            f"={project}",
+            f"{project}/",
+            f"{project}\"",
+        )  # a budget is found by its display name
         foreign = "prod-lab-1" if project == PROJECT else PROJECT
         for argv in commands(mine):
             if argv[:1] != ("gcloud",):
@@ -530,6 +613,7 @@ def test_two_projects_share_no_resource(env: environment.Environment, all_steps:
 
 
 # --- usage ---------------------------------------------------------------------------------------
+
 
 def test_missing_arguments_fail_with_a_clear_message(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert deploy_cli.main(["plan", f"--project={PROJECT}", f"--out={tmp_path}"]) == 2
@@ -548,8 +632,13 @@ def test_missing_arguments_fail_with_a_clear_message(capsys: pytest.CaptureFixtu
 def test_make_deploy_plan_prints_the_plan(tmp_path: Path) -> None:
     # -o: never rebuild .venv from here, even if the pins changed since it was built
     make = ["make", "--no-print-directory", "-o", ".venv/.installed", "deploy-plan"]
-    done = subprocess.run([*make, f"PROJECT={PROJECT}", f"REGION={REGION}", f"DOMAIN={DOMAIN}",
-                           f"DEPLOY_OUT={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [*make, f"PROJECT={PROJECT}", f"REGION={REGION}", f"DOMAIN={DOMAIN}", f"DEPLOY_OUT={tmp_path}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     for fn in routes.FUNCTIONS:
         assert f"gcloud functions deploy {fn.name} --gen2" in done.stdout
@@ -559,6 +648,7 @@ def test_make_deploy_plan_prints_the_plan(tmp_path: Path) -> None:
 
 
 # --- apply: idempotent, through a fake runner -------------------------------------------------------
+
 
 @dataclass
 class Call:
@@ -574,10 +664,14 @@ def _matches(patterns: list[re.Pattern[str]], argv: Sequence[str]) -> bool:
     return len(patterns) == len(argv) and all(p.fullmatch(a) for p, a in zip(patterns, argv))
 
 
-CAPTURED = {"PROJECT_NUMBER": "123456789012", "GCS_AGENT": "service-123456789012@gs-project-accounts.iam.gserviceaccount.com",
-            "TRIGGER": f"projects/{PROJECT}/locations/{REGION}/triggers/on-object-finalized-1",
-            "TRIGGER_SUBSCRIPTION": f"projects/{PROJECT}/subscriptions/eventarc-{REGION}-on-object-finalized-1-sub-1",
-            "ALERT_CHANNEL": f"projects/{PROJECT}/notificationChannels/42", "LB_ADDRESS": "203.0.113.7"}
+CAPTURED = {
+    "PROJECT_NUMBER": "123456789012",
+    "GCS_AGENT": "service-123456789012@gs-project-accounts.iam.gserviceaccount.com",
+    "TRIGGER": f"projects/{PROJECT}/locations/{REGION}/triggers/on-object-finalized-1",
+    "TRIGGER_SUBSCRIPTION": f"projects/{PROJECT}/subscriptions/eventarc-{REGION}-on-object-finalized-1-sub-1",
+    "ALERT_CHANNEL": f"projects/{PROJECT}/notificationChannels/42",
+    "LB_ADDRESS": "203.0.113.7",
+}
 
 
 class FakeCloud:
@@ -609,11 +703,14 @@ class FakeCloud:
 
 @pytest.fixture
 def operator_secrets(tmp_path: Path) -> dict[str, str]:
-    values = {config.OAUTH_CLIENT_SECRET: "oauth-secret-value-0123456789",
-              config.SMTP_URL: "smtps://mailer:smtp-password-0123456789@mail.example.com:465",
-              config.PAYPAL_CLIENT: json.dumps({"client_id": "paypal-client-id-42",
-                                                "client_secret": "paypal-client-secret-0123456789"}),
-              config.PAYPAL_IDS: json.dumps({"product_id": "PROD-1", "plan_id": "P-1", "webhook_id": "WH-1"})}
+    values = {
+        config.OAUTH_CLIENT_SECRET: "oauth-secret-value-0123456789",
+        config.SMTP_URL: "smtps://mailer:smtp-password-0123456789@mail.example.com:465",
+        config.PAYPAL_CLIENT: json.dumps(
+            {"client_id": "paypal-client-id-42", "client_secret": "paypal-client-secret-0123456789"}
+        ),
+        config.PAYPAL_IDS: json.dumps({"product_id": "PROD-1", "plan_id": "P-1", "webhook_id": "WH-1"}),
+    }
     folder = tmp_path / "held"
     folder.mkdir()
     for name, value in values.items():
@@ -622,13 +719,21 @@ def operator_secrets(tmp_path: Path) -> dict[str, str]:
 
 
 def _apply_env(tmp_path: Path, operator_secrets: dict[str, str]) -> environment.Environment:
-    return environment.make("real-proj-1", REGION, DOMAIN, out=tmp_path / "out", oauth_client_id="1234-abc.apps",
-                            billing_account="012345-6789AB-CDEF01", alert_email="ops@example.com",
-                            secrets_from=tmp_path / "held")
+    return environment.make(
+        "real-proj-1",
+        REGION,
+        DOMAIN,
+        out=tmp_path / "out",
+        oauth_client_id="1234-abc.apps",
+        billing_account="012345-6789AB-CDEF01",
+        alert_email="ops@example.com",
+        secrets_from=tmp_path / "held",
+    )
 
 
-def test_a_second_apply_creates_nothing(tmp_path: Path, operator_secrets: dict[str, str],
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_second_apply_creates_nothing(
+    tmp_path: Path, operator_secrets: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail(f"a real command ran: {a[:1]}"))
     env = _apply_env(tmp_path, operator_secrets)
     plan_steps = plan.build(env)[0]
@@ -636,9 +741,19 @@ def test_a_second_apply_creates_nothing(tmp_path: Path, operator_secrets: dict[s
     steps.apply(plan_steps, steps.Context(env=env, runner=cloud), log=lambda line: None)
     created = [c.argv for c in cloud.calls if "create" in c.argv]
     assert any(_has(a, ("functions", "deploy")) for a in (c.argv for c in cloud.calls))
-    for kind in (("iam", "service-accounts"), ("storage", "buckets"), ("pubsub", "topics"), ("firestore", "databases"),
-                 ("secrets",), ("scheduler", "jobs"), ("network-endpoint-groups",), ("security-policies",),
-                 ("monitoring", "policies"), ("billing", "budgets"), ("monitoring", "channels")):
+    for kind in (
+        ("iam", "service-accounts"),
+        ("storage", "buckets"),
+        ("pubsub", "topics"),
+        ("firestore", "databases"),
+        ("secrets",),
+        ("scheduler", "jobs"),
+        ("network-endpoint-groups",),
+        ("security-policies",),
+        ("monitoring", "policies"),
+        ("billing", "budgets"),
+        ("monitoring", "channels"),
+    ):
         assert any(_has(a, kind) for a in created), kind
     first_round = len(cloud.calls)
 
@@ -653,8 +768,9 @@ def test_a_second_apply_creates_nothing(tmp_path: Path, operator_secrets: dict[s
     assert [a for a in second if _has(a, ("policies", "update")) and "exists" in a]  # the probed policy's id
 
 
-def test_apply_passes_secret_values_only_on_stdin(tmp_path: Path, operator_secrets: dict[str, str],
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_apply_passes_secret_values_only_on_stdin(
+    tmp_path: Path, operator_secrets: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     env = _apply_env(tmp_path, operator_secrets)
     plan_steps = plan.build(env)[0]
     private = tokens.new_key_set()
@@ -669,9 +785,14 @@ def test_apply_passes_secret_values_only_on_stdin(tmp_path: Path, operator_secre
     assert json.loads(added[config.PUBLIC_KEYS] or b"") == tokens.public_key_set(private)  # derived from the stored set
     generated = json.loads(added[config.SIGNING_KEYS] or b"")
     assert generated["keys"][0]["d"] and json.loads(added[config.SESSION_KEYS] or b"")["keys"]["1"]
-    secret_values = [*operator_secrets.values(), "paypal-client-secret-0123456789", "smtp-password-0123456789",
-                     generated["keys"][0]["d"], private["keys"][0]["d"],
-                     json.loads(added[config.SESSION_KEYS] or b"")["keys"]["1"]]
+    secret_values = [
+        *operator_secrets.values(),
+        "paypal-client-secret-0123456789",
+        "smtp-password-0123456789",
+        generated["keys"][0]["d"],
+        private["keys"][0]["d"],
+        json.loads(added[config.SESSION_KEYS] or b"")["keys"]["1"],
+    ]
     argv_text = "\n".join(" ".join(c.argv) for c in cloud.calls)
     shown = "\n".join(lines) + capsys.readouterr().out
     for value in secret_values:
@@ -687,14 +808,22 @@ def test_apply_stops_before_the_functions_when_a_secret_has_no_value(tmp_path: P
     message = str(refused.value)
     for name in (config.OAUTH_CLIENT_SECRET, config.SMTP_URL, config.PAYPAL_CLIENT, config.PAYPAL_IDS):
         assert name in message
-    assert "mllab billing bootstrap --project real-proj-1 --webhook-url https://api.example.com/payments/paypal/webhook" \
+    assert (
+        "mllab billing bootstrap --project real-proj-1 --webhook-url https://api.example.com/payments/paypal/webhook"
         in message
+    )
     assert not [c for c in cloud.calls if _has(c.argv, ("functions", "deploy"))]
 
 
 def test_optional_steps_are_skipped_without_their_values(tmp_path: Path, operator_secrets: dict[str, str]) -> None:
-    env = environment.make("real-proj-1", REGION, DOMAIN, out=tmp_path / "out", oauth_client_id="1234-abc.apps",
-                           secrets_from=tmp_path / "held")
+    env = environment.make(
+        "real-proj-1",
+        REGION,
+        DOMAIN,
+        out=tmp_path / "out",
+        oauth_client_id="1234-abc.apps",
+        secrets_from=tmp_path / "held",
+    )
     plan_steps = plan.build(env)[0]
     cloud = FakeCloud(plan_steps, tokens.new_key_set())
     steps.apply(plan_steps, steps.Context(env=env, runner=cloud), log=lambda line: None)
@@ -732,8 +861,9 @@ def test_a_grant_to_a_new_account_is_tried_again_with_backoff_until_iam_knows_it
             return Completed(1, "", "ERROR: INVALID_ARGUMENT: Service account fn-x@real-proj-1.iam... does not exist.")
         return Completed(0, "bindings: ...")
 
-    steps.apply([grant], steps.Context(env=env, runner=propagating, sleep=waits.append, log=lines.append),
-                log=lines.append)
+    steps.apply(
+        [grant], steps.Context(env=env, runner=propagating, sleep=waits.append, log=lines.append), log=lines.append
+    )
     assert calls == [grant.argv] * 3 and waits == [5, 10]
     assert sum("again in" in line for line in lines) == 2
 
@@ -743,24 +873,28 @@ def test_retries_are_bounded_and_only_for_propagation_errors(tmp_path: Path) -> 
     grant, waits = _grant_step(env), []
     never = lambda argv, *, stdin=None, capture=False: Completed(1, "", "NOT_FOUND: does not exist")  # noqa: E731
     with pytest.raises(steps.DeployError, match="does not exist"):
-        steps.apply([grant], steps.Context(env=env, runner=never, sleep=waits.append, log=lambda _: None),
-                    log=lambda _: None)
+        steps.apply(
+            [grant], steps.Context(env=env, runner=never, sleep=waits.append, log=lambda _: None), log=lambda _: None
+        )
     assert waits == list(steps.PROPAGATION_DELAYS_S) and sum(waits) <= 120
     waits.clear()
     denied = lambda argv, *, stdin=None, capture=False: Completed(1, "", "PERMISSION_DENIED: not allowed")  # noqa: E731
     with pytest.raises(steps.DeployError, match="PERMISSION_DENIED"):
-        steps.apply([grant], steps.Context(env=env, runner=denied, sleep=waits.append, log=lambda _: None),
-                    log=lambda _: None)
+        steps.apply(
+            [grant], steps.Context(env=env, runner=denied, sleep=waits.append, log=lambda _: None), log=lambda _: None
+        )
     assert waits == []
     creates = [s for s in plan.build(env)[0] if _has(s.argv, ("pubsub", "topics", "create"))][:1]
     fails = lambda argv, *, stdin=None, capture=False: Completed(1, "", "NOT_FOUND")  # noqa: E731
     with pytest.raises(steps.DeployError):
-        steps.apply(creates, steps.Context(env=env, runner=fails, sleep=waits.append, log=lambda _: None),
-                    log=lambda _: None)
+        steps.apply(
+            creates, steps.Context(env=env, runner=fails, sleep=waits.append, log=lambda _: None), log=lambda _: None
+        )
     assert waits == [], "only grants are retried"
 
 
 # --- the URL map and the gateway come from the same route table -----------------------------------
+
 
 def _sample(template: str) -> str:
     return re.sub(r"\{[a-z_]+\}", "0123456789abcdef0123456789abcdef", template)
@@ -809,7 +943,8 @@ def gateway(tmp_path: Path) -> Iterator[tuple[Client, list[str]]]:
 
 @pytest.mark.parametrize("route", routes.ROUTES, ids=lambda r: f"{r.method} {r.path}")
 def test_the_url_map_and_the_gateway_route_each_route_to_its_function(
-        route: routes.Route, gateway: tuple[Client, list[str]]) -> None:
+    route: routes.Route, gateway: tuple[Client, list[str]]
+) -> None:
     env = _env()
     path = _sample(route.path)
     service = _url_map_service(urlmap.url_map(env), env.api_host, path)
@@ -843,6 +978,7 @@ def test_the_lab_host_and_unknown_hosts_get_the_lab() -> None:
 
 # --- the lab ---------------------------------------------------------------------------------------
 
+
 def _directives(csp: str) -> dict[str, str]:
     return {part.split()[0]: " ".join(part.split()[1:]) for part in csp.split(";") if part.strip()}
 
@@ -857,7 +993,8 @@ def test_the_production_csp_differs_from_the_local_one_only_in_connect_src() -> 
     local = _directives(_gateway_module().LAB_CSP)
     production = _directives(lab.csp(_env()))
     assert {k: v for k, v in local.items() if k != "connect-src"} == {
-        k: v for k, v in production.items() if k != "connect-src"}
+        k: v for k, v in production.items() if k != "connect-src"
+    }
     assert production["connect-src"].split() == ["'self'", f"https://api.{DOMAIN}", "https://storage.googleapis.com"]
     assert "unsafe-eval" not in lab.csp(_env()) and "unsafe-inline" not in production["script-src"]
 
@@ -865,7 +1002,10 @@ def test_the_production_csp_differs_from_the_local_one_only_in_connect_src() -> 
 def test_the_staged_lab_is_the_site_with_its_production_config(built: Any) -> None:
     staged = built[1].lab
     assert staged is not None, "frontend/vendor/ is missing: run make test (npm installs it)"
-    assert json.loads((staged / "config.json").read_text()) == {"api_base": f"https://api.{DOMAIN}", "env": "production"}
+    assert json.loads((staged / "config.json").read_text()) == {
+        "api_base": f"https://api.{DOMAIN}",
+        "env": "production",
+    }
     names = {p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()}
     assert {"index.html", "lab.js", "config.json", "vendor/tf.es2017.min.js"} <= names
     assert not [n for n in names if n.split("/")[0] in lab.NOT_SERVED or "/." in f"/{n}"]
@@ -874,6 +1014,7 @@ def test_the_staged_lab_is_the_site_with_its_production_config(built: Any) -> No
 
 # --- the functions' settings -------------------------------------------------------------------------
 
+
 def test_the_env_file_is_a_valid_production_configuration(tmp_path: Path) -> None:
     env = environment.make("real-proj-1", REGION, DOMAIN, out=tmp_path, oauth_client_id="1234-abc.apps")
     values = yaml.safe_load(files.write(env).env_vars.read_text())
@@ -881,7 +1022,9 @@ def test_the_env_file_is_a_valid_production_configuration(tmp_path: Path) -> Non
     assert settings.is_production and settings.project == "real-proj-1" and settings.bucket == "real-proj-1-mllab-data"
     assert settings.oidc_client_id == "1234-abc.apps"
     assert settings.public_url == f"https://api.{DOMAIN}" and settings.cors_origins == (f"https://lab.{DOMAIN}",)
-    assert settings.oidc_issuer == "https://accounts.google.com" and settings.paypal_api_base == config.PAYPAL_SANDBOX_API
+    assert (
+        settings.oidc_issuer == "https://accounts.google.com" and settings.paypal_api_base == config.PAYPAL_SANDBOX_API
+    )
     assert settings.mail_from == f"ML Lab <no-reply@{DOMAIN}>"
     live = environment.make(PROJECT, REGION, DOMAIN, paypal="live")
     assert files.function_env(live)["MLLAB_PAYPAL_API_BASE"] == config.PAYPAL_LIVE_API
@@ -897,11 +1040,13 @@ def test_each_function_serves_as_many_requests_at_once_as_cloud_run_sends_it(tmp
         assert values == {**shared, "THREADS": str(sizing.SIZING[fn.name].concurrency)}, fn.name
         command = function_steps.deploy_command(env, fn, written)
         assert [a for a in command if a.startswith("--env-vars-file=")] == [
-            f"--env-vars-file={function_steps.relative(written.function_env_vars[fn.name])}"]
+            f"--env-vars-file={function_steps.relative(written.function_env_vars[fn.name])}"
+        ]
         assert f"--concurrency={sizing.SIZING[fn.name].concurrency}" in command
 
 
 # --- scripts for Cloud Build -------------------------------------------------------------------------
+
 
 def test_a_script_is_refused_for_steps_that_need_python(all_steps: list[Step]) -> None:
     with pytest.raises(steps.DeployError, match="not scriptable"):
@@ -917,8 +1062,20 @@ def test_the_function_and_lab_scripts_pass_shellcheck(tmp_path: Path) -> None:
     written = []
     for group in [f"function:{fn.name}" for fn in routes.FUNCTIONS] + ["lab"]:
         script = tmp_path / f"{group.replace(':', '-')}.sh"
-        assert deploy_cli.main(["script", "--project=real-proj-1", *ARGS[1:], "--oauth-client-id=1234-abc.apps",
-                                f"--out={tmp_path / 'out'}", f"--only={group}", f"--output={script}"]) == 0
+        assert (
+            deploy_cli.main(
+                [
+                    "script",
+                    "--project=real-proj-1",
+                    *ARGS[1:],
+                    "--oauth-client-id=1234-abc.apps",
+                    f"--out={tmp_path / 'out'}",
+                    f"--only={group}",
+                    f"--output={script}",
+                ]
+            )
+            == 0
+        )
         written.append(str(script))
     done = subprocess.run([str(shellcheck), "--format=gcc", *written], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr

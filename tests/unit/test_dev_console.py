@@ -15,12 +15,24 @@ def _json(**record: object) -> str:
 
 
 def test_a_gateway_request_record_is_one_short_line() -> None:
-    line = console.shown("gateway", _json(severity="INFO", message="request", method="POST", path="/auth/refresh",
-                                          status=401, latency_ms=12.4, function="auth_refresh", request_id="r1"),
-                         now=NOON)
+    line = console.shown(
+        "gateway",
+        _json(
+            severity="INFO",
+            message="request",
+            method="POST",
+            path="/auth/refresh",
+            status=401,
+            latency_ms=12.4,
+            function="auth_refresh",
+            request_id="r1",
+        ),
+        now=NOON,
+    )
     assert line is not None and line.split() == ["12:00:07", "POST", "/auth/refresh", "401", "12", "ms", "auth_refresh"]
-    lab = console.shown("gateway", _json(message="request", method="GET", path="/", status=200, latency_ms=1,
-                                         function=None), now=NOON)
+    lab = console.shown(
+        "gateway", _json(message="request", method="GET", path="/", status=200, latency_ms=1, function=None), now=NOON
+    )
     assert lab is not None and lab.rstrip().endswith("ms  -")
 
 
@@ -32,8 +44,15 @@ def test_routine_records_stay_in_the_files() -> None:
 
 
 def test_errors_are_shown_in_full_with_their_trace() -> None:
-    line = console.shown("fn:billing", _json(severity="ERROR", message="paypal failed", status=502,
-                                             stack_trace="Traceback (most recent call last):\n  boom\n"))
+    line = console.shown(
+        "fn:billing",
+        _json(
+            severity="ERROR",
+            message="paypal failed",
+            status=502,
+            stack_trace="Traceback (most recent call last):\n  boom\n",
+        ),
+    )
     assert line is not None
     first, *trace = line.splitlines()
     assert first.startswith("[fn:billing] ERROR paypal failed") and '"status": 502' in first

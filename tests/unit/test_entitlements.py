@@ -15,18 +15,39 @@ DAY = timedelta(days=1)
 GRACE = timedelta(days=config.LIMITS.past_due_grace_days)
 
 
-def paypal(status: str, *, next_billing: datetime | None = NOW + 30 * DAY, failed: int = 0, owed: str = "0.0",
-           failed_at: datetime | None = None, sub_id: str = "I-AAAAAAAAAAAA", created: datetime = NOW - 60 * DAY) -> dict:
-    billing = {"failed_payments_count": failed, "outstanding_balance": {"currency_code": "USD", "value": owed},
-               "last_payment": {"amount": {"currency_code": "USD", "value": "15.00"},
-                                "time": (NOW - DAY).isoformat().replace("+00:00", "Z")}}
+def paypal(
+    status: str,
+    *,
+    next_billing: datetime | None = NOW + 30 * DAY,
+    failed: int = 0,
+    owed: str = "0.0",
+    failed_at: datetime | None = None,
+    sub_id: str = "I-AAAAAAAAAAAA",
+    created: datetime = NOW - 60 * DAY,
+) -> dict:
+    billing = {
+        "failed_payments_count": failed,
+        "outstanding_balance": {"currency_code": "USD", "value": owed},
+        "last_payment": {
+            "amount": {"currency_code": "USD", "value": "15.00"},
+            "time": (NOW - DAY).isoformat().replace("+00:00", "Z"),
+        },
+    }
     if next_billing:
         billing["next_billing_time"] = next_billing.isoformat().replace("+00:00", "Z")
     if failed_at:
-        billing["last_failed_payment"] = {"time": failed_at.isoformat().replace("+00:00", "Z"),
-                                          "reason_code": "PAYMENT_DENIED"}
-    return {"id": sub_id, "status": status, "plan_id": "P-1", "create_time": created.isoformat(),
-            "status_update_time": NOW.isoformat(), "billing_info": billing}
+        billing["last_failed_payment"] = {
+            "time": failed_at.isoformat().replace("+00:00", "Z"),
+            "reason_code": "PAYMENT_DENIED",
+        }
+    return {
+        "id": sub_id,
+        "status": status,
+        "plan_id": "P-1",
+        "create_time": created.isoformat(),
+        "status_update_time": NOW.isoformat(),
+        "billing_info": billing,
+    }
 
 
 def with_paypal(*snapshots: dict, now: datetime = NOW) -> dict:
@@ -53,18 +74,24 @@ def test_cancel_keeps_access_exactly_until_the_paid_through_date() -> None:
     doc = with_paypal(paypal("ACTIVE"), paypal("CANCELLED", next_billing=None))
     assert entitlements.pro_until(doc) == NOW + 30 * DAY
     assert entitlements.view(doc, NOW).model_dump() == {
-        "status": "canceled", "plan": "pro", "pro_until": "2026-12-22T12:00:00Z", "trial_until": None,
-        "next_billing_time": None, "past_due": False,
+        "status": "canceled",
+        "plan": "pro",
+        "pro_until": "2026-12-22T12:00:00Z",
+        "trial_until": None,
+        "next_billing_time": None,
+        "past_due": False,
         "last_payment": {"time": "2026-11-21T12:00:00Z", "value": "15.00", "currency": "USD"},
         "manage_url": None,  # nothing left to manage at PayPal once canceled
-        "first_charge_time": "2026-12-22T12:00:00Z"}  # subscribing again first charges when this ends
+        "first_charge_time": "2026-12-22T12:00:00Z",
+    }  # subscribing again first charges when this ends
     assert entitlements.view(doc, NOW + 30 * DAY + timedelta(seconds=1)).plan == "free"
 
 
 def test_a_failed_payment_is_past_due_for_the_grace_then_access_ends() -> None:
     failed_at = NOW + 30 * DAY
-    doc = with_paypal(paypal("ACTIVE"), paypal("ACTIVE", next_billing=NOW + 60 * DAY, failed=1, owed="15.00",
-                                               failed_at=failed_at))
+    doc = with_paypal(
+        paypal("ACTIVE"), paypal("ACTIVE", next_billing=NOW + 60 * DAY, failed=1, owed="15.00", failed_at=failed_at)
+    )
     during = entitlements.view(doc, failed_at + DAY)
     assert (during.status, during.plan, during.past_due) == ("past_due", "pro", True)
     # PayPal moved next_billing_time to the next cycle, but nothing was paid: no extension.
@@ -78,8 +105,11 @@ def test_suspension_ends_access_after_the_grace_and_a_payment_restores_it() -> N
     suspended = with_paypal(paypal("ACTIVE"), paypal("SUSPENDED", failed=2, owed="30.00", failed_at=failed_at))
     assert entitlements.view(suspended, failed_at).status == "past_due"
     assert entitlements.pro_until(suspended) == failed_at + GRACE
-    restored = with_paypal(paypal("ACTIVE"), paypal("SUSPENDED", failed=2, owed="30.00", failed_at=failed_at),
-                           paypal("ACTIVE", next_billing=NOW + 61 * DAY))
+    restored = with_paypal(
+        paypal("ACTIVE"),
+        paypal("SUSPENDED", failed=2, owed="30.00", failed_at=failed_at),
+        paypal("ACTIVE", next_billing=NOW + 61 * DAY),
+    )
     assert entitlements.view(restored, failed_at + DAY).status == "active"
     assert restored["paypal"]["past_due_since"] is None
 
@@ -140,8 +170,10 @@ def test_garbage_times_from_paypal_are_absent(value: object) -> None:
     assert entitlements.parse_time(value) is None
 
 
-@given(days=st.lists(st.integers(min_value=1, max_value=400), min_size=1, max_size=6),
-       offset=st.integers(min_value=0, max_value=1000))
+@given(
+    days=st.lists(st.integers(min_value=1, max_value=400), min_size=1, max_size=6),
+    offset=st.integers(min_value=0, max_value=1000),
+)
 def test_trials_only_ever_extend_access(days: list[int], offset: int) -> None:
     doc: dict = {}
     now = NOW + timedelta(hours=offset)
@@ -160,4 +192,6 @@ def test_a_billed_subscription_shows_its_last_payment_and_where_to_manage_it() -
     assert view.manage_url == "https://www.sandbox.paypal.com/myaccount/autopay/"  # the settings' sandbox API
     failing = entitlements.view(with_paypal(paypal("ACTIVE"), paypal("SUSPENDED", failed=1, failed_at=NOW)), NOW)
     assert failing.past_due and failing.manage_url  # where to fix the payment method
-    assert entitlements.view(entitlements.with_grant({}, 14, NOW), NOW).manage_url is None  # a trial has nothing at PayPal
+    assert (
+        entitlements.view(entitlements.with_grant({}, 14, NOW), NOW).manage_url is None
+    )  # a trial has nothing at PayPal

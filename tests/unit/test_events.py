@@ -21,12 +21,12 @@ from tests.unit.helpers import LogCapture, golden
 
 # functions_framework's raw Pub/Sub conversion calls datetime.utcnow(); not ours to fix.
 pytestmark = pytest.mark.filterwarnings(
-    "ignore:datetime.datetime.utcnow:DeprecationWarning:functions_framework.event_conversion")
+    "ignore:datetime.datetime.utcnow:DeprecationWarning:functions_framework.event_conversion"
+)
 
 PUSH_PATH = "/projects/demo-mllab/topics/gcs-events"
 RESOURCE = golden("gcs_object_resource.json")
-EXPECTED_KEY = hashlib.sha256(
-    f"{RESOURCE['bucket']}/{RESOURCE['name']}#{RESOURCE['generation']}".encode()).hexdigest()
+EXPECTED_KEY = hashlib.sha256(f"{RESOURCE['bucket']}/{RESOURCE['name']}#{RESOURCE['generation']}".encode()).hexdigest()
 DROPPED = "unusable object event dropped"
 
 
@@ -82,6 +82,7 @@ def _assert_is_the_golden_object(event: events.ObjectEvent) -> None:
 
 # --- golden files --------------------------------------------------------------------------------
 
+
 def test_golden_notifications_carry_the_golden_object_resource() -> None:
     push = golden("pubsub_push_finalize.json")
     eventarc = golden("eventarc_pubsub_finalize.json")
@@ -97,6 +98,7 @@ def test_golden_notifications_carry_the_golden_object_resource() -> None:
 
 # --- the three delivery shapes through the real function -----------------------------------------
 
+
 def test_emulator_raw_push_is_parsed(function: Any, recorded: dict[str, list[events.ObjectEvent]]) -> None:
     resp = post_push(function, golden("pubsub_push_finalize.json"))
     assert resp.status_code == 200
@@ -107,7 +109,8 @@ def test_emulator_raw_push_is_parsed(function: Any, recorded: dict[str, list[eve
 
 
 def test_production_eventarc_pubsub_cloudevent_is_parsed(
-        function: Any, recorded: dict[str, list[events.ObjectEvent]]) -> None:
+    function: Any, recorded: dict[str, list[events.ObjectEvent]]
+) -> None:
     resp = post_binary(function, golden("eventarc_pubsub_finalize.json"))
     assert resp.status_code == 200
     event = _only(recorded)
@@ -126,7 +129,8 @@ def test_direct_storage_cloudevent_is_parsed(function: Any, recorded: dict[str, 
 
 
 def test_structured_mode_storage_cloudevent_is_parsed(
-        function: Any, recorded: dict[str, list[events.ObjectEvent]]) -> None:
+    function: Any, recorded: dict[str, list[events.ObjectEvent]]
+) -> None:
     shape = golden("eventarc_storage_finalized.json")
     envelope = {k.removeprefix("ce-"): v for k, v in shape["headers"].items() if k.startswith("ce-")}
     envelope.update(datacontenttype="application/json", data=shape["body"])
@@ -168,7 +172,8 @@ def test_a_new_generation_is_a_new_key(function: Any, recorded: dict[str, list[e
 
 
 def test_delete_notification_goes_to_the_delete_recorder(
-        function: Any, recorded: dict[str, list[events.ObjectEvent]]) -> None:
+    function: Any, recorded: dict[str, list[events.ObjectEvent]]
+) -> None:
     body = golden("pubsub_push_finalize.json")
     body["message"]["attributes"].update(eventType="OBJECT_DELETE", overwrittenByGeneration="1732240000999999")
     assert post_push(function, body).status_code == 200
@@ -180,7 +185,8 @@ def test_delete_notification_goes_to_the_delete_recorder(
 
 
 def test_other_event_types_are_acknowledged_and_ignored(
-        function: Any, recorded: dict[str, list[events.ObjectEvent]], logs: LogCapture) -> None:
+    function: Any, recorded: dict[str, list[events.ObjectEvent]], logs: LogCapture
+) -> None:
     body = golden("pubsub_push_finalize.json")
     body["message"]["attributes"]["eventType"] = "OBJECT_METADATA_UPDATE"
     assert post_push(function, body).status_code == 200
@@ -190,6 +196,7 @@ def test_other_event_types_are_acknowledged_and_ignored(
 
 
 # --- poison events -------------------------------------------------------------------------------
+
 
 def _push_with(mutate: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     body = golden("pubsub_push_finalize.json")
@@ -219,7 +226,8 @@ POISON_PUSHES: dict[str, Callable[[dict[str, Any]], None]] = {
 
 @pytest.mark.parametrize("case", sorted(POISON_PUSHES))
 def test_poison_push_is_acknowledged_logged_and_not_recorded(
-        function: Any, recorded: dict[str, list[events.ObjectEvent]], logs: LogCapture, case: str) -> None:
+    function: Any, recorded: dict[str, list[events.ObjectEvent]], logs: LogCapture, case: str
+) -> None:
     resp = post_push(function, _push_with(POISON_PUSHES[case]))
     assert resp.status_code == 200
     assert recorded == {"finalize": [], "delete": []}
@@ -247,13 +255,16 @@ POISON_CLOUDEVENTS: dict[str, dict[str, Any]] = {
     "storage name is not a string": _storage_with(lambda d: d.update(name={"a": 1})),
     "storage data is not an object": _storage_with(lambda d: None) | {"body": ["a", "list"]},
     "pubsub event without message": {
-        "headers": golden("eventarc_pubsub_finalize.json")["headers"], "body": {"subscription": "s"}},
+        "headers": golden("eventarc_pubsub_finalize.json")["headers"],
+        "body": {"subscription": "s"},
+    },
 }
 
 
 @pytest.mark.parametrize("case", sorted(POISON_CLOUDEVENTS))
 def test_poison_cloudevent_is_acknowledged_logged_and_not_recorded(
-        function: Any, recorded: dict[str, list[events.ObjectEvent]], logs: LogCapture, case: str) -> None:
+    function: Any, recorded: dict[str, list[events.ObjectEvent]], logs: LogCapture, case: str
+) -> None:
     shape = copy.deepcopy(POISON_CLOUDEVENTS[case])
     resp = post_binary(function, shape)
     assert resp.status_code == 200
@@ -264,9 +275,9 @@ def test_poison_cloudevent_is_acknowledged_logged_and_not_recorded(
     assert line["event_id"] == shape["headers"]["ce-id"]
 
 
-def test_a_transient_failure_is_not_acknowledged(
-        function: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_transient_failure_is_not_acknowledged(function: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Only poison is swallowed: a recorder failure surfaces, so Pub/Sub redelivers."""
+
     def failing(event: events.ObjectEvent) -> bool:
         raise ConnectionError("firestore unavailable")
 
@@ -277,10 +288,15 @@ def test_a_transient_failure_is_not_acknowledged(
 
 # --- parse() and ObjectEvent directly ------------------------------------------------------------
 
+
 def test_parse_accepts_generation_and_size_as_numbers_or_strings() -> None:
     data = dict(golden("eventarc_storage_finalized.json")["body"], generation=7, size=12)
-    event = events.parse(CloudEvent({"type": "google.cloud.storage.object.v1.finalized",
-                                     "source": "//storage.googleapis.com/x", "id": "e1"}, data))
+    event = events.parse(
+        CloudEvent(
+            {"type": "google.cloud.storage.object.v1.finalized", "source": "//storage.googleapis.com/x", "id": "e1"},
+            data,
+        )
+    )
     assert (event.generation, event.size) == (7, 12)
     assert event.key == hashlib.sha256(f"mllab-local/{RESOURCE['name']}#7".encode()).hexdigest()
 
@@ -288,32 +304,46 @@ def test_parse_accepts_generation_and_size_as_numbers_or_strings() -> None:
 def test_parse_tolerates_a_missing_or_odd_size() -> None:
     data = dict(golden("eventarc_storage_finalized.json")["body"], size="")
     data.pop("contentType")
-    event = events.parse(CloudEvent({"type": "google.cloud.storage.object.v1.finalized",
-                                     "source": "//storage.googleapis.com/x", "id": "e1"}, data))
+    event = events.parse(
+        CloudEvent(
+            {"type": "google.cloud.storage.object.v1.finalized", "source": "//storage.googleapis.com/x", "id": "e1"},
+            data,
+        )
+    )
     assert event.size is None and event.content_type is None
 
 
-@pytest.mark.parametrize(("ce_type", "expected"), [
-    ("google.cloud.storage.object.v1.finalized", "OBJECT_FINALIZE"),
-    ("google.cloud.storage.object.v1.deleted", "OBJECT_DELETE"),
-    ("google.cloud.storage.object.v1.metadataUpdated", "OBJECT_METADATA_UPDATE"),
-    ("google.cloud.storage.object.v1.archived", "OBJECT_ARCHIVE"),
-])
+@pytest.mark.parametrize(
+    ("ce_type", "expected"),
+    [
+        ("google.cloud.storage.object.v1.finalized", "OBJECT_FINALIZE"),
+        ("google.cloud.storage.object.v1.deleted", "OBJECT_DELETE"),
+        ("google.cloud.storage.object.v1.metadataUpdated", "OBJECT_METADATA_UPDATE"),
+        ("google.cloud.storage.object.v1.archived", "OBJECT_ARCHIVE"),
+    ],
+)
 def test_storage_types_map_to_notification_event_types(ce_type: str, expected: str) -> None:
-    event = events.parse(CloudEvent({"type": ce_type, "source": "//storage.googleapis.com/x", "id": "e"},
-                                    golden("eventarc_storage_finalized.json")["body"]))
+    event = events.parse(
+        CloudEvent(
+            {"type": ce_type, "source": "//storage.googleapis.com/x", "id": "e"},
+            golden("eventarc_storage_finalized.json")["body"],
+        )
+    )
     assert event.event_type == expected
 
 
-@pytest.mark.parametrize(("name", "uid"), [
-    ("users/u-1/models/m/weights.bin", "u-1"),
-    ("users/abc/x", "abc"),
-    ("users/abc", None),
-    ("users//models/x", None),
-    ("public/abc/x", None),
-    ("Users/abc/x", None),
-    ("x/users/abc/y", None),
-])
+@pytest.mark.parametrize(
+    ("name", "uid"),
+    [
+        ("users/u-1/models/m/weights.bin", "u-1"),
+        ("users/abc/x", "abc"),
+        ("users/abc", None),
+        ("users//models/x", None),
+        ("public/abc/x", None),
+        ("Users/abc/x", None),
+        ("x/users/abc/y", None),
+    ],
+)
 def test_uid_comes_from_users_prefix(name: str, uid: str | None) -> None:
     event = events.ObjectEvent(event_type="OBJECT_FINALIZE", bucket="b", name=name, generation=1, event_id="e")
     assert event.uid == uid

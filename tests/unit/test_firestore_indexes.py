@@ -61,7 +61,9 @@ def _query_calls(tree: ast.AST) -> list[ast.Call]:
 
 def _declares_queries(tree: ast.Module) -> bool:
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
         if any(isinstance(t, ast.Name) and t.id == "QUERIES" for t in targets):
             return True
     return False
@@ -103,7 +105,7 @@ def covers(index: Index, query: Query) -> bool:
     if index["collectionGroup"] != query.collection or index.get("queryScope", "COLLECTION") != "COLLECTION":
         return False
     fields = [(f["fieldPath"], f["order"]) for f in index["fields"]]
-    equal, rest = fields[:len(query.filters)], fields[len(query.filters):]
+    equal, rest = fields[: len(query.filters)], fields[len(query.filters) :]
     if {path for path, _ in equal} != set(query.filters):
         return False
     wanted = list(query.order)
@@ -114,14 +116,17 @@ def covers(index: Index, query: Query) -> bool:
 
 # --- every query is declared ---------------------------------------------------------------------
 
+
 def test_every_module_that_queries_declares_its_queries() -> None:
     undeclared = [name for name, tree in _modules().items() if _query_calls(tree) and not _declares_queries(tree)]
     assert not undeclared, f"add a QUERIES tuple (mllab.queries.Query) to: {undeclared}"
 
 
 def test_the_check_catches_a_new_query_without_a_declaration() -> None:
-    source = ("def newest(db):\n    from google.cloud.firestore_v1.base_query import FieldFilter\n"
-              "    return db.collection('things').where(filter=FieldFilter('uid', '==', 1)).order_by('at')\n")
+    source = (
+        "def newest(db):\n    from google.cloud.firestore_v1.base_query import FieldFilter\n"
+        "    return db.collection('things').where(filter=FieldFilter('uid', '==', 1)).order_by('at')\n"
+    )
     tree = ast.parse(source)
     assert _query_calls(tree) and not _declares_queries(tree)
     assert _literal_fields(tree) == {"uid", "at"}
@@ -137,8 +142,12 @@ def test_literal_query_fields_are_declared_by_their_module() -> None:
 
 
 def test_declarations_name_collections_the_code_uses() -> None:
-    strings = {node.value for tree in _modules().values() for node in ast.walk(tree)
-               if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+    strings = {
+        node.value
+        for tree in _modules().values()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+    }
     for name, queries in declared().items():
         for query in queries:
             assert query.collection in strings, (name, query)
@@ -147,10 +156,15 @@ def test_declarations_name_collections_the_code_uses() -> None:
 
 # --- every declared query is covered -------------------------------------------------------------
 
+
 def test_every_declared_query_that_needs_a_composite_index_has_one() -> None:
     index_file = load_index_file()
-    uncovered = [(module, q) for module, queries in declared().items() for q in queries
-                 if needs_composite(q) and not any(covers(i, q) for i in index_file)]
+    uncovered = [
+        (module, q)
+        for module, queries in declared().items()
+        for q in queries
+        if needs_composite(q) and not any(covers(i, q) for i in index_file)
+    ]
     assert not uncovered, f"add to infra/firestore/firestore.indexes.json: {uncovered}"
 
 
@@ -174,7 +188,9 @@ def test_the_index_file_is_in_firebase_format() -> None:
     assert set(document) == {"indexes", "fieldOverrides"}
     for index in document["indexes"]:
         assert set(index) == {"collectionGroup", "queryScope", "fields"} and len(index["fields"]) >= 2
-        assert all(set(f) == {"fieldPath", "order"} and f["order"] in ("ASCENDING", "DESCENDING") for f in index["fields"])
+        assert all(
+            set(f) == {"fieldPath", "order"} and f["order"] in ("ASCENDING", "DESCENDING") for f in index["fields"]
+        )
 
 
 def test_the_plan_probe_recognises_an_existing_index() -> None:
@@ -188,6 +204,7 @@ def test_the_plan_probe_recognises_an_existing_index() -> None:
 
 
 # --- TTL -----------------------------------------------------------------------------------------
+
 
 def test_ttl_policies_name_collections_whose_documents_expire() -> None:
     sources = {p.stem: p.read_text() for p in LIBRARY.glob("*.py")}
@@ -204,6 +221,7 @@ def test_ttl_policies_name_collections_whose_documents_expire() -> None:
 
 
 # --- rules ---------------------------------------------------------------------------------------
+
 
 def test_the_rules_deny_every_client() -> None:
     text = (FIRESTORE / "firestore.rules").read_text()
@@ -236,8 +254,11 @@ def test_rules_are_created_on_an_empty_project() -> None:
     api = FakeRulesApi(released=None)
     assert rules.release("p", "deny", api) == "created"
     methods = [(m, u.rsplit("/v1/", 1)[1]) for m, u, _ in api.calls]
-    assert methods == [("GET", "projects/p/releases/cloud.firestore"), ("POST", "projects/p/rulesets"),
-                       ("POST", "projects/p/releases")]
+    assert methods == [
+        ("GET", "projects/p/releases/cloud.firestore"),
+        ("POST", "projects/p/rulesets"),
+        ("POST", "projects/p/releases"),
+    ]
     assert api.calls[1][2] == {"source": {"files": [{"name": "firestore.rules", "content": "deny"}]}}
     assert api.calls[2][2] == {"name": "projects/p/releases/cloud.firestore", "rulesetName": "projects/p/rulesets/new"}
 
@@ -250,7 +271,9 @@ def test_unchanged_rules_change_nothing_and_changed_rules_are_released() -> None
     assert rules.release("p", "deny", changed) == "updated"
     method, url, body = changed.calls[-1]
     assert method == "PATCH" and url.endswith("/projects/p/releases/cloud.firestore")
-    assert body == {"release": {"name": "projects/p/releases/cloud.firestore", "rulesetName": "projects/p/rulesets/new"}}
+    assert body == {
+        "release": {"name": "projects/p/releases/cloud.firestore", "rulesetName": "projects/p/rulesets/new"}
+    }
 
 
 def test_a_refused_call_stops_with_the_apis_message() -> None:

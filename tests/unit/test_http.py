@@ -24,8 +24,13 @@ from tests.unit.helpers import LogCapture
 MiB = 1024 * 1024
 ALLOWED_ORIGIN = "http://127.0.0.1:8080"  # in the default allow-list
 FOREIGN_ORIGIN = "https://evil.example"
-SECURITY_HEADERS = ("Content-Security-Policy", "Strict-Transport-Security", "X-Content-Type-Options",
-                    "X-Frame-Options", "Referrer-Policy")
+SECURITY_HEADERS = (
+    "Content-Security-Policy",
+    "Strict-Transport-Security",
+    "X-Content-Type-Options",
+    "X-Frame-Options",
+    "Referrer-Policy",
+)
 HEX32 = re.compile(r"[0-9a-f]{32}")
 
 
@@ -37,8 +42,7 @@ class Item(Strict):
 TABLE = (
     Route("GET", "/things", "things", "list things"),
     # live=False: this table tests the pipeline; session liveness is tested on the emulator and below.
-    Route("POST", "/things", "things", "create a thing", request=Item, status=201, auth=Auth.ACCESS_TOKEN,
-          live=False),
+    Route("POST", "/things", "things", "create a thing", request=Item, status=201, auth=Auth.ACCESS_TOKEN, live=False),
     Route("GET", "/things/{id}", "things", "get a thing", auth=Auth.ACCESS_TOKEN, live=False),
     Route("DELETE", "/things/{id}", "things", "delete a thing", auth=Auth.ACCESS_TOKEN, live=False),
     Route("POST", "/echo", "things", "echo a body", request=Item),
@@ -81,8 +85,9 @@ def make_router() -> http.Router:
 
     @router.route("POST", "/things")
     def create_thing(req: http.Request) -> http.Response:
-        return http.Response(body={"id": "t1", **req.body.model_dump(), "owner": req.uid},
-                             headers=[("Location", "/things/t1")])
+        return http.Response(
+            body={"id": "t1", **req.body.model_dump(), "owner": req.uid}, headers=[("Location", "/things/t1")]
+        )
 
     @router.route("GET", "/things/{id}")
     def get_thing(req: http.Request) -> dict[str, Any]:
@@ -158,6 +163,7 @@ def streamed(client_app: Callable[..., Any], path: str, data: bytes, **kwargs: A
 
 # --- routing -------------------------------------------------------------------------------------
 
+
 def test_a_plain_get_answers_json(client: Client) -> None:
     resp = client.get("/things")
     assert resp.status_code == 200
@@ -218,13 +224,13 @@ def test_router_refuses_to_bind_a_route_not_in_the_table(router: http.Router) ->
         http.Router("no-such-function", TABLE)
 
 
-def test_unbound_lists_routes_without_handlers_and_they_answer_500(
-        router: http.Router, client: Client) -> None:
+def test_unbound_lists_routes_without_handlers_and_they_answer_500(router: http.Router, client: Client) -> None:
     assert [(r.method, r.path) for r in router.unbound()] == [("GET", "/unbound")]
     problem(client.get("/unbound"), 500)
 
 
 # --- request bodies ------------------------------------------------------------------------------
+
 
 def test_valid_body_is_parsed_into_the_model(client: Client) -> None:
     resp = client.post("/echo", json={"name": "widget", "count": 3})
@@ -317,6 +323,7 @@ def test_a_json_array_instead_of_an_object_is_422(client: Client) -> None:
 
 # --- failures inside handlers --------------------------------------------------------------------
 
+
 def test_unexpected_exception_is_a_500_that_hides_its_cause(client: Client, logs: LogCapture) -> None:
     resp = client.get("/boom")
     body = problem(resp, 500)
@@ -329,10 +336,19 @@ def test_unexpected_exception_is_a_500_that_hides_its_cause(client: Client, logs
     assert line["request_id"] == body["request_id"]
 
 
-@pytest.mark.parametrize("kind", [
-    "gcp-unavailable", "gcp-deadline", "httpx-timeout", "httpx-connect", "requests-connection",
-    "builtin-connection", "builtin-timeout", "wrapped",
-])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "gcp-unavailable",
+        "gcp-deadline",
+        "httpx-timeout",
+        "httpx-connect",
+        "requests-connection",
+        "builtin-connection",
+        "builtin-timeout",
+        "wrapped",
+    ],
+)
 def test_dependency_outage_is_a_503_with_retry_after(client: Client, logs: LogCapture, kind: str) -> None:
     resp = client.get(f"/outage/{kind}")
     body = problem(resp, 503)
@@ -354,8 +370,13 @@ def test_problem_raised_by_a_handler_is_answered_as_is() -> None:
 
     @router.route("GET", "/things")
     def conflict(req: http.Request) -> None:
-        raise http.Problem(409, "That name is taken; pick another.", slug="name-taken",
-                           errors=[{"field": "name", "message": "taken"}], headers={"X-Extra": "1"})
+        raise http.Problem(
+            409,
+            "That name is taken; pick another.",
+            slug="name-taken",
+            errors=[{"field": "name", "message": "taken"}],
+            headers={"X-Extra": "1"},
+        )
 
     resp = Client(wsgi(router)).get("/things")
     body = problem(resp, 409)
@@ -367,14 +388,23 @@ def test_problem_raised_by_a_handler_is_answered_as_is() -> None:
 
 # --- request id ----------------------------------------------------------------------------------
 
+
 def test_valid_request_id_is_echoed(client: Client) -> None:
     resp = client.get("/things", headers={"X-Request-Id": "client-req:0001.ab_cd-ef"})
     assert resp.headers["X-Request-Id"] == "client-req:0001.ab_cd-ef"
 
 
-@pytest.mark.parametrize("supplied", [
-    "has spaces in it 123", "line\nbreak-12345", "x" * 129, "short", "semi;colon-12345", "",
-])
+@pytest.mark.parametrize(
+    "supplied",
+    [
+        "has spaces in it 123",
+        "line\nbreak-12345",
+        "x" * 129,
+        "short",
+        "semi;colon-12345",
+        "",
+    ],
+)
 def test_invalid_request_id_is_replaced(client: Client, supplied: str) -> None:
     resp = client.get("/nothing", environ_overrides={"HTTP_X_REQUEST_ID": supplied})
     assert HEX32.fullmatch(resp.headers["X-Request-Id"])
@@ -394,17 +424,27 @@ def _every_kind_of_response(client: Client, router: http.Router) -> list[tuple[s
         ("404", client.get("/missing", headers=rid)),
         ("405", client.put("/things", headers=rid)),
         ("413", client.post("/echo", data=b"x" * (MiB + 1), content_type="application/json", headers=rid)),
-        ("413-streamed", streamed(wsgi(router), "/echo", b"x" * (MiB + 1), content_type="application/json",
-                                  headers=rid)),
+        (
+            "413-streamed",
+            streamed(wsgi(router), "/echo", b"x" * (MiB + 1), content_type="application/json", headers=rid),
+        ),
         ("401", client.get("/things/x", headers=rid)),
         ("415", client.post("/echo", data=b"{}", content_type="text/plain", headers=rid)),
         ("422", client.post("/echo", json={}, headers=rid)),
         ("500", client.get("/boom", headers=rid)),
         ("503", client.get("/outage/builtin-timeout", headers=rid)),
-        ("preflight", client.options("/things/x", headers={
-            **rid, "Origin": ALLOWED_ORIGIN, "Access-Control-Request-Method": "GET"})),
-        ("preflight-403", client.options("/things/x", headers={
-            **rid, "Origin": FOREIGN_ORIGIN, "Access-Control-Request-Method": "GET"})),
+        (
+            "preflight",
+            client.options(
+                "/things/x", headers={**rid, "Origin": ALLOWED_ORIGIN, "Access-Control-Request-Method": "GET"}
+            ),
+        ),
+        (
+            "preflight-403",
+            client.options(
+                "/things/x", headers={**rid, "Origin": FOREIGN_ORIGIN, "Access-Control-Request-Method": "GET"}
+            ),
+        ),
         ("options-plain", client.options("/things", headers=rid)),
     ]
 
@@ -423,6 +463,7 @@ def test_request_id_security_headers_and_vary_on_every_response(client: Client, 
 
 # --- CORS ----------------------------------------------------------------------------------------
 
+
 def test_allow_listed_origin_gets_cors_headers(client: Client) -> None:
     resp = client.get("/things", headers={"Origin": ALLOWED_ORIGIN})
     assert resp.headers["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
@@ -433,13 +474,17 @@ def test_allow_listed_origin_gets_cors_headers(client: Client) -> None:
 def test_allow_list_comes_from_settings(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLLAB_CORS_ORIGINS", "http://lab.test:9000")
     config.reload()
-    assert client.get("/things", headers={"Origin": "http://lab.test:9000"}).headers[
-        "Access-Control-Allow-Origin"] == "http://lab.test:9000"
+    assert (
+        client.get("/things", headers={"Origin": "http://lab.test:9000"}).headers["Access-Control-Allow-Origin"]
+        == "http://lab.test:9000"
+    )
     assert "Access-Control-Allow-Origin" not in client.get("/things", headers={"Origin": ALLOWED_ORIGIN}).headers
 
 
-@pytest.mark.parametrize("origin", [FOREIGN_ORIGIN, "http://127.0.0.1:8080.evil.example", "null",
-                                    "http://127.0.0.1:8081", "HTTP://127.0.0.1:8080"])
+@pytest.mark.parametrize(
+    "origin",
+    [FOREIGN_ORIGIN, "http://127.0.0.1:8080.evil.example", "null", "http://127.0.0.1:8081", "HTTP://127.0.0.1:8080"],
+)
 def test_foreign_origin_gets_no_cors_headers(client: Client, origin: str) -> None:
     resp = client.get("/things", headers={"Origin": origin})
     assert resp.status_code == 200
@@ -454,9 +499,14 @@ def test_cors_headers_are_also_on_errors(client: Client) -> None:
 
 
 def test_preflight_on_a_token_route_without_authorization_succeeds(client: Client) -> None:
-    resp = client.options("/things/abc", headers={
-        "Origin": ALLOWED_ORIGIN, "Access-Control-Request-Method": "DELETE",
-        "Access-Control-Request-Headers": "authorization, content-type, x-csrf-token"})
+    resp = client.options(
+        "/things/abc",
+        headers={
+            "Origin": ALLOWED_ORIGIN,
+            "Access-Control-Request-Method": "DELETE",
+            "Access-Control-Request-Headers": "authorization, content-type, x-csrf-token",
+        },
+    )
     assert resp.status_code == 204
     assert set(resp.headers["Access-Control-Allow-Methods"].split(", ")) == {"GET", "HEAD", "DELETE"}
     allowed = {h.strip().lower() for h in resp.headers["Access-Control-Allow-Headers"].split(",")}
@@ -493,6 +543,7 @@ def test_plain_options_lists_the_allowed_methods(client: Client) -> None:
 
 
 # --- authentication ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("authorization", [None, "", "Bearer", "Bearer   ", "Basic dXNlcjpwYXNz", "Token abc"])
 def test_missing_bearer_is_401_with_www_authenticate(client: Client, authorization: str | None) -> None:
@@ -539,23 +590,28 @@ def test_uid_on_a_route_without_auth_is_a_401() -> None:
 
 # --- client ip -----------------------------------------------------------------------------------
 
+
 def _raw(headers: dict[str, str], remote: str = "10.0.0.9") -> RawRequest:
     return RawRequest(EnvironBuilder(path="/", headers=headers, environ_base={"REMOTE_ADDR": remote}).get_environ())
 
 
-@pytest.mark.parametrize(("forwarded", "expected"), [
-    ("203.0.113.5, 35.191.0.1", "203.0.113.5"),
-    ("6.6.6.6, 203.0.113.5, 35.191.0.1", "203.0.113.5"),  # a spoofed first entry is ignored
-    (" 6.6.6.6 ,203.0.113.5 ,35.191.0.1 ", "203.0.113.5"),
-    ("203.0.113.5", "10.0.0.9"),
-    ("", "10.0.0.9"),
-])
+@pytest.mark.parametrize(
+    ("forwarded", "expected"),
+    [
+        ("203.0.113.5, 35.191.0.1", "203.0.113.5"),
+        ("6.6.6.6, 203.0.113.5, 35.191.0.1", "203.0.113.5"),  # a spoofed first entry is ignored
+        (" 6.6.6.6 ,203.0.113.5 ,35.191.0.1 ", "203.0.113.5"),
+        ("203.0.113.5", "10.0.0.9"),
+        ("", "10.0.0.9"),
+    ],
+)
 def test_client_ip_is_second_from_the_right_of_x_forwarded_for(forwarded: str, expected: str) -> None:
     headers = {"X-Forwarded-For": forwarded} if forwarded else {}
     assert http.client_ip(_raw(headers)) == expected
 
 
 # --- the real jwks function ----------------------------------------------------------------------
+
 
 def test_jwks_function_serves_the_public_key_set(load_function: Callable[[str], Any]) -> None:
     import jwt
@@ -577,8 +633,13 @@ def test_jwks_function_serves_the_public_key_set(load_function: Callable[[str], 
     token = tokens.issue_access_token("user-5", "s").token
     kid = jwt.get_unverified_header(token)["kid"]
     key = jwt.PyJWK(next(k for k in keys if k["kid"] == kid)).key
-    claims = jwt.decode(token, key, algorithms=["ES256"], audience=config.settings().token_audience,
-                        issuer=config.settings().token_issuer)
+    claims = jwt.decode(
+        token,
+        key,
+        algorithms=["ES256"],
+        audience=config.settings().token_audience,
+        issuer=config.settings().token_issuer,
+    )
     assert claims["sub"] == "user-5"
 
 
@@ -596,8 +657,9 @@ def test_jwks_function_answers_problems(load_function: Callable[[str], Any]) -> 
     for name in SECURITY_HEADERS:
         assert resp.headers.get(name)
 
-    resp = client.options("/.well-known/jwks.json", headers={
-        "Origin": ALLOWED_ORIGIN, "Access-Control-Request-Method": "GET"})
+    resp = client.options(
+        "/.well-known/jwks.json", headers={"Origin": ALLOWED_ORIGIN, "Access-Control-Request-Method": "GET"}
+    )
     assert resp.status_code == 204
     assert resp.headers["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
 
@@ -614,9 +676,11 @@ def test_jwks_function_logs_one_access_line(load_function: Callable[[str], Any],
 def test_every_token_route_checks_session_liveness_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     from mllab import sessions
 
-    table = (Route("POST", "/live", "live", "a mutation", auth=Auth.ACCESS_TOKEN),
-             Route("GET", "/read", "live", "a read", auth=Auth.ACCESS_TOKEN),
-             Route("GET", "/opted-out", "live", "a read that opts out", auth=Auth.ACCESS_TOKEN, live=False))
+    table = (
+        Route("POST", "/live", "live", "a mutation", auth=Auth.ACCESS_TOKEN),
+        Route("GET", "/read", "live", "a read", auth=Auth.ACCESS_TOKEN),
+        Route("GET", "/opted-out", "live", "a read that opts out", auth=Auth.ACCESS_TOKEN, live=False),
+    )
     assert table[0].needs_live_session and table[1].needs_live_session and not table[2].needs_live_session
     checked: list[str] = []
 

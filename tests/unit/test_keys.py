@@ -107,17 +107,24 @@ def test_rotated_files_replace_atomically_with_owner_only_mode() -> None:
 
 # --- the CLI -------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def local_target(monkeypatch: pytest.MonkeyPatch) -> None:
     # setenv first, so monkeypatch removes afterwards what configure_target writes
-    for name in ("FIRESTORE_EMULATOR_HOST", "MLLAB_PROJECT", "GOOGLE_CLOUD_PROJECT", "MLLAB_PAYPAL_API_BASE",
-                 "MLLAB_PAYPAL_CA_FILE"):
+    for name in (
+        "FIRESTORE_EMULATOR_HOST",
+        "MLLAB_PROJECT",
+        "GOOGLE_CLOUD_PROJECT",
+        "MLLAB_PAYPAL_API_BASE",
+        "MLLAB_PAYPAL_CA_FILE",
+    ):
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
 
 
 def test_cli_rotate_list_prune_print_kids_and_dates_never_key_material(
-        local_target: None, capsys: pytest.CaptureFixture[str]) -> None:
+    local_target: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     before = private_key_set()
     assert cli.main(["keys", "rotate"]) == 0  # no Firestore emulator is running: keys need none
     rotated = out = capsys.readouterr()
@@ -129,8 +136,10 @@ def test_cli_rotate_list_prune_print_kids_and_dates_never_key_material(
     assert cli.main(["keys", "list", "--json"]) == 0
     listed = capsys.readouterr()
     rows = json.loads(listed.out)["keys"]
-    assert [(r["kid"], r["state"]) for r in rows] == [(before["keys"][0]["kid"], "retired (published)"),
-                                                      (new_kid, "signing")]
+    assert [(r["kid"], r["state"]) for r in rows] == [
+        (before["keys"][0]["kid"], "retired (published)"),
+        (new_kid, "signing"),
+    ]
     assert cli.main(["keys", "prune"]) == 0
     pruned = capsys.readouterr()
     assert "nothing to drop" in pruned.out
@@ -149,6 +158,7 @@ def test_cli_keys_commands_parse() -> None:
 
 
 # --- Secret Manager (a fake client: the calls and their order) ------------------------------------
+
 
 class FakeSecretManager:
     def __init__(self, versions: dict[str, list[bytes]], secrets: set[str] | None = None) -> None:
@@ -184,8 +194,10 @@ def _fake(monkeypatch: pytest.MonkeyPatch, fake: FakeSecretManager) -> FakeSecre
 
 def test_secret_manager_rotate_adds_public_then_private_versions(monkeypatch: pytest.MonkeyPatch) -> None:
     current = tokens.new_key_set()
-    fake = _fake(monkeypatch, FakeSecretManager({config.SIGNING_KEYS: [json.dumps(current).encode()],
-                                                 config.PUBLIC_KEYS: [b"{}"]}))
+    fake = _fake(
+        monkeypatch,
+        FakeSecretManager({config.SIGNING_KEYS: [json.dumps(current).encode()], config.PUBLIC_KEYS: [b"{}"]}),
+    )
     result = keys.rotate(keys.store("prod-1"))
     assert result["where"] == "Secret Manager, project prod-1"
     assert [name for name, _ in fake.added] == [config.PUBLIC_KEYS, config.SIGNING_KEYS]  # publish before signing

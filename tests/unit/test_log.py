@@ -69,6 +69,7 @@ def test_non_json_values_are_logged_as_text(logs: LogCapture) -> None:
 
 # --- trace context -------------------------------------------------------------------------------
 
+
 def test_cloud_trace_context_maps_to_trace_and_hex_span_id() -> None:
     fields = log.trace_fields({"X-Cloud-Trace-Context": f"{TRACE_ID}/123;o=1"}, "my-proj")
     assert fields[TRACE_KEY] == f"projects/my-proj/traces/{TRACE_ID}"
@@ -98,26 +99,29 @@ def test_cloud_trace_context_without_span_or_option() -> None:
 
 def test_traceparent_maps_to_trace_and_span() -> None:
     fields = log.trace_fields({"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"}, "p")
-    assert fields == {TRACE_KEY: f"projects/p/traces/{TRACE_ID}", SPAN_KEY: "00f067aa0ba902b7",
-                      SAMPLED_KEY: True}
+    assert fields == {TRACE_KEY: f"projects/p/traces/{TRACE_ID}", SPAN_KEY: "00f067aa0ba902b7", SAMPLED_KEY: True}
     unsampled = log.trace_fields({"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-00"}, "p")
     assert unsampled[SAMPLED_KEY] is False
 
 
-@pytest.mark.parametrize("headers", [
-    {},
-    {"X-Cloud-Trace-Context": "not-a-trace"},
-    {"X-Cloud-Trace-Context": f"{TRACE_ID}/abc;o=1"},
-    {"traceparent": "00-" + "0" * 32 + "-00f067aa0ba902b7-01"},
-    {"traceparent": f"00-{TRACE_ID}-short-01"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"X-Cloud-Trace-Context": "not-a-trace"},
+        {"X-Cloud-Trace-Context": f"{TRACE_ID}/abc;o=1"},
+        {"traceparent": "00-" + "0" * 32 + "-00f067aa0ba902b7-01"},
+        {"traceparent": f"00-{TRACE_ID}-short-01"},
+    ],
+)
 def test_missing_or_malformed_trace_headers_give_no_trace(headers: dict[str, str]) -> None:
     assert log.trace_fields(headers, "p") == {}
 
 
 def test_bound_context_appears_on_every_line_until_unbound(logs: LogCapture) -> None:
-    token = log.bind(request_id="req-1234567890", **log.trace_fields(
-        {"X-Cloud-Trace-Context": f"{TRACE_ID}/1;o=1"}, "proj"))
+    token = log.bind(
+        request_id="req-1234567890", **log.trace_fields({"X-Cloud-Trace-Context": f"{TRACE_ID}/1;o=1"}, "proj")
+    )
     inner = log.bind(user="u1")
     log.info("inside")
     log.unbind(inner)
@@ -133,24 +137,30 @@ def test_bound_context_appears_on_every_line_until_unbound(logs: LogCapture) -> 
 
 # --- redaction -----------------------------------------------------------------------------------
 
-JWT = ("eyJhbGciOiJFUzI1NiIsInR5cCI6ImF0K2p3dCJ9.eyJzdWIiOiJ1c2VyLTEifQ."
-       "c2lnbmF0dXJlLXNlY3JldC1zaWduYXR1cmUtc2VjcmV0")
-PEM = ("-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgPEMSECRETPEMSECRET\n"
-       "-----END PRIVATE KEY-----")
+JWT = "eyJhbGciOiJFUzI1NiIsInR5cCI6ImF0K2p3dCJ9.eyJzdWIiOiJ1c2VyLTEifQ.c2lnbmF0dXJlLXNlY3JldC1zaWduYXR1cmUtc2VjcmV0"
+PEM = (
+    "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgPEMSECRETPEMSECRET\n"
+    "-----END PRIVATE KEY-----"
+)
 
 
-@pytest.mark.parametrize(("message", "secret"), [
-    (f"token is {JWT} ok", "c2lnbmF0dXJlLXNlY3JldC1zaWduYXR1cmUtc2VjcmV0"),
-    ("header Authorization: Bearer xyzSECRETbearer123 sent", "xyzSECRETbearer123"),
-    ("auth basic dXNlcjpwYXNzd29yZA== sent", "dXNlcjpwYXNzd29yZA"),
-    ("GET https://storage.googleapis.com/b/o?X-Goog-Algorithm=GOOG4-RSA-SHA256"
-     "&X-Goog-Signature=abcdef0123456789SIGSECRET&X-Goog-Expires=600", "abcdef0123456789SIGSECRET"),
-    ("reset link https://lab.example.com/reset?token=RESETSECRET42&x=1", "RESETSECRET42"),
-    ("cookie: __Host-rt=REFRESHSECRET987; Path=/", "REFRESHSECRET987"),
-    (f"key material {PEM} end", "PEMSECRETPEMSECRET"),
-])
-def test_secret_shaped_values_are_masked_in_messages_and_fields(
-        logs: LogCapture, message: str, secret: str) -> None:
+@pytest.mark.parametrize(
+    ("message", "secret"),
+    [
+        (f"token is {JWT} ok", "c2lnbmF0dXJlLXNlY3JldC1zaWduYXR1cmUtc2VjcmV0"),
+        ("header Authorization: Bearer xyzSECRETbearer123 sent", "xyzSECRETbearer123"),
+        ("auth basic dXNlcjpwYXNzd29yZA== sent", "dXNlcjpwYXNzd29yZA"),
+        (
+            "GET https://storage.googleapis.com/b/o?X-Goog-Algorithm=GOOG4-RSA-SHA256"
+            "&X-Goog-Signature=abcdef0123456789SIGSECRET&X-Goog-Expires=600",
+            "abcdef0123456789SIGSECRET",
+        ),
+        ("reset link https://lab.example.com/reset?token=RESETSECRET42&x=1", "RESETSECRET42"),
+        ("cookie: __Host-rt=REFRESHSECRET987; Path=/", "REFRESHSECRET987"),
+        (f"key material {PEM} end", "PEMSECRETPEMSECRET"),
+    ],
+)
+def test_secret_shaped_values_are_masked_in_messages_and_fields(logs: LogCapture, message: str, secret: str) -> None:
     log.info(message, detail=message, nested={"list": [message]})
     assert secret not in logs.text
     (record,) = logs.records()
@@ -158,10 +168,25 @@ def test_secret_shaped_values_are_masked_in_messages_and_fields(
         assert log.REDACTED in value
 
 
-@pytest.mark.parametrize("field", [
-    "password", "new_password", "refresh_token", "access_token", "authorization", "Authorization",
-    "cookie", "Set-Cookie", "csrf", "X-CSRF-Token", "client_secret", "private_key", "code", "d",
-])
+@pytest.mark.parametrize(
+    "field",
+    [
+        "password",
+        "new_password",
+        "refresh_token",
+        "access_token",
+        "authorization",
+        "Authorization",
+        "cookie",
+        "Set-Cookie",
+        "csrf",
+        "X-CSRF-Token",
+        "client_secret",
+        "private_key",
+        "code",
+        "d",
+    ],
+)
 def test_fields_named_like_secrets_are_masked(logs: LogCapture, field: str) -> None:
     log.info("event", **{field: "plain-looking-value-777"}, headers={field: "plain-looking-value-777"})
     assert "plain-looking-value-777" not in logs.text
@@ -192,8 +217,9 @@ def test_a_real_access_token_never_reaches_the_log(logs: LogCapture) -> None:
         assert part not in logs.text
 
 
-_URLSAFE = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
-                   min_size=16, max_size=64)
+_URLSAFE = st.text(
+    alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", min_size=16, max_size=64
+)
 
 
 @given(secret=_URLSAFE, head=_URLSAFE, body=_URLSAFE, where=st.sampled_from(["sig", "body", "head"]))
@@ -249,10 +275,16 @@ def _client() -> Client:
 
 def test_access_log_line_has_status_and_never_the_bearer_token(logs: LogCapture) -> None:
     token = tokens.issue_access_token("user-9", "s").token
-    resp = _client().get("/private", headers={
-        "Authorization": f"Bearer {token}", "X-Request-Id": "req-abcdef123",
-        "X-Cloud-Trace-Context": f"{TRACE_ID}/42;o=1", "User-Agent": "pytest-agent",
-        "X-Forwarded-For": "198.51.100.7, 203.0.113.1"})
+    resp = _client().get(
+        "/private",
+        headers={
+            "Authorization": f"Bearer {token}",
+            "X-Request-Id": "req-abcdef123",
+            "X-Cloud-Trace-Context": f"{TRACE_ID}/42;o=1",
+            "User-Agent": "pytest-agent",
+            "X-Forwarded-For": "198.51.100.7, 203.0.113.1",
+        },
+    )
     assert resp.status_code == 200
     (handler_line,) = logs.find("handler ran")
     (access,) = logs.find("request")
@@ -292,7 +324,8 @@ def test_context_does_not_leak_between_requests(logs: LogCapture) -> None:
 
 
 def test_malformed_cloud_trace_header_falls_back_to_traceparent() -> None:
-    fields = log.trace_fields({"X-Cloud-Trace-Context": "not-a-trace",
-                               "traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"}, "p")
+    fields = log.trace_fields(
+        {"X-Cloud-Trace-Context": "not-a-trace", "traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"}, "p"
+    )
     assert fields["logging.googleapis.com/trace"] == f"projects/p/traces/{TRACE_ID}"
     assert fields["logging.googleapis.com/spanId"] == "00f067aa0ba902b7"

@@ -12,15 +12,26 @@ import mllab
 
 def test_no_mllab_module_loads_google_cloud_at_import() -> None:
     modules = sorted(f"mllab.{m.name}" for m in pkgutil.iter_modules(mllab.__path__))
-    assert {"mllab.config", "mllab.clients", "mllab.http", "mllab.log", "mllab.tokens", "mllab.routes",
-            "mllab.clock", "mllab.events", "mllab.storage"} <= set(modules)
+    assert {
+        "mllab.config",
+        "mllab.clients",
+        "mllab.http",
+        "mllab.log",
+        "mllab.tokens",
+        "mllab.routes",
+        "mllab.clock",
+        "mllab.events",
+        "mllab.storage",
+    } <= set(modules)
     # functions-framework's nspkg .pth creates the empty `google.cloud` namespace at interpreter
     # start; what counts is what importing mllab adds.
-    code = ("import importlib, json, sys\n"
-            "before = set(sys.modules)\n"
-            f"for name in {modules!r}: importlib.import_module(name)\n"
-            "print(json.dumps(sorted(m for m in set(sys.modules) - before\n"
-            "                        if m.startswith(('google.cloud', 'google.api_core', 'grpc')))))")
+    code = (
+        "import importlib, json, sys\n"
+        "before = set(sys.modules)\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        "print(json.dumps(sorted(m for m in set(sys.modules) - before\n"
+        "                        if m.startswith(('google.cloud', 'google.api_core', 'grpc')))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == []

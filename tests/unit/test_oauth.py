@@ -51,8 +51,11 @@ class FakeProvider:
         self.keys = [_jwk(KEY, "k1")]
         self.fetches: list[str] = []
         self.discovery = {
-            "issuer": issuer, "authorization_endpoint": f"{issuer}/oauth2/authorize",
-            "token_endpoint": f"{issuer}/oauth2/token", "jwks_uri": f"{issuer}/jwks"}
+            "issuer": issuer,
+            "authorization_endpoint": f"{issuer}/oauth2/authorize",
+            "token_endpoint": f"{issuer}/oauth2/token",
+            "jwks_uri": f"{issuer}/jwks",
+        }
 
     def fetch(self, url: str) -> Any:
         self.fetches.append(url)
@@ -74,8 +77,17 @@ def provider(monkeypatch: pytest.MonkeyPatch) -> FakeProvider:
 
 def claims(**overrides: Any) -> dict[str, Any]:
     now = clock.timestamp()
-    out = {"iss": ISSUER, "aud": [CLIENT_ID], "sub": "google-sub-1", "iat": now, "exp": now + 3600,
-           "nonce": NONCE, "email": "Alice@Example.com", "email_verified": True, "name": "Alice"}
+    out = {
+        "iss": ISSUER,
+        "aud": [CLIENT_ID],
+        "sub": "google-sub-1",
+        "iat": now,
+        "exp": now + 3600,
+        "nonce": NONCE,
+        "email": "Alice@Example.com",
+        "email_verified": True,
+        "name": "Alice",
+    }
     for name, value in overrides.items():
         if value is ...:
             out.pop(name, None)
@@ -84,8 +96,14 @@ def claims(**overrides: Any) -> dict[str, Any]:
     return out
 
 
-def mint(payload: dict[str, Any] | None = None, *, key: Any = KEY, kid: str | None = "k1", alg: str = "RS256",
-         headers: dict[str, Any] | None = None) -> str:
+def mint(
+    payload: dict[str, Any] | None = None,
+    *,
+    key: Any = KEY,
+    kid: str | None = "k1",
+    alg: str = "RS256",
+    headers: dict[str, Any] | None = None,
+) -> str:
     h = {"kid": kid} if kid is not None else {}
     h.update(headers or {})
     return jwt.encode(payload if payload is not None else claims(), key, algorithm=alg, headers=h)
@@ -93,10 +111,16 @@ def mint(payload: dict[str, Any] | None = None, *, key: Any = KEY, kid: str | No
 
 # --- the good path ---------------------------------------------------------------------------------
 
+
 def test_valid_token_is_accepted(provider: FakeProvider) -> None:
     token = oauth.verify_id_token(mint(), NONCE)
     assert (token.iss, token.sub, token.email, token.email_verified, token.name) == (
-        ISSUER, "google-sub-1", "alice@example.com", True, "Alice")
+        ISSUER,
+        "google-sub-1",
+        "alice@example.com",
+        True,
+        "Alice",
+    )
 
 
 def test_aud_as_a_string_is_accepted(provider: FakeProvider) -> None:
@@ -138,7 +162,9 @@ def test_expiry_follows_the_mllab_clock(provider: FakeProvider) -> None:
             oauth.verify_id_token(token, NONCE)
 
 
-def test_google_legacy_issuer_is_accepted_only_for_google(provider: FakeProvider, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_google_legacy_issuer_is_accepted_only_for_google(
+    provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(oauth.WrongIssuer):
         oauth.verify_id_token(mint(claims(iss="accounts.google.com")), NONCE)
     google = FakeProvider("https://accounts.google.com")
@@ -153,6 +179,7 @@ def test_google_legacy_issuer_is_accepted_only_for_google(provider: FakeProvider
 
 
 # --- one refusal per check -------------------------------------------------------------------------
+
 
 def _hs256_with_public_key() -> str:
     """The classic confusion attack: HS256 keyed with the RSA public key's bytes."""
@@ -189,8 +216,11 @@ REFUSALS = [
     ("wrong aud string", lambda: mint(claims(aud="other-client")), oauth.WrongAudience),
     ("missing aud", lambda: mint(claims(aud=...)), oauth.WrongAudience),
     ("aud list of several without azp", lambda: mint(claims(aud=[CLIENT_ID, "other"])), oauth.WrongAuthorizedParty),
-    ("aud list of several, azp other", lambda: mint(claims(aud=[CLIENT_ID, "other"], azp="other")),
-     oauth.WrongAuthorizedParty),
+    (
+        "aud list of several, azp other",
+        lambda: mint(claims(aud=[CLIENT_ID, "other"], azp="other")),
+        oauth.WrongAuthorizedParty,
+    ),
     ("azp of another client", lambda: mint(claims(azp="other")), oauth.WrongAuthorizedParty),
     ("expired", lambda: mint(claims(exp=clock.timestamp() - 61)), oauth.Expired),
     ("missing exp", lambda: mint(claims(exp=...)), oauth.MalformedToken),
@@ -219,8 +249,11 @@ def test_each_failed_check_has_its_own_error(provider: FakeProvider, case: str, 
 
 
 def test_failure_reasons_are_distinct() -> None:
-    kinds = [c for c in vars(oauth).values() if isinstance(c, type) and issubclass(c, oauth.IdTokenError)
-             and c is not oauth.IdTokenError]
+    kinds = [
+        c
+        for c in vars(oauth).values()
+        if isinstance(c, type) and issubclass(c, oauth.IdTokenError) and c is not oauth.IdTokenError
+    ]
     assert len({k.reason for k in kinds}) == len(kinds) >= 13
 
 
@@ -268,6 +301,7 @@ def test_the_id_token_never_reaches_the_log(provider: FakeProvider, logs: Any) -
 
 # --- PKCE, state, code exchange --------------------------------------------------------------------
 
+
 def test_code_verifier_is_long_random_and_unreserved() -> None:
     verifiers = {oauth.new_code_verifier() for _ in range(50)}
     assert len(verifiers) == 50
@@ -278,8 +312,10 @@ def test_code_verifier_is_long_random_and_unreserved() -> None:
 
 def test_code_challenge_is_s256_of_the_verifier() -> None:
     # RFC 7636 appendix B
-    assert oauth.code_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk") == \
-        "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+    assert (
+        oauth.code_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk")
+        == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+    )
     v = oauth.new_code_verifier()
     expected = base64.urlsafe_b64encode(hashlib.sha256(v.encode()).digest()).rstrip(b"=").decode()
     assert oauth.code_challenge(v) == expected and "=" not in expected
@@ -303,33 +339,46 @@ def _capture_post(monkeypatch: pytest.MonkeyPatch, respond: Any) -> list[httpx.R
     return seen
 
 
-def test_token_request_carries_the_verifier_and_the_exact_redirect_uri(provider: FakeProvider,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_token_request_carries_the_verifier_and_the_exact_redirect_uri(
+    provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seen = _capture_post(monkeypatch, lambda r: httpx.Response(200, json={"id_token": "x.y.z", "access_token": "a"}))
     verifier = oauth.new_code_verifier()
     assert oauth.exchange_code("the-code", verifier)["id_token"] == "x.y.z"
     (request,) = seen
     assert str(request.url) == provider.discovery["token_endpoint"] and request.method == "POST"
     form = dict(urllib.parse.parse_qsl(request.content.decode()))
-    assert form == {"grant_type": "authorization_code", "code": "the-code",
-                    "redirect_uri": config.settings().public_url + "/auth/google/callback",
-                    "client_id": CLIENT_ID, "client_secret": config.secret(config.OAUTH_CLIENT_SECRET).strip(),
-                    "code_verifier": verifier}
+    assert form == {
+        "grant_type": "authorization_code",
+        "code": "the-code",
+        "redirect_uri": config.settings().public_url + "/auth/google/callback",
+        "client_id": CLIENT_ID,
+        "client_secret": config.secret(config.OAUTH_CLIENT_SECRET).strip(),
+        "code_verifier": verifier,
+    }
 
 
 def test_a_refused_code_is_a_400_problem(provider: FakeProvider, monkeypatch: pytest.MonkeyPatch, logs: Any) -> None:
-    _capture_post(monkeypatch, lambda r: httpx.Response(400, json={"error": "invalid_grant",
-                                                                  "error_description": "bad code"}))
+    _capture_post(
+        monkeypatch, lambda r: httpx.Response(400, json={"error": "invalid_grant", "error_description": "bad code"})
+    )
     with pytest.raises(Problem) as info:
         oauth.exchange_code("used-code", "v" * 43)
     assert info.value.status == 400 and "invalid_grant" in info.value.detail
     assert "used-code" not in logs.text
 
 
-@pytest.mark.parametrize("response", [httpx.Response(500, text="boom"), httpx.Response(200, text="not json"),
-                                      httpx.Response(200, json={"access_token": "only"})])
-def test_a_broken_provider_is_a_502_not_a_500(provider: FakeProvider, monkeypatch: pytest.MonkeyPatch,
-                                              response: httpx.Response) -> None:
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx.Response(500, text="boom"),
+        httpx.Response(200, text="not json"),
+        httpx.Response(200, json={"access_token": "only"}),
+    ],
+)
+def test_a_broken_provider_is_a_502_not_a_500(
+    provider: FakeProvider, monkeypatch: pytest.MonkeyPatch, response: httpx.Response
+) -> None:
     _capture_post(monkeypatch, lambda r: response)
     with pytest.raises(Problem) as info:
         oauth.exchange_code("code", "v" * 43)

@@ -46,6 +46,7 @@ def ids(route: routes.Route) -> str:
 
 # --- the document as a whole ---------------------------------------------------------------------
 
+
 def test_it_is_a_valid_openapi_3_1_document() -> None:
     assert DOC["openapi"].startswith("3.1.")
     schemathesis.openapi.from_dict(DOC).validate()  # the OpenAPI 3.1 meta-schema schemathesis ships
@@ -78,14 +79,19 @@ def test_generation_is_pure_and_json() -> None:
 
 def test_components_are_pydantics_own_schemas() -> None:
     """Not written by hand: a component is what pydantic says the model is (refs rebased)."""
-    for model, mode in ((schemas.LoginRequest, "validation"), (schemas.Me, "serialization"),
-                        (schemas.Problem, "serialization"), (schemas.SignUpload, "validation")):
+    for model, mode in (
+        (schemas.LoginRequest, "validation"),
+        (schemas.Me, "serialization"),
+        (schemas.Problem, "serialization"),
+        (schemas.SignUpload, "validation"),
+    ):
         own = model.model_json_schema(mode=mode, ref_template=openapi.SCHEMA_REF)
         own.pop("$defs", None)
         assert DOC["components"]["schemas"][model.__name__] == own
 
 
 # --- every route ---------------------------------------------------------------------------------
+
 
 def test_every_route_is_one_operation_and_nothing_else() -> None:
     documented = {(method.upper(), path) for path, item in DOC["paths"].items() for method in item}
@@ -144,16 +150,21 @@ def test_the_request_body_is_the_routes_model(route: routes.Route) -> None:
         assert body is None or route.auth is Auth.WEBHOOK_SIGNATURE or route.csrf is Csrf.ORIGIN
         return
     assert body["required"] is True
-    assert body["content"] == {"application/json": {"schema": {"$ref": f"#/components/schemas/{route.request.__name__}"}}}
+    assert body["content"] == {
+        "application/json": {"schema": {"$ref": f"#/components/schemas/{route.request.__name__}"}}
+    }
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=ids)
 def test_security_and_csrf(route: routes.Route) -> None:
     operation = op(route)
     headers = {p["name"]: p for p in operation.get("parameters", []) if p["in"] == "header"}
-    expected = {Auth.NONE: [], Auth.ACCESS_TOKEN: [{"accessToken": []}],
-                Auth.REFRESH_COOKIE: [{"refreshCookie": []}, {}],
-                Auth.WEBHOOK_SIGNATURE: [{name: [] for name in openapi.PAYPAL_SCHEMES}]}[route.auth]
+    expected = {
+        Auth.NONE: [],
+        Auth.ACCESS_TOKEN: [{"accessToken": []}],
+        Auth.REFRESH_COOKIE: [{"refreshCookie": []}, {}],
+        Auth.WEBHOOK_SIGNATURE: [{name: [] for name in openapi.PAYPAL_SCHEMES}],
+    }[route.auth]
     assert operation["security"] == expected
     if route.csrf is Csrf.NONE:
         assert "X-CSRF-Token" not in headers
@@ -169,12 +180,20 @@ def test_path_parameters_come_from_the_template(route: routes.Route) -> None:
 
 def test_security_schemes() -> None:
     schemes = DOC["components"]["securitySchemes"]
-    assert schemes["accessToken"] == {**schemes["accessToken"], "type": "http", "scheme": "bearer",
-                                      "bearerFormat": "JWT"}
+    assert schemes["accessToken"] == {
+        **schemes["accessToken"],
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+    }
     assert (schemes["refreshCookie"]["in"], schemes["refreshCookie"]["name"]) == ("cookie", "__Host-rt")
     assert sorted(schemes[n]["name"] for n in openapi.PAYPAL_SCHEMES) == [
-        "PAYPAL-AUTH-ALGO", "PAYPAL-CERT-URL", "PAYPAL-TRANSMISSION-ID", "PAYPAL-TRANSMISSION-SIG",
-        "PAYPAL-TRANSMISSION-TIME"]
+        "PAYPAL-AUTH-ALGO",
+        "PAYPAL-CERT-URL",
+        "PAYPAL-TRANSMISSION-ID",
+        "PAYPAL-TRANSMISSION-SIG",
+        "PAYPAL-TRANSMISSION-TIME",
+    ]
     assert all(schemes[n]["in"] == "header" for n in openapi.PAYPAL_SCHEMES)
 
 
@@ -215,8 +234,12 @@ def test_the_documents_pattern_is_the_validators_rule(value: str) -> None:
 
 
 def test_every_plain_text_field_carries_the_pattern() -> None:
-    fields = [(model, name) for model in {r.request for r in ROUTES if r.request is not None}
-              for name, f in model.model_fields.items() if schemas.Plain in f.metadata]
+    fields = [
+        (model, name)
+        for model in {r.request for r in ROUTES if r.request is not None}
+        for name, f in model.model_fields.items()
+        if schemas.Plain in f.metadata
+    ]
     assert len(fields) >= 4  # names, the email, promo codes, reasons
     components = DOC["components"]["schemas"]
     for model, name in fields:
@@ -229,6 +252,7 @@ def test_every_plain_text_field_carries_the_pattern() -> None:
 
 # --- golden operations -----------------------------------------------------------------------------
 
+
 def test_golden_post_auth_login() -> None:
     login = DOC["paths"]["/auth/login"]["post"]
     assert login["operationId"] == "post_auth_login"
@@ -238,11 +262,22 @@ def test_golden_post_auth_login() -> None:
     assert json_schema(ok) == {"$ref": "#/components/schemas/AccessTokenResponse"}
     assert sorted(ok["headers"]) == ["Set-Cookie", "X-Request-Id"]
     assert DOC["components"]["schemas"]["LoginRequest"] == {
-        "additionalProperties": False, "type": "object", "title": "LoginRequest", "required": ["email", "password"],
+        "additionalProperties": False,
+        "type": "object",
+        "title": "LoginRequest",
+        "required": ["email", "password"],
         "properties": {
-            "email": {"format": "email", "maxLength": 254, "minLength": 3, "title": "Email", "type": "string",
-                      "pattern": schemas.PLAIN_PATTERN},
-            "password": {"maxLength": 1024, "minLength": 1, "title": "Password", "type": "string"}}}
+            "email": {
+                "format": "email",
+                "maxLength": 254,
+                "minLength": 3,
+                "title": "Email",
+                "type": "string",
+                "pattern": schemas.PLAIN_PATTERN,
+            },
+            "password": {"maxLength": 1024, "minLength": 1, "title": "Password", "type": "string"},
+        },
+    }
     assert [p["name"] for p in login["parameters"]] == ["X-CSRF-Token"]
     assert "Origin" in login["description"]
 
@@ -252,8 +287,12 @@ def test_golden_delete_session() -> None:
     assert delete["security"] == [{"accessToken": []}]
     assert sorted(delete["responses"]) == ["204", "401", "403", "404", "429", "503"]
     assert delete["parameters"][0] == {
-        "name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
-        "description": "An id this API gave you (32 lower-case hex characters)."}
+        "name": "id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+        "description": "An id this API gave you (32 lower-case hex characters).",
+    }
     assert delete["parameters"][1]["name"] == "X-CSRF-Token"
 
 
@@ -274,9 +313,13 @@ def test_golden_paypal_webhook() -> None:
 def test_golden_google_login_and_signed_download_queries() -> None:
     login = DOC["paths"]["/auth/google/login"]["get"]
     assert sorted(login["responses"]) == ["302", "400", "401", "403", "429", "502", "503"]
-    assert login["parameters"][0] == {"name": "return_to", "in": "query", "required": False,
-                                      "schema": {"type": "string", "maxLength": 512},
-                                      "description": "A path on this site to come back to after signing in (default /)."}
+    assert login["parameters"][0] == {
+        "name": "return_to",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "maxLength": 512},
+        "description": "A path on this site to come back to after signing in (default /).",
+    }
     assert [(p["name"], p["schema"]) for p in login["parameters"][1:]] == [("link", {"type": "string", "enum": ["1"]})]
     download = DOC["paths"]["/signed/download"]["get"]["parameters"][0]
     assert (download["name"], download["in"], download["required"]) == ("object", "query", True)
@@ -286,6 +329,7 @@ def test_golden_google_login_and_signed_download_queries() -> None:
 
 
 # --- served by the gateway ------------------------------------------------------------------------
+
 
 def test_the_gateway_serves_it(tmp_path) -> None:
     from werkzeug.test import Client

@@ -51,8 +51,7 @@ def _transaction() -> None:
 
 
 @pytest.mark.parametrize("scoped", [True, False], ids=["in-a-request", "outside-a-request"])
-def test_a_transaction_against_a_hung_firestore_fails_within_the_deadline(hung_firestore: float,
-                                                                          scoped: bool) -> None:
+def test_a_transaction_against_a_hung_firestore_fails_within_the_deadline(hung_firestore: float, scoped: bool) -> None:
     clients.firestore()  # imported and built: what is timed is the calls
     started = time.monotonic()
     with pytest.raises(Exception) as info:
@@ -153,8 +152,7 @@ def test_in_a_request_a_hung_dependency_is_waited_for_once(fake_time: _Clock) ->
 
 
 def test_a_request_that_waits_on_a_silent_paypal_gives_up_within_its_timeout(silent_port: int) -> None:
-    pp = PayPal(f"http://127.0.0.1:{silent_port}", "AcLientIdForTests0001", "EsEcretValue-never-9f8e7d",
-                timeout=0.5)
+    pp = PayPal(f"http://127.0.0.1:{silent_port}", "AcLientIdForTests0001", "EsEcretValue-never-9f8e7d", timeout=0.5)
     started = time.monotonic()
     with pytest.raises(PayPalUnavailable):
         pp.create_subscription("P-1", "uid", "https://lab/r", "https://lab/c", request_id="mllab-uid-1")

@@ -46,8 +46,14 @@ class FakePayPal:
                 self.token_calls.append(request)
                 if self.token_replies:
                     return self._play(self.token_replies.pop(0), request)
-                return httpx.Response(200, json={"access_token": self.token(len(self.token_calls)),
-                                                 "token_type": "Bearer", "expires_in": self.expires_in})
+                return httpx.Response(
+                    200,
+                    json={
+                        "access_token": self.token(len(self.token_calls)),
+                        "token_type": "Bearer",
+                        "expires_in": self.expires_in,
+                    },
+                )
             self.calls.append(request)
             reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
         return self._play(reply, request)
@@ -75,6 +81,7 @@ def make(fake: FakePayPal, **kw: Any) -> tuple[PayPal, list[float]]:
 
 
 # --- OAuth -----------------------------------------------------------------------------------------
+
 
 def test_token_is_fetched_once_and_reused() -> None:
     fake = FakePayPal()
@@ -106,7 +113,9 @@ def test_token_refreshed_five_minutes_before_expiry() -> None:
 
 
 def test_token_refreshed_once_after_401_invalid_token() -> None:
-    expired = httpx.Response(401, json={"error": "invalid_token", "error_description": "Token signature verification failed"})
+    expired = httpx.Response(
+        401, json={"error": "invalid_token", "error_description": "Token signature verification failed"}
+    )
     fake = FakePayPal(expired, httpx.Response(200, json={"id": SUB, "status": "ACTIVE"}))
     pp, slept = make(fake)
     assert pp.get_subscription(SUB)["id"] == SUB
@@ -127,8 +136,9 @@ def test_a_second_401_is_an_error_not_a_loop() -> None:
 
 def test_bad_client_credentials_are_an_oauth_error() -> None:
     fake = FakePayPal()
-    fake.token_replies.append(httpx.Response(401, json={"error": "invalid_client",
-                                                        "error_description": "Client Authentication failed"}))
+    fake.token_replies.append(
+        httpx.Response(401, json={"error": "invalid_client", "error_description": "Client Authentication failed"})
+    )
     pp, _ = make(fake)
     with pytest.raises(PayPalError) as info:
         pp.get_subscription(SUB)
@@ -172,34 +182,61 @@ def test_concurrent_callers_share_one_token_refresh() -> None:
 
 # --- retries ---------------------------------------------------------------------------------------
 
+
 def created() -> httpx.Response:
-    return httpx.Response(201, json={"id": SUB, "status": "APPROVAL_PENDING", "links": [
-        {"rel": "approve", "href": "https://www.sandbox.paypal.com/webapps/billing/subscriptions?ba_token=BA-1", "method": "GET"},
-        {"rel": "self", "href": f"{BASE}/v1/billing/subscriptions/{SUB}", "method": "GET"}]})
+    return httpx.Response(
+        201,
+        json={
+            "id": SUB,
+            "status": "APPROVAL_PENDING",
+            "links": [
+                {
+                    "rel": "approve",
+                    "href": "https://www.sandbox.paypal.com/webapps/billing/subscriptions?ba_token=BA-1",
+                    "method": "GET",
+                },
+                {"rel": "self", "href": f"{BASE}/v1/billing/subscriptions/{SUB}", "method": "GET"},
+            ],
+        },
+    )
 
 
 def test_request_id_is_sent_and_identical_across_retries() -> None:
-    fake = FakePayPal(httpx.Response(500, json=error_body("INTERNAL_SERVER_ERROR")),
-                      httpx.Response(503), created())
+    fake = FakePayPal(httpx.Response(500, json=error_body("INTERNAL_SERVER_ERROR")), httpx.Response(503), created())
     pp, slept = make(fake)
-    sub = pp.create_subscription("P-5ML4271244454362WXNWU5NQ", "uid-123", "https://lab.example/billing/return",
-                                 "https://lab.example/billing/cancel", request_id="sub-uid-123-0001")
+    sub = pp.create_subscription(
+        "P-5ML4271244454362WXNWU5NQ",
+        "uid-123",
+        "https://lab.example/billing/return",
+        "https://lab.example/billing/cancel",
+        request_id="sub-uid-123-0001",
+    )
     assert sub["id"] == SUB and paypal.approve_url(sub).startswith("https://www.sandbox.paypal.com/")
     assert len(fake.calls) == 3 and len(slept) == 2
     assert {r.headers["paypal-request-id"] for r in fake.calls} == {"sub-uid-123-0001"}
     assert {r.headers["prefer"] for r in fake.calls} == {"return=representation"}
     body = json.loads(fake.calls[0].content)
-    assert body == {"plan_id": "P-5ML4271244454362WXNWU5NQ", "custom_id": "uid-123", "application_context": {
-        "brand_name": "ML Lab", "user_action": "SUBSCRIBE_NOW", "shipping_preference": "NO_SHIPPING",
-        "return_url": "https://lab.example/billing/return", "cancel_url": "https://lab.example/billing/cancel"}}
+    assert body == {
+        "plan_id": "P-5ML4271244454362WXNWU5NQ",
+        "custom_id": "uid-123",
+        "application_context": {
+            "brand_name": "ML Lab",
+            "user_action": "SUBSCRIBE_NOW",
+            "shipping_preference": "NO_SHIPPING",
+            "return_url": "https://lab.example/billing/return",
+            "cancel_url": "https://lab.example/billing/cancel",
+        },
+    }
     # exponential backoff with jitter: attempt n waits within [base*2^(n-1)/2, base*2^(n-1)]
     assert paypal.BACKOFF_BASE_S / 2 <= slept[0] <= paypal.BACKOFF_BASE_S
     assert paypal.BACKOFF_BASE_S <= slept[1] <= 2 * paypal.BACKOFF_BASE_S
 
 
 def test_429_retry_after_is_honoured() -> None:
-    fake = FakePayPal(httpx.Response(429, headers={"Retry-After": "2"}, json=error_body("RATE_LIMIT_REACHED")),
-                      httpx.Response(200, json={"id": SUB}))
+    fake = FakePayPal(
+        httpx.Response(429, headers={"Retry-After": "2"}, json=error_body("RATE_LIMIT_REACHED")),
+        httpx.Response(200, json={"id": SUB}),
+    )
     pp, slept = make(fake)
     assert pp.get_subscription(SUB) == {"id": SUB}
     assert slept == [2.0]
@@ -284,15 +321,23 @@ def test_the_client_has_explicit_bounded_timeouts() -> None:
 
 # --- errors ----------------------------------------------------------------------------------------
 
+
 def test_404_is_resource_not_found() -> None:
-    fake = FakePayPal(httpx.Response(404, json=error_body("RESOURCE_NOT_FOUND", "INVALID_RESOURCE_ID"),
-                                     headers={"Paypal-Debug-Id": "hdr-debug"}))
+    fake = FakePayPal(
+        httpx.Response(
+            404, json=error_body("RESOURCE_NOT_FOUND", "INVALID_RESOURCE_ID"), headers={"Paypal-Debug-Id": "hdr-debug"}
+        )
+    )
     pp, slept = make(fake)
     with pytest.raises(PayPalError) as info:
         pp.get_subscription(SUB)
     exc = info.value
-    assert (exc.status, exc.name, exc.issues, exc.debug_id) == (404, "RESOURCE_NOT_FOUND", ["INVALID_RESOURCE_ID"],
-                                                                "f1e2d3c4b5a69")
+    assert (exc.status, exc.name, exc.issues, exc.debug_id) == (
+        404,
+        "RESOURCE_NOT_FOUND",
+        ["INVALID_RESOURCE_ID"],
+        "f1e2d3c4b5a69",
+    )
     assert not isinstance(exc, PayPalUnavailable) and not http.dependency_outage(exc)
     assert len(fake.calls) == 1 and slept == []
 
@@ -306,8 +351,9 @@ def test_error_without_json_body() -> None:
 
 
 def test_cancel_returns_true_then_false_when_already_cancelled() -> None:
-    fake = FakePayPal(httpx.Response(204),
-                      httpx.Response(422, json=error_body("UNPROCESSABLE_ENTITY", "SUBSCRIPTION_STATUS_INVALID")))
+    fake = FakePayPal(
+        httpx.Response(204), httpx.Response(422, json=error_body("UNPROCESSABLE_ENTITY", "SUBSCRIPTION_STATUS_INVALID"))
+    )
     pp, _ = make(fake)
     assert pp.cancel_subscription(SUB, "  Too   expensive  " + "x" * 200) is True
     assert pp.cancel_subscription(SUB, "again") is False
@@ -333,8 +379,10 @@ def test_cancel_other_422_is_raised() -> None:
     assert info.value.issues == ["SOMETHING_ELSE"]
 
 
-@pytest.mark.parametrize("bad", ["", "I-", "I-abc123", "P-ABCDEFGH", "I-ABC/../../x", "I-ABCDEF?x=1",
-                                 "I-" + "A" * 41, " I-ABCDEFG", "I-ABCDEFG\n"])
+@pytest.mark.parametrize(
+    "bad",
+    ["", "I-", "I-abc123", "P-ABCDEFGH", "I-ABC/../../x", "I-ABCDEF?x=1", "I-" + "A" * 41, " I-ABCDEFG", "I-ABCDEFG\n"],
+)
 def test_subscription_ids_are_validated_before_any_call(bad: str) -> None:
     fake = FakePayPal()
     pp, _ = make(fake)
@@ -354,36 +402,61 @@ def test_request_refuses_absolute_urls() -> None:
 
 # --- the typed helpers -----------------------------------------------------------------------------
 
+
 def test_catalog_and_webhook_helpers_send_the_documented_bodies() -> None:
-    fake = FakePayPal(httpx.Response(201, json={"id": "PROD-1"}), httpx.Response(201, json={"id": "P-1"}),
-                      httpx.Response(201, json={"id": "WH-1"}),
-                      httpx.Response(200, json={"webhooks": [{"id": "WH-1", "url": "https://a/b"}]}))
+    fake = FakePayPal(
+        httpx.Response(201, json={"id": "PROD-1"}),
+        httpx.Response(201, json={"id": "P-1"}),
+        httpx.Response(201, json={"id": "WH-1"}),
+        httpx.Response(200, json={"webhooks": [{"id": "WH-1", "url": "https://a/b"}]}),
+    )
     pp, _ = make(fake)
     assert pp.create_product("ML Lab Pro", "Pro plan", request_id="prod-1")["id"] == "PROD-1"
     assert pp.create_plan("PROD-1", "ML Lab Pro monthly", "15.00", "USD", 2, request_id="plan-1")["id"] == "P-1"
-    assert pp.create_webhook("https://api.example/paypal/webhook", ["BILLING.SUBSCRIPTION.ACTIVATED",
-                                                                    "PAYMENT.SALE.COMPLETED"])["id"] == "WH-1"
+    assert (
+        pp.create_webhook(
+            "https://api.example/paypal/webhook", ["BILLING.SUBSCRIPTION.ACTIVATED", "PAYMENT.SALE.COMPLETED"]
+        )["id"]
+        == "WH-1"
+    )
     assert pp.list_webhooks() == [{"id": "WH-1", "url": "https://a/b"}]
     product, plan, hook, listing = fake.calls
     assert (product.url.path, product.headers["paypal-request-id"]) == ("/v1/catalogs/products", "prod-1")
-    assert json.loads(product.content) == {"name": "ML Lab Pro", "description": "Pro plan", "type": "SERVICE",
-                                           "category": "SOFTWARE"}
+    assert json.loads(product.content) == {
+        "name": "ML Lab Pro",
+        "description": "Pro plan",
+        "type": "SERVICE",
+        "category": "SOFTWARE",
+    }
     body = json.loads(plan.content)
     assert plan.url.path == "/v1/billing/plans" and plan.headers["paypal-request-id"] == "plan-1"
     assert body["product_id"] == "PROD-1" and body["name"] == "ML Lab Pro monthly"
-    assert body["billing_cycles"] == [{"frequency": {"interval_unit": "MONTH", "interval_count": 1},
-                                       "tenure_type": "REGULAR", "sequence": 1, "total_cycles": 0,
-                                       "pricing_scheme": {"fixed_price": {"value": "15.00", "currency_code": "USD"}}}]
-    assert body["payment_preferences"] == {"auto_bill_outstanding": True, "setup_fee_failure_action": "CANCEL",
-                                           "payment_failure_threshold": 2}
-    assert json.loads(hook.content) == {"url": "https://api.example/paypal/webhook", "event_types": [
-        {"name": "BILLING.SUBSCRIPTION.ACTIVATED"}, {"name": "PAYMENT.SALE.COMPLETED"}]}
+    assert body["billing_cycles"] == [
+        {
+            "frequency": {"interval_unit": "MONTH", "interval_count": 1},
+            "tenure_type": "REGULAR",
+            "sequence": 1,
+            "total_cycles": 0,
+            "pricing_scheme": {"fixed_price": {"value": "15.00", "currency_code": "USD"}},
+        }
+    ]
+    assert body["payment_preferences"] == {
+        "auto_bill_outstanding": True,
+        "setup_fee_failure_action": "CANCEL",
+        "payment_failure_threshold": 2,
+    }
+    assert json.loads(hook.content) == {
+        "url": "https://api.example/paypal/webhook",
+        "event_types": [{"name": "BILLING.SUBSCRIPTION.ACTIVATED"}, {"name": "PAYMENT.SALE.COMPLETED"}],
+    }
     assert (listing.method, listing.url.path) == ("GET", "/v1/notifications/webhooks")
     assert "prefer" not in listing.headers
 
 
-@pytest.mark.parametrize("price, currency, threshold", [("15", "usd", 1), ("15.000", "USD", 1), ("abc", "USD", 1),
-                                                        ("15.00", "USD", -1), ("15.00", "USD", 1000)])
+@pytest.mark.parametrize(
+    "price, currency, threshold",
+    [("15", "usd", 1), ("15.000", "USD", 1), ("abc", "USD", 1), ("15.00", "USD", -1), ("15.00", "USD", 1000)],
+)
 def test_create_plan_validates_its_inputs(price: str, currency: str, threshold: int) -> None:
     fake = FakePayPal()
     pp, _ = make(fake)
@@ -406,6 +479,7 @@ def test_no_content_is_none() -> None:
 
 
 # --- circuit breaker -------------------------------------------------------------------------------
+
 
 def test_breaker_opens_fails_fast_then_half_opens() -> None:
     fake = FakePayPal(httpx.Response(503))
@@ -447,8 +521,9 @@ def test_a_failed_trial_reopens_at_once() -> None:
 
 
 def test_a_trial_that_needs_a_new_token_goes_through() -> None:
-    fake = FakePayPal(httpx.Response(500), httpx.Response(401, json={"error": "invalid_token"}),
-                      httpx.Response(200, json={"id": SUB}))
+    fake = FakePayPal(
+        httpx.Response(500), httpx.Response(401, json={"error": "invalid_token"}), httpx.Response(200, json={"id": SUB})
+    )
     breaker = CircuitBreaker(threshold=1, cooldown_s=10)
     pp, _ = make(fake, attempts=1, breaker=breaker)
     with pytest.raises(PayPalUnavailable):
@@ -485,8 +560,14 @@ def test_client_errors_do_not_trip_the_breaker() -> None:
 
 def test_a_success_resets_the_failure_count() -> None:
     breaker = CircuitBreaker(threshold=3, cooldown_s=30)
-    fake = FakePayPal(httpx.Response(500), httpx.Response(500), httpx.Response(200, json={}),
-                      httpx.Response(500), httpx.Response(500), httpx.Response(200, json={}))
+    fake = FakePayPal(
+        httpx.Response(500),
+        httpx.Response(500),
+        httpx.Response(200, json={}),
+        httpx.Response(500),
+        httpx.Response(500),
+        httpx.Response(200, json={}),
+    )
     pp, _ = make(fake, breaker=breaker)
     pp.get_subscription(SUB)
     pp.get_subscription(SUB)
@@ -495,10 +576,14 @@ def test_a_success_resets_the_failure_count() -> None:
 
 # --- logs and secrets ------------------------------------------------------------------------------
 
+
 def test_no_secret_or_token_in_logs_or_errors(logs: Any) -> None:
-    fake = FakePayPal(httpx.Response(200, json={"id": SUB}),
-                      httpx.Response(401, json={"error": "invalid_token", "error_description": "expired"}),
-                      httpx.Response(200, json={"id": SUB}), httpx.ReadTimeout("t"))
+    fake = FakePayPal(
+        httpx.Response(200, json={"id": SUB}),
+        httpx.Response(401, json={"error": "invalid_token", "error_description": "expired"}),
+        httpx.Response(200, json={"id": SUB}),
+        httpx.ReadTimeout("t"),
+    )
     pp, _ = make(fake)
     pp.get_subscription(SUB)
     pp.get_subscription(SUB)
@@ -506,8 +591,9 @@ def test_no_secret_or_token_in_logs_or_errors(logs: Any) -> None:
     with pytest.raises(PayPalUnavailable) as info:
         pp.get_subscription(SUB)
     errors.append(info.value)
-    fake.token_replies.append(httpx.Response(401, json={"error": "invalid_client",
-                                                        "error_description": "Client Authentication failed"}))
+    fake.token_replies.append(
+        httpx.Response(401, json={"error": "invalid_client", "error_description": "Client Authentication failed"})
+    )
     pp._token = None
     with pytest.raises(PayPalError) as info2:
         pp.get_subscription(SUB)
@@ -525,6 +611,7 @@ def test_no_secret_or_token_in_logs_or_errors(logs: Any) -> None:
 
 
 # --- the process's client --------------------------------------------------------------------------
+
 
 def test_client_is_built_from_settings_and_secret(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     paypal.reset()
@@ -554,5 +641,7 @@ def test_tls_verify_adds_the_local_ca(tmp_path: Any) -> None:
     path.write_bytes(ca_pem)
     ctx = paypal.tls_verify(path)
     assert not isinstance(ctx, bool) and ctx.verify_mode.name == "CERT_REQUIRED" and ctx.check_hostname
-    assert any(c.get("subject") and ("commonName", "ML Lab test CA") in [n for rdn in c["subject"] for n in rdn]
-               for c in ctx.get_ca_certs())
+    assert any(
+        c.get("subject") and ("commonName", "ML Lab test CA") in [n for rdn in c["subject"] for n in rdn]
+        for c in ctx.get_ca_certs()
+    )

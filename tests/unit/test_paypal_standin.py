@@ -74,8 +74,11 @@ def _validator(doc_name: str, schema: dict[str, Any]) -> Any:
 
 
 def check_component(doc_name: str, component: str, instance: Any) -> None:
-    _assert_valid(_validator(doc_name, {"$ref": f"#/components/schemas/{component}"}), instance,
-                  f"{doc_name} #/components/schemas/{component}")
+    _assert_valid(
+        _validator(doc_name, {"$ref": f"#/components/schemas/{component}"}),
+        instance,
+        f"{doc_name} #/components/schemas/{component}",
+    )
 
 
 def check_response(doc_name: str, method: str, path: str, response: httpx.Response) -> Any:
@@ -97,6 +100,7 @@ def _assert_valid(validator: Any, instance: Any, what: str) -> None:
 
 # --- fixtures --------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def dev_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One CA and one credentials file for the module (key generation is the slow part)."""
@@ -104,16 +108,23 @@ def dev_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     devca.ensure(path)
     secrets_dir = path / "secrets"
     secrets_dir.mkdir()
-    (secrets_dir / "paypal-client").write_text(json.dumps({"client_id": "local-client-id",
-                                                           "client_secret": "s3cret-local-value"}))
+    (secrets_dir / "paypal-client").write_text(
+        json.dumps({"client_id": "local-client-id", "client_secret": "s3cret-local-value"})
+    )
     return path
 
 
 @pytest.fixture
 def standin(dev_dir: Path) -> Iterator[StandIn]:
     lines: list[str] = []
-    server = StandIn(dev_dir, dev_dir / "secrets" / "paypal-client", port=0, retry_delays=FAST_RETRIES,
-                     delivery_timeout=2.0, log=lines.append)
+    server = StandIn(
+        dev_dir,
+        dev_dir / "secrets" / "paypal-client",
+        port=0,
+        retry_delays=FAST_RETRIES,
+        delivery_timeout=2.0,
+        log=lines.append,
+    )
     server.log_lines = lines  # type: ignore[attr-defined]
     server.start()
     yield server
@@ -126,22 +137,27 @@ def trust_only(ca_file: Path) -> ssl.SSLContext:
 
 @pytest.fixture
 def client(standin: StandIn) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=standin.base_url, verify=trust_only(standin.ca_file), trust_env=False,
-                      timeout=5.0) as c:
+    with httpx.Client(base_url=standin.base_url, verify=trust_only(standin.ca_file), trust_env=False, timeout=5.0) as c:
         yield c
 
 
 def get_token(client: httpx.Client) -> str:
-    r = client.post("/v1/oauth2/token", auth=("local-client-id", "s3cret-local-value"),
-                    data={"grant_type": "client_credentials"})
+    r = client.post(
+        "/v1/oauth2/token", auth=("local-client-id", "s3cret-local-value"), data={"grant_type": "client_credentials"}
+    )
     assert r.status_code == 200, r.text
     return r.json()["access_token"]
 
 
 @pytest.fixture
 def api(standin: StandIn, client: httpx.Client) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=standin.base_url, verify=trust_only(standin.ca_file), trust_env=False, timeout=5.0,
-                      headers={"Authorization": f"Bearer {get_token(client)}"}) as c:
+    with httpx.Client(
+        base_url=standin.base_url,
+        verify=trust_only(standin.ca_file),
+        trust_env=False,
+        timeout=5.0,
+        headers={"Authorization": f"Bearer {get_token(client)}"},
+    ) as c:
         yield c
 
 
@@ -159,8 +175,14 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with outer._cond:
                     status = outer.statuses.pop(0) if outer.statuses else 200
-                    outer.requests.append({"path": self.path, "body": body, "status": status,
-                                           "headers": {k.lower(): v for k, v in self.headers.items()}})
+                    outer.requests.append(
+                        {
+                            "path": self.path,
+                            "body": body,
+                            "status": status,
+                            "headers": {k.lower(): v for k, v in self.headers.items()},
+                        }
+                    )
                     outer._cond.notify_all()
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
@@ -206,29 +228,53 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture
 def billing(api: httpx.Client, receiver: Receiver) -> dict[str, Any]:
     """A product, a $15/month plan (payment_failure_threshold 2) and a webhook for every event."""
-    product = api.post("/v1/catalogs/products", json={"name": "ML Lab PRO", "type": "SERVICE",
-                                                      "category": "SOFTWARE"})
+    product = api.post("/v1/catalogs/products", json={"name": "ML Lab PRO", "type": "SERVICE", "category": "SOFTWARE"})
     assert product.status_code == 201, product.text
-    plan = api.post("/v1/billing/plans", json={
-        "product_id": product.json()["id"], "name": "ML Lab PRO monthly",
-        "billing_cycles": [{"frequency": {"interval_unit": "MONTH", "interval_count": 1}, "tenure_type": "REGULAR",
-                            "sequence": 1, "total_cycles": 0,
-                            "pricing_scheme": {"fixed_price": {"value": "15", "currency_code": "USD"}}}],
-        "payment_preferences": {"auto_bill_outstanding": True, "payment_failure_threshold": 2}})
+    plan = api.post(
+        "/v1/billing/plans",
+        json={
+            "product_id": product.json()["id"],
+            "name": "ML Lab PRO monthly",
+            "billing_cycles": [
+                {
+                    "frequency": {"interval_unit": "MONTH", "interval_count": 1},
+                    "tenure_type": "REGULAR",
+                    "sequence": 1,
+                    "total_cycles": 0,
+                    "pricing_scheme": {"fixed_price": {"value": "15", "currency_code": "USD"}},
+                }
+            ],
+            "payment_preferences": {"auto_bill_outstanding": True, "payment_failure_threshold": 2},
+        },
+    )
     assert plan.status_code == 201, plan.text
     webhook = api.post("/v1/notifications/webhooks", json={"url": receiver.url, "event_types": [{"name": "*"}]})
     assert webhook.status_code == 201, webhook.text
-    return {"product": product.json(), "plan": plan.json(), "webhook": webhook.json(),
-            "plan_id": plan.json()["id"], "webhook_id": webhook.json()["id"]}
+    return {
+        "product": product.json(),
+        "plan": plan.json(),
+        "webhook": webhook.json(),
+        "plan_id": plan.json()["id"],
+        "webhook_id": webhook.json()["id"],
+    }
 
 
 def create_subscription(api: httpx.Client, plan_id: str, custom_id: str = "uid-123", **headers: str) -> httpx.Response:
-    return api.post("/v1/billing/subscriptions", headers=headers, json={
-        "plan_id": plan_id, "custom_id": custom_id,
-        "application_context": {"brand_name": "ML Lab", "user_action": "SUBSCRIBE_NOW",
-                                "shipping_preference": "NO_SHIPPING",
-                                "return_url": "http://127.0.0.1:8080/billing/return?x=1",
-                                "cancel_url": "http://127.0.0.1:8080/billing/cancel"}})
+    return api.post(
+        "/v1/billing/subscriptions",
+        headers=headers,
+        json={
+            "plan_id": plan_id,
+            "custom_id": custom_id,
+            "application_context": {
+                "brand_name": "ML Lab",
+                "user_action": "SUBSCRIBE_NOW",
+                "shipping_preference": "NO_SHIPPING",
+                "return_url": "http://127.0.0.1:8080/billing/return?x=1",
+                "cancel_url": "http://127.0.0.1:8080/billing/cancel",
+            },
+        },
+    )
 
 
 def active_subscription(api: httpx.Client, client: httpx.Client, billing: dict[str, Any]) -> str:
@@ -238,8 +284,7 @@ def active_subscription(api: httpx.Client, client: httpx.Client, billing: dict[s
     return sid
 
 
-def verify_signature(request: dict[str, Any], webhook_id: str, standin: StandIn,
-                     crc: int | None = None) -> None:
+def verify_signature(request: dict[str, Any], webhook_id: str, standin: StandIn, crc: int | None = None) -> None:
     """PayPal's offline verification, with the certificate fetched over TLS trusting only the dev CA."""
     h = request["headers"]
     assert h["paypal-auth-algo"] == "SHA256withRSA"
@@ -254,8 +299,12 @@ def verify_signature(request: dict[str, Any], webhook_id: str, standin: StandIn,
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == devca.SIGNING_CN
     crc = zlib.crc32(request["body"]) if crc is None else crc
     message = f"{h['paypal-transmission-id']}|{h['paypal-transmission-time']}|{webhook_id}|{crc}".encode()
-    cert.public_key().verify(base64.b64decode(h["paypal-transmission-sig"]), message,  # type: ignore[union-attr]
-                             padding.PKCS1v15(), hashes.SHA256())
+    cert.public_key().verify(
+        base64.b64decode(h["paypal-transmission-sig"]),
+        message,  # type: ignore[union-attr]
+        padding.PKCS1v15(),
+        hashes.SHA256(),
+    )
 
 
 def check_event(event: dict[str, Any]) -> None:
@@ -273,6 +322,7 @@ def parse_time(value: str) -> datetime:
 
 # --- the development CA ----------------------------------------------------------------------------
 
+
 def test_devca_creates_a_consistent_set_once_even_when_racing(tmp_path: Path) -> None:
     results: list[devca.DevCA] = []
     threads = [threading.Thread(target=lambda: results.append(devca.ensure(tmp_path))) for _ in range(4)]
@@ -283,8 +333,14 @@ def test_devca_creates_a_consistent_set_once_even_when_racing(tmp_path: Path) ->
     ca = results[0]
     assert all(r == ca for r in results)
     before = {p: p.read_bytes() for p in ca.directory.iterdir()}
-    assert sorted(p.name for p in before) == ["ca.key", "ca.pem", "server.key", "server.pem",
-                                              "webhook-signing.key", "webhook-signing.pem"]
+    assert sorted(p.name for p in before) == [
+        "ca.key",
+        "ca.pem",
+        "server.key",
+        "server.pem",
+        "webhook-signing.key",
+        "webhook-signing.pem",
+    ]
     assert devca.ensure(tmp_path) == ca
     assert {p: p.read_bytes() for p in ca.directory.iterdir()} == before  # nothing replaced, no temp files left
     for key in (ca.ca_key, ca.server_key, ca.signing_key):
@@ -300,8 +356,10 @@ def test_devca_creates_a_consistent_set_once_even_when_racing(tmp_path: Path) ->
     san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
     assert san.get_values_for_type(x509.DNSName) == ["localhost"]
-    assert signing.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == \
-        "messageverificationcerts.sandbox.paypal.com"
+    assert (
+        signing.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        == "messageverificationcerts.sandbox.paypal.com"
+    )
     assert signing.public_key().key_size == 2048  # type: ignore[union-attr]
     assert timedelta(days=364) < signing.not_valid_after_utc - signing.not_valid_before_utc < timedelta(days=367)
     # The keys on disk belong to the certificates on disk.
@@ -315,16 +373,19 @@ def test_tls_is_trusted_only_through_the_dev_ca(standin: StandIn) -> None:
         httpx.get(f"{standin.base_url}/_standin/health", trust_env=False, timeout=5.0)  # system roots only
     r = httpx.get(f"{standin.base_url}/_standin/health", verify=trust_only(standin.ca_file), trust_env=False)
     assert (r.status_code, r.json()) == (200, {"ok": True})
-    r = httpx.get(f"https://localhost:{standin.port}/_standin/health", verify=trust_only(standin.ca_file),
-                  trust_env=False)
+    r = httpx.get(
+        f"https://localhost:{standin.port}/_standin/health", verify=trust_only(standin.ca_file), trust_env=False
+    )
     assert r.status_code == 200
 
 
 # --- OAuth -----------------------------------------------------------------------------------------
 
+
 def test_oauth_token_with_good_and_bad_credentials(client: httpx.Client) -> None:
-    r = client.post("/v1/oauth2/token", auth=("local-client-id", "s3cret-local-value"),
-                    data={"grant_type": "client_credentials"})
+    r = client.post(
+        "/v1/oauth2/token", auth=("local-client-id", "s3cret-local-value"), data={"grant_type": "client_credentials"}
+    )
     assert r.status_code == 200
     body = r.json()
     assert set(body) == {"scope", "access_token", "token_type", "app_id", "expires_in", "nonce"}
@@ -363,17 +424,30 @@ def test_bearer_token_missing_unknown_or_expired_is_refused(standin: StandIn, cl
 
 # --- catalog, plans, webhook registrations ---------------------------------------------------------
 
+
 def test_product_plan_and_webhook_registration(api: httpx.Client, receiver: Receiver) -> None:
     product = api.post("/v1/catalogs/products", json={"name": "ML Lab PRO", "type": "SERVICE", "category": "SOFTWARE"})
     assert product.status_code == 201
     assert re.fullmatch(r"PROD-[A-Z0-9]+", product.json()["id"])
 
-    request = {"product_id": product.json()["id"], "name": "ML Lab PRO monthly",
-               "billing_cycles": [{"frequency": {"interval_unit": "MONTH", "interval_count": 1},
-                                   "tenure_type": "REGULAR", "sequence": 1, "total_cycles": 0,
-                                   "pricing_scheme": {"fixed_price": {"value": "15", "currency_code": "USD"}}}],
-               "payment_preferences": {"auto_bill_outstanding": True, "setup_fee_failure_action": "CANCEL",
-                                       "payment_failure_threshold": 2}}
+    request = {
+        "product_id": product.json()["id"],
+        "name": "ML Lab PRO monthly",
+        "billing_cycles": [
+            {
+                "frequency": {"interval_unit": "MONTH", "interval_count": 1},
+                "tenure_type": "REGULAR",
+                "sequence": 1,
+                "total_cycles": 0,
+                "pricing_scheme": {"fixed_price": {"value": "15", "currency_code": "USD"}},
+            }
+        ],
+        "payment_preferences": {
+            "auto_bill_outstanding": True,
+            "setup_fee_failure_action": "CANCEL",
+            "payment_failure_threshold": 2,
+        },
+    }
     check_component(BILLING, "plan_request_POST", request)
     created = api.post("/v1/billing/plans", json=request)
     assert created.status_code == 201
@@ -392,8 +466,10 @@ def test_product_plan_and_webhook_registration(api: httpx.Client, receiver: Rece
     assert bad.status_code == 400
     check_response(BILLING, "POST", "/v1/billing/plans", bad)
 
-    created = api.post("/v1/notifications/webhooks", json={
-        "url": receiver.url, "event_types": [{"name": "BILLING.SUBSCRIPTION.ACTIVATED"}, {"name": "*"}]})
+    created = api.post(
+        "/v1/notifications/webhooks",
+        json={"url": receiver.url, "event_types": [{"name": "BILLING.SUBSCRIPTION.ACTIVATED"}, {"name": "*"}]},
+    )
     assert created.status_code == 201
     webhook = check_response(NOTIFICATIONS, "POST", "/v1/notifications/webhooks", created)
     assert re.fullmatch(r"[A-Z0-9]{10,50}", webhook["id"]) and webhook["url"] == receiver.url
@@ -407,20 +483,27 @@ def test_product_plan_and_webhook_registration(api: httpx.Client, receiver: Rece
 
 # --- subscriptions ---------------------------------------------------------------------------------
 
-def test_create_subscription_is_idempotent_per_paypal_request_id(api: httpx.Client, client: httpx.Client,
-                                                                  billing: dict[str, Any], standin: StandIn) -> None:
+
+def test_create_subscription_is_idempotent_per_paypal_request_id(
+    api: httpx.Client, client: httpx.Client, billing: dict[str, Any], standin: StandIn
+) -> None:
     first = create_subscription(api, billing["plan_id"], **{"PayPal-Request-Id": "sub-uid-123-1"})
     assert first.status_code == 201
     sub = check_response(BILLING, "POST", "/v1/billing/subscriptions", first)
     assert re.fullmatch(r"I-[A-Z0-9]{12}", sub["id"])
-    assert (sub["status"], sub["plan_id"], sub["custom_id"], sub["quantity"]) == \
-        ("APPROVAL_PENDING", billing["plan_id"], "uid-123", "1")
+    assert (sub["status"], sub["plan_id"], sub["custom_id"], sub["quantity"]) == (
+        "APPROVAL_PENDING",
+        billing["plan_id"],
+        "uid-123",
+        "1",
+    )
     for key in ("start_time", "create_time", "status_update_time"):
         assert key in sub
     links = {link["rel"]: link for link in sub["links"]}
     assert set(links) == {"approve", "edit", "self"}
-    assert re.fullmatch(re.escape(standin.base_url) + r"/webapps/billing/subscriptions\?ba_token=BA-[A-Z0-9]+",
-                        links["approve"]["href"])
+    assert re.fullmatch(
+        re.escape(standin.base_url) + r"/webapps/billing/subscriptions\?ba_token=BA-[A-Z0-9]+", links["approve"]["href"]
+    )
     assert links["approve"]["method"] == "GET" and links["edit"]["method"] == "PATCH"
 
     again = create_subscription(api, billing["plan_id"], **{"PayPal-Request-Id": "sub-uid-123-1"})
@@ -440,24 +523,34 @@ def test_create_subscription_rejects_bad_requests(api: httpx.Client, billing: di
     assert post({"custom_id": "u"}, 400)["details"][0]["issue"] == "MISSING_REQUIRED_PARAMETER"
     unknown = post({"plan_id": "P-NOSUCHPLAN000"}, 422)
     assert unknown["name"] == "UNPROCESSABLE_ENTITY" and unknown["details"][0]["field"] == "/plan_id"
-    no_cancel = post({"plan_id": billing["plan_id"], "application_context": {"return_url": "https://example.com/r"}},
-                     400)
+    no_cancel = post(
+        {"plan_id": billing["plan_id"], "application_context": {"return_url": "https://example.com/r"}}, 400
+    )
     assert no_cancel["details"][0]["field"] == "/application_context/cancel_url"
     too_long = post({"plan_id": billing["plan_id"], "custom_id": "u" * 128}, 400)
     assert too_long["details"][0]["issue"] == "INVALID_STRING_MAX_LENGTH"
-    assert post({"plan_id": billing["plan_id"], "application_context": {
-        "return_url": "not a url at all", "cancel_url": "https://example.com/c"}}, 400)["name"] == "INVALID_REQUEST"
+    assert (
+        post(
+            {
+                "plan_id": billing["plan_id"],
+                "application_context": {"return_url": "not a url at all", "cancel_url": "https://example.com/c"},
+            },
+            400,
+        )["name"]
+        == "INVALID_REQUEST"
+    )
     r = api.post("/v1/billing/subscriptions", content=b"{not json", headers={"Content-Type": "application/json"})
     assert r.status_code == 400
     check_response(BILLING, "POST", "/v1/billing/subscriptions", r)
 
 
-def test_approve_page_activates_and_delivers_signed_webhooks(api: httpx.Client, client: httpx.Client,
-                                                             billing: dict[str, Any], receiver: Receiver,
-                                                             standin: StandIn) -> None:
+def test_approve_page_activates_and_delivers_signed_webhooks(
+    api: httpx.Client, client: httpx.Client, billing: dict[str, Any], receiver: Receiver, standin: StandIn
+) -> None:
     sub = create_subscription(api, billing["plan_id"]).json()
-    before = check_response(BILLING, "GET", "/v1/billing/subscriptions/{id}",
-                            api.get(f"/v1/billing/subscriptions/{sub['id']}"))
+    before = check_response(
+        BILLING, "GET", "/v1/billing/subscriptions/{id}", api.get(f"/v1/billing/subscriptions/{sub['id']}")
+    )
     assert before["status"] == "APPROVAL_PENDING"
     assert "billing_info" not in before and "subscriber" not in before
 
@@ -479,8 +572,9 @@ def test_approve_page_activates_and_delivers_signed_webhooks(api: httpx.Client, 
     assert query["x"] == ["1"] and query["subscription_id"] == [sub["id"]] and query["ba_token"] == [ba_token]
     assert query["token"][0]
 
-    after = check_response(BILLING, "GET", "/v1/billing/subscriptions/{id}",
-                           api.get(f"/v1/billing/subscriptions/{sub['id']}"))
+    after = check_response(
+        BILLING, "GET", "/v1/billing/subscriptions/{id}", api.get(f"/v1/billing/subscriptions/{sub['id']}")
+    )
     assert after["status"] == "ACTIVE" and after["custom_id"] == "uid-123"
     assert after["subscriber"]["email_address"] and after["subscriber"]["payer_id"]
     info = after["billing_info"]
@@ -494,7 +588,10 @@ def test_approve_page_activates_and_delivers_signed_webhooks(api: httpx.Client, 
 
     got = receiver.wait(lambda rs: len(rs) >= 3)
     assert [event_of(r)["event_type"] for r in got] == [
-        "BILLING.SUBSCRIPTION.CREATED", "BILLING.SUBSCRIPTION.ACTIVATED", "PAYMENT.SALE.COMPLETED"]
+        "BILLING.SUBSCRIPTION.CREATED",
+        "BILLING.SUBSCRIPTION.ACTIVATED",
+        "PAYMENT.SALE.COMPLETED",
+    ]
     for request in got:
         assert request["path"] == "/paypal/webhook"
         verify_signature(request, billing["webhook_id"], standin)
@@ -504,19 +601,24 @@ def test_approve_page_activates_and_delivers_signed_webhooks(api: httpx.Client, 
     assert activated["summary"] == "Subscription activated"
     assert sale["resource_type"] == "sale"
     resource = sale["resource"]
-    assert (resource["state"], resource["billing_agreement_id"], resource["custom"]) == \
-        ("completed", sub["id"], "uid-123")
+    assert (resource["state"], resource["billing_agreement_id"], resource["custom"]) == (
+        "completed",
+        sub["id"],
+        "uid-123",
+    )
     assert resource["amount"] == {"total": "15.00", "currency": "USD", "details": {"subtotal": "15.00"}}
     # A tampered body no longer verifies.
     with pytest.raises(InvalidSignature):
-        verify_signature({**got[1], "body": got[1]["body"].replace(b"ACTIVE", b"ACTIVF")}, billing["webhook_id"],
-                         standin)
+        verify_signature(
+            {**got[1], "body": got[1]["body"].replace(b"ACTIVE", b"ACTIVF")}, billing["webhook_id"], standin
+        )
     # The page cannot approve twice.
     assert client.post(action, data={"ba_token": ba_token}).status_code == 409
 
 
-def test_cancel_on_the_approve_page_returns_to_cancel_url(api: httpx.Client, client: httpx.Client,
-                                                          billing: dict[str, Any]) -> None:
+def test_cancel_on_the_approve_page_returns_to_cancel_url(
+    api: httpx.Client, client: httpx.Client, billing: dict[str, Any]
+) -> None:
     sub = create_subscription(api, billing["plan_id"]).json()
     ba_token = parse_qs(urlsplit(sub["links"][0]["href"]).query)["ba_token"][0]
     r = client.post("/webapps/billing/subscriptions/cancel", data={"ba_token": ba_token})
@@ -529,13 +631,15 @@ def test_cancel_on_the_approve_page_returns_to_cancel_url(api: httpx.Client, cli
     assert client.get("/webapps/billing/subscriptions", params={"ba_token": "BA-NOPE"}).status_code == 404
 
 
-def test_webhook_signature_uses_the_unsigned_crc32(api: httpx.Client, client: httpx.Client, billing: dict[str, Any],
-                                                   receiver: Receiver, standin: StandIn) -> None:
+def test_webhook_signature_uses_the_unsigned_crc32(
+    api: httpx.Client, client: httpx.Client, billing: dict[str, Any], receiver: Receiver, standin: StandIn
+) -> None:
     """Bodies differ in their random ids, so about half have CRC32 >= 2**31: send until one does."""
     sid = active_subscription(api, client, billing)
     for _ in range(64):
-        sent = client.post("/_standin/events/send", json={"subscription_id": sid,
-                                                          "event_type": "BILLING.SUBSCRIPTION.UPDATED"})
+        sent = client.post(
+            "/_standin/events/send", json={"subscription_id": sid, "event_type": "BILLING.SUBSCRIPTION.UPDATED"}
+        )
         assert sent.status_code == 201
         body = sent.json()["event"]["body"].encode()
         if zlib.crc32(body) >= 2**31:
@@ -551,8 +655,9 @@ def test_webhook_signature_uses_the_unsigned_crc32(api: httpx.Client, client: ht
     check_event(event_of(request))
 
 
-def test_cancel_then_cancel_again_and_missing_reason(api: httpx.Client, client: httpx.Client,
-                                                     billing: dict[str, Any], receiver: Receiver) -> None:
+def test_cancel_then_cancel_again_and_missing_reason(
+    api: httpx.Client, client: httpx.Client, billing: dict[str, Any], receiver: Receiver
+) -> None:
     path = "/v1/billing/subscriptions/{id}/cancel"
     pending = create_subscription(api, billing["plan_id"]).json()["id"]
     r = api.post(f"/v1/billing/subscriptions/{pending}/cancel", json={"reason": "changed my mind"})
@@ -588,8 +693,9 @@ def test_cancel_then_cancel_again_and_missing_reason(api: httpx.Client, client: 
     assert body["name"] == "RESOURCE_NOT_FOUND" and body["details"][0]["issue"] == "INVALID_RESOURCE_ID"
 
 
-def test_suspend_and_activate(api: httpx.Client, client: httpx.Client, billing: dict[str, Any],
-                              receiver: Receiver) -> None:
+def test_suspend_and_activate(
+    api: httpx.Client, client: httpx.Client, billing: dict[str, Any], receiver: Receiver
+) -> None:
     sid = active_subscription(api, client, billing)
     assert api.post(f"/v1/billing/subscriptions/{sid}/suspend", json={"reason": "paused"}).status_code == 204
     assert api.get(f"/v1/billing/subscriptions/{sid}").json()["status"] == "SUSPENDED"
@@ -599,12 +705,15 @@ def test_suspend_and_activate(api: httpx.Client, client: httpx.Client, billing: 
     assert api.post(f"/v1/billing/subscriptions/{sid}/activate", json={"reason": "back"}).status_code == 204
     assert api.get(f"/v1/billing/subscriptions/{sid}").json()["status"] == "ACTIVE"
     got = receiver.wait(lambda rs: len(rs) >= 5)
-    assert [event_of(r)["event_type"] for r in got][3:] == ["BILLING.SUBSCRIPTION.SUSPENDED",
-                                                            "BILLING.SUBSCRIPTION.RE-ACTIVATED"]
+    assert [event_of(r)["event_type"] for r in got][3:] == [
+        "BILLING.SUBSCRIPTION.SUSPENDED",
+        "BILLING.SUBSCRIPTION.RE-ACTIVATED",
+    ]
 
 
-def test_payment_failures_reach_the_threshold_and_suspend(api: httpx.Client, client: httpx.Client,
-                                                          billing: dict[str, Any], receiver: Receiver) -> None:
+def test_payment_failures_reach_the_threshold_and_suspend(
+    api: httpx.Client, client: httpx.Client, billing: dict[str, Any], receiver: Receiver
+) -> None:
     sid = active_subscription(api, client, billing)
     first_billing = api.get(f"/v1/billing/subscriptions/{sid}").json()["billing_info"]["next_billing_time"]
 
@@ -625,11 +734,15 @@ def test_payment_failures_reach_the_threshold_and_suspend(api: httpx.Client, cli
     assert info["failed_payments_count"] == 2 and info["outstanding_balance"]["value"] == "30.00"
     events = client.get("/_standin/events", params={"subscription_id": sid}).json()["events"]
     types = [e["event_type"] for e in events if e["id"] in one["events"] + two["events"]]
-    assert types == ["BILLING.SUBSCRIPTION.PAYMENT.FAILED", "BILLING.SUBSCRIPTION.PAYMENT.FAILED",
-                     "BILLING.SUBSCRIPTION.SUSPENDED"]
+    assert types == [
+        "BILLING.SUBSCRIPTION.PAYMENT.FAILED",
+        "BILLING.SUBSCRIPTION.PAYMENT.FAILED",
+        "BILLING.SUBSCRIPTION.SUSPENDED",
+    ]
     receiver.wait_for(two["events"][1])
-    assert client.post(f"/_standin/subscriptions/{sid}/simulate",
-                       json={"event": "payment-completed"}).status_code == 409  # PayPal bills only ACTIVE ones
+    assert (
+        client.post(f"/_standin/subscriptions/{sid}/simulate", json={"event": "payment-completed"}).status_code == 409
+    )  # PayPal bills only ACTIVE ones
 
     client.post(f"/_standin/subscriptions/{sid}/simulate", json={"event": "reactivated"})
     paid = client.post(f"/_standin/subscriptions/{sid}/simulate", json={"event": "payment-completed"}).json()
@@ -642,12 +755,13 @@ def test_payment_failures_reach_the_threshold_and_suspend(api: httpx.Client, cli
     check_component(BILLING, "subscription", paid["subscription"])
 
 
-def test_deliver_false_withholds_and_resend_delivers_later(api: httpx.Client, client: httpx.Client,
-                                                           billing: dict[str, Any], receiver: Receiver,
-                                                           standin: StandIn) -> None:
+def test_deliver_false_withholds_and_resend_delivers_later(
+    api: httpx.Client, client: httpx.Client, billing: dict[str, Any], receiver: Receiver, standin: StandIn
+) -> None:
     sid = active_subscription(api, client, billing)
-    withheld = client.post(f"/_standin/subscriptions/{sid}/simulate",
-                           json={"event": "suspended", "deliver": False}).json()
+    withheld = client.post(
+        f"/_standin/subscriptions/{sid}/simulate", json={"event": "suspended", "deliver": False}
+    ).json()
     assert withheld["subscription"]["status"] == "SUSPENDED"
     (eid,) = withheld["events"]
     marker = client.post(f"/_standin/subscriptions/{sid}/simulate", json={"event": "reactivated"}).json()["events"][0]
@@ -665,12 +779,13 @@ def test_deliver_false_withholds_and_resend_delivers_later(api: httpx.Client, cl
     verify_signature(request, billing["webhook_id"], standin)
 
 
-def test_resend_redelivers_the_same_event_with_a_new_signature(api: httpx.Client, client: httpx.Client,
-                                                               billing: dict[str, Any], receiver: Receiver,
-                                                               standin: StandIn) -> None:
+def test_resend_redelivers_the_same_event_with_a_new_signature(
+    api: httpx.Client, client: httpx.Client, billing: dict[str, Any], receiver: Receiver, standin: StandIn
+) -> None:
     sid = active_subscription(api, client, billing)
-    events = client.get("/_standin/events", params={"subscription_id": sid,
-                                                    "event_type": "BILLING.SUBSCRIPTION.ACTIVATED"}).json()["events"]
+    events = client.get(
+        "/_standin/events", params={"subscription_id": sid, "event_type": "BILLING.SUBSCRIPTION.ACTIVATED"}
+    ).json()["events"]
     eid = events[0]["id"]
     original = receiver.wait_for(eid)[0]
     r = client.post(f"/_standin/events/{eid}/resend", json={"count": 2})
@@ -691,9 +806,9 @@ def test_resend_redelivers_the_same_event_with_a_new_signature(api: httpx.Client
     assert all(d["delivered"] and d["attempts"] == 1 and d["status"] == 200 for d in deliveries)
 
 
-def test_failed_deliveries_are_retried_and_recorded(api: httpx.Client, client: httpx.Client,
-                                                    billing: dict[str, Any], receiver: Receiver,
-                                                    standin: StandIn) -> None:
+def test_failed_deliveries_are_retried_and_recorded(
+    api: httpx.Client, client: httpx.Client, billing: dict[str, Any], receiver: Receiver, standin: StandIn
+) -> None:
     sid = create_subscription(api, billing["plan_id"]).json()["id"]
     receiver.wait(lambda rs: len(rs) == 1)  # CREATED
     receiver.statuses = [500, 503]
@@ -740,8 +855,10 @@ def test_faults_answer_errors_then_recover(api: httpx.Client, client: httpx.Clie
         assert limited.json()["name"] == "RATE_LIMIT_REACHED"
     assert api.get(path).status_code == 200
 
-    client.post("/_standin/faults", json={"status": 503, "count": 1, "path_prefix": "/v1/billing/subscriptions",
-                                          "method": "POST"})
+    client.post(
+        "/_standin/faults",
+        json={"status": 503, "count": 1, "path_prefix": "/v1/billing/subscriptions", "method": "POST"},
+    )
     assert api.get(path).status_code == 200  # only POSTs match
     unavailable = create_subscription(api, billing["plan_id"])
     assert unavailable.status_code == 503
@@ -762,15 +879,24 @@ def test_faults_answer_errors_then_recover(api: httpx.Client, client: httpx.Clie
 def test_control_patch_merges_billing_info(api: httpx.Client, client: httpx.Client, billing: dict[str, Any]) -> None:
     sid = active_subscription(api, client, billing)
     client.post(f"/_standin/subscriptions/{sid}/simulate", json={"event": "payment-failed"})
-    r = client.patch(f"/_standin/subscriptions/{sid}", json={
-        "billing_info": {"next_billing_time": "2026-12-01T10:00:00Z", "last_failed_payment": None,
-                         "last_payment": {"time": "2026-11-01T10:00:00Z"}}})
+    r = client.patch(
+        f"/_standin/subscriptions/{sid}",
+        json={
+            "billing_info": {
+                "next_billing_time": "2026-12-01T10:00:00Z",
+                "last_failed_payment": None,
+                "last_payment": {"time": "2026-11-01T10:00:00Z"},
+            }
+        },
+    )
     assert r.status_code == 200
     sub = check_response(BILLING, "GET", "/v1/billing/subscriptions/{id}", api.get(f"/v1/billing/subscriptions/{sid}"))
     info = sub["billing_info"]
     assert info["next_billing_time"] == "2026-12-01T10:00:00Z" and "last_failed_payment" not in info
-    assert info["last_payment"] == {"amount": {"currency_code": "USD", "value": "15.00"},
-                                    "time": "2026-11-01T10:00:00Z"}
+    assert info["last_payment"] == {
+        "amount": {"currency_code": "USD", "value": "15.00"},
+        "time": "2026-11-01T10:00:00Z",
+    }
     assert info["failed_payments_count"] == 1  # untouched
     paid = client.post(f"/_standin/subscriptions/{sid}/simulate", json={"event": "payment-completed"}).json()
     assert paid["subscription"]["billing_info"]["next_billing_time"] == "2026-12-31T10:00:00Z"
@@ -778,8 +904,9 @@ def test_control_patch_merges_billing_info(api: httpx.Client, client: httpx.Clie
     assert client.post(f"/_standin/subscriptions/{sid}/simulate", json={"event": "exploded"}).status_code == 400
 
 
-def test_event_envelopes_match_the_notifications_schema(api: httpx.Client, client: httpx.Client,
-                                                        billing: dict[str, Any], receiver: Receiver) -> None:
+def test_event_envelopes_match_the_notifications_schema(
+    api: httpx.Client, client: httpx.Client, billing: dict[str, Any], receiver: Receiver
+) -> None:
     sid = active_subscription(api, client, billing)
     for what in ("payment-completed", "payment-failed", "suspended", "reactivated", "expired"):
         assert client.post(f"/_standin/subscriptions/{sid}/simulate", json={"event": what}).status_code == 200
@@ -787,9 +914,16 @@ def test_event_envelopes_match_the_notifications_schema(api: httpx.Client, clien
     assert sale.status_code == 201
     events = client.get("/_standin/events", params={"subscription_id": sid}).json()["events"]
     assert [e["event_type"] for e in events] == [
-        "BILLING.SUBSCRIPTION.CREATED", "BILLING.SUBSCRIPTION.ACTIVATED", "PAYMENT.SALE.COMPLETED",
-        "PAYMENT.SALE.COMPLETED", "BILLING.SUBSCRIPTION.PAYMENT.FAILED", "BILLING.SUBSCRIPTION.SUSPENDED",
-        "BILLING.SUBSCRIPTION.RE-ACTIVATED", "BILLING.SUBSCRIPTION.EXPIRED", "PAYMENT.SALE.REFUNDED"]
+        "BILLING.SUBSCRIPTION.CREATED",
+        "BILLING.SUBSCRIPTION.ACTIVATED",
+        "PAYMENT.SALE.COMPLETED",
+        "PAYMENT.SALE.COMPLETED",
+        "BILLING.SUBSCRIPTION.PAYMENT.FAILED",
+        "BILLING.SUBSCRIPTION.SUSPENDED",
+        "BILLING.SUBSCRIPTION.RE-ACTIVATED",
+        "BILLING.SUBSCRIPTION.EXPIRED",
+        "PAYMENT.SALE.REFUNDED",
+    ]
     for e in events:
         check_event(e["event"])
     assert events[-1]["event"]["resource"]["state"] == "refunded"
@@ -801,8 +935,9 @@ def test_event_envelopes_match_the_notifications_schema(api: httpx.Client, clien
     assert check_response(NOTIFICATIONS, "GET", path, one) == events[1]["event"]
 
 
-def test_log_has_one_line_per_request_and_no_secrets(standin: StandIn, api: httpx.Client,
-                                                     client: httpx.Client, billing: dict[str, Any]) -> None:
+def test_log_has_one_line_per_request_and_no_secrets(
+    standin: StandIn, api: httpx.Client, client: httpx.Client, billing: dict[str, Any]
+) -> None:
     sid = active_subscription(api, client, billing)
     token = api.headers["authorization"].split()[1]
     lines: list[str] = standin.log_lines  # type: ignore[attr-defined]
@@ -813,15 +948,31 @@ def test_log_has_one_line_per_request_and_no_secrets(standin: StandIn, api: http
 
 
 def test_command_line_serves_until_terminated(dev_dir: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "mllab_dev.paypal_standin", "--port", "0", "--dev-dir",
-                             str(dev_dir), "--credentials", str(dev_dir / "secrets" / "paypal-client")],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mllab_dev.paypal_standin",
+            "--port",
+            "0",
+            "--dev-dir",
+            str(dev_dir),
+            "--credentials",
+            str(dev_dir / "secrets" / "paypal-client"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]
         match = re.search(r"serving (https://127\.0\.0\.1:\d+)", line)
         assert match, line
-        r = httpx.get(f"{match.group(1)}/_standin/health", verify=trust_only(devca.paths(dev_dir).ca_cert),
-                      trust_env=False, timeout=5)
+        r = httpx.get(
+            f"{match.group(1)}/_standin/health",
+            verify=trust_only(devca.paths(dev_dir).ca_cert),
+            trust_env=False,
+            timeout=5,
+        )
         assert r.json() == {"ok": True}
         assert "GET /_standin/health 200" in proc.stdout.readline()  # type: ignore[union-attr]
     finally:
@@ -833,8 +984,7 @@ def test_other_paypal_endpoints_answer_documented_shapes(api: httpx.Client, bill
     plan_id, webhook_id = billing["plan_id"], billing["webhook_id"]
     listed = check_response(BILLING, "GET", "/v1/billing/plans", api.get("/v1/billing/plans"))
     assert [p["id"] for p in listed["plans"]] == [plan_id]
-    full = api.post("/v1/billing/subscriptions", json={"plan_id": plan_id},
-                    headers={"Prefer": "return=representation"})
+    full = api.post("/v1/billing/subscriptions", json={"plan_id": plan_id}, headers={"Prefer": "return=representation"})
     assert full.status_code == 201
     assert check_response(BILLING, "POST", "/v1/billing/subscriptions", full)["plan_overridden"] is False
 
@@ -844,37 +994,50 @@ def test_other_paypal_endpoints_answer_documented_shapes(api: httpx.Client, bill
     check_response(BILLING, "POST", "/v1/billing/plans/{id}/deactivate", again)
     inactive = api.post("/v1/billing/subscriptions", json={"plan_id": plan_id})
     assert inactive.status_code == 422
-    assert check_response(BILLING, "POST", "/v1/billing/subscriptions", inactive)["details"][0]["issue"] == \
-        "PLAN_STATUS_INVALID"
+    assert (
+        check_response(BILLING, "POST", "/v1/billing/subscriptions", inactive)["details"][0]["issue"]
+        == "PLAN_STATUS_INVALID"
+    )
     assert api.post(f"/v1/billing/plans/{plan_id}/activate").status_code == 204
 
     path = "/v1/notifications/webhooks/{webhook_id}"
-    assert check_response(NOTIFICATIONS, "GET", path, api.get(f"/v1/notifications/webhooks/{webhook_id}"))["id"] == \
-        webhook_id
+    assert (
+        check_response(NOTIFICATIONS, "GET", path, api.get(f"/v1/notifications/webhooks/{webhook_id}"))["id"]
+        == webhook_id
+    )
     events = api.get("/v1/notifications/webhooks-events")
     assert check_response(NOTIFICATIONS, "GET", "/v1/notifications/webhooks-events", events)["count"] == 1
     assert api.delete(f"/v1/notifications/webhooks/{webhook_id}").status_code == 204
     gone = api.get(f"/v1/notifications/webhooks/{webhook_id}")
     assert gone.status_code == 404
     check_response(NOTIFICATIONS, "GET", path, gone)
-    assert check_response(NOTIFICATIONS, "GET", "/v1/notifications/webhooks",
-                          api.get("/v1/notifications/webhooks")) == {"webhooks": []}
+    assert check_response(
+        NOTIFICATIONS, "GET", "/v1/notifications/webhooks", api.get("/v1/notifications/webhooks")
+    ) == {"webhooks": []}
     unknown = api.get("/v1/billing/nothing-here")
     assert unknown.status_code == 404 and unknown.json()["name"] == "RESOURCE_NOT_FOUND"
 
 
 # --- a delayed start (start_time) and PayPal's billing clock ------------------------------------
 
+
 def _iso(when: datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def test_a_future_start_time_is_approved_without_a_sale_and_billed_when_it_comes(
-        api: httpx.Client, client: httpx.Client, billing: dict[str, Any], receiver: Receiver) -> None:
+    api: httpx.Client, client: httpx.Client, billing: dict[str, Any], receiver: Receiver
+) -> None:
     start = (datetime.now().astimezone() + timedelta(days=20)).replace(microsecond=0)
-    created = api.post("/v1/billing/subscriptions", json={
-        "plan_id": billing["plan_id"], "custom_id": "uid-123", "start_time": _iso(start),
-        "application_context": {"return_url": "http://127.0.0.1:8080/r", "cancel_url": "http://127.0.0.1:8080/c"}})
+    created = api.post(
+        "/v1/billing/subscriptions",
+        json={
+            "plan_id": billing["plan_id"],
+            "custom_id": "uid-123",
+            "start_time": _iso(start),
+            "application_context": {"return_url": "http://127.0.0.1:8080/r", "cancel_url": "http://127.0.0.1:8080/c"},
+        },
+    )
     assert created.status_code == 201 and created.json()["start_time"] == _iso(start)
     sid = created.json()["id"]
     approve_href = next(link["href"] for link in created.json()["links"] if link["rel"] == "approve")
@@ -882,14 +1045,18 @@ def test_a_future_start_time_is_approved_without_a_sale_and_billed_when_it_comes
     assert f"First payment: {start:%b %d, %Y}" in page.text
 
     assert client.post(f"/_standin/subscriptions/{sid}/approve").status_code == 200
-    after = check_response(BILLING, "GET", "/v1/billing/subscriptions/{id}", api.get(f"/v1/billing/subscriptions/{sid}"))
+    after = check_response(
+        BILLING, "GET", "/v1/billing/subscriptions/{id}", api.get(f"/v1/billing/subscriptions/{sid}")
+    )
     assert after["status"] == "ACTIVE" and after["start_time"] == _iso(start)
     info = after["billing_info"]
     assert "last_payment" not in info and info["next_billing_time"] == _iso(start)
     assert info["cycle_executions"][0]["cycles_completed"] == 0 and info["outstanding_balance"]["value"] == "0.00"
     got = receiver.wait(lambda rs: len(rs) >= 2)
-    assert [event_of(r)["event_type"] for r in got] == ["BILLING.SUBSCRIPTION.CREATED",
-                                                        "BILLING.SUBSCRIPTION.ACTIVATED"]
+    assert [event_of(r)["event_type"] for r in got] == [
+        "BILLING.SUBSCRIPTION.CREATED",
+        "BILLING.SUBSCRIPTION.ACTIVATED",
+    ]
 
     # A day before the start nothing is due; at the start, one sale.
     early = client.post("/_standin/clock", json={"to": _iso(start - timedelta(days=1))}).json()
@@ -905,8 +1072,9 @@ def test_a_future_start_time_is_approved_without_a_sale_and_billed_when_it_comes
     stale = api.get(f"/v1/billing/subscriptions/{sid}")
     assert stale.status_code == 401
     fresh = {"Authorization": f"Bearer {get_token(client)}"}
-    paid = check_response(BILLING, "GET", "/v1/billing/subscriptions/{id}",
-                          api.get(f"/v1/billing/subscriptions/{sid}", headers=fresh))
+    paid = check_response(
+        BILLING, "GET", "/v1/billing/subscriptions/{id}", api.get(f"/v1/billing/subscriptions/{sid}", headers=fresh)
+    )
     assert paid["billing_info"]["last_payment"]["time"] == _iso(start)
     assert paid["billing_info"]["next_billing_time"] == _iso(start + timedelta(days=30))
     assert paid["billing_info"]["cycle_executions"][0]["cycles_completed"] == 1
@@ -927,21 +1095,31 @@ def test_the_clock_only_moves_forward_and_checks_its_input(client: httpx.Client)
     assert client.get("/_standin/clock").json()["offset_s"] == 0
 
 
-def test_an_immediate_start_is_charged_at_approval(api: httpx.Client, client: httpx.Client,
-                                                    billing: dict[str, Any], receiver: Receiver) -> None:
+def test_an_immediate_start_is_charged_at_approval(
+    api: httpx.Client, client: httpx.Client, billing: dict[str, Any], receiver: Receiver
+) -> None:
     sid = active_subscription(api, client, billing)
     got = receiver.wait(lambda rs: len(rs) >= 3)
     assert [event_of(r)["event_type"] for r in got][-1] == "PAYMENT.SALE.COMPLETED"
-    assert api.get(f"/v1/billing/subscriptions/{sid}").json()["billing_info"]["cycle_executions"][0][
-        "cycles_completed"] == 1
+    assert (
+        api.get(f"/v1/billing/subscriptions/{sid}").json()["billing_info"]["cycle_executions"][0]["cycles_completed"]
+        == 1
+    )
 
 
-def test_an_inline_plan_override_is_billed_at_its_own_price(api: httpx.Client, client: httpx.Client,
-                                                            billing: dict[str, Any], receiver: Receiver) -> None:
-    cycle = {"frequency": {"interval_unit": "YEAR", "interval_count": 1}, "tenure_type": "REGULAR", "sequence": 1,
-             "total_cycles": 0, "pricing_scheme": {"fixed_price": {"value": "0.01", "currency_code": "USD"}}}
-    created = api.post("/v1/billing/subscriptions", json={"plan_id": billing["plan_id"],
-                                                          "plan": {"billing_cycles": [cycle]}})
+def test_an_inline_plan_override_is_billed_at_its_own_price(
+    api: httpx.Client, client: httpx.Client, billing: dict[str, Any], receiver: Receiver
+) -> None:
+    cycle = {
+        "frequency": {"interval_unit": "YEAR", "interval_count": 1},
+        "tenure_type": "REGULAR",
+        "sequence": 1,
+        "total_cycles": 0,
+        "pricing_scheme": {"fixed_price": {"value": "0.01", "currency_code": "USD"}},
+    }
+    created = api.post(
+        "/v1/billing/subscriptions", json={"plan_id": billing["plan_id"], "plan": {"billing_cycles": [cycle]}}
+    )
     assert created.status_code == 201 and created.json()["plan_overridden"] is True
     client.post(f"/_standin/subscriptions/{created.json()['id']}/approve")
     got = receiver.wait(lambda rs: len(rs) >= 3)

@@ -10,8 +10,17 @@ import pytest
 
 from mllab_dev import preflight
 
-EVERYTHING = ["python3.12", "python3.12-venv", "openjdk-17-jre-headless", "google-cloud-cli",
-              "google-cloud-cli-firestore-emulator", "google-cloud-cli-pubsub-emulator", "nodejs", "npm", "chromium"]
+EVERYTHING = [
+    "python3.12",
+    "python3.12-venv",
+    "openjdk-17-jre-headless",
+    "google-cloud-cli",
+    "google-cloud-cli-firestore-emulator",
+    "google-cloud-cli-pubsub-emulator",
+    "nodejs",
+    "npm",
+    "chromium",
+]
 DEBIAN = {"openjdk-17-jre-headless", "nodejs", "npm", "chromium"}  # bookworm: no python3.12, no Google repo
 
 
@@ -44,8 +53,10 @@ def test_as_root_the_missing_debian_packages_are_installed_and_named(missing: li
     apt = Apt()
     done, said = _install(True, DEBIAN, apt)
     assert done
-    assert apt.calls == [["apt-get", "update", "-qq"],
-                         ["apt-get", "install", "-y", "-qq", "openjdk-17-jre-headless", "nodejs", "npm", "chromium"]]
+    assert apt.calls == [
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "openjdk-17-jre-headless", "nodejs", "npm", "chromium"],
+    ]
     assert "installing openjdk-17-jre-headless nodejs npm chromium" in said
 
 

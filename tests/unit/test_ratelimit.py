@@ -22,8 +22,7 @@ def test_half_way_through_the_next_window_half_the_budget_is_back() -> None:
     assert estimate(10, 4, 450, W) < 10 <= estimate(10, 5, 450, W)
 
 
-@given(previous=st.integers(0, 40), current=st.integers(0, 40), elapsed=st.floats(0, W - 1),
-       limit=st.integers(1, 30))
+@given(previous=st.integers(0, 40), current=st.integers(0, 40), elapsed=st.floats(0, W - 1), limit=st.integers(1, 30))
 def test_retry_after_is_positive_and_enough(previous: int, current: int, elapsed: float, limit: int) -> None:
     if estimate(previous, current, elapsed, W) < limit:
         return

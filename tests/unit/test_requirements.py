@@ -20,8 +20,12 @@ ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS_DIR = ROOT / "functions"
 MLLAB_DIR = ROOT / "shared" / "mllab"
 # The client getters in mllab.clients, and the distribution each one imports.
-CLIENT_DISTS = {"firestore": "google-cloud-firestore", "storage": "google-cloud-storage",
-                "pubsub": "google-cloud-pubsub", "secret_manager": "google-cloud-secret-manager"}
+CLIENT_DISTS = {
+    "firestore": "google-cloud-firestore",
+    "storage": "google-cloud-storage",
+    "pubsub": "google-cloud-pubsub",
+    "secret_manager": "google-cloud-secret-manager",
+}
 RUNTIME = "functions-framework"  # the buildpack refuses a function without it
 
 
@@ -146,8 +150,9 @@ def test_pins_are_exact_and_equal_the_lock(name: str) -> None:
     pins = lock()
     for dist, req in requirements(name).items():
         specs = list(req.specifier)
-        assert len(specs) == 1 and specs[0].operator == "==" and not req.extras and req.marker is None, \
+        assert len(specs) == 1 and specs[0].operator == "==" and not req.extras and req.marker is None, (
             f"{name}: {req} is not an exact pin"
+        )
         assert dist in pins, f"{name}: {dist} is not in constraints.txt"
         assert specs[0].version == pins[dist], f"{name}: {dist}=={specs[0].version}, constraints.txt has {pins[dist]}"
 
@@ -169,8 +174,9 @@ def test_cloud_clients_follow_the_route_table(fn: routes.Function) -> None:
     reqs = set(requirements(fn.name))
     assert set(CLIENT_DISTS) >= fn.uses
     for client, dist in CLIENT_DISTS.items():
-        assert (dist in reqs) == (client in fn.uses), \
+        assert (dist in reqs) == (client in fn.uses), (
             f"{fn.name}: {dist} {'listed' if dist in reqs else 'missing'}, but uses={sorted(fn.uses)}"
+        )
 
 
 @pytest.mark.parametrize("name", NAMES)

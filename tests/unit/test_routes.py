@@ -43,6 +43,7 @@ def _project_pins() -> dict[str, str]:
 
 # --- table and layout ----------------------------------------------------------------------------
 
+
 def test_the_table_is_not_empty() -> None:
     assert routes.ROUTES and routes.FUNCTIONS and HTTP_FUNCTIONS
 
@@ -113,6 +114,7 @@ def test_function_lookup() -> None:
 
 # --- templates -----------------------------------------------------------------------------------
 
+
 def test_templates_capture_parameters() -> None:
     route = routes.Route("GET", "/models/{id}/versions", "catalog", "versions")
     assert route.match("/models/abc/versions") == {"id": "abc"}
@@ -120,10 +122,18 @@ def test_templates_capture_parameters() -> None:
     assert two.match("/models/m1/versions/v-2") == {"model_id": "m1", "version_id": "v-2"}
 
 
-@pytest.mark.parametrize("path", [
-    "/models/a/b/versions", "/models//versions", "/models/abc/versions/", "/models/abc/versionsX",
-    "/models/abc", "/x/models/abc/versions", "/models/abc/versions/extra",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/models/a/b/versions",
+        "/models//versions",
+        "/models/abc/versions/",
+        "/models/abc/versionsX",
+        "/models/abc",
+        "/x/models/abc/versions",
+        "/models/abc/versions/extra",
+    ],
+)
 def test_templates_do_not_match_across_slashes_or_partially(path: str) -> None:
     route = routes.Route("GET", "/models/{id}/versions", "catalog", "versions")
     assert route.match(path) is None
@@ -149,6 +159,7 @@ def test_match_path_returns_every_method_of_a_path() -> None:
 
 # --- functions load and bind every route ---------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", HTTP_FUNCTIONS)
 def test_http_function_loads_and_binds_every_route(name: str, load_function: Callable[[str], Any]) -> None:
     app = load_function(name)
@@ -157,7 +168,8 @@ def test_http_function_loads_and_binds_every_route(name: str, load_function: Cal
     assert router.function == name
     assert router.unbound() == []
     assert {(r.method, r.path) for r in router.routes} == {
-        (r.method, r.path) for r in routes.ROUTES if r.function == name}
+        (r.method, r.path) for r in routes.ROUTES if r.function == name
+    }
 
 
 @pytest.mark.parametrize("name", PUBSUB_FUNCTIONS)
@@ -168,6 +180,7 @@ def test_event_function_loads(name: str, load_function: Callable[[str], Any]) ->
 
 
 # --- pinned requirements -------------------------------------------------------------------------
+
 
 def test_project_dependencies_are_exact_pins() -> None:
     assert _project_pins()

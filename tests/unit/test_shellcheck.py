@@ -32,8 +32,13 @@ def _is_shell_script(path: Path) -> bool:
 
 def shell_scripts() -> list[Path]:
     """Tracked and new (not ignored) files that are shell scripts, by extension or shebang."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=ROOT, capture_output=True, check=True, timeout=60).stdout
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
     paths = (ROOT / p for p in listed.decode().split("\0") if p)
     return sorted(p for p in paths if p.is_file() and "node_modules" not in p.parts and _is_shell_script(p))
 
@@ -49,8 +54,13 @@ def test_the_ci_entry_point_is_found() -> None:
 
 @pytest.mark.parametrize("script", shell_scripts(), ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_script_passes_shellcheck(script: Path) -> None:
-    out = subprocess.run([str(SHELLCHECK), "--external-sources", "--format=gcc", str(script)],
-                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    out = subprocess.run(
+        [str(SHELLCHECK), "--external-sources", "--format=gcc", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 

@@ -18,8 +18,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _stage(tmp_path: Path, name: str) -> Path:
-    out = subprocess.run([sys.executable, str(ROOT / "infra" / "stage.py"), "--out", str(tmp_path), name],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "infra" / "stage.py"), "--out", str(tmp_path), name],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     return tmp_path / name
 
@@ -28,8 +32,14 @@ def _stage(tmp_path: Path, name: str) -> Path:
 def test_staged_folder_has_function_library_and_ignore_file(tmp_path: Path, fn: routes.Function) -> None:
     staged = _stage(tmp_path, fn.name)
     files = {p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()}
-    assert {"main.py", "requirements.txt", ".gcloudignore", "constraints.txt", "mllab/__init__.py",
-            "mllab/http.py"} <= files
+    assert {
+        "main.py",
+        "requirements.txt",
+        ".gcloudignore",
+        "constraints.txt",
+        "mllab/__init__.py",
+        "mllab/http.py",
+    } <= files
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
     assert "mllab/cli.py" not in files  # the operator CLI never ships inside a function
     assert (staged / "constraints.txt").read_text() == (ROOT / "constraints.txt").read_text()
@@ -51,8 +61,12 @@ def test_upload_lists_hold_mllab_and_nothing_else(tmp_path: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     names = [fn.name for fn in routes.FUNCTIONS]
-    out = subprocess.run([sys.executable, str(ROOT / "infra" / "stage.py"), "--out", str(tmp_path), *names],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "infra" / "stage.py"), "--out", str(tmp_path), *names],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     for name in names:  # what a developer's run may leave in a staged folder; the ignore file must drop it
         (tmp_path / name / "mllab" / "__pycache__").mkdir()
@@ -61,16 +75,23 @@ def test_upload_lists_hold_mllab_and_nothing_else(tmp_path: Path) -> None:
         (tmp_path / name / "tests" / "test_x.py").write_text("")
 
     def upload_list(name: str) -> set[str]:
-        done = subprocess.run(["gcloud", "meta", "list-files-for-upload", str(tmp_path / name)],
-                              capture_output=True, text=True, timeout=120,
-                              env={**os.environ, "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"})
+        done = subprocess.run(
+            ["gcloud", "meta", "list-files-for-upload", str(tmp_path / name)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"},
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         return set(done.stdout.split())
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         lists = dict(zip(names, pool.map(upload_list, names)))
-    library = {p.relative_to(ROOT / "shared").as_posix() for p in (ROOT / "shared" / "mllab").rglob("*")
-               if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc" and p.name != "cli.py"}
+    library = {
+        p.relative_to(ROOT / "shared").as_posix()
+        for p in (ROOT / "shared" / "mllab").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc" and p.name != "cli.py"
+    }
     for name, files in lists.items():
         assert {"main.py", "requirements.txt", "constraints.txt", "mllab/__init__.py"} <= files, name
         assert library <= files, f"{name}: missing {sorted(library - files)}"
@@ -92,8 +113,9 @@ def test_staged_jwks_runs_from_its_own_folder(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLLAB_")}
     env.update(MLLAB_ENV="test", MLLAB_DEV_DIR=str(dev))
     dev_secrets.ensure(config.load(env))  # as the local stack does before it starts a function
-    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=60,
-                         env=env, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["status"] == 200

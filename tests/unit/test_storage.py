@@ -50,6 +50,7 @@ WEIGHTS = str(objects.model_file(UID, PID, MID, 3, "weights"))
 
 # --- an independent V4 verifier ------------------------------------------------------------------
 
+
 def _enc(value: str) -> str:
     return quote(value, safe="-_.~")  # RFC 3986 unreserved characters stay as they are
 
@@ -67,17 +68,20 @@ def string_to_sign(url: str, method: str, sent_headers: dict[str, str]) -> str:
     # A signed header the request does not send cannot match: GCS rejects the request.
     canonical_headers = "".join(f"{name}:{sent.get(name, '')}\n" for name in signed)
     canonical_request = "\n".join(
-        [method, parts.path, canonical_query, canonical_headers, ";".join(signed), "UNSIGNED-PAYLOAD"])
+        [method, parts.path, canonical_query, canonical_headers, ";".join(signed), "UNSIGNED-PAYLOAD"]
+    )
     scope = params["X-Goog-Credential"].split("/", 1)[1]
-    return "\n".join(["GOOG4-RSA-SHA256", params["X-Goog-Date"], scope,
-                      hashlib.sha256(canonical_request.encode()).hexdigest()])
+    return "\n".join(
+        ["GOOG4-RSA-SHA256", params["X-Goog-Date"], scope, hashlib.sha256(canonical_request.encode()).hexdigest()]
+    )
 
 
 def verifies(public_key: rsa.RSAPublicKey, url: str, method: str, sent_headers: dict[str, str]) -> bool:
     signature = bytes.fromhex(dict(parse_qsl(urlsplit(url).query))["X-Goog-Signature"])
     try:
-        public_key.verify(signature, string_to_sign(url, method, sent_headers).encode(),
-                          padding.PKCS1v15(), hashes.SHA256())
+        public_key.verify(
+            signature, string_to_sign(url, method, sent_headers).encode(), padding.PKCS1v15(), hashes.SHA256()
+        )
     except InvalidSignature:
         return False
     return True
@@ -88,6 +92,7 @@ def query(url: str) -> dict[str, str]:
 
 
 # --- a fake IAM Credentials API ------------------------------------------------------------------
+
 
 @functools.cache
 def _iam_key() -> rsa.RSAPrivateKey:
@@ -108,16 +113,21 @@ class FakeIam:
 
     def answer(self, handler: BaseHTTPRequestHandler) -> tuple[int, dict[str, Any]]:
         raw = handler.rfile.read(int(handler.headers.get("Content-Length", "0")))
-        request = {"method": handler.command, "path": handler.path, "headers": dict(handler.headers.items()),
-                   "body": raw}
+        request = {
+            "method": handler.command,
+            "path": handler.path,
+            "headers": dict(handler.headers.items()),
+            "body": raw,
+        }
         self.requests.append(request)
         step = self.script.pop(0) if self.script else "ok"
         if step == "slow":
             self.release.wait(10)
         if isinstance(step, int):
             status = {403: "PERMISSION_DENIED", 429: "RESOURCE_EXHAUSTED"}.get(step, "INTERNAL")
-            return step, {"error": {"code": step, "status": status,
-                                    "message": "Permission 'iam.serviceAccounts.signBlob' denied"}}
+            return step, {
+                "error": {"code": step, "status": status, "message": "Permission 'iam.serviceAccounts.signBlob' denied"}
+            }
         problems = []
         if handler.command != "POST":
             problems.append(f"method {handler.command}")
@@ -226,8 +236,9 @@ def default_auth(monkeypatch: pytest.MonkeyPatch) -> DefaultAuth:
 
 
 @pytest.fixture
-def production(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake_iam: FakeIam,
-               default_auth: DefaultAuth) -> FakeIam:
+def production(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake_iam: FakeIam, default_auth: DefaultAuth
+) -> FakeIam:
     for key, value in PRODUCTION.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("MLLAB_SECRETS_DIR", str(tmp_path / "mounted"))
@@ -257,14 +268,18 @@ def signer(request: pytest.FixtureRequest) -> Signer:
 
 # --- both signers ---------------------------------------------------------------------------------
 
+
 def test_upload_url_verifies_against_the_signers_public_key(signer: Signer) -> None:
     before = clock.now()
     signed = storage.signed_upload_url(MODEL, "application/json", 2 * config.MiB)
     after = clock.now()
 
     assert signed.method == "PUT" and signed.object == MODEL
-    assert signed.headers == {"Content-Type": "application/json", "x-goog-content-length-range": "0,2097152",
-                              "x-goog-if-generation-match": "0"}
+    assert signed.headers == {
+        "Content-Type": "application/json",
+        "x-goog-content-length-range": "0,2097152",
+        "x-goog-if-generation-match": "0",
+    }
     assert verifies(signer.public_key, signed.url, "PUT", signed.headers)
     parts, q = urlsplit(signed.url), query(signed.url)
     assert parts.scheme == "https" and parts.netloc == signer.host
@@ -324,8 +339,10 @@ def test_object_path_is_exactly_the_percent_encoded_object_name(signer: Signer) 
 
 # --- local ----------------------------------------------------------------------------------------
 
+
 def test_local_signing_uses_the_emulator_host_and_never_calls_iam(
-        monkeypatch: pytest.MonkeyPatch, fake_iam: FakeIam) -> None:
+    monkeypatch: pytest.MonkeyPatch, fake_iam: FakeIam
+) -> None:
     def no_default_credentials(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("local signing looked for default credentials")
 
@@ -345,8 +362,8 @@ def test_local_signing_uses_the_emulator_host_and_never_calls_iam(
 
 # --- production: IAM signBlob ---------------------------------------------------------------------
 
-def test_production_signs_through_iam_with_the_exact_request(
-        production: FakeIam, default_auth: DefaultAuth) -> None:
+
+def test_production_signs_through_iam_with_the_exact_request(production: FakeIam, default_auth: DefaultAuth) -> None:
     signed = storage.signed_upload_url(MODEL, "application/json", 2048)
 
     (request,) = production.requests
@@ -362,8 +379,7 @@ def test_production_signs_through_iam_with_the_exact_request(
     assert default_auth.credentials.refreshes == 1
 
 
-def test_production_token_is_reused_until_it_goes_stale(
-        production: FakeIam, default_auth: DefaultAuth) -> None:
+def test_production_token_is_reused_until_it_goes_stale(production: FakeIam, default_auth: DefaultAuth) -> None:
     storage.signed_upload_url(MODEL, "application/json", 1)
     storage.signed_download_url(MODEL)
     assert default_auth.credentials.refreshes == 1 and len(default_auth.scopes) == 1
@@ -374,8 +390,7 @@ def test_production_token_is_reused_until_it_goes_stale(
     assert len(production.requests) == 3
 
 
-def test_production_never_uses_the_development_key(
-        production: FakeIam, tmp_path: Path) -> None:
+def test_production_never_uses_the_development_key(production: FakeIam, tmp_path: Path) -> None:
     # Even with a development key lying in the mounted secrets, production signs as its own account.
     mounted = tmp_path / "mounted"
     mounted.mkdir()
@@ -391,7 +406,8 @@ def test_production_never_uses_the_development_key(
 
 
 def test_production_without_default_credentials_is_a_config_error(
-        production: FakeIam, monkeypatch: pytest.MonkeyPatch) -> None:
+    production: FakeIam, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import google.auth.exceptions
 
     def missing(*args: Any, **kwargs: Any) -> Any:
@@ -404,7 +420,8 @@ def test_production_without_default_credentials_is_a_config_error(
 
 
 def test_production_credentials_without_a_service_account_are_a_config_error(
-        production: FakeIam, default_auth: DefaultAuth, monkeypatch: pytest.MonkeyPatch) -> None:
+    production: FakeIam, default_auth: DefaultAuth, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # e.g. a user's gcloud login instead of a service account: nothing to sign as.
     monkeypatch.setattr(FakeDefaultCredentials, "service_account_email", property(lambda self: None))
     with pytest.raises(config.ConfigError, match="no service account"):
@@ -413,6 +430,7 @@ def test_production_credentials_without_a_service_account_are_a_config_error(
 
 
 # --- production: IAM failures are 503s, never URLs --------------------------------------------------
+
 
 def _assert_outage(exc: BaseException) -> None:
     assert isinstance(exc, storage.SigningUnavailable)
@@ -444,8 +462,7 @@ def test_a_transient_iam_error_then_success_gives_a_valid_url(production: FakeIa
     assert verifies(production.public_key, signed.url, "PUT", signed.headers)
 
 
-def test_iam_timeout_is_an_outage_within_the_deadline(
-        production: FakeIam, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_iam_timeout_is_an_outage_within_the_deadline(production: FakeIam, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLLAB_RPC_TIMEOUT_S", "0.5")
     config.reload()
     production.script = ["slow"]

@@ -45,8 +45,9 @@ def test_the_deploy_substitution_gives_an_https_lab_origin() -> None:
     text = string.Template(CORS_FILE.read_text()).substitute(DOMAIN="example.com")
     assert json.loads(text) == storage.bucket_cors("https://lab.example.com")
     # The only placeholder is DOMAIN (envsubst would leave nothing else to guess).
-    assert {m.group("braced") for m in string.Template.pattern.finditer(CORS_FILE.read_text())
-            if m.group("braced")} == {"DOMAIN"}
+    assert {
+        m.group("braced") for m in string.Template.pattern.finditer(CORS_FILE.read_text()) if m.group("braced")
+    } == {"DOMAIN"}
 
 
 def test_methods_are_exactly_the_signed_urls_methods() -> None:
@@ -75,34 +76,55 @@ def test_rules_follow_the_lab_url_setting(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_production_rules_use_the_https_lab_origin(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in {"MLLAB_ENV": "production", "MLLAB_PROJECT": "mllab-prod",
-                       "MLLAB_PUBLIC_URL": "https://api.example.com", "MLLAB_CORS_ORIGINS": "https://lab.example.com",
-                       "MLLAB_LAB_URL": "https://lab.example.com/", "MLLAB_OIDC_ISSUER": "https://accounts.google.com"
-                       }.items():
+    for key, value in {
+        "MLLAB_ENV": "production",
+        "MLLAB_PROJECT": "mllab-prod",
+        "MLLAB_PUBLIC_URL": "https://api.example.com",
+        "MLLAB_CORS_ORIGINS": "https://lab.example.com",
+        "MLLAB_LAB_URL": "https://lab.example.com/",
+        "MLLAB_OIDC_ISSUER": "https://accounts.google.com",
+    }.items():
         monkeypatch.setenv(key, value)
     config.reload()
     assert storage.bucket_cors() == storage.bucket_cors("https://lab.example.com")
     assert json.loads(storage.cors_file(storage.lab_origin())) == storage.bucket_cors()
 
 
-@pytest.mark.parametrize("origin", ["*", "https://*.example.com", "https://lab.example.com/", "https://lab.example.com/app",
-                                    "null", "lab.example.com", "ftp://lab.example.com", ""])
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "*",
+        "https://*.example.com",
+        "https://lab.example.com/",
+        "https://lab.example.com/app",
+        "null",
+        "lab.example.com",
+        "ftp://lab.example.com",
+        "",
+    ],
+)
 def test_wildcards_paths_and_non_origins_are_refused(origin: str) -> None:
     with pytest.raises(ValueError):
         storage.bucket_cors(origin)
 
 
 def test_the_command_line_writes_the_infra_file() -> None:
-    out = subprocess.run([sys.executable, "-m", "mllab.storage", "cors", "--origin", "https://lab.${DOMAIN}"],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "mllab.storage", "cors", "--origin", "https://lab.${DOMAIN}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout == CORS_FILE.read_text()
-    refused = subprocess.run([sys.executable, "-m", "mllab.storage", "cors", "--origin", "*"],
-                             capture_output=True, text=True, timeout=60)
+    refused = subprocess.run(
+        [sys.executable, "-m", "mllab.storage", "cors", "--origin", "*"], capture_output=True, text=True, timeout=60
+    )
     assert refused.returncode == 2 and refused.stdout == ""
 
 
 # --- applying the rules (make dev) through the JSON API ---------------------------------------------
+
 
 @pytest.fixture
 def json_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:

@@ -21,8 +21,9 @@ def nested(depth: int, pad: int = 0) -> dict:
     return value
 
 
-@pytest.mark.parametrize("value,depth", [(1, 0), ("s", 0), ({}, 1), ([], 1), ({"a": [1, {"b": []}]}, 4),
-                                         ([[[[]]]], 4), (nested(500), 500)])
+@pytest.mark.parametrize(
+    "value,depth", [(1, 0), ("s", 0), ({}, 1), ([], 1), ({"a": [1, {"b": []}]}, 4), ([[[[]]]], 4), (nested(500), 500)]
+)
 def test_json_depth_counts_levels_without_recursing(value, depth: int) -> None:
     assert schemas.json_depth(value) == depth
 
@@ -61,14 +62,26 @@ def test_every_stored_json_field_declares_its_bounds_in_the_schema() -> None:
     for model in (schemas.CreateModel, schemas.CreateDataset):
         props = model.model_json_schema()["properties"]
         bounded = [name for name, p in props.items() if p.get("type") == "object"]
-        assert bounded and all(props[n]["x-max-bytes"] == LIMITS.json_field_bytes
-                               and props[n]["x-max-depth"] == LIMITS.json_depth for n in bounded)
+        assert bounded and all(
+            props[n]["x-max-bytes"] == LIMITS.json_field_bytes and props[n]["x-max-depth"] == LIMITS.json_depth
+            for n in bounded
+        )
 
 
 def test_metrics_nested_too_deep_are_refused() -> None:
-    doc = {"schema": 1, "model_id": "a" * 32, "version": None, "dataset_id": None, "task": "binary",
-           "params": nested(LIMITS.json_depth + 1), "epochs": [{"epoch": 1}], "final": {}, "backend": "cpu",
-           "started_at": "x", "finished_at": "y"}
+    doc = {
+        "schema": 1,
+        "model_id": "a" * 32,
+        "version": None,
+        "dataset_id": None,
+        "task": "binary",
+        "params": nested(LIMITS.json_depth + 1),
+        "epochs": [{"epoch": 1}],
+        "final": {},
+        "backend": "cpu",
+        "started_at": "x",
+        "finished_at": "y",
+    }
     with pytest.raises(ValidationError, match="params is nested"):
         schemas.Metrics.model_validate_json(json.dumps(doc))
     doc["params"] = nested(LIMITS.json_depth)
@@ -79,10 +92,17 @@ def test_the_plans_limits_come_from_the_plans_table() -> None:
     for plan in config.PLANS.values():
         limits = schemas.PlanLimits.of(plan)
         assert (limits.projects, limits.models, limits.versions_per_model, limits.datasets, limits.jobs) == (
-            plan.projects, plan.models, plan.versions_per_model, plan.datasets, plan.jobs)
+            plan.projects,
+            plan.models,
+            plan.versions_per_model,
+            plan.datasets,
+            plan.jobs,
+        )
         assert limits.file_bytes["metrics"] == LIMITS.metrics_json_bytes
-    assert all(getattr(config.PLANS["pro"], f) >= getattr(config.PLANS["free"], f)
-               for f in ("projects", "models", "versions_per_model", "datasets", "jobs"))
+    assert all(
+        getattr(config.PLANS["pro"], f) >= getattr(config.PLANS["free"], f)
+        for f in ("projects", "models", "versions_per_model", "datasets", "jobs")
+    )
 
 
 def test_a_metrics_file_at_its_cap_fits_a_firestore_document_with_room() -> None:
@@ -92,8 +112,12 @@ def test_a_metrics_file_at_its_cap_fits_a_firestore_document_with_room() -> None
 
 
 def test_a_problem_carries_its_extension_members_but_never_over_the_standard_ones() -> None:
-    body = Problem(409, "Your plan allows 3 projects.", slug="limit-reached",
-                   extensions={"limit": 3, "resource": "projects", "status": 200}).body("rid")
+    body = Problem(
+        409,
+        "Your plan allows 3 projects.",
+        slug="limit-reached",
+        extensions={"limit": 3, "resource": "projects", "status": 200},
+    ).body("rid")
     assert body["limit"] == 3 and body["resource"] == "projects"
     assert body["status"] == 409 and body["type"].endswith(":limit-reached")
 

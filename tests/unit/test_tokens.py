@@ -32,8 +32,15 @@ def _signing_jwk() -> dict[str, Any]:
 
 def _good_claims(**overrides: Any) -> dict[str, Any]:
     now = clock.timestamp()
-    claims = {"sub": "user-1", "sid": "session-1", "iat": now, "exp": now + 600,
-              "iss": _settings().token_issuer, "aud": _settings().token_audience, "jti": "jti-1"}
+    claims = {
+        "sub": "user-1",
+        "sid": "session-1",
+        "iat": now,
+        "exp": now + 600,
+        "iss": _settings().token_issuer,
+        "aud": _settings().token_audience,
+        "jti": "jti-1",
+    }
     claims.update(overrides)
     return claims
 
@@ -57,6 +64,7 @@ def _refused(token: str, match: str | None = None) -> tokens.TokenError:
 
 
 # --- roundtrip -----------------------------------------------------------------------------------
+
 
 def test_issued_token_verifies_with_every_required_claim() -> None:
     issued = tokens.issue_access_token("user-42", "session-7")
@@ -94,6 +102,7 @@ def test_extra_claims_are_kept_but_cannot_override_required_ones() -> None:
 
 
 # --- refusals ------------------------------------------------------------------------------------
+
 
 def test_alg_none_is_refused() -> None:
     header = {"alg": "none", "typ": tokens.TOKEN_TYPE, "kid": _signing_jwk()["kid"]}
@@ -168,9 +177,17 @@ def test_token_missing_a_required_claim_is_refused(claim: str) -> None:
     assert claim in str(error)
 
 
-@pytest.mark.parametrize(("claim", "value"), [
-    ("sub", ""), ("sid", 5), ("jti", ["x"]), ("iat", "123"), ("exp", 1.5e12), ("exp", True),
-])
+@pytest.mark.parametrize(
+    ("claim", "value"),
+    [
+        ("sub", ""),
+        ("sid", 5),
+        ("jti", ["x"]),
+        ("iat", "123"),
+        ("exp", 1.5e12),
+        ("exp", True),
+    ],
+)
 def test_token_with_a_malformed_claim_is_refused(claim: str, value: Any) -> None:
     _refused(_sign(_good_claims(**{claim: value})))
 
@@ -215,6 +232,7 @@ def test_refusal_message_never_echoes_the_token() -> None:
 
 
 # --- key sets and rotation -----------------------------------------------------------------------
+
 
 def test_public_key_set_never_contains_the_private_part() -> None:
     private = tokens.rotate(tokens.rotate(tokens.new_key_set()))
@@ -305,8 +323,7 @@ def _count_public_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return reads
 
 
-def test_verifier_reloads_public_keys_on_unknown_kid_at_most_once_per_interval(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_verifier_reloads_public_keys_on_unknown_kid_at_most_once_per_interval(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = _FakeMonotonic()
     monkeypatch.setattr(tokens, "time", types.SimpleNamespace(monotonic=fake.monotonic))
     reads = _count_public_reads(monkeypatch)
@@ -363,12 +380,21 @@ def test_private_key_set_in_the_public_slot_is_a_config_error() -> None:
 _SEGMENT = st.one_of(
     st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=", max_size=60),
     st.binary(max_size=60).map(b64url),
-    st.dictionaries(st.sampled_from(["alg", "typ", "kid", "sub", "aud", "exp", "iat", "crit", "b64"]),
-                    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
-                              st.text(max_size=10), st.lists(st.integers(), max_size=2)),
-                    max_size=5).map(b64url_json),
-    st.fixed_dictionaries({"alg": st.just("ES256"), "typ": st.just("at+jwt"),
-                           "kid": st.sampled_from(["x", "unknown"])}).map(b64url_json),
+    st.dictionaries(
+        st.sampled_from(["alg", "typ", "kid", "sub", "aud", "exp", "iat", "crit", "b64"]),
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(),
+            st.floats(allow_nan=False),
+            st.text(max_size=10),
+            st.lists(st.integers(), max_size=2),
+        ),
+        max_size=5,
+    ).map(b64url_json),
+    st.fixed_dictionaries(
+        {"alg": st.just("ES256"), "typ": st.just("at+jwt"), "kid": st.sampled_from(["x", "unknown"])}
+    ).map(b64url_json),
 )
 
 
@@ -388,7 +414,8 @@ def test_arbitrary_three_part_strings_raise_only_token_error(token: str) -> None
 
 @given(payload=_SEGMENT, signature=_SEGMENT)
 def test_valid_header_with_arbitrary_payload_and_signature_raises_only_token_error(
-        payload: str, signature: str) -> None:
+    payload: str, signature: str
+) -> None:
     header = b64url_json({"alg": "ES256", "typ": "at+jwt", "kid": _signing_jwk()["kid"]})
     with pytest.raises(tokens.TokenError):
         tokens.verify_access_token(f"{header}.{payload}.{signature}")

@@ -31,40 +31,69 @@ from mllab.webhooks import CertificateUnavailable, InvalidSignature
 WEBHOOK_ID = "8PT597110X687430LKGECATA"
 PAYPAL_CN = "messageverificationcerts.sandbox.paypal.com"
 CERT_URL = "https://api.sandbox.paypal.com/v1/notifications/certs/CERT-360caa42-fca2a594-5edc0ebc"
-BODY = json.dumps({"id": "WH-58D329510W468432D-8HN650336L201105X", "event_type": "BILLING.SUBSCRIPTION.ACTIVATED",
-                   "resource": {"id": "I-BW452GLLEP1G", "status": "ACTIVE"}}).encode()
+BODY = json.dumps(
+    {
+        "id": "WH-58D329510W468432D-8HN650336L201105X",
+        "event_type": "BILLING.SUBSCRIPTION.ACTIVATED",
+        "resource": {"id": "I-BW452GLLEP1G", "status": "ACTIVE"},
+    }
+).encode()
 
 
 # --- certificates ----------------------------------------------------------------------------------
+
 
 @functools.cache
 def rsa_key(name: str, bits: int = 2048) -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=bits)
 
 
-def make_cert(cn: str = PAYPAL_CN, key: Any = None, *, days: tuple[int, int] = (-1, 365),
-              issuer: tuple[x509.Certificate, Any] | None = None, ca: bool = False,
-              ip: str | None = None) -> x509.Certificate:
+def make_cert(
+    cn: str = PAYPAL_CN,
+    key: Any = None,
+    *,
+    days: tuple[int, int] = (-1, 365),
+    issuer: tuple[x509.Certificate, Any] | None = None,
+    ca: bool = False,
+    ip: str | None = None,
+) -> x509.Certificate:
     key = key if key is not None else rsa_key("signer")
     now = datetime.now(timezone.utc)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     issuer_name, signing_key = (issuer[0].subject, issuer[1]) if issuer else (subject, key)
-    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name).public_key(key.public_key())
-               .serial_number(x509.random_serial_number())
-               .not_valid_before(now + timedelta(days=days[0])).not_valid_after(now + timedelta(days=days[1]))
-               .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now + timedelta(days=days[0]))
+        .not_valid_after(now + timedelta(days=days[1]))
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
     if issuer:
         builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer[1].public_key()), critical=False)
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer[1].public_key()), critical=False
+        )
     if ca:
         builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).add_extension(
-            x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                          key_encipherment=False, data_encipherment=False, key_agreement=False,
-                          encipher_only=False, decipher_only=False), critical=True)
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
     if ip:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
-                                        critical=False).add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), critical=False
+        ).add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
     return builder.sign(signing_key, hashes.SHA256())
 
 
@@ -84,8 +113,15 @@ def good_cert() -> x509.Certificate:
     return make_cert()
 
 
-def sign(body: bytes = BODY, *, key: Any = None, tid: str = "b2384410-f8d2-11ec-8c5b-4b8d4f6d5e0b",
-         ttime: str = "2026-03-01T10:00:00Z", webhook_id: str = WEBHOOK_ID, crc: int | None = None) -> str:
+def sign(
+    body: bytes = BODY,
+    *,
+    key: Any = None,
+    tid: str = "b2384410-f8d2-11ec-8c5b-4b8d4f6d5e0b",
+    ttime: str = "2026-03-01T10:00:00Z",
+    webhook_id: str = WEBHOOK_ID,
+    crc: int | None = None,
+) -> str:
     key = key if key is not None else rsa_key("signer")
     crc = zlib.crc32(body) if crc is None else crc
     message = f"{tid}|{ttime}|{webhook_id}|{crc}".encode()
@@ -93,12 +129,14 @@ def sign(body: bytes = BODY, *, key: Any = None, tid: str = "b2384410-f8d2-11ec-
 
 
 def headers(body: bytes = BODY, **overrides: str) -> dict[str, str]:
-    h = {"PAYPAL-TRANSMISSION-ID": "b2384410-f8d2-11ec-8c5b-4b8d4f6d5e0b",
-         "PAYPAL-TRANSMISSION-TIME": "2026-03-01T10:00:00Z",
-         "PAYPAL-TRANSMISSION-SIG": sign(body),
-         "PAYPAL-CERT-URL": CERT_URL,
-         "PAYPAL-AUTH-ALGO": "SHA256withRSA",
-         "Content-Type": "application/json"}
+    h = {
+        "PAYPAL-TRANSMISSION-ID": "b2384410-f8d2-11ec-8c5b-4b8d4f6d5e0b",
+        "PAYPAL-TRANSMISSION-TIME": "2026-03-01T10:00:00Z",
+        "PAYPAL-TRANSMISSION-SIG": sign(body),
+        "PAYPAL-CERT-URL": CERT_URL,
+        "PAYPAL-AUTH-ALGO": "SHA256withRSA",
+        "Content-Type": "application/json",
+    }
     h.update({k.upper().replace("_", "-"): v for k, v in overrides.items()})
     return h
 
@@ -134,6 +172,7 @@ def check(h: dict[str, str] | Headers, body: bytes = BODY, fetch: Fetcher | None
 
 
 # --- the signature -----------------------------------------------------------------------------------
+
 
 def test_valid_signature() -> None:
     fetch = check(headers())
@@ -186,8 +225,10 @@ def test_reserialised_json_fails() -> None:
         check(headers(), json.dumps(json.loads(BODY), indent=2).encode())
 
 
-@pytest.mark.parametrize("algo", ["SHA1withRSA", "sha256withrsa", "SHA256WITHRSA", " SHA256withRSA",
-                                  "SHA256withRSA ", "SHA512withRSA", "none"])
+@pytest.mark.parametrize(
+    "algo",
+    ["SHA1withRSA", "sha256withrsa", "SHA256WITHRSA", " SHA256withRSA", "SHA256withRSA ", "SHA512withRSA", "none"],
+)
 def test_only_sha256withrsa(algo: str) -> None:
     fetch = Fetcher()
     with pytest.raises(InvalidSignature, match="paypal-auth-algo"):
@@ -236,28 +277,28 @@ def test_webhook_id_must_be_configured() -> None:
 
 CERTS = "/v1/notifications/certs/CERT-360caa42-fca2a594-5edc0ebc"
 BAD_URLS = [
-    "https://evil.example.com" + CERTS,                       # foreign host
-    "https://api.paypal.com" + CERTS,                         # live host while configured for sandbox
-    "https://api.sandbox.paypal.com.evil.com" + CERTS,        # look-alike suffix
-    "https://evil.com/api.sandbox.paypal.com" + CERTS,        # allowed host in the path
-    "https://api.sandbox.paypal.com@evil.com" + CERTS,        # userinfo trick
-    "https://user:pw@api.sandbox.paypal.com" + CERTS,         # userinfo on the right host
-    "https://evil.com#@api.sandbox.paypal.com" + CERTS,       # fragment trick
-    "https://evil.com\\@api.sandbox.paypal.com" + CERTS,      # backslash trick
-    "http://api.sandbox.paypal.com" + CERTS,                  # plain http
+    "https://evil.example.com" + CERTS,  # foreign host
+    "https://api.paypal.com" + CERTS,  # live host while configured for sandbox
+    "https://api.sandbox.paypal.com.evil.com" + CERTS,  # look-alike suffix
+    "https://evil.com/api.sandbox.paypal.com" + CERTS,  # allowed host in the path
+    "https://api.sandbox.paypal.com@evil.com" + CERTS,  # userinfo trick
+    "https://user:pw@api.sandbox.paypal.com" + CERTS,  # userinfo on the right host
+    "https://evil.com#@api.sandbox.paypal.com" + CERTS,  # fragment trick
+    "https://evil.com\\@api.sandbox.paypal.com" + CERTS,  # backslash trick
+    "http://api.sandbox.paypal.com" + CERTS,  # plain http
     "ftp://api.sandbox.paypal.com" + CERTS,
-    "//api.sandbox.paypal.com" + CERTS,                       # scheme-relative
-    "https://api.sandbox.paypal.com:8443" + CERTS,            # other port
-    "https://api.sandbox.paypal.com:0443x" + CERTS,           # not a port
-    "https://api.sandbox.paypal.com." + CERTS,                # trailing dot
-    "https://api.sandbox.paypaI.com" + CERTS,                 # capital i for l
-    "https://api.sandbox.paypal.c\u043em" + CERTS,            # Cyrillic o
-    "https://api.sandbox.paypal\u3002com" + CERTS,            # ideographic full stop
-    "https://xn--api-sandbox-paypal-com-xyz.com" + CERTS,     # punycode
-    "https://api.sandbox.paypal.com" + CERTS + "?x=1",        # query
+    "//api.sandbox.paypal.com" + CERTS,  # scheme-relative
+    "https://api.sandbox.paypal.com:8443" + CERTS,  # other port
+    "https://api.sandbox.paypal.com:0443x" + CERTS,  # not a port
+    "https://api.sandbox.paypal.com." + CERTS,  # trailing dot
+    "https://api.sandbox.paypaI.com" + CERTS,  # capital i for l
+    "https://api.sandbox.paypal.c\u043em" + CERTS,  # Cyrillic o
+    "https://api.sandbox.paypal\u3002com" + CERTS,  # ideographic full stop
+    "https://xn--api-sandbox-paypal-com-xyz.com" + CERTS,  # punycode
+    "https://api.sandbox.paypal.com" + CERTS + "?x=1",  # query
     "https://api.sandbox.paypal.com" + CERTS + "?",
     "https://api.sandbox.paypal.com" + CERTS + "#frag",
-    "https://api.sandbox.paypal.com/v1/oauth2/token",         # other path
+    "https://api.sandbox.paypal.com/v1/oauth2/token",  # other path
     "https://api.sandbox.paypal.com/v1/notifications/certs/",
     "https://api.sandbox.paypal.com/v1/notifications/certs/../../oauth2/token",
     "https://api.sandbox.paypal.com/v1/notifications/certs/%2e%2e/x",
@@ -279,8 +320,15 @@ def test_bad_cert_urls_are_refused_before_any_fetch(url: str) -> None:
     assert fetch.urls == []
 
 
-@pytest.mark.parametrize("url", ["https://api.sandbox.paypal.com" + CERTS, "https://api-m.sandbox.paypal.com" + CERTS,
-                                 "https://API.Sandbox.PayPal.com" + CERTS, "https://api.sandbox.paypal.com:443" + CERTS])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://api.sandbox.paypal.com" + CERTS,
+        "https://api-m.sandbox.paypal.com" + CERTS,
+        "https://API.Sandbox.PayPal.com" + CERTS,
+        "https://api.sandbox.paypal.com:443" + CERTS,
+    ],
+)
 def test_good_cert_urls(url: str) -> None:
     webhooks.check_cert_url(url, config.settings().webhook_cert_origins)
 
@@ -288,8 +336,13 @@ def test_good_cert_urls(url: str) -> None:
 def test_origins_compare_the_port() -> None:
     allowed = ("https://127.0.0.1:9500",)
     webhooks.check_cert_url("https://127.0.0.1:9500" + CERTS, allowed)
-    for url in ("https://127.0.0.1" + CERTS, "https://127.0.0.1:443" + CERTS, "https://127.0.0.1:9501" + CERTS,
-                "http://127.0.0.1:9500" + CERTS, "https://localhost:9500" + CERTS):
+    for url in (
+        "https://127.0.0.1" + CERTS,
+        "https://127.0.0.1:443" + CERTS,
+        "https://127.0.0.1:9501" + CERTS,
+        "http://127.0.0.1:9500" + CERTS,
+        "https://localhost:9500" + CERTS,
+    ):
         with pytest.raises(InvalidSignature):
             webhooks.check_cert_url(url, allowed)
     with pytest.raises(InvalidSignature):
@@ -313,15 +366,19 @@ def test_allowed_origins_must_be_origins() -> None:
 
 # --- certificate checks --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("cert, reason", [
-    (lambda: make_cert("messageverificationcerts.sandbox.paypal.com.evil.com"), "paypal.com name"),
-    (lambda: make_cert("paypal.com"), "paypal.com name"),
-    (lambda: make_cert("evil.example"), "paypal.com name"),
-    (lambda: make_cert(days=(-400, -1)), "not valid at this time"),
-    (lambda: make_cert(days=(1, 400)), "not valid at this time"),
-    (lambda: make_cert(key=ec.generate_private_key(ec.SECP256R1())), "not RSA"),
-    (lambda: make_cert(key=rsa_key("short", 1024)), "too short"),
-])
+
+@pytest.mark.parametrize(
+    "cert, reason",
+    [
+        (lambda: make_cert("messageverificationcerts.sandbox.paypal.com.evil.com"), "paypal.com name"),
+        (lambda: make_cert("paypal.com"), "paypal.com name"),
+        (lambda: make_cert("evil.example"), "paypal.com name"),
+        (lambda: make_cert(days=(-400, -1)), "not valid at this time"),
+        (lambda: make_cert(days=(1, 400)), "not valid at this time"),
+        (lambda: make_cert(key=ec.generate_private_key(ec.SECP256R1())), "not RSA"),
+        (lambda: make_cert(key=rsa_key("short", 1024)), "too short"),
+    ],
+)
 def test_certificate_checks(cert: Any, reason: str) -> None:
     with pytest.raises(InvalidSignature, match=reason):
         check(headers(), fetch=Fetcher(cert()))
@@ -387,6 +444,7 @@ def test_cache_is_per_url() -> None:
 
 # --- a real TLS fetch ------------------------------------------------------------------------------------
 
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     paths: list[str] = []
 
@@ -427,8 +485,11 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
     server_cert = make_cert("127.0.0.1", server_key, issuer=(ca_cert, ca_key), ip="127.0.0.1")
     (directory / "ca.pem").write_bytes(ca_pem)
     (directory / "server.pem").write_bytes(pem(server_cert))
-    (directory / "server.key").write_bytes(server_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (directory / "server.key").write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(directory / "server.pem", directory / "server.key")
     server = _QuietServer(("127.0.0.1", 0), _Handler)
@@ -471,21 +532,27 @@ def test_redirects_are_not_followed(local_ca: str) -> None:
     assert _Handler.paths == ["/v1/notifications/certs/CERT-redirect"]
 
 
-@pytest.mark.parametrize("name, match", [("CERT-garbage", "not a PEM"), ("CERT-huge", "too large"),
-                                         ("CERT-error", "500"), ("CERT-missing", "404")])
+@pytest.mark.parametrize(
+    "name, match",
+    [("CERT-garbage", "not a PEM"), ("CERT-huge", "too large"), ("CERT-error", "500"), ("CERT-missing", "404")],
+)
 def test_bad_certificate_responses(local_ca: str, name: str, match: str) -> None:
     with pytest.raises(CertificateUnavailable, match=match):
-        webhooks.verify(headers(paypal_cert_url=f"{local_ca}/v1/notifications/certs/{name}"), BODY,
-                        webhook_id=WEBHOOK_ID)
+        webhooks.verify(
+            headers(paypal_cert_url=f"{local_ca}/v1/notifications/certs/{name}"), BODY, webhook_id=WEBHOOK_ID
+        )
 
 
-def test_untrusted_tls_is_certificate_unavailable(tls_server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_untrusted_tls_is_certificate_unavailable(
+    tls_server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     origin, _ = tls_server
     monkeypatch.setenv("MLLAB_PAYPAL_CERT_ORIGINS", origin)
     config.reload()  # no development CA: the server's certificate is not trusted
     with pytest.raises(CertificateUnavailable, match="ConnectError"):
-        webhooks.verify(headers(paypal_cert_url=origin + "/v1/notifications/certs/CERT-good"), BODY,
-                        webhook_id=WEBHOOK_ID)
+        webhooks.verify(
+            headers(paypal_cert_url=origin + "/v1/notifications/certs/CERT-good"), BODY, webhook_id=WEBHOOK_ID
+        )
 
 
 def test_unreachable_host_is_certificate_unavailable() -> None:

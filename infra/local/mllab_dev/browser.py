@@ -8,8 +8,17 @@ import shutil
 
 CHROMIUM = "/usr/bin/chromium"
 # SwiftShader asked for explicitly: Chrome 144+ no longer falls back to it for WebGL on its own.
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+]
 
 
 def executable() -> str:

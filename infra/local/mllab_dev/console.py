@@ -24,8 +24,10 @@ _GUNICORN_INFO = re.compile(r"^\[[^\]]+\] \[\d+\] \[INFO\] ")
 
 def request_line(record: dict[str, Any], now: float | None = None) -> str:
     clock = time.strftime("%H:%M:%S", time.localtime(now))
-    return (f"{clock}  {record.get('method', '?'):6} {record.get('path', '?'):32} {record.get('status', '?'):>3} "
-            f"{record.get('latency_ms', 0):>6.0f} ms  {record.get('function') or '-'}")
+    return (
+        f"{clock}  {record.get('method', '?'):6} {record.get('path', '?'):32} {record.get('status', '?'):>3} "
+        f"{record.get('latency_ms', 0):>6.0f} ms  {record.get('function') or '-'}"
+    )
 
 
 def shown(part: str, line: str, now: float | None = None) -> str | None:

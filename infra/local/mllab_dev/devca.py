@@ -66,9 +66,15 @@ class DevCA:
 
 def paths(dev_dir: Path) -> DevCA:
     d = Path(dev_dir) / SUBDIR
-    return DevCA(directory=d, ca_cert=d / "ca.pem", ca_key=d / "ca.key",
-                 server_cert=d / "server.pem", server_key=d / "server.key",
-                 signing_cert=d / "webhook-signing.pem", signing_key=d / "webhook-signing.key")
+    return DevCA(
+        directory=d,
+        ca_cert=d / "ca.pem",
+        ca_key=d / "ca.key",
+        server_cert=d / "server.pem",
+        server_key=d / "server.key",
+        signing_cert=d / "webhook-signing.pem",
+        signing_key=d / "webhook-signing.key",
+    )
 
 
 def ensure(dev_dir: Path) -> DevCA:
@@ -96,11 +102,13 @@ def ensure(dev_dir: Path) -> DevCA:
 
 # --- building blocks -------------------------------------------------------------------------------
 
+
 def _ensure_key(path: Path, generate):  # type: ignore[no-untyped-def]
     if not path.exists():
         key = generate()
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         config.write_once(path, pem, 0o600)
     # Whichever process won the race, use the key on disk.
     return _load_key(path)
@@ -120,57 +128,107 @@ def _now() -> dt.datetime:
 
 
 def _ca_certificate(key) -> x509.Certificate:  # type: ignore[no-untyped-def]
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ML Lab development"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, CA_CN)])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ML Lab development"),
+            x509.NameAttribute(NameOID.COMMON_NAME, CA_CN),
+        ]
+    )
     now = _now()
     public = key.public_key()
-    return (x509.CertificateBuilder()
-            .subject_name(name).issuer_name(name).public_key(public)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=CA_DAYS))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
-                                         key_encipherment=False, data_encipherment=False,
-                                         key_agreement=False, key_cert_sign=True, crl_sign=True,
-                                         encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-            .sign(key, hashes.SHA256()))
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .sign(key, hashes.SHA256())
+    )
 
 
 def _leaf(subject_cn: str, key, ca_key, ca_cert: x509.Certificate, days: int):  # type: ignore[no-untyped-def]
     now = _now()
     public = key.public_key()
     ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    return (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ML Lab development"),
-                                     x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)]))
-            .issuer_name(ca_cert.subject).public_key(public)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False))
+    return (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ML Lab development"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, subject_cn),
+                ]
+            )
+        )
+        .issuer_name(ca_cert.subject)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+    )
 
 
 def _server_certificate(key, ca_key, ca_cert: x509.Certificate) -> x509.Certificate:  # type: ignore[no-untyped-def]
-    san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                                       x509.DNSName("localhost")])
-    return (_leaf(SERVER_CN, key, ca_key, ca_cert, SERVER_DAYS)
-            .add_extension(san, critical=False)
-            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
-                                         key_encipherment=False, data_encipherment=False,
-                                         key_agreement=False, key_cert_sign=False, crl_sign=False,
-                                         encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")])
+    return (
+        _leaf(SERVER_CN, key, ca_key, ca_cert, SERVER_DAYS)
+        .add_extension(san, critical=False)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
 
 
 def _signing_certificate(key, ca_key, ca_cert: x509.Certificate) -> x509.Certificate:  # type: ignore[no-untyped-def]
-    return (_leaf(SIGNING_CN, key, ca_key, ca_cert, SIGNING_DAYS)
-            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
-                                         key_encipherment=False, data_encipherment=False,
-                                         key_agreement=False, key_cert_sign=False, crl_sign=False,
-                                         encipher_only=False, decipher_only=False), critical=True)
-            .sign(ca_key, hashes.SHA256()))
+    return (
+        _leaf(SIGNING_CN, key, ca_key, ca_cert, SIGNING_DAYS)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )

@@ -25,8 +25,18 @@ from werkzeug.wrappers import Request, Response
 
 from mllab import http, log, openapi, routes
 
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-              "transfer-encoding", "upgrade", "host", "content-length"}
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+}
 MAX_PROXY_BODY = 128 * 1024 * 1024  # the load balancer has no small cap; functions enforce their own
 PROBE_AGENT = "mllab-healthz"
 # The bucket is the one other origin the page talks to: signed PUTs and GETs go straight to it
@@ -49,11 +59,13 @@ class Gateway:
         self.topology = topology
         self.frontend = Path(topology["frontend"]).resolve()
         self.functions: dict[str, int] = topology["functions"]
-        self.client = httpx.Client(timeout=httpx.Timeout(60.0, connect=5.0), follow_redirects=False,
-                                   # idle connections expire before functions-framework's gunicorn closes
-                                   # them (keepalive 2 s), so none is reused as the server drops it
-                                   limits=httpx.Limits(max_connections=200, max_keepalive_connections=50,
-                                                       keepalive_expiry=1.0))
+        self.client = httpx.Client(
+            timeout=httpx.Timeout(60.0, connect=5.0),
+            follow_redirects=False,
+            # idle connections expire before functions-framework's gunicorn closes
+            # them (keepalive 2 s), so none is reused as the server drops it
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=1.0),
+        )
         # The PayPal stand-in serves https with the development CA: trust it (and only here, locally).
         ca = os.environ.get("MLLAB_PAYPAL_CA_FILE")
         verify = ssl.create_default_context(cafile=ca) if ca and Path(ca).is_file() else True
@@ -68,9 +80,15 @@ class Gateway:
         if raw.headers.get("User-Agent") != PROBE_AGENT:  # the launcher's readiness probes are not requests
             matched = routes.match_path(raw.path)
             # one record per request: `make dev` prints it as one short line (mllab_dev.console)
-            log.info("request", method=raw.method, path=raw.path, status=resp.status_code,
-                     latency_ms=round((time.monotonic() - started) * 1000, 1),
-                     function=matched[0][0].function if matched else None, request_id=request_id)
+            log.info(
+                "request",
+                method=raw.method,
+                path=raw.path,
+                status=resp.status_code,
+                latency_ms=round((time.monotonic() - started) * 1000, 1),
+                function=matched[0][0].function if matched else None,
+                request_id=request_id,
+            )
         return resp(environ, start_response)
 
     def respond(self, raw: Request, request_id: str, origin: str | None) -> Response:
@@ -92,8 +110,9 @@ class Gateway:
             resp = http.problem_response(problem, request_id, raw.path)
         except Exception as exc:  # noqa: BLE001 - a gateway bug must still answer problem+json
             log.exception("gateway error", exc, request_id=request_id)
-            resp = http.problem_response(http.Problem(500, "The local gateway failed; see its log."),
-                                         request_id, raw.path)
+            resp = http.problem_response(
+                http.Problem(500, "The local gateway failed; see its log."), request_id, raw.path
+            )
         security = LAB_SECURITY_HEADERS if resp.mimetype == "text/html" else None
         http.apply_common_headers(resp, request_id, origin, security)
         return resp
@@ -106,15 +125,18 @@ class Gateway:
         route, _ = routes.match_path(raw.path)[0]
         port = self.functions.get(route.function)
         if port is None:
-            raise http.Problem(503, f"{route.function} is not running in this local stack.", headers={"Retry-After": "5"})
+            raise http.Problem(
+                503, f"{route.function} is not running in this local stack.", headers={"Retry-After": "5"}
+            )
         if any(segment in (".", "..") for segment in raw.path.split("/")):
             # No route has such an id; and the client below resolves dot segments, so it would forward
             # another path than the one routed here (GET /projects/. answered the list of projects).
             raise http.Problem(404, "There is no API endpoint at this path.")
         # Header values as the client sent them (WSGI decodes them as latin-1): a non-ASCII byte in one
         # is the function's to refuse; httpx would not encode it as text (the gateway answered 500).
-        headers: dict[str, str | bytes] = {k: v.encode("latin-1") for k, v in raw.headers.items()
-                                           if k.lower() not in HOP_BY_HOP}
+        headers: dict[str, str | bytes] = {
+            k: v.encode("latin-1") for k, v in raw.headers.items() if k.lower() not in HOP_BY_HOP
+        }
         client = raw.remote_addr or "127.0.0.1"
         prior = raw.headers.get("X-Forwarded-For")
         headers["X-Forwarded-For"] = f"{prior + ', ' if prior else ''}{client}, 127.0.0.1"
@@ -137,11 +159,19 @@ class Gateway:
         except httpx.TimeoutException:
             raise http.Problem(503, f"{route.function} did not answer in time.", headers={"Retry-After": "5"}) from None
         except httpx.HTTPError as exc:
-            log.warning("upstream failed", function=route.function, error_type=type(exc).__name__, error=str(exc),
-                        request_id=request_id)
+            log.warning(
+                "upstream failed",
+                function=route.function,
+                error_type=type(exc).__name__,
+                error=str(exc),
+                request_id=request_id,
+            )
             raise http.Problem(503, f"{route.function} is not running.", headers={"Retry-After": "5"}) from None
-        passed = [(k, v) for k, v in upstream.headers.multi_items()
-                  if k.lower() not in HOP_BY_HOP | {"content-encoding", "date", "server"}]
+        passed = [
+            (k, v)
+            for k, v in upstream.headers.multi_items()
+            if k.lower() not in HOP_BY_HOP | {"content-encoding", "date", "server"}
+        ]
         return Response(upstream.content, status=upstream.status_code, headers=passed)
 
     def static(self, raw: Request) -> Response:
@@ -153,8 +183,11 @@ class Gateway:
         target = (self.frontend / rel).resolve()
         if target.is_dir():
             target = target / "index.html"
-        if not target.is_relative_to(self.frontend) or not target.is_file() or any(
-                part.startswith(".") or part in NOT_SERVED for part in target.relative_to(self.frontend).parts):
+        if (
+            not target.is_relative_to(self.frontend)
+            or not target.is_file()
+            or any(part.startswith(".") or part in NOT_SERVED for part in target.relative_to(self.frontend).parts)
+        ):
             raise http.Problem(404, "There is nothing at this path.")
         mime = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         resp = Response(b"" if raw.method == "HEAD" else target.read_bytes(), mimetype=mime)
@@ -179,8 +212,7 @@ class Gateway:
             detail = f"HTTP {r.status_code}"
         except httpx.HTTPError as exc:
             state, detail = "down", type(exc).__name__
-        return {**out, "state": state, "detail": detail,
-                "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
+        return {**out, "state": state, "detail": detail, "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
 
 
 def create_app() -> Gateway:

@@ -93,14 +93,17 @@ DEFAULT_TOKEN_TTL = 32400
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
 DELIVERY_TIMEOUT_S = 10.0
 APP_ID = "APP-80W284485P519543T"
-SCOPE = ("https://uri.paypal.com/services/subscriptions https://uri.paypal.com/services/applications/webhooks "
-         "https://api.paypal.com/v1/payments/.* https://uri.paypal.com/services/billing-agreements openid")
+SCOPE = (
+    "https://uri.paypal.com/services/subscriptions https://uri.paypal.com/services/applications/webhooks "
+    "https://api.paypal.com/v1/payments/.* https://uri.paypal.com/services/billing-agreements openid"
+)
 INFO_BASE = "https://developer.paypal.com/docs/api/"
 
 ERROR_MESSAGES = {
     "INVALID_REQUEST": "Request is not well-formed, syntactically incorrect, or violates schema.",
-    "UNPROCESSABLE_ENTITY": ("The requested action could not be performed, semantically incorrect, "
-                             "or failed business validation."),
+    "UNPROCESSABLE_ENTITY": (
+        "The requested action could not be performed, semantically incorrect, or failed business validation."
+    ),
     "RESOURCE_NOT_FOUND": "The specified resource does not exist.",
     "INVALID_RESOURCE_ID": "Resource id is invalid.",
     "INTERNAL_SERVER_ERROR": "An internal server error occurred.",
@@ -122,9 +125,13 @@ SUMMARIES = {
     "BILLING.SUBSCRIPTION.RE-ACTIVATED": "Subscription re-activated",
     "BILLING.SUBSCRIPTION.PAYMENT.FAILED": "Subscription payment failed",
 }
-SALE_STATES = {"PAYMENT.SALE.COMPLETED": "completed", "PAYMENT.SALE.DENIED": "denied",
-               "PAYMENT.SALE.REFUNDED": "refunded", "PAYMENT.SALE.REVERSED": "reversed",
-               "PAYMENT.SALE.PENDING": "pending"}
+SALE_STATES = {
+    "PAYMENT.SALE.COMPLETED": "completed",
+    "PAYMENT.SALE.DENIED": "denied",
+    "PAYMENT.SALE.REFUNDED": "refunded",
+    "PAYMENT.SALE.REVERSED": "reversed",
+    "PAYMENT.SALE.PENDING": "pending",
+}
 SIMULATIONS = ("payment-completed", "payment-failed", "suspended", "expired", "cancelled", "reactivated")
 INTERVAL_DAYS = {"DAY": 1, "WEEK": 7, "MONTH": 30, "YEAR": 365}
 PAYER_ID_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
@@ -132,6 +139,7 @@ ALNUM = string.ascii_uppercase + string.digits
 
 
 # --- small helpers ---------------------------------------------------------------------------------
+
 
 def _rand(n: int, alphabet: str = ALNUM) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(n))
@@ -182,8 +190,14 @@ def _deep_merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
 class ApiError(Exception):
     """A PayPal error answer: `{name, message, debug_id, details[], links[]}`."""
 
-    def __init__(self, status: int, name: str, details: Iterable[dict[str, Any]] = (),
-                 message: str | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        name: str,
+        details: Iterable[dict[str, Any]] = (),
+        message: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(name)
         self.status, self.name = status, name
         self.details = list(details)
@@ -227,8 +241,14 @@ STATUS_INVALID = {
 }
 
 
-def _detail(issue: str, why: str, field_: str | None = None, value: Any = None,
-            location: str | None = "body", description: str | None = None) -> dict[str, Any]:
+def _detail(
+    issue: str,
+    why: str,
+    field_: str | None = None,
+    value: Any = None,
+    location: str | None = "body",
+    description: str | None = None,
+) -> dict[str, Any]:
     """One `details[]` entry. `why` is the stand-in's own explanation: it goes to the log, while the
     answer carries PayPal's documented description for the issue (or `description`, or `why`)."""
     d: dict[str, Any] = {}
@@ -248,9 +268,18 @@ def _bad(issue: str, description: str, field_: str | None = None, value: Any = N
     return ApiError(400, "INVALID_REQUEST", [_detail(issue, description, field_, value)])
 
 
-def _string(body: dict[str, Any], key: str, lo: int, hi: int, *, required: bool, path: str = "",
-            missing_issue: str = "MISSING_REQUIRED_PARAMETER", short_issue: str = "INVALID_PARAMETER_VALUE",
-            long_issue: str = "INVALID_STRING_MAX_LENGTH") -> str | None:
+def _string(
+    body: dict[str, Any],
+    key: str,
+    lo: int,
+    hi: int,
+    *,
+    required: bool,
+    path: str = "",
+    missing_issue: str = "MISSING_REQUIRED_PARAMETER",
+    short_issue: str = "INVALID_PARAMETER_VALUE",
+    long_issue: str = "INVALID_STRING_MAX_LENGTH",
+) -> str | None:
     field_ = f"{path}/{key}"
     if key not in body or body[key] is None:
         if required:
@@ -272,6 +301,7 @@ def _is_url(value: str) -> bool:
 
 
 # --- state -----------------------------------------------------------------------------------------
+
 
 @dataclass
 class _Subscription:
@@ -297,22 +327,41 @@ class _Event:
     deliveries: list[dict[str, Any]] = field(default_factory=list)
 
     def view(self) -> dict[str, Any]:
-        return {"id": self.id, "event_type": self.event_type, "resource_type": self.resource_type,
-                "resource_id": self.resource_id, "subscription_id": self.subscription_id,
-                "create_time": self.create_time, "withheld": self.withheld,
-                "event": json.loads(self.body), "body": self.body.decode(),
-                "deliveries": copy.deepcopy(self.deliveries)}
+        return {
+            "id": self.id,
+            "event_type": self.event_type,
+            "resource_type": self.resource_type,
+            "resource_id": self.resource_id,
+            "subscription_id": self.subscription_id,
+            "create_time": self.create_time,
+            "withheld": self.withheld,
+            "event": json.loads(self.body),
+            "body": self.body.decode(),
+            "deliveries": copy.deepcopy(self.deliveries),
+        }
 
 
 class _LazyHandshakeContext(ssl.SSLContext):
     """Defers the TLS handshake from accept() (the one serving thread) to the request's own thread,
     so a slow or silent client cannot stall every other request."""
 
-    def wrap_socket(self, sock, server_side=False, do_handshake_on_connect=True,  # type: ignore[no-untyped-def]
-                    suppress_ragged_eofs=True, server_hostname=None, session=None):  # type: ignore[override]
-        return super().wrap_socket(sock, server_side=server_side, do_handshake_on_connect=False,
-                                   suppress_ragged_eofs=suppress_ragged_eofs,
-                                   server_hostname=server_hostname, session=session)
+    def wrap_socket(
+        self,
+        sock,
+        server_side=False,
+        do_handshake_on_connect=True,  # type: ignore[no-untyped-def]
+        suppress_ragged_eofs=True,
+        server_hostname=None,
+        session=None,
+    ):  # type: ignore[override]
+        return super().wrap_socket(
+            sock,
+            server_side=server_side,
+            do_handshake_on_connect=False,
+            suppress_ragged_eofs=suppress_ragged_eofs,
+            server_hostname=server_hostname,
+            session=session,
+        )
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -325,65 +374,81 @@ class _QuietHandler(WSGIRequestHandler):
 
     def log(self, type: str, message: str, *args: Any) -> None:  # noqa: A002
         if type == "error":
-            print(f"paypal-standin: server error: {message % args if args else message}", file=sys.stderr,
-                  flush=True)
+            print(f"paypal-standin: server error: {message % args if args else message}", file=sys.stderr, flush=True)
 
 
 # Routes: every endpoint `x` is handled by `StandIn._h_x`.
-URL_MAP = Map([
-    Rule("/v1/oauth2/token", methods=["POST"], endpoint="token"),
-    Rule("/v1/catalogs/products", methods=["POST"], endpoint="create_product"),
-    Rule("/v1/catalogs/products/<pid>", methods=["GET"], endpoint="get_product"),
-    Rule("/v1/billing/plans", methods=["POST"], endpoint="create_plan"),
-    Rule("/v1/billing/plans", methods=["GET"], endpoint="list_plans"),
-    Rule("/v1/billing/plans/<pid>", methods=["GET"], endpoint="get_plan"),
-    Rule("/v1/billing/plans/<pid>/<any(activate, deactivate):action>", methods=["POST"],
-         endpoint="plan_action"),
-    Rule("/v1/notifications/webhooks", methods=["POST"], endpoint="create_webhook"),
-    Rule("/v1/notifications/webhooks", methods=["GET"], endpoint="list_webhooks"),
-    Rule("/v1/notifications/webhooks/<wid>", methods=["GET"], endpoint="get_webhook"),
-    Rule("/v1/notifications/webhooks/<wid>", methods=["DELETE"], endpoint="delete_webhook"),
-    Rule("/v1/notifications/webhooks-events", methods=["GET"], endpoint="list_events_api"),
-    Rule("/v1/notifications/webhooks-events/<eid>", methods=["GET"], endpoint="get_event_api"),
-    Rule("/v1/notifications/webhooks-events/<eid>/resend", methods=["POST"], endpoint="resend_event_api"),
-    Rule("/v1/notifications/certs/<cert_id>", methods=["GET"], endpoint="cert"),
-    Rule("/v1/billing/subscriptions", methods=["POST"], endpoint="create_subscription"),
-    Rule("/v1/billing/subscriptions/<sid>", methods=["GET"], endpoint="get_subscription"),
-    Rule("/v1/billing/subscriptions/<sid>/<any(cancel, suspend, activate):action>", methods=["POST"],
-         endpoint="subscription_action"),
-    Rule("/webapps/billing/subscriptions", methods=["GET"], endpoint="approve_page"),
-    Rule("/webapps/billing/subscriptions/<any(approve, cancel):action>", methods=["POST"],
-         endpoint="approve_page_post"),
-    Rule("/myaccount/autopay/", methods=["GET"], endpoint="autopay_page"),
-    Rule("/myaccount/autopay/<sid>/cancel", methods=["POST"], endpoint="autopay_cancel"),
-    Rule("/_standin/health", methods=["GET"], endpoint="c_health"),
-    Rule("/_standin/subscriptions/<sid>", methods=["GET"], endpoint="c_get_subscription"),
-    Rule("/_standin/subscriptions/<sid>", methods=["PATCH"], endpoint="c_patch_subscription"),
-    Rule("/_standin/subscriptions/<sid>/approve", methods=["POST"], endpoint="c_approve"),
-    Rule("/_standin/subscriptions/<sid>/simulate", methods=["POST"], endpoint="c_simulate"),
-    Rule("/_standin/faults", methods=["GET"], endpoint="c_list_faults"),
-    Rule("/_standin/faults", methods=["POST"], endpoint="c_add_fault"),
-    Rule("/_standin/faults", methods=["DELETE"], endpoint="c_clear_faults"),
-    Rule("/_standin/events", methods=["GET"], endpoint="c_list_events"),
-    Rule("/_standin/events/send", methods=["POST"], endpoint="c_send_event"),
-    Rule("/_standin/events/<eid>", methods=["GET"], endpoint="c_get_event"),
-    Rule("/_standin/events/<eid>/resend", methods=["POST"], endpoint="c_resend_event"),
-    Rule("/_standin/clock", methods=["GET"], endpoint="c_get_clock"),
-    Rule("/_standin/clock", methods=["POST"], endpoint="c_move_clock"),
-    Rule("/_standin/clock", methods=["DELETE"], endpoint="c_reset_clock"),
-], strict_slashes=False)
+URL_MAP = Map(
+    [
+        Rule("/v1/oauth2/token", methods=["POST"], endpoint="token"),
+        Rule("/v1/catalogs/products", methods=["POST"], endpoint="create_product"),
+        Rule("/v1/catalogs/products/<pid>", methods=["GET"], endpoint="get_product"),
+        Rule("/v1/billing/plans", methods=["POST"], endpoint="create_plan"),
+        Rule("/v1/billing/plans", methods=["GET"], endpoint="list_plans"),
+        Rule("/v1/billing/plans/<pid>", methods=["GET"], endpoint="get_plan"),
+        Rule("/v1/billing/plans/<pid>/<any(activate, deactivate):action>", methods=["POST"], endpoint="plan_action"),
+        Rule("/v1/notifications/webhooks", methods=["POST"], endpoint="create_webhook"),
+        Rule("/v1/notifications/webhooks", methods=["GET"], endpoint="list_webhooks"),
+        Rule("/v1/notifications/webhooks/<wid>", methods=["GET"], endpoint="get_webhook"),
+        Rule("/v1/notifications/webhooks/<wid>", methods=["DELETE"], endpoint="delete_webhook"),
+        Rule("/v1/notifications/webhooks-events", methods=["GET"], endpoint="list_events_api"),
+        Rule("/v1/notifications/webhooks-events/<eid>", methods=["GET"], endpoint="get_event_api"),
+        Rule("/v1/notifications/webhooks-events/<eid>/resend", methods=["POST"], endpoint="resend_event_api"),
+        Rule("/v1/notifications/certs/<cert_id>", methods=["GET"], endpoint="cert"),
+        Rule("/v1/billing/subscriptions", methods=["POST"], endpoint="create_subscription"),
+        Rule("/v1/billing/subscriptions/<sid>", methods=["GET"], endpoint="get_subscription"),
+        Rule(
+            "/v1/billing/subscriptions/<sid>/<any(cancel, suspend, activate):action>",
+            methods=["POST"],
+            endpoint="subscription_action",
+        ),
+        Rule("/webapps/billing/subscriptions", methods=["GET"], endpoint="approve_page"),
+        Rule(
+            "/webapps/billing/subscriptions/<any(approve, cancel):action>",
+            methods=["POST"],
+            endpoint="approve_page_post",
+        ),
+        Rule("/myaccount/autopay/", methods=["GET"], endpoint="autopay_page"),
+        Rule("/myaccount/autopay/<sid>/cancel", methods=["POST"], endpoint="autopay_cancel"),
+        Rule("/_standin/health", methods=["GET"], endpoint="c_health"),
+        Rule("/_standin/subscriptions/<sid>", methods=["GET"], endpoint="c_get_subscription"),
+        Rule("/_standin/subscriptions/<sid>", methods=["PATCH"], endpoint="c_patch_subscription"),
+        Rule("/_standin/subscriptions/<sid>/approve", methods=["POST"], endpoint="c_approve"),
+        Rule("/_standin/subscriptions/<sid>/simulate", methods=["POST"], endpoint="c_simulate"),
+        Rule("/_standin/faults", methods=["GET"], endpoint="c_list_faults"),
+        Rule("/_standin/faults", methods=["POST"], endpoint="c_add_fault"),
+        Rule("/_standin/faults", methods=["DELETE"], endpoint="c_clear_faults"),
+        Rule("/_standin/events", methods=["GET"], endpoint="c_list_events"),
+        Rule("/_standin/events/send", methods=["POST"], endpoint="c_send_event"),
+        Rule("/_standin/events/<eid>", methods=["GET"], endpoint="c_get_event"),
+        Rule("/_standin/events/<eid>/resend", methods=["POST"], endpoint="c_resend_event"),
+        Rule("/_standin/clock", methods=["GET"], endpoint="c_get_clock"),
+        Rule("/_standin/clock", methods=["POST"], endpoint="c_move_clock"),
+        Rule("/_standin/clock", methods=["DELETE"], endpoint="c_reset_clock"),
+    ],
+    strict_slashes=False,
+)
 
 
 # --- the stand-in ----------------------------------------------------------------------------------
 
+
 class StandIn:
     """The PayPal stand-in, in-process: `start()` serves in background threads, `stop()` ends them."""
 
-    def __init__(self, dev_dir: Path | str, credentials_path: Path | str, host: str = "127.0.0.1",
-                 port: int = 0, *, token_ttl: int = DEFAULT_TOKEN_TTL,
-                 retry_delays: Iterable[float] = DEFAULT_RETRY_DELAYS,
-                 delivery_timeout: float = DELIVERY_TIMEOUT_S, public_base_url: str | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        dev_dir: Path | str,
+        credentials_path: Path | str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        token_ttl: int = DEFAULT_TOKEN_TTL,
+        retry_delays: Iterable[float] = DEFAULT_RETRY_DELAYS,
+        delivery_timeout: float = DELIVERY_TIMEOUT_S,
+        public_base_url: str | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
         self.dev_dir = Path(dev_dir)
         self.credentials_path = Path(credentials_path)
         self.host, self.port = host, port
@@ -439,11 +504,13 @@ class StandIn:
         ctx.num_tickets = 0  # one request per connection: session tickets would only add a round of small writes
         ctx.load_cert_chain(str(self.ca.server_cert), str(self.ca.server_key))
         self._stopping.clear()
-        self._server = make_server(self.host, self.port, self, threaded=True, request_handler=_QuietHandler,
-                                   ssl_context=ctx)
+        self._server = make_server(
+            self.host, self.port, self, threaded=True, request_handler=_QuietHandler, ssl_context=ctx
+        )
         self.port = self._server.port
-        serve = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                 name="paypal-standin-http", daemon=True)
+        serve = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="paypal-standin-http", daemon=True
+        )
         worker = threading.Thread(target=self._deliver_loop, name="paypal-standin-webhooks", daemon=True)
         self._threads = [serve, worker]
         for t in self._threads:
@@ -514,8 +581,11 @@ class StandIn:
                 endpoint, args = adapter.match()
             except NotFound:
                 if api:
-                    raise ApiError(404, "RESOURCE_NOT_FOUND", [_detail(
-                        "INVALID_RESOURCE_ID", "Requested resource ID was not found.", location=None)]) from None
+                    raise ApiError(
+                        404,
+                        "RESOURCE_NOT_FOUND",
+                        [_detail("INVALID_RESOURCE_ID", "Requested resource ID was not found.", location=None)],
+                    ) from None
                 return self._json({"error": "not found"}, 404)
             except MethodNotAllowed:
                 if api:
@@ -525,8 +595,9 @@ class StandIn:
                 self._check_bearer(request)
             return getattr(self, "_h_" + endpoint)(request, **args)
         except ApiError as e:
-            notes = [f"{d['issue']} {d.get('field', '')}: {d['_why']}".replace(" :", ":") for d in e.details
-                     if d.get("_why")]
+            notes = [
+                f"{d['issue']} {d.get('field', '')}: {d['_why']}".replace(" :", ":") for d in e.details if d.get("_why")
+            ]
             if notes:
                 request.environ["mllab.standin.note"] = "; ".join(notes)
             return self._api_error_response(e)
@@ -545,10 +616,12 @@ class StandIn:
 
     def _api_error_response(self, e: ApiError) -> Response:
         debug_id = secrets.token_hex(7)[:13]
-        links = [{"href": f"{INFO_BASE}v1/billing/subscriptions#{d['issue']}", "rel": "information_link",
-                  "method": "GET"} for d in e.details] or [
-            {"href": f"{INFO_BASE}v1/billing/subscriptions#error-{e.name}", "rel": "information_link",
-             "method": "GET"}]
+        links = [
+            {"href": f"{INFO_BASE}v1/billing/subscriptions#{d['issue']}", "rel": "information_link", "method": "GET"}
+            for d in e.details
+        ] or [
+            {"href": f"{INFO_BASE}v1/billing/subscriptions#error-{e.name}", "rel": "information_link", "method": "GET"}
+        ]
         body: dict[str, Any] = {"name": e.name, "message": e.message, "debug_id": debug_id}
         if e.details:
             body["details"] = [{k: v for k, v in d.items() if k != "_why"} for d in e.details]
@@ -586,23 +659,34 @@ class StandIn:
     def _h_token(self, request: Request) -> Response:
         client_id, client_secret = self._read_credentials()
         auth = request.authorization
-        ok = (auth is not None and auth.type == "basic"
-              and hmac.compare_digest((auth.username or "").encode(), client_id.encode())
-              and hmac.compare_digest((auth.password or "").encode(), client_secret.encode()))
+        ok = (
+            auth is not None
+            and auth.type == "basic"
+            and hmac.compare_digest((auth.username or "").encode(), client_id.encode())
+            and hmac.compare_digest((auth.password or "").encode(), client_secret.encode())
+        )
         if not ok:
             raise OAuthError(401, "invalid_client", "Client Authentication failed")
         grant = request.form.get("grant_type")
         if grant != "client_credentials":
-            raise OAuthError(400, "unsupported_grant_type",
-                             "Grant Type is NULL" if not grant else f"Unsupported grant_type {grant}")
+            raise OAuthError(
+                400, "unsupported_grant_type", "Grant Type is NULL" if not grant else f"Unsupported grant_type {grant}"
+            )
         token = "A21AA" + secrets.token_urlsafe(64)
         now = self.now()
         with self._lock:
             self._tokens = {t: exp for t, exp in self._tokens.items() if exp > now}
             self._tokens[token] = now + self.token_ttl
-        return self._json({"scope": SCOPE, "access_token": token, "token_type": "Bearer", "app_id": APP_ID,
-                           "expires_in": self.token_ttl,
-                           "nonce": f"{iso(now)}{secrets.token_urlsafe(32)}"})
+        return self._json(
+            {
+                "scope": SCOPE,
+                "access_token": token,
+                "token_type": "Bearer",
+                "app_id": APP_ID,
+                "expires_in": self.token_ttl,
+                "nonce": f"{iso(now)}{secrets.token_urlsafe(32)}",
+            }
+        )
 
     def _check_bearer(self, request: Request) -> None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -659,16 +743,27 @@ class StandIn:
                 raise _bad("INVALID_PARAMETER_VALUE", "type must be PHYSICAL, DIGITAL or SERVICE.", "/type", ptype)
             pid = body.get("id") if isinstance(body.get("id"), str) and body.get("id") else "PROD-" + _rand(17)
             if pid in self._products:
-                raise ApiError(422, "UNPROCESSABLE_ENTITY", [_detail(
-                    "DUPLICATE_RESOURCE_IDENTIFIER", "A resource with this id already exists.", "/id", pid)])
+                raise ApiError(
+                    422,
+                    "UNPROCESSABLE_ENTITY",
+                    [_detail("DUPLICATE_RESOURCE_IDENTIFIER", "A resource with this id already exists.", "/id", pid)],
+                )
             now = iso(self.now())
             product = {"id": pid, "name": name}
             for key in ("description", "category", "image_url", "home_url"):
                 if isinstance(body.get(key), str):
                     product[key] = body[key]
-            product.update({"type": ptype, "create_time": now, "update_time": now, "links": [
-                {"href": f"{self.base_url}/v1/catalogs/products/{pid}", "rel": "self", "method": "GET"},
-                {"href": f"{self.base_url}/v1/catalogs/products/{pid}", "rel": "edit", "method": "PATCH"}]})
+            product.update(
+                {
+                    "type": ptype,
+                    "create_time": now,
+                    "update_time": now,
+                    "links": [
+                        {"href": f"{self.base_url}/v1/catalogs/products/{pid}", "rel": "self", "method": "GET"},
+                        {"href": f"{self.base_url}/v1/catalogs/products/{pid}", "rel": "edit", "method": "PATCH"},
+                    ],
+                }
+            )
             self._products[pid] = product
             self._remember(request, 201, product)
             return self._json(product, 201)
@@ -687,49 +782,73 @@ class StandIn:
             if (replay := self._replay(request)) is not None:
                 return replay
             body = self._body(request, required=False)  # plans.create-400 has no MISSING_REQUEST_BODY
-            product_id = _string(body, "product_id", 6, 50, required=True,
-                                 short_issue="INVALID_STRING_MIN_LENGTH")
+            product_id = _string(body, "product_id", 6, 50, required=True, short_issue="INVALID_STRING_MIN_LENGTH")
             if product_id not in self._products:
-                raise _bad("INVALID_PARAMETER_VALUE", "The product id names no catalog product.", "/product_id",
-                           product_id)
+                raise _bad(
+                    "INVALID_PARAMETER_VALUE", "The product id names no catalog product.", "/product_id", product_id
+                )
             name = _string(body, "name", 1, 127, required=True, short_issue="INVALID_STRING_MIN_LENGTH")
-            description = _string(body, "description", 1, 127, required=False,
-                                  short_issue="INVALID_STRING_MIN_LENGTH")
+            description = _string(body, "description", 1, 127, required=False, short_issue="INVALID_STRING_MIN_LENGTH")
             status = body.get("status", "ACTIVE")
             if status not in ("CREATED", "INACTIVE", "ACTIVE"):
                 raise _bad("INVALID_PARAMETER_VALUE", "status must be CREATED, INACTIVE or ACTIVE.", "/status", status)
             cycles = body.get("billing_cycles")
             if not isinstance(cycles, list) or not 1 <= len(cycles) <= 12:
-                raise _bad("MISSING_REQUIRED_PARAMETER" if cycles is None else "INVALID_PARAMETER_VALUE",
-                           "billing_cycles must list 1 to 12 billing cycles.", "/billing_cycles")
+                raise _bad(
+                    "MISSING_REQUIRED_PARAMETER" if cycles is None else "INVALID_PARAMETER_VALUE",
+                    "billing_cycles must list 1 to 12 billing cycles.",
+                    "/billing_cycles",
+                )
             prefs = body.get("payment_preferences")
             if not isinstance(prefs, dict):
                 raise _bad("MISSING_REQUIRED_PARAMETER", "payment_preferences is required.", "/payment_preferences")
             now = iso(self.now())
             stored_cycles = [self._plan_cycle(c, i, now) for i, c in enumerate(cycles)]
             if not any(c["tenure_type"] == "REGULAR" for c in stored_cycles):
-                raise ApiError(422, "UNPROCESSABLE_ENTITY", [_detail(
-                    "MISSING_REGULAR_BILLING_CYCLE", "The plan needs one REGULAR billing cycle.", "/billing_cycles")])
+                raise ApiError(
+                    422,
+                    "UNPROCESSABLE_ENTITY",
+                    [
+                        _detail(
+                            "MISSING_REGULAR_BILLING_CYCLE",
+                            "The plan needs one REGULAR billing cycle.",
+                            "/billing_cycles",
+                        )
+                    ],
+                )
             threshold = prefs.get("payment_failure_threshold", 0)
             if not isinstance(threshold, int) or isinstance(threshold, bool) or not 0 <= threshold <= 999:
-                raise _bad("INVALID_PARAMETER_VALUE", "payment_failure_threshold must be 0 to 999.",
-                           "/payment_preferences/payment_failure_threshold", threshold)
-            stored_prefs = {"service_type": "PREPAID",
-                            "auto_bill_outstanding": bool(prefs.get("auto_bill_outstanding", True)),
-                            "setup_fee_failure_action": prefs.get("setup_fee_failure_action", "CANCEL"),
-                            "payment_failure_threshold": threshold}
+                raise _bad(
+                    "INVALID_PARAMETER_VALUE",
+                    "payment_failure_threshold must be 0 to 999.",
+                    "/payment_preferences/payment_failure_threshold",
+                    threshold,
+                )
+            stored_prefs = {
+                "service_type": "PREPAID",
+                "auto_bill_outstanding": bool(prefs.get("auto_bill_outstanding", True)),
+                "setup_fee_failure_action": prefs.get("setup_fee_failure_action", "CANCEL"),
+                "payment_failure_threshold": threshold,
+            }
             if isinstance(prefs.get("setup_fee"), dict):
                 stored_prefs["setup_fee"] = copy.deepcopy(prefs["setup_fee"])
             pid = "P-" + _rand(24)
             plan: dict[str, Any] = {"id": pid, "product_id": product_id, "name": name, "status": status}
             if description:
                 plan["description"] = description
-            plan.update({"usage_type": "LICENSED", "billing_cycles": stored_cycles,
-                         "payment_preferences": stored_prefs})
+            plan.update(
+                {"usage_type": "LICENSED", "billing_cycles": stored_cycles, "payment_preferences": stored_prefs}
+            )
             if isinstance(body.get("taxes"), dict):
                 plan["taxes"] = copy.deepcopy(body["taxes"])
-            plan.update({"quantity_supported": bool(body.get("quantity_supported", False)),
-                         "create_time": now, "update_time": now, "links": self._plan_links(pid)})
+            plan.update(
+                {
+                    "quantity_supported": bool(body.get("quantity_supported", False)),
+                    "create_time": now,
+                    "update_time": now,
+                    "links": self._plan_links(pid),
+                }
+            )
             self._plans[pid] = plan
             self._remember(request, 201, plan)
             return self._json(plan, 201)
@@ -741,12 +860,16 @@ class StandIn:
             raise _bad("INVALID_PARAMETER_SYNTAX", "A billing cycle must be an object.", where)
         freq = cycle.get("frequency")
         if not isinstance(freq, dict) or freq.get("interval_unit") not in INTERVAL_DAYS:
-            raise _bad("INVALID_PARAMETER_VALUE", "frequency.interval_unit must be DAY, WEEK, MONTH or YEAR.",
-                       f"{where}/frequency/interval_unit")
+            raise _bad(
+                "INVALID_PARAMETER_VALUE",
+                "frequency.interval_unit must be DAY, WEEK, MONTH or YEAR.",
+                f"{where}/frequency/interval_unit",
+            )
         count = freq.get("interval_count", 1)
         if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 365:
-            raise _bad("INVALID_PARAMETER_VALUE", "interval_count must be 1 to 365.",
-                       f"{where}/frequency/interval_count")
+            raise _bad(
+                "INVALID_PARAMETER_VALUE", "interval_count must be 1 to 365.", f"{where}/frequency/interval_count"
+            )
         tenure = cycle.get("tenure_type")
         if tenure not in ("REGULAR", "TRIAL"):
             raise _bad("INVALID_PARAMETER_VALUE", "tenure_type must be REGULAR or TRIAL.", f"{where}/tenure_type")
@@ -756,26 +879,47 @@ class StandIn:
         total = cycle.get("total_cycles", 1)
         if not isinstance(total, int) or isinstance(total, bool) or not 0 <= total <= 999:
             raise _bad("INVALID_PARAMETER_VALUE", "total_cycles must be 0 to 999.", f"{where}/total_cycles")
-        out: dict[str, Any] = {"frequency": {"interval_unit": freq["interval_unit"], "interval_count": count},
-                               "tenure_type": tenure, "sequence": sequence, "total_cycles": total}
+        out: dict[str, Any] = {
+            "frequency": {"interval_unit": freq["interval_unit"], "interval_count": count},
+            "tenure_type": tenure,
+            "sequence": sequence,
+            "total_cycles": total,
+        }
         scheme = cycle.get("pricing_scheme")
         if isinstance(scheme, dict):
             fixed = scheme.get("fixed_price")
-            if not isinstance(fixed, dict) or not isinstance(fixed.get("value"), str) \
-                    or not isinstance(fixed.get("currency_code"), str) or len(fixed["currency_code"]) != 3:
-                raise _bad("INVALID_PARAMETER_VALUE", "pricing_scheme.fixed_price needs value and currency_code.",
-                           f"{where}/pricing_scheme/fixed_price")
+            if (
+                not isinstance(fixed, dict)
+                or not isinstance(fixed.get("value"), str)
+                or not isinstance(fixed.get("currency_code"), str)
+                or len(fixed["currency_code"]) != 3
+            ):
+                raise _bad(
+                    "INVALID_PARAMETER_VALUE",
+                    "pricing_scheme.fixed_price needs value and currency_code.",
+                    f"{where}/pricing_scheme/fixed_price",
+                )
             try:
                 Decimal(fixed["value"])
             except InvalidOperation:
-                raise _bad("INVALID_PARAMETER_VALUE", "fixed_price.value must be a decimal number.",
-                           f"{where}/pricing_scheme/fixed_price/value", fixed["value"]) from None
-            out["pricing_scheme"] = {"version": 1, "fixed_price": {"currency_code": fixed["currency_code"],
-                                                                   "value": fixed["value"]},
-                                     "create_time": now, "update_time": now}
+                raise _bad(
+                    "INVALID_PARAMETER_VALUE",
+                    "fixed_price.value must be a decimal number.",
+                    f"{where}/pricing_scheme/fixed_price/value",
+                    fixed["value"],
+                ) from None
+            out["pricing_scheme"] = {
+                "version": 1,
+                "fixed_price": {"currency_code": fixed["currency_code"], "value": fixed["value"]},
+                "create_time": now,
+                "update_time": now,
+            }
         elif tenure == "REGULAR":
-            raise _bad("MISSING_REQUIRED_PARAMETER", "A REGULAR billing cycle needs a pricing_scheme.",
-                       f"{where}/pricing_scheme")
+            raise _bad(
+                "MISSING_REQUIRED_PARAMETER",
+                "A REGULAR billing cycle needs a pricing_scheme.",
+                f"{where}/pricing_scheme",
+            )
         return out
 
     def _plan_links(self, pid: str) -> list[dict[str, str]]:
@@ -793,8 +937,14 @@ class StandIn:
         with self._lock:
             product_id = request.args.get("product_id")
             plans = [p for p in self._plans.values() if not product_id or p["product_id"] == product_id]
-            return self._json({"plans": plans, "total_items": len(plans), "total_pages": 1, "links": [
-                {"href": f"{self.base_url}/v1/billing/plans", "rel": "self", "method": "GET"}]})
+            return self._json(
+                {
+                    "plans": plans,
+                    "total_items": len(plans),
+                    "total_pages": 1,
+                    "links": [{"href": f"{self.base_url}/v1/billing/plans", "rel": "self", "method": "GET"}],
+                }
+            )
 
     def _h_plan_action(self, request: Request, pid: str, action: str) -> Response:
         with self._lock:
@@ -803,19 +953,36 @@ class StandIn:
                 raise self._not_found(pid)
             want = "ACTIVE" if action == "activate" else "INACTIVE"
             if plan["status"] == want:
-                raise ApiError(422, "UNPROCESSABLE_ENTITY", [_detail(
-                    "PLAN_STATUS_INVALID", f"The plan is already {want}.", description=(
-                        "Invalid plan status for activate action; plan status should be either created or inactive."
-                        if action == "activate" else
-                        "Invalid plan status for deactivate action; plan status should be active."))])
+                raise ApiError(
+                    422,
+                    "UNPROCESSABLE_ENTITY",
+                    [
+                        _detail(
+                            "PLAN_STATUS_INVALID",
+                            f"The plan is already {want}.",
+                            description=(
+                                "Invalid plan status for activate action; plan status should be either created or inactive."
+                                if action == "activate"
+                                else "Invalid plan status for deactivate action; plan status should be active."
+                            ),
+                        )
+                    ],
+                )
             plan["status"] = want
             plan["update_time"] = iso(self.now())
             return Response(status=204)
 
     @staticmethod
     def _not_found(resource_id: str) -> ApiError:
-        return ApiError(404, "RESOURCE_NOT_FOUND", [_detail(
-            "INVALID_RESOURCE_ID", "Requested resource ID was not found.", "resource_id", resource_id, "path")])
+        return ApiError(
+            404,
+            "RESOURCE_NOT_FOUND",
+            [
+                _detail(
+                    "INVALID_RESOURCE_ID", "Requested resource ID was not found.", "resource_id", resource_id, "path"
+                )
+            ],
+        )
 
     # -- webhooks (registrations) --
 
@@ -829,10 +996,12 @@ class StandIn:
                 raise _bad("INVALID_PARAMETER_SYNTAX", "url must be an absolute http(s) URL.", "/url", url)
             types = body.get("event_types")
             if not isinstance(types, list) or not types:
-                raise _bad("MISSING_REQUIRED_PARAMETER", "event_types must list at least one event type.",
-                           "/event_types")
-            if len(types) > 500 or not all(isinstance(t, dict) and isinstance(t.get("name"), str) and t["name"]
-                                           for t in types):
+                raise _bad(
+                    "MISSING_REQUIRED_PARAMETER", "event_types must list at least one event type.", "/event_types"
+                )
+            if len(types) > 500 or not all(
+                isinstance(t, dict) and isinstance(t.get("name"), str) and t["name"] for t in types
+            ):
                 raise _bad("INVALID_PARAMETER_SYNTAX", "Each event type needs a name.", "/event_types")
             if any(w["url"] == url for w in self._webhooks.values()):
                 raise ApiError(400, "WEBHOOK_URL_ALREADY_EXISTS")
@@ -840,17 +1009,22 @@ class StandIn:
                 raise ApiError(400, "WEBHOOK_NUMBER_LIMIT_EXCEEDED")
             wid = _rand(17)
             names = list(dict.fromkeys(t["name"] for t in types))
-            webhook = {"id": wid, "url": url,
-                       "event_types": [{"name": n, "description": SUMMARIES.get(n, n), "status": "ENABLED"}
-                                       for n in names],
-                       "links": self._webhook_links(wid)}
+            webhook = {
+                "id": wid,
+                "url": url,
+                "event_types": [{"name": n, "description": SUMMARIES.get(n, n), "status": "ENABLED"} for n in names],
+                "links": self._webhook_links(wid),
+            }
             self._webhooks[wid] = webhook
             return self._json(webhook, 201)
 
     def _webhook_links(self, wid: str) -> list[dict[str, str]]:
         href = f"{self.base_url}/v1/notifications/webhooks/{wid}"
-        return [{"href": href, "rel": "self", "method": "GET"}, {"href": href, "rel": "update", "method": "PATCH"},
-                {"href": href, "rel": "delete", "method": "DELETE"}]
+        return [
+            {"href": href, "rel": "self", "method": "GET"},
+            {"href": href, "rel": "update", "method": "PATCH"},
+            {"href": href, "rel": "delete", "method": "DELETE"},
+        ]
 
     def _h_list_webhooks(self, request: Request) -> Response:
         with self._lock:
@@ -859,21 +1033,30 @@ class StandIn:
     def _h_get_webhook(self, request: Request, wid: str) -> Response:
         with self._lock:
             if wid not in self._webhooks:
-                raise ApiError(404, "INVALID_RESOURCE_ID", [_detail(
-                    "INVALID_RESOURCE_ID", "Webhook id not found.", "webhook_id", wid, "path")])
+                raise ApiError(
+                    404,
+                    "INVALID_RESOURCE_ID",
+                    [_detail("INVALID_RESOURCE_ID", "Webhook id not found.", "webhook_id", wid, "path")],
+                )
             return self._json(self._webhooks[wid])
 
     def _h_delete_webhook(self, request: Request, wid: str) -> Response:
         with self._lock:
             if self._webhooks.pop(wid, None) is None:
-                raise ApiError(404, "INVALID_RESOURCE_ID", [_detail(
-                    "INVALID_RESOURCE_ID", "Webhook id not found.", "webhook_id", wid, "path")])
+                raise ApiError(
+                    404,
+                    "INVALID_RESOURCE_ID",
+                    [_detail("INVALID_RESOURCE_ID", "Webhook id not found.", "webhook_id", wid, "path")],
+                )
             return Response(status=204)
 
     def _h_cert(self, request: Request, cert_id: str) -> Response:
         if cert_id != CERT_ID:
-            raise ApiError(404, "RESOURCE_NOT_FOUND", [_detail(
-                "INVALID_RESOURCE_ID", "Certificate not found.", "cert_id", cert_id, "path")])
+            raise ApiError(
+                404,
+                "RESOURCE_NOT_FOUND",
+                [_detail("INVALID_RESOURCE_ID", "Certificate not found.", "cert_id", cert_id, "path")],
+            )
         return Response(self._cert_pem, status=200, mimetype="text/plain")
 
     # -- webhook events (PayPal's API view) --
@@ -887,8 +1070,11 @@ class StandIn:
         with self._lock:
             event = self._events.get(eid)
             if event is None:
-                raise ApiError(404, "INVALID_RESOURCE_ID", [_detail(
-                    "INVALID_RESOURCE_ID", "Event id not found.", "event_id", eid, "path")])
+                raise ApiError(
+                    404,
+                    "INVALID_RESOURCE_ID",
+                    [_detail("INVALID_RESOURCE_ID", "Event id not found.", "event_id", eid, "path")],
+                )
             return self._json(json.loads(event.body))
 
     def _h_resend_event_api(self, request: Request, eid: str) -> Response:
@@ -897,8 +1083,11 @@ class StandIn:
         with self._lock:
             event = self._events.get(eid)
             if event is None:
-                raise ApiError(404, "INVALID_RESOURCE_ID", [_detail(
-                    "INVALID_RESOURCE_ID", "Event id not found.", "event_id", eid, "path")])
+                raise ApiError(
+                    404,
+                    "INVALID_RESOURCE_ID",
+                    [_detail("INVALID_RESOURCE_ID", "Event id not found.", "event_id", eid, "path")],
+                )
             self._schedule(event, resend=True, webhook_ids=ids if isinstance(ids, list) else None)
             return self._json(json.loads(event.body), 202)
 
@@ -915,67 +1104,125 @@ class StandIn:
             if custom_id is not None and not all(0x20 <= ord(c) <= 0x7E for c in custom_id):
                 raise _bad("INVALID_PARAMETER_VALUE", "custom_id must be printable ASCII.", "/custom_id", custom_id)
             quantity = body.get("quantity", "1")
-            if not isinstance(quantity, str) or not quantity or len(quantity) > 32 \
-                    or not all(c.isdigit() or c == "." for c in quantity):
+            if (
+                not isinstance(quantity, str)
+                or not quantity
+                or len(quantity) > 32
+                or not all(c.isdigit() or c == "." for c in quantity)
+            ):
                 raise _bad("INVALID_PARAMETER_VALUE", "quantity must be a decimal string.", "/quantity", quantity)
             start = body.get("start_time")
             if start is not None and parse_iso(start) is None:
-                raise _bad("INVALID_PARAMETER_SYNTAX", "start_time must be an RFC 3339 date-time.", "/start_time",
-                           start)
+                raise _bad(
+                    "INVALID_PARAMETER_SYNTAX", "start_time must be an RFC 3339 date-time.", "/start_time", start
+                )
             return_url = cancel_url = None
             context = body.get("application_context")
             if context is not None:
                 if not isinstance(context, dict):
-                    raise _bad("INVALID_PARAMETER_SYNTAX", "application_context must be an object.",
-                               "/application_context")
+                    raise _bad(
+                        "INVALID_PARAMETER_SYNTAX", "application_context must be an object.", "/application_context"
+                    )
                 for key in ("return_url", "cancel_url"):
                     value = _string(context, key, 10, 4000, required=True, path="/application_context")
                     if not _is_url(value or ""):
-                        raise _bad("INVALID_PARAMETER_SYNTAX", f"{key} must be an absolute URL.",
-                                   f"/application_context/{key}", value)
+                        raise _bad(
+                            "INVALID_PARAMETER_SYNTAX",
+                            f"{key} must be an absolute URL.",
+                            f"/application_context/{key}",
+                            value,
+                        )
                 return_url, cancel_url = context["return_url"], context["cancel_url"]
                 _string(context, "brand_name", 1, 127, required=False, path="/application_context")
-                for key, allowed in (("user_action", ("CONTINUE", "SUBSCRIBE_NOW")),
-                                     ("shipping_preference", ("GET_FROM_FILE", "NO_SHIPPING", "SET_PROVIDED_ADDRESS"))):
+                for key, allowed in (
+                    ("user_action", ("CONTINUE", "SUBSCRIBE_NOW")),
+                    ("shipping_preference", ("GET_FROM_FILE", "NO_SHIPPING", "SET_PROVIDED_ADDRESS")),
+                ):
                     if key in context and context[key] not in allowed:
-                        raise _bad("INVALID_PARAMETER_VALUE", f"{key} must be one of {', '.join(allowed)}.",
-                                   f"/application_context/{key}", context[key])
+                        raise _bad(
+                            "INVALID_PARAMETER_VALUE",
+                            f"{key} must be one of {', '.join(allowed)}.",
+                            f"/application_context/{key}",
+                            context[key],
+                        )
             subscriber = body.get("subscriber")
             if subscriber is not None and not isinstance(subscriber, dict):
                 raise _bad("INVALID_PARAMETER_SYNTAX", "subscriber must be an object.", "/subscriber")
             plan = self._plans.get(plan_id)
             if plan is None:
                 # The create-422 issues PayPal documents have no "unknown plan"; PLAN_STATUS_INVALID is the nearest.
-                raise ApiError(422, "UNPROCESSABLE_ENTITY", [_detail(
-                    "PLAN_STATUS_INVALID", f"no plan {plan_id} exists", "/plan_id", plan_id,
-                    description=PLAN_STATUS_FOR_SUBSCRIPTION)])
+                raise ApiError(
+                    422,
+                    "UNPROCESSABLE_ENTITY",
+                    [
+                        _detail(
+                            "PLAN_STATUS_INVALID",
+                            f"no plan {plan_id} exists",
+                            "/plan_id",
+                            plan_id,
+                            description=PLAN_STATUS_FOR_SUBSCRIPTION,
+                        )
+                    ],
+                )
             if plan["status"] != "ACTIVE":
-                raise ApiError(422, "UNPROCESSABLE_ENTITY", [_detail(
-                    "PLAN_STATUS_INVALID", f"plan is {plan['status']}", "/plan_id", plan_id,
-                    description=PLAN_STATUS_FOR_SUBSCRIPTION)])
+                raise ApiError(
+                    422,
+                    "UNPROCESSABLE_ENTITY",
+                    [
+                        _detail(
+                            "PLAN_STATUS_INVALID",
+                            f"plan is {plan['status']}",
+                            "/plan_id",
+                            plan_id,
+                            description=PLAN_STATUS_FOR_SUBSCRIPTION,
+                        )
+                    ],
+                )
             now = self.now()
             sid = "I-" + _rand(12)
             while sid in self._subs:
                 sid = "I-" + _rand(12)
-            data: dict[str, Any] = {"status": "APPROVAL_PENDING", "status_update_time": iso(now), "id": sid,
-                                    "plan_id": plan_id, "start_time": start or iso(now), "quantity": quantity}
+            data: dict[str, Any] = {
+                "status": "APPROVAL_PENDING",
+                "status_update_time": iso(now),
+                "id": sid,
+                "plan_id": plan_id,
+                "start_time": start or iso(now),
+                "quantity": quantity,
+            }
             if isinstance(body.get("shipping_amount"), dict):
                 data["shipping_amount"] = copy.deepcopy(body["shipping_amount"])
             data.update({"create_time": iso(now), "update_time": iso(now)})
             if custom_id is not None:
                 data["custom_id"] = custom_id
             data["plan_overridden"] = isinstance(body.get("plan"), dict)
-            sub = _Subscription(data=data, ba_token="BA-" + _rand(17), return_url=return_url, cancel_url=cancel_url,
-                                requested_subscriber=copy.deepcopy(subscriber or {}),
-                                plan_override=copy.deepcopy(body["plan"]) if data["plan_overridden"] else {})
+            sub = _Subscription(
+                data=data,
+                ba_token="BA-" + _rand(17),
+                return_url=return_url,
+                cancel_url=cancel_url,
+                requested_subscriber=copy.deepcopy(subscriber or {}),
+                plan_override=copy.deepcopy(body["plan"]) if data["plan_overridden"] else {},
+            )
             self._subs[sid] = sub
             self._ba_tokens[sub.ba_token] = sid
             snapshot = self._snapshot(sub)
             if "return=representation" in request.headers.get("Prefer", ""):
                 answer = snapshot
             else:
-                keys = ("id", "status", "status_update_time", "plan_id", "plan_overridden", "start_time",
-                        "quantity", "shipping_amount", "custom_id", "create_time", "links")
+                keys = (
+                    "id",
+                    "status",
+                    "status_update_time",
+                    "plan_id",
+                    "plan_overridden",
+                    "start_time",
+                    "quantity",
+                    "shipping_amount",
+                    "custom_id",
+                    "create_time",
+                    "links",
+                )
                 answer = {k: snapshot[k] for k in keys if k in snapshot}
             self._remember(request, 201, answer)
             self._emit_subscription(sub, "BILLING.SUBSCRIPTION.CREATED")
@@ -1005,15 +1252,31 @@ class StandIn:
                     detail["description"] = ISSUE_DESCRIPTIONS["INVALID_STRING_MAX_LENGTH"]
                 raise
             status = sub.data["status"]
-            allowed = {"cancel": ("ACTIVE", "SUSPENDED", "APPROVED"), "suspend": ("ACTIVE",),
-                       "activate": ("SUSPENDED",)}[action]
+            allowed = {
+                "cancel": ("ACTIVE", "SUSPENDED", "APPROVED"),
+                "suspend": ("ACTIVE",),
+                "activate": ("SUSPENDED",),
+            }[action]
             if status not in allowed:
-                raise ApiError(422, "UNPROCESSABLE_ENTITY", [_detail(
-                    "SUBSCRIPTION_STATUS_INVALID", f"{action} on a {status} subscription", "id", sid, "path",
-                    description=STATUS_INVALID[action])])
-            new, event = {"cancel": ("CANCELLED", "BILLING.SUBSCRIPTION.CANCELLED"),
-                          "suspend": ("SUSPENDED", "BILLING.SUBSCRIPTION.SUSPENDED"),
-                          "activate": ("ACTIVE", "BILLING.SUBSCRIPTION.RE-ACTIVATED")}[action]
+                raise ApiError(
+                    422,
+                    "UNPROCESSABLE_ENTITY",
+                    [
+                        _detail(
+                            "SUBSCRIPTION_STATUS_INVALID",
+                            f"{action} on a {status} subscription",
+                            "id",
+                            sid,
+                            "path",
+                            description=STATUS_INVALID[action],
+                        )
+                    ],
+                )
+            new, event = {
+                "cancel": ("CANCELLED", "BILLING.SUBSCRIPTION.CANCELLED"),
+                "suspend": ("SUSPENDED", "BILLING.SUBSCRIPTION.SUSPENDED"),
+                "activate": ("ACTIVE", "BILLING.SUBSCRIPTION.RE-ACTIVATED"),
+            }[action]
             self._set_status(sub, new, note=reason)
             self._emit_subscription(sub, event)
             return Response(status=204)
@@ -1057,15 +1320,23 @@ class StandIn:
         subscriber: dict[str, Any] = {
             "email_address": requested.get("email_address") or f"buyer-{_rand(6).lower()}@example.com",
             "payer_id": _rand(13, PAYER_ID_ALPHABET),
-            "name": requested.get("name") or {"given_name": "Local", "surname": "Buyer"}}
+            "name": requested.get("name") or {"given_name": "Local", "surname": "Buyer"},
+        }
         plan = self._plans.get(sub.data["plan_id"]) or {}
         executions = []
         for cycle in sorted(plan.get("billing_cycles") or [], key=lambda c: c["sequence"]):
             done = 1 if cycle["tenure_type"] == "REGULAR" else 0
             total = cycle.get("total_cycles", 0)
-            executions.append({"tenure_type": cycle["tenure_type"], "sequence": cycle["sequence"],
-                               "cycles_completed": done, "cycles_remaining": max(total - done, 0) if total else 0,
-                               "current_pricing_scheme_version": 1, "total_cycles": total})
+            executions.append(
+                {
+                    "tenure_type": cycle["tenure_type"],
+                    "sequence": cycle["sequence"],
+                    "cycles_completed": done,
+                    "cycles_remaining": max(total - done, 0) if total else 0,
+                    "current_pricing_scheme_version": 1,
+                    "total_cycles": total,
+                }
+            )
         data = sub.data
         start = parse_iso(data.get("start_time"))
         delayed = start is not None and start > now
@@ -1082,7 +1353,8 @@ class StandIn:
                 "outstanding_balance": {"currency_code": currency, "value": "0.00"},
                 "cycle_executions": executions,
                 "next_billing_time": iso(start),
-                "failed_payments_count": 0}
+                "failed_payments_count": 0,
+            }
             return [self._emit_subscription(sub, "BILLING.SUBSCRIPTION.ACTIVATED")]
         data["start_time"] = iso(now)
         data["billing_info"] = {
@@ -1090,9 +1362,12 @@ class StandIn:
             "cycle_executions": executions,
             "last_payment": {"amount": {"currency_code": currency, "value": price}, "time": iso(now)},
             "next_billing_time": iso(now + interval.total_seconds()),
-            "failed_payments_count": 0}
-        return [self._emit_subscription(sub, "BILLING.SUBSCRIPTION.ACTIVATED"),
-                self._emit_sale(sub, "PAYMENT.SALE.COMPLETED")]
+            "failed_payments_count": 0,
+        }
+        return [
+            self._emit_subscription(sub, "BILLING.SUBSCRIPTION.ACTIVATED"),
+            self._emit_sale(sub, "PAYMENT.SALE.COMPLETED"),
+        ]
 
     def _bill_due(self, deliver: bool) -> list[str]:
         """PayPal's scheduler: every ACTIVE subscription whose next billing time has come is charged,
@@ -1110,23 +1385,33 @@ class StandIn:
     def _simulate(self, sub: _Subscription, what: str, deliver: bool) -> list[str]:
         data = sub.data
         status = data["status"]
-        need = {"payment-completed": ("ACTIVE",), "payment-failed": ("ACTIVE",), "suspended": ("ACTIVE",),
-                "expired": ("ACTIVE", "SUSPENDED"), "cancelled": ("ACTIVE", "SUSPENDED", "APPROVED"),
-                "reactivated": ("SUSPENDED",)}[what]
+        need = {
+            "payment-completed": ("ACTIVE",),
+            "payment-failed": ("ACTIVE",),
+            "suspended": ("ACTIVE",),
+            "expired": ("ACTIVE", "SUSPENDED"),
+            "cancelled": ("ACTIVE", "SUSPENDED", "APPROVED"),
+            "reactivated": ("SUSPENDED",),
+        }[what]
         if status not in need:
             raise ControlError(409, f"{what} needs status {' or '.join(need)}; the subscription is {status}")
         now = self.now()
         price, currency, _interval, _regular = self._plan_terms(sub)
-        billing = data.setdefault("billing_info", {
-            "outstanding_balance": {"currency_code": currency, "value": "0.00"}, "failed_payments_count": 0})
+        billing = data.setdefault(
+            "billing_info",
+            {"outstanding_balance": {"currency_code": currency, "value": "0.00"}, "failed_payments_count": 0},
+        )
         events: list[str] = []
         if what == "payment-completed":
             events += self._charge(sub, deliver, at=now)
         elif what == "payment-failed":
             billing["failed_payments_count"] = min(int(billing.get("failed_payments_count") or 0) + 1, 999)
-            billing["last_failed_payment"] = {"amount": {"currency_code": currency, "value": price},
-                                              "time": iso(now), "reason_code": "PAYMENT_DENIED",
-                                              "next_payment_retry_time": iso(now + 5 * 86400)}
+            billing["last_failed_payment"] = {
+                "amount": {"currency_code": currency, "value": price},
+                "time": iso(now),
+                "reason_code": "PAYMENT_DENIED",
+                "next_payment_retry_time": iso(now + 5 * 86400),
+            }
             owed = Decimal((billing.get("outstanding_balance") or {}).get("value") or "0") + Decimal(price)
             billing["outstanding_balance"] = {"currency_code": currency, "value": money_str(owed)}
             data["update_time"] = iso(now)
@@ -1136,10 +1421,12 @@ class StandIn:
                 self._set_status(sub, "SUSPENDED")
                 events.append(self._emit_subscription(sub, "BILLING.SUBSCRIPTION.SUSPENDED", deliver=deliver))
         else:
-            new, event = {"suspended": ("SUSPENDED", "BILLING.SUBSCRIPTION.SUSPENDED"),
-                          "expired": ("EXPIRED", "BILLING.SUBSCRIPTION.EXPIRED"),
-                          "cancelled": ("CANCELLED", "BILLING.SUBSCRIPTION.CANCELLED"),
-                          "reactivated": ("ACTIVE", "BILLING.SUBSCRIPTION.RE-ACTIVATED")}[what]
+            new, event = {
+                "suspended": ("SUSPENDED", "BILLING.SUBSCRIPTION.SUSPENDED"),
+                "expired": ("EXPIRED", "BILLING.SUBSCRIPTION.EXPIRED"),
+                "cancelled": ("CANCELLED", "BILLING.SUBSCRIPTION.CANCELLED"),
+                "reactivated": ("ACTIVE", "BILLING.SUBSCRIPTION.RE-ACTIVATED"),
+            }[what]
             self._set_status(sub, new)
             events.append(self._emit_subscription(sub, event, deliver=deliver))
         return events
@@ -1171,9 +1458,11 @@ class StandIn:
         href = f"{self.base_url}/v1/billing/subscriptions/{sub.data['id']}"
         status = sub.data["status"]
         if status == "APPROVAL_PENDING":
-            return [{"href": self.approve_url(sub.ba_token), "rel": "approve", "method": "GET"},
-                    {"href": href, "rel": "edit", "method": "PATCH"},
-                    {"href": href, "rel": "self", "method": "GET"}]
+            return [
+                {"href": self.approve_url(sub.ba_token), "rel": "approve", "method": "GET"},
+                {"href": href, "rel": "edit", "method": "PATCH"},
+                {"href": href, "rel": "self", "method": "GET"},
+            ]
         links = []
         if status in ("ACTIVE", "SUSPENDED", "APPROVED"):
             links.append({"href": f"{href}/cancel", "rel": "cancel", "method": "POST"})
@@ -1194,8 +1483,14 @@ class StandIn:
     # -- events and their delivery --
 
     def _emit_subscription(self, sub: _Subscription, event_type: str, deliver: bool = True) -> str:
-        return self._emit(event_type, "subscription", self._snapshot(sub), SUMMARIES.get(event_type, event_type),
-                          subscription_id=sub.data["id"], deliver=deliver)
+        return self._emit(
+            event_type,
+            "subscription",
+            self._snapshot(sub),
+            SUMMARIES.get(event_type, event_type),
+            subscription_id=sub.data["id"],
+            deliver=deliver,
+        )
 
     def _emit_sale(self, sub: _Subscription, event_type: str, deliver: bool = True) -> str:
         price, currency, _interval, _regular = self._plan_terms(sub)
@@ -1209,36 +1504,77 @@ class StandIn:
             sale_id = sub.last_sale_id
         fee = money_str(Decimal(price) * Decimal("0.029") + Decimal("0.30"))
         sale: dict[str, Any] = {
-            "id": sale_id, "state": state,
+            "id": sale_id,
+            "state": state,
             "amount": {"total": price, "currency": currency, "details": {"subtotal": price}},
-            "payment_mode": "INSTANT_TRANSFER", "protection_eligibility": "ELIGIBLE",
+            "payment_mode": "INSTANT_TRANSFER",
+            "protection_eligibility": "ELIGIBLE",
             "protection_eligibility_type": "ITEM_NOT_RECEIVED_ELIGIBLE,UNAUTHORIZED_PAYMENT_ELIGIBLE",
             "transaction_fee": {"value": fee, "currency": currency},
-            "billing_agreement_id": sub.data["id"]}
+            "billing_agreement_id": sub.data["id"],
+        }
         if sub.data.get("custom_id"):
             sale["custom"] = sub.data["custom_id"]
-        sale.update({"create_time": now, "update_time": now, "links": [
-            {"href": f"{self.base_url}/v1/payments/sale/{sale_id}", "rel": "self", "method": "GET"},
-            {"href": f"{self.base_url}/v1/payments/sale/{sale_id}/refund", "rel": "refund", "method": "POST"}]})
-        words = {"completed": "Payment completed for", "denied": "A payment was denied for",
-                 "refunded": "A sale payment was refunded for", "reversed": "A sale payment was reversed for",
-                 "pending": "Payment pending for"}[state]
+        sale.update(
+            {
+                "create_time": now,
+                "update_time": now,
+                "links": [
+                    {"href": f"{self.base_url}/v1/payments/sale/{sale_id}", "rel": "self", "method": "GET"},
+                    {"href": f"{self.base_url}/v1/payments/sale/{sale_id}/refund", "rel": "refund", "method": "POST"},
+                ],
+            }
+        )
+        words = {
+            "completed": "Payment completed for",
+            "denied": "A payment was denied for",
+            "refunded": "A sale payment was refunded for",
+            "reversed": "A sale payment was reversed for",
+            "pending": "Payment pending for",
+        }[state]
         summary = f"{words} $ {price} {currency}"
         return self._emit(event_type, "sale", sale, summary, subscription_id=sub.data["id"], deliver=deliver)
 
-    def _emit(self, event_type: str, resource_type: str, resource: dict[str, Any], summary: str, *,
-              subscription_id: str | None, deliver: bool) -> str:
+    def _emit(
+        self,
+        event_type: str,
+        resource_type: str,
+        resource: dict[str, Any],
+        summary: str,
+        *,
+        subscription_id: str | None,
+        deliver: bool,
+    ) -> str:
         eid = f"WH-{_rand(17)}-{_rand(17)}"
         now = iso(self.now())
-        event = {"id": eid, "event_version": "1.0", "create_time": now, "resource_type": resource_type,
-                 "resource_version": "2.0", "event_type": event_type, "summary": summary, "resource": resource,
-                 "links": [{"href": f"{self.base_url}/v1/notifications/webhooks-events/{eid}", "rel": "self",
-                            "method": "GET"},
-                           {"href": f"{self.base_url}/v1/notifications/webhooks-events/{eid}/resend",
-                            "rel": "resend", "method": "POST"}]}
-        record = _Event(id=eid, event_type=event_type, resource_type=resource_type,
-                        body=json.dumps(event, separators=(",", ":")).encode(), subscription_id=subscription_id,
-                        resource_id=resource.get("id"), create_time=now, withheld=not deliver)
+        event = {
+            "id": eid,
+            "event_version": "1.0",
+            "create_time": now,
+            "resource_type": resource_type,
+            "resource_version": "2.0",
+            "event_type": event_type,
+            "summary": summary,
+            "resource": resource,
+            "links": [
+                {"href": f"{self.base_url}/v1/notifications/webhooks-events/{eid}", "rel": "self", "method": "GET"},
+                {
+                    "href": f"{self.base_url}/v1/notifications/webhooks-events/{eid}/resend",
+                    "rel": "resend",
+                    "method": "POST",
+                },
+            ],
+        }
+        record = _Event(
+            id=eid,
+            event_type=event_type,
+            resource_type=resource_type,
+            body=json.dumps(event, separators=(",", ":")).encode(),
+            subscription_id=subscription_id,
+            resource_id=resource.get("id"),
+            create_time=now,
+            withheld=not deliver,
+        )
         self._events[eid] = record
         if deliver:
             self._schedule(record)
@@ -1254,9 +1590,17 @@ class StandIn:
             names = {t["name"] for t in webhook["event_types"]}
             if "*" not in names and event.event_type not in names:
                 continue
-            delivery = {"webhook_id": webhook["id"], "url": webhook["url"], "resend": resend, "attempts": 0,
-                        "status": None, "error": None, "delivered": False, "finished": False,
-                        "transmissions": []}
+            delivery = {
+                "webhook_id": webhook["id"],
+                "url": webhook["url"],
+                "resend": resend,
+                "attempts": 0,
+                "status": None,
+                "error": None,
+                "delivered": False,
+                "finished": False,
+                "transmissions": [],
+            }
             event.deliveries.append(delivery)
             self._queue.put((event, delivery))
 
@@ -1265,19 +1609,20 @@ class StandIn:
         transmission_time = iso(self.now())
         message = crc32_message(transmission_id, transmission_time, webhook_id, event.body)
         signature = self._signing_key.sign(message, padding.PKCS1v15(), hashes.SHA256())
-        return {"Content-Type": "application/json",
-                "PAYPAL-TRANSMISSION-ID": transmission_id,
-                "PAYPAL-TRANSMISSION-TIME": transmission_time,
-                "PAYPAL-TRANSMISSION-SIG": base64.b64encode(signature).decode(),
-                "PAYPAL-CERT-URL": self.cert_url,
-                "PAYPAL-AUTH-ALGO": "SHA256withRSA",
-                "User-Agent": "PayPal/AUHD-214.0-58843004"}
+        return {
+            "Content-Type": "application/json",
+            "PAYPAL-TRANSMISSION-ID": transmission_id,
+            "PAYPAL-TRANSMISSION-TIME": transmission_time,
+            "PAYPAL-TRANSMISSION-SIG": base64.b64encode(signature).decode(),
+            "PAYPAL-CERT-URL": self.cert_url,
+            "PAYPAL-AUTH-ALGO": "SHA256withRSA",
+            "User-Agent": "PayPal/AUHD-214.0-58843004",
+        }
 
     def _deliver_loop(self) -> None:
         ctx = ssl.create_default_context()
         ctx.load_verify_locations(cafile=str(self.ca.ca_cert))
-        with httpx.Client(verify=ctx, trust_env=False, follow_redirects=False,
-                          timeout=self.delivery_timeout) as client:
+        with httpx.Client(verify=ctx, trust_env=False, follow_redirects=False, timeout=self.delivery_timeout) as client:
             while True:
                 item = self._queue.get()
                 if item is None or self._stopping.is_set():
@@ -1304,12 +1649,19 @@ class StandIn:
             delivery["attempts"] += 1
             delivery["status"], delivery["error"] = status, error
             delivery["delivered"] = ok
-            delivery["transmissions"].append({
-                "transmission_id": headers["PAYPAL-TRANSMISSION-ID"],
-                "transmission_time": headers["PAYPAL-TRANSMISSION-TIME"], "status": status, "error": error})
+            delivery["transmissions"].append(
+                {
+                    "transmission_id": headers["PAYPAL-TRANSMISSION-ID"],
+                    "transmission_time": headers["PAYPAL-TRANSMISSION-TIME"],
+                    "status": status,
+                    "error": error,
+                }
+            )
         shown = urlsplit(delivery["url"])._replace(query="", fragment="").geturl()
-        self._log(f"webhook {event.id} {event.event_type} -> {shown} "
-                  f"{status if status is not None else error} (attempt {delivery['attempts']})")
+        self._log(
+            f"webhook {event.id} {event.event_type} -> {shown} "
+            f"{status if status is not None else error} (attempt {delivery['attempts']})"
+        )
         return ok
 
     # -- the buyer's approval page --
@@ -1328,11 +1680,15 @@ class StandIn:
             esc = html.escape
             token = esc(ba_token)
             start = parse_iso(sub.data.get("start_time"))
-            first = (datetime.fromtimestamp(start, UTC).strftime("%b %d, %Y") if start and start > self.now()
-                     else "today")
+            first = (
+                datetime.fromtimestamp(start, UTC).strftime("%b %d, %Y") if start and start > self.now() else "today"
+            )
             if sub.data["status"] != "APPROVAL_PENDING":
-                return self._page("PayPal", f"<p>This subscription is {esc(sub.data['status'])}; "
-                                  "there is nothing to approve.</p>", 409)
+                return self._page(
+                    "PayPal",
+                    f"<p>This subscription is {esc(sub.data['status'])}; there is nothing to approve.</p>",
+                    409,
+                )
             content = (
                 f"<h1>{esc(plan.get('name', 'Subscription'))}</h1>"
                 f"<p class=price>${esc(price)} {esc(currency)} every {esc(every)}</p>"
@@ -1343,7 +1699,8 @@ class StandIn:
                 f"<button type=submit id=approve>Agree &amp; Subscribe</button></form>"
                 f"<form method=post action=/webapps/billing/subscriptions/cancel>"
                 f"<input type=hidden name=ba_token value=\"{token}\">"
-                f"<button type=submit id=cancel class=link>Cancel and return to merchant</button></form>")
+                f"<button type=submit id=cancel class=link>Cancel and return to merchant</button></form>"
+            )
             return self._page("PayPal Checkout (local stand-in)", content)
 
     def _h_approve_page_post(self, request: Request, action: str) -> Response:
@@ -1354,8 +1711,11 @@ class StandIn:
                 return self._page("Not found", "<p>This approval link is not valid.</p>", 404)
             sub = self._subs[sid]
             if sub.data["status"] != "APPROVAL_PENDING":
-                return self._page("PayPal", f"<p>This subscription is {html.escape(sub.data['status'])}; "
-                                  "there is nothing to approve.</p>", 409)
+                return self._page(
+                    "PayPal",
+                    f"<p>This subscription is {html.escape(sub.data['status'])}; there is nothing to approve.</p>",
+                    409,
+                )
             token = _rand(17)
             if action == "approve":
                 self._approve(sub)
@@ -1382,9 +1742,14 @@ class StandIn:
                 f"<li><p><code>{esc(sub.data['id'])}</code> {esc(sub.data['status'])}"
                 f" — {esc((sub.data.get('subscriber') or {}).get('email_address', ''))}</p>"
                 f"<form method=post action=/myaccount/autopay/{esc(sub.data['id'])}/cancel>"
-                f"<button type=submit>Cancel {esc(sub.data['id'])}</button></form></li>" for sub in billed)
-        return self._page("Automatic payments (local stand-in)", "<h1>Automatic payments</h1>" + (
-            f"<ul>{rows}</ul>" if rows else "<p>No merchant bills you automatically.</p>"))
+                f"<button type=submit>Cancel {esc(sub.data['id'])}</button></form></li>"
+                for sub in billed
+            )
+        return self._page(
+            "Automatic payments (local stand-in)",
+            "<h1>Automatic payments</h1>"
+            + (f"<ul>{rows}</ul>" if rows else "<p>No merchant bills you automatically.</p>"),
+        )
 
     def _h_autopay_cancel(self, request: Request, sid: str) -> Response:
         with self._lock:
@@ -1397,16 +1762,18 @@ class StandIn:
 
     @staticmethod
     def _page(title: str, content: str, status: int = 200) -> Response:
-        page = ("<!doctype html><html lang=en><head><meta charset=utf-8>"
-                "<meta name=viewport content=\"width=device-width,initial-scale=1\">"
-                f"<title>{html.escape(title)}</title><style>"
-                "body{font:16px system-ui,sans-serif;max-width:26rem;margin:3rem auto;padding:0 1rem;color:#111}"
-                "h1{font-size:1.3rem}.price{font-size:1.5rem;font-weight:600}"
-                "button{width:100%;padding:.8rem;margin:.4rem 0;border-radius:2rem;border:0;font-size:1rem;"
-                "background:#0070ba;color:#fff;cursor:pointer}"
-                "button.link{background:none;color:#0070ba;text-decoration:underline}"
-                ".note{color:#666;font-size:.8rem}</style></head><body>"
-                f"{content}<p class=note>Local PayPal stand-in: no money moves.</p></body></html>")
+        page = (
+            "<!doctype html><html lang=en><head><meta charset=utf-8>"
+            "<meta name=viewport content=\"width=device-width,initial-scale=1\">"
+            f"<title>{html.escape(title)}</title><style>"
+            "body{font:16px system-ui,sans-serif;max-width:26rem;margin:3rem auto;padding:0 1rem;color:#111}"
+            "h1{font-size:1.3rem}.price{font-size:1.5rem;font-weight:600}"
+            "button{width:100%;padding:.8rem;margin:.4rem 0;border-radius:2rem;border:0;font-size:1rem;"
+            "background:#0070ba;color:#fff;cursor:pointer}"
+            "button.link{background:none;color:#0070ba;text-decoration:underline}"
+            ".note{color:#666;font-size:.8rem}</style></head><body>"
+            f"{content}<p class=note>Local PayPal stand-in: no money moves.</p></body></html>"
+        )
         return Response(page, status=status, mimetype="text/html")
 
     # -- control API --
@@ -1423,9 +1790,15 @@ class StandIn:
     def _h_c_get_subscription(self, request: Request, sid: str) -> Response:
         with self._lock:
             sub = self._c_sub(sid)
-            return self._json({"subscription": self._snapshot(sub), "ba_token": sub.ba_token,
-                               "approve_url": self.approve_url(sub.ba_token), "return_url": sub.return_url,
-                               "cancel_url": sub.cancel_url})
+            return self._json(
+                {
+                    "subscription": self._snapshot(sub),
+                    "ba_token": sub.ba_token,
+                    "approve_url": self.approve_url(sub.ba_token),
+                    "return_url": sub.return_url,
+                    "cancel_url": sub.cancel_url,
+                }
+            )
 
     def _h_c_patch_subscription(self, request: Request, sid: str) -> Response:
         body = self._control_body(request)
@@ -1473,8 +1846,9 @@ class StandIn:
             raise ControlError(400, "give status (500, 503 or 429) and/or delay_s")
         if status is not None and status not in FAULT_ERRORS:
             raise ControlError(400, "status must be 500, 503 or 429")
-        if delay is not None and (not isinstance(delay, int | float) or isinstance(delay, bool)
-                                  or not 0 <= delay <= 120):
+        if delay is not None and (
+            not isinstance(delay, int | float) or isinstance(delay, bool) or not 0 <= delay <= 120
+        ):
             raise ControlError(400, "delay_s must be a number of seconds from 0 to 120")
         count = body.get("count", 1)
         if not isinstance(count, int) or isinstance(count, bool) or count < 1:
@@ -1485,8 +1859,14 @@ class StandIn:
         method = body.get("method")
         if method is not None and (not isinstance(method, str) or not method.isalpha()):
             raise ControlError(400, "method must be an HTTP method")
-        fault = {"status": status, "delay_s": delay, "count": count, "remaining": count, "path_prefix": prefix,
-                 "method": method.upper() if method else None}
+        fault = {
+            "status": status,
+            "delay_s": delay,
+            "count": count,
+            "remaining": count,
+            "path_prefix": prefix,
+            "method": method.upper() if method else None,
+        }
         with self._lock:
             self._faults.append(fault)
             return self._json({"faults": copy.deepcopy(self._faults)}, 201)
@@ -1500,8 +1880,11 @@ class StandIn:
         event_type = request.args.get("event_type")
         sid = request.args.get("subscription_id")
         with self._lock:
-            events = [e.view() for e in self._events.values()
-                      if (not event_type or e.event_type == event_type) and (not sid or e.subscription_id == sid)]
+            events = [
+                e.view()
+                for e in self._events.values()
+                if (not event_type or e.event_type == event_type) and (not sid or e.subscription_id == sid)
+            ]
             return self._json({"events": events})
 
     def _c_event(self, eid: str) -> _Event:
@@ -1574,22 +1957,37 @@ class StandIn:
 
 # --- command line ----------------------------------------------------------------------------------
 
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mllab_dev.paypal_standin", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--dev-dir", type=Path, default=Path(".dev"))
-    parser.add_argument("--credentials", type=Path, default=None,
-                        help="JSON {client_id, client_secret} (default: <dev-dir>/secrets/paypal-client)")
+    parser.add_argument(
+        "--credentials",
+        type=Path,
+        default=None,
+        help="JSON {client_id, client_secret} (default: <dev-dir>/secrets/paypal-client)",
+    )
     parser.add_argument("--token-ttl", type=int, default=DEFAULT_TOKEN_TTL, help="access token lifetime, seconds")
-    parser.add_argument("--retry-delays", default=",".join(str(d) for d in DEFAULT_RETRY_DELAYS),
-                        help="comma-separated webhook retry backoff, seconds")
+    parser.add_argument(
+        "--retry-delays",
+        default=",".join(str(d) for d in DEFAULT_RETRY_DELAYS),
+        help="comma-separated webhook retry backoff, seconds",
+    )
     parser.add_argument("--delivery-timeout", type=float, default=DELIVERY_TIMEOUT_S)
     args = parser.parse_args(argv)
     credentials = args.credentials or args.dev_dir / "secrets" / "paypal-client"
     delays = tuple(float(d) for d in args.retry_delays.split(",") if d.strip())
-    standin = StandIn(args.dev_dir, credentials, args.host, args.port, token_ttl=args.token_ttl,
-                      retry_delays=delays, delivery_timeout=args.delivery_timeout)
+    standin = StandIn(
+        args.dev_dir,
+        credentials,
+        args.host,
+        args.port,
+        token_ttl=args.token_ttl,
+        retry_delays=delays,
+        delivery_timeout=args.delivery_timeout,
+    )
     try:
         standin.start()
     except (OSError, ValueError, KeyError) as e:

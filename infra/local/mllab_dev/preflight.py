@@ -50,7 +50,9 @@ def find_python(minor: int) -> str | None:
         try:
             out = subprocess.run(
                 [exe, "-c", f"import sys, venv; print(sys.version_info[:2] == (3, {minor}))"],
-                capture_output=True, text=True, timeout=10,
+                capture_output=True,
+                text=True,
+                timeout=10,
             )
         except (OSError, subprocess.TimeoutExpired):
             continue
@@ -62,25 +64,31 @@ def find_python(minor: int) -> str | None:
 def java() -> str:
     exe = shutil.which("java")
     if not exe:
-        raise Missing("Java was not found; the Firestore and Pub/Sub emulators need it. "
-                      "Install a JRE 17+ (Debian: apt-get install openjdk-17-jre-headless).")
+        raise Missing(
+            "Java was not found; the Firestore and Pub/Sub emulators need it. "
+            "Install a JRE 17+ (Debian: apt-get install openjdk-17-jre-headless)."
+        )
     out = subprocess.run([exe, "-version"], capture_output=True, text=True, timeout=20)
     m = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
     major = int(m.group(1)) if m else 0
     if major == 1 and m and m.group(2):  # "1.8.0" style
         major = int(m.group(2))
     if major < MIN_JAVA:
-        raise Missing(f"Java {major or '?'} is too old for the emulators; install a JRE 17+ "
-                      "(Debian: apt-get install openjdk-17-jre-headless).")
+        raise Missing(
+            f"Java {major or '?'} is too old for the emulators; install a JRE 17+ "
+            "(Debian: apt-get install openjdk-17-jre-headless)."
+        )
     return exe
 
 
 def gcloud_sdk_root() -> Path:
     exe = shutil.which("gcloud")
     if not exe:
-        raise Missing("gcloud was not found. Install the Google Cloud CLI with its emulators "
-                      "(https://cloud.google.com/sdk/docs/install; Debian packages google-cloud-cli, "
-                      "google-cloud-cli-firestore-emulator, google-cloud-cli-pubsub-emulator).")
+        raise Missing(
+            "gcloud was not found. Install the Google Cloud CLI with its emulators "
+            "(https://cloud.google.com/sdk/docs/install; Debian packages google-cloud-cli, "
+            "google-cloud-cli-firestore-emulator, google-cloud-cli-pubsub-emulator)."
+        )
     # /usr/bin/gcloud -> <sdk>/bin/gcloud
     return Path(os.path.realpath(exe)).parent.parent
 
@@ -94,23 +102,29 @@ def emulator_components(sdk: Path) -> None:
     if missing:
         pkgs = " ".join(wanted[m] for m in missing)
         comps = " ".join(missing)
-        raise Missing(f"gcloud emulator component(s) missing: {', '.join(missing)}. Install them "
-                      f"(Debian: apt-get install {pkgs}; or: gcloud components install {comps}).")
+        raise Missing(
+            f"gcloud emulator component(s) missing: {', '.join(missing)}. Install them "
+            f"(Debian: apt-get install {pkgs}; or: gcloud components install {comps})."
+        )
 
 
 def chromium() -> str:
     for cand in ("/usr/bin/chromium", shutil.which("chromium") or ""):
         if cand and os.access(cand, os.X_OK):
             return cand
-    raise Missing("Chromium was not found; the browser tests drive Debian's chromium "
-                  "(apt-get install chromium). No browser is downloaded.")
+    raise Missing(
+        "Chromium was not found; the browser tests drive Debian's chromium "
+        "(apt-get install chromium). No browser is downloaded."
+    )
 
 
 def npm() -> str:
     exe = shutil.which("npm")
     if not exe:
-        raise Missing("npm was not found; it installs the lab's browser libraries (TF.js, uPlot, Papa Parse). "
-                      "Install Node.js 20 with npm (apt-get install nodejs npm).")
+        raise Missing(
+            "npm was not found; it installs the lab's browser libraries (TF.js, uPlot, Papa Parse). "
+            "Install Node.js 20 with npm (apt-get install nodejs npm)."
+        )
     return exe
 
 
@@ -118,12 +132,14 @@ def npm() -> str:
 
 # Google's apt repository (https://cloud.google.com/sdk/docs/install#deb) holds the gcloud packages;
 # it is not in Debian, so this is printed rather than configured behind the operator's back.
-GOOGLE_APT = ("Add Google's apt repository for the Google Cloud CLI (https://cloud.google.com/sdk/docs/install#deb):\n"
-              "  curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg | "
-              "gpg --dearmor -o /usr/share/keyrings/cloud.google.gpg\n"
-              "  echo 'deb [signed-by=/usr/share/keyrings/cloud.google.gpg] https://packages.cloud.google.com/apt "
-              "cloud-sdk main' > /etc/apt/sources.list.d/google-cloud-sdk.list\n"
-              "then run make again (it installs google-cloud-cli and the two emulators from there).")
+GOOGLE_APT = (
+    "Add Google's apt repository for the Google Cloud CLI (https://cloud.google.com/sdk/docs/install#deb):\n"
+    "  curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg | "
+    "gpg --dearmor -o /usr/share/keyrings/cloud.google.gpg\n"
+    "  echo 'deb [signed-by=/usr/share/keyrings/cloud.google.gpg] https://packages.cloud.google.com/apt "
+    "cloud-sdk main' > /etc/apt/sources.list.d/google-cloud-sdk.list\n"
+    "then run make again (it installs google-cloud-cli and the two emulators from there)."
+)
 
 
 def _missing(check: Callable[[], object]) -> bool:
@@ -145,9 +161,14 @@ def needed_packages(test: bool) -> list[str]:
         need += ["google-cloud-cli", "google-cloud-cli-firestore-emulator", "google-cloud-cli-pubsub-emulator"]
     else:
         sdk = gcloud_sdk_root()
-        need += [pkg for name, pkg in (("cloud-firestore-emulator", "google-cloud-cli-firestore-emulator"),
-                                       ("pubsub-emulator", "google-cloud-cli-pubsub-emulator"))
-                 if not (sdk / "platform" / name).is_dir()]
+        need += [
+            pkg
+            for name, pkg in (
+                ("cloud-firestore-emulator", "google-cloud-cli-firestore-emulator"),
+                ("pubsub-emulator", "google-cloud-cli-pubsub-emulator"),
+            )
+            if not (sdk / "platform" / name).is_dir()
+        ]
     if not shutil.which("npm"):
         need += ["nodejs", "npm"]
     if test and _missing(chromium):
@@ -181,13 +202,20 @@ def _run(argv: Sequence[str]) -> int:
 
 
 def _apt_knows(package: str) -> bool:
-    done = subprocess.run(["apt-cache", "show", "--no-all-versions", package], capture_output=True, text=True,
-                          check=False)
+    done = subprocess.run(
+        ["apt-cache", "show", "--no-all-versions", package], capture_output=True, text=True, check=False
+    )
     return done.returncode == 0 and "Package:" in done.stdout
 
 
-def install(test: bool, *, as_root: bool | None = None, run: Run = _run,
-            available: Callable[[str], bool] | None = None, say: Callable[[str], None] = print) -> bool:
+def install(
+    test: bool,
+    *,
+    as_root: bool | None = None,
+    run: Run = _run,
+    available: Callable[[str], bool] | None = None,
+    say: Callable[[str], None] = print,
+) -> bool:
     """Install the missing Debian packages when root, or print the one line to run. False: not done."""
     needed = needed_packages(test)
     if not needed:
@@ -212,8 +240,10 @@ def install(test: bool, *, as_root: bool | None = None, run: Run = _run,
             say(f"preflight: {package} is not in any apt source here. {GOOGLE_APT}")
             break
     if {"python3.12", "python3.12-venv"} & set(setup.unavailable):
-        say("preflight: this Debian has no python3.12 package: install Python 3.12 with pyenv "
-            "(pyenv install 3.12) or from python.org, or set PYTHON312=/path/to/python3.12")
+        say(
+            "preflight: this Debian has no python3.12 package: install Python 3.12 with pyenv "
+            "(pyenv install 3.12) or from python.org, or set PYTHON312=/path/to/python3.12"
+        )
     return not setup.unavailable and (root or not setup.install)
 
 

@@ -47,9 +47,14 @@ def _paypal_client(directory: Path) -> dict[str, str]:
     return {config.PAYPAL_CLIENT: json.dumps(creds, indent=1)}
 
 
-MAKERS = {config.SIGNING_KEYS: _signing_keys, config.PUBLIC_KEYS: _signing_keys, config.DEV_SIGNER: _dev_signer,
-          config.SESSION_KEYS: _session_keys, config.OAUTH_CLIENT_SECRET: _oauth_client_secret,
-          config.PAYPAL_CLIENT: _paypal_client}
+MAKERS = {
+    config.SIGNING_KEYS: _signing_keys,
+    config.PUBLIC_KEYS: _signing_keys,
+    config.DEV_SIGNER: _dev_signer,
+    config.SESSION_KEYS: _session_keys,
+    config.OAUTH_CLIENT_SECRET: _oauth_client_secret,
+    config.PAYPAL_CLIENT: _paypal_client,
+}
 
 
 def install() -> None:

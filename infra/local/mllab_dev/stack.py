@@ -59,8 +59,9 @@ class Ports:
     gcs: int = 4443
     oidc: int = 9400
     paypal: int = 9500
-    functions: dict[str, int] = field(default_factory=lambda: {
-        fn.name: 8101 + i for i, fn in enumerate(routes.FUNCTIONS)})
+    functions: dict[str, int] = field(
+        default_factory=lambda: {fn.name: 8101 + i for i, fn in enumerate(routes.FUNCTIONS)}
+    )
 
     @classmethod
     def free(cls) -> Ports:
@@ -75,6 +76,7 @@ class Ports:
             low = 32768
         socks = []
         try:
+
             def grab() -> int:
                 for _ in range(200):
                     s = socket.socket()
@@ -87,15 +89,29 @@ class Ports:
                     return s.getsockname()[1]
                 raise StackError("no free port found below the ephemeral range")
 
-            return cls(gateway=grab(), firestore=grab(), pubsub=grab(), gcs=grab(), oidc=grab(), paypal=grab(),
-                       functions={fn.name: grab() for fn in routes.FUNCTIONS})
+            return cls(
+                gateway=grab(),
+                firestore=grab(),
+                pubsub=grab(),
+                gcs=grab(),
+                oidc=grab(),
+                paypal=grab(),
+                functions={fn.name: grab() for fn in routes.FUNCTIONS},
+            )
         finally:
             for s in socks:
                 s.close()
 
     def all(self) -> dict[str, int]:
-        return {"gateway": self.gateway, "firestore": self.firestore, "pubsub": self.pubsub,
-                "gcs": self.gcs, "oidc": self.oidc, "paypal": self.paypal, **{f"fn:{k}": v for k, v in self.functions.items()}}
+        return {
+            "gateway": self.gateway,
+            "firestore": self.firestore,
+            "pubsub": self.pubsub,
+            "gcs": self.gcs,
+            "oidc": self.oidc,
+            "paypal": self.paypal,
+            **{f"fn:{k}": v for k, v in self.functions.items()},
+        }
 
 
 @dataclass
@@ -156,9 +172,16 @@ def _group_alive(pgid: int) -> bool:
 
 
 class Stack:
-    def __init__(self, ports: Ports | None = None, dev_dir: Path | None = None, *,
-                 echo: bool = False, gateway: bool = True, function_env: dict[str, dict[str, str]] | None = None,
-                 gateway_threads: int = 32) -> None:
+    def __init__(
+        self,
+        ports: Ports | None = None,
+        dev_dir: Path | None = None,
+        *,
+        echo: bool = False,
+        gateway: bool = True,
+        function_env: dict[str, dict[str, str]] | None = None,
+        gateway_threads: int = 32,
+    ) -> None:
         self.ports = ports or Ports()
         self.dev_dir = (dev_dir or ROOT / ".dev").resolve()
         self.state_file = self.dev_dir / "stack.json"
@@ -219,10 +242,12 @@ class Stack:
             "gateway": self.ports.gateway,
             "frontend": str(ROOT / "frontend"),
             "public_url": self.gateway_url,
-            "components": [{"name": c.name, "kind": c.kind, "port": c.port, "health": c.health}
-                           for c in self.children],
-            "functions": {fn.name: self.ports.functions[fn.name] for fn in routes.http_functions()
-                          if any(c.name == f"fn:{fn.name}" for c in self.children)},
+            "components": [{"name": c.name, "kind": c.kind, "port": c.port, "health": c.health} for c in self.children],
+            "functions": {
+                fn.name: self.ports.functions[fn.name]
+                for fn in routes.http_functions()
+                if any(c.name == f"fn:{fn.name}" for c in self.children)
+            },
         }
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -260,54 +285,149 @@ class Stack:
         fake_gcs = _fake_gcs_binary()
         p = self.ports
         self.children = [
-            Child("firestore", "emulator", p.firestore,
-                  [sdk_gcloud, "emulators", "firestore", "start", f"--host-port=127.0.0.1:{p.firestore}"],
-                  f"http://127.0.0.1:{p.firestore}/"),
-            Child("pubsub", "emulator", p.pubsub,
-                  [sdk_gcloud, "beta", "emulators", "pubsub", "start", f"--project={PROJECT}",
-                   f"--host-port=127.0.0.1:{p.pubsub}"],
-                  f"http://127.0.0.1:{p.pubsub}/"),
-            Child("gcs", "emulator", p.gcs,
-                  [str(fake_gcs), "-scheme", "http", "-host", "127.0.0.1", "-port", str(p.gcs),
-                   "-public-host", f"127.0.0.1:{p.gcs}", "-external-url", f"http://127.0.0.1:{p.gcs}",
-                   "-backend", "memory", "-event.pubsub-project-id", PROJECT, "-event.pubsub-topic", TOPIC,
-                   "-event.list", "finalize,delete", "-cors-headers", "x-goog-content-length-range,x-goog-if-generation-match",
-                   "-log-level", "warn"],
-                  f"http://127.0.0.1:{p.gcs}/storage/v1/b"),
-            Child("oidc", "emulator", p.oidc,
-                  [str(self.venv_bin / "oidc-provider-mock"), "--host", "127.0.0.1", "--port", str(p.oidc),
-                   "--require-nonce", "true",
-                   *[arg for user in OIDC_USERS for arg in ("--user-claims", json.dumps(user))]],
-                  f"http://127.0.0.1:{p.oidc}/.well-known/openid-configuration"),
-            Child("paypal", "emulator", p.paypal,
-                  [sys.executable, "-m", "mllab_dev.paypal_standin", "--port", str(p.paypal),
-                   "--dev-dir", str(self.dev_dir),
-                   "--credentials", str(self.secrets_dir / config.PAYPAL_CLIENT)],
-                  f"{self.paypal_url}/_standin/health"),
+            Child(
+                "firestore",
+                "emulator",
+                p.firestore,
+                [sdk_gcloud, "emulators", "firestore", "start", f"--host-port=127.0.0.1:{p.firestore}"],
+                f"http://127.0.0.1:{p.firestore}/",
+            ),
+            Child(
+                "pubsub",
+                "emulator",
+                p.pubsub,
+                [
+                    sdk_gcloud,
+                    "beta",
+                    "emulators",
+                    "pubsub",
+                    "start",
+                    f"--project={PROJECT}",
+                    f"--host-port=127.0.0.1:{p.pubsub}",
+                ],
+                f"http://127.0.0.1:{p.pubsub}/",
+            ),
+            Child(
+                "gcs",
+                "emulator",
+                p.gcs,
+                [
+                    str(fake_gcs),
+                    "-scheme",
+                    "http",
+                    "-host",
+                    "127.0.0.1",
+                    "-port",
+                    str(p.gcs),
+                    "-public-host",
+                    f"127.0.0.1:{p.gcs}",
+                    "-external-url",
+                    f"http://127.0.0.1:{p.gcs}",
+                    "-backend",
+                    "memory",
+                    "-event.pubsub-project-id",
+                    PROJECT,
+                    "-event.pubsub-topic",
+                    TOPIC,
+                    "-event.list",
+                    "finalize,delete",
+                    "-cors-headers",
+                    "x-goog-content-length-range,x-goog-if-generation-match",
+                    "-log-level",
+                    "warn",
+                ],
+                f"http://127.0.0.1:{p.gcs}/storage/v1/b",
+            ),
+            Child(
+                "oidc",
+                "emulator",
+                p.oidc,
+                [
+                    str(self.venv_bin / "oidc-provider-mock"),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(p.oidc),
+                    "--require-nonce",
+                    "true",
+                    *[arg for user in OIDC_USERS for arg in ("--user-claims", json.dumps(user))],
+                ],
+                f"http://127.0.0.1:{p.oidc}/.well-known/openid-configuration",
+            ),
+            Child(
+                "paypal",
+                "emulator",
+                p.paypal,
+                [
+                    sys.executable,
+                    "-m",
+                    "mllab_dev.paypal_standin",
+                    "--port",
+                    str(p.paypal),
+                    "--dev-dir",
+                    str(self.dev_dir),
+                    "--credentials",
+                    str(self.secrets_dir / config.PAYPAL_CLIENT),
+                ],
+                f"{self.paypal_url}/_standin/health",
+            ),
         ]
         for fn in routes.FUNCTIONS:
             port = p.functions[fn.name]
             if not (ROOT / "functions" / fn.name / "main.py").is_file():
                 print(f"stack: functions/{fn.name}/main.py is missing; not started", file=sys.stderr)
                 continue
-            self.children.append(Child(
-                f"fn:{fn.name}", "function", port,
-                [str(self.venv_bin / "functions-framework"), "--source", str(ROOT / "functions" / fn.name / "main.py"),
-                 "--target", fn.name, "--host", "127.0.0.1", "--port", str(port)],
-                f"http://127.0.0.1:{port}/"))
+            self.children.append(
+                Child(
+                    f"fn:{fn.name}",
+                    "function",
+                    port,
+                    [
+                        str(self.venv_bin / "functions-framework"),
+                        "--source",
+                        str(ROOT / "functions" / fn.name / "main.py"),
+                        "--target",
+                        fn.name,
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                    ],
+                    f"http://127.0.0.1:{port}/",
+                )
+            )
         if self.with_gateway:
-            self.children.append(Child(
-                "gateway", "gateway", p.gateway,
-                [str(self.venv_bin / "gunicorn"), "--worker-class", "gthread", "--threads", str(self.gateway_threads),
-                 "--workers", "1",
-                 "--bind", f"127.0.0.1:{p.gateway}", "--graceful-timeout", "2", "--log-level", "warning",
-                 # idle client connections stay open like at Google's load balancer (610 s there): with
-                 # gunicorn's 2 s, a request sent as the gateway closed an idle connection was lost
-                 "--keep-alive", str(GATEWAY_KEEPALIVE_S),
-                 # no request-line cap, like functions-framework's own gunicorn: the function decides
-                 "--limit-request-line", "0",
-                 "mllab_dev.gateway:create_app()"],
-                f"{self.gateway_url}/healthz"))
+            self.children.append(
+                Child(
+                    "gateway",
+                    "gateway",
+                    p.gateway,
+                    [
+                        str(self.venv_bin / "gunicorn"),
+                        "--worker-class",
+                        "gthread",
+                        "--threads",
+                        str(self.gateway_threads),
+                        "--workers",
+                        "1",
+                        "--bind",
+                        f"127.0.0.1:{p.gateway}",
+                        "--graceful-timeout",
+                        "2",
+                        "--log-level",
+                        "warning",
+                        # idle client connections stay open like at Google's load balancer (610 s there): with
+                        # gunicorn's 2 s, a request sent as the gateway closed an idle connection was lost
+                        "--keep-alive",
+                        str(GATEWAY_KEEPALIVE_S),
+                        # no request-line cap, like functions-framework's own gunicorn: the function decides
+                        "--limit-request-line",
+                        "0",
+                        "mllab_dev.gateway:create_app()",
+                    ],
+                    f"{self.gateway_url}/healthz",
+                )
+            )
 
     def _spawn(self, child: Child) -> None:
         env = {**os.environ, **self.env(), "PYTHONUNBUFFERED": "1"}
@@ -320,8 +440,15 @@ class Stack:
         if child.name == "gcs":  # fake-gcs-server publishes object events to the Pub/Sub emulator
             env["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{self.ports.pubsub}"
         log_path = self.log_dir / f"{child.name.replace(':', '-')}.log"
-        child.proc = subprocess.Popen(child.argv, env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        child.proc = subprocess.Popen(
+            child.argv,
+            env=env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         threading.Thread(target=self._pump, args=(child, log_path), daemon=True).start()
         self._write_state()
 
@@ -347,8 +474,10 @@ class Stack:
             while pending:
                 for child in list(pending):
                     if child.proc and child.proc.poll() is not None:
-                        raise StackError(f"{child.name} exited with code {child.proc.returncode} during start; "
-                                         f"see {self.log_dir / (child.name.replace(':', '-') + '.log')}")
+                        raise StackError(
+                            f"{child.name} exited with code {child.proc.returncode} during start; "
+                            f"see {self.log_dir / (child.name.replace(':', '-') + '.log')}"
+                        )
                     try:
                         r = client.get(child.health)
                         if r.status_code < 500 or child.kind == "gateway":
@@ -375,18 +504,25 @@ class Stack:
                 r = client.put(f"{base}/topics/{topic}")
                 if r.status_code not in (200, 409):
                     raise StackError(f"creating topic {topic} failed: {r.status_code} {r.text[:200]}")
-                r = client.put(f"{base}/subscriptions/{topic}-{fn.name}",
-                               json={"topic": f"projects/{PROJECT}/topics/{topic}", "ackDeadlineSeconds": 60,
-                                     "pushConfig": {"pushEndpoint": push}})
+                r = client.put(
+                    f"{base}/subscriptions/{topic}-{fn.name}",
+                    json={
+                        "topic": f"projects/{PROJECT}/topics/{topic}",
+                        "ackDeadlineSeconds": 60,
+                        "pushConfig": {"pushEndpoint": push},
+                    },
+                )
                 if r.status_code not in (200, 409):
                     raise StackError(f"creating push subscription failed: {r.status_code} {r.text[:200]}")
-            r = client.post(f"http://127.0.0.1:{p.gcs}/storage/v1/b", params={"project": PROJECT},
-                            json={"name": BUCKET})
+            r = client.post(
+                f"http://127.0.0.1:{p.gcs}/storage/v1/b", params={"project": PROJECT}, json={"name": BUCKET}
+            )
             if r.status_code not in (200, 409):
                 raise StackError(f"creating bucket failed: {r.status_code} {r.text[:200]}")
             # The rules production gets (fake-gcs-server accepts them but answers CORS with `*` anyway).
-            r = client.patch(f"http://127.0.0.1:{p.gcs}/storage/v1/b/{BUCKET}",
-                             json={"cors": storage.bucket_cors(self.gateway_url)})
+            r = client.patch(
+                f"http://127.0.0.1:{p.gcs}/storage/v1/b/{BUCKET}", json={"cors": storage.bucket_cors(self.gateway_url)}
+            )
             if r.status_code != 200:
                 raise StackError(f"setting bucket CORS failed: {r.status_code} {r.text[:200]}")
 
@@ -397,8 +533,15 @@ class Stack:
             return
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLLAB_")}
         env.update(self.env())
-        cmd = [str(self.venv_bin / "mllab"), "billing", "bootstrap", "--json", "--write-local",
-               "--webhook-url", f"{self.gateway_url}/payments/paypal/webhook"]
+        cmd = [
+            str(self.venv_bin / "mllab"),
+            "billing",
+            "bootstrap",
+            "--json",
+            "--write-local",
+            "--webhook-url",
+            f"{self.gateway_url}/payments/paypal/webhook",
+        ]
         done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
         if done.returncode != 0:
             raise StackError(f"PayPal bootstrap against the stand-in failed: {done.stderr.strip()[-400:]}")
@@ -414,8 +557,11 @@ class Stack:
             "launcher_pid": os.getpid(),
             "ready": ready,
             "ports": asdict(self.ports),
-            "children": [{"name": c.name, "pid": c.proc.pid, "pgid": c.proc.pid, "argv0": c.argv[0]}
-                         for c in self.children if c.proc],
+            "children": [
+                {"name": c.name, "pid": c.proc.pid, "pgid": c.proc.pid, "argv0": c.argv[0]}
+                for c in self.children
+                if c.proc
+            ],
         }
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=1))
@@ -473,8 +619,11 @@ class Stack:
             time.sleep(0.5)
             for child in self.children:
                 if child.proc and child.proc.poll() is not None:
-                    print(f"stack: {child.name} exited with code {child.proc.returncode}; stopping everything. "
-                          f"Log: {self.log_dir}", file=sys.stderr)
+                    print(
+                        f"stack: {child.name} exited with code {child.proc.returncode}; stopping everything. "
+                        f"Log: {self.log_dir}",
+                        file=sys.stderr,
+                    )
                     return 1
         return 0
 
@@ -517,8 +666,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mllab_dev.stack", description=__doc__.splitlines()[0])
     parser.add_argument("--free-ports", action="store_true", help="pick free ports instead of the fixed ones")
     parser.add_argument("--dev-dir", type=Path, default=None, help="state, logs and local secrets (default .dev/)")
-    parser.add_argument("--port", action="append", default=[], metavar="NAME=PORT",
-                        help="override one port: gateway, firestore, pubsub, gcs or fn:<function>")
+    parser.add_argument(
+        "--port",
+        action="append",
+        default=[],
+        metavar="NAME=PORT",
+        help="override one port: gateway, firestore, pubsub, gcs or fn:<function>",
+    )
     args = parser.parse_args(argv)
     ports = Ports.free() if args.free_ports else Ports()
     for item in args.port:
@@ -543,7 +697,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("stack: interrupted during start; stopped", file=sys.stderr)
         return 130
-    print(f"\nML Lab is up in {time.monotonic() - t0:.1f}s: lab {stack.gateway_url}/  health {stack.gateway_url}/healthz")
+    print(
+        f"\nML Lab is up in {time.monotonic() - t0:.1f}s: lab {stack.gateway_url}/  health {stack.gateway_url}/healthz"
+    )
     for c in stack.children:
         print(f"  {c.name:28} http://127.0.0.1:{c.port}")
     print(f"  logs: {stack.log_dir}   state: {stack.state_file}   Ctrl-C stops everything.\n", flush=True)
