@@ -7,12 +7,11 @@ backend bucket with the lab's security headers). Port 80 only redirects to https
 
 from __future__ import annotations
 
-from mllab import routes
-
 from deployment import lab
 from deployment.environment import Environment
 from deployment.files import Files
 from deployment.steps import Probe, Step, gcloud, relative
+from mllab import routes
 
 # Cloud Armor per-IP throttles (the functions' own failure counters come first; this caps volume).
 ARMOR_RULES = (  # priority, path prefix, requests per minute per IP, why
@@ -93,7 +92,7 @@ def _https_backends(env: Environment) -> list[Step]:
             ),
             Step(
                 "Load balancer",
-                f"The NEG is the backend service's one backend.",
+                "The NEG is the backend service's one backend.",
                 gcloud(
                     p,
                     "compute",
@@ -197,7 +196,7 @@ def _frontend(env: Environment, files: Files) -> list[Step]:
     steps = [
         Step(
             "Load balancer",
-            f"The lab's backend bucket, adding the lab's CSP and security headers to every file.",
+            "The lab's backend bucket, adding the lab's CSP and security headers to every file.",
             gcloud(
                 p,
                 "compute",

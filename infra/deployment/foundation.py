@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from mllab import routes
-
 from deployment import access, indexes
 from deployment.environment import Environment
 from deployment.files import LIFECYCLE, RULES, Files
 from deployment.steps import Probe, Step, gcloud, relative
+from mllab import routes
 
 APIS = (
     "cloudresourcemanager.googleapis.com",  # project number lookups, project IAM

@@ -13,9 +13,8 @@ import json
 import shutil
 from pathlib import Path
 
-from mllab import http
-
 from deployment.environment import ROOT, Environment
+from mllab import http
 
 FRONTEND = ROOT / "frontend"
 VENDOR_STAMP = FRONTEND / "vendor" / ".installed"

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import importlib.util
 
-from mllab import routes
-
 from deployment import edge, files, foundation, function_steps, monitoring, secret_steps
 from deployment.environment import ROOT, Environment
 from deployment.steps import Step, relative
+from mllab import routes
 
 
 def _staged_functions() -> list[str]:

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 
-from mllab import config, sessions
-
 from deployment import access
 from deployment.environment import Environment
 from deployment.steps import Context, DeployError, Probe, SecretValue, Step, gcloud
+from mllab import config, sessions
 
 
 def _new_key_set(ctx: Context) -> bytes:

@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mllab import routes
-
 from deployment.environment import Environment
+from mllab import routes
 
 # Unknown API paths go to the cheapest function, whose router answers 404 problem+json.
 API_DEFAULT_FUNCTION = "jwks"

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-
 from mllab import audit, clock, config, log, mail, passwords, ratelimit, schemas, sessions, tokens, users
 from mllab.problems import Problem
 

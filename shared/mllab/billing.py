@@ -16,8 +16,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from mllab import audit, clients, clock, config, entitlements, idempotency, log, mail, schemas, users
-from mllab.queries import Query
 from mllab.problems import Problem
+from mllab.queries import Query
 
 SUBSCRIPTIONS = "paypal_subscriptions"
 EVENTS = "webhook_events"

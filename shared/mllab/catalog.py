@@ -29,7 +29,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mllab import audit, clients, clock, config, entitlements, log, objects, schemas
@@ -54,7 +54,7 @@ MAX_LIMIT = 100
 FRAMEWORK = "tfjs"
 _BATCH = 400  # Firestore allows 500 writes per batch
 _ID = re.compile(r"[0-9a-f]{32}")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SINGULAR = {PROJECTS: "project", MODELS: "model", DATASETS: "dataset", JOBS: "training job"}
 # Query parameters each list accepts besides limit and cursor.
 LIST_FILTERS: dict[str, tuple[str, ...]] = {

@@ -35,6 +35,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC
 from typing import Any, NoReturn
 
 from mllab.queries import Query
@@ -313,13 +314,13 @@ def cmd_accounts_purge(args: argparse.Namespace, out: Output) -> int:
 
 def parse_when(value: str) -> Any:
     """DATE (YYYY-MM-DD, midnight UTC) or an RFC 3339 time."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD) or time (RFC 3339)") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def positive(value: str) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 _lock = threading.Lock()
 _offset = timedelta(0)
@@ -16,7 +16,7 @@ def now() -> datetime:
     """Current time, timezone-aware UTC."""
     if _frozen is not None:
         return _frozen
-    return datetime.now(timezone.utc) + _offset
+    return datetime.now(UTC) + _offset
 
 
 def timestamp() -> int:
@@ -25,7 +25,7 @@ def timestamp() -> int:
 
 
 def rfc3339(dt: datetime | None = None) -> str:
-    return (dt or now()).astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return (dt or now()).astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 @contextlib.contextmanager
@@ -41,7 +41,7 @@ def travel(*, to: datetime | None = None, by: timedelta | None = None, freeze: b
             _frozen = target
         else:
             _frozen = None
-            _offset = target - datetime.now(timezone.utc)
+            _offset = target - datetime.now(UTC)
     try:
         yield
     finally:

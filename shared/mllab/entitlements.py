@@ -13,14 +13,14 @@ moves on between writes: PRO means `now < pro_until`. Everything here is pure ex
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from mllab import clients, clock, config, schemas
 
 COLLECTION = "entitlements"
-FOREVER = datetime(9999, 12, 31, tzinfo=timezone.utc)  # a comp code or grant without an end
+FOREVER = datetime(9999, 12, 31, tzinfo=UTC)  # a comp code or grant without an end
 
 ACTIVE, SUSPENDED, CANCELLED, EXPIRED = "ACTIVE", "SUSPENDED", "CANCELLED", "EXPIRED"
 # A delayed start this close to the moment it is due still counts as due (clock skew, rounding to seconds).
@@ -44,14 +44,14 @@ def _max(*values: datetime | None) -> datetime | None:
 def parse_time(value: Any) -> datetime | None:
     """PayPal's RFC 3339 strings (and Firestore timestamps) as aware datetimes; None if absent/garbage."""
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     if not isinstance(value, str) or not value:
         return None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _money(value: Any) -> Decimal:

@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import BaseModel, create_model
 from pydantic.json_schema import models_json_schema
 
-from mllab import catalog, objects, oauth, routes, schemas, sessions, webhooks
+from mllab import catalog, oauth, objects, routes, schemas, sessions, webhooks
 from mllab.problems import PROBLEM_JSON
 from mllab.routes import Auth, Csrf, Route
 
@@ -235,7 +235,7 @@ def _record_of(route: Route, table: tuple[Route, ...]) -> type[BaseModel] | None
     return one.response if one is not None else None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def page_of(record: type[BaseModel]) -> type[BaseModel]:
     """`schemas.Page` with its items typed (the wire shape is the same)."""
     return create_model(

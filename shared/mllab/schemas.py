@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import unicodedata
 import warnings
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -27,7 +27,7 @@ from mllab import config
 def jsonable(value: Any) -> Any:
     """Firestore values as JSON: timestamps as RFC 3339, recursively."""
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, dict):

@@ -8,7 +8,6 @@ refusal's `detail` can be shown to the user as is."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from mllab import catalog, clients, clock, config, entitlements, events, objects, recorder, schemas, storage
 from mllab.http import Request

@@ -28,7 +28,6 @@ import pytest
 import yaml
 
 from mllab import routes
-
 from tests.deploy.fake_google_api import PROJECT_NUMBER, FakeGoogleApi, Request
 
 REPO = Path(__file__).resolve().parents[2]

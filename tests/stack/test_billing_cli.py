@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -62,7 +62,7 @@ def test_promo_create_with_every_option_stores_exactly_those_fields(cli) -> None
     assert r.returncode == 0, r.stderr
     row = json.loads(r.stdout)
     now = clock.now()
-    state = "scheduled" if now < datetime(2026, 1, 1, tzinfo=timezone.utc) else "active"
+    state = "scheduled" if now < datetime(2026, 1, 1, tzinfo=UTC) else "active"
     assert row == {
         "code": "SPRING-26",
         "kind": "comp",
@@ -88,8 +88,8 @@ def test_promo_create_with_every_option_stores_exactly_those_fields(cli) -> None
         "new_users_only": True,
         "active": True,
         "created_by": "operator",
-        "starts_at": datetime(2026, 1, 1, tzinfo=timezone.utc),
-        "expires_at": datetime(2099, 1, 1, tzinfo=timezone.utc),
+        "starts_at": datetime(2026, 1, 1, tzinfo=UTC),
+        "expires_at": datetime(2099, 1, 1, tzinfo=UTC),
     }
     (entry,) = [e for e in _operator_actions() if e["action"] == "promo.create"]
     assert entry["target"] == "promo:SPRING-26" and entry["details"] == {"kind": "comp", "uses": 3, "days": 30}
@@ -160,7 +160,7 @@ def test_promo_list_and_disable(cli) -> None:
             uses=2,
             per_user=1,
             new_users_only=True,
-            expires_at=datetime(2099, 1, 1, tzinfo=timezone.utc),
+            expires_at=datetime(2099, 1, 1, tzinfo=UTC),
         )
     )
 

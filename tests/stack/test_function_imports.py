@@ -243,6 +243,7 @@ def test_function_loads_only_the_clients_its_path_uses(stack: Stack, fn: routes.
 
 def _requirement_closure(requirements: Path) -> set[str]:
     from importlib import metadata
+
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
@@ -268,6 +269,7 @@ def _requirement_closure(requirements: Path) -> set[str]:
 @pytest.mark.parametrize("fn", routes.FUNCTIONS, ids=lambda f: f.name)
 def test_loaded_distributions_are_in_requirements(stack: Stack, fn: routes.Function) -> None:
     from importlib import metadata
+
     from packaging.utils import canonicalize_name
 
     result = _run(stack, fn.name)

@@ -17,8 +17,8 @@ import pytest
 from mllab_dev.stack import Stack
 
 from . import lab_support
-from .workbench_support import DONE, TRAIN_TIMEOUT_MS, Lab, lab  # noqa: F401  (the lab fixture)
 from .billing_support import wait
+from .workbench_support import DONE, TRAIN_TIMEOUT_MS, Lab, lab  # noqa: F401  (the lab fixture)
 
 FIRST_LOAD_BUDGET = 60 * 1024  # the lab's first load: <= 60 KB gzipped before TF.js, uPlot and Papa Parse
 XOR = [(0, 0, 0), (0, 1, 1), (1, 0, 1), (1, 1, 0)]

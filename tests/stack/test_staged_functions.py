@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from mllab import clients, clock, events, objects, oauth, routes, sessions, tokens, users
+from mllab import clients, clock, events, oauth, objects, routes, sessions, tokens, users
 from mllab_dev import preflight
 from mllab_dev.stack import BUCKET, PROJECT, PURGE_TOPIC, RECONCILE_TOPIC, ROOT, TOPIC, Stack
 

@@ -13,7 +13,6 @@ import pytest
 
 from mllab import clients, config, log, tokens
 from mllab_dev import secrets as dev_secrets
-
 from tests.unit.helpers import FUNCTIONS_DIR, LogCapture
 
 # Variables outside the MLLAB_ prefix that change how mllab.config reads its settings.

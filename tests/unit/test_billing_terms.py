@@ -6,19 +6,18 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mllab import billing, entitlements, log
-
 from tests.unit.helpers import LogCapture
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAN_ID = "P-PRO000000000000000000001"
-NOW = datetime(2026, 12, 7, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 
 
 def plan(value: str = "15.00", currency: str = "USD") -> dict[str, Any]:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from mllab import clock
 
-MOMENT = datetime(2031, 5, 17, 8, 30, 15, tzinfo=timezone.utc)
+MOMENT = datetime(2031, 5, 17, 8, 30, 15, tzinfo=UTC)
 
 
 def _real_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def test_now_is_aware_utc_and_close_to_the_real_time() -> None:
@@ -61,16 +61,14 @@ def test_time_is_restored_after_the_block() -> None:
 
 
 def test_time_is_restored_when_the_block_raises() -> None:
-    with pytest.raises(RuntimeError, match="inside"):
-        with clock.travel(to=MOMENT, freeze=True):
-            raise RuntimeError("inside")
+    with pytest.raises(RuntimeError, match="inside"), clock.travel(to=MOMENT, freeze=True):
+        raise RuntimeError("inside")
     assert abs(clock.now() - _real_now()) < timedelta(minutes=1)
 
 
 def test_naive_datetime_is_refused_and_changes_nothing() -> None:
-    with pytest.raises(ValueError, match="aware"):
-        with clock.travel(to=datetime(2031, 1, 1), freeze=True):
-            pass  # pragma: no cover - never entered
+    with pytest.raises(ValueError, match="aware"), clock.travel(to=datetime(2031, 1, 1), freeze=True):
+        pass  # pragma: no cover - never entered
     assert abs(clock.now() - _real_now()) < timedelta(minutes=1)
 
 

@@ -23,7 +23,6 @@ import yaml
 from werkzeug.test import Client
 
 from mllab import config, routes, schemas, storage, tokens
-
 from tests.unit.helpers import REPO
 
 sys.path.insert(0, str(REPO / "infra"))

@@ -16,7 +16,6 @@ import pytest
 from cloudevents.http import CloudEvent
 
 from mllab import events
-
 from tests.unit.helpers import LogCapture, golden
 
 # functions_framework's raw Pub/Sub conversion calls datetime.utcnow(); not ours to fix.

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 
 from mllab.queries import Query
-
 from tests.unit.helpers import REPO
 
 sys.path.insert(0, str(REPO / "infra"))

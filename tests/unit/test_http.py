@@ -18,7 +18,6 @@ from werkzeug.wrappers import Request as RawRequest
 from mllab import clock, config, http, tokens
 from mllab.routes import Auth, Route
 from mllab.schemas import Strict
-
 from tests.unit.helpers import LogCapture
 
 MiB = 1024 * 1024

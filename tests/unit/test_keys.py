@@ -4,7 +4,7 @@ until every token it signed has expired, then prune drops it; the CLI never show
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -12,7 +12,6 @@ import jwt
 import pytest
 
 from mllab import cli, clients, clock, config, keys, tokens
-
 from tests.unit.helpers import private_key_set
 
 
@@ -69,7 +68,7 @@ def test_the_retired_key_is_published_until_its_last_token_expires_then_pruned()
         assert keys.listing(keys.LocalStore())[0]["state"] == "expired (prune drops it)"
         result = keys.prune(keys.LocalStore())
         assert [k["kid"] for k in result["dropped"]] == [old_kid]
-        assert result["dropped"][0]["retired"] == clock.rfc3339(datetime.fromtimestamp(retired_at, timezone.utc))
+        assert result["dropped"][0]["retired"] == clock.rfc3339(datetime.fromtimestamp(retired_at, UTC))
         assert [k["kid"] for k in result["kept"]] == [new_kid]
     tokens.reset_caches()
     assert [k["kid"] for k in tokens.public_jwks()["keys"]] == [new_kid]

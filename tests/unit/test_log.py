@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -15,7 +15,6 @@ from werkzeug.wrappers import Request as RawRequest
 
 from mllab import clock, http, log, tokens
 from mllab.routes import Auth, Route
-
 from tests.unit.helpers import LogCapture
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -25,7 +24,7 @@ SAMPLED_KEY = "logging.googleapis.com/trace_sampled"
 
 
 def test_each_line_is_one_json_object_with_severity_message_and_time(logs: LogCapture) -> None:
-    moment = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    moment = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
     with clock.travel(to=moment, freeze=True):
         log.info("first thing", count=3)
         log.warning("second\nthing")
@@ -60,7 +59,7 @@ def test_exception_carries_type_and_stack_trace(logs: LogCapture) -> None:
 
 
 def test_non_json_values_are_logged_as_text(logs: LogCapture) -> None:
-    log.info("odd values", when=datetime(2030, 1, 1, tzinfo=timezone.utc), items={1, 2}, none=None)
+    log.info("odd values", when=datetime(2030, 1, 1, tzinfo=UTC), items={1, 2}, none=None)
     (record,) = logs.records()
     assert record["when"] == "2030-01-01 00:00:00+00:00"
     assert sorted(record["items"]) == [1, 2]

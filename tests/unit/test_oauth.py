@@ -19,7 +19,6 @@ from jwt.algorithms import RSAAlgorithm
 
 from mllab import clock, config, oauth
 from mllab.problems import Problem
-
 from tests.unit.helpers import b64url_json
 
 ISSUER = "http://127.0.0.1:9400"
@@ -157,9 +156,8 @@ def test_skew_up_to_60_seconds_is_tolerated(provider: FakeProvider) -> None:
 
 def test_expiry_follows_the_mllab_clock(provider: FakeProvider) -> None:
     token = mint()
-    with clock.travel(by=timedelta(seconds=3600 + 61)):
-        with pytest.raises(oauth.Expired):
-            oauth.verify_id_token(token, NONCE)
+    with clock.travel(by=timedelta(seconds=3600 + 61)), pytest.raises(oauth.Expired):
+        oauth.verify_id_token(token, NONCE)
 
 
 def test_google_legacy_issuer_is_accepted_only_for_google(
@@ -186,6 +184,7 @@ def _hs256_with_public_key() -> str:
     header = b64url_json({"alg": "HS256", "typ": "JWT", "kid": "k1"})
     body = b64url_json(claims())
     import hmac as _hmac
+
     from cryptography.hazmat.primitives import serialization
 
     secret = KEY.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)

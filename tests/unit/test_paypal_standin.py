@@ -39,7 +39,6 @@ from cryptography.x509.oid import NameOID
 
 from mllab_dev import devca
 from mllab_dev.paypal_standin import CERT_ID, StandIn
-
 from tests.unit.helpers import REPO
 
 OPENAPI_DIR = Path(os.environ.get("MLLAB_PAYPAL_OPENAPI_DIR") or REPO / "tests" / "data" / "paypal-openapi")

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from mllab import http, routes
-
 from tests.unit.helpers import FUNCTIONS_DIR, REPO
 
 HTTP_FUNCTIONS = [fn.name for fn in routes.http_functions()]

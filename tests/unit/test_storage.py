@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -206,7 +206,7 @@ class FakeDefaultCredentials(google.auth.credentials.Credentials):
         if self.fail is not None:
             raise self.fail
         self.token = TOKEN
-        self.expiry = datetime.now(timezone.utc).replace(tzinfo=None) + timedelta(hours=1)
+        self.expiry = datetime.now(UTC).replace(tzinfo=None) + timedelta(hours=1)
         self.email = SA_EMAIL
 
 
@@ -287,7 +287,7 @@ def test_upload_url_verifies_against_the_signers_public_key(signer: Signer) -> N
     assert q["X-Goog-Algorithm"] == "GOOG4-RSA-SHA256"
     assert q["X-Goog-Expires"] == "600"
     assert q["X-Goog-SignedHeaders"] == "content-type;host;x-goog-content-length-range;x-goog-if-generation-match"
-    date = datetime.strptime(q["X-Goog-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    date = datetime.strptime(q["X-Goog-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     assert q["X-Goog-Credential"] == f"{signer.email}/{date:%Y%m%d}/auto/storage/goog4_request"
     assert before + storage.URL_TTL <= signed.expires_at <= after + storage.URL_TTL
     assert abs(date + timedelta(seconds=600) - signed.expires_at) < timedelta(seconds=5)
@@ -383,7 +383,7 @@ def test_production_token_is_reused_until_it_goes_stale(production: FakeIam, def
     storage.signed_upload_url(MODEL, "application/json", 1)
     storage.signed_download_url(MODEL)
     assert default_auth.credentials.refreshes == 1 and len(default_auth.scopes) == 1
-    default_auth.credentials.expiry = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(seconds=1)
+    default_auth.credentials.expiry = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=1)
     signed = storage.signed_download_url(MODEL)
     assert default_auth.credentials.refreshes == 2
     assert verifies(production.public_key, signed.url, "GET", {})

@@ -16,7 +16,6 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from mllab import config, storage
-
 from tests.unit.helpers import REPO
 
 CORS_FILE = REPO / "infra" / "storage-cors.json"

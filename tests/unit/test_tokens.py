@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from jwt.algorithms import ECAlgorithm
 
 from mllab import clock, config, tokens
-
 from tests.unit.helpers import b64url, b64url_json, private_key_set
 
 

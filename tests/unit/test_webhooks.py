@@ -14,7 +14,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,7 @@ def make_cert(
     ip: str | None = None,
 ) -> x509.Certificate:
     key = key if key is not None else rsa_key("signer")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     issuer_name, signing_key = (issuer[0].subject, issuer[1]) if issuer else (subject, key)
     builder = (
@@ -427,9 +427,8 @@ def test_cache_ends_when_the_certificate_expires() -> None:
     with clock.travel(by=timedelta(days=1)):
         check(headers(), fetch=fetch)
     assert len(fetch.urls) == 1
-    with clock.travel(by=timedelta(days=3)):
-        with pytest.raises(InvalidSignature, match="not valid at this time"):
-            check(headers(), fetch=fetch)
+    with clock.travel(by=timedelta(days=3)), pytest.raises(InvalidSignature, match="not valid at this time"):
+        check(headers(), fetch=fetch)
     assert len(fetch.urls) == 2  # the expired entry was dropped and the URL fetched again
 
 
