@@ -16,11 +16,12 @@ VENDOR_FILES := @tensorflow/tfjs/dist/tf.es2017.min.js \
                 @tensorflow/tfjs-backend-webgpu/dist/tf-backend-webgpu.es2017.min.js \
                 papaparse/papaparse.min.js uplot/dist/uPlot.iife.min.js uplot/dist/uPlot.min.css
 
-.PHONY: help dev test preflight-test test-unit test-py311 bench load preflight lock clean deploy-plan deploy deploy-args
+.PHONY: help dev test lint preflight-test test-unit test-py311 bench load preflight lock clean deploy-plan deploy deploy-args
 
 help:
 	@echo "make dev     run emulators, every function, the gateway and the lab on http://127.0.0.1:8080"
-	@echo "make test    set up and run every test (unit + emulator-backed)"
+	@echo "make test    set up and run every test (lint and types, unit, emulator-backed, browser)"
+	@echo "make lint    ruff format --check, ruff check and mypy"
 	@echo "make bench   print cold-start and token timings"
 	@echo "make load    ramp locust users against the local stack (MLLAB_LOAD_SECONDS, default 300), then check Firestore"
 	@echo "make deploy-plan PROJECT=p REGION=r DOMAIN=d   print every gcloud command of a deployment (offline)"
@@ -57,6 +58,7 @@ dev: preflight $(STAMP) $(VENDORED)
 	@exec $(PY) -m mllab_dev.stack
 
 test: preflight-test $(STAMP) $(VENDORED)
+	@$(MAKE) --no-print-directory lint
 	@$(PY) -m pytest $(PYTEST_ARGS)
 	@$(MAKE) --no-print-directory test-py311
 
@@ -71,6 +73,13 @@ test-py311:
 	  || { tail -40 $(VENV311)/install.log; exit 1; }; touch $(VENV311)/.installed; fi; \
 	echo "Unit suite on $$($(VENV311)/bin/python --version)"; \
 	$(VENV311)/bin/python -m pytest tests/unit -q -p no:cacheprovider
+
+# ruff (format and lint, complexity <= 10) and mypy, as configured in pyproject.toml: clean, or `make test` stops.
+lint: $(STAMP)
+	@echo "lint: ruff format --check, ruff check, mypy"
+	@$(PY) -m ruff format --check --quiet shared functions infra tests
+	@$(PY) -m ruff check --quiet shared functions infra tests
+	@$(PY) -m mypy shared/mllab functions infra
 
 test-unit: $(STAMP)
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
