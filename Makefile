@@ -25,7 +25,7 @@ help:
 	@echo "make bench   print cold-start and token timings"
 	@echo "make load    ramp locust users against the local stack (MLLAB_LOAD_SECONDS, default 300), then check Firestore"
 	@echo "make deploy-plan PROJECT=p REGION=r DOMAIN=d   print every gcloud command of a deployment (offline)"
-	@echo "make deploy PROJECT=p REGION=r DOMAIN=d OAUTH_CLIENT_ID=id   run them (README: Deploy to Google Cloud)"
+	@echo "make deploy PROJECT=p REGION=r DOMAIN=d OAUTH_CLIENT_ID=id   run them (docs/operations.md)"
 	@echo "make clean   remove .venv, .dev and build output"
 
 # Fails within seconds, naming what to install, before any slow step (as root: installs it first).
@@ -98,7 +98,7 @@ lock:
 	  { echo '# Full transitive lock (pip constraints): `make` installs exactly this tree. Regenerate with `make lock`.'; \
 	    /tmp/mllab-lock/bin/pip freeze --exclude mllab; } > constraints.txt
 
-# Deploy to one Google Cloud project (README "Deploy to Google Cloud"). Required: PROJECT, REGION, DOMAIN.
+# Deploy to one Google Cloud project (docs/operations.md). Required: PROJECT, REGION, DOMAIN.
 # Optional: OAUTH_CLIENT_ID (needed by deploy), BILLING_ACCOUNT, PAYPAL=sandbox|live, ALERT_EMAIL, BUDGET (USD),
 # SECRETS_FROM (a folder of secret values), DEPLOY_OUT (generated files; default build/deploy).
 DEPLOY_ARGS = --project='$(PROJECT)' --region='$(REGION)' --domain='$(DOMAIN)' \

@@ -237,7 +237,7 @@ def test_no_secret_reaches_a_log_line(stack: Stack, browser: Browser, unique: st
 
 
 def test_curl_style_client_without_cookie_jar(stack: Stack, new_user) -> None:
-    """What the README shows: plain HTTP with the Cookie header set by hand."""
+    """What docs/development.md shows: plain HTTP with the Cookie header set by hand."""
     user = new_user()
     h = {"Origin": stack.gateway_url, "X-CSRF-Token": "1", "Content-Type": "application/json"}
     with httpx.Client(base_url=stack.gateway_url) as c:
