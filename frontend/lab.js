@@ -1,5 +1,5 @@
-// The lab shell. Sign-in, refresh and the account screen live in js/account.js (DESIGN sections 4
-// and 6): the access token stays in that module's memory; the refresh cookie (__Host-rt, HttpOnly)
+// The lab shell. Sign-in, refresh and the account screen live in js/account.js
+// (docs/security.md): the access token stays in that module's memory; the refresh cookie (__Host-rt, HttpOnly)
 // is the browser's business.
 import {Problem, problemOf, session} from "./js/session.js";
 import {accessToken, refresh, showAccount, startAccount} from "./js/account.js";
@@ -24,7 +24,7 @@ const config = await fetch("/config.json").then((r) => r.json());
 const api = (path) => `${config.api_base}${path}`;
 startAccount(api, {afterSignIn: () => finishCheckout()}); // a return from PayPal that waited for the sign-in
 
-// --- Billing (DESIGN section 7): the plan from /me, PayPal checkout and cancel, promo codes -------
+// --- Billing (docs/architecture.md, entitlements): the plan from /me, PayPal checkout and cancel, promo codes -------
 
 const SUBSCRIPTION_ID = /^I-[A-Z0-9]{6,40}$/;
 const DATE = new Intl.DateTimeFormat("en-US", {month: "short", day: "numeric", year: "numeric"});
@@ -121,7 +121,7 @@ async function showPlans() {
   }
 }
 
-// A call as DESIGN section 4 wants it: bearer token, the session's CSRF token, a JSON body.
+// An API call: bearer token, the session's CSRF token, a JSON body.
 async function request(method, path, body) {
   const headers = {Authorization: `Bearer ${accessToken}`, "X-CSRF-Token": me.csrf};
   if (body !== undefined) headers["Content-Type"] = "application/json";

@@ -1,4 +1,4 @@
-// Save to the cloud and load back (DESIGN section 5): the API allocates a version and signs one PUT
+// Save to the cloud and load back (docs/architecture.md, the event path): the API allocates a version and signs one PUT
 // per file; the browser sends the bytes straight to the bucket, weights.bin first and model.json last
 // (model.json is the commit marker), then the dataset (when it came from a CSV) and the run's
 // metrics.json. The event pipeline marks the version `ready`; reloading goes through signed GETs.

@@ -1,5 +1,5 @@
-// Your library (issue 6): the signed-in person's projects, models with their versions, datasets and
-// training runs, read from the catalog API (DESIGN sections 4 and 5; every list is the caller's own).
+// Your library: the signed-in person's projects, models with their versions, datasets and
+// training runs, read from the catalog API (every list is the caller's own).
 // Lists page with the API's cursors ("Show more"). A run's curves come from its metrics.json through a
 // signed GET and are drawn with uPlot (js/chart.js, loaded on demand); a dataset opens in the
 // workbench through a signed GET of its CSV; a ready version loads through js/cloud.js. Imported by
