@@ -207,6 +207,30 @@ def make(project: str | None, region: str | None, domain: str | None, **optional
     if missing:
         raise UsageError(f"missing {', '.join(missing)}: {USAGE}")
     assert project and region and domain
+    problems = _required_problems(project, region, domain) + _optional_problems(optional)
+    if problems:
+        raise UsageError("; ".join(problems))
+    values = {k: v for k, v in optional.items() if v not in (None, "")}
+    values["paypal"] = _paypal(optional)
+    values["budget_usd"] = int(str(_budget(optional)))
+    for key in ("secrets_from", "out"):
+        if key in values:
+            values[key] = Path(str(values[key]))
+    return Environment(project=project, region=region, domain=domain, **values)  # type: ignore[arg-type]
+
+
+def _paypal(optional: dict[str, object]) -> object:
+    """PAYPAL as given, sandbox when not."""
+    return optional.get("paypal") or "sandbox"
+
+
+def _budget(optional: dict[str, object]) -> object:
+    """BUDGET as given (not yet checked to be a number), 100 US dollars when not."""
+    return optional.get("budget_usd") or 100
+
+
+def _required_problems(project: str, region: str, domain: str) -> list[str]:
+    """What is wrong with PROJECT, REGION and DOMAIN, in that order."""
     problems = []
     if not _PROJECT_ID.fullmatch(project):
         problems.append(f"PROJECT {project!r} is not a Google Cloud project id (6-30 of a-z, 0-9, -)")
@@ -217,24 +241,22 @@ def make(project: str | None, region: str | None, domain: str | None, **optional
             f"DOMAIN {domain!r} is not a lower-case domain such as example.com (the lab is lab.DOMAIN, "
             "the API api.DOMAIN)"
         )
+    return problems
+
+
+def _optional_problems(optional: dict[str, object]) -> list[str]:
+    """What is wrong with the optional settings that were given (BILLING_ACCOUNT, PAYPAL, ALERT_EMAIL, BUDGET)."""
+    problems = []
     billing = optional.get("billing_account")
     if billing and not _BILLING_ACCOUNT.fullmatch(str(billing)):
         problems.append(f"BILLING_ACCOUNT {billing!r} is not an id such as 012345-6789AB-CDEF01")
-    paypal = optional.get("paypal") or "sandbox"
+    paypal = _paypal(optional)
     if paypal not in PAYPAL_APIS:
         problems.append(f"PAYPAL must be one of {', '.join(PAYPAL_APIS)}, got {paypal!r}")
     email = optional.get("alert_email")
     if email and not _EMAIL.fullmatch(str(email)):
         problems.append(f"ALERT_EMAIL {email!r} is not an email address")
-    budget = optional.get("budget_usd") or 100
+    budget = _budget(optional)
     if not str(budget).isdigit() or int(str(budget)) < 1:
         problems.append(f"BUDGET must be a whole number of US dollars, got {budget!r}")
-    if problems:
-        raise UsageError("; ".join(problems))
-    values = {k: v for k, v in optional.items() if v not in (None, "")}
-    values["paypal"] = paypal
-    values["budget_usd"] = int(str(budget))
-    for key in ("secrets_from", "out"):
-        if key in values:
-            values[key] = Path(str(values[key]))
-    return Environment(project=project, region=region, domain=domain, **values)  # type: ignore[arg-type]
+    return problems

@@ -436,7 +436,6 @@ def firestore(env: Environment) -> list[Step]:
             )
         )
     for index in indexes.load_indexes():
-        wanted = indexes.key(index)
         steps.append(
             Step(
                 "Firestore",
@@ -454,7 +453,7 @@ def firestore(env: Environment) -> list[Step]:
                 ),
                 probe=Probe(
                     gcloud(p, "firestore", "indexes", "composite", "list", "--format=json"),
-                    matches=lambda out, wanted=wanted: wanted in indexes.listed(out),
+                    matches=indexes.in_listing(index),
                     shown_as="the list already has this index",
                     example=indexes.listed_example(index, p),
                 ),
@@ -465,9 +464,11 @@ def firestore(env: Environment) -> list[Step]:
             "Firestore",
             "Security rules: deny every client read and write (only the functions' IAM identities reach Firestore).",
             ("python3", "infra/firestore/rules.py", f"--project={p}", f"--rules={relative(RULES)}"),
-            note="No gcloud command deploys Firestore rules: this uses the Firebase Rules REST API (a ruleset, then the\n"
-            "cloud.firestore release), with a token from `gcloud auth print-access-token` kept in memory, and\n"
-            "changes nothing when the released rules already equal the file.",
+            note=(
+                "No gcloud command deploys Firestore rules: this uses the Firebase Rules REST API (a ruleset, then "
+                "the\ncloud.firestore release), with a token from `gcloud auth print-access-token` kept in memory, "
+                "and\nchanges nothing when the released rules already equal the file."
+            ),
         )
     )
     return steps

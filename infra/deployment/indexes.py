@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,16 @@ def listed(output: str) -> set[tuple[str, str, tuple[Field, ...]]]:
 
 def key(index: dict[str, Any]) -> tuple[str, str, tuple[Field, ...]]:
     return index["collectionGroup"], index.get("queryScope", "COLLECTION"), _normal(fields_of(index))
+
+
+def in_listing(index: dict[str, Any]) -> Callable[[str], bool]:
+    """The probe test for one index: does the list command's output hold it?"""
+    wanted = key(index)
+
+    def holds(output: str) -> bool:
+        return wanted in listed(output)
+
+    return holds
 
 
 def listed_example(index: dict[str, Any], project: str) -> str:

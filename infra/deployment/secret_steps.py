@@ -54,7 +54,10 @@ def _from_operator(secret: access.Secret, env: Environment) -> SecretValue:
             f"{env.api_url}/payments/paypal/webhook` and store what it prints"
         )
     else:
-        how = f"put it in a file and run `gcloud secrets versions add {secret.name} --project={env.project} --data-file=FILE`"
+        how = (
+            f"put it in a file and run `gcloud secrets versions add {secret.name} --project={env.project} "
+            "--data-file=FILE`"
+        )
     return SecretValue(
         placeholder=f"<SECRETS_FROM/{secret.name}>",
         produce=produce,

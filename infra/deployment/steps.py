@@ -51,8 +51,12 @@ def subprocess_runner(argv: Sequence[str], *, stdin: bytes | None = None, captur
     """Run a command from the repository root; stream its output unless the caller keeps it."""
     pipe = subprocess.PIPE if capture else None
     done = subprocess.run(list(argv), cwd=ROOT, input=stdin, stdout=pipe, stderr=pipe, check=False)
-    decode = lambda b: b.decode(errors="replace") if b else ""
-    return Completed(done.returncode, decode(done.stdout), decode(done.stderr))
+    return Completed(done.returncode, _decode(done.stdout), _decode(done.stderr))
+
+
+def _decode(output: bytes | None) -> str:
+    """What a command printed, as text (None when it was not captured)."""
+    return output.decode(errors="replace") if output else ""
 
 
 @dataclass(frozen=True)
@@ -192,7 +196,7 @@ def render_script(steps: Sequence[Step], header: Iterable[str]) -> str:
             for arg in (*step.argv, *(step.probe.argv if step.probe else ()), *(step.update or ()))
             for v in _VAR.findall(arg)
         }
-        captured |= {step.capture, step.probe.capture if step.probe else None} - {None}  # type: ignore[operator]
+        captured |= {name for name in (step.capture, step.probe.capture if step.probe else None) if name is not None}
         if used - captured:
             raise DeployError(f"{step.why} needs ${{{sorted(used - captured)[0]}}}, which no selected step captures")
     return "#!/usr/bin/env bash\nset -euo pipefail\n" + render_plan(steps, header)
@@ -217,38 +221,52 @@ def apply(steps: Sequence[Step], ctx: Context, log: Callable[[str], None] = prin
         log(f"[{n}/{len(steps)}] {step.why}")
         if step.skip:
             log(f"  skipped: {step.skip}")
-            continue
-        if step.gate:
-            if ctx.missing_secrets:
-                raise DeployError(
-                    "these secrets have no value yet; add each, then run `make deploy` again:\n"
-                    + "\n".join(f"  - {line}" for line in ctx.missing_secrets)
-                )
-            continue
-        if step.probe is not None:
-            probe_argv = substitute(step.probe.argv, ctx.values)
-            found = ctx.runner(probe_argv, capture=True)
-            if step.probe.exists(found):
-                if step.probe.capture:
-                    ctx.values[step.probe.capture] = found.stdout.strip().splitlines()[0]
-                if step.update is None:
-                    log("  exists")
-                    continue
-                _run(n, step, substitute(step.update, ctx.values), ctx)
-                continue
-        stdin = None
-        if step.stdin is not None:
-            stdin = step.stdin.produce(ctx)
-            if stdin is None:
-                ctx.missing_secrets.append(step.stdin.missing)
-                log("  no value available here: listed at the secrets check")
-                continue
-        result = _run(n, step, substitute(step.argv, ctx.values), ctx, stdin=stdin, capture=bool(step.capture))
-        if step.capture:
-            value = result.stdout.strip()
-            if not value:
-                raise DeployError(f"step {n} ({step.why}) printed nothing to keep as ${{{step.capture}}}")
-            ctx.values[step.capture] = value.splitlines()[0]
+        elif step.gate:
+            _check_secrets(ctx)
+        elif not _found_by_probe(n, step, ctx, log):
+            _run_step(n, step, ctx, log)
+
+
+def _check_secrets(ctx: Context) -> None:
+    """The gate: stop while any secret still has no value."""
+    if ctx.missing_secrets:
+        raise DeployError(
+            "these secrets have no value yet; add each, then run `make deploy` again:\n"
+            + "\n".join(f"  - {line}" for line in ctx.missing_secrets)
+        )
+
+
+def _found_by_probe(n: int, step: Step, ctx: Context, log: Callable[[str], None]) -> bool:
+    """Probe for the step's resource; when it exists, run the update (if any) instead. True: the step is done."""
+    if step.probe is None:
+        return False
+    found = ctx.runner(substitute(step.probe.argv, ctx.values), capture=True)
+    if not step.probe.exists(found):
+        return False
+    if step.probe.capture:
+        ctx.values[step.probe.capture] = found.stdout.strip().splitlines()[0]
+    if step.update is None:
+        log("  exists")
+    else:
+        _run(n, step, substitute(step.update, ctx.values), ctx)
+    return True
+
+
+def _run_step(n: int, step: Step, ctx: Context, log: Callable[[str], None]) -> None:
+    """Run the step's own command (with its secret on stdin), keeping what it prints when it captures."""
+    stdin = None
+    if step.stdin is not None:
+        stdin = step.stdin.produce(ctx)
+        if stdin is None:
+            ctx.missing_secrets.append(step.stdin.missing)
+            log("  no value available here: listed at the secrets check")
+            return
+    result = _run(n, step, substitute(step.argv, ctx.values), ctx, stdin=stdin, capture=bool(step.capture))
+    if step.capture:
+        value = result.stdout.strip()
+        if not value:
+            raise DeployError(f"step {n} ({step.why}) printed nothing to keep as ${{{step.capture}}}")
+        ctx.values[step.capture] = value.splitlines()[0]
 
 
 def races_iam(argv: Sequence[str]) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,8 @@ SIGNING_CN = "messageverificationcerts.sandbox.paypal.com"
 CA_DAYS = 3650
 SERVER_DAYS = 825
 SIGNING_DAYS = 365
+# The kinds of key this CA makes (EC for the CA and the server, RSA for webhook signing): both can sign.
+Key = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ def ensure(dev_dir: Path) -> DevCA:
 # --- building blocks -------------------------------------------------------------------------------
 
 
-def _ensure_key(path: Path, generate):  # type: ignore[no-untyped-def]
+def _ensure_key(path: Path, generate: Callable[[], Key]) -> Key:
     if not path.exists():
         key = generate()
         pem = key.private_bytes(
@@ -114,9 +117,12 @@ def _ensure_key(path: Path, generate):  # type: ignore[no-untyped-def]
     return _load_key(path)
 
 
-def _load_key(path: Path):  # type: ignore[no-untyped-def]
+def _load_key(path: Path) -> Key:
     # Our own keys: skip the RSA consistency check, which costs tens of milliseconds per load.
-    return serialization.load_pem_private_key(path.read_bytes(), password=None, unsafe_skip_rsa_key_validation=True)
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None, unsafe_skip_rsa_key_validation=True)
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise ValueError(f"{path} holds a {type(key).__name__}, not a key this CA makes (delete the folder)")
+    return key
 
 
 def _pem(cert: x509.Certificate) -> bytes:
@@ -127,7 +133,7 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
-def _ca_certificate(key) -> x509.Certificate:  # type: ignore[no-untyped-def]
+def _ca_certificate(key: Key) -> x509.Certificate:
     name = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ML Lab development"),
@@ -164,7 +170,7 @@ def _ca_certificate(key) -> x509.Certificate:  # type: ignore[no-untyped-def]
     )
 
 
-def _leaf(subject_cn: str, key, ca_key, ca_cert: x509.Certificate, days: int):  # type: ignore[no-untyped-def]
+def _leaf(subject_cn: str, key: Key, ca_key: Key, ca_cert: x509.Certificate, days: int) -> x509.CertificateBuilder:
     now = _now()
     public = key.public_key()
     ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
@@ -189,7 +195,7 @@ def _leaf(subject_cn: str, key, ca_key, ca_cert: x509.Certificate, days: int):  
     )
 
 
-def _server_certificate(key, ca_key, ca_cert: x509.Certificate) -> x509.Certificate:  # type: ignore[no-untyped-def]
+def _server_certificate(key: Key, ca_key: Key, ca_cert: x509.Certificate) -> x509.Certificate:
     san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")])
     return (
         _leaf(SERVER_CN, key, ca_key, ca_cert, SERVER_DAYS)
@@ -213,7 +219,7 @@ def _server_certificate(key, ca_key, ca_cert: x509.Certificate) -> x509.Certific
     )
 
 
-def _signing_certificate(key, ca_key, ca_cert: x509.Certificate) -> x509.Certificate:  # type: ignore[no-untyped-def]
+def _signing_certificate(key: Key, ca_key: Key, ca_cert: x509.Certificate) -> x509.Certificate:
     return (
         _leaf(SIGNING_CN, key, ca_key, ca_cert, SIGNING_DAYS)
         .add_extension(

@@ -155,7 +155,9 @@ class Gateway:
         if raw.query_string:
             url += "?" + urllib.parse.quote(raw.query_string, safe=QUERY_SAFE)
         try:
-            upstream = self.client.request(raw.method, url, headers=headers, content=body)
+            # httpx encodes each header key and value on its own (str as ASCII, bytes as given); its HeaderTypes
+            # alias admits only all-str or all-bytes mappings, so the typed call would refuse this mix.
+            upstream = self.client.request(raw.method, url, headers=headers, content=body)  # type: ignore[arg-type]
         except httpx.TimeoutException:
             raise http.Problem(503, f"{route.function} did not answer in time.", headers={"Retry-After": "5"}) from None
         except httpx.HTTPError as exc:

@@ -61,6 +61,7 @@ import json
 import queue
 import secrets
 import signal
+import socket
 import ssl
 import string
 import sys
@@ -234,6 +235,10 @@ ISSUE_DESCRIPTIONS = {
     "MISSING_REGULAR_BILLING_CYCLE": "Plan should have at least one regular billing cycle.",
 }
 PLAN_STATUS_FOR_SUBSCRIPTION = "Invalid plan status for subscription creation; plan status should be active."
+PLAN_STATUS_INVALID = {
+    "activate": "Invalid plan status for activate action; plan status should be either created or inactive.",
+    "deactivate": "Invalid plan status for deactivate action; plan status should be active.",
+}
 STATUS_INVALID = {
     "cancel": "Invalid subscription status for cancel action; subscription status should be active or suspended.",
     "suspend": "Invalid subscription status for suspend action; subscription status should be active.",
@@ -347,13 +352,13 @@ class _LazyHandshakeContext(ssl.SSLContext):
 
     def wrap_socket(
         self,
-        sock,
-        server_side=False,
-        do_handshake_on_connect=True,  # type: ignore[no-untyped-def]
-        suppress_ragged_eofs=True,
-        server_hostname=None,
-        session=None,
-    ):  # type: ignore[override]
+        sock: socket.socket,
+        server_side: bool = False,
+        do_handshake_on_connect: bool = True,
+        suppress_ragged_eofs: bool = True,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLSocket:
         return super().wrap_socket(
             sock,
             server_side=server_side,
@@ -564,36 +569,8 @@ class StandIn:
         return response(environ, start_response)
 
     def _dispatch(self, request: Request) -> Response:
-        path = request.path
-        api = path.startswith("/v1/")
         try:
-            if api:
-                fault = self._take_fault(request)
-                if fault is not None:
-                    if fault.get("delay_s"):
-                        time.sleep(float(fault["delay_s"]))
-                    if fault.get("status"):
-                        status = int(fault["status"])
-                        headers = {"Retry-After": "1"} if status == 429 else {}
-                        raise ApiError(status, FAULT_ERRORS[status], headers=headers)
-            adapter = URL_MAP.bind_to_environ(request.environ)
-            try:
-                endpoint, args = adapter.match()
-            except NotFound:
-                if api:
-                    raise ApiError(
-                        404,
-                        "RESOURCE_NOT_FOUND",
-                        [_detail("INVALID_RESOURCE_ID", "Requested resource ID was not found.", location=None)],
-                    ) from None
-                return self._json({"error": "not found"}, 404)
-            except MethodNotAllowed:
-                if api:
-                    raise ApiError(405, "METHOD_NOT_SUPPORTED") from None
-                return self._json({"error": "method not allowed"}, 405)
-            if api and endpoint not in ("token", "cert"):
-                self._check_bearer(request)
-            return getattr(self, "_h_" + endpoint)(request, **args)
+            return self._route(request)
         except ApiError as e:
             notes = [
                 f"{d['issue']} {d.get('field', '')}: {d['_why']}".replace(" :", ":") for d in e.details if d.get("_why")
@@ -606,7 +583,44 @@ class StandIn:
         except ControlError as e:
             return self._json({"error": e.message}, e.status)
         except HTTPException as e:  # e.g. a redirect for a trailing slash
-            return e.get_response(request.environ)  # type: ignore[return-value]
+            return e.get_response(request.environ)
+
+    def _route(self, request: Request) -> Response:
+        """Hand the request to its `_h_` handler; PayPal's paths (/v1/) first take any queued fault, then need a Bearer
+        token (all but the token and certificate endpoints)."""
+        api = request.path.startswith("/v1/")
+        if api:
+            self._apply_fault(request)
+        adapter = URL_MAP.bind_to_environ(request.environ)
+        try:
+            endpoint, args = adapter.match()
+        except NotFound:
+            if api:
+                raise ApiError(
+                    404,
+                    "RESOURCE_NOT_FOUND",
+                    [_detail("INVALID_RESOURCE_ID", "Requested resource ID was not found.", location=None)],
+                ) from None
+            return self._json({"error": "not found"}, 404)
+        except MethodNotAllowed:
+            if api:
+                raise ApiError(405, "METHOD_NOT_SUPPORTED") from None
+            return self._json({"error": "method not allowed"}, 405)
+        if api and endpoint not in ("token", "cert"):
+            self._check_bearer(request)
+        return getattr(self, "_h_" + endpoint)(request, **args)
+
+    def _apply_fault(self, request: Request) -> None:
+        """A fault the control API queued for this path: its delay, then its error answer (either may be absent)."""
+        fault = self._take_fault(request)
+        if fault is None:
+            return
+        if fault.get("delay_s"):
+            time.sleep(float(fault["delay_s"]))
+        if fault.get("status"):
+            status = int(fault["status"])
+            headers = {"Retry-After": "1"} if status == 429 else {}
+            raise ApiError(status, FAULT_ERRORS[status], headers=headers)
 
     def _json(self, obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
         response = Response(json.dumps(obj), status=status, mimetype="application/json")
@@ -741,7 +755,8 @@ class StandIn:
             ptype = body.get("type")
             if ptype not in ("PHYSICAL", "DIGITAL", "SERVICE"):
                 raise _bad("INVALID_PARAMETER_VALUE", "type must be PHYSICAL, DIGITAL or SERVICE.", "/type", ptype)
-            pid = body.get("id") if isinstance(body.get("id"), str) and body.get("id") else "PROD-" + _rand(17)
+            given = body.get("id")
+            pid = given if isinstance(given, str) and given else "PROD-" + _rand(17)
             if pid in self._products:
                 raise ApiError(
                     422,
@@ -749,7 +764,7 @@ class StandIn:
                     [_detail("DUPLICATE_RESOURCE_IDENTIFIER", "A resource with this id already exists.", "/id", pid)],
                 )
             now = iso(self.now())
-            product = {"id": pid, "name": name}
+            product: dict[str, Any] = {"id": pid, "name": name}
             for key in ("description", "category", "image_url", "home_url"):
                 if isinstance(body.get(key), str):
                     product[key] = body[key]
@@ -803,35 +818,8 @@ class StandIn:
             if not isinstance(prefs, dict):
                 raise _bad("MISSING_REQUIRED_PARAMETER", "payment_preferences is required.", "/payment_preferences")
             now = iso(self.now())
-            stored_cycles = [self._plan_cycle(c, i, now) for i, c in enumerate(cycles)]
-            if not any(c["tenure_type"] == "REGULAR" for c in stored_cycles):
-                raise ApiError(
-                    422,
-                    "UNPROCESSABLE_ENTITY",
-                    [
-                        _detail(
-                            "MISSING_REGULAR_BILLING_CYCLE",
-                            "The plan needs one REGULAR billing cycle.",
-                            "/billing_cycles",
-                        )
-                    ],
-                )
-            threshold = prefs.get("payment_failure_threshold", 0)
-            if not isinstance(threshold, int) or isinstance(threshold, bool) or not 0 <= threshold <= 999:
-                raise _bad(
-                    "INVALID_PARAMETER_VALUE",
-                    "payment_failure_threshold must be 0 to 999.",
-                    "/payment_preferences/payment_failure_threshold",
-                    threshold,
-                )
-            stored_prefs = {
-                "service_type": "PREPAID",
-                "auto_bill_outstanding": bool(prefs.get("auto_bill_outstanding", True)),
-                "setup_fee_failure_action": prefs.get("setup_fee_failure_action", "CANCEL"),
-                "payment_failure_threshold": threshold,
-            }
-            if isinstance(prefs.get("setup_fee"), dict):
-                stored_prefs["setup_fee"] = copy.deepcopy(prefs["setup_fee"])
+            stored_cycles = self._plan_cycles(cycles, now)
+            stored_prefs = self._plan_preferences(prefs)
             pid = "P-" + _rand(24)
             plan: dict[str, Any] = {"id": pid, "product_id": product_id, "name": name, "status": status}
             if description:
@@ -853,8 +841,47 @@ class StandIn:
             self._remember(request, 201, plan)
             return self._json(plan, 201)
 
+    @classmethod
+    def _plan_cycles(cls, cycles: list[Any], now: str) -> list[dict[str, Any]]:
+        """The plan's billing cycles as stored, each checked in turn; one of them must be REGULAR."""
+        stored = [cls._plan_cycle(c, i, now) for i, c in enumerate(cycles)]
+        if not any(c["tenure_type"] == "REGULAR" for c in stored):
+            raise ApiError(
+                422,
+                "UNPROCESSABLE_ENTITY",
+                [
+                    _detail(
+                        "MISSING_REGULAR_BILLING_CYCLE",
+                        "The plan needs one REGULAR billing cycle.",
+                        "/billing_cycles",
+                    )
+                ],
+            )
+        return stored
+
     @staticmethod
-    def _plan_cycle(cycle: Any, index: int, now: str) -> dict[str, Any]:
+    def _plan_preferences(prefs: dict[str, Any]) -> dict[str, Any]:
+        """The plan's payment preferences as stored (always PREPAID, PayPal's defaults where not given)."""
+        threshold = prefs.get("payment_failure_threshold", 0)
+        if not isinstance(threshold, int) or isinstance(threshold, bool) or not 0 <= threshold <= 999:
+            raise _bad(
+                "INVALID_PARAMETER_VALUE",
+                "payment_failure_threshold must be 0 to 999.",
+                "/payment_preferences/payment_failure_threshold",
+                threshold,
+            )
+        stored = {
+            "service_type": "PREPAID",
+            "auto_bill_outstanding": bool(prefs.get("auto_bill_outstanding", True)),
+            "setup_fee_failure_action": prefs.get("setup_fee_failure_action", "CANCEL"),
+            "payment_failure_threshold": threshold,
+        }
+        if isinstance(prefs.get("setup_fee"), dict):
+            stored["setup_fee"] = copy.deepcopy(prefs["setup_fee"])
+        return stored
+
+    @classmethod
+    def _plan_cycle(cls, cycle: Any, index: int, now: str) -> dict[str, Any]:
         where = f"/billing_cycles/{index}"
         if not isinstance(cycle, dict):
             raise _bad("INVALID_PARAMETER_SYNTAX", "A billing cycle must be an object.", where)
@@ -887,33 +914,7 @@ class StandIn:
         }
         scheme = cycle.get("pricing_scheme")
         if isinstance(scheme, dict):
-            fixed = scheme.get("fixed_price")
-            if (
-                not isinstance(fixed, dict)
-                or not isinstance(fixed.get("value"), str)
-                or not isinstance(fixed.get("currency_code"), str)
-                or len(fixed["currency_code"]) != 3
-            ):
-                raise _bad(
-                    "INVALID_PARAMETER_VALUE",
-                    "pricing_scheme.fixed_price needs value and currency_code.",
-                    f"{where}/pricing_scheme/fixed_price",
-                )
-            try:
-                Decimal(fixed["value"])
-            except InvalidOperation:
-                raise _bad(
-                    "INVALID_PARAMETER_VALUE",
-                    "fixed_price.value must be a decimal number.",
-                    f"{where}/pricing_scheme/fixed_price/value",
-                    fixed["value"],
-                ) from None
-            out["pricing_scheme"] = {
-                "version": 1,
-                "fixed_price": {"currency_code": fixed["currency_code"], "value": fixed["value"]},
-                "create_time": now,
-                "update_time": now,
-            }
+            out["pricing_scheme"] = cls._pricing_scheme(scheme, where, now)
         elif tenure == "REGULAR":
             raise _bad(
                 "MISSING_REQUIRED_PARAMETER",
@@ -921,6 +922,37 @@ class StandIn:
                 f"{where}/pricing_scheme",
             )
         return out
+
+    @staticmethod
+    def _pricing_scheme(scheme: dict[str, Any], where: str, now: str) -> dict[str, Any]:
+        """A billing cycle's pricing scheme as stored: a fixed price, version 1."""
+        fixed = scheme.get("fixed_price")
+        if (
+            not isinstance(fixed, dict)
+            or not isinstance(fixed.get("value"), str)
+            or not isinstance(fixed.get("currency_code"), str)
+            or len(fixed["currency_code"]) != 3
+        ):
+            raise _bad(
+                "INVALID_PARAMETER_VALUE",
+                "pricing_scheme.fixed_price needs value and currency_code.",
+                f"{where}/pricing_scheme/fixed_price",
+            )
+        try:
+            Decimal(fixed["value"])
+        except InvalidOperation:
+            raise _bad(
+                "INVALID_PARAMETER_VALUE",
+                "fixed_price.value must be a decimal number.",
+                f"{where}/pricing_scheme/fixed_price/value",
+                fixed["value"],
+            ) from None
+        return {
+            "version": 1,
+            "fixed_price": {"currency_code": fixed["currency_code"], "value": fixed["value"]},
+            "create_time": now,
+            "update_time": now,
+        }
 
     def _plan_links(self, pid: str) -> list[dict[str, str]]:
         href = f"{self.base_url}/v1/billing/plans/{pid}"
@@ -960,11 +992,7 @@ class StandIn:
                         _detail(
                             "PLAN_STATUS_INVALID",
                             f"The plan is already {want}.",
-                            description=(
-                                "Invalid plan status for activate action; plan status should be either created or inactive."
-                                if action == "activate"
-                                else "Invalid plan status for deactivate action; plan status should be active."
-                            ),
+                            description=PLAN_STATUS_INVALID[action],
                         )
                     ],
                 )
@@ -1100,84 +1128,12 @@ class StandIn:
             body = self._body(request)
             plan_id = _string(body, "plan_id", 3, 50, required=True)
             assert plan_id is not None
-            custom_id = _string(body, "custom_id", 1, 127, required=False)
-            if custom_id is not None and not all(0x20 <= ord(c) <= 0x7E for c in custom_id):
-                raise _bad("INVALID_PARAMETER_VALUE", "custom_id must be printable ASCII.", "/custom_id", custom_id)
-            quantity = body.get("quantity", "1")
-            if (
-                not isinstance(quantity, str)
-                or not quantity
-                or len(quantity) > 32
-                or not all(c.isdigit() or c == "." for c in quantity)
-            ):
-                raise _bad("INVALID_PARAMETER_VALUE", "quantity must be a decimal string.", "/quantity", quantity)
-            start = body.get("start_time")
-            if start is not None and parse_iso(start) is None:
-                raise _bad(
-                    "INVALID_PARAMETER_SYNTAX", "start_time must be an RFC 3339 date-time.", "/start_time", start
-                )
-            return_url = cancel_url = None
-            context = body.get("application_context")
-            if context is not None:
-                if not isinstance(context, dict):
-                    raise _bad(
-                        "INVALID_PARAMETER_SYNTAX", "application_context must be an object.", "/application_context"
-                    )
-                for key in ("return_url", "cancel_url"):
-                    value = _string(context, key, 10, 4000, required=True, path="/application_context")
-                    if not _is_url(value or ""):
-                        raise _bad(
-                            "INVALID_PARAMETER_SYNTAX",
-                            f"{key} must be an absolute URL.",
-                            f"/application_context/{key}",
-                            value,
-                        )
-                return_url, cancel_url = context["return_url"], context["cancel_url"]
-                _string(context, "brand_name", 1, 127, required=False, path="/application_context")
-                for key, allowed in (
-                    ("user_action", ("CONTINUE", "SUBSCRIBE_NOW")),
-                    ("shipping_preference", ("GET_FROM_FILE", "NO_SHIPPING", "SET_PROVIDED_ADDRESS")),
-                ):
-                    if key in context and context[key] not in allowed:
-                        raise _bad(
-                            "INVALID_PARAMETER_VALUE",
-                            f"{key} must be one of {', '.join(allowed)}.",
-                            f"/application_context/{key}",
-                            context[key],
-                        )
+            custom_id, quantity, start = self._subscription_fields(body)
+            return_url, cancel_url = self._application_context(body)
             subscriber = body.get("subscriber")
             if subscriber is not None and not isinstance(subscriber, dict):
                 raise _bad("INVALID_PARAMETER_SYNTAX", "subscriber must be an object.", "/subscriber")
-            plan = self._plans.get(plan_id)
-            if plan is None:
-                # The create-422 issues PayPal documents have no "unknown plan"; PLAN_STATUS_INVALID is the nearest.
-                raise ApiError(
-                    422,
-                    "UNPROCESSABLE_ENTITY",
-                    [
-                        _detail(
-                            "PLAN_STATUS_INVALID",
-                            f"no plan {plan_id} exists",
-                            "/plan_id",
-                            plan_id,
-                            description=PLAN_STATUS_FOR_SUBSCRIPTION,
-                        )
-                    ],
-                )
-            if plan["status"] != "ACTIVE":
-                raise ApiError(
-                    422,
-                    "UNPROCESSABLE_ENTITY",
-                    [
-                        _detail(
-                            "PLAN_STATUS_INVALID",
-                            f"plan is {plan['status']}",
-                            "/plan_id",
-                            plan_id,
-                            description=PLAN_STATUS_FOR_SUBSCRIPTION,
-                        )
-                    ],
-                )
+            self._check_plan_active(plan_id)
             now = self.now()
             sid = "I-" + _rand(12)
             while sid in self._subs:
@@ -1206,27 +1162,114 @@ class StandIn:
             )
             self._subs[sid] = sub
             self._ba_tokens[sub.ba_token] = sid
-            snapshot = self._snapshot(sub)
-            if "return=representation" in request.headers.get("Prefer", ""):
-                answer = snapshot
-            else:
-                keys = (
-                    "id",
-                    "status",
-                    "status_update_time",
-                    "plan_id",
-                    "plan_overridden",
-                    "start_time",
-                    "quantity",
-                    "shipping_amount",
-                    "custom_id",
-                    "create_time",
-                    "links",
-                )
-                answer = {k: snapshot[k] for k in keys if k in snapshot}
+            answer = self._created_answer(self._snapshot(sub), request)
             self._remember(request, 201, answer)
             self._emit_subscription(sub, "BILLING.SUBSCRIPTION.CREATED")
             return self._json(answer, 201)
+
+    @staticmethod
+    def _subscription_fields(body: dict[str, Any]) -> tuple[str | None, str, Any]:
+        """(custom_id, quantity, start_time) of a new subscription, each checked in that order."""
+        custom_id = _string(body, "custom_id", 1, 127, required=False)
+        if custom_id is not None and not all(0x20 <= ord(c) <= 0x7E for c in custom_id):
+            raise _bad("INVALID_PARAMETER_VALUE", "custom_id must be printable ASCII.", "/custom_id", custom_id)
+        quantity = body.get("quantity", "1")
+        if (
+            not isinstance(quantity, str)
+            or not quantity
+            or len(quantity) > 32
+            or not all(c.isdigit() or c == "." for c in quantity)
+        ):
+            raise _bad("INVALID_PARAMETER_VALUE", "quantity must be a decimal string.", "/quantity", quantity)
+        start = body.get("start_time")
+        if start is not None and parse_iso(start) is None:
+            raise _bad("INVALID_PARAMETER_SYNTAX", "start_time must be an RFC 3339 date-time.", "/start_time", start)
+        return custom_id, quantity, start
+
+    @staticmethod
+    def _application_context(body: dict[str, Any]) -> tuple[str | None, str | None]:
+        """(return_url, cancel_url) from a new subscription's application_context; (None, None) without one."""
+        context = body.get("application_context")
+        if context is None:
+            return None, None
+        if not isinstance(context, dict):
+            raise _bad("INVALID_PARAMETER_SYNTAX", "application_context must be an object.", "/application_context")
+        for key in ("return_url", "cancel_url"):
+            value = _string(context, key, 10, 4000, required=True, path="/application_context")
+            if not _is_url(value or ""):
+                raise _bad(
+                    "INVALID_PARAMETER_SYNTAX",
+                    f"{key} must be an absolute URL.",
+                    f"/application_context/{key}",
+                    value,
+                )
+        _string(context, "brand_name", 1, 127, required=False, path="/application_context")
+        for key, allowed in (
+            ("user_action", ("CONTINUE", "SUBSCRIBE_NOW")),
+            ("shipping_preference", ("GET_FROM_FILE", "NO_SHIPPING", "SET_PROVIDED_ADDRESS")),
+        ):
+            if key in context and context[key] not in allowed:
+                raise _bad(
+                    "INVALID_PARAMETER_VALUE",
+                    f"{key} must be one of {', '.join(allowed)}.",
+                    f"/application_context/{key}",
+                    context[key],
+                )
+        return context["return_url"], context["cancel_url"]
+
+    def _check_plan_active(self, plan_id: str) -> None:
+        """A subscription needs an existing, ACTIVE plan."""
+        plan = self._plans.get(plan_id)
+        if plan is None:
+            # The create-422 issues PayPal documents have no "unknown plan"; PLAN_STATUS_INVALID is the nearest.
+            raise ApiError(
+                422,
+                "UNPROCESSABLE_ENTITY",
+                [
+                    _detail(
+                        "PLAN_STATUS_INVALID",
+                        f"no plan {plan_id} exists",
+                        "/plan_id",
+                        plan_id,
+                        description=PLAN_STATUS_FOR_SUBSCRIPTION,
+                    )
+                ],
+            )
+        if plan["status"] != "ACTIVE":
+            raise ApiError(
+                422,
+                "UNPROCESSABLE_ENTITY",
+                [
+                    _detail(
+                        "PLAN_STATUS_INVALID",
+                        f"plan is {plan['status']}",
+                        "/plan_id",
+                        plan_id,
+                        description=PLAN_STATUS_FOR_SUBSCRIPTION,
+                    )
+                ],
+            )
+
+    @staticmethod
+    def _created_answer(snapshot: dict[str, Any], request: Request) -> dict[str, Any]:
+        """The whole subscription when the client asks for `Prefer: return=representation`, else PayPal's
+        minimal answer."""
+        if "return=representation" in request.headers.get("Prefer", ""):
+            return snapshot
+        keys = (
+            "id",
+            "status",
+            "status_update_time",
+            "plan_id",
+            "plan_overridden",
+            "start_time",
+            "quantity",
+            "shipping_amount",
+            "custom_id",
+            "create_time",
+            "links",
+        )
+        return {k: snapshot[k] for k in keys if k in snapshot}
 
     def _sub(self, sid: str) -> _Subscription:
         sub = self._subs.get(sid)
@@ -1339,12 +1382,11 @@ class StandIn:
             )
         data = sub.data
         start = parse_iso(data.get("start_time"))
-        delayed = start is not None and start > now
         data["status"] = "ACTIVE"
         data["status_update_time"] = iso(now)
         data["update_time"] = iso(now)
         data["subscriber"] = subscriber
-        if delayed:
+        if start is not None and start > now:
             # A delayed start: approved now, nothing billed; the first regular cycle is due at start_time.
             for execution in executions:
                 execution["cycles_completed"] = 0

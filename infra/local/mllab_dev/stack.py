@@ -11,6 +11,7 @@ still finds alive, and a port held by any other process fails fast, naming it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -126,6 +127,14 @@ class Child:
 
 def port_holder(port: int) -> str | None:
     """Who listens on 127.0.0.1/0.0.0.0:port, as 'pid N (cmdline)', from /proc; None if free."""
+    inodes = _listening_inodes(port)
+    if not inodes:
+        return None if _bindable(port) else "an unknown process (the port cannot be bound)"
+    return _socket_owner(inodes) or "another process (its pid is not visible)"
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """The inodes of the sockets listening on the port, from the kernel's TCP tables (IPv4 and IPv6)."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -136,14 +145,23 @@ def port_holder(port: int) -> str | None:
             parts = line.split()
             if parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:
                 inodes.add(parts[9])
-    if not inodes:
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return "an unknown process (the port cannot be bound)"
-        return None
+    return inodes
+
+
+def _bindable(port: int) -> bool:
+    """Whether 127.0.0.1:port can be bound: a port can be held where the TCP tables show no listener (a socket
+    bound but not listening, or tables that cannot be read)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _socket_owner(inodes: set[str]) -> str | None:
+    """'pid N (cmdline)' of a process holding one of the sockets; None when no visible process does."""
     for pid_dir in Path("/proc").iterdir():
         if not pid_dir.name.isdigit():
             continue
@@ -155,7 +173,7 @@ def port_holder(port: int) -> str | None:
                     return f"pid {pid_dir.name} ({cmd[:160]})"
         except OSError:
             continue
-    return "another process (its pid is not visible)"
+    return None
 
 
 def _group_alive(pgid: int) -> bool:
@@ -578,10 +596,8 @@ class Stack:
             raise StackError(f"another local stack is running (pid {launcher}); stop it first (Ctrl-C in its terminal)")
         groups = [c["pgid"] for c in state.get("children", []) if _group_alive(c["pgid"]) and _pid_matches(c)]
         for pgid in groups:
-            try:
+            with contextlib.suppress(ProcessLookupError):  # the group ended meanwhile
                 os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         if groups:
             print(f"stack: cleaned up {len(groups)} leftover process group(s) from an earlier run", file=sys.stderr)
         deadline = time.monotonic() + 5
@@ -593,24 +609,20 @@ class Stack:
         if self._stopping.is_set():
             return
         self._stopping.set()
-        live = [c for c in self.children if c.proc]
-        for child in reversed(live):
-            try:
-                os.killpg(child.proc.pid, signal.SIGTERM)  # type: ignore[union-attr]
-            except ProcessLookupError:
-                pass
+        live = [c.proc for c in self.children if c.proc]  # each child leads its own process group
+        for proc in reversed(live):
+            with contextlib.suppress(ProcessLookupError):  # the group ended already
+                os.killpg(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S
-        for child in live:
-            while _group_alive(child.proc.pid) and time.monotonic() < deadline:  # type: ignore[union-attr]
-                child.proc.poll()  # type: ignore[union-attr]
+        for proc in live:
+            while _group_alive(proc.pid) and time.monotonic() < deadline:
+                proc.poll()
                 time.sleep(0.05)
-        for child in live:
-            if _group_alive(child.proc.pid):  # type: ignore[union-attr]
-                try:
-                    os.killpg(child.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
-                except ProcessLookupError:
-                    pass
-            child.proc.wait(timeout=5)  # type: ignore[union-attr]
+        for proc in live:
+            if _group_alive(proc.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
         self.state_file.unlink(missing_ok=True)
 
     def wait(self) -> int:
