@@ -1,6 +1,6 @@
 """Memory, CPU, concurrency, instances and timeout per function, each with the reason.
 
-Ground rules (measured in the README's table and research/serverless.md section 3):
+Ground rules (the cold-start and load figures in docs/operations.md):
 - every function gets a whole vCPU: Cloud Run allows concurrency above 1 only from 1 vCPU, and a cold
   start is mostly import CPU (0.5-0.8 s of CPU here; at the 256 MiB default's 0.167 vCPU that would be
   3-5 s of wall time);

@@ -37,8 +37,18 @@ def test_plans_come_from_the_one_table(gateway: httpx.Client) -> None:
     assert r.status_code == 200 and "max-age=300" in r.headers["cache-control"]
     plans = {p["id"]: p for p in r.json()["plans"]}
     assert plans["pro"]["price"] == {"value": "15.00", "currency": "USD"} and plans["pro"]["interval"] == "month"
-    assert plans["pro"]["limits"] == {"cloud_saves": True, "storage_bytes": 5 * 1024**3, "uploads_per_day": 200}
-    assert plans["free"]["limits"]["cloud_saves"] is False
+    pro, free = plans["pro"]["limits"], plans["free"]["limits"]
+    assert (pro["cloud_saves"], pro["storage_bytes"], pro["uploads_per_day"]) == (True, 5 * 1024**3, 200)
+    assert free["cloud_saves"] is False
+    for plan_id, limits in (("pro", pro), ("free", free)):  # the counts each plan allows, from the same table
+        table = config.PLANS[plan_id]
+        assert {k: limits[k] for k in ("projects", "models", "versions_per_model", "datasets", "jobs")} == {
+            "projects": table.projects,
+            "models": table.models,
+            "versions_per_model": table.versions_per_model,
+            "datasets": table.datasets,
+            "jobs": table.jobs,
+        }
 
 
 def test_checkout_is_mapped_before_the_approve_url_is_returned(member, paypal: httpx.Client) -> None:

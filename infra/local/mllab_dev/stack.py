@@ -1,6 +1,6 @@
 """The whole system on one machine: emulators, every function, the gateway and the lab.
 
-    python -m mllab_dev.stack                # fixed ports (DESIGN section 10), state in .dev/
+    python -m mllab_dev.stack                # fixed ports (docs/development.md), state in .dev/
     python -m mllab_dev.stack --free-ports --dev-dir /tmp/x   # what the tests use
 
 Every child runs in its own process group (gcloud's emulator wrappers spawn java), so stopping kills
