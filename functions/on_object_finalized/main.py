@@ -3,9 +3,16 @@
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from mllab import events
+from mllab import events, log, recorder
 
 
 @functions_framework.cloud_event
 def on_object_finalized(cloud_event: CloudEvent) -> None:
-    events.handle(cloud_event)
+    """Raises only for transient failures (so Pub/Sub retries); an unusable event is acknowledged."""
+    ctx = log.bind(event_id=str(cloud_event["id"]), function="on_object_finalized")
+    try:
+        event = events.parse_or_drop(cloud_event)
+        if event is not None:
+            recorder.handle(event)
+    finally:
+        log.unbind(ctx)

@@ -3,13 +3,21 @@
 import flask
 import functions_framework
 
-from mllab import http, uploads
+from mllab import http, schemas, uploads
 
 router = http.Router("signed_urls")
-router.route("POST", "/signed/upload")(uploads.sign_upload)
-router.route("GET", "/signed/download")(uploads.sign_download)
+
+
+@router.route("POST", "/signed/upload")
+def sign_upload(request: http.Request) -> schemas.SignedUrl:
+    return uploads.sign_upload(request.uid, request.body)
+
+
+@router.route("GET", "/signed/download")
+def sign_download(request: http.Request) -> schemas.SignedUrl:
+    return uploads.sign_download(request.uid, request.args.get("object", ""))
 
 
 @functions_framework.http
-def signed_urls(request: flask.Request) -> flask.Response:
+def signed_urls(request: flask.Request) -> http.RawResponse:
     return router(request)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import re
 import uuid
@@ -130,7 +131,7 @@ def owned(collection: str, record_id: Any, uid: str, *, deleting_ok: bool = Fals
         raise ValueError(f"not a catalog collection: {collection!r}")
     if not isinstance(record_id, str) or not _ID.fullmatch(record_id):
         raise not_found(collection)
-    snap = ref(collection, record_id).get(**clients.opts())
+    snap = ref(collection, record_id).get()
     if not snap.exists:
         raise not_found(collection)
     doc = snap.to_dict()
@@ -141,7 +142,7 @@ def owned(collection: str, record_id: Any, uid: str, *, deleting_ok: bool = Fals
 
 def owned_version(model: Mapping[str, Any], n: int, uid: str) -> dict[str, Any]:
     """Version n of the caller's model (already checked with `owned`), or 404."""
-    snap = version_ref(model["id"], n).get(**clients.opts())
+    snap = version_ref(model["id"], n).get()
     if not snap.exists or snap.get("uid") != uid:
         raise Problem(
             404, f"Model {model['id']} has no version {n}; allocate one with POST /models/{model['id']}/versions."
@@ -177,7 +178,7 @@ def _query(collection: str, equal: Mapping[str, str], *, newest_first: bool = Fa
 
 
 def _stream(query: Any) -> list[Any]:
-    return list(query.stream(**clients.opts()))
+    return list(query.stream())
 
 
 def _newest_first(versions: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -194,7 +195,7 @@ def _versions_of(models: list[dict[str, Any]], uid: str) -> dict[str, list[dict[
     next_version - 1 (a number whose version was never created simply reads as missing)."""
     refs = [version_ref(m["id"], n) for m in models for n in range(1, int(m.get("next_version") or 1))]
     found: dict[str, list[dict[str, Any]]] = {m["id"]: [] for m in models}
-    for snap in clients.firestore().get_all(refs, **clients.opts()) if refs else ():
+    for snap in clients.firestore().get_all(refs) if refs else ():
         doc = snap.to_dict() if snap.exists else None
         if doc and doc.get("uid") == uid and doc.get("model_id") in found:
             found[doc["model_id"]].append(doc)
@@ -305,16 +306,14 @@ def _seed_counts(uid: str) -> None:
     from google.api_core.exceptions import AlreadyExists
 
     cref = counts_ref(uid)
-    if cref.get(**clients.opts()).exists:
+    if cref.get().exists:
         return
     counted = {}
     for collection in COLLECTIONS:
-        result = _query(collection, {"uid": uid}).count().get(**clients.opts())
+        result = _query(collection, {"uid": uid}).count().get()
         counted[collection] = int(result[0][0].value)
-    try:
-        cref.create({**counted, "updated_at": clock.now()}, **clients.opts())
-    except AlreadyExists:
-        pass
+    with contextlib.suppress(AlreadyExists):
+        cref.create({**counted, "updated_at": clock.now()})
 
 
 _LIMIT_NOUNS = {
@@ -345,7 +344,7 @@ def _reserve(uid: str, collection: str) -> None:
     plan = entitlements.plan_of(entitlements.get(uid), clock.now())
     limit = int(getattr(plan, collection))
     _seed_counts(uid)
-    result = counts_ref(uid).update({collection: Increment(1), "updated_at": clock.now()}, **clients.opts())
+    result = counts_ref(uid).update({collection: Increment(1), "updated_at": clock.now()})
     if int(result.transform_results[0].integer_value) > limit:
         _release(uid, collection, 1)
         raise limit_reached(collection, limit, plan, f"Delete a {_SINGULAR[collection]} you no longer need first.")
@@ -360,7 +359,7 @@ def _release(uid: str, collection: str, n: int, batch: Any = None) -> None:
     if batch is not None:
         batch.set(counts_ref(uid), change, merge=True)
     else:
-        counts_ref(uid).set(change, merge=True, **clients.opts())
+        counts_ref(uid).set(change, merge=True)
 
 
 def _create(collection: str, doc: dict[str, Any], parents: Iterable[tuple[str, str]]) -> str:
@@ -372,7 +371,7 @@ def _create(collection: str, doc: dict[str, Any], parents: Iterable[tuple[str, s
     record_id = new_id()
     new_ref = ref(collection, record_id)
     try:
-        new_ref.create(doc, **clients.opts())
+        new_ref.create(doc)
     except BaseException:
         _release(uid, collection, 1)
         raise
@@ -390,7 +389,7 @@ def _recheck(uid: str, parents: Iterable[tuple[str, str]], written: list[Any]) -
             owned(parent_collection, parent_id, uid)
     except Problem:
         for r in written:
-            r.delete(**clients.opts())
+            r.delete()
         raise
 
 
@@ -475,7 +474,7 @@ def allocate_version(uid: str, model_id: str) -> dict[str, Any]:
     owned(MODELS, model_id, uid)
     now = clock.now()
     try:
-        result = ref(MODELS, model_id).update({"next_version": Increment(1), "updated_at": now}, **clients.opts())
+        result = ref(MODELS, model_id).update({"next_version": Increment(1), "updated_at": now})
     except NotFound:
         raise not_found(MODELS) from None
     n = int(result.transform_results[0].integer_value) - 1
@@ -501,7 +500,7 @@ def allocate_version(uid: str, model_id: str) -> dict[str, Any]:
     }
     vref = version_ref(model_id, n)
     try:
-        vref.create(doc, **clients.opts())
+        vref.create(doc)
     except AlreadyExists:
         log.warning("version already exists", model_id=model_id, version=n)
         raise Problem(409, "That version number was taken; try again.") from None
@@ -635,7 +634,7 @@ def rename(collection: str, record_id: str, uid: str, body: schemas.Rename) -> d
     doc = owned(collection, record_id, uid)
     now = clock.now()
     try:
-        ref(collection, record_id).update({"name": body.name, "updated_at": now}, **clients.opts())
+        ref(collection, record_id).update({"name": body.name, "updated_at": now})
     except NotFound:
         raise not_found(collection) from None
     doc.update(name=body.name, updated_at=now)
@@ -681,10 +680,8 @@ def _delete_counted(refs: list[Any], uid: str, collection: str) -> int:
             removed += _delete_batch(chunk, uid, collection)
         except NotFound:  # one of them is gone already: the rest one by one, each counted once
             for r in chunk:
-                try:
+                with contextlib.suppress(NotFound):
                     removed += _delete_batch([r], uid, collection)
-                except NotFound:
-                    pass
     return removed
 
 
@@ -694,7 +691,7 @@ def _delete_batch(chunk: list[Any], uid: str, collection: str) -> int:
     for r in chunk:
         batch.delete(r, option=db.write_option(exists=True))
     _release(uid, collection, len(chunk), batch)
-    batch.commit(**clients.opts())
+    batch.commit()
     return len(chunk)
 
 
@@ -720,13 +717,11 @@ def _mark_deleting(refs: list[Any], now: datetime) -> None:
         for r in refs[start : start + _BATCH]:
             batch.update(r, {"deleting": now})
         try:
-            batch.commit(**clients.opts())
+            batch.commit()
         except NotFound:  # one was deleted meanwhile (by its own DELETE): mark the rest one by one
             for r in refs[start : start + _BATCH]:
-                try:
-                    r.update({"deleting": now}, **clients.opts())
-                except NotFound:
-                    pass
+                with contextlib.suppress(NotFound):
+                    r.update({"deleting": now})
 
 
 def delete(collection: str, record_id: str, uid: str, *, ip: str | None = None) -> None:
@@ -739,7 +734,7 @@ def delete(collection: str, record_id: str, uid: str, *, ip: str | None = None) 
     _seed_counts(uid)  # so the places given back are taken off counts that include these records
     now = clock.now()
     try:
-        ref(collection, record_id).update({"deleting": now, "updated_at": now}, **clients.opts())
+        ref(collection, record_id).update({"deleting": now, "updated_at": now})
     except NotFound:
         raise not_found(collection) from None
     children: dict[str, list[str]] = {}

@@ -1,4 +1,4 @@
-"""GCS object events: the one place that converts event shapes, and the recorder.
+"""GCS object events: the one place that converts their delivery shapes into an ObjectEvent.
 
 Two shapes arrive as CloudEvents:
 - `google.cloud.pubsub.topic.v1.messagePublished`: the bucket's Pub/Sub notification, as Eventarc
@@ -7,6 +7,7 @@ Two shapes arrive as CloudEvents:
 - `google.cloud.storage.object.v1.*`: a direct Eventarc storage trigger (StorageObjectData).
 
 Delivery is at least once and unordered; mllab.recorder decides what each generation means.
+This module only parses; the recorder (its `handle`) acts on what it parses.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from typing import Any
 
 from mllab import log
 
-ARTIFACTS = "artifacts"
 _STORAGE_TYPES = {
     "google.cloud.storage.object.v1.finalized": "OBJECT_FINALIZE",
     "google.cloud.storage.object.v1.deleted": "OBJECT_DELETE",
@@ -84,84 +84,88 @@ def parse(cloud_event: Any) -> ObjectEvent:
     if not isinstance(data, dict):
         raise PoisonEvent("event data is not an object")
     if ce_type == PUBSUB_TYPE:
-        message = data.get("message")
-        if not isinstance(message, dict):
-            raise PoisonEvent("Pub/Sub event without a message")
-        attrs = message.get("attributes") or {}
-        if not isinstance(attrs, dict):
-            raise PoisonEvent("notification attributes are not an object")
-        resource: dict[str, Any] = {}
-        if message.get("data") and attrs.get("payloadFormat", "JSON_API_V1") == "JSON_API_V1":
-            try:
-                resource = json.loads(base64.b64decode(message["data"], validate=True))
-            except (binascii.Error, TypeError, ValueError):
-                raise PoisonEvent("notification payload is not base64 JSON") from None
-            if not isinstance(resource, dict):
-                raise PoisonEvent("notification payload is not an object")
-        missing = [a for a in ("eventType", "bucketId", "objectId", "objectGeneration") if not attrs.get(a)]
-        if missing:
-            raise PoisonEvent(f"notification lacks attributes {missing}")
-        event_type, bucket, name = attrs["eventType"], attrs["bucketId"], attrs["objectId"]
-        generation = _int(attrs["objectGeneration"], "objectGeneration")
-        event_id = str(message.get("messageId") or cloud_event["id"])
-        event_time = attrs.get("eventTime")
-        overwritten_by = _opt_int(attrs.get("overwrittenByGeneration"))
+        resource, fields = _from_notification(cloud_event, data)
     elif ce_type in _STORAGE_TYPES:
-        resource = data
-        if not data.get("bucket") or not data.get("name"):
-            raise PoisonEvent("storage event lacks bucket or name")
-        event_type, bucket, name = _STORAGE_TYPES[ce_type], data["bucket"], data["name"]
-        generation = _int(data.get("generation"), "generation")
-        event_id = str(cloud_event["id"])
-        event_time = cloud_event.get("time")
-        overwritten_by = None
+        resource, fields = data, _from_storage_event(cloud_event, data)
     else:
         raise PoisonEvent(f"unexpected event type {ce_type!r}")
-    if not isinstance(bucket, str) or not isinstance(name, str):
+    if not isinstance(fields["bucket"], str) or not isinstance(fields["name"], str):
         raise PoisonEvent("bucket or object name is not a string")
     return ObjectEvent(
-        event_type=event_type,
-        bucket=bucket,
-        name=name,
-        generation=generation,
-        event_id=event_id,
+        **fields,
         size=_opt_int(resource.get("size")),
         content_type=resource.get("contentType"),
         crc32c=resource.get("crc32c"),
         md5=resource.get("md5Hash"),
-        event_time=event_time,
-        overwritten_by_generation=overwritten_by,
     )
 
 
-def handle(cloud_event: Any) -> None:
-    """Entry point of `on_object_finalized`. Raises only for transient failures (so Pub/Sub retries)."""
-    ctx = log.bind(event_id=str(cloud_event["id"]), function="on_object_finalized")
+def _from_notification(cloud_event: Any, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The object resource and the event's fields of a bucket's Pub/Sub notification."""
+    message = data.get("message")
+    if not isinstance(message, dict):
+        raise PoisonEvent("Pub/Sub event without a message")
+    attrs = message.get("attributes") or {}
+    if not isinstance(attrs, dict):
+        raise PoisonEvent("notification attributes are not an object")
+    resource = _notification_payload(message, attrs)
+    missing = [a for a in ("eventType", "bucketId", "objectId", "objectGeneration") if not attrs.get(a)]
+    if missing:
+        raise PoisonEvent(f"notification lacks attributes {missing}")
+    return resource, {
+        "event_type": attrs["eventType"],
+        "bucket": attrs["bucketId"],
+        "name": attrs["objectId"],
+        "generation": _int(attrs["objectGeneration"], "objectGeneration"),
+        "event_id": str(message.get("messageId") or cloud_event["id"]),
+        "event_time": attrs.get("eventTime"),
+        "overwritten_by_generation": _opt_int(attrs.get("overwrittenByGeneration")),
+    }
+
+
+def _notification_payload(message: dict[str, Any], attrs: dict[str, Any]) -> dict[str, Any]:
+    """The object resource a notification carries as base64 JSON (none without a JSON payload)."""
+    if not message.get("data") or attrs.get("payloadFormat", "JSON_API_V1") != "JSON_API_V1":
+        return {}
     try:
-        try:
-            event = parse(cloud_event)
-        except (PoisonEvent, KeyError) as exc:
-            log.error("unusable object event dropped", reason=str(exc), ce_type=cloud_event["type"])
-            return
-        if event.event_type == "OBJECT_FINALIZE":
-            record_finalize(event)
-        elif event.event_type == "OBJECT_DELETE":
-            record_delete(event)
-        else:
-            log.info("object event ignored", event_type=event.event_type, object=event.name)
-    finally:
-        log.unbind(ctx)
+        resource = json.loads(base64.b64decode(message["data"], validate=True))
+    except (binascii.Error, TypeError, ValueError):
+        raise PoisonEvent("notification payload is not base64 JSON") from None
+    if not isinstance(resource, dict):
+        raise PoisonEvent("notification payload is not an object")
+    return resource
 
 
-def record_finalize(event: ObjectEvent) -> bool:
-    """Record a finalized generation (see mllab.recorder). True when this delivery recorded it."""
-    from mllab import recorder
+def _from_storage_event(cloud_event: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """The event's fields of a direct storage trigger (its data is the object resource)."""
+    if not data.get("bucket") or not data.get("name"):
+        raise PoisonEvent("storage event lacks bucket or name")
+    return {
+        "event_type": _STORAGE_TYPES[cloud_event["type"]],
+        "bucket": data["bucket"],
+        "name": data["name"],
+        "generation": _int(data.get("generation"), "generation"),
+        "event_id": str(cloud_event["id"]),
+        "event_time": cloud_event.get("time"),
+        "overwritten_by_generation": None,
+    }
 
-    return recorder.finalize(event)
+
+def parse_or_drop(cloud_event: Any) -> ObjectEvent | None:
+    """The event, or None for one that can never be processed: logged, so it is acknowledged and
+    never retried."""
+    try:
+        return parse(cloud_event)
+    except (PoisonEvent, KeyError) as exc:
+        log.error("unusable object event dropped", reason=str(exc), ce_type=cloud_event["type"])
+        return None
 
 
-def record_delete(event: ObjectEvent) -> None:
-    """Reverse a deleted generation (see mllab.recorder)."""
-    from mllab import recorder
+def __getattr__(name: str) -> Any:
+    # Transitional: ARTIFACTS is the recorder's (it owns the artifact records). accounts.py and some
+    # tests still read it here; remove this once they read recorder.ARTIFACTS.
+    if name == "ARTIFACTS":
+        from mllab import recorder
 
-    recorder.delete(event)
+        return recorder.ARTIFACTS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,6 +20,7 @@ is removed, and nothing is written that would name the account again.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 from datetime import datetime
@@ -28,13 +29,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from mllab import audit, catalog, clients, clock, config, log, objects, schemas, users
-from mllab.events import ARTIFACTS, ObjectEvent
+from mllab.events import ObjectEvent
 from mllab.queries import Query
 
+ARTIFACTS = "artifacts"  # artifacts/<ObjectEvent.key>: one per recorded (or tombstoned) generation
 USAGE = "usage"
 DAYS = "days"  # usage/<uid>/days/<YYYY-MM-DD>: {"uploads": files recorded that day (UTC)}
 QUERIES: tuple[Query, ...] = (Query(ARTIFACTS, ("uid",)),)  # for infra's index file
-CSV_SCAN_LIMIT = config.LIMITS.dataset_csv_bytes
 # metrics.json as stored on its job (validated, then compact): within one Firestore document (1 MiB)
 # beside the job's other fields. Above the upload cap, since validation may spell numbers longer
 # ("1e9" is stored as 1000000000.0); a file that grows past it is refused, never retried.
@@ -65,11 +66,14 @@ def _db() -> Any:
 
 
 def _owner_ref(name: objects.ObjectName) -> Any:
-    if name.kind.name in ("model", "weights"):
+    """The record the file belongs to (the grammar sets exactly the ids of its kind)."""
+    if name.model_id is not None and name.version is not None:
         return catalog.version_ref(name.model_id, name.version)
-    if name.kind.name == "dataset":
+    if name.dataset_id is not None:
         return catalog.ref(catalog.DATASETS, name.dataset_id)
-    return catalog.ref(catalog.JOBS, name.job_id)
+    if name.job_id is not None:
+        return catalog.ref(catalog.JOBS, name.job_id)
+    raise ValueError(f"{name} names no record")
 
 
 def _mimetype(value: str | None) -> str:
@@ -123,6 +127,17 @@ def _scan_csv(event: ObjectEvent) -> tuple[list[str], int]:
 # --- finalize ------------------------------------------------------------------------------------
 
 
+def handle(event: ObjectEvent) -> None:
+    """What the `on_object_finalized` function does with a parsed event. Raises only for transient
+    failures (so Pub/Sub retries)."""
+    if event.event_type == "OBJECT_FINALIZE":
+        finalize(event)
+    elif event.event_type == "OBJECT_DELETE":
+        delete(event)
+    else:
+        log.info("object event ignored", event_type=event.event_type, object=event.name)
+
+
 def finalize(event: ObjectEvent) -> bool:
     """Record one finalized generation. True when this delivery recorded it."""
     s = config.settings()
@@ -131,31 +146,54 @@ def finalize(event: ObjectEvent) -> bool:
         return False
     name = objects.parse(event.name)
     try:
-        if name is None:
-            raise Rejected("the object name is outside the naming grammar")
-        if _mimetype(event.content_type) != name.kind.content_type:
-            raise Rejected(f"{name.kind.name} files must be {name.kind.content_type}, not {event.content_type!r}")
-        if event.size is None or event.size > name.kind.max_bytes:
-            raise Rejected(f"{name.kind.name} files can be at most {name.kind.max_bytes} bytes")
-        extra: dict[str, Any] = {}
-        if name.kind.name == "metrics":
-            extra["metrics"] = _read_metrics(event)
-        elif name.kind.name == "dataset":
-            extra["columns"], extra["row_count"] = _scan_csv(event)
-        outcome = _record(event, name, extra)
+        checked, size = _checked(event, name)
+        outcome = _record(event, checked, size, _content(event, checked))
     except Rejected as exc:
         _reject(event, name, str(exc), fails=exc.fails)
         return False
     except Exception as exc:
-        from google.api_core.exceptions import InvalidArgument, NotFound
-
-        if isinstance(exc, InvalidArgument):  # Firestore refuses the write itself: it never will take it
-            _reject(event, name, f"it cannot be stored ({str(exc)[:120]})")
-            return False
-        if not isinstance(exc, NotFound):
+        if not _settled_failure(event, name, exc):
             raise  # transient: fail the delivery so Pub/Sub retries
-        log.info("object gone before it was recorded", object=event.name, generation=event.generation)
         return False
+    return _settle(event, checked, outcome)
+
+
+def _checked(event: ObjectEvent, name: objects.ObjectName | None) -> tuple[objects.ObjectName, int]:
+    """The parsed name and the size, for an object that may be recorded; else Rejected."""
+    if name is None:
+        raise Rejected("the object name is outside the naming grammar")
+    if _mimetype(event.content_type) != name.kind.content_type:
+        raise Rejected(f"{name.kind.name} files must be {name.kind.content_type}, not {event.content_type!r}")
+    if event.size is None or event.size > name.kind.max_bytes:
+        raise Rejected(f"{name.kind.name} files can be at most {name.kind.max_bytes} bytes")
+    return name, event.size
+
+
+def _content(event: ObjectEvent, name: objects.ObjectName) -> dict[str, Any]:
+    """What the record keeps of the file's content (read from the bucket, checked)."""
+    extra: dict[str, Any] = {}
+    if name.kind.name == "metrics":
+        extra["metrics"] = _read_metrics(event)
+    elif name.kind.name == "dataset":
+        extra["columns"], extra["row_count"] = _scan_csv(event)
+    return extra
+
+
+def _settled_failure(event: ObjectEvent, name: objects.ObjectName | None, exc: Exception) -> bool:
+    """Settle a failure that no retry would change: True when it was (the event is acknowledged)."""
+    from google.api_core.exceptions import InvalidArgument, NotFound
+
+    if isinstance(exc, InvalidArgument):  # Firestore refuses the write itself: it never will take it
+        _reject(event, name, f"it cannot be stored ({str(exc)[:120]})")
+        return True
+    if not isinstance(exc, NotFound):
+        return False
+    log.info("object gone before it was recorded", object=event.name, generation=event.generation)
+    return True
+
+
+def _settle(event: ObjectEvent, name: objects.ObjectName, outcome: str) -> bool:
+    """Act on what the transaction decided. True when this delivery recorded the file."""
     if outcome == "duplicate":
         log.info("duplicate object event ignored", key=event.key, object=event.name, generation=event.generation)
         return False
@@ -191,7 +229,7 @@ def _has_file(owner: dict[str, Any], name: objects.ObjectName) -> bool:
     return bool(owner.get("metrics_generation"))
 
 
-def _record(event: ObjectEvent, name: objects.ObjectName, extra: dict[str, Any]) -> str:
+def _record(event: ObjectEvent, name: objects.ObjectName, size: int, extra: dict[str, Any]) -> str:
     from google.cloud import firestore
 
     db = _db()
@@ -206,12 +244,12 @@ def _record(event: ObjectEvent, name: objects.ObjectName, extra: dict[str, Any])
 
     @firestore.transactional
     def run(tx: Any) -> str:
-        art = art_ref.get(transaction=tx, **clients.opts())
+        art = art_ref.get(transaction=tx)
         if art.exists:
             return "duplicate"  # recorded before, or a tombstone left by an earlier delete
-        if _account_gone(user_ref.get(transaction=tx, **clients.opts())):
+        if _account_gone(user_ref.get(transaction=tx)):
             return GONE
-        owner = owner_ref.get(transaction=tx, **clients.opts())
+        owner = owner_ref.get(transaction=tx)
         o = owner.to_dict() if owner.exists else {}
         if o.get("uid") != name.uid or o.get("project_id") != name.project_id:
             return _NOT_YOURS
@@ -219,14 +257,14 @@ def _record(event: ObjectEvent, name: objects.ObjectName, extra: dict[str, Any])
             return _BEING_DELETED
         if _has_file(o, name):
             return _ALREADY  # e.g. a second PUT with one upload URL: the version keeps its file
-        usage = usage_ref.get(transaction=tx, **clients.opts())
+        usage = usage_ref.get(transaction=tx)
         used = (usage.to_dict() or {}).get("storage_bytes", 0) if usage.exists else 0
-        if used + event.size > limits.pro_storage_bytes:
+        if used + size > limits.pro_storage_bytes:
             return "the user's storage quota is full"
-        day = today_ref.get(transaction=tx, **clients.opts())
+        day = today_ref.get(transaction=tx)
         if (int((day.to_dict() or {}).get("uploads", 0)) if day.exists else 0) >= limits.uploads_per_day:
             return f"the day's {limits.uploads_per_day} uploads are used up; upload again tomorrow (UTC)"
-        model = model_ref.get(transaction=tx, **clients.opts()) if model_ref is not None else None
+        model = model_ref.get(transaction=tx) if model_ref is not None else None
         # All reads done; now the writes.
         tx.create(
             art_ref,
@@ -251,7 +289,7 @@ def _record(event: ObjectEvent, name: objects.ObjectName, extra: dict[str, Any])
                 "updated_at": now,
             },
         )
-        tx.set(usage_ref, {"storage_bytes": firestore.Increment(event.size), "updated_at": now}, merge=True)
+        tx.set(usage_ref, {"storage_bytes": firestore.Increment(size), "updated_at": now}, merge=True)
         tx.set(today_ref, {"uploads": firestore.Increment(1), "updated_at": now}, merge=True)
         _apply_to_owner(tx, owner_ref, o, model_ref, model, event, name, extra, now)
         return "recorded"
@@ -294,7 +332,7 @@ def _apply_to_owner(
         )
         if ready and model is not None and model.exists:
             latest = model.get("latest_version") or 0
-            if name.version > latest:  # only forward
+            if name.version is not None and name.version > latest:  # only forward
                 tx.update(model_ref, {"latest_version": name.version, "updated_at": now})
     elif kind == "dataset":
         tx.update(
@@ -336,19 +374,18 @@ def _delete_generation(event: ObjectEvent) -> None:
     """Delete exactly this generation (never a newer one)."""
     from google.api_core.exceptions import NotFound, PreconditionFailed
 
-    try:
+    # NotFound: already gone; PreconditionFailed: replaced by a newer upload that gets its own event
+    with contextlib.suppress(NotFound, PreconditionFailed):
         clients.storage().bucket(event.bucket).blob(event.name).delete(
             if_generation_match=event.generation, **clients.opts()
         )
-    except (NotFound, PreconditionFailed):
-        pass  # already gone, or replaced by a newer upload that gets its own event
 
 
 def _reject(event: ObjectEvent, name: objects.ObjectName | None, reason: str, *, fails: bool = True) -> None:
     """Delete exactly this generation, audit it, and (with `fails`) mark what it was meant for failed."""
     _delete_generation(event)
     uid = name.uid if name else event.uid  # outside the grammar, the users/<uid>/ prefix still says whose
-    if uid and _account_gone(_db().collection(users.USERS).document(uid).get(**clients.opts())):
+    if uid and _account_gone(_db().collection(users.USERS).document(uid).get()):
         log.info("object of a deleted account removed", generation=event.generation)
         return  # no audit entry: it would name the account again after its purge
     audit.record(
@@ -375,7 +412,7 @@ def _mark_failed(name: objects.ObjectName, reason: str) -> None:
 
     @firestore.transactional
     def run(tx: Any) -> None:
-        owner = owner_ref.get(transaction=tx, **clients.opts())
+        owner = owner_ref.get(transaction=tx)
         o = owner.to_dict() if owner.exists else {}
         if o.get("uid") != name.uid or o.get("project_id") != name.project_id or o.get("deleting"):
             return
@@ -406,9 +443,9 @@ def delete(event: ObjectEvent) -> None:
 
     @firestore.transactional
     def run(tx: Any) -> str:
-        if user_ref is None or _account_gone(user_ref.get(transaction=tx, **clients.opts())):
+        if user_ref is None or _account_gone(user_ref.get(transaction=tx)):
             return "dropped"  # the account is deleted (its purge removes every object and record)
-        art = art_ref.get(transaction=tx, **clients.opts())
+        art = art_ref.get(transaction=tx)
         if not art.exists:
             tx.set(
                 art_ref,
@@ -428,7 +465,7 @@ def delete(event: ObjectEvent) -> None:
         if a.get("deleted_at"):
             return "duplicate"
         owner_ref = _owner_ref(name) if name else None
-        owner = owner_ref.get(transaction=tx, **clients.opts()) if owner_ref is not None else None
+        owner = owner_ref.get(transaction=tx) if owner_ref is not None else None
         tx.update(
             art_ref,
             {"deleted_at": now, "updated_at": now, "overwritten_by_generation": event.overwritten_by_generation},
@@ -474,7 +511,7 @@ def delete(event: ObjectEvent) -> None:
 
 
 def usage_of(uid: str) -> int:
-    snap = _db().collection(USAGE).document(uid).get(**clients.opts())
+    snap = _db().collection(USAGE).document(uid).get()
     return int((snap.to_dict() or {}).get("storage_bytes", 0)) if snap.exists else 0
 
 
@@ -485,7 +522,7 @@ def export_files(uid: str) -> list[dict[str, Any]]:
 
     query = _db().collection(ARTIFACTS).where(filter=FieldFilter("uid", "==", uid))
     out = []
-    for snap in query.stream(**clients.opts()):
+    for snap in query.stream():
         a = snap.to_dict()
         if a.get("deleted_at") or a.get("tombstone"):
             continue

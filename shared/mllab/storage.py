@@ -152,7 +152,7 @@ def _signing_client(project: str) -> Any:
     """A client used only to build Blob objects for signing: it never makes a request, so it needs no
     credentials (and unit tests need no Application Default Credentials)."""
     from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage as gcs
+    from google.cloud import storage as gcs  # type: ignore[attr-defined]  # google-cloud-storage has no type information
 
     return gcs.Client(project=project, credentials=AnonymousCredentials())
 

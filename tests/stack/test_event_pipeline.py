@@ -12,7 +12,7 @@ import pytest
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
-from mllab import clients, events, objects, storage
+from mllab import clients, events, objects, recorder, storage
 from mllab_dev.stack import BUCKET, PROJECT, TOPIC, Stack
 
 from .conftest import function_log, wait_for_log
@@ -22,7 +22,7 @@ def _artifacts(name: str) -> list[dict]:
     db = clients.firestore()
     from google.cloud.firestore_v1.base_query import FieldFilter
 
-    query = db.collection(events.ARTIFACTS).where(filter=FieldFilter("object", "==", name))
+    query = db.collection(recorder.ARTIFACTS).where(filter=FieldFilter("object", "==", name))
     docs = query.get(timeout=clients.deadline())
     return [d.to_dict() | {"_id": d.id} for d in docs]
 

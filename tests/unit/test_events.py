@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from cloudevents.http import CloudEvent
 
-from mllab import events
+from mllab import events, recorder
 from tests.unit.helpers import LogCapture, golden
 
 # functions_framework's raw Pub/Sub conversion calls datetime.utcnow(); not ours to fix.
@@ -40,8 +40,8 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[events.ObjectEve
     def fake_delete(event: events.ObjectEvent) -> None:
         calls["delete"].append(event)
 
-    monkeypatch.setattr(events, "record_finalize", fake_finalize)
-    monkeypatch.setattr(events, "record_delete", fake_delete)
+    monkeypatch.setattr(recorder, "finalize", fake_finalize)
+    monkeypatch.setattr(recorder, "delete", fake_delete)
     return calls
 
 
@@ -280,7 +280,7 @@ def test_a_transient_failure_is_not_acknowledged(function: Any, monkeypatch: pyt
     def failing(event: events.ObjectEvent) -> bool:
         raise ConnectionError("firestore unavailable")
 
-    monkeypatch.setattr(events, "record_finalize", failing)
+    monkeypatch.setattr(recorder, "finalize", failing)
     resp = post_push(function, golden("pubsub_push_finalize.json"))
     assert resp.status_code == 500
 
