@@ -498,7 +498,9 @@ def _error_fields(resp: httpx.Response) -> tuple[str, str, list[str], str | None
     # API errors: {name, message, debug_id, details[{issue, description}]}; OAuth's: {error, error_description}.
     name = body.get("name") or body.get("error") or f"HTTP_{resp.status_code}"
     message = body.get("message") or body.get("error_description") or ""
-    details = body.get("details") if isinstance(body.get("details"), list) else []
+    details = body.get("details")
+    if not isinstance(details, list):
+        details = []
     issues = [str(d["issue"])[:100] for d in details if isinstance(d, dict) and d.get("issue")]
     debug_id = body.get("debug_id") or resp.headers.get("paypal-debug-id")
     return str(name)[:100], str(message), issues, str(debug_id)[:64] if debug_id else None
