@@ -296,8 +296,8 @@ class _Applied(NamedTuple):
 
 @dataclass(frozen=True)
 class _Outbox:
-    """The mails of one `apply()` transaction. `sent`: which of `keys` are in the outbox already
-    (none is sent when the subscription is not `recipient`'s)."""
+    """The mails of one `apply()` transaction. `recipient`: the subscription's user (None: no mail);
+    `sent`: which of `keys` are in the outbox already."""
 
     tx: Any
     recipient: dict[str, Any] | None
