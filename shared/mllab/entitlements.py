@@ -30,7 +30,7 @@ START_MIN_DELAY = timedelta(minutes=10)
 PENDING = ("APPROVAL_PENDING", "APPROVED")
 ENDED = (CANCELLED, EXPIRED)
 LIVE = (ACTIVE, SUSPENDED, "APPROVED")  # a second checkout is refused while one of these exists
-# What `status()` answers: the values of `/me.subscription.status` (mypy holds the two to agreeing).
+# What `status()` answers: the values of `/me.subscription.status` (mypy checks that the two agree).
 Status = Literal["active", "past_due", "trial", "canceled", "none"]
 
 

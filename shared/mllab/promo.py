@@ -4,8 +4,9 @@ expiry, a total cap, a per-user cap, a new-users-only flag and an on/off switch.
 Redemption is one batch guarded by preconditions, retried with jitter (a transaction would abort
 under contention): the code's counter is updated only if the code document is unchanged since it
 was read, the redemption `<CODE>_<uid>_<n>` is created only if absent (that is the per-user cap),
-and the entitlement is written only if unchanged. Under contention exactly as many racers win as there are uses left;
-the others see the code used up, or, after too many collisions, a 409 to try again. Never a 500.
+and the entitlement is written only if unchanged. Under contention exactly as many racers win as
+there are uses left; the others see the code used up, or, after too many collisions, a 409 to try
+again. Never a 500.
 """
 
 from __future__ import annotations
