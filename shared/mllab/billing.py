@@ -8,12 +8,14 @@ leaves the server, so no event can arrive for a subscription we cannot place (re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 from mllab import audit, clients, clock, config, entitlements, idempotency, log, mail, schemas, users
 from mllab.problems import Problem
@@ -51,6 +53,13 @@ def _db() -> Any:
     return clients.firestore()
 
 
+def _stream(query: Any) -> list[Any]:
+    # The one Firestore call still given clients.opts(): without a retry of its own, Query.stream()
+    # looks for one on the raw gRPC stub to decide whether to resume a stream broken mid-way, finds
+    # none, and raises AttributeError in place of Firestore's error (and never resumes).
+    return list(query.stream(**clients.opts()))
+
+
 def paypal_ids() -> dict[str, str]:
     """Product, plan and webhook ids of this environment (`mllab billing bootstrap` prints them)."""
     try:
@@ -64,14 +73,17 @@ def paypal_ids() -> dict[str, str]:
 
 
 def plans() -> schemas.Plans:
+    # The plans table's id and interval are plain strings: pydantic checks them against the API's literals.
     return schemas.Plans(
         plans=[
-            schemas.PlanInfo(
-                id=p.id,
-                name=p.name,
-                price=schemas.Money(value=p.price, currency=p.currency),
-                interval=p.interval,
-                limits=schemas.PlanLimits.of(p),
+            schemas.PlanInfo.model_validate(
+                {
+                    "id": p.id,
+                    "name": p.name,
+                    "price": schemas.Money(value=p.price, currency=p.currency),
+                    "interval": p.interval,
+                    "limits": schemas.PlanLimits.of(p),
+                }
             )
             for p in config.PLANS.values()
         ]
@@ -83,7 +95,7 @@ def subscriptions_of(uid: str) -> list[dict[str, Any]]:
     from google.cloud.firestore_v1.base_query import FieldFilter
 
     query = _db().collection(SUBSCRIPTIONS).where(filter=FieldFilter("uid", "==", uid))
-    subs = [{**s.to_dict(), "id": s.id} for s in query.stream(**clients.opts())]
+    subs = [{**s.to_dict(), "id": s.id} for s in _stream(query)]
     return sorted(subs, key=lambda s: s["created_at"])
 
 
@@ -103,11 +115,11 @@ def subscription_ids(statuses: tuple[str, ...]) -> list[str]:
     from google.cloud.firestore_v1.base_query import FieldFilter
 
     query = _db().collection(SUBSCRIPTIONS).where(filter=FieldFilter("status", "in", list(statuses)))
-    return sorted(s.id for s in query.stream(**clients.opts()))
+    return sorted(s.id for s in _stream(query))
 
 
 def _owned(uid: str, subscription_id: str) -> dict[str, Any]:
-    snap = _db().collection(SUBSCRIPTIONS).document(subscription_id).get(**clients.opts())
+    snap = _db().collection(SUBSCRIPTIONS).document(subscription_id).get()
     if not snap.exists or snap.get("uid") != uid:
         raise Problem(404, "You have no subscription with this id.")
     return {**snap.to_dict(), "id": snap.id}
@@ -263,6 +275,54 @@ def _notice_due(template: str, before: str | None, snapshot: dict[str, Any]) -> 
     return True
 
 
+@dataclass(frozen=True)
+class _Reading:
+    """One read of a subscription from PayPal, as `apply()` stores it."""
+
+    snapshot: dict[str, Any]
+    fetched_at: datetime
+    now: datetime
+    refused: str | None
+    sale: dict[str, Any] | None
+
+
+class _Applied(NamedTuple):
+    uid: str | None
+    before: str
+    after: str
+    created: list[str]  # the outbox keys queued in the transaction, to deliver after its commit
+    newly_refused: bool
+
+
+@dataclass(frozen=True)
+class _Outbox:
+    """The mails of one `apply()` transaction. `recipient`: the subscription's user (None: no mail);
+    `sent`: which of `keys` are in the outbox already."""
+
+    tx: Any
+    recipient: dict[str, Any] | None
+    keys: list[tuple[str, str]]
+    sent: dict[str, bool]
+    link: str
+
+    def queue(
+        self, reading: _Reading, before: str | None, until: datetime | None, only: tuple[str, ...] | None = None
+    ) -> list[str]:
+        """Queue the mails due now (`before`: the stored status); returns their keys."""
+        if self.recipient is None:
+            return []
+        created = []
+        for key, template in self.keys:
+            if self.sent.get(key, True) or (only is not None and template not in only):
+                continue
+            if not _notice_due(template, before, reading.snapshot):
+                continue
+            fields = _notice_fields(template, reading.snapshot, reading.sale, until)
+            self.tx.create(mail.ref(key), mail.queued(self.recipient["email"], template, self.link, **fields))
+            created.append(key)
+        return created
+
+
 def apply(
     snapshot: dict[str, Any],
     fetched_at: datetime | None = None,
@@ -279,113 +339,134 @@ def apply(
     from google.cloud import firestore
 
     now = clock.now()
-    fetched_at = fetched_at or now
-    sub_id = snapshot["id"]
+    reading = _Reading(snapshot, fetched_at or now, now, refused, sale)
     db = _db()
-    sub_ref = db.collection(SUBSCRIPTIONS).document(sub_id)
-    owner = sub_ref.get(**clients.opts())
-    user = users.get(owner.get("uid")) if owner.exists and not refused else None
-    if user is not None and user.get("deleted_at"):
-        user = None
+    sub_ref = db.collection(SUBSCRIPTIONS).document(snapshot["id"])
+    user = _mail_recipient(sub_ref.get(), refused)
     keys = _notice_keys(snapshot, sale) if user is not None else []
-    link = f"{config.settings().lab_url}/#billing"
 
     @firestore.transactional
-    def run(tx: Any) -> tuple[str | None, str, str, list[str], bool]:
-        sub_snap = sub_ref.get(transaction=tx, **clients.opts())
-        if not sub_snap.exists:
-            return None, "none", "none", [], False
-        mapping = sub_snap.to_dict()
-        uid = mapping["uid"]
-        ent_ref = entitlements.ref(uid)
-        ent_snap = ent_ref.get(transaction=tx, **clients.opts())
-        ent = ent_snap.to_dict() if ent_snap.exists else {}
-        mine = user is not None and user.get("uid") == uid
-        sent = {key: mail.ref(key).get(transaction=tx, **clients.opts()).exists for key, _ in keys} if mine else {}
-        before = entitlements.status(ent, now)
-        stored_read = entitlements.parse_time(mapping.get("fetched_at"))
-        stored_change = entitlements.parse_time(mapping.get("status_update_time"))
-        change = entitlements.parse_time(snapshot.get("status_update_time"))
-        stale = bool(
-            (stored_read and stored_read > fetched_at) or (stored_change and change and change < stored_change)
-        )
-        created: list[str] = []
+    def run(tx: Any) -> _Applied:
+        return _store(tx, sub_ref, reading, user, keys)
 
-        def notify(until: datetime | None, only: tuple[str, ...] | None = None) -> None:
-            for key, template in keys:
-                if sent.get(key, True) or (only is not None and template not in only):
-                    continue
-                if not _notice_due(template, mapping.get("status"), snapshot):
-                    continue
-                fields = _notice_fields(template, snapshot, sale, until)
-                tx.create(mail.ref(key), mail.queued(user["email"], template, link, **fields))
-                created.append(key)
+    applied = run(db.transaction(max_attempts=10))
+    _log_applied(reading, applied)
+    for key in applied.created:
+        mail.deliver_queued(key)
+    return applied.uid, applied.before, applied.after
 
-        if stale:  # we already hold a newer read; a sale's receipt is still owed
-            notify(entitlements.pro_until(ent), only=("payment_receipt",))
-            return uid, before, before, created, False
-        part = entitlements.paypal_part(snapshot, ent.get("paypal"), now)
-        part["fetched_at"] = fetched_at
-        # A checkout we gave up on (expired, or replaced) stays ABANDONED while PayPal still calls it
-        # APPROVAL_PENDING: a late CREATED event must not bring it back.
-        abandoned = mapping.get("status") == ABANDONED and part["status"] == "APPROVAL_PENDING"
-        tx.update(
-            sub_ref,
-            {
-                "status": ABANDONED if abandoned else part["status"],
-                "plan_id": snapshot.get("plan_id"),
-                "custom_id": snapshot.get("custom_id"),
-                "status_update_time": part["status_update_time"],
-                "fetched_at": fetched_at,
-                "synced_at": now,
-                "next_billing_time": part["next_billing_time"],
-                "last_payment_time": part["last_payment_time"],
-                "failed_payments_count": part["failed_payments_count"],
-                "paid_through": part["paid_through"],
-                "start_time": part["start_time"],
-                "refused": refused,
-                # What reconciliation watches: the end of paid access, or a delayed start's first charge.
-                "pro_until": entitlements.paypal_until(part)
-                or (part["start_time"] if entitlements.awaiting_first_payment(part) else None),
-                "snapshot": _trim(snapshot),
-                "updated_at": now,
-            },
-        )
-        newly_refused = bool(refused) and mapping.get("refused") != refused
-        if refused:  # stored and audited; grants nothing
-            if (ent.get("paypal") or {}).get("subscription_id") == sub_id:
-                # Granted before this check existed (or before the plan changed): take it back.
-                stored = entitlements.stamp(uid, {k: v for k, v in ent.items() if k != "paypal"}, now, created=False)
-                tx.set(ent_ref, stored)
-                return uid, before, entitlements.status(stored, now), [], newly_refused
-            return uid, before, before, [], newly_refused
-        tracked = entitlements.track(ent, part)
-        if tracked is None:  # an older subscription: its record (and its mails) only
-            notify(entitlements.pro_until(ent))
-            return uid, before, before, created, False
-        if part["status"] == entitlements.ACTIVE:
-            tracked["ever_pro"] = True
-        stored = entitlements.stamp(uid, tracked, now, created=not ent_snap.exists)
-        tx.set(ent_ref, stored)
-        notify(entitlements.pro_until(stored))
-        return uid, before, entitlements.status(stored, now), created, False
 
-    uid, before, after, created, newly_refused = run(db.transaction(max_attempts=10))
+def _mail_recipient(owner: Any, refused: str | None) -> dict[str, Any] | None:
+    """Who mails about this subscription go to (`owner`: its mapping, as read before the transaction):
+    its user, unless the subscription is refused or the user is gone."""
+    user = users.get(owner.get("uid")) if owner.exists and not refused else None
+    if user is not None and user.get("deleted_at"):
+        return None
+    return user
+
+
+def _store(
+    tx: Any, sub_ref: Any, reading: _Reading, user: dict[str, Any] | None, keys: list[tuple[str, str]]
+) -> _Applied:
+    """The transaction of `apply()`: the subscription's record, the entitlement, the mails."""
+    sub_snap = sub_ref.get(transaction=tx)
+    if not sub_snap.exists:
+        return _Applied(None, "none", "none", [], False)
+    mapping = sub_snap.to_dict()
+    uid = mapping["uid"]
+    ent_ref = entitlements.ref(uid)
+    ent_snap = ent_ref.get(transaction=tx)
+    ent = ent_snap.to_dict() if ent_snap.exists else {}
+    recipient = user if user is not None and user.get("uid") == uid else None
+    sent = {key: mail.ref(key).get(transaction=tx).exists for key, _ in keys} if recipient is not None else {}
+    outbox = _Outbox(tx, recipient, keys, sent, f"{config.settings().lab_url}/#billing")
+    now, stored_status = reading.now, mapping.get("status")
+    before = entitlements.status(ent, now)
+    if _stale(mapping, reading):  # we already hold a newer read; a sale's receipt is still owed
+        created = outbox.queue(reading, stored_status, entitlements.pro_until(ent), only=("payment_receipt",))
+        return _Applied(uid, before, before, created, False)
+    part = entitlements.paypal_part(reading.snapshot, ent.get("paypal"), now)
+    part["fetched_at"] = reading.fetched_at
+    tx.update(sub_ref, _record(mapping, part, reading))
+    if reading.refused:  # stored and audited; grants nothing
+        taken = _take_back(tx, ent_ref, ent, uid, reading)
+        after = entitlements.status(taken, now) if taken is not None else before
+        return _Applied(uid, before, after, [], mapping.get("refused") != reading.refused)
+    tracked = entitlements.track(ent, part)
+    if tracked is None:  # an older subscription: its record (and its mails) only
+        return _Applied(uid, before, before, outbox.queue(reading, stored_status, entitlements.pro_until(ent)), False)
+    if part["status"] == entitlements.ACTIVE:
+        tracked["ever_pro"] = True
+    stored = entitlements.stamp(uid, tracked, now, created=not ent_snap.exists)
+    tx.set(ent_ref, stored)
+    created = outbox.queue(reading, stored_status, entitlements.pro_until(stored))
+    return _Applied(uid, before, entitlements.status(stored, now), created, False)
+
+
+def _stale(mapping: dict[str, Any], reading: _Reading) -> bool:
+    """True when the stored record comes from a later read, or PayPal's state in it changed later."""
+    stored_read = entitlements.parse_time(mapping.get("fetched_at"))
+    stored_change = entitlements.parse_time(mapping.get("status_update_time"))
+    change = entitlements.parse_time(reading.snapshot.get("status_update_time"))
+    return bool(
+        (stored_read and stored_read > reading.fetched_at) or (stored_change and change and change < stored_change)
+    )
+
+
+def _record(mapping: dict[str, Any], part: dict[str, Any], reading: _Reading) -> dict[str, Any]:
+    """The fields of the subscription's record that this read sets."""
+    snapshot = reading.snapshot
+    # A checkout we gave up on (expired, or replaced) stays ABANDONED while PayPal still calls it
+    # APPROVAL_PENDING: a late CREATED event must not bring it back.
+    abandoned = mapping.get("status") == ABANDONED and part["status"] == "APPROVAL_PENDING"
+    return {
+        "status": ABANDONED if abandoned else part["status"],
+        "plan_id": snapshot.get("plan_id"),
+        "custom_id": snapshot.get("custom_id"),
+        "status_update_time": part["status_update_time"],
+        "fetched_at": reading.fetched_at,
+        "synced_at": reading.now,
+        "next_billing_time": part["next_billing_time"],
+        "last_payment_time": part["last_payment_time"],
+        "failed_payments_count": part["failed_payments_count"],
+        "paid_through": part["paid_through"],
+        "start_time": part["start_time"],
+        "refused": reading.refused,
+        # What reconciliation watches: the end of paid access, or a delayed start's first charge.
+        "pro_until": entitlements.paypal_until(part)
+        or (part["start_time"] if entitlements.awaiting_first_payment(part) else None),
+        "snapshot": _trim(snapshot),
+        "updated_at": reading.now,
+    }
+
+
+def _take_back(tx: Any, ent_ref: Any, ent: dict[str, Any], uid: str, reading: _Reading) -> dict[str, Any] | None:
+    """A refused subscription the entitlement still tracks (granted before this check existed, or
+    before the plan changed): the entitlement without it, stored. None when it does not track it."""
+    if (ent.get("paypal") or {}).get("subscription_id") != reading.snapshot["id"]:
+        return None
+    stored = entitlements.stamp(uid, {k: v for k, v in ent.items() if k != "paypal"}, reading.now, created=False)
+    tx.set(ent_ref, stored)
+    return stored
+
+
+def _log_applied(reading: _Reading, applied: _Applied) -> None:
+    snapshot, refused, uid = reading.snapshot, reading.refused, applied.uid
     if uid:
         log.info(
             "subscription applied",
             uid=uid,
-            subscription_id=sub_id,
+            subscription_id=snapshot["id"],
             paypal_status=snapshot.get("status"),
-            before=before,
-            after=after,
+            before=applied.before,
+            after=applied.after,
             refused=refused,
         )
-    if newly_refused:
+    if applied.newly_refused:
         log.error(
             REFUSED_LOG,
             uid=uid,
-            subscription_id=sub_id,
+            subscription_id=snapshot["id"],
             reason=refused,
             plan_id=snapshot.get("plan_id"),
             paypal_status=snapshot.get("status"),
@@ -393,13 +474,10 @@ def apply(
         audit.record(
             "billing.refused",
             actor=uid,
-            target=f"paypal:{sub_id}",
+            target=f"paypal:{snapshot['id']}",
             outcome=str(refused),
             plan_id=snapshot.get("plan_id"),
         )
-    for key in created:
-        mail.deliver_queued(key)
-    return uid, before, after
 
 
 def _trim(snapshot: dict[str, Any]) -> dict[str, Any]:
@@ -441,7 +519,7 @@ def resync(subscription_id: str, *, adopt_uid: str | None = None, sale: dict[str
         log.error("PayPal does not know this subscription", subscription_id=subscription_id)
         return "unknown-subscription"
     ref = _db().collection(SUBSCRIPTIONS).document(subscription_id)
-    snap = ref.get(**clients.opts())
+    snap = ref.get()
     custom = snapshot.get("custom_id")
     if not snap.exists:
         # Created outside our checkout (or its mapping write was lost): adopt it only for a real user
@@ -480,7 +558,8 @@ def _create_mapping(
     from google.api_core.exceptions import AlreadyExists, Conflict
 
     now = clock.now()
-    try:
+    # The same PayPal-Request-Id can come back with the same subscription: then it is already mapped.
+    with contextlib.suppress(AlreadyExists, Conflict):
         _db().collection(SUBSCRIPTIONS).document(sub_id).create(
             {
                 "uid": uid,
@@ -495,10 +574,7 @@ def _create_mapping(
                 "fetched_at": None,
                 "pro_until": None,
             },
-            **clients.opts(),
         )
-    except (AlreadyExists, Conflict):
-        pass  # the same PayPal-Request-Id came back with the same subscription: already mapped
 
 
 # --- checkout, sync, cancel (the `billing` function) -----------------------------------------------
@@ -599,7 +675,7 @@ def _supersede(sub_id: str, by: str) -> None:
     """PayPal cannot cancel a checkout before approval: forget its approval page here, and remember
     that it was replaced, so an approval from an old tab is cancelled at once (see `resync`)."""
     _db().collection(SUBSCRIPTIONS).document(sub_id).update(
-        {"status": ABANDONED, "approve_url": None, "superseded_by": by, "updated_at": clock.now()}, **clients.opts()
+        {"status": ABANDONED, "approve_url": None, "superseded_by": by, "updated_at": clock.now()}
     )
 
 
@@ -704,7 +780,9 @@ def handle_webhook(headers: Any, raw_body: bytes) -> schemas.WebhookAck:
 def _process(event_type: str, event: dict[str, Any]) -> tuple[str, str | None]:
     if not event_type.startswith(EVENT_PREFIXES):
         return "ignored", None
-    resource = event.get("resource") if isinstance(event.get("resource"), dict) else {}
+    resource = event.get("resource")
+    if not isinstance(resource, dict):
+        resource = {}
     sale = None
     if event.get("resource_type") == "subscription" or event_type.startswith("BILLING.SUBSCRIPTION."):
         sub_id = resource.get("id")
@@ -734,7 +812,7 @@ def _where(collection: str, field: str, value: Any, range_field: str, op: str, b
         .where(filter=FieldFilter(field, "==", value))
         .where(filter=FieldFilter(range_field, op, bound))
     )
-    return list(query.stream(**clients.opts()))
+    return _stream(query)
 
 
 def reconcile(now: datetime | None = None) -> dict[str, int]:
@@ -779,13 +857,12 @@ def reconcile(now: datetime | None = None) -> dict[str, int]:
 
 def _abandon_if_pending(sub_id: str, now: datetime) -> bool:
     ref = _db().collection(SUBSCRIPTIONS).document(sub_id)
-    snap = ref.get(**clients.opts())
+    snap = ref.get()
     if not snap.exists or snap.get("status") != "APPROVAL_PENDING":
         return False
     ref.update(
         {"status": ABANDONED, "approve_url": None, "updated_at": now},
         option=_db().write_option(last_update_time=snap.update_time),
-        **clients.opts(),
     )
     return True
 
@@ -802,7 +879,7 @@ def _notify_access_ending(now: datetime) -> int:
             if entitlements.status(ent, now) not in ("canceled", "past_due"):
                 continue
             _notify(snap.id, "access_ending", until)
-            snap.reference.update({"access_ending_notified_for": until}, **clients.opts())
+            snap.reference.update({"access_ending_notified_for": until})
             sent += 1
     return sent
 
@@ -879,7 +956,6 @@ def purge_billing(uid: str, user: dict[str, Any]) -> int:
     for sub in subscriptions_of(uid):
         db.collection(SUBSCRIPTIONS).document(sub["id"]).update(
             {"uid": "purged", "custom_id": None, "snapshot": None, "approve_url": None, "updated_at": clock.now()},
-            **clients.opts(),
         )
     return removed
 
@@ -893,7 +969,7 @@ def set_grant(uid: str, change: Any, *, actor: str = "operator", action: str = "
 
     @firestore.transactional
     def run(tx: Any) -> dict[str, Any]:
-        snap = ref.get(transaction=tx, **clients.opts())
+        snap = ref.get(transaction=tx)
         now = clock.now()
         doc = entitlements.stamp(uid, change(snap.to_dict() if snap.exists else {}, now), now, created=not snap.exists)
         tx.set(ref, doc)

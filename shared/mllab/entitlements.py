@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Literal
 
 from mllab import clients, clock, config, schemas
 
@@ -30,6 +30,8 @@ START_MIN_DELAY = timedelta(minutes=10)
 PENDING = ("APPROVAL_PENDING", "APPROVED")
 ENDED = (CANCELLED, EXPIRED)
 LIVE = (ACTIVE, SUSPENDED, "APPROVED")  # a second checkout is refused while one of these exists
+# What `status()` answers: the values of `/me.subscription.status` (mypy checks that the two agree).
+Status = Literal["active", "past_due", "trial", "canceled", "none"]
 
 
 def _grace() -> timedelta:
@@ -71,8 +73,7 @@ def paypal_part(snapshot: dict[str, Any], previous: dict[str, Any] | None, now: 
     `next_billing_time` on the next cycle even while a payment is failing, which would otherwise
     extend access that was never paid for. Cancel is immediate at PayPal; the paid-through date
     is ours to honour."""
-    same = previous is not None and previous.get("subscription_id") == snapshot.get("id")
-    prev = previous if same else {}
+    prev = previous if previous is not None and previous.get("subscription_id") == snapshot.get("id") else {}
     status = str(snapshot.get("status") or "")
     billing = snapshot.get("billing_info") or {}
     failed = int(billing.get("failed_payments_count") or 0)
@@ -132,9 +133,10 @@ def paypal_until(part: dict[str, Any] | None) -> datetime | None:
 
 def awaiting_first_payment(part: dict[str, Any] | None) -> bool:
     """Approved and active at PayPal, nothing paid yet: a delayed start (or a first sale still on its way)."""
+    if not part:
+        return False
     return (
-        bool(part)
-        and part.get("status") == ACTIVE
+        part.get("status") == ACTIVE
         and part.get("last_payment_time") is None
         and part.get("paid_through") is None
         and part.get("past_due_since") is None
@@ -148,7 +150,7 @@ def _bridge(doc: dict[str, Any]) -> datetime | None:
     (a paid-through date, a trial) and PayPal booking the first sale. Only when that start was due
     when we read it, or is covered by the user's other PRO: a start set far in the future by whoever
     created the subscription must not give PRO until then for nothing."""
-    part = doc.get("paypal")
+    part = doc.get("paypal") or {}
     if not awaiting_first_payment(part):
         return None
     start = parse_time(part.get("start_time"))
@@ -242,7 +244,7 @@ def _running(doc: dict[str, Any], field: str, now: datetime) -> bool:
     return until is not None and until > now
 
 
-def status(doc: dict[str, Any] | None, now: datetime) -> str:
+def status(doc: dict[str, Any] | None, now: datetime) -> Status:
     """active > past_due > trial > canceled > none (DESIGN section 7)."""
     if not doc:
         return "none"
@@ -342,7 +344,7 @@ def ref(uid: str) -> Any:
 
 
 def get(uid: str) -> dict[str, Any] | None:
-    snap = ref(uid).get(**clients.opts())
+    snap = ref(uid).get()
     return snap.to_dict() if snap.exists else None
 
 

@@ -23,6 +23,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,39 @@ class _OAuthFailed(Exception):
         self.response = response
 
 
+@dataclass
+class _Call:
+    """One API call across its attempts: what its log line reports."""
+
+    method: str
+    path: str
+    resendable: bool  # safe to send again (a safe method, or a PayPal-Request-Id makes it idempotent)
+    started: float
+    deadline: float
+    attempt: int = 0
+    status: int | None = None
+    reauthed: bool = False
+    refreshed: bool = False
+    debug_id: str | None = None
+
+
+def _log_call(call: _Call) -> None:
+    elapsed_ms = round((time.monotonic() - call.started) * 1000, 1)
+    fields = dict(
+        method=call.method,
+        path=call.path,
+        status=call.status,
+        attempts=call.attempt,
+        elapsed_ms=elapsed_ms,
+        oauth_fetched=call.refreshed,
+        debug_id=call.debug_id,
+    )
+    if call.status is not None and call.status < 400:
+        log.info("paypal call", **fields)
+    else:
+        log.warning("paypal call", **fields)
+
+
 class PayPal:
     def __init__(
         self,
@@ -271,85 +305,87 @@ class PayPal:
             send_headers["PayPal-Request-Id"] = request_id  # the same id on every retry: that is the point
         if method == "POST":
             send_headers.setdefault("Prefer", "return=representation")
-        resendable = method in _SAFE_METHODS or request_id is not None
         started = time.monotonic()
-        deadline = started + self.timeout
-        attempt, status, reauthed, refreshed = 0, None, False, False
-        debug_id: str | None = None
+        call = _Call(method, path, method in _SAFE_METHODS or request_id is not None, started, started + self.timeout)
         try:
             while True:
-                if not self.breaker.allow():
-                    raise PayPalUnavailable(
-                        0,
-                        "CIRCUIT_OPEN",
-                        "PayPal calls are paused after repeated failures",
-                        retry_after=self.breaker.retry_after(),
-                    )
-                attempt += 1
-                remaining = deadline - time.monotonic()
-                token = None
-                try:
-                    token, fresh = self._access_token(remaining)
-                    refreshed = refreshed or fresh
-                    resp = self._http.request(
-                        method,
-                        path,
-                        json=json,
-                        timeout=self._timeouts(remaining),
-                        headers={**send_headers, "Authorization": f"Bearer {token}"},
-                    )
-                except _OAuthFailed as exc:
-                    resp, token = exc.response, None
-                except httpx.TransportError as exc:
-                    self.breaker.failure()
-                    status = None
-                    failure = PayPalUnavailable(
-                        0,
-                        "TIMEOUT" if isinstance(exc, httpx.TimeoutException) else "UNREACHABLE",
-                        f"{type(exc).__name__} calling PayPal",
-                    )
-                    retry = resendable or isinstance(exc, _NOT_SENT)
-                    if not self._pause(retry, attempt, self._backoff(attempt), deadline):
-                        raise failure from exc
-                    continue
-                status = resp.status_code
-                debug_id = resp.headers.get("paypal-debug-id") or debug_id
-                if status == 401 and token is not None and not reauthed:
+                self._admit()
+                call.attempt += 1
+                sent = self._send(call, json, send_headers)
+                if sent is None:
+                    continue  # not answered; paused before the next attempt
+                resp, token = sent
+                call.status = resp.status_code
+                call.debug_id = resp.headers.get("paypal-debug-id") or call.debug_id
+                if call.status == 401 and token is not None and not call.reauthed:
                     # PayPal revoked or expired the token early: drop it and try once with a new one.
                     self.breaker.success()  # PayPal answered (and a half-open trial must not block the retry)
                     self._drop_token(token)
-                    reauthed = True
-                    attempt -= 1
+                    call.reauthed = True
+                    call.attempt -= 1
                     continue
-                if status < 300:
+                if call.status < 300:
                     self.breaker.success()
                     return _json_body(resp)
-                if status != 429 and status < 500:
-                    self.breaker.success()  # PayPal is up; the call was wrong
-                    raise _error(resp)
-                self.breaker.failure()
-                wait = _retry_after(resp)
-                failure = _unavailable(resp, wait)
-                retry = resendable or status == 429  # a 429 was refused before doing anything
-                if wait is not None and wait > RETRY_AFTER_CAP_S:
-                    raise failure  # cannot be honoured inside this request: let our caller wait instead
-                if not self._pause(retry, attempt, wait if wait is not None else self._backoff(attempt), deadline):
-                    raise failure
+                self._refused(call, resp)
         finally:
-            elapsed_ms = round((time.monotonic() - started) * 1000, 1)
-            fields = dict(
-                method=method,
-                path=path,
-                status=status,
-                attempts=attempt,
-                elapsed_ms=elapsed_ms,
-                oauth_fetched=refreshed,
-                debug_id=debug_id,
+            _log_call(call)
+
+    def _admit(self) -> None:
+        if not self.breaker.allow():
+            raise PayPalUnavailable(
+                0,
+                "CIRCUIT_OPEN",
+                "PayPal calls are paused after repeated failures",
+                retry_after=self.breaker.retry_after(),
             )
-            if status is not None and status < 400:
-                log.info("paypal call", **fields)
-            else:
-                log.warning("paypal call", **fields)
+
+    def _send(self, call: _Call, json: Any, headers: dict[str, str]) -> tuple[httpx.Response, str | None] | None:
+        """One attempt: (PayPal's answer, the token it was sent with, None if the token endpoint
+        refused). None when PayPal was not reached and there is time for another attempt."""
+        remaining = call.deadline - time.monotonic()
+        try:
+            token, fresh = self._access_token(remaining)
+            call.refreshed = call.refreshed or fresh
+            resp = self._http.request(
+                call.method,
+                call.path,
+                json=json,
+                timeout=self._timeouts(remaining),
+                headers={**headers, "Authorization": f"Bearer {token}"},
+            )
+        except _OAuthFailed as exc:
+            return exc.response, None
+        except httpx.TransportError as exc:
+            self.breaker.failure()
+            call.status = None
+            failure = PayPalUnavailable(
+                0,
+                "TIMEOUT" if isinstance(exc, httpx.TimeoutException) else "UNREACHABLE",
+                f"{type(exc).__name__} calling PayPal",
+            )
+            retry = call.resendable or isinstance(exc, _NOT_SENT)
+            if not self._pause(retry, call.attempt, self._backoff(call.attempt), call.deadline):
+                raise failure from exc
+            return None
+        return resp, token
+
+    def _refused(self, call: _Call, resp: httpx.Response) -> None:
+        """An error answer: raise it, or pause before the next attempt (a 429 or 5xx worth retrying)."""
+        status = resp.status_code
+        if status != 429 and status < 500:
+            self.breaker.success()  # PayPal is up; the call was wrong
+            raise _error(resp)
+        self.breaker.failure()
+        wait = _retry_after(resp)
+        failure = _unavailable(resp, wait)
+        retry = call.resendable or status == 429  # a 429 was refused before doing anything
+        if wait is not None and wait > RETRY_AFTER_CAP_S:
+            raise failure  # cannot be honoured inside this request: let our caller wait instead
+        if not self._pause(
+            retry, call.attempt, wait if wait is not None else self._backoff(call.attempt), call.deadline
+        ):
+            raise failure
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
@@ -498,7 +534,9 @@ def _error_fields(resp: httpx.Response) -> tuple[str, str, list[str], str | None
     # API errors: {name, message, debug_id, details[{issue, description}]}; OAuth's: {error, error_description}.
     name = body.get("name") or body.get("error") or f"HTTP_{resp.status_code}"
     message = body.get("message") or body.get("error_description") or ""
-    details = body.get("details") if isinstance(body.get("details"), list) else []
+    details = body.get("details")
+    if not isinstance(details, list):
+        details = []
     issues = [str(d["issue"])[:100] for d in details if isinstance(d, dict) and d.get("issue")]
     debug_id = body.get("debug_id") or resp.headers.get("paypal-debug-id")
     return str(name)[:100], str(message), issues, str(debug_id)[:64] if debug_id else None

@@ -1,11 +1,12 @@
 """Promo codes: `trial` (N days of PRO) or `comp` (PRO for N days, or for good), with a start, an
 expiry, a total cap, a per-user cap, a new-users-only flag and an on/off switch.
 
-Redemption is one batch guarded by preconditions, retried with jitter (a transaction would abort under contention): the code's
-counter is updated only if the code document is unchanged since it was read, the redemption
-`<CODE>_<uid>_<n>` is created only if absent (that is the per-user cap), and the entitlement is
-written only if unchanged. Under contention exactly as many racers win as there are uses left;
-the others see the code used up, or, after too many collisions, a 409 to try again. Never a 500.
+Redemption is one batch guarded by preconditions, retried with jitter (a transaction would abort
+under contention): the code's counter is updated only if the code document is unchanged since it
+was read, the redemption `<CODE>_<uid>_<n>` is created only if absent (that is the per-user cap),
+and the entitlement is written only if unchanged. Under contention exactly as many racers win as
+there are uses left; the others see the code used up, or, after too many collisions, a 409 to try
+again. Never a 500.
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ def normalize(code: str) -> str:
 
 def _db() -> Any:
     return clients.firestore()
+
+
+def _stream(query: Any) -> list[Any]:
+    # Given no retry, Query.stream() looks for one on the raw gRPC stub to decide whether to resume a
+    # stream broken mid-way, and raises AttributeError in place of Firestore's error: pass ours.
+    return list(query.stream(**clients.opts()))
 
 
 def _code_ref(code: str) -> Any:
@@ -105,7 +112,7 @@ def create(new: NewCode) -> dict[str, Any]:
         "updated_at": now,
     }
     try:
-        _code_ref(new.code).create(doc, **clients.opts())
+        _code_ref(new.code).create(doc)
     except (AlreadyExists, Conflict):
         raise ValueError(f"code {new.code} already exists") from None
     audit.record(
@@ -115,9 +122,7 @@ def create(new: NewCode) -> dict[str, Any]:
 
 
 def all_codes() -> list[dict[str, Any]]:
-    return sorted(
-        (s.to_dict() for s in _db().collection(CODES).stream(**clients.opts())), key=lambda c: c["created_at"]
-    )
+    return sorted((s.to_dict() for s in _stream(_db().collection(CODES))), key=lambda c: c["created_at"])
 
 
 def disable(code: str, actor: str = "operator") -> bool:
@@ -125,7 +130,7 @@ def disable(code: str, actor: str = "operator") -> bool:
     from google.api_core.exceptions import NotFound
 
     try:
-        _code_ref(code).update({"active": False, "updated_at": clock.now()}, **clients.opts())
+        _code_ref(code).update({"active": False, "updated_at": clock.now()})
     except NotFound:
         return False
     audit.record("promo.disable", actor=actor, target=f"promo:{code}")
@@ -225,19 +230,19 @@ def _attempt(uid: str, code: str) -> schemas.PromoApplied:
 
     db = _db()
     now = clock.now()
-    code_snap = _code_ref(code).get(**clients.opts())
+    code_snap = _code_ref(code).get()
     doc = _check_code(code, code_snap.to_dict() if code_snap.exists else None, now)
     per_user = min(int(doc.get("per_user_limit", 1)), MAX_PER_USER)
     refs = [db.collection(REDEMPTIONS).document(redemption_id(code, uid, n)) for n in range(1, per_user + 1)]
-    used = sum(1 for s in db.get_all(refs, **clients.opts()) if s.exists)
-    ent_snap = entitlements.ref(uid).get(**clients.opts())
+    used = sum(1 for s in db.get_all(refs) if s.exists)
+    ent_snap = entitlements.ref(uid).get()
     ent = ent_snap.to_dict() if ent_snap.exists else None
     _check_user(code, doc, ent, used, now)
 
     days = doc.get("days")
     base = ent or {}
     updated = (
-        entitlements.with_trial(base, int(days), now)
+        entitlements.with_trial(base, int(doc["days"]), now)  # a trial code always has its days
         if doc["kind"] == "trial"
         else entitlements.with_comp(base, int(days) if days else None, now)
     )
@@ -266,7 +271,7 @@ def _attempt(uid: str, code: str) -> schemas.PromoApplied:
     else:
         batch.update(entitlements.ref(uid), updated, option=db.write_option(last_update_time=ent_snap.update_time))
     try:
-        batch.commit(**clients.opts())
+        batch.commit()
     except (FailedPrecondition, AlreadyExists, Conflict, NotFound):
         raise _Retry() from None
     return schemas.PromoApplied(code=code, kind=doc["kind"], days=days, subscription=entitlements.view(updated, now))
@@ -276,4 +281,4 @@ def redemptions_of(uid: str) -> list[dict[str, Any]]:
     from google.cloud.firestore_v1.base_query import FieldFilter
 
     query = _db().collection(REDEMPTIONS).where(filter=FieldFilter("uid", "==", uid))
-    return [s.to_dict() for s in query.stream(**clients.opts())]
+    return [s.to_dict() for s in _stream(query)]
