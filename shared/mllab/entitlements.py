@@ -190,7 +190,11 @@ def track(doc: dict[str, Any], part: dict[str, Any]) -> dict[str, Any] | None:
     out = dict(doc)
     if current and current.get("subscription_id") != part["subscription_id"]:
         mine, theirs = part.get("create_time"), parse_time(current.get("create_time"))
-        if mine is not None and theirs is not None and mine < theirs:
+        older = mine is not None and theirs is not None and mine < theirs
+        # An ended subscription never displaces a live one: PayPal's create_time has whole seconds, so
+        # a checkout made soon after a cancel can look as old as the subscription it follows.
+        ended_behind_live = part.get("status") in ENDED and current.get("status") not in ENDED
+        if older or ended_behind_live:
             # Older than the tracked one, but what it was paid for is still owed (whatever order
             # PayPal's events come in): the end of both is the later one.
             paid, prior = parse_time(part.get("paid_through")), parse_time(doc.get("paypal_prior"))

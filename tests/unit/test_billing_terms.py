@@ -220,3 +220,19 @@ def test_an_older_subscription_paid_after_a_newer_one_was_tracked_still_counts()
     assert doc is not None and doc["paypal"]["subscription_id"] == "I-NEWER0000000"
     assert entitlements.pro_until(doc) == NOW + timedelta(days=30)
     assert entitlements.track(doc, older) is None  # nothing more owed: the record only
+
+
+def test_an_ended_subscription_as_old_as_the_tracked_live_one_does_not_displace_it() -> None:
+    """PayPal's create_time has whole seconds: a checkout made right after a cancel can carry the same
+    create_time as the subscription it follows. A late event of the cancelled one keeps the live one
+    tracked and only adds what it was paid for."""
+    same = "2026-12-07T09:00:00Z"
+    live = entitlements.paypal_part(subscription(id="I-LIVE00000000", status="ACTIVE", create_time=same), None, NOW)
+    doc = entitlements.track({}, live)
+    ended = entitlements.paypal_part(
+        subscription(id="I-ENDED0000000", status="CANCELLED", create_time=same, billing_info=paid("15.00")), None, NOW
+    )
+    ended["paid_through"] = NOW + timedelta(days=20)
+    doc = entitlements.track(doc, ended)
+    assert doc is not None and doc["paypal"]["subscription_id"] == "I-LIVE00000000"
+    assert doc["paypal_prior"] == NOW + timedelta(days=20)
