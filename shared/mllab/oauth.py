@@ -462,8 +462,7 @@ def begin(return_to: str, link_uid: str | None = None) -> tuple[str, str]:
             "link_uid": link_uid,
             "created_at": now,
             "expires_at": now + timedelta(seconds=config.OAUTH_TX_TTL_S),
-        },
-        **clients.opts(),
+        }
     )
     query = urllib.parse.urlencode(
         {
@@ -546,7 +545,7 @@ def consume(tx_id: str | None, state: str | None) -> Transaction:
 
     @firestore.transactional
     def run(tx: Any) -> tuple[str, dict[str, Any] | None]:
-        snap = ref.get(transaction=tx, **clients.opts())
+        snap = ref.get(transaction=tx)
         if not snap.exists:
             return "unknown", None
         doc = snap.to_dict()

@@ -201,8 +201,7 @@ def create(uid: str, method: str, *, user_agent: str, ip: str) -> tuple[Session,
             "revoked_at": None,
             "revoke_reason": None,
             "updated_at": now,
-        },
-        **clients.opts(),
+        }
     )
     log.info("session created", sid=sid, uid=uid, method=method)
     return Session(sid, uid, 0, now, now, not_after, method), refresh_token(sid, 0, version)
@@ -237,7 +236,7 @@ def rotate(token: str, *, user_agent: str, ip: str) -> tuple[Session, str]:
 
     @firestore.transactional
     def run(tx: Any) -> tuple[str, Any]:
-        snap = ref.get(transaction=tx, **clients.opts())
+        snap = ref.get(transaction=tx)
         if not snap.exists:
             return "unknown", None
         s = snap.to_dict()
@@ -245,7 +244,7 @@ def rotate(token: str, *, user_agent: str, ip: str) -> tuple[Session, str]:
             return "forged", s
         if s.get("revoked_at"):
             return "revoked", s
-        user = db.collection(users.USERS).document(s["uid"]).get(transaction=tx, **clients.opts())
+        user = db.collection(users.USERS).document(s["uid"]).get(transaction=tx)
         now = clock.now()
         blocked = _user_blocks(user.to_dict() if user.exists else None, s["created_at"])
         expired = (
@@ -296,7 +295,7 @@ def find_by_token(token: str) -> dict[str, Any] | None:
     parsed = parse_refresh_token(token)
     if parsed is None:
         return None
-    snap = _ref(parsed.sid).get(**clients.opts())
+    snap = _ref(parsed.sid).get()
     if not snap.exists:
         return None
     s = snap.to_dict()
@@ -308,10 +307,10 @@ def find_by_token(token: str) -> dict[str, Any] | None:
 def revoke(sid: str, reason: str) -> bool:
     now = clock.now()
     ref = _ref(sid)
-    snap = ref.get(**clients.opts())
+    snap = ref.get()
     if not snap.exists or snap.get("revoked_at"):
         return False
-    ref.update({"revoked_at": now, "revoke_reason": reason, "updated_at": now}, **clients.opts())
+    ref.update({"revoked_at": now, "revoke_reason": reason, "updated_at": now})
     return True
 
 
@@ -340,7 +339,7 @@ def revoke_all(uid: str, reason: str, *, except_sid: str | None = None) -> int:
                 db.collection(COLLECTION).document(s["id"]),
                 {"revoked_at": now, "revoke_reason": reason, "updated_at": now},
             )
-        batch.commit(**clients.opts())
+        batch.commit()
     return len(live)
 
 
@@ -352,7 +351,7 @@ def check_live(claims: dict[str, Any]) -> dict[str, Any]:
     Returns the user document. One round trip (both documents in a single batch get)."""
     db = clients.firestore()
     sref, uref = db.collection(COLLECTION).document(claims["sid"]), db.collection(users.USERS).document(claims["sub"])
-    docs = {snap.reference.path: snap for snap in db.get_all([sref, uref], **clients.opts())}
+    docs = {snap.reference.path: snap for snap in db.get_all([sref, uref])}
     session, user = docs.get(sref.path), docs.get(uref.path)
     ended = Problem(
         401,
