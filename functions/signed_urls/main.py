@@ -2,6 +2,7 @@
 
 import flask
 import functions_framework
+from werkzeug.wrappers import Response as RawResponse
 
 from mllab import http, uploads
 
@@ -11,5 +12,5 @@ router.route("GET", "/signed/download")(uploads.sign_download)
 
 
 @functions_framework.http
-def signed_urls(request: flask.Request) -> flask.Response:
+def signed_urls(request: flask.Request) -> RawResponse:
     return router(request)

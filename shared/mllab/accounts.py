@@ -296,7 +296,7 @@ def purge(now: datetime) -> int:
     purged = 0
     for user in due_for_purge(now):
         uid = user["uid"]
-        removed = {}
+        removed: dict[str, int] = {}
         for step in PURGE_STEPS:
             name = step.collection if isinstance(step, PurgeStep) else getattr(step, "__name__", "step")
             removed[name] = removed.get(name, 0) + _run_step(step, uid, user)

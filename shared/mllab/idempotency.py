@@ -11,6 +11,7 @@ is a create (one wins), a takeover an update guarded by the marker's update time
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -39,10 +40,8 @@ class Claim:
     def failed(self, error: str) -> None:
         """Best effort: if this write fails too, the processing marker expires and a retry takes over."""
         now = clock.now()
-        try:
+        with contextlib.suppress(Exception):  # see the docstring
             _ref(self.collection, self.key).update({"state": FAILED, "error": error[:200], "updated_at": now})
-        except Exception:  # noqa: BLE001 - see docstring
-            pass
 
 
 def _ref(collection: str, key: str) -> Any:

@@ -188,6 +188,8 @@ def _smtp(to: str, subject: str, body: str, sender: str, url: str) -> None:
     from urllib.parse import unquote, urlsplit
 
     parts = urlsplit(url)
+    if not parts.hostname:  # smtplib would build an unconnected client and fail later, less clearly
+        raise ValueError("the SMTP URL names no host")
     msg = EmailMessage()
     msg["From"], msg["To"], msg["Subject"] = sender, to, subject
     msg.set_content(body)
