@@ -3,6 +3,7 @@ DELETE /account. Liveness and CSRF are enforced by the router from the route tab
 
 import flask
 import functions_framework
+from werkzeug.wrappers import Response as RawResponse
 
 from mllab import accounts, http, schemas
 
@@ -11,12 +12,12 @@ router = http.Router("account")
 
 @router.route("GET", "/me")
 def get_me(request: http.Request) -> schemas.Me:
-    return accounts.me(request.user, request.claims["sid"])
+    return accounts.me(request.live_user, request.sid)
 
 
 @router.route("GET", "/sessions")
 def list_sessions(request: http.Request) -> schemas.SessionList:
-    return accounts.session_list(request.uid, request.claims["sid"])
+    return accounts.session_list(request.uid, request.sid)
 
 
 @router.route("DELETE", "/sessions/{id}")
@@ -33,9 +34,9 @@ def export_account(request: http.Request) -> http.Response:
 
 @router.route("DELETE", "/account")
 def delete_account(request: http.Request) -> None:
-    accounts.delete_account(request.user, request.claims["sid"], password=request.body.password, ip=request.client_ip)
+    accounts.delete_account(request.live_user, request.sid, password=request.body.password, ip=request.client_ip)
 
 
 @functions_framework.http
-def account(request: flask.Request) -> flask.Response:
+def account(request: flask.Request) -> RawResponse:
     return router(request)

@@ -12,6 +12,7 @@ the browser goes back to the lab at `/?signin_error=<error>`.
 
 import flask
 import functions_framework
+from werkzeug.wrappers import Response as RawResponse
 
 from mllab import http, oauth
 from mllab.problems import Problem
@@ -42,5 +43,5 @@ def callback(request: http.Request) -> http.Response:
 
 
 @functions_framework.http
-def auth_google_callback(request: flask.Request) -> flask.Response:
+def auth_google_callback(request: flask.Request) -> RawResponse:
     return router(request)

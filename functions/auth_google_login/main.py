@@ -9,6 +9,7 @@ account (and only for the Google account of the same address).
 
 import flask
 import functions_framework
+from werkzeug.wrappers import Response as RawResponse
 
 from mllab import http, oauth, sessions
 
@@ -27,5 +28,5 @@ def login(request: http.Request) -> http.Response:
 
 
 @functions_framework.http
-def auth_google_login(request: flask.Request) -> flask.Response:
+def auth_google_login(request: flask.Request) -> RawResponse:
     return router(request)

@@ -2,6 +2,7 @@
 
 import flask
 import functions_framework
+from werkzeug.wrappers import Response as RawResponse
 
 from mllab import auth, http, sessions
 
@@ -15,5 +16,5 @@ def logout(request: http.Request) -> http.Response:
 
 
 @functions_framework.http
-def auth_logout(request: flask.Request) -> flask.Response:
+def auth_logout(request: flask.Request) -> RawResponse:
     return router(request)

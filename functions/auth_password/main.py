@@ -2,6 +2,7 @@
 
 import flask
 import functions_framework
+from werkzeug.wrappers import Response as RawResponse
 
 from mllab import auth, http, schemas
 
@@ -41,9 +42,9 @@ def confirm_reset(request: http.Request) -> schemas.Accepted:
 
 @router.route("POST", "/auth/password-change")
 def change_password(request: http.Request) -> schemas.Accepted:
-    return auth.change_password(request.user or {}, request.claims["sid"], request.body, ip=request.client_ip)
+    return auth.change_password(request.user or {}, request.sid, request.body, ip=request.client_ip)
 
 
 @functions_framework.http
-def auth_password(request: flask.Request) -> flask.Response:
+def auth_password(request: flask.Request) -> RawResponse:
     return router(request)

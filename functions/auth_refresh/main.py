@@ -2,6 +2,7 @@
 
 import flask
 import functions_framework
+from werkzeug.wrappers import Response as RawResponse
 
 from mllab import auth, http, sessions
 
@@ -17,5 +18,5 @@ def refresh(request: http.Request) -> http.Response:
 
 
 @functions_framework.http
-def auth_refresh(request: flask.Request) -> flask.Response:
+def auth_refresh(request: flask.Request) -> RawResponse:
     return router(request)

@@ -2,6 +2,7 @@
 
 import flask
 import functions_framework
+from werkzeug.wrappers import Response as RawResponse
 
 from mllab import billing as billing_lib  # the entry point below takes the name `billing`
 from mllab import http, schemas
@@ -16,7 +17,7 @@ def plans(request: http.Request) -> schemas.Plans:
 
 @router.route("POST", "/billing/paypal/subscribe")
 def subscribe(request: http.Request) -> schemas.SubscribeResponse:
-    return billing_lib.subscribe(request.user, ip=request.client_ip)
+    return billing_lib.subscribe(request.live_user, ip=request.client_ip)
 
 
 @router.route("POST", "/billing/sync")
@@ -30,5 +31,5 @@ def cancel(request: http.Request) -> schemas.Subscription:
 
 
 @functions_framework.http
-def billing(request: flask.Request) -> flask.Response:
+def billing(request: flask.Request) -> RawResponse:
     return router(request)

@@ -4,6 +4,7 @@ Auth, liveness and CSRF are enforced by the router from the route table."""
 
 import flask
 import functions_framework
+from werkzeug.wrappers import Response as RawResponse
 
 from mllab import catalog as records  # the entry point below is named `catalog`
 from mllab import http
@@ -61,5 +62,5 @@ for _collection in records.COLLECTIONS:
 
 
 @functions_framework.http
-def catalog(request: flask.Request) -> flask.Response:
+def catalog(request: flask.Request) -> RawResponse:
     return router(request)

@@ -2,6 +2,7 @@
 
 import flask
 import functions_framework
+from werkzeug.wrappers import Response as RawResponse
 
 from mllab import http, schemas, tokens
 
@@ -14,5 +15,5 @@ def get_jwks(request: http.Request) -> schemas.Jwks:
 
 
 @functions_framework.http
-def jwks(request: flask.Request) -> flask.Response:
+def jwks(request: flask.Request) -> RawResponse:
     return router(request)

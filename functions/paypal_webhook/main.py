@@ -2,6 +2,7 @@
 
 import flask
 import functions_framework
+from werkzeug.wrappers import Response as RawResponse
 
 from mllab import billing, http, schemas
 
@@ -14,5 +15,5 @@ def receive(request: http.Request) -> schemas.WebhookAck:
 
 
 @functions_framework.http
-def paypal_webhook(request: flask.Request) -> flask.Response:
+def paypal_webhook(request: flask.Request) -> RawResponse:
     return router(request)

@@ -2,6 +2,7 @@
 
 import flask
 import functions_framework
+from werkzeug.wrappers import Response as RawResponse
 
 from mllab import http, promo, schemas
 
@@ -14,5 +15,5 @@ def apply(request: http.Request) -> schemas.PromoApplied:
 
 
 @functions_framework.http
-def promo_apply(request: flask.Request) -> flask.Response:
+def promo_apply(request: flask.Request) -> RawResponse:
     return router(request)

@@ -2,6 +2,7 @@
 
 import flask
 import functions_framework
+from werkzeug.wrappers import Response as RawResponse
 
 from mllab import http, schemas, uploads
 
@@ -19,5 +20,5 @@ def sign_download(request: http.Request) -> schemas.SignedUrl:
 
 
 @functions_framework.http
-def signed_urls(request: flask.Request) -> http.RawResponse:
+def signed_urls(request: flask.Request) -> RawResponse:
     return router(request)

@@ -23,6 +23,7 @@ from mllab import (
     entitlements,
     events,
     log,
+    mail,
     passwords,
     ratelimit,
     recorder,
@@ -73,7 +74,7 @@ def me(user: dict[str, Any], sid: str) -> schemas.Me:
     # One round trip for the three documents (the liveness check already made one).
     got = {
         snap.reference.path: (snap.to_dict() or {}) if snap.exists else None
-        for snap in clients.firestore().get_all(refs, **clients.opts())
+        for snap in clients.firestore().get_all(refs)
     }
     ent, usage_doc, day = (got.get(ref.path) for ref in refs)
     plan = entitlements.plan_of(ent, now)
@@ -118,7 +119,7 @@ def revoke_session(uid: str, sid: str, *, ip: str | None = None) -> None:
     not_found = Problem(404, "No active session of yours has this id; refresh the list of devices.")
     if not _SESSION_ID.fullmatch(sid):
         raise not_found
-    snap = clients.firestore().collection(sessions.COLLECTION).document(sid).get(**clients.opts())
+    snap = clients.firestore().collection(sessions.COLLECTION).document(sid).get()
     if not snap.exists or snap.get("uid") != uid or snap.get("revoked_at"):
         raise not_found
     if not sessions.revoke(sid, "user_revoked"):
@@ -205,7 +206,7 @@ def _reauthenticate(uid: str, sid: str, password: str | None, ip: str | None) ->
             audit.record("account.delete", actor=uid, target=f"user:{uid}", outcome="wrong_password", ip=ip)
             raise _reauth_problem("The password is wrong. Nothing was deleted.")
         return
-    snap = clients.firestore().collection(sessions.COLLECTION).document(sid).get(**clients.opts())
+    snap = clients.firestore().collection(sessions.COLLECTION).document(sid).get()
     created = snap.get("created_at") if snap.exists else None
     if created is None or clock.now() - created > timedelta(seconds=config.RECENT_SIGN_IN_S):
         raise _reauth_problem(
@@ -244,7 +245,7 @@ PURGE_STEPS: list[PurgeStep | Callable[[str, dict[str, Any]], int]] = [
     PurgeStep(users.IDENTITIES),
     PurgeStep(sessions.COLLECTION),
     PurgeStep(users.EMAIL_TOKENS),
-    PurgeStep("mail_outbox", field="to", by_email=True),
+    PurgeStep(mail.OUTBOX, field="to", by_email=True),
     catalog.purge_records,  # projects, models with their versions, datasets, jobs
     catalog.purge_objects,  # every file under users/<uid>/ (the recorder drops the events of a deleted account)
     PurgeStep(events.ARTIFACTS),  # the record of each stored file (it names the file)
@@ -295,12 +296,12 @@ def purge(now: datetime) -> int:
     purged = 0
     for user in due_for_purge(now):
         uid = user["uid"]
-        removed = {}
+        removed: dict[str, int] = {}
         for step in PURGE_STEPS:
             name = step.collection if isinstance(step, PurgeStep) else getattr(step, "__name__", "step")
             removed[name] = removed.get(name, 0) + _run_step(step, uid, user)
         try:
-            db.collection(users.USERS).document(uid).delete(option=db.write_option(exists=True), **clients.opts())
+            db.collection(users.USERS).document(uid).delete(option=db.write_option(exists=True))
         except NotFound:
             continue  # a concurrent run got there first and audited it
         purged += 1

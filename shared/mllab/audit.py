@@ -35,7 +35,7 @@ def record(
         "details": log.redact(details) if details else {},
     }
     try:
-        clients.firestore().collection(COLLECTION).add(entry, **clients.opts())
+        clients.firestore().collection(COLLECTION).add(entry)
     except Exception as exc:  # noqa: BLE001 - see docstring
         log.exception("audit write failed", exc, action=action)
     log.info("audit", action=action, actor=actor, target=target, outcome=outcome)

@@ -1,12 +1,15 @@
 """Cached Google Cloud clients. Each getter imports its library on first use, so a function pays
 only for the clients its path touches (cold start), and honours the `*_EMULATOR_HOST` variables.
 
-Every Google API call made with these clients passes `**clients.opts()`: a deadline that bounds the
+Every call to Secret Manager, Storage or Pub/Sub passes `**clients.opts()`: a deadline that bounds the
 whole call, retries included. (`timeout=` alone bounds one attempt; the clients' default retry policy
 would keep a request waiting for minutes while a dependency is down, instead of answering 503.)
-The Firestore client gets the same bound as the default of every RPC it makes, so the calls no caller
-can pass options to (a transaction's begin and commit) are bounded too; a transaction's rollback is
-sent in the background (see `_in_background`).
+Firestore calls pass nothing: the client gets the same bound as the default of every RPC it makes
+(`_bounded`), which also covers the calls no caller can pass options to (a transaction's begin and
+commit); a transaction's rollback is sent in the background (see `_in_background`). One exception: a
+query or count run outside a transaction (`stream()`, `get()`) still passes `**clients.opts()`, because
+google-cloud-firestore resumes such a stream broken midway by the retry it was given (without one it
+looks for the RPC's default retry where there is none, and raises AttributeError instead).
 
 Within one request (`call_scope()`, entered by the HTTP router) a hung dependency is waited for once,
 so the request answers 503 about one deadline after it started waiting, however many calls it makes:
@@ -170,7 +173,7 @@ def delete_refs(refs: list[Any], batch_size: int = 400) -> int:
         batch = db.batch()
         for ref in refs[start : start + batch_size]:
             batch.delete(ref)
-        batch.commit(**opts())
+        batch.commit()
     return len(refs)
 
 

@@ -8,11 +8,12 @@ Locally, missing secrets (the development signing keys) are generated on first u
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ class ConfigError(RuntimeError):
     """The configuration is invalid; raised at cold start so a bad deploy fails loudly."""
 
 
-class Env(str, enum.Enum):
+class Env(enum.StrEnum):
     LOCAL = "local"
     TEST = "test"
     PRODUCTION = "production"
@@ -230,28 +231,29 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _production_refuses_local_parts(self) -> Settings:
-        if not self.is_production:
-            return self
-        problems = []
-        if not self.public_url.startswith("https://"):
-            problems.append(f"public_url must be https, got {self.public_url!r}")
-        for origin in self.cors_origins:
-            if not origin.startswith("https://"):
-                problems.append(f"CORS origin must be https: {origin!r}")
-        if self.paypal_api_base not in PAYPAL_CERT_ORIGINS:
-            problems.append(f"paypal_api_base must be PayPal's live or sandbox API, got {self.paypal_api_base!r}")
-        if self.paypal_ca_file is not None:
-            problems.append("paypal_ca_file (the local stand-in's CA) is local-only")
-        if self.paypal_cert_origins:
-            problems.append("paypal_cert_origins (extra webhook certificate hosts) is local-only")
-        for name in ("lab_url", "oidc_issuer"):
-            if not getattr(self, name).startswith("https://"):
-                problems.append(f"{name} must be https (no local stand-in in production)")
-        if self.project.startswith("demo-"):
-            problems.append(f"project {self.project!r} is an emulator-only project id")
+        problems = list(self._local_parts()) if self.is_production else []
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _local_parts(self) -> Iterator[str]:
+        """What a production configuration must not have, one message each."""
+        if not self.public_url.startswith("https://"):
+            yield f"public_url must be https, got {self.public_url!r}"
+        for origin in self.cors_origins:
+            if not origin.startswith("https://"):
+                yield f"CORS origin must be https: {origin!r}"
+        if self.paypal_api_base not in PAYPAL_CERT_ORIGINS:
+            yield f"paypal_api_base must be PayPal's live or sandbox API, got {self.paypal_api_base!r}"
+        if self.paypal_ca_file is not None:
+            yield "paypal_ca_file (the local stand-in's CA) is local-only"
+        if self.paypal_cert_origins:
+            yield "paypal_cert_origins (extra webhook certificate hosts) is local-only"
+        for name in ("lab_url", "oidc_issuer"):
+            if not getattr(self, name).startswith("https://"):
+                yield f"{name} must be https (no local stand-in in production)"
+        if self.project.startswith("demo-"):
+            yield f"project {self.project!r} is an emulator-only project id"
 
 
 def _parse(field: str, raw: str) -> Any:
@@ -352,10 +354,8 @@ def write_once(path: Path, content: str | bytes, mode: int = 0o600) -> None:
         os.fchmod(fd, mode)  # exactly `mode`, whatever the umask
         with os.fdopen(fd, "wb") as fh:
             fh.write(content.encode() if isinstance(content, str) else content)
-        try:
+        with contextlib.suppress(FileExistsError):  # another process linked it first: theirs stands
             os.link(tmp, path)
-        except FileExistsError:
-            pass
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -98,9 +98,24 @@ class Request:
 
     @property
     def uid(self) -> str:
+        return self._signed_in()["sub"]
+
+    @property
+    def sid(self) -> str:
+        """The session the access token was minted for."""
+        return self._signed_in()["sid"]
+
+    @property
+    def live_user(self) -> dict[str, Any]:
+        """The user document the router loaded (routes that check session liveness)."""
+        if self.user is None:
+            raise Problem(401, "Sign in to use this.")
+        return self.user
+
+    def _signed_in(self) -> dict[str, Any]:
         if not self.claims:
             raise Problem(401, "Sign in to use this.")
-        return self.claims["sub"]
+        return self.claims
 
 
 Handler = Callable[[Request], Any]

@@ -11,6 +11,7 @@ is a create (one wins), a takeover an update guarded by the marker's update time
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -33,19 +34,14 @@ class Claim:
     def done(self, outcome: str, **fields: Any) -> None:
         now = clock.now()
         _ref(self.collection, self.key).update(
-            {"state": DONE, "outcome": outcome, "done_at": now, "expires_at": None, "updated_at": now, **fields},
-            **clients.opts(),
+            {"state": DONE, "outcome": outcome, "done_at": now, "expires_at": None, "updated_at": now, **fields}
         )
 
     def failed(self, error: str) -> None:
         """Best effort: if this write fails too, the processing marker expires and a retry takes over."""
         now = clock.now()
-        try:
-            _ref(self.collection, self.key).update(
-                {"state": FAILED, "error": error[:200], "updated_at": now}, **clients.opts()
-            )
-        except Exception:  # noqa: BLE001 - see docstring
-            pass
+        with contextlib.suppress(Exception):  # see the docstring
+            _ref(self.collection, self.key).update({"state": FAILED, "error": error[:200], "updated_at": now})
 
 
 def _ref(collection: str, key: str) -> Any:
@@ -60,11 +56,11 @@ def claim(collection: str, key: str, *, ttl_s: int, fields: dict[str, Any] | Non
     now = clock.now()
     marker = {"state": PROCESSING, "expires_at": now + timedelta(seconds=ttl_s), "updated_at": now}
     try:
-        ref.create({**(fields or {}), **marker, "attempts": 1, "created_at": now}, **clients.opts())
+        ref.create({**(fields or {}), **marker, "attempts": 1, "created_at": now})
         return Claim(collection, key, 1)
     except (AlreadyExists, Conflict):
         pass
-    snap = ref.get(**clients.opts())
+    snap = ref.get()
     if not snap.exists:
         raise InProgress(key)  # deleted meanwhile: let the sender retry
     doc = snap.to_dict()
@@ -76,9 +72,7 @@ def claim(collection: str, key: str, *, ttl_s: int, fields: dict[str, Any] | Non
     attempt = int(doc.get("attempts") or 0) + 1
     db = clients.firestore()
     try:
-        ref.update(
-            {**marker, "attempts": attempt}, option=db.write_option(last_update_time=snap.update_time), **clients.opts()
-        )
+        ref.update({**marker, "attempts": attempt}, option=db.write_option(last_update_time=snap.update_time))
     except (FailedPrecondition, NotFound, Conflict):
         raise InProgress(key) from None  # another delivery took it over first
     return Claim(collection, key, attempt)

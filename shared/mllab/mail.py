@@ -95,16 +95,15 @@ def send(to: str, template: str, link: str | None = None, **fields: str) -> None
             "sent_at": None,
             "attempts": 0,
             "updated_at": now,
-        },
-        **clients.opts(),
+        }
     )
     try:
         deliver(to, subject.format(**fields), body.format(link=link or config.settings().lab_url, **fields), template)
     except Exception as exc:  # noqa: BLE001 - the outbox keeps it for a retry
         log.exception("mail delivery failed; kept in the outbox", exc, template=template, outbox_id=ref.id)
-        ref.update({"attempts": 1, "updated_at": clock.now()}, **clients.opts())
+        ref.update({"attempts": 1, "updated_at": clock.now()})
         return
-    ref.update({"sent_at": clock.now(), "link": None, "attempts": 1, "updated_at": clock.now()}, **clients.opts())
+    ref.update({"sent_at": clock.now(), "link": None, "attempts": 1, "updated_at": clock.now()})
     log.info("mail sent", template=template, outbox_id=ref.id)
 
 
@@ -141,7 +140,7 @@ def deliver_queued(key: str) -> bool:
 
     @firestore.transactional
     def take(tx: Any) -> dict[str, Any] | None:
-        snap = outbox.get(transaction=tx, **clients.opts())
+        snap = outbox.get(transaction=tx)
         doc = snap.to_dict() if snap.exists else None
         if doc is None or doc.get("sent_at") is not None:
             return None
@@ -163,7 +162,7 @@ def deliver_queued(key: str) -> bool:
     except Exception as exc:  # noqa: BLE001 - the outbox keeps it for a retry
         log.exception("mail delivery failed; kept in the outbox", exc, template=doc["template"], outbox_id=key)
         return False
-    outbox.update({"sent_at": clock.now(), "link": None, "updated_at": clock.now()}, **clients.opts())
+    outbox.update({"sent_at": clock.now(), "link": None, "updated_at": clock.now()})
     log.info("mail sent", template=doc["template"], outbox_id=key)
     return True
 
@@ -189,6 +188,8 @@ def _smtp(to: str, subject: str, body: str, sender: str, url: str) -> None:
     from urllib.parse import unquote, urlsplit
 
     parts = urlsplit(url)
+    if not parts.hostname:  # smtplib would build an unconnected client and fail later, less clearly
+        raise ValueError("the SMTP URL names no host")
     msg = EmailMessage()
     msg["From"], msg["To"], msg["Subject"] = sender, to, subject
     msg.set_content(body)

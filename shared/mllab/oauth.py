@@ -261,7 +261,21 @@ def _numeric(claims: dict[str, Any], name: str) -> int | float:
 def verify_id_token(id_token: str, nonce: str) -> IdToken:
     """Verify an ID token from the token endpoint (OpenID Connect Core 1.0, section 3.1.3.7).
     Raises an IdTokenError subclass per failed check."""
-    s = config.settings()
+    client_id = config.settings().oidc_client_id
+    kid = _header_kid(id_token)
+    doc = discovery()
+    claims = _signed_claims(id_token, _signing_key(doc["jwks_uri"], kid))
+    expected_iss = doc["issuer"].rstrip("/")
+    _check_issuer(claims, expected_iss)
+    _check_audience(claims, client_id)
+    _check_times(claims)
+    _check_nonce(claims, nonce)
+    sub, email, name = _identity(claims)
+    return IdToken(iss=expected_iss, sub=sub, email=email, email_verified=True, name=name[:200], claims=claims)
+
+
+def _header_kid(id_token: str) -> str | None:
+    """The token's shape and header (read before any key is fetched): RS256, and the key id if any."""
     if not isinstance(id_token, str) or id_token.count(".") != 2 or len(id_token) > 16_384:
         raise MalformedToken()
     try:
@@ -273,8 +287,11 @@ def verify_id_token(id_token: str, nonce: str) -> IdToken:
     kid = header.get("kid")
     if kid is not None and not isinstance(kid, str):
         raise MalformedToken()
-    doc = discovery()
-    key = _signing_key(doc["jwks_uri"], kid)
+    return kid
+
+
+def _signed_claims(id_token: str, key: jwt.PyJWK) -> dict[str, Any]:
+    """The claims, once the signature is checked; each claim is checked by the caller (its own error)."""
     try:
         claims = jwt.decode(
             id_token,
@@ -298,14 +315,18 @@ def verify_id_token(id_token: str, nonce: str) -> IdToken:
         raise MalformedToken() from None
     if not isinstance(claims, dict):
         raise MalformedToken()
+    return claims
 
-    expected_iss = doc["issuer"].rstrip("/")
+
+def _check_issuer(claims: dict[str, Any], expected_iss: str) -> None:
+    """Google's legacy spelling of its issuer is accepted for Google's own."""
     accepted = {expected_iss} | ({GOOGLE_LEGACY_ISSUER} if expected_iss == GOOGLE_ISSUER else set())
     if claims.get("iss") not in accepted:
         raise WrongIssuer()
 
+
+def _check_audience(claims: dict[str, Any], client_id: str) -> None:
     aud = claims.get("aud")
-    client_id = s.oidc_client_id
     if isinstance(aud, str):
         audiences = [aud]
     elif isinstance(aud, list) and aud and all(isinstance(a, str) for a in aud):
@@ -318,20 +339,26 @@ def verify_id_token(id_token: str, nonce: str) -> IdToken:
     if (len(audiences) > 1 or azp is not None) and azp != client_id:
         raise WrongAuthorizedParty()
 
+
+def _check_times(claims: dict[str, Any]) -> None:
     now = clock.timestamp()
     if now >= _numeric(claims, "exp") + CLOCK_SKEW_S:
         raise Expired()
     if _numeric(claims, "iat") > now + CLOCK_SKEW_S:
         raise IssuedInFuture()
 
+
+def _check_nonce(claims: dict[str, Any], nonce: str) -> None:
     presented = claims.get("nonce")
     if not isinstance(presented, str) or not nonce or not hmac.compare_digest(presented.encode(), nonce.encode()):
         raise NonceMismatch()
 
+
+def _identity(claims: dict[str, Any]) -> tuple[str, str, str]:
+    """(sub, normalised verified email, name or "")."""
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub.strip() or len(sub) > 255:
         raise MissingSubject()
-
     if claims.get("email_verified") is not True:
         raise EmailNotVerified()
     raw_email = claims.get("email")
@@ -342,8 +369,7 @@ def verify_id_token(id_token: str, nonce: str) -> IdToken:
     except Problem:
         raise MissingEmail() from None
     raw_name = claims.get("name")
-    name = raw_name if isinstance(raw_name, str) else ""
-    return IdToken(iss=expected_iss, sub=sub, email=email, email_verified=True, name=name[:200], claims=claims)
+    return sub, email, raw_name if isinstance(raw_name, str) else ""
 
 
 # --- PKCE, state, nonce --------------------------------------------------------------------------
@@ -462,8 +488,7 @@ def begin(return_to: str, link_uid: str | None = None) -> tuple[str, str]:
             "link_uid": link_uid,
             "created_at": now,
             "expires_at": now + timedelta(seconds=config.OAUTH_TX_TTL_S),
-        },
-        **clients.opts(),
+        }
     )
     query = urllib.parse.urlencode(
         {
@@ -529,24 +554,14 @@ def consume(tx_id: str | None, state: str | None) -> Transaction:
     so it works once. A mismatched state leaves the transaction alone (it may be another tab's)."""
     from google.cloud import firestore
 
-    if not tx_id:
-        raise TxRefused(
-            "no-cookie",
-            "This browser has no sign-in in progress (its sign-in cookie is missing; "
-            "cookies must be enabled)." + _RESTART,
-            clear_cookie=False,
-        )
-    if not _TX_ID.fullmatch(tx_id):
-        raise TxRefused("unknown", "This sign-in attempt is not known." + _RESTART, clear_cookie=True)
-    if not state:
-        raise TxRefused("no-state", "The sign-in answer carries no state." + _RESTART, clear_cookie=False)
+    tx_id, state = _presented(tx_id, state)
     db = clients.firestore()
     ref = _tx_ref(tx_id)
     state_hash = _sha256_hex(state)
 
     @firestore.transactional
     def run(tx: Any) -> tuple[str, dict[str, Any] | None]:
-        snap = ref.get(transaction=tx, **clients.opts())
+        snap = ref.get(transaction=tx)
         if not snap.exists:
             return "unknown", None
         doc = snap.to_dict()
@@ -558,23 +573,46 @@ def consume(tx_id: str | None, state: str | None) -> Transaction:
         return "ok", doc
 
     outcome, doc = run(db.transaction(max_attempts=5))
-    if outcome == "unknown":
-        raise TxRefused("unknown", "This sign-in attempt was already used or is unknown." + _RESTART, clear_cookie=True)
-    if outcome == "state":
+    if outcome != "ok":
+        raise _refused(outcome)
+    assert doc is not None
+    return Transaction(
+        nonce=doc["nonce"], code_verifier=doc["code_verifier"], return_to=doc["return_to"], link_uid=doc.get("link_uid")
+    )
+
+
+def _presented(tx_id: str | None, state: str | None) -> tuple[str, str]:
+    """The browser's half, checked before Firestore is asked: a well-formed transaction cookie and a state."""
+    if not tx_id:
         raise TxRefused(
+            "no-cookie",
+            "This browser has no sign-in in progress (its sign-in cookie is missing; "
+            "cookies must be enabled)." + _RESTART,
+            clear_cookie=False,
+        )
+    if not _TX_ID.fullmatch(tx_id):
+        raise TxRefused("unknown", "This sign-in attempt is not known." + _RESTART, clear_cookie=True)
+    if not state:
+        raise TxRefused("no-state", "The sign-in answer carries no state." + _RESTART, clear_cookie=False)
+    return tx_id, state
+
+
+def _refused(outcome: str) -> TxRefused:
+    """Why a stored transaction did not check out ("unknown", "state" or "expired")."""
+    if outcome == "unknown":
+        return TxRefused(
+            "unknown", "This sign-in attempt was already used or is unknown." + _RESTART, clear_cookie=True
+        )
+    if outcome == "state":
+        return TxRefused(
             "state",
             "The sign-in answer does not match this browser's sign-in attempt (state)." + _RESTART,
             clear_cookie=False,
         )
-    if outcome == "expired":
-        raise TxRefused(
-            "expired",
-            f"This sign-in attempt took longer than {config.OAUTH_TX_TTL_S // 60} minutes and expired." + _RESTART,
-            clear_cookie=True,
-        )
-    assert doc is not None
-    return Transaction(
-        nonce=doc["nonce"], code_verifier=doc["code_verifier"], return_to=doc["return_to"], link_uid=doc.get("link_uid")
+    return TxRefused(
+        "expired",
+        f"This sign-in attempt took longer than {config.OAUTH_TX_TTL_S // 60} minutes and expired." + _RESTART,
+        clear_cookie=True,
     )
 
 

@@ -241,9 +241,9 @@ def page_of(record: type[BaseModel]) -> type[BaseModel]:
     return create_model(
         f"{record.__name__}Page",
         __doc__=f"One page of {record.__name__} records, newest first.",
-        items=(list[record], ...),
+        items=(list[record], ...),  # type: ignore[valid-type]  # a type built at run time, for create_model
         next_cursor=(str | None, None),
-    )  # type: ignore[valid-type]
+    )
 
 
 def response_model(route: Route, table: tuple[Route, ...]) -> type[BaseModel] | None:

@@ -56,9 +56,7 @@ def estimates(*budgets: tuple[str, str]) -> list[tuple[float, int]]:
         ids.append((cur_id, start, _doc_id(kind, subject, start - window)[0]))
     db = clients.firestore()
     refs = [db.collection(COLLECTION).document(doc_id) for cur_id, _, prev_id in ids for doc_id in (cur_id, prev_id)]
-    counts = {
-        snap.id: (snap.to_dict() or {}).get("failures", 0) for snap in db.get_all(refs, **clients.opts()) if snap.exists
-    }
+    counts = {snap.id: (snap.to_dict() or {}).get("failures", 0) for snap in db.get_all(refs) if snap.exists}
     out = []
     for (kind, subject), (cur_id, start, prev_id) in zip(budgets, ids, strict=True):
         if not subject:
@@ -115,7 +113,7 @@ def count(*budgets: tuple[str, str]) -> None:
         )
         wrote = True
     if wrote:
-        batch.commit(**clients.opts())
+        batch.commit()
 
 
 def progressive_delay(failures: float) -> float:

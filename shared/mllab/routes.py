@@ -14,14 +14,14 @@ from pydantic import BaseModel
 from mllab import schemas
 
 
-class Auth(str, enum.Enum):
+class Auth(enum.StrEnum):
     NONE = "none"
     ACCESS_TOKEN = "access_token"
     REFRESH_COOKIE = "refresh_cookie"
     WEBHOOK_SIGNATURE = "webhook_signature"
 
 
-class Csrf(str, enum.Enum):
+class Csrf(enum.StrEnum):
     NONE = "none"
     # Cookie-authenticated routes: POST + JSON + a non-empty X-CSRF-Token + an allow-listed Origin,
     # and never Sec-Fetch-Site: cross-site.
@@ -30,7 +30,7 @@ class Csrf(str, enum.Enum):
     SESSION = "session"
 
 
-class Trigger(str, enum.Enum):
+class Trigger(enum.StrEnum):
     HTTP = "http"
     PUBSUB = "pubsub"
 

@@ -307,7 +307,9 @@ warnings.filterwarnings("ignore", message='Field name "schema_json"', category=U
 class CreateDataset(Strict):
     project_id: Id
     name: Name
-    schema_json: JsonObject = Field(default_factory=dict, description="column roles and types (JSON object)")
+    schema_json: JsonObject = Field(  # type: ignore[assignment]  # the API's name shadows pydantic's deprecated method
+        default_factory=dict, description="column roles and types (JSON object)"
+    )
 
 
 class CreateJob(Strict):
@@ -348,7 +350,7 @@ class Dataset(BaseModel):
     id: str
     project_id: str
     name: str
-    schema_json: dict
+    schema_json: dict  # type: ignore[assignment]  # the API's name shadows pydantic's deprecated method
     status: Literal["pending", "ready", "failed"]
     failure: str | None = Field(default=None, description="why the uploaded file was refused (status failed)")
     object: str | None = None

@@ -201,8 +201,7 @@ def create(uid: str, method: str, *, user_agent: str, ip: str) -> tuple[Session,
             "revoked_at": None,
             "revoke_reason": None,
             "updated_at": now,
-        },
-        **clients.opts(),
+        }
     )
     log.info("session created", sid=sid, uid=uid, method=method)
     return Session(sid, uid, 0, now, now, not_after, method), refresh_token(sid, 0, version)
@@ -225,6 +224,26 @@ def _user_blocks(user: dict[str, Any] | None, session_created: datetime) -> str 
     return None
 
 
+def _expiry(s: dict[str, Any], now: datetime) -> str | None:
+    if now >= s["not_after"]:
+        return "expired_absolute"
+    if now - s["refreshed_at"] >= timedelta(seconds=config.LIMITS.refresh_idle_s):
+        return "expired_idle"
+    return None
+
+
+def _verdict(s: dict[str, Any], user: dict[str, Any] | None, counter: int, now: datetime) -> str:
+    """What a token of a genuine, unrevoked session gets: "rotated", "reissue" (the previous token,
+    presented again within the reuse window) or the reason the session is revoked."""
+    reason = _user_blocks(user, s["created_at"]) or _expiry(s, now)
+    if reason:
+        return reason
+    diff = s["counter"] - counter
+    if diff == 1 and now - s["refreshed_at"] < timedelta(seconds=config.REFRESH_REUSE_WINDOW_S):
+        return "reissue"
+    return "reuse_detected" if diff != 0 else "rotated"
+
+
 def rotate(token: str, *, user_agent: str, ip: str) -> tuple[Session, str]:
     """Exchange a refresh token (see the module docstring). Raises RefreshRefused."""
     from google.cloud import firestore
@@ -237,7 +256,7 @@ def rotate(token: str, *, user_agent: str, ip: str) -> tuple[Session, str]:
 
     @firestore.transactional
     def run(tx: Any) -> tuple[str, Any]:
-        snap = ref.get(transaction=tx, **clients.opts())
+        snap = ref.get(transaction=tx)
         if not snap.exists:
             return "unknown", None
         s = snap.to_dict()
@@ -245,25 +264,14 @@ def rotate(token: str, *, user_agent: str, ip: str) -> tuple[Session, str]:
             return "forged", s
         if s.get("revoked_at"):
             return "revoked", s
-        user = db.collection(users.USERS).document(s["uid"]).get(transaction=tx, **clients.opts())
+        user = db.collection(users.USERS).document(s["uid"]).get(transaction=tx)
         now = clock.now()
-        blocked = _user_blocks(user.to_dict() if user.exists else None, s["created_at"])
-        expired = (
-            "expired_absolute"
-            if now >= s["not_after"]
-            else "expired_idle"
-            if now - s["refreshed_at"] >= timedelta(seconds=config.LIMITS.refresh_idle_s)
-            else None
-        )
-        diff = s["counter"] - parsed.counter
-        reason = blocked or expired
-        if reason is None and diff == 1 and now - s["refreshed_at"] < timedelta(seconds=config.REFRESH_REUSE_WINDOW_S):
-            return "reissue", s
-        if reason is None and diff != 0:
-            reason = "reuse_detected"
-        if reason:
-            tx.update(ref, {"revoked_at": now, "revoke_reason": reason, "updated_at": now})
-            return reason, s
+        verdict = _verdict(s, user.to_dict() if user.exists else None, parsed.counter, now)
+        if verdict == "reissue":
+            return verdict, s
+        if verdict != "rotated":
+            tx.update(ref, {"revoked_at": now, "revoke_reason": verdict, "updated_at": now})
+            return verdict, s
         tx.update(
             ref,
             {
@@ -283,12 +291,17 @@ def rotate(token: str, *, user_agent: str, ip: str) -> tuple[Session, str]:
         )
         return session, refresh_token(parsed.sid, s["counter"], s["key_version"])
     uid = s["uid"] if s else None
-    if outcome == "reuse_detected":
-        log.warning("refresh token reuse: session revoked", sid=parsed.sid, uid=uid)
-        audit.record("session.refresh_reuse", actor=uid, target=f"session:{parsed.sid}", outcome="revoked")
-    elif outcome.startswith("expired"):
-        audit.record("session.expired", actor=uid, target=f"session:{parsed.sid}", outcome=outcome)
+    _record_refusal(outcome, parsed.sid, uid)
     raise RefreshRefused(outcome, parsed.sid, uid)
+
+
+def _record_refusal(outcome: str, sid: str, uid: str | None) -> None:
+    """A replayed token and an expiry go in the audit trail (a replay is also a warning)."""
+    if outcome == "reuse_detected":
+        log.warning("refresh token reuse: session revoked", sid=sid, uid=uid)
+        audit.record("session.refresh_reuse", actor=uid, target=f"session:{sid}", outcome="revoked")
+    elif outcome.startswith("expired"):
+        audit.record("session.expired", actor=uid, target=f"session:{sid}", outcome=outcome)
 
 
 def find_by_token(token: str) -> dict[str, Any] | None:
@@ -296,7 +309,7 @@ def find_by_token(token: str) -> dict[str, Any] | None:
     parsed = parse_refresh_token(token)
     if parsed is None:
         return None
-    snap = _ref(parsed.sid).get(**clients.opts())
+    snap = _ref(parsed.sid).get()
     if not snap.exists:
         return None
     s = snap.to_dict()
@@ -308,10 +321,10 @@ def find_by_token(token: str) -> dict[str, Any] | None:
 def revoke(sid: str, reason: str) -> bool:
     now = clock.now()
     ref = _ref(sid)
-    snap = ref.get(**clients.opts())
+    snap = ref.get()
     if not snap.exists or snap.get("revoked_at"):
         return False
-    ref.update({"revoked_at": now, "revoke_reason": reason, "updated_at": now}, **clients.opts())
+    ref.update({"revoked_at": now, "revoke_reason": reason, "updated_at": now})
     return True
 
 
@@ -340,7 +353,7 @@ def revoke_all(uid: str, reason: str, *, except_sid: str | None = None) -> int:
                 db.collection(COLLECTION).document(s["id"]),
                 {"revoked_at": now, "revoke_reason": reason, "updated_at": now},
             )
-        batch.commit(**clients.opts())
+        batch.commit()
     return len(live)
 
 
@@ -352,7 +365,7 @@ def check_live(claims: dict[str, Any]) -> dict[str, Any]:
     Returns the user document. One round trip (both documents in a single batch get)."""
     db = clients.firestore()
     sref, uref = db.collection(COLLECTION).document(claims["sid"]), db.collection(users.USERS).document(claims["sub"])
-    docs = {snap.reference.path: snap for snap in db.get_all([sref, uref], **clients.opts())}
+    docs = {snap.reference.path: snap for snap in db.get_all([sref, uref])}
     session, user = docs.get(sref.path), docs.get(uref.path)
     ended = Problem(
         401,

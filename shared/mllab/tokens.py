@@ -205,6 +205,14 @@ def public_jwks() -> dict[str, Any]:
 def verify_access_token(token: str) -> dict[str, Any]:
     """Claims of a valid access token, or TokenError."""
     s = config.settings()
+    key = _verifier.key(_header_kid(token))
+    claims = _signed_claims(token, key, audience=s.token_audience, issuer=s.token_issuer)
+    _check_claims(claims)
+    return claims
+
+
+def _header_kid(token: str) -> str:
+    """The key id, once the header shows an access token signed by our algorithm."""
     try:
         header = jwt.get_unverified_header(token)
     except (jwt.PyJWTError, ValueError):  # ValueError: text that is not encodable as UTF-8
@@ -216,15 +224,19 @@ def verify_access_token(token: str) -> dict[str, Any]:
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:
         raise TokenError("the token names no key")
-    key = _verifier.key(kid)
+    return kid
+
+
+def _signed_claims(token: str, key: Any, *, audience: str, issuer: str) -> dict[str, Any]:
+    """The claims, once signature, audience, issuer and the required claims' presence are checked."""
     try:
-        # exp/iat are checked below against mllab.clock, so tests can move time.
-        claims = jwt.decode(
+        # exp/iat are checked by _check_claims against mllab.clock, so tests can move time.
+        return jwt.decode(
             token,
             key,
             algorithms=[ALGORITHM],
-            audience=s.token_audience,
-            issuer=s.token_issuer,
+            audience=audience,
+            issuer=issuer,
             options={"require": list(REQUIRED_CLAIMS), "verify_exp": False, "verify_iat": False, "verify_nbf": False},
         )
     except jwt.MissingRequiredClaimError as exc:
@@ -237,6 +249,9 @@ def verify_access_token(token: str) -> dict[str, Any]:
         raise TokenError("the token's signature is invalid") from None
     except jwt.PyJWTError:
         raise TokenError("the token is invalid") from None
+
+
+def _check_claims(claims: dict[str, Any]) -> None:
     for name in ("sub", "sid", "jti"):
         if not isinstance(claims[name], str) or not claims[name]:
             raise TokenError(f"the token's {name!r} claim is invalid")
@@ -248,7 +263,6 @@ def verify_access_token(token: str) -> dict[str, Any]:
         raise TokenError("the token has expired")
     if claims["iat"] > now + IAT_LEEWAY_S:
         raise TokenError("the token was issued in the future")
-    return claims
 
 
 def reset_caches() -> None:

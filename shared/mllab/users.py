@@ -52,12 +52,12 @@ def _db() -> Any:
 
 
 def get(uid: str) -> dict[str, Any] | None:
-    snap = _db().collection(USERS).document(uid).get(**clients.opts())
+    snap = _db().collection(USERS).document(uid).get()
     return {**snap.to_dict(), "uid": uid} if snap.exists else None
 
 
 def identity(identity_id: str) -> dict[str, Any] | None:
-    snap = _db().collection(IDENTITIES).document(identity_id).get(**clients.opts())
+    snap = _db().collection(IDENTITIES).document(identity_id).get()
     return snap.to_dict() if snap.exists else None
 
 
@@ -98,7 +98,7 @@ def create_password_user(
     )
     batch.create(db.collection(USERS).document(uid), _new_user(email, name, ["password"], verified, role, now))
     try:
-        batch.commit(**clients.opts())
+        batch.commit()
     except (AlreadyExists, Conflict):
         return None
     return uid
@@ -130,7 +130,7 @@ def create_google_user(iss: str, sub: str, email: str, name: str) -> str:
         {"uid": uid, "kind": "google", "iss": iss, "sub": sub, "email": email, "created_at": now, "updated_at": now},
     )
     batch.create(db.collection(USERS).document(uid), _new_user(email, name, ["google"], True, "user", now))
-    batch.commit(**clients.opts())
+    batch.commit()
     return uid
 
 
@@ -145,7 +145,7 @@ def link_google(uid: str, iss: str, sub: str, email: str) -> None:
         {"uid": uid, "kind": "google", "iss": iss, "sub": sub, "email": email, "created_at": now, "updated_at": now},
     )
     batch.update(db.collection(USERS).document(uid), {"providers": firestore.ArrayUnion(["google"]), "updated_at": now})
-    batch.commit(**clients.opts())
+    batch.commit()
 
 
 def claim_for_google(uid: str, iss: str, sub: str, email: str) -> None:
@@ -170,16 +170,16 @@ def claim_for_google(uid: str, iss: str, sub: str, email: str) -> None:
             "updated_at": now,
         },
     )
-    batch.commit(**clients.opts())
+    batch.commit()
 
 
 def update(uid: str, **fields: Any) -> None:
-    _db().collection(USERS).document(uid).update({**fields, "updated_at": clock.now()}, **clients.opts())
+    _db().collection(USERS).document(uid).update({**fields, "updated_at": clock.now()})
 
 
 def set_password_hash(email: str, password_hash: str) -> None:
     _db().collection(IDENTITIES).document(password_identity_id(email)).update(
-        {"hash": password_hash, "updated_at": clock.now()}, **clients.opts()
+        {"hash": password_hash, "updated_at": clock.now()}
     )
 
 
@@ -208,8 +208,7 @@ def issue_email_token(uid: str, purpose: str, email: str, ttl_s: int) -> str:
             "created_at": now,
             "expires_at": now + timedelta(seconds=ttl_s),
             "used_at": None,
-        },
-        **clients.opts(),
+        }
     )
     return token
 
@@ -223,7 +222,7 @@ def consume_email_token(token: str, purpose: str) -> dict[str, Any]:
 
     @firestore.transactional
     def run(tx: Any) -> dict[str, Any] | None:
-        snap = ref.get(transaction=tx, **clients.opts())
+        snap = ref.get(transaction=tx)
         if not snap.exists:
             return None
         doc = snap.to_dict()
