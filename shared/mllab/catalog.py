@@ -178,7 +178,7 @@ def _query(collection: str, equal: Mapping[str, str], *, newest_first: bool = Fa
 
 
 def _stream(query: Any) -> list[Any]:
-    return list(query.stream())
+    return list(query.stream(**clients.opts()))  # see clients: a stream needs its retry to resume
 
 
 def _newest_first(versions: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -310,7 +310,7 @@ def _seed_counts(uid: str) -> None:
         return
     counted = {}
     for collection in COLLECTIONS:
-        result = _query(collection, {"uid": uid}).count().get()
+        result = _query(collection, {"uid": uid}).count().get(**clients.opts())
         counted[collection] = int(result[0][0].value)
     with contextlib.suppress(AlreadyExists):
         cref.create({**counted, "updated_at": clock.now()})

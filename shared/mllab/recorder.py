@@ -522,7 +522,7 @@ def export_files(uid: str) -> list[dict[str, Any]]:
 
     query = _db().collection(ARTIFACTS).where(filter=FieldFilter("uid", "==", uid))
     out = []
-    for snap in query.stream():
+    for snap in query.stream(**clients.opts()):  # see clients: a stream needs its retry to resume
         a = snap.to_dict()
         if a.get("deleted_at") or a.get("tombstone"):
             continue

@@ -172,7 +172,7 @@ def sign_download(uid: str, name: str) -> schemas.SignedUrl:
         .where(filter=FieldFilter("uid", "==", uid))
         .where(filter=FieldFilter("object", "==", name))
     )
-    live = [s for s in query.stream() if not s.get("deleted_at")]
+    live = [s for s in query.stream(**clients.opts()) if not s.get("deleted_at")]  # see clients: streams keep a retry
     if not live:
         raise not_found
     signed = storage.signed_download_url(name)
