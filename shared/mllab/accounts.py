@@ -21,7 +21,6 @@ from mllab import (
     clock,
     config,
     entitlements,
-    events,
     log,
     mail,
     passwords,
@@ -29,7 +28,6 @@ from mllab import (
     recorder,
     schemas,
     sessions,
-    uploads,
     users,
 )
 from mllab.problems import Problem
@@ -70,7 +68,7 @@ _BATCH = 400  # Firestore allows 500 writes per batch
 def me(user: dict[str, Any], sid: str) -> schemas.Me:
     """The Me document: who, which plan (recomputed for now), how much of it is used."""
     uid, now = user["uid"], clock.now()
-    refs = [entitlements.ref(uid), clients.firestore().collection(recorder.USAGE).document(uid), uploads.day_ref(uid)]
+    refs = [entitlements.ref(uid), clients.firestore().collection(recorder.USAGE).document(uid), recorder.day_ref(uid)]
     # One round trip for the three documents (the liveness check already made one).
     got = {
         snap.reference.path: (snap.to_dict() or {}) if snap.exists else None
@@ -248,7 +246,7 @@ PURGE_STEPS: list[PurgeStep | Callable[[str, dict[str, Any]], int]] = [
     PurgeStep(mail.OUTBOX, field="to", by_email=True),
     catalog.purge_records,  # projects, models with their versions, datasets, jobs
     catalog.purge_objects,  # every file under users/<uid>/ (the recorder drops the events of a deleted account)
-    PurgeStep(events.ARTIFACTS),  # the record of each stored file (it names the file)
+    PurgeStep(recorder.ARTIFACTS),  # the record of each stored file (it names the file)
     billing.purge_billing,  # entitlement and redemptions; subscription records stay, anonymised, as the ledger
     purge_usage,  # the storage counter and the daily upload counts
     # Last: the audit trail of the account (what it did, and what was done to it). What remains is the

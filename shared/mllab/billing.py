@@ -3,7 +3,7 @@ dunning mail. PayPal's state is the truth: every event and every sync re-reads t
 from PayPal and stores it with `apply()`, which never lets an older read overwrite a newer one.
 
 `paypal_subscriptions/<I-...>` maps a subscription to its user. It is written before the approve URL
-leaves the server, so no event can arrive for a subscription we cannot place (research/billing.md 1.6).
+leaves the server, so no event can arrive for a subscription we cannot place.
 """
 
 from __future__ import annotations

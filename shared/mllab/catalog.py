@@ -1,4 +1,4 @@
-"""The catalog: projects, models (with versions), datasets and training jobs (DESIGN section 5).
+"""The catalog: projects, models (with versions), datasets and training jobs (docs/architecture.md).
 
 Every record is scoped by `uid`; every query filters by it, and another user's id answers 404 exactly
 as an unknown one does. Ids are uuid4 hex, so they fit the object-name grammar in `mllab.objects`.
@@ -466,7 +466,7 @@ def create_job(uid: str, body: schemas.CreateJob) -> dict[str, Any]:
 def allocate_version(uid: str, model_id: str) -> dict[str, Any]:
     """The model's next version number, as a `pending` version. Numbers come from an atomic increment
     of `next_version` (the commit answers the incremented value), so concurrent calls never share a
-    number and never contend the way read-write transactions on one document do (DESIGN section 5).
+    number and never contend the way read-write transactions on one document do.
     A number whose version could not be created is skipped, never reused."""
     from google.api_core.exceptions import AlreadyExists, NotFound
     from google.cloud.firestore_v1 import Increment

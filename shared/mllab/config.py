@@ -55,7 +55,7 @@ class Env(enum.StrEnum):
 
 
 class Limits(BaseModel):
-    """DESIGN section 8: the one table of limits."""
+    """The one table of limits."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -110,7 +110,7 @@ class Plan(BaseModel):
     jobs: int
 
 
-# The plans (DESIGN section 8). A promo trial, a comp code and an operator grant all give `pro`.
+# The plans (docs/architecture.md, entitlements). A promo trial, a comp code and an operator grant all give `pro`.
 PLANS: dict[str, Plan] = {
     "free": Plan(
         id="free",

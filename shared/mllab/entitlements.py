@@ -1,4 +1,4 @@
-"""Who has PRO, until when, and why (DESIGN section 7).
+"""Who has PRO, until when, and why (docs/architecture.md, entitlements).
 
 `entitlements/<uid>` keeps each source of PRO apart, so one never clobbers another:
 
@@ -249,7 +249,7 @@ def _running(doc: dict[str, Any], field: str, now: datetime) -> bool:
 
 
 def status(doc: dict[str, Any] | None, now: datetime) -> Status:
-    """active > past_due > trial > canceled > none (DESIGN section 7)."""
+    """active > past_due > trial > canceled > none: the most telling state wins."""
     if not doc:
         return "none"
     part = doc.get("paypal")
@@ -280,7 +280,7 @@ def source(doc: dict[str, Any], now: datetime) -> str | None:
 
 
 def derived(doc: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """The flat fields DESIGN lists, stored beside the components on every write."""
+    """The flat fields (plan, status, source, pro_until, ...), stored beside the components on every write."""
     part = doc.get("paypal") or {}
     until = pro_until(doc)
     return {

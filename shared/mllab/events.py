@@ -159,13 +159,3 @@ def parse_or_drop(cloud_event: Any) -> ObjectEvent | None:
     except (PoisonEvent, KeyError) as exc:
         log.error("unusable object event dropped", reason=str(exc), ce_type=cloud_event["type"])
         return None
-
-
-def __getattr__(name: str) -> Any:
-    # Transitional: ARTIFACTS is the recorder's (it owns the artifact records). accounts.py and some
-    # tests still read it here; remove this once they read recorder.ARTIFACTS.
-    if name == "ARTIFACTS":
-        from mllab import recorder
-
-        return recorder.ARTIFACTS
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

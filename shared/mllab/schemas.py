@@ -409,7 +409,7 @@ class EpochMetrics(BaseModel):
 
 
 class Metrics(BaseModel):
-    """`metrics.json` as the lab writes it (DESIGN section 5)."""
+    """`metrics.json` as the lab writes it (docs/architecture.md, object names)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -1,6 +1,6 @@
 """Object storage: V4 signed URLs (uploads and downloads) and the bucket's CORS rules.
 
-Two signers behind one URL shape (DESIGN section 5: V4, 10 minutes, Content-Type,
+Two signers behind one URL shape (docs/architecture.md, the event path: V4, 10 minutes, Content-Type,
 `x-goog-content-length-range` and `x-goog-if-generation-match: 0` pinned for uploads):
 
 - locally (env `local`/`test`) the development service-account key generated into `.dev/secrets`

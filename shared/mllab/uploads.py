@@ -89,11 +89,6 @@ def _metrics_file(uid: str, job_id: str) -> objects.ObjectName:
     return objects.metrics_file(uid, job["project_id"], job_id)
 
 
-# Transitional: accounts.py still reads the day's count document here; it is the recorder's (it
-# writes the count). Remove once accounts.py uses recorder.day_ref.
-day_ref = recorder.day_ref
-
-
 def uploads_today(uid: str) -> int:
     """Files recorded today (UTC)."""
     day = recorder.day_ref(uid).get()
