@@ -10,6 +10,7 @@ Numbers only; nothing here passes or fails."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import statistics
 
@@ -35,10 +36,8 @@ def first_loads(browser, url: str) -> list[tuple[int, float, int]]:
                 and response.status not in (204, 301, 302)
                 and "/healthz" not in response.url
             ):
-                try:
+                with contextlib.suppress(Exception):  # a response without a body
                     bodies[response.url] = response.body()
-                except Exception:  # noqa: BLE001 - a response without a body
-                    pass
 
         page.on("response", keep)
         page.goto(url + "/")
@@ -95,7 +94,8 @@ def lab_section(url: str) -> None:
             print(f"{'time to interactive':28} {statistics.median(ttis):8.0f} ms {min(ttis):6.0f}-{max(ttis):<6.0f}")
 
             print(
-                f"\n{'XOR 2-8-1, 300 epochs':28} {'median ms':>10} {'min-max':>15}  ({XOR_RUNS} runs; 1st includes warm-up)"
+                f"\n{'XOR 2-8-1, 300 epochs':28} {'median ms':>10} {'min-max':>15}"
+                f"  ({XOR_RUNS} runs; 1st includes warm-up)"
             )
             for backend in ("cpu", "webgl", "webgpu"):
                 try:

@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
 
     locustfile.load_accounts(args.users_file)
     schedule = [int(x) for x in args.schedule.split(",") if x.strip()]
-    if not schedule or any(b <= a for a, b in zip(schedule, schedule[1:])) or schedule[0] < 1:
+    if not schedule or any(b <= a for a, b in zip(schedule, schedule[1:], strict=False)) or schedule[0] < 1:
         ap.error("--schedule: user counts, rising, from 1")
     shape = StepShape(
         schedule=schedule,

@@ -328,74 +328,106 @@ def _user_state(uid: str, model_id: str | None, versions: list[int]) -> dict[str
     return state
 
 
-def check_consistency(uploads: dict[str, dict[str, Any]], echo: Callable[[str], None] = print) -> bool:
-    """Firestore against what the virtual users did (locustfile.UPLOADS). Prints one PASS/FAIL line per
-    property, with a few examples of any mismatch; True when all pass."""
-    problems: dict[str, list[str]] = {"once": [], "usage": [], "counter": [], "versions": []}
-    totals = {"objects": 0, "bytes": 0, "users": 0, "signed": 0, "versions": 0, "uncertain": 0}
+Problems = dict[str, list[str]]
 
-    def one(item: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, Any], dict[str, Any]]:
-        uid, rec = item
-        return uid, rec, _user_state(uid, rec.get("model_id"), rec.get("versions", []))
 
-    with ThreadPoolExecutor(PREPARE_THREADS) as pool:
-        states = list(pool.map(one, uploads.items()))
-    for uid, rec, st in states:
-        objects: dict[str, int] = rec.get("objects", {})
-        uncertain: dict[str, int] = rec.get("uncertain", {})
-        totals["users"] += 1
-        totals["objects"] += len(objects)
-        totals["bytes"] += sum(objects.values())
-        totals["signed"] += rec.get("signed", 0)
-        totals["uncertain"] += len(uncertain)
-        live = [a for a in st["artifacts"] if not a.get("deleted_at") and not a.get("tombstone")]
-        seen: dict[str, list[dict[str, Any]]] = {}
-        for a in live:
-            seen.setdefault(a["object"], []).append(a)
-        for name, size in objects.items():
-            got = seen.get(name, [])
-            if len(got) != 1:
-                problems["once"].append(f"{name}: recorded {len(got)} times")
-            elif got[0].get("size") != size:
-                problems["once"].append(f"{name}: recorded size {got[0].get('size')}, uploaded {size}")
-        for name, got in seen.items():
-            if name not in objects and name not in uncertain:
-                problems["once"].append(f"{name}: recorded but never uploaded by user {uid}")
-            elif name in uncertain and len(got) > 1:
-                problems["once"].append(f"{name}: recorded {len(got)} times")
-        expected_bytes = sum(objects.values()) + sum(uncertain[n] for n in uncertain if n in seen)
-        recorded_bytes = sum(int(a.get("size") or 0) for a in live)
-        if st["storage_bytes"] != expected_bytes or recorded_bytes != expected_bytes:
-            problems["usage"].append(
-                f"user {uid}: usage {st['storage_bytes']} B, artifacts {recorded_bytes} B, uploaded {expected_bytes} B"
-            )
-        signed, maybe = rec.get("signed", 0), rec.get("sign_failed", 0)
-        if not signed <= st["uploads_counted"] <= signed + maybe:
-            problems["counter"].append(
-                f"user {uid}: uploads counted {st['uploads_counted']}, URLs signed {signed}"
-                + (f" (+{maybe} whose answer failed)" if maybe else "")
-            )
-        ready = []
-        for n in rec.get("versions", []):
-            totals["versions"] += 1
-            doc = st["versions"].get(n)
-            if doc is None:
-                problems["versions"].append(f"user {uid}: version {n} was allocated but does not exist")
-                continue
-            files = [o for o in objects if f"/versions/{n}/" in o]
-            if len(files) == 2:
-                ready.append(n)
-                size = sum(objects[o] for o in files)
-                if doc.get("status") != "ready" or doc.get("size_bytes") != size:
-                    problems["versions"].append(
-                        f"user {uid}: version {n} is {doc.get('status')} with "
-                        f"{doc.get('size_bytes')} B; both files ({size} B) were uploaded"
-                    )
-        if ready and (st["latest_version"] or 0) < max(ready):
-            problems["versions"].append(
-                f"user {uid}: latest_version {st['latest_version']}, but version {max(ready)} is complete"
-            )
+def _check_once(
+    uid: str,
+    objects: dict[str, int],
+    uncertain: dict[str, int],
+    seen: dict[str, list[dict[str, Any]]],
+    problems: Problems,
+) -> None:
+    """Each upload recorded exactly once, at its size; nothing recorded that was never uploaded."""
+    for name, size in objects.items():
+        got = seen.get(name, [])
+        if len(got) != 1:
+            problems["once"].append(f"{name}: recorded {len(got)} times")
+        elif got[0].get("size") != size:
+            problems["once"].append(f"{name}: recorded size {got[0].get('size')}, uploaded {size}")
+    for name, got in seen.items():
+        if name not in objects and name not in uncertain:
+            problems["once"].append(f"{name}: recorded but never uploaded by user {uid}")
+        elif name in uncertain and len(got) > 1:
+            problems["once"].append(f"{name}: recorded {len(got)} times")
 
+
+def _check_usage(
+    uid: str,
+    objects: dict[str, int],
+    uncertain: dict[str, int],
+    seen: dict[str, list[dict[str, Any]]],
+    live: list[dict[str, Any]],
+    st: dict[str, Any],
+    problems: Problems,
+) -> None:
+    """The user's storage usage and their live artifacts both add up to the bytes they uploaded."""
+    expected_bytes = sum(objects.values()) + sum(uncertain[n] for n in uncertain if n in seen)
+    recorded_bytes = sum(int(a.get("size") or 0) for a in live)
+    if st["storage_bytes"] != expected_bytes or recorded_bytes != expected_bytes:
+        problems["usage"].append(
+            f"user {uid}: usage {st['storage_bytes']} B, artifacts {recorded_bytes} B, uploaded {expected_bytes} B"
+        )
+
+
+def _check_counter(uid: str, rec: dict[str, Any], st: dict[str, Any], problems: Problems) -> None:
+    """The daily upload counters count every URL signed, plus at most those whose answer failed."""
+    signed, maybe = rec.get("signed", 0), rec.get("sign_failed", 0)
+    if not signed <= st["uploads_counted"] <= signed + maybe:
+        problems["counter"].append(
+            f"user {uid}: uploads counted {st['uploads_counted']}, URLs signed {signed}"
+            + (f" (+{maybe} whose answer failed)" if maybe else "")
+        )
+
+
+def _check_versions(
+    uid: str, rec: dict[str, Any], objects: dict[str, int], st: dict[str, Any], problems: Problems
+) -> int:
+    """Every version allocated exists; those with both files are ready and counted in latest_version.
+    Returns how many versions were checked."""
+    ready = []
+    versions = rec.get("versions", [])
+    for n in versions:
+        doc = st["versions"].get(n)
+        if doc is None:
+            problems["versions"].append(f"user {uid}: version {n} was allocated but does not exist")
+            continue
+        files = [o for o in objects if f"/versions/{n}/" in o]
+        if len(files) == 2:
+            ready.append(n)
+            size = sum(objects[o] for o in files)
+            if doc.get("status") != "ready" or doc.get("size_bytes") != size:
+                problems["versions"].append(
+                    f"user {uid}: version {n} is {doc.get('status')} with "
+                    f"{doc.get('size_bytes')} B; both files ({size} B) were uploaded"
+                )
+    if ready and (st["latest_version"] or 0) < max(ready):
+        problems["versions"].append(
+            f"user {uid}: latest_version {st['latest_version']}, but version {max(ready)} is complete"
+        )
+    return len(versions)
+
+
+def _check_user(uid: str, rec: dict[str, Any], st: dict[str, Any], problems: Problems, totals: dict[str, int]) -> None:
+    objects: dict[str, int] = rec.get("objects", {})
+    uncertain: dict[str, int] = rec.get("uncertain", {})
+    totals["users"] += 1
+    totals["objects"] += len(objects)
+    totals["bytes"] += sum(objects.values())
+    totals["signed"] += rec.get("signed", 0)
+    totals["uncertain"] += len(uncertain)
+    live = [a for a in st["artifacts"] if not a.get("deleted_at") and not a.get("tombstone")]
+    seen: dict[str, list[dict[str, Any]]] = {}
+    for a in live:
+        seen.setdefault(a["object"], []).append(a)
+    _check_once(uid, objects, uncertain, seen, problems)
+    _check_usage(uid, objects, uncertain, seen, live, st, problems)
+    _check_counter(uid, rec, st, problems)
+    totals["versions"] += _check_versions(uid, rec, objects, st, problems)
+
+
+def _echo_verdicts(problems: Problems, totals: dict[str, int], echo: Callable[[str], None]) -> bool:
+    """One PASS/FAIL line per property, with up to five examples of each mismatch; True when all pass."""
     lines = {
         "once": f"every upload recorded exactly once ({totals['objects']} objects of {totals['users']} users"
         + (f"; {totals['uncertain']} PUTs with no answer allowed either way" if totals["uncertain"] else "")
@@ -414,6 +446,23 @@ def check_consistency(uploads: dict[str, dict[str, Any]], echo: Callable[[str], 
     return ok
 
 
+def check_consistency(uploads: dict[str, dict[str, Any]], echo: Callable[[str], None] = print) -> bool:
+    """Firestore against what the virtual users did (locustfile.UPLOADS). Prints one PASS/FAIL line per
+    property, with a few examples of any mismatch; True when all pass."""
+    problems: Problems = {"once": [], "usage": [], "counter": [], "versions": []}
+    totals = {"objects": 0, "bytes": 0, "users": 0, "signed": 0, "versions": 0, "uncertain": 0}
+
+    def one(item: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        uid, rec = item
+        return uid, rec, _user_state(uid, rec.get("model_id"), rec.get("versions", []))
+
+    with ThreadPoolExecutor(PREPARE_THREADS) as pool:
+        states = list(pool.map(one, uploads.items()))
+    for uid, rec, st in states:
+        _check_user(uid, rec, st, problems, totals)
+    return _echo_verdicts(problems, totals, echo)
+
+
 # --- the report ------------------------------------------------------------------------------------
 
 
@@ -421,15 +470,7 @@ def _ms(v: float) -> str:
     return f"{v:,.0f}"
 
 
-def print_report(
-    result: dict[str, Any],
-    cpu: dict[str, float],
-    idle: dict[str, float] | None = None,
-    echo: Callable[[str], None] = print,
-) -> None:
-    """`cpu`: CPU seconds per stack child over the measured window; `idle`: what each would have spent
-    idle over the same window (its rate measured before the ramp), subtracted in the last column."""
-    steps, totals = result["steps"], result["totals"]
+def _echo_steps(steps: list[dict[str, Any]], echo: Callable[[str], None]) -> None:
     echo("\nPer step, all requests (each step's new users arrive and sign in evenly over it); then the p95 of")
     echo("the repeated mix alone (refresh, /me, versions, signed uploads and PUTs) and of the sign-ins:")
     echo(
@@ -454,6 +495,10 @@ def print_report(
                 f"{s['step']:>4} {s['users']:>6} {name:32} {t['rps']:>7.1f} {_ms(t['p50']):>6} {_ms(t['p95']):>6} "
                 f"{_ms(t['p99']):>6} {t['error_pct']:>6.2f}%"
             )
+
+
+def _echo_whole_run(result: dict[str, Any], echo: Callable[[str], None]) -> None:
+    totals = result["totals"]
     echo(f"\nWhole run ({totals['seconds']:.0f} s of ramp, up to {result['max_users_reached']} users):")
     echo(f"{'request':32} {'requests':>9} {'req/s':>7} {'p50':>6} {'p95':>6} {'p99':>6} {'max':>7} {'failures':>9}")
     for name, t in totals["types"].items():
@@ -465,23 +510,30 @@ def print_report(
         echo("\nErrors:")
         for what, n in list(totals["errors"].items())[:10]:
             echo(f"  {n:>6}  {what[:150]}")
+
+
+def _echo_bend(result: dict[str, Any], echo: Callable[[str], None]) -> None:
     bent = result.get("bent")
     echo("")
-    if bent:
-        good = [s for s in steps if s["step"] < bent["step"]]
-        echo(
-            f"Bent at step {bent['step']}, {bent['users']} users: {bent['why']}. "
-            + (
-                f"Last step within the limits: {good[-1]['users']} users at "
-                f"{good[-1]['types'][AGGREGATED]['rps']:.1f} req/s."
-                if good
-                else "The first step was already over."
-            )
-        )
-    else:
+    if not bent:
         echo(f"Did not bend: {result['stop_reason']}.")
-    requests = totals["types"][AGGREGATED]["requests"] or 1
-    idle = idle or {}
+        return
+    good = [s for s in result["steps"] if s["step"] < bent["step"]]
+    echo(
+        f"Bent at step {bent['step']}, {bent['users']} users: {bent['why']}. "
+        + (
+            f"Last step within the limits: {good[-1]['users']} users at "
+            f"{good[-1]['types'][AGGREGATED]['rps']:.1f} req/s."
+            if good
+            else "The first step was already over."
+        )
+    )
+
+
+def _echo_cpu(
+    result: dict[str, Any], cpu: dict[str, float], idle: dict[str, float], echo: Callable[[str], None]
+) -> None:
+    requests = result["totals"]["types"][AGGREGATED]["requests"] or 1
     parts: dict[str, list[float]] = {}
     for name, secs in cpu.items():
         row = parts.setdefault(_part(name), [0.0, 0.0])
@@ -504,6 +556,20 @@ def print_report(
         echo(f"{name:28} {row[0]:>8.1f} {1000 * row[0] / requests:>11.2f} {1000 * row[1] / requests:>11.2f}")
     busiest = sorted(((v, k) for k, v in cpu.items() if k.startswith("fn:")), reverse=True)[:6]
     echo("  busiest functions: " + ", ".join(f"{k[3:]} {v:.1f} s" for v, k in busiest if v >= 0.05))
+
+
+def print_report(
+    result: dict[str, Any],
+    cpu: dict[str, float],
+    idle: dict[str, float] | None = None,
+    echo: Callable[[str], None] = print,
+) -> None:
+    """`cpu`: CPU seconds per stack child over the measured window; `idle`: what each would have spent
+    idle over the same window (its rate measured before the ramp), subtracted in the last column."""
+    _echo_steps(result["steps"], echo)
+    _echo_whole_run(result, echo)
+    _echo_bend(result, echo)
+    _echo_cpu(result, cpu, idle or {}, echo)
 
 
 def main() -> int:

@@ -55,9 +55,8 @@ class Lab:
             return
         url = (msg.location or {}).get("url", "")
         text = f"console: {msg.text} ({url})"
-        if not url.startswith(self.stack.gateway_url):
-            if url.startswith(getattr(self.stack, "paypal_url", "\0")):
-                return  # the PayPal stand-in's own page (its missing favicon), not the lab's
+        if not url.startswith(self.stack.gateway_url) and url.startswith(getattr(self.stack, "paypal_url", "\0")):
+            return  # the PayPal stand-in's own page (its missing favicon), not the lab's
         if url == f"{self.stack.gateway_url}/healthz" and "status of 503" in msg.text:
             self.tolerated.append(text)
             return

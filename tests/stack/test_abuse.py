@@ -332,9 +332,11 @@ def test_the_snapshot_holds_every_party_record_and_sees_a_change(world: World) -
         assert f"models/{p.ids['models']}/versions/000000001" in snap["documents"]  # subcollections too
         assert f"{billing.SUBSCRIPTIONS}/{p.subscription_id}" in snap["documents"]
         assert p.object in snap["objects"]
-    with pytest.raises(AssertionError, match=f"changed document projects/{world.alice.ids['projects']}"):
-        with nothing_changes():
-            clients.firestore().collection("projects").document(world.alice.ids["projects"]).update({"name": "x"})
+    with (
+        pytest.raises(AssertionError, match=f"changed document projects/{world.alice.ids['projects']}"),
+        nothing_changes(),
+    ):
+        clients.firestore().collection("projects").document(world.alice.ids["projects"]).update({"name": "x"})
     # An object change is compared the same way; checked on the snapshot itself, because a stray upload
     # is rejected and deleted by the recorder within milliseconds (a real upload would race it).
     stray = {**snap, "objects": {**snap["objects"], f"users/{world.mallory.uid}/stray": 1}}
@@ -414,7 +416,7 @@ HOSTILE_TEXT = {
 def _text_fields(model: type[BaseModel]) -> list[str]:
     """Fields holding text a person or the system reads (passwords take any character: they are hashed)."""
     out = []
-    for name, info in model.model_fields.items():
+    for name in model.model_fields:
         if "password" in name or name.endswith("_json") or name in ("size", "version", "sign_out_others"):
             continue
         out.append(name)

@@ -456,7 +456,7 @@ def test_after_a_purge_no_document_names_the_user_or_their_files_even_after_late
     recorded = {}
     for name, (data, content_type) in files.items():
         recorded[name] = upload(name, data, content_type)
-        assert wait(lambda: artifact(name, recorded[name])), name
+        assert wait(lambda name=name: artifact(name, recorded[name])), name
     refused = f"{base}/models/{model}/versions/1/evil.exe"
     upload(refused, b"x", "application/octet-stream")  # outside the grammar: audited under the user
     assert wait(lambda: any(e["action"] == "object.rejected" for e in audit.for_actor(u["uid"])))

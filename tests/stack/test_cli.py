@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mllab import accounts, audit, clock, passwords, sessions, users
+from mllab.problems import Problem
 
 MLLAB = Path(sys.executable).parent / "mllab"
 SECRET = "a long operator-chosen passphrase 42"
@@ -131,7 +132,7 @@ def test_user_disable_revokes_sessions_and_enable_restores(cli, new_user) -> Non
     assert [s["id"] for s in sessions.for_user(bystander["uid"])] == [other.id]
     entry = next(e for e in audit.for_actor("operator") if e["action"] == "user.disable")
     assert entry["target"] == f"user:{u['uid']}" and entry["details"]["sessions_revoked"] == 2
-    with pytest.raises(Exception):  # the revoked session's access token no longer passes
+    with pytest.raises(Problem):  # the revoked session's access token no longer passes
         sessions.check_live({"sub": u["uid"], "sid": s1.id, "iat": clock.timestamp()})
 
     r = cli("user", "enable", u["email"])

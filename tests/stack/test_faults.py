@@ -99,10 +99,10 @@ def test_reads_during_a_firestore_pause_answer_503_within_10_s_then_recover(stac
         assert b.request("GET", path).status_code == 200, path
     with paused(stack, "firestore"), ThreadPoolExecutor(len(reads)) as pool:
         answers = list(pool.map(lambda path: timed(lambda: b.request("GET", path)), reads))
-    for path, (r, elapsed) in zip(reads, answers):
+    for path, (r, elapsed) in zip(reads, answers, strict=True):
         assert_unavailable(r, elapsed, f"GET {path}")
     for path in reads:
-        assert until_answered(lambda: b.request("GET", path), timeout=15).status_code == 200, path
+        assert until_answered(lambda path=path: b.request("GET", path), timeout=15).status_code == 200, path
 
 
 class Mutations:
@@ -156,7 +156,7 @@ class Mutations:
 
         new = {n: v for n, v in self.versions().items() if n not in self.versions_before}
         assert len(new) <= 1, new
-        for n, v in new.items():
+        for v in new.values():
             assert v["status"] == "pending" and v["files"] == {} and v["model_id"] == self.model_id, v
         model = doc("models", self.model_id)
         assert model["next_version"] > max(self.versions().keys() | {0}), model
@@ -308,7 +308,7 @@ def test_paypal_paused_during_subscribe_sync_and_cancel_answers_503_and_writes_n
     }
     before = {what: _billing_state(b.uid) for what, (b, _) in calls.items()}
     with paused(stack, "paypal"), ThreadPoolExecutor(len(calls)) as pool:
-        answers = dict(zip(calls, pool.map(lambda item: timed(item[1]), calls.values())))
+        answers = dict(zip(calls, pool.map(lambda item: timed(item[1]), calls.values()), strict=True))
         for what, (r, elapsed) in answers.items():
             assert_unavailable(r, elapsed, what)
         # still paused: nothing was stored (no mapping, no entitlement change)

@@ -44,7 +44,8 @@ EXERCISE = {
     "on_object_finalized": """
         import base64, json as _j
         # an object outside the naming grammar in our bucket: deleted (storage) and audited (firestore)
-        res = {"bucket": "mllab-local", "name": "users/u/x.json", "generation": "7", "size": "2", "contentType": "application/json"}
+        res = {"bucket": "mllab-local", "name": "users/u/x.json", "generation": "7", "size": "2",
+               "contentType": "application/json"}
         body = {"subscription": "projects/demo-mllab/subscriptions/s", "message": {
             "data": base64.b64encode(_j.dumps(res).encode()).decode(), "messageId": "imports-1",
             "attributes": {"bucketId": "mllab-local", "objectId": "users/u/x.json", "objectGeneration": "7",
@@ -126,19 +127,22 @@ EXERCISE = {
         import os, uuid
         from datetime import timedelta
         from mllab import clients, clock, sessions, tokens, users
-        uid = users.create_google_user("https://example.test", uuid.uuid4().hex, f"s-{uuid.uuid4().hex[:8]}@example.com", "S")
+        uid = users.create_google_user("https://example.test", uuid.uuid4().hex,
+                                       f"s-{uuid.uuid4().hex[:8]}@example.com", "S")
         s, _ = sessions.create(uid, "google", user_agent="imports", ip="203.0.113.1")
         db, now, pid, mid = clients.firestore(), clock.now(), uuid.uuid4().hex, uuid.uuid4().hex
         db.collection("projects").document(pid).set({"uid": uid, "name": "p", "created_at": now, "updated_at": now})
         db.collection("models").document(mid).set({"uid": uid, "project_id": pid, "name": "m", "config_json": "{}",
-                                                   "latest_version": None, "next_version": 2, "created_at": now, "updated_at": now})
+                                                   "latest_version": None, "next_version": 2,
+                                                   "created_at": now, "updated_at": now})
         db.collection("models").document(mid).collection("versions").document("000000001").set(
             {"uid": uid, "model_id": mid, "project_id": pid, "version": 1, "status": "pending", "files": {},
              "size_bytes": 0, "created_at": now, "updated_at": now})
         db.collection("entitlements").document(uid).set({"uid": uid, "admin_until": now + timedelta(days=1)})
         h = {"Authorization": "Bearer " + tokens.issue_access_token(uid, s.id).token,
              "X-CSRF-Token": sessions.csrf_token(s.id)}
-        r = client.post("/signed/upload", json={"kind": "weights", "model_id": mid, "version": 1, "size": 10}, headers=h)
+        r = client.post("/signed/upload", json={"kind": "weights", "model_id": mid, "version": 1, "size": 10},
+                        headers=h)
         assert r.status_code == 200, r.data
         r = client.get("/signed/download?object=" + r.json["object"], headers=h)
         assert r.status_code == 404, r.data  # nothing recorded yet

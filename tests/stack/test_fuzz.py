@@ -211,22 +211,38 @@ class Harness:
             case.headers["Origin"] = self.base
         if n % 10 == 3:
             return  # schemathesis's own (invalid or missing) credentials and CSRF token
+        self.own_credentials(case, route, ident)
+        if n % 3 == 0:
+            return  # the generated ids, passwords and codes
+        self.own_path_id(case, route, ident)
+        self.own_fields(case)
+        if isinstance(case.body, dict):
+            self.own_body(case.body, route, ident)
+
+    @staticmethod
+    def own_credentials(case: Any, route: routes.Route, ident: Identity) -> None:
+        """The access token, CSRF token and refresh cookie the route asks for, of `ident`."""
         if route.auth is routes.Auth.ACCESS_TOKEN:
             case.headers["Authorization"] = f"Bearer {ident.access}"
         if route.csrf is routes.Csrf.SESSION:
             case.headers["X-CSRF-Token"] = ident.csrf
         if route.auth is routes.Auth.REFRESH_COOKIE:
             case.cookies = {**(case.cookies or {}), sessions.COOKIE: ident.refresh}
-        if n % 3 == 0:
-            return  # the generated ids, passwords and codes
+
+    def own_path_id(self, case: Any, route: routes.Route, ident: Identity) -> None:
+        """The caller's own session or record in the path (a fresh record for a DELETE)."""
+        if not (case.path_parameters and "id" in case.path_parameters):
+            return
         collection = route.path.split("/")[1]
-        if case.path_parameters and "id" in case.path_parameters:
-            if collection == "sessions":
-                case.path_parameters["id"] = ident.sid
-            elif collection in catalog.COLLECTIONS:
-                case.path_parameters["id"] = (
-                    self.fresh_record(collection) if route.method == "DELETE" else self.owned.ids[ID_OF[collection]]
-                )
+        if collection == "sessions":
+            case.path_parameters["id"] = ident.sid
+        elif collection in catalog.COLLECTIONS:
+            case.path_parameters["id"] = (
+                self.fresh_record(collection) if route.method == "DELETE" else self.owned.ids[ID_OF[collection]]
+            )
+
+    def own_fields(self, case: Any) -> None:
+        """The main user's ids and object wherever the body or the query names them."""
         for container in (case.body, case.query):
             if isinstance(container, dict):
                 for name in ID_FIELDS:
@@ -234,8 +250,6 @@ class Harness:
                         container[name] = self.owned.ids[name]
                 if "object" in container:
                     container["object"] = self.owned.object
-        if isinstance(case.body, dict):
-            self.own_body(case.body, route, ident)
 
     def own_body(self, body: dict[str, Any], route: routes.Route, ident: Identity) -> None:
         """What generated input cannot guess: the password, a live promo code, a mailed one-time token
@@ -295,7 +309,7 @@ class Harness:
             operation.as_strategy(generation_mode=GenerationMode.POSITIVE),
             operation.as_strategy(generation_mode=GenerationMode.NEGATIVE),
         ]
-        for mode, strategy in zip(("positive", "negative"), strategies):
+        for mode, strategy in zip(("positive", "negative"), strategies, strict=True):
             examples = POSITIVE_CASES if mode == "positive" else NEGATIVE_CASES
             if mode == "negative" and not _negatable(operation):
                 continue  # nothing to make invalid (no parameters, no body)

@@ -54,7 +54,7 @@ def check_screen(lab: Lab, name: str) -> None:
     assert unnamed_controls(lab) == [], name
     levels = heading_levels(lab)
     assert [lvl for lvl, _ in levels].count(1) == 1, levels
-    for (before, _), (after, text) in zip(levels, levels[1:]):
+    for (before, _), (after, text) in zip(levels, levels[1:], strict=False):
         assert after <= before + 1, f"{name}: heading '{text}' (h{after}) skips a level after h{before}"
     # Every message region is announced: a status or an alert, or an aria-live region.
     silent = lab.page.evaluate("""() => [...document.querySelectorAll('[id$="-message"]')]

@@ -497,7 +497,8 @@ def test_download_my_data_is_a_json_file_with_the_account(lab: Lab, new_user) ->
         lab.page.get_by_role("button", name="Download my data").click()
     download = info.value
     assert re.fullmatch(r"mllab-export-\d{4}-\d{2}-\d{2}\.json", download.suggested_filename)
-    data = json.loads(open(download.path(), encoding="utf-8").read())
+    with open(download.path(), encoding="utf-8") as f:
+        data = json.load(f)
     assert data["user"]["email"] == user["email"] and data["user"]["uid"] == user["uid"]
     assert [s["id"] for s in data["sessions"]] == [s["id"] for s in sessions_of(user["uid"])]
     assert "hash" not in json.dumps(data["identities"])

@@ -47,7 +47,7 @@ def test_save_to_the_cloud_then_reload_predicts_the_same(lab: Lab, stack: Stack,
     page.get_by_role("button", name="Load v1").click()
     expect(page.locator("#library-models-message")).to_contain_text("Loaded xor-net version 1")
     after = lab.predict(0, 1)[1]
-    assert all(abs(a - b) < 1e-6 for a, b in zip(before, after)), (before, after)
+    assert all(abs(a - b) < 1e-6 for a, b in zip(before, after, strict=True)), (before, after)
     # A second save adds version 2 to the same model, and the library lists both.
     page.get_by_role("button", name="Save to cloud").click()
     expect(page.locator("#cloud-message")).to_have_text("Saved as version 2.", timeout=60_000)

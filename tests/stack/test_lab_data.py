@@ -209,7 +209,7 @@ def test_csv_is_parsed_inferred_summarised_and_editable(lab: Lab, tmp_path: Path
 def test_parse_and_infer_in_the_page(lab: Lab) -> None:
     out = lab.run(
         """async (d) => {
-        const people = %s;
+        const people = PEOPLE;
         const p = await d.parseCsv(people);
         const again = await d.parseCsv(d.toCsv(p.fields, p.rows));
         const iris = 'sepal_length,sepal_width,species\\n' + [
@@ -230,16 +230,18 @@ def test_parse_and_infer_in_the_page(lab: Lab) -> None:
         const sorted = await d.parseCsv(iris), shuffled = d.split(sorted.rows, 'species', {seed: 1, validation: 0});
         const sortedCols = d.inferColumns(sorted.fields, sorted.rows);
         const isSorted = (rows) => d.summarize(rows, sortedCols, 'species').sorted_by_target;
-        const mostly = d.inferColumns(['n', 't'], Array.from({length: 40}, (_, i) => ({n: i === 3 ? 'n/a?' : i * 1.5, t: i %% 2})));
-        return {fields: p.fields, rows: p.rows, errors: p.errors, text: p.text === people, same: JSON.stringify(again.rows) === JSON.stringify(p.rows),
+        const mostly = d.inferColumns(['n', 't'],
+            Array.from({length: 40}, (_, i) => ({n: i === 3 ? 'n/a?' : i * 1.5, t: i % 2})));
+        return {fields: p.fields, rows: p.rows, errors: p.errors, text: p.text === people,
+                same: JSON.stringify(again.rows) === JSON.stringify(p.rows),
                 iris: await task(iris), houses: await task(houses), yesno: await task(people), coded: await task(coded),
                 sorted: [isSorted(sorted.rows), isSorted(shuffled.train)],
                 warning: d.summarize(sorted.rows, sortedCols, 'species').warnings,
                 ragged: {rows: ragged.rows, errors: ragged.errors}, quote: {rows: quote.rows, errors: quote.errors},
                 ids: ids.map((c) => c.role), mostly: mostly.map((c) => c.type),
-                cells: ['', ' NA ', '?', '1e3', '007', ' x ', 'TRUE', '2024-01-02', '9007199254740993'].map(d.normalizeCell)};
-    }"""
-        % json.dumps(PEOPLE)
+                cells: ['', ' NA ', '?', '1e3', '007', ' x ', 'TRUE', '2024-01-02', '9007199254740993']
+                    .map(d.normalizeCell)};
+    }""".replace("PEOPLE", json.dumps(PEOPLE))
     )
     assert out["fields"] == ["id", "name", "city", "age", "income", "bought"]
     assert out["rows"][0]["name"] == "Smith, Ann" and out["rows"][0]["city"] == "New\nYork"
@@ -263,7 +265,8 @@ def test_parse_and_infer_in_the_page(lab: Lab) -> None:
 def test_preprocessor_is_fitted_on_the_training_rows_only(lab: Lab) -> None:
     out = lab.run("""async (d) => {
         const rows = Array.from({length: 40}, (_, i) => ({
-            a: i % 10, b: i % 7 === 0 ? null : i, flat: 5, color: ['red', 'green', null][i % 3], y: i % 2 ? 'yes' : 'no'}));
+            a: i % 10, b: i % 7 === 0 ? null : i, flat: 5, color: ['red', 'green', null][i % 3],
+            y: i % 2 ? 'yes' : 'no'}));
         const columns = [{name: 'a', role: 'feature', type: 'numeric'}, {name: 'b', role: 'feature', type: 'numeric'},
             {name: 'flat', role: 'feature', type: 'numeric'}, {name: 'color', role: 'feature', type: 'categorical'},
             {name: 'y', role: 'target', type: 'categorical'}];
@@ -320,19 +323,25 @@ def test_preprocessor_is_fitted_on_the_training_rows_only(lab: Lab) -> None:
     dec = lab.run("""async (d) => {
         const iris = [['setosa', 1.0], ['versicolor', 2.0], ['virginica', 3.0], ['setosa', 1.2], ['virginica', 2.9]]
             .map(([s, x]) => ({x, s}));
-        const cols = (t) => [{name: 'x', role: 'feature', type: 'numeric'}, {name: t, role: 'target', type: t === 's' ? 'categorical' : 'numeric'}];
+        const cols = (t) => [{name: 'x', role: 'feature', type: 'numeric'},
+            {name: t, role: 'target', type: t === 's' ? 'categorical' : 'numeric'}];
         const multi = d.fitPreprocessor(iris, cols('s'), 'multiclass', 's');
         const houses = [{x: 1, p: 100000}, {x: 2, p: 150000}, {x: 3, p: 230000}];
         const reg = d.fitPreprocessor(houses, cols('p'), 'regression', 'p');
-        const bin = d.fitPreprocessor([{x: 1, b: 'no'}, {x: 2, b: 'yes'}], [{name: 'x', role: 'feature', type: 'numeric'},
-            {name: 'b', role: 'target', type: 'categorical'}], 'binary', 'b');
+        const bin = d.fitPreprocessor([{x: 1, b: 'no'}, {x: 2, b: 'yes'}],
+            [{name: 'x', role: 'feature', type: 'numeric'}, {name: 'b', role: 'target', type: 'categorical'}],
+            'binary', 'b');
         const regY = d.transform(reg, houses).y;
         const back = (p) => JSON.parse(JSON.stringify(p));
-        return {multiY: d.transform(multi, iris).y, multi: d.decodeOutput(back(multi), new Float32Array([0.1, 0.7, 0.2])),
+        return {multiY: d.transform(multi, iris).y,
+                multi: d.decodeOutput(back(multi), new Float32Array([0.1, 0.7, 0.2])),
                 outputs: multi.outputs, reg: regY.map((y) => d.decodeOutput(back(reg), y).value),
-                regMean: regY.reduce((s, y) => s + y[0], 0), bin: d.decodeOutput(back(bin), [0.9]), bin0: d.decodeOutput(bin, [0.2]),
-                errors: [() => d.fitPreprocessor(iris, cols('s'), 'binary', 's'), () => d.fitPreprocessor(iris, cols('s'), 'regression', 's'),
-                         () => d.fitPreprocessor(iris, [{name: 's', role: 'target', type: 'categorical'}], 'multiclass', 's')]
+                regMean: regY.reduce((s, y) => s + y[0], 0),
+                bin: d.decodeOutput(back(bin), [0.9]), bin0: d.decodeOutput(bin, [0.2]),
+                errors: [() => d.fitPreprocessor(iris, cols('s'), 'binary', 's'),
+                         () => d.fitPreprocessor(iris, cols('s'), 'regression', 's'),
+                         () => d.fitPreprocessor(iris, [{name: 's', role: 'target', type: 'categorical'}],
+                                                 'multiclass', 's')]
                     .map((f) => { try { f(); return null; } catch (e) { return e.message; } })};
     }""")
     assert dec["outputs"] == 3
@@ -355,10 +364,12 @@ def test_split_is_seeded_stratified_and_loses_nothing(lab: Lab) -> None:
         const reg = Array.from({length: 50}, (_, i) => ({id: i, y: i * 1.37}));
         const tiny = [{id: 0, c: 'a'}, {id: 1, c: 'a'}, {id: 2, c: 'b'}, {id: 3, c: 'b'}, {id: 4, c: 'z'}];
         return {one: ids(d.split(rows, 'c', {seed: 1})), again: ids(d.split(rows, 'c', {seed: 1})),
-                other: ids(d.split(rows, 'c', {seed: 2})), unstratified: ids(d.split(rows, 'c', {seed: 1, stratify: false})),
+                other: ids(d.split(rows, 'c', {seed: 2})),
+                unstratified: ids(d.split(rows, 'c', {seed: 1, stratify: false})),
                 reg: ids(d.split(reg, 'y', {seed: 5, validation: 0.3, task: 'regression'})),
                 tiny: ids(d.split(tiny, 'c', {seed: 1})), none: ids(d.split(tiny, 'c', {seed: 1, validation: 0})),
-                xor: ids(d.split(d.xorDataset().rows.map((r, id) => ({...r, id})), 'y', {seed: 1, validation: d.xorDataset().validation}))};
+                xor: ids(d.split(d.xorDataset().rows.map((r, id) => ({...r, id})), 'y',
+                                 {seed: 1, validation: d.xorDataset().validation}))};
     }""")
     one = out["one"]
     assert one == out["again"]

@@ -280,7 +280,7 @@ def test_each_billing_event_mails_once_however_often_paypal_redelivers(member, p
             assert r.status_code == 200, r.text
         expected = _add(expected, mails)
         assert wait(lambda: deliveries_settled(paypal, sub_id)), step
-        assert wait(lambda: _templates(b.email) == expected), (step, _templates(b.email), expected)
+        assert wait(lambda expected=expected: _templates(b.email) == expected), (step, _templates(b.email), expected)
         # PayPal redelivers every event of the subscription so far, twice, and the lab syncs too.
         before = entitlements.get(b.uid)
         sent = paypal.get("/_standin/events", params={"subscription_id": sub_id}).json()["events"]

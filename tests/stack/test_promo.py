@@ -18,7 +18,7 @@ from mllab.problems import PROBLEM_TYPE, Problem
 from mllab_dev.stack import Stack
 
 from .conftest import Browser
-from .test_storage_flow import WEIGHTS, _model_with_version, _ok
+from .storage_support import WEIGHTS, model_with_version, ok
 
 GIB = 1024**3
 FOREVER = "9999-12-31T00:00:00Z"
@@ -80,12 +80,12 @@ def test_a_cli_made_trial_code_is_redeemed_through_the_gateway(cli, member) -> N
     b = member()
     assert b.request("GET", "/me").json()["subscription"]["plan"] == "free"
 
-    applied = _ok(_apply(b, "TRIAL14"))
+    applied = ok(_apply(b, "TRIAL14"))
     assert applied["code"] == "TRIAL14" and applied["kind"] == "trial" and applied["days"] == 14
     assert applied["subscription"]["status"] == "trial" and applied["subscription"]["plan"] == "pro"
     now = clock.now()
 
-    me = _ok(b.request("GET", "/me"))
+    me = ok(b.request("GET", "/me"))
     sub = me["subscription"]
     assert sub["status"] == "trial" and sub["plan"] == "pro" and sub["past_due"] is False
     assert _about(sub["trial_until"], now + timedelta(days=14)), sub
@@ -113,7 +113,7 @@ def test_a_cli_made_trial_code_is_redeemed_through_the_gateway(cli, member) -> N
 def test_the_code_is_normalised(member) -> None:
     _code("TRIAL14")
     b = member()
-    applied = _ok(_apply(b, " trial14 "))
+    applied = ok(_apply(b, " trial14 "))
     assert applied["code"] == "TRIAL14" and applied["subscription"]["status"] == "trial"
     assert [r["id"] for r in _redemptions("TRIAL14")] == [f"TRIAL14_{b.uid}_1"]
 
@@ -124,7 +124,7 @@ def test_the_code_is_normalised(member) -> None:
 def _racers(n: int) -> list[dict]:
     """n users with a live session each, made directly (no Argon2: these never sign in by password)."""
     out = []
-    for i in range(n):
+    for _ in range(n):
         uid = users.create_password_user(
             f"racer-{uuid.uuid4().hex[:10]}@example.com", passwords.DUMMY_HASH, verified=True
         )
@@ -219,18 +219,18 @@ def test_fifty_racers_in_process_get_exactly_ten_uses(stack: Stack) -> None:
 def test_the_per_user_cap_and_stacked_trials(member) -> None:
     _code("TWICE", days=10, uses=10, per_user=2)  # `mllab promo create ... --per-user 2`: test_billing_cli.py
     b = member()
-    first = _ok(_apply(b, "TWICE"))
-    second = _ok(_apply(b, "TWICE"))
+    first = ok(_apply(b, "TWICE"))
+    second = ok(_apply(b, "TWICE"))
     now = clock.now()
     assert _about(first["subscription"]["trial_until"], now + timedelta(days=10))
     assert _about(second["subscription"]["trial_until"], now + timedelta(days=20)), second  # stacked
-    assert _about(_ok(b.request("GET", "/me"))["subscription"]["trial_until"], now + timedelta(days=20))
+    assert _about(ok(b.request("GET", "/me"))["subscription"]["trial_until"], now + timedelta(days=20))
 
     body = _problem(_apply(b, "twice"), 409, "promo-already-used")
     assert "TWICE" in body["detail"] and "2 times" in body["detail"]
     assert sorted(d["id"] for d in _redemptions("TWICE")) == [f"TWICE_{b.uid}_1", f"TWICE_{b.uid}_2"]
     assert _code_doc("TWICE")["redemptions"] == 2
-    assert _about(_ok(b.request("GET", "/me"))["subscription"]["trial_until"], now + timedelta(days=20))
+    assert _about(ok(b.request("GET", "/me"))["subscription"]["trial_until"], now + timedelta(days=20))
     assert [e["outcome"] for e in _promo_audit(b.uid)].count("promo-already-used") == 1
 
 
@@ -262,7 +262,7 @@ def test_refused_codes_answer_422_and_change_nothing(cli, member) -> None:
     assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
 
     assert entitlements.get(b.uid) is None
-    assert _ok(b.request("GET", "/me"))["subscription"] == {
+    assert ok(b.request("GET", "/me"))["subscription"] == {
         "status": "none",
         "plan": "free",
         "pro_until": None,
@@ -304,14 +304,14 @@ def test_new_users_only(member) -> None:
     billing.set_grant(veteran.uid, lambda d, now: entitlements.with_grant(d, 1, now))
     billing.set_grant(veteran.uid, lambda d, now: entitlements.without_grants(d), action="access.revoke")
     assert entitlements.get(veteran.uid)["ever_pro"] is True
-    assert _ok(veteran.request("GET", "/me"))["subscription"]["plan"] == "free"
+    assert ok(veteran.request("GET", "/me"))["subscription"]["plan"] == "free"
 
     body = _problem(_apply(veteran, "NEWBIE"), 403, "promo-new-users-only")
     assert "NEWBIE" in body["detail"] and "new" in body["detail"]
     assert _code_doc("NEWBIE")["redemptions"] == 0
 
     fresh = member()
-    assert _ok(_apply(fresh, "NEWBIE"))["subscription"]["status"] == "trial"
+    assert ok(_apply(fresh, "NEWBIE"))["subscription"]["status"] == "trial"
     assert _code_doc("NEWBIE")["redemptions"] == 1
 
 
@@ -340,7 +340,7 @@ def test_no_trial_on_top_of_an_active_paypal_subscription(member) -> None:
         b.uid, entitlements.track({}, entitlements.paypal_part(snapshot, None, now)), now, created=True
     )
     entitlements.ref(b.uid).set(doc)
-    assert _ok(b.request("GET", "/me"))["subscription"]["status"] == "active"
+    assert ok(b.request("GET", "/me"))["subscription"]["status"] == "active"
 
     body = _problem(_apply(b, "TRIAL30"), 409, "promo-already-pro")
     assert "subscription" in body["detail"] and "trial" in body["detail"]
@@ -352,10 +352,10 @@ def test_no_trial_on_top_of_an_active_paypal_subscription(member) -> None:
 def test_a_comp_code_without_days_is_pro_for_good(member) -> None:
     _code("COMP-FOREVER", "comp", uses=1, days=None)
     b = member()
-    applied = _ok(_apply(b, "comp-forever"))
+    applied = ok(_apply(b, "comp-forever"))
     assert applied["kind"] == "comp" and applied["days"] is None
     assert applied["subscription"]["status"] == "active" and applied["subscription"]["pro_until"] == FOREVER
-    sub = _ok(b.request("GET", "/me"))["subscription"]
+    sub = ok(b.request("GET", "/me"))["subscription"]
     assert (sub["status"], sub["plan"], sub["pro_until"], sub["trial_until"]) == ("active", "pro", FOREVER, None)
     ent = entitlements.get(b.uid)
     assert ent["source"] == "promo" and ent["comp_until"] == entitlements.FOREVER
@@ -367,13 +367,13 @@ def test_a_comp_code_without_days_is_pro_for_good(member) -> None:
 def test_the_storage_gate_opens_with_a_trial(member) -> None:
     _code("SAVE-TRIAL", days=7)
     b = member()
-    _, model_id, n = _model_with_version(b)
+    _, model_id, n = model_with_version(b)
     ask = {"kind": "weights", "model_id": model_id, "version": n, "size": len(WEIGHTS)}
     body = _problem(b.request("POST", "/signed/upload", json_body=ask), 403, "plan-required")
     assert "PRO" in body["detail"] and "promo" in body["detail"] and "trial" in body["detail"]
 
-    _ok(_apply(b, "SAVE-TRIAL"))
-    signed = _ok(b.request("POST", "/signed/upload", json_body=ask))
+    ok(_apply(b, "SAVE-TRIAL"))
+    signed = ok(b.request("POST", "/signed/upload", json_body=ask))
     assert signed["method"] == "PUT" and signed["url"] and signed["object"].endswith("/weights.bin")
     assert signed["object"].startswith(f"users/{b.uid}/")
     put = httpx.put(signed["url"], content=WEIGHTS, headers=signed["headers"], timeout=20)
@@ -383,8 +383,8 @@ def test_the_storage_gate_opens_with_a_trial(member) -> None:
 def test_the_account_export_holds_the_entitlement_and_redemptions(member) -> None:
     _code("EXPORT-ME", days=5)
     b = member()
-    _ok(_apply(b, "EXPORT-ME"))
-    exported = _ok(b.request("GET", "/account/export"))
+    ok(_apply(b, "EXPORT-ME"))
+    exported = ok(b.request("GET", "/account/export"))
     assert exported["entitlement"]["status"] == "trial" and exported["entitlement"]["plan"] == "pro"
     assert exported["entitlement"]["source"] == "promo" and exported["entitlement"]["trial_until"]
     (redemption,) = exported["promo_redemptions"]

@@ -471,7 +471,8 @@ import importlib.util, json, sys
 from importlib import metadata
 print(json.dumps({"mllab": importlib.util.find_spec("mllab") is not None, "path": sys.path,
                   "version": list(sys.version_info[:2]),
-                  "dists": {d.metadata["Name"].lower().replace("_", "-"): d.version for d in metadata.distributions()}}))
+                  "dists": {d.metadata["Name"].lower().replace("_", "-"): d.version
+                            for d in metadata.distributions()}}))
 """
 
 

@@ -13,14 +13,7 @@ from mllab import audit, billing, catalog, clients, entitlements, events, record
 from mllab_dev.stack import BUCKET, Stack
 
 from .conftest import Browser
-
-WEIGHTS = bytes(range(256)) * 40  # 10,240 bytes
-MODEL_JSON = b'{"format":"layers-model","modelTopology":{},"weightsManifest":[{"paths":["weights.bin"]}]}'
-
-
-def _ok(r: httpx.Response, status: int = 200) -> dict:
-    assert r.status_code == status, r.text
-    return r.json() if r.content else {}
+from .storage_support import MODEL_JSON, WEIGHTS, model_with_version, ok
 
 
 def _wait(predicate, timeout: float = 20.0):
@@ -43,23 +36,8 @@ def lab(stack: Stack, new_user) -> Browser:
     return b
 
 
-def _model_with_version(lab: Browser) -> tuple[str, str, int]:
-    project = _ok(lab.request("POST", "/projects", json_body={"name": "XOR"}), 201)
-    model = _ok(
-        lab.request(
-            "POST",
-            "/models",
-            json_body={"project_id": project["id"], "name": "xor-net", "config_json": {"layers": [{"units": 4}]}},
-        ),
-        201,
-    )
-    version = _ok(lab.request("POST", f"/models/{model['id']}/versions"), 201)
-    assert version["version"] == 1 and version["status"] == "pending"
-    return project["id"], model["id"], version["version"]
-
-
 def _put(lab: Browser, body: dict, data: bytes, headers: dict | None = None) -> tuple[dict, httpx.Response]:
-    signed = _ok(lab.request("POST", "/signed/upload", json_body=body))
+    signed = ok(lab.request("POST", "/signed/upload", json_body=body))
     assert signed["method"] == "PUT"
     r = httpx.put(
         signed["url"], content=data, headers=headers if headers is not None else signed["headers"], timeout=20
@@ -68,7 +46,7 @@ def _put(lab: Browser, body: dict, data: bytes, headers: dict | None = None) -> 
 
 
 def test_save_a_model_version_and_download_it(lab: Browser, stack: Stack) -> None:
-    _, model_id, n = _model_with_version(lab)
+    _, model_id, n = model_with_version(lab)
     # weights.bin first, then model.json: the lab's order (and the reverse of the manifest's)
     w, r = _put(lab, {"kind": "weights", "model_id": model_id, "version": n, "size": len(WEIGHTS)}, WEIGHTS)
     assert r.status_code == 200, r.text
@@ -84,7 +62,7 @@ def test_save_a_model_version_and_download_it(lab: Browser, stack: Stack) -> Non
     assert r.status_code == 200
 
     def ready():
-        got = _ok(lab.request("GET", f"/models/{model_id}"))
+        got = ok(lab.request("GET", f"/models/{model_id}"))
         return got if got["versions"] and got["versions"][0]["status"] == "ready" else None
 
     model = _wait(ready)
@@ -94,11 +72,11 @@ def test_save_a_model_version_and_download_it(lab: Browser, stack: Stack) -> Non
     assert recorder.usage_of(lab.uid) == len(WEIGHTS) + len(MODEL_JSON)
 
     for signed, data in ((w, WEIGHTS), (m, MODEL_JSON)):
-        d = _ok(lab.request("GET", "/signed/download", params={"object": signed["object"]}))
+        d = ok(lab.request("GET", "/signed/download", params={"object": signed["object"]}))
         assert d["method"] == "GET"
         assert httpx.get(d["url"], timeout=20).content == data
 
-    exported = _ok(lab.request("GET", "/account/export"))
+    exported = ok(lab.request("GET", "/account/export"))
     files = {f["object"]: f for f in exported["files"]}
     assert set(files) == {w["object"], m["object"]}
     assert files[w["object"]]["size"] == len(WEIGHTS) and files[m["object"]]["kind"] == "model"
@@ -120,7 +98,7 @@ def test_save_a_model_version_and_download_it(lab: Browser, stack: Stack) -> Non
 
 
 def test_wrong_content_type_is_deleted_not_recorded(lab: Browser) -> None:
-    _, model_id, n = _model_with_version(lab)
+    _, model_id, n = model_with_version(lab)
     signed, r = _put(
         lab,
         {"kind": "model", "model_id": model_id, "version": n, "size": len(MODEL_JSON)},
@@ -133,7 +111,7 @@ def test_wrong_content_type_is_deleted_not_recorded(lab: Browser) -> None:
     rejected = _wait(lambda: [e for e in audit.for_actor(lab.uid) if e["action"] == "object.rejected"])
     assert rejected and rejected[0]["target"] == signed["object"]
     assert recorder.usage_of(lab.uid) == 0
-    version = _ok(lab.request("GET", f"/models/{model_id}"))["versions"][0]
+    version = ok(lab.request("GET", f"/models/{model_id}"))["versions"][0]
     assert version["status"] == "failed" and "must be application/json" in version["failure"]
 
 
@@ -166,7 +144,7 @@ def test_bad_upload_requests_are_refused(lab: Browser, body: dict, status: int) 
 
 
 def test_another_users_ids_and_objects_are_404(stack: Stack, lab: Browser, new_user) -> None:
-    _, model_id, n = _model_with_version(lab)
+    _, model_id, n = model_with_version(lab)
     w, r = _put(lab, {"kind": "weights", "model_id": model_id, "version": n, "size": len(WEIGHTS)}, WEIGHTS)
     assert r.status_code == 200
     _wait(lambda: recorder.usage_of(lab.uid) > 0)
@@ -190,7 +168,7 @@ def test_another_users_ids_and_objects_are_404(stack: Stack, lab: Browser, new_u
 
 
 def test_quota_and_daily_count(lab: Browser) -> None:
-    _, model_id, n = _model_with_version(lab)
+    _, model_id, n = model_with_version(lab)
     db = clients.firestore()
     db.collection("usage").document(lab.uid).set({"storage_bytes": 5 * 1024**3 - 100})
     r = lab.request(
@@ -210,7 +188,7 @@ def test_quota_and_daily_count(lab: Browser) -> None:
 
 def test_duplicate_and_out_of_order_generations(lab: Browser) -> None:
     """Events built in-process for one version's model.json: generation 2 before 1, and twice."""
-    project_id, model_id, n = _model_with_version(lab)
+    project_id, model_id, n = model_with_version(lab)
     name = f"users/{lab.uid}/projects/{project_id}/models/{model_id}/versions/{n}/model.json"
 
     def ev(gen: int, size: int) -> events.ObjectEvent:
@@ -249,7 +227,7 @@ def test_duplicate_and_out_of_order_generations(lab: Browser) -> None:
 
 
 def test_delete_before_finalize_leaves_nothing_recorded(lab: Browser) -> None:
-    project_id, model_id, n = _model_with_version(lab)
+    project_id, model_id, n = model_with_version(lab)
     name = f"users/{lab.uid}/projects/{project_id}/models/{model_id}/versions/{n}/weights.bin"
     recorder.delete(events.ObjectEvent("OBJECT_DELETE", BUCKET, name, 7, "d"))
     assert (
@@ -296,8 +274,8 @@ def _metrics(model_id: str, **overrides) -> bytes:
 def test_training_run_metrics_are_recorded_on_the_job(lab: Browser) -> None:
     import json
 
-    project_id, model_id, n = _model_with_version(lab)
-    job = _ok(
+    project_id, model_id, n = model_with_version(lab)
+    job = ok(
         lab.request("POST", "/jobs", json_body={"project_id": project_id, "model_id": model_id, "version": n}), 201
     )
     data = _metrics(model_id)
@@ -312,21 +290,21 @@ def test_training_run_metrics_are_recorded_on_the_job(lab: Browser) -> None:
 
 
 def test_invalid_metrics_are_deleted_and_the_job_is_marked_failed(lab: Browser) -> None:
-    project_id, model_id, _ = _model_with_version(lab)
-    job = _ok(lab.request("POST", "/jobs", json_body={"project_id": project_id, "model_id": model_id}), 201)
+    project_id, model_id, _ = model_with_version(lab)
+    job = ok(lab.request("POST", "/jobs", json_body={"project_id": project_id, "model_id": model_id}), 201)
     data = _metrics(model_id, task="astrology")
     signed, r = _put(lab, {"kind": "metrics", "job_id": job["id"], "size": len(data)}, data)
     assert r.status_code == 200
     bucket = clients.storage().bucket(BUCKET)
     assert _wait(lambda: bucket.get_blob(signed["object"]) is None), "invalid metrics were not deleted"
-    job = _wait(lambda: (j := _ok(lab.request("GET", f"/jobs/{job['id']}"))) and j["status"] == "failed" and j)
+    job = _wait(lambda: (j := ok(lab.request("GET", f"/jobs/{job['id']}"))) and j["status"] == "failed" and j)
     assert job and "does not match the schema" in job["failure"]
     assert recorder.usage_of(lab.uid) == 0
 
 
 def test_dataset_csv_is_recorded_with_columns_and_rows(lab: Browser) -> None:
-    project = _ok(lab.request("POST", "/projects", json_body={"name": "Iris"}), 201)
-    dataset = _ok(
+    project = ok(lab.request("POST", "/projects", json_body={"name": "Iris"}), 201)
+    dataset = ok(
         lab.request(
             "POST",
             "/datasets",
@@ -339,9 +317,9 @@ def test_dataset_csv_is_recorded_with_columns_and_rows(lab: Browser) -> None:
         lab, {"kind": "dataset", "dataset_id": dataset["id"], "filename": "iris.csv", "size": len(data)}, data
     )
     assert r.status_code == 200
-    got = _wait(lambda: (d := _ok(lab.request("GET", f"/datasets/{dataset['id']}"))) and d["status"] == "ready" and d)
+    got = _wait(lambda: (d := ok(lab.request("GET", f"/datasets/{dataset['id']}"))) and d["status"] == "ready" and d)
     assert got, "the dataset never became ready"
     assert got["columns"] == ["sepal_length", "sepal_width", "species"] and got["row_count"] == 3
     assert got["size_bytes"] == len(data) and got["object"] == signed["object"]
-    d = _ok(lab.request("GET", "/signed/download", params={"object": signed["object"]}))
+    d = ok(lab.request("GET", "/signed/download", params={"object": signed["object"]}))
     assert httpx.get(d["url"], timeout=20).content == data

@@ -588,7 +588,7 @@ def test_the_plan_makes_no_network_or_subprocess_call(
 def test_two_projects_share_no_resource(env: environment.Environment, all_steps: list[Step], tmp_path: Path) -> None:
     other = environment.make("prod-lab-1", REGION, DOMAIN, out=tmp_path)
     other_steps = plan.build(other)[0]
-    for mine, theirs, project in ((all_steps, other_steps, PROJECT), (other_steps, all_steps, "prod-lab-1")):
+    for mine, project in ((all_steps, PROJECT), (other_steps, "prod-lab-1")):
         scoped = (
             f"--project={project}",
             f"gs://{project}-",
@@ -660,7 +660,7 @@ def _pattern(template: Sequence[str]) -> list[re.Pattern[str]]:
 
 
 def _matches(patterns: list[re.Pattern[str]], argv: Sequence[str]) -> bool:
-    return len(patterns) == len(argv) and all(p.fullmatch(a) for p, a in zip(patterns, argv))
+    return len(patterns) == len(argv) and all(p.fullmatch(a) for p, a in zip(patterns, argv, strict=True))
 
 
 CAPTURED = {

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import functools
 import sys
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -86,40 +87,36 @@ def owner(module: str) -> str | None:
     return None
 
 
+def _imported(node: ast.AST) -> set[str]:
+    """The absolute modules one statement imports, `from mllab import x` spelled `mllab.x`."""
+    if isinstance(node, ast.Import):
+        return {a.name for a in node.names}
+    if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+        if node.module in ("mllab", "google.cloud"):
+            return {f"{node.module}.{a.name}" for a in node.names}
+        return {node.module}
+    return set()
+
+
+def _run_on_import(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """The statements of a module body, and of the blocks of its `if` (but not `if TYPE_CHECKING`) and
+    `try` statements: those run on import. Function bodies are not entered."""
+    for node in body:
+        yield node
+        if isinstance(node, ast.If) and "TYPE_CHECKING" not in ast.unparse(node.test):
+            yield from _run_on_import(node.body)
+            yield from _run_on_import(node.orelse)
+        elif isinstance(node, ast.Try):
+            for block in (node.body, *(handler.body for handler in node.handlers), node.orelse, node.finalbody):
+                yield from _run_on_import(block)
+
+
 def _imports(path: Path, *, module_level_only: bool) -> set[str]:
     """Absolute imports in a file, `from mllab import x` spelled `mllab.x`. Module level: the statements
     run on import (not those in function bodies, nor under `if TYPE_CHECKING`)."""
-    found: set[str] = set()
-
-    def add(node: ast.AST) -> None:
-        if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
-            if node.module in ("mllab", "google.cloud"):
-                found.update(f"{node.module}.{a.name}" for a in node.names)
-            else:
-                found.add(node.module)
-
-    def visit(body: list[ast.stmt]) -> None:
-        for node in body:
-            add(node)
-            if isinstance(node, ast.If) and "TYPE_CHECKING" not in ast.unparse(node.test):
-                visit(node.body)
-                visit(node.orelse)
-            elif isinstance(node, ast.Try):
-                visit(node.body)
-                for handler in node.handlers:
-                    visit(handler.body)
-                visit(node.orelse)
-                visit(node.finalbody)
-
     tree = ast.parse(path.read_text())
-    if module_level_only:
-        visit(tree.body)
-    else:
-        for node in ast.walk(tree):
-            add(node)
-    return found
+    nodes = _run_on_import(tree.body) if module_level_only else ast.walk(tree)
+    return {module for node in nodes for module in _imported(node)}
 
 
 def third_party_imports(name: str, *, module_level_only: bool) -> dict[str, set[str]]:

@@ -86,7 +86,7 @@ def test_upload_lists_hold_mllab_and_nothing_else(tmp_path: Path) -> None:
         return set(done.stdout.split())
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        lists = dict(zip(names, pool.map(upload_list, names)))
+        lists = dict(zip(names, pool.map(upload_list, names), strict=True))
     library = {
         p.relative_to(ROOT / "shared").as_posix()
         for p in (ROOT / "shared" / "mllab").rglob("*")
@@ -103,13 +103,14 @@ def test_staged_jwks_runs_from_its_own_folder(tmp_path: Path) -> None:
     """-S skips .pth files, so the editable `mllab` is invisible: only the staged copy can load."""
     staged = _stage(tmp_path, "jwks")
     dev = tmp_path / "dev"
+    purelib, main = sysconfig.get_paths()["purelib"], str(staged / "main.py")
     code = (
-        "import sys; sys.path.append(%r)\n"
+        f"import sys; sys.path.append({purelib!r})\n"
         "import functions_framework\n"
-        "app = functions_framework.create_app('jwks', %r).test_client()\n"
+        f"app = functions_framework.create_app('jwks', {main!r}).test_client()\n"
         "r = app.get('/.well-known/jwks.json')\n"
         "import json, mllab; print(json.dumps({'status': r.status_code, 'mllab': mllab.__file__}))\n"
-    ) % (sysconfig.get_paths()["purelib"], str(staged / "main.py"))
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLLAB_")}
     env.update(MLLAB_ENV="test", MLLAB_DEV_DIR=str(dev))
     dev_secrets.ensure(config.load(env))  # as the local stack does before it starts a function

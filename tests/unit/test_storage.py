@@ -128,6 +128,18 @@ class FakeIam:
             return step, {
                 "error": {"code": step, "status": status, "message": "Permission 'iam.serviceAccounts.signBlob' denied"}
             }
+        problems, payload = self.check(handler, raw)
+        if problems:
+            return 400, {"error": {"code": 400, "message": "; ".join(problems)}}
+        if step == "no-signature":
+            return 200, {"keyId": "fake-key-1"}
+        signature = self.key.sign(payload, padding.PKCS1v15(), hashes.SHA256())
+        return 200, {"keyId": "fake-key-1", "signedBlob": base64.b64encode(signature).decode()}
+
+    @staticmethod
+    def check(handler: BaseHTTPRequestHandler, raw: bytes) -> tuple[list[str], bytes]:
+        """How the request differs from a signBlob call as IAM expects it (nothing when exact), and the
+        payload it asks to sign."""
         problems = []
         if handler.command != "POST":
             problems.append(f"method {handler.command}")
@@ -137,6 +149,7 @@ class FakeIam:
             problems.append("authorization")
         if not handler.headers.get("Content-Type", "").startswith("application/json"):
             problems.append("content type")
+        payload = b""
         try:
             body = json.loads(raw)
             payload = base64.b64decode(body["payload"], validate=True)
@@ -144,12 +157,7 @@ class FakeIam:
                 problems.append(f"body fields {sorted(body)}")
         except (ValueError, KeyError, TypeError):
             problems.append("body")
-        if problems:
-            return 400, {"error": {"code": 400, "message": "; ".join(problems)}}
-        if step == "no-signature":
-            return 200, {"keyId": "fake-key-1"}
-        signature = self.key.sign(payload, padding.PKCS1v15(), hashes.SHA256())
-        return 200, {"keyId": "fake-key-1", "signedBlob": base64.b64encode(signature).decode()}
+        return problems, payload
 
     @property
     def public_key(self) -> rsa.RSAPublicKey:
