@@ -28,7 +28,21 @@ from pathlib import Path
 
 import httpx
 
-from mllab import clients, clock, config, events, log, objects, passwords, routes, sessions, storage, tokens, users
+from mllab import (
+    clients,
+    clock,
+    config,
+    events,
+    log,
+    objects,
+    passwords,
+    recorder,
+    routes,
+    sessions,
+    storage,
+    tokens,
+    users,
+)
 from mllab_dev.stack import BUCKET, PROJECT, ROOT, TOPIC, Ports, Stack
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
@@ -523,7 +537,7 @@ def _new_versions(count: int, *, shared: bool = False) -> list[objects.ObjectNam
 def _artifact_by_object(name: str) -> str | None:
     from google.cloud.firestore_v1.base_query import FieldFilter
 
-    docs = clients.firestore().collection(events.ARTIFACTS).where(filter=FieldFilter("object", "==", name)).get()
+    docs = clients.firestore().collection(recorder.ARTIFACTS).where(filter=FieldFilter("object", "==", name)).get()
     return docs[0].id if docs else None
 
 
@@ -553,7 +567,7 @@ def finalize_latencies(count: int) -> tuple[list[float], list[float], int]:
             except (ValueError, KeyError, TypeError):
                 generation = None
             ref = (
-                db.collection(events.ARTIFACTS).document(events.object_key(BUCKET, name, generation))
+                db.collection(recorder.ARTIFACTS).document(events.object_key(BUCKET, name, generation))
                 if generation is not None
                 else None
             )
@@ -603,7 +617,7 @@ def recorder_throughput(
     base = int(time.time() * 1e6)  # fresh generations per run, like GCS's microsecond generations
     messages = [_notification(str(n), base + i, 1024) for i, n in enumerate(names)]
     pending = {
-        db.collection(events.ARTIFACTS).document(events.object_key(BUCKET, str(n), base + i))
+        db.collection(recorder.ARTIFACTS).document(events.object_key(BUCKET, str(n), base + i))
         for i, n in enumerate(names)
     }
     url = f"http://127.0.0.1:{stack.ports.pubsub}/v1/projects/{PROJECT}/topics/{TOPIC}:publish"

@@ -285,9 +285,9 @@ def _part(name: str) -> str:
 def wait_for_events(expected: int, timeout: float, echo: Callable[[str], None] = print) -> tuple[int, float]:
     """Wait until the `artifacts` collection holds at least `expected` documents (the recorder has
     caught up), then a little longer so that a late duplicate would show. Returns (count, seconds)."""
-    from mllab import clients, events
+    from mllab import clients, recorder
 
-    coll = clients.firestore().collection(events.ARTIFACTS)
+    coll = clients.firestore().collection(recorder.ARTIFACTS)
     started = time.monotonic()
     count, last_note = 0, started
     while True:
@@ -306,12 +306,12 @@ def wait_for_events(expected: int, timeout: float, echo: Callable[[str], None] =
 def _user_state(uid: str, model_id: str | None, versions: list[int]) -> dict[str, Any]:
     from google.cloud.firestore_v1.base_query import FieldFilter
 
-    from mllab import catalog, clients, events, recorder, uploads
+    from mllab import catalog, clients, recorder
 
     db = clients.firestore()
-    arts = [s.to_dict() for s in db.collection(events.ARTIFACTS).where(filter=FieldFilter("uid", "==", uid)).stream()]
+    arts = [s.to_dict() for s in db.collection(recorder.ARTIFACTS).where(filter=FieldFilter("uid", "==", uid)).stream()]
     usage = db.collection(recorder.USAGE).document(uid).get()
-    days = uploads.day_ref(uid).parent.stream()
+    days = recorder.day_ref(uid).parent.stream()
     state = {
         "artifacts": arts,
         "storage_bytes": int((usage.to_dict() or {}).get("storage_bytes", 0)) if usage.exists else 0,

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from mllab import billing, clients, config, entitlements, events, schemas
+from mllab import billing, clients, config, entitlements, events, recorder, schemas
 from mllab_dev.stack import Stack
 
 from .conftest import Browser
@@ -68,7 +68,7 @@ def wait(predicate, timeout: float = 20.0):
 def artifact(name: str, generation: int) -> dict | None:
     snap = (
         clients.firestore()
-        .collection(events.ARTIFACTS)
+        .collection(recorder.ARTIFACTS)
         .document(events.object_key(bucket().name, name, generation))
         .get()
     )

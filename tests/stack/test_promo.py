@@ -118,7 +118,7 @@ def test_the_code_is_normalised(member) -> None:
     assert [r["id"] for r in _redemptions("TRIAL14")] == [f"TRIAL14_{b.uid}_1"]
 
 
-# --- contention (DESIGN section 5: hot documents) ------------------------------------------------
+# --- contention (hot documents) ------------------------------------------------
 
 
 def _racers(n: int) -> list[dict]:
@@ -172,7 +172,7 @@ def test_fifty_racers_through_the_gateway_get_exactly_ten_uses(stack: Stack) -> 
     refused = [r for _, r in answers if r.status_code != 200]
     # Every racer here is a different user with a valid session; they share one client address (as people
     # behind one NAT do). A "used up" answer is not a guess, so it must not spend the address's failure
-    # budget (DESIGN section 6: "failures only, so concurrent legitimate calls are never throttled").
+    # budget (failures only, so concurrent legitimate calls are never throttled).
     assert statuses[429] == 0, (
         f"{statuses[429]} of 50 legitimate racers were answered 429: promo.apply() counts every refusal but "
         "promo-busy (here promo-used-up) against the per-IP budget (promo_ip=30), so 40 used-up answers from one "

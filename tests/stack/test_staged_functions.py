@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from mllab import clients, clock, events, oauth, objects, routes, sessions, tokens, users
+from mllab import clients, clock, oauth, objects, recorder, routes, sessions, tokens, users
 from mllab_dev import preflight
 from mllab_dev.stack import BUCKET, PROJECT, PURGE_TOPIC, RECONCILE_TOPIC, ROOT, TOPIC, Stack
 
@@ -381,7 +381,7 @@ def on_object_finalized(c: httpx.Client, stack: Stack, records) -> None:
     }
     r = c.post(f"/projects/{PROJECT}/topics/{TOPIC}", json=push(TOPIC, resource, attributes))
     assert r.status_code == 200, r.text
-    query = clients.firestore().collection(events.ARTIFACTS).where(filter=FieldFilter("object", "==", name))
+    query = clients.firestore().collection(recorder.ARTIFACTS).where(filter=FieldFilter("object", "==", name))
     assert [d.to_dict()["size"] for d in query.get()] == [42]
 
 

@@ -1,4 +1,4 @@
-"""Entitlements are pure functions of their stored components and the time (DESIGN section 7)."""
+"""Entitlements are pure functions of their stored components and the time (docs/architecture.md, entitlements)."""
 
 from __future__ import annotations
 

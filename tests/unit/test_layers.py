@@ -16,11 +16,27 @@ PACKAGE = ROOT / "shared" / "mllab"
 PLATFORM = {"config", "clients", "clock", "log", "problems", "queries", "idempotency", "audit", "mail", "schemas"}
 DOMAINS = {
     # identity
-    "users", "passwords", "sessions", "tokens", "auth", "oauth", "ratelimit", "accounts",
+    "users",
+    "passwords",
+    "sessions",
+    "tokens",
+    "auth",
+    "oauth",
+    "ratelimit",
+    "accounts",
     # files
-    "objects", "catalog", "storage", "uploads", "events", "recorder",
+    "objects",
+    "catalog",
+    "storage",
+    "uploads",
+    "events",
+    "recorder",
     # money
-    "entitlements", "billing", "paypal", "webhooks", "promo",
+    "entitlements",
+    "billing",
+    "paypal",
+    "webhooks",
+    "promo",
 }
 EDGE = {"routes", "http", "openapi"}
 OPS = {"cli", "keys"}  # operator tools: never staged into a function, never imported by one
@@ -72,8 +88,11 @@ def test_no_function_imports_an_operator_tool_or_the_local_stack() -> None:
                 names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
             elif isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
-            wrong += [f"{main.parent.name}: {n}" for n in names
-                      if n.startswith("mllab_dev") or n in {f"mllab.{m}" for m in OPS}]
+            wrong += [
+                f"{main.parent.name}: {n}"
+                for n in names
+                if n.startswith("mllab_dev") or n in {f"mllab.{m}" for m in OPS}
+            ]
     assert wrong == []
 
 

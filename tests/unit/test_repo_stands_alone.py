@@ -17,7 +17,8 @@ def tracked_text_files() -> list[Path]:
     names = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     files = [ROOT / n for n in names]
     return [
-        f for f in files
+        f
+        for f in files
         if f.suffix in SUFFIXES and f.is_file() and "package-lock" not in f.name and f.stat().st_size < 2_000_000
     ]
 
