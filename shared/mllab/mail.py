@@ -83,20 +83,8 @@ TEMPLATES: dict[str, tuple[str, str]] = {
 def send(to: str, template: str, link: str | None = None, **fields: str) -> None:
     """`fields` fill the template's other placeholders (plain values such as dates, never secrets)."""
     subject, body = TEMPLATES[template]
-    now = clock.now()
     ref = clients.firestore().collection(OUTBOX).document()
-    ref.create(
-        {
-            "to": to,
-            "template": template,
-            "link": link,
-            "fields": fields,
-            "created_at": now,
-            "sent_at": None,
-            "attempts": 0,
-            "updated_at": now,
-        }
-    )
+    ref.create(queued(to, template, link, **fields))
     try:
         deliver(to, subject.format(**fields), body.format(link=link or config.settings().lab_url, **fields), template)
     except Exception as exc:  # noqa: BLE001 - the outbox keeps it for a retry

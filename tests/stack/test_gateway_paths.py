@@ -57,6 +57,14 @@ def test_a_non_ascii_header_value_reaches_the_function(member) -> None:
     assert "X-CSRF-Token" in _problem(r, 403)["detail"]
 
 
+def test_a_non_ascii_forwarded_for_entry_is_passed_on(gateway: httpx.Client) -> None:
+    """A client's own X-Forwarded-For entry with a latin-1 byte: the gateway appends to it as bytes
+    (it answered 500 when it built the header as text), and the function takes the client address
+    the load balancer would have appended, never the client's entry."""
+    r = gateway.get("/billing/plans", headers={"X-Forwarded-For": "caf\xe9".encode("latin-1")})
+    assert r.status_code == 200, r.text
+
+
 def test_an_idle_keep_alive_connection_is_not_dropped(gateway: httpx.Client) -> None:
     """make load lost ~0.1% of requests as "connection closed": gunicorn closed idle client connections
     after 2 s while a user paused 1-5 s, and a request sent as it closed got no answer. The gateway keeps

@@ -139,7 +139,8 @@ class Gateway:
         }
         client = raw.remote_addr or "127.0.0.1"
         prior = raw.headers.get("X-Forwarded-For")
-        headers["X-Forwarded-For"] = f"{prior + ', ' if prior else ''}{client}, 127.0.0.1"
+        # Bytes, like the other forwarded headers: a client's entry may hold any latin-1 byte.
+        headers["X-Forwarded-For"] = f"{prior + ', ' if prior else ''}{client}, 127.0.0.1".encode("latin-1")
         headers["X-Forwarded-Proto"] = "http"
         headers["X-Request-Id"] = request_id
         if "X-Cloud-Trace-Context" not in headers and "traceparent" not in headers:
