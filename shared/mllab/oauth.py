@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import jwt
 
-from mllab import audit, clients, clock, config, log, users
+from mllab import audit, clients, clock, config, log, mail, sessions, users
 from mllab.problems import Problem
 
 TX_COLLECTION = "oauth_tx"
@@ -510,8 +510,6 @@ def begin(return_to: str, link_uid: str | None = None) -> tuple[str, str]:
 
 def link_requester(refresh_cookie: str | None) -> str:
     """The uid of the live password session behind this browser's refresh cookie, or 401/403."""
-    from mllab import sessions
-
     current = sessions.find_by_token(refresh_cookie) if refresh_cookie else None
     if current is None or current.get("not_after") is None or current["not_after"] <= clock.now():
         raise Problem(401, "Sign in with your password first, then connect Google from Account.", slug="session-ended")
@@ -695,8 +693,6 @@ def _refuse_if_blocked(user: dict[str, Any] | None) -> dict[str, Any]:
 def _claim(uid: str, token: IdToken) -> Resolution:
     """A password that nobody proved (the address was never confirmed) gives way to the verified
     Google identity of the address: dropped, its sessions revoked, the owner told by mail."""
-    from mllab import mail, sessions
-
     users.claim_for_google(uid, token.iss, token.sub, token.email)
     revoked = sessions.revoke_all(uid, "unproven_password_dropped")
     audit.record("identity.password_dropped", actor=uid, target=f"user:{uid}", sessions_revoked=revoked)
@@ -774,8 +770,6 @@ def finish(tx_id: str | None, args: Any, *, ip: str, user_agent: str) -> Finishe
     """The callback: the browser's transaction is checked against `state` and consumed once; the
     code is exchanged (with the PKCE verifier), the ID token verified, the user found, linked,
     claimed or created, and a new session started. `args`: the callback's query parameters."""
-    from mllab import sessions
-
     tx = consume(tx_id, args.get("state"))
     error = provider_error(args)
     if error is not None:

@@ -21,6 +21,19 @@ from mllab_dev.stack import Stack
 
 from .conftest import Browser
 
+# What /me's subscription says for a user who never had PRO (and what the CLI prints after a revoke).
+FREE_SUBSCRIPTION = {
+    "status": "none",
+    "plan": "free",
+    "pro_until": None,
+    "trial_until": None,
+    "next_billing_time": None,
+    "past_due": False,
+    "last_payment": None,
+    "manage_url": None,
+    "first_charge_time": None,
+}
+
 
 def standin(stack: Stack) -> httpx.Client:
     """A client of the stand-in that trusts only the development CA."""

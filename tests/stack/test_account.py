@@ -14,6 +14,7 @@ from mllab import accounts, audit, clients, clock, config, passwords, sessions, 
 from mllab.problems import Problem
 from mllab_dev.stack import PROJECT, PURGE_TOPIC, Stack
 
+from .billing_support import FREE_SUBSCRIPTION
 from .conftest import PASSWORD, Browser, function_log, wait_for_log
 from .limits_support import artifact, bucket, metrics, naming, ok, signed_in, upload, wait
 
@@ -73,17 +74,7 @@ def test_me_answers_the_user_plan_usage_and_session_csrf(gateway: httpx.Client, 
         True,
         ["password"],
     )
-    assert me["subscription"] == {
-        "status": "none",
-        "plan": "free",
-        "pro_until": None,
-        "trial_until": None,
-        "next_billing_time": None,
-        "past_due": False,
-        "last_payment": None,
-        "manage_url": None,
-        "first_charge_time": None,
-    }  # a free user would be charged at approval
+    assert me["subscription"] == FREE_SUBSCRIPTION  # a free user would be charged at approval
     assert me["usage"] == {"storage_bytes": 0, "storage_limit_bytes": 0, "uploads_today": 0, "uploads_limit": 0}
     assert me["csrf"] == s["csrf"] and sessions.csrf_ok(s["sid"], me["csrf"])
     other = sign_in(u["uid"])

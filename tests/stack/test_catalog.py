@@ -16,6 +16,7 @@ import pytest
 from mllab import accounts, audit, catalog, clients, clock, config, events, users
 from mllab_dev.stack import Stack
 
+from . import limits_support
 from .conftest import Browser
 
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z")
@@ -131,20 +132,7 @@ CONTENT = {  # a valid file of each kind, as the recorder accepts it
 
 
 def metrics_file(model_id: str) -> tuple[bytes, str]:
-    doc = {
-        "schema": 1,
-        "model_id": model_id,
-        "version": None,
-        "dataset_id": None,
-        "task": "binary",
-        "params": {"epochs": 1},
-        "epochs": [{"epoch": 1, "loss": 0.5}],
-        "final": {"loss": 0.5},
-        "backend": "cpu",
-        "started_at": "2026-01-01T00:00:00Z",
-        "finished_at": "2026-01-01T00:00:01Z",
-    }
-    return json.dumps(doc).encode(), "application/json"
+    return json.dumps(limits_support.metrics(model_id)).encode(), "application/json"
 
 
 def put_object(name: str, content: tuple[bytes, str] | None = None) -> int:

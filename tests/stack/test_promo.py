@@ -17,6 +17,7 @@ from mllab import audit, billing, clients, clock, config, entitlements, password
 from mllab.problems import PROBLEM_TYPE, Problem
 from mllab_dev.stack import Stack
 
+from .billing_support import FREE_SUBSCRIPTION
 from .conftest import Browser
 from .storage_support import WEIGHTS, model_with_version, ok
 
@@ -262,17 +263,7 @@ def test_refused_codes_answer_422_and_change_nothing(cli, member) -> None:
     assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
 
     assert entitlements.get(b.uid) is None
-    assert ok(b.request("GET", "/me"))["subscription"] == {
-        "status": "none",
-        "plan": "free",
-        "pro_until": None,
-        "trial_until": None,
-        "next_billing_time": None,
-        "past_due": False,
-        "last_payment": None,
-        "manage_url": None,
-        "first_charge_time": None,
-    }
+    assert ok(b.request("GET", "/me"))["subscription"] == FREE_SUBSCRIPTION
     for code in ("OLD-CODE", "SOON-CODE", "OFF-CODE"):
         assert _code_doc(code)["redemptions"] == 0
     assert list(clients.firestore().collection(promo.REDEMPTIONS).stream()) == []

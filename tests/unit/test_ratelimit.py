@@ -33,3 +33,14 @@ def test_retry_after_is_positive_and_enough(previous: int, current: int, elapsed
         assert estimate(previous, current, later, W) < limit
     else:  # the next window: this one's count is the previous one now
         assert estimate(current, 0, later - W, W) < limit
+
+
+def test_the_per_account_delay_starts_at_the_budget_doubles_and_stays_short() -> None:
+    from mllab import config
+    from mllab.ratelimit import progressive_delay
+
+    budget = config.RATE_LIMITS.login_account
+    assert progressive_delay(budget - 1) == 0.0  # a few mistypes cost nothing
+    delays = [progressive_delay(budget + n) for n in range(6)]
+    assert delays[:4] == [0.25, 0.5, 1.0, 2.0]
+    assert max(delays) == progressive_delay(10_000) == config.LOGIN_DELAY_MAX_S  # never a lockout
