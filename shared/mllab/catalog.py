@@ -339,12 +339,17 @@ def limit_reached(resource: str, limit: int, plan: config.Plan, advice: str) -> 
 
 def _reserve(uid: str, collection: str) -> None:
     """Take one place of the plan's limit for a new record, or answer 409 limit-reached."""
+    from google.api_core.exceptions import NotFound
     from google.cloud.firestore_v1 import Increment
 
     plan = entitlements.plan_of(entitlements.get(uid), clock.now())
     limit = int(getattr(plan, collection))
-    _seed_counts(uid)
-    result = counts_ref(uid).update({collection: Increment(1), "updated_at": clock.now()})
+    change = {collection: Increment(1), "updated_at": clock.now()}
+    try:
+        result = counts_ref(uid).update(change)
+    except NotFound:  # the user's first counted create: count what they have, then take the place
+        _seed_counts(uid)
+        result = counts_ref(uid).update(change)
     if int(result.transform_results[0].integer_value) > limit:
         _release(uid, collection, 1)
         raise limit_reached(collection, limit, plan, f"Delete a {_SINGULAR[collection]} you no longer need first.")
