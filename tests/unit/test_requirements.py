@@ -90,7 +90,7 @@ def owner(module: str) -> str | None:
 
 
 def _imported(node: ast.AST) -> set[str]:
-    """The absolute modules one statement imports, `from mllab import x` spelled `mllab.x`."""
+    """The absolute modules one statement imports, `from mllab.platform import x` spelled `mllab.platform.x`."""
     if isinstance(node, ast.Import):
         return {a.name for a in node.names}
     if isinstance(node, ast.ImportFrom) and not node.level and node.module:
@@ -116,8 +116,8 @@ def _run_on_import(body: list[ast.stmt]) -> Iterator[ast.stmt]:
 
 
 def _imports(path: Path, *, module_level_only: bool) -> set[str]:
-    """Absolute imports in a file, `from mllab import x` spelled `mllab.x`. Module level: the statements
-    run on import (not those in function bodies, nor under `if TYPE_CHECKING`)."""
+    """Absolute imports in a file, `from mllab.platform import x` spelled `mllab.platform.x`. Module level:
+    the statements run on import (not those in function bodies, nor under `if TYPE_CHECKING`)."""
     tree = ast.parse(path.read_text())
     nodes = _run_on_import(tree.body) if module_level_only else ast.walk(tree)
     return {module for node in nodes for module in _imported(node)}

@@ -26,7 +26,7 @@ class Jwks(BaseModel):
     keys: list[Jwk]
 
 
-# The server's own check (mllab.users.normalize_email) answers 422 for what is not an email address.
+# The server's own check (mllab.identity.users.normalize_email) answers 422 for what is not an email address.
 Email = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=3, max_length=254),
