@@ -503,3 +503,41 @@ export function decodeOutput(pre, vector) {
   for (let i = 1; i < enc.labels.length; i++) if (vector[i] > vector[best]) best = i;
   return {label: enc.labels[best], probabilities: enc.labels.map((label, i) => ({label, p: Number(vector[i])}))};
 }
+
+// --- handing rows to the training worker ---------------------------------------------------------
+
+// A dataset's rows as columns for the training worker: a column of numbers (and missing cells) as a
+// Float64Array (NaN: missing), any other column as Int32Array codes into its list of values (-1:
+// missing). Both are transferred, not copied, so handing 283k rows to the worker costs the page a few
+// milliseconds instead of a structured clone of every row object.
+export function packRows(rows, names) {
+  const columns = names.map((name) => {
+    if (rows.every((r) => r[name] === null || r[name] === undefined || isNum(r[name]))) {
+      const values = new Float64Array(rows.length);
+      rows.forEach((r, i) => { values[i] = isNum(r[name]) ? r[name] : NaN; });
+      return {name, values};
+    }
+    const index = new Map(), labels = [], codes = new Int32Array(rows.length);
+    rows.forEach((r, i) => {
+      const v = r[name];
+      if (v === null || v === undefined) { codes[i] = -1; return; }
+      const k = typeof v === "string" ? `s${v}` : `${typeof v}${v}`;
+      let code = index.get(k);
+      if (code === undefined) { code = labels.length; index.set(k, code); labels.push(v); }
+      codes[i] = code;
+    });
+    return {name, codes, labels};
+  });
+  const transfer = columns.map((c) => (c.values || c.codes).buffer);
+  return {packed: {length: rows.length, columns}, transfer};
+}
+
+/** The rows packRows() packed, as row objects again. */
+export function unpackRows({length, columns}) {
+  const rows = Array.from({length}, () => ({}));
+  for (const c of columns) {
+    if (c.values) for (let i = 0; i < length; i++) rows[i][c.name] = Number.isNaN(c.values[i]) ? null : c.values[i];
+    else for (let i = 0; i < length; i++) rows[i][c.name] = c.codes[i] < 0 ? null : c.labels[c.codes[i]];
+  }
+  return rows;
+}
