@@ -199,7 +199,7 @@ export async function fitRun(dataset, draft, {report = () => {}, shouldStop = ()
 
 /**
  * The median time of one training batch of `spec` at `batchSize` on the current backend, in ms:
- * two warm-up batches (shader compilation, WASM start), then up to 10 timed ones within `budgetMs`.
+ * three warm-up batches (shader compilation, WASM start), then 5 to 12 timed ones within `budgetMs`.
  */
 export async function stepTime(spec, batchSize, budgetMs = 250) {
   const tf = getTf();
@@ -207,10 +207,10 @@ export async function stepTime(spec, batchSize, budgetMs = 250) {
   const x = tf.randomNormal([batchSize, spec.inputs], 0, 1, "float32", 1);
   const y = tf.zeros([batchSize, spec.outputs]);
   try {
-    for (let i = 0; i < 2; i++) await model.trainOnBatch(x, y);
+    for (let i = 0; i < 3; i++) await model.trainOnBatch(x, y);
     const times = [];
     const start = performance.now();
-    while (times.length < 10 && (times.length < 3 || performance.now() - start < budgetMs)) {
+    while (times.length < 12 && (times.length < 5 || performance.now() - start < budgetMs)) {
       const t = performance.now();
       await model.trainOnBatch(x, y);
       times.push(performance.now() - t);
@@ -223,6 +223,8 @@ export async function stepTime(spec, batchSize, budgetMs = 250) {
   }
 }
 
+const EPOCH_OVERHEAD_MS = 4; // fit's own work per epoch (callbacks, the validation call, a yield), measured on XOR
+
 /** Milliseconds a run should take: every epoch's training batches plus its validation pass (about a third of a batch each). */
 export const estimateMs = ({epochs, trainRows, valRows, batchSize, stepMs}) =>
-  epochs * (Math.ceil(trainRows / batchSize) + 0.35 * Math.ceil(valRows / batchSize)) * stepMs;
+  epochs * ((Math.ceil(trainRows / batchSize) + 0.35 * Math.ceil(valRows / batchSize)) * stepMs + EPOCH_OVERHEAD_MS);

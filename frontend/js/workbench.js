@@ -4,6 +4,7 @@ import {ACTIVATIONS, LIMITS, OPTIMIZERS, TASKS, paramCount, validate} from "./mo
 import {$, el, showMessage} from "./dom.js";
 import {duration, number} from "./format.js";
 import {BACKENDS, LABEL, describeBackend, saveChoice, savedChoice} from "./tfjs.js";
+import {LARGE_ROWS} from "./data.js";
 import {state} from "./state.js";
 
 const STORAGE_KEY = "mllab.builder.v1";
@@ -18,7 +19,6 @@ function field(labelText, control, hint) { // label[for], not a wrapping label: 
   return el("div", {className: "field"}, label, control, hint ? el("small", {textContent: hint}) : null);
 }
 const seconds = duration;
-const LARGE_ROWS = 20_000; // from this many rows the time of a run is estimated before it starts
 
 // --- the draft (localStorage) ------------------------------------------------------------------
 
