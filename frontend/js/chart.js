@@ -20,6 +20,34 @@ function loadUPlot() {
   return loading;
 }
 
+/**
+ * Loads uPlot and draws once on a throwaway canvas. A browser's first canvas drawing starts its 2D
+ * graphics (60-600 ms in headless Chromium); the workbench calls this when a dataset is loaded, so
+ * that pause does not land in the middle of a training run.
+ */
+export async function warmUp() {
+  await loadUPlot();
+  const canvas = document.createElement("canvas"); // chart-sized: small canvases take another drawing path
+  canvas.width = 600;
+  canvas.height = 300;
+  const ctx = canvas.getContext("2d");
+  ctx.lineWidth = 2;
+  ctx.setLineDash([4, 3]);
+  ctx.beginPath();
+  ctx.moveTo(0, 0);
+  ctx.lineTo(600, 300);
+  ctx.stroke();
+  for (const font of [FONT, LABEL_FONT]) {
+    ctx.font = font;
+    ctx.fillText("0.5 epoch", 10, 20);
+  }
+}
+
+// uPlot's default font lists emoji fonts; looking those up the first time text is drawn took 400 ms in
+// headless Chromium. The lab's charts use the page's own fonts.
+const FONT = "12px system-ui, sans-serif";
+const LABEL_FONT = `bold ${FONT}`;
+
 const COLORS = {loss: "#0969da", val_loss: "#bc4c00", acc: "#1a7f37", val_acc: "#8250df", rmse: "#0969da", val_rmse: "#bc4c00"};
 const NAMES = {loss: "loss", val_loss: "validation loss", acc: "accuracy", val_acc: "validation accuracy",
   rmse: "RMSE", val_rmse: "validation RMSE"};
@@ -53,7 +81,7 @@ function bestEpochPlugin(best) {
     ctx.moveTo(x, top);
     ctx.lineTo(x, top + height);
     ctx.stroke();
-    ctx.font = `${11 * devicePixelRatio}px system-ui, sans-serif`;
+    ctx.font = `${11 * devicePixelRatio}px system-ui, sans-serif`; // FONT at this pixel ratio
     const label = `best: ${epoch}`;
     const room = u.bbox.left + u.bbox.width - x;
     ctx.textAlign = room < 70 * devicePixelRatio ? "right" : "left";
@@ -68,8 +96,11 @@ function plot(UPlot, container, title, keys, width, range, best) {
   container.append(figure);
   const chart = new UPlot({
     title, width, height: 200,
-    scales: {x: {time: false}, ...(range ? {y: {range}} : {})},
-    axes: [{label: "epoch"}, {values: (u, ticks) => ticks.map((v) => metric(keys[0], v))}],
+    // Epochs from 1, never a zero-width range: with one point uPlot would search for ticks in a range of nothing.
+    scales: {x: {time: false, range: (u, min, max) => [1, Math.max(2, max ?? 2)]}, ...(range ? {y: {range}} : {})},
+    axes: [{label: "epoch", font: FONT, labelFont: LABEL_FONT}, {font: FONT, values: (u, ticks) => ticks.map((v) => metric(keys[0], v)),
+      // wide enough for the longest label ("1,250,000"), which uPlot's fixed 50 px would cut
+      size: (u, values) => 18 + 7 * Math.max(3, ...(values || []).map((v) => String(v).length))}],
     cursor: {drag: {x: false, y: false}},
     plugins: [bestEpochPlugin(best)],
     series: [{label: "epoch", value: legendValue("epoch")},
@@ -94,6 +125,7 @@ export async function createChart(container, {classification}) {
   let best = null, bestLoss = Infinity, fixed = false;
   const bestNow = () => best;
   const plots = [plot(UPlot, container, "Loss", ["loss", "val_loss"], width(), null, bestNow)];
+  await new Promise((resolve) => setTimeout(resolve)); // one chart per task: the page keeps answering
   if (classification) plots.push(plot(UPlot, container, "Accuracy", ["acc", "val_acc"], width(), [0, 1], bestNow));
   else plots.push(plot(UPlot, container, "RMSE (target units)", ["rmse", "val_rmse"], width(), null, bestNow));
   const data = Object.fromEntries([["epoch", []], ...KEYS.map((k) => [k, []])]);

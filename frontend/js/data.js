@@ -610,27 +610,43 @@ export function decodeOutput(pre, vector) {
 // A dataset's rows as columns for the training worker: a column of numbers (and missing cells) as a
 // Float64Array (NaN: missing), any other column as Int32Array codes into its list of values (-1:
 // missing). Both are transferred, not copied, so handing 283k rows to the worker costs the page a few
-// milliseconds instead of a structured clone of every row object.
-export function packRows(rows, names) {
-  const columns = names.map((name) => {
-    if (rows.every((r) => r[name] === null || r[name] === undefined || isNum(r[name]))) {
-      const values = new Float64Array(rows.length);
-      rows.forEach((r, i) => { values[i] = isNum(r[name]) ? r[name] : NaN; });
-      return {name, values};
+// milliseconds instead of a structured clone of every row object; the work is done in slices of
+// PACK_SLICE rows with a yield between them, so the page never stops for long.
+const PACK_SLICE = 4000;
+const valueKey = (v) => (typeof v === "string" ? `s${v}` : `${typeof v}${v}`);
+
+function toCodes(column, upTo) { // a column that turned out not to be all numbers: code what came before
+  const {values} = column;
+  Object.assign(column, {values: null, codes: new Int32Array(values.length), index: new Map(), labels: []});
+  for (let i = 0; i < upTo; i++) column.codes[i] = Number.isNaN(values[i]) ? -1 : codeOf(column, values[i]);
+}
+function codeOf(column, v) {
+  const k = valueKey(v);
+  let code = column.index.get(k);
+  if (code === undefined) { code = column.labels.length; column.index.set(k, code); column.labels.push(v); }
+  return code;
+}
+
+export async function packRows(rows, names) {
+  const n = rows.length;
+  const columns = names.map((name) => ({name, values: new Float64Array(n), codes: null, index: null, labels: null}));
+  for (let from = 0; from < n; from += PACK_SLICE) {
+    if (from) await new Promise((resolve) => setTimeout(resolve)); // let the page paint and answer input
+    const to = Math.min(n, from + PACK_SLICE);
+    for (const c of columns) {
+      for (let i = from; i < to; i++) {
+        const v = rows[i][c.name];
+        if (c.values) {
+          if (v === null || v === undefined) { c.values[i] = NaN; continue; }
+          if (isNum(v)) { c.values[i] = v; continue; }
+          toCodes(c, i);
+        }
+        c.codes[i] = v === null || v === undefined ? -1 : codeOf(c, v);
+      }
     }
-    const index = new Map(), labels = [], codes = new Int32Array(rows.length);
-    rows.forEach((r, i) => {
-      const v = r[name];
-      if (v === null || v === undefined) { codes[i] = -1; return; }
-      const k = typeof v === "string" ? `s${v}` : `${typeof v}${v}`;
-      let code = index.get(k);
-      if (code === undefined) { code = labels.length; index.set(k, code); labels.push(v); }
-      codes[i] = code;
-    });
-    return {name, codes, labels};
-  });
-  const transfer = columns.map((c) => (c.values || c.codes).buffer);
-  return {packed: {length: rows.length, columns}, transfer};
+  }
+  const packed = columns.map((c) => (c.values ? {name: c.name, values: c.values} : {name: c.name, codes: c.codes, labels: c.labels}));
+  return {packed: {length: n, columns: packed}, transfer: packed.map((c) => (c.values || c.codes).buffer)};
 }
 
 /** The rows packRows() packed, as row objects again. */

@@ -199,7 +199,7 @@ export async function fitRun(dataset, draft, {report = () => {}, shouldStop = ()
 
 /**
  * The median time of one training batch of `spec` at `batchSize` on the current backend, in ms:
- * three warm-up batches (shader compilation, WASM start), then 5 to 12 timed ones within `budgetMs`.
+ * warm-up batches for half of `budgetMs` (at least 3), then 5 to 12 timed ones within `budgetMs`.
  */
 export async function stepTime(spec, batchSize, budgetMs = 250) {
   const tf = getTf();
@@ -207,7 +207,9 @@ export async function stepTime(spec, batchSize, budgetMs = 250) {
   const x = tf.randomNormal([batchSize, spec.inputs], 0, 1, "float32", 1);
   const y = tf.zeros([batchSize, spec.outputs]);
   try {
-    for (let i = 0; i < 3; i++) await model.trainOnBatch(x, y);
+    // Warm-up: shader compilation, WASM start and the JavaScript JIT make the first batches slow.
+    const warm = performance.now();
+    for (let i = 0; i < 30 && (i < 3 || performance.now() - warm < budgetMs / 2); i++) await model.trainOnBatch(x, y);
     const times = [];
     const start = performance.now();
     while (times.length < 12 && (times.length < 5 || performance.now() - start < budgetMs)) {

@@ -116,7 +116,7 @@ export async function estimate({spec, batchSize, epochs, trainRows, valRows}) {
 export async function train(dataset, draft, {onBegin = () => {}, onEstimate = () => {}, onEpoch = () => {}, signal} = {}) {
   if (signal?.aborted) throw new Cancelled();
   const names = dataset.columns.map((c) => c.name);
-  const {packed, transfer} = packRows(dataset.rows, names);
+  const {packed, transfer} = await packRows(dataset.rows, names);
   const meta = {name: dataset.name, columns: dataset.columns, target: dataset.target, validation: dataset.validation};
   const stop = () => call("stop").catch(() => {});
   signal?.addEventListener("abort", stop);

@@ -452,8 +452,15 @@ importButton.addEventListener("click", async () => {
 
 // --- the shared state ------------------------------------------------------------------------------
 
+let warmed = false;
 state.on("dataset", (next) => {
   dataset = next;
+  if (next && !warmed) { // the chart library and the browser's canvas get ready while the person looks at the data
+    warmed = true;
+    const idle = globalThis.requestIdleCallback || ((f) => setTimeout(f, 200));
+    // (and the training modules compile now rather than in the first moments of a run)
+    idle(() => Promise.all([import("./chart.js").then((c) => c.warmUp()), import("./train.js")]).catch(() => { warmed = false; }));
+  }
   renderTaskOptions();
   refreshShape();
 });
