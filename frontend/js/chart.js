@@ -20,29 +20,6 @@ function loadUPlot() {
   return loading;
 }
 
-/**
- * Loads uPlot and draws once on a throwaway canvas. A browser's first canvas drawing starts its 2D
- * graphics (60-600 ms in headless Chromium); the workbench calls this when a dataset is loaded, so
- * that pause does not land in the middle of a training run.
- */
-export async function warmUp() {
-  await loadUPlot();
-  const canvas = document.createElement("canvas"); // chart-sized: small canvases take another drawing path
-  canvas.width = 600;
-  canvas.height = 300;
-  const ctx = canvas.getContext("2d");
-  ctx.lineWidth = 2;
-  ctx.setLineDash([4, 3]);
-  ctx.beginPath();
-  ctx.moveTo(0, 0);
-  ctx.lineTo(600, 300);
-  ctx.stroke();
-  for (const font of [FONT, LABEL_FONT]) {
-    ctx.font = font;
-    ctx.fillText("0.5 epoch", 10, 20);
-  }
-}
-
 // uPlot's default font lists emoji fonts; looking those up the first time text is drawn took 400 ms in
 // headless Chromium. The lab's charts use the page's own fonts.
 const FONT = "12px system-ui, sans-serif";
@@ -130,13 +107,20 @@ export async function createChart(container, {classification}) {
   else plots.push(plot(UPlot, container, "RMSE (target units)", ["rmse", "val_rmse"], width(), null, bestNow));
   const data = Object.fromEntries([["epoch", []], ...KEYS.map((k) => [k, []])]);
   let timer = null;
+  const drawOne = ({chart, keys, figure}) => {
+    chart.setData([data.epoch, ...keys.map((k) => data[k])]);
+    chart.setLegend();
+    if (best !== null) figure.dataset.bestEpoch = String(best);
+  };
   const draw = () => {
     timer = null;
-    for (const {chart, keys, figure} of plots) {
-      chart.setData([data.epoch, ...keys.map((k) => data[k])]);
-      chart.setLegend();
-      if (best !== null) figure.dataset.bestEpoch = String(best);
-    }
+    plots.forEach(drawOne);
+  };
+  // While training: one chart per task, so each stays short and the page keeps answering.
+  const drawSpread = () => {
+    timer = null;
+    drawOne(plots[0]);
+    setTimeout(() => plots.slice(1).forEach(drawOne));
   };
   const resize = new ResizeObserver(() => plots.forEach(({chart}) => chart.setSize({width: width(), height: 200})));
   resize.observe(container);
@@ -148,11 +132,32 @@ export async function createChart(container, {classification}) {
         bestLoss = row.val_loss;
         best = row.epoch;
       }
-      timer ??= setTimeout(draw, REDRAW_MS);
+      timer ??= setTimeout(drawSpread, REDRAW_MS);
     },
     setBest(epoch) { best = epoch ?? best; fixed = true; },
     best: bestNow,
     flush() { clearTimeout(timer); draw(); },
     destroy() { clearTimeout(timer); resize.disconnect(); plots.forEach(({chart}) => chart.destroy()); container.replaceChildren(); },
   };
+}
+
+/**
+ * Loads uPlot and draws a throwaway chart out of sight. A browser's first canvas drawing starts its 2D
+ * graphics (60-600 ms in headless Chromium) and uPlot's code runs slowly until the JIT has seen it;
+ * the workbench calls this when a dataset is loaded, so neither pause lands in a training run.
+ */
+export async function warmUp() {
+  const box = document.createElement("div");
+  box.className = "chart-warm-up";
+  box.setAttribute("aria-hidden", "true");
+  document.body.append(box);
+  try {
+    const chart = await createChart(box, {classification: true});
+    for (let epoch = 1; epoch <= 20; epoch++) chart.add({epoch, loss: 1 / epoch, val_loss: 1.1 / epoch, acc: 0.5, val_acc: 0.5});
+    chart.flush();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    chart.destroy();
+  } finally {
+    box.remove();
+  }
 }

@@ -459,7 +459,8 @@ state.on("dataset", (next) => {
     warmed = true;
     const idle = globalThis.requestIdleCallback || ((f) => setTimeout(f, 200));
     // (and the training modules compile now rather than in the first moments of a run)
-    idle(() => Promise.all([import("./chart.js").then((c) => c.warmUp()), import("./train.js")]).catch(() => { warmed = false; }));
+    idle(() => Promise.all([import("./chart.js").then((c) => c.warmUp()), import("./train.js")]).catch(() => { warmed = false; }),
+      {timeout: 1000});
   }
   renderTaskOptions();
   refreshShape();
