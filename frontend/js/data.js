@@ -612,7 +612,7 @@ export function decodeOutput(pre, vector) {
 // missing). Both are transferred, not copied, so handing 283k rows to the worker costs the page a few
 // milliseconds instead of a structured clone of every row object; the work is done in slices of
 // PACK_SLICE rows with a yield between them, so the page never stops for long.
-const PACK_SLICE = 4000;
+const PACK_SLICE = 2000;
 const valueKey = (v) => (typeof v === "string" ? `s${v}` : `${typeof v}${v}`);
 
 function toCodes(column, upTo) { // a column that turned out not to be all numbers: code what came before

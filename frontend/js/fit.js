@@ -10,7 +10,7 @@ import {getTf} from "./tfjs.js";
 
 export const VALIDATION = 0.2; // the share of rows held out when the dataset does not say
 export const MIN_SPLIT_ROWS = 10; // fewer rows than this: no hold-out at all
-export const EXPOSED_PREDICTIONS = 20_000; // validation predictions handed to the page (tests, charts)
+export const EXPOSED_PREDICTIONS = 20_000; // validation predictions handed to the page (typed arrays: transferred, not cloned)
 const MIN_DELTA = 0; // any decrease of val_loss counts as an improvement
 
 /** The rows and preprocessing for a run: {trainRows, valRows, pre, heldOut}; the preprocessor sees training rows only. */
@@ -62,7 +62,8 @@ function regressionScores(enc, train, val) {
   };
   const t = side(train), v = val === train ? t : side(val);
   return {final: {rmse: t.rmse, val_rmse: v.rmse, mae: t.mae, val_mae: v.mae, r2: t.r2, val_r2: v.r2},
-    exposed: {actual: v.actual.slice(0, EXPOSED_PREDICTIONS), predicted: v.predicted.slice(0, EXPOSED_PREDICTIONS)}};
+    exposed: {actual: Float64Array.from(v.actual.slice(0, EXPOSED_PREDICTIONS)),
+      predicted: Float64Array.from(v.predicted.slice(0, EXPOSED_PREDICTIONS))}};
 }
 
 /** Classification scores: accuracy, the validation confusion matrix, per-class P/R/F1 and (binary) ROC AUC. */
@@ -85,10 +86,11 @@ function classificationScores(task, labels, train, val) {
   };
   const t = side(train), v = val === train ? t : side(val);
   const final = {confusion_matrix: v.matrix, per_class: perClass(v.matrix, labels)};
-  const exposed = {actual: v.actual.slice(0, EXPOSED_PREDICTIONS), predicted: v.predicted.slice(0, EXPOSED_PREDICTIONS)};
+  const exposed = {actual: Int32Array.from(v.actual.slice(0, EXPOSED_PREDICTIONS)),
+    predicted: Int32Array.from(v.predicted.slice(0, EXPOSED_PREDICTIONS))};
   if (task === "binary") {
     Object.assign(final, {auc: rocAuc(t.actual, t.scores), val_auc: rocAuc(v.actual, v.scores)});
-    exposed.scores = v.scores.slice(0, EXPOSED_PREDICTIONS);
+    exposed.scores = Float32Array.from(v.scores.slice(0, EXPOSED_PREDICTIONS));
   }
   return {final, exposed};
 }

@@ -70,7 +70,7 @@ const ops = {
     return {backend, stepMs, ms: estimateMs({epochs, trainRows, valRows, batchSize, stepMs})};
   },
 
-  async train({packed, dataset, draft, choice, probes}, report) {
+  async train({packed, dataset, draft, choice, probes}, report, transfer) {
     stopRequested = false;
     const rows = unpackRows(packed);
     await ensureTf();
@@ -92,6 +92,7 @@ const ops = {
     });
     const id = nextId++;
     models.set(id, result.model);
+    transfer.push(...Object.values(result.exposed).map((a) => a.buffer));
     return {...result, model: {id, metadata: {preprocessor: result.preprocessor, spec: result.spec}}, backend: started};
   },
 

@@ -98,8 +98,9 @@ function numberField(f, i) {
     error.textContent = bad ? `“${control.value.trim()}” is not a number: enter digits such as 3.5 or -2, or leave it blank.` : "";
     return !bad;
   };
+  // Checked when Predict is pressed (a message appearing on blur would move the button under the
+  // pointer), and again while the person fixes the field.
   control.addEventListener("input", () => { if (control.hasAttribute("aria-invalid")) check(); });
-  control.addEventListener("change", check);
   return {control, error, check};
 }
 

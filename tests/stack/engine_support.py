@@ -61,7 +61,8 @@ class Lab(workbench_support.Lab):
         """What the workbench keeps of the trained model: metrics, heldOut and the validation predictions."""
         return self.page.evaluate(
             """async () => { const {state} = await import('/js/state.js'); const m = state.model;
-                return {metrics: m.metrics, validation: m.validation, heldOut: m.heldOut}; }"""
+                const validation = Object.fromEntries(Object.entries(m.validation).map(([k, v]) => [k, Array.from(v)]));
+                return {metrics: m.metrics, validation, heldOut: m.heldOut}; }"""
         )
 
 

@@ -234,7 +234,11 @@ def test_a_latin1_csv_gets_the_encoding_message_and_a_choice(lab: Lab, tmp_path:
     [
         ("noise.csv", bytes(range(256)) * 64, "it contains NUL bytes: it is a binary file, not text"),
         ("picture.csv", b"\x89PNG\r\n\x1a\n" + bytes(200), "it is a PNG image, not a text file"),
-        ("sheet.csv", b"PK\x03\x04" + b"\x14\x00" * 100, "it is a ZIP archive (or an Excel .xlsx file)"),
+        (
+            "sheet.csv",
+            b"PK\x03\x04" + b"\x14\x00" * 100,
+            "it is a ZIP archive (or an Excel .xlsx file), not a text file",
+        ),
     ],
 )
 def test_a_binary_file_is_refused_with_a_clear_message(
