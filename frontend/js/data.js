@@ -233,7 +233,8 @@ function columnStats(rows, name) {
 }
 
 // Column names that say "this is what to predict", and ones that say "this identifies a row".
-const LABEL_NAME = /^(target|label|labels|class|y|outcome|survived|survival|price|saleprice|sale_price|species|diagnosis|churn|churned|default|result|response|quality|grade|category|income|salary|medv|is_?fraud|fraud|spam)$/i;
+// (Only names that are rarely anything but the target: "income" or "quality" is as often a feature.)
+const LABEL_NAME = /^(target|label|labels|class|y|outcome|survived|survival|price|saleprice|sale_price|species|diagnosis|churn|churned|medv|is_?fraud|fraud|spam)$/i;
 const ID_NAME = /^(id|uuid|guid|key|index|name|full_?name|ticket|row|row_?id|record)$|[_ .-]id$|^id[_ .-]/i;
 const CAMEL_ID = /[a-z]Id$/; // PassengerId, customerId (case matters: "paid" is no identifier)
 const MAX_TEXT_CATEGORIES = 50; // text columns with more distinct values than this (and many per row) are left out

@@ -199,30 +199,34 @@ export async function fitRun(dataset, draft, {report = () => {}, shouldStop = ()
   }
 }
 
+const PROBE_BATCHES = 8; // batches per timed fit: fit's own per-batch work counts, as in a real run
+
 /**
  * The median time of one training batch of `spec` at `batchSize` on the current backend, in ms:
- * warm-up batches for half of `budgetMs` (at least 3), then 5 to 12 timed ones within `budgetMs`.
+ * warm-up batches for half of `budgetMs` (at least 3), then timed one-epoch fits of PROBE_BATCHES
+ * batches (at least 2, within `budgetMs`), through fit() with a batch callback as a real run has.
  */
-export async function stepTime(spec, batchSize, budgetMs = 250) {
+export async function stepTime(spec, batchSize, budgetMs = 300) {
   const tf = getTf();
   const model = buildModel(spec);
-  const x = tf.randomNormal([batchSize, spec.inputs], 0, 1, "float32", 1);
-  const y = tf.zeros([batchSize, spec.outputs]);
+  const x = tf.randomNormal([batchSize * PROBE_BATCHES, spec.inputs], 0, 1, "float32", 1);
+  const y = tf.zeros([batchSize * PROBE_BATCHES, spec.outputs]);
+  const xb = x.slice([0, 0], [batchSize, spec.inputs]), yb = y.slice([0, 0], [batchSize, spec.outputs]);
   try {
     // Warm-up: shader compilation, WASM start and the JavaScript JIT make the first batches slow.
     const warm = performance.now();
-    for (let i = 0; i < 30 && (i < 3 || performance.now() - warm < budgetMs / 2); i++) await model.trainOnBatch(x, y);
+    for (let i = 0; i < 30 && (i < 3 || performance.now() - warm < budgetMs / 2); i++) await model.trainOnBatch(xb, yb);
     const times = [];
     const start = performance.now();
-    while (times.length < 12 && (times.length < 5 || performance.now() - start < budgetMs)) {
+    while (times.length < 6 && (times.length < 2 || performance.now() - start < budgetMs)) {
       const t = performance.now();
-      await model.trainOnBatch(x, y);
-      times.push(performance.now() - t);
+      await model.fit(x, y, {epochs: 1, batchSize, shuffle: false, verbose: 0, callbacks: {onBatchEnd: async () => {}}});
+      times.push((performance.now() - t) / PROBE_BATCHES);
     }
     times.sort((a, b) => a - b);
     return times[Math.floor(times.length / 2)];
   } finally {
-    tf.dispose([x, y]);
+    tf.dispose([x, y, xb, yb]);
     disposeTfModel(model);
   }
 }
