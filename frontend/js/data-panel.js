@@ -210,7 +210,10 @@ export function mountDataPanel(root) {
     }
   }
 
-  const resample = () => { if (full) publishParsed(full.name, full.parsed, full.input); };
+  const resample = () => {
+    sampleSize.disabled = sampleMode.value === "all";
+    if (full) publishParsed(full.name, full.parsed, full.input);
+  };
   sampleMode.addEventListener("change", resample);
   sampleSize.addEventListener("change", resample);
   encoding.addEventListener("change", () => source && load(encoding.value));
@@ -229,6 +232,7 @@ export function mountDataPanel(root) {
     if (!file.files.length) return;
     source = {input: file.files[0], name: file.files[0].name};
     sampleMode.value = "all";
+    sampleSize.disabled = true;
     load();
   });
   delimiter.addEventListener("change", () => source && load(encodingBox.hidden ? "auto" : encoding.value));
