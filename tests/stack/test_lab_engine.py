@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mllab import schemas
+from mllab.files import schemas
 
 from . import lab_support
 from .engine_support import (
