@@ -112,11 +112,7 @@ export async function createChart(container, {classification}) {
     chart.setLegend();
     if (best !== null) figure.dataset.bestEpoch = String(best);
   };
-  const draw = () => {
-    timer = null;
-    plots.forEach(drawOne);
-  };
-  // While training: one chart per task, so each stays short and the page keeps answering.
+  // One chart per task, so each stays short and the page keeps answering.
   const drawSpread = () => {
     timer = null;
     drawOne(plots[0]);
@@ -136,7 +132,7 @@ export async function createChart(container, {classification}) {
     },
     setBest(epoch) { best = epoch ?? best; fixed = true; },
     best: bestNow,
-    flush() { clearTimeout(timer); draw(); },
+    flush() { clearTimeout(timer); drawSpread(); },
     destroy() { clearTimeout(timer); resize.disconnect(); plots.forEach(({chart}) => chart.destroy()); container.replaceChildren(); },
   };
 }

@@ -474,6 +474,7 @@ state.on("model", async (next) => {
   if (!next?.model) { results.replaceChildren(); return; }
   showBackend(next.model.backend);
   const {renderResults} = await import("./train.js");
+  await new Promise((resolve) => setTimeout(resolve)); // a task of its own: the run's end already did enough
   if (trained === next) renderResults(results, next);
 });
 

@@ -308,8 +308,8 @@ def test_hints_say_when_the_learning_rate_is_too_high_or_the_model_overfits(lab:
     path = tmp_path / "noise.csv"
     path.write_text("x1,x2,label\n" + "\n".join(rows) + "\n")
     lab.load_csv(path)
-    lab.configure(units=128, activation="relu", optimizer="adam", lr=0.01, epochs=300, batch=8)
-    data = lab.train()
+    lab.configure(units=64, activation="relu", optimizer="adam", lr=0.02, epochs=200, batch=16)
+    data = lab.train(timeout=180_000)
     assert data["state"] == "done"
     hint = lab.page.locator("#train-hints li[data-kind=overfitting]")
     expect(hint).to_contain_text(f"after epoch {data['bestEpoch']} the validation loss rose")
