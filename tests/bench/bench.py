@@ -521,9 +521,11 @@ def webhook_section() -> None:
 
 
 def _catalog_writes(batch, uid: str, project_id: str, model_id: str) -> None:
-    """A project, a model and its version 1 (pending), as the catalog makes them (3 writes)."""
+    """A user, a project, a model and its version 1 (pending), as sign-up and the catalog make them (4
+    writes): the recorder drops events of an account that does not exist."""
     db, now = clients.firestore(), clock.now()
     base = {"uid": uid, "created_at": now, "updated_at": now}
+    batch.set(db.collection(users.USERS).document(uid), {"email": f"{uid}@example.com", "created_at": now})
     batch.set(db.collection("projects").document(project_id), {**base, "name": "bench"})
     model = db.collection("models").document(model_id)
     batch.set(
@@ -552,14 +554,14 @@ def _catalog_writes(batch, uid: str, project_id: str, model_id: str) -> None:
 
 
 def _new_versions(count: int, *, shared: bool = False) -> list[objects.ObjectName]:
-    """`count` weights.bin names of fresh versions, written in batches (<= 450 writes each). Distinct:
+    """`count` weights.bin names of fresh versions, written in batches (<= 400 writes each). Distinct:
     each its own user, project, model and version (no shared version or usage document). Shared: one
     version of one user's model, `count` times."""
     db = clients.firestore()
     ids = [(uuid.uuid4().hex, uuid.uuid4().hex, uuid.uuid4().hex) for _ in range(1 if shared else count)]
-    for start in range(0, len(ids), 150):
+    for start in range(0, len(ids), 100):
         batch = db.batch()
-        for uid, pid, mid in ids[start : start + 150]:
+        for uid, pid, mid in ids[start : start + 100]:
             _catalog_writes(batch, uid, pid, mid)
         batch.commit()
     names = [objects.model_file(uid, pid, mid, 1, "weights") for uid, pid, mid in ids]

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import bench  # tests/bench/ is on sys.path: this file runs as a script
 from mllab.identity import passwords, sessions, tokens, users
 from mllab.platform import clients, config, log
 from mllab_dev.stack import ROOT, Ports, Stack
@@ -71,7 +72,16 @@ def paths(origin: str) -> dict[str, Callable[[], None]]:
         r = catalog.post("/projects", headers=mutate, json={"name": "p"})
         assert r.status_code in (201, 409), r.data
 
-    return {"refresh": refresh, "me": me, "projects": projects, "create_project": create_project}
+    recorder = app("on_object_finalized")
+    versions = iter(bench._new_versions(CALLS + 10))
+    generation = iter(range(int(time.time() * 1e6), sys.maxsize))
+
+    def record() -> None:
+        message = {**bench._notification(str(next(versions)), next(generation), 1024), "messageId": uuid.uuid4().hex}
+        body = {"subscription": "projects/p/subscriptions/s", "message": message}
+        assert recorder.post("/projects/p/topics/t", json=body).status_code in (200, 204)
+
+    return {"refresh": refresh, "me": me, "projects": projects, "create_project": create_project, "record": record}
 
 
 def measure(label: str, call: Callable[[], None], profile: bool) -> None:
