@@ -718,7 +718,7 @@ def _cold_row(source: Path, target: str, probe, env: dict[str, str], uses: tuple
 
 def _cells(label: str, row: dict[str, float]) -> str:
     spread = f"{row['min']:.0f}-{row['max']:.0f}"
-    return f"{label:28} {row['wall']:8.0f} {spread:>11} {row['cpu']:9.0f} {row['import']:11.0f}"
+    return f"{label:34} {row['wall']:8.0f} {spread:>11} {row['cpu']:9.0f} {row['import']:11.0f}"
 
 
 def cold_start_section(env: dict[str, str], tmp: Path) -> None:
@@ -728,7 +728,7 @@ def cold_start_section(env: dict[str, str], tmp: Path) -> None:
     eager_too = os.environ.get("BENCH_EAGER") == "1"
     only = set(filter(None, os.environ.get("BENCH_FUNCTIONS", "").split(",")))
     print(
-        f"{'function':28} {'cold ms':>8} {'min-max':>11} {'cold CPU':>9} {'import CPU':>11}"
+        f"{'function':34} {'cold ms':>8} {'min-max':>11} {'cold CPU':>9} {'import CPU':>11}"
         f" {'x floor':>8} {'CPU x fl':>9} {'import-fl':>10}"
         + (f" {'eager ms':>9} {'eager CPU':>10}" if eager_too else "")
     )
