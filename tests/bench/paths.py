@@ -101,7 +101,9 @@ def measure(label: str, call: Callable[[], None], profile: bool) -> None:
     print(f"{label:16} {cpu:8.2f} {wall:8.2f}  {rpcs}")
     if prof:
         out = io.StringIO()
-        pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(20)
+        stats = pstats.Stats(prof, stream=out)
+        stats.sort_stats("tottime").print_stats(15)
+        stats.sort_stats("cumulative").print_stats("mllab|jwt|pydantic|werkzeug|flask|functions_framework", 25)
         print(out.getvalue())
 
 
