@@ -13,7 +13,7 @@ router = http.Router("account")
 
 
 @router.route("GET", "/me")
-def get_me(request: http.Request) -> schemas.Me:
+def get_me(request: http.Request) -> account_lib.Me:
     return account_lib.me(request.live_user, request.sid)
 
 

@@ -11,9 +11,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
 
 from mllab.billing import entitlements, subscriptions
+from mllab.billing.schemas import Subscription
 from mllab.files import catalog, recorder
 from mllab.files import schemas as file_schemas
 from mllab.identity import passwords, sessions, users
@@ -21,6 +24,24 @@ from mllab.identity import schemas as identity_schemas
 from mllab.platform import audit, clients, clock, config, log, mail, ratelimit, wire
 from mllab.platform.problems import Problem
 from mllab.platform.queries import Query
+
+
+class Me(BaseModel):
+    """What GET /me answers: the user with their plan and usage (it joins identity, billing and files, so
+    it lives here rather than in identity's schemas, which sign-in paths load)."""
+
+    uid: str
+    email: str
+    name: str
+    role: Literal["user", "admin"]
+    email_verified: bool
+    providers: list[Literal["password", "google"]] = Field(
+        default_factory=list, description="How this account signs in: a password, Google, or both"
+    )
+    subscription: Subscription
+    usage: file_schemas.Usage
+    csrf: str
+
 
 # Internal fields never leave the server (the export answers a whitelist per collection).
 USER_EXPORT_FIELDS = (
@@ -54,7 +75,7 @@ _BATCH = 400  # Firestore allows 500 writes per batch
 # --- /me and /sessions ---------------------------------------------------------------------------
 
 
-def me(user: dict[str, Any], sid: str) -> identity_schemas.Me:
+def me(user: dict[str, Any], sid: str) -> Me:
     """The Me document: who, which plan (recomputed for now), how much of it is used."""
     uid, now = user["uid"], clock.now()
     refs = [entitlements.ref(uid), clients.firestore().collection(recorder.USAGE).document(uid), recorder.day_ref(uid)]
@@ -71,7 +92,7 @@ def me(user: dict[str, Any], sid: str) -> identity_schemas.Me:
         uploads_today=int((day or {}).get("uploads", 0)),
         uploads_limit=plan.uploads_per_day,
     )
-    return identity_schemas.Me(
+    return Me(
         **users.public(user), subscription=entitlements.view(ent, now), usage=usage, csrf=sessions.csrf_token(sid)
     )
 

@@ -6,7 +6,11 @@ lab_bench.py).
 Cold start = process start to the first *real* response (for jwks a 200 with keys; for the event
 function an event recorded in the Firestore emulator), median of RUNS fresh processes.
 Import CPU = CPU seconds a fresh interpreter spends loading the function (functions-framework
-included). Finalize -> record = a signed PUT to fake-gcs-server returning, until its `artifacts` document
+included) and the Google client modules it uses. Cold CPU = CPU seconds the function's processes
+(server and worker) spent from start to the first real response: unlike wall-clock time it does not
+move with the machine's load. Each function is compared with its floor (tests/bench/floor): a bare
+function importing the same Google client(s) and making the same first call, measured in the same run.
+Finalize -> record = a signed PUT to fake-gcs-server returning, until its `artifacts` document
 exists in Firestore (fake-gcs-server -> Pub/Sub emulator -> push -> on_object_finalized -> Firestore).
 Recorder throughput = OBJECT_FINALIZE notifications published straight to the Pub/Sub emulator, until
 every one is recorded. Numbers only; nothing here passes or fails.
@@ -26,6 +30,7 @@ import time
 import uuid
 import zlib
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -61,6 +66,14 @@ def _first_jwks(client: httpx.Client, port: int) -> bool:
 
 def _first_bare(client: httpx.Client, port: int) -> bool:
     return client.get(f"http://127.0.0.1:{port}/").text == "ok"
+
+
+def _first_floor_event(client: httpx.Client, port: int) -> bool:
+    body = {
+        "subscription": f"projects/{PROJECT}/subscriptions/bench",
+        "message": {"data": "e30=", "messageId": uuid.uuid4().hex, "attributes": {}},
+    }
+    return client.post(f"http://127.0.0.1:{port}/projects/{PROJECT}/topics/floor", json=body).status_code in (200, 204)
 
 
 def _first_event(client: httpx.Client, port: int) -> bool:
@@ -245,6 +258,34 @@ PROBES = {
 TARGETS = [("bare functions-framework", HERE / "bare" / "main.py", "bare", _first_bare)] + [
     (fn.name, ROOT / "functions" / fn.name / "main.py", fn.name, PROBES[fn.name]) for fn in routes.FUNCTIONS
 ]
+FLOOR = HERE / "floor" / "main.py"
+# The Google client modules each client getter (mllab.platform.clients) imports.
+CLIENT_MODULES = {"firestore": "google.cloud.firestore", "storage": "google.cloud.storage"}
+
+
+def floor_of(fn: routes.Function) -> tuple[str, str, Any, dict[str, str]]:
+    """(label, target, probe, extra env) of the function's floor."""
+    uses = sorted(u for u in fn.uses if u in CLIENT_MODULES)
+    label = "floor: " + ("+".join(uses) or "bare") + (" event" if fn.trigger is routes.Trigger.PUBSUB else "")
+    if fn.trigger is routes.Trigger.PUBSUB:
+        return label, "floor_event", _first_floor_event, {"BENCH_FLOOR_CLIENTS": ",".join(uses)}
+    return label, "floor_http", _first_bare, {"BENCH_FLOOR_CLIENTS": ",".join(uses)}
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its live descendants (gunicorn's worker)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
 
 
 # What "never import a cloud client at module top level" saves: the same function with every client
@@ -266,7 +307,8 @@ def eager_copy(source: Path, into: Path) -> Path:
     return folder / "main.py"
 
 
-def cold_start(source: Path, target: str, probe, env: dict[str, str]) -> float:
+def cold_start(source: Path, target: str, probe, env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the function's processes) from start to the first real response."""
     port = _free_port()
     argv = [
         str(Path(sys.executable).parent / "functions-framework"),
@@ -288,7 +330,7 @@ def cold_start(source: Path, target: str, probe, env: dict[str, str]) -> float:
                     raise RuntimeError(f"{target}: no real answer within 60 s")
                 try:
                     if probe(client, port):
-                        return time.perf_counter() - started
+                        return time.perf_counter() - started, tree_cpu(proc.pid)
                 except httpx.TransportError:
                     pass
                 if proc.poll() is not None:
@@ -299,9 +341,10 @@ def cold_start(source: Path, target: str, probe, env: dict[str, str]) -> float:
         proc.wait(10)
 
 
-def import_cpu(source: Path, target: str, env: dict[str, str]) -> float:
+def import_cpu(source: Path, target: str, env: dict[str, str], clients_used: tuple[str, ...] = ()) -> float:
+    preload = "".join(f"import {CLIENT_MODULES[c]}; " for c in clients_used)
     code = (
-        "import time, functions_framework; "
+        f"import time, functions_framework; {preload}"
         f"functions_framework.create_app({target!r}, {str(source)!r}); "
         "print(time.process_time())"
     )
@@ -479,9 +522,11 @@ def webhook_section() -> None:
 
 
 def _catalog_writes(batch, uid: str, project_id: str, model_id: str) -> None:
-    """A project, a model and its version 1 (pending), as the catalog makes them (3 writes)."""
+    """A user, a project, a model and its version 1 (pending), as sign-up and the catalog make them (4
+    writes): the recorder drops events of an account that does not exist."""
     db, now = clients.firestore(), clock.now()
     base = {"uid": uid, "created_at": now, "updated_at": now}
+    batch.set(db.collection(users.USERS).document(uid), {"email": f"{uid}@example.com", "created_at": now})
     batch.set(db.collection("projects").document(project_id), {**base, "name": "bench"})
     model = db.collection("models").document(model_id)
     batch.set(
@@ -510,14 +555,14 @@ def _catalog_writes(batch, uid: str, project_id: str, model_id: str) -> None:
 
 
 def _new_versions(count: int, *, shared: bool = False) -> list[objects.ObjectName]:
-    """`count` weights.bin names of fresh versions, written in batches (<= 450 writes each). Distinct:
+    """`count` weights.bin names of fresh versions, written in batches (<= 400 writes each). Distinct:
     each its own user, project, model and version (no shared version or usage document). Shared: one
     version of one user's model, `count` times."""
     db = clients.firestore()
     ids = [(uuid.uuid4().hex, uuid.uuid4().hex, uuid.uuid4().hex) for _ in range(1 if shared else count)]
-    for start in range(0, len(ids), 150):
+    for start in range(0, len(ids), 100):
         batch = db.batch()
-        for uid, pid, mid in ids[start : start + 150]:
+        for uid, pid, mid in ids[start : start + 100]:
             _catalog_writes(batch, uid, pid, mid)
         batch.commit()
     names = [objects.model_file(uid, pid, mid, 1, "weights") for uid, pid, mid in ids]
@@ -660,6 +705,59 @@ def storage_sections(stack: Stack) -> None:
         print(f"{label:28} {len(names):8d} {seconds:8.2f} {recorded / seconds:9.1f}{note}")
 
 
+def _cold_row(source: Path, target: str, probe, env: dict[str, str], uses: tuple[str, ...]) -> dict[str, float]:
+    runs = [cold_start(source, target, probe, env) for _ in range(RUNS)]
+    walls = [w * 1000 for w, _ in runs]
+    return {
+        "wall": statistics.median(walls),
+        "min": min(walls),
+        "max": max(walls),
+        "cpu": statistics.median(c * 1000 for _, c in runs),
+        "import": statistics.median(import_cpu(source, target, env, uses) * 1000 for _ in range(3)),
+    }
+
+
+def _cells(label: str, row: dict[str, float]) -> str:
+    spread = f"{row['min']:.0f}-{row['max']:.0f}"
+    return f"{label:34} {row['wall']:8.0f} {spread:>11} {row['cpu']:9.0f} {row['import']:11.0f}"
+
+
+def cold_start_section(env: dict[str, str], tmp: Path) -> None:
+    """Each function beside its floor (measured just before it, so both see the same machine load).
+    Goal: cold start and cold CPU within 1.15x the floor, import CPU within 50 ms of the floor's.
+    BENCH_EAGER=1 adds the same function with every cloud client imported eagerly."""
+    eager_too = os.environ.get("BENCH_EAGER") == "1"
+    only = set(filter(None, os.environ.get("BENCH_FUNCTIONS", "").split(",")))
+    print(
+        f"{'function':34} {'cold ms':>8} {'min-max':>11} {'cold CPU':>9} {'import CPU':>11}"
+        f" {'x floor':>8} {'CPU x fl':>9} {'import-fl':>10}"
+        + (f" {'eager ms':>9} {'eager CPU':>10}" if eager_too else "")
+    )
+    bare = _cold_row(HERE / "bare" / "main.py", "bare", _first_bare, env, ())
+    print(_cells("bare functions-framework", bare))
+    floors: dict[str, dict[str, float]] = {}
+    for fn in routes.FUNCTIONS:
+        if only and fn.name not in only:
+            continue
+        label, target, probe, extra = floor_of(fn)
+        uses = tuple(sorted(u for u in fn.uses if u in CLIENT_MODULES))
+        floor = floors.get(label) or _cold_row(FLOOR, target, probe, {**env, **extra}, ())
+        floors[label] = floor
+        row = _cold_row(ROOT / "functions" / fn.name / "main.py", fn.name, PROBES[fn.name], env, uses)
+        eager = ""
+        if eager_too:
+            copy = eager_copy(ROOT / "functions" / fn.name / "main.py", tmp / "eager")
+            runs = [cold_start(copy, fn.name, PROBES[fn.name], env) for _ in range(RUNS)]
+            wall, cpu = (statistics.median(run[i] for run in runs) * 1000 for i in (0, 1))
+            eager = f" {wall:9.0f} {cpu:10.0f}"
+        print(_cells("  " + label, floor))
+        ratios = (
+            f" {row['wall'] / floor['wall']:8.2f} {row['cpu'] / floor['cpu']:9.2f}"
+            f" {row['import'] - floor['import']:+10.0f}"
+        )
+        print(_cells(fn.name, row) + ratios + eager)
+
+
 def main() -> int:
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
@@ -688,56 +786,53 @@ def main() -> int:
                 dev=str(stack.dev_dir),
                 paypal=stack.paypal_url,
             )
-            print(
-                f"{'function':28} {'cold start ms':>15} {'min-max':>13} {'import CPU ms':>14} {'x bare':>7}"
-                f" {'eager-import ms':>16} {'eager CPU ms':>13}"
-            )
-            base = None
-            for label, source, target, probe in TARGETS:
-                times = [cold_start(source, target, probe, env) * 1000 for _ in range(RUNS)]
-                cpu = statistics.median(import_cpu(source, target, env) * 1000 for _ in range(3))
-                med = statistics.median(times)
-                base = base or med
-                eager = ""
-                if source.parent.parent.name == "functions":
-                    copy = eager_copy(source, Path(tmp) / "eager")
-                    eager_ms = statistics.median(cold_start(copy, target, probe, env) * 1000 for _ in range(RUNS))
-                    eager_cpu = statistics.median(import_cpu(copy, target, env) * 1000 for _ in range(3))
-                    eager = f" {eager_ms:16.0f} {eager_cpu:13.0f}"
-                print(
-                    f"{label:28} {med:15.0f} {min(times):6.0f}-{max(times):<6.0f} {cpu:14.0f} {med / base:7.2f}{eager}"
-                )
+            if want("cold"):
+                cold_start_section(env, Path(tmp))
+            if want("warm"):
+                warm_section(stack)
+            if want("tokens"):
+                token_section()
+            if want("webhooks"):
+                webhook_section()
+            if want("storage"):
+                storage_sections(stack)
+            if want("lab"):
+                from lab_bench import lab_section  # tests/bench/ is on sys.path: this file runs as a script
 
-            print(f"\n{'warm, ' + str(WARM_CALLS) + ' calls':28} {'p50 ms':>8} {'p95 ms':>8} {'x bare p50':>11}")
-            rows = warm_latencies(stack)
-            bare = statistics.median(rows[0][1])
-            for label, samples in rows:
-                print(f"{label:28} {pct(samples, 50):8.1f} {pct(samples, 95):8.1f} {pct(samples, 50) / bare:11.2f}")
-
-            hashes = []
-            for _ in range(10):
-                t = time.perf_counter()
-                passwords.hash_password("benchmark password 123")
-                hashes.append((time.perf_counter() - t) * 1000)
-            print(f"\n{'Argon2id (m=19 MiB, t=2, p=1)':28} {statistics.median(hashes):8.1f} ms per hash")
-
-            issued = tokens.issue_access_token("bench-user", "bench-session")
-            sign = per_call_us(lambda: tokens.issue_access_token("bench-user", "bench-session"), TOKEN_CALLS)
-            verify = per_call_us(lambda: tokens.verify_access_token(issued.token), TOKEN_CALLS)
-            print(f"\n{'access token (ES256)':28} {'us per call':>15}")
-            print(f"{'sign':28} {sign:15.1f}")
-            print(f"{'verify':28} {verify:15.1f}")
-
-            webhook_section()
-
-            storage_sections(stack)
-
-            from lab_bench import lab_section  # tests/bench/ is on sys.path: this file runs as a script
-
-            lab_section(stack.gateway_url)
+                lab_section(stack.gateway_url)
         finally:
             stack.stop()
     return 0
+
+
+def want(section: str) -> bool:
+    """BENCH_SECTIONS=cold,warm runs only those (cold, warm, tokens, webhooks, storage, lab); default all."""
+    chosen = set(filter(None, os.environ.get("BENCH_SECTIONS", "").split(",")))
+    return not chosen or section in chosen
+
+
+def warm_section(stack: Stack) -> None:
+    print(f"\n{'warm, ' + str(WARM_CALLS) + ' calls':28} {'p50 ms':>8} {'p95 ms':>8} {'x bare p50':>11}")
+    rows = warm_latencies(stack)
+    bare = statistics.median(rows[0][1])
+    for label, samples in rows:
+        print(f"{label:28} {pct(samples, 50):8.1f} {pct(samples, 95):8.1f} {pct(samples, 50) / bare:11.2f}")
+
+
+def token_section() -> None:
+    hashes = []
+    for _ in range(10):
+        t = time.perf_counter()
+        passwords.hash_password("benchmark password 123")
+        hashes.append((time.perf_counter() - t) * 1000)
+    print(f"\n{'Argon2id (m=19 MiB, t=2, p=1)':28} {statistics.median(hashes):8.1f} ms per hash")
+
+    issued = tokens.issue_access_token("bench-user", "bench-session")
+    sign = per_call_us(lambda: tokens.issue_access_token("bench-user", "bench-session"), TOKEN_CALLS)
+    verify = per_call_us(lambda: tokens.verify_access_token(issued.token), TOKEN_CALLS)
+    print(f"\n{'access token (ES256)':28} {'us per call':>15}")
+    print(f"{'sign':28} {sign:15.1f}")
+    print(f"{'verify':28} {verify:15.1f}")
 
 
 if __name__ == "__main__":

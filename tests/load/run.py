@@ -559,6 +559,47 @@ def _echo_cpu(
         echo(f"{name:28} {row[0]:>8.1f} {1000 * row[0] / requests:>11.2f} {1000 * row[1] / requests:>11.2f}")
     busiest = sorted(((v, k) for k, v in cpu.items() if k.startswith("fn:")), reverse=True)[:6]
     echo("  busiest functions: " + ", ".join(f"{k[3:]} {v:.1f} s" for v, k in busiest if v >= 0.05))
+    _echo_cpu_by_type(result, cpu, idle, echo)
+
+
+# The upload's PUT goes to the bucket, whose notification runs the recorder once per file.
+UPLOAD_PUT = "PUT signed URL (GCS)"
+
+
+def function_of(request_type: str) -> str | None:
+    """The function that serves a request type of the mix ("POST /projects"), by the route table."""
+    from mllab.api import routes
+
+    if request_type == UPLOAD_PUT:
+        return "on_object_finalized"
+    method, _, path = request_type.partition(" ")
+    path = path.replace("{id}", "x")
+    found = [r for r, _ in routes.match_path(path) if r.method == method]
+    return found[0].function if found else None
+
+
+def _echo_cpu_by_type(
+    result: dict[str, Any], cpu: dict[str, float], idle: dict[str, float], echo: Callable[[str], None]
+) -> None:
+    """Per request type: its function's CPU above idle per request it served (a function serving several
+    types shares its CPU among them by count), plus the gateway's per request."""
+    types = {n: t["requests"] for n, t in result["totals"]["types"].items() if n not in (AGGREGATED, MIX) and t}
+    by_fn: dict[str, int] = {}
+    for name, count in types.items():
+        fn = function_of(name)
+        if fn:
+            by_fn[fn] = by_fn.get(fn, 0) + count
+    through_gateway = sum(c for n, c in types.items() if n != UPLOAD_PUT) or 1
+    gw = 1000 * max(0.0, cpu.get("gateway", 0.0) - idle.get("gateway", 0.0)) / through_gateway
+    echo(f"\nCPU per request type, above idle (gateway {gw:.2f} ms per request it routes):")
+    echo(f"{'request':32} {'requests':>9} {'function':>22} {'fn ms/request':>14} {'+ gateway':>10}")
+    for name, count in sorted(types.items()):
+        fn = function_of(name)
+        if fn is None:
+            continue
+        above = max(0.0, cpu.get(f"fn:{fn}", 0.0) - idle.get(f"fn:{fn}", 0.0))
+        per = 1000 * above / max(1, by_fn[fn])
+        echo(f"{name:32} {count:>9} {fn:>22} {per:>14.2f} {per + (gw if name != UPLOAD_PUT else 0.0):>10.2f}")
 
 
 def print_report(

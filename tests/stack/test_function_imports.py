@@ -1,6 +1,7 @@
 """Per function: serve a real request on its path in a fresh interpreter, then check which modules
-got loaded. No google-cloud client its path does not use (cold start), and every third-party
-distribution it loaded is covered by its own requirements.txt (or it would fail once deployed)."""
+got loaded. No google-cloud client its path does not use (cold start), no mllab module or heavy
+library its routes do not use, and every third-party distribution it loaded is covered by its own
+requirements.txt (or it would fail once deployed)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,39 @@ FRAMEWORK = ("google.cloud.functions", "google.cloud.functions_v1")  # functions
 # (and rich's markdown_it, mdurl) when the dev venv happens to have them (pytest and schemathesis bring them).
 # Likewise urllib3 and httpx decode brotli when `brotli` is importable (locust brings it into the dev venv).
 OPTIONAL_IMPORTS = {"pygments", "click", "rich", "markdown_it", "mdurl", "brotli", "_brotli"}
+
+# Libraries whose import costs a cold start tens of milliseconds of CPU: a function loads one only when
+# its routes use it (firestore's google.auth brings cryptography along; that one is counted only for
+# functions without a cloud client).
+HEAVY = ("jwt", "cryptography", "argon2", "httpx")
+# Every function may load the platform layer, the HTTP edge (HTTP functions) and its client getters.
+SHARED = ("mllab", "mllab.platform", "mllab.api", "mllab.api.http", "mllab.api.routes")
+_IDENTITY = {"mllab.identity", "mllab.identity.schemas", "mllab.identity.users"}
+_SIGNED_IN = {"mllab.identity", "mllab.identity.sessions", "mllab.identity.users", "mllab.identity.tokens", "jwt"}
+_CATALOG = {"mllab.files", "mllab.files.schemas", "mllab.files.catalog", "mllab.files.objects"}
+_ENTITLED = {"mllab.billing", "mllab.billing.schemas", "mllab.billing.entitlements"}
+_SUBSCRIPTIONS = _ENTITLED | {"mllab.billing.subscriptions", "mllab.identity", "mllab.identity.users"}
+_RECORDER = _CATALOG | {"mllab.files.events", "mllab.files.recorder", "mllab.identity", "mllab.identity.users"}
+_SIGN_IN = _IDENTITY | _SIGNED_IN | {"mllab.identity.auth", "mllab.identity.passwords"}
+_OAUTH = _SIGNED_IN | {"mllab.identity.oauth", "httpx"}
+# What each function's routes use beyond SHARED: anything else it loads fails the test, by name.
+NEEDS: dict[str, set[str]] = {
+    "jwks": {"mllab.identity", "mllab.identity.schemas", "mllab.identity.tokens", "jwt", "cryptography"},
+    "auth_google_login": _OAUTH,
+    "auth_google_callback": _OAUTH,
+    "auth_password": _SIGN_IN | {"argon2"},
+    "auth_refresh": _SIGN_IN,
+    "auth_logout": _SIGN_IN,
+    "account": _SIGN_IN | _SUBSCRIPTIONS | _RECORDER | {"mllab.account", "mllab.billing.promo", "argon2"},
+    "catalog": _SIGNED_IN | _CATALOG | _ENTITLED,
+    "signed_urls": _SIGNED_IN | _RECORDER | _ENTITLED | {"mllab.files.storage", "mllab.files.uploads"},
+    "on_object_finalized": _RECORDER | _ENTITLED,
+    "purge_accounts": _SIGN_IN | _SUBSCRIPTIONS | _RECORDER | {"mllab.account", "mllab.billing.promo"},
+    "billing": _SIGNED_IN | _SUBSCRIPTIONS | {"mllab.billing.paypal", "httpx"},
+    "paypal_webhook": _SUBSCRIPTIONS | {"mllab.billing.paypal", "mllab.billing.webhooks", "httpx", "cryptography"},
+    "promo_apply": _SIGNED_IN | _ENTITLED | {"mllab.billing.promo"},
+    "reconcile_subscriptions": _SUBSCRIPTIONS | {"mllab.billing.paypal", "httpx"},
+}
 
 # A real request for each function's path, run inside the child.
 EXERCISE = {
@@ -245,6 +279,32 @@ def test_function_loads_only_the_clients_its_path_uses(stack: Stack, fn: routes.
     assert used <= fn.uses, f"{fn.name} loaded clients it does not use: {sorted(used - fn.uses)}"
     # the declared clients are really exercised, so the check above means something
     assert used == fn.uses, f"{fn.name} never loaded {sorted(fn.uses - used)}"
+
+
+def _unneeded(fn: routes.Function, modules: list[str]) -> list[str]:
+    """mllab modules and heavy libraries loaded that the function's routes do not use."""
+    heavy = HEAVY if not fn.uses else tuple(h for h in HEAVY if h != "cryptography")
+    loaded = {m for m in modules if m.startswith("mllab.") or m == "mllab"} | {
+        h for h in heavy if h in {m.split(".")[0] for m in modules}
+    }
+    return sorted(
+        m for m in loaded if m not in NEEDS[fn.name] and not m.startswith(SHARED_PREFIXES) and m not in SHARED
+    )
+
+
+SHARED_PREFIXES = ("mllab.platform.",)
+
+
+@pytest.mark.parametrize("fn", routes.FUNCTIONS, ids=lambda f: f.name)
+def test_function_loads_only_the_modules_its_routes_use(stack: Stack, fn: routes.Function) -> None:
+    result = _run(stack, fn.name)
+    assert not _unneeded(fn, result["after"]), (
+        f"{fn.name} loaded what its routes do not use: {_unneeded(fn, result['after'])}"
+    )
+
+
+def test_every_function_declares_what_it_needs() -> None:
+    assert set(NEEDS) == {fn.name for fn in routes.FUNCTIONS}
 
 
 def _requirement_closure(requirements: Path) -> set[str]:

@@ -23,7 +23,6 @@ from werkzeug.wrappers import Response as RawResponse
 
 from mllab.api import routes
 from mllab.api.routes import Auth, Csrf, Route
-from mllab.identity import sessions, tokens
 from mllab.platform import clients, config, log
 from mllab.platform.problems import PROBLEM_JSON, PROBLEM_TYPE, Problem  # noqa: F401 - re-exported for callers
 
@@ -303,13 +302,7 @@ class Router:
         if route.csrf is Csrf.ORIGIN:
             check_cookie_csrf(raw)
         claims = self._authenticate(raw, route)
-        user = sessions.check_live(claims) if claims and route.needs_live_session else None
-        if (
-            route.csrf is Csrf.SESSION
-            and claims
-            and not sessions.csrf_ok(claims["sid"], raw.headers.get("X-CSRF-Token", ""))
-        ):
-            raise Problem(403, "Missing or stale X-CSRF-Token: send the `csrf` value from GET /me.", slug="csrf")
+        user = _check_session(raw, route, claims) if claims else None
         body = self._parse_body(raw, route, raw_body)
         handler = self.handlers.get((route.method, route.path))
         if handler is None:
@@ -361,6 +354,8 @@ class Router:
                 "Sign in: this endpoint needs an access token (Authorization: Bearer ...).",
                 headers={"WWW-Authenticate": 'Bearer realm="mllab"'},
             )
+        from mllab.identity import tokens  # only access-token routes load pyjwt and cryptography
+
         try:
             return tokens.verify_access_token(token.strip())
         except tokens.TokenError as exc:
@@ -414,6 +409,17 @@ class Router:
         for name, value in resp_meta.headers:
             resp.headers.add(name, value)
         return resp
+
+
+def _check_session(raw: RawRequest, route: Route, claims: dict[str, Any]) -> dict[str, Any] | None:
+    """The token's session still live (its user document when the route checks), and the session's CSRF
+    token on mutations."""
+    from mllab.identity import sessions  # only access-token routes load the session store
+
+    user = sessions.check_live(claims) if route.needs_live_session else None
+    if route.csrf is Csrf.SESSION and not sessions.csrf_ok(claims["sid"], raw.headers.get("X-CSRF-Token", "")):
+        raise Problem(403, "Missing or stale X-CSRF-Token: send the `csrf` value from GET /me.", slug="csrf")
+    return user
 
 
 def _route_what_flask_cannot(router: Router) -> None:

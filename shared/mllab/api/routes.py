@@ -5,16 +5,41 @@ from __future__ import annotations
 
 import enum
 import functools
+import importlib
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from pydantic import BaseModel
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
-from mllab.billing import schemas as billing_schemas
-from mllab.files import schemas as file_schemas
-from mllab.identity import schemas as identity_schemas
-from mllab.platform import wire
+# Where the route table's models live: named, not imported, so a function loads only its own routes' models.
+BILLING = "mllab.billing.schemas:"
+FILES = "mllab.files.schemas:"
+IDENTITY = "mllab.identity.schemas:"
+WIRE = "mllab.platform.wire:"
+
+
+class LazyModel:
+    """A route's request or response model: a class, or "module:Name" imported on first read. Each
+    function reads only its own routes' models, so it never loads another domain's schemas; the gateway
+    and the OpenAPI document read them all."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = "_" + name
+
+    def __get__(self, obj: object, owner: type | None = None) -> type[BaseModel] | None:
+        if obj is None:
+            return None  # the dataclass default
+        ref = getattr(obj, self.slot)
+        if isinstance(ref, str):
+            module, _, name = ref.partition(":")
+            ref = getattr(importlib.import_module(module), name)
+            object.__setattr__(obj, self.slot, ref)
+        return cast("type[BaseModel] | None", ref)
+
+    def __set__(self, obj: object, value: type[BaseModel] | str | None) -> None:
+        object.__setattr__(obj, self.slot, value)
 
 
 class Auth(enum.StrEnum):
@@ -53,8 +78,8 @@ class Route:
     path: str  # template: /models/{id}/versions
     function: str
     summary: str
-    request: type[BaseModel] | None = None
-    response: type[BaseModel] | None = None
+    request: LazyModel = LazyModel()
+    response: LazyModel = LazyModel()
     status: int = 200
     auth: Auth = Auth.NONE
     csrf: Csrf = Csrf.NONE
@@ -108,10 +133,12 @@ _MUTATE: dict[str, Any] = {"auth": Auth.ACCESS_TOKEN, "csrf": Csrf.SESSION}
 _COOKIE: dict[str, Any] = {"csrf": Csrf.ORIGIN}
 
 
-def _crud(collection: str, noun: str, create: type[BaseModel], record: type[BaseModel], filters: str) -> list[Route]:
-    """The five routes every catalog collection has: create, list, get, rename, delete."""
+def _crud(collection: str, noun: str, create: str, record: str, filters: str) -> list[Route]:
+    """The five routes every catalog collection has: create, list, get, rename, delete (models named
+    in mllab.files.schemas)."""
     one = f"/{collection}/{{id}}"
-    parent = (404,) if "project_id" in create.model_fields else ()  # the parent is not (or no longer) yours
+    parent = (404,) if "project_id" in filters else ()  # the parent is not (or no longer) yours
+    create, record = FILES + create, FILES + record
     return [
         Route(
             "POST",
@@ -129,12 +156,12 @@ def _crud(collection: str, noun: str, create: type[BaseModel], record: type[Base
             f"/{collection}",
             "catalog",
             f"List your {noun}s ({filters}?limit=, ?cursor=)",
-            response=file_schemas.Page,
+            response=FILES + "Page",
             answers=(400, 422),
             **_TOKEN,
         ),  # a foreign cursor; bad query parameters
         Route("GET", one, "catalog", f"One {noun}", response=record, **_TOKEN),
-        Route("PATCH", one, "catalog", f"Rename a {noun}", request=file_schemas.Rename, response=record, **_MUTATE),
+        Route("PATCH", one, "catalog", f"Rename a {noun}", request=FILES + "Rename", response=record, **_MUTATE),
         Route("DELETE", one, "catalog", f"Delete a {noun} and its files", status=204, **_MUTATE),
     ]
 
@@ -145,7 +172,7 @@ ROUTES: tuple[Route, ...] = (
         "/.well-known/jwks.json",
         "jwks",
         "Public keys that verify access tokens",
-        response=identity_schemas.Jwks,
+        response=IDENTITY + "Jwks",
         cache="public, max-age=300",
     ),
     # Google sign-in (browser navigations: they answer with redirects)
@@ -171,8 +198,8 @@ ROUTES: tuple[Route, ...] = (
         "/auth/register",
         "auth_password",
         "Create an account (a verification mail follows)",
-        request=identity_schemas.RegisterRequest,
-        response=wire.Accepted,
+        request=IDENTITY + "RegisterRequest",
+        response=WIRE + "Accepted",
         status=202,
         **_COOKIE,
     ),
@@ -181,8 +208,8 @@ ROUTES: tuple[Route, ...] = (
         "/auth/login",
         "auth_password",
         "Sign in; sets the refresh cookie",
-        request=identity_schemas.LoginRequest,
-        response=identity_schemas.AccessTokenResponse,
+        request=IDENTITY + "LoginRequest",
+        response=IDENTITY + "AccessTokenResponse",
         answers=(401,),
         **_COOKIE,
     ),
@@ -191,8 +218,8 @@ ROUTES: tuple[Route, ...] = (
         "/auth/verify-email",
         "auth_password",
         "Confirm an email address with the mailed token",
-        request=identity_schemas.VerifyEmailRequest,
-        response=wire.Accepted,
+        request=IDENTITY + "VerifyEmailRequest",
+        response=WIRE + "Accepted",
         answers=(400,),
     ),
     Route(
@@ -200,8 +227,8 @@ ROUTES: tuple[Route, ...] = (
         "/auth/verify-email/resend",
         "auth_password",
         "Mail a new verification link",
-        request=identity_schemas.EmailRequest,
-        response=wire.Accepted,
+        request=IDENTITY + "EmailRequest",
+        response=WIRE + "Accepted",
         status=202,
     ),
     Route(
@@ -209,8 +236,8 @@ ROUTES: tuple[Route, ...] = (
         "/auth/password-reset",
         "auth_password",
         "Mail a password-reset link",
-        request=identity_schemas.EmailRequest,
-        response=wire.Accepted,
+        request=IDENTITY + "EmailRequest",
+        response=WIRE + "Accepted",
         status=202,
     ),
     Route(
@@ -218,8 +245,8 @@ ROUTES: tuple[Route, ...] = (
         "/auth/password-reset/confirm",
         "auth_password",
         "Set a new password with the mailed token",
-        request=identity_schemas.PasswordResetConfirmRequest,
-        response=wire.Accepted,
+        request=IDENTITY + "PasswordResetConfirmRequest",
+        response=WIRE + "Accepted",
         answers=(400,),
     ),
     Route(
@@ -227,8 +254,8 @@ ROUTES: tuple[Route, ...] = (
         "/auth/password-change",
         "auth_password",
         "Change the password (optionally sign out others)",
-        request=identity_schemas.PasswordChangeRequest,
-        response=wire.Accepted,
+        request=IDENTITY + "PasswordChangeRequest",
+        response=WIRE + "Accepted",
         **_MUTATE,
     ),
     # refresh cookie
@@ -237,7 +264,7 @@ ROUTES: tuple[Route, ...] = (
         "/auth/refresh",
         "auth_refresh",
         "Rotate the refresh cookie; new access token (204: signed out)",
-        response=identity_schemas.AccessTokenResponse,
+        response=IDENTITY + "AccessTokenResponse",
         auth=Auth.REFRESH_COOKIE,
         answers=(204,),
         **_COOKIE,
@@ -247,7 +274,7 @@ ROUTES: tuple[Route, ...] = (
         "/auth/logout",
         "auth_logout",
         "Sign out this device, the others, or everywhere",
-        request=identity_schemas.LogoutRequest,
+        request=IDENTITY + "LogoutRequest",
         status=204,
         auth=Auth.REFRESH_COOKIE,
         **_COOKIE,
@@ -258,17 +285,17 @@ ROUTES: tuple[Route, ...] = (
         "/me",
         "account",
         "The signed-in user, plan, usage and CSRF token",
-        response=identity_schemas.Me,
+        response="mllab.account:Me",
         **_TOKEN,
     ),
-    Route("GET", "/sessions", "account", "Signed-in devices", response=identity_schemas.SessionList, **_TOKEN),
+    Route("GET", "/sessions", "account", "Signed-in devices", response=IDENTITY + "SessionList", **_TOKEN),
     Route("DELETE", "/sessions/{id}", "account", "Sign out one device", status=204, **_MUTATE),
     Route(
         "GET",
         "/account/export",
         "account",
         "Everything we hold about you, as JSON",
-        response=identity_schemas.AccountExport,
+        response=IDENTITY + "AccountExport",
         **_TOKEN,
     ),
     Route(
@@ -276,33 +303,33 @@ ROUTES: tuple[Route, ...] = (
         "/account",
         "account",
         "Delete the account (password or a sign-in in the last 10 minutes)",
-        request=identity_schemas.DeleteAccountRequest,
+        request=IDENTITY + "DeleteAccountRequest",
         status=204,
         **_MUTATE,
     ),
     # catalog: projects, models (+ versions), datasets, jobs
-    *_crud("projects", "project", file_schemas.CreateProject, file_schemas.Project, ""),
-    *_crud("models", "model", file_schemas.CreateModel, file_schemas.Model, "?project_id=, "),
+    *_crud("projects", "project", "CreateProject", "Project", ""),
+    *_crud("models", "model", "CreateModel", "Model", "?project_id=, "),
     Route(
         "POST",
         "/models/{id}/versions",
         "catalog",
         "Allocate the next version (pending until both files land)",
-        response=file_schemas.ModelVersion,
+        response=FILES + "ModelVersion",
         status=201,
         answers=(409,),
         **_MUTATE,
     ),
-    *_crud("datasets", "dataset", file_schemas.CreateDataset, file_schemas.Dataset, "?project_id=, "),
-    *_crud("jobs", "training job", file_schemas.CreateJob, file_schemas.Job, "?project_id=, ?model_id=, "),
+    *_crud("datasets", "dataset", "CreateDataset", "Dataset", "?project_id=, "),
+    *_crud("jobs", "training job", "CreateJob", "Job", "?project_id=, ?model_id=, "),
     # signed URLs: the browser talks to the bucket directly
     Route(
         "POST",
         "/signed/upload",
         "signed_urls",
         "A signed PUT URL for one of your files",
-        request=file_schemas.SignUpload,
-        response=file_schemas.SignedUrl,
+        request=FILES + "SignUpload",
+        response=FILES + "SignedUrl",
         answers=(404, 409),
         **_MUTATE,
     ),
@@ -311,7 +338,7 @@ ROUTES: tuple[Route, ...] = (
         "/signed/download",
         "signed_urls",
         "A signed GET URL for a recorded file (?object=)",
-        response=file_schemas.SignedUrl,
+        response=FILES + "SignedUrl",
         answers=(404,),
         **_TOKEN,
     ),
@@ -321,7 +348,7 @@ ROUTES: tuple[Route, ...] = (
         "/billing/plans",
         "billing",
         "The plans, their prices and limits",
-        response=billing_schemas.Plans,
+        response=BILLING + "Plans",
         cache="public, max-age=300",
     ),
     Route(
@@ -330,7 +357,7 @@ ROUTES: tuple[Route, ...] = (
         "billing",
         "Start a PayPal checkout; answers the approval URL and when the first charge will be "
         "(the end of any PRO already held, else at approval)",
-        response=billing_schemas.SubscribeResponse,
+        response=BILLING + "SubscribeResponse",
         answers=(409,),
         **_MUTATE,
     ),
@@ -339,8 +366,8 @@ ROUTES: tuple[Route, ...] = (
         "/billing/sync",
         "billing",
         "Re-read your subscription from PayPal (on return from PayPal)",
-        request=billing_schemas.SyncRequest,
-        response=billing_schemas.Subscription,
+        request=BILLING + "SyncRequest",
+        response=BILLING + "Subscription",
         answers=(404,),
         **_MUTATE,
     ),
@@ -349,8 +376,8 @@ ROUTES: tuple[Route, ...] = (
         "/billing/cancel",
         "billing",
         "Cancel the subscription; PRO stays until the paid-through date",
-        request=billing_schemas.CancelRequest,
-        response=billing_schemas.Subscription,
+        request=BILLING + "CancelRequest",
+        response=BILLING + "Subscription",
         answers=(409,),
         **_MUTATE,
     ),
@@ -359,7 +386,7 @@ ROUTES: tuple[Route, ...] = (
         "/payments/paypal/webhook",
         "paypal_webhook",
         "PayPal's event notifications (signed by PayPal)",
-        response=billing_schemas.WebhookAck,
+        response=BILLING + "WebhookAck",
         auth=Auth.WEBHOOK_SIGNATURE,
         answers=(409,),
     ),
@@ -368,8 +395,8 @@ ROUTES: tuple[Route, ...] = (
         "/promo/apply",
         "promo_apply",
         "Redeem a promo code (a PRO trial or a comp)",
-        request=billing_schemas.PromoRequest,
-        response=billing_schemas.PromoApplied,
+        request=BILLING + "PromoRequest",
+        response=BILLING + "PromoApplied",
         answers=(409,),
         **_MUTATE,
     ),

@@ -1,4 +1,4 @@
-"""Identity's wire models: sign-up and sign-in requests, tokens, the signed-in user (`Me`), sessions,
+"""Identity's wire models: sign-up and sign-in requests, tokens, sessions,
 the public keys and the account export."""
 
 from __future__ import annotations
@@ -7,8 +7,6 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from mllab.billing.schemas import Subscription
-from mllab.files.schemas import Usage
 from mllab.platform.wire import Plain, Strict
 
 
@@ -81,20 +79,6 @@ class AccessTokenResponse(BaseModel):
     access_token: str
     token_type: Literal["Bearer"] = "Bearer"
     expires_in: int
-
-
-class Me(BaseModel):
-    uid: str
-    email: str
-    name: str
-    role: Literal["user", "admin"]
-    email_verified: bool
-    providers: list[Literal["password", "google"]] = Field(
-        default_factory=list, description="How this account signs in: a password, Google, or both"
-    )
-    subscription: Subscription
-    usage: Usage
-    csrf: str
 
 
 class SessionInfo(BaseModel):
