@@ -3,6 +3,7 @@
 import {ACTIVATIONS, LIMITS, OPTIMIZERS, TASKS, paramCount, validate} from "./model.js";
 import {$, el, showMessage} from "./dom.js";
 import {state} from "./state.js";
+import {restore, watch} from "./persist.js";
 
 const STORAGE_KEY = "mllab.builder.v1";
 const DEFAULTS = {task: "auto", layers: [{units: 8, activation: "tanh"}], optimizer: "adam", learning_rate: 0.1,
@@ -198,12 +199,12 @@ function changed() {
 // --- training ------------------------------------------------------------------------------------
 
 const panel = $("train-panel");
-const trainButton = el("button", {type: "button", id: "train-button", textContent: "Train"});
+const trainButton = el("button", {type: "button", id: "train-button", className: "primary large", textContent: "Train"});
 const stopButton = el("button", {type: "button", id: "stop-button", textContent: "Stop", disabled: true});
 const hint = el("p", {id: "train-hint", className: "hint"});
 const progress = el("p", {id: "train-progress"});
 progress.setAttribute("role", "status");
-const message = el("p", {id: "train-message"});
+const message = el("p", {id: "train-message", tabIndex: -1});
 message.setAttribute("aria-live", "polite");
 const chartBox = el("div", {id: "train-chart", className: "charts"});
 const results = el("div", {id: "train-results"});
@@ -261,8 +262,11 @@ async function startTraining() {
   stopper = new AbortController();
   const {signal} = stopper;
   training = true;
+  // The Train button is disabled while it runs: the keyboard focus moves to Stop, not to the page.
+  const hadFocus = [trainButton, document.body, null].includes(document.activeElement);
   updateTrainButton();
   stopButton.disabled = false;
+  if (hadFocus) stopButton.focus();
   panel.dataset.state = "loading";
   say("");
   progress.textContent = "Loading TensorFlow.js…";
@@ -309,9 +313,31 @@ async function startTraining() {
   } finally {
     training = false;
     stopper = null;
+    const focusWasHere = [stopButton, document.body, null].includes(document.activeElement);
     stopButton.disabled = true;
     updateTrainButton();
+    // Done: the focus goes to the outcome (what happened; the metrics and the prediction form follow it).
+    if (focusWasHere) (message.textContent ? message : trainButton).focus({preventScroll: true});
   }
+}
+
+// Leaving the page during a run would lose it: the browser asks first.
+window.addEventListener("beforeunload", (event) => {
+  if (!training) return;
+  event.preventDefault();
+  event.returnValue = ""; // Chromium before 119 asks only when this is set
+});
+
+/** Merge settings into the builder's draft (a guided first run sets a model that fits its dataset). */
+export function applyDraft(patch) {
+  draft = {...draft, ...structuredClone(patch)};
+  fillForm();
+  refreshShape();
+}
+
+/** Train now, as the Train button does: resolves when the run ends (or at once when it cannot start). */
+export function trainNow() {
+  return startTraining();
 }
 
 trainButton.addEventListener("click", startTraining);
@@ -405,8 +431,37 @@ state.on("model", async (next) => {
   if (!next?.model) { results.replaceChildren(); return; }
   refreshBackend();
   const {renderResults} = await import("./train.js");
-  if (trained === next) renderResults(results, next);
+  if (trained !== next) return;
+  renderResults(results, next);
+  // A run that did not happen on this page (restored after a reload, or loaded from the cloud) shows its curves too.
+  if (next.metrics?.epochs?.length && (next.source !== "trained" || next.restored)) await showSavedRun(next);
 });
+
+async function showSavedRun(next) {
+  const charts = await import("./chart.js");
+  if (trained !== next || training) return;
+  chart?.destroy();
+  chart = await charts.createChart(chartBox, {classification: next.metrics.task !== "regression"});
+  for (const row of next.metrics.epochs) chart.add(row);
+  chart.flush();
+  const final = next.metrics.final || {};
+  progress.textContent = `Last run: ${next.metrics.epochs.length} epochs` +
+    (final.best_epoch ? `, best weights from epoch ${final.best_epoch}` : "") + ".";
+  panel.dataset.state = "restored";
+}
 
 fillForm();
 refreshShape();
+
+// Kept in this browser: the dataset and the model come back after a reload (js/persist.js).
+const savedNote = $("workbench-saved");
+const clock = new Intl.DateTimeFormat("en-US", {timeStyle: "short"});
+watch({
+  onSaved: (at) => { if (savedNote) savedNote.textContent = `Saved in this browser at ${clock.format(at)}.`; },
+  onProblem: (text) => { if (savedNote) savedNote.textContent = text; },
+});
+restore().then(({dataset, model}) => {
+  if (savedNote && (dataset || model)) {
+    savedNote.textContent = `Restored your ${model ? "dataset and trained model" : "dataset"} from this browser.`;
+  }
+}).catch((err) => { if (savedNote) savedNote.textContent = `Your last session could not be restored: ${err.message}`; });
