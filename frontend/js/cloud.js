@@ -33,6 +33,25 @@ async function put(sign, blob) {
   }
 }
 
+// The hex SHA-256 of a dataset's text: the same content has the same hash, whatever its file name.
+export async function sha256(text) {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// A ready dataset of the project with this content hash (kept in its schema_json), or null.
+async function findDataset(projectId, hash) {
+  let cursor = null;
+  do {
+    const query = new URLSearchParams({project_id: projectId, limit: "100", ...(cursor ? {cursor} : {})});
+    const page = await session.request("GET", `/datasets?${query}`);
+    const same = page.items.find((d) => d.status === "ready" && d.schema_json?.sha256 === hash);
+    if (same) return same;
+    cursor = page.next_cursor;
+  } while (cursor);
+  return null;
+}
+
 async function ensureProject() {
   const choice = $("cloud-project").value;
   if (choice) return choice;
@@ -67,13 +86,24 @@ async function save() {
   step("model.json uploaded");
   let datasetId = null;
   let jobId = null;
+  let datasetNew = false;
   if (trained.dataset?.source === "csv" && trained.dataset.text) {
-    const ds = await session.request("POST", "/datasets", {project_id: projectId, name: trained.dataset.name,
-      schema_json: {columns: trained.dataset.columns, target: trained.dataset.target, task: trained.dataset.task}});
-    const filename = (trained.dataset.name.replace(/[^A-Za-z0-9._-]/g, "_").replace(/\.csv$/i, "") || "data") + ".csv";
-    await put({kind: "dataset", dataset_id: ds.id, filename}, new Blob([trained.dataset.text], {type: "text/csv"}));
-    datasetId = ds.id;
-    step("dataset uploaded");
+    // One upload per content and project: the same CSV saved again reuses its dataset record.
+    const hash = await sha256(trained.dataset.text);
+    const same = await findDataset(projectId, hash);
+    if (same) {
+      datasetId = same.id;
+      step(`dataset already saved (${same.name}): not uploaded again`);
+    } else {
+      const ds = await session.request("POST", "/datasets", {project_id: projectId, name: trained.dataset.name,
+        schema_json: {columns: trained.dataset.columns, target: trained.dataset.target, task: trained.dataset.task,
+          sha256: hash}});
+      const filename = (trained.dataset.name.replace(/[^A-Za-z0-9._-]/g, "_").replace(/\.csv$/i, "") || "data") + ".csv";
+      await put({kind: "dataset", dataset_id: ds.id, filename}, new Blob([trained.dataset.text], {type: "text/csv"}));
+      datasetId = ds.id;
+      datasetNew = true;
+      step("dataset uploaded");
+    }
   }
   if (trained.metrics) {
     const job = await session.request("POST", "/jobs", {project_id: projectId, model_id: saved.modelId, version,
@@ -97,14 +127,19 @@ async function save() {
   };
   let waiting = [async () => settled((await session.request("GET", `/models/${modelId}`)).versions
     .find((v) => v.version === version), "ready")];
-  if (datasetId) waiting.push(async () => settled(await session.request("GET", `/datasets/${datasetId}`), "ready"));
+  if (datasetNew) waiting.push(async () => settled(await session.request("GET", `/datasets/${datasetId}`), "ready"));
   if (jobId) waiting.push(async () => settled(await session.request("GET", `/jobs/${jobId}`), "recorded"));
   const started = Date.now();
   while (Date.now() - started < READY_TIMEOUT_MS) {
     const done = await Promise.all(waiting.map((check) => check()));
     waiting = waiting.filter((_, i) => !done[i]);
     if (!waiting.length) {
-      say(`Saved as version ${version}.`);
+      const notes = $("cloud-notes").value.trim();
+      if (notes) {
+        await session.request("PATCH", `/models/${modelId}/versions/${version}`, {notes});
+        $("cloud-notes").value = "";
+      }
+      say(`Saved as version ${version}${notes ? " with your notes" : ""}.`);
       cloud.dispatchEvent(new CustomEvent("saved", {detail: {projectId, modelId, version}}));
       return;
     }
@@ -114,20 +149,69 @@ async function save() {
   throw new Problem(`Version ${version} was uploaded but is not all recorded yet; refresh the library in a moment.`);
 }
 
-/** Load a ready version into the workbench through signed GETs; later saves add versions to it. */
+/** Load a ready version into the workbench through signed GETs, with its training run and dataset when
+ * they were saved; later saves add versions to it. -> what came with it: {run, dataset} (booleans). */
 export async function loadVersion(model, version) {
   const base = `users/${session.me.uid}/projects/${model.project_id}/models/${model.id}/versions/${version}`;
-  const url = async (file) => (await session.request("GET", `/signed/download?object=${encodeURIComponent(`${base}/${file}`)}`)).url;
-  const [jsonUrl, binUrl] = await Promise.all([url("model.json"), url("weights.bin")]);
+  const [jsonUrl, binUrl] = await Promise.all([signedGet(`${base}/model.json`), signedGet(`${base}/weights.bin`)]);
   const {loadFromUrls} = await import("./model.js");
-  const loaded = await loadFromUrls(jsonUrl, binUrl);
+  const [loaded, run] = await Promise.all([loadFromUrls(jsonUrl, binUrl), runOf(model, version)]);
   const meta = loaded.getUserDefinedMetadata?.() || {};
   Object.assign(saved, {projectId: model.project_id, modelId: model.id, name: model.name});
+  const dataset = run.dataset ? await openDatasetRecord(run.dataset) : null;
   state.set("model", {model: loaded, spec: meta.spec || model.config_json, preprocessor: meta.preprocessor || null,
-    metrics: null, dataset: null, source: `cloud: ${model.name} v${version}`});
+    metrics: run.metrics, dataset, source: `cloud: ${model.name} v${version}`, cloud: {modelId: model.id, version}});
   $("cloud-project").value = model.project_id;
   $("cloud-new-project").hidden = $("cloud-project").value !== "";
   $("cloud-model-name").value = model.name;
+  return {run: Boolean(run.metrics), dataset: Boolean(dataset)};
+}
+
+const signedGet = async (object) =>
+  (await session.request("GET", `/signed/download?object=${encodeURIComponent(object)}`)).url;
+
+// The training run saved with a version (its metrics.json) and the dataset it trained on, when there are.
+async function runOf(model, version) {
+  const {items} = await session.request("GET", `/jobs?model_id=${model.id}&limit=100`);
+  const job = items.find((j) => j.version === version && j.status === "recorded");
+  if (!job) return {metrics: null, dataset: null};
+  const [res, dataset] = await Promise.all([
+    fetch(await signedGet(`users/${session.me.uid}/projects/${job.project_id}/jobs/${job.id}/metrics.json`)),
+    job.dataset_id ? session.request("GET", `/datasets/${job.dataset_id}`).catch(() => null) : null]);
+  const metrics = res.ok ? await res.json() : null;
+  return {metrics, dataset: dataset?.status === "ready" && dataset.object ? dataset : null};
+}
+
+/** A saved dataset record opened in the workbench: its CSV through a signed GET, with the roles, types,
+ * target and task it was saved with (columns the schema does not name are inferred). -> the dataset. */
+export async function openDatasetRecord(d) {
+  const res = await fetch(await signedGet(d.object));
+  if (!res.ok) throw new Problem(`${d.name} could not be downloaded (HTTP ${res.status}); try again.`);
+  const text = await res.text();
+  const csv = await import("./data.js");
+  const parsed = await csv.parseCsv(text, {delimiter: ","});
+  const schema = d.schema_json || {};
+  const kept = new Map((Array.isArray(schema.columns) ? schema.columns : []).map((c) => [c?.name, c]));
+  const columns = csv.inferColumns(parsed.fields, parsed.rows).map((c) => {
+    const s = kept.get(c.name);
+    if (!s) return kept.size ? {...c, role: c.role === "target" ? "feature" : c.role} : c;
+    return {name: c.name, role: ["feature", "target", "ignore"].includes(s.role) ? s.role : c.role,
+      type: ["numeric", "categorical"].includes(s.type) ? s.type : c.type};
+  });
+  const target = columns.find((c) => c.role === "target")?.name ?? null;
+  const task = csv.TASKS.includes(schema.task) && target === schema.target ? schema.task
+    : target ? csv.inferTask(parsed.rows, target, columns.find((c) => c.name === target).type) : "binary";
+  const dataset = {name: d.name, source: "csv", columns, rows: parsed.rows, target, task,
+    delimiter: parsed.delimiter, text: parsed.text};
+  state.set("dataset", dataset);
+  return dataset;
+}
+
+/** The workbench's top in view with the keyboard focus there (after opening something from the library). */
+export function showWorkbench() {
+  const top = $("workbench-title");
+  top.scrollIntoView({block: "start"});
+  top.focus({preventScroll: true});
 }
 
 /** The project choice, fresh from the API (after a save, or a rename or delete in the library). */
@@ -156,14 +240,17 @@ async function run(work) {
 export function mountCloudPanel(panel) {
   panel.replaceChildren(
     el("h3", {textContent: "Cloud"}),
-    el("p", {id: "cloud-signed-out", textContent: "Sign in to save models to the cloud (PRO or a promo trial)."}),
+    el("p", {id: "cloud-signed-out"}, "Your work is kept in this browser. To save models, datasets and runs to the " +
+      "cloud, with versions and notes, ", el("a", {href: "#account", textContent: "sign in"}), " and go PRO or apply a promo code."),
     el("div", {id: "cloud-signed-in", hidden: true},
       el("label", {}, "Project ", el("select", {id: "cloud-project", onchange: () => {
         $("cloud-new-project").hidden = $("cloud-project").value !== ""; }})),
       el("label", {}, " New project name ", el("input", {id: "cloud-new-project", maxLength: 100, placeholder: "My project"})),
       el("label", {}, " Model name ", el("input", {id: "cloud-model-name", maxLength: 100, placeholder: "model"})),
-      el("button", {id: "cloud-save", type: "button", textContent: "Save to cloud", disabled: true,
-        onclick: () => run(save)}),
+      el("label", {}, " Notes on this version (optional) ", el("input", {id: "cloud-notes", maxLength: 500,
+        placeholder: "what changed, what you tried"})),
+      el("div", {className: "cloud-actions"}, el("button", {id: "cloud-save", type: "button", className: "primary",
+        textContent: "Save to cloud", disabled: true, onclick: () => run(save)})),
       el("ol", {id: "cloud-steps"}),
       el("p", {className: "hint"}, "Saved models, datasets and training runs are listed in ",
         el("a", {href: "#library", textContent: "Your library"}), ".")),

@@ -283,6 +283,16 @@ ROUTES: tuple[Route, ...] = (
         answers=(409,),
         **_MUTATE,
     ),
+    Route(
+        "PATCH",
+        "/models/{id}/versions/{version}",
+        "catalog",
+        "Set a version's notes",
+        request=schemas.VersionNotes,
+        response=schemas.ModelVersion,
+        answers=(404,),
+        **_MUTATE,
+    ),
     *_crud("datasets", "dataset", schemas.CreateDataset, schemas.Dataset, "?project_id=, "),
     *_crud("jobs", "training job", schemas.CreateJob, schemas.Job, "?project_id=, ?model_id=, "),
     # signed URLs: the browser talks to the bucket directly
