@@ -22,7 +22,7 @@ function loadUPlot() {
 }
 
 const finite = (v) => typeof v === "number" && Number.isFinite(v);
-const num = (v) => (!finite(v) ? "—" : Number.isInteger(v) ? String(v) : v.toPrecision(4));
+const num = (v) => (!finite(v) ? "—" : String(Number(v.toPrecision(4))));
 const pct = (v) => (!finite(v) ? "—" : `${(100 * v).toFixed(1)} %`);
 
 /**
@@ -87,10 +87,10 @@ export async function showComparison(container, runs) {
       const f = r.metrics.final || {};
       const swatch = el("span", {className: "swatch", "aria-hidden": "true"});
       swatch.style.background = color.get(r.id);
-      const tr = el("tr", {className: i === 0 ? "lib-best" : ""},
-        el("th", {scope: "row"}, swatch, r.label, i === 0 ? el("span", {className: "visually-hidden", textContent: " (best)"}) : null),
+      const tr = el("tr", {},
+        el("th", {scope: "row", className: "lib-num"}, swatch, r.label),
         el("td", {textContent: r.model}),
-        el("td", {className: "lib-num", textContent: metric.format(f[metric.key])}),
+        el("td", {className: "lib-num"}, metric.format(f[metric.key]), i === 0 ? el("span", {className: "badge", textContent: "best"}) : null),
         el("td", {className: "lib-num", textContent: num(f.val_loss)}),
         el("td", {className: "lib-num", textContent: f.best_epoch ? String(f.best_epoch) : "—"}),
         el("td", {className: "lib-num", textContent: String(r.metrics.epochs.length)}),

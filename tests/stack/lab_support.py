@@ -21,8 +21,8 @@ PHONE = {"width": 390, "height": 844}  # an iPhone 12-14 sized viewport
 # Every text node's element whose text is rendered: its colour against its effective background.
 CONTRAST_JS = """(minimum) => {
   const parse = (c) => { const m = c.match(/[\\d.]+/g) || []; return m.map(Number).concat([1]).slice(0, 4); };
-  const lum = ([r, g, b]) => [r, g, b].map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
-    .reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const channel = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+  const lum = ([r, g, b]) => 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
   const over = (top, bottom) => [0, 1, 2].map((i) => top[i] * top[3] + bottom[i] * (1 - top[3])).concat([1]);
   const background = (el) => {
     const layers = [];
@@ -39,12 +39,14 @@ CONTRAST_JS = """(minimum) => {
     const el = n.parentElement;
     if (!n.textContent.trim() || seen.has(el)) continue;
     seen.add(el);
-    if (!el.checkVisibility({opacityProperty: true, visibilityProperty: true}) || el.closest(":disabled, .visually-hidden")) continue;
+    const shown = el.checkVisibility({opacityProperty: true, visibilityProperty: true});
+    if (!shown || el.closest(":disabled, .visually-hidden")) continue;
     const style = getComputedStyle(el);
     const fg = parse(style.color), bg = background(el);
     const [a, b] = [lum(over(fg, bg)), lum(bg)].sort((x, y) => y - x);
     const ratio = (a + 0.05) / (b + 0.05);
-    if (ratio < minimum) bad.push(`${el.tagName.toLowerCase()}${el.id ? "#" + el.id : ""} "${n.textContent.trim().slice(0, 40)}" ${ratio.toFixed(2)}:1`);
+    const what = `${el.tagName.toLowerCase()}${el.id ? "#" + el.id : ""}`;
+    if (ratio < minimum) bad.push(`${what} "${n.textContent.trim().slice(0, 40)}" ${ratio.toFixed(2)}:1`);
   }
   return bad;
 }"""

@@ -11,6 +11,7 @@ import gzip
 import re
 
 from mllab import billing, catalog, config, entitlements
+
 from . import lab_support
 from .conftest import docs_where
 from .workbench_support import DONE, Lab, lab  # noqa: F401  (the lab fixture: the workbench page, checked clean)
