@@ -4,7 +4,6 @@
 import {Problem, problemOf, session} from "./js/session.js";
 import {accessToken, refresh, showAccount, startAccount} from "./js/account.js";
 import {$, bytes, showMessage} from "./js/dom.js";
-import {cloud} from "./js/cloud.js";
 
 let me = null; // GET /me while signed in: who, subscription, usage and the session's CSRF token
 
@@ -33,8 +32,9 @@ for (const id of ["nav-account", "hero-pro"]) {
     (me ? $("account-title") : $("email")).focus({preventScroll: true});
   });
 }
-// A save to the cloud uses storage and an upload: the usage under Billing follows at once.
-cloud.addEventListener("saved", () => showAccount());
+// A save to the cloud uses storage and an upload: the usage under Billing follows at once. (Imported
+// here, not statically: its listeners must come after the one above, which sets `me` for request().)
+import("./js/cloud.js").then(({cloud}) => cloud.addEventListener("saved", () => showAccount()));
 const config = await fetch("/config.json").then((r) => r.json());
 const api = (path) => `${config.api_base}${path}`;
 startAccount(api, {afterSignIn: () => finishCheckout()}); // a return from PayPal that waited for the sign-in

@@ -332,6 +332,8 @@ def test_the_signed_in_screens_fit_a_phone(lab: Lab, new_user) -> None:
     expect(lab.page.locator("#billing")).to_be_visible()
     expect(lab.page.locator("#subscribe")).to_be_visible()
     expect(lab.page.locator("#nav-account")).to_have_text("Account")
+    expect(lab.page.locator("#cloud-project")).to_contain_text("New project")  # the projects were listed
+    expect(lab.page.locator("#cloud-message")).to_have_text("")
     # The money buttons are the page's large primary buttons, not its smallest.
     heights = lab.page.evaluate(
         "['#subscribe', '#promo-form button'].map((s) => document.querySelector(s).getBoundingClientRect().height)"
