@@ -51,8 +51,8 @@ PATH_SAFE = "/:@!$&'()*+,;=~"  # RFC 3986 pchar delimiters kept as they are; eve
 QUERY_SAFE = PATH_SAFE + "?%"  # the query string arrives still encoded
 
 
-# Text the lab's origin sends gzipped to a browser that accepts it, as the load balancer's CDN does
-# (the first load's budget is counted in what travels; docs/operations.md).
+# Text the gateway sends gzipped to a browser that accepts it: the lab's first-load budget (60 KB) is
+# counted in gzipped bytes, and the tests and Lighthouse measure what travels (docs/operations.md).
 COMPRESSIBLE = ("text/", "application/javascript", "application/json", "image/svg+xml")
 
 # What frontend/ holds but the deployed static site does not: npm's working files.
