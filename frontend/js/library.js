@@ -316,8 +316,8 @@ function renderModels() {
                 "its prediction form is under Training.";
             }))
             : null,
-          button(v.notes ? "Edit notes" : "Add notes", `${v.notes ? "Edit" : "Add"} notes for v${v.version} of ${m.name}`,
-            () => notesForm(item, m, v)),
+          v.status === "ready" ? button(v.notes ? "Edit notes" : "Add notes",
+            `${v.notes ? "Edit" : "Add"} notes for v${v.version} of ${m.name}`, () => notesForm(item, m, v)) : null,
           v.notes ? el("p", {className: "lib-notes", textContent: v.notes}) : null);
         item.dataset.status = v.status;
         item.dataset.version = String(v.version);

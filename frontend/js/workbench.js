@@ -3,7 +3,7 @@
 import {ACTIVATIONS, LIMITS, OPTIMIZERS, TASKS, paramCount, validate} from "./model.js";
 import {$, el, showMessage} from "./dom.js";
 import {state} from "./state.js";
-import {restore, watch} from "./persist.js";
+import {clear, restore, watch} from "./persist.js";
 
 const STORAGE_KEY = "mllab.builder.v1";
 const DEFAULTS = {task: "auto", layers: [{units: 8, activation: "tanh"}], optimizer: "adam", learning_rate: 0.1,
@@ -455,13 +455,24 @@ refreshShape();
 
 // Kept in this browser: the dataset and the model come back after a reload (js/persist.js).
 const savedNote = $("workbench-saved");
+const startOver = $("start-over");
 const clock = new Intl.DateTimeFormat("en-US", {timeStyle: "short"});
-watch({
-  onSaved: (at) => { if (savedNote) savedNote.textContent = `Saved in this browser at ${clock.format(at)}.`; },
-  onProblem: (text) => { if (savedNote) savedNote.textContent = text; },
-});
+const kept = (text) => { savedNote.textContent = text; startOver.hidden = !state.dataset && !state.model; };
+watch({onSaved: (at) => kept(`Saved in this browser at ${clock.format(at)}.`), onProblem: kept});
 restore().then(({dataset, model}) => {
-  if (savedNote && (dataset || model)) {
-    savedNote.textContent = `Restored your ${model ? "dataset and trained model" : "dataset"} from this browser.`;
-  }
-}).catch((err) => { if (savedNote) savedNote.textContent = `Your last session could not be restored: ${err.message}`; });
+  if (dataset || model) kept(`Restored your ${model ? "dataset and trained model" : "dataset"} from this browser.`);
+}).catch((err) => kept(`Your last session could not be restored: ${err.message}`));
+// Start over: the workbench empties and this browser forgets it (the builder keeps its settings).
+startOver.addEventListener("click", async () => {
+  if (training) stopper?.abort();
+  state.set("model", null);
+  state.set("dataset", null);
+  chart?.destroy();
+  chart = null;
+  progress.textContent = "";
+  say("");
+  panel.dataset.state = "idle";
+  await clear();
+  kept("Started over: nothing is kept in this browser.");
+  $("workbench-title").focus();
+});
