@@ -35,15 +35,24 @@ export async function listProjects(selected = $("cloud-project").value) {
   $("cloud-new-project").hidden = select.value !== "";
 }
 
+let working = false; // a save or load is under way: leaving the page would cut it off
+window.addEventListener("beforeunload", (event) => {
+  if (!working) return;
+  event.preventDefault();
+  event.returnValue = "";
+});
+
 async function run(work) {
   const controls = $("cloud-panel").querySelectorAll("button, input, select");
   controls.forEach((c) => { c.disabled = true; });
   say("");
+  working = true;
   try {
     await work();
   } catch (err) {
     say(err instanceof Problem ? err.message : `That did not work: ${err.message}`, true);
   } finally {
+    working = false;
     controls.forEach((c) => { c.disabled = false; });
     $("cloud-save").disabled = !state.model?.model;
   }

@@ -55,6 +55,15 @@ async function guidedRun(key, button) {
   }
 }
 
+// "Use your own CSV" on the first screen: to the Data panel, with the file picker focused.
+document.querySelector('.hero-actions a[href="#data-panel"]')?.addEventListener("click", (event) => {
+  const picker = document.getElementById("data-file");
+  if (!picker) return;
+  event.preventDefault();
+  $("data-panel").scrollIntoView({block: "start"});
+  picker.focus({preventScroll: true});
+});
+
 for (const card of document.querySelectorAll("#samples [data-sample]")) {
   const button = card.querySelector("button");
   button.addEventListener("click", () => guidedRun(card.dataset.sample, button));
