@@ -10,7 +10,9 @@ from __future__ import annotations
 import gzip
 import re
 
-from mllab import billing, catalog, config, entitlements
+from mllab.billing import entitlements, subscriptions
+from mllab.files import catalog
+from mllab.platform import config
 
 from . import lab_support
 from .conftest import docs_where
@@ -23,7 +25,7 @@ DESKTOP = {"width": 1280, "height": 900}
 
 
 def _pro(user: dict) -> None:
-    billing.set_grant(user["uid"], lambda doc, now: entitlements.with_grant(doc, None, now))
+    subscriptions.set_grant(user["uid"], lambda doc, now: entitlements.with_grant(doc, None, now))
 
 
 def _train_sample(lab: Lab, name: str) -> dict[str, str]:
