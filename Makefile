@@ -26,7 +26,7 @@ help:
 	@echo "make dev     run emulators, every function, the gateway and the lab on http://127.0.0.1:8080"
 	@echo "make test    set up and run every test (lint and types, unit, emulator-backed, browser)"
 	@echo "make lint    ruff format --check, ruff check and mypy"
-	@echo "make bench   print cold-start and token timings"
+	@echo "make bench   print cold-start and token timings, the lab's training times and its Lighthouse scores"
 	@echo "make load    ramp locust users against the local stack (MLLAB_LOAD_SECONDS, default 300), then check Firestore"
 	@echo "make deploy-plan PROJECT=p REGION=r DOMAIN=d   print every gcloud command of a deployment (offline)"
 	@echo "make deploy PROJECT=p REGION=r DOMAIN=d OAUTH_CLIENT_ID=id   run them (docs/operations.md)"
@@ -88,7 +88,15 @@ lint: $(STAMP)
 test-unit: $(STAMP)
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-bench: preflight $(STAMP) $(VENDORED)
+# Lighthouse for `make bench` (tools/lighthouse, pinned by its lock file): installed only here, never a browser.
+LIGHTHOUSE := tools/lighthouse/node_modules/.installed
+$(LIGHTHOUSE): tools/lighthouse/package.json tools/lighthouse/package-lock.json
+	@echo "Installing Lighthouse for make bench (log: tools/lighthouse/npm.log)"
+	@PUPPETEER_SKIP_DOWNLOAD=1 npm ci --prefix tools/lighthouse --no-audit --no-fund --ignore-scripts \
+	  > tools/lighthouse/npm.log 2>&1 || { tail -20 tools/lighthouse/npm.log; exit 1; }
+	@touch $@
+
+bench: preflight $(STAMP) $(VENDORED) $(LIGHTHOUSE)
 	@$(PY) tests/bench/bench.py
 
 # tests/load/run.py: the settings (users, steps, limits, think time) are MLLAB_LOAD_* variables.

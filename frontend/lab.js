@@ -19,7 +19,22 @@ session.onChange((account) => {
     say("");
   }
   $("billing").hidden = account === null;
+  // The first screen: signed out, the pitch and the plans beside the sign-in; signed in, the account and billing.
+  $("intro").hidden = account !== null;
+  $("nav-library").hidden = account === null;
+  $("nav-account").textContent = account ? "Account" : "Sign in";
 });
+// The sign-in links go to the form and put the cursor in it (a signed-in person gets the account card).
+for (const id of ["nav-account", "hero-pro"]) {
+  $(id).addEventListener("click", (event) => {
+    event.preventDefault();
+    $("account").scrollIntoView({block: "start"});
+    (me ? $("account-title") : $("email")).focus({preventScroll: true});
+  });
+}
+// A save to the cloud uses storage and an upload: the usage under Billing follows at once. (Imported
+// here, not statically: its listeners must come after the one above, which sets `me` for request().)
+import("./js/cloud.js").then(({cloud}) => cloud.addEventListener("saved", () => showAccount()));
 const config = await fetch("/config.json").then((r) => r.json());
 const api = (path) => `${config.api_base}${path}`;
 startAccount(api, {afterSignIn: () => finishCheckout()}); // a return from PayPal that waited for the sign-in
@@ -116,6 +131,9 @@ async function showPlans() {
     if (shownSub) showSubscription(shownSub);
     $("plan-price").textContent = `${pro.name}: ${price.format(Number(pro.price.value))}/${pro.interval} — ` +
       `${bytes(pro.limits.storage_bytes)} of cloud saves, ${pro.limits.uploads_per_day} uploads a day.`;
+    // The first screen's PRO card says what the API says (its static text is the same plan, for the first paint).
+    $("hero-price").textContent = price.format(Number(pro.price.value)).replace(/\.00$/, "");
+    $("hero-limits").textContent = `${bytes(pro.limits.storage_bytes)} of cloud storage, ${pro.limits.uploads_per_day} uploads a day`;
   } catch (err) {
     $("plan-price").textContent = `Prices are not available right now: ${err.message}`;
   }

@@ -4,7 +4,7 @@
 // signed GET and are drawn with uPlot (js/chart.js, loaded on demand); a dataset opens in the
 // workbench through a signed GET of its CSV; a ready version loads through js/cloud.js. Imported by
 // js/cloud.js once someone signs in, so the first page load does not carry it.
-import {cloud, loadVersion} from "./cloud.js";
+import {cloud, loadVersion, openDatasetRecord, showWorkbench} from "./cloud.js";
 import {bytes, dateTime, el, showMessage} from "./dom.js";
 import {metric, number, percent} from "./format.js";
 import {Problem, session} from "./session.js";
@@ -86,7 +86,13 @@ function mount() {
     ui.sections[key] = {section, heading, list: list.body || list, box: list.box, more, empty, msg};
   }
   ui.run = el("div", {id: "run-detail", className: "lib-run", role: "region", "aria-labelledby": "run-title", hidden: true});
-  ui.sections.jobs.more.after(ui.run);
+  ui.compare = button("Compare selected runs (0)", null, (b) => act(b, "jobs", () => compareRuns()),
+    {id: "compare-runs", className: "primary", disabled: true});
+  ui.compareBar = el("div", {className: "lib-compare-bar", hidden: true}, ui.compare,
+    el("p", {className: "hint", textContent: "Tick runs in the table to overlay their curves and rank them."}));
+  ui.comparison = el("div", {id: "run-compare", className: "lib-run", role: "region", "aria-labelledby": "compare-title",
+    hidden: true});
+  ui.sections.jobs.more.after(ui.compareBar, ui.comparison, ui.run);
   root.replaceChildren(
     el("h2", {id: "library-title", textContent: "Your library"}),
     ui.plan,
@@ -193,6 +199,7 @@ function render() {
   renderModels();
   renderDatasets();
   renderJobs();
+  updateCompare();
   for (const key of KEYS) {
     const s = ui.sections[key];
     const {items, cursor, loaded} = data[key];
@@ -303,10 +310,16 @@ function renderModels() {
           time(v.created_at)),
           v.status === "ready"
             ? button(`Load v${v.version}`, `Load v${v.version} of ${m.name}`, (b) => act(b, "models", async () => {
-              await loadVersion(m, v.version);
-              return `Loaded ${m.name} version ${v.version} into the workbench: its prediction form is under Training.`;
+              const came = await loadVersion(m, v.version);
+              showWorkbench();
+              const extras = [came.run && "its training run", came.dataset && "its dataset"].filter(Boolean);
+              return `Loaded ${m.name} version ${v.version} into the workbench${extras.length ? ` with ${extras.join(" and ")}` : ""}: ` +
+                "its prediction form is under Training.";
             }))
-            : null);
+            : null,
+          v.status === "ready" ? button(v.notes ? "Edit notes" : "Add notes",
+            `${v.notes ? "Edit" : "Add"} notes for v${v.version} of ${m.name}`, () => notesForm(item, m, v)) : null,
+          v.notes ? el("p", {className: "lib-notes", textContent: v.notes}) : null);
         item.dataset.status = v.status;
         item.dataset.version = String(v.version);
         return item;
@@ -316,6 +329,30 @@ function renderModels() {
     li.dataset.id = m.id;
     return li;
   }));
+}
+
+// The notes of a version: a short text saved with it (what changed, why it is better).
+function notesForm(item, m, v) {
+  const id = `notes-${m.id}-${v.version}`;
+  const input = el("input", {id, value: v.notes || "", maxLength: 500, autocomplete: "off"});
+  const save = el("button", {type: "submit", className: "primary", textContent: "Save notes"});
+  const back = () => { render(); ui.sections.models.list.querySelector(`[data-id="${m.id}"] [data-version="${v.version}"] button:last-of-type`)?.focus(); };
+  const form = el("form", {className: "lib-notes-form"},
+    el("label", {htmlFor: id, textContent: `Notes for v${v.version} of ${m.name}`}), input,
+    el("span", {className: "lib-actions"}, save, button("Cancel", `Cancel the notes for v${v.version}`, back)));
+  form.addEventListener("keydown", (event) => { if (event.key === "Escape") back(); });
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    act(save, "models", async () => {
+      const updated = await session.request("PATCH", `/models/${m.id}/versions/${v.version}`, {notes: input.value.trim()});
+      v.notes = updated.notes;
+      back();
+      return updated.notes ? `Saved the notes for ${m.name} v${v.version}.` : `Removed the notes for ${m.name} v${v.version}.`;
+    });
+  });
+  item.querySelector(".lib-notes")?.remove();
+  item.append(form);
+  input.focus();
 }
 
 async function deleteModel(m) {
@@ -350,28 +387,10 @@ function renderDatasets() {
 }
 
 async function openDataset(d) {
-  const {url} = await session.request("GET", `/signed/download?object=${encodeURIComponent(d.object)}`);
-  const res = await fetch(url);
-  if (!res.ok) throw new Problem(`${d.name} could not be downloaded (HTTP ${res.status}); try again.`);
-  const text = await res.text();
-  const csv = await import("./data.js");
-  const parsed = await csv.parseCsv(text, {delimiter: ","});
-  // The roles, types, target and task as they were saved; columns the schema does not name are inferred.
-  const schema = d.schema_json || {};
-  const saved = new Map((Array.isArray(schema.columns) ? schema.columns : []).map((c) => [c?.name, c]));
-  const columns = csv.inferColumns(parsed.fields, parsed.rows).map((c) => {
-    const s = saved.get(c.name);
-    if (!s) return saved.size ? {...c, role: c.role === "target" ? "feature" : c.role} : c;
-    return {name: c.name, role: ["feature", "target", "ignore"].includes(s.role) ? s.role : c.role,
-      type: ["numeric", "categorical"].includes(s.type) ? s.type : c.type};
-  });
-  const target = columns.find((c) => c.role === "target")?.name ?? null;
-  const task = csv.TASKS.includes(schema.task) && target === schema.target ? schema.task
-    : target ? csv.inferTask(parsed.rows, target, columns.find((c) => c.name === target).type) : "binary";
-  state.set("dataset", {name: d.name, source: "csv", columns, rows: parsed.rows, target, task,
-    delimiter: parsed.delimiter, text: parsed.text});
-  return `Opened ${d.name} in the workbench's Data panel: ${plural(parsed.rows.length, "row")}, ` +
-    `${plural(columns.length, "column")}.`;
+  const dataset = await openDatasetRecord(d);
+  showWorkbench();
+  return `Opened ${d.name} in the workbench's Data panel: ${plural(dataset.rows.length, "row")}, ` +
+    `${plural(dataset.columns.length, "column")}.`;
 }
 
 async function deleteDataset(d) {
@@ -389,8 +408,12 @@ function renderJobs() {
     const dataset = j.dataset_id ? names.datasets.get(j.dataset_id)?.name ?? "a deleted dataset" : "not saved";
     const label = `${j.name || "training run"} (${runLabel(j)})`;
     const named = j.name && !/^training run of version \d+$/.test(j.name); // the default name only repeats the version
+    const pick = el("input", {type: "checkbox", id: `compare-${j.id}`, checked: picked.has(j.id), disabled: !final});
+    pick.addEventListener("change", () => { if (pick.checked) picked.add(j.id); else picked.delete(j.id); updateCompare(); });
     const tr = row("jobs",
-      el("th", {scope: "row", className: "lib-name"}, runLabel(j), named ? el("br") : null,
+      el("th", {scope: "row", className: "lib-name"},
+        el("label", {className: "lib-pick", htmlFor: pick.id}, pick,
+          el("span", {}, runLabel(j), el("span", {className: "visually-hidden", textContent: ": compare"}))),
         named ? el("small", {textContent: j.name}) : null),
       el("td", {textContent: dataset}),
       final ? el("td", {className: "lib-num", textContent: `${num(final.loss)} / ${num(final.val_loss)}`})
@@ -468,6 +491,50 @@ async function showRun(j) {
   return `Showing ${runLabel(j)}: ${plural(metrics.epochs.length, "epoch")}.`;
 }
 
+// --- several runs: their curves overlaid and their parameters side by side (js/compare.js) ----------
+
+const picked = new Set(); // ids of the runs ticked for comparison
+let comparison = null; // {destroy()} of the comparison shown
+
+function updateCompare() {
+  for (const id of picked) if (!data.jobs.items.some((j) => j.id === id)) picked.delete(id);
+  ui.compare.disabled = picked.size < 2;
+  ui.compare.textContent = `Compare selected runs (${picked.size})`;
+  ui.compareBar.hidden = data.jobs.items.filter((j) => runFinal(j)).length < 2;
+}
+
+function closeComparison({focus = false} = {}) {
+  comparison?.destroy();
+  comparison = null;
+  ui.comparison.hidden = true;
+  ui.comparison.replaceChildren();
+  if (focus) ui.compare.focus();
+}
+
+async function fetchMetrics(j) {
+  const object = `users/${uid}/projects/${j.project_id}/jobs/${j.id}/metrics.json`;
+  const {url} = await session.request("GET", `/signed/download?object=${encodeURIComponent(object)}`);
+  const res = await fetch(url);
+  if (!res.ok) throw new Problem(`The metrics.json of ${runLabel(j)} could not be downloaded (HTTP ${res.status}); try again.`);
+  return res.json();
+}
+
+async function compareRuns() {
+  const jobs = data.jobs.items.filter((j) => picked.has(j.id));
+  if (jobs.length < 2) return "Tick two or more runs to compare them.";
+  const all = await Promise.all(jobs.map(fetchMetrics));
+  closeComparison();
+  const runs = jobs.map((j, i) => ({id: j.id, label: runLabel(j), model: modelName(j.model_id), metrics: all[i]}));
+  const title = el("h4", {id: "compare-title", tabIndex: -1, textContent: `Comparing ${plural(runs.length, "run")}`});
+  ui.comparison.replaceChildren(el("div", {className: "lib-run-head"}, title,
+    button("Close", "Close the comparison", () => closeComparison({focus: true}))));
+  ui.comparison.hidden = false;
+  title.focus();
+  const {showComparison} = await import("./compare.js");
+  comparison = await showComparison(ui.comparison, runs);
+  return `Comparing ${runs.map((r) => r.label).join(", ")}.`;
+}
+
 const scroll = (node, label) => el("div", {className: "lib-scroll", tabIndex: 0, role: "region", "aria-label": label}, node);
 
 function metricsTable(final, task, target) {
@@ -501,6 +568,8 @@ function confusionTable(matrix, labels) {
 
 function reset() {
   closeRun();
+  closeComparison();
+  picked.clear();
   for (const key of KEYS) data[key] = blank();
   for (const k of ["projects", "models", "datasets"]) names[k] = new Map();
   names.more = {};

@@ -6,6 +6,7 @@ import {duration, number} from "./format.js";
 import {BACKENDS, LABEL, describeBackend, saveChoice, savedChoice} from "./tfjs.js";
 import {LARGE_ROWS} from "./data.js";
 import {state} from "./state.js";
+import {clear, restore, watch} from "./persist.js";
 
 const STORAGE_KEY = "mllab.builder.v1";
 const DEFAULTS = {task: "auto", layers: [{units: 8, activation: "tanh"}], optimizer: "adam", learning_rate: 0.01,
@@ -202,12 +203,12 @@ function changed() {
 // --- training ------------------------------------------------------------------------------------
 
 const panel = $("train-panel");
-const trainButton = el("button", {type: "button", id: "train-button", textContent: "Train"});
+const trainButton = el("button", {type: "button", id: "train-button", className: "primary large", textContent: "Train"});
 const stopButton = el("button", {type: "button", id: "stop-button", textContent: "Stop", disabled: true});
 const hint = el("p", {id: "train-hint", className: "hint"});
 const progress = el("p", {id: "train-progress"});
 progress.setAttribute("role", "status");
-const message = el("p", {id: "train-message"});
+const message = el("p", {id: "train-message", tabIndex: -1});
 message.setAttribute("aria-live", "polite");
 const chartBox = el("div", {id: "train-chart", className: "charts"});
 const results = el("div", {id: "train-results"});
@@ -311,8 +312,11 @@ async function startTraining() {
   training = true;
   clearTimeout(estimateTimer);
   estimateFor++;
+  // The Train button is disabled while it runs: the keyboard focus moves to Stop, not to the page.
+  const hadFocus = [trainButton, document.body, null].includes(document.activeElement);
   updateTrainButton();
   stopButton.disabled = false;
+  if (hadFocus) stopButton.focus();
   panel.dataset.state = "loading";
   say("");
   progress.textContent = "Loading TensorFlow.js in the background…";
@@ -367,11 +371,31 @@ async function startTraining() {
   } finally {
     training = false;
     stopper = null;
+    const focusWasHere = [stopButton, document.body, null].includes(document.activeElement);
     stopButton.disabled = true;
     updateTrainButton();
-    // The disabled Train button lost the focus to the page body: give it back, unless the person moved on.
-    if (!document.activeElement || document.activeElement === document.body) trainButton.focus({preventScroll: true});
+    // Done: the focus goes to the outcome (what happened; the metrics and the prediction form follow it).
+    if (focusWasHere) (message.textContent ? message : trainButton).focus({preventScroll: true});
   }
+}
+
+// Leaving the page during a run would lose it: the browser asks first.
+window.addEventListener("beforeunload", (event) => {
+  if (!training) return;
+  event.preventDefault();
+  event.returnValue = ""; // Chromium before 119 asks only when this is set
+});
+
+/** Merge settings into the builder's draft (a guided first run sets a model that fits its dataset). */
+export function applyDraft(patch) {
+  draft = {...draft, ...structuredClone(patch)};
+  fillForm();
+  refreshShape();
+}
+
+/** Train now, as the Train button does: resolves when the run ends (or at once when it cannot start). */
+export function trainNow() {
+  return startTraining();
 }
 
 trainButton.addEventListener("click", startTraining);
@@ -475,8 +499,49 @@ state.on("model", async (next) => {
   showBackend(next.model.backend);
   const {renderResults} = await import("./train.js");
   await new Promise((resolve) => setTimeout(resolve)); // a task of its own: the run's end already did enough
-  if (trained === next) renderResults(results, next);
+  if (trained !== next) return;
+  renderResults(results, next);
+  // A run that did not happen on this page (restored after a reload, or loaded from the cloud) shows its curves too.
+  if (next.metrics?.epochs?.length && (next.source !== "trained" || next.restored)) await showSavedRun(next);
 });
+
+async function showSavedRun(next) {
+  const charts = await import("./chart.js");
+  if (trained !== next || training) return;
+  chart?.destroy();
+  chart = await charts.createChart(chartBox, {classification: next.metrics.task !== "regression"});
+  for (const row of next.metrics.epochs) chart.add(row);
+  const final = next.metrics.final || {};
+  if (final.best_epoch) chart.setBest(final.best_epoch);
+  chart.flush();
+  progress.textContent = `Last run: ${next.metrics.epochs.length} epochs` +
+    (final.best_epoch ? `, best weights from epoch ${final.best_epoch}` : "") + ".";
+  panel.dataset.state = "restored";
+}
 
 fillForm();
 refreshShape();
+
+// Kept in this browser: the dataset and the model come back after a reload (js/persist.js).
+const savedNote = $("workbench-saved");
+const startOver = $("start-over");
+const clock = new Intl.DateTimeFormat("en-US", {timeStyle: "short"});
+const kept = (text) => { savedNote.textContent = text; startOver.hidden = !state.dataset && !state.model; };
+watch({onSaved: (at) => kept(`Saved in this browser at ${clock.format(at)}.`), onProblem: kept});
+restore().then(({dataset, model}) => {
+  if (dataset || model) kept(`Restored your ${model ? "dataset and trained model" : "dataset"} from this browser.`);
+}).catch((err) => kept(`Your last session could not be restored: ${err.message}`));
+// Start over: the workbench empties and this browser forgets it (the builder keeps its settings).
+startOver.addEventListener("click", async () => {
+  if (training) stopper?.abort();
+  state.set("model", null);
+  state.set("dataset", null);
+  chart?.destroy();
+  chart = null;
+  progress.textContent = "";
+  say("");
+  panel.dataset.state = "idle";
+  await clear();
+  kept("Started over: nothing is kept in this browser.");
+  $("workbench-title").focus();
+});

@@ -27,6 +27,11 @@ def allocate_version(request: http.Request) -> dict:
     return records.allocate_version(request.uid, request.params["id"])
 
 
+@router.route("PATCH", "/models/{id}/versions/{version}")
+def set_version_notes(request: http.Request) -> dict:
+    return records.set_version_notes(request.uid, request.params["id"], request.params["version"], request.body)
+
+
 @router.route("POST", "/datasets")
 def create_dataset(request: http.Request) -> dict:
     return records.create_dataset(request.uid, request.body)

@@ -1,7 +1,7 @@
 """`make bench`: cold starts per function beside a bare function, token signing/verification, URL
 signing, the object-event pipeline (upload-to-record latency, recorder throughput), and the lab in
 headless Chromium (first-load weight, time to interactive, small and medium model training per backend:
-lab_bench.py).
+lab_bench.py), and the lab's Lighthouse scores (lighthouse_bench.py).
 
 Cold start = process start to the first *real* response (for jwks a 200 with keys; for the event
 function an event recorded in the Firestore emulator), median of RUNS fresh processes.
@@ -800,13 +800,18 @@ def main() -> int:
                 from lab_bench import lab_section  # tests/bench/ is on sys.path: this file runs as a script
 
                 lab_section(stack.gateway_url)
+            if want("lighthouse"):
+                from lighthouse_bench import lighthouse_section
+
+                lighthouse_section(stack.gateway_url)
         finally:
             stack.stop()
     return 0
 
 
 def want(section: str) -> bool:
-    """BENCH_SECTIONS=cold,warm runs only those (cold, warm, tokens, webhooks, storage, lab); default all."""
+    """BENCH_SECTIONS=cold,warm runs only those (cold, warm, tokens, webhooks, storage, lab, lighthouse);
+    default all."""
     chosen = set(filter(None, os.environ.get("BENCH_SECTIONS", "").split(",")))
     return not chosen or section in chosen
 

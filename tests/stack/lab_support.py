@@ -18,6 +18,40 @@ SCREENSHOTS = Path(os.environ.get("MLLAB_SCREENSHOTS", ROOT / "build" / "screens
 PHONE = {"width": 390, "height": 844}  # an iPhone 12-14 sized viewport
 
 
+# Every text node's element whose text is rendered: its colour against its effective background.
+CONTRAST_JS = """(minimum) => {
+  const parse = (c) => { const m = c.match(/[\\d.]+/g) || []; return m.map(Number).concat([1]).slice(0, 4); };
+  const channel = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+  const lum = ([r, g, b]) => 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
+  const over = (top, bottom) => [0, 1, 2].map((i) => top[i] * top[3] + bottom[i] * (1 - top[3])).concat([1]);
+  const background = (el) => {
+    const layers = [];
+    for (let e = el; e; e = e.parentElement) {
+      const c = parse(getComputedStyle(e).backgroundColor);
+      if (c[3] > 0) layers.push(c);
+      if (c[3] >= 1) break;
+    }
+    return layers.reverse().reduce((below, c) => over(c, below), [255, 255, 255, 1]);
+  };
+  const seen = new Set(), bad = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    const el = n.parentElement;
+    if (!n.textContent.trim() || seen.has(el)) continue;
+    seen.add(el);
+    const shown = el.checkVisibility({opacityProperty: true, visibilityProperty: true});
+    if (!shown || el.closest(":disabled, .visually-hidden")) continue;
+    const style = getComputedStyle(el);
+    const fg = parse(style.color), bg = background(el);
+    const [a, b] = [lum(over(fg, bg)), lum(bg)].sort((x, y) => y - x);
+    const ratio = (a + 0.05) / (b + 0.05);
+    const what = `${el.tagName.toLowerCase()}${el.id ? "#" + el.id : ""}`;
+    if (ratio < minimum) bad.push(`${what} "${n.textContent.trim().slice(0, 40)}" ${ratio.toFixed(2)}:1`);
+  }
+  return bad;
+}"""
+
+
 class Lab:
     """One browser context on the lab page.
 
@@ -84,6 +118,17 @@ class Lab:
         width = self.page.evaluate("document.documentElement.scrollWidth")
         limit = self.page.viewport_size["width"]
         assert width <= limit, f"{what} scrolls sideways: {width} px wide in a {limit} px viewport"
+
+    def fits_a_phone(self, what: str) -> None:
+        """At 390 px the page's scrolling element is no wider than the viewport (nothing scrolls sideways)."""
+        width, inner = self.page.evaluate("[document.scrollingElement.scrollWidth, innerWidth]")
+        assert width <= inner, f"{what} scrolls sideways at {inner} px: {width} px wide"
+
+    def low_contrast(self, minimum: float = 4.5) -> list[str]:
+        """Visible text whose colour has less than `minimum`:1 contrast (WCAG 2 relative luminance) with
+        the background it is drawn on: the nearest ancestor's opaque background colour, blended over what is
+        behind it. Disabled controls are exempt, as WCAG exempts inactive components."""
+        return self.page.evaluate(CONTRAST_JS, minimum)
 
     def screenshot(self, name: str, *, locator: str | None = None) -> Path:
         """Saves build/screenshots/<name>.png (the whole page, or one element)."""

@@ -237,8 +237,8 @@ def test_model_create_and_get_shape_with_versions(alice: Browser) -> None:
     allocated = [new_version(alice, model["id"]) for _ in range(3)]
     assert [v["version"] for v in allocated] == [1, 2, 3]
     for v in allocated:
-        assert set(v) == {"version", "status", "created_at", "size_bytes", "failure"}
-        assert v["status"] == "pending" and v["failure"] is None and v["size_bytes"] == 0
+        assert set(v) == {"version", "status", "created_at", "size_bytes", "failure", "notes"}
+        assert v["status"] == "pending" and v["failure"] is None and v["size_bytes"] == 0 and v["notes"] == ""
         assert RFC3339.fullmatch(v["created_at"])
 
     got = ok(alice.request("GET", f"/models/{model['id']}"))
@@ -258,6 +258,34 @@ def test_model_create_and_get_shape_with_versions(alice: Browser) -> None:
         )
     assert records("models", alice.uid)[0]["next_version"] == 4
     assert catalog.version_ref(model["id"], 2).get().get("version") == 2
+
+
+def test_version_notes_are_set_by_their_owner_only(alice: Browser, bob: Browser) -> None:
+    model = new_model(alice, new_project(alice)["id"])
+    new_version(alice, model["id"])
+    path = f"/models/{model['id']}/versions/1"
+    assert ok(alice.request("PATCH", path, json_body={"notes": "  16 relu units, lr 0.01  "}))["notes"] == (
+        "16 relu units, lr 0.01"
+    )
+    assert ok(alice.request("GET", f"/models/{model['id']}"))["versions"][0]["notes"] == "16 relu units, lr 0.01"
+    # Another user's model, a version never allocated, version 0, not a number: 404, nothing changed.
+    for who, wrong in (
+        (bob, path),
+        (alice, f"/models/{model['id']}/versions/2"),
+        (alice, f"/models/{model['id']}/versions/0"),
+        (alice, f"/models/{model['id']}/versions/1e3"),
+        (alice, f"/models/{model['id']}/versions/{'9' * 40}"),
+    ):
+        assert_problem(who.request("PATCH", wrong, json_body={"notes": "mine now"}), 404)
+    # Too long, a control character, a field the notes do not take: 422, nothing changed.
+    for body in ({"notes": "x" * 501}, {"notes": "a\u0000b"}, {"notes": "ok", "status": "ready"}, {}):
+        assert_problem(alice.request("PATCH", path, json_body=body), 422)
+    # Without the session's CSRF token: refused.
+    assert alice.request("PATCH", path, json_body={"notes": "forged"}, headers={"X-CSRF-Token": "1"}).status_code == 403
+    stored = catalog.version_ref(model["id"], 1).get().to_dict()
+    assert (stored["notes"], stored["status"]) == ("16 relu units, lr 0.01", "pending")
+    # Empty notes clear them.
+    assert ok(alice.request("PATCH", path, json_body={"notes": ""}))["notes"] == ""
 
 
 def test_model_rename_and_delete_removes_versions_and_its_objects_only(alice: Browser) -> None:

@@ -92,10 +92,15 @@ def test_lab_page_served_same_origin_with_csp(gateway: httpx.Client) -> None:
     r = gateway.get("/")
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/html")
-    assert "<title>ML Lab</title>" in r.text
+    assert "<title>ML Lab" in r.text
     csp = r.headers["content-security-policy"]
     assert "default-src 'self'" in csp and "object-src 'none'" in csp
     assert gateway.get("/config.json").json() == {"api_base": "", "env": "local", "health_url": "/healthz"}
+    # Text travels gzipped to a client that accepts it, and as it is to one that does not.
+    zipped = gateway.get("/lab.css", headers={"Accept-Encoding": "gzip"})
+    plain = gateway.get("/lab.css", headers={"Accept-Encoding": "identity"})
+    assert zipped.headers["content-encoding"] == "gzip" and "content-encoding" not in plain.headers
+    assert zipped.text == plain.text and int(zipped.headers["content-length"]) < len(plain.content)
 
 
 @pytest.mark.parametrize(

@@ -163,7 +163,10 @@ def test_export_then_import_gives_the_same_predictions(lab: Lab, tmp_path: Path)
     lab.page.get_by_role("button", name="Import", exact=True).click()
     expect(lab.page.locator("#files-message")).to_contain_text('Rename it to weights.bin')
 
-    # A fresh page (no trained model, TF.js not loaded) imports the two files and predicts the same.
+    # A fresh page (no trained model, TF.js not loaded) imports the two files and predicts the same: what
+    # this browser kept of the workbench is forgotten first (Start over), else the reload would restore it.
+    lab.page.get_by_role("button", name="Start over").click()
+    expect(lab.page.locator("#workbench-saved")).to_contain_text("Started over")
     lab.open()
     assert not lab.tf_loaded()
     lab.page.get_by_label("Model files to import (model.json and weights.bin)").set_input_files(

@@ -9,6 +9,7 @@ lab from `frontend/`, or a 404 problem.
 from __future__ import annotations
 
 import functools
+import gzip
 import json
 import mimetypes
 import os
@@ -50,6 +51,10 @@ LAB_SECURITY_HEADERS = {**http.API_SECURITY_HEADERS, "Content-Security-Policy": 
 PATH_SAFE = "/:@!$&'()*+,;=~"  # RFC 3986 pchar delimiters kept as they are; everything else %-encoded
 QUERY_SAFE = PATH_SAFE + "?%"  # the query string arrives still encoded
 
+
+# Text the gateway sends gzipped to a browser that accepts it: the lab's first-load budget (60 KB) is
+# counted in gzipped bytes, and the tests and Lighthouse measure what travels (docs/operations.md).
+COMPRESSIBLE = ("text/", "application/javascript", "application/json", "image/svg+xml")
 
 # What frontend/ holds but the deployed static site does not: npm's working files.
 NOT_SERVED = {"node_modules", "package.json", "package-lock.json", "npm.log"}
@@ -198,7 +203,12 @@ class Gateway:
         ):
             raise http.Problem(404, "There is nothing at this path.")
         mime = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-        resp = Response(b"" if raw.method == "HEAD" else target.read_bytes(), mimetype=mime)
+        body = b"" if raw.method == "HEAD" else target.read_bytes()
+        zipped = mime.startswith(COMPRESSIBLE) and "gzip" in raw.headers.get("Accept-Encoding", "") and len(body) > 1024
+        resp = Response(gzip.compress(body, 6) if zipped else body, mimetype=mime)
+        if zipped:
+            resp.headers["Content-Encoding"] = "gzip"
+        resp.headers["Vary"] = "Accept-Encoding"
         resp.headers["Cache-Control"] = "no-cache"
         return resp
 

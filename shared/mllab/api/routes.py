@@ -320,6 +320,16 @@ ROUTES: tuple[Route, ...] = (
         answers=(409,),
         **_MUTATE,
     ),
+    Route(
+        "PATCH",
+        "/models/{id}/versions/{version}",
+        "catalog",
+        "Set a version's notes",
+        request=FILES + "VersionNotes",
+        response=FILES + "ModelVersion",
+        answers=(404,),
+        **_MUTATE,
+    ),
     *_crud("datasets", "dataset", "CreateDataset", "Dataset", "?project_id=, "),
     *_crud("jobs", "training job", "CreateJob", "Job", "?project_id=, ?model_id=, "),
     # signed URLs: the browser talks to the bucket directly

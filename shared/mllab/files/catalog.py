@@ -245,6 +245,7 @@ def version_out(doc: Mapping[str, Any]) -> dict[str, Any]:
         "failure": doc.get("failure"),
         "created_at": wire.jsonable(doc["created_at"]),
         "size_bytes": int(doc.get("size_bytes") or 0),
+        "notes": doc.get("notes") or "",
     }
 
 
@@ -513,6 +514,23 @@ def allocate_version(uid: str, model_id: str) -> dict[str, Any]:
         raise Problem(409, "That version number was taken; try again.") from None
     _recheck(uid, [(MODELS, model_id)], [vref])
     return version_out(doc)
+
+
+def set_version_notes(uid: str, model_id: str, version: str, body: schemas.VersionNotes) -> dict[str, Any]:
+    """The owner's note on a version (what changed, why it is better); the version itself is unchanged."""
+    from google.api_core.exceptions import NotFound
+
+    model = owned(MODELS, model_id, uid)
+    n = int(version) if version.isdigit() and len(version) <= 9 else 0
+    if n < 1:
+        raise Problem(404, f"Model {model_id} has no version {version[:20]!r}.")
+    doc = owned_version(model, n, uid)
+    now = clock.now()
+    try:
+        version_ref(model_id, n).update({"notes": body.notes, "updated_at": now})
+    except NotFound:
+        raise not_found(MODELS) from None
+    return version_out({**doc, "notes": body.notes})
 
 
 # --- read ----------------------------------------------------------------------------------------

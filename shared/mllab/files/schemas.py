@@ -62,6 +62,11 @@ class ModelVersion(BaseModel):
     created_at: str
     size_bytes: int
     failure: str | None = Field(default=None, description="why an uploaded file was refused (status failed)")
+    notes: str = Field(default="", description="the owner's short note on this version")
+
+
+class VersionNotes(Strict):
+    notes: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500), Plain]
 
 
 class Model(BaseModel):
