@@ -15,7 +15,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
@@ -33,6 +33,9 @@ OAUTH_CLIENT_SECRET = "oauth-client-secret"  # Google OAuth client secret
 SMTP_URL = "smtp-url"  # smtp(s)://user:pass@host:port for outgoing mail (production)
 PAYPAL_CLIENT = "paypal-client"  # {"client_id", "client_secret"} of the PayPal REST app
 PAYPAL_IDS = "paypal-ids"  # {"product_id", "plan_id", "webhook_id"}: printed by `mllab billing bootstrap`
+# {"access_key_id", "secret_access_key"} of an S3-compatible bucket (MLLAB_STORAGE=s3); mounted only into
+# the functions that use the file store
+S3_CREDENTIALS = "s3-credentials"
 
 # PayPal's REST hosts. The environment (sandbox or live) follows from the API base; webhook
 # certificates are fetched only from the hosts of that environment (exact scheme + host + port).
@@ -205,6 +208,13 @@ class Settings(BaseModel):
     secrets_dir: Path = Path("/secrets")
     dev_dir: Path = Path(".dev")
     rpc_timeout_s: float = 8.0  # per outbound call: a request answers 503 within 10 s of a hang
+    # The file store: "gcs" (the default) or "s3", any S3-compatible bucket named `bucket` (Cloudflare R2,
+    # Amazon S3, MinIO; docs/operations.md): its API endpoint, its region ("auto" for R2) and whether the
+    # bucket is addressed in the path (endpoint/bucket/key) or as a subdomain (bucket.endpoint/key).
+    storage: Literal["gcs", "s3"] = "gcs"
+    s3_endpoint: str = ""
+    s3_region: str = "auto"
+    s3_addressing: Literal["path", "virtual"] = "path"
 
     @property
     def token_issuer(self) -> str:
@@ -254,6 +264,8 @@ class Settings(BaseModel):
                 yield f"{name} must be https (no local stand-in in production)"
         if self.project.startswith("demo-"):
             yield f"project {self.project!r} is an emulator-only project id"
+        if self.storage == "s3" and not self.s3_endpoint.startswith("https://"):
+            yield f"s3_endpoint must be https, got {self.s3_endpoint!r}"
 
 
 def _parse(field: str, raw: str) -> Any:

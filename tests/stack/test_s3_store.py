@@ -1,0 +1,113 @@
+"""The S3-compatible file store (mllab.files.s3) against moto's S3 server, as `make dev STORAGE=s3` runs it:
+upload URLs make at most one object, what the store reports of an object, reads and deletes of one
+generation, listing a prefix, and the bucket's CORS rules set through the S3 API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from mllab import config
+from mllab.files import s3
+from mllab_dev.stack import BUCKET, Stack
+
+from .conftest import running_stack
+
+pytestmark = pytest.mark.stack
+
+BODY = b'{"format":"layers-model"}'
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("s3stack"), storage_backend="s3") as s:
+        yield s
+
+
+def put(signed, body: bytes = BODY, **headers: str) -> httpx.Response:
+    return httpx.put(signed.url, content=body, headers={**signed.headers, **headers}, timeout=20)
+
+
+def test_the_stack_selects_the_s3_store_and_uploads_go_to_moto(stack: Stack, unique: str) -> None:
+    assert config.settings().storage == "s3"
+    signed = s3.signed_upload_url(f"users/u-{unique}/x.json", "application/json", len(BODY))
+    assert urlsplit(signed.url).netloc == urlsplit(stack.storage_url).netloc
+    assert urlsplit(signed.url).path == f"/{BUCKET}/users/u-{unique}/x.json"
+
+
+def test_an_upload_url_makes_one_object_and_its_replay_answers_412(stack: Stack, unique: str) -> None:
+    name = f"users/u-{unique}/model.json"
+    signed = s3.signed_upload_url(name, "application/json", len(BODY))
+    assert signed.headers == {"Content-Type": "application/json", "If-None-Match": "*"}
+    assert put(signed).status_code == 200
+    replay = put(signed, b'{"format":"other"}   ')
+    assert replay.status_code == 412, replay.text
+    assert s3.read(name) == BODY
+
+
+def test_the_store_reports_size_type_and_one_generation_for_head_and_list(stack: Stack, unique: str) -> None:
+    name = f"users/u-{unique}/weights.bin"
+    assert s3.stat(name) is None
+    assert put(s3.signed_upload_url(name, "application/octet-stream", 10), b"0123456789").status_code == 200
+    info = s3.stat(name)
+    assert info is not None
+    assert (info.size, info.content_type) == (10, "application/octet-stream")
+    assert info.md5 == "eB5eJF1ptWaXm4bijSPyxw=="  # base64 MD5 of b"0123456789", as GCS's md5Hash
+    listed = list(s3.list_prefix(f"users/u-{unique}/"))
+    assert [(o.name, o.size, o.generation) for o in listed] == [(name, 10, info.generation)]
+    assert s3.stat(name) == info
+
+
+def test_a_read_or_delete_of_a_replaced_generation_leaves_the_object(stack: Stack, unique: str) -> None:
+    name = f"users/u-{unique}/metrics.json"
+    assert put(s3.signed_upload_url(name, "application/json", len(BODY))).status_code == 200
+    info = s3.stat(name)
+    assert info is not None
+    with pytest.raises(FileNotFoundError):
+        s3.read(name, generation=info.generation + 1)
+    assert s3.delete(name, generation=info.generation + 1) is False
+    assert s3.read(name, generation=info.generation) == BODY
+    assert s3.delete(name, generation=info.generation) is True
+    assert s3.stat(name) is None
+    with pytest.raises(FileNotFoundError):
+        s3.read(name)
+
+
+def test_listing_a_prefix_names_only_objects_under_it(stack: Stack, unique: str) -> None:
+    names = [f"users/a-{unique}/{i}.json" for i in range(3)]
+    for name in [*names, f"users/b-{unique}/0.json"]:
+        assert put(s3.signed_upload_url(name, "application/json", len(BODY))).status_code == 200
+    assert [o.name for o in s3.list_prefix(f"users/a-{unique}/")] == names
+
+
+def test_the_bucket_allows_the_lab_origin_the_signed_methods_and_the_pinned_headers(stack: Stack) -> None:
+    cors = s3.client().get_bucket_cors(Bucket=BUCKET)["CORSRules"]
+    assert [{k: v for k, v in rule.items() if k != "ID"} for rule in cors] == s3.bucket_cors(stack.gateway_url)[
+        "CORSRules"
+    ]
+    preflight = httpx.options(
+        f"{stack.storage_url}/{BUCKET}/users/nobody/new.json",
+        headers={
+            "Origin": stack.gateway_url,
+            "Access-Control-Request-Method": "PUT",
+            "Access-Control-Request-Headers": "content-type,if-none-match",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == stack.gateway_url
+    assert preflight.headers["access-control-allow-methods"] == "PUT, GET, HEAD"
+    assert preflight.headers["access-control-allow-headers"] == "content-type, if-none-match"
+
+
+def test_a_download_url_reads_exactly_its_object_for_ten_minutes(stack: Stack, unique: str) -> None:
+    name = f"users/u-{unique}/data.csv"
+    assert put(s3.signed_upload_url(name, "text/csv", 4), b"a,b\n").status_code == 200
+    signed = s3.signed_download_url(name)
+    query = parse_qs(urlsplit(signed.url).query)
+    assert query["X-Amz-Expires"] == ["600"] and query["X-Amz-SignedHeaders"] == ["host"]
+    got = httpx.get(signed.url, headers={"Origin": stack.gateway_url})
+    assert (got.status_code, got.content) == (200, b"a,b\n")
+    assert got.headers["access-control-allow-origin"] == stack.gateway_url
