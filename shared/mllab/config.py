@@ -259,13 +259,11 @@ class Settings(BaseModel):
             yield "paypal_ca_file (the local stand-in's CA) is local-only"
         if self.paypal_cert_origins:
             yield "paypal_cert_origins (extra webhook certificate hosts) is local-only"
-        for name in ("lab_url", "oidc_issuer"):
+        for name in ("lab_url", "oidc_issuer", *(("s3_endpoint",) if self.storage == "s3" else ())):
             if not getattr(self, name).startswith("https://"):
                 yield f"{name} must be https (no local stand-in in production)"
         if self.project.startswith("demo-"):
             yield f"project {self.project!r} is an emulator-only project id"
-        if self.storage == "s3" and not self.s3_endpoint.startswith("https://"):
-            yield f"s3_endpoint must be https, got {self.s3_endpoint!r}"
 
 
 def _parse(field: str, raw: str) -> Any:
