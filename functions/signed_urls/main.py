@@ -5,6 +5,7 @@ import functions_framework
 from werkzeug.wrappers import Response as RawResponse
 
 from mllab import http, schemas, uploads
+from mllab.files import completion
 
 router = http.Router("signed_urls")
 
@@ -12,6 +13,11 @@ router = http.Router("signed_urls")
 @router.route("POST", "/signed/upload")
 def sign_upload(request: http.Request) -> schemas.SignedUrl:
     return uploads.sign_upload(request.uid, request.body)
+
+
+@router.route("POST", "/signed/complete")
+def complete_upload(request: http.Request) -> schemas.Accepted:
+    return completion.complete(request.uid, request.body.object)
 
 
 @router.route("GET", "/signed/download")

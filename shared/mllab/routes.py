@@ -297,6 +297,17 @@ ROUTES: tuple[Route, ...] = (
         **_MUTATE,
     ),
     Route(
+        "POST",
+        "/signed/complete",
+        "signed_urls",
+        "Report a finished upload (an S3-compatible store sends no event of its own)",
+        request=schemas.CompleteUpload,
+        response=schemas.Accepted,
+        status=202,
+        answers=(404,),
+        **_MUTATE,
+    ),
+    Route(
         "GET",
         "/signed/download",
         "signed_urls",

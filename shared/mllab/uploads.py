@@ -10,7 +10,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from mllab import catalog, clients, clock, config, entitlements, objects, recorder, schemas, storage
+from mllab import catalog, clients, clock, config, entitlements, objects, recorder, schemas
+from mllab.files import store
 from mllab.problems import Problem
 from mllab.queries import Query
 
@@ -143,7 +144,7 @@ def sign_upload(uid: str, body: schemas.SignUpload) -> schemas.SignedUrl:
     except ValueError as exc:
         raise Problem(422, str(exc), errors=[{"field": "filename", "message": str(exc)}]) from None
     _check_room(uid, body.size, plan)
-    signed = storage.signed_upload_url(str(name), kind.content_type, body.size)
+    signed = store.signed_upload_url(str(name), kind.content_type, body.size)
     return schemas.SignedUrl(
         url=signed.url,
         method="PUT",
@@ -170,7 +171,7 @@ def sign_download(uid: str, name: str) -> schemas.SignedUrl:
     live = [s for s in query.stream(**clients.opts()) if not s.get("deleted_at")]  # see clients: streams keep a retry
     if not live:
         raise not_found
-    signed = storage.signed_download_url(name)
+    signed = store.signed_download_url(name)
     return schemas.SignedUrl(
         url=signed.url, method="GET", headers=signed.headers, object=name, expires_at=clock.rfc3339(signed.expires_at)
     )
