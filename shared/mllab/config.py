@@ -205,6 +205,7 @@ class Settings(BaseModel):
     paypal_cert_origins: tuple[str, ...] = ()
     paypal_timeout_s: float = 8.0
     reconcile_topic: str = "billing-reconcile"
+    sweep_topic: str = "upload-sweep"  # the upload sweep's schedule (S3-compatible store only)
     secrets_dir: Path = Path("/secrets")
     dev_dir: Path = Path(".dev")
     rpc_timeout_s: float = 8.0  # per outbound call: a request answers 503 within 10 s of a hang

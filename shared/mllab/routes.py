@@ -42,6 +42,8 @@ class Function:
     # Cloud clients (mllab.clients getters) its paths may load; the import check holds it to this.
     uses: frozenset[str] = field(default_factory=frozenset)
     topic: str | None = None  # for Pub/Sub triggers
+    # Deployed (and run by the local stack) only with this file store (mllab.config `storage`); None: always
+    store: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ FUNCTIONS: tuple[Function, ...] = (
     Function("paypal_webhook", Trigger.HTTP, uses=frozenset({"firestore"})),
     Function("promo_apply", Trigger.HTTP, uses=frozenset({"firestore"})),
     Function("reconcile_subscriptions", Trigger.PUBSUB, uses=frozenset({"firestore"}), topic="reconcile_topic"),
+    # reports uploads whose completion never came (an S3-compatible store sends no events: mllab.files.completion)
+    Function("sweep_uploads", Trigger.PUBSUB, uses=frozenset({"firestore", "pubsub"}), topic="sweep_topic", store="s3"),
 )
 
 _TOKEN: dict[str, Any] = {"auth": Auth.ACCESS_TOKEN}
@@ -382,6 +386,11 @@ def function(name: str) -> Function:
         if fn.name == name:
             return fn
     raise KeyError(name)
+
+
+def for_store(storage: str) -> list[Function]:
+    """The functions a deployment (or the local stack) on this file store runs."""
+    return [fn for fn in FUNCTIONS if fn.store in (None, storage)]
 
 
 def http_functions() -> list[Function]:

@@ -36,7 +36,13 @@ BUCKET = "mllab-local"
 TOPIC = "gcs-events"
 PURGE_TOPIC = "account-purge"
 RECONCILE_TOPIC = "billing-reconcile"
-TOPICS = {"events_topic": TOPIC, "purge_topic": PURGE_TOPIC, "reconcile_topic": RECONCILE_TOPIC}  # Function.topic -> id
+SWEEP_TOPIC = "upload-sweep"
+TOPICS = {  # Function.topic -> id
+    "events_topic": TOPIC,
+    "purge_topic": PURGE_TOPIC,
+    "reconcile_topic": RECONCILE_TOPIC,
+    "sweep_topic": SWEEP_TOPIC,
+}
 OIDC_CLIENT_ID = "mllab-local"
 # Identities the OIDC stand-in offers on its sign-in page ("Continue with Google" locally).
 OIDC_USERS = [
@@ -264,6 +270,7 @@ class Stack:
             "MLLAB_OIDC_ISSUER": f"http://127.0.0.1:{self.ports.oidc}",
             "MLLAB_OIDC_CLIENT_ID": OIDC_CLIENT_ID,
             "MLLAB_RECONCILE_TOPIC": RECONCILE_TOPIC,
+            "MLLAB_SWEEP_TOPIC": SWEEP_TOPIC,
             # PayPal: the stand-in, trusted through the development CA that only this configuration names
             "MLLAB_PAYPAL_API_BASE": self.paypal_url,
             "MLLAB_PAYPAL_CA_FILE": str(self.paypal_ca),
@@ -410,7 +417,7 @@ class Stack:
                 f"{self.paypal_url}/_standin/health",
             ),
         ]
-        for fn in routes.FUNCTIONS:
+        for fn in routes.for_store(self.storage):
             port = p.functions[fn.name]
             if not (ROOT / "functions" / fn.name / "main.py").is_file():
                 print(f"stack: functions/{fn.name}/main.py is missing; not started", file=sys.stderr)
