@@ -1,20 +1,24 @@
 """The S3-compatible file store (mllab.files.s3) against moto's S3 server, as `make dev STORAGE=s3` runs it:
 upload URLs make at most one object, what the store reports of an object, reads and deletes of one
-generation, listing a prefix, and the bucket's CORS rules set through the S3 API."""
+generation, listing a prefix, and the bucket's CORS rules set through the S3 API; the completion route
+and the sweep that report uploads to the recorder (an S3 store sends no events of its own)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
-from mllab import config
-from mllab.files import s3
+from mllab import billing, config, entitlements, recorder, uploads
+from mllab.files import completion, s3
 from mllab_dev.stack import BUCKET, Stack
 
-from .conftest import running_stack
+from .conftest import Browser, running_stack
+from .storage_support import WEIGHTS, model_with_version, ok
 
 pytestmark = pytest.mark.stack
 
@@ -111,3 +115,80 @@ def test_a_download_url_reads_exactly_its_object_for_ten_minutes(stack: Stack, u
     got = httpx.get(signed.url, headers={"Origin": stack.gateway_url})
     assert (got.status_code, got.content) == (200, b"a,b\n")
     assert got.headers["access-control-allow-origin"] == stack.gateway_url
+
+
+# --- completion and sweep: events without bucket notifications --------------------------------------
+
+
+@pytest.fixture
+def lab(stack: Stack, new_user) -> Browser:
+    """A signed-in PRO user (an operator grant)."""
+    user = new_user()
+    billing.set_grant(user["uid"], lambda doc, now: entitlements.with_grant(doc, None, now))
+    b = Browser(stack.gateway_url)
+    assert b.login(user["email"], user["password"]).status_code == 200
+    b.uid = user["uid"]  # type: ignore[attr-defined]
+    return b
+
+
+def _wait(predicate, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return value
+
+
+def _signed_weights(lab: Browser) -> dict:
+    _, model_id, n = model_with_version(lab)
+    return ok(
+        lab.request(
+            "POST",
+            "/signed/upload",
+            json_body={"kind": "weights", "model_id": model_id, "version": n, "size": len(WEIGHTS)},
+        )
+    )
+
+
+def test_the_sweep_records_an_upload_whose_completion_never_came(lab: Browser) -> None:
+    signed = _signed_weights(lab)
+    assert httpx.put(signed["url"], content=WEIGHTS, headers=signed["headers"], timeout=20).status_code == 200
+    time.sleep(1.0)
+    assert recorder.usage_of(lab.uid) == 0  # nothing reported it: the tab was closed
+    assert signed["object"] not in completion.sweep()  # a minute's grace for its completion first
+    assert signed["object"] in completion.sweep(min_age=timedelta(0))
+    assert _wait(lambda: recorder.usage_of(lab.uid) == len(WEIGHTS)), recorder.usage_of(lab.uid)
+    assert signed["object"] not in completion.sweep(min_age=timedelta(0))  # recorded: not reported again
+
+
+def test_a_completion_reported_twice_and_swept_counts_the_file_once(lab: Browser) -> None:
+    signed = _signed_weights(lab)
+    assert httpx.put(signed["url"], content=WEIGHTS, headers=signed["headers"], timeout=20).status_code == 200
+    for _ in range(2):
+        r = lab.request("POST", "/signed/complete", json_body={"object": signed["object"]})
+        assert r.status_code == 202, r.text
+    completion.sweep(min_age=timedelta(0))
+    assert _wait(lambda: recorder.usage_of(lab.uid) == len(WEIGHTS))
+    time.sleep(1.0)  # the duplicates' deliveries
+    assert recorder.usage_of(lab.uid) == len(WEIGHTS)
+    assert uploads.uploads_today(lab.uid) == 1
+
+
+def test_a_completion_for_another_users_missing_or_foreign_object_is_404_and_publishes_nothing(
+    stack: Stack, lab: Browser, member
+) -> None:
+    signed = _signed_weights(lab)
+    assert httpx.put(signed["url"], content=WEIGHTS, headers=signed["headers"], timeout=20).status_code == 200
+    other = member()
+    for browser, name in (
+        (other, signed["object"]),  # another user's upload
+        (lab, signed["object"].replace("weights.bin", "model.json")),  # not uploaded
+        (lab, f"users/{lab.uid}/../{signed['object']}"),
+        (lab, "users/" + lab.uid + "/notes/x.txt"),  # outside the grammar
+    ):
+        r = browser.request("POST", "/signed/complete", json_body={"object": name})
+        assert r.status_code == 404, (name, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+    time.sleep(1.0)
+    assert recorder.usage_of(lab.uid) == 0
+    assert lab.request("POST", "/signed/complete", json_body={"object": "x" * 2000}).status_code == 422
+    assert lab.request("POST", "/signed/complete", json_body={"object": signed["object"], "size": 1}).status_code == 422

@@ -47,15 +47,15 @@ def complete(uid: str, name: str) -> schemas.Accepted:
     return schemas.Accepted(detail="The file is being recorded.")
 
 
-def sweep(min_age: timedelta = SWEEP_MIN_AGE) -> int:
+def sweep(min_age: timedelta = SWEEP_MIN_AGE) -> list[str]:
     """Publish a finalize event for every object under `users/` older than `min_age` that has no
-    artifact record (recorded, refused or deleted). Returns how many were published."""
+    artifact record (recorded, refused or deleted). Returns the names it published."""
     from mllab.files import s3
 
     bucket = config.settings().bucket
     cutoff = clock.now() - min_age
     candidates = (info for info in s3.list_prefix(SWEEP_PREFIX) if info.updated <= cutoff)
-    published = 0
+    published: list[str] = []
     for batch in _batches(candidates, _LOOKUP_BATCH):
         known = _known_keys([events.object_key(bucket, info.name, info.generation) for info in batch])
         for info in batch:
@@ -64,8 +64,8 @@ def sweep(min_age: timedelta = SWEEP_MIN_AGE) -> int:
             full = s3.stat(info.name)  # LIST omits the content type the recorder checks
             if full is not None and full.generation == info.generation:
                 notify.publish(notify.FINALIZE, full)
-                published += 1
-    log.info("upload sweep done", published=published)
+                published.append(info.name)
+    log.info("upload sweep done", published=len(published))
     return published
 
 
