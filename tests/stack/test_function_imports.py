@@ -1,6 +1,7 @@
 """Per function: serve a real request on its path in a fresh interpreter, then check which modules
-got loaded. No google-cloud client its path does not use (cold start), and every third-party
-distribution it loaded is covered by its own requirements.txt (or it would fail once deployed)."""
+got loaded. No google-cloud client its path does not use (cold start), no S3 library in a GCS
+deployment, and every third-party distribution it loaded is covered by its own requirements.txt (or
+it would fail once deployed); on the S3 store, by its requirements and the `s3` extra."""
 
 from __future__ import annotations
 
@@ -178,6 +179,12 @@ EXERCISE = {
         r = client.post("/promo/apply", json={"code": "NO-SUCH-CODE"}, headers=h)
         assert r.status_code == 422, r.data
     """,
+    "sweep_uploads": """
+        body = {"subscription": "projects/demo-mllab/subscriptions/s",
+                "message": {"data": "e30=", "messageId": "sweep-imports-1", "attributes": {}}}
+        r = client.post("/projects/demo-mllab/topics/upload-sweep", json=body)
+        assert r.status_code == 200, r.data
+    """,
     "reconcile_subscriptions": """
         body = {"subscription": "projects/demo-mllab/subscriptions/s",
                 "message": {"data": "e30=", "messageId": "reconcile-imports-1", "attributes": {}}}
@@ -233,9 +240,13 @@ def test_every_function_has_an_exercise() -> None:
     assert set(EXERCISE) == {fn.name for fn in routes.FUNCTIONS}
 
 
-@pytest.mark.parametrize("fn", routes.FUNCTIONS, ids=lambda f: f.name)
+S3_LIBRARIES = ("botocore", "boto3", "s3transfer")
+
+
+@pytest.mark.parametrize("fn", routes.for_store("gcs"), ids=lambda f: f.name)
 def test_function_loads_only_the_clients_its_path_uses(stack: Stack, fn: routes.Function) -> None:
     result = _run(stack, fn.name)
+    assert not [m for m in result["after"] if m.split(".")[0] in S3_LIBRARIES], "a GCS deployment loaded an S3 library"
     assert all(m.startswith(FRAMEWORK) or m == "google.cloud" for m in result["at_import"]), (
         f"imported at load time: {result['at_import']}"
     )
@@ -270,15 +281,46 @@ def _requirement_closure(requirements: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("fn", routes.FUNCTIONS, ids=lambda f: f.name)
+@pytest.mark.parametrize("fn", routes.for_store("gcs"), ids=lambda f: f.name)
 def test_loaded_distributions_are_in_requirements(stack: Stack, fn: routes.Function) -> None:
+    _assert_requirements_cover(
+        _run(stack, fn.name), fn, _requirement_closure(ROOT / "functions" / fn.name / "requirements.txt")
+    )
+
+
+@pytest.fixture(scope="module")
+def s3_stack(tmp_path_factory: pytest.TempPathFactory):
+    from .conftest import running_stack
+
+    with running_stack(tmp_path_factory.mktemp("s3imports"), storage_backend="s3") as s:
+        yield s
+
+
+# The functions whose paths reach the file store (the S3 deployment adds the `s3` extra to theirs).
+STORE_FUNCTIONS = [fn for fn in routes.for_store("s3") if "storage" in fn.uses or fn.store == "s3"]
+
+
+@pytest.mark.parametrize("fn", STORE_FUNCTIONS, ids=lambda f: f.name)
+def test_on_the_s3_store_the_store_functions_load_botocore_and_nothing_uncovered(
+    s3_stack: Stack, fn: routes.Function
+) -> None:
+    import tomllib
+
+    result = _run(s3_stack, fn.name)
+    assert "botocore" in {m.split(".")[0] for m in result["after"]}, f"{fn.name} never reached the S3 store"
+    assert "boto3" not in {m.split(".")[0] for m in result["after"]}
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["s3"]
+    requirements = s3_stack.dev_dir / f"{fn.name}-requirements.txt"
+    requirements.write_text((ROOT / "functions" / fn.name / "requirements.txt").read_text() + "\n".join(extra) + "\n")
+    _assert_requirements_cover(result, fn, _requirement_closure(requirements))
+
+
+def _assert_requirements_cover(result: dict, fn: routes.Function, closure: set[str]) -> None:
     from importlib import metadata
 
     from packaging.utils import canonicalize_name
 
-    result = _run(stack, fn.name)
     by_module = metadata.packages_distributions()
-    closure = _requirement_closure(ROOT / "functions" / fn.name / "requirements.txt")
     missing = set()
     for mod in {m.split(".")[0] for m in result["after"]}:
         if mod in sys.stdlib_module_names or mod in {"mllab", "main", "__main__"} | OPTIONAL_IMPORTS:
