@@ -282,3 +282,27 @@ def store_client(endpoint: str, region: str, addressing: str, credentials: str, 
 def reset() -> None:
     """Forget cached clients (tests change the environment)."""
     store_client.cache_clear()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m mllab.files.s3 cors --origin https://lab.example.com`: set the bucket's CORS rules through
+    the S3 API, with the MLLAB_* settings and the s3-credentials secret (docs/operations.md)."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m mllab.files.s3")
+    commands = parser.add_subparsers(dest="command", required=True)
+    cors = commands.add_parser("cors", help="set the bucket's CORS rules for the lab origin")
+    cors.add_argument("--origin", default=None, help="the lab origin (default: MLLAB_LAB_URL's origin)")
+    cors.add_argument("--print", action="store_true", help="print the rules instead of setting them")
+    args = parser.parse_args(argv)
+    try:
+        rules = bucket_cors(args.origin) if args.print else apply_bucket_cors(args.origin)
+    except ValueError as exc:
+        parser.error(str(exc))
+    sys.stdout.write(json.dumps(rules, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
