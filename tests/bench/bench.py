@@ -196,6 +196,7 @@ def store_cold_starts() -> None:
                 config.reload()
                 clients.reset()
                 sessions.reset_caches()
+                tokens.reset_caches()  # this stack's dev dir has its own signing keys
                 uid = users.create_password_user(
                     f"bench-{uuid.uuid4().hex[:8]}@example.com", passwords.DUMMY_HASH, verified=True
                 )
