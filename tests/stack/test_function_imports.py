@@ -193,6 +193,52 @@ EXERCISE = {
     """,
 }
 
+# On the S3 store, where a path differs: the upload is reported (completion publishes its event), and a
+# refused object is deleted from the S3 bucket (its OBJECT_DELETE event published).
+S3_EXERCISE = dict(EXERCISE)
+S3_EXERCISE["signed_urls"] = """
+        import os, uuid, httpx
+        from datetime import timedelta
+        from mllab import clients, clock, sessions, tokens, users
+        uid = users.create_google_user("https://example.test", uuid.uuid4().hex,
+                                       f"s-{uuid.uuid4().hex[:8]}@example.com", "S")
+        s, _ = sessions.create(uid, "google", user_agent="imports", ip="203.0.113.1")
+        db, now, pid, mid = clients.firestore(), clock.now(), uuid.uuid4().hex, uuid.uuid4().hex
+        db.collection("projects").document(pid).set({"uid": uid, "name": "p", "created_at": now, "updated_at": now})
+        db.collection("models").document(mid).set({"uid": uid, "project_id": pid, "name": "m", "config_json": "{}",
+                                                   "latest_version": None, "next_version": 2,
+                                                   "created_at": now, "updated_at": now})
+        db.collection("models").document(mid).collection("versions").document("000000001").set(
+            {"uid": uid, "model_id": mid, "project_id": pid, "version": 1, "status": "pending", "files": {},
+             "size_bytes": 0, "created_at": now, "updated_at": now})
+        db.collection("entitlements").document(uid).set({"uid": uid, "admin_until": now + timedelta(days=1)})
+        h = {"Authorization": "Bearer " + tokens.issue_access_token(uid, s.id).token,
+             "X-CSRF-Token": sessions.csrf_token(s.id)}
+        r = client.post("/signed/upload", json={"kind": "weights", "model_id": mid, "version": 1, "size": 10},
+                        headers=h)
+        assert r.status_code == 200, r.data
+        put = httpx.put(r.json["url"], content=b"0123456789", headers=r.json["headers"], timeout=20)
+        assert put.status_code == 200, put.text
+        r = client.post("/signed/complete", json={"object": r.json["object"]}, headers=h)
+        assert r.status_code == 202, r.data  # the store read, the event published
+    """
+S3_EXERCISE["on_object_finalized"] = """
+        import base64, json as _j
+        from mllab.files import s3
+        # an object outside the naming grammar in our bucket: deleted (its delete event published), audited
+        s3.client().put_object(Bucket="mllab-local", Key="users/u/x.json", Body=b"{}", ContentType="application/json")
+        gen = str(s3.stat("users/u/x.json").generation)
+        res = {"bucket": "mllab-local", "name": "users/u/x.json", "generation": gen, "size": "2",
+               "contentType": "application/json"}
+        body = {"subscription": "projects/demo-mllab/subscriptions/s", "message": {
+            "data": base64.b64encode(_j.dumps(res).encode()).decode(), "messageId": "imports-s3-1",
+            "attributes": {"bucketId": "mllab-local", "objectId": "users/u/x.json", "objectGeneration": gen,
+                           "eventType": "OBJECT_FINALIZE", "payloadFormat": "JSON_API_V1"}}}
+        r = client.post("/projects/demo-mllab/topics/gcs-events", json=body)
+        assert r.status_code == 200, r.data
+        assert s3.stat("users/u/x.json") is None
+    """
+
 CHILD = """
 import json, sys
 import functions_framework
@@ -215,8 +261,9 @@ print(json.dumps({{"at_import": at_import, "after": sorted(sys.modules)}}))
 
 
 def _run(stack: Stack, name: str) -> dict:
+    exercise = (S3_EXERCISE if stack.storage == "s3" else EXERCISE)[name]
     code = CHILD.format(
-        target=name, source=str(ROOT / "functions" / name / "main.py"), exercise=textwrap.dedent(EXERCISE[name])
+        target=name, source=str(ROOT / "functions" / name / "main.py"), exercise=textwrap.dedent(exercise)
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
