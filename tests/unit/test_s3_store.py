@@ -199,3 +199,36 @@ def test_importing_the_s3_store_loads_no_s3_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_published_object_event_parses_as_a_gcs_notification_does() -> None:
+    import base64
+    from datetime import UTC, datetime
+
+    from cloudevents.http import CloudEvent
+
+    from mllab import events
+    from mllab.files import notify
+
+    info = s3.ObjectInfo(
+        name=MODEL,
+        size=1234,
+        generation=s3.generation_of(datetime(2026, 12, 7, 12, 0, 5, tzinfo=UTC), '"781e5e245d69b566979b86e28d23f2c7"'),
+        content_type="application/json",
+        md5=s3._md5('"781e5e245d69b566979b86e28d23f2c7"'),
+        updated=datetime(2026, 12, 7, 12, 0, 5, tzinfo=UTC),
+    )
+    data, attributes = notify.object_message(notify.FINALIZE, "models", info)
+    pushed = CloudEvent(
+        {"type": events.PUBSUB_TYPE, "source": "//pubsub.googleapis.com/t", "id": "m-1", "specversion": "1.0"},
+        {"message": {"data": base64.b64encode(data).decode(), "attributes": attributes, "messageId": "m-1"}},
+    )
+    event = events.parse(pushed)
+    assert (event.event_type, event.bucket, event.name, event.generation) == (
+        "OBJECT_FINALIZE",
+        "models",
+        MODEL,
+        info.generation,
+    )
+    assert (event.size, event.content_type, event.md5) == (1234, "application/json", "eB5eJF1ptWaXm4bijSPyxw==")
+    assert event.key == events.object_key("models", MODEL, info.generation)
