@@ -4,8 +4,9 @@ import flask
 import functions_framework
 from werkzeug.wrappers import Response as RawResponse
 
-from mllab import http, schemas, uploads
-from mllab.files import completion
+from mllab.api import http
+from mllab.files import completion, schemas, uploads
+from mllab.platform import wire
 
 router = http.Router("signed_urls")
 
@@ -16,7 +17,7 @@ def sign_upload(request: http.Request) -> schemas.SignedUrl:
 
 
 @router.route("POST", "/signed/complete")
-def complete_upload(request: http.Request) -> schemas.Accepted:
+def complete_upload(request: http.Request) -> wire.Accepted:
     return completion.complete(request.uid, request.body.object)
 
 

@@ -4,8 +4,8 @@ file store): reports to the recorder the uploads whose completion never came (ml
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from mllab import log
 from mllab.files import completion
+from mllab.platform import log
 
 
 @functions_framework.cloud_event

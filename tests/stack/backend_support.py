@@ -11,7 +11,7 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from mllab import clients
+from mllab.platform import clients
 from mllab_dev.stack import BUCKET, Stack
 
 from .conftest import Browser, running_stack

@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mllab import clients, config, sessions, tokens
+from mllab.identity import sessions, tokens
+from mllab.platform import clients, config
 from mllab_dev.browser import CHROMIUM_ARGS
 from mllab_dev.browser import executable as browser_executable
 from mllab_dev.stack import PROJECT, Ports, Stack
@@ -24,8 +25,9 @@ def running_stack(dev_dir: Path, storage_backend: str = "gcs") -> Iterator[Stack
     """A whole stack on free ports, with this process's mllab pointed at it, and back afterwards.
     The suite shares one (below); a module that pauses parts of it, or runs on the S3 store
     (`storage_backend="s3"`), starts its own."""
-    from mllab import oauth, paypal, storage, webhooks
-    from mllab.files import s3
+    from mllab.billing import paypal, webhooks
+    from mllab.files import s3, storage
+    from mllab.identity import oauth
 
     def forget() -> None:
         config.reload()
@@ -180,7 +182,7 @@ PASSWORD = "correct horse battery staple"
 @pytest.fixture
 def new_user(unique: str):
     """Create password users directly in Firestore: new_user(verified=True, role="user") -> dict."""
-    from mllab import passwords, users
+    from mllab.identity import passwords, users
 
     made = []
 
@@ -286,7 +288,7 @@ def browser(stack: Stack):
 @pytest.fixture(scope="session")
 def function_client(stack: Stack):
     """In-process test clients of the functions, against the emulators, so tests can move
-    mllab.clock (which cannot reach the separate function processes)."""
+    mllab.platform.clock (which cannot reach the separate function processes)."""
     import functions_framework
 
     from mllab_dev.stack import ROOT
@@ -307,7 +309,7 @@ def records(new_user):
     records() -> {uid, project_id, model_id, version, dataset_id, job_id}."""
     import uuid as _uuid
 
-    from mllab import clients, clock
+    from mllab.platform import clients, clock
 
     def make(uid: str | None = None) -> dict:
         uid = uid or new_user()["uid"]

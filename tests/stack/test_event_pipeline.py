@@ -13,8 +13,8 @@ import pytest
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
-from mllab import clients, events, objects, recorder, storage
-from mllab.files import completion, store
+from mllab.files import completion, events, objects, recorder, storage, store
+from mllab.platform import clients
 from mllab_dev.stack import BUCKET, PROJECT, TOPIC, Stack
 
 from .backend_support import BACKENDS, is_s3, on_backend, stored

@@ -13,8 +13,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from mllab import billing, config, entitlements, recorder, uploads
-from mllab.files import completion, s3
+from mllab.billing import entitlements, subscriptions
+from mllab.files import completion, recorder, s3, uploads
+from mllab.platform import config
 from mllab_dev.stack import BUCKET, Stack
 
 from .conftest import Browser, running_stack
@@ -124,7 +125,7 @@ def test_a_download_url_reads_exactly_its_object_for_ten_minutes(stack: Stack, u
 def lab(stack: Stack, new_user) -> Browser:
     """A signed-in PRO user (an operator grant)."""
     user = new_user()
-    billing.set_grant(user["uid"], lambda doc, now: entitlements.with_grant(doc, None, now))
+    subscriptions.set_grant(user["uid"], lambda doc, now: entitlements.with_grant(doc, None, now))
     b = Browser(stack.gateway_url)
     assert b.login(user["email"], user["password"]).status_code == 200
     b.uid = user["uid"]  # type: ignore[attr-defined]

@@ -11,7 +11,8 @@ import json
 import httpx
 import pytest
 
-from mllab import audit, clients, config, events, recorder, uploads
+from mllab.files import events, recorder, uploads
+from mllab.platform import audit, clients, config
 from mllab_dev.stack import Stack
 
 from .backend_support import BACKENDS, is_s3, on_backend

@@ -16,8 +16,8 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 import pytest
 
-from mllab import clock, config, objects, storage
-from mllab.files import s3
+from mllab.files import objects, s3, storage
+from mllab.platform import clock, config
 
 SECRET = "s3cr3t-key-for-tests"
 ENDPOINT = "https://0123abcd.r2.cloudflarestorage.com"
@@ -207,8 +207,7 @@ def test_a_published_object_event_parses_as_a_gcs_notification_does() -> None:
 
     from cloudevents.http import CloudEvent
 
-    from mllab import events
-    from mllab.files import notify
+    from mllab.files import events, notify
 
     info = s3.ObjectInfo(
         name=MODEL,

@@ -18,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import timedelta
 
-from mllab import clients, clock, config, events, log, objects, recorder, schemas
-from mllab.files import notify, store
+from mllab.files import events, notify, objects, recorder, store
 from mllab.files.s3 import ObjectInfo
-from mllab.problems import Problem
+from mllab.platform import clients, clock, config, log, wire
+from mllab.platform.problems import Problem
 
 SWEEP_EVERY = timedelta(minutes=10)
 # A completion normally follows its PUT within a second: the sweep leaves young objects to it.
@@ -30,21 +30,21 @@ SWEEP_PREFIX = "users/"
 _LOOKUP_BATCH = 100
 
 
-def complete(uid: str, name: str) -> schemas.Accepted:
+def complete(uid: str, name: str) -> wire.Accepted:
     """Report the user's uploaded object to the recorder. On GCS the bucket's notification does."""
     parsed = objects.parse(name)
     not_found = Problem(404, "There is no uploaded file of yours by that name.")
     if parsed is None or parsed.uid != uid:
         raise not_found
     if not store.is_s3():
-        return schemas.Accepted(detail="The file is recorded when the bucket reports it.")
+        return wire.Accepted(detail="The file is recorded when the bucket reports it.")
     from mllab.files import s3
 
     info = s3.stat(name)
     if info is None:
         raise not_found
     notify.publish(notify.FINALIZE, info)
-    return schemas.Accepted(detail="The file is being recorded.")
+    return wire.Accepted(detail="The file is being recorded.")
 
 
 def sweep(min_age: timedelta = SWEEP_MIN_AGE) -> list[str]:

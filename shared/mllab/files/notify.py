@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mllab import clients, clock, config
 from mllab.files.s3 import ObjectInfo
+from mllab.platform import clients, clock, config
 
 FINALIZE = "OBJECT_FINALIZE"
 DELETE = "OBJECT_DELETE"

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from mllab import clock, config, storage
+from mllab.files import storage
+from mllab.platform import clock, config
 
 # The request headers an upload URL pins besides Host and Content-Length (which the browser sets from
 # the body and may not set itself): the bucket's CORS must allow exactly these.

@@ -16,7 +16,8 @@ import io
 from collections.abc import Iterator
 from typing import Any
 
-from mllab import clients, config, storage
+from mllab.files import storage
+from mllab.platform import clients, config
 
 READ_CHUNK = 1024 * 1024
 
