@@ -1,5 +1,5 @@
 """An S3-compatible bucket (Cloudflare R2, Amazon S3, MinIO) as the file store (`MLLAB_STORAGE=s3`): the
-operations mllab.storage does on GCS, through the S3 API with botocore, which builds every SigV4 request
+operations mllab.files.storage does on GCS, through the S3 API with botocore, which builds every SigV4 request
 and presigned URL (nothing here signs by hand). botocore is imported on first use only: a GCS deployment
 never loads it (tests/stack/test_function_imports.py).
 

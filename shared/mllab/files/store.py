@@ -1,5 +1,5 @@
 """The file store seam: every operation on stored files goes through here, to one of two implementations
-selected by `MLLAB_STORAGE` (mllab.config): GCS (the default: mllab.storage signs, the GCS client reads
+selected by `MLLAB_STORAGE` (mllab.platform.config): GCS (the default: mllab.files.storage signs, the GCS client reads
 and deletes) or an S3-compatible bucket (mllab.files.s3). Callers (uploads, the recorder, the catalog's
 deletes, the account purge) are the same for both; each implementation's library is imported only when
 it is the one selected.
