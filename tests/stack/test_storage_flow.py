@@ -60,8 +60,10 @@ def test_save_a_model_version_and_download_it(lab: Browser, stack: Stack) -> Non
     assert r.status_code == 200
 
     def ready():
+        # GET /models/{id} reads the model and its versions in two reads: a version can show ready in the
+        # answer whose model was read just before the recording transaction set latest_version
         got = ok(lab.request("GET", f"/models/{model_id}"))
-        return got if got["versions"] and got["versions"][0]["status"] == "ready" else None
+        return got if got["versions"] and got["versions"][0]["status"] == "ready" and got["latest_version"] else None
 
     model = _wait(ready)
     assert model, "the version never became ready"
