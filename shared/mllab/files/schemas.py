@@ -120,7 +120,7 @@ class SignUpload(Strict):
 
 
 class CompleteUpload(Strict):
-    object: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    object: Annotated[str, StringConstraints(min_length=1, max_length=1024), Plain]  # no control characters
 
 
 class SignedUrl(BaseModel):
