@@ -23,7 +23,7 @@ VENDOR_FILES := @tensorflow/tfjs/dist/tf.es2017.min.js \
 .PHONY: help dev test lint preflight-test test-unit test-py311 bench load preflight lock clean deploy-plan deploy deploy-args
 
 help:
-	@echo "make dev     run emulators, every function, the gateway and the lab on http://127.0.0.1:8080"
+	@echo "make dev     run emulators, every function, the gateway and the lab on http://127.0.0.1:8080 (STORAGE=s3: moto's S3 server as the file store)"
 	@echo "make test    set up and run every test (lint and types, unit, emulator-backed, browser)"
 	@echo "make lint    ruff format --check, ruff check and mypy"
 	@echo "make bench   print cold-start and token timings, the lab's training times and its Lighthouse scores"
@@ -58,8 +58,9 @@ $(VENDORED): frontend/package.json frontend/package-lock.json
 	@rm -rf $(VENDOR) && mkdir -p $(VENDOR) && \
 	  for f in $(VENDOR_FILES); do cp frontend/node_modules/$$f $(VENDOR)/; done && touch $@
 
+# STORAGE=s3: the file store is moto's S3 server instead of fake-gcs-server (docs/operations.md).
 dev: preflight $(STAMP) $(VENDORED)
-	@exec $(PY) -m mllab_dev.stack
+	@exec $(PY) -m mllab_dev.stack --storage='$(or $(STORAGE),gcs)'
 
 test: preflight-test $(STAMP) $(VENDORED)
 	@$(MAKE) --no-print-directory lint

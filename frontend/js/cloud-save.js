@@ -24,7 +24,11 @@ async function put(sign, blob) {
     const signed = await session.request("POST", "/signed/upload", {...sign, size: blob.size});
     const res = await fetch(signed.url, {method: "PUT", headers: signed.headers, body: blob});
     // 412: the URL is create-only and the object exists, i.e. an earlier attempt landed after all.
-    if (res.ok || res.status === 412) return signed.object;
+    if (res.ok || res.status === 412) {
+      // Report the upload: an S3-compatible store sends no event of its own (on GCS the bucket does, and this is a no-op).
+      await session.request("POST", "/signed/complete", {object: signed.object});
+      return signed.object;
+    }
     if (attempt >= 2 || res.status !== 403) throw new Problem(`The upload of ${sign.kind} failed (HTTP ${res.status}).`);
   }
 }

@@ -5,7 +5,8 @@ import functions_framework
 from werkzeug.wrappers import Response as RawResponse
 
 from mllab.api import http
-from mllab.files import schemas, uploads
+from mllab.files import completion, schemas, uploads
+from mllab.platform import wire
 
 router = http.Router("signed_urls")
 
@@ -13,6 +14,11 @@ router = http.Router("signed_urls")
 @router.route("POST", "/signed/upload")
 def sign_upload(request: http.Request) -> schemas.SignedUrl:
     return uploads.sign_upload(request.uid, request.body)
+
+
+@router.route("POST", "/signed/complete")
+def complete_upload(request: http.Request) -> wire.Accepted:
+    return completion.complete(request.uid, request.body.object)
 
 
 @router.route("GET", "/signed/download")

@@ -49,12 +49,15 @@ READS: dict[str, tuple[str, ...]] = {
     "paypal_webhook": (config.PAYPAL_IDS, config.PAYPAL_CLIENT, config.SMTP_URL),  # verify, resync, dunning mail
     "promo_apply": (config.PUBLIC_KEYS, config.SESSION_KEYS),
     "reconcile_subscriptions": (config.PAYPAL_CLIENT, config.SMTP_URL),  # re-reads at PayPal, access-ending mail
+    "sweep_uploads": (),  # deployed only with an S3-compatible store (not by this plan yet: docs/operations.md)
 }
 
 # Bucket role per function that uses storage: each of them deletes objects (a record's files, a rule-
 # breaking upload, a purged account's files) and the signer's URLs create and overwrite them, which
 # needs storage.objects.delete, so objectAdmin; nobody gets bucket-level admin.
-BUCKET_ROLES: dict[str, str] = {fn.name: "roles/storage.objectAdmin" for fn in routes.FUNCTIONS if "storage" in fn.uses}
+BUCKET_ROLES: dict[str, str] = {
+    fn.name: "roles/storage.objectAdmin" for fn in routes.for_store("gcs") if "storage" in fn.uses
+}
 
 # The function that signs URLs through IAM signBlob as itself: token creator on its own account only.
 SIGNERS = frozenset({"signed_urls"})
@@ -63,7 +66,7 @@ FIRESTORE_ROLE = "roles/datastore.user"
 
 
 def firestore_users() -> list[str]:
-    return [fn.name for fn in routes.FUNCTIONS if "firestore" in fn.uses]
+    return [fn.name for fn in routes.for_store("gcs") if "firestore" in fn.uses]
 
 
 def readers(secret: str) -> list[str]:

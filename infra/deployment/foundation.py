@@ -72,7 +72,7 @@ def identities(env: Environment) -> list[Step]:
             capture="PROJECT_NUMBER",
         )
     ]
-    for fn in routes.FUNCTIONS:
+    for fn in routes.for_store("gcs"):
         email = env.service_account(fn.name)
         steps.append(
             Step(

@@ -86,7 +86,7 @@ def deploy_command(env: Environment, fn: routes.Function, files: Files) -> tuple
 
 def functions(env: Environment, files: Files) -> list[Step]:
     steps = []
-    for fn in routes.FUNCTIONS:
+    for fn in routes.for_store("gcs"):
         size = sizing.SIZING[fn.name]
         trigger = "HTTP" if fn.trigger is routes.Trigger.HTTP else f"Pub/Sub {env.topics[fn.topic or '']}"
         steps.append(

@@ -85,6 +85,9 @@ SIZING: dict[str, Sizing] = {
     "reconcile_subscriptions": Sizing(
         "512Mi", "1", 1, 0, 1, "540s", "one daily run over the subscriptions that need a re-read"
     ),
+    "sweep_uploads": Sizing(
+        "512Mi", "1", 1, 0, 1, "540s", "a run every 10 minutes over the bucket's users/ listing (S3 store only)"
+    ),
 }
 
 # Only the finalize recorder retries: a failed daily job runs again the next day, while a lost object

@@ -13,7 +13,9 @@ function importing the same Google client(s) and making the same first call, mea
 Finalize -> record = a signed PUT to fake-gcs-server returning, until its `artifacts` document
 exists in Firestore (fake-gcs-server -> Pub/Sub emulator -> push -> on_object_finalized -> Firestore).
 Recorder throughput = OBJECT_FINALIZE notifications published straight to the Pub/Sub emulator, until
-every one is recorded. Numbers only; nothing here passes or fails.
+every one is recorded. signed_urls per file store = its cold start to a signed upload URL on a stack of
+each store (GCS: fake-gcs-server and the development key; S3: moto's server, botocore loaded on the
+way). Numbers only; nothing here passes or fails.
 """
 
 from __future__ import annotations
@@ -153,6 +155,74 @@ def _first_signed_urls(client: httpx.Client, port: int) -> bool:
     return r.status_code == 404 and "no saved file" in r.json().get("detail", "")
 
 
+def _first_signed_upload(client: httpx.Client, port: int) -> bool:
+    # A real upload URL (plan, ownership and quota checks, then the store's signer).
+    r = client.post(
+        f"http://127.0.0.1:{port}/signed/upload",
+        json={"kind": "weights", "model_id": CTX["model_id"], "version": 1, "size": 10},
+        headers={"Authorization": f"Bearer {CTX['access']}", "X-CSRF-Token": CTX["csrf"]},
+    )
+    return r.status_code == 200 and "url" in r.json()
+
+
+def _pending_version(uid: str) -> str:
+    """A PRO user's model with version 1 pending (what the lab allocates before an upload)."""
+    from datetime import timedelta
+
+    db, now, pid, mid = clients.firestore(), clock.now(), uuid.uuid4().hex, uuid.uuid4().hex
+    db.collection("projects").document(pid).set({"uid": uid, "name": "p", "created_at": now, "updated_at": now})
+    db.collection("models").document(mid).set(
+        {"uid": uid, "project_id": pid, "name": "m", "config_json": "{}", "latest_version": None, "next_version": 2}
+        | {"created_at": now, "updated_at": now}
+    )
+    db.collection("models").document(mid).collection("versions").document("000000001").set(
+        {"uid": uid, "model_id": mid, "project_id": pid, "version": 1, "status": "pending", "files": {}}
+        | {"size_bytes": 0, "created_at": now, "updated_at": now}
+    )
+    db.collection("entitlements").document(uid).set({"uid": uid, "admin_until": now + timedelta(days=1)})
+    return mid
+
+
+def store_cold_starts() -> None:
+    """signed_urls' cold start to a signed upload URL, on a stack of each file store."""
+    print(f"\n{'signed_urls, upload URL':28} {'cold start ms':>15} {'min-max':>13} {'import CPU ms':>14}")
+    source = ROOT / "functions" / "signed_urls" / "main.py"
+    for backend in ("gcs", "s3"):
+        with tempfile.TemporaryDirectory() as tmp:
+            stack = Stack(Ports.free(), Path(tmp), storage=backend)
+            stack.start()
+            saved = dict(os.environ)
+            try:
+                for var in ("STORAGE_EMULATOR_HOST", "MLLAB_STORAGE", "MLLAB_S3_ENDPOINT"):
+                    os.environ.pop(var, None)
+                os.environ.update(stack.env())
+                config.reload()
+                clients.reset()
+                sessions.reset_caches()
+                tokens.reset_caches()  # this stack's dev dir has its own signing keys
+                uid = users.create_password_user(
+                    f"bench-{uuid.uuid4().hex[:8]}@example.com", passwords.DUMMY_HASH, verified=True
+                )
+                session, _ = sessions.create(uid, "password", user_agent="bench", ip="127.0.0.1")
+                CTX.update(
+                    uid=uid,
+                    access=tokens.issue_access_token(uid, session.id).token,
+                    csrf=sessions.csrf_token(session.id),
+                    model_id=_pending_version(uid),
+                )
+                env = {**os.environ}
+                times = [cold_start(source, "signed_urls", _first_signed_upload, env) * 1000 for _ in range(RUNS)]
+                cpu = statistics.median(import_cpu(source, "signed_urls", env) * 1000 for _ in range(3))
+                label = f"on {backend}"
+                print(f"{label:28} {statistics.median(times):15.0f} {min(times):6.0f}-{max(times):<6.0f} {cpu:14.0f}")
+            finally:
+                stack.stop()
+                os.environ.clear()
+                os.environ.update(saved)
+                config.reload()
+                clients.reset()
+
+
 def _first_google_login(client: httpx.Client, port: int) -> bool:
     r = client.get(f"http://127.0.0.1:{port}/auth/google/login?return_to=/lab")
     return r.status_code == 302 and "code_challenge=" in r.headers["location"]
@@ -256,7 +326,7 @@ PROBES = {
     "reconcile_subscriptions": _first_reconcile,
 }
 TARGETS = [("bare functions-framework", HERE / "bare" / "main.py", "bare", _first_bare)] + [
-    (fn.name, ROOT / "functions" / fn.name / "main.py", fn.name, PROBES[fn.name]) for fn in routes.FUNCTIONS
+    (fn.name, ROOT / "functions" / fn.name / "main.py", fn.name, PROBES[fn.name]) for fn in routes.for_store("gcs")
 ]
 FLOOR = HERE / "floor" / "main.py"
 # The Google client modules each client getter (mllab.platform.clients) imports.
@@ -806,6 +876,7 @@ def main() -> int:
                 lighthouse_section(stack.gateway_url)
         finally:
             stack.stop()
+    store_cold_starts()
     return 0
 
 

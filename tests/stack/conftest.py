@@ -21,11 +21,12 @@ from mllab_dev.stack import PROJECT, Ports, Stack
 
 
 @contextmanager
-def running_stack(dev_dir: Path) -> Iterator[Stack]:
+def running_stack(dev_dir: Path, storage_backend: str = "gcs") -> Iterator[Stack]:
     """A whole stack on free ports, with this process's mllab pointed at it, and back afterwards.
-    The suite shares one (below); a module that pauses parts of it starts its own."""
+    The suite shares one (below); a module that pauses parts of it, or runs on the S3 store
+    (`storage_backend="s3"`), starts its own."""
     from mllab.billing import paypal, webhooks
-    from mllab.files import storage
+    from mllab.files import s3, storage
     from mllab.identity import oauth
 
     def forget() -> None:
@@ -35,12 +36,16 @@ def running_stack(dev_dir: Path) -> Iterator[Stack]:
         sessions.reset_caches()
         paypal.reset()
         storage.reset()
+        s3.reset()
         oauth.reset_caches()
         webhooks.reset_cache()
 
-    s = Stack(Ports.free(), dev_dir)
+    s = Stack(Ports.free(), dev_dir, storage=storage_backend)
     s.start()
-    saved = {k: os.environ.get(k) for k in s.env()}
+    # every variable either backend sets, so the other's are removed too
+    saved = {k: os.environ.get(k) for k in (*s.env(), "STORAGE_EMULATOR_HOST", "MLLAB_STORAGE", "MLLAB_S3_ENDPOINT")}
+    for k in saved:
+        os.environ.pop(k, None)
     os.environ.update(s.env())
     forget()
     try:

@@ -58,6 +58,25 @@ def bucket():
     return clients.storage().bucket(config.settings().bucket)
 
 
+def _s3() -> bool:
+    return config.settings().storage == "s3"
+
+
+def generation_of(name: str) -> int | None:
+    """The stored object's generation, or None when there is none (either file store)."""
+    if _s3():
+        from mllab.files import s3
+
+        info = s3.stat(name)
+        return info.generation if info else None
+    blob = bucket().get_blob(name)
+    return int(blob.generation) if blob else None
+
+
+def gone(name: str) -> bool:
+    return generation_of(name) is None
+
+
 def wait(predicate, timeout: float = 20.0):
     deadline = time.monotonic() + timeout
     while True:
@@ -71,7 +90,7 @@ def artifact(name: str, generation: int) -> dict | None:
     snap = (
         clients.firestore()
         .collection(recorder.ARTIFACTS)
-        .document(events.object_key(bucket().name, name, generation))
+        .document(events.object_key(config.settings().bucket, name, generation))
         .get()
     )
     return snap.to_dict() if snap.exists else None
@@ -84,7 +103,16 @@ def never_recorded(name: str, generation: int) -> bool:
 
 
 def upload(name: str, data: bytes, content_type: str) -> int:
-    """Put an object straight into the bucket, as a (replayed) signed PUT lands; its generation."""
+    """Put an object straight into the bucket, as a (replayed) signed PUT lands; its generation. On S3
+    it is then reported as its completion would report it."""
+    if _s3():
+        from mllab.files import notify, s3
+
+        s3.client().put_object(Bucket=config.settings().bucket, Key=name, Body=data, ContentType=content_type)
+        info = s3.stat(name)
+        assert info is not None
+        notify.publish(notify.FINALIZE, info)
+        return info.generation
     blob = bucket().blob(name)
     blob.upload_from_string(data, content_type=content_type)
     return int(blob.generation)

@@ -9,7 +9,7 @@ test says what is missing. Covered elsewhere and not repeated: the CSRF matrix o
 and refresh-reuse timing (test_refresh_sessions.py, checked below to list every cookie route), catalog
 validation and cursors (test_catalog.py), the recorder's refusals (test_storage_flow.py), static
 file traversal (test_gateway.py), webhook signatures and the 64 KiB cap (test_paypal_webhook.py),
-off-site return_to (test_google_signin.py, tests/unit/test_oauth.py).
+off-site return_to (test_google_signin.py, tests/unit/test_oauth.py). On both file stores.
 """
 
 from __future__ import annotations
@@ -44,8 +44,16 @@ from mllab.platform import audit, clients, clock, config
 from mllab.platform.problems import PROBLEM_JSON
 from mllab_dev.stack import BUCKET, Stack
 
+from .backend_support import BACKENDS, on_backend
 from .billing_support import wait
 from .conftest import PASSWORD, docs_where
+from .limits_support import upload as store_object
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def stack(request: pytest.FixtureRequest, stack: Stack, tmp_path_factory: pytest.TempPathFactory):
+    yield from on_backend(request.param, stack, tmp_path_factory)
+
 
 # Collections whose documents are meant to change on a refusal: failure counters and the audit log.
 MEANT_TO_CHANGE = {"rate_limits", "audit_log"}
@@ -71,7 +79,12 @@ def stored() -> dict[str, Any]:
                 walk(ref.collections())
 
     walk(db.collections())
-    blobs = {b.name: b.generation for b in clients.storage().bucket(BUCKET).list_blobs()}
+    if config.settings().storage == "s3":
+        from mllab.files import s3
+
+        blobs = {o.name: o.generation for o in s3.list_prefix("")}
+    else:
+        blobs = {b.name: b.generation for b in clients.storage().bucket(BUCKET).list_blobs()}
     return {"documents": docs, "objects": blobs}
 
 
@@ -141,9 +154,7 @@ def _party(stack: Stack, new_user, name: str) -> Party:
         job = make("/jobs", {"project_id": project, "model_id": model, "version": 1})["id"]
     p.ids = {"projects": project, "models": model, "datasets": dataset, "jobs": job, "sessions": p.sid}
     p.object = str(objects.model_file(p.uid, project, model, 1, "weights"))
-    clients.storage().bucket(BUCKET).blob(p.object).upload_from_string(
-        b"\x00" * 64, content_type="application/octet-stream"
-    )
+    store_object(p.object, b"\x00" * 64, "application/octet-stream")
     p.subscription_id = "I-" + uuid.uuid4().hex[:12].upper()
     now = clock.now()
     clients.firestore().collection(subscriptions.SUBSCRIPTIONS).document(p.subscription_id).set(
@@ -220,6 +231,7 @@ EXAMPLES: dict[type[BaseModel], Callable[[Party], dict[str, Any]]] = {
         "name": "a run",
     },
     file_schemas.SignUpload: lambda p: {"kind": "weights", "model_id": p.ids["models"], "version": 1, "size": 64},
+    file_schemas.CompleteUpload: lambda p: {"object": p.object},
     billing_schemas.SyncRequest: lambda p: {"subscription_id": p.subscription_id},
     billing_schemas.CancelRequest: lambda p: {"reason": "too expensive"},
     billing_schemas.PromoRequest: lambda p: {"code": "NO-SUCH-CODE"},

@@ -1,4 +1,5 @@
-"""Signed-URL upload -> fake-gcs-server -> Pub/Sub emulator -> push -> on_object_finalized -> Firestore."""
+"""Signed-URL upload -> the store (fake-gcs-server's notification, or moto's S3 server and the completion
+report) -> Pub/Sub emulator -> push -> on_object_finalized -> Firestore. On both file stores."""
 
 from __future__ import annotations
 
@@ -12,11 +13,17 @@ import pytest
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
-from mllab.files import events, objects, recorder, storage
+from mllab.files import completion, events, objects, recorder, storage, store
 from mllab.platform import clients
 from mllab_dev.stack import BUCKET, PROJECT, TOPIC, Stack
 
+from .backend_support import BACKENDS, is_s3, on_backend, stored
 from .conftest import function_log, wait_for_log
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def stack(request: pytest.FixtureRequest, stack: Stack, tmp_path_factory: pytest.TempPathFactory):
+    yield from on_backend(request.param, stack, tmp_path_factory)
 
 
 def _artifacts(name: str) -> list[dict]:
@@ -62,9 +69,17 @@ def tap(stack: Stack):
 
 
 def _upload(name: str, data: bytes, content_type: str = "application/json") -> httpx.Response:
-    signed = storage.signed_upload_url(name, content_type, max_bytes=1024 * 1024)
-    assert "X-Goog-Signature=" in signed.url and "X-Goog-Algorithm=GOOG4-RSA-SHA256" in signed.url
-    return httpx.put(signed.url, content=data, headers=signed.headers, timeout=20)
+    """PUT through an upload URL; on S3 then report it as the completion route does (its user's own)."""
+    if store.is_s3():
+        signed = store.signed_upload_url(name, content_type, len(data))
+        assert "X-Amz-Signature=" in signed.url and "X-Amz-Algorithm=AWS4-HMAC-SHA256" in signed.url
+    else:
+        signed = storage.signed_upload_url(name, content_type, max_bytes=1024 * 1024)
+        assert "X-Goog-Signature=" in signed.url and "X-Goog-Algorithm=GOOG4-RSA-SHA256" in signed.url
+    r = httpx.put(signed.url, content=data, headers=signed.headers, timeout=20)
+    if store.is_s3() and r.status_code == 200:
+        completion.complete(name.split("/")[1], name)
+    return r
 
 
 def test_signed_upload_produces_exactly_one_record(stack: Stack, records, tap) -> None:
@@ -84,7 +99,7 @@ def test_signed_upload_produces_exactly_one_record(stack: Stack, records, tap) -
     assert rec["deleted_at"] is None
     assert rec["_id"] == events.object_key(BUCKET, name, rec["generation"])
 
-    # Redeliver the very message fake-gcs-server published: still exactly one record.
+    # Redeliver the very message the store (or the completion) published: still exactly one record.
     message = tap(name)
     assert message["attributes"]["bucketId"] == BUCKET
     pub = httpx.post(
@@ -97,38 +112,59 @@ def test_signed_upload_produces_exactly_one_record(stack: Stack, records, tap) -
     assert len(_artifacts(name)) == 1
 
 
-def test_an_overwrite_is_refused_and_the_dataset_says_its_file_was_lost(stack: Stack, records) -> None:
+def test_an_overwrite_is_refused(stack: Stack, records) -> None:
     """GCS refuses a second PUT with our upload URL (if-generation-match: 0); fake-gcs-server does not,
-    so the recorder's own rule is what is seen here: the newcomer is never recorded."""
+    so there the recorder's own rule is what is seen: the newcomer is never recorded, and the dataset
+    says its file was lost. S3, R2 and moto refuse the second create (If-None-Match: *): 412, and the
+    dataset keeps its file."""
     ids = records()
     name = str(objects.dataset_file(ids["uid"], ids["project_id"], ids["dataset_id"], "train.csv"))
     assert _upload(name, b"a,b\n1,2\n", "text/csv").status_code == 200
     first = _wait_records(name, 1)
     assert len(first) == 1
+    if is_s3(stack):
+        assert _upload(name, b"a,b\n1,2\n3,4\n", "text/csv").status_code == 412
+        assert store.read(name, first[0]["generation"]) == b"a,b\n1,2\n"
+        dataset = _wait_dataset(ids["dataset_id"], "ready")
+        assert dataset["row_count"] == 1 and dataset["generation"] == first[0]["generation"]
+        return
     assert _upload(name, b"a,b\n1,2\n3,4\n", "text/csv").status_code == 200
     deadline = time.monotonic() + 15
     dataset = {}
     while time.monotonic() < deadline:
         dataset = clients.firestore().collection("datasets").document(ids["dataset_id"]).get().to_dict()
         gens = [g for g in _artifacts(name) if g["generation"] == first[0]["generation"]]
-        if (
-            dataset.get("status") == "failed"
-            and gens[0]["deleted_at"] is not None
-            and clients.storage().bucket(BUCKET).get_blob(name) is None
-        ):
+        if dataset.get("status") == "failed" and gens[0]["deleted_at"] is not None and not stored(stack, name):
             break
         time.sleep(0.1)
     recorded = [g for g in _artifacts(name) if not g.get("tombstone")]  # (the newcomer's deletion leaves one)
     assert [g["generation"] for g in recorded] == [first[0]["generation"]]  # the newcomer: never recorded
     assert recorded[0]["deleted_at"] is not None  # OBJECT_DELETE for the overwritten generation
-    assert clients.storage().bucket(BUCKET).get_blob(name) is None  # the newcomer is deleted
+    assert not stored(stack, name)  # the newcomer is deleted
     assert dataset["status"] == "failed" and "overwritten" in dataset["failure"]
     assert dataset["generation"] == first[0]["generation"] and dataset["row_count"] == 1
+
+
+def _wait_dataset(dataset_id: str, status: str, timeout: float = 15.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        dataset = clients.firestore().collection("datasets").document(dataset_id).get().to_dict()
+        if dataset.get("status") == status or time.monotonic() > deadline:
+            return dataset
+        time.sleep(0.1)
 
 
 def test_signed_url_pins_content_type_size_cap_and_ten_minutes(stack: Stack, unique: str) -> None:
     from urllib.parse import parse_qs, urlsplit
 
+    if is_s3(stack):
+        signed = store.signed_upload_url(f"users/u-{unique}/x/model.json", "application/json", 2048)
+        query = parse_qs(urlsplit(signed.url).query)
+        assert query["X-Amz-Expires"] == ["600"]
+        assert query["X-Amz-SignedHeaders"] == ["content-length;content-type;host;if-none-match"]
+        assert signed.headers == {"Content-Type": "application/json", "If-None-Match": "*"}
+        assert urlsplit(signed.url).netloc == f"127.0.0.1:{stack.ports.gcs}"
+        return
     signed = storage.signed_upload_url(f"users/u-{unique}/x/model.json", "application/json", max_bytes=2048)
     query = parse_qs(urlsplit(signed.url).query)
     assert query["X-Goog-Expires"] == ["600"]

@@ -1,7 +1,8 @@
 """Per function: serve a real request on its path in a fresh interpreter, then check which modules
 got loaded. No google-cloud client its path does not use (cold start), no mllab module or heavy
-library its routes do not use, and every third-party distribution it loaded is covered by its own
-requirements.txt (or it would fail once deployed)."""
+library its routes do not use, no S3 library in a GCS deployment, and every third-party distribution
+it loaded is covered by its own requirements.txt (or it would fail once deployed); on the S3 store, by
+its requirements and the `s3` extra."""
 
 from __future__ import annotations
 
@@ -214,6 +215,12 @@ EXERCISE = {
         r = client.post("/promo/apply", json={"code": "NO-SUCH-CODE"}, headers=h)
         assert r.status_code == 422, r.data
     """,
+    "sweep_uploads": """
+        body = {"subscription": "projects/demo-mllab/subscriptions/s",
+                "message": {"data": "e30=", "messageId": "sweep-imports-1", "attributes": {}}}
+        r = client.post("/projects/demo-mllab/topics/upload-sweep", json=body)
+        assert r.status_code == 200, r.data
+    """,
     "reconcile_subscriptions": """
         body = {"subscription": "projects/demo-mllab/subscriptions/s",
                 "message": {"data": "e30=", "messageId": "reconcile-imports-1", "attributes": {}}}
@@ -221,6 +228,53 @@ EXERCISE = {
         assert r.status_code == 200, r.data
     """,
 }
+
+# On the S3 store, where a path differs: the upload is reported (completion publishes its event), and a
+# refused object is deleted from the S3 bucket (its OBJECT_DELETE event published).
+S3_EXERCISE = dict(EXERCISE)
+S3_EXERCISE["signed_urls"] = """
+        import os, uuid, httpx
+        from datetime import timedelta
+        from mllab.identity import sessions, tokens, users
+        from mllab.platform import clients, clock
+        uid = users.create_google_user("https://example.test", uuid.uuid4().hex,
+                                       f"s-{uuid.uuid4().hex[:8]}@example.com", "S")
+        s, _ = sessions.create(uid, "google", user_agent="imports", ip="203.0.113.1")
+        db, now, pid, mid = clients.firestore(), clock.now(), uuid.uuid4().hex, uuid.uuid4().hex
+        db.collection("projects").document(pid).set({"uid": uid, "name": "p", "created_at": now, "updated_at": now})
+        db.collection("models").document(mid).set({"uid": uid, "project_id": pid, "name": "m", "config_json": "{}",
+                                                   "latest_version": None, "next_version": 2,
+                                                   "created_at": now, "updated_at": now})
+        db.collection("models").document(mid).collection("versions").document("000000001").set(
+            {"uid": uid, "model_id": mid, "project_id": pid, "version": 1, "status": "pending", "files": {},
+             "size_bytes": 0, "created_at": now, "updated_at": now})
+        db.collection("entitlements").document(uid).set({"uid": uid, "admin_until": now + timedelta(days=1)})
+        h = {"Authorization": "Bearer " + tokens.issue_access_token(uid, s.id).token,
+             "X-CSRF-Token": sessions.csrf_token(s.id)}
+        r = client.post("/signed/upload", json={"kind": "weights", "model_id": mid, "version": 1, "size": 10},
+                        headers=h)
+        assert r.status_code == 200, r.data
+        put = httpx.put(r.json["url"], content=b"0123456789", headers=r.json["headers"], timeout=20)
+        assert put.status_code == 200, put.text
+        r = client.post("/signed/complete", json={"object": r.json["object"]}, headers=h)
+        assert r.status_code == 202, r.data  # the store read, the event published
+    """
+S3_EXERCISE["on_object_finalized"] = """
+        import base64, json as _j
+        from mllab.files import s3
+        # an object outside the naming grammar in our bucket: deleted (its delete event published), audited
+        s3.client().put_object(Bucket="mllab-local", Key="users/u/x.json", Body=b"{}", ContentType="application/json")
+        gen = str(s3.stat("users/u/x.json").generation)
+        res = {"bucket": "mllab-local", "name": "users/u/x.json", "generation": gen, "size": "2",
+               "contentType": "application/json"}
+        body = {"subscription": "projects/demo-mllab/subscriptions/s", "message": {
+            "data": base64.b64encode(_j.dumps(res).encode()).decode(), "messageId": "imports-s3-1",
+            "attributes": {"bucketId": "mllab-local", "objectId": "users/u/x.json", "objectGeneration": gen,
+                           "eventType": "OBJECT_FINALIZE", "payloadFormat": "JSON_API_V1"}}}
+        r = client.post("/projects/demo-mllab/topics/gcs-events", json=body)
+        assert r.status_code == 200, r.data
+        assert s3.stat("users/u/x.json") is None
+    """
 
 CHILD = """
 import json, sys
@@ -244,8 +298,9 @@ print(json.dumps({{"at_import": at_import, "after": sorted(sys.modules)}}))
 
 
 def _run(stack: Stack, name: str) -> dict:
+    exercise = (S3_EXERCISE if stack.storage == "s3" else EXERCISE)[name]
     code = CHILD.format(
-        target=name, source=str(ROOT / "functions" / name / "main.py"), exercise=textwrap.dedent(EXERCISE[name])
+        target=name, source=str(ROOT / "functions" / name / "main.py"), exercise=textwrap.dedent(exercise)
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -269,9 +324,13 @@ def test_every_function_has_an_exercise() -> None:
     assert set(EXERCISE) == {fn.name for fn in routes.FUNCTIONS}
 
 
-@pytest.mark.parametrize("fn", routes.FUNCTIONS, ids=lambda f: f.name)
+S3_LIBRARIES = ("botocore", "boto3", "s3transfer")
+
+
+@pytest.mark.parametrize("fn", routes.for_store("gcs"), ids=lambda f: f.name)
 def test_function_loads_only_the_clients_its_path_uses(stack: Stack, fn: routes.Function) -> None:
     result = _run(stack, fn.name)
+    assert not [m for m in result["after"] if m.split(".")[0] in S3_LIBRARIES], "a GCS deployment loaded an S3 library"
     assert all(m.startswith(FRAMEWORK) or m == "google.cloud" for m in result["at_import"]), (
         f"imported at load time: {result['at_import']}"
     )
@@ -332,15 +391,46 @@ def _requirement_closure(requirements: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("fn", routes.FUNCTIONS, ids=lambda f: f.name)
+@pytest.mark.parametrize("fn", routes.for_store("gcs"), ids=lambda f: f.name)
 def test_loaded_distributions_are_in_requirements(stack: Stack, fn: routes.Function) -> None:
+    _assert_requirements_cover(
+        _run(stack, fn.name), fn, _requirement_closure(ROOT / "functions" / fn.name / "requirements.txt")
+    )
+
+
+@pytest.fixture(scope="module")
+def s3_stack(tmp_path_factory: pytest.TempPathFactory):
+    from .conftest import running_stack
+
+    with running_stack(tmp_path_factory.mktemp("s3imports"), storage_backend="s3") as s:
+        yield s
+
+
+# The functions whose paths reach the file store (the S3 deployment adds the `s3` extra to theirs).
+STORE_FUNCTIONS = [fn for fn in routes.for_store("s3") if "storage" in fn.uses or fn.store == "s3"]
+
+
+@pytest.mark.parametrize("fn", STORE_FUNCTIONS, ids=lambda f: f.name)
+def test_on_the_s3_store_the_store_functions_load_botocore_and_nothing_uncovered(
+    s3_stack: Stack, fn: routes.Function
+) -> None:
+    import tomllib
+
+    result = _run(s3_stack, fn.name)
+    assert "botocore" in {m.split(".")[0] for m in result["after"]}, f"{fn.name} never reached the S3 store"
+    assert "boto3" not in {m.split(".")[0] for m in result["after"]}
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["s3"]
+    requirements = s3_stack.dev_dir / f"{fn.name}-requirements.txt"
+    requirements.write_text((ROOT / "functions" / fn.name / "requirements.txt").read_text() + "\n".join(extra) + "\n")
+    _assert_requirements_cover(result, fn, _requirement_closure(requirements))
+
+
+def _assert_requirements_cover(result: dict, fn: routes.Function, closure: set[str]) -> None:
     from importlib import metadata
 
     from packaging.utils import canonicalize_name
 
-    result = _run(stack, fn.name)
     by_module = metadata.packages_distributions()
-    closure = _requirement_closure(ROOT / "functions" / fn.name / "requirements.txt")
     missing = set()
     for mod in {m.split(".")[0] for m in result["after"]}:
         if mod in sys.stdlib_module_names or mod in {"mllab", "main", "__main__"} | OPTIONAL_IMPORTS:

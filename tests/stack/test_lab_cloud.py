@@ -1,16 +1,24 @@
 """Save to the cloud from the lab and load it back, in Chromium against the local stack: signed PUTs
 straight to the bucket, the event pipeline marking the version ready, the library listing it, signed
 GETs to reload, and the same predictions as before. A free user is told why the save is refused, and
-nothing is created for them."""
+nothing is created for them. On both file stores (on S3 the lab reports each upload after its PUT)."""
 
 from __future__ import annotations
+
+import pytest
 
 from mllab.billing import entitlements, subscriptions
 from mllab.files import catalog
 from mllab_dev.stack import Stack
 
+from .backend_support import BACKENDS, on_backend
 from .conftest import docs_where
 from .workbench_support import Lab, lab  # noqa: F401  (the lab fixture: the workbench page, checked clean)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def stack(request: pytest.FixtureRequest, stack: Stack, tmp_path_factory: pytest.TempPathFactory):
+    yield from on_backend(request.param, stack, tmp_path_factory)
 
 
 def _trained(lab: Lab, user: dict) -> list[float]:

@@ -123,6 +123,16 @@ def _imports(path: Path, *, module_level_only: bool) -> set[str]:
     return {module for node in nodes for module in _imported(node)}
 
 
+def _mllab_file(module: str) -> Path | None:
+    """The file of an mllab module (`mllab.files.s3.ObjectInfo` -> files/s3.py), None for a package."""
+    parts = module.split(".")[1:]
+    for n in range(len(parts), 0, -1):
+        path = MLLAB_DIR.joinpath(*parts[:n]).with_suffix(".py")
+        if path.is_file():
+            return path
+    return None
+
+
 def third_party_imports(name: str, *, module_level_only: bool) -> dict[str, set[str]]:
     """Third-party modules main.py's import path reaches -> the files importing them. Lazy imports
     inside mllab.platform.clients are left out: which client a function loads is `routes.FUNCTIONS[...].uses`."""
@@ -134,8 +144,8 @@ def third_party_imports(name: str, *, module_level_only: bool) -> dict[str, set[
         lazy_ok = not module_level_only and path.name != "clients.py"
         for module in _imports(path, module_level_only=not lazy_ok):
             if module.startswith("mllab."):
-                target = MLLAB_DIR.joinpath(*module.split(".")[1:]).with_suffix(".py")
-                if target.is_file() and target not in seen:
+                target = _mllab_file(module)
+                if target is not None and target not in seen:
                     seen.add(target)
                     todo.append(target)
             elif module.split(".")[0] not in sys.stdlib_module_names and module != "__future__":

@@ -37,7 +37,8 @@ def _pins(lines: list[str]) -> dict[str, str]:
 
 def _project_pins() -> dict[str, str]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return _pins(project["dependencies"])
+    # the s3 extra: the S3 store's client, in the functions that use the store when a deployment selects it
+    return _pins([*project["dependencies"], *project["optional-dependencies"]["s3"]])
 
 
 # --- table and layout ----------------------------------------------------------------------------

@@ -42,8 +42,12 @@ HOP_BY_HOP = {
 MAX_PROXY_BODY = 128 * 1024 * 1024  # the load balancer has no small cap; functions enforce their own
 PROBE_AGENT = "mllab-healthz"
 # The bucket is the one other origin the page talks to: signed PUTs and GETs go straight to it
-# (production: https://storage.googleapis.com; locally fake-gcs-server).
-STORAGE_ORIGIN = os.environ.get("STORAGE_EMULATOR_HOST", "https://storage.googleapis.com").rstrip("/")
+# (production: https://storage.googleapis.com; locally fake-gcs-server, or moto's S3 server with STORAGE=s3).
+STORAGE_ORIGIN = (
+    os.environ.get("MLLAB_S3_ENDPOINT", "")
+    if os.environ.get("MLLAB_STORAGE") == "s3"
+    else os.environ.get("STORAGE_EMULATOR_HOST", "https://storage.googleapis.com")
+).rstrip("/")
 LAB_CSP = http.lab_csp(STORAGE_ORIGIN)
 LAB_SECURITY_HEADERS = {**http.API_SECURITY_HEADERS, "Content-Security-Policy": LAB_CSP}
 

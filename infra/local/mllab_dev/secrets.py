@@ -47,6 +47,14 @@ def _paypal_client(directory: Path) -> dict[str, str]:
     return {config.PAYPAL_CLIENT: json.dumps(creds, indent=1)}
 
 
+def _s3_credentials(directory: Path) -> dict[str, str]:
+    """Keys for moto's S3 server (`make dev STORAGE=s3`), which accepts any."""
+    import secrets as pysecrets
+
+    keys = {"access_key_id": "mllab-local", "secret_access_key": pysecrets.token_urlsafe(24)}
+    return {config.S3_CREDENTIALS: json.dumps(keys, indent=1)}
+
+
 MAKERS = {
     config.SIGNING_KEYS: _signing_keys,
     config.PUBLIC_KEYS: _signing_keys,
@@ -54,6 +62,7 @@ MAKERS = {
     config.SESSION_KEYS: _session_keys,
     config.OAUTH_CLIENT_SECRET: _oauth_client_secret,
     config.PAYPAL_CLIENT: _paypal_client,
+    config.S3_CREDENTIALS: _s3_credentials,
 }
 
 

@@ -38,13 +38,23 @@ BUCKET = "mllab-local"
 TOPIC = "gcs-events"
 PURGE_TOPIC = "account-purge"
 RECONCILE_TOPIC = "billing-reconcile"
-TOPICS = {"events_topic": TOPIC, "purge_topic": PURGE_TOPIC, "reconcile_topic": RECONCILE_TOPIC}  # Function.topic -> id
+SWEEP_TOPIC = "upload-sweep"
+TOPICS = {  # Function.topic -> id
+    "events_topic": TOPIC,
+    "purge_topic": PURGE_TOPIC,
+    "reconcile_topic": RECONCILE_TOPIC,
+    "sweep_topic": SWEEP_TOPIC,
+}
 OIDC_CLIENT_ID = "mllab-local"
 # Identities the OIDC stand-in offers on its sign-in page ("Continue with Google" locally).
 OIDC_USERS = [
     {"sub": "alice-google-0001", "email": "alice@example.com", "email_verified": True, "name": "Alice Example"},
     {"sub": "bob-google-0002", "email": "bob@example.com", "email_verified": True, "name": "Bob Example"},
 ]
+# The file store (`make dev STORAGE=s3`): fake-gcs-server for "gcs", moto's S3 server for "s3". moto
+# accepts any credentials (it checks no signature); these are what the functions sign with locally.
+STORAGES = ("gcs", "s3")
+S3_REGION = "us-east-1"
 STARTUP_TIMEOUT_S = 90.0
 GATEWAY_KEEPALIVE_S = 620  # longer than any client idles between requests
 STOP_GRACE_S = 8.0
@@ -59,7 +69,7 @@ class Ports:
     gateway: int = 8080
     firestore: int = 8081
     pubsub: int = 8085
-    gcs: int = 4443
+    gcs: int = 4443  # the file store's port: fake-gcs-server, or moto's S3 server with STORAGE=s3
     oidc: int = 9400
     paypal: int = 9500
     functions: dict[str, int] = field(
@@ -201,7 +211,11 @@ class Stack:
         gateway: bool = True,
         function_env: dict[str, dict[str, str]] | None = None,
         gateway_threads: int = 32,
+        storage: str = "gcs",
     ) -> None:
+        if storage not in STORAGES:
+            raise StackError(f"storage must be one of {', '.join(STORAGES)}, got {storage!r}")
+        self.storage = storage
         self.ports = ports or Ports()
         self.dev_dir = (dev_dir or ROOT / ".dev").resolve()
         self.state_file = self.dev_dir / "stack.json"
@@ -230,13 +244,23 @@ class Stack:
     def paypal_ca(self) -> Path:
         return devca.paths(self.dev_dir).ca_cert
 
+    @property
+    def storage_url(self) -> str:
+        """The file store's origin, which the browser PUTs to and GETs from."""
+        return f"http://127.0.0.1:{self.ports.gcs}"
+
+    def storage_env(self) -> dict[str, str]:
+        if self.storage == "s3":
+            return {"MLLAB_STORAGE": "s3", "MLLAB_S3_ENDPOINT": self.storage_url, "MLLAB_S3_REGION": S3_REGION}
+        return {"STORAGE_EMULATOR_HOST": self.storage_url}
+
     def env(self) -> dict[str, str]:
         """Environment of every function: emulator hosts and local settings."""
         gw = self.gateway_url
         return {
             "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{self.ports.firestore}",
             "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{self.ports.pubsub}",
-            "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{self.ports.gcs}",
+            **self.storage_env(),
             "GOOGLE_CLOUD_PROJECT": PROJECT,
             "MLLAB_ENV": "local",
             "MLLAB_PROJECT": PROJECT,
@@ -248,6 +272,7 @@ class Stack:
             "MLLAB_OIDC_ISSUER": f"http://127.0.0.1:{self.ports.oidc}",
             "MLLAB_OIDC_CLIENT_ID": OIDC_CLIENT_ID,
             "MLLAB_RECONCILE_TOPIC": RECONCILE_TOPIC,
+            "MLLAB_SWEEP_TOPIC": SWEEP_TOPIC,
             # PayPal: the stand-in, trusted through the development CA that only this configuration names
             "MLLAB_PAYPAL_API_BASE": self.paypal_url,
             "MLLAB_PAYPAL_CA_FILE": str(self.paypal_ca),
@@ -327,7 +352,9 @@ class Stack:
                 ],
                 f"http://127.0.0.1:{p.pubsub}/",
             ),
-            Child(
+            self._store_child()
+            if self.storage == "s3"
+            else Child(
                 "gcs",
                 "emulator",
                 p.gcs,
@@ -392,7 +419,7 @@ class Stack:
                 f"{self.paypal_url}/_standin/health",
             ),
         ]
-        for fn in routes.FUNCTIONS:
+        for fn in routes.for_store(self.storage):
             port = p.functions[fn.name]
             if not (ROOT / "functions" / fn.name / "main.py").is_file():
                 print(f"stack: functions/{fn.name}/main.py is missing; not started", file=sys.stderr)
@@ -534,6 +561,9 @@ class Stack:
                 )
                 if r.status_code not in (200, 409):
                     raise StackError(f"creating push subscription failed: {r.status_code} {r.text[:200]}")
+            if self.storage == "s3":
+                self._bootstrap_s3()
+                return
             r = client.post(
                 f"http://127.0.0.1:{p.gcs}/storage/v1/b", params={"project": PROJECT}, json={"name": BUCKET}
             )
@@ -545,6 +575,29 @@ class Stack:
             )
             if r.status_code != 200:
                 raise StackError(f"setting bucket CORS failed: {r.status_code} {r.text[:200]}")
+
+    def _store_child(self) -> Child:
+        """moto's S3 server, S3 only (its `moto[s3]` extra), in memory."""
+        port = self.ports.gcs
+        return Child(
+            "s3",
+            "emulator",
+            port,
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            f"http://127.0.0.1:{port}/moto-api/",
+        )
+
+    def _bootstrap_s3(self) -> None:
+        """The bucket and its CORS rules, through the S3 API as a deployment sets them."""
+        from mllab.files import s3
+
+        credentials = (self.secrets_dir / config.S3_CREDENTIALS).read_text()
+        store = s3.store_client(self.storage_url, S3_REGION, "path", credentials)
+        try:
+            store.create_bucket(Bucket=BUCKET)
+            store.put_bucket_cors(Bucket=BUCKET, CORSConfiguration=s3.bucket_cors(self.gateway_url))
+        except Exception as exc:  # botocore's errors: any of them fails the start, named
+            raise StackError(f"creating the S3 bucket failed: {type(exc).__name__}: {exc}") from exc
 
     def _bootstrap_paypal(self) -> None:
         """What `mllab billing bootstrap` does for a real environment, against the stand-in: the
@@ -681,6 +734,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--free-ports", action="store_true", help="pick free ports instead of the fixed ones")
     parser.add_argument("--dev-dir", type=Path, default=None, help="state, logs and local secrets (default .dev/)")
     parser.add_argument(
+        "--storage",
+        choices=STORAGES,
+        default=os.environ.get("STORAGE") or "gcs",
+        help="the file store: fake-gcs-server (gcs) or moto's S3 server (s3); default $STORAGE or gcs",
+    )
+    parser.add_argument(
         "--port",
         action="append",
         default=[],
@@ -697,7 +756,7 @@ def main(argv: list[str] | None = None) -> int:
             ports.functions[name[3:]] = int(value)
         else:
             setattr(ports, name, int(value))
-    stack = Stack(ports, args.dev_dir, echo=True)
+    stack = Stack(ports, args.dev_dir, echo=True, storage=args.storage)
     t0 = time.monotonic()
     # Explicit for both: a launcher started in the background inherits SIGINT ignored, and Ctrl-C
     # must still stop everything.

@@ -70,6 +70,8 @@ class Function:
     # Cloud clients (mllab.platform.clients getters) its paths may load; the import check holds it to this.
     uses: frozenset[str] = field(default_factory=frozenset)
     topic: str | None = None  # for Pub/Sub triggers
+    # Deployed (and run by the local stack) only with this file store (mllab.config `storage`); None: always
+    store: str | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,8 @@ FUNCTIONS: tuple[Function, ...] = (
     Function("paypal_webhook", Trigger.HTTP, uses=frozenset({"firestore"})),
     Function("promo_apply", Trigger.HTTP, uses=frozenset({"firestore"})),
     Function("reconcile_subscriptions", Trigger.PUBSUB, uses=frozenset({"firestore"}), topic="reconcile_topic"),
+    # reports uploads whose completion never came (an S3-compatible store sends no events: mllab.files.completion)
+    Function("sweep_uploads", Trigger.PUBSUB, uses=frozenset({"firestore", "pubsub"}), topic="sweep_topic", store="s3"),
 )
 
 _TOKEN: dict[str, Any] = {"auth": Auth.ACCESS_TOKEN}
@@ -344,6 +348,17 @@ ROUTES: tuple[Route, ...] = (
         **_MUTATE,
     ),
     Route(
+        "POST",
+        "/signed/complete",
+        "signed_urls",
+        "Report a finished upload (an S3-compatible store sends no event of its own)",
+        request=file_schemas.CompleteUpload,
+        response=wire.Accepted,
+        status=202,
+        answers=(404,),
+        **_MUTATE,
+    ),
+    Route(
         "GET",
         "/signed/download",
         "signed_urls",
@@ -418,6 +433,11 @@ def function(name: str) -> Function:
         if fn.name == name:
             return fn
     raise KeyError(name)
+
+
+def for_store(storage: str) -> list[Function]:
+    """The functions a deployment (or the local stack) on this file store runs."""
+    return [fn for fn in FUNCTIONS if fn.store in (None, storage)]
 
 
 def http_functions() -> list[Function]:

@@ -673,19 +673,9 @@ def rename(collection: str, record_id: str, uid: str, body: schemas.Rename) -> d
 
 def delete_objects(object_prefix: str) -> int:
     """Delete every object under a prefix (the recorder frees their quota on OBJECT_DELETE)."""
-    from google.api_core.exceptions import NotFound
+    from mllab.files import store
 
-    if not object_prefix.startswith("users/") or not object_prefix.endswith("/"):
-        raise ValueError(f"refusing to delete under {object_prefix!r}")
-    bucket = clients.storage().bucket(config.settings().bucket)
-    deleted = 0
-    for blob in bucket.list_blobs(prefix=object_prefix, **clients.opts()):
-        try:
-            blob.delete(**clients.opts())
-        except NotFound:
-            continue  # deleted meanwhile (a concurrent delete, or the recorder refusing it)
-        deleted += 1
-    return deleted
+    return store.delete_prefix(object_prefix)
 
 
 def _delete_refs(refs: list[Any]) -> int:

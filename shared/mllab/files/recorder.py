@@ -20,7 +20,6 @@ is removed, and nothing is written that would name the account again.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 from datetime import datetime
@@ -28,7 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mllab.files import catalog, objects, schemas
+from mllab.files import catalog, objects, schemas, store
 from mllab.files.events import ObjectEvent
 from mllab.identity import users
 from mllab.platform import audit, clients, clock, config, log, wire
@@ -85,12 +84,8 @@ def _mimetype(value: str | None) -> str:
 # --- content checks that need the bytes (outside the transaction) --------------------------------
 
 
-def _blob(event: ObjectEvent) -> Any:
-    return clients.storage().bucket(event.bucket).blob(event.name, generation=event.generation)
-
-
 def _read_metrics(event: ObjectEvent) -> dict[str, Any]:
-    data = _blob(event).download_as_bytes(**clients.opts())
+    data = store.read(event.name, event.generation)
     try:
         metrics = schemas.Metrics.model_validate_json(data).model_dump(mode="json")
     except ValidationError as exc:
@@ -106,7 +101,7 @@ def _read_metrics(event: ObjectEvent) -> dict[str, Any]:
 
 def _scan_csv(event: ObjectEvent) -> tuple[list[str], int]:
     """Header columns and data-row count, streamed (never the whole file in memory)."""
-    with _blob(event).open("rb", chunk_size=1024 * 1024, **{"timeout": clients.deadline()}) as raw:
+    with store.open_object(event.name, event.generation) as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")
         try:
             reader = csv.reader(text)
@@ -188,7 +183,7 @@ def _settled_failure(event: ObjectEvent, name: objects.ObjectName | None, exc: E
     if isinstance(exc, InvalidArgument):  # Firestore refuses the write itself: it never will take it
         _reject(event, name, f"it cannot be stored ({str(exc)[:120]})")
         return True
-    if not isinstance(exc, NotFound):
+    if not isinstance(exc, (NotFound, FileNotFoundError)):  # FileNotFoundError: the S3 store's
         return False
     log.info("object gone before it was recorded", object=event.name, generation=event.generation)
     return True
@@ -376,13 +371,7 @@ def _apply_to_owner(
 
 def _delete_generation(event: ObjectEvent) -> None:
     """Delete exactly this generation (never a newer one)."""
-    from google.api_core.exceptions import NotFound, PreconditionFailed
-
-    # NotFound: already gone; PreconditionFailed: replaced by a newer upload that gets its own event
-    with contextlib.suppress(NotFound, PreconditionFailed):
-        clients.storage().bucket(event.bucket).blob(event.name).delete(
-            if_generation_match=event.generation, **clients.opts()
-        )
+    store.delete_generation(event.name, event.generation)
 
 
 def _reject(event: ObjectEvent, name: objects.ObjectName | None, reason: str, *, fails: bool = True) -> None:

@@ -124,6 +124,10 @@ class SignUpload(Strict):
     job_id: Id | None = None
 
 
+class CompleteUpload(Strict):
+    object: Annotated[str, StringConstraints(min_length=1, max_length=1024), Plain]  # no control characters
+
+
 class SignedUrl(BaseModel):
     url: str
     method: Literal["PUT", "GET"]

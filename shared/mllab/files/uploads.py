@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from mllab.billing import entitlements
-from mllab.files import catalog, objects, recorder, schemas, storage
+from mllab.files import catalog, objects, recorder, schemas, store
 from mllab.platform import clients, clock, config
 from mllab.platform.problems import Problem
 from mllab.platform.queries import Query
@@ -145,7 +145,7 @@ def sign_upload(uid: str, body: schemas.SignUpload) -> schemas.SignedUrl:
     except ValueError as exc:
         raise Problem(422, str(exc), errors=[{"field": "filename", "message": str(exc)}]) from None
     _check_room(uid, body.size, plan)
-    signed = storage.signed_upload_url(str(name), kind.content_type, body.size)
+    signed = store.signed_upload_url(str(name), kind.content_type, body.size)
     return schemas.SignedUrl(
         url=signed.url,
         method="PUT",
@@ -172,7 +172,7 @@ def sign_download(uid: str, name: str) -> schemas.SignedUrl:
     live = [s for s in query.stream(**clients.opts()) if not s.get("deleted_at")]  # see clients: streams keep a retry
     if not live:
         raise not_found
-    signed = storage.signed_download_url(name)
+    signed = store.signed_download_url(name)
     return schemas.SignedUrl(
         url=signed.url, method="GET", headers=signed.headers, object=name, expires_at=clock.rfc3339(signed.expires_at)
     )

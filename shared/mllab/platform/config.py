@@ -15,7 +15,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
@@ -33,6 +33,9 @@ OAUTH_CLIENT_SECRET = "oauth-client-secret"  # Google OAuth client secret
 SMTP_URL = "smtp-url"  # smtp(s)://user:pass@host:port for outgoing mail (production)
 PAYPAL_CLIENT = "paypal-client"  # {"client_id", "client_secret"} of the PayPal REST app
 PAYPAL_IDS = "paypal-ids"  # {"product_id", "plan_id", "webhook_id"}: printed by `mllab billing bootstrap`
+# {"access_key_id", "secret_access_key"} of an S3-compatible bucket (MLLAB_STORAGE=s3); mounted only into
+# the functions that use the file store
+S3_CREDENTIALS = "s3-credentials"
 
 # PayPal's REST hosts. The environment (sandbox or live) follows from the API base; webhook
 # certificates are fetched only from the hosts of that environment (exact scheme + host + port).
@@ -202,9 +205,17 @@ class Settings(BaseModel):
     paypal_cert_origins: tuple[str, ...] = ()
     paypal_timeout_s: float = 8.0
     reconcile_topic: str = "billing-reconcile"
+    sweep_topic: str = "upload-sweep"  # the upload sweep's schedule (S3-compatible store only)
     secrets_dir: Path = Path("/secrets")
     dev_dir: Path = Path(".dev")
     rpc_timeout_s: float = 8.0  # per outbound call: a request answers 503 within 10 s of a hang
+    # The file store: "gcs" (the default) or "s3", any S3-compatible bucket named `bucket` (Cloudflare R2,
+    # Amazon S3, MinIO; docs/operations.md): its API endpoint, its region ("auto" for R2) and whether the
+    # bucket is addressed in the path (endpoint/bucket/key) or as a subdomain (bucket.endpoint/key).
+    storage: Literal["gcs", "s3"] = "gcs"
+    s3_endpoint: str = ""
+    s3_region: str = "auto"
+    s3_addressing: Literal["path", "virtual"] = "path"
 
     @property
     def token_issuer(self) -> str:
@@ -249,7 +260,7 @@ class Settings(BaseModel):
             yield "paypal_ca_file (the local stand-in's CA) is local-only"
         if self.paypal_cert_origins:
             yield "paypal_cert_origins (extra webhook certificate hosts) is local-only"
-        for name in ("lab_url", "oidc_issuer"):
+        for name in ("lab_url", "oidc_issuer", *(("s3_endpoint",) if self.storage == "s3" else ())):
             if not getattr(self, name).startswith("https://"):
                 yield f"{name} must be https (no local stand-in in production)"
         if self.project.startswith("demo-"):
