@@ -49,6 +49,7 @@ _CATALOG = {"mllab.files", "mllab.files.schemas", "mllab.files.catalog", "mllab.
 _ENTITLED = {"mllab.billing", "mllab.billing.schemas", "mllab.billing.entitlements"}
 _SUBSCRIPTIONS = _ENTITLED | {"mllab.billing.subscriptions", "mllab.identity", "mllab.identity.users"}
 _RECORDER = _CATALOG | {"mllab.files.events", "mllab.files.recorder", "mllab.identity", "mllab.identity.users"}
+_STORE = {"mllab.files.store", "mllab.files.storage"}  # the file store seam and its GCS side
 _SIGN_IN = _IDENTITY | _SIGNED_IN | {"mllab.identity.auth", "mllab.identity.passwords"}
 _OAUTH = _SIGNED_IN | {"mllab.identity.oauth", "httpx"}
 # What each function's routes use beyond SHARED: anything else it loads fails the test, by name.
@@ -59,15 +60,23 @@ NEEDS: dict[str, set[str]] = {
     "auth_password": _SIGN_IN | {"argon2"},
     "auth_refresh": _SIGN_IN,
     "auth_logout": _SIGN_IN,
-    "account": _SIGN_IN | _SUBSCRIPTIONS | _RECORDER | {"mllab.account", "mllab.billing.promo", "argon2"},
-    "catalog": _SIGNED_IN | _CATALOG | _ENTITLED,
-    "signed_urls": _SIGNED_IN | _RECORDER | _ENTITLED | {"mllab.files.storage", "mllab.files.uploads"},
-    "on_object_finalized": _RECORDER | _ENTITLED,
-    "purge_accounts": _SIGN_IN | _SUBSCRIPTIONS | _RECORDER | {"mllab.account", "mllab.billing.promo"},
+    "account": _SIGN_IN | _SUBSCRIPTIONS | _RECORDER | _STORE | {"mllab.account", "mllab.billing.promo", "argon2"},
+    "catalog": _SIGNED_IN | _CATALOG | _ENTITLED | _STORE,
+    "signed_urls": _SIGNED_IN
+    | _RECORDER
+    | _ENTITLED
+    | _STORE
+    | {"mllab.files.uploads", "mllab.files.completion", "mllab.files.notify", "mllab.files.s3"},
+    "on_object_finalized": _RECORDER | _ENTITLED | _STORE,
+    "purge_accounts": _SIGN_IN | _SUBSCRIPTIONS | _RECORDER | _STORE | {"mllab.account", "mllab.billing.promo"},
     "billing": _SIGNED_IN | _SUBSCRIPTIONS | {"mllab.billing.paypal", "httpx"},
     "paypal_webhook": _SUBSCRIPTIONS | {"mllab.billing.paypal", "mllab.billing.webhooks", "httpx", "cryptography"},
     "promo_apply": _SIGNED_IN | _ENTITLED | {"mllab.billing.promo"},
     "reconcile_subscriptions": _SUBSCRIPTIONS | {"mllab.billing.paypal", "httpx"},
+    "sweep_uploads": _RECORDER
+    | _ENTITLED
+    | _STORE
+    | {"mllab.files.completion", "mllab.files.notify", "mllab.files.s3"},
 }
 
 # A real request for each function's path, run inside the child.
@@ -354,7 +363,7 @@ def _unneeded(fn: routes.Function, modules: list[str]) -> list[str]:
 SHARED_PREFIXES = ("mllab.platform.",)
 
 
-@pytest.mark.parametrize("fn", routes.FUNCTIONS, ids=lambda f: f.name)
+@pytest.mark.parametrize("fn", routes.for_store("gcs"), ids=lambda f: f.name)
 def test_function_loads_only_the_modules_its_routes_use(stack: Stack, fn: routes.Function) -> None:
     result = _run(stack, fn.name)
     assert not _unneeded(fn, result["after"]), (
