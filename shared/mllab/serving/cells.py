@@ -4,6 +4,7 @@ training, or a category would land in the wrong one-hot slot. Every rule here mi
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -84,9 +85,14 @@ def key(value: Any) -> str:
     return str(value)
 
 
-def _finite(value: int | float) -> bool:
+def as_float(value: int | float) -> float:
+    """A JSON number as JavaScript holds it: an integer beyond any double is infinity."""
     try:
-        f = float(value)
-    except OverflowError:  # an integer beyond any double
-        return False
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
+def _finite(value: int | float) -> bool:
+    f = as_float(value)
     return f - f == 0.0  # False for inf and nan

@@ -7,9 +7,9 @@ each `activation(x @ kernel + bias)`, with the activations below. They follow TF
 (tfjs-backend-cpu): sigmoid 1/(1+e^-x), elu and selu with alpha 1 and SELU's constants, swish
 x*sigmoid(x), softplus with TF.js's float32 cut-offs, softmax with the max subtracted.
 
-Two implementations, measured in tests/bench/predict_bench.py: plain Python for small work (no numpy
-import on a cold start, no per-call overhead) and numpy for the rest; the choice is per request by
-the multiply-adds it needs. Inputs are rounded to float32 (TF.js feeds the model a float32 tensor),
+Two implementations, measured in tests/bench/predict_bench.py: numpy, and plain Python for small
+requests until numpy is first needed (so a cold start's first single prediction does not pay numpy's
+import). Inputs are rounded to float32 (TF.js feeds the model a float32 tensor),
 the arithmetic is float64, and the outputs are rounded to float32 (TF.js's dataSync returns them so):
 the two agree with each other to ~1e-12 and with TF.js to ~1e-6."""
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import operator
+import os
 import sys
 from array import array
 from collections.abc import Callable, Sequence
@@ -32,8 +33,10 @@ SELU_SCALE = 1.0507009873554804934193349852946  # tfjs-core selu_util
 SELU_SCALE_ALPHA = 1.7580993408473768599402175208123
 _SOFTPLUS_CUT = math.log(1.1920928955078125e-7) + 2.0  # tfjs-backend-cpu Softplus: below, e^x; above -cut, x
 
-# Plain Python while a request needs at most this many multiply-adds and the model is this small
-# (its weights are then also held as Python floats); numpy beyond. Measured, tests/bench/predict_bench.py.
+# Plain Python only spares a cold start numpy's import (~96 ms of CPU); once numpy is loaded it is
+# faster at every size (the 3x64 network: 0.14 ms vs 0.02 ms for one instance, 2.3 ms for 1,000).
+# So: plain Python while numpy is not loaded and a request needs at most this many multiply-adds
+# (~0.5 ms of plain Python) on a model this small; numpy otherwise. tests/bench/predict_bench.py.
 PYTHON_MAX_MACS = 40_000
 PYTHON_MAX_PARAMS = 40_000
 CHUNK_VALUES = 1 << 20  # numpy works on at most this many values per layer at once (8 MB of float64)
@@ -79,7 +82,8 @@ class Network:
 
     def forward(self, rows: Sequence[Sequence[float]]) -> list[list[float]]:
         """Input rows -> output rows, by plain Python or numpy (the same results to ~1e-12)."""
-        if self.params <= PYTHON_MAX_PARAMS and len(rows) * self.params <= PYTHON_MAX_MACS:
+        small = self.params <= PYTHON_MAX_PARAMS and len(rows) * self.params <= PYTHON_MAX_MACS
+        if small and "numpy" not in sys.modules:
             return self.forward_python(rows)
         return self.forward_numpy(rows)
 
@@ -99,8 +103,7 @@ class Network:
     # --- numpy -------------------------------------------------------------------------------------
 
     def forward_numpy(self, rows: Sequence[Sequence[float]]) -> list[list[float]]:
-        import numpy as np  # only when a request needs it: ~100 ms of a cold start
-
+        np = _numpy()
         if self._np is None:
             self._np = [
                 (
@@ -119,6 +122,18 @@ class Network:
                     h = _ACT_NP[act](np, h @ kernel + bias)
                 out.extend(h.astype(np.float32).astype(np.float64).tolist())
         return out
+
+
+def _numpy() -> Any:
+    """numpy, imported when a request first needs it (100-200 ms of a cold start). Its BLAS runs on
+    one thread: these matrices are small, a function instance has one or two vCPUs and serves
+    concurrent requests, and BLAS threads spinning against each other made a 1,000 x 64 product
+    take 8 ms instead of 0.06 ms (tests/bench/predict_bench.py)."""
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    import numpy
+
+    return numpy
 
 
 def _columns(d: Dense) -> list[list[float]]:

@@ -18,9 +18,9 @@ feature left out, or a value of the wrong type is an error naming the instance a
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -91,7 +91,7 @@ class PreprocessorSpec(_Strict):
     version: Literal[1]
     task: Literal["binary", "multiclass", "regression"]
     target: str
-    features: list[NumericFeature | CategoricalFeature] = Field(min_length=1)
+    features: list[Annotated[NumericFeature | CategoricalFeature, Field(discriminator="type")]] = Field(min_length=1)
     target_encoding: TargetEncoding
     inputs: int = Field(ge=1)
     outputs: int = Field(ge=1)
@@ -161,11 +161,10 @@ class Preprocessor:
         self.inputs = spec.inputs
         self.outputs = spec.outputs
         self.names = frozenset(f.name for f in spec.features)
-        self._index = {
-            f.name: {k: i for i, k in enumerate(f.vocabulary)}
+        self._encoders = [
+            (f.name, _numeric_encoder(f) if isinstance(f, NumericFeature) else _categorical_encoder(f))
             for f in spec.features
-            if isinstance(f, CategoricalFeature)
-        }
+        ]
 
     @classmethod
     def from_metadata(cls, metadata: Any) -> Preprocessor:
@@ -207,53 +206,24 @@ class Preprocessor:
         return rows
 
     def _encode_one(self, i: int, instance: Any) -> tuple[list[float], list[FieldError]]:
-        if not isinstance(instance, dict):
+        if type(instance) is not dict:
             return [], [FieldError(i, None, f"an instance is an object of feature values, not {_describe(instance)}")]
-        problems = [
-            FieldError(i, name, "this model has no such feature") for name in instance if name not in self.names
-        ]
+        problems = []
+        if not self.names.issuperset(instance):
+            problems = [
+                FieldError(i, name, "this model has no such feature") for name in instance if name not in self.names
+            ]
         row: list[float] = []
-        for f in self.spec.features:
-            if f.name not in instance:
-                problems.append(FieldError(i, f.name, "missing: send a value, or null for a missing value"))
+        for name, encode in self._encoders:
+            try:
+                raw = instance[name]
+            except KeyError:
+                problems.append(FieldError(i, name, "missing: send a value, or null for a missing value"))
                 continue
-            raw = instance[f.name]
-            message = self._numeric(f, raw, row) if isinstance(f, NumericFeature) else self._categorical(f, raw, row)
+            message = encode(raw, row)
             if message:
-                problems.append(FieldError(i, f.name, message))
+                problems.append(FieldError(i, name, message))
         return row, problems
-
-    @staticmethod
-    def _numeric(f: NumericFeature, raw: Any, out: list[float]) -> str | None:
-        v = cells.normalize(raw)
-        if v is None:
-            x, missing = f.mean, True
-        elif isinstance(v, int | float) and not isinstance(v, bool):
-            x, missing = float(v), False
-        elif isinstance(raw, str) and isinstance(v, str) and cells.NUMBER.fullmatch(v):
-            return f"must be a number within ±{cells.MAX_SAFE_INTEGER} when sent as text (send a JSON number)"
-        else:
-            return f"must be a number (or null for a missing value), not {_describe(raw)}"
-        if f.scaling == "minmax":
-            scaled = (x - f.min) / (f.max - f.min) if f.max > f.min else 0.0
-        else:
-            scaled = (x - f.mean) / f.std if f.std > 0 else 0.0
-        if not abs(scaled) <= FLOAT32_MAX:
-            return "is too large for this model: scaled, it is beyond the range of a 32-bit float"
-        out.append(scaled)
-        if f.missing_indicator:
-            out.append(1.0 if missing else 0.0)
-        return None
-
-    def _categorical(self, f: CategoricalFeature, raw: Any, out: list[float]) -> str | None:
-        v = cells.normalize(raw)
-        if v is not None and not isinstance(v, bool | int | float | str):
-            return f"must be a category (text, a number or a boolean, or null), not {_describe(raw)}"
-        at = self._index[f.name].get(cells.key(v), len(f.vocabulary))
-        start = len(out)
-        out.extend([0.0] * f.width)
-        out[start + at] = 1.0
-        return None
 
     # --- decoding ----------------------------------------------------------------------------------
 
@@ -278,6 +248,83 @@ class Preprocessor:
             "label": labels[best],
             "probabilities": [{"label": lab, "p": float(output[j])} for j, lab in enumerate(labels)],
         }
+
+
+# --- one encoder per feature (data.js encodeFeatures), with fast paths for the common JSON types -------
+
+Encoder = Callable[[Any, list[float]], str | None]  # (raw value, row to extend) -> an error message or None
+ONE_HOT_TABLE = 256  # categorical features up to this width keep a ready one-hot row per slot
+CACHED_TEXT = 64  # category text up to this length is remembered per feature (repeated values read once)
+CACHE_SIZE = 4096
+
+
+def _numeric_encoder(f: NumericFeature) -> Encoder:
+    minmax, lo, span, mean, std, indicator = (
+        f.scaling == "minmax",
+        f.min,
+        f.max - f.min,
+        f.mean,
+        f.std,
+        f.missing_indicator,
+    )
+
+    def encode(raw: Any, out: list[float]) -> str | None:
+        kind = type(raw)
+        if kind is float or kind is int:  # a JSON number (a bool's type is bool)
+            x = raw if kind is float else cells.as_float(raw)
+            if x - x != 0.0:
+                return "must be a finite number"
+            missing = False
+        else:
+            v = cells.normalize(raw)
+            if v is None:
+                x, missing = mean, True
+            elif type(v) is float:  # text that reads as a number
+                x, missing = v, False
+            elif kind is str and cells.NUMBER.fullmatch(v):
+                return f"must be a number within ±{cells.MAX_SAFE_INTEGER} when sent as text (send a JSON number)"
+            else:
+                return f"must be a number (or null for a missing value), not {_describe(raw)}"
+        scaled = ((x - lo) / span if span > 0 else 0.0) if minmax else ((x - mean) / std if std > 0 else 0.0)
+        if not abs(scaled) <= FLOAT32_MAX:
+            return "is too large for this model: scaled, it is beyond the range of a 32-bit float"
+        out.append(scaled)
+        if indicator:
+            out.append(1.0 if missing else 0.0)
+        return None
+
+    return encode
+
+
+def _categorical_encoder(f: CategoricalFeature) -> Encoder:
+    index = {k: i for i, k in enumerate(f.vocabulary)}
+    width, unseen = f.width, len(f.vocabulary)
+    table = (
+        [tuple(1.0 if j == k else 0.0 for j in range(width)) for k in range(width)] if width <= ONE_HOT_TABLE else None
+    )
+    zeros = [0.0] * width
+    seen: dict[Any, int] = {}  # raw text or number -> slot; bools never enter (True == 1)
+
+    def encode(raw: Any, out: list[float]) -> str | None:
+        kind = type(raw)
+        if kind is str or kind is float or kind is int:
+            at = seen.get(raw)
+            if at is None:
+                at = index.get(cells.key(cells.normalize(raw)), unseen)
+                if len(seen) < CACHE_SIZE and (kind is not str or len(raw) <= CACHED_TEXT):
+                    seen[raw] = at
+        elif raw is None or kind is bool:
+            at = index.get(cells.key(raw), unseen)
+        else:
+            return f"must be a category (text, a number or a boolean, or null), not {_describe(raw)}"
+        if table is not None:
+            out.extend(table[at])
+        else:
+            out.extend(zeros)
+            out[len(out) - width + at] = 1.0
+        return None
+
+    return encode
 
 
 def finite_row(row: Sequence[float]) -> bool:
