@@ -161,6 +161,8 @@ class RateLimits(BaseModel):
     reauth_session: int = 5  # wrong current passwords in one session (password change, deletion): then 429
     promo_user: int = 10
     promo_ip: int = 30
+    api_key_pair: int = 20  # failed API keys with one key prefix from one client address: then 429
+    api_key_ip: int = 200  # failed API keys from one client address, any prefix: then 429
 
 
 # The per-account delay after `login_account` failures: doubles per failure, never above the cap, so

@@ -227,3 +227,17 @@ def test_deployments_are_listed_updated_and_deleted(deployed) -> None:
     deployments.delete(uid, dep_id)
     assert deployments.list_deployments(uid) == []
     assert refused(lambda: predict.predict(deployed["key"], dep_id, {"instances": [{}]})).status == 404
+
+
+def test_failed_keys_are_rate_limited_per_prefix_and_address(deployed) -> None:
+    from mllab import config
+
+    dep_id, key = deployed["deployment"]["id"], deployed["key"]
+    body = {"instances": golden_files()[2]["rows"][:1]}
+    guessed = key[:21] + ("A" if key[21] != "A" else "B") + key[22:]  # the owner's prefix, a wrong secret
+    for _ in range(config.RATE_LIMITS.api_key_pair):
+        assert refused(lambda: predict.predict(guessed, dep_id, body, ip="203.0.113.5")).status == 401
+    problem = refused(lambda: predict.predict(guessed, dep_id, body, ip="203.0.113.5"))
+    assert problem.status == 429 and int(problem.headers["Retry-After"]) > 0
+    assert refused(lambda: predict.predict(guessed, dep_id, body, ip="198.51.100.7")).status == 401  # elsewhere
+    assert len(predict.predict(key, dep_id, body, ip="198.51.100.7")["predictions"]) == 1

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-from mllab import catalog, clients, clock, entitlements, users
+from mllab import catalog, clients, clock, entitlements, ratelimit, users
 from mllab.problems import Problem
 
 from . import apikeys, deployments, metering, store
@@ -29,6 +29,8 @@ PAUSED = (
     "This deployment is paused: its owner's PRO plan has ended. It answers again as soon as PRO is "
     "resumed; nothing was deleted."
 )
+
+SUSPECT_TTL_S = 15 * 60.0  # a subject that failed is checked against its budget this long (the window)
 
 _owners: dict[str, tuple[float, str | None]] = {}  # uid -> (read at, plan id, or None for a gone account)
 _owners_lock = threading.Lock()
@@ -80,12 +82,52 @@ def _instances(body: Any) -> list[Any]:
     return instances
 
 
-def predict(raw_key: str, deployment_id: str, body: Any) -> dict[str, Any]:
+# Failed keys are budgeted per (key prefix, client address) and per client address (ratelimit: a
+# sliding window in Firestore, shared by every process). The budget is read before a key is judged,
+# but only for subjects that failed recently in this process: a key that never fails costs no extra
+# read, and a guesser is checked from their first failure on (in each process they reach).
+_suspects: dict[str, float] = {}  # subject -> monotonic time of its last failure here
+_suspects_lock = threading.Lock()
+
+
+def _budgets(raw_key: str, ip: str) -> tuple[tuple[str, str], tuple[str, str]]:
     key_id = apikeys.parse(raw_key)
-    if key_id is None:
-        raise Problem(401, apikeys.NOT_VALID, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
-    key_doc, dep = _key_and_deployment(key_id, deployment_id)
-    key = apikeys.check(raw_key, key_id, key_doc, scope=SCOPE)
+    prefix = f"{apikeys.KEY_PREFIX}{key_id}" if key_id else "malformed"
+    return ("api_key_pair", f"{prefix}|{ip}"), ("api_key_ip", ip)
+
+
+def _check_budget(raw_key: str, ip: str) -> None:
+    budgets = _budgets(raw_key, ip)
+    now = time.monotonic()
+    with _suspects_lock:
+        suspect = any(now - _suspects.get(subject, -SUSPECT_TTL_S) < SUSPECT_TTL_S for _, subject in budgets)
+    if not suspect:
+        return
+    retry = max(r for _, r in ratelimit.estimates(*budgets))
+    if retry:
+        raise ratelimit.refuse(
+            "api_key_pair", retry, ip=ip, detail=f"Too many failed API keys. Try again in {ratelimit.human(retry)}."
+        )
+
+
+def _count_failure(raw_key: str, ip: str) -> None:
+    budgets = _budgets(raw_key, ip)
+    with _suspects_lock:
+        if len(_suspects) > 10_000:
+            _suspects.clear()
+        for _, subject in budgets:
+            _suspects[subject] = time.monotonic()
+    ratelimit.count(*budgets)
+
+
+def predict(raw_key: str, deployment_id: str, body: Any, *, ip: str = "") -> dict[str, Any]:
+    _check_budget(raw_key, ip)
+    try:
+        key_id, key, dep = _authenticate(raw_key, deployment_id)
+    except Problem as problem:
+        if problem.status == 401:
+            _count_failure(raw_key, ip)
+        raise
     uid = key["uid"]
     if dep is None or dep.get("uid") != uid:
         raise Problem(404, "No deployment of this key's owner has this id.")
@@ -116,6 +158,14 @@ def predict(raw_key: str, deployment_id: str, body: Any) -> dict[str, Any]:
     return {"predictions": predictions, "deployment_id": deployment_id, "model_id": dep["model_id"], "version": version}
 
 
+def _authenticate(raw_key: str, deployment_id: str) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+    key_id = apikeys.parse(raw_key)
+    if key_id is None:
+        raise Problem(401, apikeys.NOT_VALID, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    key_doc, dep = _key_and_deployment(key_id, deployment_id)
+    return key_id, apikeys.check(raw_key, key_id, key_doc, scope=SCOPE), dep
+
+
 class _VersionLoader:
     """The version document, read only when the model is not cached yet."""
 
@@ -144,3 +194,5 @@ def _key_and_deployment(key_id: str, deployment_id: str) -> tuple[dict[str, Any]
 def reset() -> None:
     with _owners_lock:
         _owners.clear()
+    with _suspects_lock:
+        _suspects.clear()
