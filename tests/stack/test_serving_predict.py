@@ -241,3 +241,31 @@ def test_failed_keys_are_rate_limited_per_prefix_and_address(deployed) -> None:
     assert problem.status == 429 and int(problem.headers["Retry-After"]) > 0
     assert refused(lambda: predict.predict(guessed, dep_id, body, ip="198.51.100.7")).status == 401  # elsewhere
     assert len(predict.predict(key, dep_id, body, ip="198.51.100.7")["predictions"]) == 1
+
+
+# --- share pages -----------------------------------------------------------------------------------
+
+
+def test_a_share_page_gets_what_it_needs_only_while_public(deployed) -> None:
+    import httpx
+
+    uid, dep_id = deployed["uid"], deployed["deployment"]["id"]
+    assert refused(lambda: deployments.public_view(dep_id)).status == 404  # private by default
+    deployments.update(uid, dep_id, {"public": True, "description": "Will they churn?"})
+    view = deployments.public_view(dep_id)
+    assert view["name"] == "churn" and view["description"] == "Will they churn?" and view["task"] == "binary"
+    assert view["labels"] == ["no", "yes"] and view["target"] == "churned"
+    assert [f["name"] for f in view["features"]] == ["tenure", "monthly", "plan", "code"]
+    model_json, weights, _ = golden_files()
+    assert httpx.get(view["model_json_url"]).content == model_json  # the visitor's browser reads the files
+    assert httpx.get(view["weights_url"]).content == weights
+    # The owner's id shows only inside the signed URLs' object names (the bucket's layout), nowhere else
+    listed = {k: v for k, v in view.items() if not k.endswith("_url")}
+    assert "uid" not in view and uid not in json.dumps(listed)
+    not_pro(uid)
+    assert refused(lambda: deployments.public_view(dep_id)).status == 404  # paused: not shared
+    pro(uid)
+    deployments.update(uid, dep_id, {"public": False})
+    for unknown in (dep_id, "nosuchdeployment", "../etc", ""):
+        problem = refused(lambda u=unknown: deployments.public_view(u))
+        assert problem.status == 404 and problem.detail == deployments.NOT_SHARED

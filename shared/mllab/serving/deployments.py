@@ -164,3 +164,48 @@ def delete(uid: str, deployment_id: str) -> None:
 def delete_user(uid: str) -> int:
     """Deletes every deployment of a user (account deletion); returns how many."""
     return clients.delete_refs([s.reference for s in _mine(uid)])
+
+
+# --- share pages ---------------------------------------------------------------------------------
+
+NOT_SHARED = "No shared model has this id: its owner may have stopped sharing it."
+
+
+def public_view(deployment_id: Any) -> dict[str, Any]:
+    """What a share page needs, for anyone (no sign-in): the model's name and description, its inputs
+    and outputs, and short-lived signed URLs of its two files, so the visitor's browser predicts with
+    TF.js (no server inference). 404 alike for an unknown id, a private deployment, and an owner
+    without PRO (a paused deployment is not shared either)."""
+    from mllab import storage
+
+    if not isinstance(deployment_id, str) or not deployment_id.isalnum() or len(deployment_id) > 64:
+        raise Problem(404, NOT_SHARED)
+    snap = ref(deployment_id).get(timeout=clients.deadline())
+    doc = snap.to_dict() if snap.exists else None
+    if not doc or not doc.get("public") or not entitlements.is_pro(doc["uid"]):
+        raise Problem(404, NOT_SHARED)
+    model_snap = catalog.ref(catalog.MODELS, doc["model_id"]).get(timeout=clients.deadline())
+    model_doc = model_snap.to_dict() if model_snap.exists else None
+    n = doc["version"]
+    version = catalog.version_ref(doc["model_id"], n).get(timeout=clients.deadline()).to_dict() or {}
+    if not model_doc or model_doc.get("deleting") or version.get("status") != "ready":
+        raise Problem(404, NOT_SHARED)
+    served = store.get(doc["model_id"], n, lambda: {**version, "version": n})
+    pre = served.preprocessor.spec
+    files = version["files"]
+    model_url = storage.signed_download_url(files["model.json"]["object"])
+    weights_url = storage.signed_download_url(files["weights.bin"]["object"])
+    labels = pre.target_encoding.labels if pre.task != "regression" else None
+    return {
+        "id": deployment_id,
+        "name": model_doc.get("name", ""),
+        "description": doc.get("description") or "",
+        "version": n,
+        "task": pre.task,
+        "target": pre.target,
+        "labels": labels,
+        "features": served.preprocessor.feature_list(),
+        "model_json_url": model_url.url,
+        "weights_url": weights_url.url,
+        "urls_expire_at": clock.rfc3339(min(model_url.expires_at, weights_url.expires_at)),
+    }
