@@ -7,19 +7,15 @@ exhaustion; then the predictions themselves, a version switch, pause and resume.
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from mllab import billing, catalog, clock, entitlements, objects, schemas, users
+from mllab import catalog, clock, users
 from mllab.problems import Problem
 from mllab.serving import apikeys, deployments, metering, predict, store
 from mllab.serving.predictor import Model
 
-from .limits_support import upload, wait
-
-GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "lab_model"  # a model the lab saved, with TF.js's predictions
+from .serving_support import golden_files, not_pro, pro, saved_version
 
 
 @pytest.fixture(autouse=True)
@@ -29,39 +25,6 @@ def fresh_caches():
     yield
     for module in (metering, predict, store):
         module.reset()
-
-
-def pro(uid: str) -> None:
-    billing.set_grant(uid, lambda doc, now: entitlements.with_grant(doc, None, now))
-    predict.reset()  # the predict path's view of an owner is up to OWNER_TTL_S old
-
-
-def not_pro(uid: str) -> None:
-    billing.set_grant(uid, lambda doc, now: entitlements.without_grants(doc))
-    predict.reset()
-
-
-def saved_version(uid: str, model_json: bytes, weights: bytes, model: dict | None = None) -> tuple[dict, int]:
-    """A model (new, or `model`) with a new version whose files are in the bucket and recorded."""
-    if model is None:
-        project = catalog.create_project(uid, schemas.CreateProject(name="p"))
-        model = catalog.create_model(uid, schemas.CreateModel(project_id=project["id"], name="churn"))
-    n = catalog.allocate_version(uid, model["id"])["version"]
-    for kind, data, ctype in (
-        ("weights", weights, "application/octet-stream"),
-        ("model", model_json, "application/json"),
-    ):
-        upload(str(objects.model_file(uid, model["project_id"], model["id"], n, kind)), data, ctype)
-    wait(lambda: catalog.version_ref(model["id"], n).get().to_dict().get("status") in ("ready", "failed"))
-    return model, n
-
-
-def golden_files() -> tuple[bytes, bytes, dict[str, Any]]:
-    return (
-        (GOLDEN / "model.json").read_bytes(),
-        (GOLDEN / "weights.bin").read_bytes(),
-        json.loads((GOLDEN / "tfjs_predictions.json").read_text()),
-    )
 
 
 def refused(call) -> Problem:
