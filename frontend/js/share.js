@@ -22,7 +22,7 @@ function inputFor(feature, i) {
     ? el("select", {id: `share-${i}`, name: feature.name},
       ...feature.values.map((v) => el("option", {value: v, textContent: v})), el("option", {value: "", textContent: "(missing)"}))
     : el("input", {id: `share-${i}`, name: feature.name, type: "text", inputMode: "decimal", autocomplete: "off",
-      placeholder: "blank: the average"});
+      placeholder: "blank: average"});
   return el("div", {className: "field"}, el("label", {htmlFor: control.id, textContent: feature.name}), control);
 }
 
