@@ -25,8 +25,17 @@ __pycache__/
 tests/
 """
 LOCK = "constraints.txt"
-# cli.py is the operator CLI (`mllab`): it never ships inside a function.
-SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "tests", "cli.py")
+SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "tests")
+LIBRARY = ROOT / "shared" / "mllab"
+# mllab/ops/ holds the operator tools (the `mllab` CLI, key rotation): they never ship inside a function.
+OPERATOR_ONLY = "ops"
+
+
+def _skip_in_library(directory: str, names: list[str]) -> set[str]:
+    skipped = set(SKIP(directory, names))
+    if Path(directory) == LIBRARY:
+        skipped.add(OPERATOR_ONLY)
+    return skipped
 
 
 def functions() -> list[str]:
@@ -40,7 +49,7 @@ def stage(name: str, out: Path) -> Path:
     dest = out / name
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(src, dest, ignore=SKIP)
-    shutil.copytree(ROOT / "shared" / "mllab", dest / "mllab", ignore=SKIP)
+    shutil.copytree(LIBRARY, dest / "mllab", ignore=_skip_in_library)
     (dest / ".gcloudignore").write_text(GCLOUDIGNORE)
     shutil.copyfile(ROOT / LOCK, dest / LOCK)
     pins = (src / "requirements.txt").read_text().rstrip("\n")

@@ -5,36 +5,38 @@ import flask
 import functions_framework
 from werkzeug.wrappers import Response as RawResponse
 
-from mllab import accounts, http, schemas
+from mllab import account as account_lib  # the entry point below takes the name `account`
+from mllab.api import http
+from mllab.identity import schemas
 
 router = http.Router("account")
 
 
 @router.route("GET", "/me")
 def get_me(request: http.Request) -> schemas.Me:
-    return accounts.me(request.live_user, request.sid)
+    return account_lib.me(request.live_user, request.sid)
 
 
 @router.route("GET", "/sessions")
 def list_sessions(request: http.Request) -> schemas.SessionList:
-    return accounts.session_list(request.uid, request.sid)
+    return account_lib.session_list(request.uid, request.sid)
 
 
 @router.route("DELETE", "/sessions/{id}")
 def revoke_session(request: http.Request) -> None:
-    accounts.revoke_session(request.uid, request.params["id"], ip=request.client_ip)
+    account_lib.revoke_session(request.uid, request.params["id"], ip=request.client_ip)
 
 
 @router.route("GET", "/account/export")
 def export_account(request: http.Request) -> http.Response:
-    data = accounts.export(request.uid)
+    data = account_lib.export(request.uid)
     name = f"mllab-export-{data.exported_at[:10]}.json"
     return http.Response(data, headers=[("Content-Disposition", f'attachment; filename="{name}"')])
 
 
 @router.route("DELETE", "/account")
 def delete_account(request: http.Request) -> None:
-    accounts.delete_account(request.live_user, request.sid, password=request.body.password, ip=request.client_ip)
+    account_lib.delete_account(request.live_user, request.sid, password=request.body.password, ip=request.client_ip)
 
 
 @functions_framework.http

@@ -1,6 +1,6 @@
 """GET /auth/google/callback?code&state: finish Google sign-in (docs/security.md).
 
-mllab.oauth.finish checks and consumes the browser's transaction, exchanges the code, verifies the ID
+mllab.identity.oauth.finish checks and consumes the browser's transaction, exchanges the code, verifies the ID
 token and starts a session. Success is a 302 to the lab at the stored return_to with the refresh cookie
 set and the transaction cookie cleared. Failures are problem+json: 400 for a missing, mismatched,
 replayed or expired transaction (no session), 400/401 for a refused ID token, 409 when a confirmed
@@ -14,8 +14,9 @@ import flask
 import functions_framework
 from werkzeug.wrappers import Response as RawResponse
 
-from mllab import http, oauth
-from mllab.problems import Problem
+from mllab.api import http
+from mllab.identity import oauth
+from mllab.platform.problems import Problem
 
 router = http.Router("auth_google_callback")
 

@@ -2,7 +2,7 @@
 
 Stores a fresh `oauth_tx` (state hash, nonce, PKCE verifier, return_to), binds it to this browser with
 `__Host-oauth_tx` (SameSite=Lax, 10 minutes) and redirects to the provider's authorization endpoint.
-An invalid `return_to` is a 400 problem; the logic lives in mllab.oauth. With `link=1` the browser's
+An invalid `return_to` is a 400 problem; the logic lives in mllab.identity.oauth. With `link=1` the browser's
 refresh cookie must belong to a live session signed in with a password: Google is then added to that
 account (and only for the Google account of the same address).
 """
@@ -11,7 +11,8 @@ import flask
 import functions_framework
 from werkzeug.wrappers import Response as RawResponse
 
-from mllab import http, oauth, sessions
+from mllab.api import http
+from mllab.identity import oauth, sessions
 
 router = http.Router("auth_google_login")
 

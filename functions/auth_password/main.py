@@ -4,13 +4,15 @@ import flask
 import functions_framework
 from werkzeug.wrappers import Response as RawResponse
 
-from mllab import auth, http, schemas
+from mllab.api import http
+from mllab.identity import auth
+from mllab.platform import wire
 
 router = http.Router("auth_password")
 
 
 @router.route("POST", "/auth/register")
-def register(request: http.Request) -> schemas.Accepted:
+def register(request: http.Request) -> wire.Accepted:
     return auth.register(request.body, ip=request.client_ip)
 
 
@@ -21,27 +23,27 @@ def login(request: http.Request) -> http.Response:
 
 
 @router.route("POST", "/auth/verify-email")
-def verify_email(request: http.Request) -> schemas.Accepted:
+def verify_email(request: http.Request) -> wire.Accepted:
     return auth.verify_email(request.body.token, ip=request.client_ip)
 
 
 @router.route("POST", "/auth/verify-email/resend")
-def resend_verification(request: http.Request) -> schemas.Accepted:
+def resend_verification(request: http.Request) -> wire.Accepted:
     return auth.resend_verification(request.body.email)
 
 
 @router.route("POST", "/auth/password-reset")
-def request_reset(request: http.Request) -> schemas.Accepted:
+def request_reset(request: http.Request) -> wire.Accepted:
     return auth.request_reset(request.body.email, ip=request.client_ip)
 
 
 @router.route("POST", "/auth/password-reset/confirm")
-def confirm_reset(request: http.Request) -> schemas.Accepted:
+def confirm_reset(request: http.Request) -> wire.Accepted:
     return auth.confirm_reset(request.body, ip=request.client_ip)
 
 
 @router.route("POST", "/auth/password-change")
-def change_password(request: http.Request) -> schemas.Accepted:
+def change_password(request: http.Request) -> wire.Accepted:
     return auth.change_password(request.user or {}, request.sid, request.body, ip=request.client_ip)
 
 

@@ -4,7 +4,8 @@ import flask
 import functions_framework
 from werkzeug.wrappers import Response as RawResponse
 
-from mllab import auth, http, sessions
+from mllab.api import http
+from mllab.identity import auth, sessions
 
 router = http.Router("auth_refresh")
 

@@ -4,8 +4,9 @@ import flask
 import functions_framework
 from werkzeug.wrappers import Response as RawResponse
 
-from mllab import billing as billing_lib  # the entry point below takes the name `billing`
-from mllab import http, schemas
+from mllab.api import http
+from mllab.billing import schemas
+from mllab.billing import subscriptions as billing_lib  # the entry point below takes the name `billing`
 
 router = http.Router("billing")
 

@@ -6,8 +6,8 @@ import flask
 import functions_framework
 from werkzeug.wrappers import Response as RawResponse
 
-from mllab import catalog as records  # the entry point below is named `catalog`
-from mllab import http
+from mllab.api import http
+from mllab.files import catalog as records  # the entry point below is named `catalog`
 
 router = http.Router("catalog")
 

@@ -4,7 +4,8 @@ import flask
 import functions_framework
 from werkzeug.wrappers import Response as RawResponse
 
-from mllab import http, schemas, tokens
+from mllab.api import http
+from mllab.identity import schemas, tokens
 
 router = http.Router("jwks")
 

@@ -3,7 +3,8 @@
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from mllab import events, log, recorder
+from mllab.files import events, recorder
+from mllab.platform import log
 
 
 @functions_framework.cloud_event

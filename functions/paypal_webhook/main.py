@@ -4,14 +4,15 @@ import flask
 import functions_framework
 from werkzeug.wrappers import Response as RawResponse
 
-from mllab import billing, http, schemas
+from mllab.api import http
+from mllab.billing import schemas, subscriptions
 
 router = http.Router("paypal_webhook")
 
 
 @router.route("POST", "/payments/paypal/webhook")
 def receive(request: http.Request) -> schemas.WebhookAck:
-    return billing.handle_webhook(request.headers, request.raw_body)
+    return subscriptions.handle_webhook(request.headers, request.raw_body)
 
 
 @functions_framework.http

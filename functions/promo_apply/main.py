@@ -4,7 +4,8 @@ import flask
 import functions_framework
 from werkzeug.wrappers import Response as RawResponse
 
-from mllab import http, promo, schemas
+from mllab.api import http
+from mllab.billing import promo, schemas
 
 router = http.Router("promo_apply")
 

@@ -4,9 +4,9 @@ ACCOUNT_PURGE_AFTER_DAYS ago, with everything they own."""
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from mllab import accounts
+from mllab import account
 
 
 @functions_framework.cloud_event
 def purge_accounts(cloud_event: CloudEvent) -> None:
-    accounts.handle_purge_event(cloud_event)
+    account.handle_purge_event(cloud_event)

@@ -3,9 +3,9 @@
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from mllab import billing
+from mllab.billing import subscriptions
 
 
 @functions_framework.cloud_event
 def reconcile_subscriptions(cloud_event: CloudEvent) -> None:
-    billing.handle_reconcile_event(cloud_event)
+    subscriptions.handle_reconcile_event(cloud_event)

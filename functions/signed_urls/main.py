@@ -4,7 +4,8 @@ import flask
 import functions_framework
 from werkzeug.wrappers import Response as RawResponse
 
-from mllab import http, schemas, uploads
+from mllab.api import http
+from mllab.files import schemas, uploads
 
 router = http.Router("signed_urls")
 

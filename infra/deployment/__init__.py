@@ -8,7 +8,7 @@ so a second run creates nothing. Modules, in the order the plan uses them:
     steps         Step, Probe, the secret-value sources, plan/script rendering, apply
     sizing        memory, CPU, concurrency and instances per function, each with why
     access        which secrets, bucket role and Firestore access each function gets, and why
-    urlmap        the load balancer's URL map, generated from mllab.routes.ROUTES
+    urlmap        the load balancer's URL map, generated from mllab.api.routes.ROUTES
     lab           the static lab: staged files, /config.json, CSP and security headers
     files         the generated files (env vars, CORS, URL maps, alert policies, the staged lab)
     indexes       composite indexes and TTL fields from infra/firestore/, as gcloud arguments
@@ -19,6 +19,6 @@ so a second run creates nothing. Modules, in the order the plan uses them:
     monitoring    alert policies, the uptime check, the budget
     plan          all of the above in order
 
-Standard library only, plus `mllab.routes` and `mllab.config` (the route table and the settings the
-functions read), and `mllab.tokens` when a first key set is generated while applying.
+Standard library only, plus `mllab.api.routes` and `mllab.platform.config` (the route table and the settings the
+functions read), and `mllab.identity.tokens` when a first key set is generated while applying.
 """

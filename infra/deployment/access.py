@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mllab import config, routes
+from mllab.api import routes
+from mllab.platform import config
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ SECRETS: tuple[Secret, ...] = (
     Secret(config.PAYPAL_IDS, 'product, plan and webhook ids: `mllab billing bootstrap` prints them', "bootstrap"),
 )
 
-# Which secrets each function's paths read (mllab.config.secret call sites reachable from its routes).
+# Which secrets each function's paths read (mllab.platform.config.secret call sites reachable from its routes).
 READS: dict[str, tuple[str, ...]] = {
     "jwks": (config.PUBLIC_KEYS,),  # publishes it
     "auth_google_login": (),  # the client id is a setting; the secret is only needed for the code exchange
@@ -70,5 +71,5 @@ def readers(secret: str) -> list[str]:
 
 
 def mount_path(secret: str) -> str:
-    # One folder per secret: a mounted secret shadows its whole folder (mllab.config.secret reads both layouts).
+    # One folder per secret: a mounted secret shadows its whole folder (mllab.platform.config.secret reads both).
     return f"{config.Settings().secrets_dir}/{secret}/{secret}"

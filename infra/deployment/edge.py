@@ -11,7 +11,7 @@ from deployment import lab
 from deployment.environment import Environment
 from deployment.files import Files
 from deployment.steps import Probe, Step, gcloud, relative
-from mllab import routes
+from mllab.api import routes
 
 # Cloud Armor per-IP throttles (the functions' own failure counters come first; this caps volume).
 ARMOR_RULES = (  # priority, path prefix, requests per minute per IP, why
@@ -219,7 +219,7 @@ def _frontend(env: Environment, files: Files) -> list[Step]:
         ),
         Step(
             "Load balancer",
-            "The URL map, generated from mllab.routes.ROUTES (create or replace).",
+            "The URL map, generated from mllab.api.routes.ROUTES (create or replace).",
             gcloud(
                 p,
                 "compute",

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from mllab import config
+from mllab.platform import config
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = ROOT / "build" / "deploy"
@@ -36,7 +36,7 @@ class UsageError(ValueError):
 def deployable(env: Environment) -> None:
     """What `apply` needs beyond what a plan needs."""
     if env.project.startswith("demo-"):
-        # mllab.config refuses these in production: the functions would not start
+        # mllab.platform.config refuses these in production: the functions would not start
         raise UsageError(f"PROJECT {env.project!r}: demo- ids are emulator-only; a plan is fine, a deploy is not")
     if not env.oauth_client_id:
         raise UsageError(

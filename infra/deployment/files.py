@@ -15,7 +15,7 @@ from deployment import lab, sizing, urlmap
 from deployment.environment import NO_OAUTH_CLIENT_ID, PAYPAL_APIS, ROOT, Environment
 
 INFRA = ROOT / "infra"
-CORS_TEMPLATE = INFRA / "storage-cors.json"  # written by mllab.storage for "https://lab.${DOMAIN}"
+CORS_TEMPLATE = INFRA / "storage-cors.json"  # written by mllab.files.storage for "https://lab.${DOMAIN}"
 LIFECYCLE = INFRA / "storage-lifecycle.json"
 FIRESTORE = INFRA / "firestore"
 INDEXES = FIRESTORE / "firestore.indexes.json"
@@ -37,7 +37,7 @@ class Files:
 
 
 def function_env(env: Environment) -> dict[str, str]:
-    """The MLLAB_* settings every function runs with (mllab.config reads them; none is a secret)."""
+    """The MLLAB_* settings every function runs with (mllab.platform.config reads them; none is a secret)."""
     return {
         "MLLAB_ENV": "production",
         "MLLAB_PROJECT": env.project,

@@ -6,7 +6,7 @@ from deployment import access, indexes
 from deployment.environment import Environment
 from deployment.files import LIFECYCLE, RULES, Files
 from deployment.steps import Probe, Step, gcloud, relative
-from mllab import routes
+from mllab.api import routes
 
 APIS = (
     "cloudresourcemanager.googleapis.com",  # project number lookups, project IAM

@@ -18,7 +18,7 @@ from deployment.environment import Environment
 from deployment.files import Files
 from deployment.foundation import PUBSUB_AGENT
 from deployment.steps import Probe, Step, gcloud, relative
-from mllab import routes
+from mllab.api import routes
 
 RUNTIME = "python312"
 SCHEDULES = {  # Settings field of the topic -> (cron in UTC, what the run does)

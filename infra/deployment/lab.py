@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from deployment.environment import ROOT, Environment
-from mllab import http
+from mllab.api import http
 
 FRONTEND = ROOT / "frontend"
 VENDOR_STAMP = FRONTEND / "vendor" / ".installed"

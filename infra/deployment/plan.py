@@ -9,7 +9,7 @@ import importlib.util
 from deployment import edge, files, foundation, function_steps, monitoring, secret_steps
 from deployment.environment import ROOT, Environment
 from deployment.steps import Step, relative
-from mllab import routes
+from mllab.api import routes
 
 
 def _staged_functions() -> list[str]:
@@ -25,7 +25,7 @@ def build(env: Environment) -> tuple[list[Step], files.Files]:
     """Write the generated files, then list every step. No command runs here."""
     declared, folders = sorted(fn.name for fn in routes.FUNCTIONS), _staged_functions()
     if folders != declared:
-        raise RuntimeError(f"functions/ ({folders}) and mllab.routes.FUNCTIONS ({declared}) disagree")
+        raise RuntimeError(f"functions/ ({folders}) and mllab.api.routes.FUNCTIONS ({declared}) disagree")
     written = files.write(env)
     steps = [
         *function_steps.stage(env),

@@ -14,11 +14,12 @@ import json
 from deployment import access
 from deployment.environment import Environment
 from deployment.steps import Context, DeployError, Probe, SecretValue, Step, gcloud
-from mllab import config, sessions
+from mllab.identity import sessions
+from mllab.platform import config
 
 
 def _new_key_set(ctx: Context) -> bytes:
-    from mllab import tokens
+    from mllab.identity import tokens
 
     return json.dumps(tokens.new_key_set(), indent=1).encode()
 
@@ -34,7 +35,7 @@ def read_signing_keys(env: Environment) -> tuple[str, ...]:
 
 def _public_from_stored_private(ctx: Context) -> bytes:
     """The public set of the private set stored in Secret Manager (read into memory, never shown)."""
-    from mllab import tokens
+    from mllab.identity import tokens
 
     read = ctx.runner(read_signing_keys(ctx.env), capture=True)
     if read.returncode != 0:

@@ -1,1 +1,2 @@
-"""ML Lab's shared library: one module per concept, no cloud client imported at import time."""
+"""ML Lab's shared library: one subpackage per concept (docs/architecture.md, layers), no cloud client
+imported at import time."""

@@ -29,21 +29,10 @@ from pathlib import Path
 
 import httpx
 
-from mllab import (
-    clients,
-    clock,
-    config,
-    events,
-    log,
-    objects,
-    passwords,
-    recorder,
-    routes,
-    sessions,
-    storage,
-    tokens,
-    users,
-)
+from mllab.api import routes
+from mllab.files import events, objects, recorder, storage
+from mllab.identity import passwords, sessions, tokens, users
+from mllab.platform import clients, clock, config, log
 from mllab_dev.stack import BUCKET, PROJECT, ROOT, TOPIC, Ports, Stack
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
@@ -159,7 +148,7 @@ def _first_google_login(client: httpx.Client, port: int) -> bool:
 def _first_google_callback(client: httpx.Client, port: int) -> bool:
     from urllib.parse import urlsplit
 
-    from mllab import oauth
+    from mllab.identity import oauth
 
     tx_id, url = oauth.begin("/lab")
     loc = urlsplit(client.post(url, data={"sub": "alice-google-0001"}).headers["location"])
@@ -198,7 +187,7 @@ def _signed_event(event_type: str) -> tuple[bytes, dict[str, str]]:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding
 
-    from mllab import billing
+    from mllab.billing import subscriptions
     from mllab_dev import devca
     from mllab_dev.paypal_standin import CERT_ID
 
@@ -206,7 +195,7 @@ def _signed_event(event_type: str) -> tuple[bytes, dict[str, str]]:
         {"id": f"WH-BENCH-{uuid.uuid4().hex}", "event_type": event_type, "resource_type": "plan", "resource": {}}
     ).encode()
     tid, when = str(uuid.uuid4()), "2026-11-22T10:00:00Z"
-    msg = f"{tid}|{when}|{billing.paypal_ids()['webhook_id']}|{zlib.crc32(body)}".encode()
+    msg = f"{tid}|{when}|{subscriptions.paypal_ids()['webhook_id']}|{zlib.crc32(body)}".encode()
     sig = devca.paths(Path(CTX["dev"])).load_signing_key().sign(msg, padding.PKCS1v15(), hashes.SHA256())
     return body, {
         "PAYPAL-TRANSMISSION-ID": tid,
@@ -411,7 +400,7 @@ def webhook_section() -> None:
     from cryptography.hazmat.primitives.asymmetric import padding, rsa
     from cryptography.x509.oid import NameOID
 
-    from mllab import webhooks
+    from mllab.billing import webhooks
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "messageverificationcerts.sandbox.paypal.com")])

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mllab import routes
+from mllab.api import routes
 from tests.deploy.fake_google_api import PROJECT_NUMBER, FakeGoogleApi, Request
 
 REPO = Path(__file__).resolve().parents[2]

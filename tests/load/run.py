@@ -88,7 +88,8 @@ def ramp_schedule(max_users: int, steps: str = "", step_users: int = 0) -> list[
 def prepare_users(count: int, *, tag: str | None = None, password: str = PASSWORD) -> list[dict[str, str]]:
     """`count` verified password users with PRO (an operator grant), written straight to Firestore.
     Needs the stack's environment in os.environ (FIRESTORE_EMULATOR_HOST, ...)."""
-    from mllab import billing, entitlements, passwords, users
+    from mllab.billing import entitlements, subscriptions
+    from mllab.identity import passwords, users
 
     tag = tag or uuid.uuid4().hex[:8]
     hashed = passwords.hash_password(password)  # one hash for all: Argon2id costs ~56 ms each
@@ -108,7 +109,7 @@ def prepare_users(count: int, *, tag: str | None = None, password: str = PASSWOR
         )
         if not uid:
             raise RuntimeError(f"{email} could not be created")
-        _retried(lambda: billing.set_grant(uid, grant, actor="load-test"))  # idempotent: PRO with no end
+        _retried(lambda: subscriptions.set_grant(uid, grant, actor="load-test"))  # idempotent: PRO with no end
         return {"uid": uid, "email": email, "password": password}
 
     with ThreadPoolExecutor(PREPARE_THREADS) as pool:
@@ -285,7 +286,8 @@ def _part(name: str) -> str:
 def wait_for_events(expected: int, timeout: float, echo: Callable[[str], None] = print) -> tuple[int, float]:
     """Wait until the `artifacts` collection holds at least `expected` documents (the recorder has
     caught up), then a little longer so that a late duplicate would show. Returns (count, seconds)."""
-    from mllab import clients, recorder
+    from mllab.files import recorder
+    from mllab.platform import clients
 
     coll = clients.firestore().collection(recorder.ARTIFACTS)
     started = time.monotonic()
@@ -306,7 +308,8 @@ def wait_for_events(expected: int, timeout: float, echo: Callable[[str], None] =
 def _user_state(uid: str, model_id: str | None, versions: list[int]) -> dict[str, Any]:
     from google.cloud.firestore_v1.base_query import FieldFilter
 
-    from mllab import catalog, clients, recorder
+    from mllab.files import catalog, recorder
+    from mllab.platform import clients
 
     db = clients.firestore()
     arts = [s.to_dict() for s in db.collection(recorder.ARTIFACTS).where(filter=FieldFilter("uid", "==", uid)).stream()]
@@ -573,7 +576,8 @@ def print_report(
 
 
 def main() -> int:
-    from mllab import clients, config, log, sessions, tokens
+    from mllab.identity import sessions, tokens
+    from mllab.platform import clients, config, log
     from mllab_dev.stack import Ports, Stack, StackError
 
     log.min_level = "WARNING"  # the operator-grant audit lines of the account setup are noise here

@@ -14,7 +14,8 @@ import httpx
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from mllab import billing, clients, mail
+from mllab.billing import subscriptions
+from mllab.platform import clients, mail
 from mllab_dev import devca
 from mllab_dev.paypal_standin import CERT_ID
 from mllab_dev.stack import Stack
@@ -90,7 +91,7 @@ def signed_webhook(
     """A body and PayPal's headers, signed the way PayPal signs (CRC32 of the raw body, unsigned)."""
     body = event if isinstance(event, bytes) else json.dumps(event).encode()
     tid, when = str(uuid.uuid4()), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    wid = webhook_id or billing.paypal_ids()["webhook_id"]
+    wid = webhook_id or subscriptions.paypal_ids()["webhook_id"]
     message = f"{tid}|{when}|{wid}|{zlib.crc32(body) & 0xFFFFFFFF}".encode()
     signature = devca.paths(stack.dev_dir).load_signing_key().sign(message, padding.PKCS1v15(), hashes.SHA256())
     return body, {
@@ -129,7 +130,7 @@ def event(event_type: str, subscription_id: str, *, event_id: str | None = None,
 
 
 def event_marker(event_id: str) -> dict[str, Any] | None:
-    snap = clients.firestore().collection(billing.EVENTS).document(event_id).get()
+    snap = clients.firestore().collection(subscriptions.EVENTS).document(event_id).get()
     return snap.to_dict() if snap.exists else None
 
 
@@ -168,10 +169,10 @@ def foreign_subscription(custom_id: str, *, price: str = "0.01", unit: str = "YE
     """A subscription made with the merchant's credentials but outside ML Lab's checkout: another
     plan of the same product (default $0.01 a year), or the PRO plan with an inline price override.
     Returns its id (APPROVAL_PENDING)."""
-    from mllab import paypal
+    from mllab.billing import paypal
 
     client = paypal.client()
-    ids = billing.paypal_ids()
+    ids = subscriptions.paypal_ids()
     cycle = {
         "frequency": {"interval_unit": unit, "interval_count": 1},
         "tenure_type": "REGULAR",

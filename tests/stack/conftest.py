@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mllab import clients, config, sessions, tokens
+from mllab.identity import sessions, tokens
+from mllab.platform import clients, config
 from mllab_dev.browser import CHROMIUM_ARGS
 from mllab_dev.browser import executable as browser_executable
 from mllab_dev.stack import PROJECT, Ports, Stack
@@ -23,7 +24,9 @@ from mllab_dev.stack import PROJECT, Ports, Stack
 def running_stack(dev_dir: Path) -> Iterator[Stack]:
     """A whole stack on free ports, with this process's mllab pointed at it, and back afterwards.
     The suite shares one (below); a module that pauses parts of it starts its own."""
-    from mllab import oauth, paypal, storage, webhooks
+    from mllab.billing import paypal, webhooks
+    from mllab.files import storage
+    from mllab.identity import oauth
 
     def forget() -> None:
         config.reload()
@@ -174,7 +177,7 @@ PASSWORD = "correct horse battery staple"
 @pytest.fixture
 def new_user(unique: str):
     """Create password users directly in Firestore: new_user(verified=True, role="user") -> dict."""
-    from mllab import passwords, users
+    from mllab.identity import passwords, users
 
     made = []
 
@@ -280,7 +283,7 @@ def browser(stack: Stack):
 @pytest.fixture(scope="session")
 def function_client(stack: Stack):
     """In-process test clients of the functions, against the emulators, so tests can move
-    mllab.clock (which cannot reach the separate function processes)."""
+    mllab.platform.clock (which cannot reach the separate function processes)."""
     import functions_framework
 
     from mllab_dev.stack import ROOT
@@ -301,7 +304,7 @@ def records(new_user):
     records() -> {uid, project_id, model_id, version, dataset_id, job_id}."""
     import uuid as _uuid
 
-    from mllab import clients, clock
+    from mllab.platform import clients, clock
 
     def make(uid: str | None = None) -> dict:
         uid = uid or new_user()["uid"]

@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx
 
-from mllab import clients, mail, users
+from mllab.identity import users
+from mllab.platform import clients, mail
 from mllab_dev.stack import Stack
 
 from .conftest import Browser

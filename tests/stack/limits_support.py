@@ -9,7 +9,9 @@ from typing import Any
 
 import httpx
 
-from mllab import billing, clients, config, entitlements, events, recorder, schemas
+from mllab.billing import entitlements, subscriptions
+from mllab.files import events, recorder
+from mllab.platform import clients, config, wire
 from mllab_dev.stack import Stack
 
 from .conftest import Browser
@@ -17,7 +19,7 @@ from .conftest import Browser
 
 def signed_in(stack: Stack, user: dict, *, pro: bool = False) -> Browser:
     if pro:
-        billing.set_grant(user["uid"], lambda doc, now: entitlements.with_grant(doc, None, now))
+        subscriptions.set_grant(user["uid"], lambda doc, now: entitlements.with_grant(doc, None, now))
     b = Browser(stack.gateway_url)
     r = b.login(user["email"], user["password"])
     assert r.status_code == 200, r.text
@@ -45,10 +47,10 @@ def nested(depth: int, size: int) -> dict:
     value: dict = inner
     for _ in range(depth - 1):
         value = {"a": value}
-    pad = size - len(schemas.compact_json(value).encode())
+    pad = size - len(wire.compact_json(value).encode())
     assert pad >= 0, f"{size} bytes cannot hold {depth} levels"
     inner["p"] = "x" * pad
-    assert schemas.json_depth(value) == depth and len(schemas.compact_json(value).encode()) == size
+    assert wire.json_depth(value) == depth and len(wire.compact_json(value).encode()) == size
     return value
 
 
@@ -140,6 +142,6 @@ def naming(needles: list[str]) -> list[tuple[str, str]]:
     """(path, needle) for every document whose path or any value contains one of `needles`."""
     found = []
     for path, doc in every_document():
-        text = path + " " + json.dumps(schemas.jsonable(doc), ensure_ascii=False)
+        text = path + " " + json.dumps(wire.jsonable(doc), ensure_ascii=False)
         found += [(path, n) for n in needles if n in text]
     return found

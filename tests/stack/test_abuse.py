@@ -3,7 +3,7 @@ refused with the right 4xx problem, and stored data does not change: every Fires
 (rate-limit counters and audit entries aside, which are meant to record refusals) and every object in
 the bucket are compared before and after.
 
-Driven by `mllab.routes.ROUTES`: a new route gets the generic cases at once, and the tables here (an
+Driven by `mllab.api.routes.ROUTES`: a new route gets the generic cases at once, and the tables here (an
 example body per request model, whose id each `{id}` and each `*_id` field names) must cover it or a
 test says what is missing. Covered elsewhere and not repeated: the CSRF matrix of the cookie routes
 and refresh-reuse timing (test_refresh_sessions.py, checked below to list every cookie route), catalog
@@ -32,22 +32,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import BaseModel
 
-from mllab import (
-    audit,
-    billing,
-    catalog,
-    clients,
-    clock,
-    config,
-    entitlements,
-    objects,
-    routes,
-    schemas,
-    sessions,
-    tokens,
-)
-from mllab.problems import PROBLEM_JSON
-from mllab.routes import Auth, Csrf, Route
+from mllab.api import routes
+from mllab.api.routes import Auth, Csrf, Route
+from mllab.billing import entitlements, subscriptions
+from mllab.billing import schemas as billing_schemas
+from mllab.files import catalog, objects
+from mllab.files import schemas as file_schemas
+from mllab.identity import schemas as identity_schemas
+from mllab.identity import sessions, tokens
+from mllab.platform import audit, clients, clock, config
+from mllab.platform.problems import PROBLEM_JSON
 from mllab_dev.stack import BUCKET, Stack
 
 from .billing_support import wait
@@ -132,7 +126,7 @@ def _party(stack: Stack, new_user, name: str) -> Party:
         sessions.csrf_token(session.id),
         refresh,
     )
-    billing.set_grant(p.uid, lambda doc, now: entitlements.with_grant(doc, None, now))
+    subscriptions.set_grant(p.uid, lambda doc, now: entitlements.with_grant(doc, None, now))
     with httpx.Client(base_url=stack.gateway_url, timeout=20, headers={**p.auth(), "Origin": stack.gateway_url}) as c:
 
         def make(path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -152,7 +146,7 @@ def _party(stack: Stack, new_user, name: str) -> Party:
     )
     p.subscription_id = "I-" + uuid.uuid4().hex[:12].upper()
     now = clock.now()
-    clients.firestore().collection(billing.SUBSCRIPTIONS).document(p.subscription_id).set(
+    clients.firestore().collection(subscriptions.SUBSCRIPTIONS).document(p.subscription_id).set(
         {
             "uid": p.uid,
             "status": "APPROVAL_PENDING",
@@ -198,33 +192,37 @@ NEW_PASSWORD = "an entirely new passphrase 42"
 
 # A valid body for every request model; each hostile case changes one thing in it.
 EXAMPLES: dict[type[BaseModel], Callable[[Party], dict[str, Any]]] = {
-    schemas.RegisterRequest: lambda p: {
+    identity_schemas.RegisterRequest: lambda p: {
         "email": f"new-{uuid.uuid4().hex[:8]}@example.com",
         "password": NEW_PASSWORD,
         "name": "New",
     },
-    schemas.LoginRequest: lambda p: {"email": p.email, "password": PASSWORD},
-    schemas.VerifyEmailRequest: lambda p: {"token": "A" * 43},
-    schemas.EmailRequest: lambda p: {"email": p.email},
-    schemas.PasswordResetConfirmRequest: lambda p: {"token": "A" * 43, "password": NEW_PASSWORD},
-    schemas.PasswordChangeRequest: lambda p: {"current_password": PASSWORD, "new_password": NEW_PASSWORD},
-    schemas.LogoutRequest: lambda p: {"scope": "global"},
-    schemas.DeleteAccountRequest: lambda p: {"password": PASSWORD},
-    schemas.CreateProject: lambda p: {"name": "a project"},
-    schemas.Rename: lambda p: {"name": "a new name"},
-    schemas.CreateModel: lambda p: {"project_id": p.ids["projects"], "name": "a model", "config_json": {"layers": []}},
-    schemas.CreateDataset: lambda p: {"project_id": p.ids["projects"], "name": "a dataset", "schema_json": {}},
-    schemas.CreateJob: lambda p: {
+    identity_schemas.LoginRequest: lambda p: {"email": p.email, "password": PASSWORD},
+    identity_schemas.VerifyEmailRequest: lambda p: {"token": "A" * 43},
+    identity_schemas.EmailRequest: lambda p: {"email": p.email},
+    identity_schemas.PasswordResetConfirmRequest: lambda p: {"token": "A" * 43, "password": NEW_PASSWORD},
+    identity_schemas.PasswordChangeRequest: lambda p: {"current_password": PASSWORD, "new_password": NEW_PASSWORD},
+    identity_schemas.LogoutRequest: lambda p: {"scope": "global"},
+    identity_schemas.DeleteAccountRequest: lambda p: {"password": PASSWORD},
+    file_schemas.CreateProject: lambda p: {"name": "a project"},
+    file_schemas.Rename: lambda p: {"name": "a new name"},
+    file_schemas.CreateModel: lambda p: {
+        "project_id": p.ids["projects"],
+        "name": "a model",
+        "config_json": {"layers": []},
+    },
+    file_schemas.CreateDataset: lambda p: {"project_id": p.ids["projects"], "name": "a dataset", "schema_json": {}},
+    file_schemas.CreateJob: lambda p: {
         "project_id": p.ids["projects"],
         "model_id": p.ids["models"],
         "version": 1,
         "dataset_id": p.ids["datasets"],
         "name": "a run",
     },
-    schemas.SignUpload: lambda p: {"kind": "weights", "model_id": p.ids["models"], "version": 1, "size": 64},
-    schemas.SyncRequest: lambda p: {"subscription_id": p.subscription_id},
-    schemas.CancelRequest: lambda p: {"reason": "too expensive"},
-    schemas.PromoRequest: lambda p: {"code": "NO-SUCH-CODE"},
+    file_schemas.SignUpload: lambda p: {"kind": "weights", "model_id": p.ids["models"], "version": 1, "size": 64},
+    billing_schemas.SyncRequest: lambda p: {"subscription_id": p.subscription_id},
+    billing_schemas.CancelRequest: lambda p: {"reason": "too expensive"},
+    billing_schemas.PromoRequest: lambda p: {"code": "NO-SUCH-CODE"},
 }
 
 # Which of a party's records each `{id}` of a path names (the first path segment says).
@@ -330,7 +328,7 @@ def test_the_snapshot_holds_every_party_record_and_sees_a_change(world: World) -
         for collection, key in p.ids.items():
             assert f"{collection}/{key}" in snap["documents"], (collection, key)
         assert f"models/{p.ids['models']}/versions/000000001" in snap["documents"]  # subcollections too
-        assert f"{billing.SUBSCRIPTIONS}/{p.subscription_id}" in snap["documents"]
+        assert f"{subscriptions.SUBSCRIPTIONS}/{p.subscription_id}" in snap["documents"]
         assert p.object in snap["objects"]
     with (
         pytest.raises(AssertionError, match=f"changed document projects/{world.alice.ids['projects']}"),
@@ -1021,7 +1019,7 @@ def test_another_users_id_in_any_body_field_is_404(world: World) -> None:
     for route in BODY_ROUTES:
         body = EXAMPLES[route.request](m)
         for name in (f for f in body if f in ID_FIELDS):
-            if route.request is schemas.SignUpload and name != "model_id":
+            if route.request is file_schemas.SignUpload and name != "model_id":
                 continue  # covered below with the fields each upload kind takes
             hostile = {**body, name: _id_of(a, ID_FIELDS[name])}
             cases.append((f"{_key(route)} {name}", lambda route=route, b=hostile: send(world, route, body=b), 404))
@@ -1052,7 +1050,7 @@ def test_another_users_ids_in_list_filters_match_nothing(world: World) -> None:
 def test_sign_in_navigations_refuse_hostile_parameters(world: World) -> None:
     """GET /auth/google/login and /callback: a hostile return_to, transaction cookie or state is a 400,
     stores no sign-in transaction and consumes none (off-site return_to values: test_google_signin.py)."""
-    from mllab import oauth
+    from mllab.identity import oauth
 
     nav = {r.path: r for r in routes.ROUTES if r.path.startswith("/auth/google/")}
     started = world.client.get("/auth/google/login", params={"return_to": "/lab"})  # a live transaction

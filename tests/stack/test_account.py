@@ -10,8 +10,10 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from mllab import accounts, audit, clients, clock, config, passwords, sessions, tokens, users
-from mllab.problems import Problem
+from mllab import account
+from mllab.identity import passwords, sessions, tokens, users
+from mllab.platform import audit, clients, clock, config
+from mllab.platform.problems import Problem
 from mllab_dev.stack import PROJECT, PURGE_TOPIC, Stack
 
 from .billing_support import FREE_SUBSCRIPTION
@@ -234,7 +236,7 @@ def test_export_holds_the_users_data_and_no_secret(gateway: httpx.Client, new_us
 
 def test_export_of_a_google_identity_has_iss_and_sub() -> None:
     uid = users.create_google_user("https://accounts.google.com", "g-123", "g@example.com", "G User")
-    data = accounts.export(uid).model_dump()
+    data = account.export(uid).model_dump()
     assert data["identities"][0]["kind"] == "google"
     assert (data["identities"][0]["iss"], data["identities"][0]["sub"]) == ("https://accounts.google.com", "g-123")
     assert data["user"]["providers"] == ["google"]
@@ -365,7 +367,7 @@ def _deleted_user(new_user) -> dict:
     sign_in(u["uid"])
     users.issue_email_token(u["uid"], "password_reset", u["email"], 1800)
     clients.firestore().collection("mail_outbox").add({"to": u["email"], "template": "password_reset", "link": None})
-    accounts.delete_account(users.get(u["uid"]), s["sid"], password=PASSWORD)
+    account.delete_account(users.get(u["uid"]), s["sid"], password=PASSWORD)
     assert _owned(u["uid"], u["email"]) == {
         "identities": 1,
         "sessions": 2,
@@ -379,13 +381,13 @@ def _deleted_user(new_user) -> dict:
 def test_purge_removes_accounts_deleted_more_than_30_days_ago(new_user) -> None:
     gone, kept = _deleted_user(new_user), new_user()
     with clock.travel(by=timedelta(days=29)):
-        assert accounts.purge(clock.now()) == 0
+        assert account.purge(clock.now()) == 0
         recent = _deleted_user(new_user)  # deleted "29 days later": purged only 30 days after that
     assert user_doc(gone["uid"]) is not None
 
     with clock.travel(by=timedelta(days=31)):
-        assert accounts.purge(clock.now()) == 1
-        assert accounts.purge(clock.now()) == 0  # idempotent
+        assert account.purge(clock.now()) == 1
+        assert account.purge(clock.now()) == 0  # idempotent
     assert _owned(gone["uid"], gone["email"]) == {
         "identities": 0,
         "sessions": 0,
@@ -454,7 +456,7 @@ def test_after_a_purge_no_document_names_the_user_or_their_files_even_after_late
     assert ok(lab.request("GET", "/me"))["usage"]["uploads_today"] == 3
 
     s = sign_in(u["uid"])
-    accounts.delete_account(users.get(u["uid"]), s["sid"], password=PASSWORD)
+    account.delete_account(users.get(u["uid"]), s["sid"], password=PASSWORD)
     users.update(u["uid"], deleted_at=clock.now() - timedelta(days=config.ACCOUNT_PURGE_AFTER_DAYS + 1))
     r = cli("accounts", "purge", "--json")
     assert r.returncode == 0 and json.loads(r.stdout) == {"purged": 1}, r.stderr
@@ -462,7 +464,7 @@ def test_after_a_purge_no_document_names_the_user_or_their_files_even_after_late
     # the purge's own object deletions, then late ones: acknowledged and dropped
     log = function_log(stack, "on_object_finalized")
     assert len(wait_for_log(log, "object deletion of a deleted account dropped", count=len(files))) >= len(files)
-    from mllab import events, recorder
+    from mllab.files import events, recorder
 
     for name, generation in recorded.items():
         recorder.delete(events.ObjectEvent("OBJECT_DELETE", bucket().name, name, generation, "late"))

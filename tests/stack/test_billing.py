@@ -9,8 +9,9 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from mllab import audit, billing, clients, clock, config, entitlements
-from mllab.problems import Problem
+from mllab.billing import entitlements, subscriptions
+from mllab.platform import audit, clients, clock, config
+from mllab.platform.problems import Problem
 
 from .billing_support import (
     checkout,
@@ -28,7 +29,7 @@ from .conftest import PASSWORD
 
 
 def _mapping(sub_id: str) -> dict:
-    snap = clients.firestore().collection(billing.SUBSCRIPTIONS).document(sub_id).get()
+    snap = clients.firestore().collection(subscriptions.SUBSCRIPTIONS).document(sub_id).get()
     return snap.to_dict() if snap.exists else {}
 
 
@@ -112,13 +113,13 @@ def test_a_second_live_subscription_is_refused(member, paypal: httpx.Client) -> 
 
 def test_an_unverified_email_cannot_subscribe(new_user) -> None:
     # Sign-in already requires a verified email; checkout checks again rather than trust that.
-    from mllab import users
+    from mllab.identity import users
 
     uid = new_user(verified=False)["uid"]
     with pytest.raises(Problem) as refused:
-        billing.subscribe(users.get(uid))
+        subscriptions.subscribe(users.get(uid))
     assert refused.value.status == 403 and refused.value.slug == "email-unverified"
-    assert billing.subscriptions_of(uid) == []
+    assert subscriptions.subscriptions_of(uid) == []
 
 
 def test_sync_of_someone_elses_subscription_is_404(member, paypal: httpx.Client) -> None:
@@ -193,7 +194,7 @@ def test_a_missed_webhook_is_repaired_by_reconciliation(member, paypal: httpx.Cl
     until = entitlements.get(b.uid)["pro_until"]
     # A day before access would end, the daily job re-reads it.
     with clock.travel(to=until - timedelta(days=1)):
-        counts = billing.reconcile()
+        counts = subscriptions.reconcile()
         assert counts["checked"] >= 1 and counts["changed"] >= 1 and counts["failed"] == 0
         assert entitlements.view(entitlements.get(b.uid), clock.now()).status == "canceled"
     assert _mapping(sub_id)["status"] == "EXPIRED"
@@ -203,8 +204,8 @@ def test_reconciliation_expires_a_checkout_never_approved(member, paypal: httpx.
     b = member()
     sub_id = b.request("POST", "/billing/paypal/subscribe").json()["subscription_id"]
     with clock.travel(by=timedelta(seconds=config.CHECKOUT_PENDING_S + 60)):
-        assert billing.reconcile()["abandoned"] == 1
-        assert _mapping(sub_id)["status"] == billing.ABANDONED
+        assert subscriptions.reconcile()["abandoned"] == 1
+        assert _mapping(sub_id)["status"] == subscriptions.ABANDONED
         # A new checkout is a new subscription.
         fresh = b.request("POST", "/billing/paypal/subscribe").json()["subscription_id"]
     assert fresh != sub_id
@@ -216,8 +217,8 @@ def test_reconciliation_mails_once_before_access_ends(member, paypal: httpx.Clie
     b.request("POST", "/billing/cancel", json_body={})
     until = entitlements.get(b.uid)["pro_until"]
     with clock.travel(to=until - timedelta(days=2)):
-        assert billing.reconcile()["notified"] == 1
-        assert billing.reconcile()["notified"] == 0
+        assert subscriptions.reconcile()["notified"] == 1
+        assert subscriptions.reconcile()["notified"] == 0
     assert len(mails_to(b.email, "access_ending")) == 1
 
 
@@ -227,7 +228,7 @@ def test_paypal_down_answers_503_and_changes_nothing(member, paypal: httpx.Clien
     r = b.request("POST", "/billing/paypal/subscribe")
     assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
     assert "Retry-After" in r.headers
-    assert billing.subscriptions_of(b.uid) == []
+    assert subscriptions.subscriptions_of(b.uid) == []
 
 
 def test_deleting_the_account_cancels_the_subscription_and_export_has_billing(member, paypal: httpx.Client) -> None:
@@ -263,12 +264,13 @@ def test_free_user_gets_no_storage_and_a_subscriber_does(member, paypal: httpx.C
 
 
 def test_purge_removes_entitlements_and_keeps_an_anonymous_ledger(member, paypal: httpx.Client) -> None:
-    from mllab import accounts, users
+    from mllab import account
+    from mllab.identity import users
 
     b = member()
     sub_id = subscribe(b, paypal)
     users.update(b.uid, deleted_at=clock.now() - timedelta(days=31))
-    assert accounts.purge(clock.now()) >= 1
+    assert account.purge(clock.now()) >= 1
     assert entitlements.get(b.uid) is None
     ledger = _mapping(sub_id)
     assert ledger["uid"] == "purged" and ledger["snapshot"] is None and ledger["status"] == "ACTIVE"
@@ -349,7 +351,7 @@ def test_resubscribing_after_cancel_charges_at_the_paid_through_date_not_today(m
 
 
 def test_subscribing_during_a_promo_trial_charges_at_the_trials_end(member, paypal: httpx.Client) -> None:
-    from mllab import promo
+    from mllab.billing import promo
 
     promo.create(promo.NewCode(code="TRY14", kind="trial", days=14, uses=5))
     b = member()
@@ -377,14 +379,14 @@ def test_subscribing_during_a_promo_trial_charges_at_the_trials_end(member, payp
 def test_a_subscription_with_a_far_future_start_gives_no_pro_before_it(member, paypal: httpx.Client) -> None:
     """Anyone with the merchant's public client id can create a subscription (PayPal's JS SDK), with any
     start_time: a start a year away must not mean PRO for a year before anything is paid."""
-    from mllab import paypal as paypal_api
+    from mllab.billing import paypal as paypal_api
 
     b = member()
     far = clock.rfc3339((clock.now() + timedelta(days=365)).replace(microsecond=0))
     created = paypal_api.client().request(
         "POST",
         "/v1/billing/subscriptions",
-        json={"plan_id": billing.paypal_ids()["plan_id"], "custom_id": b.uid, "start_time": far},
+        json={"plan_id": subscriptions.paypal_ids()["plan_id"], "custom_id": b.uid, "start_time": far},
     )
     paypal.post(f"/_standin/subscriptions/{created['id']}/approve")
     assert wait(lambda: deliveries_settled(paypal, created["id"]))
@@ -401,12 +403,12 @@ def test_two_clicks_at_once_make_one_subscription(member, paypal: httpx.Client) 
     assert {r.status_code for r in answers} == {200}, [r.text for r in answers]
     assert len({r.json()["subscription_id"] for r in answers}) == 1
     assert len({r.json()["first_charge_time"] for r in answers}) == 1
-    pending = [s for s in billing.subscriptions_of(b.uid) if s["status"] == "APPROVAL_PENDING"]
+    pending = [s for s in subscriptions.subscriptions_of(b.uid) if s["status"] == "APPROVAL_PENDING"]
     assert len(pending) == 1
 
 
 def test_a_checkout_left_before_a_trial_is_replaced_and_cannot_be_approved_later(member, paypal: httpx.Client) -> None:
-    from mllab import promo
+    from mllab.billing import promo
 
     promo.create(promo.NewCode(code="LATER7", kind="trial", days=7, uses=5))
     b = member()
@@ -423,7 +425,7 @@ def test_a_checkout_left_before_a_trial_is_replaced_and_cannot_be_approved_later
     ).json()["event"]
     assert wait(lambda: (event_marker(late["id"]) or {}).get("state") == "done")
     left = _mapping(stale["subscription_id"])
-    assert left["status"] == billing.ABANDONED and left["approve_url"] is None
+    assert left["status"] == subscriptions.ABANDONED and left["approve_url"] is None
     assert left["superseded_by"] == fresh["subscription_id"]
     # Asked again with nothing changed: the same checkout.
     assert b.request("POST", "/billing/paypal/subscribe").json() == fresh
@@ -449,7 +451,7 @@ def test_a_checkout_left_before_a_trial_is_replaced_and_cannot_be_approved_later
     again = b.request("POST", "/billing/paypal/subscribe").json()
     assert again["first_charge_time"] == _first_charge(paid_through)
     assert again["subscription_id"] != fresh["subscription_id"]
-    assert [s["id"] for s in billing.subscriptions_of(b.uid) if s["status"] == "APPROVAL_PENDING"] == [
+    assert [s["id"] for s in subscriptions.subscriptions_of(b.uid) if s["status"] == "APPROVAL_PENDING"] == [
         again["subscription_id"]
     ]
 
@@ -476,12 +478,12 @@ def test_a_subscription_to_another_plan_or_price_grants_nothing(
     refusals = [e for e in audit.for_actor(b.uid) if e["action"] == "billing.refused"]
     assert [(e["target"], e["outcome"]) for e in refusals] == [(f"paypal:{sub_id}", reason)]
     assert wait_for_log(function_log(stack, "paypal_webhook"), sub_id + '"', count=1)
-    line = [ln for ln in wait_for_log(function_log(stack, "paypal_webhook"), billing.REFUSED_LOG) if sub_id in ln]
+    line = [ln for ln in wait_for_log(function_log(stack, "paypal_webhook"), subscriptions.REFUSED_LOG) if sub_id in ln]
     assert line and '"severity": "ERROR"' in line[0]
     # The sync on return and reconciliation refuse it the same way.
     assert b.request("POST", "/billing/sync", json_body={"subscription_id": sub_id}).json()["plan"] == "free"
     with clock.travel(by=timedelta(days=36)):
-        billing.reconcile()
+        subscriptions.reconcile()
     assert entitlements.get(b.uid) is None or not entitlements.is_pro(b.uid)
     # It does not block the real checkout, and is not cancelled on the user's behalf.
     assert b.request("POST", "/billing/paypal/subscribe").status_code == 200

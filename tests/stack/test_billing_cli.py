@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from mllab import audit, billing, clients, clock, entitlements, promo
-from mllab import paypal as paypal_api
+from mllab.billing import entitlements, promo, subscriptions
+from mllab.billing import paypal as paypal_api
+from mllab.platform import audit, clients, clock
 from mllab_dev.stack import Stack
 
 from .billing_support import FREE_SUBSCRIPTION, deliveries_settled, foreign_subscription, subscribe, wait
@@ -288,7 +289,7 @@ def test_billing_resync_repairs_a_missed_cancellation(cli, member, paypal: httpx
     sub = _me(canceller)["subscription"]
     assert sub["status"] == "canceled" and sub["plan"] == "pro", sub  # paid through
     assert _when(sub["pro_until"]) == paid_through and sub["next_billing_time"] is None
-    stored = clients.firestore().collection(billing.SUBSCRIPTIONS).document(cancel_id).get().to_dict()
+    stored = clients.firestore().collection(subscriptions.SUBSCRIPTIONS).document(cancel_id).get().to_dict()
     assert stored["status"] == "CANCELLED" and stored["uid"] == canceller.uid
     assert _me(suspended)["subscription"]["status"] == "active"  # not that user's
 
@@ -305,7 +306,7 @@ def test_billing_resync_refuses_another_plan_and_takes_back_what_it_granted(cli,
     sub_id = foreign_subscription(b.uid)  # $0.01 a year, custom_id = the user's uid
     paypal.post(f"/_standin/subscriptions/{sub_id}/approve")
     assert wait(lambda: deliveries_settled(paypal, sub_id))
-    ref = clients.firestore().collection(billing.SUBSCRIPTIONS).document(sub_id)
+    ref = clients.firestore().collection(subscriptions.SUBSCRIPTIONS).document(sub_id)
     assert wait(lambda: (ref.get().to_dict() or {}).get("refused") == "other-plan")
     # What the code before this check stored: no refusal, and the user PRO through that subscription.
     ref.update({"refused": None})
@@ -344,7 +345,7 @@ def _bootstrap(cli, url: str) -> dict:
 def test_billing_bootstrap_is_idempotent(cli, stack: Stack, unique: str) -> None:
     # the stack's own environment: the same ids as the stack's bootstrap stored
     own = _bootstrap(cli, f"{stack.gateway_url}/payments/paypal/webhook")
-    assert own == billing.paypal_ids()
+    assert own == subscriptions.paypal_ids()
 
     url = f"https://hooks.example.test/paypal/{unique}"
     client = paypal_api.client()

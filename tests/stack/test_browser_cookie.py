@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mllab import clients
+from mllab.platform import clients
 from mllab_dev.stack import Stack
 
 SIGN_IN = """async ([email, password]) => {

@@ -13,7 +13,10 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from mllab import accounts, audit, catalog, clients, clock, config, events, users
+from mllab import account
+from mllab.files import catalog, events
+from mllab.identity import users
+from mllab.platform import audit, clients, clock, config
 from mllab_dev.stack import Stack
 
 from . import limits_support
@@ -685,7 +688,7 @@ def test_purge_removes_the_catalog_records(alice: Browser, bob: Browser) -> None
     theirs = new_model(bob, new_project(bob)["id"])
     users.update(alice.uid, deleted_at=clock.now() - timedelta(days=config.ACCOUNT_PURGE_AFTER_DAYS + 1))
 
-    assert accounts.purge(clock.now()) == 1
+    assert account.purge(clock.now()) == 1
     for collection in catalog.COLLECTIONS:
         assert records(collection, alice.uid) == []
     assert versions_in_db(model["id"]) == []

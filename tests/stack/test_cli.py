@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from mllab import accounts, audit, clock, passwords, sessions, users
-from mllab.problems import Problem
+from mllab import account
+from mllab.identity import passwords, sessions, users
+from mllab.platform import audit, clock
+from mllab.platform.problems import Problem
 
 MLLAB = Path(sys.executable).parent / "mllab"
 SECRET = "a long operator-chosen passphrase 42"
@@ -179,4 +181,4 @@ def test_accounts_purge(cli, new_user) -> None:
     assert users.get(recent["uid"]) is not None
     r = cli("accounts", "purge")
     assert r.returncode == 0 and "purged 0 accounts" in r.stdout
-    assert accounts.purge(clock.now()) == 0
+    assert account.purge(clock.now()) == 0

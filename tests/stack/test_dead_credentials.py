@@ -10,8 +10,9 @@ from collections.abc import Callable
 
 import pytest
 
-from mllab import routes, users
-from mllab.routes import Auth
+from mllab.api import routes
+from mllab.api.routes import Auth
+from mllab.identity import users
 from mllab_dev.stack import Stack
 
 from .conftest import PASSWORD, Browser

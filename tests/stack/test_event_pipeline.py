@@ -12,7 +12,8 @@ import pytest
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
-from mllab import clients, events, objects, recorder, storage
+from mllab.files import events, objects, recorder, storage
+from mllab.platform import clients
 from mllab_dev.stack import BUCKET, PROJECT, TOPIC, Stack
 
 from .conftest import function_log, wait_for_log

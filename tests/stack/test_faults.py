@@ -25,8 +25,11 @@ from typing import Any
 import httpx
 import pytest
 
-from mllab import billing, catalog, clients, clock, entitlements, promo, recorder, sessions
-from mllab.problems import PROBLEM_JSON
+from mllab.billing import entitlements, promo, subscriptions
+from mllab.files import catalog, recorder
+from mllab.identity import sessions
+from mllab.platform import clients, clock
+from mllab.platform.problems import PROBLEM_JSON
 from mllab_dev.stack import BUCKET, Stack
 
 from .billing_support import event, event_marker, mails_to, signed_webhook, subscribe, subscription_status, wait
@@ -85,7 +88,7 @@ def doc(collection: str, key: str) -> dict[str, Any] | None:
 
 
 def pro(b: Browser) -> Browser:
-    billing.set_grant(b.uid, lambda d, now: entitlements.with_grant(d, None, now))
+    subscriptions.set_grant(b.uid, lambda d, now: entitlements.with_grant(d, None, now))
     return b
 
 
@@ -292,7 +295,7 @@ def test_an_upload_recorded_during_a_firestore_pause_lands_once(stack: Stack, me
 
 
 def _billing_state(uid: str) -> dict[str, Any]:
-    return {"subscriptions": docs_where(billing.SUBSCRIPTIONS, "uid", uid), "entitlement": entitlements.get(uid)}
+    return {"subscriptions": docs_where(subscriptions.SUBSCRIPTIONS, "uid", uid), "entitlement": entitlements.get(uid)}
 
 
 def test_paypal_paused_during_subscribe_sync_and_cancel_answers_503_and_writes_nothing(
@@ -316,7 +319,9 @@ def test_paypal_paused_during_subscribe_sync_and_cancel_answers_503_and_writes_n
 
     r = until_answered(calls["subscribe"][1])
     assert r.status_code == 200, r.text
-    assert [d["id"] for d in docs_where(billing.SUBSCRIPTIONS, "uid", newcomer.uid)] == [r.json()["subscription_id"]]
+    assert [d["id"] for d in docs_where(subscriptions.SUBSCRIPTIONS, "uid", newcomer.uid)] == [
+        r.json()["subscription_id"]
+    ]
     r = until_answered(calls["sync"][1])
     assert r.status_code == 200 and r.json()["status"] == "none", r.text  # still awaiting approval
     r = until_answered(calls["cancel"][1])
@@ -375,7 +380,7 @@ def test_a_webhook_during_a_firestore_pause_answers_5xx_and_its_replay_is_proces
         assert r.status_code == 409 and r.json()["type"].endswith("event-in-progress"), r.text
         assert subscription_status(b)["status"] == "active"
         # ... and once the lease has run out (moved here rather than waited for), a replay takes over.
-        clients.firestore().collection(billing.EVENTS).document(ev["id"]).update(
+        clients.firestore().collection(subscriptions.EVENTS).document(ev["id"]).update(
             {"expires_at": clock.now() - timedelta(seconds=1)}
         )
     r = httpx.post(f"{stack.gateway_url}/payments/paypal/webhook", content=body, headers=headers, timeout=30)

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from mllab import clients
+from mllab.platform import clients
 
 
 def _doc(path: str):

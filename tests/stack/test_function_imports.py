@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mllab import routes
+from mllab.api import routes
 from mllab_dev.stack import ROOT, Stack
 
 # Which google.cloud packages each mllab client getter loads.
@@ -60,7 +60,7 @@ EXERCISE = {
     "auth_google_callback": """
         import urllib.parse
         import httpx
-        from mllab import oauth
+        from mllab.identity import oauth
         tx_id, url = oauth.begin("/lab")
         loc = urllib.parse.urlsplit(httpx.post(url, data={"sub": "alice-google-0001"}, timeout=10).headers["location"])
         client.set_cookie("__Host-oauth_tx", tx_id)
@@ -89,7 +89,7 @@ EXERCISE = {
     """,
     "account": """
         import uuid
-        from mllab import passwords, sessions, tokens, users
+        from mllab.identity import passwords, sessions, tokens, users
         email = f"imports-{uuid.uuid4().hex[:8]}@example.com"
         uid = users.create_password_user(email, passwords.hash_password("imports password 1"))
         s, _ = sessions.create(uid, "password", user_agent="imports", ip="203.0.113.1")
@@ -114,7 +114,8 @@ EXERCISE = {
     "purge_accounts": """
         import uuid
         from datetime import timedelta
-        from mllab import clock, passwords, users
+        from mllab.identity import passwords, users
+        from mllab.platform import clock
         uid = users.create_password_user(f"purge-{uuid.uuid4().hex[:8]}@example.com", passwords.DUMMY_HASH)
         users.update(uid, deleted_at=clock.now() - timedelta(days=31))
         body = {"subscription": "projects/demo-mllab/subscriptions/s",
@@ -126,7 +127,8 @@ EXERCISE = {
     "signed_urls": """
         import os, uuid
         from datetime import timedelta
-        from mllab import clients, clock, sessions, tokens, users
+        from mllab.identity import sessions, tokens, users
+        from mllab.platform import clients, clock
         uid = users.create_google_user("https://example.test", uuid.uuid4().hex,
                                        f"s-{uuid.uuid4().hex[:8]}@example.com", "S")
         s, _ = sessions.create(uid, "google", user_agent="imports", ip="203.0.113.1")
@@ -195,7 +197,7 @@ client = app.test_client()
 
 def signed_in():  # a Google user (no argon2 in the child) with a live session: (uid, auth + CSRF headers)
     import uuid
-    from mllab import sessions, tokens, users
+    from mllab.identity import sessions, tokens, users
     sub = uuid.uuid4().hex[:12]
     uid = users.create_google_user("https://accounts.google.com", sub, f"imports-{{sub}}@example.com", "Imports")
     s, _ = sessions.create(uid, "google", user_agent="imports", ip="203.0.113.1")

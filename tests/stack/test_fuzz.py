@@ -51,7 +51,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from mllab import billing, catalog, entitlements, passwords, promo, routes, schemas, sessions, tokens, users
+from mllab.api import routes
+from mllab.billing import entitlements, promo, subscriptions
+from mllab.files import catalog, schemas
+from mllab.identity import passwords, sessions, tokens, users
 from mllab_dev.stack import Stack
 
 from .conftest import PASSWORD, Browser
@@ -163,7 +166,7 @@ class Harness:
         a model with a recorded version (model.json + weights.bin through signed URLs), a dataset, a job,
         a PayPal checkout and a promo code."""
         main = self.main
-        billing.set_grant(main.uid, lambda doc, now: entitlements.with_grant(doc, 30, now))
+        subscriptions.set_grant(main.uid, lambda doc, now: entitlements.with_grant(doc, 30, now))
         promo.create(promo.NewCode(code=PROMO_CODE, kind="trial", uses=10_000, days=14, per_user=3, created_by="fuzz"))
         h = {"Authorization": f"Bearer {main.access}", "X-CSRF-Token": main.csrf, "Origin": self.base}
         with httpx.Client(base_url=self.base, headers=h, timeout=30) as c:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from mllab import routes
+from mllab.api import routes
 from mllab_dev.stack import Stack
 
 from .conftest import function_log, wait_for_log

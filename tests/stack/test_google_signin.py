@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from mllab import clock, users
+from mllab.identity import users
+from mllab.platform import clock
 from mllab_dev.stack import OIDC_USERS, Stack
 
 from .conftest import Browser, function_log, wait_for_log

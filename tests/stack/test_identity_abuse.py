@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mllab import audit, config, users
+from mllab.identity import users
+from mllab.platform import audit, config
 from mllab_dev.stack import Stack
 
 from .conftest import PASSWORD, Browser
@@ -331,6 +332,6 @@ def test_mail_to_one_address_is_capped_and_the_answer_never_says_so(stack: Stack
 
 
 def mails_to_prefix(prefix: str) -> list[dict]:
-    from mllab import mail
+    from mllab.platform import mail
 
     return [m for m in mail.dev_messages() if m["to"].startswith(prefix)]

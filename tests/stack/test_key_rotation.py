@@ -15,7 +15,9 @@ import httpx
 import jwt
 import pytest
 
-from mllab import clock, config, keys, sessions, tokens, users
+from mllab.identity import sessions, tokens, users
+from mllab.ops import keys
+from mllab.platform import clock, config
 from mllab_dev.stack import Stack
 
 

@@ -5,7 +5,7 @@ can be signed into with the keyboard alone. Screenshots of each screen are saved
 
 from __future__ import annotations
 
-from mllab import billing, entitlements
+from mllab.billing import entitlements, subscriptions
 
 from . import lab_support
 from .workbench_support import Lab, lab  # noqa: F401  (the lab fixture: the workbench page, checked clean)
@@ -104,7 +104,7 @@ def test_signed_in_with_a_model_and_the_library_is_named_ordered_and_fits_a_phon
     from playwright.sync_api import expect
 
     user = new_user()
-    billing.set_grant(user["uid"], lambda doc, now: entitlements.with_grant(doc, None, now))
+    subscriptions.set_grant(user["uid"], lambda doc, now: entitlements.with_grant(doc, None, now))
     lab.sign_in(user)
     lab.load_xor()
     lab.configure(epochs=60)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mllab import auth, users
+from mllab.identity import auth, users
 from mllab_dev.stack import Stack
 
 from . import lab_support

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from mllab import clock, entitlements
+from mllab.billing import entitlements
+from mllab.platform import clock
 from mllab_dev.stack import Stack
 
 from . import lab_support
@@ -127,7 +128,7 @@ def test_cancel_keeps_pro_to_the_paid_through_date(lab: Lab, new_user) -> None:
 def test_promo_code_gives_a_trial_and_unknown_codes_say_why(lab: Lab, new_user) -> None:
     from playwright.sync_api import expect
 
-    from mllab import promo
+    from mllab.billing import promo
 
     promo.create(promo.NewCode(code="LAB7", kind="trial", days=7, uses=5))
     user = new_user()
@@ -222,7 +223,7 @@ def test_last_payment_past_due_banner_and_cancel_at_paypal(lab: Lab, new_user) -
 def test_billing_screens_on_a_phone(chromium, stack: Stack, new_user) -> None:
     from playwright.sync_api import expect
 
-    from mllab import promo
+    from mllab.billing import promo
 
     promo.create(promo.NewCode(code="PHONE14", kind="trial", days=14, uses=5))
     with lab_support.checked(Lab(chromium, stack)) as lab:

@@ -5,7 +5,8 @@ nothing is created for them."""
 
 from __future__ import annotations
 
-from mllab import billing, catalog, entitlements
+from mllab.billing import entitlements, subscriptions
+from mllab.files import catalog
 from mllab_dev.stack import Stack
 
 from .conftest import docs_where
@@ -25,7 +26,7 @@ def test_save_to_the_cloud_then_reload_predicts_the_same(lab: Lab, stack: Stack,
     from playwright.sync_api import expect
 
     user = new_user()
-    billing.set_grant(user["uid"], lambda doc, now: entitlements.with_grant(doc, None, now))
+    subscriptions.set_grant(user["uid"], lambda doc, now: entitlements.with_grant(doc, None, now))
     before = _trained(lab, user)
     page = lab.page
     page.fill("#cloud-new-project", "XOR experiments")

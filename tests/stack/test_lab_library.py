@@ -13,7 +13,9 @@ import re
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from mllab import billing, catalog, clients, entitlements
+from mllab.billing import entitlements, subscriptions
+from mllab.files import catalog
+from mllab.platform import clients
 from mllab_dev.stack import Stack
 
 from . import lab_support
@@ -50,7 +52,7 @@ def test_the_library_lists_what_was_saved_and_manages_it(
     from playwright.sync_api import expect
 
     user = new_user()
-    billing.set_grant(user["uid"], lambda doc, now: entitlements.with_grant(doc, None, now))
+    subscriptions.set_grant(user["uid"], lambda doc, now: entitlements.with_grant(doc, None, now))
     page = lab.page
     lab.sign_in(user)
     library = page.locator("#library")

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from mllab import catalog, config, routes
+from mllab.api import routes
+from mllab.files import catalog
+from mllab.platform import config
 from mllab_dev.stack import Stack
 
 from .conftest import docs_where
@@ -155,10 +157,10 @@ def test_a_config_nested_300_deep_is_refused_and_the_lists_and_export_keep_worki
 
 
 def test_a_record_stored_too_deep_before_the_limit_reads_as_an_empty_object(alice) -> None:
-    from mllab import clients, schemas
+    from mllab.platform import clients, wire
 
     parents = _parents(alice)
-    deep = schemas.compact_json(nested(300, 3000))  # as the old code stored it
+    deep = wire.compact_json(nested(300, 3000))  # as the old code stored it
     clients.firestore().collection("models").document(parents["model"]).update({"config_json": deep})
     assert ok(alice.request("GET", f"/models/{parents['model']}"))["config_json"] == {}
     assert ok(alice.request("GET", "/models?versions=true"))["items"][0]["config_json"] == {}
@@ -242,7 +244,7 @@ def test_versions_per_model_are_bounded_even_in_a_burst(alice) -> None:
 
 
 def test_records_made_before_the_counters_existed_are_counted(alice) -> None:
-    from mllab import clients
+    from mllab.platform import clients
 
     limit = config.PLANS["free"].projects
     for i in range(limit - 1):

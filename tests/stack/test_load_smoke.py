@@ -17,7 +17,8 @@ SECONDS = 15
 def test_load_smoke(stack) -> None:
     from google.cloud import firestore
 
-    from mllab import clients, recorder
+    from mllab.files import recorder
+    from mllab.platform import clients
 
     accounts = load.prepare_users(USERS)
     progress: list[str] = []

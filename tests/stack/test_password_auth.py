@@ -8,7 +8,8 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from mllab import clock, passwords, users
+from mllab.identity import passwords, users
+from mllab.platform import clock
 from mllab_dev.stack import Stack
 
 from .conftest import PASSWORD, Browser

@@ -12,7 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from mllab import billing, clients
+from mllab.billing import subscriptions
+from mllab.platform import clients
 from mllab_dev.stack import Stack
 
 from .billing_support import (
@@ -189,7 +190,7 @@ def test_a_transient_firestore_error_is_5xx_then_the_retry_does_the_work(
     from google.api_core.exceptions import ServiceUnavailable
 
     paypal.post(f"/_standin/subscriptions/{subscriber.sub_id}/simulate", json={"event": "cancelled", "deliver": False})
-    real_apply = billing.apply
+    real_apply = subscriptions.apply
     calls = []
 
     def flaky(snapshot, fetched_at=None, **kwargs):
@@ -198,7 +199,7 @@ def test_a_transient_firestore_error_is_5xx_then_the_retry_does_the_work(
             raise ServiceUnavailable("firestore is restarting")
         return real_apply(snapshot, fetched_at, **kwargs)
 
-    monkeypatch.setattr(billing, "apply", flaky)
+    monkeypatch.setattr(subscriptions, "apply", flaky)
     client = function_client("paypal_webhook")
     ev = event("BILLING.SUBSCRIPTION.CANCELLED", subscriber.sub_id)
     body, headers = signed_webhook(stack, ev)
@@ -227,7 +228,7 @@ def test_an_event_for_a_subscription_paypal_does_not_know(stack: Stack, gateway:
     r = gateway.post(PATH, content=body, headers=headers)
     assert r.status_code == 200 and r.json()["outcome"] == "unknown-subscription"  # permanent: no retry storm
     # Nothing was adopted or stored for it.
-    assert not clients.firestore().collection(billing.SUBSCRIPTIONS).document("I-UNKNOWN00000").get().exists
+    assert not clients.firestore().collection(subscriptions.SUBSCRIPTIONS).document("I-UNKNOWN00000").get().exists
     assert event_marker(ev["id"])["outcome"] == "unknown-subscription"
 
 
@@ -266,7 +267,7 @@ def _add(total: dict[str, int], more: dict[str, int]) -> dict[str, int]:
 
 
 def test_each_billing_event_mails_once_however_often_paypal_redelivers(member, paypal: httpx.Client) -> None:
-    from mllab import entitlements
+    from mllab.billing import entitlements
 
     b = member()
     sub_id = b.request("POST", "/billing/paypal/subscribe").json()["subscription_id"]
@@ -355,7 +356,7 @@ def test_every_event_type_redelivered_has_at_most_one_mail_and_one_change(
     """Whatever the event says, PayPal's state (re-read) is what is applied; a redelivery of the same
     event is a duplicate. Here PayPal's state does not move, so nothing may change but a receipt for a
     new sale."""
-    from mllab import entitlements
+    from mllab.billing import entitlements
 
     assert wait(lambda: len(outbox(subscriber.email)) == 2)  # the welcome and the first receipt
     before = entitlements.get(subscriber.uid)

@@ -13,8 +13,10 @@ from datetime import datetime, timedelta
 
 import httpx
 
-from mllab import audit, billing, clients, clock, config, entitlements, passwords, promo, sessions, tokens, users
-from mllab.problems import PROBLEM_TYPE, Problem
+from mllab.billing import entitlements, promo, subscriptions
+from mllab.identity import passwords, sessions, tokens, users
+from mllab.platform import audit, clients, clock, config
+from mllab.platform.problems import PROBLEM_TYPE, Problem
 from mllab_dev.stack import Stack
 
 from .billing_support import FREE_SUBSCRIPTION
@@ -292,8 +294,8 @@ def test_failures_are_counted_then_429(member) -> None:
 def test_new_users_only(member) -> None:
     _code("NEWBIE", new_users_only=True)
     veteran = member()
-    billing.set_grant(veteran.uid, lambda d, now: entitlements.with_grant(d, 1, now))
-    billing.set_grant(veteran.uid, lambda d, now: entitlements.without_grants(d), action="access.revoke")
+    subscriptions.set_grant(veteran.uid, lambda d, now: entitlements.with_grant(d, 1, now))
+    subscriptions.set_grant(veteran.uid, lambda d, now: entitlements.without_grants(d), action="access.revoke")
     assert entitlements.get(veteran.uid)["ever_pro"] is True
     assert ok(veteran.request("GET", "/me"))["subscription"]["plan"] == "free"
 

@@ -10,7 +10,8 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from mllab import audit, clients, clock, sessions, users
+from mllab.identity import sessions, users
+from mllab.platform import audit, clients, clock
 from mllab_dev.stack import Stack
 
 from .conftest import Browser
@@ -27,7 +28,7 @@ def _cookie_of(resp) -> str | None:
 
 
 class InProcess:
-    """auth_refresh in-process (so mllab.clock can move), against the emulators."""
+    """auth_refresh in-process (so mllab.platform.clock can move), against the emulators."""
 
     def __init__(self, function_client, stack: Stack) -> None:
         self.client = function_client("auth_refresh")

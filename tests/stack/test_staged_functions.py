@@ -26,7 +26,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from mllab import clients, clock, oauth, objects, recorder, routes, sessions, tokens, users
+from mllab.api import routes
+from mllab.files import objects, recorder
+from mllab.identity import oauth, sessions, tokens, users
+from mllab.platform import clients, clock
 from mllab_dev import preflight
 from mllab_dev.stack import BUCKET, PROJECT, PURGE_TOPIC, RECONCILE_TOPIC, ROOT, TOPIC, Stack
 

@@ -9,7 +9,9 @@ import uuid
 import httpx
 import pytest
 
-from mllab import audit, billing, catalog, clients, entitlements, events, recorder
+from mllab.billing import entitlements, subscriptions
+from mllab.files import catalog, events, recorder
+from mllab.platform import audit, clients
 from mllab_dev.stack import BUCKET, Stack
 
 from .conftest import Browser
@@ -29,7 +31,7 @@ def _wait(predicate, timeout: float = 20.0):
 def lab(stack: Stack, new_user) -> Browser:
     """A signed-in PRO user (an operator grant; the promo and PayPal paths have their own tests)."""
     user = new_user()
-    billing.set_grant(user["uid"], lambda doc, now: entitlements.with_grant(doc, None, now))
+    subscriptions.set_grant(user["uid"], lambda doc, now: entitlements.with_grant(doc, None, now))
     b = Browser(stack.gateway_url)
     assert b.login(user["email"], user["password"]).status_code == 200
     b.uid = user["uid"]  # type: ignore[attr-defined]
@@ -149,7 +151,7 @@ def test_another_users_ids_and_objects_are_404(stack: Stack, lab: Browser, new_u
     assert r.status_code == 200
     _wait(lambda: recorder.usage_of(lab.uid) > 0)
     other_user = new_user()
-    billing.set_grant(other_user["uid"], lambda doc, now: entitlements.with_grant(doc, None, now))  # PRO too
+    subscriptions.set_grant(other_user["uid"], lambda doc, now: entitlements.with_grant(doc, None, now))  # PRO too
     other = Browser(stack.gateway_url)
     assert other.login(other_user["email"], other_user["password"]).status_code == 200
     assert (
@@ -176,7 +178,7 @@ def test_quota_and_daily_count(lab: Browser) -> None:
     )
     assert r.status_code == 403 and "free" in r.json()["detail"]
     db.collection("usage").document(lab.uid).set({"storage_bytes": 0})
-    from mllab import clock
+    from mllab.platform import clock
 
     day = clock.now().strftime("%Y-%m-%d")
     db.collection("usage").document(lab.uid).collection("days").document(day).set({"uploads": 200})

@@ -10,7 +10,8 @@ import json
 import httpx
 import pytest
 
-from mllab import audit, clients, config, events, recorder, uploads
+from mllab.files import events, recorder, uploads
+from mllab.platform import audit, clients, config
 from mllab_dev.stack import Stack
 
 from .conftest import function_log

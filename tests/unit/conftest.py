@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
-from mllab import clients, config, log, tokens
+from mllab.identity import tokens
+from mllab.platform import clients, config, log
 from mllab_dev import secrets as dev_secrets
 from tests.unit.helpers import FUNCTIONS_DIR, LogCapture
 
-# Variables outside the MLLAB_ prefix that change how mllab.config reads its settings.
+# Variables outside the MLLAB_ prefix that change how mllab.platform.config reads its settings.
 _FOREIGN_VARS = (
     *config.EMULATOR_VARS,
     "K_SERVICE",

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mllab import config
+from mllab.platform import config
 
 REPO = Path(__file__).resolve().parents[2]
 FUNCTIONS_DIR = REPO / "functions"
@@ -28,12 +28,12 @@ def b64url_json(obj: Any) -> str:
 
 
 def private_key_set() -> dict[str, Any]:
-    """The development private key set (generated on first use by mllab.config)."""
+    """The development private key set (generated on first use by mllab.platform.config)."""
     return json.loads(config.secret(config.SIGNING_KEYS))
 
 
 class LogCapture:
-    """Lines written by mllab.log during a test."""
+    """Lines written by mllab.platform.log during a test."""
 
     def __init__(self) -> None:
         self.buffer = io.StringIO()

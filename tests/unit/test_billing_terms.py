@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from mllab import billing, entitlements, log
+from mllab.billing import entitlements, subscriptions
+from mllab.platform import log
 from tests.unit.helpers import LogCapture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,7 +60,7 @@ def paid(value: str, currency: str = "USD") -> dict[str, Any]:
     ],
 )
 def test_only_the_pro_plan_at_its_price_and_currency_entitles(snapshot, configured, reason) -> None:
-    assert billing.refusal(snapshot, PLAN_ID, "15.00", "USD", configured) == reason
+    assert subscriptions.refusal(snapshot, PLAN_ID, "15.00", "USD", configured) == reason
 
 
 # --- the alert policy matches the refusal's log line ---------------------------------------------
@@ -101,9 +102,11 @@ def refused_policy() -> str:
 
 
 def test_the_alert_policy_matches_the_refusal_log_line(logs: LogCapture) -> None:
-    log.error(billing.REFUSED_LOG, uid="u1", subscription_id="I-AAAAAAAAAAAA", reason="other-plan", plan_id="P-OTHER")
+    log.error(
+        subscriptions.REFUSED_LOG, uid="u1", subscription_id="I-AAAAAAAAAAAA", reason="other-plan", plan_id="P-OTHER"
+    )
     log.info("subscription applied", uid="u1", subscription_id="I-AAAAAAAAAAAA", refused="other-plan")
-    log.warning(billing.REFUSED_LOG, uid="u1")  # the same words at a lower severity: not this alert
+    log.warning(subscriptions.REFUSED_LOG, uid="u1")  # the same words at a lower severity: not this alert
     refused, applied, lower = (as_logged(r) for r in logs.records())
     assert matches(refused_policy(), refused)
     assert not matches(refused_policy(), applied) and not matches(refused_policy(), lower)
@@ -180,8 +183,10 @@ def test_the_first_charge_is_at_the_end_of_the_pro_already_held(doc, expected) -
 def test_mail_keys_name_the_event_not_the_delivery() -> None:
     sale = {"id": "5TY05013RG002845M", "amount": {"total": "15.00", "currency": "USD"}}
     active = subscription(status_update_time="2026-12-07T09:00:00Z")
-    assert billing._notice_keys(active, sale) == billing._notice_keys(json.loads(json.dumps(active)), dict(sale))
-    templates = dict((t, k) for k, t in billing._notice_keys(active, sale))
+    assert subscriptions._notice_keys(active, sale) == subscriptions._notice_keys(
+        json.loads(json.dumps(active)), dict(sale)
+    )
+    templates = dict((t, k) for k, t in subscriptions._notice_keys(active, sale))
     assert set(templates) == {"subscription_activated", "payment_receipt"}
     assert "5TY05013RG002845M" in templates["payment_receipt"]
     failing = subscription(
@@ -190,14 +195,14 @@ def test_mail_keys_name_the_event_not_the_delivery() -> None:
     again = subscription(
         billing_info={"failed_payments_count": 2, "last_failed_payment": {"time": "2026-12-13T09:00:00Z"}}
     )
-    first = [k for k, t in billing._notice_keys(failing, None) if t == "payment_failed"]
-    second = [k for k, t in billing._notice_keys(again, None) if t == "payment_failed"]
+    first = [k for k, t in subscriptions._notice_keys(failing, None) if t == "payment_failed"]
+    second = [k for k, t in subscriptions._notice_keys(again, None) if t == "payment_failed"]
     assert first and second and first != second  # each failed attempt is its own event
     suspended = subscription(status="SUSPENDED", status_update_time="2026-12-13T09:00:01Z")
     cancelled = subscription(status="CANCELLED")
-    assert [t for _, t in billing._notice_keys(suspended, None)] == ["past_due"]
-    assert [t for _, t in billing._notice_keys(cancelled, None)] == ["subscription_canceled"]
-    for keys in (billing._notice_keys(active, sale), billing._notice_keys(again, None)):
+    assert [t for _, t in subscriptions._notice_keys(suspended, None)] == ["past_due"]
+    assert [t for _, t in subscriptions._notice_keys(cancelled, None)] == ["subscription_canceled"]
+    for keys in (subscriptions._notice_keys(active, sale), subscriptions._notice_keys(again, None)):
         assert all(re.fullmatch(r"[A-Za-z0-9:._-]{1,300}", k) for k, _ in keys)  # Firestore document ids
 
 

@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from mllab import cli, config
+from mllab.ops import cli
+from mllab.platform import config
 
 
 def test_json_and_project_are_accepted_before_or_after_the_command() -> None:

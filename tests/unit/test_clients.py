@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mllab import clients, config
+from mllab.platform import clients, config
 
 
 def test_opts_bound_the_whole_call_retries_included(monkeypatch) -> None:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from mllab import clock
+from mllab.platform import clock
 
 MOMENT = datetime(2031, 5, 17, 8, 30, 15, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""Typed settings and secrets (mllab.config)."""
+"""Typed settings and secrets (mllab.platform.config)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from mllab import clients, config, tokens
+from mllab.identity import tokens
+from mllab.platform import clients, config
 
 PRODUCTION = {
     "MLLAB_ENV": "production",

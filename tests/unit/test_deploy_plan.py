@@ -22,7 +22,10 @@ import pytest
 import yaml
 from werkzeug.test import Client
 
-from mllab import config, routes, schemas, storage, tokens
+from mllab.api import routes
+from mllab.files import storage
+from mllab.identity import schemas, tokens
+from mllab.platform import config
 from tests.unit.helpers import REPO
 
 sys.path.insert(0, str(REPO / "infra"))
@@ -166,12 +169,11 @@ def _imports(tree: ast.AST) -> set[str]:
     """mllab modules a file imports anywhere (top level or inside functions)."""
     found = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module == "mllab":
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mllab."):
-            found.add(node.module.split(".")[1])
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "mllab":
+            # `from mllab.platform import config` names the module mllab.platform.config
+            found |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
         elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("mllab.")}
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "mllab"}
     return found
 
 
@@ -192,7 +194,10 @@ def _secrets_read(tree: ast.AST) -> set[str]:
 
 def _reachable_secrets(function: str) -> set[str]:
     library = REPO / "shared" / "mllab"
-    trees = {p.stem: ast.parse(p.read_text()) for p in library.glob("*.py")}
+    trees = {
+        ".".join(("mllab", *p.relative_to(library).with_suffix("").parts)): ast.parse(p.read_text())
+        for p in library.rglob("*.py")
+    }
     seen: set[str] = set()
     todo = list(_imports(ast.parse((REPO / "functions" / function / "main.py").read_text())))
     while todo:

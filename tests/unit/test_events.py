@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from cloudevents.http import CloudEvent
 
-from mllab import events, recorder
+from mllab.files import events, recorder
 from tests.unit.helpers import LogCapture, golden
 
 # functions_framework's raw Pub/Sub conversion calls datetime.utcnow(); not ours to fix.

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from mllab import routes
+from mllab.api import routes
 
 
 def _first_route(function: str) -> routes.Route:

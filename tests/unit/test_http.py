@@ -1,4 +1,4 @@
-"""The HTTP pipeline (mllab.http.Router) against a custom route table, and the real jwks function
+"""The HTTP pipeline (mllab.api.http.Router) against a custom route table, and the real jwks function
 (docs/security.md)."""
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from pydantic import Field
 from werkzeug.test import Client, EnvironBuilder, TestResponse, run_wsgi_app
 from werkzeug.wrappers import Request as RawRequest
 
-from mllab import clock, config, http, tokens
-from mllab.routes import Auth, Route
-from mllab.schemas import Strict
+from mllab.api import http
+from mllab.api.routes import Auth, Route
+from mllab.identity import tokens
+from mllab.platform import clock, config
+from mllab.platform.wire import Strict
 from tests.unit.helpers import LogCapture
 
 MiB = 1024 * 1024
@@ -673,7 +675,7 @@ def test_jwks_function_logs_one_access_line(load_function: Callable[[str], Any],
 
 
 def test_every_token_route_checks_session_liveness_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mllab import sessions
+    from mllab.identity import sessions
 
     table = (
         Route("POST", "/live", "live", "a mutation", auth=Auth.ACCESS_TOKEN),

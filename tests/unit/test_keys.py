@@ -11,7 +11,9 @@ from typing import Any
 import jwt
 import pytest
 
-from mllab import cli, clients, clock, config, keys, tokens
+from mllab.identity import tokens
+from mllab.ops import cli, keys
+from mllab.platform import clients, clock, config
 from tests.unit.helpers import private_key_set
 
 

@@ -13,8 +13,10 @@ from hypothesis import strategies as st
 from werkzeug.test import Client
 from werkzeug.wrappers import Request as RawRequest
 
-from mllab import clock, http, log, tokens
-from mllab.routes import Auth, Route
+from mllab.api import http
+from mllab.api.routes import Auth, Route
+from mllab.identity import tokens
+from mllab.platform import clock, log
 from tests.unit.helpers import LogCapture
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

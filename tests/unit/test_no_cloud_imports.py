@@ -11,17 +11,17 @@ import mllab
 
 
 def test_no_mllab_module_loads_google_cloud_at_import() -> None:
-    modules = sorted(f"mllab.{m.name}" for m in pkgutil.iter_modules(mllab.__path__))
+    modules = sorted(m.name for m in pkgutil.walk_packages(mllab.__path__, "mllab.") if not m.ispkg)
     assert {
-        "mllab.config",
-        "mllab.clients",
-        "mllab.http",
-        "mllab.log",
-        "mllab.tokens",
-        "mllab.routes",
-        "mllab.clock",
-        "mllab.events",
-        "mllab.storage",
+        "mllab.platform.config",
+        "mllab.platform.clients",
+        "mllab.api.http",
+        "mllab.platform.log",
+        "mllab.identity.tokens",
+        "mllab.api.routes",
+        "mllab.platform.clock",
+        "mllab.files.events",
+        "mllab.files.storage",
     } <= set(modules)
     # functions-framework's nspkg .pth creates the empty `google.cloud` namespace at interpreter
     # start; what counts is what importing mllab adds.

@@ -1,4 +1,4 @@
-"""Google sign-in (mllab.oauth): ID token checks one claim at a time, PKCE, the token request and the
+"""Google sign-in (mllab.identity.oauth): ID token checks one claim at a time, PKCE, the token request and the
 open-redirect guard on return_to (docs/security.md). Tokens are minted here with a local
 RSA key; discovery and the JWKS are served by a fake fetcher."""
 
@@ -17,8 +17,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from mllab import clock, config, oauth
-from mllab.problems import Problem
+from mllab.identity import oauth
+from mllab.platform import clock, config
+from mllab.platform.problems import Problem
 from tests.unit.helpers import b64url_json
 
 ISSUER = "http://127.0.0.1:9400"

@@ -1,4 +1,4 @@
-"""The OpenAPI document (mllab.openapi): generated from the route table and the wire models, valid
+"""The OpenAPI document (mllab.api.openapi): generated from the route table and the wire models, valid
 OpenAPI 3.1, one operation per route with its statuses, schemas, parameters and security, and
 served by the local gateway at /openapi.json."""
 
@@ -14,8 +14,12 @@ import schemathesis
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from mllab import catalog, openapi, routes, schemas
-from mllab.routes import Auth, Csrf
+from mllab.api import openapi, routes
+from mllab.api.routes import Auth, Csrf
+from mllab.files import catalog
+from mllab.files import schemas as file_schemas
+from mllab.identity import schemas as identity_schemas
+from mllab.platform import wire
 
 DOC = openapi.document()
 ROUTES = routes.ROUTES
@@ -80,10 +84,10 @@ def test_generation_is_pure_and_json() -> None:
 def test_components_are_pydantics_own_schemas() -> None:
     """Not written by hand: a component is what pydantic says the model is (refs rebased)."""
     for model, mode in (
-        (schemas.LoginRequest, "validation"),
-        (schemas.Me, "serialization"),
-        (schemas.Problem, "serialization"),
-        (schemas.SignUpload, "validation"),
+        (identity_schemas.LoginRequest, "validation"),
+        (identity_schemas.Me, "serialization"),
+        (wire.Problem, "serialization"),
+        (file_schemas.SignUpload, "validation"),
     ):
         own = model.model_json_schema(mode=mode, ref_template=openapi.SCHEMA_REF)
         own.pop("$defs", None)
@@ -213,12 +217,12 @@ def test_catalog_lists_take_limit_cursor_and_their_filters(collection: str) -> N
 
 # --- the plain-text rule --------------------------------------------------------------------------
 
-PLAIN = re.compile(schemas.PLAIN_PATTERN)
+PLAIN = re.compile(wire.PLAIN_PATTERN)
 
 
 def _accepted(value: str) -> bool:
     try:
-        schemas._plain(value)
+        wire._plain(value)
     except ValueError:
         return False
     return True
@@ -238,14 +242,14 @@ def test_every_plain_text_field_carries_the_pattern() -> None:
         (model, name)
         for model in {r.request for r in ROUTES if r.request is not None}
         for name, f in model.model_fields.items()
-        if schemas.Plain in f.metadata
+        if wire.Plain in f.metadata
     ]
     assert len(fields) >= 4  # names, the email, promo codes, reasons
     components = DOC["components"]["schemas"]
     for model, name in fields:
         prop = components[model.__name__]["properties"][name]
         schema = next((s for s in prop.get("anyOf", [prop]) if s.get("type") == "string"), prop)
-        assert schema["pattern"] == schemas.PLAIN_PATTERN, (model.__name__, name)
+        assert schema["pattern"] == wire.PLAIN_PATTERN, (model.__name__, name)
         with pytest.raises(ValueError, match="control characters"):
             model.model_validate({name: "a\x00b"})
 
@@ -273,7 +277,7 @@ def test_golden_post_auth_login() -> None:
                 "minLength": 3,
                 "title": "Email",
                 "type": "string",
-                "pattern": schemas.PLAIN_PATTERN,
+                "pattern": wire.PLAIN_PATTERN,
             },
             "password": {"maxLength": 1024, "minLength": 1, "title": "Password", "type": "string"},
         },

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from mllab import clients, config, http
-from mllab.paypal import PayPal, PayPalUnavailable
+from mllab.api import http
+from mllab.billing.paypal import PayPal, PayPalUnavailable
+from mllab.platform import clients, config
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""mllab.paypal against a scripted PayPal (httpx.MockTransport): OAuth caching, retries with the same
+"""mllab.billing.paypal against a scripted PayPal (httpx.MockTransport): OAuth caching, retries with the same
 PayPal-Request-Id, error parsing, the circuit breaker, and nothing secret in logs or errors."""
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from mllab import clock, config, http, paypal
-from mllab.paypal import CircuitBreaker, PayPal, PayPalError, PayPalUnavailable
+from mllab.api import http
+from mllab.billing import paypal
+from mllab.billing.paypal import CircuitBreaker, PayPal, PayPalError, PayPalUnavailable
+from mllab.platform import clock, config
 
 BASE = "https://api-m.sandbox.paypal.com"
 CLIENT_ID = "AcLientIdForTests0001"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mllab.ratelimit import estimate, retry_after
+from mllab.platform.ratelimit import estimate, retry_after
 
 W = 900
 
@@ -36,8 +36,8 @@ def test_retry_after_is_positive_and_enough(previous: int, current: int, elapsed
 
 
 def test_the_per_account_delay_starts_at_the_budget_doubles_and_stays_short() -> None:
-    from mllab import config
-    from mllab.ratelimit import progressive_delay
+    from mllab.platform import config
+    from mllab.platform.ratelimit import progressive_delay
 
     budget = config.RATE_LIMITS.login_account
     assert progressive_delay(budget - 1) == 0.0  # a few mistypes cost nothing

@@ -15,12 +15,14 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from mllab import routes
+from mllab.api import routes
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS_DIR = ROOT / "functions"
 MLLAB_DIR = ROOT / "shared" / "mllab"
-# The client getters in mllab.clients, and the distribution each one imports.
+# mllab's subpackages (platform, identity, ...), dotted: `from <one> import x` imports the module x.
+MLLAB_PACKAGES = {"mllab." + ".".join(p.parent.relative_to(MLLAB_DIR).parts) for p in MLLAB_DIR.rglob("*/__init__.py")}
+# The client getters in mllab.platform.clients, and the distribution each one imports.
 CLIENT_DISTS = {
     "firestore": "google-cloud-firestore",
     "storage": "google-cloud-storage",
@@ -88,11 +90,13 @@ def owner(module: str) -> str | None:
 
 
 def _imported(node: ast.AST) -> set[str]:
-    """The absolute modules one statement imports, `from mllab import x` spelled `mllab.x`."""
+    """The absolute modules one statement imports, `from mllab.platform import x` spelled `mllab.platform.x`."""
     if isinstance(node, ast.Import):
         return {a.name for a in node.names}
     if isinstance(node, ast.ImportFrom) and not node.level and node.module:
         if node.module in ("mllab", "google.cloud"):
+            return {f"{node.module}.{a.name}" for a in node.names}
+        if node.module in MLLAB_PACKAGES:  # `from mllab.platform import clients` spelled `mllab.platform.clients`
             return {f"{node.module}.{a.name}" for a in node.names}
         return {node.module}
     return set()
@@ -112,8 +116,8 @@ def _run_on_import(body: list[ast.stmt]) -> Iterator[ast.stmt]:
 
 
 def _imports(path: Path, *, module_level_only: bool) -> set[str]:
-    """Absolute imports in a file, `from mllab import x` spelled `mllab.x`. Module level: the statements
-    run on import (not those in function bodies, nor under `if TYPE_CHECKING`)."""
+    """Absolute imports in a file, `from mllab.platform import x` spelled `mllab.platform.x`. Module level:
+    the statements run on import (not those in function bodies, nor under `if TYPE_CHECKING`)."""
     tree = ast.parse(path.read_text())
     nodes = _run_on_import(tree.body) if module_level_only else ast.walk(tree)
     return {module for node in nodes for module in _imported(node)}
@@ -121,7 +125,7 @@ def _imports(path: Path, *, module_level_only: bool) -> set[str]:
 
 def third_party_imports(name: str, *, module_level_only: bool) -> dict[str, set[str]]:
     """Third-party modules main.py's import path reaches -> the files importing them. Lazy imports
-    inside mllab.clients are left out: which client a function loads is `routes.FUNCTIONS[...].uses`."""
+    inside mllab.platform.clients are left out: which client a function loads is `routes.FUNCTIONS[...].uses`."""
     seen: set[Path] = set()
     todo = [FUNCTIONS_DIR / name / "main.py"]
     found: dict[str, set[str]] = {}
@@ -130,7 +134,7 @@ def third_party_imports(name: str, *, module_level_only: bool) -> dict[str, set[
         lazy_ok = not module_level_only and path.name != "clients.py"
         for module in _imports(path, module_level_only=not lazy_ok):
             if module.startswith("mllab."):
-                target = MLLAB_DIR / (module.split(".")[1] + ".py")
+                target = MLLAB_DIR.joinpath(*module.split(".")[1:]).with_suffix(".py")
                 if target.is_file() and target not in seen:
                     seen.add(target)
                     todo.append(target)
@@ -198,4 +202,4 @@ def test_the_import_scan_sees_lazy_and_module_level_imports() -> None:
     eager = third_party_imports("auth_password", module_level_only=True)
     assert "argon2" in lazy and "argon2" not in eager  # passwords.py imports it inside a function
     assert "jwt" in eager  # http -> tokens, at import
-    assert not any(m.startswith("google.cloud.pubsub") for m in lazy)  # only mllab.clients imports it: left out
+    assert not any(m.startswith("google.cloud.pubsub") for m in lazy)  # only platform.clients imports it: left out

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from mllab import http, routes
+from mllab.api import http, routes
 from tests.unit.helpers import FUNCTIONS_DIR, REPO
 
 HTTP_FUNCTIONS = [fn.name for fn in routes.http_functions()]
@@ -98,7 +98,7 @@ PUBSUB_FUNCTIONS = [fn.name for fn in routes.FUNCTIONS if fn.trigger is routes.T
 
 @pytest.mark.parametrize("name", PUBSUB_FUNCTIONS)
 def test_pubsub_functions_name_their_topic_setting_and_own_no_routes(name: str) -> None:
-    from mllab import config
+    from mllab.platform import config
 
     fn = routes.function(name)
     assert fn.topic in config.Settings.model_fields

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mllab import config, routes
+from mllab.api import routes
+from mllab.platform import config
 from mllab_dev import secrets as dev_secrets
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,10 +39,10 @@ def test_staged_folder_has_function_library_and_ignore_file(tmp_path: Path, fn: 
         ".gcloudignore",
         "constraints.txt",
         "mllab/__init__.py",
-        "mllab/http.py",
+        "mllab/api/http.py",
     } <= files
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
-    assert "mllab/cli.py" not in files  # the operator CLI never ships inside a function
+    assert not [f for f in files if f.startswith("mllab/ops/")]  # operator tools never ship inside a function
     assert (staged / "constraints.txt").read_text() == (ROOT / "constraints.txt").read_text()
 
 
@@ -90,13 +91,13 @@ def test_upload_lists_hold_mllab_and_nothing_else(tmp_path: Path) -> None:
     library = {
         p.relative_to(ROOT / "shared").as_posix()
         for p in (ROOT / "shared" / "mllab").rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc" and p.name != "cli.py"
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc" and "ops" not in p.parts
     }
     for name, files in lists.items():
         assert {"main.py", "requirements.txt", "constraints.txt", "mllab/__init__.py"} <= files, name
         assert library <= files, f"{name}: missing {sorted(library - files)}"
         assert not [f for f in files if f.startswith("tests/") or "__pycache__" in f or f.endswith(".pyc")], name
-        assert "mllab/cli.py" not in files and ".gcloudignore" not in files, name
+        assert not [f for f in files if f.startswith("mllab/ops/")] and ".gcloudignore" not in files, name
 
 
 def test_staged_jwks_runs_from_its_own_folder(tmp_path: Path) -> None:

@@ -29,7 +29,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from mllab import clock, config, http, objects, storage
+from mllab.api import http
+from mllab.files import objects, storage
+from mllab.platform import clock, config
 
 SA_EMAIL = "fn-signed-urls@mllab-prod.iam.gserviceaccount.com"
 TOKEN = "ya29.fake-access-token-for-tests"

@@ -15,7 +15,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from mllab import config, storage
+from mllab.files import storage
+from mllab.platform import config
 from tests.unit.helpers import REPO
 
 CORS_FILE = REPO / "infra" / "storage-cors.json"
@@ -109,7 +110,7 @@ def test_wildcards_paths_and_non_origins_are_refused(origin: str) -> None:
 
 def test_the_command_line_writes_the_infra_file() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "mllab.storage", "cors", "--origin", "https://lab.${DOMAIN}"],
+        [sys.executable, "-m", "mllab.files.storage", "cors", "--origin", "https://lab.${DOMAIN}"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -117,7 +118,10 @@ def test_the_command_line_writes_the_infra_file() -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout == CORS_FILE.read_text()
     refused = subprocess.run(
-        [sys.executable, "-m", "mllab.storage", "cors", "--origin", "*"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "mllab.files.storage", "cors", "--origin", "*"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert refused.returncode == 2 and refused.stdout == ""
 

@@ -8,8 +8,10 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from mllab import config, schemas
-from mllab.problems import Problem
+from mllab.billing import schemas as billing_schemas
+from mllab.files import schemas as file_schemas
+from mllab.platform import config, wire
+from mllab.platform.problems import Problem
 
 LIMITS = config.LIMITS
 
@@ -25,41 +27,41 @@ def nested(depth: int, pad: int = 0) -> dict:
     "value,depth", [(1, 0), ("s", 0), ({}, 1), ([], 1), ({"a": [1, {"b": []}]}, 4), ([[[[]]]], 4), (nested(500), 500)]
 )
 def test_json_depth_counts_levels_without_recursing(value, depth: int) -> None:
-    assert schemas.json_depth(value) == depth
+    assert wire.json_depth(value) == depth
 
 
 def test_json_depth_handles_a_value_deeper_than_the_recursion_limit() -> None:
     value: list = []
     for _ in range(50_000):
         value = [value]
-    assert schemas.json_depth(value) == 50_001
+    assert wire.json_depth(value) == 50_001
 
 
-def _model(config_json: dict) -> schemas.CreateModel:
-    return schemas.CreateModel(project_id="a" * 32, name="m", config_json=config_json)
+def _model(config_json: dict) -> file_schemas.CreateModel:
+    return file_schemas.CreateModel(project_id="a" * 32, name="m", config_json=config_json)
 
 
 def test_a_json_field_at_its_depth_and_size_is_accepted_and_just_over_is_refused() -> None:
     assert _model(nested(LIMITS.json_depth)).config_json == nested(LIMITS.json_depth)
     with pytest.raises(ValidationError, match=f"nested {LIMITS.json_depth + 1} levels deep"):
         _model(nested(LIMITS.json_depth + 1))
-    frame = len(schemas.compact_json(nested(1)).encode())
+    frame = len(wire.compact_json(nested(1)).encode())
     at = nested(1, LIMITS.json_field_bytes - frame)
-    assert len(schemas.compact_json(at).encode()) == LIMITS.json_field_bytes
+    assert len(wire.compact_json(at).encode()) == LIMITS.json_field_bytes
     assert _model(at).config_json == at
     with pytest.raises(ValidationError, match=f"at most {LIMITS.json_field_bytes} bytes"):
         _model(nested(1, LIMITS.json_field_bytes - frame + 1))
 
 
 def test_size_is_counted_in_utf8_bytes_not_characters() -> None:
-    frame = len(schemas.compact_json(nested(1)).encode())
+    frame = len(wire.compact_json(nested(1)).encode())
     n = (LIMITS.json_field_bytes - frame) // 2 + 1  # "é" is two bytes
     with pytest.raises(ValidationError):
-        schemas.CreateDataset(project_id="a" * 32, name="d", schema_json={"p": "é" * n})
+        file_schemas.CreateDataset(project_id="a" * 32, name="d", schema_json={"p": "é" * n})
 
 
 def test_every_stored_json_field_declares_its_bounds_in_the_schema() -> None:
-    for model in (schemas.CreateModel, schemas.CreateDataset):
+    for model in (file_schemas.CreateModel, file_schemas.CreateDataset):
         props = model.model_json_schema()["properties"]
         bounded = [name for name, p in props.items() if p.get("type") == "object"]
         assert bounded and all(
@@ -83,14 +85,14 @@ def test_metrics_nested_too_deep_are_refused() -> None:
         "finished_at": "y",
     }
     with pytest.raises(ValidationError, match="params is nested"):
-        schemas.Metrics.model_validate_json(json.dumps(doc))
+        file_schemas.Metrics.model_validate_json(json.dumps(doc))
     doc["params"] = nested(LIMITS.json_depth)
-    assert schemas.Metrics.model_validate_json(json.dumps(doc)).params == nested(LIMITS.json_depth)
+    assert file_schemas.Metrics.model_validate_json(json.dumps(doc)).params == nested(LIMITS.json_depth)
 
 
 def test_the_plans_limits_come_from_the_plans_table() -> None:
     for plan in config.PLANS.values():
-        limits = schemas.PlanLimits.of(plan)
+        limits = billing_schemas.PlanLimits.of(plan)
         assert (limits.projects, limits.models, limits.versions_per_model, limits.datasets, limits.jobs) == (
             plan.projects,
             plan.models,
@@ -106,7 +108,7 @@ def test_the_plans_limits_come_from_the_plans_table() -> None:
 
 
 def test_a_metrics_file_at_its_cap_fits_a_firestore_document_with_room() -> None:
-    from mllab import recorder
+    from mllab.files import recorder
 
     assert LIMITS.metrics_json_bytes < recorder.METRICS_STORED_BYTES < 1024 * 1024 - 64 * 1024
 
@@ -144,7 +146,7 @@ def _bounded(o: dict) -> bool:
 def test_every_request_field_of_the_api_declares_a_bound() -> None:
     """Table-driven from the route table: a new field of any request body must say how large it may be
     (and the OpenAPI document then says it too)."""
-    from mllab import routes
+    from mllab.api import routes
 
     unbounded = []
     for model in {r.request for r in routes.ROUTES if r.request is not None}:

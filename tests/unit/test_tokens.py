@@ -16,7 +16,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from jwt.algorithms import ECAlgorithm
 
-from mllab import clock, config, tokens
+from mllab.identity import tokens
+from mllab.platform import clock, config
 from tests.unit.helpers import b64url, b64url_json, private_key_set
 
 

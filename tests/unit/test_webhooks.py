@@ -1,4 +1,4 @@
-"""mllab.webhooks: offline PayPal signature verification with self-made certificates, the certificate
+"""mllab.billing.webhooks: offline PayPal signature verification with self-made certificates, the certificate
 URL allow-list (checked before any fetch), the certificate cache, and a real TLS fetch."""
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 from werkzeug.datastructures import Headers
 
-from mllab import clock, config, webhooks
-from mllab.webhooks import CertificateUnavailable, InvalidSignature
+from mllab.billing import webhooks
+from mllab.billing.webhooks import CertificateUnavailable, InvalidSignature
+from mllab.platform import clock, config
 
 WEBHOOK_ID = "8PT597110X687430LKGECATA"
 PAYPAL_CN = "messageverificationcerts.sandbox.paypal.com"

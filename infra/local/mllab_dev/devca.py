@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mllab import config
+from mllab.platform import config
 
 SUBDIR = "paypal"
 CA_CN = "ML Lab local development CA (PayPal stand-in)"

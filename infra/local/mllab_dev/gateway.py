@@ -23,7 +23,8 @@ from typing import Any
 import httpx
 from werkzeug.wrappers import Request, Response
 
-from mllab import http, log, openapi, routes
+from mllab.api import http, openapi, routes
+from mllab.platform import log
 
 HOP_BY_HOP = {
     "connection",

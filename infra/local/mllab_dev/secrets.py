@@ -1,18 +1,18 @@
 """Development secrets, made on first use into `.dev/secrets/` (never in a deployment, which takes
 them from Secret Manager). Each maker writes files in the format the module that reads them owns:
-token signing keys (mllab.tokens), the local URL signer (mllab.storage), session keys
-(mllab.sessions), the OIDC stand-in's client secret, the PayPal stand-in's credentials."""
+token signing keys (mllab.identity.tokens), the local URL signer (mllab.files.storage), session keys
+(mllab.identity.sessions), the OIDC stand-in's client secret, the PayPal stand-in's credentials."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from mllab import config
+from mllab.platform import config
 
 
 def _signing_keys(directory: Path) -> dict[str, str]:
-    from mllab import tokens
+    from mllab.identity import tokens
 
     config.write_once(directory / config.SIGNING_KEYS, json.dumps(tokens.new_key_set(), indent=1))
     # Derive the public set from the private set that won the race (or an earlier run left), so the
@@ -22,13 +22,13 @@ def _signing_keys(directory: Path) -> dict[str, str]:
 
 
 def _dev_signer(directory: Path) -> dict[str, str]:
-    from mllab import storage
+    from mllab.files import storage
 
     return {config.DEV_SIGNER: json.dumps(storage.new_dev_service_account(config.settings().project), indent=1)}
 
 
 def _session_keys(directory: Path) -> dict[str, str]:
-    from mllab import sessions
+    from mllab.identity import sessions
 
     return {config.SESSION_KEYS: sessions.new_key_set()}
 
@@ -58,7 +58,7 @@ MAKERS = {
 
 
 def install() -> None:
-    """Let mllab.config make any missing development secret on first use."""
+    """Let mllab.platform.config make any missing development secret on first use."""
     config.install_local_generators(MAKERS)
 
 

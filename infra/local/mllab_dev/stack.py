@@ -26,7 +26,9 @@ from typing import Any
 
 import httpx
 
-from mllab import config, routes, storage
+from mllab.api import routes
+from mllab.files import storage
+from mllab.platform import config
 from mllab_dev import console, devca, preflight
 from mllab_dev import secrets as dev_secrets
 

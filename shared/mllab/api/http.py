@@ -1,0 +1,470 @@
+"""Request handling for one HTTP function: a tiny router bound to the route table.
+
+The pipeline, in order: request id and log context; route match (404/405); CORS preflight, answered
+before any auth; body cap (413); auth (401); JSON body parsed into the route's pydantic model
+(415/400/422); the handler; the response, with security headers, CORS and `X-Request-Id`.
+Every failure is RFC 9457 `application/problem+json`; an unexpected error is a 500 that says nothing
+of its cause, and a dependency outage a 503 with `Retry-After`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from werkzeug.wrappers import Request as RawRequest
+from werkzeug.wrappers import Response as RawResponse
+
+from mllab.api import routes
+from mllab.api.routes import Auth, Csrf, Route
+from mllab.identity import sessions, tokens
+from mllab.platform import clients, config, log
+from mllab.platform.problems import PROBLEM_JSON, PROBLEM_TYPE, Problem  # noqa: F401 - re-exported for callers
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
+CORS_ALLOW_HEADERS = "Authorization, Content-Type, X-CSRF-Token, X-Request-Id"
+CORS_EXPOSE_HEADERS = "X-Request-Id, Retry-After"
+CORS_MAX_AGE = "600"
+
+API_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+    "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Resource-Policy": "same-site",
+}
+
+
+def lab_csp(connect: str) -> str:
+    """The lab page's CSP (the local gateway and the deployed bucket both send it); `connect`: the
+    origins besides its own it talks to (the API when on another host, the bucket for signed URLs).
+    Never 'unsafe-eval': the lab loads TF.js's es2017 build."""
+    return (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+        f"connect-src 'self' {connect}; worker-src 'self' blob:; font-src 'self'; object-src 'none'; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    )
+
+
+@dataclass
+class Response:
+    """What a handler returns when a plain model or dict is not enough (status, headers, cookies)."""
+
+    body: Any = None
+    status: int | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+def with_cookie(body: Any, cookie: str) -> Response:
+    """A body with one Set-Cookie (sign-in and refresh answer the access token this way)."""
+    return Response(body=body, headers=[("Set-Cookie", cookie)])
+
+
+@dataclass
+class Request:
+    raw: RawRequest
+    route: Route
+    params: dict[str, str]
+    request_id: str
+    body: Any = None  # the parsed model, when the route has one
+    raw_body: bytes = b""
+    claims: dict[str, Any] | None = None
+    user: dict[str, Any] | None = None  # the user document, on routes that check session liveness
+
+    @property
+    def headers(self) -> Any:
+        return self.raw.headers
+
+    @property
+    def args(self) -> Any:
+        return self.raw.args
+
+    @property
+    def cookies(self) -> Any:
+        return self.raw.cookies
+
+    @property
+    def client_ip(self) -> str:
+        return client_ip(self.raw)
+
+    @property
+    def user_agent(self) -> str:
+        return self.raw.headers.get("User-Agent", "")[:300]
+
+    @property
+    def uid(self) -> str:
+        return self._signed_in()["sub"]
+
+    @property
+    def sid(self) -> str:
+        """The session the access token was minted for."""
+        return self._signed_in()["sid"]
+
+    @property
+    def live_user(self) -> dict[str, Any]:
+        """The user document the router loaded (routes that check session liveness)."""
+        if self.user is None:
+            raise Problem(401, "Sign in to use this.")
+        return self.user
+
+    def _signed_in(self) -> dict[str, Any]:
+        if not self.claims:
+            raise Problem(401, "Sign in to use this.")
+        return self.claims
+
+
+Handler = Callable[[Request], Any]
+
+
+def client_ip(raw: RawRequest) -> str:
+    """The address the load balancer appended to X-Forwarded-For, never a client-supplied entry.
+    Google's load balancer appends `<client>, <lb>`, so the client is the second from the right."""
+    entries = [e.strip() for e in raw.headers.get("X-Forwarded-For", "").split(",") if e.strip()]
+    return entries[-2] if len(entries) >= 2 else (raw.remote_addr or "")
+
+
+def request_id_of(raw: RawRequest) -> str:
+    supplied = raw.headers.get("X-Request-Id", "")
+    return supplied if REQUEST_ID.fullmatch(supplied) else secrets.token_hex(16)
+
+
+def json_response(body: Any, status: int = 200, content_type: str = "application/json") -> RawResponse:
+    payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str)
+    return RawResponse(payload, status=status, content_type=content_type)
+
+
+def problem_response(problem: Problem, request_id: str, instance: str | None = None) -> RawResponse:
+    resp = json_response(problem.body(request_id, instance), problem.status, PROBLEM_JSON)
+    for name, value in problem.headers.items():
+        resp.headers[name] = value
+    return resp
+
+
+def apply_common_headers(
+    resp: RawResponse, request_id: str, origin: str | None, security: dict[str, str] | None = None
+) -> RawResponse:
+    """Security headers, CORS for allow-listed origins, `Vary: Origin` and `X-Request-Id`."""
+    for name, value in (security or API_SECURITY_HEADERS).items():
+        resp.headers.setdefault(name, value)
+    resp.headers.setdefault("Cache-Control", "no-store")
+    resp.headers["X-Request-Id"] = request_id
+    resp.vary.add("Origin")
+    if origin and origin in config.settings().cors_origins:
+        resp.headers["Access-Control-Allow-Origin"] = origin
+        resp.headers["Access-Control-Allow-Credentials"] = "true"
+        resp.headers.setdefault("Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS)
+    return resp
+
+
+def dependency_outage(exc: BaseException) -> bool:
+    """True when the error (or its cause) means a dependency is down or too slow: answer 503."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        module, name = type(current).__module__, type(current).__name__
+        if module.startswith("google.api_core") and name in {
+            "ServiceUnavailable",
+            "DeadlineExceeded",
+            "RetryError",
+            "GatewayTimeout",
+            "Aborted",
+        }:
+            return True
+        if module.startswith(("httpx", "httpcore")) and (
+            name.endswith("Timeout")
+            or name in {"ConnectError", "ReadError", "WriteError", "RemoteProtocolError", "PoolTimeout"}
+        ):
+            return True
+        if module.startswith(("requests", "urllib3")) and name in {
+            "ConnectionError",
+            "Timeout",
+            "ReadTimeout",
+            "ConnectTimeout",
+            "ReadTimeoutError",
+        }:
+            return True
+        if module.startswith("grpc") and "Timeout" in name:
+            return True
+        if isinstance(current, (TimeoutError, ConnectionError)):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+class Router:
+    """The HTTP side of one function: handlers bound to its rows of the route table."""
+
+    def __init__(self, function: str, table: tuple[Route, ...] = routes.ROUTES) -> None:
+        self.function = function
+        self.routes = routes.for_function(function, table)
+        if not self.routes:
+            raise LookupError(f"the route table has no route for function {function!r}")
+        self.handlers: dict[tuple[str, str], Handler] = {}
+        _route_what_flask_cannot(self)
+
+    def route(self, method: str, path: str) -> Callable[[Handler], Handler]:
+        if not any(r.method == method and r.path == path for r in self.routes):
+            raise LookupError(f"{method} {path} is not a route of {self.function!r} in the route table")
+
+        def register(handler: Handler) -> Handler:
+            self.handlers[(method, path)] = handler
+            return handler
+
+        return register
+
+    def unbound(self) -> list[Route]:
+        """Routes of this function with no handler (a test keeps this empty)."""
+        return [r for r in self.routes if (r.method, r.path) not in self.handlers]
+
+    def __call__(self, raw: RawRequest) -> RawResponse:
+        started = time.perf_counter()
+        request_id = request_id_of(raw)
+        ctx = log.bind(
+            request_id=request_id, function=self.function, **log.trace_fields(raw.headers, config.settings().project)
+        )
+        try:
+            try:
+                with clients.call_scope():
+                    resp = self._dispatch(raw, request_id)
+            except Problem as problem:
+                resp = problem_response(problem, request_id, raw.path)
+            except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into 500/503
+                if dependency_outage(exc):
+                    log.exception("dependency unavailable", exc)
+                    wait = max(1, min(int(getattr(exc, "retry_after", 5) or 5), 300))  # PayPal's, when it said
+                    resp = problem_response(
+                        Problem(
+                            503,
+                            "A service we depend on is not answering. Try again in a few seconds.",
+                            headers={"Retry-After": str(wait)},
+                        ),
+                        request_id,
+                        raw.path,
+                    )
+                else:
+                    log.exception("unhandled error", exc)
+                    resp = problem_response(
+                        Problem(
+                            500,
+                            f"Something went wrong on our side. Quote request id {request_id} if you contact support.",
+                        ),
+                        request_id,
+                        raw.path,
+                    )
+            apply_common_headers(resp, request_id, raw.headers.get("Origin"))
+            log.info(
+                "request",
+                httpRequest={
+                    "requestMethod": raw.method,
+                    "requestUrl": raw.path,
+                    "status": resp.status_code,
+                    "latency": f"{time.perf_counter() - started:.6f}s",
+                    "remoteIp": client_ip(raw),
+                    "userAgent": raw.headers.get("User-Agent", "")[:200],
+                },
+            )
+            return resp
+        finally:
+            log.unbind(ctx)
+
+    # --- pipeline --------------------------------------------------------------------------------
+
+    def _dispatch(self, raw: RawRequest, request_id: str) -> RawResponse:
+        candidates = routes.match_path(raw.path, self.routes)
+        if not candidates:
+            raise Problem(404, "There is no API endpoint at this path.")
+        methods = sorted(
+            {r.method for r, _ in candidates} | ({"HEAD"} if any(r.method == "GET" for r, _ in candidates) else set())
+        )
+        if raw.method == "OPTIONS":
+            return self._preflight(raw, methods)
+        limit = max(_body_limit(r) for r, _ in candidates)
+        if raw.content_length is not None and raw.content_length > limit:
+            raise _too_large(limit)  # before 405: the cap is the function's, whatever the method
+        wanted = "GET" if raw.method == "HEAD" else raw.method
+        chosen = next(((r, p) for r, p in candidates if r.method == wanted), None)
+        if chosen is None:
+            raise Problem(
+                405,
+                f"{raw.method} is not allowed here; use {', '.join(methods)}.",
+                headers={"Allow": ", ".join(methods + ["OPTIONS"])},
+            )
+        route, params = chosen
+        raw_body = self._read_body(raw, route)
+        if route.csrf is Csrf.ORIGIN:
+            check_cookie_csrf(raw)
+        claims = self._authenticate(raw, route)
+        user = sessions.check_live(claims) if claims and route.needs_live_session else None
+        if (
+            route.csrf is Csrf.SESSION
+            and claims
+            and not sessions.csrf_ok(claims["sid"], raw.headers.get("X-CSRF-Token", ""))
+        ):
+            raise Problem(403, "Missing or stale X-CSRF-Token: send the `csrf` value from GET /me.", slug="csrf")
+        body = self._parse_body(raw, route, raw_body)
+        handler = self.handlers.get((route.method, route.path))
+        if handler is None:
+            raise LookupError(f"no handler bound for {route.method} {route.path}")
+        result = handler(Request(raw, route, params, request_id, body, raw_body, claims, user))
+        resp = self._render(route, result)
+        resp.headers.setdefault("Cache-Control", route.cache)
+        if raw.method == "HEAD":
+            resp.set_data(b"")
+        return resp
+
+    def _preflight(self, raw: RawRequest, methods: list[str]) -> RawResponse:
+        origin = raw.headers.get("Origin")
+        asked = raw.headers.get("Access-Control-Request-Method")
+        if not origin or not asked:
+            resp = RawResponse(status=204)
+            resp.headers["Allow"] = ", ".join(methods + ["OPTIONS"])
+            return resp
+        if origin not in config.settings().cors_origins:
+            raise Problem(403, "This origin may not call the API.", slug="cors-origin")
+        if asked not in methods:
+            raise Problem(
+                405,
+                f"{asked} is not allowed here; use {', '.join(methods)}.",
+                headers={"Allow": ", ".join(methods + ["OPTIONS"])},
+            )
+        resp = RawResponse(status=204)
+        resp.headers["Access-Control-Allow-Methods"] = ", ".join(methods)
+        resp.headers["Access-Control-Allow-Headers"] = CORS_ALLOW_HEADERS
+        resp.headers["Access-Control-Max-Age"] = CORS_MAX_AGE
+        return resp
+
+    def _read_body(self, raw: RawRequest, route: Route) -> bytes:
+        limit = _body_limit(route)
+        if raw.content_length is not None and raw.content_length > limit:
+            raise _too_large(limit)
+        data = raw.stream.read(limit + 1)
+        if len(data) > limit:
+            raise _too_large(limit)
+        return data
+
+    def _authenticate(self, raw: RawRequest, route: Route) -> dict[str, Any] | None:
+        if route.auth is not Auth.ACCESS_TOKEN:
+            return None  # cookie and webhook routes authenticate in their own modules
+        scheme, _, token = raw.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Problem(
+                401,
+                "Sign in: this endpoint needs an access token (Authorization: Bearer ...).",
+                headers={"WWW-Authenticate": 'Bearer realm="mllab"'},
+            )
+        try:
+            return tokens.verify_access_token(token.strip())
+        except tokens.TokenError as exc:
+            raise Problem(
+                401,
+                f"Your session token was refused: {exc}. Sign in again.",
+                slug="invalid-token",
+                headers={"WWW-Authenticate": 'Bearer realm="mllab", error="invalid_token"'},
+            ) from None
+
+    def _parse_body(self, raw: RawRequest, route: Route, data: bytes) -> Any:
+        if route.request is None:
+            return None
+        if raw.mimetype != "application/json":
+            raise Problem(415, "Send the body as JSON with Content-Type: application/json.")
+        if not data.strip() and not any(f.is_required() for f in route.request.model_fields.values()):
+            data = b"{}"  # an empty body means "all defaults" when nothing is required
+        try:
+            obj = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+        except UnicodeDecodeError:
+            raise Problem(400, "The body is not UTF-8 text.", slug="malformed-json") from None
+        except RecursionError:  # json's C scanner gives up past ~1,000 levels of arrays or objects
+            raise Problem(
+                400, "The body is not valid JSON for this API: it is nested too deeply.", slug="malformed-json"
+            ) from None
+        except ValueError as exc:
+            msg = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            raise Problem(400, f"The body is not valid JSON: {msg}.", slug="malformed-json") from None
+        try:
+            return route.request.model_validate(obj)
+        except ValidationError as exc:
+            raise Problem(
+                422, "Some fields are missing or invalid; see `errors`.", errors=field_errors(exc.errors())
+            ) from None
+
+    def _render(self, route: Route, result: Any) -> RawResponse:
+        if isinstance(result, RawResponse):
+            return result
+        resp_meta = result if isinstance(result, Response) else Response(body=result)
+        body = resp_meta.body
+        status = resp_meta.status or (204 if body is None else route.status)
+        if body is None:
+            resp = RawResponse(status=status)
+            del resp.headers["Content-Type"]  # nothing to describe
+        else:
+            if isinstance(body, BaseModel):
+                body = body.model_dump(mode="json")
+            elif route.response is not None:
+                body = route.response.model_validate(body).model_dump(mode="json")
+            resp = json_response(body, status)
+        for name, value in resp_meta.headers:
+            resp.headers.add(name, value)
+        return resp
+
+
+def _route_what_flask_cannot(router: Router) -> None:
+    """functions-framework mounts the function at Flask's `/<path:path>`, which no path holding a
+    newline matches (`%0A` in a URL): Flask answered those with its own HTML 404, without a request
+    id. Created while functions-framework loads the function (inside its app context), a router takes
+    those requests too, so they get the same problem+json answers as any other path."""
+    import sys
+
+    flask = sys.modules.get("flask")  # never imported here: without Flask there is no such app
+    if flask is None or not flask.has_app_context():
+        return
+    from werkzeug.exceptions import NotFound
+
+    flask.current_app.register_error_handler(NotFound, lambda _exc: router(flask.request))
+
+
+def check_cookie_csrf(raw: RawRequest) -> None:
+    """Cookie-authenticated routes (docs/security.md, CSRF): a cross-site form or a no-preflight fetch
+    cannot satisfy all of these at once."""
+    s = config.settings()
+    if raw.method != "POST":
+        raise Problem(403, "This endpoint only accepts POST.", slug="csrf")
+    if raw.mimetype != "application/json":
+        raise Problem(403, "Send Content-Type: application/json.", slug="csrf")
+    if not raw.headers.get("X-CSRF-Token", "").strip():
+        raise Problem(403, "Send a non-empty X-CSRF-Token header.", slug="csrf")
+    origin = raw.headers.get("Origin")
+    if not origin or origin not in s.cors_origins:
+        raise Problem(403, "This request must come from the ML Lab page (Origin not allowed).", slug="csrf")
+    if raw.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
+        raise Problem(403, "Cross-site requests are refused here.", slug="csrf")
+
+
+def _body_limit(route: Route) -> int:
+    if route.auth is Auth.WEBHOOK_SIGNATURE:
+        return config.LIMITS.webhook_body_bytes
+    return config.LIMITS.request_body_bytes
+
+
+def _too_large(limit: int) -> Problem:
+    return Problem(413, f"The request body is larger than the {limit // 1024} KiB this endpoint accepts.")
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def field_errors(errors: Iterable[Any]) -> list[dict[str, str]]:
+    """Pydantic errors as `[{field, message}]`; never echoes the submitted value."""
+    out = []
+    for err in errors:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__") or "(body)"
+        out.append({"field": loc, "message": err.get("msg", "invalid")})
+    return out

@@ -1,0 +1,401 @@
+"""The one route table. The gateway routes by it, each function's router binds its handlers to it,
+and the load balancer's URL map and the OpenAPI document are derived from it."""
+
+from __future__ import annotations
+
+import enum
+import functools
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from mllab.billing import schemas as billing_schemas
+from mllab.files import schemas as file_schemas
+from mllab.identity import schemas as identity_schemas
+from mllab.platform import wire
+
+
+class Auth(enum.StrEnum):
+    NONE = "none"
+    ACCESS_TOKEN = "access_token"
+    REFRESH_COOKIE = "refresh_cookie"
+    WEBHOOK_SIGNATURE = "webhook_signature"
+
+
+class Csrf(enum.StrEnum):
+    NONE = "none"
+    # Cookie-authenticated routes: POST + JSON + a non-empty X-CSRF-Token + an allow-listed Origin,
+    # and never Sec-Fetch-Site: cross-site.
+    ORIGIN = "origin"
+    # Other mutations: X-CSRF-Token must equal the session-bound token /me returns.
+    SESSION = "session"
+
+
+class Trigger(enum.StrEnum):
+    HTTP = "http"
+    PUBSUB = "pubsub"
+
+
+@dataclass(frozen=True)
+class Function:
+    name: str
+    trigger: Trigger
+    # Cloud clients (mllab.platform.clients getters) its paths may load; the import check holds it to this.
+    uses: frozenset[str] = field(default_factory=frozenset)
+    topic: str | None = None  # for Pub/Sub triggers
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str  # template: /models/{id}/versions
+    function: str
+    summary: str
+    request: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    auth: Auth = Auth.NONE
+    csrf: Csrf = Csrf.NONE
+    # Check that the token's session is still live and its user neither deleted nor disabled before
+    # answering (docs/security.md). Every access-token route does: reads return user data or signed URLs too.
+    live: bool = True
+    cache: str = "no-store"
+    # Statuses the handler answers besides `status` and those the route's auth, CSRF, body and path
+    # parameters imply (mllab.api.openapi derives those, and adds the 429 and 503 every route may answer).
+    answers: tuple[int, ...] = ()
+
+    @property
+    def needs_live_session(self) -> bool:
+        return self.auth is Auth.ACCESS_TOKEN and self.live
+
+    @functools.cached_property
+    def pattern(self) -> re.Pattern[str]:
+        return compile_template(self.path)
+
+    def match(self, path: str) -> dict[str, str] | None:
+        m = self.pattern.fullmatch(path)
+        return m.groupdict() if m else None
+
+
+def compile_template(template: str) -> re.Pattern[str]:
+    parts = re.split(r"\{([a-z_]+)\}", template)
+    regex = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>[^/]+)" for i, p in enumerate(parts))
+    return re.compile(regex)
+
+
+FUNCTIONS: tuple[Function, ...] = (
+    Function("jwks", Trigger.HTTP),
+    Function("auth_google_login", Trigger.HTTP, uses=frozenset({"firestore"})),
+    Function("auth_google_callback", Trigger.HTTP, uses=frozenset({"firestore"})),
+    Function("auth_password", Trigger.HTTP, uses=frozenset({"firestore"})),
+    Function("auth_refresh", Trigger.HTTP, uses=frozenset({"firestore"})),
+    Function("auth_logout", Trigger.HTTP, uses=frozenset({"firestore"})),
+    Function("account", Trigger.HTTP, uses=frozenset({"firestore"})),
+    Function("catalog", Trigger.HTTP, uses=frozenset({"firestore", "storage"})),
+    Function("signed_urls", Trigger.HTTP, uses=frozenset({"firestore", "storage"})),
+    Function("on_object_finalized", Trigger.PUBSUB, uses=frozenset({"firestore", "storage"}), topic="events_topic"),
+    Function("purge_accounts", Trigger.PUBSUB, uses=frozenset({"firestore", "storage"}), topic="purge_topic"),
+    Function("billing", Trigger.HTTP, uses=frozenset({"firestore"})),
+    Function("paypal_webhook", Trigger.HTTP, uses=frozenset({"firestore"})),
+    Function("promo_apply", Trigger.HTTP, uses=frozenset({"firestore"})),
+    Function("reconcile_subscriptions", Trigger.PUBSUB, uses=frozenset({"firestore"}), topic="reconcile_topic"),
+)
+
+_TOKEN: dict[str, Any] = {"auth": Auth.ACCESS_TOKEN}
+_MUTATE: dict[str, Any] = {"auth": Auth.ACCESS_TOKEN, "csrf": Csrf.SESSION}
+_COOKIE: dict[str, Any] = {"csrf": Csrf.ORIGIN}
+
+
+def _crud(collection: str, noun: str, create: type[BaseModel], record: type[BaseModel], filters: str) -> list[Route]:
+    """The five routes every catalog collection has: create, list, get, rename, delete."""
+    one = f"/{collection}/{{id}}"
+    parent = (404,) if "project_id" in create.model_fields else ()  # the parent is not (or no longer) yours
+    return [
+        Route(
+            "POST",
+            f"/{collection}",
+            "catalog",
+            f"Create a {noun}",
+            request=create,
+            response=record,
+            status=201,
+            answers=(*parent, 409),
+            **_MUTATE,
+        ),  # 409: the plan's limit of them is reached
+        Route(
+            "GET",
+            f"/{collection}",
+            "catalog",
+            f"List your {noun}s ({filters}?limit=, ?cursor=)",
+            response=file_schemas.Page,
+            answers=(400, 422),
+            **_TOKEN,
+        ),  # a foreign cursor; bad query parameters
+        Route("GET", one, "catalog", f"One {noun}", response=record, **_TOKEN),
+        Route("PATCH", one, "catalog", f"Rename a {noun}", request=file_schemas.Rename, response=record, **_MUTATE),
+        Route("DELETE", one, "catalog", f"Delete a {noun} and its files", status=204, **_MUTATE),
+    ]
+
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "GET",
+        "/.well-known/jwks.json",
+        "jwks",
+        "Public keys that verify access tokens",
+        response=identity_schemas.Jwks,
+        cache="public, max-age=300",
+    ),
+    # Google sign-in (browser navigations: they answer with redirects)
+    Route(
+        "GET",
+        "/auth/google/login",
+        "auth_google_login",
+        "Start Google sign-in (?return_to=/path; &link=1 adds Google to a password session's account)",
+        status=302,
+        answers=(400, 401, 403, 502),
+    ),
+    Route(
+        "GET",
+        "/auth/google/callback",
+        "auth_google_callback",
+        "Google redirects back here",
+        status=302,
+        answers=(400, 401, 403, 409, 502),
+    ),
+    # email + password
+    Route(
+        "POST",
+        "/auth/register",
+        "auth_password",
+        "Create an account (a verification mail follows)",
+        request=identity_schemas.RegisterRequest,
+        response=wire.Accepted,
+        status=202,
+        **_COOKIE,
+    ),
+    Route(
+        "POST",
+        "/auth/login",
+        "auth_password",
+        "Sign in; sets the refresh cookie",
+        request=identity_schemas.LoginRequest,
+        response=identity_schemas.AccessTokenResponse,
+        answers=(401,),
+        **_COOKIE,
+    ),
+    Route(
+        "POST",
+        "/auth/verify-email",
+        "auth_password",
+        "Confirm an email address with the mailed token",
+        request=identity_schemas.VerifyEmailRequest,
+        response=wire.Accepted,
+        answers=(400,),
+    ),
+    Route(
+        "POST",
+        "/auth/verify-email/resend",
+        "auth_password",
+        "Mail a new verification link",
+        request=identity_schemas.EmailRequest,
+        response=wire.Accepted,
+        status=202,
+    ),
+    Route(
+        "POST",
+        "/auth/password-reset",
+        "auth_password",
+        "Mail a password-reset link",
+        request=identity_schemas.EmailRequest,
+        response=wire.Accepted,
+        status=202,
+    ),
+    Route(
+        "POST",
+        "/auth/password-reset/confirm",
+        "auth_password",
+        "Set a new password with the mailed token",
+        request=identity_schemas.PasswordResetConfirmRequest,
+        response=wire.Accepted,
+        answers=(400,),
+    ),
+    Route(
+        "POST",
+        "/auth/password-change",
+        "auth_password",
+        "Change the password (optionally sign out others)",
+        request=identity_schemas.PasswordChangeRequest,
+        response=wire.Accepted,
+        **_MUTATE,
+    ),
+    # refresh cookie
+    Route(
+        "POST",
+        "/auth/refresh",
+        "auth_refresh",
+        "Rotate the refresh cookie; new access token (204: signed out)",
+        response=identity_schemas.AccessTokenResponse,
+        auth=Auth.REFRESH_COOKIE,
+        answers=(204,),
+        **_COOKIE,
+    ),
+    Route(
+        "POST",
+        "/auth/logout",
+        "auth_logout",
+        "Sign out this device, the others, or everywhere",
+        request=identity_schemas.LogoutRequest,
+        status=204,
+        auth=Auth.REFRESH_COOKIE,
+        **_COOKIE,
+    ),
+    # account
+    Route(
+        "GET",
+        "/me",
+        "account",
+        "The signed-in user, plan, usage and CSRF token",
+        response=identity_schemas.Me,
+        **_TOKEN,
+    ),
+    Route("GET", "/sessions", "account", "Signed-in devices", response=identity_schemas.SessionList, **_TOKEN),
+    Route("DELETE", "/sessions/{id}", "account", "Sign out one device", status=204, **_MUTATE),
+    Route(
+        "GET",
+        "/account/export",
+        "account",
+        "Everything we hold about you, as JSON",
+        response=identity_schemas.AccountExport,
+        **_TOKEN,
+    ),
+    Route(
+        "DELETE",
+        "/account",
+        "account",
+        "Delete the account (password or a sign-in in the last 10 minutes)",
+        request=identity_schemas.DeleteAccountRequest,
+        status=204,
+        **_MUTATE,
+    ),
+    # catalog: projects, models (+ versions), datasets, jobs
+    *_crud("projects", "project", file_schemas.CreateProject, file_schemas.Project, ""),
+    *_crud("models", "model", file_schemas.CreateModel, file_schemas.Model, "?project_id=, "),
+    Route(
+        "POST",
+        "/models/{id}/versions",
+        "catalog",
+        "Allocate the next version (pending until both files land)",
+        response=file_schemas.ModelVersion,
+        status=201,
+        answers=(409,),
+        **_MUTATE,
+    ),
+    *_crud("datasets", "dataset", file_schemas.CreateDataset, file_schemas.Dataset, "?project_id=, "),
+    *_crud("jobs", "training job", file_schemas.CreateJob, file_schemas.Job, "?project_id=, ?model_id=, "),
+    # signed URLs: the browser talks to the bucket directly
+    Route(
+        "POST",
+        "/signed/upload",
+        "signed_urls",
+        "A signed PUT URL for one of your files",
+        request=file_schemas.SignUpload,
+        response=file_schemas.SignedUrl,
+        answers=(404, 409),
+        **_MUTATE,
+    ),
+    Route(
+        "GET",
+        "/signed/download",
+        "signed_urls",
+        "A signed GET URL for a recorded file (?object=)",
+        response=file_schemas.SignedUrl,
+        answers=(404,),
+        **_TOKEN,
+    ),
+    # billing: PayPal subscriptions and promo codes
+    Route(
+        "GET",
+        "/billing/plans",
+        "billing",
+        "The plans, their prices and limits",
+        response=billing_schemas.Plans,
+        cache="public, max-age=300",
+    ),
+    Route(
+        "POST",
+        "/billing/paypal/subscribe",
+        "billing",
+        "Start a PayPal checkout; answers the approval URL and when the first charge will be "
+        "(the end of any PRO already held, else at approval)",
+        response=billing_schemas.SubscribeResponse,
+        answers=(409,),
+        **_MUTATE,
+    ),
+    Route(
+        "POST",
+        "/billing/sync",
+        "billing",
+        "Re-read your subscription from PayPal (on return from PayPal)",
+        request=billing_schemas.SyncRequest,
+        response=billing_schemas.Subscription,
+        answers=(404,),
+        **_MUTATE,
+    ),
+    Route(
+        "POST",
+        "/billing/cancel",
+        "billing",
+        "Cancel the subscription; PRO stays until the paid-through date",
+        request=billing_schemas.CancelRequest,
+        response=billing_schemas.Subscription,
+        answers=(409,),
+        **_MUTATE,
+    ),
+    Route(
+        "POST",
+        "/payments/paypal/webhook",
+        "paypal_webhook",
+        "PayPal's event notifications (signed by PayPal)",
+        response=billing_schemas.WebhookAck,
+        auth=Auth.WEBHOOK_SIGNATURE,
+        answers=(409,),
+    ),
+    Route(
+        "POST",
+        "/promo/apply",
+        "promo_apply",
+        "Redeem a promo code (a PRO trial or a comp)",
+        request=billing_schemas.PromoRequest,
+        response=billing_schemas.PromoApplied,
+        answers=(409,),
+        **_MUTATE,
+    ),
+)
+
+
+def function(name: str) -> Function:
+    for fn in FUNCTIONS:
+        if fn.name == name:
+            return fn
+    raise KeyError(name)
+
+
+def http_functions() -> list[Function]:
+    return [fn for fn in FUNCTIONS if fn.trigger is Trigger.HTTP]
+
+
+def for_function(name: str, table: tuple[Route, ...] = ROUTES) -> tuple[Route, ...]:
+    return tuple(r for r in table if r.function == name)
+
+
+def match_path(path: str, table: tuple[Route, ...] = ROUTES) -> list[tuple[Route, dict[str, str]]]:
+    """Every route whose template matches the path, whatever its method."""
+    found = []
+    for route in table:
+        params = route.match(path)
+        if params is not None:
+            found.append((route, params))
+    return found

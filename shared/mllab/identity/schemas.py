@@ -1,0 +1,123 @@
+"""Identity's wire models: sign-up and sign-in requests, tokens, the signed-in user (`Me`), sessions,
+the public keys and the account export."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from mllab.billing.schemas import Subscription
+from mllab.files.schemas import Usage
+from mllab.platform.wire import Plain, Strict
+
+
+class Jwk(BaseModel):
+    kty: Literal["EC"]
+    crv: Literal["P-256"]
+    x: str
+    y: str
+    kid: str
+    use: Literal["sig"] = "sig"
+    alg: Literal["ES256"] = "ES256"
+
+
+class Jwks(BaseModel):
+    keys: list[Jwk]
+
+
+# The server's own check (mllab.identity.users.normalize_email) answers 422 for what is not an email address.
+Email = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=3, max_length=254),
+    Plain,
+    Field(json_schema_extra={"format": "email"}),
+]
+# 8 characters minimum, and at least 64 accepted (we take up to 1,024 so no one's passphrase is cut).
+NewPassword = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
+AnyPassword = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+OneTimeToken = Annotated[str, StringConstraints(min_length=16, max_length=256, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class RegisterRequest(Strict):
+    email: Email
+    password: NewPassword
+    name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=100), Plain] = ""
+
+
+class LoginRequest(Strict):
+    email: Email
+    password: AnyPassword
+
+
+class EmailRequest(Strict):
+    email: Email
+
+
+class VerifyEmailRequest(Strict):
+    token: OneTimeToken
+
+
+class PasswordResetConfirmRequest(Strict):
+    token: OneTimeToken
+    password: NewPassword
+
+
+class PasswordChangeRequest(Strict):
+    current_password: AnyPassword
+    new_password: NewPassword
+    sign_out_others: bool = True
+
+
+class LogoutRequest(Strict):
+    scope: Literal["local", "others", "global"] = "local"
+
+
+class DeleteAccountRequest(Strict):
+    password: AnyPassword | None = None
+
+
+class AccessTokenResponse(BaseModel):
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int
+
+
+class Me(BaseModel):
+    uid: str
+    email: str
+    name: str
+    role: Literal["user", "admin"]
+    email_verified: bool
+    providers: list[Literal["password", "google"]] = Field(
+        default_factory=list, description="How this account signs in: a password, Google, or both"
+    )
+    subscription: Subscription
+    usage: Usage
+    csrf: str
+
+
+class SessionInfo(BaseModel):
+    id: str
+    method: str
+    user_agent: str
+    ip: str
+    created_at: str
+    refreshed_at: str
+    expires_at: str
+    current: bool
+
+
+class SessionList(BaseModel):
+    items: list[SessionInfo]
+    next_cursor: str | None = None
+
+
+class AccountExport(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    exported_at: str
+    user: dict
+    identities: list[dict]
+    sessions: list[dict]
+    audit: list[dict]
