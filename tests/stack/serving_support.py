@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mllab import billing, catalog, entitlements, objects, schemas
+from mllab.billing import entitlements, subscriptions
+from mllab.files import catalog, objects, schemas
 from mllab.serving import predict
 
 from .limits_support import upload, wait
@@ -188,12 +189,12 @@ class ServingLab(Lab):
 
 
 def pro(uid: str) -> None:
-    billing.set_grant(uid, lambda doc, now: entitlements.with_grant(doc, None, now))
+    subscriptions.set_grant(uid, lambda doc, now: entitlements.with_grant(doc, None, now))
     predict.reset()  # the predict path's view of an owner is up to OWNER_TTL_S old
 
 
 def not_pro(uid: str) -> None:
-    billing.set_grant(uid, lambda doc, now: entitlements.without_grants(doc))
+    subscriptions.set_grant(uid, lambda doc, now: entitlements.without_grants(doc))
     predict.reset()
 
 

@@ -10,7 +10,7 @@ import json
 
 from playwright.sync_api import expect
 
-from mllab.problems import Problem
+from mllab.platform.problems import Problem
 from mllab.serving import apikeys, cells, deployments
 
 from . import lab_support

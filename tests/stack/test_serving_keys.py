@@ -9,8 +9,8 @@ from datetime import timedelta
 
 import pytest
 
-from mllab import clients, clock
-from mllab.problems import Problem
+from mllab.platform import clients, clock
+from mllab.platform.problems import Problem
 from mllab.serving import apikeys
 
 

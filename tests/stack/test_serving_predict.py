@@ -10,8 +10,10 @@ import json
 
 import pytest
 
-from mllab import catalog, clock, users
-from mllab.problems import Problem
+from mllab.files import catalog
+from mllab.identity import users
+from mllab.platform import clock
+from mllab.platform.problems import Problem
 from mllab.serving import apikeys, deployments, metering, predict, store
 from mllab.serving.predictor import Model
 
@@ -193,7 +195,7 @@ def test_deployments_are_listed_updated_and_deleted(deployed) -> None:
 
 
 def test_failed_keys_are_rate_limited_per_prefix_and_address(deployed) -> None:
-    from mllab import config
+    from mllab.platform import config
 
     dep_id, key = deployed["deployment"]["id"], deployed["key"]
     body = {"instances": golden_files()[2]["rows"][:1]}

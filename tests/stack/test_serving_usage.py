@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mllab import clients, clock
+from mllab.platform import clients, clock
 from mllab.serving import metering
 
 

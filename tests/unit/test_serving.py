@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mllab import config
-from mllab.problems import Problem
+from mllab.platform import config
+from mllab.platform.problems import Problem
 from mllab.serving import cells, network
 from mllab.serving.errors import ModelError
 from mllab.serving.predictor import MAX_INSTANCES, MAX_MACS, Model

@@ -22,8 +22,8 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from mllab import clients, clock
-from mllab.problems import Problem
+from mllab.platform import clients, clock
+from mllab.platform.problems import Problem
 
 COLLECTION = "api_keys"
 KEY_PREFIX = "mlk_"

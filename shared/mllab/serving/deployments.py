@@ -12,8 +12,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from mllab import catalog, clients, clock, config, entitlements
-from mllab.problems import Problem
+from mllab.billing import entitlements
+from mllab.files import catalog
+from mllab.platform import clients, clock, config
+from mllab.platform.problems import Problem
 
 from . import store
 from .errors import ModelError
@@ -176,7 +178,7 @@ def public_view(deployment_id: Any) -> dict[str, Any]:
     and outputs, and short-lived signed URLs of its two files, so the visitor's browser predicts with
     TF.js (no server inference). 404 alike for an unknown id, a private deployment, and an owner
     without PRO (a paused deployment is not shared either)."""
-    from mllab import storage
+    from mllab.files import storage
 
     if not isinstance(deployment_id, str) or not deployment_id.isalnum() or len(deployment_id) > 64:
         raise Problem(404, NOT_SHARED)

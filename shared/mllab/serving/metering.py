@@ -28,7 +28,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
-from mllab import clients, clock
+from mllab.platform import clients, clock
 
 COLLECTION = "usage"
 SHARDS = 16

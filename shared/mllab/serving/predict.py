@@ -15,8 +15,11 @@ import threading
 import time
 from typing import Any
 
-from mllab import catalog, clients, clock, entitlements, ratelimit, users
-from mllab.problems import Problem
+from mllab.billing import entitlements
+from mllab.files import catalog
+from mllab.identity import users
+from mllab.platform import clients, clock, ratelimit
+from mllab.platform.problems import Problem
 
 from . import apikeys, deployments, metering, store
 from .predictor import MAX_INSTANCES

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mllab import config
-from mllab.problems import Problem
+from mllab.platform import config
+from mllab.platform.problems import Problem
 
 from . import network, preprocessing
 from .errors import ModelError

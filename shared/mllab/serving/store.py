@@ -12,8 +12,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from mllab import clients, config
-from mllab.problems import Problem
+from mllab.platform import clients, config
+from mllab.platform.problems import Problem
 
 from .errors import ModelError
 from .predictor import Model
