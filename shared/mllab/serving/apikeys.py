@@ -24,8 +24,10 @@ from typing import Any
 
 from mllab.platform import clients, clock
 from mllab.platform.problems import Problem
+from mllab.platform.queries import Query
 
 COLLECTION = "api_keys"
+QUERIES: tuple[Query, ...] = (Query(COLLECTION, ("uid",)),)  # a user's keys (sorted here, not by Firestore)
 KEY_PREFIX = "mlk_"
 SCOPES = ("predict",)
 MAX_KEYS = 20  # live keys per user

@@ -16,11 +16,13 @@ from mllab.billing import entitlements
 from mllab.files import catalog
 from mllab.platform import clients, clock, config
 from mllab.platform.problems import Problem
+from mllab.platform.queries import Query
 
 from . import store
 from .errors import ModelError
 
 COLLECTION = "deployments"
+QUERIES: tuple[Query, ...] = (Query(COLLECTION, ("uid",)),)  # a user's deployments (sorted here)
 MAX_DEPLOYMENTS = 20  # per user
 MAX_DESCRIPTION = 500
 PLAN_REQUIRED = (

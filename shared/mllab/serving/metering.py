@@ -29,8 +29,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mllab.platform import clients, clock
+from mllab.platform.queries import Query
 
 COLLECTION = "usage"
+QUERIES: tuple[Query, ...] = (Query(COLLECTION, ("uid",)),)  # a user's shards, to delete them
 SHARDS = 16
 FLUSH_S = 1.0
 REFRESH_S = 2.0

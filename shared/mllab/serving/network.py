@@ -198,7 +198,11 @@ def _np_sigmoid(np: Any, h: Any) -> Any:
 
 
 def _np_softplus(np: Any, h: Any) -> Any:
-    return np.where(h < _SOFTPLUS_CUT, np.exp(h), np.where(h > -_SOFTPLUS_CUT, h, np.log1p(np.exp(h))))
+    out = np.log1p(np.exp(np.minimum(h, -_SOFTPLUS_CUT)))  # the middle; the ends are overwritten below
+    small, large = h < _SOFTPLUS_CUT, h > -_SOFTPLUS_CUT
+    out[small] = np.exp(h[small])
+    out[large] = h[large]
+    return out
 
 
 def _np_softmax(np: Any, h: Any) -> Any:
@@ -211,8 +215,9 @@ _ACT_NP: dict[str, Callable[[Any, Any], Any]] = {
     "relu": lambda np, h: np.maximum(h, 0.0),
     "tanh": lambda np, h: np.tanh(h),
     "sigmoid": _np_sigmoid,
-    "elu": lambda np, h: np.where(h >= 0, h, np.expm1(np.minimum(h, 0.0))),
-    "selu": lambda np, h: np.where(h >= 0, SELU_SCALE * h, SELU_SCALE_ALPHA * np.expm1(np.minimum(h, 0.0))),
+    # x for x >= 0, e^x - 1 below: max(x, 0) + expm1(min(x, 0)) is exactly that on both sides
+    "elu": lambda np, h: np.maximum(h, 0.0) + np.expm1(np.minimum(h, 0.0)),
+    "selu": lambda np, h: SELU_SCALE * np.maximum(h, 0.0) + SELU_SCALE_ALPHA * np.expm1(np.minimum(h, 0.0)),
     "swish": lambda np, h: h * _np_sigmoid(np, h),
     "softplus": _np_softplus,
     "softmax": _np_softmax,
