@@ -21,6 +21,7 @@ from mllab.identity import schemas as identity_schemas
 from mllab.platform import audit, clients, clock, config, log, mail, ratelimit, wire
 from mllab.platform.problems import Problem
 from mllab.platform.queries import Query
+from mllab.serving import apikeys, deployments, metering
 
 # Internal fields never leave the server (the export answers a whitelist per collection).
 USER_EXPORT_FIELDS = (
@@ -174,6 +175,9 @@ def delete_account(user: dict[str, Any], sid: str, *, password: str | None, ip: 
     now = clock.now()
     users.update(uid, deleted_at=now, disabled=True, tokens_valid_after=now)
     revoked = sessions.revoke_all(uid, "account_deleted")
+    # API keys stop at once, and nothing of the account answers predictions or shows on a share page
+    apikeys.revoke_all(uid)
+    deployments.delete_user(uid)
     audit.record("account.delete", actor=uid, target=f"user:{uid}", ip=ip, sessions_revoked=revoked)
     log.info("account deleted", uid=uid, sessions_revoked=revoked)
 
@@ -238,6 +242,9 @@ PURGE_STEPS: list[PurgeStep | Callable[[str, dict[str, Any]], int]] = [
     PurgeStep(recorder.ARTIFACTS),  # the record of each stored file (it names the file)
     subscriptions.purge_billing,  # entitlement and redemptions; subscription records stay, anonymised, as the ledger
     purge_usage,  # the storage counter and the daily upload counts
+    PurgeStep(apikeys.COLLECTION),  # revoked at deletion; their hashes go now
+    PurgeStep(deployments.COLLECTION),  # deleted at deletion already; a retry finds none
+    PurgeStep(metering.COLLECTION),  # the prediction counts per month
     # Last: the audit trail of the account (what it did, and what was done to it). What remains is the
     # purge's own entry, which names no one.
     PurgeStep(audit.COLLECTION, field="actor"),

@@ -234,3 +234,39 @@ def test_a_share_page_gets_what_it_needs_only_while_public(deployed) -> None:
     for unknown in (dep_id, "nosuchdeployment", "../etc", ""):
         problem = refused(lambda u=unknown: deployments.public_view(u))
         assert problem.status == 404 and problem.detail == deployments.NOT_SHARED
+
+
+# --- account deletion ------------------------------------------------------------------------------
+
+
+def test_deleting_the_account_stops_keys_and_deployments_and_the_purge_removes_the_rest(new_user) -> None:
+    from datetime import timedelta
+
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    from mllab import account
+    from mllab.identity import sessions
+    from mllab.platform import clients, config
+
+    user = new_user()
+    uid = user["uid"]
+    pro(uid)
+    model, n = saved_version(uid, *golden_files()[:2])
+    dep = deployments.create(uid, model["id"], n)
+    deployments.update(uid, dep["id"], {"public": True})
+    key = apikeys.create(uid, "ci", ["predict"])["key"]
+    predict.predict(key, dep["id"], {"instances": golden_files()[2]["rows"][:1]})
+    metering.flush()
+    session, _ = sessions.create(uid, "password", user_agent="test", ip="127.0.0.1")
+    account.delete_account(users.get(uid), session.id, password=user["password"])
+    assert refused(lambda: predict.predict(key, dep["id"], {"instances": [{}]})).status == 401
+    assert refused(lambda: deployments.public_view(dep["id"])).status == 404
+    assert deployments.list_deployments(uid) == []
+    db = clients.firestore()
+
+    def owned(collection: str) -> list[str]:
+        return [d.id for d in db.collection(collection).where(filter=FieldFilter("uid", "==", uid)).stream()]
+
+    assert owned(apikeys.COLLECTION) and owned(metering.COLLECTION)  # kept until the purge
+    account.purge(clock.now() + timedelta(days=config.ACCOUNT_PURGE_AFTER_DAYS + 1))
+    assert owned(apikeys.COLLECTION) == [] and owned(metering.COLLECTION) == [] and owned(deployments.COLLECTION) == []

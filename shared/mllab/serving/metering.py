@@ -3,7 +3,7 @@
 Each process adds what it served to an in-memory buffer and writes it out at most once a second,
 to one of SHARDS shard documents picked at process start:
 
-    usage/<uid>_<YYYY-MM>_<k>   {uid, month, shard, count, by_deployment: {<id>: n}, updated_at}
+    prediction_usage/<uid>_<YYYY-MM>_<k>   {uid, month, shard, count, by_deployment: {<id>: n}, updated_at}
 
 so a shard takes about one write a second (fewer with fewer processes) whatever a user's rate, and
 a month's usage is the sum of SHARDS documents read in one batch. A process re-reads that sum when
@@ -31,7 +31,7 @@ from typing import Any
 from mllab.platform import clients, clock
 from mllab.platform.queries import Query
 
-COLLECTION = "usage"
+COLLECTION = "prediction_usage"  # (`usage` is the storage counters of mllab.files.recorder)
 QUERIES: tuple[Query, ...] = (Query(COLLECTION, ("uid",)),)  # a user's shards, to delete them
 SHARDS = 16
 FLUSH_S = 1.0
