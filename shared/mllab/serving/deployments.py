@@ -18,7 +18,6 @@ from mllab.platform import clients, clock, config
 from mllab.platform.problems import Problem
 from mllab.platform.queries import Query
 
-from . import store
 from .errors import ModelError
 
 COLLECTION = "deployments"
@@ -70,6 +69,8 @@ def _servable_version(uid: str, model_id: str, version: Any) -> tuple[dict[str, 
         raise Problem(
             422, "version is a version number (1, 2, ...).", errors=[{"field": "version", "message": "invalid"}]
         )
+    from . import store  # the inference engine, only where a model is read (account deletion imports this module)
+
     model = catalog.owned(catalog.MODELS, model_id, uid)
     doc = catalog.owned_version(model, version, uid)
     if doc.get("status") != "ready":
@@ -181,6 +182,8 @@ def public_view(deployment_id: Any) -> dict[str, Any]:
     TF.js (no server inference). 404 alike for an unknown id, a private deployment, and an owner
     without PRO (a paused deployment is not shared either)."""
     from mllab.files import storage
+
+    from . import store
 
     if not isinstance(deployment_id, str) or not deployment_id.isalnum() or len(deployment_id) > 64:
         raise Problem(404, NOT_SHARED)
