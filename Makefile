@@ -11,9 +11,13 @@ SETUP     := $(PREFLIGHT) --install
 PYTEST_ARGS ?=
 VENDOR    := frontend/vendor
 VENDORED  := $(VENDOR)/.installed
-# The built files the lab loads on demand (never tf.min.js: its ES5 shims need 'unsafe-eval').
+# The built files the lab loads on demand (never tf.min.js: its ES5 shims need 'unsafe-eval'). The WASM
+# backend's threaded binary is left out: threads need cross-origin isolation, which the lab does not have.
 VENDOR_FILES := @tensorflow/tfjs/dist/tf.es2017.min.js \
                 @tensorflow/tfjs-backend-webgpu/dist/tf-backend-webgpu.es2017.min.js \
+                @tensorflow/tfjs-backend-wasm/dist/tf-backend-wasm.es2017.min.js \
+                @tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm \
+                @tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm \
                 papaparse/papaparse.min.js uplot/dist/uPlot.iife.min.js uplot/dist/uPlot.min.css
 
 .PHONY: help dev test lint preflight-test test-unit test-py311 bench load preflight lock clean deploy-plan deploy deploy-args

@@ -10,6 +10,7 @@ export const TASKS = ["binary", "multiclass", "regression"];
 export const MAX_COLUMNS = 200;
 export const MAX_CLASSES = 50;
 export const WORKER_BYTES = 5 * 1024 * 1024; // larger files parse in Papa's worker (CSP: worker-src blob:)
+export const LARGE_ROWS = 20_000; // from this many rows the lab offers a sample and estimates the time first
 export const MISSING = "__missing__";
 export const UNSEEN = "__unseen__";
 
@@ -74,8 +75,7 @@ export function loadPapa() {
   return papa;
 }
 
-function papaParse(Papa, input, delimiter) {
-  const big = typeof input !== "string" && input.size > WORKER_BYTES;
+function papaParse(Papa, input, delimiter, big) {
   return new Promise((resolve, reject) => {
     Papa.parse(input, {
       header: false, dynamicTyping: false, skipEmptyLines: "greedy", delimiter: delimiter || "",
@@ -86,20 +86,86 @@ function papaParse(Papa, input, delimiter) {
   });
 }
 
-// parseCsv(File | string, {delimiter}) -> {fields, rows, errors: [{row, message}], delimiter, text}.
-// Rows are keyed by the header; `row` numbers count data rows from 1; text is the file's text.
+// --- bytes to text: binary files refused, UTF-8 strictly, else an 8-bit encoding the person can change ---
+
+export const ENCODINGS = [["utf-8", "UTF-8"], ["windows-1252", "Windows-1252 / Latin-1 (Western European)"],
+  ["iso-8859-15", "ISO-8859-15 (Western European with €)"], ["iso-8859-2", "ISO-8859-2 (Central European)"],
+  ["windows-1251", "Windows-1251 (Cyrillic)"]];
+export const FALLBACK_ENCODING = "windows-1252"; // what browsers decode "Latin-1" as (WHATWG Encoding)
+const SNIFF_BYTES = 64 * 1024;
+const MAGIC = [["%PDF", "a PDF document"], ["PK\x03\x04", "a ZIP archive (or an Excel .xlsx file)"],
+  ["\x89PNG", "a PNG image"], ["\xff\xd8\xff", "a JPEG image"], ["GIF8", "a GIF image"], ["\x1f\x8b", "a gzip archive"],
+  ["\xd0\xcf\x11\xe0", "an old Excel or Word file"], ["SQLite format", "an SQLite database"], ["\x7fELF", "a program"]];
+
+/** Why these bytes are not a text file (a sentence), or null when they look like text. */
+export function binaryProblem(bytes) {
+  const head = bytes.subarray(0, SNIFF_BYTES);
+  const start = String.fromCharCode(...head.subarray(0, 16));
+  const known = MAGIC.find(([magic]) => start.startsWith(magic));
+  if (known) return `it is ${known[1]}, not a text file`;
+  if ((head[0] === 0xff && head[1] === 0xfe) || (head[0] === 0xfe && head[1] === 0xff)) return null; // UTF-16 with a BOM
+  let control = 0;
+  for (const b of head) {
+    if (b === 0) return "it contains NUL bytes: it is a binary file, not text";
+    if (b < 32 && b !== 9 && b !== 10 && b !== 13 && b !== 12) control++;
+  }
+  return head.length && control > 0.05 * head.length ? "it is mostly control characters: a binary file, not text" : null;
+}
+
+/** Text error from the strict UTF-8 decoder: where the first invalid byte is. */
+function firstInvalidUtf8(bytes) {
+  // The longest prefix that decodes (a multi-byte character cut at its end is fine when streaming).
+  const decodes = (end) => {
+    try { new TextDecoder("utf-8", {fatal: true}).decode(bytes.subarray(0, end), {stream: true}); return true; } catch { return false; }
+  };
+  let lo = 0, hi = bytes.length;
+  while (hi - lo > 1) {
+    const mid = (lo + hi) >> 1;
+    if (decodes(mid)) lo = mid; else hi = mid;
+  }
+  // bytes[lo] broke a sequence: the culprit is the lead byte that started it, if one is pending.
+  let at = lo - 1;
+  while (at > 0 && (bytes[at] & 0xc0) === 0x80) at--;
+  return at >= 0 && bytes[at] >= 0xc0 ? at : lo;
+}
+
+/**
+ * The text of a file's bytes: {text, encoding, fallback?: {offset, byte}}. "auto" decodes strictly as
+ * UTF-8 (a BOM is dropped) and, when that fails, as Windows-1252 with `fallback` saying where UTF-8 broke.
+ * Throws for a binary file.
+ */
+export function decodeBytes(bytes, encoding = "auto") {
+  const problem = binaryProblem(bytes);
+  if (problem) throw new Error(`This file cannot be used: ${problem}. Choose a CSV file (comma-separated text).`);
+  if (bytes[0] === 0xff && bytes[1] === 0xfe) return {text: new TextDecoder("utf-16le").decode(bytes), encoding: "utf-16le"};
+  if (bytes[0] === 0xfe && bytes[1] === 0xff) return {text: new TextDecoder("utf-16be").decode(bytes), encoding: "utf-16be"};
+  if (encoding === "auto" || encoding === "utf-8") {
+    try {
+      return {text: new TextDecoder("utf-8", {fatal: true}).decode(bytes), encoding: "utf-8"};
+    } catch {
+      if (encoding === "utf-8") throw new Error("The file is not valid UTF-8; choose the encoding it was saved in.");
+      const offset = firstInvalidUtf8(bytes);
+      return {text: new TextDecoder(FALLBACK_ENCODING).decode(bytes), encoding: FALLBACK_ENCODING,
+        fallback: {offset, byte: bytes[offset]}};
+    }
+  }
+  return {text: new TextDecoder(encoding).decode(bytes), encoding};
+}
+
+// parseCsv(File | string, {delimiter, encoding}) -> {fields, rows, errors: [{row, message}], delimiter,
+// text, encoding, fallback?}. Rows are keyed by the header; `row` numbers count data rows from 1; text is
+// the file's text; encoding: "auto" (UTF-8, else Windows-1252 with `fallback` set) or a TextDecoder label.
 // Throws an Error with a message for the user when the file cannot make a dataset.
-export async function parseCsv(input, {delimiter} = {}) {
+export async function parseCsv(input, {delimiter, encoding = "auto"} = {}) {
   if (typeof input !== "string" && !(input && typeof input.size === "number")) throw new Error("Choose a CSV file.");
   if (typeof input === "string" ? !input.trim() : input.size === 0) throw new Error("The file is empty.");
   const Papa = await loadPapa();
-  let text, result;
-  if (typeof input === "string" || input.size <= WORKER_BYTES) {
-    text = typeof input === "string" ? input : await input.text();
-    result = await papaParse(Papa, text, delimiter);
-  } else {
-    [text, result] = await Promise.all([input.text(), papaParse(Papa, input, delimiter)]);
-  }
+  const decoded = typeof input === "string" ? {text: input, encoding: "utf-16"}
+    : decodeBytes(new Uint8Array(await input.arrayBuffer()), encoding);
+  const text = decoded.text;
+  if (!text.trim()) throw new Error("The file is empty.");
+  // Papa parses large texts in its own worker (CSP: worker-src blob:), keeping the page responsive.
+  const result = await papaParse(Papa, text, delimiter, text.length > WORKER_BYTES);
   const data = result.data;
   if (!data.length) throw new Error("The file is empty.");
   const fields = data[0].map((h) => String(h ?? "").trim());
@@ -130,7 +196,8 @@ export async function parseCsv(input, {delimiter} = {}) {
     for (let c = 0; c < n; c++) row[fields[c]] = normalizeCell(cells[c]);
     rows[r - 1] = row;
   }
-  return {fields, rows, errors, delimiter: result.meta.delimiter, text};
+  return {fields, rows, errors, delimiter: result.meta.delimiter, text, encoding: decoded.encoding,
+    ...(decoded.fallback ? {fallback: decoded.fallback} : {})};
 }
 
 // RFC 4180 text (CRLF) of the rows, for uploading a dataset: null -> an empty cell.
@@ -165,21 +232,56 @@ function columnStats(rows, name) {
   return {present, numeric, integers, min, max, distinct: distinct.size};
 }
 
-// numeric when >= 95% of the non-empty cells are finite numbers; ID-like columns (a distinct value
-// per row: text, or the integers 0..n-1 / 1..n) and empty columns default to "ignore"; the last
-// other column is the target.
+// Column names that say "this is what to predict", and ones that say "this identifies a row".
+// (Only names that are rarely anything but the target: "income" or "quality" is as often a feature.)
+const LABEL_NAME = /^(target|label|labels|class|y|outcome|survived|survival|price|saleprice|sale_price|species|diagnosis|churn|churned|medv|is_?fraud|fraud|spam)$/i;
+const ID_NAME = /^(id|uuid|guid|key|index|name|full_?name|ticket|row|row_?id|record)$|[_ .-]id$|^id[_ .-]/i;
+const CAMEL_ID = /[a-z]Id$/; // PassengerId, customerId (case matters: "paid" is no identifier)
+const MAX_TEXT_CATEGORIES = 50; // text columns with more distinct values than this (and many per row) are left out
+const LOW_CARDINALITY = 10;
+
+// Why a column is left out by default, or null: empty, identifier-like (a value per row, or an ID name),
+// or text with too many distinct values to one-hot encode usefully.
+function ignoreReason(name, s, n, type) {
+  if (s.present === 0) return "it is empty";
+  const unique = n >= 3 && s.present === n && s.distinct === n;
+  const counter = s.numeric === n && s.integers === n && (s.min === 0 || s.min === 1) && s.max - s.min === n - 1;
+  if (unique && (s.numeric === 0 || counter)) return "it has a different value in every row, like an identifier";
+  if ((ID_NAME.test(name) || CAMEL_ID.test(name)) && s.distinct > 0.5 * s.present) {
+    return `its name looks like an identifier and ${s.distinct.toLocaleString("en-US")} of its ${s.present.toLocaleString("en-US")} values differ`;
+  }
+  if (type === "categorical" && s.distinct > MAX_TEXT_CATEGORIES && s.distinct > 0.2 * s.present) {
+    return `it is text with ${s.distinct.toLocaleString("en-US")} different values in ${s.present.toLocaleString("en-US")} rows: ` +
+      `one input per value would add ${s.distinct.toLocaleString("en-US")} inputs that barely repeat`;
+  }
+  return null;
+}
+
+// numeric when >= 95% of the non-empty cells are finite numbers. Identifier-like, high-cardinality text
+// and empty columns default to "ignore" with a `note` saying why. The target is a column named like one
+// (target, label, class, y, price, species...), else the last low-cardinality one (2 to 10 values), else
+// the last column left.
 export function inferColumns(fields, rows) {
   const n = rows.length;
+  const stats = new Map();
   const columns = fields.map((name) => {
     const s = columnStats(rows, name);
+    stats.set(name, s);
     const type = s.present > 0 && s.numeric >= 0.95 * s.present ? "numeric" : "categorical";
-    const unique = n >= 3 && s.present === n && s.distinct === n;
-    const counter = s.numeric === n && s.integers === n && (s.min === 0 || s.min === 1) && s.max - s.min === n - 1;
-    const idLike = unique && (s.numeric === 0 || counter);
-    return {name, role: s.present === 0 || idLike ? "ignore" : "feature", type};
+    const why = ignoreReason(name, s, n, type);
+    return why ? {name, role: "ignore", type, note: `Ignored: ${why}.`} : {name, role: "feature", type};
   });
-  const last = [...columns].reverse().find((c) => c.role !== "ignore") || columns[columns.length - 1];
-  if (last) last.role = "target";
+  const open = columns.filter((c) => c.role !== "ignore");
+  const target = open.find((c) => LABEL_NAME.test(c.name.trim()))
+    || [...open].reverse().find((c) => { const d = stats.get(c.name).distinct; return d >= 2 && d <= LOW_CARDINALITY; })
+    || open[open.length - 1];
+  if (target) {
+    target.role = "target";
+  } else if (columns.length) { // every column looked ignorable: the last one is still the best guess
+    const last = columns[columns.length - 1];
+    delete last.note;
+    last.role = "target";
+  }
   return columns;
 }
 
@@ -502,4 +604,58 @@ export function decodeOutput(pre, vector) {
   let best = 0;
   for (let i = 1; i < enc.labels.length; i++) if (vector[i] > vector[best]) best = i;
   return {label: enc.labels[best], probabilities: enc.labels.map((label, i) => ({label, p: Number(vector[i])}))};
+}
+
+// --- handing rows to the training worker ---------------------------------------------------------
+
+// A dataset's rows as columns for the training worker: a column of numbers (and missing cells) as a
+// Float64Array (NaN: missing), any other column as Int32Array codes into its list of values (-1:
+// missing). Both are transferred, not copied, so handing 283k rows to the worker costs the page a few
+// milliseconds instead of a structured clone of every row object; the work is done in slices of
+// PACK_SLICE rows with a yield between them, so the page never stops for long.
+const PACK_SLICE = 2000;
+const valueKey = (v) => (typeof v === "string" ? `s${v}` : `${typeof v}${v}`);
+
+function toCodes(column, upTo) { // a column that turned out not to be all numbers: code what came before
+  const {values} = column;
+  Object.assign(column, {values: null, codes: new Int32Array(values.length), index: new Map(), labels: []});
+  for (let i = 0; i < upTo; i++) column.codes[i] = Number.isNaN(values[i]) ? -1 : codeOf(column, values[i]);
+}
+function codeOf(column, v) {
+  const k = valueKey(v);
+  let code = column.index.get(k);
+  if (code === undefined) { code = column.labels.length; column.index.set(k, code); column.labels.push(v); }
+  return code;
+}
+
+export async function packRows(rows, names) {
+  const n = rows.length;
+  const columns = names.map((name) => ({name, values: new Float64Array(n), codes: null, index: null, labels: null}));
+  for (let from = 0; from < n; from += PACK_SLICE) {
+    if (from) await new Promise((resolve) => setTimeout(resolve)); // let the page paint and answer input
+    const to = Math.min(n, from + PACK_SLICE);
+    for (const c of columns) {
+      for (let i = from; i < to; i++) {
+        const v = rows[i][c.name];
+        if (c.values) {
+          if (v === null || v === undefined) { c.values[i] = NaN; continue; }
+          if (isNum(v)) { c.values[i] = v; continue; }
+          toCodes(c, i);
+        }
+        c.codes[i] = v === null || v === undefined ? -1 : codeOf(c, v);
+      }
+    }
+  }
+  const packed = columns.map((c) => (c.values ? {name: c.name, values: c.values} : {name: c.name, codes: c.codes, labels: c.labels}));
+  return {packed: {length: n, columns: packed}, transfer: packed.map((c) => (c.values || c.codes).buffer)};
+}
+
+/** The rows packRows() packed, as row objects again. */
+export function unpackRows({length, columns}) {
+  const rows = Array.from({length}, () => ({}));
+  for (const c of columns) {
+    if (c.values) for (let i = 0; i < length; i++) rows[i][c.name] = Number.isNaN(c.values[i]) ? null : c.values[i];
+    else for (let i = 0; i < length; i++) rows[i][c.name] = c.codes[i] < 0 ? null : c.labels[c.codes[i]];
+  }
+  return rows;
 }

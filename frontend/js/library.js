@@ -6,6 +6,7 @@
 // js/cloud.js once someone signs in, so the first page load does not carry it.
 import {cloud, loadVersion} from "./cloud.js";
 import {bytes, dateTime, el, showMessage} from "./dom.js";
+import {metric, number, percent} from "./format.js";
 import {Problem, session} from "./session.js";
 import {state} from "./state.js";
 
@@ -34,8 +35,8 @@ const button = (text, label, onclick, props = {}) => {
 };
 const time = (iso) => el("time", {dateTime: iso, textContent: iso ? dateTime(iso) : "—"});
 const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
-const num = (v) => (typeof v !== "number" || !Number.isFinite(v) ? "—" : Number.isInteger(v) ? String(v) : v.toPrecision(4));
-const pct = (v) => (typeof v !== "number" || !Number.isFinite(v) ? "—" : `${(100 * v).toFixed(1)} %`);
+const num = number; // the lab's one number format (js/format.js)
+const pct = percent;
 function parseJson(text) {
   try { return typeof text === "string" ? JSON.parse(text) : null; } catch { return null; }
 }
@@ -451,7 +452,7 @@ async function showRun(j) {
       button("Close", "Close the run", () => closeRun({focus: true}))),
     el("p", {className: "hint"}, `${facts.join(" · ")}. Trained `, time(metrics.started_at), "."),
     chartBox,
-    scroll(metricsTable(metrics.final), "Final metrics"),
+    scroll(metricsTable(metrics.final, metrics.task, p.target), "Final metrics"),
     classification && metrics.final.confusion_matrix
       ? scroll(confusionTable(metrics.final.confusion_matrix, p.labels), "Confusion matrix") : null);
   ui.run.dataset.job = j.id;
@@ -469,9 +470,13 @@ async function showRun(j) {
 
 const scroll = (node, label) => el("div", {className: "lib-scroll", tabIndex: 0, role: "region", "aria-label": label}, node);
 
-function metricsTable(final) {
-  const rows = [["Loss", final.loss, final.val_loss, num]];
-  if ("acc" in final) rows.push(["Accuracy", final.acc, final.val_acc, pct]);
+function metricsTable(final, task, target) {
+  const rows = [];
+  const pair = (name, key) => { if (key in final) rows.push([name, final[key], final[`val_${key}`], (v) => metric(key, v)]); };
+  const units = target ? ` (${target} units)` : "";
+  if (task === "regression") [[`RMSE${units}`, "rmse"], [`MAE${units}`, "mae"], ["R²", "r2"]].forEach(([n, k]) => pair(n, k));
+  else [["Accuracy", "acc"], ["ROC AUC", "auc"]].forEach(([n, k]) => pair(n, k));
+  pair("Loss", "loss");
   const t = el("table", {id: "run-metrics", className: "lib-table"},
     el("caption", {textContent: `Final metrics (weights of epoch ${final.best_epoch ?? "?"})`}),
     el("thead", {}, el("tr", {}, ...["Metric", "Training", "Validation"].map((h) => el("th", {scope: "col", textContent: h})))),

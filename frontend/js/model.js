@@ -1,9 +1,11 @@
 // The model: a spec the builder edits, the tf.sequential built from it, and its files. Nothing here
-// touches TF.js at import time: paramCount() and validate() run before TF.js is loaded.
+// touches TF.js at import time: paramCount() and validate() run before TF.js is loaded. TF.js runs in
+// the training worker only: buildModel() and the *Tf functions run there; the page holds a handle
+// (js/trainer.js) and its exportArtifacts/importFiles/loadFromUrls/disposeModel ask the worker.
 //
 // spec = {task: "binary"|"multiclass"|"regression", inputs, outputs, layers: [{units, activation}],
 //         optimizer: "adam"|"sgd", learning_rate, seed, features?: [{name, type, values?}], target?}
-import {ensureTf, getTf} from "./tfjs.js";
+import {getTf} from "./tfjs.js";
 
 // The output head and the loss follow the task (sigmoid + binary cross-entropy, softmax + categorical, linear + MSE).
 export const TASKS = {
@@ -26,6 +28,9 @@ export function paramCount(spec) {
   }
   return total;
 }
+
+/** The backend probe's cache key for a model: its size (parameters, to a power of two) and batch size. */
+export const probeKey = (spec, batchSize) => `${Math.round(Math.log2(Math.max(1, paramCount(spec))))}:${batchSize}`;
 
 const isInt = (v, lo, hi) => Number.isInteger(v) && v >= lo && v <= hi;
 
@@ -75,8 +80,8 @@ export function buildModel(spec) {
 }
 
 /** Frees a model's weights and the optimizer it was compiled with (a passed-in optimizer is not
- * disposed by model.dispose()). Safe to call twice. */
-export function disposeModel(model) {
+ * disposed by model.dispose()). Safe to call twice. In the worker. */
+export function disposeTfModel(model) {
   if (!model || model.__disposed) return;
   const optimizer = model.optimizer;
   try { model.dispose(); } catch { /* already disposed */ }
@@ -87,8 +92,9 @@ export function disposeModel(model) {
 /**
  * The exact two files TF.js's own save writes: model.json with paths ["weights.bin"] and the
  * metadata (preprocessing, spec) in userDefinedMetadata, and weights.bin. -> {json: string, bin: ArrayBuffer}
+ * In the worker.
  */
-export async function exportArtifacts(model, metadata) {
+export async function saveTfArtifacts(model, metadata) {
   const tf = getTf();
   if (metadata !== undefined) model.setUserDefinedMetadata(JSON.parse(JSON.stringify(metadata)));
   let files;
@@ -103,18 +109,62 @@ export async function exportArtifacts(model, metadata) {
   return files;
 }
 
-const basename = (path) => path.split("/").pop();
+/** A fetch that fails on an HTTP error instead of handing TF.js an error page as weights. */
+export async function strictFetch(url, init) {
+  const res = await fetch(url, init);
+  if (!res.ok) throw new Error(`HTTP ${res.status} fetching ${String(url).split("?")[0]}`);
+  return res;
+}
 
 /**
- * A model from the two exported files (File objects) via tf.io.browserFiles. The weights file must
- * keep the name model.json lists (browsers rename a second download to "weights (1).bin").
- * Resolves to the tf.LayersModel; its metadata is model.getUserDefinedMetadata().
+ * A tf.LayersModel from two (signed) URLs: weights.bin is fetched from its own URL, not from
+ * model.json's URL with model.json's query string. In the worker.
+ */
+export function loadTfFromUrls(jsonUrl, binUrl) {
+  const tf = getTf();
+  return tf.loadLayersModel(jsonUrl, {
+    fetchFunc: strictFetch,
+    weightUrlConverter: async (path) => {
+      if (basename(path) === "weights.bin") return binUrl;
+      throw new Error(`model.json lists an unknown weights file: ${path}`);
+    },
+  });
+}
+
+/** A tf.LayersModel from the two files' contents ({json: string, bin: ArrayBuffer}). In the worker. */
+export function loadTfFromArtifacts(json, bin) {
+  const tf = getTf();
+  const manifest = JSON.parse(json);
+  return tf.loadLayersModel(tf.io.fromMemory({modelTopology: manifest.modelTopology, weightSpecs: manifest.weightsManifest[0].weights,
+    weightData: bin, format: manifest.format, generatedBy: manifest.generatedBy, convertedBy: manifest.convertedBy,
+    userDefinedMetadata: manifest.userDefinedMetadata}));
+}
+
+const basename = (path) => path.split("/").pop();
+
+// --- the page's side: a handle on a model that lives in the worker ---------------------------------
+
+/** Frees a model (a handle from js/trainer.js) in the worker. Safe to call twice. */
+export async function disposeModel(handle) {
+  if (handle) (await import("./trainer.js")).dispose(handle);
+}
+
+/** model.json and weights.bin of a model: {json: string, bin: ArrayBuffer} (see saveTfArtifacts). */
+export async function exportArtifacts(handle, metadata) {
+  return (await import("./trainer.js")).call("export", {id: handle.id, metadata});
+}
+
+/**
+ * A model from the two exported files (File objects). The weights file must keep the name
+ * model.json lists (browsers rename a second download to "weights (1).bin"). Resolves to a handle;
+ * its metadata is handle.getUserDefinedMetadata().
  */
 export async function importFiles(jsonFile, binFile) {
   if (!jsonFile || !binFile) throw new Error("Choose both files: model.json and weights.bin.");
   let manifest;
+  const json = await jsonFile.text();
   try {
-    manifest = JSON.parse(await jsonFile.text());
+    manifest = JSON.parse(json);
   } catch {
     throw new Error(`${jsonFile.name} is not a model.json file (it is not valid JSON).`);
   }
@@ -127,28 +177,15 @@ export async function importFiles(jsonFile, binFile) {
     throw new Error(`${jsonFile.name} expects its weights in "${paths[0]}", but the chosen file is named ` +
       `"${binFile.name}". Rename it to ${paths[0]} (browsers rename repeated downloads) and import again.`);
   }
-  const {tf} = await ensureTf();
-  return tf.loadLayersModel(tf.io.browserFiles([jsonFile, binFile]));
+  return loadFromArtifacts(json, await binFile.arrayBuffer());
 }
 
-/** A fetch that fails on an HTTP error instead of handing TF.js an error page as weights. */
-export async function strictFetch(url, init) {
-  const res = await fetch(url, init);
-  if (!res.ok) throw new Error(`HTTP ${res.status} fetching ${String(url).split("?")[0]}`);
-  return res;
+/** A model from model.json's text and weights.bin's bytes (e.g. kept in IndexedDB). Resolves to a handle. */
+export async function loadFromArtifacts(json, bin) {
+  return (await import("./trainer.js")).load("artifacts", {json, bin}, [bin]);
 }
 
-/**
- * A model from two (signed) URLs: weights.bin is fetched from
- * its own URL, not from model.json's URL with model.json's query string. Resolves to the tf.LayersModel.
- */
+/** A model from two (signed) URLs. Resolves to a handle. */
 export async function loadFromUrls(jsonUrl, binUrl) {
-  const {tf} = await ensureTf();
-  return tf.loadLayersModel(jsonUrl, {
-    fetchFunc: strictFetch,
-    weightUrlConverter: async (path) => {
-      if (basename(path) === "weights.bin") return binUrl;
-      throw new Error(`model.json lists an unknown weights file: ${path}`);
-    },
-  });
+  return (await import("./trainer.js")).load("urls", {jsonUrl, binUrl});
 }

@@ -74,7 +74,8 @@ async function main() {
   say("Loading the model…");
   let model, pre;
   try {
-    const [{loadFromUrls}, train] = await Promise.all([import("./model.js"), import("./train.js")]);
+    // The model lives in the lab's worker (js/trainer.js), as in the lab: the page only holds a handle.
+    const [{loadFromUrls}, trainer] = await Promise.all([import("./model.js"), import("./trainer.js")]);
     model = await loadFromUrls(view.model_json_url, view.weights_url);
     pre = model.getUserDefinedMetadata()?.preprocessor;
     if (!pre) throw new Error("the model has no preprocessing metadata");
@@ -86,7 +87,7 @@ async function main() {
         return [control.name, control.value];
       }));
       try {
-        render(output, await train.predict(model, pre, row));
+        render(output, await trainer.predict(model, pre, row));
       } catch (err) {
         output.classList.add("problem");
         output.replaceChildren(`The prediction failed: ${err.message}`);

@@ -2,10 +2,13 @@
 // stays small: TF.js, uPlot and the training code load only when the person trains or imports.
 import {ACTIVATIONS, LIMITS, OPTIMIZERS, TASKS, paramCount, validate} from "./model.js";
 import {$, el, showMessage} from "./dom.js";
+import {duration, number} from "./format.js";
+import {BACKENDS, LABEL, describeBackend, saveChoice, savedChoice} from "./tfjs.js";
+import {LARGE_ROWS} from "./data.js";
 import {state} from "./state.js";
 
 const STORAGE_KEY = "mllab.builder.v1";
-const DEFAULTS = {task: "auto", layers: [{units: 8, activation: "tanh"}], optimizer: "adam", learning_rate: 0.1,
+const DEFAULTS = {task: "auto", layers: [{units: 8, activation: "tanh"}], optimizer: "adam", learning_rate: 0.01,
   epochs: 300, batch_size: 32, seed: 1, patience: 50};
 const ASSUMED = {inputs: 2, outputs: 1}; // until a dataset says otherwise (the XOR demo's shape)
 const TASK_NAMES = {binary: "Binary classification", multiclass: "Multiclass classification", regression: "Regression"};
@@ -15,7 +18,7 @@ function field(labelText, control, hint) { // label[for], not a wrapping label: 
   const label = el("label", {htmlFor: control.id, textContent: labelText}); // would join its accessible name
   return el("div", {className: "field"}, label, control, hint ? el("small", {textContent: hint}) : null);
 }
-const seconds = (ms) => (ms < 10_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms / 1000)} s`);
+const seconds = duration;
 
 // --- the draft (localStorage) ------------------------------------------------------------------
 
@@ -193,6 +196,7 @@ function changed() {
     delete summary.dataset.count;
   }
   updateTrainButton(problems);
+  scheduleEstimate();
 }
 
 // --- training ------------------------------------------------------------------------------------
@@ -207,9 +211,17 @@ const message = el("p", {id: "train-message"});
 message.setAttribute("aria-live", "polite");
 const chartBox = el("div", {id: "train-chart", className: "charts"});
 const results = el("div", {id: "train-results"});
+const backendSelect = el("select", {id: "backend-select"},
+  option("auto", "Auto: the fastest, measured", false), ...BACKENDS.map((b) => option(b, LABEL[b], false)));
+backendSelect.value = savedChoice();
+const estimateLine = el("p", {id: "train-estimate", className: "hint"});
+estimateLine.setAttribute("aria-live", "polite");
 panel.dataset.state = "idle";
-panel.append(el("h3", {textContent: "Training"}), el("p", {className: "buttons"}, trainButton, " ", stopButton),
-  hint, progress, message, chartBox, results);
+panel.append(el("h3", {textContent: "Training"}),
+  el("div", {className: "backend-choice"}, field("Backend", backendSelect,
+    "where TF.js computes: Auto measures each backend on a small model and keeps the fastest")),
+  el("p", {className: "buttons"}, trainButton, " ", stopButton),
+  hint, estimateLine, progress, message, chartBox, results);
 
 function updateTrainButton(problems = problemsNow()) {
   const fromData = problems.find((p) => p.field === "dataset");
@@ -222,19 +234,53 @@ function updateTrainButton(problems = problemsNow()) {
 const say = (text, problem = false) => showMessage(message, text, problem, "status");
 
 const backendStatus = $("backend-status");
-function showBackend(backend, describe) {
-  backendStatus.textContent = describe(backend);
+function showBackend(backend) {
+  if (!backend) return;
+  backendStatus.textContent = describeBackend(backend);
   backendStatus.dataset.backend = backend.name;
+  backendSelect.dataset.active = backend.name;
   if (backend.reason) backendStatus.dataset.reason = backend.reason; else delete backendStatus.dataset.reason;
 }
-async function refreshBackend() {
-  const tfjs = await import("./tfjs.js");
-  if (tfjs.isLoaded()) showBackend((await tfjs.ensureTf()).backend, tfjs.describeBackend);
+backendStatus.textContent = `Backend: picked when you train (TF.js loads on demand, off the page's thread)` +
+  (backendSelect.value === "auto" ? "." : `; ${LABEL[backendSelect.value]} chosen.`);
+backendSelect.addEventListener("change", async () => {
+  saveChoice(backendSelect.value);
+  (await import("./trainer.js")).setChoice(backendSelect.value);
+  scheduleEstimate();
+});
+
+// The time a run should take, before it starts: measured on a few batches in the worker (large datasets only).
+function describeEstimate({backend, stepMs, ms}, epochs) {
+  return `Estimated training time: about ${duration(ms)} for ${number(epochs)} epochs on ${LABEL[backend.name]} ` +
+    `(measured ${number(Number(stepMs.toFixed(2)))} ms a batch)${draft.patience > 0 ? "; early stopping may end it sooner" : ""}.`;
 }
-{
-  const wanted = new URLSearchParams(location.search).get("backend");
-  backendStatus.textContent = "Backend: picked when you train (TF.js loads on demand)" +
-    (wanted ? `; ?backend=${wanted} requested.` : ".");
+let estimateTimer = null, estimateFor = 0;
+function scheduleEstimate() {
+  clearTimeout(estimateTimer);
+  const mine = ++estimateFor;
+  const rows = dataset?.rows.length || 0;
+  if (rows < LARGE_ROWS || shape.assumed || shape.problems.length || training || problemsNow().length) {
+    if (!training) estimateLine.textContent = "";
+    return;
+  }
+  estimateTimer = setTimeout(async () => {
+    const run = draftForRun();
+    const valRows = Math.round(rows * (dataset.validation ?? 0.2));
+    const spec = {task: run.task, inputs: shape.inputs, outputs: shape.outputs, layers: run.layers,
+      optimizer: run.optimizer, learning_rate: run.learning_rate, seed: run.seed};
+    estimateLine.textContent = "Measuring how long training will take…";
+    try {
+      const trainer = await import("./trainer.js");
+      const batchSize = Math.min(run.batch_size, rows - valRows);
+      const result = await trainer.estimate({spec, batchSize, epochs: run.epochs, trainRows: rows - valRows, valRows});
+      if (mine !== estimateFor || training) return;
+      estimateLine.textContent = describeEstimate(result, run.epochs);
+      estimateLine.dataset.ms = String(Math.round(result.ms));
+      showBackend(result.backend);
+    } catch (err) {
+      if (mine === estimateFor && !training) estimateLine.textContent = `The training time could not be estimated: ${err.message}`;
+    }
+  }, 600);
 }
 
 function outcome(result, backend) {
@@ -247,7 +293,9 @@ function outcome(result, backend) {
   if (stopped || earlyStopped || bestEpoch !== epochsRun) {
     parts.push(`The model keeps the best weights, from epoch ${bestEpoch} (lowest validation loss).`);
   }
-  if (result.metrics.final.loss === null) parts.push("The loss diverged (NaN): try a lower learning rate.");
+  if (result.metrics.final.loss === null && !result.metrics.epochs.some((r) => r.loss === null)) {
+    parts.push("The loss diverged (NaN): try a lower learning rate.");
+  }
   if (!result.heldOut) parts.push("The dataset is too small to hold rows out, so the validation loss is measured on the training rows.");
   return parts.join(" ");
 }
@@ -261,24 +309,31 @@ async function startTraining() {
   stopper = new AbortController();
   const {signal} = stopper;
   training = true;
+  clearTimeout(estimateTimer);
+  estimateFor++;
   updateTrainButton();
   stopButton.disabled = false;
   panel.dataset.state = "loading";
   say("");
-  progress.textContent = "Loading TensorFlow.js…";
+  progress.textContent = "Loading TensorFlow.js in the background…";
   try {
-    const [trainer, charts, tfjs] = await Promise.all([import("./train.js"), import("./chart.js"), import("./tfjs.js")]);
-    const {backend} = await tfjs.ensureTf();
-    showBackend(backend, tfjs.describeBackend);
+    const [trainer, charts] = await Promise.all([import("./train.js"), import("./chart.js")]);
+    (await import("./trainer.js")).setChoice(backendSelect.value);
     chart?.destroy();
     chart = null;
     chart = await charts.createChart(chartBox, {classification: run.task !== "regression"});
-    panel.dataset.state = "training";
-    for (const k of ["firstLoss", "finalLoss", "finalAcc", "epochsRun", "epoch", "elapsedMs"]) delete panel.dataset[k];
+    for (const k of ["firstLoss", "finalLoss", "finalAcc", "epochsRun", "epoch", "elapsedMs", "bestEpoch"]) delete panel.dataset[k];
     let last = 0;
     const result = await trainer.train(data, run, {signal,
+      onEstimate: (estimate) => {
+        showBackend(estimate.backend);
+        estimateLine.textContent = describeEstimate(estimate, run.epochs);
+        estimateLine.dataset.ms = String(Math.round(estimate.ms));
+        progress.textContent = `Starting on ${LABEL[estimate.backend.name]}…`;
+      },
       onBegin: ({trainRows, valRows, heldOut}) => {
-        progress.textContent = `Training on ${trainRows} rows, validating on ${valRows}${heldOut ? "" : " (the same rows)"}…`;
+        panel.dataset.state = "training";
+        progress.textContent = `Training on ${number(trainRows)} rows, validating on ${number(valRows)}${heldOut ? "" : " (the same rows)"}…`;
       },
       onEpoch: ({epoch, epochs, row, elapsedMs}) => {
         if (epoch === 1) panel.dataset.firstLoss = String(row.loss);
@@ -289,17 +344,20 @@ async function startTraining() {
         last = now;
         const eta = (elapsedMs / epoch) * (epochs - epoch);
         progress.textContent = `Epoch ${epoch} of ${epochs} · ${seconds(elapsedMs)} elapsed · about ${seconds(eta)} left` +
-          ` · loss ${row.loss?.toFixed(4)}`;
+          ` · loss ${number(row.loss)}`;
       },
     });
+    chart.setBest(result.bestEpoch);
     chart.flush();
+    showBackend(result.backend);
     progress.textContent = `Epoch ${result.epochsRun} of ${run.epochs} · ${seconds(result.elapsedMs)} elapsed`;
     Object.assign(panel.dataset, {finalLoss: String(result.metrics.final.loss), epochsRun: String(result.epochsRun),
-      elapsedMs: String(Math.round(result.elapsedMs)), state: result.stopped ? "stopped" : result.earlyStopped ? "early-stopped" : "done"});
+      bestEpoch: String(result.bestEpoch), elapsedMs: String(Math.round(result.elapsedMs)),
+      state: result.stopped ? "stopped" : result.earlyStopped ? "early-stopped" : "done"});
     if (result.metrics.final.acc !== undefined) panel.dataset.finalAcc = String(result.metrics.final.acc);
-    say(outcome(result, backend.name));
+    say(outcome(result, result.backend.name));
     state.set("model", {model: result.model, spec: result.spec, preprocessor: result.preprocessor,
-      metrics: result.metrics, dataset: data, source: "trained"});
+      metrics: result.metrics, heldOut: result.heldOut, validation: result.exposed, dataset: data, source: "trained"});
   } catch (err) {
     chart?.flush();
     progress.textContent = "";
@@ -311,6 +369,8 @@ async function startTraining() {
     stopper = null;
     stopButton.disabled = true;
     updateTrainButton();
+    // The disabled Train button lost the focus to the page body: give it back, unless the person moved on.
+    if (!document.activeElement || document.activeElement === document.body) trainButton.focus({preventScroll: true});
   }
 }
 
@@ -377,6 +437,7 @@ importButton.addEventListener("click", async () => {
   try {
     const {importFiles} = await import("./model.js");
     const model = await importFiles(json, bin);
+    showBackend(model.backend);
     const meta = model.getUserDefinedMetadata() || {};
     state.set("model", {model, spec: meta.spec || null, preprocessor: meta.preprocessor || null, metrics: null,
       dataset: null, source: `files: ${json.name} + ${bin.name}`});
@@ -391,8 +452,16 @@ importButton.addEventListener("click", async () => {
 
 // --- the shared state ------------------------------------------------------------------------------
 
+let warmed = false;
 state.on("dataset", (next) => {
   dataset = next;
+  if (next && !warmed) { // the chart library and the browser's canvas get ready while the person looks at the data
+    warmed = true;
+    const idle = globalThis.requestIdleCallback || ((f) => setTimeout(f, 200));
+    // (and the training modules compile now rather than in the first moments of a run)
+    idle(() => Promise.all([import("./chart.js").then((c) => c.warmUp()), import("./train.js")]).catch(() => { warmed = false; }),
+      {timeout: 1000});
+  }
   renderTaskOptions();
   refreshShape();
 });
@@ -403,8 +472,9 @@ state.on("model", async (next) => {
   exportButton.disabled = !next?.model;
   if (previous?.model && previous.model !== next?.model) (await import("./model.js")).disposeModel(previous.model);
   if (!next?.model) { results.replaceChildren(); return; }
-  refreshBackend();
+  showBackend(next.model.backend);
   const {renderResults} = await import("./train.js");
+  await new Promise((resolve) => setTimeout(resolve)); // a task of its own: the run's end already did enough
   if (trained === next) renderResults(results, next);
 });
 

@@ -1,7 +1,7 @@
 """`make bench`: cold starts per function beside a bare function, token signing/verification, URL
 signing, the object-event pipeline (upload-to-record latency, recorder throughput), and the lab in
-headless Chromium (first-load weight, time to interactive, XOR training per backend: lab_bench.py),
-and server-side inference (plain Python vs numpy, whole predictions: predict_bench.py).
+headless Chromium (first-load weight, time to interactive, small and medium model training per backend:
+lab_bench.py), and server-side inference (plain Python vs numpy, whole predictions: predict_bench.py).
 
 Cold start = process start to the first *real* response (for jwks a 200 with keys; for the event
 function an event recorded in the Firestore emulator), median of RUNS fresh processes.

@@ -152,11 +152,12 @@ class ServingLab(Lab):
                 const {state} = await import('/js/state.js');
                 const {exportArtifacts} = await import('/js/model.js');
                 const train = await import('/js/train.js');
+                const fit = await import('/js/fit.js');
                 const data = await import('/js/data.js');
                 const m = state.model;
                 let pre = m.preprocessor;
                 if (scaling) {
-                    const {trainRows} = train.prepare(m.dataset, m.spec.task, m.spec.seed);
+                    const {trainRows} = fit.prepare(m.dataset, m.spec.task, m.spec.seed);
                     pre = data.fitPreprocessor(trainRows, m.dataset.columns, m.spec.task, m.dataset.target, {scaling});
                 }
                 const {json, bin} = await exportArtifacts(m.model, {preprocessor: pre, spec: m.spec});

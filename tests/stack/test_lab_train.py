@@ -36,11 +36,13 @@ def test_page_loads_clean_and_tfjs_waits_for_train(lab: Lab, new_user) -> None:
             lab.open(wait_until="networkidle")
         lab.load_xor()
         assert not lab.tf_loaded()
-        assert not [u for u in lab.vendor_requests() if "papaparse" not in u]  # no TF.js, no uPlot
+        # no TF.js and no backend (uPlot may warm up once there is data to chart)
+        assert not [u for u in lab.vendor_requests() if "/vendor/tf" in u]
         expect(lab.page.locator("#backend-status")).to_contain_text("picked when you train")
     lab.configure(epochs=5)
     lab.train()
     assert lab.tf_loaded()
+    assert lab.page.evaluate("typeof window.tf") == "undefined"  # TF.js runs in the training worker only
     assert any(u.endswith("/vendor/tf.es2017.min.js") for u in lab.vendor_requests())
     # ?backend=cpu: WebGPU is never tried, so its backend script is not even fetched
     assert not any("tf-backend-webgpu" in u for u in lab.vendor_requests())
@@ -244,12 +246,12 @@ def test_backend_ladder_reports_what_it_picked(lab: Lab) -> None:
             # SwiftShader's WebGL, or the CPU fallback saying why
             assert backend == "webgl" or (backend == "cpu" and "WebGL unavailable" in reason), (backend, reason)
             if backend == "webgl":
-                expect(status).to_contain_text("chosen with ?backend=webgl")
+                expect(status).to_contain_text("Backend: webgl (chosen)")
         else:
-            assert backend in ("webgpu", "webgl", "cpu")
-            if backend != "webgpu":
-                assert reason.startswith("WebGPU unavailable: "), reason
-                expect(status).to_contain_text("WebGPU unavailable")
+            # a small model: every backend that starts is timed on a batch and the fastest is kept
+            assert backend in ("webgpu", "webgl", "wasm", "cpu")
+            expect(status).to_contain_text("fastest for this model's size")
+            expect(status).to_contain_text("CPU")
     print(f"\nbackends picked: {picked}")
 
 

@@ -142,12 +142,17 @@ def test_every_upload_kind_is_recorded_at_its_limit_and_refused_just_over(lab, m
     assert wait(lambda: _rejections(lab.uid, name)), "the oversized file was not refused"
     assert bucket().get_blob(name) is None and never_recorded(name, generation)
     assert recorder.usage_of(lab.uid) == limit
+    # The refusal is audited before the record is marked failed (the recorder's last step): wait for the mark.
+    failed = wait(lambda: (r := _refused_record(lab, kind, made)) and r["status"] == "failed" and r)
+    assert failed and "at most" in failed["failure"]
+
+
+def _refused_record(lab, kind: str, made: dict) -> dict:
     if kind in ("model", "weights"):
-        failed = ok(lab.request("GET", f"/models/{made['model']}"))["versions"][0]
-        assert failed["version"] == 2
-    else:
-        failed = _record_of(lab, kind, made)
-    assert failed["status"] == "failed" and "at most" in failed["failure"]
+        version = ok(lab.request("GET", f"/models/{made['model']}"))["versions"][0]
+        assert version["version"] == 2
+        return version
+    return _record_of(lab, kind, made)
 
 
 def test_one_upload_url_makes_at_most_one_recorded_file(lab, made, stack: Stack) -> None:

@@ -1,5 +1,5 @@
 """The workbench page for the lab tests that train (workbench, cloud, library, accessibility): the CPU
-backend unless a test asks for another, the XOR demo, the builder, training and predictions."""
+backend unless a test asks for another, the XOR demo, the builder, training (in a worker) and predictions."""
 
 from __future__ import annotations
 
@@ -28,7 +28,10 @@ class Lab(lab_support.Lab):
         super().sign_in(user, query)
 
     def tf_loaded(self) -> bool:
-        return self.page.evaluate("typeof window.tf") != "undefined"
+        """TF.js has been loaded: in the training worker (the page itself never loads it)."""
+        return self.page.evaluate(
+            "async () => typeof window.tf !== 'undefined' || (await import('/js/trainer.js')).isLoaded()"
+        )
 
     def vendor_requests(self) -> list[str]:
         return [u for u in self.requests if "/vendor/" in u]
@@ -84,7 +87,8 @@ class Lab(lab_support.Lab):
         return out.get_attribute("data-label"), json.loads(out.get_attribute("data-output"))
 
     def num_tensors(self) -> int:
-        return self.page.evaluate("window.tf.memory().numTensors")
+        """Tensors alive in the training worker."""
+        return self.page.evaluate("async () => (await (await import('/js/trainer.js')).memory()).numTensors")
 
 
 lab = lab_support.fixture(Lab)

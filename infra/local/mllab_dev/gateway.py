@@ -93,6 +93,7 @@ class Gateway:
         return resp(environ, start_response)
 
     def respond(self, raw: Request, request_id: str, origin: str | None) -> Response:
+        lab_file = False
         try:
             if raw.path == "/healthz":
                 resp = self.healthz()
@@ -107,6 +108,7 @@ class Gateway:
                 return self.proxy(raw, request_id)  # the function already set every header
             else:
                 resp = self.static(raw)
+                lab_file = True
         except http.Problem as problem:
             resp = http.problem_response(problem, request_id, raw.path)
         except Exception as exc:  # noqa: BLE001 - a gateway bug must still answer problem+json
@@ -114,7 +116,9 @@ class Gateway:
             resp = http.problem_response(
                 http.Problem(500, "The local gateway failed; see its log."), request_id, raw.path
             )
-        security = LAB_SECURITY_HEADERS if resp.mimetype == "text/html" else None
+        # Every file of the lab carries the lab's CSP, as the deployed bucket sends it: a worker script
+        # (js/train-worker.js) is governed by its own response's CSP, not by the page's.
+        security = LAB_SECURITY_HEADERS if lab_file or resp.mimetype == "text/html" else None
         http.apply_common_headers(resp, request_id, origin, security)
         return resp
 

@@ -45,9 +45,10 @@ API_SECURITY_HEADERS = {
 def lab_csp(connect: str) -> str:
     """The lab page's CSP (the local gateway and the deployed bucket both send it); `connect`: the
     origins besides its own it talks to (the API when on another host, the bucket for signed URLs).
-    Never 'unsafe-eval': the lab loads TF.js's es2017 build."""
+    Never 'unsafe-eval': the lab loads TF.js's es2017 build. 'wasm-unsafe-eval' lets TF.js's WASM backend
+    compile its WebAssembly (it allows no JavaScript eval)."""
     return (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+        "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data: blob:; "
         f"connect-src 'self' {connect}; worker-src 'self' blob:; font-src 'self'; object-src 'none'; "
         "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
     )

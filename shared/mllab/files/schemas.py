@@ -150,7 +150,7 @@ class Metrics(BaseModel):
     params: dict
     epochs: Annotated[list[EpochMetrics], Field(max_length=100_000)]
     final: dict
-    backend: Literal["webgpu", "webgl", "cpu"]
+    backend: Literal["webgpu", "webgl", "wasm", "cpu"]
     started_at: str
     finished_at: str
 
