@@ -85,6 +85,19 @@ SIZING: dict[str, Sizing] = {
     "reconcile_subscriptions": Sizing(
         "512Mi", "1", 1, 0, 1, "540s", "one daily run over the subscriptions that need a re-read"
     ),
+    "deployments": Sizing(
+        "512Mi", "1", 40, 0, 10, "60s", "short Firestore reads and writes; deploying reads and checks the model's files"
+    ),
+    "predict": Sizing(
+        "1Gi",
+        "1",
+        20,
+        0,
+        20,
+        "30s",
+        "CPU-bound inference (numpy, BLAS on one thread) with a 64 MB model cache per process; "
+        "a request is at most 10^9 multiply-adds",
+    ),
 }
 
 # Only the finalize recorder retries: a failed daily job runs again the next day, while a lost object
