@@ -22,6 +22,7 @@ from mllab.platform import audit, clients, clock, config, log, mail, ratelimit, 
 from mllab.platform.problems import Problem
 from mllab.platform.queries import Query
 from mllab.serving import apikeys, deployments, metering
+from mllab.serving import schemas as serving_schemas
 
 # Internal fields never leave the server (the export answers a whitelist per collection).
 USER_EXPORT_FIELDS = (
@@ -59,12 +60,15 @@ def me(user: dict[str, Any], sid: str) -> identity_schemas.Me:
     """The Me document: who, which plan (recomputed for now), how much of it is used."""
     uid, now = user["uid"], clock.now()
     refs = [entitlements.ref(uid), clients.firestore().collection(recorder.USAGE).document(uid), recorder.day_ref(uid)]
-    # One round trip for the three documents (the liveness check already made one).
+    month = metering.month_of(now)
+    shards = metering.shard_refs(uid, month)
+    # One round trip for the documents and this month's prediction shards (the liveness check made one).
     got = {
         snap.reference.path: (snap.to_dict() or {}) if snap.exists else None
-        for snap in clients.firestore().get_all(refs)
+        for snap in clients.firestore().get_all([*refs, *shards])
     }
     ent, usage_doc, day = (got.get(ref.path) for ref in refs)
+    predicted = sum(int((got.get(ref.path) or {}).get("count") or 0) for ref in shards)
     plan = entitlements.plan_of(ent, now)
     usage = file_schemas.Usage(
         storage_bytes=int((usage_doc or {}).get("storage_bytes", 0)),
@@ -72,8 +76,13 @@ def me(user: dict[str, Any], sid: str) -> identity_schemas.Me:
         uploads_today=int((day or {}).get("uploads", 0)),
         uploads_limit=plan.uploads_per_day,
     )
+    predictions = serving_schemas.PredictionUsage(month=month, predictions=predicted, limit=plan.predictions_per_month)
     return identity_schemas.Me(
-        **users.public(user), subscription=entitlements.view(ent, now), usage=usage, csrf=sessions.csrf_token(sid)
+        **users.public(user),
+        subscription=entitlements.view(ent, now),
+        usage=usage,
+        predictions=predictions,
+        csrf=sessions.csrf_token(sid),
     )
 
 

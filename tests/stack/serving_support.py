@@ -221,3 +221,32 @@ def golden_files() -> tuple[bytes, bytes, dict[str, Any]]:
         (GOLDEN / "weights.bin").read_bytes(),
         json.loads((GOLDEN / "tfjs_predictions.json").read_text()),
     )
+
+
+def synthetic_files(task: str) -> tuple[bytes, bytes]:
+    """Lab-shaped files of a `task` model (every preprocessing kind) without a browser, made by
+    tests/unit/serving_support.py (the unit tests' and the predict bench's builder)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "unit" / "serving_support.py"
+    spec = importlib.util.spec_from_file_location("unit_serving_support", path)
+    assert spec and spec.loader
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    features = [
+        builder.numeric("age", mean=40.0, std=12.0, missing_indicator=True),
+        builder.numeric("income", mean=5.0, std=2.0, lo=0.0, hi=20.0, scaling="minmax"),
+        builder.categorical("plan", ["basic", "pro", "__missing__"]),
+    ]
+    return builder.files(features, [(8, "relu"), (4, "tanh")], task)
+
+
+def used_up(uid: str, predictions: int) -> None:
+    """Records `predictions` of this month for `uid` in one metering shard, as the predict path writes them."""
+    from mllab.platform import clients, clock
+    from mllab.serving import metering
+
+    month = metering.month_of()
+    clients.firestore().collection(metering.COLLECTION).document(f"{uid}_{month}_0").set(
+        {"uid": uid, "month": month, "shard": 0, "count": predictions, "by_deployment": {}, "updated_at": clock.now()}
+    )

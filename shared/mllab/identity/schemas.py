@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from mllab.billing.schemas import Subscription
 from mllab.files.schemas import Usage
 from mllab.platform.wire import Plain, Strict
+from mllab.serving.schemas import PredictionUsage
 
 
 class Jwk(BaseModel):
@@ -94,6 +95,7 @@ class Me(BaseModel):
     )
     subscription: Subscription
     usage: Usage
+    predictions: PredictionUsage = Field(default_factory=PredictionUsage)
     csrf: str
 
 

@@ -108,6 +108,9 @@ class Plan(BaseModel):
     versions_per_model: int  # version numbers ever allocated on one model
     datasets: int
     jobs: int
+    # Serving (docs/serving.md): deployments a user may keep, predictions a month across them.
+    deployments: int
+    predictions_per_month: int
 
 
 # The plans (docs/architecture.md, entitlements). A promo trial, a comp code and an operator grant all give `pro`.
@@ -124,6 +127,8 @@ PLANS: dict[str, Plan] = {
         versions_per_model=20,
         datasets=50,
         jobs=100,
+        deployments=0,
+        predictions_per_month=0,
     ),
     "pro": Plan(
         id="pro",
@@ -137,6 +142,8 @@ PLANS: dict[str, Plan] = {
         versions_per_model=100,
         datasets=1000,
         jobs=5000,
+        deployments=20,
+        predictions_per_month=100_000,
     ),
 }
 PAYPAL_PAYMENT_FAILURE_THRESHOLD = 2  # failed cycles before PayPal suspends (bootstrap sets it on the plan)

@@ -22,7 +22,7 @@ from .errors import ModelError
 
 COLLECTION = "deployments"
 QUERIES: tuple[Query, ...] = (Query(COLLECTION, ("uid",)),)  # a user's deployments (sorted here)
-MAX_DEPLOYMENTS = 20  # per user
+MAX_DEPLOYMENTS = config.PLANS["pro"].deployments  # per user (the plans table's)
 MAX_DESCRIPTION = 500
 PLAN_REQUIRED = (
     "Deployments need PRO or a promo trial: a deployed model answers predictions over HTTPS. "

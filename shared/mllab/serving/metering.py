@@ -62,6 +62,11 @@ def _shard_ref(uid: str, month: str, shard: int) -> Any:
     return clients.firestore().collection(COLLECTION).document(f"{uid}_{month}_{shard}")
 
 
+def shard_refs(uid: str, month: str) -> list[Any]:
+    """The month's shard documents of a user (a caller may read them with others in one round trip)."""
+    return [_shard_ref(uid, month, k) for k in range(SHARDS)]
+
+
 def record(uid: str, deployment_id: str, n: int) -> None:
     """Counts `n` predictions; writes this process's buffer when the last write is a second old."""
     month = month_of()

@@ -18,7 +18,7 @@ from typing import Any
 from mllab.billing import entitlements
 from mllab.files import catalog
 from mllab.identity import users
-from mllab.platform import clients, clock, ratelimit
+from mllab.platform import clients, clock, config, ratelimit
 from mllab.platform.problems import Problem
 
 from . import apikeys, deployments, metering, store
@@ -27,7 +27,7 @@ from .predictor import MAX_INSTANCES
 SCOPE = "predict"
 OWNER_TTL_S = 10.0  # how stale a process's view of an owner's plan and account may be
 # Predictions a month per plan (free: no deployments at all).
-PREDICTIONS_PER_MONTH = {"free": 0, "pro": 100_000}
+PREDICTIONS_PER_MONTH = {p.id: p.predictions_per_month for p in config.PLANS.values()}  # the plans table's
 PAUSED = (
     "This deployment is paused: its owner's PRO plan has ended. It answers again as soon as PRO is "
     "resumed; nothing was deleted."

@@ -47,7 +47,7 @@ class DeploymentList(BaseModel):
 class CreateApiKey(Strict):
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), Plain]
     scopes: Annotated[list[Literal["predict"]], Field(min_length=1, max_length=1)]
-    deployment_ids: Annotated[list[str], Field(max_length=50)] | None = None
+    deployment_ids: Annotated[list[Id], Field(max_length=50)] | None = None
     expires_in_days: Annotated[int, Field(ge=1, le=3650)] | None = None
 
 
@@ -92,6 +92,14 @@ class PublicDeployment(BaseModel):
     model_json_url: str
     weights_url: str
     urls_expire_at: str
+
+
+class PredictionUsage(BaseModel):
+    """This month's predictions (UTC), as GET /me shows them; the count lags by up to a second."""
+
+    month: str = ""
+    predictions: int = 0
+    limit: int = 0
 
 
 class PredictRequest(Strict):
