@@ -376,7 +376,11 @@ class Router:
                     "This endpoint needs an API key: send Authorization: Bearer mlk_... (the lab's API keys panel).",
                     headers={"WWW-Authenticate": 'Bearer realm="mllab"'},
                 )
-            return None  # the key itself is judged by the route's domain (rate-limited, constant time)
+            from mllab.serving import apikeys  # only the API-key routes' functions load it
+
+            if apikeys.parse(key.strip()) is None:  # not a key at all (a session token, say): refused before the body
+                raise Problem(401, apikeys.NOT_VALID, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+            return None  # a well-formed key is judged by the route's domain (rate-limited, constant time)
         if route.auth is not Auth.ACCESS_TOKEN:
             return None  # cookie and webhook routes authenticate in their own modules
         scheme, _, token = raw.headers.get("Authorization", "").partition(" ")
