@@ -105,6 +105,15 @@ const ops = {
     return {output, ...decodeOutput(preprocessor, output)};
   },
 
+  // Rows of raw values (a chunk of a CSV for js/batch.js) -> {outputs: Float32Array, rows x outputs}.
+  async predictRows({id, preprocessor, rows}, report, transfer) {
+    const tf = getTf();
+    const x = rows.map((row) => transformFeatures(preprocessor, row));
+    const outputs = tf.tidy(() => model(id).predict(tf.tensor2d(x, [x.length, preprocessor.inputs])).dataSync());
+    transfer.push(outputs.buffer);
+    return {outputs};
+  },
+
   async export({id, metadata}, report, transfer) {
     const files = await saveTfArtifacts(model(id), metadata);
     transfer.push(files.bin);

@@ -2,7 +2,7 @@
 // recall and F1, hints in plain words from the curves, and the prediction form. Training itself runs
 // in a worker (js/trainer.js, js/fit.js), so the page stays responsive. Loaded on demand by workbench.js.
 import {normalizeCell} from "./data.js";
-import {el} from "./dom.js";
+import {el, showMessage} from "./dom.js";
 import {featuresOf} from "./fit.js";
 import {NONE, metric, number, percent} from "./format.js";
 import {diagnose} from "./metrics.js";
@@ -151,6 +151,48 @@ function predictForm(trained) {
   return form;
 }
 
+// Batch predictions: a CSV in, the same CSV back with prediction columns, all in this page (js/batch.js).
+function batchForm(trained) {
+  const file = el("input", {type: "file", id: "batch-file", accept: ".csv,text/csv"});
+  const button = el("button", {type: "submit", id: "batch-button", textContent: "Predict the file"});
+  const status = el("p", {id: "batch-status", className: "hint"});
+  status.setAttribute("role", "status");
+  const link = el("p", {id: "batch-result"});
+  const form = el("form", {id: "batch-form"},
+    el("fieldset", {}, el("legend", {textContent: "Predict a CSV file"}),
+      el("p", {className: "hint", textContent: "Every row gets the model's prediction; the file never leaves this browser."}),
+      el("div", {className: "import"},
+        el("div", {className: "field"}, el("label", {htmlFor: "batch-file", textContent: "CSV file with the feature columns"}), file),
+        button),
+      status, link));
+  let url = null;
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const chosen = file.files[0];
+    if (!chosen) { showMessage(status, "Choose a CSV file first.", true); return; }
+    button.disabled = true;
+    link.replaceChildren();
+    showMessage(status, `Reading ${chosen.name}…`);
+    try {
+      const {predictCsv} = await import("./batch.js");
+      const result = await predictCsv(trained.model, trained.preprocessor, chosen, {
+        onProgress: (done, total) => showMessage(status, `Predicted ${done.toLocaleString("en-US")} of ${total.toLocaleString("en-US")} rows…`)});
+      if (url) URL.revokeObjectURL(url);
+      url = URL.createObjectURL(new Blob([result.csv], {type: "text/csv"}));
+      const name = `${chosen.name.replace(/\.csv$/i, "")}-predictions.csv`;
+      const anchor = el("a", {href: url, download: name, id: "batch-download", textContent: `Download ${name}`});
+      anchor.dataset.rows = String(result.rows);
+      link.replaceChildren(anchor);
+      showMessage(status, `Predicted ${result.rows.toLocaleString("en-US")} rows; added ${result.columns.join(", ")}.`);
+    } catch (err) {
+      showMessage(status, `The file could not be predicted: ${err.message}`, true);
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return form;
+}
+
 /** Show a trained or loaded model ({model, spec, preprocessor, metrics, heldOut?, source}) in `container`. */
 export function renderResults(container, trained) {
   const parts = [];
@@ -164,6 +206,6 @@ export function renderResults(container, trained) {
   } else {
     parts.push(el("p", {className: "hint", textContent: `Model from ${trained.source || "elsewhere"}; it has no training metrics here.`}));
   }
-  if (trained.preprocessor) parts.push(predictForm(trained));
+  if (trained.preprocessor) parts.push(predictForm(trained), batchForm(trained));
   container.replaceChildren(...parts.filter(Boolean));
 }

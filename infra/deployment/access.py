@@ -50,17 +50,24 @@ READS: dict[str, tuple[str, ...]] = {
     "promo_apply": (config.PUBLIC_KEYS, config.SESSION_KEYS),
     "reconcile_subscriptions": (config.PAYPAL_CLIENT, config.SMTP_URL),  # re-reads at PayPal, access-ending mail
     "sweep_uploads": (),  # deployed only with an S3-compatible store (not by this plan yet: docs/operations.md)
+    "deployments": (config.PUBLIC_KEYS, config.SESSION_KEYS),
+    "predict": (),  # API keys are SHA-256 digests compared in constant time: no secret is involved
 }
 
 # Bucket role per function that uses storage: each of them deletes objects (a record's files, a rule-
 # breaking upload, a purged account's files) and the signer's URLs create and overwrite them, which
-# needs storage.objects.delete, so objectAdmin; nobody gets bucket-level admin.
+# needs storage.objects.delete, so objectAdmin; nobody gets bucket-level admin. The serving functions
+# only read a model's two files (and the share page's signed GET URLs only read), so objectViewer.
+READ_ONLY_BUCKET = frozenset({"deployments", "predict"})
 BUCKET_ROLES: dict[str, str] = {
-    fn.name: "roles/storage.objectAdmin" for fn in routes.for_store("gcs") if "storage" in fn.uses
+    fn.name: "roles/storage.objectViewer" if fn.name in READ_ONLY_BUCKET else "roles/storage.objectAdmin"
+    for fn in routes.for_store("gcs")
+    if "storage" in fn.uses
 }
 
-# The function that signs URLs through IAM signBlob as itself: token creator on its own account only.
-SIGNERS = frozenset({"signed_urls"})
+# The functions that sign URLs through IAM signBlob as themselves: token creator on their own account
+# only (deployments: a share page's GET URLs of a model's files).
+SIGNERS = frozenset({"signed_urls", "deployments"})
 
 FIRESTORE_ROLE = "roles/datastore.user"
 

@@ -88,6 +88,19 @@ SIZING: dict[str, Sizing] = {
     "sweep_uploads": Sizing(
         "512Mi", "1", 1, 0, 1, "540s", "a run every 10 minutes over the bucket's users/ listing (S3 store only)"
     ),
+    "deployments": Sizing(
+        "512Mi", "1", 40, 0, 10, "60s", "short Firestore reads and writes; deploying reads and checks the model's files"
+    ),
+    "predict": Sizing(
+        "1Gi",
+        "1",
+        20,
+        0,
+        20,
+        "30s",
+        "CPU-bound inference (numpy, BLAS on one thread) with a 64 MB model cache per process; "
+        "a request is at most 10^9 multiply-adds",
+    ),
 }
 
 # Only the finalize recorder retries: a failed daily job runs again the next day, while a lost object

@@ -24,6 +24,8 @@ from mllab.identity import schemas as identity_schemas
 from mllab.platform import audit, clients, clock, config, log, mail, ratelimit, wire
 from mllab.platform.problems import Problem
 from mllab.platform.queries import Query
+from mllab.serving import apikeys, deployments, metering
+from mllab.serving import schemas as serving_schemas
 
 
 class Me(BaseModel):
@@ -40,6 +42,7 @@ class Me(BaseModel):
     )
     subscription: Subscription
     usage: file_schemas.Usage
+    predictions: serving_schemas.PredictionUsage = Field(default_factory=serving_schemas.PredictionUsage)
     csrf: str
 
 
@@ -79,12 +82,15 @@ def me(user: dict[str, Any], sid: str) -> Me:
     """The Me document: who, which plan (recomputed for now), how much of it is used."""
     uid, now = user["uid"], clock.now()
     refs = [entitlements.ref(uid), clients.firestore().collection(recorder.USAGE).document(uid), recorder.day_ref(uid)]
-    # One round trip for the three documents (the liveness check already made one).
+    month = metering.month_of(now)
+    shards = metering.shard_refs(uid, month)
+    # One round trip for the documents and this month's prediction shards (the liveness check made one).
     got = {
         snap.reference.path: (snap.to_dict() or {}) if snap.exists else None
-        for snap in clients.firestore().get_all(refs)
+        for snap in clients.firestore().get_all([*refs, *shards])
     }
     ent, usage_doc, day = (got.get(ref.path) for ref in refs)
+    predicted = sum(int((got.get(ref.path) or {}).get("count") or 0) for ref in shards)
     plan = entitlements.plan_of(ent, now)
     usage = file_schemas.Usage(
         storage_bytes=int((usage_doc or {}).get("storage_bytes", 0)),
@@ -92,8 +98,13 @@ def me(user: dict[str, Any], sid: str) -> Me:
         uploads_today=int((day or {}).get("uploads", 0)),
         uploads_limit=plan.uploads_per_day,
     )
+    predictions = serving_schemas.PredictionUsage(month=month, predictions=predicted, limit=plan.predictions_per_month)
     return Me(
-        **users.public(user), subscription=entitlements.view(ent, now), usage=usage, csrf=sessions.csrf_token(sid)
+        **users.public(user),
+        subscription=entitlements.view(ent, now),
+        usage=usage,
+        predictions=predictions,
+        csrf=sessions.csrf_token(sid),
     )
 
 
@@ -195,6 +206,9 @@ def delete_account(user: dict[str, Any], sid: str, *, password: str | None, ip: 
     now = clock.now()
     users.update(uid, deleted_at=now, disabled=True, tokens_valid_after=now)
     revoked = sessions.revoke_all(uid, "account_deleted")
+    # API keys stop at once, and nothing of the account answers predictions or shows on a share page
+    apikeys.revoke_all(uid)
+    deployments.delete_user(uid)
     audit.record("account.delete", actor=uid, target=f"user:{uid}", ip=ip, sessions_revoked=revoked)
     log.info("account deleted", uid=uid, sessions_revoked=revoked)
 
@@ -259,6 +273,9 @@ PURGE_STEPS: list[PurgeStep | Callable[[str, dict[str, Any]], int]] = [
     PurgeStep(recorder.ARTIFACTS),  # the record of each stored file (it names the file)
     subscriptions.purge_billing,  # entitlement and redemptions; subscription records stay, anonymised, as the ledger
     purge_usage,  # the storage counter and the daily upload counts
+    PurgeStep(apikeys.COLLECTION),  # revoked at deletion; their hashes go now
+    PurgeStep(deployments.COLLECTION),  # deleted at deletion already; a retry finds none
+    PurgeStep(metering.COLLECTION),  # the prediction counts per month
     # Last: the audit trail of the account (what it did, and what was done to it). What remains is the
     # purge's own entry, which names no one.
     PurgeStep(audit.COLLECTION, field="actor"),

@@ -1,7 +1,8 @@
 """`make bench`: cold starts per function beside a bare function, token signing/verification, URL
 signing, the object-event pipeline (upload-to-record latency, recorder throughput), and the lab in
 headless Chromium (first-load weight, time to interactive, small and medium model training per backend:
-lab_bench.py), and the lab's Lighthouse scores (lighthouse_bench.py).
+lab_bench.py), the lab's Lighthouse scores (lighthouse_bench.py), and server-side inference (plain Python
+vs numpy, whole predictions: predict_bench.py).
 
 Cold start = process start to the first *real* response (for jwks a 200 with keys; for the event
 function an event recorded in the Firestore emulator), median of RUNS fresh processes.
@@ -874,6 +875,10 @@ def main() -> int:
                 from lighthouse_bench import lighthouse_section
 
                 lighthouse_section(stack.gateway_url)
+            if want("predict"):
+                from predict_bench import main as predict_section  # server-side inference: the engine's figures
+
+                predict_section()
         finally:
             stack.stop()
     store_cold_starts()
@@ -881,8 +886,8 @@ def main() -> int:
 
 
 def want(section: str) -> bool:
-    """BENCH_SECTIONS=cold,warm runs only those (cold, warm, tokens, webhooks, storage, lab, lighthouse);
-    default all."""
+    """BENCH_SECTIONS=cold,warm runs only those (cold, warm, tokens, webhooks, storage, lab, lighthouse,
+    predict); default all."""
     chosen = set(filter(None, os.environ.get("BENCH_SECTIONS", "").split(",")))
     return not chosen or section in chosen
 

@@ -20,7 +20,18 @@ from .billing_support import FREE_SUBSCRIPTION
 from .conftest import PASSWORD, Browser, function_log, wait_for_log
 from .limits_support import artifact, bucket, metrics, naming, ok, signed_in, upload, wait
 
-ME_KEYS = {"uid", "email", "name", "role", "email_verified", "providers", "subscription", "usage", "csrf"}
+ME_KEYS = {
+    "uid",
+    "email",
+    "name",
+    "role",
+    "email_verified",
+    "providers",
+    "subscription",
+    "usage",
+    "predictions",
+    "csrf",
+}
 
 
 def sign_in(uid: str, user_agent: str = "pytest-device/1.0", ip: str = "203.0.113.7") -> dict:
@@ -78,6 +89,7 @@ def test_me_answers_the_user_plan_usage_and_session_csrf(gateway: httpx.Client, 
     )
     assert me["subscription"] == FREE_SUBSCRIPTION  # a free user would be charged at approval
     assert me["usage"] == {"storage_bytes": 0, "storage_limit_bytes": 0, "uploads_today": 0, "uploads_limit": 0}
+    assert me["predictions"] == {"month": clock.now().strftime("%Y-%m"), "predictions": 0, "limit": 0}  # free: none
     assert me["csrf"] == s["csrf"] and sessions.csrf_ok(s["sid"], me["csrf"])
     other = sign_in(u["uid"])
     assert not sessions.csrf_ok(other["sid"], me["csrf"])  # bound to the session

@@ -238,6 +238,64 @@ EXERCISE = {
     """,
 }
 
+# A PRO user's ready version of the lab's golden model: the records written as the catalog writes a
+# pending version, the files put into fake-gcs over its JSON API with the standard library (so the child
+# never loads the storage client itself), and the stack's recorder marking the version ready.
+# Defines uid, h (auth + CSRF headers), mid, golden and db.
+SERVED_VERSION = """
+    import json as _j, os, time, urllib.parse, urllib.request, uuid
+    from datetime import timedelta
+    from pathlib import Path
+    from mllab.files import objects
+    from mllab.platform import clients, clock, config
+    uid, h = signed_in()
+    db, now, pid, mid = clients.firestore(), clock.now(), uuid.uuid4().hex, uuid.uuid4().hex
+    golden = Path(GOLDEN_DIR)
+    db.collection("projects").document(pid).set({"uid": uid, "name": "p", "created_at": now, "updated_at": now})
+    db.collection("models").document(mid).set({"uid": uid, "project_id": pid, "name": "m", "config_json": "{}",
+                                               "latest_version": None, "next_version": 2,
+                                               "created_at": now, "updated_at": now})
+    version = db.collection("models").document(mid).collection("versions").document("000000001")
+    version.set({"uid": uid, "model_id": mid, "project_id": pid, "version": 1, "status": "pending", "files": {},
+                 "size_bytes": 0, "created_at": now, "updated_at": now})
+    db.collection("entitlements").document(uid).set({"uid": uid, "admin_until": now + timedelta(days=1)})
+    for kind, name in (("weights", "weights.bin"), ("model", "model.json")):
+        obj = str(objects.model_file(uid, pid, mid, 1, kind))
+        url = (os.environ["STORAGE_EMULATOR_HOST"] + f"/upload/storage/v1/b/{config.settings().bucket}/o?"
+               + urllib.parse.urlencode({"uploadType": "media", "name": obj}))
+        ctype = {"Content-Type": "application/json" if kind == "model" else "application/octet-stream"}
+        req = urllib.request.Request(url, data=(golden / name).read_bytes(), method="POST", headers=ctype)
+        urllib.request.urlopen(req, timeout=20).close()
+    deadline = time.monotonic() + 30
+    while version.get().to_dict().get("status") != "ready" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert version.get().to_dict().get("status") == "ready", version.get().to_dict()
+""".replace("GOLDEN_DIR", repr(str(ROOT / "tests" / "golden" / "lab_model")))
+
+EXERCISE["deployments"] = (
+    SERVED_VERSION
+    + """
+    r = client.post("/deployments", json={"model_id": mid, "version": 1}, headers=h)  # reads the files
+    assert r.status_code == 201, r.data
+    r = client.get("/deployments", headers=h)
+    assert r.status_code == 200 and len(r.json["items"]) == 1, r.data
+"""
+)
+EXERCISE["predict"] = (
+    SERVED_VERSION
+    + """
+    from mllab.serving import apikeys
+    dep_id = uuid.uuid4().hex  # written as the deployments function writes one (it would read the files here)
+    db.collection("deployments").document(dep_id).set({"uid": uid, "model_id": mid, "project_id": pid, "version": 1,
+                                                        "public": False, "description": "",
+                                                        "created_at": now, "updated_at": now})
+    key = apikeys.create(uid, "imports", ["predict"])["key"]
+    rows = _j.loads((golden / "tfjs_predictions.json").read_text())["rows"][:2]
+    r = client.post(f"/predict/{dep_id}", json={"instances": rows}, headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 200 and len(r.json["predictions"]) == 2, r.data
+"""
+)
+
 # On the S3 store, where a path differs: the upload is reported (completion publishes its event), and a
 # refused object is deleted from the S3 bucket (its OBJECT_DELETE event published).
 S3_EXERCISE = dict(EXERCISE)
@@ -416,7 +474,13 @@ def s3_stack(tmp_path_factory: pytest.TempPathFactory):
 
 
 # The functions whose paths reach the file store (the S3 deployment adds the `s3` extra to theirs).
-STORE_FUNCTIONS = [fn for fn in routes.for_store("s3") if "storage" in fn.uses or fn.store == "s3"]
+# The serving functions are left out: their exercise puts the model's files into fake-gcs (an S3 variant
+# of it is still to write; docs/serving.md).
+STORE_FUNCTIONS = [
+    fn
+    for fn in routes.for_store("s3")
+    if ("storage" in fn.uses or fn.store == "s3") and fn.name not in {"deployments", "predict"}
+]
 
 
 @pytest.mark.parametrize("fn", STORE_FUNCTIONS, ids=lambda f: f.name)

@@ -430,6 +430,22 @@ def reconcile_subscriptions(c: httpx.Client, stack: Stack, records) -> None:
     assert r.status_code == 200, r.text
 
 
+def deployments(c: httpx.Client, stack: Stack, records) -> None:
+    _, h = signed_in()
+    r = c.get("/deployments", headers=h)
+    assert r.status_code == 200 and r.json() == {"items": []}, r.text
+    r = c.post("/api-keys", json={"name": "staged", "scopes": ["predict"]}, headers=h)
+    assert r.status_code == 201 and r.json()["key"].startswith("mlk_"), r.text
+    assert_problem(c.get("/public/deployments/nosuchmodel"), 404)
+
+
+def predict(c: httpx.Client, stack: Stack, records) -> None:
+    guessed = "mlk_" + "a" * 16 + "_" + "b" * 43  # well formed: looked up in Firestore, refused
+    r = c.post("/predict/nosuchmodel", json={"instances": [{"x": 1}]}, headers={"Authorization": f"Bearer {guessed}"})
+    assert_problem(r, 401)
+    assert r.headers["Access-Control-Allow-Origin"] == "*"
+
+
 FIRST_REQUEST: dict[str, Callable[[httpx.Client, Stack, Callable], None]] = {
     f.__name__: f
     for f in (
@@ -448,6 +464,8 @@ FIRST_REQUEST: dict[str, Callable[[httpx.Client, Stack, Callable], None]] = {
         paypal_webhook,
         promo_apply,
         reconcile_subscriptions,
+        deployments,
+        predict,
     )
 }
 

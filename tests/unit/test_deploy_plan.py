@@ -271,6 +271,12 @@ def test_the_plan_enables_the_apis_first(all_steps: list[Step]) -> None:
         assert f"{api}.googleapis.com" in enable
 
 
+def test_the_serving_functions_only_read_the_bucket() -> None:
+    assert access.BUCKET_ROLES["predict"] == access.BUCKET_ROLES["deployments"] == "roles/storage.objectViewer"
+    assert routes.function("predict").uses == {"firestore", "storage"} and not access.READS["predict"]
+    assert "predict" not in access.SIGNERS
+
+
 def test_one_service_account_per_function_with_least_privilege(all_steps: list[Step]) -> None:
     bindings = [s.argv for s in all_steps if "add-iam-policy-binding" in s.argv]
     for fn in routes.for_store("gcs"):
@@ -282,7 +288,7 @@ def test_one_service_account_per_function_with_least_privilege(all_steps: list[S
         assert project_roles == ({"roles/datastore.user"} if "firestore" in fn.uses else set())
         bucket_roles = {(b[4], flag(b, "role")) for b in mine if b[1:3] == ("storage", "buckets")}
         assert bucket_roles == (
-            {(f"gs://{PROJECT}-mllab-data", "roles/storage.objectAdmin")} if "storage" in fn.uses else set()
+            {(f"gs://{PROJECT}-mllab-data", access.BUCKET_ROLES[fn.name])} if "storage" in fn.uses else set()
         )
         token_creator = [b for b in mine if flag(b, "role") == "roles/iam.serviceAccountTokenCreator"]
         if fn.name in access.SIGNERS:  # signBlob as itself: the binding is on its own account only
@@ -299,6 +305,7 @@ def test_one_service_account_per_function_with_least_privilege(all_steps: list[S
         assert roles <= {
             "roles/datastore.user",
             "roles/storage.objectAdmin",
+            "roles/storage.objectViewer",
             "roles/iam.serviceAccountTokenCreator",
             "roles/secretmanager.secretAccessor",
         }

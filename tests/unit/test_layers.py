@@ -21,6 +21,7 @@ LAYER = {
     "files": 1,
     "billing": 1,
     "account": 1,
+    "serving": 1,  # models answering predictions: deployments, API keys, metering, the inference engine
     "api": 2,
     "ops": 3,  # operator tools: never staged into a function, never imported by one
 }

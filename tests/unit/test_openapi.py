@@ -138,7 +138,7 @@ def test_every_error_is_a_problem_and_429_and_503_are_everywhere(route: routes.R
 @pytest.mark.parametrize("route", ROUTES, ids=ids)
 def test_errors_follow_from_auth_csrf_body_and_path(route: routes.Route) -> None:
     statuses = {int(s) for s in op(route)["responses"]}
-    assert (401 in statuses) >= (route.auth in (Auth.ACCESS_TOKEN, Auth.REFRESH_COOKIE))
+    assert (401 in statuses) >= (route.auth in (Auth.ACCESS_TOKEN, Auth.REFRESH_COOKIE, Auth.API_KEY))
     assert (403 in statuses) >= (route.csrf is not Csrf.NONE)
     assert (404 in statuses) >= ("{" in route.path)
     if route.request is not None:
@@ -168,6 +168,7 @@ def test_security_and_csrf(route: routes.Route) -> None:
         Auth.NONE: [],
         Auth.ACCESS_TOKEN: [{"accessToken": []}],
         Auth.REFRESH_COOKIE: [{"refreshCookie": []}, {}],
+        Auth.API_KEY: [{"apiKey": []}],
         Auth.WEBHOOK_SIGNATURE: [{name: [] for name in openapi.PAYPAL_SCHEMES}],
     }[route.auth]
     assert operation["security"] == expected

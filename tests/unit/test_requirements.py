@@ -89,17 +89,26 @@ def owner(module: str) -> str | None:
     return None
 
 
-def _imported(node: ast.AST) -> set[str]:
-    """The absolute modules one statement imports, `from mllab.platform import x` spelled `mllab.platform.x`."""
+def _imported(node: ast.AST, package: str | None = None) -> set[str]:
+    """The absolute modules one statement imports, `from mllab.platform import x` spelled `mllab.platform.x`;
+    a relative import (`from . import store` in mllab.serving) resolved against the file's `package`."""
     if isinstance(node, ast.Import):
         return {a.name for a in node.names}
-    if isinstance(node, ast.ImportFrom) and not node.level and node.module:
-        if node.module in ("mllab", "google.cloud"):
-            return {f"{node.module}.{a.name}" for a in node.names}
-        if node.module in MLLAB_PACKAGES:  # `from mllab.platform import clients` spelled `mllab.platform.clients`
-            return {f"{node.module}.{a.name}" for a in node.names}
-        return {node.module}
-    return set()
+    if not isinstance(node, ast.ImportFrom):
+        return set()
+    module = node.module
+    if node.level:
+        if package is None:
+            return set()
+        base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+        module = f"{base}.{module}" if module else base
+    if not module:
+        return set()
+    if module in ("mllab", "google.cloud"):
+        return {f"{module}.{a.name}" for a in node.names}
+    if module in MLLAB_PACKAGES:  # `from mllab.platform import clients` spelled `mllab.platform.clients`
+        return {f"{module}.{a.name}" for a in node.names}
+    return {module}
 
 
 def _run_on_import(body: list[ast.stmt]) -> Iterator[ast.stmt]:
@@ -120,7 +129,8 @@ def _imports(path: Path, *, module_level_only: bool) -> set[str]:
     the statements run on import (not those in function bodies, nor under `if TYPE_CHECKING`)."""
     tree = ast.parse(path.read_text())
     nodes = _run_on_import(tree.body) if module_level_only else ast.walk(tree)
-    return {module for node in nodes for module in _imported(node)}
+    package = ".".join(["mllab", *path.parent.relative_to(MLLAB_DIR).parts]) if path.is_relative_to(MLLAB_DIR) else None
+    return {module for node in nodes for module in _imported(node, package)}
 
 
 def _mllab_file(module: str) -> Path | None:

@@ -125,7 +125,10 @@ def test_a_problem_carries_its_extension_members_but_never_over_the_standard_one
 
 
 # Fields that are never stored, with what bounds them instead.
-UNSTORED = {("SignUpload", "size"): "compared with the kind's file cap (413 over it), never stored"}
+UNSTORED = {
+    ("SignUpload", "size"): "compared with the kind's file cap (413 over it), never stored",
+    ("PredictRequest", "instances"): "each feature checked against the model (422), never stored; 1 MiB a body",
+}
 
 
 def _bounded(o: dict) -> bool:
@@ -140,6 +143,8 @@ def _bounded(o: dict) -> bool:
         return "maximum" in o
     if t == "object":
         return "x-max-bytes" in o and "x-max-depth" in o
+    if t == "array":
+        return "maxItems" in o and _bounded(o.get("items", {}))
     return False
 
 

@@ -28,6 +28,7 @@ from mllab.platform.problems import PROBLEM_JSON, PROBLEM_TYPE, Problem  # noqa:
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, X-CSRF-Token, X-Request-Id"
+ANY_ORIGIN_ALLOW_HEADERS = "Authorization, Content-Type, X-Request-Id"  # API-key routes: no cookie, no CSRF token
 CORS_EXPOSE_HEADERS = "X-Request-Id, Retry-After"
 CORS_MAX_AGE = "600"
 
@@ -99,6 +100,12 @@ class Request:
         return self.raw.headers.get("User-Agent", "")[:300]
 
     @property
+    def bearer(self) -> str:
+        """The Authorization header's Bearer credential (API-key routes hand it to their domain; never logged)."""
+        scheme, _, credential = self.raw.headers.get("Authorization", "").partition(" ")
+        return credential.strip() if scheme.lower() == "bearer" else ""
+
+    @property
     def uid(self) -> str:
         return self._signed_in()["sub"]
 
@@ -148,15 +155,23 @@ def problem_response(problem: Problem, request_id: str, instance: str | None = N
 
 
 def apply_common_headers(
-    resp: RawResponse, request_id: str, origin: str | None, security: dict[str, str] | None = None
+    resp: RawResponse,
+    request_id: str,
+    origin: str | None,
+    security: dict[str, str] | None = None,
+    any_origin: bool = False,
 ) -> RawResponse:
-    """Security headers, CORS for allow-listed origins, `Vary: Origin` and `X-Request-Id`."""
+    """Security headers, CORS for allow-listed origins (for any origin without credentials on
+    `any_origin` routes), `Vary: Origin` and `X-Request-Id`."""
     for name, value in (security or API_SECURITY_HEADERS).items():
         resp.headers.setdefault(name, value)
     resp.headers.setdefault("Cache-Control", "no-store")
     resp.headers["X-Request-Id"] = request_id
     resp.vary.add("Origin")
-    if origin and origin in config.settings().cors_origins:
+    if any_origin:
+        resp.headers["Access-Control-Allow-Origin"] = "*"
+        resp.headers.setdefault("Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS)
+    elif origin and origin in config.settings().cors_origins:
         resp.headers["Access-Control-Allow-Origin"] = origin
         resp.headers["Access-Control-Allow-Credentials"] = "true"
         resp.headers.setdefault("Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS)
@@ -259,7 +274,8 @@ class Router:
                         request_id,
                         raw.path,
                     )
-            apply_common_headers(resp, request_id, raw.headers.get("Origin"))
+            any_origin = any(r.any_origin for r, _ in routes.match_path(raw.path, self.routes))
+            apply_common_headers(resp, request_id, raw.headers.get("Origin"), any_origin=any_origin)
             log.info(
                 "request",
                 httpRequest={
@@ -285,7 +301,7 @@ class Router:
             {r.method for r, _ in candidates} | ({"HEAD"} if any(r.method == "GET" for r, _ in candidates) else set())
         )
         if raw.method == "OPTIONS":
-            return self._preflight(raw, methods)
+            return self._preflight(raw, methods, any_origin=any(r.any_origin for r, _ in candidates))
         limit = max(_body_limit(r) for r, _ in candidates)
         if raw.content_length is not None and raw.content_length > limit:
             raise _too_large(limit)  # before 405: the cap is the function's, whatever the method
@@ -314,14 +330,14 @@ class Router:
             resp.set_data(b"")
         return resp
 
-    def _preflight(self, raw: RawRequest, methods: list[str]) -> RawResponse:
+    def _preflight(self, raw: RawRequest, methods: list[str], any_origin: bool = False) -> RawResponse:
         origin = raw.headers.get("Origin")
         asked = raw.headers.get("Access-Control-Request-Method")
         if not origin or not asked:
             resp = RawResponse(status=204)
             resp.headers["Allow"] = ", ".join(methods + ["OPTIONS"])
             return resp
-        if origin not in config.settings().cors_origins:
+        if not any_origin and origin not in config.settings().cors_origins:
             raise Problem(403, "This origin may not call the API.", slug="cors-origin")
         if asked not in methods:
             raise Problem(
@@ -331,7 +347,7 @@ class Router:
             )
         resp = RawResponse(status=204)
         resp.headers["Access-Control-Allow-Methods"] = ", ".join(methods)
-        resp.headers["Access-Control-Allow-Headers"] = CORS_ALLOW_HEADERS
+        resp.headers["Access-Control-Allow-Headers"] = ANY_ORIGIN_ALLOW_HEADERS if any_origin else CORS_ALLOW_HEADERS
         resp.headers["Access-Control-Max-Age"] = CORS_MAX_AGE
         return resp
 
@@ -345,6 +361,19 @@ class Router:
         return data
 
     def _authenticate(self, raw: RawRequest, route: Route) -> dict[str, Any] | None:
+        if route.auth is Auth.API_KEY:
+            scheme, _, key = raw.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not key.strip():
+                raise Problem(
+                    401,
+                    "This endpoint needs an API key: send Authorization: Bearer mlk_... (the lab's API keys panel).",
+                    headers={"WWW-Authenticate": 'Bearer realm="mllab"'},
+                )
+            from mllab.serving import apikeys  # only the API-key routes' functions load it
+
+            if apikeys.parse(key.strip()) is None:  # not a key at all (a session token, say): refused before the body
+                raise Problem(401, apikeys.NOT_VALID, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+            return None  # a well-formed key is judged by the route's domain (rate-limited, constant time)
         if route.auth is not Auth.ACCESS_TOKEN:
             return None  # cookie and webhook routes authenticate in their own modules
         scheme, _, token = raw.headers.get("Authorization", "").partition(" ")

@@ -70,6 +70,12 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
         "description": "An ES256 access token from POST /auth/login or /auth/refresh "
         "(10 minutes; public keys at /.well-known/jwks.json).",
     },
+    "apiKey": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "mlk_<id>_<secret>",
+        "description": "An API key from POST /api-keys (shown once; scoped, optionally to some deployments).",
+    },
     "refreshCookie": {
         "type": "apiKey",
         "in": "cookie",
@@ -215,7 +221,7 @@ def success_statuses(route: Route) -> list[int]:
 def error_statuses(route: Route) -> list[int]:
     """Every 4xx/5xx the route may answer (all of them problem+json)."""
     out = set(ALWAYS) | {s for s in route.answers if s >= 400}
-    if route.auth in (Auth.ACCESS_TOKEN, Auth.REFRESH_COOKIE):
+    if route.auth in (Auth.ACCESS_TOKEN, Auth.REFRESH_COOKIE, Auth.API_KEY):
         out.add(401)
     if route.auth is Auth.WEBHOOK_SIGNATURE:
         out.add(400)  # the signature is refused
@@ -384,6 +390,8 @@ def _parameters(route: Route) -> list[dict[str, Any]]:
 def _security(route: Route) -> list[dict[str, list[str]]]:
     if route.auth is Auth.ACCESS_TOKEN:
         return [{"accessToken": []}]
+    if route.auth is Auth.API_KEY:
+        return [{"apiKey": []}]
     if route.auth is Auth.REFRESH_COOKIE:
         return [{"refreshCookie": []}, {}]  # without a cookie: already signed out
     if route.auth is Auth.WEBHOOK_SIGNATURE:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 BILLING = "mllab.billing.schemas:"
 FILES = "mllab.files.schemas:"
 IDENTITY = "mllab.identity.schemas:"
+SERVING = "mllab.serving.schemas:"
 WIRE = "mllab.platform.wire:"
 
 
@@ -47,6 +48,9 @@ class Auth(enum.StrEnum):
     ACCESS_TOKEN = "access_token"
     REFRESH_COOKIE = "refresh_cookie"
     WEBHOOK_SIGNATURE = "webhook_signature"
+    # `Authorization: Bearer mlk_...`: the router requires the header; the serving domain judges the key
+    # (mllab.serving.apikeys), never a cookie.
+    API_KEY = "api_key"
 
 
 class Csrf(enum.StrEnum):
@@ -92,6 +96,8 @@ class Route:
     # Statuses the handler answers besides `status` and those the route's auth, CSRF, body and path
     # parameters imply (mllab.api.openapi derives those, and adds the 429 and 503 every route may answer).
     answers: tuple[int, ...] = ()
+    # CORS for any origin, without credentials (the route takes an API key, never a cookie).
+    any_origin: bool = False
 
     @property
     def needs_live_session(self) -> bool:
@@ -130,6 +136,9 @@ FUNCTIONS: tuple[Function, ...] = (
     Function("reconcile_subscriptions", Trigger.PUBSUB, uses=frozenset({"firestore"}), topic="reconcile_topic"),
     # reports uploads whose completion never came (an S3-compatible store sends no events: mllab.files.completion)
     Function("sweep_uploads", Trigger.PUBSUB, uses=frozenset({"firestore", "pubsub"}), topic="sweep_topic", store="s3"),
+    Function("deployments", Trigger.HTTP, uses=frozenset({"firestore", "storage"})),
+    # Reads the key, deployment and plan from Firestore and the model's files from the bucket, nothing else.
+    Function("predict", Trigger.HTTP, uses=frozenset({"firestore", "storage"})),
 )
 
 _TOKEN: dict[str, Any] = {"auth": Auth.ACCESS_TOKEN}
@@ -424,6 +433,73 @@ ROUTES: tuple[Route, ...] = (
         response=BILLING + "PromoApplied",
         answers=(409,),
         **_MUTATE,
+    ),
+    # serving: deployments (PRO), API keys, share pages and predictions (docs/serving.md)
+    Route(
+        "POST",
+        "/deployments",
+        "deployments",
+        "Deploy a ready version of one of your models (PRO)",
+        request=SERVING + "CreateDeployment",
+        response=SERVING + "Deployment",
+        status=201,
+        answers=(404, 409),  # 403: no PRO (the CSRF 403 is implied); 409: not ready, not servable, or 20 held
+        **_MUTATE,
+    ),
+    Route("GET", "/deployments", "deployments", "Your deployments", response=SERVING + "DeploymentList", **_TOKEN),
+    Route("GET", "/deployments/{id}", "deployments", "One deployment", response=SERVING + "Deployment", **_TOKEN),
+    Route(
+        "PATCH",
+        "/deployments/{id}",
+        "deployments",
+        "Switch the version, share it publicly or describe it",
+        request=SERVING + "UpdateDeployment",
+        response=SERVING + "Deployment",
+        answers=(409,),
+        **_MUTATE,
+    ),
+    Route("DELETE", "/deployments/{id}", "deployments", "Delete a deployment", status=204, **_MUTATE),
+    Route(
+        "POST",
+        "/api-keys",
+        "deployments",
+        "Create an API key (the key is answered this once)",
+        request=SERVING + "CreateApiKey",
+        response=SERVING + "NewApiKey",
+        status=201,
+        answers=(409,),  # 20 live keys held
+        **_MUTATE,
+    ),
+    Route(
+        "GET",
+        "/api-keys",
+        "deployments",
+        "Your API keys (never the keys)",
+        response=SERVING + "ApiKeyList",
+        **_TOKEN,
+    ),
+    Route("DELETE", "/api-keys/{id}", "deployments", "Revoke an API key at once", status=204, **_MUTATE),
+    Route(
+        "GET",
+        "/public/deployments/{id}",
+        "deployments",
+        "What a shared model's page needs (no sign-in; 404 unless shared)",
+        response=SERVING + "PublicDeployment",
+    ),
+    Route(
+        "POST",
+        "/predict/{id}",
+        "predict",
+        "Predictions from a deployment (Authorization: Bearer <API key>)",
+        request=SERVING + "PredictRequest",
+        response=SERVING + "PredictResponse",
+        auth=Auth.API_KEY,
+        answers=(
+            402,
+            403,
+            413,
+        ),  # 402: the owner's PRO lapsed; 403: the key's scope or deployments; 413: too big a model
+        any_origin=True,
     ),
 )
 

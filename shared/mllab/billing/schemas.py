@@ -49,6 +49,8 @@ class PlanLimits(BaseModel):
     json_field_bytes: int = Field(description="the largest config_json / schema_json, as compact JSON")
     json_depth: int = Field(description="the deepest nesting of stored JSON")
     file_bytes: dict[str, int] = Field(description="the largest upload of each kind (model, weights, dataset, metrics)")
+    deployments: int = Field(description="deployments a user may keep")
+    predictions_per_month: int = Field(description="predictions a month across a user's deployments")
 
     @classmethod
     def of(cls, plan: config.Plan) -> PlanLimits:
@@ -62,6 +64,8 @@ class PlanLimits(BaseModel):
             versions_per_model=plan.versions_per_model,
             datasets=plan.datasets,
             jobs=plan.jobs,
+            deployments=plan.deployments,
+            predictions_per_month=plan.predictions_per_month,
             json_field_bytes=limits.json_field_bytes,
             json_depth=limits.json_depth,
             file_bytes={

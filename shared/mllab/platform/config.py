@@ -111,6 +111,9 @@ class Plan(BaseModel):
     versions_per_model: int  # version numbers ever allocated on one model
     datasets: int
     jobs: int
+    # Serving (docs/serving.md): deployments a user may keep, predictions a month across them.
+    deployments: int
+    predictions_per_month: int
 
 
 # The plans (docs/architecture.md, entitlements). A promo trial, a comp code and an operator grant all give `pro`.
@@ -127,6 +130,8 @@ PLANS: dict[str, Plan] = {
         versions_per_model=20,
         datasets=50,
         jobs=100,
+        deployments=0,
+        predictions_per_month=0,
     ),
     "pro": Plan(
         id="pro",
@@ -140,6 +145,8 @@ PLANS: dict[str, Plan] = {
         versions_per_model=100,
         datasets=1000,
         jobs=5000,
+        deployments=20,
+        predictions_per_month=100_000,
     ),
 }
 PAYPAL_PAYMENT_FAILURE_THRESHOLD = 2  # failed cycles before PayPal suspends (bootstrap sets it on the plan)
@@ -164,6 +171,8 @@ class RateLimits(BaseModel):
     reauth_session: int = 5  # wrong current passwords in one session (password change, deletion): then 429
     promo_user: int = 10
     promo_ip: int = 30
+    api_key_pair: int = 20  # failed API keys with one key prefix from one client address: then 429
+    api_key_ip: int = 200  # failed API keys from one client address, any prefix: then 429
 
 
 # The per-account delay after `login_account` failures: doubles per failure, never above the cap, so

@@ -1,0 +1,201 @@
+"""POST /predict/{deployment_id} behind an API key: who may call, whether the deployment answers,
+the quota, the cached model, the count.
+
+Per request: one batched read of the key and the deployment; the owner (their account and plan) read
+at most every OWNER_TTL_S per process; the model from the process's cache. In this order, so each
+answer gives away nothing its caller may not know: a malformed, unknown or wrong key is 401 before
+anything about the deployment is looked at; a valid key on another user's (or an unknown) deployment
+is 404; a key not listing this deployment is 403; a deleted owner's key is 401; an owner without PRO
+gets 402 (paused, nothing deleted); over the month's quota is 429 with Retry-After at the month's
+start; bad instances are 422 naming instance and field."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from mllab.billing import entitlements
+from mllab.files import catalog
+from mllab.identity import users
+from mllab.platform import clients, clock, config, ratelimit
+from mllab.platform.problems import Problem
+
+from . import apikeys, deployments, metering, store
+from .predictor import MAX_INSTANCES
+
+SCOPE = "predict"
+OWNER_TTL_S = 10.0  # how stale a process's view of an owner's plan and account may be
+# Predictions a month per plan (free: no deployments at all).
+PREDICTIONS_PER_MONTH = {p.id: p.predictions_per_month for p in config.PLANS.values()}  # the plans table's
+PAUSED = (
+    "This deployment is paused: its owner's PRO plan has ended. It answers again as soon as PRO is "
+    "resumed; nothing was deleted."
+)
+
+SUSPECT_TTL_S = 15 * 60.0  # a subject that failed is checked against its budget this long (the window)
+
+_owners: dict[str, tuple[float, str | None]] = {}  # uid -> (read at, plan id, or None for a gone account)
+_owners_lock = threading.Lock()
+
+
+def _owner_plan(uid: str) -> str | None:
+    """The owner's plan id, or None when the account is deleted or disabled (cached OWNER_TTL_S)."""
+    now = time.monotonic()
+    with _owners_lock:
+        hit = _owners.get(uid)
+    if hit is not None and now - hit[0] < OWNER_TTL_S:
+        return hit[1]
+    user, entitlement = _owner_docs(uid)
+    plan: str | None = None
+    if user and not user.get("disabled") and not user.get("deleted_at"):
+        plan = entitlements.plan_of(entitlement, clock.now()).id
+    with _owners_lock:
+        if len(_owners) > 10_000:
+            _owners.clear()
+        _owners[uid] = (now, plan)
+    return plan
+
+
+def _owner_docs(uid: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    db = clients.firestore()
+    refs = {"user": db.collection(users.USERS).document(uid), "ent": entitlements.ref(uid)}
+    got = db.get_all(list(refs.values()), timeout=clients.deadline())
+    found = {s.reference.path: s.to_dict() if s.exists else None for s in got}
+    return found.get(refs["user"].path), found.get(refs["ent"].path)
+
+
+def _instances(body: Any) -> list[Any]:
+    if not isinstance(body, dict) or not isinstance(body.get("instances"), list):
+        raise Problem(
+            422,
+            'Send {"instances": [{"<feature>": value, ...}, ...]}.',
+            errors=[{"field": "instances", "message": "a list of objects is required"}],
+        )
+    extra = sorted(set(body) - {"instances"})
+    if extra:
+        raise Problem(422, f"Unknown field: {extra[0][:40]}.", errors=[{"field": extra[0][:40], "message": "unknown"}])
+    instances = body["instances"]
+    if not 1 <= len(instances) <= MAX_INSTANCES:
+        raise Problem(
+            422,
+            f"Send 1 to {MAX_INSTANCES} instances.",
+            errors=[{"field": "instances", "message": f"1 to {MAX_INSTANCES} items"}],
+        )
+    return instances
+
+
+# Failed keys are budgeted per (key prefix, client address) and per client address (ratelimit: a
+# sliding window in Firestore, shared by every process). The budget is read before a key is judged,
+# but only for subjects that failed recently in this process: a key that never fails costs no extra
+# read, and a guesser is checked from their first failure on (in each process they reach).
+_suspects: dict[str, float] = {}  # subject -> monotonic time of its last failure here
+_suspects_lock = threading.Lock()
+
+
+def _budgets(raw_key: str, ip: str) -> tuple[tuple[str, str], tuple[str, str]]:
+    key_id = apikeys.parse(raw_key)
+    prefix = f"{apikeys.KEY_PREFIX}{key_id}" if key_id else "malformed"
+    return ("api_key_pair", f"{prefix}|{ip}"), ("api_key_ip", ip)
+
+
+def _check_budget(raw_key: str, ip: str) -> None:
+    budgets = _budgets(raw_key, ip)
+    now = time.monotonic()
+    with _suspects_lock:
+        suspect = any(now - _suspects.get(subject, -SUSPECT_TTL_S) < SUSPECT_TTL_S for _, subject in budgets)
+    if not suspect:
+        return
+    retry = max(r for _, r in ratelimit.estimates(*budgets))
+    if retry:
+        raise ratelimit.refuse(
+            "api_key_pair", retry, ip=ip, detail=f"Too many failed API keys. Try again in {ratelimit.human(retry)}."
+        )
+
+
+def _count_failure(raw_key: str, ip: str) -> None:
+    budgets = _budgets(raw_key, ip)
+    with _suspects_lock:
+        if len(_suspects) > 10_000:
+            _suspects.clear()
+        for _, subject in budgets:
+            _suspects[subject] = time.monotonic()
+    ratelimit.count(*budgets)
+
+
+def predict(raw_key: str, deployment_id: str, body: Any, *, ip: str = "") -> dict[str, Any]:
+    _check_budget(raw_key, ip)
+    try:
+        key_id, key, dep = _authenticate(raw_key, deployment_id)
+    except Problem as problem:
+        if problem.status == 401:
+            _count_failure(raw_key, ip)
+        raise
+    uid = key["uid"]
+    if dep is None or dep.get("uid") != uid:
+        raise Problem(404, "No deployment of this key's owner has this id.")
+    if not apikeys.allows(key, deployment_id):
+        raise Problem(403, "This API key is not allowed to call this deployment.", slug="insufficient-scope")
+    instances = _instances(body)
+    plan = _owner_plan(uid)
+    if plan is None:
+        raise Problem(401, "This API key belongs to a deleted account.", headers={"WWW-Authenticate": "Bearer"})
+    quota = PREDICTIONS_PER_MONTH.get(plan, 0)
+    if plan != "pro":
+        raise Problem(402, PAUSED, slug="deployment-paused")
+    if metering.used(uid) + len(instances) > quota:
+        retry = metering.seconds_to_next_month()
+        raise Problem(
+            429,
+            f"This month's {quota:,} predictions are used; the count starts again on "
+            f"{clock.rfc3339(metering.next_month_start())[:10]}.",
+            slug="quota-exceeded",
+            headers={"Retry-After": str(retry)},
+            extensions={"quota": quota},
+        )
+    version = dep["version"]
+    model = store.get(dep["model_id"], version, _VersionLoader(dep["model_id"], version))
+    predictions = model.predict(instances)
+    metering.record(uid, deployment_id, len(instances))
+    apikeys.touch(key_id)
+    return {"predictions": predictions, "deployment_id": deployment_id, "model_id": dep["model_id"], "version": version}
+
+
+def _authenticate(raw_key: str, deployment_id: str) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+    key_id = apikeys.parse(raw_key)
+    if key_id is None:
+        raise Problem(401, apikeys.NOT_VALID, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    key_doc, dep = _key_and_deployment(key_id, deployment_id)
+    return key_id, apikeys.check(raw_key, key_id, key_doc, scope=SCOPE), dep
+
+
+class _VersionLoader:
+    """The version document, read only when the model is not cached yet."""
+
+    def __init__(self, model_id: str, version: int) -> None:
+        self.model_id, self.version = model_id, version
+
+    def __call__(self) -> dict[str, Any]:
+        snap = catalog.version_ref(self.model_id, self.version).get(timeout=clients.deadline())
+        return {**(snap.to_dict() or {}), "version": self.version}
+
+
+def _key_and_deployment(key_id: str, deployment_id: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    db = clients.firestore()
+    key_ref = db.collection(apikeys.COLLECTION).document(key_id)
+    refs = [key_ref]
+    valid_id = deployment_id.isalnum() and len(deployment_id) <= 64
+    if valid_id:
+        refs.append(deployments.ref(deployment_id))
+    found = {
+        s.reference.path: (s.to_dict() if s.exists else None) for s in db.get_all(refs, timeout=clients.deadline())
+    }
+    dep = found.get(deployments.ref(deployment_id).path) if valid_id else None
+    return found.get(key_ref.path), dep
+
+
+def reset() -> None:
+    with _owners_lock:
+        _owners.clear()
+    with _suspects_lock:
+        _suspects.clear()

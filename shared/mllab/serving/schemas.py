@@ -1,0 +1,116 @@
+"""The serving domain's wire models: deployments, API keys, a share page's view, and predictions.
+
+The domain checks the values again (a version's readiness, a key's scopes and deployment list, each
+instance's features); these models give the OpenAPI document its shapes and refuse what is plainly
+malformed before a handler runs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, StringConstraints
+
+from mllab.platform.wire import Plain, Strict
+
+Id = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+Version = Annotated[int, Field(ge=1, le=999_999_999)]
+
+
+class CreateDeployment(Strict):
+    model_id: Id
+    version: Version
+
+
+class UpdateDeployment(Strict):
+    """Every field is optional; only those sent change (switching `version` has no downtime)."""
+
+    version: Version | None = None
+    public: bool | None = None
+    description: Annotated[str, StringConstraints(max_length=500), Plain] | None = None
+
+
+class Deployment(BaseModel):
+    id: str
+    model_id: str
+    version: int
+    public: bool
+    description: str
+    predict_url: str
+    created_at: str | None
+    updated_at: str | None
+
+
+class DeploymentList(BaseModel):
+    items: list[Deployment]
+
+
+class CreateApiKey(Strict):
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), Plain]
+    scopes: Annotated[list[Literal["predict"]], Field(min_length=1, max_length=1)]
+    deployment_ids: Annotated[list[Id], Field(max_length=50)] | None = None
+    expires_in_days: Annotated[int, Field(ge=1, le=3650)] | None = None
+
+
+class ApiKey(BaseModel):
+    """A key as listed: never the key or its hash."""
+
+    id: str
+    name: str
+    prefix: str
+    scopes: list[str]
+    deployment_ids: list[str] | None
+    created_at: str | None
+    last_used_at: str | None
+    expires_at: str | None
+
+
+class NewApiKey(ApiKey):
+    key: str = Field(description="the key itself: shown this once, stored only as a hash")
+
+
+class ApiKeyList(BaseModel):
+    items: list[ApiKey]
+
+
+class PublicFeature(BaseModel):
+    name: str
+    type: str
+    values: list[Any] | None = None
+
+
+class PublicDeployment(BaseModel):
+    """What a share page needs: the browser predicts from the two signed URLs."""
+
+    id: str
+    name: str
+    description: str
+    version: int
+    task: str
+    target: str
+    labels: list[Any] | None
+    features: list[PublicFeature]
+    model_json_url: str
+    weights_url: str
+    urls_expire_at: str
+
+
+class PredictionUsage(BaseModel):
+    """This month's predictions (UTC), as GET /me shows them; the count lags by up to a second."""
+
+    month: str = ""
+    predictions: int = 0
+    limit: int = 0
+
+
+class PredictRequest(Strict):
+    instances: Annotated[
+        list[dict[str, Any]],
+        Field(min_length=1, max_length=1000, description="raw feature values, as the lab's prediction form takes them"),
+    ]
+
+
+class PredictResponse(BaseModel):
+    predictions: list[dict[str, Any]]
+    deployment_id: str
+    model_id: str
+    version: int
