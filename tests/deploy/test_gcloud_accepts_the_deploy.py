@@ -281,7 +281,7 @@ def script_commands(env: environment.Environment, workdir: Path) -> list[tuple[s
     (bin_dir / "gcloud").write_text(RECORDER)
     (bin_dir / "gcloud").chmod(0o755)
     found = []
-    for group in [f"function:{fn.name}" for fn in routes.FUNCTIONS] + ["lab"]:
+    for group in [f"function:{fn.name}" for fn in routes.for_store("gcs")] + ["lab"]:
         out = workdir / "ci" / f"{group.replace(':', '-')}.sh"
         assert (
             deploy_cli.main(
@@ -396,7 +396,7 @@ def _created_function(ran: dict[tuple[str, ...], Ran], name: str) -> dict[str, A
     raise AssertionError(f"{name} is never deployed")
 
 
-@pytest.mark.parametrize("fn", routes.FUNCTIONS, ids=lambda f: f.name)
+@pytest.mark.parametrize("fn", routes.for_store("gcs"), ids=lambda f: f.name)
 def test_each_function_is_created_with_its_ingress_secrets_trigger_and_build_account(
     ran: dict[tuple[str, ...], Ran], env: environment.Environment, fn: routes.Function
 ) -> None:

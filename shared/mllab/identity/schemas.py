@@ -8,7 +8,6 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from mllab.platform.wire import Plain, Strict
-from mllab.serving.schemas import PredictionUsage
 
 
 class Jwk(BaseModel):
