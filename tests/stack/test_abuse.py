@@ -256,6 +256,7 @@ EXAMPLES: dict[type[BaseModel], Callable[[Party], dict[str, Any]]] = {
     },
     file_schemas.SignUpload: lambda p: {"kind": "weights", "model_id": p.ids["models"], "version": 1, "size": 64},
     file_schemas.CompleteUpload: lambda p: {"object": p.object},
+    file_schemas.VersionNotes: lambda p: {"notes": "a note"},
     billing_schemas.SyncRequest: lambda p: {"subscription_id": p.subscription_id},
     billing_schemas.CancelRequest: lambda p: {"reason": "too expensive"},
     billing_schemas.PromoRequest: lambda p: {"code": "NO-SUCH-CODE"},
@@ -283,7 +284,8 @@ def fill(route: Route, owner: Party, value: str | None = None) -> str:
     """The route's path with its `{id}` naming the owner's record (or `value`)."""
     if "{id}" not in route.path:
         return route.path
-    return route.path.replace("{id}", value if value is not None else owner.ids[ID_OF[route.path.split("/")[1]]])
+    concrete = route.path.replace("{id}", value if value is not None else owner.ids[ID_OF[route.path.split("/")[1]]])
+    return concrete.replace("{version}", "1")
 
 
 def headers_for(w: World, route: Route, p: Party) -> dict[str, str]:
@@ -361,7 +363,8 @@ ANY_ORIGIN_PATHS = {r.path for r in routes.ROUTES if r.any_origin}
 
 def test_the_tables_cover_every_route() -> None:
     """A new request model or `{id}` route must be added to the tables above."""
-    assert all(set(re.findall(r"\{(\w+)\}", r.path)) <= {"id"} for r in routes.ROUTES)  # one kind of parameter
+    # `{id}` names a record; `{version}` (a model's version) is always the record's version 1
+    assert all(set(re.findall(r"\{(\w+)\}", r.path)) <= {"id", "version"} for r in routes.ROUTES)
     assert {r.request for r in BODY_ROUTES} <= EXAMPLES.keys(), {r.request for r in BODY_ROUTES} - EXAMPLES.keys()
     assert {r.path.split("/")[1] for r in ID_ROUTES} <= ID_OF.keys()
     assert {f for r in BODY_ROUTES for f in r.request.model_fields if f.endswith("_id")} <= ID_FIELDS.keys()
@@ -834,6 +837,7 @@ def test_a_foreign_origin_gets_no_cors_on_any_route_and_its_preflight_is_refused
     with nothing_changes():
         for origin, path in ((o, p) for o in origins for p in PATHS if p not in ANY_ORIGIN_PATHS):
             concrete = path.replace("{id}", world.mallory.ids.get(ID_OF.get(path.split("/")[1], ""), "x"))
+            concrete = concrete.replace("{version}", "1")
             methods = sorted({r.method for r in routes.ROUTES if r.path == path})
             for method in methods:
                 pre = world.client.options(
@@ -894,6 +898,7 @@ def test_an_unsupported_method_is_405_on_every_path(world: World) -> None:
     for path in PATHS:
         allowed = {r.method for r in routes.ROUTES if r.path == path}
         concrete = path.replace("{id}", world.mallory.ids.get(ID_OF.get(path.split("/")[1], ""), "x"))
+        concrete = concrete.replace("{version}", "1")
         route = next(r for r in routes.ROUTES if r.path == path)
         for method in sorted(
             {"GET", "POST", "PUT", "PATCH", "DELETE"} - allowed - ({"GET"} if "GET" in allowed else set())
@@ -1017,7 +1022,7 @@ def test_path_traversal_in_every_id_of_a_path_is_404(world: World) -> None:
             "~",
             "%ff",
         ]:
-            path = route.path.replace("{id}", t)
+            path = route.path.replace("{id}", t).replace("{version}", "1")
             cases.append((f"{route.method} {path}", lambda route=route, path=path: send_raw(world, route, path), 404))
     check_all(cases)
 

@@ -50,6 +50,9 @@ _ENTITLED = {"mllab.billing", "mllab.billing.schemas", "mllab.billing.entitlemen
 _SUBSCRIPTIONS = _ENTITLED | {"mllab.billing.subscriptions", "mllab.identity", "mllab.identity.users"}
 _RECORDER = _CATALOG | {"mllab.files.events", "mllab.files.recorder", "mllab.identity", "mllab.identity.users"}
 _STORE = {"mllab.files.store", "mllab.files.storage"}  # the file store seam and its GCS side
+_SERVING = {f"mllab.serving{m}" for m in ("", ".apikeys", ".deployments", ".errors", ".metering", ".schemas")}
+# reading and running a model (deploying checks that its files can be served)
+_INFERENCE = {f"mllab.serving.{m}" for m in ("cells", "network", "predictor", "preprocessing", "store")}
 _SIGN_IN = _IDENTITY | _SIGNED_IN | {"mllab.identity.auth", "mllab.identity.passwords"}
 _OAUTH = _SIGNED_IN | {"mllab.identity.oauth", "httpx"}
 # What each function's routes use beyond SHARED: anything else it loads fails the test, by name.
@@ -60,7 +63,12 @@ NEEDS: dict[str, set[str]] = {
     "auth_password": _SIGN_IN | {"argon2"},
     "auth_refresh": _SIGN_IN,
     "auth_logout": _SIGN_IN,
-    "account": _SIGN_IN | _SUBSCRIPTIONS | _RECORDER | _STORE | {"mllab.account", "mllab.billing.promo", "argon2"},
+    "account": _SIGN_IN
+    | _SUBSCRIPTIONS
+    | _RECORDER
+    | _STORE
+    | _SERVING
+    | {"mllab.account", "mllab.billing.promo", "argon2"},
     "catalog": _SIGNED_IN | _CATALOG | _ENTITLED | _STORE,
     "signed_urls": _SIGNED_IN
     | _RECORDER
@@ -68,11 +76,19 @@ NEEDS: dict[str, set[str]] = {
     | _STORE
     | {"mllab.files.uploads", "mllab.files.completion", "mllab.files.notify", "mllab.files.s3"},
     "on_object_finalized": _RECORDER | _ENTITLED | _STORE,
-    "purge_accounts": _SIGN_IN | _SUBSCRIPTIONS | _RECORDER | _STORE | {"mllab.account", "mllab.billing.promo"},
+    "purge_accounts": _SIGN_IN
+    | _SUBSCRIPTIONS
+    | _RECORDER
+    | _STORE
+    | _SERVING
+    | {"mllab.account", "mllab.billing.promo"},
     "billing": _SIGNED_IN | _SUBSCRIPTIONS | {"mllab.billing.paypal", "httpx"},
     "paypal_webhook": _SUBSCRIPTIONS | {"mllab.billing.paypal", "mllab.billing.webhooks", "httpx", "cryptography"},
     "promo_apply": _SIGNED_IN | _ENTITLED | {"mllab.billing.promo"},
     "reconcile_subscriptions": _SUBSCRIPTIONS | {"mllab.billing.paypal", "httpx"},
+    "deployments": _SIGNED_IN | _ENTITLED | _CATALOG | _STORE | _SERVING | _INFERENCE,
+    # the router's session check still loads tokens and jwt for this key-only function (to trim: docs/serving.md)
+    "predict": _SIGNED_IN | _ENTITLED | _CATALOG | _STORE | _SERVING | _INFERENCE | {"mllab.serving.predict", "jwt"},
     "sweep_uploads": _RECORDER
     | _ENTITLED
     | _STORE

@@ -471,10 +471,10 @@ FIRST_REQUEST: dict[str, Callable[[httpx.Client, Stack, Callable], None]] = {
 
 
 def test_every_function_has_a_first_request() -> None:
-    assert set(FIRST_REQUEST) == {fn.name for fn in routes.FUNCTIONS}
+    assert set(FIRST_REQUEST) == {fn.name for fn in routes.for_store("gcs")}
 
 
-@pytest.mark.parametrize("fn", routes.FUNCTIONS, ids=lambda f: f.name)
+@pytest.mark.parametrize("fn", routes.for_store("gcs"), ids=lambda f: f.name)
 def test_staged_function_serves_its_first_request(
     staged: dict[str, Served], stack: Stack, records, fn: routes.Function
 ) -> None:
@@ -497,7 +497,7 @@ print(json.dumps({"mllab": importlib.util.find_spec("mllab") is not None, "path"
 """
 
 
-@pytest.mark.parametrize("fn", routes.FUNCTIONS, ids=lambda f: f.name)
+@pytest.mark.parametrize("fn", routes.for_store("gcs"), ids=lambda f: f.name)
 def test_staged_venv_holds_only_its_requirements(
     staged: dict[str, Served], tmp_path: Path, fn: routes.Function
 ) -> None:
