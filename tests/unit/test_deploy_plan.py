@@ -427,6 +427,8 @@ def test_the_load_balancer_cloud_armor_and_the_lab(all_steps: list[Step], built:
     bucket = all_steps[first(all_steps, "backend-buckets", "create")].argv
     headers = [a.split("=", 1)[1] for a in bucket if a.startswith("--custom-response-header=")]
     assert f"Content-Security-Policy: {lab.csp(_env())}" in headers
+    # the bucket stores the lab plain: Cloud CDN compresses it on the way out (the first-load budget is gzipped)
+    assert {"--enable-cdn", "--compression-mode=AUTOMATIC"} <= set(bucket)
     sync = all_steps[first(all_steps, "storage", "rsync")].argv
     assert _path(sync[3]) == built[1].lab and sync[4] == f"gs://{PROJECT}-mllab-lab"
 
