@@ -232,8 +232,9 @@ def test_the_daily_count_is_of_recorded_uploads_and_the_recorder_enforces_it(lab
     name = f"users/{lab.uid}/projects/{made['project']}/jobs/{made['job']}/metrics.json"
     upload(name, json.dumps(metrics(made["model"])).encode(), "application/json")  # a URL signed earlier
     assert wait(lambda: _rejections(lab.uid, name))
-    job = _record_of(lab, "metrics", made)
-    assert job["status"] == "failed" and "uploads are used up" in job["failure"]
+    # the refusal is audited before the run is marked failed (the recorder's last step): wait for the mark
+    job = wait(lambda: (j := _record_of(lab, "metrics", made)) and j["status"] == "failed" and j)
+    assert job and "uploads are used up" in job["failure"]
     assert uploads.uploads_today(lab.uid) == LIMITS.uploads_per_day
 
 
