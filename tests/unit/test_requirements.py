@@ -36,9 +36,11 @@ def lock() -> dict[str, str]:
     pins = {}
     for line in (ROOT / "constraints.txt").read_text().splitlines():
         line = line.split("#", 1)[0].strip()
-        if line:
-            name, _, version = line.partition("==")
-            pins[canonicalize_name(name)] = version
+        if not line:
+            continue
+        req = Requirement(line)  # a pin with a marker counts for the deploy runtime, Python 3.12
+        if req.marker is None or req.marker.evaluate({"python_version": "3.12", "python_full_version": "3.12.1"}):
+            pins[canonicalize_name(req.name)] = next(iter(req.specifier)).version
     return pins
 
 
