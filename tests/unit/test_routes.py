@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from packaging.markers import Marker
 
 from mllab.api import http, routes
 from tests.unit.helpers import FUNCTIONS_DIR, REPO
@@ -23,12 +24,18 @@ def _normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+RUNTIME = {"python_version": "3.12", "python_full_version": "3.12.1"}  # the functions' runtime
+
+
 def _pins(lines: list[str]) -> dict[str, str]:
     pins: dict[str, str] = {}
     for raw in lines:
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
+        line, _, marker = (part.strip() for part in line.partition(";"))
+        if marker and not Marker(marker).evaluate(RUNTIME):
+            continue  # a pin for another Python than the deploy runtime's
         m = PIN.fullmatch(line)
         assert m, f"not an exact pin: {raw!r}"
         pins[_normalise(m.group(1))] = m.group(2)
