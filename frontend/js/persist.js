@@ -94,9 +94,9 @@ export async function restore() {
   try {
     if (dataset && !state.dataset) state.set("dataset", dataset);
     if (!kept || state.model) return {dataset, model: null};
-    const {importFiles} = await import("./model.js");
-    const model = await importFiles(new File([kept.json], "model.json", {type: "application/json"}),
-      new File([kept.bin], "weights.bin", {type: "application/octet-stream"}));
+    // Kept from this page's own export: the files' checks (js/model.js importFiles) have nothing to find.
+    const {loadFromArtifacts} = await import("./model.js");
+    const model = await loadFromArtifacts(kept.json, kept.bin);
     const restored = {model, spec: kept.spec, preprocessor: kept.preprocessor, metrics: kept.metrics,
       dataset: dataset && kept.dataset === dataset.name ? state.dataset : null, source: kept.source, cloud: kept.cloud,
       restored: true};
