@@ -62,8 +62,7 @@ def check_screen(lab: Lab, name: str) -> None:
         .map((e) => e.id)""")
     assert silent == [], f"{name}: messages a screen reader would not hear: {silent}"
     lab.screenshot(f"{name}-desktop")
-    lab.page.set_viewport_size(lab_support.PHONE)
-    lab.page.wait_for_timeout(300)  # charts and tables follow the width
+    lab.resize(lab_support.PHONE)  # charts and tables follow the width
     lab.no_sideways_scroll(name)
     lab.screenshot(f"{name}-phone")
     lab.page.set_viewport_size({"width": 1000, "height": 900})

@@ -88,8 +88,7 @@ def test_a_regression_shows_rmse_mae_and_r2_in_the_targets_units(lab: Lab, tmp_p
     assert {"rmse", "val_rmse", "mae", "val_mae", "r2", "val_r2", "best_epoch"} <= set(parsed.final)
     assert parsed.epochs[0].model_extra and "val_rmse" in parsed.epochs[0].model_extra
     lab.screenshot("lab-engine-regression")
-    lab.page.set_viewport_size(lab_support.PHONE)
-    lab.page.wait_for_timeout(200)
+    lab.resize(lab_support.PHONE)
     lab.no_sideways_scroll()
     lab.screenshot("lab-engine-regression-phone")
 
@@ -157,8 +156,7 @@ def test_a_binary_classification_shows_per_class_precision_recall_f1_and_auc(lab
     expect(age).not_to_have_attribute("aria-invalid", "true")
     expect(p.locator("#prediction li")).to_have_count(2)
     lab.screenshot("lab-engine-binary")
-    p.set_viewport_size(lab_support.PHONE)
-    p.wait_for_timeout(200)
+    lab.resize(lab_support.PHONE)
     lab.no_sideways_scroll()
     lab.screenshot("lab-engine-binary-phone")
 

@@ -55,13 +55,11 @@ def _predict_first_row(lab: Lab) -> str:
 
 def _screens(lab: Lab, name: str) -> None:
     """Desktop and phone screenshots of the page as it is, with the phone's width and contrast checked."""
-    lab.page.set_viewport_size(DESKTOP)
-    lab.page.wait_for_timeout(300)  # charts follow the width
+    lab.resize(DESKTOP)  # charts follow the width
     assert lab.low_contrast() == [], name
     lab.screenshot(f"product-{name}-desktop")
-    lab.page.set_viewport_size(lab_support.PHONE)
-    lab.page.wait_for_timeout(300)
-    lab.fits_a_phone(name)
+    lab.resize(lab_support.PHONE)
+    lab.no_sideways_scroll(name)
     assert lab.low_contrast() == [], f"{name} (phone)"
     lab.screenshot(f"product-{name}-phone")
     lab.page.set_viewport_size(DESKTOP)

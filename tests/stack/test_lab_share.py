@@ -81,7 +81,7 @@ def test_a_shared_model_predicts_in_the_visitors_browser(lab: lab_support.Lab, n
     assert f"/m/?id={dep_id}" in embed and embed.startswith("<iframe")
     assert not [u for u in lab.requests if "/predict/" in u]  # no server inference
     lab.no_sideways_scroll()
-    lab.page.set_viewport_size(lab_support.PHONE)
+    lab.resize(lab_support.PHONE)
     lab.no_sideways_scroll("the shared model's page on a phone")
     lab.screenshot("share-page-phone")
 

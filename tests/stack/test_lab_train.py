@@ -87,8 +87,7 @@ def test_xor_trains_on_cpu(lab: Lab, stack: Stack) -> None:
     assert m["started_at"] <= m["finished_at"]
 
     lab.screenshot("lab-trained")
-    lab.page.set_viewport_size(lab_support.PHONE)
-    lab.page.wait_for_timeout(200)  # the charts follow the width
+    lab.resize(lab_support.PHONE)  # the charts follow the width
     lab.no_sideways_scroll()  # nothing sticks out on a phone
     lab.screenshot("lab-trained-phone")
 
