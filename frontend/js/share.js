@@ -3,6 +3,7 @@
 // from the model's files, fetched through the short-lived signed URLs GET /public/deployments/{id}
 // returns (no key, no sign-in, nothing sent to a server but that request).
 import {$, el, showMessage} from "./dom.js";
+import {number, percent} from "./format.js";
 
 const ID = /^[A-Za-z0-9]{1,64}$/;
 
@@ -13,9 +14,6 @@ export function shareId(loc = location) {
   const id = fromQuery || (fromPath && fromPath !== "index.html" ? decodeURIComponent(fromPath) : null);
   return id && ID.test(id) ? id : null;
 }
-
-const pct = (p) => `${(100 * p).toFixed(p > 0.999 || p < 0.001 ? 2 : 1)} %`;
-const show = (v) => (Number.isInteger(v) ? String(v) : Number(v).toPrecision(4));
 
 function inputFor(feature, i) {
   const control = feature.type === "categorical"
@@ -30,13 +28,13 @@ function render(output, result) {
   output.classList.remove("problem");
   if ("value" in result) {
     output.dataset.value = String(result.value);
-    output.replaceChildren(el("strong", {textContent: `Prediction: ${show(result.value)}`}));
+    output.replaceChildren(el("strong", {textContent: `Prediction: ${number(result.value)}`}));
     return;
   }
   output.dataset.label = String(result.label);
   output.dataset.probabilities = JSON.stringify(result.probabilities.map((p) => p.p));
   output.replaceChildren(el("strong", {textContent: `Prediction: ${result.label}`}),
-    el("ul", {className: "probabilities"}, ...result.probabilities.map(({label, p}) => el("li", {textContent: `${label}: ${pct(p)}`}))));
+    el("ul", {className: "probabilities"}, ...result.probabilities.map(({label, p}) => el("li", {textContent: `${label}: ${percent(p)}`}))));
 }
 
 async function main() {
