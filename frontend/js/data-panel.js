@@ -18,7 +18,6 @@ function select(label, options, value, onChange) {
   return s;
 }
 
-const fmt = number;
 const SAMPLE = 20_000; // the sample a large file offers by default
 const hex = (byte) => `0x${byte.toString(16).toUpperCase().padStart(2, "0")}`;
 
@@ -128,7 +127,7 @@ export function mountDataPanel(root) {
     task.value = dataset.task;
     const focused = tbody.contains(document.activeElement) && document.activeElement.getAttribute("aria-label");
     tbody.replaceChildren(...s.columns.map((c) => {
-      const range = c.min === undefined ? "" : `${fmt(c.min)} – ${fmt(c.max)}, mean ${fmt(c.mean)}`;
+      const range = c.min === undefined ? "" : `${number(c.min)} – ${number(c.max)}, mean ${number(c.mean)}`;
       return el("tr", {className: `role-${c.role}`},
         el("th", {scope: "row", textContent: c.name}),
         el("td", {}, select(`Role of ${c.name}`, [["feature", "Feature"], ["target", "Target"], ["ignore", "Ignore"]],

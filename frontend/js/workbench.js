@@ -19,7 +19,6 @@ function field(labelText, control, hint) { // label[for], not a wrapping label: 
   const label = el("label", {htmlFor: control.id, textContent: labelText}); // would join its accessible name
   return el("div", {className: "field"}, label, control, hint ? el("small", {textContent: hint}) : null);
 }
-const seconds = duration;
 
 // --- the draft (localStorage) ------------------------------------------------------------------
 
@@ -287,10 +286,10 @@ function scheduleEstimate() {
 function outcome(result, backend) {
   const {stopped, earlyStopped, bestEpoch, epochsRun, metrics, elapsedMs} = result;
   const parts = [];
-  if (stopped) parts.push(`Stopped at epoch ${epochsRun} of ${metrics.params.epochs} after ${seconds(elapsedMs)}.`);
+  if (stopped) parts.push(`Stopped at epoch ${epochsRun} of ${metrics.params.epochs} after ${duration(elapsedMs)}.`);
   else if (earlyStopped) {
     parts.push(`Stopped early at epoch ${epochsRun}: the validation loss had not improved for ${metrics.params.patience} epochs.`);
-  } else parts.push(`Trained ${epochsRun} epochs in ${seconds(elapsedMs)} on ${backend}.`);
+  } else parts.push(`Trained ${epochsRun} epochs in ${duration(elapsedMs)} on ${backend}.`);
   if (stopped || earlyStopped || bestEpoch !== epochsRun) {
     parts.push(`The model keeps the best weights, from epoch ${bestEpoch} (lowest validation loss).`);
   }
@@ -347,14 +346,14 @@ async function startTraining() {
         if (now - last < 100 && epoch !== epochs) return; // the text changes ten times a second at most
         last = now;
         const eta = (elapsedMs / epoch) * (epochs - epoch);
-        progress.textContent = `Epoch ${epoch} of ${epochs} · ${seconds(elapsedMs)} elapsed · about ${seconds(eta)} left` +
+        progress.textContent = `Epoch ${epoch} of ${epochs} · ${duration(elapsedMs)} elapsed · about ${duration(eta)} left` +
           ` · loss ${number(row.loss)}`;
       },
     });
     chart.setBest(result.bestEpoch);
     chart.flush();
     showBackend(result.backend);
-    progress.textContent = `Epoch ${result.epochsRun} of ${run.epochs} · ${seconds(result.elapsedMs)} elapsed`;
+    progress.textContent = `Epoch ${result.epochsRun} of ${run.epochs} · ${duration(result.elapsedMs)} elapsed`;
     Object.assign(panel.dataset, {finalLoss: String(result.metrics.final.loss), epochsRun: String(result.epochsRun),
       bestEpoch: String(result.bestEpoch), elapsedMs: String(Math.round(result.elapsedMs)),
       state: result.stopped ? "stopped" : result.earlyStopped ? "early-stopped" : "done"});
