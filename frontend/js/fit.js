@@ -5,7 +5,8 @@
 // tensor disposed, and the final metrics computed from predictions in the target's own units.
 import {fitPreprocessor, split, transform} from "./data.js";
 import {accuracy, confusion, perClass, regressionMetrics, rocAuc} from "./metrics.js";
-import {buildModel, disposeTfModel, paramCount} from "./model.js";
+import {paramCount} from "./model.js";
+import {buildModel, disposeTfModel} from "./model-tf.js";
 import {getTf} from "./tfjs.js";
 
 export const VALIDATION = 0.2; // the share of rows held out when the dataset does not say

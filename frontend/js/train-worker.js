@@ -6,7 +6,8 @@
 // Messages in: {id, op, args}; out: {id, event} while an op runs, then {id, result, loaded} or {id, error}.
 import {decodeOutput, transformFeatures, unpackRows} from "./data.js";
 import {estimateMs, fitRun, stepTime} from "./fit.js";
-import {disposeTfModel, loadTfFromArtifacts, loadTfFromUrls, paramCount, probeKey, saveTfArtifacts} from "./model.js";
+import {paramCount, probeKey} from "./model.js";
+import {disposeTfModel, loadTfFromArtifacts, loadTfFromUrls, saveTfArtifacts} from "./model-tf.js";
 import {BACKENDS, LABEL, ensureTf, getTf, isLoaded, pickBackend, useBackend} from "./tfjs.js";
 
 export const SMALL_MODEL = 20_000; // parameters: up to this many, the backend is the fastest one measured
