@@ -10,6 +10,7 @@ export const TASKS = ["binary", "multiclass", "regression"];
 export const MAX_COLUMNS = 200;
 export const MAX_CLASSES = 50;
 export const WORKER_BYTES = 5 * 1024 * 1024; // larger files parse in Papa's worker (CSP: worker-src blob:)
+export const VALIDATION = 0.2; // the share of rows held out when the dataset does not say
 export const LARGE_ROWS = 20_000; // from this many rows the lab offers a sample and estimates the time first
 export const MISSING = "__missing__";
 export const UNSEEN = "__unseen__";

@@ -3,13 +3,12 @@
 // shuffling), the preprocessor fitted on the training rows only, early stopping on val_loss with our
 // own restore-best-weights (TF.js's restoreBestWeights throws NotImplementedError), a stop flag, every
 // tensor disposed, and the final metrics computed from predictions in the target's own units.
-import {fitPreprocessor, split, transform} from "./data.js";
+import {VALIDATION, fitPreprocessor, split, transform} from "./data.js";
 import {accuracy, confusion, perClass, regressionMetrics, rocAuc} from "./metrics.js";
 import {paramCount} from "./model.js";
 import {buildModel, disposeTfModel} from "./model-tf.js";
 import {getTf} from "./tfjs.js";
 
-export const VALIDATION = 0.2; // the share of rows held out when the dataset does not say
 export const MIN_SPLIT_ROWS = 10; // fewer rows than this: no hold-out at all
 export const EXPOSED_PREDICTIONS = 20_000; // validation predictions handed to the page (typed arrays: transferred, not cloned)
 const MIN_DELTA = 0; // any decrease of val_loss counts as an improvement

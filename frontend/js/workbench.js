@@ -4,7 +4,7 @@ import {ACTIVATIONS, LIMITS, OPTIMIZERS, TASKS, paramCount, validate} from "./mo
 import {$, el, showMessage} from "./dom.js";
 import {duration, number} from "./format.js";
 import {BACKENDS, LABEL, describeBackend, saveChoice, savedChoice} from "./tfjs.js";
-import {LARGE_ROWS} from "./data.js";
+import {LARGE_ROWS, VALIDATION} from "./data.js";
 import {state} from "./state.js";
 import {clear, restore, watch} from "./persist.js";
 
@@ -265,7 +265,7 @@ function scheduleEstimate() {
   }
   estimateTimer = setTimeout(async () => {
     const run = draftForRun();
-    const valRows = Math.round(rows * (dataset.validation ?? 0.2));
+    const valRows = Math.round(rows * (dataset.validation ?? VALIDATION));
     const spec = {task: run.task, inputs: shape.inputs, outputs: shape.outputs, layers: run.layers,
       optimizer: run.optimizer, learning_rate: run.learning_rate, seed: run.seed};
     estimateLine.textContent = "Measuring how long training will take…";
