@@ -5,7 +5,7 @@
 import {decodeOutput, parseCsv, toCsv} from "./data.js";
 import {call} from "./trainer.js";
 
-export const CHUNK_ROWS = 1000; // rows per model call: bounded memory, and the page stays responsive
+const CHUNK_ROWS = 1000; // rows per model call: bounded memory, and the page stays responsive
 
 // A column name not already taken: "<name>", then "<name>_2", "<name>_3", ...
 function free(name, taken) {
@@ -16,7 +16,7 @@ function free(name, taken) {
 }
 
 /** The columns the predictions add: [{name, pick(result)}] (a label and a probability per class, or a value). */
-export function predictionColumns(pre, fields) {
+function predictionColumns(pre, fields) {
   const taken = new Set(fields);
   const enc = pre.target_encoding;
   if (enc.type === "regression") return [{name: free(`${pre.target}_predicted`, taken), pick: (r) => r.value}];

@@ -29,7 +29,7 @@ const pct = (v) => (!finite(v) ? "—" : `${(100 * v).toFixed(1)} %`);
  * The metric the runs are ranked by: validation accuracy when every run is a classification, else a
  * validation error in the target's units when every run has one (RMSE), else the validation loss.
  */
-export function rankingMetric(runs) {
+function rankingMetric(runs) {
   const all = (key) => runs.every((r) => finite(r.metrics.final?.[key]));
   if (runs.every((r) => r.metrics.task !== "regression") && all("val_acc")) {
     return {key: "val_acc", name: "Validation accuracy", better: "higher", format: pct};
@@ -39,7 +39,7 @@ export function rankingMetric(runs) {
 }
 
 /** The runs best first by `metric` (a run without the value goes last). */
-export function ranked(runs, metric) {
+function ranked(runs, metric) {
   const value = (r) => r.metrics.final?.[metric.key];
   const sign = metric.better === "higher" ? -1 : 1;
   return [...runs].sort((a, b) => {

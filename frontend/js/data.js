@@ -7,9 +7,9 @@
 // Cells are numbers, booleans, strings (trimmed) or null (missing).
 
 export const TASKS = ["binary", "multiclass", "regression"];
-export const MAX_COLUMNS = 200;
-export const MAX_CLASSES = 50;
-export const WORKER_BYTES = 5 * 1024 * 1024; // larger files parse in Papa's worker (CSP: worker-src blob:)
+const MAX_COLUMNS = 200;
+const MAX_CLASSES = 50;
+const WORKER_BYTES = 5 * 1024 * 1024; // larger files parse in Papa's worker (CSP: worker-src blob:)
 export const VALIDATION = 0.2; // the share of rows held out when the dataset does not say
 export const LARGE_ROWS = 20_000; // from this many rows the lab offers a sample and estimates the time first
 export const MISSING = "__missing__";
@@ -64,7 +64,7 @@ function compareValues(a, b) {
 // --- CSV ---------------------------------------------------------------------------------------
 
 let papa = null;
-export function loadPapa() {
+function loadPapa() {
   if (globalThis.Papa) return Promise.resolve(globalThis.Papa);
   papa ||= new Promise((resolve, reject) => {
     const script = document.createElement("script");
@@ -92,14 +92,14 @@ function papaParse(Papa, input, delimiter, big) {
 export const ENCODINGS = [["utf-8", "UTF-8"], ["windows-1252", "Windows-1252 / Latin-1 (Western European)"],
   ["iso-8859-15", "ISO-8859-15 (Western European with €)"], ["iso-8859-2", "ISO-8859-2 (Central European)"],
   ["windows-1251", "Windows-1251 (Cyrillic)"]];
-export const FALLBACK_ENCODING = "windows-1252"; // what browsers decode "Latin-1" as (WHATWG Encoding)
+const FALLBACK_ENCODING = "windows-1252"; // what browsers decode "Latin-1" as (WHATWG Encoding)
 const SNIFF_BYTES = 64 * 1024;
 const MAGIC = [["%PDF", "a PDF document"], ["PK\x03\x04", "a ZIP archive (or an Excel .xlsx file)"],
   ["\x89PNG", "a PNG image"], ["\xff\xd8\xff", "a JPEG image"], ["GIF8", "a GIF image"], ["\x1f\x8b", "a gzip archive"],
   ["\xd0\xcf\x11\xe0", "an old Excel or Word file"], ["SQLite format", "an SQLite database"], ["\x7fELF", "a program"]];
 
 /** Why these bytes are not a text file (a sentence), or null when they look like text. */
-export function binaryProblem(bytes) {
+function binaryProblem(bytes) {
   const head = bytes.subarray(0, SNIFF_BYTES);
   const start = String.fromCharCode(...head.subarray(0, 16));
   const known = MAGIC.find(([magic]) => start.startsWith(magic));
@@ -135,7 +135,7 @@ function firstInvalidUtf8(bytes) {
  * UTF-8 (a BOM is dropped) and, when that fails, as Windows-1252 with `fallback` saying where UTF-8 broke.
  * Throws for a binary file.
  */
-export function decodeBytes(bytes, encoding = "auto") {
+function decodeBytes(bytes, encoding = "auto") {
   const problem = binaryProblem(bytes);
   if (problem) throw new Error(`This file cannot be used: ${problem}. Choose a CSV file (comma-separated text).`);
   if (bytes[0] === 0xff && bytes[1] === 0xfe) return {text: new TextDecoder("utf-16le").decode(bytes), encoding: "utf-16le"};
@@ -310,7 +310,7 @@ export function inferTask(rows, target, type) {
 
 const pct = (part, whole) => (whole ? Math.round((1000 * part) / whole) / 10 : 0);
 
-export function classCounts(rows, target) {
+function classCounts(rows, target) {
   const counts = new Map();
   for (const row of rows) {
     const v = row[target];

@@ -9,8 +9,8 @@ import {paramCount} from "./model.js";
 import {buildModel, disposeTfModel} from "./model-tf.js";
 import {getTf} from "./tfjs.js";
 
-export const MIN_SPLIT_ROWS = 10; // fewer rows than this: no hold-out at all
-export const EXPOSED_PREDICTIONS = 20_000; // validation predictions handed to the page (typed arrays: transferred, not cloned)
+const MIN_SPLIT_ROWS = 10; // fewer rows than this: no hold-out at all
+const EXPOSED_PREDICTIONS = 20_000; // validation predictions handed to the page (typed arrays: transferred, not cloned)
 const MIN_DELTA = 0; // any decrease of val_loss counts as an improvement
 
 /** The rows and preprocessing for a run: {trainRows, valRows, pre, heldOut}; the preprocessor sees training rows only. */

@@ -80,7 +80,7 @@ export function bestEpoch(epochs) {
   return best ? best.epoch : null;
 }
 
-export const OVERFIT_EPOCHS = 5; // validation loss rising this many epochs after its best, while training loss falls
+const OVERFIT_EPOCHS = 5; // validation loss rising this many epochs after its best, while training loss falls
 const OVERFIT_RISE = 0.05; // ...and at least 5 % above its best
 const SWING = 0.6; // the training loss changes direction in at least 60 % of the last epochs...
 const SWING_SIZE = 0.1; // ...by steps of at least 10 % of its level on average

@@ -7,7 +7,7 @@ import {state} from "./state.js";
 const DB = "mllab-workbench";
 const STORE = "workbench";
 // A dataset bigger than this is not kept (the browser's quota is shared with the rest of the origin).
-export const MAX_KEPT_CHARS = 32 * 1024 * 1024;
+const MAX_KEPT_CHARS = 32 * 1024 * 1024;
 
 let opening = null;
 function open() {

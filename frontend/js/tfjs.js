@@ -29,7 +29,7 @@ export function getTf() {
 export const isLoaded = () => Boolean(globalThis.tf);
 
 /** ?backend=cpu|wasm|webgl|webgpu from the page's URL, or null. */
-export function backendOverride(search = globalThis.location?.search ?? "") {
+function backendOverride(search = globalThis.location?.search ?? "") {
   const wanted = new URLSearchParams(search).get("backend");
   return BACKENDS.includes(wanted) ? wanted : null;
 }

@@ -10,7 +10,7 @@ import {paramCount, probeKey} from "./model.js";
 import {disposeTfModel, loadTfFromArtifacts, loadTfFromUrls, saveTfArtifacts} from "./model-tf.js";
 import {BACKENDS, LABEL, ensureTf, getTf, isLoaded, pickBackend, useBackend} from "./tfjs.js";
 
-export const SMALL_MODEL = 20_000; // parameters: up to this many, the backend is the fastest one measured
+const SMALL_MODEL = 20_000; // parameters: up to this many, the backend is the fastest one measured
 const models = new Map(); // handle id -> tf.LayersModel
 let nextId = 1;
 let stopRequested = false;

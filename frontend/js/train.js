@@ -51,7 +51,7 @@ export function metricsTable(metrics, target) {
 }
 
 /** Precision, recall and F1 of each class on the validation rows. */
-export function perClassTable(perClass) {
+function perClassTable(perClass) {
   const t = table("per-class", "Per class, on the validation rows", ["Class", "Precision", "Recall", "F1", "Rows"],
     perClass.map((c) => [c.label, percent(c.precision), percent(c.recall), percent(c.f1), number(c.support)]));
   t.dataset.perClass = JSON.stringify(perClass);
@@ -69,7 +69,7 @@ export function confusionTable(matrix, labels) {
 }
 
 /** Hints in plain words when the curves show overfitting or a learning rate that is too high. */
-export function hintsList(metrics, heldOut = true) {
+function hintsList(metrics, heldOut = true) {
   const hints = diagnose(metrics.epochs, {learningRate: metrics.params?.learning_rate, heldOut});
   if (!hints.length) return null;
   return el("ul", {id: "train-hints", className: "hints"}, ...hints.map((h) => {

@@ -62,7 +62,7 @@ export const isLoaded = () => loaded;
 export const memory = () => (worker ? call("memory") : Promise.resolve(null));
 
 /** A model that lives in the worker. */
-export class ModelHandle {
+class ModelHandle {
   constructor(id, metadata) { this.id = id; this.metadata = metadata || {}; this.disposed = false; }
   getUserDefinedMetadata() { return this.metadata; }
 }
@@ -87,7 +87,7 @@ export const predict = (handle, preprocessor, row) => call("predict", {id: handl
 
 let choice = savedChoice();
 /** The person's backend choice: "auto" or a backend name. */
-export const currentChoice = () => choice;
+const currentChoice = () => choice;
 export function setChoice(value) { choice = value || "auto"; }
 
 function probes() {
