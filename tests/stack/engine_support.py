@@ -11,8 +11,6 @@ from pathlib import Path
 
 from . import lab_support, workbench_support
 
-SETTLED = "['done', 'stopped', 'early-stopped', 'error'].includes(document.getElementById('train-panel').dataset.state)"
-
 
 class Lab(workbench_support.Lab):
     """The workbench with helpers for the engine's tests."""
@@ -34,15 +32,15 @@ class Lab(workbench_support.Lab):
     def wait_settled(self, timeout_ms: int = 300_000) -> dict[str, str]:
         """Waits for the run to end from inside the page (a MutationObserver, no polling)."""
         self.page.evaluate(
-            """([timeout]) => new Promise((resolve, reject) => {
+            """([timeout, settled]) => new Promise((resolve, reject) => {
                 const panel = document.getElementById('train-panel');
-                const done = () => ['done', 'stopped', 'early-stopped', 'error'].includes(panel.dataset.state);
+                const done = () => panel.matches(settled);
                 if (done()) return resolve();
                 const watch = new MutationObserver(() => { if (done()) { watch.disconnect(); resolve(); } });
                 watch.observe(panel, {attributes: true});
                 setTimeout(() => reject(new Error('training did not end in time')), timeout);
             })""",
-            [timeout_ms],
+            [timeout_ms, workbench_support.DONE],
         )
         return self.panel_data()
 
