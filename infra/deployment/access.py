@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mllab.api import routes
+from deployment import environment
 from mllab.platform import config
 
 
@@ -49,7 +49,7 @@ READS: dict[str, tuple[str, ...]] = {
     "paypal_webhook": (config.PAYPAL_IDS, config.PAYPAL_CLIENT, config.SMTP_URL),  # verify, resync, dunning mail
     "promo_apply": (config.PUBLIC_KEYS, config.SESSION_KEYS),
     "reconcile_subscriptions": (config.PAYPAL_CLIENT, config.SMTP_URL),  # re-reads at PayPal, access-ending mail
-    "sweep_uploads": (),  # deployed only with an S3-compatible store (not by this plan yet: docs/operations.md)
+    "sweep_uploads": (),  # deployed only with an S3-compatible store (not by this plan: environment.FUNCTIONS)
     "deployments": (config.PUBLIC_KEYS, config.SESSION_KEYS),
     "predict": (),  # API keys are SHA-256 digests compared in constant time: no secret is involved
 }
@@ -61,7 +61,7 @@ READS: dict[str, tuple[str, ...]] = {
 READ_ONLY_BUCKET = frozenset({"deployments", "predict"})
 BUCKET_ROLES: dict[str, str] = {
     fn.name: "roles/storage.objectViewer" if fn.name in READ_ONLY_BUCKET else "roles/storage.objectAdmin"
-    for fn in routes.for_store("gcs")
+    for fn in environment.FUNCTIONS
     if "storage" in fn.uses
 }
 
@@ -73,7 +73,7 @@ FIRESTORE_ROLE = "roles/datastore.user"
 
 
 def firestore_users() -> list[str]:
-    return [fn.name for fn in routes.for_store("gcs") if "firestore" in fn.uses]
+    return [fn.name for fn in environment.FUNCTIONS if "firestore" in fn.uses]
 
 
 def readers(secret: str) -> list[str]:

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from mllab.api import routes
 from mllab.platform import config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,6 +24,10 @@ _BILLING_ACCOUNT = re.compile(r"[0-9A-F]{6}-[0-9A-F]{6}-[0-9A-F]{6}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[a-z]{2,63}")
 PAYPAL_APIS = {"sandbox": config.PAYPAL_SANDBOX_API, "live": config.PAYPAL_LIVE_API}
 USAGE = "make deploy-plan PROJECT=<project id> REGION=<region, e.g. europe-west1> DOMAIN=<domain, e.g. example.com>"
+
+# The functions this plan deploys: those of the GCS store (an S3-compatible store, with its upload sweep,
+# is for hosts outside Google Cloud: docs/operations.md).
+FUNCTIONS: tuple[routes.Function, ...] = tuple(routes.for_store("gcs"))
 
 # Placeholders the plan shows for optional values it was not given (never a real value).
 NO_BILLING_ACCOUNT = "<BILLING_ACCOUNT>"

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from deployment import access, indexes
+from deployment import access, environment, indexes
 from deployment.environment import Environment
 from deployment.files import LIFECYCLE, RULES, Files
 from deployment.steps import Probe, Step, gcloud, relative
-from mllab.api import routes
 
 APIS = (
     "cloudresourcemanager.googleapis.com",  # project number lookups, project IAM
@@ -72,7 +71,7 @@ def identities(env: Environment) -> list[Step]:
             capture="PROJECT_NUMBER",
         )
     ]
-    for fn in routes.for_store("gcs"):
+    for fn in environment.FUNCTIONS:
         email = env.service_account(fn.name)
         steps.append(
             Step(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 
-from deployment import access, sizing
+from deployment import access, environment, sizing
 from deployment.environment import Environment
 from deployment.files import Files
 from deployment.foundation import PUBSUB_AGENT
@@ -86,7 +86,7 @@ def deploy_command(env: Environment, fn: routes.Function, files: Files) -> tuple
 
 def functions(env: Environment, files: Files) -> list[Step]:
     steps = []
-    for fn in routes.for_store("gcs"):
+    for fn in environment.FUNCTIONS:
         size = sizing.SIZING[fn.name]
         trigger = "HTTP" if fn.trigger is routes.Trigger.HTTP else f"Pub/Sub {env.topics[fn.topic or '']}"
         steps.append(

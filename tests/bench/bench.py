@@ -212,10 +212,9 @@ def store_cold_starts() -> None:
                     model_id=_pending_version(uid),
                 )
                 env = {**os.environ}
-                times = [cold_start(source, "signed_urls", _first_signed_upload, env) * 1000 for _ in range(RUNS)]
-                cpu = statistics.median(import_cpu(source, "signed_urls", env) * 1000 for _ in range(3))
+                row = _cold_row(source, "signed_urls", _first_signed_upload, env, ())
                 label = f"on {backend}"
-                print(f"{label:28} {statistics.median(times):15.0f} {min(times):6.0f}-{max(times):<6.0f} {cpu:14.0f}")
+                print(f"{label:28} {row['wall']:15.0f} {row['min']:6.0f}-{row['max']:<6.0f} {row['import']:14.0f}")
             finally:
                 stack.stop()
                 os.environ.clear()
@@ -309,6 +308,22 @@ def _first_reconcile(client: httpx.Client, port: int) -> bool:
     )
 
 
+def _first_deployments(client: httpx.Client, port: int) -> bool:
+    r = client.get(f"http://127.0.0.1:{port}/deployments", headers={"Authorization": f"Bearer {CTX['access']}"})
+    return r.status_code == 200 and "items" in r.json()
+
+
+def _first_predict(client: httpx.Client, port: int) -> bool:
+    # A well-formed key nobody holds: looked up in Firestore, then refused.
+    guessed = "mlk_" + "a" * 16 + "_" + "b" * 43
+    r = client.post(
+        f"http://127.0.0.1:{port}/predict/nosuchmodel",
+        json={"instances": [{"x": 1}]},
+        headers={"Authorization": f"Bearer {guessed}"},
+    )
+    return r.status_code == 401 and r.headers.get("content-type", "").startswith("application/problem+json")
+
+
 PROBES = {
     "jwks": _first_jwks,
     "auth_google_login": _first_google_login,
@@ -325,10 +340,9 @@ PROBES = {
     "paypal_webhook": _first_webhook,
     "promo_apply": _first_promo,
     "reconcile_subscriptions": _first_reconcile,
+    "deployments": _first_deployments,
+    "predict": _first_predict,
 }
-TARGETS = [("bare functions-framework", HERE / "bare" / "main.py", "bare", _first_bare)] + [
-    (fn.name, ROOT / "functions" / fn.name / "main.py", fn.name, PROBES[fn.name]) for fn in routes.for_store("gcs")
-]
 FLOOR = HERE / "floor" / "main.py"
 # The Google client modules each client getter (mllab.platform.clients) imports.
 CLIENT_MODULES = {"firestore": "google.cloud.firestore", "storage": "google.cloud.storage"}
@@ -506,7 +520,6 @@ def webhook_section() -> None:
     """Per-event cost of `webhooks.verify` once the certificate is cached (the steady state: PayPal
     signs with one certificate for months). No stack and no network: a self-signed RSA-2048
     certificate and key are made in a temp dir and the "fetch" reads the PEM from there."""
-    import zlib
     from datetime import timedelta
 
     from cryptography import x509
@@ -807,7 +820,7 @@ def cold_start_section(env: dict[str, str], tmp: Path) -> None:
     bare = _cold_row(HERE / "bare" / "main.py", "bare", _first_bare, env, ())
     print(_cells("bare functions-framework", bare))
     floors: dict[str, dict[str, float]] = {}
-    for fn in routes.FUNCTIONS:
+    for fn in routes.for_store("gcs"):
         if only and fn.name not in only:
             continue
         label, target, probe, extra = floor_of(fn)
@@ -881,13 +894,14 @@ def main() -> int:
                 predict_section()
         finally:
             stack.stop()
-    store_cold_starts()
+    if want("stores"):
+        store_cold_starts()
     return 0
 
 
 def want(section: str) -> bool:
     """BENCH_SECTIONS=cold,warm runs only those (cold, warm, tokens, webhooks, storage, lab, lighthouse,
-    predict); default all."""
+    predict, stores); default all."""
     chosen = set(filter(None, os.environ.get("BENCH_SECTIONS", "").split(",")))
     return not chosen or section in chosen
 

@@ -584,19 +584,16 @@ def _echo_cpu_by_type(
     """Per request type: its function's CPU above idle per request it served (a function serving several
     types shares its CPU among them by count), plus the gateway's per request."""
     types = {n: t["requests"] for n, t in result["totals"]["types"].items() if n not in (AGGREGATED, MIX) and t}
+    served_by = {name: fn for name in types if (fn := function_of(name))}
     by_fn: dict[str, int] = {}
-    for name, count in types.items():
-        fn = function_of(name)
-        if fn:
-            by_fn[fn] = by_fn.get(fn, 0) + count
+    for name, fn in served_by.items():
+        by_fn[fn] = by_fn.get(fn, 0) + types[name]
     through_gateway = sum(c for n, c in types.items() if n != UPLOAD_PUT) or 1
     gw = 1000 * max(0.0, cpu.get("gateway", 0.0) - idle.get("gateway", 0.0)) / through_gateway
     echo(f"\nCPU per request type, above idle (gateway {gw:.2f} ms per request it routes):")
     echo(f"{'request':32} {'requests':>9} {'function':>22} {'fn ms/request':>14} {'+ gateway':>10}")
-    for name, count in sorted(types.items()):
-        fn = function_of(name)
-        if fn is None:
-            continue
+    for name, fn in sorted(served_by.items()):
+        count = types[name]
         above = max(0.0, cpu.get(f"fn:{fn}", 0.0) - idle.get(f"fn:{fn}", 0.0))
         per = 1000 * above / max(1, by_fn[fn])
         echo(f"{name:32} {count:>9} {fn:>22} {per:>14.2f} {per + (gw if name != UPLOAD_PUT else 0.0):>10.2f}")

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from packaging.utils import canonicalize_name
 
 from mllab.api import routes
 from mllab.files import objects, recorder
@@ -32,6 +33,7 @@ from mllab.identity import oauth, sessions, tokens, users
 from mllab.platform import clients, clock
 from mllab_dev import preflight
 from mllab_dev.stack import BUCKET, PROJECT, PURGE_TOPIC, RECONCILE_TOPIC, ROOT, TOPIC, Stack
+from tests import pins
 
 from .billing_support import signed_webhook
 
@@ -517,12 +519,8 @@ def test_staged_venv_holds_only_its_requirements(
     assert seen["version"] == [3, 12]
     assert seen["mllab"] is False
     assert not [p for p in seen["path"] if p.startswith(str(ROOT))]
-    lock = {}
-    for line in (ROOT / "constraints.txt").read_text().splitlines():
-        if "==" in line and not line.startswith("#") and "python_version < '3.12'" not in line:  # 3.12 runs here
-            name, _, version = line.split(";", 1)[0].strip().partition("==")
-            lock[name.lower().replace("_", "-")] = version.strip()
-    assert {d: v for d, v in seen["dists"].items() if lock.get(d) != v} == {}
+    pinned = pins.lock()  # as the functions' 3.12 runtime sees it
+    assert {d: v for d, v in seen["dists"].items() if pinned.get(canonicalize_name(d)) != v} == {}
     for use, dist in (("firestore", "google-cloud-firestore"), ("storage", "google-cloud-storage")):
         assert (dist in seen["dists"]) == (use in fn.uses), f"{fn.name}: {dist}"
     for dist in ("google-cloud-pubsub", "google-cloud-secret-manager", "pytest", "mllab"):

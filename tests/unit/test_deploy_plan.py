@@ -98,7 +98,7 @@ def flag(argv: Sequence[str], name: str) -> str | None:
 # --- every function, with its flags ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fn", routes.for_store("gcs"), ids=lambda f: f.name)
+@pytest.mark.parametrize("fn", environment.FUNCTIONS, ids=lambda f: f.name)
 def test_every_function_is_deployed_gen2_from_its_staged_folder(all_steps: list[Step], fn: routes.Function) -> None:
     argv = deploy_step(all_steps, fn.name)
     assert "--gen2" in argv and flag(argv, "runtime") == "python312" and flag(argv, "region") == REGION
@@ -119,7 +119,7 @@ def test_every_function_is_deployed_gen2_from_its_staged_folder(all_steps: list[
     assert size.min_instances <= size.max_instances and size.why
 
 
-@pytest.mark.parametrize("fn", routes.for_store("gcs"), ids=lambda f: f.name)
+@pytest.mark.parametrize("fn", environment.FUNCTIONS, ids=lambda f: f.name)
 def test_ingress_and_invokers_follow_the_trigger(all_steps: list[Step], fn: routes.Function) -> None:
     argv = deploy_step(all_steps, fn.name)
     if fn.trigger is routes.Trigger.HTTP:
@@ -139,7 +139,7 @@ def test_ingress_and_invokers_follow_the_trigger(all_steps: list[Step], fn: rout
 
 
 def test_secrets_are_mounted_per_function_as_files(all_steps: list[Step]) -> None:
-    for fn in routes.for_store("gcs"):
+    for fn in environment.FUNCTIONS:
         argv = deploy_step(all_steps, fn.name)
         mounted = flag(argv, "set-secrets")
         expected = {f"/secrets/{s}/{s}={s}:latest" for s in access.READS[fn.name]}
@@ -157,7 +157,7 @@ def test_signing_keys_go_only_to_the_functions_that_sign_tokens() -> None:
 
 
 def test_every_function_gets_the_keys_its_routes_check() -> None:
-    for fn in routes.for_store("gcs"):
+    for fn in environment.FUNCTIONS:
         reads, table = set(access.READS[fn.name]), _routes_of(fn.name)
         if any(r.auth is routes.Auth.ACCESS_TOKEN for r in table) or fn.name == "jwks":
             assert config.PUBLIC_KEYS in reads, fn.name
@@ -209,7 +209,7 @@ def _reachable_secrets(function: str) -> set[str]:
     return set().union(*(_secrets_read(trees[m]) for m in seen))
 
 
-@pytest.mark.parametrize("fn", routes.for_store("gcs"), ids=lambda f: f.name)
+@pytest.mark.parametrize("fn", environment.FUNCTIONS, ids=lambda f: f.name)
 def test_a_function_gets_only_secrets_its_code_can_read(fn: routes.Function) -> None:
     """Over-mounting check: every secret granted is read by a module the function can reach."""
     assert set(access.READS[fn.name]) <= _reachable_secrets(fn.name)
@@ -279,7 +279,7 @@ def test_the_serving_functions_only_read_the_bucket() -> None:
 
 def test_one_service_account_per_function_with_least_privilege(all_steps: list[Step]) -> None:
     bindings = [s.argv for s in all_steps if "add-iam-policy-binding" in s.argv]
-    for fn in routes.for_store("gcs"):
+    for fn in environment.FUNCTIONS:
         email = f"fn-{fn.name.replace('_', '-')}@{PROJECT}.iam.gserviceaccount.com"
         assert first(all_steps, "iam", "service-accounts", "create", f"fn-{fn.name.replace('_', '-')}") >= 0
         mine = [b for b in bindings if f"--member=serviceAccount:{email}" in b]
@@ -315,7 +315,7 @@ def test_one_service_account_per_function_with_least_privilege(all_steps: list[S
 def test_functions_are_built_by_a_dedicated_build_account_that_may_only_build(all_steps: list[Step]) -> None:
     builder = f"mllab-builder@{PROJECT}.iam.gserviceaccount.com"
     created = first(all_steps, "iam", "service-accounts", "create", "mllab-builder")
-    for fn in routes.for_store("gcs"):
+    for fn in environment.FUNCTIONS:
         assert (
             flag(deploy_step(all_steps, fn.name), "build-service-account")
             == f"projects/{PROJECT}/serviceAccounts/{builder}"
@@ -653,7 +653,7 @@ def test_make_deploy_plan_prints_the_plan(tmp_path: Path) -> None:
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    for fn in routes.for_store("gcs"):
+    for fn in environment.FUNCTIONS:
         assert f"gcloud functions deploy {fn.name} --gen2" in done.stdout
     assert (tmp_path / PROJECT / "url-map.yaml").is_file()
     missing = subprocess.run([*make, f"PROJECT={PROJECT}"], cwd=REPO, capture_output=True, text=True, timeout=60)
@@ -775,7 +775,7 @@ def test_a_second_apply_creates_nothing(
     second = [c.argv for c in cloud.calls[first_round:]]
     assert not [a for a in second if "create" in a or "add-backend" in a or _has(a, ("versions", "add"))]
     # what changed is still updated: functions redeployed, scheduler jobs and armor rules updated
-    assert len([a for a in second if _has(a, ("functions", "deploy"))]) == len(routes.for_store("gcs"))
+    assert len([a for a in second if _has(a, ("functions", "deploy"))]) == len(environment.FUNCTIONS)
     assert [a for a in second if _has(a, ("scheduler", "jobs", "update"))]
     assert [a for a in second if _has(a, ("security-policies", "rules", "update"))]
     assert [a for a in second if _has(a, ("policies", "update")) and "exists" in a]  # the probed policy's id
@@ -931,7 +931,7 @@ def _url_map_service(document: dict[str, Any], host: str, path: str) -> str:
 
 
 def _backend_function(env: environment.Environment, service: str) -> str:
-    for fn in routes.for_store("gcs"):
+    for fn in environment.FUNCTIONS:
         if service == env.backend_url(fn.name):
             return fn.name
     return service
@@ -940,7 +940,7 @@ def _backend_function(env: environment.Environment, service: str) -> str:
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[tuple[Client, list[str]]]:
     module = _gateway_module()
-    ports = {fn.name: 9100 + n for n, fn in enumerate(routes.for_store("gcs"))}
+    ports = {fn.name: 9100 + n for n, fn in enumerate(environment.FUNCTIONS)}
     (tmp_path / "index.html").write_text("<!doctype html><title>lab</title>")
     app = module.Gateway({"frontend": str(tmp_path), "functions": ports, "components": []})
     reached: list[str] = []
@@ -1050,7 +1050,7 @@ def test_each_function_serves_as_many_requests_at_once_as_cloud_run_sends_it(tmp
     env = environment.make("real-proj-1", REGION, DOMAIN, out=tmp_path, oauth_client_id="1234-abc.apps")
     written = files.write(env)
     shared = yaml.safe_load(written.env_vars.read_text())
-    for fn in routes.for_store("gcs"):
+    for fn in environment.FUNCTIONS:
         values = yaml.safe_load(written.function_env_vars[fn.name].read_text())
         assert values == {**shared, "THREADS": str(sizing.SIZING[fn.name].concurrency)}, fn.name
         command = function_steps.deploy_command(env, fn, written)
@@ -1075,7 +1075,7 @@ def test_a_script_is_refused_for_steps_that_need_python(all_steps: list[Step]) -
 def test_the_function_and_lab_scripts_pass_shellcheck(tmp_path: Path) -> None:
     shellcheck = Path(sys.executable).parent / "shellcheck"
     written = []
-    for group in [f"function:{fn.name}" for fn in routes.for_store("gcs")] + ["lab"]:
+    for group in [f"function:{fn.name}" for fn in environment.FUNCTIONS] + ["lab"]:
         script = tmp_path / f"{group.replace(':', '-')}.sh"
         assert (
             deploy_cli.main(
@@ -1108,12 +1108,12 @@ def test_cloudbuild_tests_stages_and_deploys_every_function_in_parallel() -> Non
     stage = " ".join(by_id["stage"]["args"])
     assert by_id["stage"]["waitFor"] == ["test"] and "infra/stage.py" in stage
     assert 'build/ci/function-$$name.sh' in stage and "--only=lab --output=build/ci/lab.sh" in stage
-    for fn in routes.for_store("gcs"):
+    for fn in environment.FUNCTIONS:
         step = by_id[f"deploy-{fn.name}"]
         assert step["waitFor"] == ["stage"] and step["args"] == [f"build/ci/function-{fn.name}.sh"]
     assert by_id["deploy-lab"]["waitFor"] == ["stage"] and by_id["deploy-lab"]["args"] == ["build/ci/lab.sh"]
     deploys = {i for i in by_id if i.startswith("deploy-")}
-    assert deploys == {f"deploy-{fn.name}" for fn in routes.for_store("gcs")} | {"deploy-lab"}
+    assert deploys == {f"deploy-{fn.name}" for fn in environment.FUNCTIONS} | {"deploy-lab"}
     assert {"_REGION", "_DOMAIN"} <= set(build["substitutions"]) and "$PROJECT_ID" in stage
 
 

@@ -46,13 +46,29 @@ def _resolve(base: str, name: str) -> str:
     return f"{base}.{name}" if f"{base}.{name}" in MODULES else base
 
 
-def mllab_imports(path: Path) -> set[str]:
+def _from_base(node: ast.ImportFrom, package: str | None) -> str | None:
+    """The absolute module a `from X import ...` names: a relative one resolved against the file's package."""
+    if not node.level:
+        return node.module
+    if package is None:
+        return None
+    parent = package.rsplit(".", node.level - 1)[0]
+    return f"{parent}.{node.module}" if node.module else parent
+
+
+def mllab_imports(path: Path, package: str | None = None) -> set[str]:
     """The mllab modules a file imports, anywhere in it, dotted (`from mllab.platform import clients`,
-    `from mllab import account`, `import mllab.files.objects`, `from mllab.platform.problems import Problem`)."""
+    `from mllab import account`, `import mllab.files.objects`, `from mllab.platform.problems import Problem`,
+    and relative ones: `from . import store` in mllab.serving is mllab.serving.store). `package`: the
+    file's, when it is not under shared/mllab."""
+    if package is None and path.is_relative_to(PACKAGE):
+        package = ".".join(("mllab", *path.parent.relative_to(PACKAGE).parts))
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "mllab":
-            found |= {_resolve(node.module, alias.name) for alias in node.names}
+        if isinstance(node, ast.ImportFrom):
+            base = _from_base(node, package)
+            if base and base.split(".")[0] == "mllab":
+                found |= {_resolve(base, alias.name) for alias in node.names}
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.split(".")[0] == "mllab"}
     return found
@@ -120,3 +136,6 @@ def test_the_import_check_names_an_upward_import(tmp_path: Path) -> None:
     source.write_text("from mllab.api import http\ndef f():\n    from mllab.ops import keys\n")
     assert mllab_imports(source) == {"mllab.api.http", "mllab.ops.keys"}
     assert {layer_of(m) for m in mllab_imports(source)} == {2, 3}
+    # A relative import is resolved against the package: one up into the router is seen too.
+    source.write_text("from . import store\nfrom .errors import ModelError\nfrom ..api import http\n")
+    assert mllab_imports(source, "mllab.serving") == {"mllab.serving.store", "mllab.serving.errors", "mllab.api.http"}

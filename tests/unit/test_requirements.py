@@ -16,6 +16,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from mllab.api import routes
+from tests.pins import lock
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS_DIR = ROOT / "functions"
@@ -30,18 +31,6 @@ CLIENT_DISTS = {
     "secret_manager": "google-cloud-secret-manager",
 }
 RUNTIME = "functions-framework"  # the buildpack refuses a function without it
-
-
-def lock() -> dict[str, str]:
-    pins = {}
-    for line in (ROOT / "constraints.txt").read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        req = Requirement(line)  # a pin with a marker counts for the deploy runtime, Python 3.12
-        if req.marker is None or req.marker.evaluate({"python_version": "3.12", "python_full_version": "3.12.1"}):
-            pins[canonicalize_name(req.name)] = next(iter(req.specifier)).version
-    return pins
 
 
 def requirements(name: str) -> dict[str, Requirement]:

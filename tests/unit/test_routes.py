@@ -10,42 +10,19 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from packaging.markers import Marker
 
 from mllab.api import http, routes
+from tests.pins import exact_pins
 from tests.unit.helpers import FUNCTIONS_DIR, REPO
 
 HTTP_FUNCTIONS = [fn.name for fn in routes.http_functions()]
 ALL_FUNCTIONS = [fn.name for fn in routes.FUNCTIONS]
-PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9][A-Za-z0-9.+!_-]*)$")
-
-
-def _normalise(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-RUNTIME = {"python_version": "3.12", "python_full_version": "3.12.1"}  # the functions' runtime
-
-
-def _pins(lines: list[str]) -> dict[str, str]:
-    pins: dict[str, str] = {}
-    for raw in lines:
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        line, _, marker = (part.strip() for part in line.partition(";"))
-        if marker and not Marker(marker).evaluate(RUNTIME):
-            continue  # a pin for another Python than the deploy runtime's
-        m = PIN.fullmatch(line)
-        assert m, f"not an exact pin: {raw!r}"
-        pins[_normalise(m.group(1))] = m.group(2)
-    return pins
 
 
 def _project_pins() -> dict[str, str]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     # the s3 extra: the S3 store's client, in the functions that use the store when a deployment selects it
-    return _pins([*project["dependencies"], *project["optional-dependencies"]["s3"]])
+    return exact_pins([*project["dependencies"], *project["optional-dependencies"]["s3"]])
 
 
 # --- table and layout ----------------------------------------------------------------------------
@@ -196,7 +173,7 @@ def test_project_dependencies_are_exact_pins() -> None:
 @pytest.mark.parametrize("name", ALL_FUNCTIONS)
 def test_function_requirements_pin_the_project_versions(name: str) -> None:
     lines = (FUNCTIONS_DIR / name / "requirements.txt").read_text().splitlines()
-    pins = _pins(lines)
+    pins = exact_pins(lines)
     assert "functions-framework" in pins
     project = _project_pins()
     for package, version in pins.items():
@@ -207,5 +184,8 @@ def test_function_requirements_pin_the_project_versions(name: str) -> None:
 def test_pin_parser_rejects_loose_requirements() -> None:
     for loose in ("pydantic>=2", "pydantic", "pydantic==2.*", "pydantic~=2.14", "-e ."):
         with pytest.raises(AssertionError):
-            _pins([loose])
-    assert _pins(["# comment", "", "PyJWT==2.15.1  # why"]) == {"pyjwt": "2.15.1"}
+            exact_pins([loose])
+    assert exact_pins(["# comment", "", "PyJWT==2.15.1  # why"]) == {"pyjwt": "2.15.1"}
+    # one pin per Python: the functions' 3.12 runtime sees its own
+    marked = ["numpy==2.5.5; python_version >= '3.12'", "numpy==2.4.6; python_version < '3.12'"]
+    assert exact_pins(marked) == {"numpy": "2.5.5"}
