@@ -74,7 +74,7 @@ NEEDS: dict[str, set[str]] = {
     | _RECORDER
     | _ENTITLED
     | _STORE
-    | {"mllab.files.uploads", "mllab.files.completion", "mllab.files.notify", "mllab.files.s3"},
+    | {"mllab.files.uploads", "mllab.files.completion", "mllab.files.notify"},
     "on_object_finalized": _RECORDER | _ENTITLED | _STORE,
     "purge_accounts": _SIGN_IN
     | _SUBSCRIPTIONS
