@@ -19,6 +19,7 @@ from mllab_dev.stack import BUCKET, Stack
 
 from .conftest import Browser, running_stack
 from .limits_support import signed_in, wait
+from .serving_support import golden_files, saved_version
 from .storage_support import WEIGHTS, model_with_version, ok
 
 pytestmark = pytest.mark.stack
@@ -181,3 +182,26 @@ def test_a_completion_for_another_users_missing_or_foreign_object_is_404_and_pub
     assert recorder.usage_of(lab.uid) == 0
     assert lab.request("POST", "/signed/complete", json_body={"object": "x" * 2000}).status_code == 422
     assert lab.request("POST", "/signed/complete", json_body={"object": signed["object"], "size": 1}).status_code == 422
+
+
+# --- serving: a saved version's files read from the S3 store ------------------------------------------
+
+
+def test_a_version_saved_to_the_s3_store_deploys_predicts_and_is_shared_from_it(stack: Stack, lab: Browser) -> None:
+    model_json, weights, recorded = golden_files()
+    model, n = saved_version(lab.uid, model_json, weights)
+    dep = ok(lab.request("POST", "/deployments", json_body={"model_id": model["id"], "version": n}), 201)
+    key = ok(lab.request("POST", "/api-keys", json_body={"name": "s3", "scopes": ["predict"]}), 201)["key"]
+    r = httpx.post(
+        f"{stack.gateway_url}/predict/{dep['id']}",
+        json={"instances": recorded["rows"][:2]},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=20,
+    )
+    assert r.status_code == 200, r.text
+    assert [p["label"] for p in r.json()["predictions"]] == [p["label"] for p in recorded["predictions"][:2]]
+    ok(lab.request("PATCH", f"/deployments/{dep['id']}", json_body={"public": True}))
+    view = ok(httpx.get(f"{stack.gateway_url}/public/deployments/{dep['id']}", timeout=20))
+    for url, data in ((view["model_json_url"], model_json), (view["weights_url"], weights)):
+        assert urlsplit(url).netloc == urlsplit(stack.storage_url).netloc  # signed by the S3 store
+        assert httpx.get(url, timeout=20).content == data
