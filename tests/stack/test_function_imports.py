@@ -74,7 +74,7 @@ NEEDS: dict[str, set[str]] = {
     | _RECORDER
     | _ENTITLED
     | _STORE
-    | {"mllab.files.uploads", "mllab.files.completion", "mllab.files.notify", "mllab.files.s3"},
+    | {"mllab.files.uploads", "mllab.files.completion", "mllab.files.notify"},
     "on_object_finalized": _RECORDER | _ENTITLED | _STORE,
     "purge_accounts": _SIGN_IN
     | _SUBSCRIPTIONS
@@ -184,31 +184,6 @@ EXERCISE = {
         assert r.status_code == 200, r.data
         assert users.get(uid) is None
     """,
-    "signed_urls": """
-        import os, uuid
-        from datetime import timedelta
-        from mllab.identity import sessions, tokens, users
-        from mllab.platform import clients, clock
-        uid = users.create_google_user("https://example.test", uuid.uuid4().hex,
-                                       f"s-{uuid.uuid4().hex[:8]}@example.com", "S")
-        s, _ = sessions.create(uid, "google", user_agent="imports", ip="203.0.113.1")
-        db, now, pid, mid = clients.firestore(), clock.now(), uuid.uuid4().hex, uuid.uuid4().hex
-        db.collection("projects").document(pid).set({"uid": uid, "name": "p", "created_at": now, "updated_at": now})
-        db.collection("models").document(mid).set({"uid": uid, "project_id": pid, "name": "m", "config_json": "{}",
-                                                   "latest_version": None, "next_version": 2,
-                                                   "created_at": now, "updated_at": now})
-        db.collection("models").document(mid).collection("versions").document("000000001").set(
-            {"uid": uid, "model_id": mid, "project_id": pid, "version": 1, "status": "pending", "files": {},
-             "size_bytes": 0, "created_at": now, "updated_at": now})
-        db.collection("entitlements").document(uid).set({"uid": uid, "admin_until": now + timedelta(days=1)})
-        h = {"Authorization": "Bearer " + tokens.issue_access_token(uid, s.id).token,
-             "X-CSRF-Token": sessions.csrf_token(s.id)}
-        r = client.post("/signed/upload", json={"kind": "weights", "model_id": mid, "version": 1, "size": 10},
-                        headers=h)
-        assert r.status_code == 200, r.data
-        r = client.get("/signed/download?object=" + r.json["object"], headers=h)
-        assert r.status_code == 404, r.data  # nothing recorded yet
-    """,
     "billing": """
         uid, h = signed_in()
         assert client.get("/billing/plans").status_code == 200
@@ -254,19 +229,14 @@ EXERCISE = {
     """,
 }
 
-# A PRO user's ready version of the lab's golden model: the records written as the catalog writes a
-# pending version, the files put into fake-gcs over its JSON API with the standard library (so the child
-# never loads the storage client itself), and the stack's recorder marking the version ready.
-# Defines uid, h (auth + CSRF headers), mid, golden and db.
-SERVED_VERSION = """
-    import json as _j, os, time, urllib.parse, urllib.request, uuid
+# A PRO user's model with version 1 pending, its records written as the catalog writes them: what an upload
+# is signed for. Defines uid, h (auth + CSRF headers), db, now, pid, mid and version (its document).
+PENDING_VERSION = """
+    import uuid
     from datetime import timedelta
-    from pathlib import Path
-    from mllab.files import objects
-    from mllab.platform import clients, clock, config
+    from mllab.platform import clients, clock
     uid, h = signed_in()
     db, now, pid, mid = clients.firestore(), clock.now(), uuid.uuid4().hex, uuid.uuid4().hex
-    golden = Path(GOLDEN_DIR)
     db.collection("projects").document(pid).set({"uid": uid, "name": "p", "created_at": now, "updated_at": now})
     db.collection("models").document(mid).set({"uid": uid, "project_id": pid, "name": "m", "config_json": "{}",
                                                "latest_version": None, "next_version": 2,
@@ -275,6 +245,29 @@ SERVED_VERSION = """
     version.set({"uid": uid, "model_id": mid, "project_id": pid, "version": 1, "status": "pending", "files": {},
                  "size_bytes": 0, "created_at": now, "updated_at": now})
     db.collection("entitlements").document(uid).set({"uid": uid, "admin_until": now + timedelta(days=1)})
+"""
+
+EXERCISE["signed_urls"] = (
+    PENDING_VERSION
+    + """
+    r = client.post("/signed/upload", json={"kind": "weights", "model_id": mid, "version": 1, "size": 10}, headers=h)
+    assert r.status_code == 200, r.data
+    r = client.get("/signed/download?object=" + r.json["object"], headers=h)
+    assert r.status_code == 404, r.data  # nothing recorded yet
+"""
+)
+
+# That version made ready: its files put into fake-gcs over its JSON API with the standard library (so the
+# child never loads the storage client itself), and the stack's recorder marking the version ready.
+# Defines golden besides PENDING_VERSION's names.
+SERVED_VERSION = (
+    PENDING_VERSION
+    + """
+    import json as _j, os, time, urllib.parse, urllib.request
+    from pathlib import Path
+    from mllab.files import objects
+    from mllab.platform import config
+    golden = Path(GOLDEN_DIR)
     for kind, name in (("weights", "weights.bin"), ("model", "model.json")):
         obj = str(objects.model_file(uid, pid, mid, 1, kind))
         url = (os.environ["STORAGE_EMULATOR_HOST"] + f"/upload/storage/v1/b/{config.settings().bucket}/o?"
@@ -287,6 +280,7 @@ SERVED_VERSION = """
         time.sleep(0.1)
     assert version.get().to_dict().get("status") == "ready", version.get().to_dict()
 """.replace("GOLDEN_DIR", repr(str(ROOT / "tests" / "golden" / "lab_model")))
+)
 
 EXERCISE["deployments"] = (
     SERVED_VERSION
@@ -315,33 +309,18 @@ EXERCISE["predict"] = (
 # On the S3 store, where a path differs: the upload is reported (completion publishes its event), and a
 # refused object is deleted from the S3 bucket (its OBJECT_DELETE event published).
 S3_EXERCISE = dict(EXERCISE)
-S3_EXERCISE["signed_urls"] = """
-        import os, uuid, httpx
-        from datetime import timedelta
-        from mllab.identity import sessions, tokens, users
-        from mllab.platform import clients, clock
-        uid = users.create_google_user("https://example.test", uuid.uuid4().hex,
-                                       f"s-{uuid.uuid4().hex[:8]}@example.com", "S")
-        s, _ = sessions.create(uid, "google", user_agent="imports", ip="203.0.113.1")
-        db, now, pid, mid = clients.firestore(), clock.now(), uuid.uuid4().hex, uuid.uuid4().hex
-        db.collection("projects").document(pid).set({"uid": uid, "name": "p", "created_at": now, "updated_at": now})
-        db.collection("models").document(mid).set({"uid": uid, "project_id": pid, "name": "m", "config_json": "{}",
-                                                   "latest_version": None, "next_version": 2,
-                                                   "created_at": now, "updated_at": now})
-        db.collection("models").document(mid).collection("versions").document("000000001").set(
-            {"uid": uid, "model_id": mid, "project_id": pid, "version": 1, "status": "pending", "files": {},
-             "size_bytes": 0, "created_at": now, "updated_at": now})
-        db.collection("entitlements").document(uid).set({"uid": uid, "admin_until": now + timedelta(days=1)})
-        h = {"Authorization": "Bearer " + tokens.issue_access_token(uid, s.id).token,
-             "X-CSRF-Token": sessions.csrf_token(s.id)}
-        r = client.post("/signed/upload", json={"kind": "weights", "model_id": mid, "version": 1, "size": 10},
-                        headers=h)
-        assert r.status_code == 200, r.data
-        put = httpx.put(r.json["url"], content=b"0123456789", headers=r.json["headers"], timeout=20)
-        assert put.status_code == 200, put.text
-        r = client.post("/signed/complete", json={"object": r.json["object"]}, headers=h)
-        assert r.status_code == 202, r.data  # the store read, the event published
-    """
+S3_EXERCISE["signed_urls"] = (
+    PENDING_VERSION
+    + """
+    import httpx
+    r = client.post("/signed/upload", json={"kind": "weights", "model_id": mid, "version": 1, "size": 10}, headers=h)
+    assert r.status_code == 200, r.data
+    put = httpx.put(r.json["url"], content=b"0123456789", headers=r.json["headers"], timeout=20)
+    assert put.status_code == 200, put.text
+    r = client.post("/signed/complete", json={"object": r.json["object"]}, headers=h)
+    assert r.status_code == 202, r.data  # the store read, the event published
+"""
+)
 S3_EXERCISE["on_object_finalized"] = """
         import base64, json as _j
         from mllab.files import s3

@@ -13,12 +13,13 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from mllab.billing import entitlements, subscriptions
 from mllab.files import completion, recorder, s3, uploads
 from mllab.platform import config
 from mllab_dev.stack import BUCKET, Stack
 
 from .conftest import Browser, running_stack
+from .limits_support import signed_in, wait
+from .serving_support import golden_files, saved_version
 from .storage_support import WEIGHTS, model_with_version, ok
 
 pytestmark = pytest.mark.stack
@@ -124,19 +125,7 @@ def test_a_download_url_reads_exactly_its_object_for_ten_minutes(stack: Stack, u
 @pytest.fixture
 def lab(stack: Stack, new_user) -> Browser:
     """A signed-in PRO user (an operator grant)."""
-    user = new_user()
-    subscriptions.set_grant(user["uid"], lambda doc, now: entitlements.with_grant(doc, None, now))
-    b = Browser(stack.gateway_url)
-    assert b.login(user["email"], user["password"]).status_code == 200
-    b.uid = user["uid"]  # type: ignore[attr-defined]
-    return b
-
-
-def _wait(predicate, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return value
+    return signed_in(stack, new_user(), pro=True)
 
 
 def _signed_weights(lab: Browser) -> dict:
@@ -157,7 +146,7 @@ def test_the_sweep_records_an_upload_whose_completion_never_came(lab: Browser) -
     assert recorder.usage_of(lab.uid) == 0  # nothing reported it: the tab was closed
     assert signed["object"] not in completion.sweep()  # a minute's grace for its completion first
     assert signed["object"] in completion.sweep(min_age=timedelta(0))
-    assert _wait(lambda: recorder.usage_of(lab.uid) == len(WEIGHTS)), recorder.usage_of(lab.uid)
+    assert wait(lambda: recorder.usage_of(lab.uid) == len(WEIGHTS)), recorder.usage_of(lab.uid)
     assert signed["object"] not in completion.sweep(min_age=timedelta(0))  # recorded: not reported again
 
 
@@ -168,7 +157,7 @@ def test_a_completion_reported_twice_and_swept_counts_the_file_once(lab: Browser
         r = lab.request("POST", "/signed/complete", json_body={"object": signed["object"]})
         assert r.status_code == 202, r.text
     completion.sweep(min_age=timedelta(0))
-    assert _wait(lambda: recorder.usage_of(lab.uid) == len(WEIGHTS))
+    assert wait(lambda: recorder.usage_of(lab.uid) == len(WEIGHTS))
     time.sleep(1.0)  # the duplicates' deliveries
     assert recorder.usage_of(lab.uid) == len(WEIGHTS)
     assert uploads.uploads_today(lab.uid) == 1
@@ -193,3 +182,26 @@ def test_a_completion_for_another_users_missing_or_foreign_object_is_404_and_pub
     assert recorder.usage_of(lab.uid) == 0
     assert lab.request("POST", "/signed/complete", json_body={"object": "x" * 2000}).status_code == 422
     assert lab.request("POST", "/signed/complete", json_body={"object": signed["object"], "size": 1}).status_code == 422
+
+
+# --- serving: a saved version's files read from the S3 store ------------------------------------------
+
+
+def test_a_version_saved_to_the_s3_store_deploys_predicts_and_is_shared_from_it(stack: Stack, lab: Browser) -> None:
+    model_json, weights, recorded = golden_files()
+    model, n = saved_version(lab.uid, model_json, weights)
+    dep = ok(lab.request("POST", "/deployments", json_body={"model_id": model["id"], "version": n}), 201)
+    key = ok(lab.request("POST", "/api-keys", json_body={"name": "s3", "scopes": ["predict"]}), 201)["key"]
+    r = httpx.post(
+        f"{stack.gateway_url}/predict/{dep['id']}",
+        json={"instances": recorded["rows"][:2]},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=20,
+    )
+    assert r.status_code == 200, r.text
+    assert [p["label"] for p in r.json()["predictions"]] == [p["label"] for p in recorded["predictions"][:2]]
+    ok(lab.request("PATCH", f"/deployments/{dep['id']}", json_body={"public": True}))
+    view = ok(httpx.get(f"{stack.gateway_url}/public/deployments/{dep['id']}", timeout=20))
+    for url, data in ((view["model_json_url"], model_json), (view["weights_url"], weights)):
+        assert urlsplit(url).netloc == urlsplit(stack.storage_url).netloc  # signed by the S3 store
+        assert httpx.get(url, timeout=20).content == data

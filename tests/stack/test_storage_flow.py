@@ -3,19 +3,18 @@ events and the recorder; and what the recorder refuses. On both file stores (GCS
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import httpx
 import pytest
 
-from mllab.billing import entitlements, subscriptions
 from mllab.files import catalog, events, recorder
 from mllab.platform import audit, clients
 from mllab_dev.stack import BUCKET, Stack
 
 from .backend_support import BACKENDS, on_backend, stored, upload, upload_headers, write_behind_the_api
 from .conftest import Browser
+from .limits_support import signed_in, wait
 from .storage_support import MODEL_JSON, WEIGHTS, model_with_version, ok
 
 
@@ -24,39 +23,22 @@ def stack(request: pytest.FixtureRequest, stack: Stack, tmp_path_factory: pytest
     yield from on_backend(request.param, stack, tmp_path_factory)
 
 
-def _wait(predicate, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
-
-
 @pytest.fixture
 def lab(stack: Stack, new_user) -> Browser:
     """A signed-in PRO user (an operator grant; the promo and PayPal paths have their own tests)."""
-    user = new_user()
-    subscriptions.set_grant(user["uid"], lambda doc, now: entitlements.with_grant(doc, None, now))
-    b = Browser(stack.gateway_url)
-    assert b.login(user["email"], user["password"]).status_code == 200
-    b.uid = user["uid"]  # type: ignore[attr-defined]
-    return b
-
-
-_put = upload
+    return signed_in(stack, new_user(), pro=True)
 
 
 def test_save_a_model_version_and_download_it(lab: Browser, stack: Stack) -> None:
     _, model_id, n = model_with_version(lab)
     # weights.bin first, then model.json: the lab's order (and the reverse of the manifest's)
-    w, r = _put(lab, {"kind": "weights", "model_id": model_id, "version": n, "size": len(WEIGHTS)}, WEIGHTS)
+    w, r = upload(lab, {"kind": "weights", "model_id": model_id, "version": n, "size": len(WEIGHTS)}, WEIGHTS)
     assert r.status_code == 200, r.text
     assert w["headers"] == upload_headers(stack, "application/octet-stream", len(WEIGHTS))
     assert (
         w["object"] == f"users/{lab.uid}/projects/{w['object'].split('/')[3]}/models/{model_id}/versions/1/weights.bin"
     )
-    m, r = _put(lab, {"kind": "model", "model_id": model_id, "version": n, "size": len(MODEL_JSON)}, MODEL_JSON)
+    m, r = upload(lab, {"kind": "model", "model_id": model_id, "version": n, "size": len(MODEL_JSON)}, MODEL_JSON)
     assert r.status_code == 200
 
     def ready():
@@ -65,7 +47,7 @@ def test_save_a_model_version_and_download_it(lab: Browser, stack: Stack) -> Non
         got = ok(lab.request("GET", f"/models/{model_id}"))
         return got if got["versions"] and got["versions"][0]["status"] == "ready" and got["latest_version"] else None
 
-    model = _wait(ready)
+    model = wait(ready)
     assert model, "the version never became ready"
     assert model["latest_version"] == 1
     assert model["versions"][0]["size_bytes"] == len(WEIGHTS) + len(MODEL_JSON)
@@ -90,7 +72,7 @@ def test_save_a_model_version_and_download_it(lab: Browser, stack: Stack) -> Non
 
     # deleting the model deletes its files; the recorder frees the quota, exactly once
     assert lab.request("DELETE", f"/models/{model_id}").status_code == 204
-    assert _wait(lambda: recorder.usage_of(lab.uid) == 0), recorder.usage_of(lab.uid)
+    assert wait(lambda: recorder.usage_of(lab.uid) == 0), recorder.usage_of(lab.uid)
     art = [s.to_dict() for s in clients.firestore().collection("artifacts").stream() if s.get("uid") == lab.uid]
     for a in art:  # a redelivered delete changes nothing
         recorder.delete(events.ObjectEvent("OBJECT_DELETE", a["bucket"], a["object"], a["generation"], "again"))
@@ -100,17 +82,17 @@ def test_save_a_model_version_and_download_it(lab: Browser, stack: Stack) -> Non
 def test_wrong_content_type_is_deleted_not_recorded(lab: Browser, stack: Stack) -> None:
     _, model_id, n = model_with_version(lab)
     headers = {**upload_headers(stack, "application/json", len(MODEL_JSON)), "Content-Type": "text/html"}
-    signed, r = _put(
+    signed, r = upload(
         lab, {"kind": "model", "model_id": model_id, "version": n, "size": len(MODEL_JSON)}, MODEL_JSON, headers
     )
     # fake-gcs-server and moto check no signatures (GCS, S3 and R2 answer 403): the recorder is the second line
     assert r.status_code == 200
-    assert _wait(lambda: not stored(stack, signed["object"])), "the object was not deleted"
-    rejected = _wait(lambda: [e for e in audit.for_actor(lab.uid) if e["action"] == "object.rejected"])
+    assert wait(lambda: not stored(stack, signed["object"])), "the object was not deleted"
+    rejected = wait(lambda: [e for e in audit.for_actor(lab.uid) if e["action"] == "object.rejected"])
     assert rejected and rejected[0]["target"] == signed["object"]
     assert recorder.usage_of(lab.uid) == 0
     # the recorder deletes, audits, then marks the version: wait for the last step
-    version = _wait(
+    version = wait(
         lambda: (v := ok(lab.request("GET", f"/models/{model_id}"))["versions"][0])["status"] == "failed" and v
     )
     assert version and "must be application/json" in version["failure"]
@@ -119,8 +101,8 @@ def test_wrong_content_type_is_deleted_not_recorded(lab: Browser, stack: Stack) 
 def test_object_outside_the_grammar_is_deleted(lab: Browser, stack: Stack) -> None:
     name = f"users/{lab.uid}/notes/{uuid.uuid4().hex}.txt"
     write_behind_the_api(stack, name, b"hello", "text/plain")
-    assert _wait(lambda: not stored(stack, name)), "the object was not deleted"
-    assert _wait(lambda: [e for e in audit.for_actor(lab.uid) if e["target"] == name])
+    assert wait(lambda: not stored(stack, name)), "the object was not deleted"
+    assert wait(lambda: [e for e in audit.for_actor(lab.uid) if e["target"] == name])
 
 
 @pytest.mark.parametrize(
@@ -145,13 +127,11 @@ def test_bad_upload_requests_are_refused(lab: Browser, body: dict, status: int) 
 
 def test_another_users_ids_and_objects_are_404(stack: Stack, lab: Browser, new_user) -> None:
     _, model_id, n = model_with_version(lab)
-    w, r = _put(lab, {"kind": "weights", "model_id": model_id, "version": n, "size": len(WEIGHTS)}, WEIGHTS)
+    w, r = upload(lab, {"kind": "weights", "model_id": model_id, "version": n, "size": len(WEIGHTS)}, WEIGHTS)
     assert r.status_code == 200
-    _wait(lambda: recorder.usage_of(lab.uid) > 0)
+    wait(lambda: recorder.usage_of(lab.uid) > 0)
     other_user = new_user()
-    subscriptions.set_grant(other_user["uid"], lambda doc, now: entitlements.with_grant(doc, None, now))  # PRO too
-    other = Browser(stack.gateway_url)
-    assert other.login(other_user["email"], other_user["password"]).status_code == 200
+    other = signed_in(stack, other_user, pro=True)  # PRO too
     assert (
         other.request(
             "POST", "/signed/upload", json_body={"kind": "weights", "model_id": model_id, "version": n, "size": 10}
@@ -279,10 +259,10 @@ def test_training_run_metrics_are_recorded_on_the_job(lab: Browser) -> None:
         lab.request("POST", "/jobs", json_body={"project_id": project_id, "model_id": model_id, "version": n}), 201
     )
     data = _metrics(model_id)
-    signed, r = _put(lab, {"kind": "metrics", "job_id": job["id"], "size": len(data)}, data)
+    signed, r = upload(lab, {"kind": "metrics", "job_id": job["id"], "size": len(data)}, data)
     assert r.status_code == 200 and signed["object"].endswith(f"/jobs/{job['id']}/metrics.json")
     snap = clients.firestore().collection("jobs").document(job["id"])
-    recorded = _wait(lambda: (d := snap.get().to_dict()) and d.get("status") == "recorded" and d)
+    recorded = wait(lambda: (d := snap.get().to_dict()) and d.get("status") == "recorded" and d)
     assert recorded, "metrics were not recorded"
     assert recorded["task"] == "binary" and recorded["backend"] == "cpu" and recorded["epoch_count"] == 2
     stored = json.loads(recorded["metrics_json"])
@@ -293,10 +273,10 @@ def test_invalid_metrics_are_deleted_and_the_job_is_marked_failed(lab: Browser, 
     project_id, model_id, _ = model_with_version(lab)
     job = ok(lab.request("POST", "/jobs", json_body={"project_id": project_id, "model_id": model_id}), 201)
     data = _metrics(model_id, task="astrology")
-    signed, r = _put(lab, {"kind": "metrics", "job_id": job["id"], "size": len(data)}, data)
+    signed, r = upload(lab, {"kind": "metrics", "job_id": job["id"], "size": len(data)}, data)
     assert r.status_code == 200
-    assert _wait(lambda: not stored(stack, signed["object"])), "invalid metrics were not deleted"
-    job = _wait(lambda: (j := ok(lab.request("GET", f"/jobs/{job['id']}"))) and j["status"] == "failed" and j)
+    assert wait(lambda: not stored(stack, signed["object"])), "invalid metrics were not deleted"
+    job = wait(lambda: (j := ok(lab.request("GET", f"/jobs/{job['id']}"))) and j["status"] == "failed" and j)
     assert job and "does not match the schema" in job["failure"]
     assert recorder.usage_of(lab.uid) == 0
 
@@ -312,11 +292,11 @@ def test_dataset_csv_is_recorded_with_columns_and_rows(lab: Browser) -> None:
         201,
     )
     data = b"sepal_length,sepal_width,species\n5.1,3.5,setosa\n4.9,3.0,setosa\n7.0,3.2,versicolor\n"
-    signed, r = _put(
+    signed, r = upload(
         lab, {"kind": "dataset", "dataset_id": dataset["id"], "filename": "iris.csv", "size": len(data)}, data
     )
     assert r.status_code == 200
-    got = _wait(lambda: (d := ok(lab.request("GET", f"/datasets/{dataset['id']}"))) and d["status"] == "ready" and d)
+    got = wait(lambda: (d := ok(lab.request("GET", f"/datasets/{dataset['id']}"))) and d["status"] == "ready" and d)
     assert got, "the dataset never became ready"
     assert got["columns"] == ["sepal_length", "sepal_width", "species"] and got["row_count"] == 3
     assert got["size_bytes"] == len(data) and got["object"] == signed["object"]

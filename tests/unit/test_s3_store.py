@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 import pytest
 
-from mllab.files import objects, s3, storage
+from mllab.files import objects, s3, storage, store
 from mllab.platform import clock, config
 
 SECRET = "s3cr3t-key-for-tests"
@@ -209,7 +209,7 @@ def test_a_published_object_event_parses_as_a_gcs_notification_does() -> None:
 
     from mllab.files import events, notify
 
-    info = s3.ObjectInfo(
+    info = store.ObjectInfo(
         name=MODEL,
         size=1234,
         generation=s3.generation_of(datetime(2026, 12, 7, 12, 0, 5, tzinfo=UTC), '"781e5e245d69b566979b86e28d23f2c7"'),

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 
 from mllab.files import events, notify, objects, recorder, store
-from mllab.files.s3 import ObjectInfo
+from mllab.files.store import ObjectInfo
 from mllab.platform import clients, clock, config, log, wire
 from mllab.platform.problems import Problem
 

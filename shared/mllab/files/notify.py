@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mllab.files.s3 import ObjectInfo
+from mllab.files.store import ObjectInfo
 from mllab.platform import clients, clock, config
 
 FINALIZE = "OBJECT_FINALIZE"

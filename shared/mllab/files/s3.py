@@ -29,11 +29,11 @@ import binascii
 import functools
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from mllab.files import storage
+from mllab.files.store import ObjectInfo
 from mllab.platform import clock, config
 
 # The request headers an upload URL pins besides Host and Content-Length (which the browser sets from
@@ -46,18 +46,6 @@ _ATTEMPTS = 2  # botocore's "standard" retry mode: the first try and one retry, 
 class StoreUnavailable(ConnectionError):
     """The S3 endpoint did not answer in time or at all: answer 503. A `ConnectionError`, so
     `mllab.http.dependency_outage` recognises it."""
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    """What the store reports of one object (the fields a GCS object resource gives the recorder)."""
-
-    name: str
-    size: int
-    generation: int
-    content_type: str | None
-    md5: str | None  # base64 of the MD5 digest, as GCS's md5Hash (None for a multipart ETag)
-    updated: datetime
 
 
 # --- signed URLs ----------------------------------------------------------------------------------

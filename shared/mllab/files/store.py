@@ -14,12 +14,27 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from mllab.files import storage
 from mllab.platform import clients, config
 
 READ_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What the store reports of one object (the fields a GCS object resource gives the recorder): an S3
+    store's stat and list answer it, and mllab.files.notify publishes it as a GCS notification would."""
+
+    name: str
+    size: int
+    generation: int
+    content_type: str | None
+    md5: str | None  # base64 of the MD5 digest, as GCS's md5Hash (None for a multipart ETag)
+    updated: datetime
 
 
 def is_s3() -> bool:

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from mllab.platform import clients, config
+from mllab.files import store as files
 from mllab.platform.problems import Problem
 
 from .errors import ModelError
@@ -26,10 +26,7 @@ _loading: dict[tuple[str, int], threading.Lock] = {}
 
 
 def _read(entry: dict[str, Any]) -> bytes:
-    bucket = clients.storage().bucket(config.settings().bucket)
-    blob = bucket.blob(entry["object"], generation=entry.get("generation"))
-    data: bytes = blob.download_as_bytes(**clients.opts())
-    return data
+    return files.read(entry["object"], entry["generation"])
 
 
 def read_files(version: dict[str, Any]) -> tuple[bytes, bytes]:
