@@ -44,6 +44,7 @@ HEAVY = ("jwt", "cryptography", "argon2", "httpx")
 # Every function may load the platform layer, the HTTP edge (HTTP functions) and its client getters.
 SHARED = ("mllab", "mllab.platform", "mllab.api", "mllab.api.http", "mllab.api.routes")
 _IDENTITY = {"mllab.identity", "mllab.identity.schemas", "mllab.identity.users"}
+_IDENTITY_USERS = {"mllab.identity", "mllab.identity.users"}  # the owner's account, read by predict
 _SIGNED_IN = {"mllab.identity", "mllab.identity.sessions", "mllab.identity.users", "mllab.identity.tokens", "jwt"}
 _CATALOG = {"mllab.files", "mllab.files.schemas", "mllab.files.catalog", "mllab.files.objects"}
 _ENTITLED = {"mllab.billing", "mllab.billing.schemas", "mllab.billing.entitlements"}
@@ -87,8 +88,8 @@ NEEDS: dict[str, set[str]] = {
     "promo_apply": _SIGNED_IN | _ENTITLED | {"mllab.billing.promo"},
     "reconcile_subscriptions": _SUBSCRIPTIONS | {"mllab.billing.paypal", "httpx"},
     "deployments": _SIGNED_IN | _ENTITLED | _CATALOG | _STORE | _SERVING | _INFERENCE,
-    # the router's session check still loads tokens and jwt for this key-only function (to trim: docs/serving.md)
-    "predict": _SIGNED_IN | _ENTITLED | _CATALOG | _STORE | _SERVING | _INFERENCE | {"mllab.serving.predict", "jwt"},
+    # API keys only: no session or token code, no pyjwt
+    "predict": _IDENTITY_USERS | _ENTITLED | _CATALOG | _STORE | _SERVING | _INFERENCE | {"mllab.serving.predict"},
     "sweep_uploads": _RECORDER
     | _ENTITLED
     | _STORE
@@ -256,15 +257,16 @@ EXERCISE = {
 
 # A PRO user's ready version of the lab's golden model: the records written as the catalog writes a
 # pending version, the files put into fake-gcs over its JSON API with the standard library (so the child
-# never loads the storage client itself), and the stack's recorder marking the version ready.
-# Defines uid, h (auth + CSRF headers), mid, golden and db.
+# never loads the storage client itself), and the stack's recorder marking the version ready. The owner
+# has no session (the predict function's path loads no session or token code, and the test proves it).
+# Defines uid, mid, golden and db.
 SERVED_VERSION = """
     import json as _j, os, time, urllib.parse, urllib.request, uuid
     from datetime import timedelta
     from pathlib import Path
     from mllab.files import objects
     from mllab.platform import clients, clock, config
-    uid, h = signed_in()
+    uid = new_owner()
     db, now, pid, mid = clients.firestore(), clock.now(), uuid.uuid4().hex, uuid.uuid4().hex
     golden = Path(GOLDEN_DIR)
     db.collection("projects").document(pid).set({"uid": uid, "name": "p", "created_at": now, "updated_at": now})
@@ -291,6 +293,7 @@ SERVED_VERSION = """
 EXERCISE["deployments"] = (
     SERVED_VERSION
     + """
+    h = session_headers(uid)
     r = client.post("/deployments", json={"model_id": mid, "version": 1}, headers=h)  # reads the files
     assert r.status_code == 201, r.data
     r = client.get("/deployments", headers=h)
@@ -366,14 +369,21 @@ app = functions_framework.create_app({target!r}, {source!r})
 at_import = sorted(m for m in sys.modules if m.startswith("google.cloud"))
 client = app.test_client()
 
-def signed_in():  # a Google user (no argon2 in the child) with a live session: (uid, auth + CSRF headers)
+def new_owner():  # a Google user (no argon2 in the child) and no session (no session or token code): its uid
     import uuid
-    from mllab.identity import sessions, tokens, users
+    from mllab.identity import users
     sub = uuid.uuid4().hex[:12]
-    uid = users.create_google_user("https://accounts.google.com", sub, f"imports-{{sub}}@example.com", "Imports")
+    return users.create_google_user("https://accounts.google.com", sub, f"imports-{{sub}}@example.com", "Imports")
+
+def session_headers(uid):  # a live session of uid: its auth + CSRF headers
+    from mllab.identity import sessions, tokens
     s, _ = sessions.create(uid, "google", user_agent="imports", ip="203.0.113.1")
-    return uid, {{"Authorization": "Bearer " + tokens.issue_access_token(uid, s.id).token,
-                 "X-CSRF-Token": sessions.csrf_token(s.id)}}
+    return {{"Authorization": "Bearer " + tokens.issue_access_token(uid, s.id).token,
+            "X-CSRF-Token": sessions.csrf_token(s.id)}}
+
+def signed_in():  # a new user with a live session: (uid, auth + CSRF headers)
+    uid = new_owner()
+    return uid, session_headers(uid)
 
 {exercise}
 print(json.dumps({{"at_import": at_import, "after": sorted(sys.modules)}}))
