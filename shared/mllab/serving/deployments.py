@@ -181,7 +181,7 @@ def public_view(deployment_id: Any) -> dict[str, Any]:
     and outputs, and short-lived signed URLs of its two files, so the visitor's browser predicts with
     TF.js (no server inference). 404 alike for an unknown id, a private deployment, and an owner
     without PRO (a paused deployment is not shared either)."""
-    from mllab.files import storage
+    from mllab.files import store as file_store
 
     from . import store
 
@@ -200,8 +200,8 @@ def public_view(deployment_id: Any) -> dict[str, Any]:
     served = store.get(doc["model_id"], n, lambda: {**version, "version": n})
     pre = served.preprocessor.spec
     files = version["files"]
-    model_url = storage.signed_download_url(files["model.json"]["object"])
-    weights_url = storage.signed_download_url(files["weights.bin"]["object"])
+    model_url = file_store.signed_download_url(files["model.json"]["object"])
+    weights_url = file_store.signed_download_url(files["weights.bin"]["object"])
     labels = pre.target_encoding.labels if pre.task != "regression" else None
     return {
         "id": deployment_id,
