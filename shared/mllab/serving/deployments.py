@@ -189,13 +189,22 @@ def public_view(deployment_id: Any) -> dict[str, Any]:
         raise Problem(404, NOT_SHARED)
     snap = ref(deployment_id).get(timeout=clients.deadline())
     doc = snap.to_dict() if snap.exists else None
-    if not doc or not doc.get("public") or not entitlements.is_pro(doc["uid"]):
+    if not doc or not doc.get("public"):
         raise Problem(404, NOT_SHARED)
-    model_snap = catalog.ref(catalog.MODELS, doc["model_id"]).get(timeout=clients.deadline())
-    model_doc = model_snap.to_dict() if model_snap.exists else None
     n = doc["version"]
-    version = catalog.version_ref(doc["model_id"], n).get(timeout=clients.deadline()).to_dict() or {}
-    if not model_doc or model_doc.get("deleting") or version.get("status") != "ready":
+    # the owner's plan, the model and the version in one round trip
+    refs = [
+        entitlements.ref(doc["uid"]),
+        catalog.ref(catalog.MODELS, doc["model_id"]),
+        catalog.version_ref(doc["model_id"], n),
+    ]
+    found = {
+        s.reference.path: s.to_dict() if s.exists else None for s in _db().get_all(refs, timeout=clients.deadline())
+    }
+    entitlement, model_doc, version = (found.get(r.path) for r in refs)
+    if entitlements.plan_of(entitlement, clock.now()).id != "pro":
+        raise Problem(404, NOT_SHARED)
+    if not model_doc or model_doc.get("deleting") or not version or version.get("status") != "ready":
         raise Problem(404, NOT_SHARED)
     served = store.get(doc["model_id"], n, lambda: {**version, "version": n})
     pre = served.preprocessor.spec
