@@ -44,6 +44,7 @@ HEAVY = ("jwt", "cryptography", "argon2", "httpx")
 # Every function may load the platform layer, the HTTP edge (HTTP functions) and its client getters.
 SHARED = ("mllab", "mllab.platform", "mllab.api", "mllab.api.http", "mllab.api.routes")
 _IDENTITY = {"mllab.identity", "mllab.identity.schemas", "mllab.identity.users"}
+_IDENTITY_USERS = {"mllab.identity", "mllab.identity.users"}  # the owner's account, read by predict
 _SIGNED_IN = {"mllab.identity", "mllab.identity.sessions", "mllab.identity.users", "mllab.identity.tokens", "jwt"}
 _CATALOG = {"mllab.files", "mllab.files.schemas", "mllab.files.catalog", "mllab.files.objects"}
 _ENTITLED = {"mllab.billing", "mllab.billing.schemas", "mllab.billing.entitlements"}
@@ -87,8 +88,8 @@ NEEDS: dict[str, set[str]] = {
     "promo_apply": _SIGNED_IN | _ENTITLED | {"mllab.billing.promo"},
     "reconcile_subscriptions": _SUBSCRIPTIONS | {"mllab.billing.paypal", "httpx"},
     "deployments": _SIGNED_IN | _ENTITLED | _CATALOG | _STORE | _SERVING | _INFERENCE,
-    # the router's session check still loads tokens and jwt for this key-only function (to trim: docs/serving.md)
-    "predict": _SIGNED_IN | _ENTITLED | _CATALOG | _STORE | _SERVING | _INFERENCE | {"mllab.serving.predict", "jwt"},
+    # API keys only: no session or token code, no pyjwt
+    "predict": _IDENTITY_USERS | _ENTITLED | _CATALOG | _STORE | _SERVING | _INFERENCE | {"mllab.serving.predict"},
     "sweep_uploads": _RECORDER
     | _ENTITLED
     | _STORE
@@ -230,12 +231,14 @@ EXERCISE = {
 }
 
 # A PRO user's model with version 1 pending, its records written as the catalog writes them: what an upload
-# is signed for. Defines uid, h (auth + CSRF headers), db, now, pid, mid and version (its document).
+# is signed for. The owner has no session (the predict function's path loads no session or token code, and
+# the test proves it); an exercise that needs one asks session_headers(uid).
+# Defines uid, db, now, pid, mid and version (its document).
 PENDING_VERSION = """
     import uuid
     from datetime import timedelta
     from mllab.platform import clients, clock
-    uid, h = signed_in()
+    uid = new_owner()
     db, now, pid, mid = clients.firestore(), clock.now(), uuid.uuid4().hex, uuid.uuid4().hex
     db.collection("projects").document(pid).set({"uid": uid, "name": "p", "created_at": now, "updated_at": now})
     db.collection("models").document(mid).set({"uid": uid, "project_id": pid, "name": "m", "config_json": "{}",
@@ -250,6 +253,7 @@ PENDING_VERSION = """
 EXERCISE["signed_urls"] = (
     PENDING_VERSION
     + """
+    h = session_headers(uid)
     r = client.post("/signed/upload", json={"kind": "weights", "model_id": mid, "version": 1, "size": 10}, headers=h)
     assert r.status_code == 200, r.data
     r = client.get("/signed/download?object=" + r.json["object"], headers=h)
@@ -285,6 +289,7 @@ SERVED_VERSION = (
 EXERCISE["deployments"] = (
     SERVED_VERSION
     + """
+    h = session_headers(uid)
     r = client.post("/deployments", json={"model_id": mid, "version": 1}, headers=h)  # reads the files
     assert r.status_code == 201, r.data
     r = client.get("/deployments", headers=h)
@@ -313,6 +318,7 @@ S3_EXERCISE["signed_urls"] = (
     PENDING_VERSION
     + """
     import httpx
+    h = session_headers(uid)
     r = client.post("/signed/upload", json={"kind": "weights", "model_id": mid, "version": 1, "size": 10}, headers=h)
     assert r.status_code == 200, r.data
     put = httpx.put(r.json["url"], content=b"0123456789", headers=r.json["headers"], timeout=20)
@@ -345,14 +351,21 @@ app = functions_framework.create_app({target!r}, {source!r})
 at_import = sorted(m for m in sys.modules if m.startswith("google.cloud"))
 client = app.test_client()
 
-def signed_in():  # a Google user (no argon2 in the child) with a live session: (uid, auth + CSRF headers)
+def new_owner():  # a Google user (no argon2 in the child) and no session (no session or token code): its uid
     import uuid
-    from mllab.identity import sessions, tokens, users
+    from mllab.identity import users
     sub = uuid.uuid4().hex[:12]
-    uid = users.create_google_user("https://accounts.google.com", sub, f"imports-{{sub}}@example.com", "Imports")
+    return users.create_google_user("https://accounts.google.com", sub, f"imports-{{sub}}@example.com", "Imports")
+
+def session_headers(uid):  # a live session of uid: its auth + CSRF headers
+    from mllab.identity import sessions, tokens
     s, _ = sessions.create(uid, "google", user_agent="imports", ip="203.0.113.1")
-    return uid, {{"Authorization": "Bearer " + tokens.issue_access_token(uid, s.id).token,
-                 "X-CSRF-Token": sessions.csrf_token(s.id)}}
+    return {{"Authorization": "Bearer " + tokens.issue_access_token(uid, s.id).token,
+            "X-CSRF-Token": sessions.csrf_token(s.id)}}
+
+def signed_in():  # a new user with a live session: (uid, auth + CSRF headers)
+    uid = new_owner()
+    return uid, session_headers(uid)
 
 {exercise}
 print(json.dumps({{"at_import": at_import, "after": sorted(sys.modules)}}))

@@ -93,6 +93,20 @@ def test_a_version_not_ready_or_not_servable_answers_409(deployed) -> None:
     assert deployments.get(uid, deployed["deployment"]["id"])["version"] == deployed["version"]
 
 
+def test_a_ready_version_whose_file_is_gone_answers_409(deployed) -> None:
+    uid, model, n = deployed["uid"], deployed["model"], deployed["version"]
+    ref = catalog.version_ref(model["id"], n)
+    recorded = ref.get().to_dict()["files"]["weights.bin"]["generation"]
+    ref.update({"files.`weights.bin`.generation": recorded + 1})  # a generation the bucket does not hold
+    store.reset()  # the model is read again, as by a new instance
+    body = {"instances": golden_files()[2]["rows"][:1]}
+    problem = refused(lambda: predict.predict(deployed["key"], deployed["deployment"]["id"], body))
+    assert problem.status == 409 and "weights.bin is no longer in the bucket" in problem.detail
+    problem = refused(lambda: deployments.create(uid, model["id"], n))
+    assert problem.status == 409 and "weights.bin" in problem.detail
+    assert metering.used(uid) == 0
+
+
 def test_keys_that_must_not_predict(deployed, new_user) -> None:
     uid, dep_id, key = deployed["uid"], deployed["deployment"]["id"], deployed["key"]
     body = {"instances": golden_files()[2]["rows"][:1]}

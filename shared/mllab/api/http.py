@@ -102,8 +102,7 @@ class Request:
     @property
     def bearer(self) -> str:
         """The Authorization header's Bearer credential (API-key routes hand it to their domain; never logged)."""
-        scheme, _, credential = self.raw.headers.get("Authorization", "").partition(" ")
-        return credential.strip() if scheme.lower() == "bearer" else ""
+        return bearer_of(self.raw)
 
     @property
     def uid(self) -> str:
@@ -128,6 +127,12 @@ class Request:
 
 
 Handler = Callable[[Request], Any]
+
+
+def bearer_of(raw: RawRequest) -> str:
+    """The Authorization header's Bearer credential, "" when there is none."""
+    scheme, _, credential = raw.headers.get("Authorization", "").partition(" ")
+    return credential.strip() if scheme.lower() == "bearer" else ""
 
 
 def client_ip(raw: RawRequest) -> str:
@@ -362,8 +367,8 @@ class Router:
 
     def _authenticate(self, raw: RawRequest, route: Route) -> dict[str, Any] | None:
         if route.auth is Auth.API_KEY:
-            scheme, _, key = raw.headers.get("Authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not key.strip():
+            key = bearer_of(raw)
+            if not key:
                 raise Problem(
                     401,
                     "This endpoint needs an API key: send Authorization: Bearer mlk_... (the lab's API keys panel).",
@@ -371,13 +376,13 @@ class Router:
                 )
             from mllab.serving import apikeys  # only the API-key routes' functions load it
 
-            if apikeys.parse(key.strip()) is None:  # not a key at all (a session token, say): refused before the body
+            if apikeys.parse(key) is None:  # not a key at all (a session token, say): refused before the body
                 raise Problem(401, apikeys.NOT_VALID, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
             return None  # a well-formed key is judged by the route's domain (rate-limited, constant time)
         if route.auth is not Auth.ACCESS_TOKEN:
             return None  # cookie and webhook routes authenticate in their own modules
-        scheme, _, token = raw.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_of(raw)
+        if not token:
             raise Problem(
                 401,
                 "Sign in: this endpoint needs an access token (Authorization: Bearer ...).",
@@ -386,7 +391,7 @@ class Router:
         from mllab.identity import tokens  # only access-token routes load pyjwt and cryptography
 
         try:
-            return tokens.verify_access_token(token.strip())
+            return tokens.verify_access_token(token)
         except tokens.TokenError as exc:
             raise Problem(
                 401,

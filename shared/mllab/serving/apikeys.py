@@ -31,6 +31,7 @@ QUERIES: tuple[Query, ...] = (Query(COLLECTION, ("uid",)),)  # a user's keys (so
 KEY_PREFIX = "mlk_"
 SCOPES = ("predict",)
 MAX_KEYS = 20  # live keys per user
+MAX_NAME = 100  # characters of a key's name
 MAX_DEPLOYMENT_IDS = 50  # deployments one key may be restricted to
 MAX_EXPIRY_DAYS = 3650
 LAST_USED_EVERY_S = 60.0
@@ -116,8 +117,8 @@ def _field_errors(
     name: str, scopes: list[str], deployment_ids: list[str] | None, expires_in_days: int | None
 ) -> list[dict[str, str]]:
     errors = []
-    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 100:
-        errors.append({"field": "name", "message": "Name the key (1 to 100 characters)."})
+    if not isinstance(name, str) or not 1 <= len(name.strip()) <= MAX_NAME:
+        errors.append({"field": "name", "message": f"Name the key (1 to {MAX_NAME} characters)."})
     if not scopes or any(s not in SCOPES for s in scopes):
         errors.append({"field": "scopes", "message": f"Choose scopes among: {', '.join(SCOPES)}."})
     if deployment_ids is not None and (

@@ -181,7 +181,7 @@ def public_view(deployment_id: Any) -> dict[str, Any]:
     and outputs, and short-lived signed URLs of its two files, so the visitor's browser predicts with
     TF.js (no server inference). 404 alike for an unknown id, a private deployment, and an owner
     without PRO (a paused deployment is not shared either)."""
-    from mllab.files import store as files
+    from mllab.files import store as file_store
 
     from . import store
 
@@ -189,18 +189,28 @@ def public_view(deployment_id: Any) -> dict[str, Any]:
         raise Problem(404, NOT_SHARED)
     snap = ref(deployment_id).get(timeout=clients.deadline())
     doc = snap.to_dict() if snap.exists else None
-    if not doc or not doc.get("public") or not entitlements.is_pro(doc["uid"]):
+    if not doc or not doc.get("public"):
         raise Problem(404, NOT_SHARED)
-    model_snap = catalog.ref(catalog.MODELS, doc["model_id"]).get(timeout=clients.deadline())
-    model_doc = model_snap.to_dict() if model_snap.exists else None
     n = doc["version"]
-    version = catalog.version_ref(doc["model_id"], n).get(timeout=clients.deadline()).to_dict() or {}
-    if not model_doc or model_doc.get("deleting") or version.get("status") != "ready":
+    # the owner's plan, the model and the version in one round trip
+    refs = [
+        entitlements.ref(doc["uid"]),
+        catalog.ref(catalog.MODELS, doc["model_id"]),
+        catalog.version_ref(doc["model_id"], n),
+    ]
+    found = {
+        s.reference.path: s.to_dict() if s.exists else None for s in _db().get_all(refs, timeout=clients.deadline())
+    }
+    entitlement, model_doc, version = (found.get(r.path) for r in refs)
+    if entitlements.plan_of(entitlement, clock.now()).id != "pro":
+        raise Problem(404, NOT_SHARED)
+    if not model_doc or model_doc.get("deleting") or not version or version.get("status") != "ready":
         raise Problem(404, NOT_SHARED)
     served = store.get(doc["model_id"], n, lambda: {**version, "version": n})
     pre = served.preprocessor.spec
-    model_url = files.signed_download_url(version["files"]["model.json"]["object"])
-    weights_url = files.signed_download_url(version["files"]["weights.bin"]["object"])
+    files = version["files"]
+    model_url = file_store.signed_download_url(files["model.json"]["object"])
+    weights_url = file_store.signed_download_url(files["weights.bin"]["object"])
     labels = pre.target_encoding.labels if pre.task != "regression" else None
     return {
         "id": deployment_id,

@@ -129,10 +129,8 @@ atexit.register(_flush_at_exit)  # Cloud Run stops an instance with SIGTERM, the
 
 
 def _read(uid: str, month: str) -> tuple[int, dict[str, int]]:
-    db = clients.firestore()
-    refs = [_shard_ref(uid, month, k) for k in range(SHARDS)]
     total, per_deployment = 0, defaultdict[str, int](int)
-    for snap in db.get_all(refs, timeout=clients.deadline()):
+    for snap in clients.firestore().get_all(shard_refs(uid, month), timeout=clients.deadline()):
         if not snap.exists:
             continue
         doc = snap.to_dict() or {}
@@ -159,7 +157,8 @@ def used(uid: str) -> int:
 
 
 def usage(uid: str, month: str | None = None) -> dict[str, Any]:
-    """A month's usage, read now (for /me and the billing panel): {month, predictions, by_deployment}."""
+    """A month's usage, read now: {month, predictions, by_deployment} (/me reads shard_refs itself, with
+    its other documents in one round trip)."""
     month = month or month_of()
     total, per_deployment = _read(uid, month)
     return {"month": month, "predictions": total, "by_deployment": per_deployment}

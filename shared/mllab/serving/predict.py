@@ -93,14 +93,15 @@ _suspects: dict[str, float] = {}  # subject -> monotonic time of its last failur
 _suspects_lock = threading.Lock()
 
 
-def _budgets(raw_key: str, ip: str) -> tuple[tuple[str, str], tuple[str, str]]:
-    key_id = apikeys.parse(raw_key)
+Budgets = tuple[tuple[str, str], tuple[str, str]]
+
+
+def _budgets(key_id: str | None, ip: str) -> Budgets:
     prefix = f"{apikeys.KEY_PREFIX}{key_id}" if key_id else "malformed"
     return ("api_key_pair", f"{prefix}|{ip}"), ("api_key_ip", ip)
 
 
-def _check_budget(raw_key: str, ip: str) -> None:
-    budgets = _budgets(raw_key, ip)
+def _check_budget(budgets: Budgets, ip: str) -> None:
     now = time.monotonic()
     with _suspects_lock:
         suspect = any(now - _suspects.get(subject, -SUSPECT_TTL_S) < SUSPECT_TTL_S for _, subject in budgets)
@@ -113,8 +114,7 @@ def _check_budget(raw_key: str, ip: str) -> None:
         )
 
 
-def _count_failure(raw_key: str, ip: str) -> None:
-    budgets = _budgets(raw_key, ip)
+def _count_failure(budgets: Budgets) -> None:
     with _suspects_lock:
         if len(_suspects) > 10_000:
             _suspects.clear()
@@ -124,12 +124,14 @@ def _count_failure(raw_key: str, ip: str) -> None:
 
 
 def predict(raw_key: str, deployment_id: str, body: Any, *, ip: str = "") -> dict[str, Any]:
-    _check_budget(raw_key, ip)
+    key_id = apikeys.parse(raw_key)
+    budgets = _budgets(key_id, ip)
+    _check_budget(budgets, ip)
     try:
-        key_id, key, dep = _authenticate(raw_key, deployment_id)
+        key, dep = _authenticate(raw_key, key_id, deployment_id)
     except Problem as problem:
         if problem.status == 401:
-            _count_failure(raw_key, ip)
+            _count_failure(budgets)
         raise
     uid = key["uid"]
     if dep is None or dep.get("uid") != uid:
@@ -157,16 +159,15 @@ def predict(raw_key: str, deployment_id: str, body: Any, *, ip: str = "") -> dic
     model = store.get(dep["model_id"], version, _VersionLoader(dep["model_id"], version))
     predictions = model.predict(instances)
     metering.record(uid, deployment_id, len(instances))
-    apikeys.touch(key_id)
+    apikeys.touch(key["id"])
     return {"predictions": predictions, "deployment_id": deployment_id, "model_id": dep["model_id"], "version": version}
 
 
-def _authenticate(raw_key: str, deployment_id: str) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
-    key_id = apikeys.parse(raw_key)
+def _authenticate(raw_key: str, key_id: str | None, deployment_id: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
     if key_id is None:
         raise Problem(401, apikeys.NOT_VALID, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
     key_doc, dep = _key_and_deployment(key_id, deployment_id)
-    return key_id, apikeys.check(raw_key, key_id, key_doc, scope=SCOPE), dep
+    return apikeys.check(raw_key, key_id, key_doc, scope=SCOPE), dep
 
 
 class _VersionLoader:

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, StringConstraints
 
 from mllab.platform.wire import Plain, Strict
+from mllab.serving import apikeys, deployments  # the domain's limits (every function loading this module loads both)
 
 Id = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 Version = Annotated[int, Field(ge=1, le=999_999_999)]
@@ -26,7 +27,7 @@ class UpdateDeployment(Strict):
 
     version: Version | None = None
     public: bool | None = None
-    description: Annotated[str, StringConstraints(max_length=500), Plain] | None = None
+    description: Annotated[str, StringConstraints(max_length=deployments.MAX_DESCRIPTION), Plain] | None = None
 
 
 class Deployment(BaseModel):
@@ -45,10 +46,10 @@ class DeploymentList(BaseModel):
 
 
 class CreateApiKey(Strict):
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), Plain]
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=apikeys.MAX_NAME), Plain]
     scopes: Annotated[list[Literal["predict"]], Field(min_length=1, max_length=1)]
-    deployment_ids: Annotated[list[Id], Field(max_length=50)] | None = None
-    expires_in_days: Annotated[int, Field(ge=1, le=3650)] | None = None
+    deployment_ids: Annotated[list[Id], Field(max_length=apikeys.MAX_DEPLOYMENT_IDS)] | None = None
+    expires_in_days: Annotated[int, Field(ge=1, le=apikeys.MAX_EXPIRY_DAYS)] | None = None
 
 
 class ApiKey(BaseModel):

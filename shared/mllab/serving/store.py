@@ -12,7 +12,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from mllab.files import store as files
 from mllab.platform.problems import Problem
 
 from .errors import ModelError
@@ -25,8 +24,16 @@ _cache: OrderedDict[tuple[str, int], tuple[Model, int]] = OrderedDict()  # (mode
 _loading: dict[tuple[str, int], threading.Lock] = {}
 
 
-def _read(entry: dict[str, Any]) -> bytes:
-    return files.read(entry["object"], entry["generation"])
+def _read(name: str, entry: dict[str, Any]) -> bytes:
+    """One recorded file through the file store seam (GCS or S3); gone or replaced is a ModelError."""
+    from google.api_core.exceptions import NotFound
+
+    from mllab.files import store as file_store
+
+    try:
+        return file_store.read(entry["object"], entry["generation"])
+    except (NotFound, FileNotFoundError):  # the seam's "missing" on GCS and on S3
+        raise ModelError(f"its {name} is no longer in the bucket") from None
 
 
 def read_files(version: dict[str, Any]) -> tuple[bytes, bytes]:
@@ -34,7 +41,7 @@ def read_files(version: dict[str, Any]) -> tuple[bytes, bytes]:
     files = version.get("files") or {}
     if version.get("status") != "ready" or "model.json" not in files or "weights.bin" not in files:
         raise Problem(409, f"Version {version.get('version', '?')} is not ready: save it from the lab and wait for it.")
-    return _read(files["model.json"]), _read(files["weights.bin"])
+    return _read("model.json", files["model.json"]), _read("weights.bin", files["weights.bin"])
 
 
 def load(version: dict[str, Any]) -> Model:
