@@ -4,7 +4,7 @@ run.py starts this in a process of its own (locust monkey-patches the interprete
 import, which a Firestore gRPC client in the same process would not survive). It ramps the users of
 locustfile.py up step by step (StepShape), keeps the statistics of each step apart, stops at the
 first step whose p95 or error rate passes the limit, at the user target, or at the time bound, and
-writes everything (steps, totals, errors, what each user uploaded, its own CPU time) as JSON to --out.
+writes everything (steps, totals, errors, what each user uploaded and predicted, its own CPU time) as JSON to --out.
 """
 
 from __future__ import annotations
@@ -232,10 +232,16 @@ def main(argv: list[str] | None = None) -> int:
         default="mix",
         help="whose p95 decides the bend: the repeated mix, or all requests with sign-ins too",
     )
+    ap.add_argument(
+        "--predictors-file", default=None, help="the prediction mix's deployments and keys (JSON; predictions.py)"
+    )
     ap.add_argument("--stop-timeout", type=float, default=60.0, help="time users get to finish their task")
     args = ap.parse_args(argv)
 
     locustfile.load_accounts(args.users_file)
+    user_classes: list[type] = [locustfile.LabUser]
+    if locustfile.load_predictors(args.predictors_file) and locustfile.PREDICT_WEIGHT > 0:
+        user_classes.append(locustfile.PredictUser)
     schedule = [int(x) for x in args.schedule.split(",") if x.strip()]
     if not schedule or any(b <= a for a, b in zip(schedule, schedule[1:], strict=False)) or schedule[0] < 1:
         ap.error("--schedule: user counts, rising, from 1")
@@ -250,9 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     # stop_timeout: a stopping user finishes its task first, so no upload is cut off between its PUT
     # and the note of it that the Firestore check relies on.
-    env = Environment(
-        user_classes=[locustfile.LabUser], shape_class=shape, host=args.host, stop_timeout=args.stop_timeout
-    )
+    env = Environment(user_classes=user_classes, shape_class=shape, host=args.host, stop_timeout=args.stop_timeout)
     runner = env.create_local_runner()
     started = time.time()
     runner.start_shape()
@@ -280,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {k: v for k, v in vars(args).items() if k not in ("out", "users_file")},
         "locust_cpu_s": usage.ru_utime + usage.ru_stime,
         "uploads": dict(locustfile.UPLOADS),
+        "predictions": locustfile.PREDICTIONS,
     }
     Path(args.out).write_text(json.dumps(result, indent=1))
     return 0

@@ -11,6 +11,16 @@ then repeats a weighted mix with a think time between tasks:
               and PUT the bytes to the signed URL (fake-gcs-server), whose finalize event goes
               through Pub/Sub to on_object_finalized
 
+Beside them, PredictUser (weight MLLAB_LOAD_PREDICT_WEIGHT against the lab users' LAB_WEIGHT; 0 for
+none) calls a deployment prepared before the ramp (predictions.py; the file named by
+MLLAB_LOAD_PREDICTORS_FILE) with its API key, as a client's program does:
+
+    predict     POST /predict/{id} with 1 instance (3 times as often as the next)
+    predict100  POST /predict/{id} with 100 instances
+
+and keeps in PREDICTIONS the instances of the calls answered 200, and of those with no answer or a
+5xx (which may or may not have been counted), per owner and deployment, for the metering check.
+
 Everything a user did that must show up in Firestore is kept in UPLOADS (per uid: the versions
 allocated, every object PUT with its size, the upload URLs signed, and any PUT whose answer was
 lost, which may or may not have been stored) so that run.py can check the
@@ -25,11 +35,14 @@ from __future__ import annotations
 import json
 import os
 import random
+import time
 from collections import defaultdict
 from typing import Any
 
 from locust import between, task
 from locust.contrib.fasthttp import FastHttpUser
+from predictions import BATCH as PREDICT_BATCH  # tests/load/ is on sys.path (drive.py, locust -f)
+from predictions import LAB_WEIGHT, PREDICT_WEIGHT, new_calls, note_call
 
 REFRESH_COOKIE = "__Host-rt"
 # What a virtual user does once, on arrival (the rest is the mix it repeats while signed in).
@@ -50,6 +63,25 @@ _next_account = 0
 UPLOADS: dict[str, dict[str, Any]] = defaultdict(
     lambda: {"model_id": None, "versions": [], "objects": {}, "uncertain": {}, "signed": 0, "sign_failed": 0}
 )
+
+
+# The prediction mix: {"rows": [instances], "owners": [{"uid", "deployments", "key"}]}, owners handed
+# out round robin; what the calls did: per owner and deployment, and [start, end, instances] of each 200.
+_predictors: dict[str, Any] = {"rows": [], "owners": []}
+_next_owner = 0
+PREDICTIONS: dict[str, Any] = new_calls()
+
+
+def load_predictors(path: str | None = None) -> bool:
+    """Reads the prediction mix's deployments; False when there are none (no PredictUser then)."""
+    global _predictors, _next_owner
+    path = path or os.environ.get("MLLAB_LOAD_PREDICTORS_FILE")
+    if not path:
+        return False
+    with open(path) as fh:
+        _predictors = json.load(fh)
+    _next_owner = 0
+    return bool(_predictors["owners"] and _predictors["rows"])
 
 
 def load_accounts(path: str | None = None) -> None:
@@ -86,6 +118,7 @@ def _problem(resp: Any) -> str:
 
 
 class LabUser(FastHttpUser):
+    weight = LAB_WEIGHT
     wait_time = between(*_WAIT)
     network_timeout = 30.0
     connection_timeout = 10.0
@@ -254,3 +287,50 @@ class LabUser(FastHttpUser):
                 self.record["uncertain"][signed["object"]] = len(data)
                 return
         self.record["objects"][signed["object"]] = len(data)
+
+
+class PredictUser(FastHttpUser):
+    """A client program calling a deployment with its API key (no session, no cookie)."""
+
+    weight = PREDICT_WEIGHT
+    wait_time = between(*_WAIT)
+    network_timeout = 30.0
+    connection_timeout = 10.0
+
+    def on_start(self) -> None:
+        global _next_owner
+        if not _predictors["owners"] and not load_predictors():
+            raise RuntimeError("MLLAB_LOAD_PREDICTORS_FILE names no file of deployments (run.py writes it)")
+        owners = _predictors["owners"]
+        owner = owners[_next_owner % len(owners)]  # more predict users than owners share them
+        _next_owner += 1
+        self.uid, self.deployments, self.key = owner["uid"], owner["deployments"], owner["key"]
+        self.rows: list[dict[str, Any]] = _predictors["rows"]
+
+    def _predict(self, instances: list[dict[str, Any]], name: str) -> None:
+        dep = random.choice(self.deployments)
+        started = time.time()
+        with self.client.post(
+            f"/predict/{dep}",
+            data=json.dumps({"instances": instances}),
+            headers={"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"},
+            name=name,
+            catch_response=True,
+        ) as resp:
+            note_call(PREDICTIONS, self.uid, dep, len(instances), resp.status_code or 0, started)
+            if resp.status_code != 200:
+                resp.failure(_problem(resp))
+                return
+            got = len(resp.json().get("predictions", []))
+            if got != len(instances):
+                resp.failure(f"{got} predictions for {len(instances)} instances")
+
+    @task(3)
+    def predict(self) -> None:
+        self._predict([random.choice(self.rows)], "POST /predict/{id} (1 instance)")
+
+    @task(1)
+    def predict100(self) -> None:
+        start = random.randrange(len(self.rows))
+        batch = [self.rows[(start + i) % len(self.rows)] for i in range(PREDICT_BATCH)]
+        self._predict(batch, f"POST /predict/{{id}} ({PREDICT_BATCH} instances)")

@@ -18,7 +18,15 @@
 5. Waits for the object-event pipeline to drain, then checks in Firestore that every upload was
    recorded exactly once, that each user's storage usage equals the bytes they uploaded, that the
    daily upload counters match the URLs signed, and that versions with both files are ready.
+6. The metering check (predictions.py): the predictions counted in Firestore, per owner and per
+   deployment, against the instances of the predict calls answered 200, while the predict function
+   still runs (at most the last second's missing) and after it exits (exact).
    Prints PASS/FAIL lines; exits 1 on any mismatch (bending is a measurement, not a failure).
+
+The prediction mix: beside the lab users (refresh, /me, saves), one virtual user in ten
+(MLLAB_LOAD_PREDICT_WEIGHT against 9; 0 for none) is a program calling a deployment with an API key,
+1 instance or 100 a call; their owners, each with a ready version of tests/golden/lab_model, two
+deployments and a key, are made before the ramp.
 
 Settings (environment): MLLAB_LOAD_SECONDS (time bound of the ramp, 300), MLLAB_LOAD_USERS (the last
 step, 1000), MLLAB_LOAD_STEPS (user counts, e.g. "5,10,20") or MLLAB_LOAD_STEP_USERS (+N a step instead
@@ -45,6 +53,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # for tests.load.predictions, when run as a script
 DRIVER = HERE / "drive.py"
 PASSWORD = "load test passphrase, not secret"
 GATEWAY_THREADS = 200  # the load balancer's stand-in must not be what limits the functions
@@ -114,6 +124,20 @@ def prepare_users(count: int, *, tag: str | None = None, password: str = PASSWOR
 
     with ThreadPoolExecutor(PREPARE_THREADS) as pool:
         return list(pool.map(one, range(count)))
+
+
+def prepare_predictors(accounts: list[dict[str, str]]) -> dict[str, Any]:
+    """The prediction mix's owners (predictions.prepare_owner for each account) and the rows they send:
+    {"rows", "owners"}, as drive.py's --predictors-file takes it."""
+    from tests.load import predictions
+
+    def one(account: dict[str, str]) -> dict[str, Any]:
+        result: dict[str, Any] = _retried(lambda: predictions.prepare_owner(account))
+        return result
+
+    with ThreadPoolExecutor(PREPARE_THREADS) as pool:
+        owners = list(pool.map(one, accounts))
+    return {"rows": predictions.golden_rows(), "owners": owners}
 
 
 def _retried(call: Callable[[], Any], attempts: int = 5) -> Any:
@@ -201,12 +225,16 @@ def run_driver(
     wait: str,
     spawn_seconds: float | None = None,
     bend_on: str = "mix",
+    predictors: dict[str, Any] | None = None,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run drive.py (locust) in a child process; its progress lines go to `echo`; returns its results."""
+    """Run drive.py (locust) in a child process; its progress lines go to `echo`; returns its results.
+    `predictors`: the prediction mix's {"rows", "owners"} (none: lab users only)."""
     with tempfile.TemporaryDirectory(prefix="mllab-load-") as tmp:
         users_file, out = Path(tmp) / "users.json", Path(tmp) / "result.json"
         users_file.write_text(json.dumps(accounts))
+        predictors_file = Path(tmp) / "predictors.json"
+        predictors_file.write_text(json.dumps(predictors or {"rows": [], "owners": []}))
         cmd = [
             sys.executable,
             str(DRIVER),
@@ -228,6 +256,8 @@ def run_driver(
             str(error_pct),
             "--bend-on",
             bend_on,
+            "--predictors-file",
+            str(predictors_file),
         ]
         if spawn_seconds is not None:
             cmd += ["--spawn-seconds", str(spawn_seconds)]
@@ -303,6 +333,26 @@ def wait_for_events(expected: int, timeout: float, echo: Callable[[str], None] =
     waited = time.monotonic() - started
     time.sleep(3.0)
     return int(coll.count().get()[0][0].value), waited
+
+
+def artifacts_recorded() -> int:
+    from mllab.files import recorder
+    from mllab.platform import clients
+
+    return int(clients.firestore().collection(recorder.ARTIFACTS).count().get()[0][0].value)
+
+
+def check_metering(stack: Any, calls: dict[str, Any], months: list[str], echo: Callable[[str], None] = print) -> bool:
+    """The metering check (predictions.py): the owners' counts read while the predict function runs,
+    then again after it was stopped and started again (its exit handler writes what it buffered)."""
+    from mllab.serving import metering
+    from tests.load import predictions
+
+    uids = sorted(calls["by_owner"])
+    before = predictions.counted(uids, months)
+    stack.restart(f"fn:{predictions.PREDICT_FUNCTION}")
+    after = predictions.counted(uids, months)
+    return predictions.check_metering(calls, before, after, metering.FLUSH_S, echo)
 
 
 def _user_state(uid: str, model_id: str | None, versions: list[int]) -> dict[str, Any]:
@@ -475,7 +525,7 @@ def _ms(v: float) -> str:
 
 def _echo_steps(steps: list[dict[str, Any]], echo: Callable[[str], None]) -> None:
     echo("\nPer step, all requests (each step's new users arrive and sign in evenly over it); then the p95 of")
-    echo("the repeated mix alone (refresh, /me, versions, signed uploads and PUTs) and of the sign-ins:")
+    echo("the repeated mix alone (refresh, /me, versions, signed uploads and PUTs, predictions) and of the sign-ins:")
     echo(
         f"{'step':>4} {'users':>6} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7} "
         f"{'requests':>9} {'errors':>7} {'mix p95':>8} {'login p95':>10}"
@@ -573,7 +623,7 @@ def function_of(request_type: str) -> str | None:
     if request_type == UPLOAD_PUT:
         return "on_object_finalized"
     method, _, path = request_type.partition(" ")
-    path = path.replace("{id}", "x")
+    path = path.split(" ", 1)[0].replace("{id}", "x")  # "POST /predict/{id} (1 instance)": the route
     found = [r for r, _ in routes.match_path(path) if r.method == method]
     return found[0].function if found else None
 
@@ -616,7 +666,9 @@ def print_report(
 def main() -> int:
     from mllab.identity import sessions, tokens
     from mllab.platform import clients, config, log
+    from mllab.serving import metering
     from mllab_dev.stack import Ports, Stack, StackError
+    from tests.load import predictions
 
     log.min_level = "WARNING"  # the operator-grant audit lines of the account setup are noise here
 
@@ -634,6 +686,7 @@ def main() -> int:
     drain_s = _env_num("MLLAB_LOAD_DRAIN_SECONDS", 180)
     # The most users the time bound lets the ramp reach: no need to prepare more.
     accounts_needed = schedule[min(len(schedule), math.ceil(seconds / step_seconds)) - 1]
+    owners_needed = predictions.owners_needed(accounts_needed, predictions.PREDICT_WEIGHT, predictions.LAB_WEIGHT)
 
     fn_env = deploy_function_env()
     load1 = os.getloadavg()[0]
@@ -670,11 +723,30 @@ def main() -> int:
         sessions.reset_caches()
         print(f"  stack up in {time.monotonic() - t0:.1f} s at {stack.gateway_url} (logs: {stack.log_dir})")
         t1 = time.monotonic()
-        accounts = prepare_users(accounts_needed + 1)
-        warm_account, accounts = accounts[0], accounts[1:]
-        print(f"  {len(accounts)} PRO accounts created in Firestore in {time.monotonic() - t1:.1f} s")
+        accounts = prepare_users(accounts_needed + 1 + owners_needed)
+        warm_account, owner_accounts, accounts = (
+            accounts[0],
+            accounts[1 : 1 + owners_needed],
+            accounts[1 + owners_needed :],
+        )
+        print(
+            f"  {len(accounts) + len(owner_accounts)} PRO accounts created in Firestore "
+            f"in {time.monotonic() - t1:.1f} s"
+        )
+        t1 = time.monotonic()
+        predictors = prepare_predictors(owner_accounts) if owner_accounts else None
+        setup_objects = artifacts_recorded()  # the owners' model files, recorded before their versions were ready
+        if predictors:
+            print(
+                f"  prediction mix: {len(owner_accounts)} owners, each with a ready version, "
+                f"{predictions.DEPLOYMENTS_EACH} deployments and an API key, in {time.monotonic() - t1:.1f} s"
+            )
+        months = [metering.month_of()]
         t1 = time.monotonic()
         warm = warm_up(stack.gateway_url, warm_account)
+        warm_calls = (
+            predictions.warm_up(stack.gateway_url, predictors["owners"][0], predictors["rows"]) if predictors else None
+        )
         print(f"  warm-up (one user, every request of the mix twice) took {time.monotonic() - t1:.1f} s\n")
 
         idle_a, idle_t = cpu_seconds(stack), time.monotonic()
@@ -691,9 +763,12 @@ def main() -> int:
             error_pct=error_pct,
             wait=wait,
             bend_on=bend_on,
+            predictors=predictors,
         )
+        if warm_calls:
+            predictions.merge_calls(result["predictions"], warm_calls)
         uploads = {**result["uploads"], warm_account["uid"]: warm}
-        expected = sum(len(r["objects"]) for r in uploads.values())
+        expected = setup_objects + sum(len(r["objects"]) for r in uploads.values())
         count, waited = wait_for_events(expected, drain_s)
         cpu_after, window = cpu_seconds(stack), time.monotonic() - started
         cpu = {k: cpu_after.get(k, 0.0) - cpu_before.get(k, 0.0) for k in cpu_after}
@@ -706,6 +781,9 @@ def main() -> int:
         RESULT_FILE.parent.mkdir(parents=True, exist_ok=True)
         RESULT_FILE.write_text(json.dumps({**result, "cpu_s": cpu, "idle_cpu_rate": idle_rate}, indent=1))
         ok = check_consistency(uploads)
+        if predictors:
+            months = sorted({*months, metering.month_of()})
+            ok &= check_metering(stack, result["predictions"], months)
     finally:
         stack.stop()
     return 0 if ok else 1
