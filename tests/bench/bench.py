@@ -43,6 +43,9 @@ from mllab.identity import passwords, sessions, tokens, users
 from mllab.platform import clients, clock, config, log
 from mllab_dev.stack import BUCKET, PROJECT, ROOT, TOPIC, Ports, Stack
 
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # tests.load.predictions (the predict setup), when run as a script
+
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 WARM_CALLS = int(os.environ.get("BENCH_WARM_CALLS", "200"))
 TOKEN_CALLS = int(os.environ.get("BENCH_TOKEN_CALLS", "2000"))
@@ -314,14 +317,36 @@ def _first_deployments(client: httpx.Client, port: int) -> bool:
 
 
 def _first_predict(client: httpx.Client, port: int) -> bool:
-    # A well-formed key nobody holds: looked up in Firestore, then refused.
-    guessed = "mlk_" + "a" * 16 + "_" + "b" * 43
+    # A real prediction: the key and deployment read, the owner's plan and usage, the model's two files
+    # read from the bucket (a fresh process has none cached), the network run, the count buffered.
     r = client.post(
-        f"http://127.0.0.1:{port}/predict/nosuchmodel",
-        json={"instances": [{"x": 1}]},
-        headers={"Authorization": f"Bearer {guessed}"},
+        f"http://127.0.0.1:{port}/predict/{CTX['predict_dep']}",
+        json={"instances": [PREDICT_ROW]},
+        headers={"Authorization": f"Bearer {CTX['predict_key']}"},
     )
-    return r.status_code == 401 and r.headers.get("content-type", "").startswith("application/problem+json")
+    return r.status_code == 200 and len(r.json()["predictions"]) == 1
+
+
+PREDICT_ROW: dict[str, Any] = {}  # one raw row of tests/golden/lab_model's, set with CTX's deployment
+
+
+def predict_setup() -> None:
+    """A PRO owner with a ready version of tests/golden/lab_model (saved through the real upload path),
+    a deployment and an API key, in CTX; the version's two files as the predict floor reads them."""
+    from mllab.billing import entitlements, subscriptions
+    from mllab.files import catalog
+    from tests.load import predictions
+
+    uid = users.create_password_user(f"bench-{uuid.uuid4().hex[:8]}@example.com", passwords.DUMMY_HASH, verified=True)
+    subscriptions.set_grant(uid, lambda doc, now: entitlements.with_grant(doc, None, now), actor="bench")
+    owner = predictions.prepare_owner({"uid": uid})
+    files = (catalog.version_ref(owner["model_id"], owner["version"]).get().to_dict() or {})["files"]
+    CTX.update(
+        predict_dep=owner["deployments"][0],
+        predict_key=owner["key"],
+        predict_objects=";".join(f"{f['object']}@{f['generation']}" for f in files.values()),
+    )
+    PREDICT_ROW.update(predictions.golden_rows()[0])
 
 
 PROBES = {
@@ -349,12 +374,16 @@ CLIENT_MODULES = {"firestore": "google.cloud.firestore", "storage": "google.clou
 
 
 def floor_of(fn: routes.Function) -> tuple[str, str, Any, dict[str, str]]:
-    """(label, target, probe, extra env) of the function's floor."""
+    """(label, target, probe, extra env) of the function's floor; predict's also reads the model's two
+    files from the bucket, as its first prediction does."""
     uses = sorted(u for u in fn.uses if u in CLIENT_MODULES)
     label = "floor: " + ("+".join(uses) or "bare") + (" event" if fn.trigger is routes.Trigger.PUBSUB else "")
+    env = {"BENCH_FLOOR_CLIENTS": ",".join(uses)}
     if fn.trigger is routes.Trigger.PUBSUB:
-        return label, "floor_event", _first_floor_event, {"BENCH_FLOOR_CLIENTS": ",".join(uses)}
-    return label, "floor_http", _first_bare, {"BENCH_FLOOR_CLIENTS": ",".join(uses)}
+        return label, "floor_event", _first_floor_event, env
+    if fn.name == "predict":
+        return label + ", model read", "floor_http", _first_bare, {**env, "BENCH_FLOOR_OBJECTS": CTX["predict_objects"]}
+    return label, "floor_http", _first_bare, env
 
 
 def tree_cpu(pid: int) -> float:
@@ -814,7 +843,7 @@ def cold_start_section(env: dict[str, str], tmp: Path) -> None:
     only = set(filter(None, os.environ.get("BENCH_FUNCTIONS", "").split(",")))
     print(
         f"{'function':34} {'cold ms':>8} {'min-max':>11} {'cold CPU':>9} {'import CPU':>11}"
-        f" {'x floor':>8} {'CPU x fl':>9} {'import-fl':>10}"
+        f" {'x floor':>8} {'CPU x fl':>9} {'import-fl':>10} {'cold-fl ms':>11}"
         + (f" {'eager ms':>9} {'eager CPU':>10}" if eager_too else "")
     )
     bare = _cold_row(HERE / "bare" / "main.py", "bare", _first_bare, env, ())
@@ -837,9 +866,11 @@ def cold_start_section(env: dict[str, str], tmp: Path) -> None:
         print(_cells("  " + label, floor))
         ratios = (
             f" {row['wall'] / floor['wall']:8.2f} {row['cpu'] / floor['cpu']:9.2f}"
-            f" {row['import'] - floor['import']:+10.0f}"
+            f" {row['import'] - floor['import']:+10.0f} {row['wall'] - floor['wall']:+11.0f}"
         )
         print(_cells(fn.name, row) + ratios + eager)
+        if fn.name == "predict":
+            print(f"  predict to its first prediction: {row['wall'] - floor['wall']:+.0f} ms over its floor (goal 150)")
 
 
 def main() -> int:
@@ -870,33 +901,41 @@ def main() -> int:
                 dev=str(stack.dev_dir),
                 paypal=stack.paypal_url,
             )
-            if want("cold"):
-                cold_start_section(env, Path(tmp))
-            if want("warm"):
-                warm_section(stack)
-            if want("tokens"):
-                token_section()
-            if want("webhooks"):
-                webhook_section()
-            if want("storage"):
-                storage_sections(stack)
-            if want("lab"):
-                from lab_bench import lab_section  # tests/bench/ is on sys.path: this file runs as a script
-
-                lab_section(stack.gateway_url)
-            if want("lighthouse"):
-                from lighthouse_bench import lighthouse_section
-
-                lighthouse_section(stack.gateway_url)
-            if want("predict"):
-                from predict_bench import main as predict_section  # server-side inference: the engine's figures
-
-                predict_section()
+            stack_sections(stack, env, Path(tmp))
         finally:
             stack.stop()
     if want("stores"):
         store_cold_starts()
     return 0
+
+
+def stack_sections(stack: Stack, env: dict[str, str], tmp: Path) -> None:
+    """The sections that run against the one stack main() started (BENCH_SECTIONS chooses)."""
+    if want("cold") or want("predict"):
+        predict_setup()
+    if want("cold"):
+        cold_start_section(env, tmp)
+    if want("warm"):
+        warm_section(stack)
+    if want("tokens"):
+        token_section()
+    if want("webhooks"):
+        webhook_section()
+    if want("storage"):
+        storage_sections(stack)
+    if want("lab"):
+        from lab_bench import lab_section  # tests/bench/ is on sys.path: this file runs as a script
+
+        lab_section(stack.gateway_url)
+    if want("lighthouse"):
+        from lighthouse_bench import lighthouse_section
+
+        lighthouse_section(stack.gateway_url)
+    if want("predict"):
+        from predict_bench import main as predict_section  # server-side inference: the engine's figures
+
+        warm_predict_section(stack)
+        predict_section()
 
 
 def want(section: str) -> bool:
@@ -912,6 +951,41 @@ def warm_section(stack: Stack) -> None:
     bare = statistics.median(rows[0][1])
     for label, samples in rows:
         print(f"{label:28} {pct(samples, 50):8.1f} {pct(samples, 95):8.1f} {pct(samples, 50) / bare:11.2f}")
+
+
+def warm_predict_section(stack: Stack) -> None:
+    """Warm POST /predict/{id} with one instance through the gateway, beside the gateway alone (a file it
+    answers itself) and the gateway with the predict function refusing a call without a key (the router,
+    before any Firestore read), and beside the same prediction sent to the function directly."""
+    dep, key = CTX["predict_dep"], CTX["predict_key"]
+    body = json.dumps({"instances": [PREDICT_ROW]}).encode()
+    fn_url = f"http://127.0.0.1:{stack.ports.functions['predict']}"
+    json_h = {"Content-Type": "application/json"}
+    calls: list[tuple[str, str, str, dict[str, str], bytes | None, int]] = [
+        ("gateway alone (GET /config.json)", "GET", f"{stack.gateway_url}/config.json", {}, None, 200),
+        ("gateway + predict, no key (401)", "POST", f"{stack.gateway_url}/predict/{dep}", json_h, body, 401),
+        ("predict 1 instance, direct", "POST", f"{fn_url}/predict/{dep}", {**json_h, "Authorization": f"Bearer {key}"},
+         body, 200),
+        ("predict 1 instance, gateway", "POST", f"{stack.gateway_url}/predict/{dep}",
+         {**json_h, "Authorization": f"Bearer {key}"}, body, 200),
+    ]  # fmt: skip
+    print(f"\n{'warm predict, ' + str(WARM_CALLS) + ' calls':34} {'p50 ms':>8} {'p95 ms':>8} {'- gateway p50':>14}")
+    rows = []
+    with httpx.Client(timeout=30) as client:
+        for label, method, url, headers, content, status in calls:
+            samples = []
+            for i in range(WARM_CALLS + 10):  # the first 10 warm up
+                t = time.perf_counter()
+                r = client.request(method, url, headers=headers, content=content)
+                if i >= 10:
+                    samples.append((time.perf_counter() - t) * 1000)
+                if r.status_code != status:
+                    raise RuntimeError(f"{label}: {r.status_code}, expected {status}: {r.text[:200]}")
+            rows.append((label, samples))
+    base = pct(rows[0][1], 50)
+    for label, samples in rows:
+        print(f"{label:34} {pct(samples, 50):8.1f} {pct(samples, 95):8.1f} {pct(samples, 50) - base:+14.1f}")
+    print(f"  (goal: warm single-instance p50 through the gateway at most 10 ms: {pct(rows[-1][1], 50):.1f} ms)")
 
 
 def token_section() -> None:

@@ -1,12 +1,15 @@
 """A function's floor: a bare functions-framework function that imports the Google client(s) the
 function uses (BENCH_FLOOR_CLIENTS: firestore, storage) and makes the same first call (one Firestore
-read; a storage client), and nothing else of ours. `make bench` compares each function with its floor."""
+read; a storage client), and nothing else of ours. `make bench` compares each function with its floor.
+BENCH_FLOOR_OBJECTS ("<object>@<generation>;..."): the same bucket reads too, at those generations
+(the predict function's floor reads a model's two files, as its first prediction does)."""
 
 import os
 
 import functions_framework
 
 CLIENTS = set(filter(None, os.environ.get("BENCH_FLOOR_CLIENTS", "").split(",")))
+OBJECTS = [o.rsplit("@", 1) for o in filter(None, os.environ.get("BENCH_FLOOR_OBJECTS", "").split(";"))]
 if "firestore" in CLIENTS:
     from google.cloud import firestore
 if "storage" in CLIENTS:
@@ -25,6 +28,9 @@ def first_call() -> None:
 
         anonymous = {"credentials": AnonymousCredentials()} if os.environ.get("STORAGE_EMULATOR_HOST") else {}
         _made["storage"] = storage.Client(project=os.environ.get("MLLAB_PROJECT"), **anonymous)
+    if OBJECTS and "read" not in _made:  # once, as the predict function caches the model it read
+        bucket = _made["storage"].bucket(os.environ["MLLAB_BUCKET"])
+        _made["read"] = [bucket.blob(name, generation=int(gen)).download_as_bytes() for name, gen in OBJECTS]
 
 
 @functions_framework.http
