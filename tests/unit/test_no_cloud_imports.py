@@ -35,3 +35,16 @@ def test_no_mllab_module_loads_google_cloud_at_import() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == []
+
+
+def test_a_process_that_metered_nothing_exits_without_loading_firestore() -> None:
+    # The metering module's exit handler writes buffered counts; with none, it must not import the
+    # client on the way out (a second of CPU on a busy instance, for nothing).
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('google.cloud.firestore' in sys.modules))\n"  # last in, so run after
+        "import mllab.serving.metering\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

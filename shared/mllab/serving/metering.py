@@ -79,8 +79,6 @@ def record(uid: str, deployment_id: str, n: int) -> None:
 
 def flush() -> None:
     """Writes every buffered count to this process's shard (one batched write)."""
-    from google.cloud import firestore
-
     global _last_flush
     with _lock:
         if not _pending:
@@ -88,6 +86,10 @@ def flush() -> None:
         taken = {k: dict(v) for k, v in _pending.items()}
         _pending.clear()
         _last_flush = time.monotonic()
+    # Imported only with something to write: the exit handler of a process that served nothing (a
+    # function that only imported this module) would otherwise load the client on its way out.
+    from google.cloud import firestore
+
     db = clients.firestore()
     batch = db.batch()
     now = clock.now()
