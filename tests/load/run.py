@@ -539,13 +539,13 @@ def _echo_steps(steps: list[dict[str, Any]], echo: Callable[[str], None]) -> Non
             f"{_ms(login) if login is not None else '-':>10}"
         )
     echo("\nPer step and request type:")
-    echo(f"{'step':>4} {'users':>6} {'request':32} {'req/s':>7} {'p50':>6} {'p95':>6} {'p99':>6} {'errors':>7}")
+    echo(f"{'step':>4} {'users':>6} {'request':34} {'req/s':>7} {'p50':>6} {'p95':>6} {'p99':>6} {'errors':>7}")
     for s in steps:
         for name, t in s["types"].items():
             if name in (AGGREGATED, MIX):
                 continue
             echo(
-                f"{s['step']:>4} {s['users']:>6} {name:32} {t['rps']:>7.1f} {_ms(t['p50']):>6} {_ms(t['p95']):>6} "
+                f"{s['step']:>4} {s['users']:>6} {name:34} {t['rps']:>7.1f} {_ms(t['p50']):>6} {_ms(t['p95']):>6} "
                 f"{_ms(t['p99']):>6} {t['error_pct']:>6.2f}%"
             )
 
@@ -553,10 +553,10 @@ def _echo_steps(steps: list[dict[str, Any]], echo: Callable[[str], None]) -> Non
 def _echo_whole_run(result: dict[str, Any], echo: Callable[[str], None]) -> None:
     totals = result["totals"]
     echo(f"\nWhole run ({totals['seconds']:.0f} s of ramp, up to {result['max_users_reached']} users):")
-    echo(f"{'request':32} {'requests':>9} {'req/s':>7} {'p50':>6} {'p95':>6} {'p99':>6} {'max':>7} {'failures':>9}")
+    echo(f"{'request':34} {'requests':>9} {'req/s':>7} {'p50':>6} {'p95':>6} {'p99':>6} {'max':>7} {'failures':>9}")
     for name, t in totals["types"].items():
         echo(
-            f"{name:32} {t['requests']:>9} {t['rps']:>7.1f} {_ms(t['p50']):>6} {_ms(t['p95']):>6} {_ms(t['p99']):>6} "
+            f"{name:34} {t['requests']:>9} {t['rps']:>7.1f} {_ms(t['p50']):>6} {_ms(t['p95']):>6} {_ms(t['p99']):>6} "
             f"{_ms(t['max']):>7} {t['failures']:>9}"
         )
     if totals["errors"]:
@@ -640,13 +640,14 @@ def _echo_cpu_by_type(
         by_fn[fn] = by_fn.get(fn, 0) + types[name]
     through_gateway = sum(c for n, c in types.items() if n != UPLOAD_PUT) or 1
     gw = 1000 * max(0.0, cpu.get("gateway", 0.0) - idle.get("gateway", 0.0)) / through_gateway
-    echo(f"\nCPU per request type, above idle (gateway {gw:.2f} ms per request it routes):")
-    echo(f"{'request':32} {'requests':>9} {'function':>22} {'fn ms/request':>14} {'+ gateway':>10}")
+    echo(f"\nCPU per request type, above idle (gateway {gw:.2f} ms per request it routes; the types one function")
+    echo("serves share its CPU by their counts: both predict sizes get the predict function's mean):")
+    echo(f"{'request':34} {'requests':>9} {'function':>22} {'fn ms/request':>14} {'+ gateway':>10}")
     for name, fn in sorted(served_by.items()):
         count = types[name]
         above = max(0.0, cpu.get(f"fn:{fn}", 0.0) - idle.get(f"fn:{fn}", 0.0))
         per = 1000 * above / max(1, by_fn[fn])
-        echo(f"{name:32} {count:>9} {fn:>22} {per:>14.2f} {per + (gw if name != UPLOAD_PUT else 0.0):>10.2f}")
+        echo(f"{name:34} {count:>9} {fn:>22} {per:>14.2f} {per + (gw if name != UPLOAD_PUT else 0.0):>10.2f}")
 
 
 def print_report(
