@@ -6,8 +6,10 @@ carries it in a Cookie header itself (as the Browser fixture does for the refres
 
 from __future__ import annotations
 
+import contextlib
 import re
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,3 +126,34 @@ def token_from(message: dict, marker: str) -> str:
     m = re.search(marker + r"=([A-Za-z0-9_-]+)", message["body"])
     assert m, message["body"]
     return m.group(1)
+
+
+@contextlib.contextmanager
+def firestore_rpcs() -> Iterator[list[str]]:
+    """The names of the Firestore RPCs this process's client sends meanwhile ("begin_transaction",
+    "batch_get_documents", "commit", ...), in order: every RPC goes through the transport's wrapped
+    methods (as mllab.platform.clients bounds them), which are wrapped once more and put back after."""
+    transport = clients.firestore()._firestore_api._transport
+    saved = dict(transport._wrapped_methods)
+    # the keys are gRPC callables, each returned by the transport's property of the RPC's name
+    names = {getattr(transport, n): n for n in dir(type(transport)) if _is_rpc(type(transport), n)}
+    sent: list[str] = []
+
+    def counted(name: str, wrapped: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            sent.append(name)
+            return wrapped(*args, **kwargs)
+
+        return call
+
+    for method, wrapped in saved.items():
+        transport._wrapped_methods[method] = counted(names.get(method, repr(method)), wrapped)
+    try:
+        yield sent
+    finally:
+        transport._wrapped_methods.clear()
+        transport._wrapped_methods.update(saved)
+
+
+def _is_rpc(cls: type, name: str) -> bool:
+    return not name.startswith("_") and isinstance(getattr(cls, name, None), property) and name != "kind"

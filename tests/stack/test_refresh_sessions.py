@@ -15,7 +15,7 @@ from mllab.platform import audit, clients, clock
 from mllab_dev.stack import Stack
 
 from .conftest import Browser
-from .identity_support import COOKIE_ROUTES
+from .identity_support import COOKIE_ROUTES, firestore_rpcs
 
 
 def _cookie_of(resp) -> str | None:
@@ -142,6 +142,29 @@ def test_grandparent_replay_revokes_even_inside_the_window(rt: InProcess, signed
     assert third not in (first, second)
     assert rt.refresh(first).status_code == 401
     assert _session_doc(session.id)["revoke_reason"] == "reuse_detected"
+
+
+def test_a_session_refreshed_before_in_this_process_is_read_with_its_user_in_one_round_trip(
+    rt: InProcess, signed_in
+) -> None:
+    _, session, token = signed_in()
+    with firestore_rpcs() as first:
+        token = _cookie_of(rt.refresh(token))
+    with firestore_rpcs() as warm:
+        r = rt.refresh(token)
+    assert r.status_code == 200 and _cookie_of(r) not in (None, token)
+    # begin, the session, its user, commit; then begin, both at once, commit (a bare read-modify-write)
+    assert first == ["begin_transaction", "batch_get_documents", "batch_get_documents", "commit"]
+    assert warm == ["begin_transaction", "batch_get_documents", "commit"]
+    assert _session_doc(session.id)["counter"] == 2
+
+
+def test_a_user_disabled_after_a_refresh_is_refused_at_the_next(rt: InProcess, signed_in) -> None:
+    user, session, token = signed_in()
+    token = _cookie_of(rt.refresh(token))  # this process now reads the user with the session
+    clients.firestore().collection(users.USERS).document(user["uid"]).update({"disabled": True})
+    assert rt.refresh(token).status_code == 401
+    assert _session_doc(session.id)["revoke_reason"] == "user_disabled"
 
 
 def test_idle_expiry(rt: InProcess, signed_in) -> None:
