@@ -382,7 +382,7 @@ def floor_of(fn: routes.Function) -> tuple[str, str, Any, dict[str, str]]:
     if fn.trigger is routes.Trigger.PUBSUB:
         return label, "floor_event", _first_floor_event, env
     if fn.name == "predict":
-        return label + ", model read", "floor_http", _first_bare, {**env, "BENCH_FLOOR_OBJECTS": CTX["predict_objects"]}
+        return label + "+read", "floor_http", _first_bare, {**env, "BENCH_FLOOR_OBJECTS": CTX["predict_objects"]}
     return label, "floor_http", _first_bare, env
 
 
