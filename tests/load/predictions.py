@@ -18,8 +18,10 @@ It is checked after the predict function has exited (SIGTERM, as Cloud Run stops
 exit handler writes what it buffered), where the count must be exact up to the uncertain calls.
 Before that exit the process still buffers what it served since its last write (docs/serving.md,
 "Metering: the error bound"): the undercount then is at most the instances of the calls that ended
-less than FLUSH_S before the last call started (the last second); that is checked too, unless some
-call was uncertain (a failed write puts its counts back, which can hold older calls)."""
+less than FLUSH_S before the last call started (the last second: a call is counted between its start
+and its end, and the process wrote within FLUSH_S of the last count it took, so what it holds ended
+after that); that is checked too, unless some call was uncertain (a failed write puts its counts back,
+which can hold older calls). The bound is one process's: the local stack runs one predict worker."""
 
 from __future__ import annotations
 
