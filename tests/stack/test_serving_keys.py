@@ -89,6 +89,19 @@ def test_use_is_recorded_without_a_write_per_request(unique: str) -> None:
     assert stored(made["id"])["last_used_at"] == first
 
 
+def test_a_new_instance_does_not_write_again_a_use_written_within_the_minute(unique: str) -> None:
+    made = apikeys.create(f"u-{unique}", "busy", ["predict"])
+    apikeys.touch(made["id"])
+    first = stored(made["id"])["last_used_at"]
+    apikeys.reset()  # a new instance, which has written nothing yet, reads the key document
+    apikeys.touch(made["id"], first)
+    assert stored(made["id"])["last_used_at"] == first
+    apikeys.reset()
+    with clock.travel(by=timedelta(seconds=61)):
+        apikeys.touch(made["id"], first)  # written a minute ago: recorded again
+    assert stored(made["id"])["last_used_at"] > first
+
+
 @pytest.mark.parametrize(
     ("kw", "field"),
     [

@@ -212,13 +212,25 @@ def allows(doc: dict[str, Any], deployment_id: str) -> bool:
     return listed is None or deployment_id in listed
 
 
-def touch(key_id: str) -> None:
-    """Records a use, at most once a minute per key and process (never a hot document)."""
+def touch(key_id: str, last_used_at: Any = None) -> None:
+    """Records a use, at most once a minute per key and process (never a hot document), and not when
+    `last_used_at` (the key's document as the caller just read it) was written within the minute by
+    any process: a new instance of a busy key then skips the write its first request would make."""
     now = time.monotonic()
+    age = (clock.now() - last_used_at).total_seconds() if isinstance(last_used_at, datetime) else None
     with _last_used_lock:
         if now - _last_used.get(key_id, -LAST_USED_EVERY_S) < LAST_USED_EVERY_S:
             return
-        _last_used[key_id] = now
-        if len(_last_used) > 10_000:
+        if len(_last_used) >= 10_000:
             _last_used.clear()
+        if age is not None and 0 <= age < LAST_USED_EVERY_S:
+            _last_used[key_id] = now - age  # due again a minute after that write, as if this process made it
+            return
+        _last_used[key_id] = now
     _db().collection(COLLECTION).document(key_id).update({"last_used_at": clock.now()}, timeout=clients.deadline())
+
+
+def reset() -> None:
+    """Forgets which uses this process recorded (tests: a new instance)."""
+    with _last_used_lock:
+        _last_used.clear()

@@ -159,7 +159,7 @@ def predict(raw_key: str, deployment_id: str, body: Any, *, ip: str = "") -> dic
     model = store.get(dep["model_id"], version, _VersionLoader(dep["model_id"], version))
     predictions = model.predict(instances)
     metering.record(uid, deployment_id, len(instances))
-    apikeys.touch(key["id"])
+    apikeys.touch(key["id"], key.get("last_used_at"))
     return {"predictions": predictions, "deployment_id": deployment_id, "model_id": dep["model_id"], "version": version}
 
 
