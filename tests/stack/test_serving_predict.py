@@ -17,6 +17,7 @@ from mllab.platform.problems import Problem
 from mllab.serving import apikeys, deployments, metering, predict, store
 from mllab.serving.predictor import Model
 
+from .identity_support import firestore_rpcs
 from .serving_support import golden_files, not_pro, pro, saved_version
 
 
@@ -179,6 +180,19 @@ def test_predictions_are_the_labs_and_are_metered(deployed) -> None:
     metering.flush()
     assert metering.usage(uid)["by_deployment"] == {dep_id: len(recorded["rows"])}  # the 422 counts nothing
     assert apikeys.list_keys(uid)[0]["last_used_at"] is not None
+
+
+def test_a_new_instances_first_call_reads_owner_usage_and_version_in_one_round_trip(deployed) -> None:
+    apikeys.reset()
+    row = golden_files()[2]["rows"][0]
+    call = lambda: predict.predict(deployed["key"], deployed["deployment"]["id"], {"instances": [row]})  # noqa: E731
+    with firestore_rpcs() as first:
+        assert len(call()["predictions"]) == 1
+    with firestore_rpcs() as warm:
+        assert len(call()["predictions"]) == 1
+    # the key and the deployment; then the owner's two documents, the 16 usage shards and the version
+    assert [r for r in first if r == "batch_get_documents"] == ["batch_get_documents"] * 2, first
+    assert [r for r in warm if r == "batch_get_documents"] == ["batch_get_documents"], warm  # the key's
 
 
 def test_switching_versions_changes_the_next_prediction(deployed) -> None:

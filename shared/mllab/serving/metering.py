@@ -131,8 +131,12 @@ atexit.register(_flush_at_exit)  # Cloud Run stops an instance with SIGTERM, the
 
 
 def _read(uid: str, month: str) -> tuple[int, dict[str, int]]:
+    return _sum(clients.firestore().get_all(shard_refs(uid, month), timeout=clients.deadline()))
+
+
+def _sum(snaps: Any) -> tuple[int, dict[str, int]]:
     total, per_deployment = 0, defaultdict[str, int](int)
-    for snap in clients.firestore().get_all(shard_refs(uid, month), timeout=clients.deadline()):
+    for snap in snaps:
         if not snap.exists:
             continue
         doc = snap.to_dict() or {}
@@ -156,6 +160,24 @@ def used(uid: str) -> int:
     with _lock:
         mine = sum(_pending.get(key, {}).values())
     return cached[1] + mine
+
+
+def stale_refs(uid: str) -> tuple[str, list[Any]]:
+    """(this month, its shard documents when this process's sum of them is missing or REFRESH_S old,
+    else []): a caller reading other documents too reads them in the same round trip, then hands them
+    to `absorb`."""
+    month = month_of()
+    cached = _totals.get((uid, month))
+    fresh = cached is not None and time.monotonic() - cached[0] < REFRESH_S
+    return month, [] if fresh else shard_refs(uid, month)
+
+
+def absorb(uid: str, month: str, read_at: float, snaps: list[Any]) -> None:
+    """Takes the shard documents of `stale_refs`, read from monotonic time `read_at` on, as the sum
+    `used` would have read itself."""
+    if len(_totals) > 10_000:
+        _totals.clear()
+    _totals[(uid, month)] = (read_at, _sum(snaps)[0])
 
 
 def usage(uid: str, month: str | None = None) -> dict[str, Any]:

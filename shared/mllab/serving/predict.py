@@ -2,7 +2,9 @@
 the quota, the cached model, the count.
 
 Per request: one batched read of the key and the deployment; the owner (their account and plan) read
-at most every OWNER_TTL_S per process; the model from the process's cache. In this order, so each
+at most every OWNER_TTL_S per process; the model from the process's cache. What a call misses of the
+owner, the month's usage sums and the version document (a new instance's first call misses all
+three) is read in one second batch. In this order, so each
 answer gives away nothing its caller may not know: a malformed, unknown or wrong key is 401 before
 anything about the deployment is looked at; a valid key on another user's (or an unknown) deployment
 is 404; a key not listing this deployment is 403; a deleted owner's key is 401; an owner without PRO
@@ -39,30 +41,61 @@ _owners: dict[str, tuple[float, str | None]] = {}  # uid -> (read at, plan id, o
 _owners_lock = threading.Lock()
 
 
+def _owner_fresh(uid: str, now: float) -> tuple[bool, str | None]:
+    with _owners_lock:
+        hit = _owners.get(uid)
+    return (True, hit[1]) if hit is not None and now - hit[0] < OWNER_TTL_S else (False, None)
+
+
 def _owner_plan(uid: str) -> str | None:
     """The owner's plan id, or None when the account is deleted or disabled (cached OWNER_TTL_S)."""
     now = time.monotonic()
-    with _owners_lock:
-        hit = _owners.get(uid)
-    if hit is not None and now - hit[0] < OWNER_TTL_S:
-        return hit[1]
-    user, entitlement = _owner_docs(uid)
+    fresh, plan = _owner_fresh(uid, now)
+    if fresh:
+        return plan
+    refs = _owner_refs(uid)
+    got = {s.reference.path: s for s in clients.firestore().get_all(refs, timeout=clients.deadline())}
+    return _remember_owner(uid, now, [got[r.path] for r in refs])
+
+
+def _owner_refs(uid: str) -> list[Any]:
+    """The owner's user and entitlement documents."""
+    return [clients.firestore().collection(users.USERS).document(uid), entitlements.ref(uid)]
+
+
+def _remember_owner(uid: str, read_at: float, snaps: list[Any]) -> str | None:
+    """The plan the owner's documents (as _owner_refs lists them, read from `read_at` on) give, kept."""
+    user, entitlement = (s.to_dict() if s.exists else None for s in snaps)
     plan: str | None = None
     if user and not user.get("disabled") and not user.get("deleted_at"):
         plan = entitlements.plan_of(entitlement, clock.now()).id
     with _owners_lock:
         if len(_owners) > 10_000:
             _owners.clear()
-        _owners[uid] = (now, plan)
+        _owners[uid] = (read_at, plan)
     return plan
 
 
-def _owner_docs(uid: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    db = clients.firestore()
-    refs = {"user": db.collection(users.USERS).document(uid), "ent": entitlements.ref(uid)}
-    got = db.get_all(list(refs.values()), timeout=clients.deadline())
-    found = {s.reference.path: s.to_dict() if s.exists else None for s in got}
-    return found.get(refs["user"].path), found.get(refs["ent"].path)
+def _prefetch(uid: str, dep: dict[str, Any]) -> dict[str, Any] | None:
+    """What this call needs and the process does not hold (the owner's documents, the month's usage
+    shards, the version document of a model not cached yet), read in one round trip when two or more
+    are missing, as on a new instance's first call, instead of one each; with one or none, each is read
+    where it is needed. Returns the version document when it was read."""
+    now = time.monotonic()
+    owner = [] if _owner_fresh(uid, now)[0] else _owner_refs(uid)
+    month, usage = metering.stale_refs(uid)
+    model_id, n = dep["model_id"], dep["version"]
+    version = [] if store.cached(model_id, n) else [catalog.version_ref(model_id, n)]
+    if len([g for g in (owner, usage, version) if g]) < 2:
+        return None
+    got = {
+        s.reference.path: s for s in clients.firestore().get_all([*owner, *usage, *version], timeout=clients.deadline())
+    }
+    if owner:
+        _remember_owner(uid, now, [got[r.path] for r in owner])
+    if usage:
+        metering.absorb(uid, month, now, [got[r.path] for r in usage])
+    return {**(got[version[0].path].to_dict() or {}), "version": n} if version else None
 
 
 def _instances(body: Any) -> list[Any]:
@@ -139,6 +172,7 @@ def predict(raw_key: str, deployment_id: str, body: Any, *, ip: str = "") -> dic
     if not apikeys.allows(key, deployment_id):
         raise Problem(403, "This API key is not allowed to call this deployment.", slug="insufficient-scope")
     instances = _instances(body)
+    version_doc = _prefetch(uid, dep)
     plan = _owner_plan(uid)
     if plan is None:
         raise Problem(401, "This API key belongs to a deleted account.", headers={"WWW-Authenticate": "Bearer"})
@@ -156,7 +190,7 @@ def predict(raw_key: str, deployment_id: str, body: Any, *, ip: str = "") -> dic
             extensions={"quota": quota},
         )
     version = dep["version"]
-    model = store.get(dep["model_id"], version, _VersionLoader(dep["model_id"], version))
+    model = store.get(dep["model_id"], version, _VersionLoader(dep["model_id"], version, version_doc))
     predictions = model.predict(instances)
     metering.record(uid, deployment_id, len(instances))
     apikeys.touch(key["id"], key.get("last_used_at"))
@@ -171,12 +205,14 @@ def _authenticate(raw_key: str, key_id: str | None, deployment_id: str) -> tuple
 
 
 class _VersionLoader:
-    """The version document, read only when the model is not cached yet."""
+    """The version document, read only when the model is not cached yet (or as _prefetch read it)."""
 
-    def __init__(self, model_id: str, version: int) -> None:
-        self.model_id, self.version = model_id, version
+    def __init__(self, model_id: str, version: int, read: dict[str, Any] | None = None) -> None:
+        self.model_id, self.version, self.read = model_id, version, read
 
     def __call__(self) -> dict[str, Any]:
+        if self.read is not None:
+            return self.read
         snap = catalog.version_ref(self.model_id, self.version).get(timeout=clients.deadline())
         return {**(snap.to_dict() or {}), "version": self.version}
 

@@ -50,6 +50,11 @@ def load(version: dict[str, Any]) -> Model:
     return Model.from_files(model_json, weights)
 
 
+def cached(model_id: str, n: int) -> bool:
+    with _lock:
+        return (model_id, n) in _cache
+
+
 def get(model_id: str, n: int, version: Callable[[], dict[str, Any]]) -> Model:
     """The cached model of (model id, version n), read once per process (concurrent first requests
     wait for the one read); `version()` gives the version document, called on a miss only."""
