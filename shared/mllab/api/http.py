@@ -129,6 +129,11 @@ class Request:
 Handler = Callable[[Request], Any]
 
 
+def _no_bearer(detail: str) -> Problem:
+    """401 for a request without the Bearer credential its route needs (RFC 6750's challenge)."""
+    return Problem(401, detail, headers={"WWW-Authenticate": 'Bearer realm="mllab"'})
+
+
 def bearer_of(raw: RawRequest) -> str:
     """The Authorization header's Bearer credential, "" when there is none."""
     scheme, _, credential = raw.headers.get("Authorization", "").partition(" ")
@@ -369,10 +374,8 @@ class Router:
         if route.auth is Auth.API_KEY:
             key = bearer_of(raw)
             if not key:
-                raise Problem(
-                    401,
-                    "This endpoint needs an API key: send Authorization: Bearer mlk_... (the lab's API keys panel).",
-                    headers={"WWW-Authenticate": 'Bearer realm="mllab"'},
+                raise _no_bearer(
+                    "This endpoint needs an API key: send Authorization: Bearer mlk_... (the lab's API keys panel)."
                 )
             from mllab.serving import apikeys  # only the API-key routes' functions load it
 
@@ -383,11 +386,7 @@ class Router:
             return None  # cookie and webhook routes authenticate in their own modules
         token = bearer_of(raw)
         if not token:
-            raise Problem(
-                401,
-                "Sign in: this endpoint needs an access token (Authorization: Bearer ...).",
-                headers={"WWW-Authenticate": 'Bearer realm="mllab"'},
-            )
+            raise _no_bearer("Sign in: this endpoint needs an access token (Authorization: Bearer ...).")
         from mllab.identity import tokens  # only access-token routes load pyjwt and cryptography
 
         try:
