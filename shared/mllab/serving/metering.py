@@ -164,12 +164,32 @@ def usage(uid: str, month: str | None = None) -> dict[str, Any]:
     return {"month": month, "predictions": total, "by_deployment": per_deployment}
 
 
-def delete_user(uid: str) -> int:
-    """Deletes a user's usage documents (account deletion); returns how many."""
+def _owned(uid: str) -> list[Any]:
     from google.cloud.firestore_v1.base_query import FieldFilter
 
     query = clients.firestore().collection(COLLECTION).where(filter=FieldFilter("uid", "==", uid))
-    return clients.delete_refs([s.reference for s in query.stream(timeout=clients.deadline())])
+    return list(query.stream(timeout=clients.deadline()))
+
+
+def export_usage(uid: str) -> list[dict[str, Any]]:
+    """Every month the user predicted, oldest first, for the account export: the shards summed, in
+    total and per deployment ({month, predictions, by_deployment})."""
+    months: dict[str, dict[str, Any]] = {}
+    for snap in _owned(uid):
+        doc = snap.to_dict() or {}
+        month = months.setdefault(str(doc.get("month")), {"predictions": 0, "by_deployment": defaultdict(int)})
+        month["predictions"] += int(doc.get("count") or 0)
+        for d, n in (doc.get("by_deployment") or {}).items():
+            month["by_deployment"][d] += int(n or 0)
+    return [
+        {"month": m, "predictions": v["predictions"], "by_deployment": dict(sorted(v["by_deployment"].items()))}
+        for m, v in sorted(months.items())
+    ]
+
+
+def delete_user(uid: str) -> int:
+    """Deletes a user's usage documents (account deletion); returns how many."""
+    return clients.delete_refs([s.reference for s in _owned(uid)])
 
 
 def reset() -> None:
