@@ -30,23 +30,23 @@ def digits_above(n: int) -> str:
     """An RE2 pattern matching the decimal integers greater than `n` (leading zeros allowed), for a
     header Cloud Armor can only match as text: longer numbers, or a larger digit after an equal prefix."""
     text = str(n)
-    longer = f"[1-9][0-9]{{{len(text)},}}"
-    larger = [
-        text[:i] + ("9" if d == "8" else f"[{int(d) + 1}-9]") + (f"[0-9]{{{len(text) - i - 1}}}" if i < len(text) - 1 else "")
-        for i, d in enumerate(text)
-        if d != "9"
-    ]
-    return f"^0*(?:{'|'.join([longer, *larger])})$"
+    alternatives = [f"[1-9][0-9]{{{len(text)},}}"]
+    for i, d in enumerate(text):
+        if d == "9":
+            continue
+        rest = len(text) - i - 1
+        alternatives.append(
+            text[:i] + ("9" if d == "8" else f"[{int(d) + 1}-9]") + (f"[0-9]{{{rest}}}" if rest else "")
+        )
+    return f"^0*(?:{'|'.join(alternatives)})$"
 
 
 def predict_body_expression() -> str:
     """A predict request whose declared body is over the API's limit (the function answers 413 for it
     anyway, and for a chunked body, which declares no length; this refuses it before any instance runs)."""
     limit = config.LIMITS.request_body_bytes
-    return (
-        "request.path.startsWith('/predict/') && "
-        f"request.headers['content-length'].matches('{digits_above(limit)}')"
-    )
+    length = f"request.headers['content-length'].matches('{digits_above(limit)}')"
+    return f"request.path.startsWith('/predict/') && {length}"
 
 
 def lab_files(env: Environment, files: Files) -> list[Step]:
