@@ -581,6 +581,16 @@ def test_predict_alerts_on_a_surge_of_429(all_steps: list[Step]) -> None:
     assert "quota-exceeded" in policy["documentation"]["content"]
 
 
+def test_unwritten_prediction_counts_alert_on_the_metering_log_line(all_steps: list[Step]) -> None:
+    from mllab.serving import metering
+
+    policy = _policies(all_steps)["ML Lab: prediction counts not written"]
+    (condition,) = policy["conditions"]
+    query = condition["conditionMatchedLog"]["filter"]
+    assert 'resource.labels.service_name = "predict"' in query and "severity >= WARNING" in query
+    assert f'jsonPayload.message : "{metering.FLUSH_FAILED}"' in query  # the line metering writes, and its at-exit form
+
+
 def test_alert_policy_updates_set_their_channel_with_the_update_flag(tmp_path: Path) -> None:
     env = environment.make(PROJECT, REGION, DOMAIN, out=tmp_path, alert_email="ops@example.com")
     policies = [s for s in plan.build(env)[0] if _has(s.argv, ("monitoring", "policies", "create"))]
