@@ -497,6 +497,12 @@ def test_the_predict_armor_rules_reach_the_api_as_planned(ran: dict[tuple[str, .
 
 def test_the_predict_alert_policies_reach_the_api_as_written(ran: dict[tuple[str, ...], Ran]) -> None:
     sent = {body["displayName"]: body for _, body in _sent(ran, "alpha", "monitoring", "policies", "create")}
-    for name in ("ML Lab: predict 5xx rate", "ML Lab: predict p95 latency", "ML Lab: predict 429 surge"):
+    for name in (
+        "ML Lab: predict 5xx rate",
+        "ML Lab: predict p95 latency",
+        "ML Lab: predict 429 surge",
+        "ML Lab: prediction counts not written",
+    ):
         (condition,) = sent[name]["conditions"]
-        assert 'resource.labels.service_name = "predict"' in condition["conditionThreshold"]["filter"], name
+        query = (condition.get("conditionThreshold") or condition["conditionMatchedLog"])["filter"]
+        assert 'resource.labels.service_name = "predict"' in query, name
