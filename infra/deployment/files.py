@@ -59,6 +59,7 @@ def alert_values(env: Environment) -> dict[str, str]:
         "URL_MAP": env.url_map,
         "API_HOST": env.api_host,
         "WEBHOOK_SERVICE": env.run_service("paypal_webhook"),
+        "PREDICT_SERVICE": env.run_service("predict"),
         "DEAD_LETTER_HOLD": env.dead_letter_hold,
     }
 

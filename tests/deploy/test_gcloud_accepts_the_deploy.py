@@ -215,8 +215,15 @@ def _command_tree() -> dict[str, Any] | None:
     return scope["STATIC_COMPLETION_CLI_TREE"]
 
 
-# Commands whose every instance runs: their requests are checked one by one below.
-EACH_ONE = (("functions", "deploy"), ("compute", "url-maps", "import"), ("scheduler", "jobs"))
+# Commands whose every instance runs: their requests are checked one by one below (each Cloud Armor
+# rule's match and limits, each alert policy file as gcloud parses it).
+EACH_ONE = (
+    ("functions", "deploy"),
+    ("compute", "url-maps", "import"),
+    ("scheduler", "jobs"),
+    ("compute", "security-policies", "rules", "create"),
+    ("alpha", "monitoring", "policies", "create"),
+)
 
 
 def shape(argv: Sequence[str], tree: dict[str, Any] | None) -> tuple[str, ...]:
@@ -464,3 +471,38 @@ def test_the_budget_is_for_the_target_project_and_bills_its_quota_there(ran: dic
     budget_requests = [q for r in ran.values() if r.argv[1:3] == ("billing", "budgets") for q in r.requests]
     assert {r.argv[3] for r in ran.values() if r.argv[1:3] == ("billing", "budgets")} == {"create", "list", "update"}
     assert budget_requests and all(q.headers.get("X-Goog-User-Project") == TARGET for q in budget_requests)
+
+
+def _armor_rule(ran: dict[tuple[str, ...], Ran], verb: str, priority: int) -> dict[str, Any]:
+    (body,) = [
+        b for r, b in _sent(ran, "security-policies", "rules", verb) if r.argv[r.argv.index(verb) + 1] == str(priority)
+    ]
+    return body
+
+
+def test_the_predict_armor_rules_reach_the_api_as_planned(ran: dict[tuple[str, ...], Ran]) -> None:
+    from deployment import edge
+
+    throttle = _armor_rule(ran, "create", 1200)
+    assert throttle["match"]["expr"]["expression"] == "request.path.startsWith('/predict/')"
+    assert throttle["action"] == "throttle"
+    limit = throttle["rateLimitOptions"]
+    assert limit["rateLimitThreshold"] == {"count": 600, "intervalSec": 60}
+    assert (limit["conformAction"], limit["exceedAction"], limit["enforceOnKey"]) == ("allow", "deny(429)", "IP")
+    guard = _armor_rule(ran, "create", edge.PREDICT_BODY_PRIORITY)
+    assert guard["match"]["expr"]["expression"] == edge.predict_body_expression()  # sent as written, quotes and all
+    assert guard["action"] == "deny(403)"
+    assert _armor_rule(ran, "update", edge.DEFAULT_PRIORITY)["action"] == "allow"
+
+
+def test_the_predict_alert_policies_reach_the_api_as_written(ran: dict[tuple[str, ...], Ran]) -> None:
+    sent = {body["displayName"]: body for _, body in _sent(ran, "alpha", "monitoring", "policies", "create")}
+    for name in (
+        "ML Lab: predict 5xx rate",
+        "ML Lab: predict p95 latency",
+        "ML Lab: predict 429 surge",
+        "ML Lab: prediction counts not written",
+    ):
+        (condition,) = sent[name]["conditions"]
+        query = (condition.get("conditionThreshold") or condition["conditionMatchedLog"])["filter"]
+        assert 'resource.labels.service_name = "predict"' in query, name

@@ -412,9 +412,11 @@ def test_the_load_balancer_cloud_armor_and_the_lab(all_steps: list[Step], built:
         and flag(s.argv, "cloud-function-name") not in {f.name for f in routes.http_functions()}
     ]
     rules = [s.argv for s in all_steps if _has(s.argv, ("security-policies", "rules", "create"))]
-    expressions = {flag(r, "expression") for r in rules}
-    assert expressions == {"request.path.startsWith('/auth/')", "request.path.startsWith('/promo/')"}
-    assert all(flag(r, "action") == "throttle" and flag(r, "enforce-on-key") == "IP" for r in rules)
+    throttles = [r for r in rules if flag(r, "action") == "throttle"]
+    assert {flag(r, "expression") for r in throttles} == {
+        f"request.path.startsWith('{prefix}')" for prefix in ("/auth/", "/promo/", "/predict/")
+    }
+    assert all(flag(r, "enforce-on-key") == "IP" and flag(r, "exceed-action") == "deny-429" for r in throttles)
     certs = {flag(s.argv, "domains") for s in all_steps if _has(s.argv, ("ssl-certificates", "create"))}
     assert certs == {f"api.{DOMAIN}", f"lab.{DOMAIN}"}
     url_map = all_steps[first(all_steps, "url-maps", "import", "mllab-lb")].argv
@@ -431,6 +433,63 @@ def test_the_load_balancer_cloud_armor_and_the_lab(all_steps: list[Step], built:
     assert {"--enable-cdn", "--compression-mode=AUTOMATIC"} <= set(bucket)
     sync = all_steps[first(all_steps, "storage", "rsync")].argv
     assert _path(sync[3]) == built[1].lab and sync[4] == f"gs://{PROJECT}-mllab-lab"
+
+
+def _armor_rules(all_steps: list[Step]) -> dict[int, tuple[str, ...]]:
+    """priority -> the rule's create command (the default rule, which exists already, by its update)."""
+    return {
+        int(s.argv[5]): s.argv
+        for s in all_steps
+        if _has(s.argv, ("security-policies", "rules")) and s.argv[4] in ("create", "update")
+    }
+
+
+def test_predict_is_throttled_per_address_with_429_and_the_policy_is_on_its_backend(all_steps: list[Step]) -> None:
+    rules = _armor_rules(all_steps)
+    (throttle,) = [r for r in rules.values() if flag(r, "expression") == "request.path.startsWith('/predict/')"]
+    assert flag(throttle, "action") == "throttle" and flag(throttle, "enforce-on-key") == "IP"
+    assert flag(throttle, "rate-limit-threshold-count") == "600"
+    assert flag(throttle, "rate-limit-threshold-interval-sec") == "60"
+    assert (flag(throttle, "conform-action"), flag(throttle, "exceed-action")) == ("allow", "deny-429")
+    attach = all_steps[first(all_steps, "backend-services", "update", "mllab-predict-backend")].argv
+    assert flag(attach, "security-policy") == flag(throttle, "security-policy") == "mllab-api-armor"
+    # the throttle's rule exists before the backend takes the policy
+    assert first(all_steps, "rules", "create", "1200") < first(all_steps, "backend-services", "update")
+
+
+def test_a_predict_body_over_the_limit_is_refused_before_any_throttle_lets_it_through(all_steps: list[Step]) -> None:
+    rules = _armor_rules(all_steps)
+    (guard,) = [r for r in rules.values() if "content-length" in (flag(r, "expression") or "")]
+    assert flag(guard, "action") == "deny-403"
+    expression = flag(guard, "expression") or ""
+    assert expression.startswith("request.path.startsWith('/predict/') && ")
+    pattern = re.search(r"\.matches\('([^']+)'\)", expression)
+    assert pattern is not None
+    over = re.compile(pattern.group(1))
+    limit = config.LIMITS.request_body_bytes
+    for length in (0, 1, 999, limit - 1, limit, 10**6, *range(limit - 2000, limit + 1, 7)):
+        assert not over.fullmatch(str(length)), length
+    for length in (limit + 1, limit + 9, 2 * limit, 9_999_999, 10**7, 10**12, *range(limit + 1, limit + 3000, 11)):
+        assert over.fullmatch(str(length)) and over.fullmatch(f"00{length}"), length
+    assert not over.fullmatch("1e9") and not over.fullmatch("-5") and not over.fullmatch("")
+    guard_priority = next(p for p, r in rules.items() if r is guard)
+    throttles = [p for p, r in rules.items() if flag(r, "action") == "throttle"]
+    assert guard_priority < min(throttles)  # Cloud Armor stops at the first match: a conforming throttle allows
+
+
+def test_the_policy_default_rule_is_allow(all_steps: list[Step]) -> None:
+    default = _armor_rules(all_steps)[2147483647]
+    assert default[4] == "update" and flag(default, "action") == "allow"
+    assert flag(default, "security-policy") == "mllab-api-armor"
+
+
+@pytest.mark.parametrize("n", [0, 7, 9, 10, 99, 100, 1048576, 999, 1000, 123456789, 8888, 1999])
+def test_the_digits_above_pattern_matches_exactly_the_larger_numbers(n: int) -> None:
+    from deployment import edge
+
+    over = re.compile(edge.digits_above(n))
+    for m in {*range(max(0, n - 300), n + 300), n * 10, n * 10 + 9, 10 ** len(str(n)), 10 ** len(str(n)) - 1}:
+        assert bool(over.fullmatch(str(m))) == (m > n), (n, m)
 
 
 def _env() -> environment.Environment:
@@ -480,6 +539,56 @@ def test_alerting_uptime_and_budget(all_steps: list[Step], built: Any) -> None:
     # the Budget API's quota is billed to this project in every budget command, never gcloud's active one
     for argv in (budget.argv, budget.probe.argv if budget.probe else (), budget.update or ()):
         assert flag(argv, "billing-project") == PROJECT
+
+
+def _policies(all_steps: list[Step]) -> dict[str, dict]:
+    """displayName -> the alert policy document each create step reads."""
+    found = [s for s in all_steps if _has(s.argv, ("monitoring", "policies", "create"))]
+    documents = [json.loads(_path(flag(s.argv, "policy-from-file")).read_text()) for s in found]
+    return {d["displayName"]: d for d in documents}
+
+
+def _predict_condition(policy: dict) -> dict:
+    (condition,) = policy["conditions"]
+    threshold = condition["conditionThreshold"]
+    assert 'resource.type = "cloud_run_revision" AND resource.labels.service_name = "predict"' in threshold["filter"]
+    return threshold
+
+
+def test_predict_alerts_on_its_5xx_ratio(all_steps: list[Step]) -> None:
+    ratio = _predict_condition(_policies(all_steps)["ML Lab: predict 5xx rate"])
+    assert ratio["filter"].endswith(
+        'metric.type = "run.googleapis.com/request_count" AND metric.labels.response_code_class = "5xx"'
+    )
+    # over every predict answer: the same metric and service without the class
+    assert ratio["denominatorFilter"] == ratio["filter"].rsplit(" AND metric.labels", 1)[0]
+    assert (ratio["comparison"], ratio["thresholdValue"], ratio["duration"]) == ("COMPARISON_GT", 0.02, "300s")
+
+
+def test_predict_alerts_on_its_p95_latency_over_budget(all_steps: list[Step]) -> None:
+    latency = _predict_condition(_policies(all_steps)["ML Lab: predict p95 latency"])
+    assert 'metric.type = "run.googleapis.com/request_latencies"' in latency["filter"]
+    assert latency["aggregations"][0]["crossSeriesReducer"] == "REDUCE_PERCENTILE_95"
+    assert (latency["comparison"], latency["thresholdValue"]) == ("COMPARISON_GT", 2000)  # ms, the metric's unit
+
+
+def test_predict_alerts_on_a_surge_of_429(all_steps: list[Step]) -> None:
+    policy = _policies(all_steps)["ML Lab: predict 429 surge"]
+    surge = _predict_condition(policy)
+    assert surge["filter"].endswith('metric.labels.response_code = "429"')
+    assert surge["aggregations"][0]["perSeriesAligner"] == "ALIGN_DELTA"
+    assert surge["thresholdValue"] == 200 and surge["aggregations"][0]["alignmentPeriod"] == "600s"
+    assert "quota-exceeded" in policy["documentation"]["content"]
+
+
+def test_unwritten_prediction_counts_alert_on_the_metering_log_line(all_steps: list[Step]) -> None:
+    from mllab.serving import metering
+
+    policy = _policies(all_steps)["ML Lab: prediction counts not written"]
+    (condition,) = policy["conditions"]
+    query = condition["conditionMatchedLog"]["filter"]
+    assert 'resource.labels.service_name = "predict"' in query and "severity >= WARNING" in query
+    assert f'jsonPayload.message : "{metering.FLUSH_FAILED}"' in query  # the line metering writes, and its at-exit form
 
 
 def test_alert_policy_updates_set_their_channel_with_the_update_flag(tmp_path: Path) -> None:
