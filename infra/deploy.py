@@ -33,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--alert-email", default="", help="where alerts are mailed (optional)")
     parser.add_argument("--budget", default="100", help="monthly budget in US dollars (default 100)")
     parser.add_argument("--secrets-from", default="", help="a folder of secret values, one file per secret (apply)")
+    parser.add_argument("--storage", default="gcs", help="the file store: gcs (default) or s3 (S3-compatible)")
+    parser.add_argument("--s3-endpoint", default="", help="s3: the bucket's S3 API endpoint, https://host[:port]")
+    parser.add_argument("--s3-bucket", default="", help="s3: the bucket (made by the operator)")
+    parser.add_argument("--s3-region", default="", help="s3: its region (default auto, as R2 takes)")
+    parser.add_argument("--s3-addressing", default="", help="s3: path (default) or virtual")
     parser.add_argument("--out", default=str(environment.DEFAULT_OUT), help="where generated files go")
     parser.add_argument("--only", default="", help="comma-separated step groups (function:NAME, functions, lab, ...)")
     parser.add_argument("--output", default="", help="script: write here instead of stdout")
@@ -53,6 +58,11 @@ def main(argv: Sequence[str] | None = None, runner: steps.Runner = steps.subproc
             budget_usd=args.budget,
             secrets_from=args.secrets_from or None,
             out=args.out,
+            storage=args.storage,
+            s3_endpoint=args.s3_endpoint,
+            s3_bucket=args.s3_bucket,
+            s3_region=args.s3_region,
+            s3_addressing=args.s3_addressing,
         )
         if args.command in ("apply", "script"):
             environment.deployable(env)

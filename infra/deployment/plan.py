@@ -35,6 +35,7 @@ def build(env: Environment) -> tuple[list[Step], files.Files]:
         *foundation.events(env),
         *foundation.firestore(env),
         *secret_steps.secret_steps(env),
+        *foundation.s3_bucket(env, written),
         *function_steps.functions(env, written),
         *function_steps.dead_letters(env),
         *function_steps.scheduler(env),
@@ -53,9 +54,19 @@ def script_header(env: Environment, groups: str) -> list[str]:
     ]
 
 
+def _store(env: Environment) -> str:
+    if env.s3:
+        return (
+            f"S3-compatible bucket {env.data_bucket} at {env.s3_endpoint} (region {env.s3_region}, "
+            f"{env.s3_addressing}-style addressing)"
+        )
+    return f"GCS bucket gs://{env.data_bucket}"
+
+
 def header(env: Environment) -> list[str]:
     return [
         f"ML Lab deployment plan: project {env.project}, region {env.region}, API {env.api_url}, lab {env.lab_url}",
+        f"File store: {_store(env)}",
         "",
         "Printed offline: nothing below has run. `make deploy` runs these steps in this order. A step inside",
         "`if [ -z ... ]` runs only when its probe (a describe or list command) finds nothing, so a second run",
@@ -63,7 +74,8 @@ def header(env: Environment) -> list[str]:
         "printed. Secret values never appear: <...> marks a value produced in memory or read from a file while",
         "applying, and passed on stdin.",
         "",
-        f"Generated files (no secrets): {relative(env.files)}/ (env.yaml, storage-cors.json, url-map.yaml,",
+        f"Generated files (no secrets): {relative(env.files)}/ (env.yaml, {'s3' if env.s3 else 'storage'}-cors.json, "
+        "url-map.yaml,",
         "http-redirect-map.yaml, alerts/*.json, lab/). Static ones: infra/storage-lifecycle.json,",
         "infra/firestore/ (indexes, TTL fields, rules), infra/monitoring/ (alert policy templates).",
     ]

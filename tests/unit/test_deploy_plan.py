@@ -153,7 +153,7 @@ def _routes_of(name: str) -> tuple[routes.Route, ...]:
 
 def test_signing_keys_go_only_to_the_functions_that_sign_tokens() -> None:
     signers = {r.function for r in routes.ROUTES if r.response is schemas.AccessTokenResponse}
-    assert signers and set(access.readers(config.SIGNING_KEYS)) == signers
+    assert signers and set(access.readers(_env(), config.SIGNING_KEYS)) == signers
 
 
 def test_every_function_gets_the_keys_its_routes_check() -> None:
