@@ -67,6 +67,8 @@ def stage(name: str, out: Path, extras: tuple[str, ...] = ()) -> Path:
     own = set(pins.splitlines())
     for extra in extras:
         added = [pin for pin in extra_pins(extra) if pin not in own]
+        if not added:
+            continue  # the function pins all of it already (the S3 store's own sweep)
         own |= set(added)
         pins += f"\n# The `{extra}` extra (pyproject.toml), for this deployment's file store.\n" + "\n".join(added)
     (dest / "requirements.txt").write_text(
