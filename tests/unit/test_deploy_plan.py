@@ -1108,6 +1108,8 @@ def test_cloudbuild_tests_stages_and_deploys_every_function_in_parallel() -> Non
     assert "make test" in (REPO / ".ci" / "run").read_text()
     stage = " ".join(by_id["stage"]["args"])
     assert by_id["stage"]["waitFor"] == ["test"] and "infra/stage.py" in stage
+    # one script per function of the deployment (never per functions/ folder: the S3 store's sweep is one)
+    assert 'for name in $$(.venv/bin/python infra/deploy.py functions --project="$PROJECT_ID"' in stage
     assert 'build/ci/function-$$name.sh' in stage and "--only=lab --output=build/ci/lab.sh" in stage
     for fn in environment.FUNCTIONS:
         step = by_id[f"deploy-{fn.name}"]
@@ -1503,3 +1505,12 @@ def test_a_second_s3_apply_creates_nothing(tmp_path: Path, operator_secrets: dic
     assert not [a for a in second if "create" in a or _has(a, ("versions", "add"))]
     assert len([a for a in second if _has(a, ("functions", "deploy"))]) == len(routes.for_store("s3"))
     assert [a for a in second if "infra/s3_cors.py" in a]  # CORS is set again: a put is idempotent
+
+
+def test_the_functions_command_lists_the_deployments_functions(capsys: pytest.CaptureFixture[str]) -> None:
+    assert deploy_cli.main(["functions", *ARGS]) == 0
+    assert capsys.readouterr().out.split() == [fn.name for fn in routes.for_store("gcs")]
+    assert deploy_cli.main(["functions", *ARGS, *S3_ARGS]) == 0
+    assert capsys.readouterr().out.split() == [fn.name for fn in routes.for_store("s3")]
+    assert deploy_cli.main(["functions", *ARGS, "--storage=s3"]) == 2
+    assert "S3_ENDPOINT" in capsys.readouterr().err
