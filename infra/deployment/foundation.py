@@ -200,7 +200,7 @@ def buckets(env: Environment, files: Files) -> list[Step]:
 
 
 def data_bucket(env: Environment, files: Files) -> list[Step]:
-    """The GCS data bucket (an S3-compatible one is the operator's: function_steps.s3_bucket_cors)."""
+    """The GCS data bucket (an S3-compatible one is the operator's: s3_bucket sets its CORS)."""
     p, data = env.project, f"gs://{env.data_bucket}"
     steps = [
         Step(

@@ -1172,12 +1172,10 @@ def _deployed(all_steps: Sequence[Step]) -> set[str]:
     return {s.argv[3] for s in all_steps if _has(s.argv, ("functions", "deploy"))}
 
 
-def test_an_s3_deployment_deploys_the_s3_stores_functions_with_the_upload_sweep(s3_steps: list[Step]) -> None:
-    assert (
-        _deployed(s3_steps)
-        == {fn.name for fn in routes.for_store("s3")}
-        == {*_deployed(plan.build(_env())[0]), "sweep_uploads"}
-    )
+def test_an_s3_deployment_deploys_the_s3_stores_functions_with_the_upload_sweep(
+    s3_steps: list[Step], all_steps: list[Step]
+) -> None:
+    assert _deployed(s3_steps) == {fn.name for fn in routes.for_store("s3")} == {*_deployed(all_steps), "sweep_uploads"}
     sweep = deploy_step(s3_steps, "sweep_uploads")
     assert flag(sweep, "trigger-topic") == config.Settings().sweep_topic == "upload-sweep"
     assert flag(sweep, "ingress-settings") == "internal-only" and "--no-allow-unauthenticated" in sweep
@@ -1210,14 +1208,16 @@ def test_the_s3_credentials_are_mounted_only_into_the_functions_that_use_the_sto
     assert all(flag(g, "role") == "roles/secretmanager.secretAccessor" for g in grants)
 
 
-def test_the_s3_credentials_are_stored_from_stdin_and_never_in_a_command(s3_steps: list[Step], s3_text: str) -> None:
+def test_the_s3_credentials_are_stored_from_stdin_and_never_in_a_command(
+    s3_steps: list[Step], s3_text: str, built: tuple[list[Step], files.Files]
+) -> None:
     create = s3_steps[first(s3_steps, "secrets", "create", config.S3_CREDENTIALS)]
     assert create.probe and create.probe.argv[1:4] == ("secrets", "describe", config.S3_CREDENTIALS)
     add = s3_steps[first(s3_steps, "secrets", "versions", "add", config.S3_CREDENTIALS)]
     assert "--data-file=-" in add.argv and add.stdin and add.probe
     assert f"| gcloud secrets versions add {config.S3_CREDENTIALS} --data-file=-" in s3_text
-    assert config.S3_CREDENTIALS not in plan.build(_env())[1].env_vars.read_text()
-    assert not [s for s in plan.build(_env())[0] if config.S3_CREDENTIALS in " ".join(s.argv)]
+    assert config.S3_CREDENTIALS not in built[1].env_vars.read_text()
+    assert not [s for s in built[0] if config.S3_CREDENTIALS in " ".join(s.argv)]
 
 
 def test_an_s3_deployment_has_no_gcs_data_bucket_notification_or_bucket_iam(s3_steps: list[Step]) -> None:
@@ -1250,7 +1250,7 @@ def test_on_s3_the_functions_that_write_the_store_publish_its_object_events(s3_s
     assert len(dead_letter) == 1 and "gcp-sa-pubsub" in (flag(dead_letter[0], "member") or "")
 
 
-def test_the_sweep_is_scheduled_as_often_as_the_docs_say(s3_steps: list[Step]) -> None:
+def test_the_sweep_is_scheduled_as_often_as_the_docs_say(s3_steps: list[Step], all_steps: list[Step]) -> None:
     from mllab.files import completion
 
     at = first(s3_steps, "scheduler", "jobs", "create", "pubsub", "mllab-upload-sweep")
@@ -1263,7 +1263,7 @@ def test_the_sweep_is_scheduled_as_often_as_the_docs_say(s3_steps: list[Step]) -
     assert "`*/10 * * * *`" in (REPO / "docs" / "operations.md").read_text()
     for topic in ("account-purge", "billing-reconcile"):  # the daily jobs are still there
         assert first(s3_steps, "scheduler", "jobs", "create", "pubsub", f"mllab-{topic}") >= 0
-    assert "upload-sweep" not in " ".join(a for argv in commands(plan.build(_env())[0]) for a in argv)
+    assert "upload-sweep" not in " ".join(a for argv in commands(all_steps) for a in argv)
 
 
 def test_the_lab_csp_allows_the_s3_endpoint_instead_of_gcs(
@@ -1363,12 +1363,14 @@ def test_the_cors_step_sets_the_rules_on_an_s3_server(s3_built: tuple[list[Step]
         server.stop()
 
 
-def test_the_s3_extra_is_staged_only_into_the_store_functions(s3_steps: list[Step], tmp_path: Path) -> None:
+def test_the_s3_extra_is_staged_only_into_the_store_functions(
+    s3_steps: list[Step], all_steps: list[Step], tmp_path: Path
+) -> None:
     import tomllib
 
     stage_argv = s3_steps[first(s3_steps, "python3", "infra/stage.py")].argv
     assert stage_argv[-1] == f"--extra=s3:{','.join(fn.name for fn in routes.store_functions('s3'))}"
-    assert not [a for a in plan.build(_env())[0][0].argv if a.startswith("--extra")]  # a GCS deployment: none
+    assert not [a for a in all_steps[0].argv if a.startswith("--extra")]  # a GCS deployment: none
     extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["s3"]
     assert any(pin.startswith("botocore==") for pin in extra)
     done = subprocess.run(
