@@ -30,11 +30,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _comparable(rules: dict[str, Any]) -> list[dict[str, Any]]:
-    """The rules as the store reports them back (it may leave out empty lists and order headers)."""
+def _comparable(rules: list[dict[str, Any]], keys: list[set[str]]) -> list[dict[str, Any]]:
+    """The rules' values of the fields that were set (a store may add its own, e.g. an ID, and order lists)."""
     return [
-        {key: sorted(value) if isinstance(value, list) else value for key, value in rule.items() if value != []}
-        for rule in rules.get("CORSRules", [])
+        {key: sorted(value) if isinstance(value, list) else value for key, value in rule.items() if key in wanted}
+        for rule, wanted in zip(rules, keys, strict=False)
     ]
 
 
@@ -60,7 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BotoCoreError as exc:
         print(f"s3_cors: {args.endpoint} did not answer: {type(exc).__name__}", file=sys.stderr)
         return 1
-    if _comparable({"CORSRules": stored.get("CORSRules", [])}) != _comparable(rules):
+    keys = [set(rule) for rule in rules["CORSRules"]]
+    reported = stored.get("CORSRules", [])
+    if len(reported) != len(keys) or _comparable(reported, keys) != _comparable(rules["CORSRules"], keys):
         print(f"s3_cors: bucket {args.bucket} reports other CORS rules than were set", file=sys.stderr)
         return 1
     origins = sorted({o for rule in rules["CORSRules"] for o in rule["AllowedOrigins"]})

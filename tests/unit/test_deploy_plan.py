@@ -1516,3 +1516,53 @@ def test_the_functions_command_lists_the_deployments_functions(capsys: pytest.Ca
     assert capsys.readouterr().out.split() == [fn.name for fn in routes.for_store("s3")]
     assert deploy_cli.main(["functions", *ARGS, "--storage=s3"]) == 2
     assert "S3_ENDPOINT" in capsys.readouterr().err
+
+
+class _Store:
+    """An S3 store's CORS calls: keeps what is put, reports `reported(put)` back."""
+
+    def __init__(self, reported: Any) -> None:
+        self.reported = reported
+        self.put: Any = None
+
+    def put_bucket_cors(self, Bucket: str, CORSConfiguration: dict[str, Any]) -> None:
+        self.put = CORSConfiguration
+
+    def get_bucket_cors(self, Bucket: str) -> dict[str, Any]:
+        return {"CORSRules": self.reported(self.put["CORSRules"])}
+
+
+@pytest.mark.parametrize(
+    ("reported", "code"),
+    [
+        (lambda rules: [{**r, "ID": "r2-rule-1", "AllowedMethods": r["AllowedMethods"][::-1]} for r in rules], 0),
+        (lambda rules: [{**r, "AllowedOrigins": ["*"]} for r in rules], 1),
+        (lambda rules: [], 1),
+    ],
+    ids=["same rules, the store's own id and order", "another origin", "no rules"],
+)
+def test_the_cors_step_fails_when_the_store_reports_other_rules(
+    s3_built: tuple[list[Step], files.Files],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    reported: Any,
+    code: int,
+) -> None:
+    import io
+
+    from mllab.files import s3
+
+    s3_cors = _infra_script("s3_cors")
+    store = _Store(reported)
+    monkeypatch.setattr(s3, "store_client", lambda *args: store)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("{}"))
+    argv = [a for a in s3_built[0][first(s3_built[0], ".venv/bin/python", "infra/s3_cors.py")].argv[2:]]
+    assert s3_cors.main(argv) == code
+    assert store.put == json.loads(s3_built[1].cors.read_text())
+    assert ("reports other CORS rules" in capsys.readouterr().err) == bool(code)
+
+
+def _infra_script(name: str) -> Any:
+    import importlib
+
+    return importlib.import_module(name)  # infra/ is on sys.path (above)
