@@ -1076,7 +1076,7 @@ def test_a_script_is_refused_for_steps_that_need_python(all_steps: list[Step]) -
 def test_the_function_and_lab_scripts_pass_shellcheck(tmp_path: Path) -> None:
     shellcheck = Path(sys.executable).parent / "shellcheck"
     written = []
-    for group in [f"function:{fn.name}" for fn in environment.FUNCTIONS] + ["lab"]:
+    for group in [f"function:{fn.name}" for fn in environment.FUNCTIONS] + ["lab", "stage"]:
         script = tmp_path / f"{group.replace(':', '-')}.sh"
         assert (
             deploy_cli.main(
@@ -1107,16 +1107,25 @@ def test_cloudbuild_tests_stages_and_deploys_every_function_in_parallel() -> Non
     assert "packages.cloud.google.com/apt cloud-sdk main" in test_script and ".ci/run" in test_script
     assert "make test" in (REPO / ".ci" / "run").read_text()
     stage = " ".join(by_id["stage"]["args"])
-    assert by_id["stage"]["waitFor"] == ["test"] and "infra/stage.py" in stage
+    assert by_id["stage"]["waitFor"] == ["test"]
+    # staged as the plan stages, with the build's store (a CI redeploy must not move an S3 deployment to GCS)
+    assert "deploy --only=stage --output=build/ci/stage.sh" in stage and "bash build/ci/stage.sh" in stage
+    flat = " ".join(stage.split())
+    assert '--storage="$_STORAGE" --s3-endpoint="$_S3_ENDPOINT" --s3-bucket="$_S3_BUCKET"' in flat
+    assert {"_STORAGE", "_S3_ENDPOINT", "_S3_BUCKET", "_S3_REGION", "_S3_ADDRESSING"} <= set(build["substitutions"])
+    assert build["substitutions"]["_STORAGE"] == "gcs"
     # one script per function of the deployment (never per functions/ folder: the S3 store's sweep is one)
-    assert 'for name in $$(.venv/bin/python infra/deploy.py functions --project="$PROJECT_ID"' in stage
+    assert 'for name in $$(.venv/bin/python infra/deploy.py functions "$${target[@]}")' in stage
+    sweep = by_id["deploy-sweep_uploads"]
+    assert sweep["waitFor"] == ["stage"] and "bash build/ci/function-sweep_uploads.sh" in " ".join(sweep["args"])
+    assert "if [ -f build/ci/function-sweep_uploads.sh ]" in " ".join(sweep["args"])  # only an S3 build has it
     assert 'build/ci/function-$$name.sh' in stage and "--only=lab --output=build/ci/lab.sh" in stage
     for fn in environment.FUNCTIONS:
         step = by_id[f"deploy-{fn.name}"]
         assert step["waitFor"] == ["stage"] and step["args"] == [f"build/ci/function-{fn.name}.sh"]
     assert by_id["deploy-lab"]["waitFor"] == ["stage"] and by_id["deploy-lab"]["args"] == ["build/ci/lab.sh"]
     deploys = {i for i in by_id if i.startswith("deploy-")}
-    assert deploys == {f"deploy-{fn.name}" for fn in environment.FUNCTIONS} | {"deploy-lab"}
+    assert deploys == {f"deploy-{fn.name}" for fn in routes.for_store("s3")} | {"deploy-lab"}
     assert {"_REGION", "_DOMAIN"} <= set(build["substitutions"]) and "$PROJECT_ID" in stage
 
 
@@ -1566,3 +1575,16 @@ def _infra_script(name: str) -> Any:
     import importlib
 
     return importlib.import_module(name)  # infra/ is on sys.path (above)
+
+
+def test_the_stage_script_stages_the_s3_extra_where_the_store_is_used(tmp_path: Path) -> None:
+    """Cloud Build's stage step, as it runs for an S3 build: the plan's stage group as a script."""
+    script = tmp_path / "stage.sh"
+    common = ["script", "--project=real-proj-1", *ARGS[1:], "--oauth-client-id=1234-abc.apps", f"--out={tmp_path}/out"]
+    assert deploy_cli.main([*common, *S3_ARGS, "--only=stage", f"--output={script}"]) == 0
+    (tmp_path / "infra").symlink_to(REPO / "infra")
+    done = subprocess.run(["bash", str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    staged = {p.parent.name: p.read_text() for p in (tmp_path / "build").glob("*/requirements.txt")}
+    assert set(staged) == {fn.name for fn in routes.FUNCTIONS}
+    assert {name for name, text in staged.items() if "\nbotocore==" in f"\n{text}"} == STORE_USERS
