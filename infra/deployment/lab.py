@@ -4,7 +4,8 @@ The deployed lab is frontend/ (with the vendored browser libraries in frontend/v
 installs from npm) plus a generated /config.json naming the API. The bucket serves plain files, so
 the security headers (the same ones the local gateway sends with the page) are custom response
 headers on the backend bucket. The production CSP differs from the local one only in connect-src:
-the API's origin and the storage origin that signed URLs point at. Never 'unsafe-eval'.
+the API's origin and the storage origin that signed URLs point at (GCS's, or the S3-compatible
+endpoint's: Environment.storage_origin). Never 'unsafe-eval'.
 """
 
 from __future__ import annotations
@@ -20,11 +21,10 @@ FRONTEND = ROOT / "frontend"
 VENDOR_STAMP = FRONTEND / "vendor" / ".installed"
 # npm's working files are not part of the site (the local gateway does not serve them either).
 NOT_SERVED = {"node_modules", "package.json", "package-lock.json", "npm.log"}
-STORAGE_ORIGIN = "https://storage.googleapis.com"
 
 
 def csp(env: Environment) -> str:
-    return http.lab_csp(f"{env.api_url} {STORAGE_ORIGIN}")
+    return http.lab_csp(f"{env.api_url} {env.storage_origin}")
 
 
 def response_headers(env: Environment) -> list[str]:
