@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from playwright.sync_api import expect
 
@@ -91,28 +95,50 @@ def test_the_share_page_opens_at_its_path(lab: lab_support.Lab, new_user) -> Non
     expect(lab.page.locator("#share")).to_have_attribute("data-ready", "true")
 
 
-EMBEDDER = "http://embedder.example"  # another site: the test hands Chromium its page (page.route)
+@contextmanager
+def another_site(html: str) -> Iterator[str]:
+    """Another origin (a port of its own) serving one page: `html`. Loopback like the stack, so Chromium's
+    private network rules treat both alike and only the frame's own headers decide."""
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802  (http.server's name)
+            body = html.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_another_site_may_frame_the_share_page_but_no_other_page_of_the_lab(chromium, stack, new_user) -> None:
     dep_id = shared_deployment(new_user)
+    frames = (
+        f'<!doctype html><iframe id="share" src="{stack.gateway_url}/m/{dep_id}" title="shared model"></iframe>'
+        f'<iframe id="lab" src="{stack.gateway_url}/" title="the lab"></iframe>'
+    )
     context = chromium.new_context()
     try:
         page = context.new_page()
         console: list[str] = []
         page.on("console", lambda msg: console.append(msg.text))
-        frames = (
-            f'<iframe id="share" src="{stack.gateway_url}/m/{dep_id}" title="shared model"></iframe>'
-            f'<iframe id="lab" src="{stack.gateway_url}/" title="the lab"></iframe>'
-        )
-        page.route(
-            f"{EMBEDDER}/",
-            lambda route: route.fulfill(status=200, content_type="text/html", body=f"<!doctype html>{frames}"),
-        )
-        page.goto(f"{EMBEDDER}/")
-        shared = page.frame_locator("#share")
-        expect(shared.locator("#share-title")).to_have_text("churn")
-        expect(shared.locator("#share")).to_have_attribute("data-ready", "true")
+        with another_site(frames) as site:
+            assert not site.startswith(stack.gateway_url)
+            page.goto(site)
+            shared = page.frame_locator("#share")
+            expect(shared.locator("#share-title")).to_have_text("churn")
+            expect(shared.locator("#share")).to_have_attribute("data-ready", "true")
         # The lab itself may not be framed (frame-ancestors 'none'): Chromium refuses and says why.
         expect(page.frame_locator("#lab").locator("#account")).to_have_count(0)
         refusals = [t for t in console if "frame-ancestors 'none'" in t and stack.gateway_url in t]
