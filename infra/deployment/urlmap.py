@@ -3,8 +3,9 @@
 api.<domain> routes by path to one backend service per HTTP function, as the local gateway routes by
 the same table; lab.<domain> (and anything else) goes to the lab's bucket (the share page /m/<id>
 through a backend bucket of its own: share_rules). Path rules match exact paths and `/prefix/*`; a
-template's variable part becomes `*` (`/models/{id}/versions` -> `/models/*`), and a test checks that every route still reaches its own function. Methods are not routed: the function
-answers 405 for a wrong one, exactly as locally.
+template's variable part becomes `*` (`/models/{id}/versions` -> `/models/*`), and a test checks that
+every route still reaches its own function. Methods are not routed: the function answers 405 for a
+wrong one, exactly as locally.
 """
 
 from __future__ import annotations

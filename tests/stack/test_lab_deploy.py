@@ -76,7 +76,7 @@ def test_deploy_call_switch_share_revoke_and_delete(lab: ServingLab, new_user, t
     user = new_user()
     uid = user["uid"]
     pro(uid)
-    model = two_versions(uid)
+    two_versions(uid)
     # Someone else's deployment: never listed in this user's panel.
     other = new_user()["uid"]
     pro(other)
