@@ -18,7 +18,8 @@ const ui = {};
 let deployments = []; // GET /deployments: the caller's own
 let keys = []; // GET /api-keys
 const models = new Map(); // model id -> {id, name, project_id, versions}
-const instances = new Map(); // "<model id>/<version>" -> the example instance of its snippets
+const instances = new Map(); // "<model id>/<version>" -> the preprocessor its snippets' instance follows
+const codeOpen = new Map(); // deployment id -> whether its code is shown (kept when the cards are drawn again)
 let uid = null;
 let generation = 0; // bumped at every sign-in and sign-out: answers for an earlier session are dropped
 
@@ -221,7 +222,8 @@ function codeBlock(id, label, text, copyButton) {
   return el("div", {className: "dep-field"},
     el("div", {className: "dep-code-head"}, el("span", {className: "dep-label", id: `${id}-label`, textContent: label}),
       copyButton),
-    el("pre", {"aria-labelledby": `${id}-label`}, el("code", {id, textContent: text})));
+    // focusable, so a keyboard can scroll a long line; named by the label above it
+    el("pre", {tabIndex: 0, role: "group", "aria-labelledby": `${id}-label`}, el("code", {id, textContent: text})));
 }
 
 function describeForm(d) {
@@ -242,9 +244,18 @@ function describeForm(d) {
 
 function snippetBlock(d) {
   const box = el("div", {className: "dep-snippets"}, el("p", {className: "hint", textContent: "Preparing the code…"}));
-  const details = el("details", {className: "dep-code", open: deployments[0]?.id === d.id},
+  box.dataset.id = d.id;
+  const open = codeOpen.get(d.id) ?? deployments[0]?.id === d.id; // the newest one's code shows at first
+  const details = el("details", {className: "dep-code", open},
     el("summary", {textContent: "Call it from your code (curl, Python, JavaScript)"}), box);
-  instanceFor(d).then(({instance, fromData}) => {
+  details.addEventListener("toggle", () => codeOpen.set(d.id, details.open));
+  fillSnippets(box, d);
+  return details;
+}
+
+async function fillSnippets(box, d) {
+  try {
+    const {instance, fromData} = await instanceFor(d);
     box.replaceChildren(
       el("p", {className: "hint", textContent: fromData
         ? "Filled with the first row of the dataset in the workbench. Set MLLAB_API_KEY to one of your keys first."
@@ -254,11 +265,18 @@ function snippetBlock(d) {
         return codeBlock(`dep-${d.id}-${s.id}`, s.label, s.text, b);
       }));
     box.dataset.instance = JSON.stringify(instance);
-  }).catch((err) => {
+  } catch (err) {
     box.replaceChildren(el("p", {className: "problem", textContent: `The snippets could not be made: ${err.message}`}));
-  });
-  return details;
+  }
 }
+
+// Another dataset in the workbench: the snippets take its first row when it has the models' features.
+state.on("dataset", () => {
+  for (const box of ui.list?.querySelectorAll(".dep-snippets") || []) {
+    const d = deployments.find((x) => x.id === box.dataset.id);
+    if (d) fillSnippets(box, d);
+  }
+});
 
 // --- changes -------------------------------------------------------------------------------------
 
@@ -396,6 +414,7 @@ function reset() {
   keys = [];
   models.clear();
   instances.clear();
+  codeOpen.clear();
   ui.newKey.hidden = true;
   ui.newKey.replaceChildren();
   say("");

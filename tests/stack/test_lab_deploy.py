@@ -83,10 +83,6 @@ def test_deploy_call_switch_share_revoke_and_delete(lab: ServingLab, new_user, t
     theirs = deployments.create(other, two_versions(other)["id"], 1)["id"]
 
     lab.sign_in(user)
-    csv = tmp_path / "churn.csv"
-    csv.write_text(churn_csv())
-    lab.open_csv(csv)  # the model's dataset in the workbench: the snippets take its first row
-    first_row = lab.dataset_rows()[0]
 
     panel = page.locator("#deployments")
     expect(panel).to_be_visible()
@@ -103,10 +99,20 @@ def test_deploy_call_switch_share_revoke_and_delete(lab: ServingLab, new_user, t
     assert theirs not in panel.inner_html()
     assert page.locator("#deployments-list > li").evaluate_all("els => els.map((e) => e.dataset.id)") == [dep_id]
 
-    # The snippets hold the dataset's first row, as the model reads it.
-    expect(page.locator(f"#dep-{dep_id}-curl")).to_contain_text("curl -sS -X POST")
-    instance = json.loads(card.locator(".dep-snippets").get_attribute("data-instance"))
+    # No dataset in the workbench yet: each feature is null (the server imputes it) and the panel says how
+    # to fill the snippets; with the model's dataset open, they hold its first row as the model reads it.
+    snippets = card.locator(".dep-snippets")
+    expect(snippets).to_contain_text("Open the model's dataset in the workbench")
+    assert json.loads(snippets.get_attribute("data-instance")) == dict.fromkeys(features())
+    csv = tmp_path / "churn.csv"
+    csv.write_text(churn_csv())
+    lab.open_csv(csv)
+    first_row = lab.dataset_rows()[0]
+    expect(snippets).to_contain_text("Filled with the first row of the dataset in the workbench")
+    instance = json.loads(snippets.get_attribute("data-instance"))
     assert instance == {name: first_row[name] for name in features()}
+    assert any(v is not None for v in instance.values())
+    expect(page.locator(f"#dep-{dep_id}-curl")).to_contain_text(json.dumps(instance["monthly"]))
 
     # A key, shown once: the panel's copy, then only its prefix in the list.
     page.fill("#key-name", "laptop")
