@@ -55,22 +55,24 @@ async function act(control, tell, work) {
   }
 }
 
-async function copy(text, control, what) {
+// Copies `text`; the button says so for a moment and `tell` (the nearest message) announces it.
+async function copy(text, control, what, tell = say) {
   try {
     await navigator.clipboard.writeText(text);
     control.textContent = "Copied";
     setTimeout(() => { control.textContent = "Copy"; }, 2000);
-    say(`${what} copied.`);
+    tell(`${what} copied.`);
   } catch {
-    say(`Your browser did not allow copying: select the ${what.toLowerCase()} and copy it yourself.`, true);
+    tell(`Your browser did not allow copying: select the ${what.toLowerCase()} and copy it yourself.`, true);
   }
 }
 
 // A read-only value with its Copy button (the predict URL, the share link, the new key).
-function copyRow(id, label, value, what = label) {
+function copyRow(id, label, value, tell = say) {
+  const what = label;
   const input = el("input", {id, value, readOnly: true, spellcheck: false, className: "dep-value"});
   input.addEventListener("focus", () => input.select());
-  const b = button("Copy", `Copy the ${what.toLowerCase()}`, () => copy(value, b, what));
+  const b = button("Copy", `Copy the ${what.toLowerCase()}`, () => copy(value, b, what, tell));
   return el("div", {className: "dep-field"}, el("label", {htmlFor: id, textContent: label}),
     el("div", {className: "dep-copy"}, input, b));
 }
@@ -361,7 +363,7 @@ function showNewKey(name, key) {
     el("h4", {id: "new-key-title", tabIndex: -1, textContent: `Your new key “${name}”`}),
     el("p", {className: "dep-warning", textContent: "Copy it now: you will not see it again. We keep only a " +
       "fingerprint of it; if you lose it, revoke it and create another."}),
-    copyRow("new-key-value", "API key", key),
+    copyRow("new-key-value", "API key", key, sayKeys),
     el("p", {className: "hint"}, "In a terminal: ", el("code", {textContent: "export MLLAB_API_KEY='…'"}),
       " then run a snippet."),
     done);

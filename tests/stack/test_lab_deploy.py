@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,7 @@ def test_deploy_call_switch_share_revoke_and_delete(lab: ServingLab, new_user, t
     key = page.locator("#new-key-value").input_value()
     assert re.fullmatch(r"mlk_[A-Za-z0-9]+_[A-Za-z0-9_-]+", key), key
     assert copied(lab, "Copy the api key") == key
+    expect(page.locator("#keys-message")).to_have_text("API key copied.")
     row = page.locator("#keys-list > tr").filter(has_text="laptop")
     expect(row).to_contain_text("_".join(key.split("_")[:2]))  # its prefix, mlk_<id>
     expect(row).to_contain_text("predict")
@@ -195,6 +197,29 @@ def test_api_problems_are_shown_in_the_panel(lab: ServingLab, new_user) -> None:
     expect(message).to_contain_text("Name")
     expect(lab.page.locator("#new-key")).to_be_hidden()
     assert apikeys.list_keys(user["uid"]) == []
+
+
+def test_a_key_for_one_deployment_that_expires(lab: ServingLab, new_user) -> None:
+    user = new_user()
+    uid = user["uid"]
+    pro(uid)
+    model = two_versions(uid)
+    only = deployments.create(uid, model["id"], 2)["id"]
+    deployments.create(uid, model["id"], 1)
+    lab.sign_in(user)
+    expect(lab.page.locator("#deployments-list > li")).to_have_count(2)
+    lab.page.fill("#key-name", "nightly job")
+    lab.page.select_option("#key-deployment", label="Only churn v2")
+    lab.page.select_option("#key-expiry", label="In 30 days")
+    lab.page.get_by_role("button", name="Create key").click()
+    expect(lab.page.locator("#new-key")).to_contain_text("you will not see it again")
+    [stored] = apikeys.list_keys(uid)
+    assert stored["name"] == "nightly job" and stored["deployment_ids"] == [only]
+    row = lab.page.locator(f"#keys-list > tr[data-id='{stored['id']}']")
+    expect(row.locator("td[data-label='Works for']")).to_have_text("churn v2")
+    expires = datetime.fromisoformat(stored["expires_at"].replace("Z", "+00:00"))
+    assert timedelta(days=29) < expires - datetime.now(UTC) <= timedelta(days=30)
+    expect(row.locator("td[data-label='Expires'] time")).to_have_attribute("datetime", stored["expires_at"])
 
 
 def test_a_free_user_sees_why_deploying_needs_pro(lab: ServingLab, new_user) -> None:
