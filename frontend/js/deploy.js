@@ -97,8 +97,11 @@ function mount() {
       el("caption", {className: "visually-hidden", textContent: "API keys"}),
       el("thead", {}, el("tr", {}, ...KEY_HEADS.map((h) => el("th", {scope: "col", textContent: h})))), ui.keys));
   ui.noKeys = el("p", {className: "hint", hidden: true, textContent: "No API keys yet: name one above and press Create key."});
+  ui.refresh = button("Refresh", "Refresh the deployments and keys", (b) => act(b, say, () => refresh()),
+    {className: "small"});
   root.replaceChildren(
-    el("h2", {id: "deployments-title", tabIndex: -1, textContent: "Deployments"}),
+    el("div", {className: "dep-top"}, el("h2", {id: "deployments-title", tabIndex: -1, textContent: "Deployments"}),
+      ui.refresh),
     el("p", {className: "hint", textContent: "A deployed model version answers predictions at its URL, called with " +
       "an API key; a public one also has a share page anyone can open or embed."}),
     ui.plan, ui.message, ui.empty, ui.list,

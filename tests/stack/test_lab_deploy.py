@@ -137,6 +137,9 @@ def test_deploy_call_switch_share_revoke_and_delete(lab: ServingLab, new_user, t
     assert answer["predictions"][0]["label"] in ("yes", "no")
     printed = run_python(copied(lab, "Copy the Python (httpx) snippet"), key)
     assert "'label'" in printed and "'probabilities'" in printed
+    # Refreshed, the list shows when the key was last used.
+    page.get_by_role("button", name="Refresh the deployments and keys").click()
+    expect(row.locator("td[data-label='Last used'] time")).to_have_count(1)
 
     # Switching the version: the next call answers with version 2.
     page.select_option(f"#dep-{dep_id}-version", "2")
