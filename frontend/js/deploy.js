@@ -3,7 +3,7 @@
 // filled with a row of the model's dataset, the version it serves (switched with no downtime), its public
 // share page and embed code, its description; and the API keys that call predict URLs (a new key is
 // shown once). Deployments need PRO: a free account sees why and how to upgrade. Loaded by
-// js/library.js once someone signs in, so the first page load does not carry it.
+// js/library.js once someone signs in, so the first page load carries neither it nor its deploy.css.
 import {$, dateTime, el, showMessage} from "./dom.js";
 import {Problem, session} from "./session.js";
 import {exampleInstance, snippets} from "./snippets.js";
@@ -427,10 +427,20 @@ function reset() {
   render();
 }
 
+// The panel's own stylesheet (kept out of the first load's lab.css); the panel shows once it has loaded,
+// or failed to (then it is plain but usable).
+const styled = new Promise((done) => {
+  const sheet = el("link", {rel: "stylesheet", href: "/deploy.css"});
+  sheet.addEventListener("load", done);
+  sheet.addEventListener("error", done);
+  document.head.append(sheet);
+});
+
 if (root && !root.childElementCount) {
   mount();
   session.onChange((me) => {
-    root.hidden = !me;
+    styled.then(() => { root.hidden = !session.me; });
+    if (!me) root.hidden = true;
     if ((me?.uid ?? null) === uid) { // the same person: a plan change shows or hides the PRO prompt
       if (me) render();
       return;
