@@ -12,6 +12,8 @@ import {state} from "./state.js";
 const EXPIRY_DAYS = [30, 90, 365]; // the key form's choices besides "never"
 const PRO_NOTE = "Deployments and API keys need PRO or a promo trial: a deployed model answers predictions over " +
   "HTTPS, from your code or a public share page.";
+const PAUSED_NOTE = "Your deployments below are paused: their predict URLs answer 402 and their share pages are " +
+  "closed until PRO resumes. Nothing was deleted.";
 
 const root = $("deployments");
 const ui = {};
@@ -82,6 +84,7 @@ function copyRow(id, label, value, tell = say) {
 function mount() {
   ui.plan = el("div", {id: "deploy-plan", className: "dep-plan", hidden: true},
     el("p", {textContent: PRO_NOTE}),
+    el("p", {id: "deploy-paused", hidden: true, textContent: PAUSED_NOTE}),
     el("a", {className: "button primary", href: "#billing", textContent: "Go PRO to deploy"}));
   ui.message = el("p", {id: "deploy-message", className: "lib-message", "aria-live": "polite"});
   ui.empty = el("p", {id: "deploy-empty", className: "hint", hidden: true,
@@ -157,6 +160,7 @@ async function instanceFor(d) {
 function render() {
   const isPro = pro();
   ui.plan.hidden = isPro;
+  $("deploy-paused").hidden = isPro || deployments.length === 0;
   ui.keyForm.hidden = !isPro;
   ui.keySection.hidden = !isPro && keys.length === 0; // a free account keeps its old keys listed, to revoke them
   ui.empty.hidden = deployments.length > 0 || !isPro;
@@ -172,6 +176,7 @@ function card(d) {
   const li = el("li", {className: "dep-card", "aria-labelledby": title.id},
     el("div", {className: "dep-head"}, title,
       el("span", {className: `dep-badge${d.public ? " public" : ""}`, textContent: d.public ? "Public" : "Private"}),
+      pro() ? null : el("span", {className: "dep-badge paused", textContent: "Paused"}),
       el("span", {className: "lib-meta"}, "deployed ", time(d.created_at, "—"))),
     copyRow(`dep-${d.id}-url`, "Predict URL", d.predict_url),
     el("div", {className: "dep-controls"}, versionSelect(d, model), publicSwitch(d)),
@@ -393,7 +398,7 @@ function renderKeys() {
       el("td", {}, time(k.last_used_at)),
       el("td", {}, time(k.expires_at)),
       el("td", {className: "lib-actions"}, button("Revoke", `Revoke the key ${k.name}`,
-        (b) => act(b, sayKeys, () => revoke(k)), {className: "danger"})),
+        (b) => act(b, pro() ? sayKeys : say, () => revoke(k)), {className: "danger"})),
     ];
     cells.forEach((c, i) => { if (c.tagName === "TD") c.dataset.label = KEY_HEADS[i]; });
     const tr = el("tr", {tabIndex: -1}, ...cells);
@@ -407,8 +412,8 @@ async function revoke(k) {
   if (!confirm(`Revoke the key “${k.name}”? Calls with it are refused from now on.`)) return "";
   await session.request("DELETE", `/api-keys/${k.id}`);
   keys = keys.filter((x) => x.id !== k.id);
-  renderKeys();
-  $("keys-title").focus();
+  render(); // a free account's last key gone, the keys section goes too: focus and message stay above it
+  (pro() ? $("keys-title") : $("deployments-title")).focus();
   return `Revoked ${k.name}: calls with it now answer 401.`;
 }
 

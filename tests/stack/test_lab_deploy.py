@@ -225,6 +225,27 @@ def test_a_key_for_one_deployment_that_expires(lab: ServingLab, new_user) -> Non
     expect(row.locator("td[data-label='Expires'] time")).to_have_attribute("datetime", stored["expires_at"])
 
 
+def test_losing_pro_shows_the_deployments_paused(lab: ServingLab, new_user) -> None:
+    user = new_user()
+    uid = user["uid"]
+    pro(uid)
+    dep_id = deployments.create(uid, two_versions(uid)["id"], 1)["id"]
+    apikeys.create(uid, "old key", ["predict"])
+    not_pro(uid)
+    lab.sign_in(user)
+    card = lab.page.locator(f"#deployments-list > li[data-id='{dep_id}']")
+    expect(card).to_contain_text("Paused")
+    expect(lab.page.locator("#deploy-paused")).to_contain_text("Nothing was deleted")
+    expect(lab.page.locator("#key-form")).to_be_hidden()
+    # Its old key stays listed, to be revoked.
+    expect(lab.page.locator("#keys-list > tr").filter(has_text="old key")).to_have_count(1)
+    lab.page.once("dialog", lambda dialog: dialog.accept())
+    lab.page.get_by_role("button", name="Revoke the key old key").click()
+    expect(lab.page.locator("#deploy-message")).to_contain_text("Revoked old key")
+    expect(lab.page.locator("#keys-title")).to_be_hidden()
+    assert apikeys.list_keys(uid) == []
+
+
 def test_a_free_user_sees_why_deploying_needs_pro(lab: ServingLab, new_user) -> None:
     user = new_user()
     pro(user["uid"])
@@ -235,6 +256,7 @@ def test_a_free_user_sees_why_deploying_needs_pro(lab: ServingLab, new_user) -> 
     expect(plan).to_be_visible()
     expect(plan).to_contain_text("need PRO")
     expect(plan.get_by_role("link", name="Go PRO to deploy")).to_have_attribute("href", "#billing")
+    expect(lab.page.locator("#deploy-paused")).to_be_hidden()  # nothing deployed, nothing paused
     expect(lab.page.locator("#library-models [data-version='1']")).to_contain_text("ready")
     expect(lab.page.get_by_role("button", name=re.compile(r"^Deploy v\d"))).to_have_count(0)
     expect(lab.page.locator("#key-form")).to_be_hidden()
