@@ -139,8 +139,9 @@ async function refresh() {
 // otherwise each feature is null (the server imputes it) until that dataset is opened.
 async function instanceFor(d) {
   const key = `${d.model_id}/${d.version}`;
+  const model = models.get(d.model_id);
+  if (!model) return {instance: {}, fromData: false}; // the model was deleted: nothing to read the features from
   if (!instances.has(key)) {
-    const model = models.get(d.model_id);
     const object = `users/${uid}/projects/${model.project_id}/models/${model.id}/versions/${d.version}/model.json`;
     const {url} = await session.request("GET", `/signed/download?object=${encodeURIComponent(object)}`);
     const res = await fetch(url);
