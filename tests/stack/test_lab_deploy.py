@@ -161,7 +161,15 @@ def test_deploy_call_switch_share_revoke_and_delete(lab: ServingLab, new_user, t
     visitor.goto(share.input_value())
     expect(visitor.locator("#share-title")).to_have_text("churn")
     expect(visitor.locator("#share-description")).to_have_text("Will this customer churn?")
+    # Private again, the same link no longer opens it.
+    page.get_by_role("switch", name="Public share page").uncheck()
+    expect(share).to_have_count(0)
+    expect(card).to_contain_text("Private")
+    visitor.goto(f"{lab.stack.gateway_url}/m/{dep_id}")
+    expect(visitor.locator("#share-title")).to_have_text("This model is not shared")
     visitor.close()
+    page.get_by_role("switch", name="Public share page").check()
+    expect(share).to_be_visible()
 
     # The phone: nothing sticks out sideways.
     lab.resize(lab_support.PHONE)
