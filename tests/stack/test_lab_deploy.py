@@ -87,6 +87,9 @@ def test_deploy_call_switch_share_revoke_and_delete(lab: ServingLab, new_user, t
 
     panel = page.locator("#deployments")
     expect(panel).to_be_visible()
+    expect(page.get_by_role("navigation", name="Main").get_by_role("link", name="Deployments")).to_have_attribute(
+        "href", "#deployments-title"
+    )
     expect(page.locator("#deploy-empty")).to_contain_text("Nothing deployed yet")
     expect(page.locator("#deploy-plan")).to_be_hidden()
     page.get_by_role("button", name="Deploy v1 of churn").click()
