@@ -24,6 +24,7 @@ const instances = new Map(); // "<model id>/<version>" -> the preprocessor its s
 const codeOpen = new Map(); // deployment id -> whether its code is shown (kept when the cards are drawn again)
 let uid = null;
 let generation = 0; // bumped at every sign-in and sign-out: answers for an earlier session are dropped
+let edits = 0; // bumped before and after every change made here: a list read across one is read again
 
 // --- small helpers -------------------------------------------------------------------------------
 
@@ -119,6 +120,7 @@ function mount() {
 
 async function refresh() {
   const mine = generation;
+  const seen = edits;
   const [deps, listed, named] = await Promise.all([session.request("GET", "/deployments"),
     session.request("GET", "/api-keys"), session.request("GET", "/models?limit=100&versions=true")]);
   if (mine !== generation) return "";
@@ -128,6 +130,7 @@ async function refresh() {
   const extra = await Promise.all(missing.map((id) => session.request("GET", `/models/${id}`).catch(() => null)));
   extra.filter(Boolean).forEach((m) => models.set(m.id, m));
   if (mine !== generation) return "";
+  if (seen !== edits) return refresh(); // a deploy, change or key made meanwhile may be missing from these lists
   deployments = deps.items;
   keys = listed.items;
   render();
@@ -292,7 +295,9 @@ state.on("dataset", () => {
 // --- changes -------------------------------------------------------------------------------------
 
 async function change(d, body) {
+  edits++;
   const updated = await session.request("PATCH", `/deployments/${d.id}`, body);
+  edits++; // and once it is done: a list read meanwhile is read again
   deployments = deployments.map((x) => (x.id === updated.id ? updated : x));
   render();
   return updated;
@@ -301,7 +306,9 @@ async function change(d, body) {
 async function remove(d) {
   if (!confirm(`Delete the deployment of ${modelName(d.model_id)} v${d.version}? Its predict URL and share page ` +
     "stop answering at once; the model stays in your library.")) return "";
+  edits++;
   await session.request("DELETE", `/deployments/${d.id}`);
+  edits++; // and once it is done: a list read meanwhile is read again
   deployments = deployments.filter((x) => x.id !== d.id);
   render();
   $("deployments-title").focus();
@@ -311,7 +318,9 @@ async function remove(d) {
 /** Deploys version `version` of `model` (a record of GET /models) and shows it at the top of the panel. */
 export async function deploy(model, version) {
   models.set(model.id, model);
+  edits++;
   const made = await session.request("POST", "/deployments", {model_id: model.id, version});
+  edits++; // and once it is done: a list read meanwhile is read again
   deployments = [made, ...deployments.filter((x) => x.id !== made.id)];
   render();
   root.scrollIntoView({block: "start"});
@@ -341,7 +350,9 @@ function keyForm() {
       const body = {name: name.value.trim(), scopes: ["predict"]};
       if (only.value) body.deployment_ids = [only.value];
       if (expiry.value) body.expires_in_days = Number(expiry.value);
+      edits++;
       const made = await session.request("POST", "/api-keys", body);
+      edits++; // and once it is done: a list read meanwhile is read again
       const {key, ...listed} = made;
       keys = [listed, ...keys];
       name.value = "";
@@ -411,7 +422,9 @@ function renderKeys() {
 
 async function revoke(k) {
   if (!confirm(`Revoke the key “${k.name}”? Calls with it are refused from now on.`)) return "";
+  edits++;
   await session.request("DELETE", `/api-keys/${k.id}`);
+  edits++; // and once it is done: a list read meanwhile is read again
   keys = keys.filter((x) => x.id !== k.id);
   render(); // a free account's last key gone, the keys section goes too: focus and message stay above it
   (pro() ? $("keys-title") : $("deployments-title")).focus();
