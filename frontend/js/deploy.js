@@ -10,6 +10,11 @@ import {exampleInstance, snippets} from "./snippets.js";
 import {state} from "./state.js";
 
 const EXPIRY_DAYS = [30, 90, 365]; // the key form's choices besides "never"
+const HEAD_BYTES = 64 * 1024; // of a saved dataset's CSV, for its first row
+const FILLED = {
+  workbench: "Filled with the first row of the dataset in the workbench.",
+  saved: "Filled with the first row of the dataset this version was trained on.",
+};
 const PRO_NOTE = "Deployments and API keys need PRO or a promo trial: a deployed model answers predictions over " +
   "HTTPS, from your code or a public share page.";
 const PAUSED_NOTE = "Your deployments below are paused: their predict URLs answer 402 and their share pages are " +
@@ -21,6 +26,7 @@ let deployments = []; // GET /deployments: the caller's own
 let keys = []; // GET /api-keys
 const models = new Map(); // model id -> {id, name, project_id, versions}
 const instances = new Map(); // "<model id>/<version>" -> the preprocessor its snippets' instance follows
+const savedRows = new Map(); // "<model id>/<version>" -> its saved dataset's first row (a promise; null: none)
 const codeOpen = new Map(); // deployment id -> whether its code is shown (kept when the cards are drawn again)
 let uid = null;
 let generation = 0; // bumped at every sign-in and sign-out: answers for an earlier session are dropped
@@ -137,13 +143,13 @@ async function refresh() {
   return "";
 }
 
-// The snippets' instance: a row of the model's dataset as the model reads it. The dataset is the one
-// loaded in the workbench when it has the model's features (after Load in the library, or training);
-// otherwise each feature is null (the server imputes it) until that dataset is opened.
+// The snippets' instance: a row of the model's dataset as the model reads it. First the dataset in the
+// workbench when it has the model's features (the one being worked on); else the dataset the version was
+// trained on, when it was saved with its run; else each feature null (the server imputes it).
 async function instanceFor(d) {
   const key = `${d.model_id}/${d.version}`;
   const model = models.get(d.model_id);
-  if (!model) return {instance: {}, fromData: false}; // the model was deleted: nothing to read the features from
+  if (!model) return {instance: {}, from: null}; // the model was deleted: nothing to read the features from
   if (!instances.has(key)) {
     const object = `users/${uid}/projects/${model.project_id}/models/${model.id}/versions/${d.version}/model.json`;
     const {url} = await session.request("GET", `/signed/download?object=${encodeURIComponent(object)}`);
@@ -152,11 +158,33 @@ async function instanceFor(d) {
     instances.set(key, (await res.json()).userDefinedMetadata?.preprocessor ?? null);
   }
   const pre = instances.get(key);
-  if (!pre) return {instance: {}, fromData: false};
+  if (!pre) return {instance: {}, from: null};
+  const fits = (row, names) => row && pre.features.every((f) => names.has(f.name));
   const rows = state.dataset?.rows || [];
-  const names = new Set((state.dataset?.columns || []).map((c) => c.name));
-  const fromData = rows.length > 0 && pre.features.every((f) => names.has(f.name));
-  return {instance: exampleInstance(pre, fromData ? rows[0] : {}), fromData};
+  if (fits(rows[0], new Set((state.dataset?.columns || []).map((c) => c.name)))) {
+    return {instance: exampleInstance(pre, rows[0]), from: "workbench"};
+  }
+  if (!savedRows.has(key)) savedRows.set(key, firstSavedRow(model, d.version).catch(() => null));
+  const saved = await savedRows.get(key);
+  if (fits(saved, new Set(Object.keys(saved || {})))) return {instance: exampleInstance(pre, saved), from: "saved"};
+  return {instance: exampleInstance(pre, {}), from: null};
+}
+
+// The first row of the dataset a version was trained on (its training run names it), read from the head
+// of its CSV (a ranged signed GET: the file may be large); null when none was saved.
+async function firstSavedRow(model, version) {
+  const {items} = await session.request("GET", `/jobs?model_id=${model.id}&limit=100`);
+  const job = items.find((j) => j.version === version && j.dataset_id);
+  if (!job) return null;
+  const dataset = await session.request("GET", `/datasets/${job.dataset_id}`);
+  if (dataset.status !== "ready" || !dataset.object) return null;
+  const {url} = await session.request("GET", `/signed/download?object=${encodeURIComponent(dataset.object)}`);
+  const res = await fetch(url, {headers: {Range: `bytes=0-${HEAD_BYTES - 1}`}});
+  if (!res.ok) return null;
+  let text = await res.text();
+  if (res.status === 206) text = text.slice(0, text.lastIndexOf("\n") + 1); // whole lines only
+  const {parseCsv} = await import("./data.js");
+  return (await parseCsv(text, {delimiter: ","})).rows[0] ?? null; // saved datasets are comma-separated
 }
 
 // --- rendering -----------------------------------------------------------------------------------
@@ -269,11 +297,11 @@ function snippetBlock(d) {
 
 async function fillSnippets(box, d) {
   try {
-    const {instance, fromData} = await instanceFor(d);
+    const {instance, from} = await instanceFor(d);
     box.replaceChildren(
-      el("p", {className: "hint", textContent: fromData
-        ? "Filled with the first row of the dataset in the workbench. Set MLLAB_API_KEY to one of your keys first."
-        : "Open the model's dataset in the workbench to fill these with one of its rows. Set MLLAB_API_KEY first."}),
+      el("p", {className: "hint", textContent: `${FILLED[from]
+        ?? "Open the model's dataset in the workbench to fill these with one of its rows."} ` +
+        "Set MLLAB_API_KEY to one of your keys first."}),
       ...snippets(d.predict_url, instance).map((s) => {
         const b = button("Copy", `Copy the ${s.label} snippet`, () => copy(s.text, b, `The ${s.label} snippet`));
         return codeBlock(`dep-${d.id}-${s.id}`, s.label, s.text, b);
@@ -438,6 +466,7 @@ function reset() {
   keys = [];
   models.clear();
   instances.clear();
+  savedRows.clear();
   codeOpen.clear();
   ui.newKey.hidden = true;
   ui.newKey.replaceChildren();

@@ -197,6 +197,26 @@ def test_deploy_call_switch_share_revoke_and_delete(lab: ServingLab, new_user, t
     assert [d["id"] for d in deployments.list_deployments(other)] == [theirs]
 
 
+def test_the_snippets_take_a_row_of_the_dataset_the_version_was_trained_on(
+    lab: ServingLab, new_user, tmp_path: Path
+) -> None:
+    user = new_user()
+    pro(user["uid"])
+    lab.sign_in(user)
+    csv = tmp_path / "churn.csv"
+    csv.write_text(churn_csv())
+    lab.train_csv(csv, [(4, "relu")], epochs=3)
+    first_row = lab.dataset_rows()[0]
+    lab.page.fill("#cloud-model-name", "churn")
+    lab.page.get_by_role("button", name="Save to cloud").click()
+    expect(lab.page.locator("#cloud-message")).to_have_text("Saved as version 1.", timeout=60_000)
+    lab.page.get_by_role("button", name="Start over").click()  # the workbench holds no dataset now
+    lab.page.get_by_role("button", name="Deploy v1 of churn").click()
+    snippets = lab.page.locator("#deployments-list > li .dep-snippets")
+    expect(snippets).to_contain_text("Filled with the first row of the dataset this version was trained on")
+    assert json.loads(snippets.get_attribute("data-instance")) == first_row
+
+
 def test_api_problems_are_shown_in_the_panel(lab: ServingLab, new_user) -> None:
     user = new_user()
     pro(user["uid"])
