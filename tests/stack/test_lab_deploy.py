@@ -1,6 +1,6 @@
 """The lab's deployments panel in Chromium against the local stack: a PRO user deploys a saved version
 from the library; the panel shows its predict URL and snippets filled with a row of the dataset in the
-workbench; a key made in the panel (shown once) runs the copied curl and Python snippets against the
+workbench (or of the dataset the version was trained on); a key made in the panel (shown once) runs the copied curl and Python snippets against the
 stack's predict function; switching the version answers with the new one; revoking the key makes
 predict answer 401; the Public switch gives a share link that opens at /m/<id>; Delete removes it.
 A free user sees why deploying needs PRO and how to get it, with no Deploy buttons; the panel lists
@@ -103,8 +103,9 @@ def test_deploy_call_switch_share_revoke_and_delete(lab: ServingLab, new_user, t
     assert theirs not in panel.inner_html()
     assert page.locator("#deployments-list > li").evaluate_all("els => els.map((e) => e.dataset.id)") == [dep_id]
 
-    # No dataset in the workbench yet: each feature is null (the server imputes it) and the panel says how
-    # to fill the snippets; with the model's dataset open, they hold its first row as the model reads it.
+    # No dataset in the workbench and none saved with a run (these versions were stored directly): each
+    # feature is null (the server imputes it) and the panel says how to fill the snippets; with the model's
+    # dataset open, they hold its first row as the model reads it.
     snippets = card.locator(".dep-snippets")
     expect(snippets).to_contain_text("Open the model's dataset in the workbench")
     assert json.loads(snippets.get_attribute("data-instance")) == dict.fromkeys(features())
