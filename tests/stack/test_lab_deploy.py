@@ -1,10 +1,11 @@
-"""The lab's deployments panel in Chromium against the local stack: a PRO user deploys a saved version
-from the library; the panel shows its predict URL and snippets filled with a row of the dataset in the
-workbench (or of the dataset the version was trained on); a key made in the panel (shown once) runs the copied curl and Python snippets against the
-stack's predict function; switching the version answers with the new one; revoking the key makes
-predict answer 401; the Public switch gives a share link that opens at /m/<id>; Delete removes it.
-A free user sees why deploying needs PRO and how to get it, with no Deploy buttons; the panel lists
-only the user's own deployments; API problems are shown in the panel; a phone does not scroll sideways."""
+"""The lab's deployments panel in Chromium against the local stack: a PRO user deploys a saved version from
+the library; the panel shows its predict URL and snippets filled with a row of the dataset in the
+workbench (or of the dataset the version was trained on); a key made in the panel (shown once) runs the
+copied curl and Python snippets against the stack's predict function; switching the version answers with
+the new one; revoking the key makes predict answer 401; the Public switch gives a share link that opens
+at /m/<id>; Delete removes it. A free user sees why deploying needs PRO and how to get it, with no
+Deploy buttons; the panel lists only the user's own deployments; API problems are shown in the panel; a
+phone does not scroll sideways."""
 
 from __future__ import annotations
 
