@@ -261,35 +261,39 @@ def _predict_guards(env: Environment) -> list[Step]:
     ]
 
 
+def _backend_bucket(env: Environment, name: str, why: str, *, embeddable: bool = False) -> Step:
+    """A backend bucket on the lab's bucket adding the lab's security headers (the share page's when
+    `embeddable`) to every file it serves."""
+    p = env.project
+    flags = (
+        f"--gcs-bucket-name={env.lab_bucket}",
+        *COMPRESSION,
+        *(f"--custom-response-header={h}" for h in lab.response_headers(env, embeddable=embeddable)),
+    )
+    return Step(
+        "Load balancer",
+        why,
+        gcloud(p, "compute", "backend-buckets", "create", name, *flags),
+        probe=_named(p, "backend-buckets", name),
+        update=gcloud(p, "compute", "backend-buckets", "update", name, *flags),
+    )
+
+
 def _frontend(env: Environment, files: Files) -> list[Step]:
     p = env.project
-    headers = [f"--custom-response-header={h}" for h in lab.response_headers(env)]
     steps = [
-        Step(
-            "Load balancer",
+        _backend_bucket(
+            env,
+            env.lab_backend,
             "The lab's backend bucket, adding the lab's CSP and security headers to every file; Cloud CDN "
             "compresses its text files (gzip or Brotli per the browser), as the bucket stores them plain.",
-            gcloud(
-                p,
-                "compute",
-                "backend-buckets",
-                "create",
-                env.lab_backend,
-                f"--gcs-bucket-name={env.lab_bucket}",
-                *COMPRESSION,
-                *headers,
-            ),
-            probe=_named(p, "backend-buckets", env.lab_backend),
-            update=gcloud(
-                p,
-                "compute",
-                "backend-buckets",
-                "update",
-                env.lab_backend,
-                f"--gcs-bucket-name={env.lab_bucket}",
-                *COMPRESSION,
-                *headers,
-            ),
+        ),
+        _backend_bucket(
+            env,
+            env.share_backend,
+            "The share page's backend bucket (/m/<deployment id>, the same bucket): its CSP lets any site "
+            "frame the page (the embed snippet), which every other lab page forbids.",
+            embeddable=True,
         ),
         Step(
             "Load balancer",

@@ -222,6 +222,15 @@ class Environment:
     def lab_backend_url(self) -> str:
         return self._global_url("backendBuckets", self.lab_backend)
 
+    @property
+    def share_backend(self) -> str:
+        """The lab's bucket again, with the share page's headers (any site may frame it)."""
+        return "mllab-share-backend"
+
+    @property
+    def share_backend_url(self) -> str:
+        return self._global_url("backendBuckets", self.share_backend)
+
     def certificate(self, host: str) -> str:
         # the host is in the name: a managed certificate's domains cannot change, a new domain gets a new one
         return ("mllab-" + host.replace(".", "-"))[:63].rstrip("-")

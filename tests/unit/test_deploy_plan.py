@@ -23,7 +23,7 @@ import pytest
 import yaml
 from werkzeug.test import Client
 
-from mllab.api import routes
+from mllab.api import http, routes
 from mllab.files import storage
 from mllab.identity import schemas, tokens
 from mllab.platform import config
@@ -491,6 +491,28 @@ def test_the_digits_above_pattern_matches_exactly_the_larger_numbers(n: int) -> 
     over = re.compile(edge.digits_above(n))
     for m in {*range(max(0, n - 300), n + 300), n * 10, n * 10 + 9, 10 ** len(str(n)), 10 ** len(str(n)) - 1}:
         assert bool(over.fullmatch(str(m))) == (m > n), (n, m)
+
+
+def test_the_share_page_has_a_backend_bucket_that_other_sites_may_frame(all_steps: list[Step]) -> None:
+    def headers(name: str) -> dict[str, str]:
+        argv = all_steps[first(all_steps, "backend-buckets", "create", name)].argv
+        assert flag(argv, "gcs-bucket-name") == f"{PROJECT}-mllab-lab"  # the same files as the lab
+        pairs = [a.split("=", 1)[1].split(": ", 1) for a in argv if a.startswith("--custom-response-header=")]
+        return dict(pairs)
+
+    lab_headers, share = headers("mllab-lab-backend"), headers("mllab-share-backend")
+    assert _directives(lab_headers["Content-Security-Policy"])["frame-ancestors"] == "'none'"
+    assert lab_headers["X-Frame-Options"] == "DENY"
+    assert _directives(share["Content-Security-Policy"])["frame-ancestors"] == "*"
+    assert "X-Frame-Options" not in share
+    # apart from who may frame it, the share page is held to the lab's own policy
+    same = lambda csp: {k: v for k, v in _directives(csp).items() if k != "frame-ancestors"}  # noqa: E731
+    assert same(share["Content-Security-Policy"]) == same(lab_headers["Content-Security-Policy"])
+    assert {k: v for k, v in share.items() if k != "Content-Security-Policy"} == {
+        k: v for k, v in lab_headers.items() if k not in ("Content-Security-Policy", "X-Frame-Options")
+    }
+    update = all_steps[first(all_steps, "backend-buckets", "create", "mllab-share-backend")].update
+    assert update and "--custom-response-header=X-Frame-Options: DENY" not in update
 
 
 def _env() -> environment.Environment:
@@ -1088,6 +1110,55 @@ def test_the_url_map_is_generated_from_the_route_table() -> None:
         urlmap.path_rules((*routes.ROUTES, clash))
     served = {_backend_function(env, r["service"]) for r in document["pathMatchers"][0]["pathRules"]}
     assert served == {fn.name for fn in routes.http_functions()}
+
+
+def _share_route(document: dict[str, Any], host: str, path: str) -> tuple[str, str] | None:
+    """(service, rewritten path) when a route rule of the host's path matcher takes `path`: a
+    `pathTemplateMatch` with single-segment variables ({name=*}: one non-empty segment) or a
+    `fullPathMatch`, rewritten as the rule says (a template rewrite without variables is the path)."""
+    matcher_name = next((r["pathMatcher"] for r in document["hostRules"] if host in r["hosts"]), None)
+    matcher = next((m for m in document["pathMatchers"] if m["name"] == matcher_name), {})
+    for rule in sorted(matcher.get("routeRules", []), key=lambda r: r["priority"]):
+        for match in rule["matchRules"]:
+            template = match.get("pathTemplateMatch")
+            pattern = re.escape(template or "").replace(re.escape("{id=*}"), "[^/]+") if template else None
+            if (pattern and re.fullmatch(pattern, path)) or match.get("fullPathMatch") == path:
+                rewrite = rule["routeAction"]["urlRewrite"]
+                return rule["service"], rewrite.get("pathTemplateRewrite") or rewrite["pathPrefixRewrite"]
+    return None
+
+
+def test_the_share_page_path_is_its_page_on_the_embeddable_backend() -> None:
+    env = _env()
+    document = urlmap.url_map(env)
+    page = (env.share_backend_url, "/m/index.html")
+    for path in ("/m/0123abcdEF", "/m/", "/m/index.html"):
+        assert _share_route(document, env.lab_host, path) == page, path
+    for path in ("/", "/index.html", "/m/a/b", "/lab.css", "/js/share.js", "/mx/0123"):
+        assert _share_route(document, env.lab_host, path) is None, path
+        assert _url_map_service(document, env.lab_host, path) == env.lab_backend_url
+    assert _share_route(document, env.api_host, "/m/0123abcdEF") is None  # the API host has no share page
+    # every path the URL map sends to the share page is one the local gateway serves it at, and back
+    assert all(
+        bool(http.SHARE_PAGE.fullmatch(p)) == (_share_route(document, env.lab_host, p) is not None)
+        for p in ("/m/0123abcdEF", "/m/", "/m/a/b", "/m", "/x/m/1")
+    )
+
+
+def test_the_gateway_serves_the_share_page_at_its_path_with_the_embeddable_csp(tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text("<!doctype html><title>lab</title>")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "index.html").write_text("<!doctype html><title>share</title>")
+    client = Client(_gateway_module().Gateway({"frontend": str(tmp_path), "functions": {}, "components": []}))
+    for path in ("/m/0123abcdEF", "/m/", "/m/?id=0123abcdEF", "/m/index.html"):
+        r = client.get(path)
+        assert r.status_code == 200 and b"<title>share</title>" in r.data, path
+        assert _directives(r.headers["Content-Security-Policy"])["frame-ancestors"] == "*", path
+        assert "X-Frame-Options" not in r.headers, path
+    for path in ("/", "/lab.css", "/m/a/b"):
+        r = client.get(path)
+        assert _directives(r.headers["Content-Security-Policy"])["frame-ancestors"] == "'none'", path
+        assert r.headers["X-Frame-Options"] == "DENY", path
 
 
 def test_the_lab_host_and_unknown_hosts_get_the_lab() -> None:

@@ -42,16 +42,32 @@ API_SECURITY_HEADERS = {
 }
 
 
-def lab_csp(connect: str) -> str:
+# A shared model's page (/m/<deployment id>, frontend/m/index.html) is made to be embedded in other
+# sites with an iframe; every other page of the lab may not be framed (clickjacking).
+SHARE_PAGE = re.compile(r"/m/[^/]*")
+EMBEDDABLE_BY = "*"
+
+
+def lab_csp(connect: str, frame_ancestors: str = "'none'") -> str:
     """The lab page's CSP (the local gateway and the deployed bucket both send it); `connect`: the
-    origins besides its own it talks to (the API when on another host, the bucket for signed URLs).
+    origins besides its own it talks to (the API when on another host, the bucket for signed URLs);
+    `frame_ancestors`: who may frame the page (nobody, but the share page: EMBEDDABLE_BY).
     Never 'unsafe-eval': the lab loads TF.js's es2017 build. 'wasm-unsafe-eval' lets TF.js's WASM backend
     compile its WebAssembly (it allows no JavaScript eval)."""
     return (
         "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data: blob:; "
         f"connect-src 'self' {connect}; worker-src 'self' blob:; font-src 'self'; object-src 'none'; "
-        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+        f"frame-ancestors {frame_ancestors}; base-uri 'none'; form-action 'self'"
     )
+
+
+def lab_security_headers(connect: str, *, embeddable: bool = False) -> dict[str, str]:
+    """The security headers of the lab's files: the API's with the lab's CSP. An `embeddable` page (the
+    share page) may be framed by any site, so it has no X-Frame-Options (DENY would forbid it)."""
+    if not embeddable:
+        return {**API_SECURITY_HEADERS, "Content-Security-Policy": lab_csp(connect)}
+    kept = {k: v for k, v in API_SECURITY_HEADERS.items() if k != "X-Frame-Options"}
+    return {**kept, "Content-Security-Policy": lab_csp(connect, EMBEDDABLE_BY)}
 
 
 @dataclass
