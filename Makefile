@@ -28,7 +28,8 @@ help:
 	@echo "make lint    ruff format --check, ruff check and mypy"
 	@echo "make bench   print cold-start and token timings, the lab's training times and its Lighthouse scores"
 	@echo "make load    ramp locust users against the local stack (MLLAB_LOAD_SECONDS, default 300), then check Firestore"
-	@echo "make deploy-plan PROJECT=p REGION=r DOMAIN=d   print every gcloud command of a deployment (offline)"
+	@echo "make deploy-plan PROJECT=p REGION=r DOMAIN=d   print every gcloud command of a deployment (offline;"
+	@echo "            STORAGE=s3 S3_ENDPOINT=https://... S3_BUCKET=b: files in an S3-compatible bucket, docs/operations.md)"
 	@echo "make deploy PROJECT=p REGION=r DOMAIN=d OAUTH_CLIENT_ID=id   run them (docs/operations.md)"
 	@echo "make clean   remove .venv, .dev and build output"
 
@@ -114,9 +115,13 @@ lock:
 # Deploy to one Google Cloud project (docs/operations.md). Required: PROJECT, REGION, DOMAIN.
 # Optional: OAUTH_CLIENT_ID (needed by deploy), BILLING_ACCOUNT, PAYPAL=sandbox|live, ALERT_EMAIL, BUDGET (USD),
 # SECRETS_FROM (a folder of secret values), DEPLOY_OUT (generated files; default build/deploy).
+# STORAGE=s3 keeps the users' files in an S3-compatible bucket instead of GCS: S3_ENDPOINT and S3_BUCKET
+# are then required, S3_REGION (default auto) and S3_ADDRESSING (path or virtual; default path) optional.
 DEPLOY_ARGS = --project='$(PROJECT)' --region='$(REGION)' --domain='$(DOMAIN)' \
   --oauth-client-id='$(OAUTH_CLIENT_ID)' --billing-account='$(BILLING_ACCOUNT)' --paypal='$(or $(PAYPAL),sandbox)' \
   --alert-email='$(ALERT_EMAIL)' --budget='$(or $(BUDGET),100)' --secrets-from='$(SECRETS_FROM)' \
+  --storage='$(or $(STORAGE),gcs)' --s3-endpoint='$(S3_ENDPOINT)' --s3-bucket='$(S3_BUCKET)' \
+  --s3-region='$(S3_REGION)' --s3-addressing='$(S3_ADDRESSING)' \
   $(if $(DEPLOY_OUT),--out='$(DEPLOY_OUT)')
 
 # Fails before anything else runs when a required argument is missing.

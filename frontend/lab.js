@@ -22,6 +22,7 @@ session.onChange((account) => {
   // The first screen: signed out, the pitch and the plans beside the sign-in; signed in, the account and billing.
   $("intro").hidden = account !== null;
   $("nav-library").hidden = account === null;
+  $("nav-deployments").hidden = account === null;
   $("nav-account").textContent = account ? "Account" : "Sign in";
 });
 // The sign-in links go to the form and put the cursor in it (a signed-in person gets the account card).

@@ -2,7 +2,8 @@
 // training runs, read from the catalog API (every list is the caller's own).
 // Lists page with the API's cursors ("Show more"). A run's curves come from its metrics.json through a
 // signed GET and are drawn with uPlot (js/chart.js, loaded on demand); a dataset opens in the
-// workbench through a signed GET of its CSV; a ready version loads through js/cloud.js. Imported by
+// workbench through a signed GET of its CSV; a ready version loads through js/cloud.js, and a PRO user
+// deploys it (js/deploy.js, the deployments panel). Imported by
 // js/cloud.js once someone signs in, so the first page load does not carry it.
 import {cloud, loadVersion, openDatasetRecord, showWorkbench} from "./cloud.js";
 import {bytes, dateTime, el, showMessage} from "./dom.js";
@@ -120,6 +121,8 @@ function table(key) {
 }
 
 const HEADS = {};
+// The deployments panel (js/deploy.js), loaded once someone signs in; a ready version's Deploy button calls it.
+const deployments = () => import("./deploy.js");
 function row(key, ...cells) { // one body row of a list table: each cell labelled by its column
   const tr = el("tr", {role: "row", tabIndex: -1}, ...cells);
   cells.forEach((cell, i) => {
@@ -316,6 +319,12 @@ function renderModels() {
               return `Loaded ${m.name} version ${v.version} into the workbench${extras.length ? ` with ${extras.join(" and ")}` : ""}: ` +
                 "its prediction form is under Training.";
             }))
+            : null,
+          v.status === "ready" && session.me?.subscription?.plan === "pro"
+            ? button(`Deploy v${v.version}`, `Deploy v${v.version} of ${m.name}`, (b) => act(b, "models", async () => {
+              await (await deployments()).deploy(m, v.version);
+              return "";
+            }), {className: "primary small"})
             : null,
           v.status === "ready" ? button(v.notes ? "Edit notes" : "Add notes",
             `${v.notes ? "Edit" : "Add"} notes for v${v.version} of ${m.name}`, () => notesForm(item, m, v)) : null,
@@ -585,11 +594,17 @@ if (root && !root.childElementCount) {
   session.onChange((me) => {
     root.hidden = !me;
     if (me) ui.plan.hidden = me.subscription?.plan === "pro";
-    if ((me?.uid ?? null) === uid) return; // the same person (a plan change): the lists still hold
+    if ((me?.uid ?? null) === uid) { // the same person (a plan change): the lists still hold, Deploy follows the plan
+      if (me) renderModels();
+      return;
+    }
     generation++;
     uid = me?.uid ?? null;
     reset();
-    if (me) act(ui.refresh, "top", () => refresh());
+    if (me) {
+      act(ui.refresh, "top", () => refresh());
+      deployments(); // the deployments panel (js/deploy.js): loaded only for a signed-in person
+    }
   });
   cloud.addEventListener("saved", () => act(ui.refresh, "top", () => refresh()));
 }

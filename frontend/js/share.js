@@ -1,4 +1,5 @@
-// A shared model's page (/m/?id=<deployment id>, or /m/<id> where the host maps it here): the model's
+// A shared model's page (/m/<deployment id>, or /m/?id=<deployment id>: the gateway and the URL map serve
+// this page for every /m/<id>, with a CSP that lets any site frame it): the model's
 // name, description and inputs as a form; predictions computed in the visitor's browser with TF.js
 // from the model's files, fetched through the short-lived signed URLs GET /public/deployments/{id}
 // returns (no key, no sign-in, nothing sent to a server but that request).
@@ -65,7 +66,7 @@ async function main() {
   $("share-legend").textContent = `Predict ${view.target}`;
   const inputs = view.features.map(inputFor);
   $("share-inputs").replaceChildren(...inputs);
-  const embed = `<iframe src="${location.origin}/m/?id=${id}" title="${view.name.replaceAll('"', "&quot;")}" ` +
+  const embed = `<iframe src="${location.origin}/m/${id}" title="${view.name.replaceAll('"', "&quot;")}" ` +
     'width="480" height="560" style="border:0"></iframe>';
   $("share-embed-code").textContent = embed;
   $("share-body").hidden = false;

@@ -12,7 +12,7 @@ so a second run creates nothing. Modules, in the order the plan uses them:
     lab           the static lab: staged files, /config.json, CSP and security headers
     files         the generated files (env vars, CORS, URL maps, alert policies, the staged lab)
     indexes       composite indexes and TTL fields from infra/firestore/, as gcloud arguments
-    foundation    APIs, service accounts, project and bucket IAM, buckets, Pub/Sub, Firestore
+    foundation    APIs, service accounts, project and bucket IAM, buckets (an S3 bucket's CORS), Pub/Sub, Firestore
     secret_steps  Secret Manager: secrets, first values, per-secret accessors
     function_steps  staging and `gcloud functions deploy`, invokers, dead letters, scheduler jobs
     edge          serverless NEGs, backend services, Cloud Armor, certificates, URL map, the lab
@@ -20,5 +20,6 @@ so a second run creates nothing. Modules, in the order the plan uses them:
     plan          all of the above in order
 
 Standard library only, plus `mllab.api.routes` and `mllab.platform.config` (the route table and the settings the
-functions read), and `mllab.identity.tokens` when a first key set is generated while applying.
+functions read), `mllab.files.s3` and `mllab.files.completion` (an S3-compatible store's CORS rules and the
+sweep's interval), and `mllab.identity.tokens` when a first key set is generated while applying.
 """

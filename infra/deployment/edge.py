@@ -12,12 +12,41 @@ from deployment.environment import Environment
 from deployment.files import Files
 from deployment.steps import Probe, Step, gcloud, relative
 from mllab.api import routes
+from mllab.platform import config
 
 # Cloud Armor per-IP throttles (the functions' own failure counters come first; this caps volume).
 ARMOR_RULES = (  # priority, path prefix, requests per minute per IP, why
     (1000, "/auth/", 120, "sign-in, registration, reset and refresh (a shared NAT holds many users)"),
     (1100, "/promo/", 20, "promo codes must not be guessable by volume"),
+    (1200, "/predict/", 600, "predictions: 10 a second from one address; a batch of 1,000 instances is one request"),
 )
+# Rules are evaluated by priority and the first match decides: a throttle under its threshold allows
+# the request, so a deny must come before the throttles to be reached at all.
+PREDICT_BODY_PRIORITY = 900
+DEFAULT_PRIORITY = 2147483647  # the policy's default rule (lowest priority): allow
+
+
+def digits_above(n: int) -> str:
+    """An RE2 pattern matching the decimal integers greater than `n` (leading zeros allowed), for a
+    header Cloud Armor can only match as text: longer numbers, or a larger digit after an equal prefix."""
+    text = str(n)
+    alternatives = [f"[1-9][0-9]{{{len(text)},}}"]
+    for i, d in enumerate(text):
+        if d == "9":
+            continue
+        rest = len(text) - i - 1
+        alternatives.append(
+            text[:i] + ("9" if d == "8" else f"[{int(d) + 1}-9]") + (f"[0-9]{{{rest}}}" if rest else "")
+        )
+    return f"^0*(?:{'|'.join(alternatives)})$"
+
+
+def predict_body_expression() -> str:
+    """A predict request whose declared body is over the API's limit (the function answers 413 for it
+    anyway, and for a chunked body, which declares no length; this refuses it before any instance runs)."""
+    limit = config.LIMITS.request_body_bytes
+    length = f"request.headers['content-length'].matches('{digits_above(limit)}')"
+    return f"request.path.startsWith('/predict/') && {length}"
 
 
 def lab_files(env: Environment, files: Files) -> list[Step]:
@@ -159,21 +188,11 @@ def _armor(env: Environment) -> list[Step]:
                 "Cloud Armor",
                 f"{prefix}*: at most {per_minute} requests a minute per client IP, then 429 ({why}).",
                 gcloud(p, "compute", "security-policies", "rules", "create", str(priority), *flags),
-                probe=Probe(
-                    gcloud(
-                        p,
-                        "compute",
-                        "security-policies",
-                        "rules",
-                        "describe",
-                        str(priority),
-                        f"--security-policy={policy}",
-                        "--format=value(priority)",
-                    )
-                ),
+                probe=_rule_probe(env, priority),
                 update=gcloud(p, "compute", "security-policies", "rules", "update", str(priority), *flags),
             )
         )
+    steps += _predict_guards(env)
     for fn in routes.http_functions():
         steps.append(
             Step(
@@ -195,35 +214,86 @@ def _armor(env: Environment) -> list[Step]:
     return steps
 
 
+def _rule_probe(env: Environment, priority: int) -> Probe:
+    return Probe(
+        gcloud(
+            env.project,
+            "compute",
+            "security-policies",
+            "rules",
+            "describe",
+            str(priority),
+            f"--security-policy={env.armor_policy}",
+            "--format=value(priority)",
+        )
+    )
+
+
+def _predict_guards(env: Environment) -> list[Step]:
+    """The body-size refusal for /predict/*, and the default rule stated (allow), so a rerun restores it."""
+    p, policy = env.project, env.armor_policy
+    mib = config.LIMITS.request_body_bytes / (1024 * 1024)
+    flags = (
+        f"--security-policy={policy}",
+        f"--expression={predict_body_expression()}",
+        "--action=deny-403",
+        f"--description=/predict/*: a declared body over {mib:g} MiB",
+    )
+    default = (
+        f"--security-policy={policy}",
+        "--action=allow",
+        "--description=default: allow (the functions judge every request)",
+    )
+    return [
+        Step(
+            "Cloud Armor",
+            f"/predict/*: a request declaring a body over {mib:g} MiB (Content-Length) is refused with 403 "
+            "before it reaches the function (which answers 413 for any body over the limit).",
+            gcloud(p, "compute", "security-policies", "rules", "create", str(PREDICT_BODY_PRIORITY), *flags),
+            probe=_rule_probe(env, PREDICT_BODY_PRIORITY),
+            update=gcloud(p, "compute", "security-policies", "rules", "update", str(PREDICT_BODY_PRIORITY), *flags),
+        ),
+        Step(
+            "Cloud Armor",
+            "The default rule: allow what no rule above matched.",
+            gcloud(p, "compute", "security-policies", "rules", "update", str(DEFAULT_PRIORITY), *default),
+        ),
+    ]
+
+
+def _backend_bucket(env: Environment, name: str, why: str, *, embeddable: bool = False) -> Step:
+    """A backend bucket on the lab's bucket adding the lab's security headers (the share page's when
+    `embeddable`) to every file it serves."""
+    p = env.project
+    flags = (
+        f"--gcs-bucket-name={env.lab_bucket}",
+        *COMPRESSION,
+        *(f"--custom-response-header={h}" for h in lab.response_headers(env, embeddable=embeddable)),
+    )
+    return Step(
+        "Load balancer",
+        why,
+        gcloud(p, "compute", "backend-buckets", "create", name, *flags),
+        probe=_named(p, "backend-buckets", name),
+        update=gcloud(p, "compute", "backend-buckets", "update", name, *flags),
+    )
+
+
 def _frontend(env: Environment, files: Files) -> list[Step]:
     p = env.project
-    headers = [f"--custom-response-header={h}" for h in lab.response_headers(env)]
     steps = [
-        Step(
-            "Load balancer",
+        _backend_bucket(
+            env,
+            env.lab_backend,
             "The lab's backend bucket, adding the lab's CSP and security headers to every file; Cloud CDN "
             "compresses its text files (gzip or Brotli per the browser), as the bucket stores them plain.",
-            gcloud(
-                p,
-                "compute",
-                "backend-buckets",
-                "create",
-                env.lab_backend,
-                f"--gcs-bucket-name={env.lab_bucket}",
-                *COMPRESSION,
-                *headers,
-            ),
-            probe=_named(p, "backend-buckets", env.lab_backend),
-            update=gcloud(
-                p,
-                "compute",
-                "backend-buckets",
-                "update",
-                env.lab_backend,
-                f"--gcs-bucket-name={env.lab_bucket}",
-                *COMPRESSION,
-                *headers,
-            ),
+        ),
+        _backend_bucket(
+            env,
+            env.share_backend,
+            "The share page's backend bucket (/m/<deployment id>, the same bucket): its CSP lets any site "
+            "frame the page (the embed snippet), which every other lab page forbids.",
+            embeddable=True,
         ),
         Step(
             "Load balancer",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from mllab.api import routes
 from mllab.platform import config
@@ -22,11 +23,17 @@ _REGION = re.compile(r"[a-z]+(?:-[a-z]+)+[0-9]{1,2}")
 _DOMAIN = re.compile(r"(?=.{4,190}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 _BILLING_ACCOUNT = re.compile(r"[0-9A-F]{6}-[0-9A-F]{6}-[0-9A-F]{6}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[a-z]{2,63}")
+# S3's bucket naming rules (R2's are the same or looser): 3-63 of a-z, 0-9, '.' and '-', alphanumeric ends.
+_S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_S3_REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,40}")
+STORAGES = ("gcs", "s3")
+S3_ADDRESSING = ("path", "virtual")
+S3_USAGE = "STORAGE=s3 S3_ENDPOINT=https://<host> S3_BUCKET=<bucket> [S3_REGION=auto] [S3_ADDRESSING=path|virtual]"
+GCS_ORIGIN = "https://storage.googleapis.com"  # where GCS's signed URLs point
 PAYPAL_APIS = {"sandbox": config.PAYPAL_SANDBOX_API, "live": config.PAYPAL_LIVE_API}
 USAGE = "make deploy-plan PROJECT=<project id> REGION=<region, e.g. europe-west1> DOMAIN=<domain, e.g. example.com>"
 
-# The functions this plan deploys: those of the GCS store (an S3-compatible store, with its upload sweep,
-# is for hosts outside Google Cloud: docs/operations.md).
+# The functions of a deployment on the default store (GCS); an environment's own are `Environment.functions`.
 FUNCTIONS: tuple[routes.Function, ...] = tuple(routes.for_store("gcs"))
 
 # Placeholders the plan shows for optional values it was not given (never a real value).
@@ -62,6 +69,37 @@ class Environment:
     budget_usd: int = 100  # monthly budget the alert compares spend with
     secrets_from: Path | None = None  # a folder of operator-held secret values (read only while applying)
     out: Path = DEFAULT_OUT
+    # The file store: "gcs" (a bucket this plan creates) or "s3", an S3-compatible bucket the operator made
+    # (Cloudflare R2, Amazon S3, MinIO): its API endpoint, bucket, region and addressing (mllab.platform.config).
+    storage: str = "gcs"
+    s3_endpoint: str = ""
+    s3_bucket: str = ""
+    s3_region: str = "auto"
+    s3_addressing: str = "path"
+
+    @property
+    def s3(self) -> bool:
+        return self.storage == "s3"
+
+    @property
+    def functions(self) -> tuple[routes.Function, ...]:
+        """The functions this deployment runs: its file store's (the S3 store adds the upload sweep)."""
+        return tuple(routes.for_store(self.storage))
+
+    @property
+    def store_functions(self) -> tuple[routes.Function, ...]:
+        """The functions whose paths use the file store (on S3 they get its credentials and library)."""
+        return tuple(routes.store_functions(self.storage))
+
+    @property
+    def storage_origin(self) -> str:
+        """The origin the lab's signed URLs point at (the lab's CSP connect-src allows it): GCS's, or the S3
+        endpoint's, with the bucket as a subdomain when it is addressed virtual-host style."""
+        if not self.s3:
+            return GCS_ORIGIN
+        parts = urlsplit(self.s3_endpoint)
+        host = f"{self.s3_bucket}.{parts.netloc}" if self.s3_addressing == "virtual" else parts.netloc
+        return f"{parts.scheme}://{host}"
 
     # --- hosts -----------------------------------------------------------------------------------
 
@@ -90,7 +128,8 @@ class Environment:
 
     @property
     def data_bucket(self) -> str:
-        return f"{self.project}-mllab-data"
+        """The bucket of the users' files: the S3 bucket given, or the GCS bucket this plan creates."""
+        return self.s3_bucket if self.s3 else f"{self.project}-mllab-data"
 
     @property
     def lab_bucket(self) -> str:
@@ -104,6 +143,7 @@ class Environment:
             "events_topic": defaults.events_topic,
             "purge_topic": defaults.purge_topic,
             "reconcile_topic": defaults.reconcile_topic,
+            **({"sweep_topic": defaults.sweep_topic} if self.s3 else {}),
         }
 
     @property
@@ -182,6 +222,15 @@ class Environment:
     def lab_backend_url(self) -> str:
         return self._global_url("backendBuckets", self.lab_backend)
 
+    @property
+    def share_backend(self) -> str:
+        """The lab's bucket again, with the share page's headers (any site may frame it)."""
+        return "mllab-share-backend"
+
+    @property
+    def share_backend_url(self) -> str:
+        return self._global_url("backendBuckets", self.share_backend)
+
     def certificate(self, host: str) -> str:
         # the host is in the name: a managed certificate's domains cannot change, a new domain gets a new one
         return ("mllab-" + host.replace(".", "-"))[:63].rstrip("-")
@@ -212,7 +261,7 @@ def make(project: str | None, region: str | None, domain: str | None, **optional
     if missing:
         raise UsageError(f"missing {', '.join(missing)}: {USAGE}")
     assert project and region and domain
-    problems = _required_problems(project, region, domain) + _optional_problems(optional)
+    problems = _required_problems(project, region, domain) + _optional_problems(optional) + _storage_problems(optional)
     if problems:
         raise UsageError("; ".join(problems))
     values = {k: v for k, v in optional.items() if v not in (None, "")}
@@ -221,6 +270,8 @@ def make(project: str | None, region: str | None, domain: str | None, **optional
     for key in ("secrets_from", "out"):
         if key in values:
             values[key] = Path(str(values[key]))
+    if "s3_endpoint" in values:
+        values["s3_endpoint"] = str(values["s3_endpoint"]).rstrip("/")
     return Environment(project=project, region=region, domain=domain, **values)  # type: ignore[arg-type]
 
 
@@ -264,4 +315,38 @@ def _optional_problems(optional: dict[str, object]) -> list[str]:
     budget = _budget(optional)
     if not str(budget).isdigit() or int(str(budget)) < 1:
         problems.append(f"BUDGET must be a whole number of US dollars, got {budget!r}")
+    return problems
+
+
+def _storage_problems(optional: dict[str, object]) -> list[str]:
+    """What is wrong with STORAGE and the S3 store's settings (all needed for s3, none for gcs)."""
+    storage = optional.get("storage") or "gcs"
+    given = {k: str(v) for k, v in optional.items() if k.startswith("s3_") and v not in (None, "")}
+    if storage not in STORAGES:
+        return [f"STORAGE must be one of {', '.join(STORAGES)}, got {storage!r}"]
+    if storage == "gcs":
+        extra = sorted(k.upper() for k in given)
+        return [f"{', '.join(extra)} only apply with STORAGE=s3 ({S3_USAGE})"] if extra else []
+    missing = [k.upper() for k in ("s3_endpoint", "s3_bucket") if k not in given]
+    if missing:
+        return [f"STORAGE=s3 needs {' and '.join(missing)}: {S3_USAGE}"]
+    problems = []
+    endpoint = urlsplit(given["s3_endpoint"])
+    if (
+        endpoint.scheme != "https"
+        or not endpoint.hostname
+        or given["s3_endpoint"].rstrip("/") != (f"https://{endpoint.netloc}")
+    ):
+        problems.append(
+            f"S3_ENDPOINT {given['s3_endpoint']!r} is not https://host[:port] (the S3 API endpoint, no path), e.g. "
+            "https://<ACCOUNT_ID>.r2.cloudflarestorage.com"
+        )
+    if not _S3_BUCKET.fullmatch(given["s3_bucket"]) or ".." in given["s3_bucket"]:
+        problems.append(f"S3_BUCKET {given['s3_bucket']!r} is not a bucket name (3-63 of a-z, 0-9, '.', '-')")
+    region = given.get("s3_region", "auto")
+    if not _S3_REGION.fullmatch(region):
+        problems.append(f"S3_REGION {region!r} is not a region name such as auto or us-east-1")
+    addressing = given.get("s3_addressing", "path")
+    if addressing not in S3_ADDRESSING:
+        problems.append(f"S3_ADDRESSING must be one of {', '.join(S3_ADDRESSING)}, got {addressing!r}")
     return problems

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from deployment import lab, sizing, urlmap
 from deployment.environment import NO_OAUTH_CLIENT_ID, PAYPAL_APIS, ROOT, Environment
+from mllab.files import s3
 
 INFRA = ROOT / "infra"
 CORS_TEMPLATE = INFRA / "storage-cors.json"  # written by mllab.files.storage for "https://lab.${DOMAIN}"
@@ -29,7 +30,7 @@ GOOGLE_ISSUER = "https://accounts.google.com"
 class Files:
     env_vars: Path  # the settings every function shares
     function_env_vars: dict[str, Path]  # function name -> env_vars + its own THREADS
-    cors: Path
+    cors: Path  # the data bucket's CORS: storage-cors.json (gcloud's format) or s3-cors.json (the S3 API's)
     url_map: Path
     http_redirect_map: Path
     alerts: dict[str, Path]  # displayName -> policy file
@@ -50,6 +51,17 @@ def function_env(env: Environment) -> dict[str, str]:
         "MLLAB_OIDC_CLIENT_ID": env.oauth_client_id or NO_OAUTH_CLIENT_ID,
         "MLLAB_MAIL_FROM": f"ML Lab <no-reply@{env.domain}>",
         "MLLAB_PAYPAL_API_BASE": PAYPAL_APIS[env.paypal],
+        **(s3_settings(env) if env.s3 else {}),
+    }
+
+
+def s3_settings(env: Environment) -> dict[str, str]:
+    """The S3-compatible store's settings (the bucket is MLLAB_BUCKET; the token is a secret, never here)."""
+    return {
+        "MLLAB_STORAGE": "s3",
+        "MLLAB_S3_ENDPOINT": env.s3_endpoint,
+        "MLLAB_S3_REGION": env.s3_region,
+        "MLLAB_S3_ADDRESSING": env.s3_addressing,
     }
 
 
@@ -59,6 +71,7 @@ def alert_values(env: Environment) -> dict[str, str]:
         "URL_MAP": env.url_map,
         "API_HOST": env.api_host,
         "WEBHOOK_SERVICE": env.run_service("paypal_webhook"),
+        "PREDICT_SERVICE": env.run_service("predict"),
         "DEAD_LETTER_HOLD": env.dead_letter_hold,
     }
 
@@ -85,8 +98,12 @@ def write(env: Environment) -> Files:
     for name, size in sizing.SIZING.items():
         per_function[name] = root / f"env-{name}.yaml"
         per_function[name].write_text(shared + f"THREADS: {json.dumps(str(size.concurrency))}\n")
-    cors = root / "storage-cors.json"
-    cors.write_text(string.Template(CORS_TEMPLATE.read_text()).substitute(DOMAIN=env.domain))
+    if env.s3:  # the same origin, methods and lifetime as GCS's rules, in the S3 API's shape
+        cors = root / "s3-cors.json"
+        cors.write_text(json.dumps(s3.bucket_cors(env.lab_url), indent=2) + "\n")
+    else:
+        cors = root / "storage-cors.json"
+        cors.write_text(string.Template(CORS_TEMPLATE.read_text()).substitute(DOMAIN=env.domain))
     url_map = root / "url-map.yaml"
     url_map.write_text(urlmap.as_yaml(urlmap.url_map(env)))
     redirect = root / "http-redirect-map.yaml"

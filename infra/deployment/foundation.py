@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deployment import access, environment, indexes
+from deployment import access, indexes, secret_steps
 from deployment.environment import Environment
 from deployment.files import LIFECYCLE, RULES, Files
 from deployment.steps import Probe, Step, gcloud, relative
@@ -71,7 +71,7 @@ def identities(env: Environment) -> list[Step]:
             capture="PROJECT_NUMBER",
         )
     ]
-    for fn in environment.FUNCTIONS:
+    for fn in env.functions:
         email = env.service_account(fn.name)
         steps.append(
             Step(
@@ -158,7 +158,7 @@ def identities(env: Environment) -> list[Step]:
                 ),
             )
         )
-    for name in sorted(access.SIGNERS):
+    for name in sorted(access.signers(env)):
         email = env.service_account(name)
         steps.append(
             Step(
@@ -175,7 +175,7 @@ def identities(env: Environment) -> list[Step]:
                 ),
             )
         )
-    for name in access.firestore_users():
+    for name in access.firestore_users(env):
         steps.append(
             Step(
                 "Identities",
@@ -195,7 +195,13 @@ def identities(env: Environment) -> list[Step]:
 
 
 def buckets(env: Environment, files: Files) -> list[Step]:
-    p, data, site = env.project, f"gs://{env.data_bucket}", f"gs://{env.lab_bucket}"
+    steps = [] if env.s3 else data_bucket(env, files)
+    return steps + lab_bucket(env)
+
+
+def data_bucket(env: Environment, files: Files) -> list[Step]:
+    """The GCS data bucket (an S3-compatible one is the operator's: s3_bucket sets its CORS)."""
+    p, data = env.project, f"gs://{env.data_bucket}"
     steps = [
         Step(
             "Buckets",
@@ -228,6 +234,63 @@ def buckets(env: Environment, files: Files) -> list[Step]:
                 "--public-access-prevention",
             ),
         ),
+    ]
+    for name, role in access.bucket_roles(env).items():
+        steps.append(
+            Step(
+                "Buckets",
+                f"{name} {'reads' if role == access.VIEWER_ROLE else 'creates, reads and deletes'} objects in the "
+                "data bucket only.",
+                gcloud(
+                    p,
+                    "storage",
+                    "buckets",
+                    "add-iam-policy-binding",
+                    data,
+                    f"--member={env.member(env.service_account(name))}",
+                    f"--role={role}",
+                ),
+            )
+        )
+    return steps
+
+
+# The deploying machine's interpreter (`make deploy` builds .venv, which has botocore: the `s3` extra).
+VENV_PYTHON = ".venv/bin/python"
+
+
+def s3_bucket(env: Environment, files: Files) -> list[Step]:
+    """An S3-compatible bucket's CORS, set through the S3 API with the token stored a step before."""
+    if not env.s3:
+        return []
+    return [
+        Step(
+            "S3 bucket",
+            f"The bucket {env.data_bucket}'s CORS, through the S3 API: only the lab origin may PUT/GET through "
+            "presigned URLs, with exactly the headers they pin.",
+            (
+                VENV_PYTHON,
+                "infra/s3_cors.py",
+                f"--endpoint={env.s3_endpoint}",
+                f"--bucket={env.data_bucket}",
+                f"--region={env.s3_region}",
+                f"--addressing={env.s3_addressing}",
+                f"--rules={relative(files.cors)}",
+            ),
+            stdin=secret_steps.STORED_S3_CREDENTIALS,
+            note=(
+                "The bucket is the operator's (made in the provider's console, with a token scoped to it: "
+                "docs/operations.md);\nthe plan neither creates nor deletes it. It stays private (the store's "
+                "default); IAM does not reach it,\nso its token is the one grant. No lifecycle rule: upload URLs "
+                "are single PUTs, so no multipart upload is\nleft half-done (GCS's lifecycle rule aborts those)."
+            ),
+        )
+    ]
+
+
+def lab_bucket(env: Environment) -> list[Step]:
+    p, site = env.project, f"gs://{env.lab_bucket}"
+    return [
         Step(
             "Buckets",
             "The lab's bucket: static files behind the load balancer (a backend bucket reads them "
@@ -256,41 +319,32 @@ def buckets(env: Environment, files: Files) -> list[Step]:
             ),
         ),
     ]
-    for name, role in access.BUCKET_ROLES.items():
-        steps.append(
-            Step(
-                "Buckets",
-                f"{name} creates, reads and deletes objects in the data bucket only.",
-                gcloud(
-                    p,
-                    "storage",
-                    "buckets",
-                    "add-iam-policy-binding",
-                    data,
-                    f"--member={env.member(env.service_account(name))}",
-                    f"--role={role}",
-                ),
-            )
-        )
-    return steps
+
+
+TOPIC_WHY = {  # Settings field of a topic -> what it carries
+    "events_topic": "the bucket's object events",
+    "purge_topic": "the daily account purge (Cloud Scheduler publishes)",
+    "reconcile_topic": "the daily billing reconciliation (Cloud Scheduler publishes)",
+    "sweep_topic": "the upload sweep, every few minutes (Cloud Scheduler publishes)",
+}
 
 
 def events(env: Environment) -> list[Step]:
-    p, data = env.project, f"gs://{env.data_bucket}"
-    steps = [
-        Step(
-            "Events",
-            "Cloud Storage's service agent, which publishes the bucket's notifications.",
-            gcloud(p, "storage", "service-agent"),
-            capture="GCS_AGENT",
-        )
-    ]
-    for topic, why in (
-        (env.events_topic, "the bucket's object events"),
-        (env.topics["purge_topic"], "the daily account purge (Cloud Scheduler publishes)"),
-        (env.topics["reconcile_topic"], "the daily billing reconciliation (Cloud Scheduler publishes)"),
-        (env.dead_letter_topic, "object events the recorder failed 10 times"),
-    ):
+    p = env.project
+    steps = (
+        []
+        if env.s3
+        else [
+            Step(
+                "Events",
+                "Cloud Storage's service agent, which publishes the bucket's notifications.",
+                gcloud(p, "storage", "service-agent"),
+                capture="GCS_AGENT",
+            )
+        ]
+    )
+    topics = [(topic, TOPIC_WHY[field]) for field, topic in env.topics.items()]
+    for topic, why in (*topics, (env.dead_letter_topic, "object events the recorder failed 10 times")):
         steps.append(
             Step(
                 "Events",
@@ -299,7 +353,7 @@ def events(env: Environment) -> list[Step]:
                 probe=Probe(gcloud(p, "pubsub", "topics", "describe", topic, "--format=value(name)")),
             )
         )
-    steps += [
+    steps.append(
         Step(
             "Events",
             "Dead-lettered events wait here (7 days) for an operator; an alert fires while any does.",
@@ -314,20 +368,10 @@ def events(env: Environment) -> list[Step]:
                 "--expiration-period=never",
             ),
             probe=Probe(gcloud(p, "pubsub", "subscriptions", "describe", env.dead_letter_hold, "--format=value(name)")),
-        ),
-        Step(
-            "Events",
-            "The storage agent may publish to the events topic (and nowhere else).",
-            gcloud(
-                p,
-                "pubsub",
-                "topics",
-                "add-iam-policy-binding",
-                env.events_topic,
-                "--member=serviceAccount:${GCS_AGENT}",
-                "--role=roles/pubsub.publisher",
-            ),
-        ),
+        )
+    )
+    steps += _s3_event_publishers(env) if env.s3 else _gcs_event_publisher(env)
+    steps.append(
         Step(
             "Events",
             "Pub/Sub's agent may forward undeliverable events to the dead-letter topic.",
@@ -338,39 +382,82 @@ def events(env: Environment) -> list[Step]:
                 "add-iam-policy-binding",
                 env.dead_letter_topic,
                 f"--member=serviceAccount:{PUBSUB_AGENT}",
-                "--role=roles/pubsub.publisher",
+                f"--role={access.PUBLISHER_ROLE}",
             ),
-        ),
+        )
+    )
+    return steps + ([] if env.s3 else [_bucket_notification(env)])
+
+
+def _gcs_event_publisher(env: Environment) -> list[Step]:
+    return [
         Step(
             "Events",
-            "The bucket notifies OBJECT_FINALIZE and OBJECT_DELETE (JSON object resource) to the topic.",
+            "The storage agent may publish to the events topic (and nowhere else).",
+            gcloud(
+                env.project,
+                "pubsub",
+                "topics",
+                "add-iam-policy-binding",
+                env.events_topic,
+                "--member=serviceAccount:${GCS_AGENT}",
+                f"--role={access.PUBLISHER_ROLE}",
+            ),
+        )
+    ]
+
+
+def _s3_event_publishers(env: Environment) -> list[Step]:
+    """An S3-compatible bucket notifies nobody here: the functions that write it publish its events."""
+    return [
+        Step(
+            "Events",
+            f"{name} publishes the object events of the files it reports or deletes (an S3-compatible bucket "
+            "sends none to Pub/Sub), to the events topic only.",
+            gcloud(
+                env.project,
+                "pubsub",
+                "topics",
+                "add-iam-policy-binding",
+                env.events_topic,
+                f"--member={env.member(env.service_account(name))}",
+                f"--role={access.PUBLISHER_ROLE}",
+            ),
+        )
+        for name in access.event_publishers(env)
+    ]
+
+
+def _bucket_notification(env: Environment) -> Step:
+    p, data = env.project, f"gs://{env.data_bucket}"
+    return Step(
+        "Events",
+        "The bucket notifies OBJECT_FINALIZE and OBJECT_DELETE (JSON object resource) to the topic.",
+        gcloud(
+            p,
+            "storage",
+            "buckets",
+            "notifications",
+            "create",
+            data,
+            f"--topic=projects/{p}/topics/{env.events_topic}",
+            "--event-types=OBJECT_FINALIZE,OBJECT_DELETE",
+            "--payload-format=json",
+            "--skip-topic-setup",
+        ),
+        probe=Probe(
             gcloud(
                 p,
                 "storage",
                 "buckets",
                 "notifications",
-                "create",
+                "list",
                 data,
-                f"--topic=projects/{p}/topics/{env.events_topic}",
-                "--event-types=OBJECT_FINALIZE,OBJECT_DELETE",
-                "--payload-format=json",
-                "--skip-topic-setup",
-            ),
-            probe=Probe(
-                gcloud(
-                    p,
-                    "storage",
-                    "buckets",
-                    "notifications",
-                    "list",
-                    data,
-                    f"--filter=topic~/topics/{env.events_topic}$",
-                    "--format=value(topic)",
-                )
-            ),
+                f"--filter=topic~/topics/{env.events_topic}$",
+                "--format=value(topic)",
+            )
         ),
-    ]
-    return steps
+    )
 
 
 def firestore(env: Environment) -> list[Step]:

@@ -13,28 +13,49 @@ from __future__ import annotations
 
 import json
 
-from deployment import access, environment, sizing
+from deployment import access, sizing
 from deployment.environment import Environment
 from deployment.files import Files
 from deployment.foundation import PUBSUB_AGENT
 from deployment.steps import Probe, Step, gcloud, relative
 from mllab.api import routes
+from mllab.files import completion
 
 RUNTIME = "python312"
 SCHEDULES = {  # Settings field of the topic -> (cron in UTC, what the run does)
     "purge_topic": ("15 3 * * *", "removes accounts deleted more than 30 days ago"),
     "reconcile_topic": ("45 3 * * *", "re-reads subscriptions a missed webhook may have left wrong"),
 }
+# The upload sweep (S3-compatible store only) runs every SWEEP_EVERY: docs/operations.md states how late
+# an upload whose completion never came is recorded.
+SWEEP_SCHEDULE = (
+    f"*/{int(completion.SWEEP_EVERY.total_seconds()) // 60} * * * *",
+    "reports uploads whose completion never came (a tab closed mid-save) to the recorder",
+)
 MAX_DELIVERY_ATTEMPTS = 10
+S3_EXTRA = "s3"  # pyproject.toml's optional dependencies of the S3 store: botocore and the Pub/Sub client
+
+
+def schedules(env: Environment) -> dict[str, tuple[str, str]]:
+    """Settings field of each scheduled topic -> (cron in UTC, what the run does) for this deployment."""
+    return {**SCHEDULES, "sweep_topic": SWEEP_SCHEDULE} if env.s3 else dict(SCHEDULES)
+
+
+def stage_command(env: Environment) -> tuple[str, ...]:
+    argv: tuple[str, ...] = ("python3", "infra/stage.py", "--out", "build")
+    if env.s3:  # the S3 store's client library, in the functions that use the store and nowhere else
+        argv += (f"--extra={S3_EXTRA}:{','.join(fn.name for fn in env.store_functions)}",)
+    return argv
 
 
 def stage(env: Environment) -> list[Step]:
+    extra = f" (+ the `{S3_EXTRA}` extra's pins for the functions that use the S3 store)" if env.s3 else ""
     return [
         Step(
             "Stage",
             "Stage every function: build/<name>/ = functions/<name>/ + the mllab package + pinned "
-            "requirements + .gcloudignore (exactly what gcloud uploads).",
-            ("python3", "infra/stage.py", "--out", "build"),
+            f"requirements{extra} + .gcloudignore (exactly what gcloud uploads).",
+            stage_command(env),
             group="stage",
         )
     ]
@@ -48,7 +69,7 @@ def ingress(fn: routes.Function) -> str:
 
 def deploy_command(env: Environment, fn: routes.Function, files: Files) -> tuple[str, ...]:
     size = sizing.SIZING[fn.name]
-    mounts = [f"{access.mount_path(s)}={s}:latest" for s in access.READS[fn.name]]
+    mounts = [f"{access.mount_path(s)}={s}:latest" for s in access.reads(env, fn.name)]
     args = [
         "functions",
         "deploy",
@@ -86,7 +107,7 @@ def deploy_command(env: Environment, fn: routes.Function, files: Files) -> tuple
 
 def functions(env: Environment, files: Files) -> list[Step]:
     steps = []
-    for fn in environment.FUNCTIONS:
+    for fn in env.functions:
         size = sizing.SIZING[fn.name]
         trigger = "HTTP" if fn.trigger is routes.Trigger.HTTP else f"Pub/Sub {env.topics[fn.topic or '']}"
         steps.append(
@@ -186,7 +207,7 @@ def dead_letters(env: Environment) -> list[Step]:
 
 def scheduler(env: Environment) -> list[Step]:
     steps = []
-    for field, (cron, what) in SCHEDULES.items():
+    for field, (cron, what) in schedules(env).items():
         topic = env.topics[field]
         job = env.scheduler_job(topic)
         # The topic by its full name: a short one is resolved in gcloud's active project, not --project's.
@@ -201,7 +222,7 @@ def scheduler(env: Environment) -> list[Step]:
         steps.append(
             Step(
                 "Scheduler",
-                f"Daily at {cron.split()[1]}:{cron.split()[0]} UTC, publish to {topic}: the function {what}.",
+                f"{_when(cron)}, publish to {topic}: the function {what}.",
                 gcloud(env.project, "scheduler", "jobs", "create", "pubsub", job, *flags),
                 probe=Probe(
                     gcloud(
@@ -218,3 +239,8 @@ def scheduler(env: Environment) -> list[Step]:
             )
         )
     return steps
+
+
+def _when(cron: str) -> str:
+    minute, hour = cron.split()[:2]
+    return f"Every {minute[2:]} minutes" if minute.startswith("*/") else f"Daily at {hour}:{minute} UTC"

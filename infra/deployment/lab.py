@@ -4,7 +4,8 @@ The deployed lab is frontend/ (with the vendored browser libraries in frontend/v
 installs from npm) plus a generated /config.json naming the API. The bucket serves plain files, so
 the security headers (the same ones the local gateway sends with the page) are custom response
 headers on the backend bucket. The production CSP differs from the local one only in connect-src:
-the API's origin and the storage origin that signed URLs point at. Never 'unsafe-eval'.
+the API's origin and the storage origin that signed URLs point at (GCS's, or the S3-compatible
+endpoint's: Environment.storage_origin). Never 'unsafe-eval'.
 """
 
 from __future__ import annotations
@@ -20,18 +21,22 @@ FRONTEND = ROOT / "frontend"
 VENDOR_STAMP = FRONTEND / "vendor" / ".installed"
 # npm's working files are not part of the site (the local gateway does not serve them either).
 NOT_SERVED = {"node_modules", "package.json", "package-lock.json", "npm.log"}
-STORAGE_ORIGIN = "https://storage.googleapis.com"
 
 
-def csp(env: Environment) -> str:
-    return http.lab_csp(f"{env.api_url} {STORAGE_ORIGIN}")
+def csp(env: Environment, *, embeddable: bool = False) -> str:
+    return response_header_map(env, embeddable=embeddable)["Content-Security-Policy"]
 
 
-def response_headers(env: Environment) -> list[str]:
-    """`--custom-response-header` values for the lab's backend bucket: the API's security headers
-    with the lab's CSP, as the local gateway sends them with the page."""
-    headers = {**http.API_SECURITY_HEADERS, "Content-Security-Policy": csp(env)}
-    return [f"{name}: {value}" for name, value in headers.items()]
+def response_header_map(env: Environment, *, embeddable: bool = False) -> dict[str, str]:
+    return http.lab_security_headers(f"{env.api_url} {env.storage_origin}", embeddable=embeddable)
+
+
+def response_headers(env: Environment, *, embeddable: bool = False) -> list[str]:
+    """`--custom-response-header` values for a backend bucket of the lab: the API's security headers
+    with the lab's CSP, as the local gateway sends them with the page. A backend bucket's headers are
+    the same for every file, so the share page (`embeddable`: any site may frame it) has a backend
+    bucket of its own on the same bucket, which the URL map sends /m/* to (urlmap.py)."""
+    return [f"{name}: {value}" for name, value in response_header_map(env, embeddable=embeddable).items()]
 
 
 def config_json(env: Environment) -> str:

@@ -1,5 +1,6 @@
 """Alerting: the policies in infra/monitoring/ (5xx rate, p95 latency, webhook failures, dead-lettered
-events, the uptime check failing), the uptime check itself, and the budget alert."""
+events, the uptime check failing; the predict function's 5xx rate, p95 latency and 429 surge), the
+uptime check itself, and the budget alert."""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 accessor role granted per secret to exactly the functions that read it.
 
 Values never appear in a command or in output: they are produced in memory (new key sets), derived
-from a stored secret read into memory, or read from the operator's SECRETS_FROM folder, and passed to
+from a stored secret read into memory, or read from the operator's SECRETS_FROM folder (the S3 store's
+token also from the environment of `make deploy`), and passed to
 `gcloud secrets versions add NAME --data-file=-` on stdin. Later values come from the operator's
 tools (`mllab keys rotate`, `mllab billing bootstrap`), never from a redeploy.
 """
@@ -10,6 +11,7 @@ tools (`mllab keys rotate`, `mllab billing bootstrap`), never from a redeploy.
 from __future__ import annotations
 
 import json
+import os
 
 from deployment import access
 from deployment.environment import Environment
@@ -28,9 +30,27 @@ def _new_session_keys(ctx: Context) -> bytes:
     return sessions.new_key_set().encode()
 
 
+def read_secret(env: Environment, name: str) -> tuple[str, ...]:
+    """The command that reads a stored secret's latest value (its output is kept in memory only)."""
+    return gcloud(env.project, "secrets", "versions", "access", "latest", f"--secret={name}")
+
+
 def read_signing_keys(env: Environment) -> tuple[str, ...]:
-    """The command that reads the stored private key set (its output is kept in memory only)."""
-    return gcloud(env.project, "secrets", "versions", "access", "latest", f"--secret={config.SIGNING_KEYS}")
+    """The command that reads the stored private key set."""
+    return read_secret(env, config.SIGNING_KEYS)
+
+
+def _stored_s3_credentials(ctx: Context) -> bytes:
+    """The S3 token stored in Secret Manager (read into memory, passed on stdin, never shown)."""
+    read = ctx.runner(read_secret(ctx.env, config.S3_CREDENTIALS), capture=True)
+    if read.returncode != 0:
+        raise DeployError(f"could not read {config.S3_CREDENTIALS} from Secret Manager to set the bucket's CORS")
+    return read.stdout.encode()
+
+
+STORED_S3_CREDENTIALS = SecretValue(
+    f"<{config.S3_CREDENTIALS}:latest, read from Secret Manager>", _stored_s3_credentials
+)
 
 
 def _public_from_stored_private(ctx: Context) -> bytes:
@@ -43,11 +63,51 @@ def _public_from_stored_private(ctx: Context) -> bytes:
     return json.dumps(tokens.public_key_set(json.loads(read.stdout)), indent=1).encode()
 
 
+# The S3 store's keys may also come from the environment of `make deploy` (never from its arguments).
+S3_KEY_VARS = ("S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY")
+
+
+def _held(secret: access.Secret, ctx: Context) -> bytes | None:
+    folder = ctx.env.secrets_from
+    path = folder / secret.name if folder else None
+    return path.read_bytes() if path and path.is_file() else None
+
+
+def _s3_credentials(ctx: Context) -> bytes | None:
+    """The S3 token as the functions read it (mllab.files.s3): SECRETS_FROM/s3-credentials, or else
+    S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY from the environment, checked without ever showing it."""
+    held = _held(access.S3_SECRET, ctx)
+    if held is None:
+        key_id, secret_key = (os.environ.get(var, "") for var in S3_KEY_VARS)
+        if not (key_id or secret_key):
+            return None
+        held = json.dumps({"access_key_id": key_id, "secret_access_key": secret_key}).encode()
+    try:
+        keys = json.loads(held)
+        well_formed = all(isinstance(keys.get(k), str) and keys[k] for k in ("access_key_id", "secret_access_key"))
+    except (ValueError, AttributeError):
+        well_formed = False
+    if not well_formed:
+        raise DeployError(
+            f"{config.S3_CREDENTIALS} must be JSON with non-empty access_key_id and secret_access_key "
+            f"(or set both {' and '.join(S3_KEY_VARS)})"
+        )
+    return held
+
+
 def _from_operator(secret: access.Secret, env: Environment) -> SecretValue:
+    if secret.source == "s3":
+        return SecretValue(
+            placeholder=f"<SECRETS_FROM/{secret.name}, or {' + '.join(S3_KEY_VARS)} from the environment>",
+            produce=_s3_credentials,
+            missing=(
+                f'{secret.name}: {secret.what}; put {{"access_key_id": "...", "secret_access_key": "..."}} in '
+                f"SECRETS_FROM/{secret.name}, or export {' and '.join(S3_KEY_VARS)} before `make deploy`"
+            ),
+        )
+
     def produce(ctx: Context) -> bytes | None:
-        folder = ctx.env.secrets_from
-        path = folder / secret.name if folder else None
-        return path.read_bytes() if path and path.is_file() else None
+        return _held(secret, ctx)
 
     if secret.source == "bootstrap":
         how = (
@@ -79,7 +139,7 @@ def value_source(secret: access.Secret, env: Environment) -> SecretValue:
 def secret_steps(env: Environment) -> list[Step]:
     p = env.project
     steps = []
-    for secret in access.SECRETS:
+    for secret in access.secrets(env):
         name = secret.name
         steps.append(
             Step(
@@ -110,8 +170,8 @@ def secret_steps(env: Environment) -> list[Step]:
                 stdin=source,
             )
         )
-    for secret in access.SECRETS:
-        for reader in access.readers(secret.name):
+    for secret in access.secrets(env):
+        for reader in access.readers(env, secret.name):
             email = env.service_account(reader)
             steps.append(
                 Step(

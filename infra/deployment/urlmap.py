@@ -1,10 +1,11 @@
 """The load balancer's URL map, generated from the route table (mllab.api.routes.ROUTES).
 
 api.<domain> routes by path to one backend service per HTTP function, as the local gateway routes by
-the same table; lab.<domain> (and anything else) goes to the lab's bucket. Path rules match exact paths
-and `/prefix/*`; a template's variable part becomes `*` (`/models/{id}/versions` -> `/models/*`), and
-a test checks that every route still reaches its own function. Methods are not routed: the function
-answers 405 for a wrong one, exactly as locally.
+the same table; lab.<domain> (and anything else) goes to the lab's bucket (the share page /m/<id>
+through a backend bucket of its own: share_rules). Path rules match exact paths and `/prefix/*`; a
+template's variable part becomes `*` (`/models/{id}/versions` -> `/models/*`), and a test checks that
+every route still reaches its own function. Methods are not routed: the function answers 405 for a
+wrong one, exactly as locally.
 """
 
 from __future__ import annotations
@@ -62,9 +63,30 @@ def url_map(env: Environment, table: tuple[routes.Route, ...] = routes.ROUTES) -
                     for function, paths in path_rules(table).items()
                 ],
             },
-            {"name": "lab", "defaultService": env.lab_backend_url},
+            {"name": "lab", "defaultService": env.lab_backend_url, "routeRules": share_rules(env)},
         ],
     }
+
+
+def share_rules(env: Environment) -> list[dict[str, Any]]:
+    """/m/<deployment id> and /m/ are the share page, frontend/m/index.html (js/share.js reads the id from
+    the path), served by the share backend bucket, whose headers let other sites frame it. A bucket has
+    no object per id, so the path is rewritten to the page's object; the query string is kept (/m/?id=)."""
+    page = "/m/index.html"
+    return [
+        {
+            "priority": 1,
+            "matchRules": [{"pathTemplateMatch": "/m/{id=*}"}],
+            "service": env.share_backend_url,
+            "routeAction": {"urlRewrite": {"pathTemplateRewrite": page}},
+        },
+        {
+            "priority": 2,
+            "matchRules": [{"fullPathMatch": "/m/"}],
+            "service": env.share_backend_url,
+            "routeAction": {"urlRewrite": {"pathPrefixRewrite": page}},
+        },
+    ]
 
 
 def http_redirect_map(env: Environment) -> dict[str, Any]:

@@ -179,6 +179,9 @@ EXPORT_SECTIONS: list[tuple[str, Callable[[str], Any]]] = [
     ("entitlement", subscriptions.export_entitlement),
     ("subscriptions", subscriptions.export_subscriptions),  # PayPal subscription history
     ("promo_redemptions", subscriptions.export_redemptions),
+    ("api_keys", apikeys.export_keys),  # never the key or its hash
+    ("deployments", deployments.export_deployments),
+    ("prediction_usage", metering.export_usage),  # per month and deployment, the shards summed
 ]
 
 

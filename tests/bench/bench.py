@@ -14,9 +14,10 @@ function importing the same Google client(s) and making the same first call, mea
 Finalize -> record = a signed PUT to fake-gcs-server returning, until its `artifacts` document
 exists in Firestore (fake-gcs-server -> Pub/Sub emulator -> push -> on_object_finalized -> Firestore).
 Recorder throughput = OBJECT_FINALIZE notifications published straight to the Pub/Sub emulator, until
-every one is recorded. signed_urls per file store = its cold start to a signed upload URL on a stack of
-each store (GCS: fake-gcs-server and the development key; S3: moto's server, botocore loaded on the
-way). Numbers only; nothing here passes or fails.
+every one is recorded, beside the emulator's push delivery to a bare endpoint that only acknowledges.
+signed_urls per file store = its cold start to a signed upload URL on a stack of each store (GCS:
+fake-gcs-server and the development key; S3: moto's server, botocore loaded on the way).
+Numbers only; nothing here passes or fails.
 """
 
 from __future__ import annotations
@@ -787,6 +788,52 @@ def recorder_throughput(
     return len(names) - len(pending), (done_at if not pending else time.perf_counter()) - started
 
 
+def push_ceiling(stack: Stack, count: int, timeout: float = EVENTS_TIMEOUT_S) -> tuple[int, float]:
+    """The recorder's baseline from the same run: the Pub/Sub emulator pushing `count` messages to a bare
+    endpoint that only acknowledges (a threaded HTTP server in this process). Push delivery is the
+    emulator's; no recorder can go faster locally than this. (delivered, seconds from the first publish)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    delivered: list[float] = []
+    lock = threading.Lock()
+
+    class Ack(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's handler name
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            with lock:
+                delivered.append(time.perf_counter())
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:  # quiet
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ack)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    topic = f"bench-ceiling-{uuid.uuid4().hex[:8]}"
+    base = f"http://127.0.0.1:{stack.ports.pubsub}/v1/projects/{PROJECT}"
+    try:
+        with httpx.Client(timeout=30) as client:
+            client.put(f"{base}/topics/{topic}").raise_for_status()
+            push = {"pushEndpoint": f"http://127.0.0.1:{server.server_address[1]}/"}
+            sub = {"topic": f"projects/{PROJECT}/topics/{topic}", "ackDeadlineSeconds": 60, "pushConfig": push}
+            client.put(f"{base}/subscriptions/{topic}", json=sub).raise_for_status()
+            messages = [_notification(f"ceiling/{i}", i + 1, 1024) for i in range(count)]
+            started = time.perf_counter()
+            for i in range(0, count, PUBLISH_BATCH):
+                client.post(f"{base}/topics/{topic}:publish", json={"messages": messages[i : i + PUBLISH_BATCH]})
+            deadline = started + timeout
+            while len(delivered) < count and time.perf_counter() < deadline:
+                time.sleep(0.05)
+            client.delete(f"{base}/subscriptions/{topic}")
+            client.delete(f"{base}/topics/{topic}")
+    finally:
+        server.shutdown()
+    got = min(len(delivered), count)
+    return got, ((delivered[got - 1] if got else time.perf_counter()) - started)
+
+
 def storage_sections(stack: Stack) -> None:
     kind = objects.KINDS["model"]
     name = str(objects.model_file(uuid.uuid4().hex, uuid.uuid4().hex, uuid.uuid4().hex, 1, "model"))
@@ -806,6 +853,10 @@ def storage_sections(stack: Stack) -> None:
             print(f"  ({no_gen} PUT responses had no generation: found by querying artifacts.object)")
 
     print(f"\n{'recorder, Pub/Sub -> record':28} {'events':>8} {'seconds':>8} {'events/s':>9}")
+    if EVENTS > 0:
+        delivered, seconds = push_ceiling(stack, EVENTS)
+        note = "" if delivered == EVENTS else f"  only {delivered} delivered within {EVENTS_TIMEOUT_S:.0f} s"
+        print(f"{'baseline: push to a bare ack':28} {EVENTS:8d} {seconds:8.2f} {delivered / seconds:9.1f}{note}")
     for label, count, shared in (
         ("distinct versions", EVENTS, False),
         ("one version (contention)", CONTENTION_EVENTS, True),

@@ -1,7 +1,8 @@
 """Every gcloud command the deployment can run, run through the installed gcloud CLI against a fake
 Google API (tests/deploy/fake_google_api.py), with another project active in a throwaway gcloud
 config: the steps, their probes and update branches, the command that reads the signing keys, the
-Cloud Build scripts' commands and cloudbuild.yaml's documented submit.
+Cloud Build scripts' commands and cloudbuild.yaml's documented submit; then the same for a deployment
+on an S3-compatible store (STORAGE=s3), whose commands of a shape the first run did not cover run too.
 
 gcloud parses every flag and resolves every resource name itself, so a command it would reject, or a
 request naming the active project instead of the target, fails here as it would on a first deploy.
@@ -28,6 +29,7 @@ import pytest
 import yaml
 
 from mllab.api import routes
+from mllab.platform import config
 from tests.deploy.fake_google_api import PROJECT_NUMBER, FakeGoogleApi, Request
 
 REPO = Path(__file__).resolve().parents[2]
@@ -215,8 +217,15 @@ def _command_tree() -> dict[str, Any] | None:
     return scope["STATIC_COMPLETION_CLI_TREE"]
 
 
-# Commands whose every instance runs: their requests are checked one by one below.
-EACH_ONE = (("functions", "deploy"), ("compute", "url-maps", "import"), ("scheduler", "jobs"))
+# Commands whose every instance runs: their requests are checked one by one below (each Cloud Armor
+# rule's match and limits, each alert policy file as gcloud parses it).
+EACH_ONE = (
+    ("functions", "deploy"),
+    ("compute", "url-maps", "import"),
+    ("scheduler", "jobs"),
+    ("compute", "security-policies", "rules", "create"),
+    ("alpha", "monitoring", "policies", "create"),
+)
 
 
 def shape(argv: Sequence[str], tree: dict[str, Any] | None) -> tuple[str, ...]:
@@ -273,16 +282,17 @@ def _run_all(
         return {ran.argv: ran for ran in pool.map(one, enumerate(unique))}
 
 
-@pytest.fixture(scope="module")
-def script_commands(env: environment.Environment, workdir: Path) -> list[tuple[str, ...]]:
-    """What Cloud Build's deploy steps run: the scripts `infra/deploy.py script` writes for them."""
+def _scripts(env: environment.Environment, workdir: Path, *storage: str) -> list[tuple[str, ...]]:
+    """The gcloud commands of the scripts `infra/deploy.py script` writes for each function and the lab
+    (what Cloud Build's deploy steps run)."""
     bin_dir = workdir / "recorder"
-    bin_dir.mkdir()
-    (bin_dir / "gcloud").write_text(RECORDER)
-    (bin_dir / "gcloud").chmod(0o755)
+    if not bin_dir.is_dir():
+        bin_dir.mkdir()
+        (bin_dir / "gcloud").write_text(RECORDER)
+        (bin_dir / "gcloud").chmod(0o755)
     found = []
-    for group in [f"function:{fn.name}" for fn in routes.for_store("gcs")] + ["lab"]:
-        out = workdir / "ci" / f"{group.replace(':', '-')}.sh"
+    for group in [f"function:{fn.name}" for fn in env.functions] + ["lab"]:
+        out = workdir / f"ci-{env.storage}" / f"{group.replace(':', '-')}.sh"
         assert (
             deploy_cli.main(
                 [
@@ -292,6 +302,7 @@ def script_commands(env: environment.Environment, workdir: Path) -> list[tuple[s
                     f"--domain={DOMAIN}",
                     "--oauth-client-id=1234-abc.apps.googleusercontent.com",
                     f"--out={env.out}",
+                    *storage,
                     f"--only={group}",
                     f"--output={out}",
                 ]
@@ -300,6 +311,13 @@ def script_commands(env: environment.Environment, workdir: Path) -> list[tuple[s
         )
         found += _script_commands(out, bin_dir)
     return found
+
+
+@pytest.fixture(scope="module")
+def script_commands(env: environment.Environment, workdir: Path) -> list[tuple[str, ...]]:
+    """What Cloud Build's deploy steps run."""
+    assert env.functions == tuple(routes.for_store("gcs"))
+    return _scripts(env, workdir)
 
 
 def _cloudbuild_submit() -> tuple[str, ...]:
@@ -464,3 +482,156 @@ def test_the_budget_is_for_the_target_project_and_bills_its_quota_there(ran: dic
     budget_requests = [q for r in ran.values() if r.argv[1:3] == ("billing", "budgets") for q in r.requests]
     assert {r.argv[3] for r in ran.values() if r.argv[1:3] == ("billing", "budgets")} == {"create", "list", "update"}
     assert budget_requests and all(q.headers.get("X-Goog-User-Project") == TARGET for q in budget_requests)
+
+
+def _armor_rule(ran: dict[tuple[str, ...], Ran], verb: str, priority: int) -> dict[str, Any]:
+    (body,) = [
+        b for r, b in _sent(ran, "security-policies", "rules", verb) if r.argv[r.argv.index(verb) + 1] == str(priority)
+    ]
+    return body
+
+
+def test_the_predict_armor_rules_reach_the_api_as_planned(ran: dict[tuple[str, ...], Ran]) -> None:
+    from deployment import edge
+
+    throttle = _armor_rule(ran, "create", 1200)
+    assert throttle["match"]["expr"]["expression"] == "request.path.startsWith('/predict/')"
+    assert throttle["action"] == "throttle"
+    limit = throttle["rateLimitOptions"]
+    assert limit["rateLimitThreshold"] == {"count": 600, "intervalSec": 60}
+    assert (limit["conformAction"], limit["exceedAction"], limit["enforceOnKey"]) == ("allow", "deny(429)", "IP")
+    guard = _armor_rule(ran, "create", edge.PREDICT_BODY_PRIORITY)
+    assert guard["match"]["expr"]["expression"] == edge.predict_body_expression()  # sent as written, quotes and all
+    assert guard["action"] == "deny(403)"
+    assert _armor_rule(ran, "update", edge.DEFAULT_PRIORITY)["action"] == "allow"
+
+
+def test_the_predict_alert_policies_reach_the_api_as_written(ran: dict[tuple[str, ...], Ran]) -> None:
+    sent = {body["displayName"]: body for _, body in _sent(ran, "alpha", "monitoring", "policies", "create")}
+    for name in (
+        "ML Lab: predict 5xx rate",
+        "ML Lab: predict p95 latency",
+        "ML Lab: predict 429 surge",
+        "ML Lab: prediction counts not written",
+    ):
+        (condition,) = sent[name]["conditions"]
+        query = (condition.get("conditionThreshold") or condition["conditionMatchedLog"])["filter"]
+        assert 'resource.labels.service_name = "predict"' in query, name
+
+
+# --- a deployment on an S3-compatible store (STORAGE=s3) ---------------------------------------------
+
+S3_ENDPOINT, S3_BUCKET = "https://0123abcd.r2.cloudflarestorage.com", "mllab-models"
+S3_ARGS = ("--storage=s3", f"--s3-endpoint={S3_ENDPOINT}", f"--s3-bucket={S3_BUCKET}")
+
+
+@pytest.fixture(scope="module")
+def s3_env(workdir: Path) -> environment.Environment:
+    return environment.make(
+        TARGET,
+        REGION,
+        DOMAIN,
+        billing_account=BILLING_ACCOUNT,
+        alert_email="ops@example.com",
+        oauth_client_id="1234-abc.apps.googleusercontent.com",
+        out=workdir / "deploy-s3",
+        storage="s3",
+        s3_endpoint=S3_ENDPOINT,
+        s3_bucket=S3_BUCKET,
+    )
+
+
+@pytest.fixture(scope="module")
+def s3_steps(s3_env: environment.Environment) -> list[steps.Step]:
+    return plan.build(s3_env)[0]
+
+
+@pytest.fixture(scope="module")
+def s3_ran(
+    s3_steps: list[steps.Step],
+    s3_env: environment.Environment,
+    ran: dict[tuple[str, ...], Ran],
+    fake: FakeGoogleApi,
+    workdir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[tuple[str, ...], Ran]:
+    """Each gcloud command of the S3 plan -> its run: its own, or that of the GCS plan's command of the
+    same shape (gcloud parses them alike), so only what is new here runs again."""
+    commands = _gcloud_commands(s3_steps)
+    commands.append(secret_steps.read_secret(s3_env, config.S3_CREDENTIALS))  # the CORS step's token
+    assert set(_scripts(s3_env, workdir, *S3_ARGS)) <= set(commands), "the scripts run only commands of the plan"
+    tree = _command_tree()
+    covered = {shape(argv, tree): r for argv, r in ran.items()}
+    new = [argv for argv in commands if shape(argv, tree) not in covered]
+    stdin = {_substitute(s.argv): b"not-a-real-secret" for s in s3_steps if s.stdin}
+    fresh = _run_all(new, fake, workdir, tmp_path_factory.mktemp("gcloud-config-s3"), stdin)
+    by_shape = {**covered, **{shape(argv, tree): r for argv, r in fresh.items()}}
+    return {argv: by_shape[shape(argv, tree)] for argv in commands}
+
+
+def test_gcloud_accepts_every_command_of_the_s3_deployment(s3_ran: dict[tuple[str, ...], Ran]) -> None:
+    refused = [str(r) for r in s3_ran.values() if r.returncode == 2 or PARSE_ERRORS.search(r.stderr)]
+    assert not refused, "gcloud refused these commands:\n" + "\n".join(refused)
+    silent = [str(r) for r in s3_ran.values() if not r.requests and r.argv != RULES_TOKEN]
+    assert not silent, "these commands sent no request:\n" + "\n".join(silent)
+    wrong = [
+        f"{r}\n  {q.method} {q.api}{q.path}"
+        for r in s3_ran.values()
+        for q in r.requests
+        if _projects_named(q) - {TARGET, PROJECT_NUMBER}
+    ]
+    assert not wrong, "requests for another project:\n" + "\n".join(wrong)
+
+
+def test_the_s3_plan_runs_no_gcs_data_bucket_command(s3_ran: dict[tuple[str, ...], Ran]) -> None:
+    assert not [
+        a for a in s3_ran if "notifications" in a or "service-agent" in a or f"{TARGET}-mllab-data" in " ".join(a)
+    ]
+    assert [a for a in s3_ran if "gs://mllab-target-mllab-lab" in a]  # the lab's bucket is still made
+
+
+def _environment_of(body: dict[str, Any]) -> dict[str, str]:
+    return body["serviceConfig"].get("environmentVariables", {})
+
+
+@pytest.mark.parametrize("fn", routes.for_store("s3"), ids=lambda f: f.name)
+def test_each_s3_function_is_created_with_the_stores_settings_and_its_credentials_only_where_used(
+    s3_ran: dict[tuple[str, ...], Ran], s3_env: environment.Environment, fn: routes.Function
+) -> None:
+    body = _created_function(s3_ran, fn.name)
+    service = body["serviceConfig"]
+    mounted = {v["secret"]: v["mountPath"] for v in service.get("secretVolumes", [])}
+    assert mounted == {s: access.mount_path(s).rsplit("/", 1)[0] for s in access.reads(s3_env, fn.name)}
+    store_user = fn in routes.store_functions("s3")
+    assert (config.S3_CREDENTIALS in mounted) == store_user, fn.name
+    assert not service.get("secretEnvironmentVariables"), "secrets are files, never environment variables"
+    settings = _environment_of(body)
+    assert settings["MLLAB_STORAGE"] == "s3" and settings["MLLAB_S3_ENDPOINT"] == S3_ENDPOINT
+    assert settings["MLLAB_BUCKET"] == S3_BUCKET and settings["MLLAB_S3_REGION"] == "auto"
+    assert not [v for v in settings.values() if "secret_access_key" in v]
+    if fn.trigger is routes.Trigger.PUBSUB:
+        trigger = body["eventTrigger"]
+        assert trigger["pubsubTopic"] == f"projects/{TARGET}/topics/{s3_env.topics[fn.topic or '']}"
+        assert trigger["serviceAccountEmail"] == s3_env.invoker
+
+
+def _job_created(r: Ran) -> dict[str, Any]:
+    """The job a `scheduler jobs create` command sends (its POST to .../jobs)."""
+    posts = [q.json() for q in r.requests if q.method == "POST" and q.path.split("?")[0].endswith("/jobs")]
+    assert posts, f"no job was sent:\n{r}\n" + "\n".join(f"{q.method} {q.api}{q.path}" for q in r.requests)
+    return posts[0]
+
+
+def test_the_sweep_is_scheduled_on_the_target_projects_topic(
+    s3_ran: dict[tuple[str, ...], Ran], s3_env: environment.Environment
+) -> None:
+    jobs = {
+        argv[5]: _job_created(r) for argv, r in s3_ran.items() if argv[1:5] == ("scheduler", "jobs", "create", "pubsub")
+    }
+    sweep = jobs["mllab-upload-sweep"]
+    assert sweep["pubsubTarget"]["topicName"] == f"projects/{TARGET}/topics/upload-sweep"
+    assert sweep["schedule"] == function_steps.SWEEP_SCHEDULE[0] == "*/10 * * * *"
+    assert sweep["timeZone"] == "Etc/UTC"
+    assert sorted(job["pubsubTarget"]["topicName"] for job in jobs.values()) == sorted(
+        f"projects/{TARGET}/topics/{s3_env.topics[f]}" for f in function_steps.schedules(s3_env)
+    )

@@ -250,3 +250,20 @@ def used_up(uid: str, predictions: int) -> None:
     clients.firestore().collection(metering.COLLECTION).document(f"{uid}_{month}_0").set(
         {"uid": uid, "month": month, "shard": 0, "count": predictions, "by_deployment": {}, "updated_at": clock.now()}
     )
+
+
+def counted(uid: str, month: str, shard: int, by_deployment: dict[str, int]) -> None:
+    """One metering shard of `uid` for `month`, as the predict path's flush leaves it."""
+    from mllab.platform import clients, clock
+    from mllab.serving import metering
+
+    clients.firestore().collection(metering.COLLECTION).document(f"{uid}_{month}_{shard}").set(
+        {
+            "uid": uid,
+            "month": month,
+            "shard": shard,
+            "count": sum(by_deployment.values()),
+            "by_deployment": by_deployment,
+            "updated_at": clock.now(),
+        }
+    )

@@ -484,11 +484,7 @@ def s3_stack(tmp_path_factory: pytest.TempPathFactory):
 # The functions whose paths reach the file store (the S3 deployment adds the `s3` extra to theirs).
 # The serving functions are left out: their exercise puts the model's files into fake-gcs (an S3 variant
 # of it is still to write; docs/serving.md).
-STORE_FUNCTIONS = [
-    fn
-    for fn in routes.for_store("s3")
-    if ("storage" in fn.uses or fn.store == "s3") and fn.name not in {"deployments", "predict"}
-]
+STORE_FUNCTIONS = [fn for fn in routes.store_functions("s3") if fn.name not in {"deployments", "predict"}]
 
 
 @pytest.mark.parametrize("fn", STORE_FUNCTIONS, ids=lambda f: f.name)

@@ -83,6 +83,20 @@ def test_every_response_has_request_id_and_security_headers(gateway: httpx.Clien
     assert r.headers["strict-transport-security"].startswith("max-age=")
 
 
+def test_only_the_share_page_may_be_framed_by_other_sites(gateway: httpx.Client) -> None:
+    """/m/<deployment id> is the share page (its embed snippet frames it elsewhere); every other page of
+    the lab, and the API, refuse to be framed."""
+    for path in ("/m/0123456789abcdef0123456789abcdef", "/m/", "/m/?id=0123456789abcdef0123456789abcdef"):
+        r = gateway.get(path)
+        assert r.status_code == 200 and "js/share.js" in r.text, path
+        assert "frame-ancestors * ;" in r.headers["content-security-policy"].replace(";", " ;"), path
+        assert "x-frame-options" not in r.headers, path
+    for path in ("/", "/index.html", "/lab.css", "/js/share.js", "/m/a/b", "/me"):
+        r = gateway.get(path)
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"], path
+        assert r.headers["x-frame-options"] == "DENY", path
+
+
 def test_supplied_request_id_is_echoed_end_to_end(gateway: httpx.Client) -> None:
     rid = "test-request-0123456789"
     r = gateway.get("/.well-known/jwks.json", headers={"X-Request-Id": rid})

@@ -5,6 +5,8 @@ can be signed into with the keyboard alone. Screenshots of each screen are saved
 
 from __future__ import annotations
 
+import re
+
 from mllab.billing import entitlements, subscriptions
 
 from . import lab_support
@@ -111,4 +113,10 @@ def test_signed_in_with_a_model_and_the_library_is_named_ordered_and_fits_a_phon
     lab.page.get_by_role("button", name="Save to cloud").click()
     expect(lab.page.locator("#cloud-message")).to_contain_text("Saved as version 1", timeout=60_000)
     expect(lab.page.locator("#library")).to_be_visible()
+    # Deployed, with a key made: the deployments panel's card and the shown-once key are on the screen too.
+    lab.page.get_by_role("button", name=re.compile(r"^Deploy v1 of ")).click()
+    expect(lab.page.locator("#deployments-list > li .dep-snippets pre")).to_have_count(3)
+    lab.page.fill("#key-name", "a11y")
+    lab.page.get_by_role("button", name="Create key").click()
+    expect(lab.page.locator("#new-key")).to_be_visible()
     check_screen(lab, "a11y-signed-in")

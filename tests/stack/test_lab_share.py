@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from playwright.sync_api import expect
 
@@ -64,7 +68,7 @@ def test_a_shared_model_predicts_in_the_visitors_browser(lab: lab_support.Lab, n
     # The lab's one number format (js/format.js): a share as "78.3 %".
     expect(out.locator("li").first).to_have_text(re.compile(r": \d{1,3}\.\d %$"))
     embed = lab.page.locator("#share-embed-code").text_content()
-    assert f"/m/?id={dep_id}" in embed and embed.startswith("<iframe")
+    assert f'src="{lab.stack.gateway_url}/m/{dep_id}"' in embed and embed.startswith("<iframe")
     assert not [u for u in lab.requests if "/predict/" in u]  # no server inference
     lab.no_sideways_scroll()
     lab.resize(lab_support.PHONE)
@@ -82,3 +86,63 @@ def test_a_private_or_unknown_model_is_not_shared(lab: lab_support.Lab, new_user
         expect(lab.page.locator("#share-body")).to_be_hidden()
     lab.page.goto(f"{lab.stack.gateway_url}/m/")
     expect(lab.page.locator("#share-title")).to_have_text("No model here")
+
+
+def test_the_share_page_opens_at_its_path(lab: lab_support.Lab, new_user) -> None:
+    dep_id = shared_deployment(new_user)
+    lab.page.goto(f"{lab.stack.gateway_url}/m/{dep_id}")
+    expect(lab.page.locator("#share-title")).to_have_text("churn")
+    expect(lab.page.locator("#share")).to_have_attribute("data-ready", "true")
+
+
+@contextmanager
+def another_site(html: str) -> Iterator[str]:
+    """Another origin (a port of its own) serving one page: `html`. Loopback like the stack, so Chromium's
+    private network rules treat both alike and only the frame's own headers decide."""
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802  (http.server's name)
+            body = html.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_another_site_may_frame_the_share_page_but_no_other_page_of_the_lab(chromium, stack, new_user) -> None:
+    dep_id = shared_deployment(new_user)
+    frames = (
+        f'<!doctype html><iframe id="share" src="{stack.gateway_url}/m/{dep_id}" title="shared model"></iframe>'
+        f'<iframe id="lab" src="{stack.gateway_url}/" title="the lab"></iframe>'
+    )
+    context = chromium.new_context()
+    try:
+        page = context.new_page()
+        console: list[str] = []
+        page.on("console", lambda msg: console.append(msg.text))
+        with another_site(frames) as site:
+            assert not site.startswith(stack.gateway_url)
+            page.goto(site)
+            shared = page.frame_locator("#share")
+            expect(shared.locator("#share-title")).to_have_text("churn")
+            expect(shared.locator("#share")).to_have_attribute("data-ready", "true")
+        # The lab itself may not be framed (frame-ancestors 'none'): Chromium refuses and says why.
+        expect(page.frame_locator("#lab").locator("#account")).to_have_count(0)
+        refusals = [t for t in console if "frame-ancestors 'none'" in t and stack.gateway_url in t]
+        assert refusals, console
+        assert not [t for t in console if "frame-ancestors" in t and "/m/" in t]
+    finally:
+        context.close()

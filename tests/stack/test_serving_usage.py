@@ -44,6 +44,43 @@ def test_a_quota_check_sees_this_process_unwritten_counts(unique: str) -> None:
     assert metering.usage(uid)["predictions"] == 1  # what Firestore holds until the next flush
 
 
+def test_a_failed_write_fails_no_prediction_and_the_next_write_carries_its_counts(unique: str, monkeypatch) -> None:
+    import io
+    import json
+
+    from google.api_core.exceptions import ServiceUnavailable
+
+    from mllab.platform import log
+
+    uid = f"u-{unique}"
+    real_batch = clients.firestore().batch
+
+    def unavailable_batch():
+        batch = real_batch()
+
+        def commit(*args, **kwargs):
+            raise ServiceUnavailable("firestore is down")
+
+        batch.commit = commit
+        return batch
+
+    lines = io.StringIO()
+    monkeypatch.setattr(log, "stream", lines)
+    monkeypatch.setattr(clients.firestore(), "batch", unavailable_batch)
+    metering.record(uid, "dep-a", 3)  # due at once: the write fails, the call does not
+    (line,) = [json.loads(x) for x in lines.getvalue().splitlines()]
+    assert (line["severity"], line["message"]) == ("WARNING", metering.FLUSH_FAILED)
+    assert line["error_type"] == "ServiceUnavailable" and line["unwritten"] == 3
+    assert metering.used(uid) == 3  # still counted by this process's quota checks
+    assert metering.usage(uid)["predictions"] == 0  # nothing reached Firestore
+
+    monkeypatch.setattr(clients.firestore(), "batch", real_batch)  # Firestore is back
+    time.sleep(metering.FLUSH_S)
+    metering.record(uid, "dep-a", 2)
+    assert metering.usage(uid) == {"month": metering.month_of(), "predictions": 5, "by_deployment": {"dep-a": 5}}
+    assert len(lines.getvalue().splitlines()) == 1  # no further warning
+
+
 def test_a_burst_of_200_a_second_writes_no_document_more_than_once_a_second(unique: str, monkeypatch) -> None:
     uid = f"u-{unique}"
     writes: Counter[str] = Counter()

@@ -30,7 +30,7 @@ from packaging.utils import canonicalize_name
 from mllab.api import routes
 from mllab.files import objects, recorder
 from mllab.identity import oauth, sessions, tokens, users
-from mllab.platform import clients, clock
+from mllab.platform import clients, clock, config
 from mllab_dev import preflight
 from mllab_dev.stack import BUCKET, PROJECT, PURGE_TOPIC, RECONCILE_TOPIC, ROOT, TOPIC, Stack
 from tests import pins
@@ -525,3 +525,58 @@ def test_staged_venv_holds_only_its_requirements(
         assert (dist in seen["dists"]) == (use in fn.uses), f"{fn.name}: {dist}"
     for dist in ("google-cloud-pubsub", "google-cloud-secret-manager", "pytest", "mllab"):
         assert dist not in seen["dists"]
+
+
+# --- staged for a deployment on an S3-compatible store ------------------------------------------------
+
+S3_ENDPOINT_HOST = "0123abcd.r2.cloudflarestorage.com"
+PRESIGN = """
+from mllab.files import objects, store
+name = str(objects.model_file("a" * 32, "b" * 32, "c" * 32, 1, "weights"))
+print(store.signed_upload_url(name, "application/octet-stream", 10).url)
+"""
+
+
+def _s3_settings(folder: Path) -> dict[str, str]:
+    """The S3 store's settings, with its token mounted as a Cloud Run secret volume would be."""
+    mounted = folder / "secrets" / config.S3_CREDENTIALS
+    mounted.mkdir(parents=True)
+    (mounted / config.S3_CREDENTIALS).write_text(json.dumps({"access_key_id": "AK", "secret_access_key": "not-real"}))
+    return {
+        "MLLAB_ENV": "test",
+        "MLLAB_DEV_DIR": str(folder / "dev"),
+        "MLLAB_SECRETS_DIR": str(folder / "secrets"),
+        "MLLAB_STORAGE": "s3",
+        "MLLAB_S3_ENDPOINT": f"https://{S3_ENDPOINT_HOST}",
+        "MLLAB_BUCKET": "mllab-models",
+    }
+
+
+def test_a_store_function_staged_with_the_s3_extra_presigns_and_one_staged_without_it_cannot(tmp_path: Path) -> None:
+    """What `make deploy-plan STORAGE=s3` stages (infra/stage.py --extra=s3:...): the extra's pins make the
+    S3 path work from the staged requirements alone; a GCS deployment's staging has no botocore."""
+    python = python312()
+    wheels = wheel_cache(python)
+    answers = {}
+    for label, extra in (("s3", ["--extra=s3:signed_urls"]), ("gcs", [])):
+        out = tmp_path / label
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "infra" / "stage.py"), "--out", str(out), *extra, "signed_urls"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        install(python, wheels, out / "signed_urls", tmp_path / f"venv-{label}")
+        answers[label] = subprocess.run(
+            [str(tmp_path / f"venv-{label}" / "bin" / "python"), "-c", PRESIGN],
+            cwd=out / "signed_urls",
+            env={**base_env(tmp_path / f"venv-{label}"), **_s3_settings(tmp_path / f"run-{label}")},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    url = answers["s3"].stdout.strip()
+    assert answers["s3"].returncode == 0, answers["s3"].stderr[-3000:]
+    assert urlsplit(url).netloc == S3_ENDPOINT_HOST and "X-Amz-Signature=" in url and "not-real" not in url
+    assert answers["gcs"].returncode != 0 and "No module named 'botocore'" in answers["gcs"].stderr

@@ -16,13 +16,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import yaml
 from werkzeug.test import Client
 
-from mllab.api import routes
+from mllab.api import http, routes
 from mllab.files import storage
 from mllab.identity import schemas, tokens
 from mllab.platform import config
@@ -153,7 +154,7 @@ def _routes_of(name: str) -> tuple[routes.Route, ...]:
 
 def test_signing_keys_go_only_to_the_functions_that_sign_tokens() -> None:
     signers = {r.function for r in routes.ROUTES if r.response is schemas.AccessTokenResponse}
-    assert signers and set(access.readers(config.SIGNING_KEYS)) == signers
+    assert signers and set(access.readers(_env(), config.SIGNING_KEYS)) == signers
 
 
 def test_every_function_gets_the_keys_its_routes_check() -> None:
@@ -412,9 +413,11 @@ def test_the_load_balancer_cloud_armor_and_the_lab(all_steps: list[Step], built:
         and flag(s.argv, "cloud-function-name") not in {f.name for f in routes.http_functions()}
     ]
     rules = [s.argv for s in all_steps if _has(s.argv, ("security-policies", "rules", "create"))]
-    expressions = {flag(r, "expression") for r in rules}
-    assert expressions == {"request.path.startsWith('/auth/')", "request.path.startsWith('/promo/')"}
-    assert all(flag(r, "action") == "throttle" and flag(r, "enforce-on-key") == "IP" for r in rules)
+    throttles = [r for r in rules if flag(r, "action") == "throttle"]
+    assert {flag(r, "expression") for r in throttles} == {
+        f"request.path.startsWith('{prefix}')" for prefix in ("/auth/", "/promo/", "/predict/")
+    }
+    assert all(flag(r, "enforce-on-key") == "IP" and flag(r, "exceed-action") == "deny-429" for r in throttles)
     certs = {flag(s.argv, "domains") for s in all_steps if _has(s.argv, ("ssl-certificates", "create"))}
     assert certs == {f"api.{DOMAIN}", f"lab.{DOMAIN}"}
     url_map = all_steps[first(all_steps, "url-maps", "import", "mllab-lb")].argv
@@ -431,6 +434,85 @@ def test_the_load_balancer_cloud_armor_and_the_lab(all_steps: list[Step], built:
     assert {"--enable-cdn", "--compression-mode=AUTOMATIC"} <= set(bucket)
     sync = all_steps[first(all_steps, "storage", "rsync")].argv
     assert _path(sync[3]) == built[1].lab and sync[4] == f"gs://{PROJECT}-mllab-lab"
+
+
+def _armor_rules(all_steps: list[Step]) -> dict[int, tuple[str, ...]]:
+    """priority -> the rule's create command (the default rule, which exists already, by its update)."""
+    return {
+        int(s.argv[5]): s.argv
+        for s in all_steps
+        if _has(s.argv, ("security-policies", "rules")) and s.argv[4] in ("create", "update")
+    }
+
+
+def test_predict_is_throttled_per_address_with_429_and_the_policy_is_on_its_backend(all_steps: list[Step]) -> None:
+    rules = _armor_rules(all_steps)
+    (throttle,) = [r for r in rules.values() if flag(r, "expression") == "request.path.startsWith('/predict/')"]
+    assert flag(throttle, "action") == "throttle" and flag(throttle, "enforce-on-key") == "IP"
+    assert flag(throttle, "rate-limit-threshold-count") == "600"
+    assert flag(throttle, "rate-limit-threshold-interval-sec") == "60"
+    assert (flag(throttle, "conform-action"), flag(throttle, "exceed-action")) == ("allow", "deny-429")
+    attach = all_steps[first(all_steps, "backend-services", "update", "mllab-predict-backend")].argv
+    assert flag(attach, "security-policy") == flag(throttle, "security-policy") == "mllab-api-armor"
+    # the throttle's rule exists before the backend takes the policy
+    assert first(all_steps, "rules", "create", "1200") < first(all_steps, "backend-services", "update")
+
+
+def test_a_predict_body_over_the_limit_is_refused_before_any_throttle_lets_it_through(all_steps: list[Step]) -> None:
+    rules = _armor_rules(all_steps)
+    (guard,) = [r for r in rules.values() if "content-length" in (flag(r, "expression") or "")]
+    assert flag(guard, "action") == "deny-403"
+    expression = flag(guard, "expression") or ""
+    assert expression.startswith("request.path.startsWith('/predict/') && ")
+    pattern = re.search(r"\.matches\('([^']+)'\)", expression)
+    assert pattern is not None
+    over = re.compile(pattern.group(1))
+    limit = config.LIMITS.request_body_bytes
+    for length in (0, 1, 999, limit - 1, limit, 10**6, *range(limit - 2000, limit + 1, 7)):
+        assert not over.fullmatch(str(length)), length
+    for length in (limit + 1, limit + 9, 2 * limit, 9_999_999, 10**7, 10**12, *range(limit + 1, limit + 3000, 11)):
+        assert over.fullmatch(str(length)) and over.fullmatch(f"00{length}"), length
+    assert not over.fullmatch("1e9") and not over.fullmatch("-5") and not over.fullmatch("")
+    guard_priority = next(p for p, r in rules.items() if r is guard)
+    throttles = [p for p, r in rules.items() if flag(r, "action") == "throttle"]
+    assert guard_priority < min(throttles)  # Cloud Armor stops at the first match: a conforming throttle allows
+
+
+def test_the_policy_default_rule_is_allow(all_steps: list[Step]) -> None:
+    default = _armor_rules(all_steps)[2147483647]
+    assert default[4] == "update" and flag(default, "action") == "allow"
+    assert flag(default, "security-policy") == "mllab-api-armor"
+
+
+@pytest.mark.parametrize("n", [0, 7, 9, 10, 99, 100, 1048576, 999, 1000, 123456789, 8888, 1999])
+def test_the_digits_above_pattern_matches_exactly_the_larger_numbers(n: int) -> None:
+    from deployment import edge
+
+    over = re.compile(edge.digits_above(n))
+    for m in {*range(max(0, n - 300), n + 300), n * 10, n * 10 + 9, 10 ** len(str(n)), 10 ** len(str(n)) - 1}:
+        assert bool(over.fullmatch(str(m))) == (m > n), (n, m)
+
+
+def test_the_share_page_has_a_backend_bucket_that_other_sites_may_frame(all_steps: list[Step]) -> None:
+    def headers(name: str) -> dict[str, str]:
+        argv = all_steps[first(all_steps, "backend-buckets", "create", name)].argv
+        assert flag(argv, "gcs-bucket-name") == f"{PROJECT}-mllab-lab"  # the same files as the lab
+        pairs = [a.split("=", 1)[1].split(": ", 1) for a in argv if a.startswith("--custom-response-header=")]
+        return dict(pairs)
+
+    lab_headers, share = headers("mllab-lab-backend"), headers("mllab-share-backend")
+    assert _directives(lab_headers["Content-Security-Policy"])["frame-ancestors"] == "'none'"
+    assert lab_headers["X-Frame-Options"] == "DENY"
+    assert _directives(share["Content-Security-Policy"])["frame-ancestors"] == "*"
+    assert "X-Frame-Options" not in share
+    # apart from who may frame it, the share page is held to the lab's own policy
+    same = lambda csp: {k: v for k, v in _directives(csp).items() if k != "frame-ancestors"}  # noqa: E731
+    assert same(share["Content-Security-Policy"]) == same(lab_headers["Content-Security-Policy"])
+    assert {k: v for k, v in share.items() if k != "Content-Security-Policy"} == {
+        k: v for k, v in lab_headers.items() if k not in ("Content-Security-Policy", "X-Frame-Options")
+    }
+    update = all_steps[first(all_steps, "backend-buckets", "create", "mllab-share-backend")].update
+    assert update and "--custom-response-header=X-Frame-Options: DENY" not in update
 
 
 def _env() -> environment.Environment:
@@ -480,6 +562,56 @@ def test_alerting_uptime_and_budget(all_steps: list[Step], built: Any) -> None:
     # the Budget API's quota is billed to this project in every budget command, never gcloud's active one
     for argv in (budget.argv, budget.probe.argv if budget.probe else (), budget.update or ()):
         assert flag(argv, "billing-project") == PROJECT
+
+
+def _policies(all_steps: list[Step]) -> dict[str, dict]:
+    """displayName -> the alert policy document each create step reads."""
+    found = [s for s in all_steps if _has(s.argv, ("monitoring", "policies", "create"))]
+    documents = [json.loads(_path(flag(s.argv, "policy-from-file")).read_text()) for s in found]
+    return {d["displayName"]: d for d in documents}
+
+
+def _predict_condition(policy: dict) -> dict:
+    (condition,) = policy["conditions"]
+    threshold = condition["conditionThreshold"]
+    assert 'resource.type = "cloud_run_revision" AND resource.labels.service_name = "predict"' in threshold["filter"]
+    return threshold
+
+
+def test_predict_alerts_on_its_5xx_ratio(all_steps: list[Step]) -> None:
+    ratio = _predict_condition(_policies(all_steps)["ML Lab: predict 5xx rate"])
+    assert ratio["filter"].endswith(
+        'metric.type = "run.googleapis.com/request_count" AND metric.labels.response_code_class = "5xx"'
+    )
+    # over every predict answer: the same metric and service without the class
+    assert ratio["denominatorFilter"] == ratio["filter"].rsplit(" AND metric.labels", 1)[0]
+    assert (ratio["comparison"], ratio["thresholdValue"], ratio["duration"]) == ("COMPARISON_GT", 0.02, "300s")
+
+
+def test_predict_alerts_on_its_p95_latency_over_budget(all_steps: list[Step]) -> None:
+    latency = _predict_condition(_policies(all_steps)["ML Lab: predict p95 latency"])
+    assert 'metric.type = "run.googleapis.com/request_latencies"' in latency["filter"]
+    assert latency["aggregations"][0]["crossSeriesReducer"] == "REDUCE_PERCENTILE_95"
+    assert (latency["comparison"], latency["thresholdValue"]) == ("COMPARISON_GT", 2000)  # ms, the metric's unit
+
+
+def test_predict_alerts_on_a_surge_of_429(all_steps: list[Step]) -> None:
+    policy = _policies(all_steps)["ML Lab: predict 429 surge"]
+    surge = _predict_condition(policy)
+    assert surge["filter"].endswith('metric.labels.response_code = "429"')
+    assert surge["aggregations"][0]["perSeriesAligner"] == "ALIGN_DELTA"
+    assert surge["thresholdValue"] == 200 and surge["aggregations"][0]["alignmentPeriod"] == "600s"
+    assert "quota-exceeded" in policy["documentation"]["content"]
+
+
+def test_unwritten_prediction_counts_alert_on_the_metering_log_line(all_steps: list[Step]) -> None:
+    from mllab.serving import metering
+
+    policy = _policies(all_steps)["ML Lab: prediction counts not written"]
+    (condition,) = policy["conditions"]
+    query = condition["conditionMatchedLog"]["filter"]
+    assert 'resource.labels.service_name = "predict"' in query and "severity >= WARNING" in query
+    assert f'jsonPayload.message : "{metering.FLUSH_FAILED}"' in query  # the line metering writes, and its at-exit form
 
 
 def test_alert_policy_updates_set_their_channel_with_the_update_flag(tmp_path: Path) -> None:
@@ -980,6 +1112,55 @@ def test_the_url_map_is_generated_from_the_route_table() -> None:
     assert served == {fn.name for fn in routes.http_functions()}
 
 
+def _share_route(document: dict[str, Any], host: str, path: str) -> tuple[str, str] | None:
+    """(service, rewritten path) when a route rule of the host's path matcher takes `path`: a
+    `pathTemplateMatch` with single-segment variables ({name=*}: one non-empty segment) or a
+    `fullPathMatch`, rewritten as the rule says (a template rewrite without variables is the path)."""
+    matcher_name = next((r["pathMatcher"] for r in document["hostRules"] if host in r["hosts"]), None)
+    matcher = next((m for m in document["pathMatchers"] if m["name"] == matcher_name), {})
+    for rule in sorted(matcher.get("routeRules", []), key=lambda r: r["priority"]):
+        for match in rule["matchRules"]:
+            template = match.get("pathTemplateMatch")
+            pattern = re.escape(template or "").replace(re.escape("{id=*}"), "[^/]+") if template else None
+            if (pattern and re.fullmatch(pattern, path)) or match.get("fullPathMatch") == path:
+                rewrite = rule["routeAction"]["urlRewrite"]
+                return rule["service"], rewrite.get("pathTemplateRewrite") or rewrite["pathPrefixRewrite"]
+    return None
+
+
+def test_the_share_page_path_is_its_page_on_the_embeddable_backend() -> None:
+    env = _env()
+    document = urlmap.url_map(env)
+    page = (env.share_backend_url, "/m/index.html")
+    for path in ("/m/0123abcdEF", "/m/", "/m/index.html"):
+        assert _share_route(document, env.lab_host, path) == page, path
+    for path in ("/", "/index.html", "/m/a/b", "/lab.css", "/js/share.js", "/mx/0123"):
+        assert _share_route(document, env.lab_host, path) is None, path
+        assert _url_map_service(document, env.lab_host, path) == env.lab_backend_url
+    assert _share_route(document, env.api_host, "/m/0123abcdEF") is None  # the API host has no share page
+    # every path the URL map sends to the share page is one the local gateway serves it at, and back
+    assert all(
+        bool(http.SHARE_PAGE.fullmatch(p)) == (_share_route(document, env.lab_host, p) is not None)
+        for p in ("/m/0123abcdEF", "/m/", "/m/a/b", "/m", "/x/m/1")
+    )
+
+
+def test_the_gateway_serves_the_share_page_at_its_path_with_the_embeddable_csp(tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text("<!doctype html><title>lab</title>")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "index.html").write_text("<!doctype html><title>share</title>")
+    client = Client(_gateway_module().Gateway({"frontend": str(tmp_path), "functions": {}, "components": []}))
+    for path in ("/m/0123abcdEF", "/m/", "/m/?id=0123abcdEF", "/m/index.html"):
+        r = client.get(path)
+        assert r.status_code == 200 and b"<title>share</title>" in r.data, path
+        assert _directives(r.headers["Content-Security-Policy"])["frame-ancestors"] == "*", path
+        assert "X-Frame-Options" not in r.headers, path
+    for path in ("/", "/lab.css", "/m/a/b"):
+        r = client.get(path)
+        assert _directives(r.headers["Content-Security-Policy"])["frame-ancestors"] == "'none'", path
+        assert r.headers["X-Frame-Options"] == "DENY", path
+
+
 def test_the_lab_host_and_unknown_hosts_get_the_lab() -> None:
     env = _env()
     document = urlmap.url_map(env)
@@ -1075,7 +1256,7 @@ def test_a_script_is_refused_for_steps_that_need_python(all_steps: list[Step]) -
 def test_the_function_and_lab_scripts_pass_shellcheck(tmp_path: Path) -> None:
     shellcheck = Path(sys.executable).parent / "shellcheck"
     written = []
-    for group in [f"function:{fn.name}" for fn in environment.FUNCTIONS] + ["lab"]:
+    for group in [f"function:{fn.name}" for fn in environment.FUNCTIONS] + ["lab", "stage"]:
         script = tmp_path / f"{group.replace(':', '-')}.sh"
         assert (
             deploy_cli.main(
@@ -1106,14 +1287,25 @@ def test_cloudbuild_tests_stages_and_deploys_every_function_in_parallel() -> Non
     assert "packages.cloud.google.com/apt cloud-sdk main" in test_script and ".ci/run" in test_script
     assert "make test" in (REPO / ".ci" / "run").read_text()
     stage = " ".join(by_id["stage"]["args"])
-    assert by_id["stage"]["waitFor"] == ["test"] and "infra/stage.py" in stage
+    assert by_id["stage"]["waitFor"] == ["test"]
+    # staged as the plan stages, with the build's store (a CI redeploy must not move an S3 deployment to GCS)
+    assert "deploy --only=stage --output=build/ci/stage.sh" in stage and "bash build/ci/stage.sh" in stage
+    flat = " ".join(stage.split())
+    assert '--storage="$_STORAGE" --s3-endpoint="$_S3_ENDPOINT" --s3-bucket="$_S3_BUCKET"' in flat
+    assert {"_STORAGE", "_S3_ENDPOINT", "_S3_BUCKET", "_S3_REGION", "_S3_ADDRESSING"} <= set(build["substitutions"])
+    assert build["substitutions"]["_STORAGE"] == "gcs"
+    # one script per function of the deployment (never per functions/ folder: the S3 store's sweep is one)
+    assert 'for name in $$(.venv/bin/python infra/deploy.py functions "$${target[@]}")' in stage
+    sweep = by_id["deploy-sweep_uploads"]
+    assert sweep["waitFor"] == ["stage"] and "bash build/ci/function-sweep_uploads.sh" in " ".join(sweep["args"])
+    assert "if [ -f build/ci/function-sweep_uploads.sh ]" in " ".join(sweep["args"])  # only an S3 build has it
     assert 'build/ci/function-$$name.sh' in stage and "--only=lab --output=build/ci/lab.sh" in stage
     for fn in environment.FUNCTIONS:
         step = by_id[f"deploy-{fn.name}"]
         assert step["waitFor"] == ["stage"] and step["args"] == [f"build/ci/function-{fn.name}.sh"]
     assert by_id["deploy-lab"]["waitFor"] == ["stage"] and by_id["deploy-lab"]["args"] == ["build/ci/lab.sh"]
     deploys = {i for i in by_id if i.startswith("deploy-")}
-    assert deploys == {f"deploy-{fn.name}" for fn in environment.FUNCTIONS} | {"deploy-lab"}
+    assert deploys == {f"deploy-{fn.name}" for fn in routes.for_store("s3")} | {"deploy-lab"}
     assert {"_REGION", "_DOMAIN"} <= set(build["substitutions"]) and "$PROJECT_ID" in stage
 
 
@@ -1121,3 +1313,458 @@ def test_a_gcs_deployment_deploys_no_function_of_the_s3_store(text: str) -> None
     assert [fn.name for fn in routes.FUNCTIONS if fn.store == "s3"] == ["sweep_uploads"]
     assert "functions deploy on_object_finalized" in text
     assert "sweep_uploads" not in text and "sweep-uploads" not in text
+
+
+# --- an S3-compatible file store (STORAGE=s3) ------------------------------------------------------
+
+S3_ENDPOINT, S3_BUCKET = "https://0123abcd.r2.cloudflarestorage.com", "mllab-models"
+S3_ARGS = ["--storage=s3", f"--s3-endpoint={S3_ENDPOINT}", f"--s3-bucket={S3_BUCKET}"]
+# The functions whose paths read or write the users' files (the routes' handlers and the event functions).
+STORE_USERS = {
+    "catalog",
+    "signed_urls",
+    "on_object_finalized",
+    "purge_accounts",
+    "sweep_uploads",
+    "deployments",
+    "predict",
+}
+
+
+def _s3_env(out: Path, **more: Any) -> environment.Environment:
+    return environment.make(
+        PROJECT, REGION, DOMAIN, out=out, storage="s3", s3_endpoint=S3_ENDPOINT, s3_bucket=S3_BUCKET, **more
+    )
+
+
+@pytest.fixture(scope="module")
+def s3_env(tmp_path_factory: pytest.TempPathFactory) -> environment.Environment:
+    return _s3_env(tmp_path_factory.mktemp("deploy-s3"))
+
+
+@pytest.fixture(scope="module")
+def s3_built(s3_env: environment.Environment) -> tuple[list[Step], files.Files]:
+    return plan.build(s3_env)
+
+
+@pytest.fixture(scope="module")
+def s3_steps(s3_built: tuple[list[Step], files.Files]) -> list[Step]:
+    return s3_built[0]
+
+
+@pytest.fixture(scope="module")
+def s3_text(s3_env: environment.Environment, s3_steps: list[Step]) -> str:
+    return steps.render_plan(s3_steps, plan.header(s3_env))
+
+
+def _deployed(all_steps: Sequence[Step]) -> set[str]:
+    return {s.argv[3] for s in all_steps if _has(s.argv, ("functions", "deploy"))}
+
+
+def test_an_s3_deployment_deploys_the_s3_stores_functions_with_the_upload_sweep(
+    s3_steps: list[Step], all_steps: list[Step]
+) -> None:
+    assert _deployed(s3_steps) == {fn.name for fn in routes.for_store("s3")} == {*_deployed(all_steps), "sweep_uploads"}
+    sweep = deploy_step(s3_steps, "sweep_uploads")
+    assert flag(sweep, "trigger-topic") == config.Settings().sweep_topic == "upload-sweep"
+    assert flag(sweep, "ingress-settings") == "internal-only" and "--no-allow-unauthenticated" in sweep
+    assert first(s3_steps, "functions", "add-invoker-policy-binding", "sweep_uploads") >= 0
+
+
+def test_the_store_functions_are_those_whose_paths_use_the_file_store() -> None:
+    assert {fn.name for fn in routes.store_functions("s3")} == STORE_USERS
+    assert {fn.name for fn in routes.store_functions("gcs")} == STORE_USERS - {"sweep_uploads"}
+    # each of them can reach the S3 store's credentials (the over-mounting check below holds them to it)
+    assert all(config.S3_CREDENTIALS in _reachable_secrets(name) for name in STORE_USERS)
+
+
+@pytest.mark.parametrize("fn", routes.for_store("s3"), ids=lambda f: f.name)
+def test_the_s3_credentials_are_mounted_only_into_the_functions_that_use_the_store(
+    s3_steps: list[Step], fn: routes.Function
+) -> None:
+    mounted = set((flag(deploy_step(s3_steps, fn.name), "set-secrets") or "").split(",")) - {""}
+    credentials = f"/secrets/{config.S3_CREDENTIALS}/{config.S3_CREDENTIALS}={config.S3_CREDENTIALS}:latest"
+    others = {f"/secrets/{s}/{s}={s}:latest" for s in access.READS[fn.name]}
+    assert mounted == (others | {credentials} if fn.name in STORE_USERS else others)
+    assert set(access.reads(_s3_env(Path("unused")), fn.name)) <= _reachable_secrets(fn.name)
+    grants = [
+        s.argv
+        for s in s3_steps
+        if _has(s.argv, ("secrets", "add-iam-policy-binding", config.S3_CREDENTIALS))
+        and flag(s.argv, "member") == f"serviceAccount:fn-{fn.name.replace('_', '-')}@{PROJECT}.iam.gserviceaccount.com"
+    ]
+    assert len(grants) == (fn.name in STORE_USERS)
+    assert all(flag(g, "role") == "roles/secretmanager.secretAccessor" for g in grants)
+
+
+def test_the_s3_credentials_are_stored_from_stdin_and_never_in_a_command(
+    s3_steps: list[Step], s3_text: str, built: tuple[list[Step], files.Files]
+) -> None:
+    create = s3_steps[first(s3_steps, "secrets", "create", config.S3_CREDENTIALS)]
+    assert create.probe and create.probe.argv[1:4] == ("secrets", "describe", config.S3_CREDENTIALS)
+    add = s3_steps[first(s3_steps, "secrets", "versions", "add", config.S3_CREDENTIALS)]
+    assert "--data-file=-" in add.argv and add.stdin and add.probe
+    assert f"| gcloud secrets versions add {config.S3_CREDENTIALS} --data-file=-" in s3_text
+    assert config.S3_CREDENTIALS not in built[1].env_vars.read_text()
+    assert not [s for s in built[0] if config.S3_CREDENTIALS in " ".join(s.argv)]
+
+
+def test_an_s3_deployment_has_no_gcs_data_bucket_notification_or_bucket_iam(s3_steps: list[Step]) -> None:
+    gcs_data = f"gs://{PROJECT}-mllab-data"
+    assert not [a for a in commands(s3_steps) if gcs_data in a or _has(a, ("notifications",))]
+    assert not [s for s in s3_steps if _has(s.argv, ("storage", "service-agent")) or "${GCS_AGENT}" in " ".join(s.argv)]
+    bucket_grants = [s.argv for s in s3_steps if _has(s.argv, ("storage", "buckets", "add-iam-policy-binding"))]
+    assert [(g[4], flag(g, "member")) for g in bucket_grants] == [(f"gs://{PROJECT}-mllab-lab", "allUsers")]
+    # presigned with the store's secret key: nobody signs through IAM signBlob
+    assert not [s for s in s3_steps if "roles/iam.serviceAccountTokenCreator" in s.argv and "fn-" in " ".join(s.argv)]
+    assert first(s3_steps, "storage", "buckets", "create", f"gs://{PROJECT}-mllab-lab") >= 0  # the lab's site stays
+
+
+def test_on_s3_the_functions_that_write_the_store_publish_its_object_events(s3_steps: list[Step]) -> None:
+    publishers = {
+        flag(s.argv, "member")
+        for s in s3_steps
+        if _has(s.argv, ("pubsub", "topics", "add-iam-policy-binding", "gcs-events"))
+    }
+    writers = STORE_USERS - {"deployments", "predict"}  # completion, sweep, and every delete publish
+    assert publishers == {f"serviceAccount:fn-{n.replace('_', '-')}@{PROJECT}.iam.gserviceaccount.com" for n in writers}
+    assert all(
+        flag(s.argv, "role") == "roles/pubsub.publisher"
+        for s in s3_steps
+        if _has(s.argv, ("topics", "add-iam-policy-binding"))
+    )
+    dead_letter = [
+        s.argv for s in s3_steps if _has(s.argv, ("topics", "add-iam-policy-binding", "gcs-events-dead-letter"))
+    ]
+    assert len(dead_letter) == 1 and "gcp-sa-pubsub" in (flag(dead_letter[0], "member") or "")
+
+
+def test_the_sweep_is_scheduled_as_often_as_the_docs_say(s3_steps: list[Step], all_steps: list[Step]) -> None:
+    from mllab.files import completion
+
+    at = first(s3_steps, "scheduler", "jobs", "create", "pubsub", "mllab-upload-sweep")
+    job = s3_steps[at]
+    assert flag(job.argv, "topic") == f"projects/{PROJECT}/topics/upload-sweep"
+    minutes = int(completion.SWEEP_EVERY.total_seconds() // 60)
+    assert flag(job.argv, "schedule") == f"*/{minutes} * * * *" == "*/10 * * * *"
+    assert job.update and flag(job.update, "schedule") == flag(job.argv, "schedule")
+    assert first(s3_steps, "pubsub", "topics", "create", "upload-sweep") < at
+    assert "`*/10 * * * *`" in (REPO / "docs" / "operations.md").read_text()
+    for topic in ("account-purge", "billing-reconcile"):  # the daily jobs are still there
+        assert first(s3_steps, "scheduler", "jobs", "create", "pubsub", f"mllab-{topic}") >= 0
+    assert "upload-sweep" not in " ".join(a for argv in commands(all_steps) for a in argv)
+
+
+def test_the_lab_csp_allows_the_s3_endpoint_instead_of_gcs(
+    s3_env: environment.Environment, s3_steps: list[Step]
+) -> None:
+    connect = _directives(lab.csp(s3_env))["connect-src"].split()
+    assert connect == ["'self'", f"https://api.{DOMAIN}", S3_ENDPOINT]
+    bucket = s3_steps[first(s3_steps, "backend-buckets", "create")].argv
+    assert f"--custom-response-header=Content-Security-Policy: {lab.csp(s3_env)}" in bucket
+    assert "storage.googleapis.com" not in lab.csp(s3_env)
+
+
+@pytest.mark.parametrize("addressing", ["path", "virtual"])
+def test_the_csp_origin_is_where_the_functions_presigned_urls_point(tmp_path: Path, addressing: str) -> None:
+    from mllab.files import s3
+
+    env = _s3_env(tmp_path, s3_addressing=addressing)
+    credentials = json.dumps({"access_key_id": "AKTEST", "secret_access_key": "not-a-secret"})
+    client = s3.store_client(env.s3_endpoint, env.s3_region, env.s3_addressing, credentials)
+    url = client.generate_presigned_url("get_object", Params={"Bucket": S3_BUCKET, "Key": "users/x"}, ExpiresIn=60)
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
+    assert origin == env.storage_origin and origin in _directives(lab.csp(env))["connect-src"].split()
+    expected = "https://mllab-models.0123abcd.r2.cloudflarestorage.com" if addressing == "virtual" else S3_ENDPOINT
+    assert origin == expected
+
+
+def test_the_s3_functions_settings_are_a_valid_production_configuration(tmp_path: Path) -> None:
+    env = environment.make(
+        "real-proj-1", REGION, DOMAIN, out=tmp_path, oauth_client_id="1234-abc.apps",
+        storage="s3", s3_endpoint=S3_ENDPOINT + "/", s3_bucket=S3_BUCKET, s3_region="weur", s3_addressing="virtual",
+    )  # fmt: skip
+    values = yaml.safe_load(files.write(env).env_vars.read_text())
+    settings = config.load({**{k: str(v) for k, v in values.items()}, "K_SERVICE": "signed_urls"})
+    assert settings.is_production and settings.storage == "s3" and settings.bucket == S3_BUCKET
+    assert (settings.s3_endpoint, settings.s3_region, settings.s3_addressing) == (S3_ENDPOINT, "weur", "virtual")
+    gcs = yaml.safe_load(
+        files.write(environment.make(PROJECT, REGION, DOMAIN, out=tmp_path / "gcs")).env_vars.read_text()
+    )
+    assert not [k for k in gcs if k.startswith(("MLLAB_STORAGE", "MLLAB_S3_"))]  # GCS is the default
+
+
+def test_the_bucket_cors_is_set_through_the_s3_api_with_gcs_rules(
+    s3_env: environment.Environment, s3_built: tuple[list[Step], files.Files]
+) -> None:
+    from mllab.files import s3
+
+    all_steps, written = s3_built
+    step = all_steps[first(all_steps, ".venv/bin/python", "infra/s3_cors.py")]
+    assert (flag(step.argv, "endpoint"), flag(step.argv, "bucket")) == (S3_ENDPOINT, S3_BUCKET)
+    assert (flag(step.argv, "region"), flag(step.argv, "addressing")) == ("auto", "path")
+    rules = json.loads(_path(flag(step.argv, "rules")).read_text())
+    assert _path(flag(step.argv, "rules")) == written.cors and rules == s3.bucket_cors(f"https://lab.{DOMAIN}")
+    gcs = json.loads(storage.cors_file(f"https://lab.{DOMAIN}"))[0]  # infra/storage-cors.json for this domain
+    [rule] = rules["CORSRules"]
+    assert (rule["AllowedOrigins"], rule["AllowedMethods"], rule["MaxAgeSeconds"]) == (
+        gcs["origin"], gcs["method"], gcs["maxAgeSeconds"]
+    )  # fmt: skip
+    # the token arrives on stdin, read from Secret Manager after the secrets' gate, before any function
+    assert step.stdin and step.stdin.placeholder.startswith("<s3-credentials")
+    gate = next(n for n, s in enumerate(all_steps) if s.gate)
+    assert gate < all_steps.index(step) < first(all_steps, "functions", "deploy")
+    assert "creates" in step.note and "lifecycle" in step.note
+
+
+def test_the_cors_step_sets_the_rules_on_an_s3_server(s3_built: tuple[list[Step], files.Files], tmp_path: Path) -> None:
+    """The step's own command, against moto's S3 server: it sets the rules and reads them back."""
+    from moto.server import ThreadedMotoServer
+
+    from mllab.files import s3
+
+    all_steps, written = s3_built
+    step = all_steps[first(all_steps, ".venv/bin/python", "infra/s3_cors.py")]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        credentials = json.dumps({"access_key_id": "AKTEST", "secret_access_key": "moto-secret-0123456789"})
+        client = s3.store_client(endpoint, "us-east-1", "path", credentials)
+        client.create_bucket(Bucket=S3_BUCKET)
+        argv = [sys.executable if a == ".venv/bin/python" else a for a in step.argv]
+        argv = [f"--endpoint={endpoint}" if a.startswith("--endpoint=") else a for a in argv]
+        argv = ["--region=us-east-1" if a.startswith("--region=") else a for a in argv]
+        done = subprocess.run(argv, cwd=REPO, input=credentials, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert f"CORS of bucket {S3_BUCKET} set: https://lab.{DOMAIN}" in done.stdout
+        assert "moto-secret" not in done.stdout + done.stderr
+        stored = client.get_bucket_cors(Bucket=S3_BUCKET)["CORSRules"]
+        assert [r["AllowedOrigins"] for r in stored] == [[f"https://lab.{DOMAIN}"]]
+        assert sorted(stored[0]["AllowedHeaders"]) == ["content-type", "if-none-match"]
+        missing = [a.replace(f"--bucket={S3_BUCKET}", "--bucket=no-such-bucket") for a in argv]
+        refused = subprocess.run(missing, cwd=REPO, input=credentials, capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 1 and "no-such-bucket: NoSuchBucket" in refused.stderr
+        garbled = subprocess.run(argv, cwd=REPO, input="not json", capture_output=True, text=True, timeout=120)
+        assert garbled.returncode == 2 and "access_key_id" in garbled.stderr
+    finally:
+        server.stop()
+
+
+def test_the_s3_extra_is_staged_only_into_the_store_functions(
+    s3_steps: list[Step], all_steps: list[Step], tmp_path: Path
+) -> None:
+    import tomllib
+
+    stage_argv = s3_steps[first(s3_steps, "python3", "infra/stage.py")].argv
+    assert stage_argv[-1] == f"--extra=s3:{','.join(fn.name for fn in routes.store_functions('s3'))}"
+    assert not [a for a in all_steps[0].argv if a.startswith("--extra")]  # a GCS deployment: none
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["s3"]
+    assert any(pin.startswith("botocore==") for pin in extra)
+    done = subprocess.run(
+        [sys.executable, *stage_argv[1:3], str(tmp_path), *stage_argv[4:], "signed_urls", "account", "sweep_uploads"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    for name in ("signed_urls", "account", "sweep_uploads"):
+        lines = [ln for ln in (tmp_path / name / "requirements.txt").read_text().splitlines() if not ln.startswith("#")]
+        own = (REPO / "functions" / name / "requirements.txt").read_text().splitlines()
+        added = [pin for pin in extra if pin not in own] if name in STORE_USERS else []
+        assert lines == [*own, *added, "-c constraints.txt"], name
+        assert any(ln.startswith("botocore==") for ln in lines) == (name in STORE_USERS)
+
+
+def test_an_s3_plan_names_its_store_in_the_header_and_writes_no_gcs_cors_file(
+    s3_env: environment.Environment, s3_text: str
+) -> None:
+    assert f"# File store: S3-compatible bucket {S3_BUCKET} at {S3_ENDPOINT}" in s3_text
+    assert (s3_env.files / "s3-cors.json").is_file() and not (s3_env.files / "storage-cors.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--storage=s3"], "STORAGE=s3 needs S3_ENDPOINT and S3_BUCKET: STORAGE=s3 S3_ENDPOINT=https://"),
+        (["--storage=s3", f"--s3-bucket={S3_BUCKET}"], "STORAGE=s3 needs S3_ENDPOINT:"),
+        (["--storage=s3", f"--s3-endpoint={S3_ENDPOINT}"], "STORAGE=s3 needs S3_BUCKET:"),
+        ([*S3_ARGS[:2], "--s3-bucket=My_Bucket"], "S3_BUCKET 'My_Bucket' is not a bucket name"),
+        (["--storage=s3", "--s3-endpoint=http://r2.example.com", f"--s3-bucket={S3_BUCKET}"], "is not https://host"),
+        (["--storage=s3", f"--s3-endpoint={S3_ENDPOINT}/bucket", f"--s3-bucket={S3_BUCKET}"], "is not https://host"),
+        ([*S3_ARGS, "--s3-addressing=dns"], "S3_ADDRESSING must be one of path, virtual, got 'dns'"),
+        ([*S3_ARGS, "--s3-region=EU West"], "S3_REGION 'EU West' is not a region name"),
+        (["--storage=azure"], "STORAGE must be one of gcs, s3, got 'azure'"),
+        ([f"--s3-endpoint={S3_ENDPOINT}"], "S3_ENDPOINT only apply with STORAGE=s3"),
+    ],
+)
+def test_bad_storage_arguments_fail_with_a_clear_message(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, extra: list[str], message: str
+) -> None:
+    assert deploy_cli.main(["plan", *ARGS, *extra, f"--out={tmp_path}"]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and not captured.out
+    assert not list(tmp_path.iterdir()), "nothing is written for a refused plan"
+
+
+def test_make_deploy_plan_takes_the_s3_store(tmp_path: Path) -> None:
+    make = ["make", "--no-print-directory", "-o", ".venv/.installed", "deploy-plan"]
+    base = [f"PROJECT={PROJECT}", f"REGION={REGION}", f"DOMAIN={DOMAIN}", f"DEPLOY_OUT={tmp_path}"]
+    s3 = [f"S3_ENDPOINT={S3_ENDPOINT}", f"S3_BUCKET={S3_BUCKET}", "S3_ADDRESSING=virtual"]
+    done = subprocess.run([*make, *base, "STORAGE=s3", *s3], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "gcloud functions deploy sweep_uploads --gen2" in done.stdout
+    assert f"--bucket={S3_BUCKET} --region=auto --addressing=virtual" in done.stdout
+    refused = subprocess.run([*make, *base, "STORAGE=s3"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "STORAGE=s3 needs S3_ENDPOINT and S3_BUCKET" in refused.stderr
+
+
+def test_an_s3_apply_takes_the_token_from_the_environment_and_passes_it_only_on_stdin(
+    tmp_path: Path, operator_secrets: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("S3_ACCESS_KEY_ID", "r2-key-id-0123456789")
+    monkeypatch.setenv("S3_SECRET_ACCESS_KEY", "r2-secret-access-key-0123456789")
+    env = _s3_apply_env(tmp_path)
+    plan_steps = plan.build(env)[0]
+    stored = json.dumps(
+        {"access_key_id": "r2-key-id-0123456789", "secret_access_key": "r2-secret-access-key-0123456789"}
+    )
+    cloud = FakeCloud(plan_steps, tokens.new_key_set())
+    ran: list[Call] = []
+
+    def runner(argv: Sequence[str], *, stdin: bytes | None = None, capture: bool = False) -> Completed:
+        if tuple(argv[1:4]) == ("secrets", "versions", "access") and f"--secret={config.S3_CREDENTIALS}" in argv:
+            ran.append(Call(tuple(argv), stdin))
+            return Completed(0, stored)
+        return cloud(argv, stdin=stdin, capture=capture)
+
+    lines: list[str] = []
+    steps.apply(plan_steps, steps.Context(env=env, runner=runner), log=lines.append)
+    added = {c.argv[4]: c.stdin for c in cloud.calls if _has(c.argv, ("secrets", "versions", "add"))}
+    assert json.loads(added[config.S3_CREDENTIALS] or b"") == json.loads(stored)
+    cors = [c for c in cloud.calls if c.argv[:2] == (".venv/bin/python", "infra/s3_cors.py")]
+    assert len(cors) == 1 and cors[0].stdin == stored.encode() and ran
+    shown = "\n".join(lines) + "\n".join(" ".join(c.argv) for c in cloud.calls)
+    assert "r2-secret-access-key" not in shown and "r2-key-id" not in shown
+
+
+def _s3_apply_env(tmp_path: Path) -> environment.Environment:
+    return environment.make(
+        "real-proj-1", REGION, DOMAIN, out=tmp_path / "out", oauth_client_id="1234-abc.apps",
+        secrets_from=tmp_path / "held", storage="s3", s3_endpoint=S3_ENDPOINT, s3_bucket=S3_BUCKET,
+    )  # fmt: skip
+
+
+def test_a_malformed_s3_token_stops_apply_without_showing_it(tmp_path: Path, operator_secrets: dict[str, str]) -> None:
+    (tmp_path / "held" / config.S3_CREDENTIALS).write_text('{"access_key_id": "only-the-id-0123456789"}')
+    env = _s3_apply_env(tmp_path)
+    plan_steps = plan.build(env)[0]
+    cloud = FakeCloud(plan_steps, tokens.new_key_set())
+    with pytest.raises(steps.DeployError, match="non-empty access_key_id and secret_access_key") as refused:
+        steps.apply(plan_steps, steps.Context(env=env, runner=cloud), log=lambda line: None)
+    assert "only-the-id" not in str(refused.value)
+    assert not [c for c in cloud.calls if _has(c.argv, ("versions", "add", config.S3_CREDENTIALS))]
+
+
+def test_an_s3_apply_without_a_token_lists_it_at_the_secrets_check(tmp_path: Path) -> None:
+    env = environment.make(
+        "real-proj-1", REGION, DOMAIN, out=tmp_path / "out", oauth_client_id="1234-abc.apps",
+        storage="s3", s3_endpoint=S3_ENDPOINT, s3_bucket=S3_BUCKET,
+    )  # fmt: skip
+    plan_steps = plan.build(env)[0]
+    cloud = FakeCloud(plan_steps, tokens.new_key_set())
+    with pytest.raises(steps.DeployError) as refused:
+        steps.apply(plan_steps, steps.Context(env=env, runner=cloud), log=lambda line: None)
+    assert f"{config.S3_CREDENTIALS}: " in str(refused.value) and "S3_ACCESS_KEY_ID" in str(refused.value)
+    assert not [c for c in cloud.calls if _has(c.argv, ("functions", "deploy")) or "infra/s3_cors.py" in c.argv]
+
+
+def test_a_second_s3_apply_creates_nothing(tmp_path: Path, operator_secrets: dict[str, str]) -> None:
+    (tmp_path / "held" / config.S3_CREDENTIALS).write_text(
+        json.dumps({"access_key_id": "k-0123456789", "secret_access_key": "s-0123456789abcdef"})
+    )
+    env = _s3_apply_env(tmp_path)
+    plan_steps = plan.build(env)[0]
+    cloud = FakeCloud(plan_steps, tokens.new_key_set())
+    steps.apply(plan_steps, steps.Context(env=env, runner=cloud), log=lambda line: None)
+    first_round = len(cloud.calls)
+    cloud.round = 2
+    steps.apply(plan_steps, steps.Context(env=env, runner=cloud), log=lambda line: None)
+    second = [c.argv for c in cloud.calls[first_round:]]
+    assert not [a for a in second if "create" in a or _has(a, ("versions", "add"))]
+    assert len([a for a in second if _has(a, ("functions", "deploy"))]) == len(routes.for_store("s3"))
+    assert [a for a in second if "infra/s3_cors.py" in a]  # CORS is set again: a put is idempotent
+
+
+def test_the_functions_command_lists_the_deployments_functions(capsys: pytest.CaptureFixture[str]) -> None:
+    assert deploy_cli.main(["functions", *ARGS]) == 0
+    assert capsys.readouterr().out.split() == [fn.name for fn in routes.for_store("gcs")]
+    assert deploy_cli.main(["functions", *ARGS, *S3_ARGS]) == 0
+    assert capsys.readouterr().out.split() == [fn.name for fn in routes.for_store("s3")]
+    assert deploy_cli.main(["functions", *ARGS, "--storage=s3"]) == 2
+    assert "S3_ENDPOINT" in capsys.readouterr().err
+
+
+class _Store:
+    """An S3 store's CORS calls: keeps what is put, reports `reported(put)` back."""
+
+    def __init__(self, reported: Any) -> None:
+        self.reported = reported
+        self.put: Any = None
+
+    def put_bucket_cors(self, Bucket: str, CORSConfiguration: dict[str, Any]) -> None:
+        self.put = CORSConfiguration
+
+    def get_bucket_cors(self, Bucket: str) -> dict[str, Any]:
+        return {"CORSRules": self.reported(self.put["CORSRules"])}
+
+
+@pytest.mark.parametrize(
+    ("reported", "code"),
+    [
+        (lambda rules: [{**r, "ID": "r2-rule-1", "AllowedMethods": r["AllowedMethods"][::-1]} for r in rules], 0),
+        (lambda rules: [{**r, "AllowedOrigins": ["*"]} for r in rules], 1),
+        (lambda rules: [], 1),
+    ],
+    ids=["same rules, the store's own id and order", "another origin", "no rules"],
+)
+def test_the_cors_step_fails_when_the_store_reports_other_rules(
+    s3_built: tuple[list[Step], files.Files],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    reported: Any,
+    code: int,
+) -> None:
+    import io
+
+    from mllab.files import s3
+
+    s3_cors = _infra_script("s3_cors")
+    store = _Store(reported)
+    monkeypatch.setattr(s3, "store_client", lambda *args: store)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("{}"))
+    argv = [a for a in s3_built[0][first(s3_built[0], ".venv/bin/python", "infra/s3_cors.py")].argv[2:]]
+    assert s3_cors.main(argv) == code
+    assert store.put == json.loads(s3_built[1].cors.read_text())
+    assert ("reports other CORS rules" in capsys.readouterr().err) == bool(code)
+
+
+def _infra_script(name: str) -> Any:
+    import importlib
+
+    return importlib.import_module(name)  # infra/ is on sys.path (above)
+
+
+def test_the_stage_script_stages_the_s3_extra_where_the_store_is_used(tmp_path: Path) -> None:
+    """Cloud Build's stage step, as it runs for an S3 build: the plan's stage group as a script."""
+    script = tmp_path / "stage.sh"
+    common = ["script", "--project=real-proj-1", *ARGS[1:], "--oauth-client-id=1234-abc.apps", f"--out={tmp_path}/out"]
+    assert deploy_cli.main([*common, *S3_ARGS, "--only=stage", f"--output={script}"]) == 0
+    (tmp_path / "infra").symlink_to(REPO / "infra")
+    done = subprocess.run(["bash", str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    staged = {p.parent.name: p.read_text() for p in (tmp_path / "build").glob("*/requirements.txt")}
+    assert set(staged) == {fn.name for fn in routes.FUNCTIONS}
+    assert {name for name, text in staged.items() if "\nbotocore==" in f"\n{text}"} == STORE_USERS

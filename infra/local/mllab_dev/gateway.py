@@ -48,8 +48,11 @@ STORAGE_ORIGIN = (
     if os.environ.get("MLLAB_STORAGE") == "s3"
     else os.environ.get("STORAGE_EMULATOR_HOST", "https://storage.googleapis.com")
 ).rstrip("/")
-LAB_CSP = http.lab_csp(STORAGE_ORIGIN)
-LAB_SECURITY_HEADERS = {**http.API_SECURITY_HEADERS, "Content-Security-Policy": LAB_CSP}
+LAB_SECURITY_HEADERS = http.lab_security_headers(STORAGE_ORIGIN)
+LAB_CSP = LAB_SECURITY_HEADERS["Content-Security-Policy"]
+# The share page (/m/<deployment id>), which other sites may frame: as the URL map serves it (urlmap.py).
+SHARE_SECURITY_HEADERS = http.lab_security_headers(STORAGE_ORIGIN, embeddable=True)
+SHARE_PAGE_FILE = "m/index.html"
 
 
 PATH_SAFE = "/:@!$&'()*+,;=~"  # RFC 3986 pchar delimiters kept as they are; everything else %-encoded
@@ -128,6 +131,8 @@ class Gateway:
         # Every file of the lab carries the lab's CSP, as the deployed bucket sends it: a worker script
         # (js/train-worker.js) is governed by its own response's CSP, not by the page's.
         security = LAB_SECURITY_HEADERS if lab_file or resp.mimetype == "text/html" else None
+        if lab_file and resp.status_code == 200 and http.SHARE_PAGE.fullmatch(raw.path):
+            security = SHARE_SECURITY_HEADERS
         http.apply_common_headers(resp, request_id, origin, security)
         return resp
 
@@ -194,7 +199,8 @@ class Gateway:
     def static(self, raw: Request) -> Response:
         if raw.method not in ("GET", "HEAD"):
             raise http.Problem(404, "There is no API endpoint at this path.")
-        rel = raw.path.lstrip("/") or "index.html"
+        # /m/<deployment id> is the share page, whatever the id (js/share.js reads it from the path).
+        rel = SHARE_PAGE_FILE if http.SHARE_PAGE.fullmatch(raw.path) else raw.path.lstrip("/") or "index.html"
         if any(ord(ch) < 32 for ch in rel):
             raise http.Problem(404, "There is nothing at this path.")
         target = (self.frontend / rel).resolve()

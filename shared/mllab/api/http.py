@@ -42,16 +42,32 @@ API_SECURITY_HEADERS = {
 }
 
 
-def lab_csp(connect: str) -> str:
+# A shared model's page (/m/<deployment id>, frontend/m/index.html) is made to be embedded in other
+# sites with an iframe; every other page of the lab may not be framed (clickjacking).
+SHARE_PAGE = re.compile(r"/m/[^/]*")
+EMBEDDABLE_BY = "*"
+
+
+def lab_csp(connect: str, frame_ancestors: str = "'none'") -> str:
     """The lab page's CSP (the local gateway and the deployed bucket both send it); `connect`: the
-    origins besides its own it talks to (the API when on another host, the bucket for signed URLs).
+    origins besides its own it talks to (the API when on another host, the bucket for signed URLs);
+    `frame_ancestors`: who may frame the page (nobody, but the share page: EMBEDDABLE_BY).
     Never 'unsafe-eval': the lab loads TF.js's es2017 build. 'wasm-unsafe-eval' lets TF.js's WASM backend
     compile its WebAssembly (it allows no JavaScript eval)."""
     return (
         "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data: blob:; "
         f"connect-src 'self' {connect}; worker-src 'self' blob:; font-src 'self'; object-src 'none'; "
-        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+        f"frame-ancestors {frame_ancestors}; base-uri 'none'; form-action 'self'"
     )
+
+
+def lab_security_headers(connect: str, *, embeddable: bool = False) -> dict[str, str]:
+    """The security headers of the lab's files: the API's with the lab's CSP. An `embeddable` page (the
+    share page) may be framed by any site, so it has no X-Frame-Options (DENY would forbid it)."""
+    if not embeddable:
+        return {**API_SECURITY_HEADERS, "Content-Security-Policy": lab_csp(connect)}
+    kept = {k: v for k, v in API_SECURITY_HEADERS.items() if k != "X-Frame-Options"}
+    return {**kept, "Content-Security-Policy": lab_csp(connect, EMBEDDABLE_BY)}
 
 
 @dataclass
@@ -127,6 +143,11 @@ class Request:
 
 
 Handler = Callable[[Request], Any]
+
+
+def _no_bearer(detail: str) -> Problem:
+    """401 for a request without the Bearer credential its route needs (RFC 6750's challenge)."""
+    return Problem(401, detail, headers={"WWW-Authenticate": 'Bearer realm="mllab"'})
 
 
 def bearer_of(raw: RawRequest) -> str:
@@ -369,10 +390,8 @@ class Router:
         if route.auth is Auth.API_KEY:
             key = bearer_of(raw)
             if not key:
-                raise Problem(
-                    401,
-                    "This endpoint needs an API key: send Authorization: Bearer mlk_... (the lab's API keys panel).",
-                    headers={"WWW-Authenticate": 'Bearer realm="mllab"'},
+                raise _no_bearer(
+                    "This endpoint needs an API key: send Authorization: Bearer mlk_... (the lab's API keys panel)."
                 )
             from mllab.serving import apikeys  # only the API-key routes' functions load it
 
@@ -383,11 +402,7 @@ class Router:
             return None  # cookie and webhook routes authenticate in their own modules
         token = bearer_of(raw)
         if not token:
-            raise Problem(
-                401,
-                "Sign in: this endpoint needs an access token (Authorization: Bearer ...).",
-                headers={"WWW-Authenticate": 'Bearer realm="mllab"'},
-            )
+            raise _no_bearer("Sign in: this endpoint needs an access token (Authorization: Bearer ...).")
         from mllab.identity import tokens  # only access-token routes load pyjwt and cryptography
 
         try:

@@ -516,6 +516,13 @@ def for_store(storage: str) -> list[Function]:
     return [fn for fn in FUNCTIONS if fn.store in (None, storage)]
 
 
+def store_functions(storage: str) -> list[Function]:
+    """The functions of a deployment on this file store whose paths use the store (mllab.files.store): those
+    that use "storage" (the GCS client, on GCS) and the store's own functions (the S3 upload sweep). On an
+    S3-compatible store these, and only these, get its credentials and its client library."""
+    return [fn for fn in for_store(storage) if "storage" in fn.uses or fn.store == storage]
+
+
 def http_functions() -> list[Function]:
     return [fn for fn in FUNCTIONS if fn.trigger is Trigger.HTTP]
 

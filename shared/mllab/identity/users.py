@@ -119,16 +119,21 @@ def _new_user(email: str, name: str, providers: list[str], verified: bool, role:
     }
 
 
+def _create_google_identity(batch: Any, uid: str, iss: str, sub: str, email: str, now: Any) -> None:
+    """The identity document of a Google account, created in `batch` (so a second sign-up with it fails)."""
+    batch.create(
+        _db().collection(IDENTITIES).document(google_identity_id(iss, sub)),
+        {"uid": uid, "kind": "google", "iss": iss, "sub": sub, "email": email, "created_at": now, "updated_at": now},
+    )
+
+
 def create_google_user(iss: str, sub: str, email: str, name: str) -> str:
     """A new user whose only identity is a Google account (its email verified by Google)."""
     uid = uuid.uuid4().hex
     now = clock.now()
     db = _db()
     batch = db.batch()
-    batch.create(
-        db.collection(IDENTITIES).document(google_identity_id(iss, sub)),
-        {"uid": uid, "kind": "google", "iss": iss, "sub": sub, "email": email, "created_at": now, "updated_at": now},
-    )
+    _create_google_identity(batch, uid, iss, sub, email, now)
     batch.create(db.collection(USERS).document(uid), _new_user(email, name, ["google"], True, "user", now))
     batch.commit()
     return uid
@@ -140,10 +145,7 @@ def link_google(uid: str, iss: str, sub: str, email: str) -> None:
     now = clock.now()
     db = _db()
     batch = db.batch()
-    batch.create(
-        db.collection(IDENTITIES).document(google_identity_id(iss, sub)),
-        {"uid": uid, "kind": "google", "iss": iss, "sub": sub, "email": email, "created_at": now, "updated_at": now},
-    )
+    _create_google_identity(batch, uid, iss, sub, email, now)
     batch.update(db.collection(USERS).document(uid), {"providers": firestore.ArrayUnion(["google"]), "updated_at": now})
     batch.commit()
 
@@ -156,10 +158,7 @@ def claim_for_google(uid: str, iss: str, sub: str, email: str) -> None:
     db = _db()
     batch = db.batch()
     batch.delete(db.collection(IDENTITIES).document(password_identity_id(email)))
-    batch.create(
-        db.collection(IDENTITIES).document(google_identity_id(iss, sub)),
-        {"uid": uid, "kind": "google", "iss": iss, "sub": sub, "email": email, "created_at": now, "updated_at": now},
-    )
+    _create_google_identity(batch, uid, iss, sub, email, now)
     batch.update(
         db.collection(USERS).document(uid),
         {

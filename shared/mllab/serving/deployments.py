@@ -132,6 +132,12 @@ def list_deployments(uid: str) -> list[dict[str, Any]]:
     return [out(d, i) for i, d in docs]
 
 
+def export_deployments(uid: str) -> list[dict[str, Any]]:
+    """The user's deployments, oldest first, for the account export (with the project of the model)."""
+    docs = sorted(((s.id, s.to_dict()) for s in _mine(uid)), key=lambda p: p[1].get("created_at") or clock.now())
+    return [{**out(d, i), "project_id": d.get("project_id")} for i, d in docs]
+
+
 def get(uid: str, deployment_id: str) -> dict[str, Any]:
     doc = owned(uid, deployment_id)
     return out(doc, deployment_id)

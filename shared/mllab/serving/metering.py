@@ -15,7 +15,9 @@ after the sum was read). At a rate R
 predictions a second against a quota Q, the overshoot past Q is at most R x (FLUSH_S + REFRESH_S):
 200/s x 3 s = 600, 0.6% of a 100,000 quota (tests/stack/test_serving_usage.py measures it). A
 process that dies without its exit handler loses at most its last second of counts (an undercount,
-in the user's favour)."""
+in the user's favour). A write that fails (Firestore unavailable) fails no prediction: its counts
+stay buffered, still seen by this process's quota checks, for the next write, and the failure is
+logged as FLUSH_FAILED, which an alert watches."""
 
 from __future__ import annotations
 
@@ -28,9 +30,10 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
-from mllab.platform import clients, clock
+from mllab.platform import clients, clock, log
 from mllab.platform.queries import Query
 
+FLUSH_FAILED = "metering flush failed"  # the log line an alert policy matches (infra/monitoring/)
 COLLECTION = "prediction_usage"  # (`usage` is the storage counters of mllab.files.recorder)
 QUERIES: tuple[Query, ...] = (Query(COLLECTION, ("uid",)),)  # a user's shards, to delete them
 SHARDS = 16
@@ -74,7 +77,10 @@ def record(uid: str, deployment_id: str, n: int) -> None:
         _pending[(uid, month)][deployment_id] += n
         due = time.monotonic() - _last_flush >= FLUSH_S
     if due:
-        flush()
+        try:
+            flush()
+        except Exception as exc:  # the predictions were served: answer them; the counts wait for the next flush
+            log.warning(FLUSH_FAILED, error_type=type(exc).__name__, unwritten=_unwritten())
 
 
 def flush() -> None:
@@ -122,9 +128,17 @@ def flush() -> None:
                 _totals[key] = (cached[0], cached[1] + sum(per_deployment.values()))
 
 
+def _unwritten() -> int:
+    with _lock:
+        return sum(sum(v.values()) for v in _pending.values())
+
+
 def _flush_at_exit() -> None:
-    with contextlib.suppress(Exception):  # exiting anyway; the loss is within the bound stated above
+    try:
         flush()
+    except Exception as exc:  # exiting anyway: these counts are lost (an undercount), and said so
+        with contextlib.suppress(Exception):
+            log.error(FLUSH_FAILED + " at exit", error_type=type(exc).__name__, lost=_unwritten())
 
 
 atexit.register(_flush_at_exit)  # Cloud Run stops an instance with SIGTERM, then the interpreter exits
@@ -188,12 +202,32 @@ def usage(uid: str, month: str | None = None) -> dict[str, Any]:
     return {"month": month, "predictions": total, "by_deployment": per_deployment}
 
 
-def delete_user(uid: str) -> int:
-    """Deletes a user's usage documents (account deletion); returns how many."""
+def _owned(uid: str) -> list[Any]:
     from google.cloud.firestore_v1.base_query import FieldFilter
 
     query = clients.firestore().collection(COLLECTION).where(filter=FieldFilter("uid", "==", uid))
-    return clients.delete_refs([s.reference for s in query.stream(timeout=clients.deadline())])
+    return list(query.stream(timeout=clients.deadline()))
+
+
+def export_usage(uid: str) -> list[dict[str, Any]]:
+    """Every month the user predicted, oldest first, for the account export: the shards summed, in
+    total and per deployment ({month, predictions, by_deployment})."""
+    months: dict[str, dict[str, Any]] = {}
+    for snap in _owned(uid):
+        doc = snap.to_dict() or {}
+        month = months.setdefault(str(doc.get("month")), {"predictions": 0, "by_deployment": defaultdict(int)})
+        month["predictions"] += int(doc.get("count") or 0)
+        for d, n in (doc.get("by_deployment") or {}).items():
+            month["by_deployment"][d] += int(n or 0)
+    return [
+        {"month": m, "predictions": v["predictions"], "by_deployment": dict(sorted(v["by_deployment"].items()))}
+        for m, v in sorted(months.items())
+    ]
+
+
+def delete_user(uid: str) -> int:
+    """Deletes a user's usage documents (account deletion); returns how many."""
+    return clients.delete_refs([s.reference for s in _owned(uid)])
 
 
 def reset() -> None:
