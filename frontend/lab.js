@@ -6,6 +6,7 @@ import {accessToken, refresh, showAccount, startAccount} from "./js/account.js";
 import {$, bytes, showMessage} from "./js/dom.js";
 
 let me = null; // GET /me while signed in: who, subscription, usage and the session's CSRF token
+const count = new Intl.NumberFormat("en-US"); // before the first await: the listener below may use it
 
 // The billing section follows the session: filled before it is shown, emptied on sign-out. Added
 // before the first await, so it runs before the other modules' listeners: they may call request()
@@ -14,7 +15,7 @@ session.onChange((account) => {
   me = account;
   if (account) {
     showSubscription(account.subscription);
-    showUsage(account.usage);
+    showUsage(account.usage, account.predictions);
   } else {
     say("");
   }
@@ -114,11 +115,17 @@ function showSubscription(sub) {
       "update your payment method at PayPal to keep it." : "";
 }
 
-function showUsage(usage) {
+// Storage and uploads, and this month's predictions by the user's deployments (metered per month, UTC).
+function showUsage(usage, predictions) {
   const lines = usage.storage_limit_bytes
     ? [`Storage: ${bytes(usage.storage_bytes)} of ${bytes(usage.storage_limit_bytes)}`,
        `Uploads today: ${usage.uploads_today} of ${usage.uploads_limit}`]
     : [`Storage: ${bytes(usage.storage_bytes)} (cloud saves come with PRO)`];
+  if (predictions?.limit) {
+    lines.push(`Predictions this month: ${count.format(predictions.predictions)} of ${count.format(predictions.limit)}`);
+  } else if (predictions?.predictions) { // counted before PRO ended: shown, with no quota left
+    lines.push(`Predictions this month: ${count.format(predictions.predictions)} (deployments come with PRO)`);
+  }
   $("usage").replaceChildren(...lines.map((text) => Object.assign(document.createElement("li"), {textContent: text})));
 }
 
@@ -131,7 +138,8 @@ async function showPlans() {
     proPrice = price.format(Number(pro.price.value));
     if (shownSub) showSubscription(shownSub);
     $("plan-price").textContent = `${pro.name}: ${price.format(Number(pro.price.value))}/${pro.interval} — ` +
-      `${bytes(pro.limits.storage_bytes)} of cloud saves, ${pro.limits.uploads_per_day} uploads a day.`;
+      `${bytes(pro.limits.storage_bytes)} of cloud saves, ${pro.limits.uploads_per_day} uploads a day, ` +
+      `${pro.limits.deployments} deployments and ${count.format(pro.limits.predictions_per_month)} predictions a month.`;
     // The first screen's PRO card says what the API says (its static text is the same plan, for the first paint).
     $("hero-price").textContent = price.format(Number(pro.price.value)).replace(/\.00$/, "");
     $("hero-limits").textContent = `${bytes(pro.limits.storage_bytes)} of cloud storage, ${pro.limits.uploads_per_day} uploads a day`;

@@ -86,6 +86,7 @@ def test_subscribe_through_paypal_and_see_pro(lab: Lab, new_user) -> None:
     lab.sign_in(user)
     expect(lab.status).to_have_text("Free plan")
     expect(lab.status).to_have_attribute("data-status", "none")
+    expect(lab.page.locator("#usage")).not_to_contain_text("Predictions")  # no deployments on the free plan
     lab.subscribe()
     assert lab.page.url == lab.stack.gateway_url + "/"  # no ?billing=return&subscription_id=... left
     ent = entitlements.get(user["uid"])
@@ -94,10 +95,30 @@ def test_subscribe_through_paypal_and_see_pro(lab: Lab, new_user) -> None:
     expect(lab.page.locator("#cancel-subscription")).to_be_visible()
     expect(lab.page.locator("#subscribe")).to_be_hidden()
     expect(lab.page.locator("#usage")).to_contain_text("Storage: 0 B of 5 GiB")
+    expect(lab.page.locator("#usage")).to_contain_text("Predictions this month: 0 of 100,000")
 
     lab.page.reload()  # the state comes from the server, not from the return URL
     expect(lab.status).to_have_attribute("data-status", "active")
     expect(lab.message).to_have_text("")
+
+
+def test_the_billing_panel_shows_this_months_predictions_against_the_plan(lab: Lab, new_user) -> None:
+    from playwright.sync_api import expect
+
+    from . import serving_support
+
+    user = new_user()
+    serving_support.pro(user["uid"])
+    serving_support.used_up(user["uid"], 1234)  # counted by the predict path this month
+    lab.sign_in(user)
+    usage = lab.page.locator("#usage")
+    expect(usage).to_contain_text("Predictions this month: 1,234 of 100,000")
+    expect(lab.page.locator("#plan-price")).to_contain_text("20 deployments and 100,000 predictions a month")
+
+    serving_support.not_pro(user["uid"])  # PRO ended: the month's count stays visible, with no quota
+    lab.page.reload()
+    expect(lab.status).to_have_text("Free plan")
+    expect(usage).to_contain_text("Predictions this month: 1,234 (deployments come with PRO)")
 
 
 def test_cancel_keeps_pro_to_the_paid_through_date(lab: Lab, new_user) -> None:
