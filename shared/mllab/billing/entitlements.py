@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from mllab.billing import schemas
 from mllab.platform import clients, clock, config
+
+if TYPE_CHECKING:
+    from mllab.billing import schemas
 
 COLLECTION = "entitlements"
 FOREVER = datetime(9999, 12, 31, tzinfo=UTC)  # a comp code or grant without an end
@@ -305,6 +307,8 @@ def stamp(uid: str, doc: dict[str, Any], now: datetime, *, created: bool) -> dic
 
 def view(doc: dict[str, Any] | None, now: datetime) -> schemas.Subscription:
     """`/me.subscription`."""
+    from mllab.billing import schemas  # only the routes that answer it load the wire models
+
     if not doc:
         return schemas.Subscription()
     until = pro_until(doc)

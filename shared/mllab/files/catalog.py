@@ -31,13 +31,16 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mllab.billing import entitlements
-from mllab.files import objects, schemas
+from mllab.files import objects
 from mllab.platform import audit, clients, clock, config, log, wire
 from mllab.platform.problems import Problem
 from mllab.platform.queries import Query
+
+if TYPE_CHECKING:  # the request models only annotate here: the predict and event paths never load them
+    from mllab.files import schemas
 
 PROJECTS = "projects"
 MODELS = "models"
