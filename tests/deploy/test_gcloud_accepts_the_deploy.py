@@ -139,8 +139,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def env(workdir: Path) -> environment.Environment:
+def _environment(out: Path, **store: str) -> environment.Environment:
+    """The target's environment as `make deploy-plan` builds it (`store`: the S3 settings, if any)."""
     return environment.make(
         TARGET,
         REGION,
@@ -148,8 +148,14 @@ def env(workdir: Path) -> environment.Environment:
         billing_account=BILLING_ACCOUNT,
         alert_email="ops@example.com",
         oauth_client_id="1234-abc.apps.googleusercontent.com",
-        out=workdir / "deploy",
+        out=out,
+        **store,
     )
+
+
+@pytest.fixture(scope="module")
+def env(workdir: Path) -> environment.Environment:
+    return _environment(workdir / "deploy")
 
 
 @pytest.fixture(scope="module")
@@ -527,18 +533,7 @@ S3_ARGS = ("--storage=s3", f"--s3-endpoint={S3_ENDPOINT}", f"--s3-bucket={S3_BUC
 
 @pytest.fixture(scope="module")
 def s3_env(workdir: Path) -> environment.Environment:
-    return environment.make(
-        TARGET,
-        REGION,
-        DOMAIN,
-        billing_account=BILLING_ACCOUNT,
-        alert_email="ops@example.com",
-        oauth_client_id="1234-abc.apps.googleusercontent.com",
-        out=workdir / "deploy-s3",
-        storage="s3",
-        s3_endpoint=S3_ENDPOINT,
-        s3_bucket=S3_BUCKET,
-    )
+    return _environment(workdir / "deploy-s3", storage="s3", s3_endpoint=S3_ENDPOINT, s3_bucket=S3_BUCKET)
 
 
 @pytest.fixture(scope="module")
