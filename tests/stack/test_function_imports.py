@@ -250,12 +250,20 @@ PENDING_VERSION = """
     db.collection("entitlements").document(uid).set({"uid": uid, "admin_until": now + timedelta(days=1)})
 """
 
-EXERCISE["signed_urls"] = (
+# An upload URL signed for that version's weights: what both stores' signed_urls exercises start with.
+# Defines h (the owner's auth + CSRF headers) and r (the signing answer) besides PENDING_VERSION's names.
+SIGNED_UPLOAD = (
     PENDING_VERSION
     + """
     h = session_headers(uid)
     r = client.post("/signed/upload", json={"kind": "weights", "model_id": mid, "version": 1, "size": 10}, headers=h)
     assert r.status_code == 200, r.data
+"""
+)
+
+EXERCISE["signed_urls"] = (
+    SIGNED_UPLOAD
+    + """
     r = client.get("/signed/download?object=" + r.json["object"], headers=h)
     assert r.status_code == 404, r.data  # nothing recorded yet
 """
@@ -315,12 +323,9 @@ EXERCISE["predict"] = (
 # refused object is deleted from the S3 bucket (its OBJECT_DELETE event published).
 S3_EXERCISE = dict(EXERCISE)
 S3_EXERCISE["signed_urls"] = (
-    PENDING_VERSION
+    SIGNED_UPLOAD
     + """
     import httpx
-    h = session_headers(uid)
-    r = client.post("/signed/upload", json={"kind": "weights", "model_id": mid, "version": 1, "size": 10}, headers=h)
-    assert r.status_code == 200, r.data
     put = httpx.put(r.json["url"], content=b"0123456789", headers=r.json["headers"], timeout=20)
     assert put.status_code == 200, put.text
     r = client.post("/signed/complete", json={"object": r.json["object"]}, headers=h)
