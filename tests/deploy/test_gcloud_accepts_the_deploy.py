@@ -19,7 +19,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -386,13 +386,18 @@ def _projects_named(request: Request) -> set[str]:
     return named
 
 
-def test_no_request_names_any_project_but_the_target(ran: dict[tuple[str, ...], Ran]) -> None:
-    wrong = [
+def _other_projects(runs: Iterable[Ran]) -> list[str]:
+    """Each request of these runs that names a project other than the target, with the names."""
+    return [
         f"{r}\n  {q.method} {q.api}{q.path} names {sorted(_projects_named(q) - {TARGET, PROJECT_NUMBER})}"
-        for r in ran.values()
+        for r in runs
         for q in r.requests
         if _projects_named(q) - {TARGET, PROJECT_NUMBER}
     ]
+
+
+def test_no_request_names_any_project_but_the_target(ran: dict[tuple[str, ...], Ran]) -> None:
+    wrong = _other_projects(ran.values())
     assert not wrong, "requests for another project:\n" + "\n".join(wrong)
 
 
@@ -569,12 +574,7 @@ def test_gcloud_accepts_every_command_of_the_s3_deployment(s3_ran: dict[tuple[st
     assert not refused, "gcloud refused these commands:\n" + "\n".join(refused)
     silent = [str(r) for r in s3_ran.values() if not r.requests and r.argv != RULES_TOKEN]
     assert not silent, "these commands sent no request:\n" + "\n".join(silent)
-    wrong = [
-        f"{r}\n  {q.method} {q.api}{q.path}"
-        for r in s3_ran.values()
-        for q in r.requests
-        if _projects_named(q) - {TARGET, PROJECT_NUMBER}
-    ]
+    wrong = _other_projects(s3_ran.values())
     assert not wrong, "requests for another project:\n" + "\n".join(wrong)
 
 
