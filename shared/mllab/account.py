@@ -21,7 +21,7 @@ from mllab.files import catalog, recorder
 from mllab.files import schemas as file_schemas
 from mllab.identity import passwords, sessions, users
 from mllab.identity import schemas as identity_schemas
-from mllab.platform import audit, clients, clock, config, log, mail, ratelimit, wire
+from mllab.platform import audit, clients, clock, config, jsonvalues, log, mail, ratelimit
 from mllab.platform.problems import Problem
 from mllab.platform.queries import Query
 from mllab.serving import apikeys, deployments, metering
@@ -150,7 +150,7 @@ def revoke_session(uid: str, sid: str, *, ip: str | None = None) -> None:
 
 
 def _pick(doc: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
-    return {f: wire.jsonable(doc[f]) for f in fields if f in doc}
+    return {f: jsonvalues.jsonable(doc[f]) for f in fields if f in doc}
 
 
 def _export_identities(uid: str) -> list[dict[str, Any]]:

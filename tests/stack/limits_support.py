@@ -11,7 +11,7 @@ import httpx
 
 from mllab.billing import entitlements, subscriptions
 from mllab.files import events, recorder
-from mllab.platform import clients, config, wire
+from mllab.platform import clients, config, jsonvalues
 from mllab_dev.stack import Stack
 
 from .conftest import Browser
@@ -47,10 +47,10 @@ def nested(depth: int, size: int) -> dict:
     value: dict = inner
     for _ in range(depth - 1):
         value = {"a": value}
-    pad = size - len(wire.compact_json(value).encode())
+    pad = size - len(jsonvalues.compact_json(value).encode())
     assert pad >= 0, f"{size} bytes cannot hold {depth} levels"
     inner["p"] = "x" * pad
-    assert wire.json_depth(value) == depth and len(wire.compact_json(value).encode()) == size
+    assert jsonvalues.json_depth(value) == depth and len(jsonvalues.compact_json(value).encode()) == size
     return value
 
 
@@ -170,6 +170,6 @@ def naming(needles: list[str]) -> list[tuple[str, str]]:
     """(path, needle) for every document whose path or any value contains one of `needles`."""
     found = []
     for path, doc in every_document():
-        text = path + " " + json.dumps(wire.jsonable(doc), ensure_ascii=False)
+        text = path + " " + json.dumps(jsonvalues.jsonable(doc), ensure_ascii=False)
         found += [(path, n) for n in needles if n in text]
     return found

@@ -12,7 +12,7 @@ import pytest
 
 from mllab.api import routes
 from mllab.files import catalog
-from mllab.platform import config
+from mllab.platform import config, jsonvalues
 from mllab_dev.stack import Stack
 
 from .conftest import docs_where
@@ -159,10 +159,10 @@ def test_a_config_nested_300_deep_is_refused_and_the_lists_and_export_keep_worki
 
 
 def test_a_record_stored_too_deep_before_the_limit_reads_as_an_empty_object(alice) -> None:
-    from mllab.platform import clients, wire
+    from mllab.platform import clients
 
     parents = _parents(alice)
-    deep = wire.compact_json(nested(300, 3000))  # as the old code stored it
+    deep = jsonvalues.compact_json(nested(300, 3000))  # as the old code stored it
     clients.firestore().collection("models").document(parents["model"]).update({"config_json": deep})
     assert ok(alice.request("GET", f"/models/{parents['model']}"))["config_json"] == {}
     assert ok(alice.request("GET", "/models?versions=true"))["items"][0]["config_json"] == {}

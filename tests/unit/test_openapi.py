@@ -20,7 +20,7 @@ from mllab.api.routes import Auth, Csrf
 from mllab.files import catalog
 from mllab.files import schemas as file_schemas
 from mllab.identity import schemas as identity_schemas
-from mllab.platform import wire
+from mllab.platform import jsonvalues, wire
 
 DOC = openapi.document()
 ROUTES = routes.ROUTES
@@ -219,12 +219,12 @@ def test_catalog_lists_take_limit_cursor_and_their_filters(collection: str) -> N
 
 # --- the plain-text rule --------------------------------------------------------------------------
 
-PLAIN = re.compile(wire.PLAIN_PATTERN)
+PLAIN = re.compile(jsonvalues.PLAIN_PATTERN)
 
 
 def _accepted(value: str) -> bool:
     try:
-        wire._plain(value)
+        jsonvalues.plain(value)
     except ValueError:
         return False
     return True
@@ -251,7 +251,7 @@ def test_every_plain_text_field_carries_the_pattern() -> None:
     for model, name in fields:
         prop = components[model.__name__]["properties"][name]
         schema = next((s for s in prop.get("anyOf", [prop]) if s.get("type") == "string"), prop)
-        assert schema["pattern"] == wire.PLAIN_PATTERN, (model.__name__, name)
+        assert schema["pattern"] == jsonvalues.PLAIN_PATTERN, (model.__name__, name)
         with pytest.raises(ValueError, match="control characters"):
             model.model_validate({name: "a\x00b"})
 
@@ -279,7 +279,7 @@ def test_golden_post_auth_login() -> None:
                 "minLength": 3,
                 "title": "Email",
                 "type": "string",
-                "pattern": wire.PLAIN_PATTERN,
+                "pattern": jsonvalues.PLAIN_PATTERN,
             },
             "password": {"maxLength": 1024, "minLength": 1, "title": "Password", "type": "string"},
         },

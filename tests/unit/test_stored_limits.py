@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from mllab.billing import schemas as billing_schemas
 from mllab.files import schemas as file_schemas
-from mllab.platform import config, wire
+from mllab.platform import config, jsonvalues
 from mllab.platform.problems import Problem
 
 LIMITS = config.LIMITS
@@ -27,14 +27,14 @@ def nested(depth: int, pad: int = 0) -> dict:
     "value,depth", [(1, 0), ("s", 0), ({}, 1), ([], 1), ({"a": [1, {"b": []}]}, 4), ([[[[]]]], 4), (nested(500), 500)]
 )
 def test_json_depth_counts_levels_without_recursing(value, depth: int) -> None:
-    assert wire.json_depth(value) == depth
+    assert jsonvalues.json_depth(value) == depth
 
 
 def test_json_depth_handles_a_value_deeper_than_the_recursion_limit() -> None:
     value: list = []
     for _ in range(50_000):
         value = [value]
-    assert wire.json_depth(value) == 50_001
+    assert jsonvalues.json_depth(value) == 50_001
 
 
 def _model(config_json: dict) -> file_schemas.CreateModel:
@@ -45,16 +45,16 @@ def test_a_json_field_at_its_depth_and_size_is_accepted_and_just_over_is_refused
     assert _model(nested(LIMITS.json_depth)).config_json == nested(LIMITS.json_depth)
     with pytest.raises(ValidationError, match=f"nested {LIMITS.json_depth + 1} levels deep"):
         _model(nested(LIMITS.json_depth + 1))
-    frame = len(wire.compact_json(nested(1)).encode())
+    frame = len(jsonvalues.compact_json(nested(1)).encode())
     at = nested(1, LIMITS.json_field_bytes - frame)
-    assert len(wire.compact_json(at).encode()) == LIMITS.json_field_bytes
+    assert len(jsonvalues.compact_json(at).encode()) == LIMITS.json_field_bytes
     assert _model(at).config_json == at
     with pytest.raises(ValidationError, match=f"at most {LIMITS.json_field_bytes} bytes"):
         _model(nested(1, LIMITS.json_field_bytes - frame + 1))
 
 
 def test_size_is_counted_in_utf8_bytes_not_characters() -> None:
-    frame = len(wire.compact_json(nested(1)).encode())
+    frame = len(jsonvalues.compact_json(nested(1)).encode())
     n = (LIMITS.json_field_bytes - frame) // 2 + 1  # "é" is two bytes
     with pytest.raises(ValidationError):
         file_schemas.CreateDataset(project_id="a" * 32, name="d", schema_json={"p": "é" * n})

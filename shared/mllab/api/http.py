@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
 from werkzeug.wrappers import Request as RawRequest
 from werkzeug.wrappers import Response as RawResponse
 
@@ -420,6 +419,8 @@ class Router:
             return None
         if raw.mimetype != "application/json":
             raise Problem(415, "Send the body as JSON with Content-Type: application/json.")
+        from pydantic import ValidationError  # loaded by the routes that have a request model, and only those
+
         if not data.strip() and not any(f.is_required() for f in route.request.model_fields.values()):
             data = b"{}"  # an empty body means "all defaults" when nothing is required
         try:
@@ -450,7 +451,7 @@ class Router:
             resp = RawResponse(status=status)
             del resp.headers["Content-Type"]  # nothing to describe
         else:
-            if isinstance(body, BaseModel):
+            if _is_model(body):
                 body = body.model_dump(mode="json")
             elif route.response is not None:
                 body = route.response.model_validate(body).model_dump(mode="json")
@@ -458,6 +459,14 @@ class Router:
         for name, value in resp_meta.headers:
             resp.headers.add(name, value)
         return resp
+
+
+def _is_model(body: Any) -> bool:
+    """A pydantic model (checked without importing pydantic: a function that never made one has none)."""
+    import sys
+
+    pydantic = sys.modules.get("pydantic")
+    return pydantic is not None and isinstance(body, pydantic.BaseModel)
 
 
 def _check_session(raw: RawRequest, route: Route, claims: dict[str, Any]) -> dict[str, Any] | None:

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from mllab.billing import entitlements, schemas
 from mllab.identity import users
-from mllab.platform import audit, clients, clock, config, idempotency, log, mail, wire
+from mllab.platform import audit, clients, clock, config, idempotency, jsonvalues, log, mail
 from mllab.platform.problems import Problem
 from mllab.platform.queries import Query
 
@@ -916,7 +916,7 @@ def export_entitlement(uid: str) -> dict[str, Any] | None:
         "created_at",
         "updated_at",
     )
-    return {k: wire.jsonable(ent.get(k)) for k in keep if k in ent}
+    return {k: jsonvalues.jsonable(ent.get(k)) for k in keep if k in ent}
 
 
 def export_subscriptions(uid: str) -> list[dict[str, Any]]:
@@ -931,14 +931,16 @@ def export_subscriptions(uid: str) -> list[dict[str, Any]]:
         "paid_through",
         "synced_at",
     )
-    return [{"id": s["id"], **{k: wire.jsonable(s.get(k)) for k in keep if k in s}} for s in subscriptions_of(uid)]
+    return [
+        {"id": s["id"], **{k: jsonvalues.jsonable(s.get(k)) for k in keep if k in s}} for s in subscriptions_of(uid)
+    ]
 
 
 def export_redemptions(uid: str) -> list[dict[str, Any]]:
     from mllab.billing import promo
 
     out = [
-        {k: wire.jsonable(r.get(k)) for k in ("code", "kind", "days", "n", "pro_until", "created_at")}
+        {k: jsonvalues.jsonable(r.get(k)) for k in ("code", "kind", "days", "n", "pro_until", "created_at")}
         for r in promo.redemptions_of(uid)
     ]
     return sorted(out, key=lambda r: r["created_at"] or "")

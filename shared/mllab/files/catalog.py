@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from mllab.billing import entitlements
 from mllab.files import objects
-from mllab.platform import audit, clients, clock, config, log, wire
+from mllab.platform import audit, clients, clock, config, jsonvalues, log
 from mllab.platform.problems import Problem
 from mllab.platform.queries import Query
 
@@ -212,7 +212,7 @@ def _versions_of(models: list[dict[str, Any]], uid: str) -> dict[str, list[dict[
 
 def _json_text(value: dict[str, Any]) -> str:
     """The text stored for a JSON field (its size and depth were bounded by wire.JsonObject)."""
-    return wire.compact_json(value)
+    return jsonvalues.compact_json(value)
 
 
 def _json_value(stored: Any) -> dict[str, Any]:
@@ -225,15 +225,15 @@ def _json_value(stored: Any) -> dict[str, Any]:
             return {}
     else:
         value = stored
-    if not isinstance(value, dict) or wire.json_depth(value) > config.LIMITS.json_depth:
+    if not isinstance(value, dict) or jsonvalues.json_depth(value) > config.LIMITS.json_depth:
         return {}
     return value
 
 
 def _times(doc: Mapping[str, Any]) -> dict[str, str]:
     return {
-        "created_at": wire.jsonable(doc["created_at"]),
-        "updated_at": wire.jsonable(doc.get("updated_at") or doc["created_at"]),
+        "created_at": jsonvalues.jsonable(doc["created_at"]),
+        "updated_at": jsonvalues.jsonable(doc.get("updated_at") or doc["created_at"]),
     }
 
 
@@ -246,7 +246,7 @@ def version_out(doc: Mapping[str, Any]) -> dict[str, Any]:
         "version": doc["version"],
         "status": doc.get("status", "pending"),
         "failure": doc.get("failure"),
-        "created_at": wire.jsonable(doc["created_at"]),
+        "created_at": jsonvalues.jsonable(doc["created_at"]),
         "size_bytes": int(doc.get("size_bytes") or 0),
         "notes": doc.get("notes") or "",
     }
@@ -284,7 +284,7 @@ def dataset_out(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 def job_out(doc: Mapping[str, Any]) -> dict[str, Any]:
     """A job with whatever the recorder added (metrics, params, ...), minus internal fields."""
-    out = {k: wire.jsonable(v) for k, v in doc.items() if k not in _INTERNAL}
+    out = {k: jsonvalues.jsonable(v) for k, v in doc.items() if k not in _INTERNAL}
     out.update(
         {"version": doc.get("version"), "dataset_id": doc.get("dataset_id"), "name": doc.get("name", ""), **_times(doc)}
     )
@@ -642,7 +642,7 @@ def list_records(collection: str, uid: str, args: Mapping[str, str]) -> dict[str
             last = snap
             continue
         item = model_out(d, versions[d["id"]]) if with_versions else _OUT[collection](d)
-        size = len(wire.compact_json(wire.jsonable(item)).encode()) + 1
+        size = len(jsonvalues.compact_json(jsonvalues.jsonable(item)).encode()) + 1
         if items and size > budget:
             more = True
             break
@@ -792,7 +792,7 @@ def export_models(uid: str) -> list[dict[str, Any]]:
     out = []
     for doc in _all(MODELS, uid):
         versions = [
-            {k: wire.jsonable(v) for k, v in ver.items() if k not in _INTERNAL}
+            {k: jsonvalues.jsonable(v) for k, v in ver.items() if k not in _INTERNAL}
             for ver in reversed(_versions(doc["id"], uid))
         ]
         out.append({**model_out(doc), "framework": doc.get("framework", FRAMEWORK), "versions": versions})

@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from mllab.files import catalog, objects, schemas, store
 from mllab.files.events import ObjectEvent
 from mllab.identity import users
-from mllab.platform import audit, clients, clock, config, log, wire
+from mllab.platform import audit, clients, clock, config, jsonvalues, log
 from mllab.platform.queries import Query
 
 ARTIFACTS = "artifacts"  # artifacts/<ObjectEvent.key>: one per recorded (or tombstoned) generation
@@ -91,7 +91,7 @@ def _read_metrics(event: ObjectEvent) -> dict[str, Any]:
     except ValidationError as exc:
         raise Rejected(f"metrics.json does not match the schema ({exc.error_count()} errors)") from None
     try:
-        stored = len(wire.compact_json(metrics).encode())
+        stored = len(jsonvalues.compact_json(metrics).encode())
     except ValueError:  # NaN or an infinity (a float too large for JSON)
         raise Rejected("metrics.json holds a number JSON cannot carry (NaN or infinity)") from None
     if stored > METRICS_STORED_BYTES:
@@ -363,7 +363,7 @@ def _apply_to_owner(
                 "started_at": m["started_at"],
                 "finished_at": m["finished_at"],
                 "epoch_count": len(m["epochs"]),
-                "metrics_json": wire.compact_json(m),
+                "metrics_json": jsonvalues.compact_json(m),
                 "updated_at": now,
             },
         )

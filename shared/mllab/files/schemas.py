@@ -9,7 +9,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from mllab.platform import config
-from mllab.platform.wire import JsonObject, Plain, Strict, json_depth
+from mllab.platform.jsonvalues import json_depth
+from mllab.platform.wire import JsonObject, Plain, Strict
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), Plain]
 Id = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]

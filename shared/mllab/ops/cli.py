@@ -175,7 +175,7 @@ def require_user(email: str) -> dict[str, Any]:
 
 
 def user_row(user: dict[str, Any]) -> dict[str, Any]:
-    from mllab.platform import wire
+    from mllab.platform import jsonvalues
 
     return {
         "email": user.get("email", ""),
@@ -184,8 +184,8 @@ def user_row(user: dict[str, Any]) -> dict[str, Any]:
         "verified": bool(user.get("email_verified")),
         "disabled": bool(user.get("disabled")),
         "providers": list(user.get("providers") or []),
-        "created": wire.jsonable(user.get("created_at")),
-        "deleted_at": wire.jsonable(user.get("deleted_at")),
+        "created": jsonvalues.jsonable(user.get("created_at")),
+        "deleted_at": jsonvalues.jsonable(user.get("deleted_at")),
     }
 
 
@@ -277,12 +277,12 @@ def cmd_user_disable(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_user_enable(args: argparse.Namespace, out: Output) -> int:
     from mllab.identity import users
-    from mllab.platform import audit, wire
+    from mllab.platform import audit, jsonvalues
 
     user = require_user(args.email)
     if user.get("deleted_at"):
         raise Refused(
-            f"{user['email']} deleted the account on {wire.jsonable(user['deleted_at'])}; it cannot be re-enabled"
+            f"{user['email']} deleted the account on {jsonvalues.jsonable(user['deleted_at'])}; it cannot be re-enabled"
         )
     users.update(user["uid"], disabled=False)
     audit.record("user.enable", actor=OPERATOR, target=f"user:{user['uid']}")
@@ -337,7 +337,7 @@ def positive(value: str) -> int:
 
 
 def code_row(doc: dict[str, Any], now: Any) -> dict[str, Any]:
-    from mllab.platform import wire
+    from mllab.platform import jsonvalues
 
     state = (
         "disabled"
@@ -359,8 +359,8 @@ def code_row(doc: dict[str, Any], now: Any) -> dict[str, Any]:
         "used": f"{doc.get('redemptions', 0)}/{doc['max_redemptions']}",
         "per_user": doc.get("per_user_limit", 1),
         "new_users_only": bool(doc.get("new_users_only")),
-        "starts": wire.jsonable(doc.get("starts_at")),
-        "expires": wire.jsonable(doc.get("expires_at")),
+        "starts": jsonvalues.jsonable(doc.get("starts_at")),
+        "expires": jsonvalues.jsonable(doc.get("expires_at")),
         "state": state,
     }
 

@@ -9,15 +9,16 @@ Locally, missing secrets (the development signing keys) are generated on first u
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import functools
 import os
 import threading
+import types
+import typing
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 PREFIX = "MLLAB_"
 EMULATOR_VARS = ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "STORAGE_EMULATOR_HOST")
@@ -57,10 +58,14 @@ class Env(enum.StrEnum):
     PRODUCTION = "production"
 
 
-class Limits(BaseModel):
-    """The one table of limits."""
+# Settings and tables are stdlib dataclasses, not pydantic models: every function imports this module
+# at cold start, and pydantic costs about 70 ms of CPU to import (docs/operations.md, cold starts), which
+# a function whose routes have no request model never needs.
 
-    model_config = ConfigDict(frozen=True)
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """The one table of limits."""
 
     request_body_bytes: int = 1 * MiB
     webhook_body_bytes: int = 64 * 1024
@@ -92,10 +97,9 @@ class Limits(BaseModel):
 LIMITS = Limits()
 
 
-class Plan(BaseModel):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Plan:
     """One row of the plans table: what a plan costs and what it allows."""
-
-    model_config = ConfigDict(frozen=True)
 
     id: str
     name: str
@@ -153,13 +157,12 @@ PAYPAL_PAYMENT_FAILURE_THRESHOLD = 2  # failed cycles before PayPal suspends (bo
 CHECKOUT_PENDING_S = 3600  # an unapproved checkout is reused this long, then reconciliation expires it
 
 
-class RateLimits(BaseModel):
+@dataclasses.dataclass(frozen=True)
+class RateLimits:
     """Budgets per fixed window, counted with a sliding estimate (mllab.platform.ratelimit). Nothing here lets
     a stranger lock someone out: failed passwords are budgeted per (account, client address) and per
     address; per account they only add a short progressive delay. Mails to one address are capped
     silently (the answer never says so), and authenticated re-checks count per session."""
-
-    model_config = ConfigDict(frozen=True)
 
     window_s: int = 15 * 60
     login_pair: int = 5  # wrong passwords for one account from one client address: then 429
@@ -188,9 +191,8 @@ OAUTH_TX_TTL_S = 10 * 60
 ACCOUNT_PURGE_AFTER_DAYS = 30
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
     env: Env = Env.LOCAL
     project: str = "demo-mllab"
     function: str = ""
@@ -249,12 +251,15 @@ class Settings(BaseModel):
         """Exact `https://host[:port]` origins a webhook's certificate URL may point at."""
         return PAYPAL_CERT_ORIGINS.get(self.paypal_api_base, ()) + self.paypal_cert_origins
 
-    @model_validator(mode="after")
-    def _production_refuses_local_parts(self) -> Settings:
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            typed = _typed(f.name, _FIELD_TYPES[f.name], value)
+            if typed is not value:
+                object.__setattr__(self, f.name, typed)
         problems = list(self._local_parts()) if self.is_production else []
         if problems:
-            raise ValueError("; ".join(problems))
-        return self
+            raise ConfigError("invalid MLLAB_* settings: " + "; ".join(problems))
 
     def _local_parts(self) -> Iterator[str]:
         """What a production configuration must not have, one message each."""
@@ -276,29 +281,49 @@ class Settings(BaseModel):
             yield f"project {self.project!r} is an emulator-only project id"
 
 
-def _parse(field: str, raw: str) -> Any:
-    annotation = Settings.model_fields[field].annotation
-    if annotation == tuple[str, ...]:
-        return tuple(part.strip() for part in raw.split(",") if part.strip())
-    return raw
+# Each field's type, resolved once (the annotations are strings: `from __future__ import annotations`).
+_FIELD_TYPES: dict[str, Any] = typing.get_type_hints(Settings)
+
+
+def field_names() -> tuple[str, ...]:
+    """The settings' names (`MLLAB_<NAME>` in the environment)."""
+    return tuple(_FIELD_TYPES)
+
+
+def _typed(name: str, annotation: Any, value: Any) -> Any:
+    """`value` as the field's type: strings from the environment become enums, numbers, paths and tuples
+    (comma-separated); a value that is not one of the type's is a ConfigError naming the field."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is types.UnionType:  # Path | None
+        if value is None:
+            return None
+        return _typed(name, next(a for a in args if a is not type(None)), value)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"invalid MLLAB_* settings: {name} must be one of {', '.join(map(str, args))}")
+        return value
+    if origin is tuple:
+        parts = value.split(",") if isinstance(value, str) else value
+        return tuple(str(part).strip() for part in parts if str(part).strip())
+    try:
+        return value if type(value) is annotation else annotation(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"invalid MLLAB_* settings: {name} cannot be {value!r}") from None
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:
     """Build settings from an environment mapping (default `os.environ`)."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
-    for field in Settings.model_fields:
+    for field in _FIELD_TYPES:
         raw = environ.get(PREFIX + field.upper())
         if raw is not None:
-            values[field] = _parse(field, raw)
+            values[field] = raw
     values.setdefault("function", environ.get("K_SERVICE") or environ.get("FUNCTION_TARGET", ""))
     # On Cloud Functions (K_SERVICE set) an unset env means production, never local by accident.
     if "env" not in values and environ.get("K_SERVICE"):
         values["env"] = Env.PRODUCTION.value
-    try:
-        settings = Settings(**values)
-    except ValidationError as exc:
-        raise ConfigError(f"invalid MLLAB_* settings: {exc}") from None
+    settings = Settings(**values)
     if settings.is_production:
         present = [var for var in EMULATOR_VARS if environ.get(var)]
         if present:

@@ -22,7 +22,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from mllab.platform import clients, clock, wire
+from mllab.platform import clients, clock, jsonvalues
 from mllab.platform.problems import Problem
 from mllab.platform.queries import Query
 
@@ -150,7 +150,7 @@ def export_keys(uid: str) -> list[dict[str, Any]]:
     """Every key of the user, revoked ones too, oldest first, for the account export: the listing's
     fields and when it was revoked; never the key or its hash."""
     docs = sorted(((d.id, d.to_dict()) for d in _owned_docs(uid)), key=lambda p: p[1].get("created_at") or clock.now())
-    return [{**out(d, i), "revoked_at": wire.jsonable(d.get("revoked_at"))} for i, d in docs]
+    return [{**out(d, i), "revoked_at": jsonvalues.jsonable(d.get("revoked_at"))} for i, d in docs]
 
 
 def revoke(uid: str, key_id: str) -> None:
