@@ -5,14 +5,14 @@ import functions_framework
 from werkzeug.wrappers import Response as RawResponse
 
 from mllab.api import http
-from mllab.identity import schemas, tokens
+from mllab.identity import tokens
 
 router = http.Router("jwks")
 
 
 @router.route("GET", "/.well-known/jwks.json")
-def get_jwks(request: http.Request) -> schemas.Jwks:
-    return schemas.Jwks.model_validate(tokens.public_jwks())
+def get_jwks(request: http.Request) -> dict:
+    return tokens.public_jwks()
 
 
 @functions_framework.http

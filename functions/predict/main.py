@@ -15,8 +15,7 @@ router = http.Router("predict")
 
 @router.route("POST", "/predict/{id}")
 def predict_route(request: http.Request) -> dict:
-    body = request.body.model_dump()
-    return serving.predict(request.bearer, request.params["id"], body, ip=request.client_ip)
+    return serving.predict(request.bearer, request.params["id"], request.body, ip=request.client_ip)
 
 
 @functions_framework.http

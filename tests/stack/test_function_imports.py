@@ -39,26 +39,29 @@ OPTIONAL_IMPORTS = {"pygments", "click", "rich", "markdown_it", "mdurl", "brotli
 
 # Libraries whose import costs a cold start tens of milliseconds of CPU: a function loads one only when
 # its routes use it (firestore's google.auth brings cryptography along; that one is counted only for
-# functions without a cloud client).
-HEAVY = ("jwt", "cryptography", "argon2", "httpx")
+# functions without a cloud client). pydantic (about 70 ms) only for routes whose edge validates a model.
+HEAVY = ("jwt", "cryptography", "argon2", "httpx", "pydantic")
 # Every function may load the platform layer, the HTTP edge (HTTP functions) and its client getters.
 SHARED = ("mllab", "mllab.platform", "mllab.api", "mllab.api.http", "mllab.api.routes")
-_IDENTITY = {"mllab.identity", "mllab.identity.schemas", "mllab.identity.users"}
+_IDENTITY = {"mllab.identity", "mllab.identity.schemas", "mllab.identity.users", "pydantic"}
 _IDENTITY_USERS = {"mllab.identity", "mllab.identity.users"}  # the owner's account, read by predict
 _SIGNED_IN = {"mllab.identity", "mllab.identity.sessions", "mllab.identity.users", "mllab.identity.tokens", "jwt"}
-_CATALOG = {"mllab.files", "mllab.files.schemas", "mllab.files.catalog", "mllab.files.objects"}
-_ENTITLED = {"mllab.billing", "mllab.billing.schemas", "mllab.billing.entitlements"}
+_CATALOG = {"mllab.files", "mllab.files.schemas", "mllab.files.catalog", "mllab.files.objects", "pydantic"}
+_CATALOG_RECORDS = {"mllab.files", "mllab.files.catalog", "mllab.files.objects"}  # the records, not the API's models
+_ENTITLED = {"mllab.billing", "mllab.billing.schemas", "mllab.billing.entitlements", "pydantic"}
 _SUBSCRIPTIONS = _ENTITLED | {"mllab.billing.subscriptions", "mllab.identity", "mllab.identity.users"}
 _RECORDER = _CATALOG | {"mllab.files.events", "mllab.files.recorder", "mllab.identity", "mllab.identity.users"}
 _STORE = {"mllab.files.store", "mllab.files.storage"}  # the file store seam and its GCS side
-_SERVING = {f"mllab.serving{m}" for m in ("", ".apikeys", ".deployments", ".errors", ".metering", ".schemas")}
+_SERVING_RECORDS = {f"mllab.serving{m}" for m in ("", ".apikeys", ".deployments", ".errors", ".metering")}
+_SERVING = _SERVING_RECORDS | {"mllab.serving.schemas", "pydantic"}
 # reading and running a model (deploying checks that its files can be served)
 _INFERENCE = {f"mllab.serving.{m}" for m in ("cells", "network", "predictor", "preprocessing", "store")}
 _SIGN_IN = _IDENTITY | _SIGNED_IN | {"mllab.identity.auth", "mllab.identity.passwords"}
 _OAUTH = _SIGNED_IN | {"mllab.identity.oauth", "httpx"}
 # What each function's routes use beyond SHARED: anything else it loads fails the test, by name.
 NEEDS: dict[str, set[str]] = {
-    "jwks": {"mllab.identity", "mllab.identity.schemas", "mllab.identity.tokens", "jwt", "cryptography"},
+    # the key set as tokens builds it (no pydantic: the route's domain checks its answer)
+    "jwks": {"mllab.identity", "mllab.identity.tokens", "jwt", "cryptography"},
     "auth_google_login": _OAUTH,
     "auth_google_callback": _OAUTH,
     "auth_password": _SIGN_IN | {"argon2"},
@@ -88,8 +91,14 @@ NEEDS: dict[str, set[str]] = {
     "promo_apply": _SIGNED_IN | _ENTITLED | {"mllab.billing.promo"},
     "reconcile_subscriptions": _SUBSCRIPTIONS | {"mllab.billing.paypal", "httpx"},
     "deployments": _SIGNED_IN | _ENTITLED | _CATALOG | _STORE | _SERVING | _INFERENCE,
-    # API keys only: no session or token code, no pyjwt
-    "predict": _IDENTITY_USERS | _ENTITLED | _CATALOG | _STORE | _SERVING | _INFERENCE | {"mllab.serving.predict"},
+    # API keys only: no session or token code, no pyjwt; no pydantic (the domain checks body and answer)
+    "predict": _IDENTITY_USERS
+    | {"mllab.billing", "mllab.billing.entitlements"}
+    | _CATALOG_RECORDS
+    | _STORE
+    | _SERVING_RECORDS
+    | _INFERENCE
+    | {"mllab.serving.predict"},
     "sweep_uploads": _RECORDER
     | _ENTITLED
     | _STORE

@@ -700,3 +700,58 @@ def test_every_token_route_checks_session_liveness_by_default(monkeypatch: pytes
     for r in (client.get("/read", headers=auth), client.post("/live", headers=auth)):
         assert r.status_code == 401 and r.json["type"].endswith("session-ended")
     assert checked == ["s1", "s1"]
+
+
+# --- routes whose domain checks the body and the answer (no pydantic on their path) ----------------------
+
+
+def _domain_checked_router(seen: list[Any]) -> http.Router:
+    """A route naming models that do not exist: the router must never import them for such a route."""
+    table = (
+        Route(
+            "POST",
+            "/score",
+            "scorer",
+            "a route whose domain checks its body",
+            request="no_such_module:Request",
+            response="no_such_module:Response",
+            edge_validates=False,
+        ),
+    )
+    router = http.Router("scorer", table)
+
+    @router.route("POST", "/score")
+    def score(req: http.Request) -> dict[str, Any]:
+        seen.append(req.body)
+        return {"score": 1, "echo": req.body}
+
+    return router
+
+
+def test_a_domain_checked_route_gets_the_parsed_json_and_answers_as_it_returns() -> None:
+    seen: list[Any] = []
+    client = Client(wsgi(_domain_checked_router(seen)))
+    resp = client.post("/score", json={"anything": [1, {"deep": None}]})
+    assert resp.status_code == 200, resp.data
+    assert resp.get_json() == {"score": 1, "echo": {"anything": [1, {"deep": None}]}}
+    assert seen == [{"anything": [1, {"deep": None}]}]
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type", "status", "says"),
+    [
+        (b'{"a": 1}', "text/plain", 415, "Content-Type: application/json"),
+        (b'{"a": ', "application/json", 400, "not valid JSON"),
+        (b'{"a": NaN}', "application/json", 400, "NaN is not a JSON number"),
+        (b"\xff\xfe", "application/json", 400, "not UTF-8"),
+        (b"", "application/json", 400, "not valid JSON"),
+    ],
+)
+def test_a_domain_checked_route_still_refuses_what_is_not_json(
+    data: bytes, content_type: str, status: int, says: str
+) -> None:
+    seen: list[Any] = []
+    client = Client(wsgi(_domain_checked_router(seen)))
+    body = problem(client.post("/score", data=data, content_type=content_type), status)
+    assert says in body["detail"]
+    assert seen == []  # the handler never ran

@@ -374,3 +374,49 @@ def test_files_beyond_the_upload_limits_are_refused_unread() -> None:
     model_json, weights = lab_files()
     assert "model.json is larger" in refused(model_json + b" " * config.LIMITS.model_json_bytes, weights)
     assert "weights.bin is larger" in refused(model_json, bytes(config.LIMITS.weights_bytes + 4))
+
+
+# --- the predict body: the domain checks it to the route's model ------------------------------------
+
+_SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=3)
+_INSTANCE = st.dictionaries(st.text(max_size=3), _SCALARS, max_size=3)
+_BODIES = st.one_of(
+    _SCALARS,
+    st.lists(_INSTANCE, max_size=2),
+    st.fixed_dictionaries({"instances": st.lists(_INSTANCE | _SCALARS, max_size=4)}),
+    st.fixed_dictionaries({"instances": st.lists(_INSTANCE, max_size=4)}, optional={"extra": _SCALARS}),
+    st.fixed_dictionaries({"instances": _SCALARS | _INSTANCE}),
+    st.sampled_from([{"instances": [{}] * MAX_INSTANCES}, {"instances": [{}] * (MAX_INSTANCES + 1)}]),
+)
+
+
+@given(_BODIES)
+def test_the_predict_domain_accepts_exactly_the_bodies_the_routes_model_accepts(body) -> None:
+    """POST /predict's edge leaves the body to mllab.serving.predict (its path loads no pydantic): what it
+    accepts is what the route's model (the OpenAPI contract) accepts, and it refuses the rest with a 422."""
+    from pydantic import ValidationError
+
+    from mllab.serving import predict, schemas
+
+    try:
+        schemas.PredictRequest.model_validate(body)
+        model_accepts = True
+    except ValidationError:
+        model_accepts = False
+    try:
+        assert predict._instances(body) == body["instances"]
+        domain_accepts = True
+    except Problem as problem:
+        assert problem.status == 422 and problem.errors
+        domain_accepts = False
+    assert domain_accepts == model_accepts
+
+
+def test_a_predict_instance_that_is_not_an_object_is_named() -> None:
+    from mllab.serving import predict
+
+    with pytest.raises(Problem) as caught:
+        predict._instances({"instances": [{}, 3]})
+    assert caught.value.errors == [
+        {"field": "instances.1", "message": "an instance is an object of feature values, not a number"}
+    ]

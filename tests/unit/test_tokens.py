@@ -434,3 +434,13 @@ def test_warm_signer_picks_up_a_rotation_after_the_refresh_interval(monkeypatch:
     token = tokens.issue_access_token("u", "s").token
     assert jwt.get_unverified_header(token)["kid"] == new_kid
     assert tokens.verify_access_token(token)["sub"] == "u"
+
+
+def test_the_published_key_set_is_what_its_route_model_describes() -> None:
+    """GET /.well-known/jwks.json sends public_jwks() as is (its path loads no pydantic): it must be the
+    route's model, field for field, with no private member."""
+    from mllab.identity import schemas
+
+    published = tokens.public_jwks()
+    assert published["keys"]
+    assert schemas.Jwks.model_validate(published).model_dump(mode="json") == published

@@ -415,25 +415,17 @@ class Router:
             ) from None
 
     def _parse_body(self, raw: RawRequest, route: Route, data: bytes) -> Any:
-        if route.request is None:
+        if not route.has_request:
             return None
         if raw.mimetype != "application/json":
             raise Problem(415, "Send the body as JSON with Content-Type: application/json.")
+        if not route.edge_validates:
+            return _json_body(data)  # the route's domain checks it (routes.Route.edge_validates)
         from pydantic import ValidationError  # loaded by the routes that have a request model, and only those
 
         if not data.strip() and not any(f.is_required() for f in route.request.model_fields.values()):
             data = b"{}"  # an empty body means "all defaults" when nothing is required
-        try:
-            obj = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
-        except UnicodeDecodeError:
-            raise Problem(400, "The body is not UTF-8 text.", slug="malformed-json") from None
-        except RecursionError:  # json's C scanner gives up past ~1,000 levels of arrays or objects
-            raise Problem(
-                400, "The body is not valid JSON for this API: it is nested too deeply.", slug="malformed-json"
-            ) from None
-        except ValueError as exc:
-            msg = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-            raise Problem(400, f"The body is not valid JSON: {msg}.", slug="malformed-json") from None
+        obj = _json_body(data)
         try:
             return route.request.model_validate(obj)
         except ValidationError as exc:
@@ -453,7 +445,7 @@ class Router:
         else:
             if _is_model(body):
                 body = body.model_dump(mode="json")
-            elif route.response is not None:
+            elif route.edge_validates and route.response is not None:
                 body = route.response.model_validate(body).model_dump(mode="json")
             resp = json_response(body, status)
         for name, value in resp_meta.headers:
@@ -467,6 +459,21 @@ def _is_model(body: Any) -> bool:
 
     pydantic = sys.modules.get("pydantic")
     return pydantic is not None and isinstance(body, pydantic.BaseModel)
+
+
+def _json_body(data: bytes) -> Any:
+    """The body as JSON: 400 problem+json for what is not UTF-8 JSON (NaN and infinities included)."""
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+    except UnicodeDecodeError:
+        raise Problem(400, "The body is not UTF-8 text.", slug="malformed-json") from None
+    except RecursionError:  # json's C scanner gives up past ~1,000 levels of arrays or objects
+        raise Problem(
+            400, "The body is not valid JSON for this API: it is nested too deeply.", slug="malformed-json"
+        ) from None
+    except ValueError as exc:
+        msg = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise Problem(400, f"The body is not valid JSON: {msg}.", slug="malformed-json") from None
 
 
 def _check_session(raw: RawRequest, route: Route, claims: dict[str, Any]) -> dict[str, Any] | None:

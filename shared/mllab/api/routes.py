@@ -98,6 +98,16 @@ class Route:
     answers: tuple[int, ...] = ()
     # CORS for any origin, without credentials (the route takes an API key, never a cookie).
     any_origin: bool = False
+    # False: the edge hands the handler the parsed JSON and sends its answer as is, and the route's domain
+    # checks both to the models above, which stay the route's contract (OpenAPI, the gateway, the fuzzer;
+    # a unit test holds the domain to them). For a route whose path must not load pydantic: about 70 ms
+    # of CPU at every cold start (docs/operations.md, cold starts).
+    edge_validates: bool = True
+
+    @property
+    def has_request(self) -> bool:
+        """Whether the route takes a body, known without importing its model."""
+        return object.__getattribute__(self, "_request") is not None
 
     @property
     def needs_live_session(self) -> bool:
@@ -187,6 +197,7 @@ ROUTES: tuple[Route, ...] = (
         "Public keys that verify access tokens",
         response=IDENTITY + "Jwks",
         cache="public, max-age=300",
+        edge_validates=False,  # mllab.identity.tokens.public_jwks builds it to the model
     ),
     # Google sign-in (browser navigations: they answer with redirects)
     Route(
@@ -500,6 +511,7 @@ ROUTES: tuple[Route, ...] = (
             413,
         ),  # 402: the owner's PRO lapsed; 403: the key's scope or deployments; 413: too big a model
         any_origin=True,
+        edge_validates=False,  # mllab.serving.predict checks the instances and builds the answer
     ),
 )
 

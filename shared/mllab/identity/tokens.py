@@ -31,6 +31,7 @@ ALGORITHM = "ES256"
 TOKEN_TYPE = "at+jwt"  # RFC 9068: an access token can't be confused with an ID token
 REQUIRED_CLAIMS = ("sub", "sid", "iat", "exp", "iss", "aud", "jti")
 PUBLIC_MEMBERS = ("kty", "crv", "x", "y", "kid", "use", "alg")
+JWK_DEFAULTS = {"use": "sig", "alg": "ES256"}  # what a published key is for, when its JWK leaves it out
 # Bookkeeping kept beside each key in both secrets (never served in the JWKS): NumericDates.
 KEY_DATES = ("created_at", "retired_at")
 RELOAD_INTERVAL_S = 30.0
@@ -190,8 +191,14 @@ class _Verifier:
             return self._keys[kid][1]
 
     def public_jwks(self) -> dict[str, Any]:
+        """As mllab.identity.schemas.Jwks describes it (GET /.well-known/jwks.json sends it as is: its path
+        loads no pydantic): the EC P-256 keys only, each with `use` and `alg` spelled out."""
         keys = _load(config.secret(config.PUBLIC_KEYS), private=False)
-        return {"keys": [{m: jwk[m] for m in PUBLIC_MEMBERS if m in jwk} for jwk, _ in keys.values()]}
+        return {
+            "keys": [
+                {**JWK_DEFAULTS, **{m: jwk[m] for m in PUBLIC_MEMBERS if m in jwk}} for jwk, _ in keys.values()
+            ]
+        }
 
 
 _verifier = _Verifier()

@@ -23,7 +23,7 @@ from mllab.identity import users
 from mllab.platform import clients, clock, config, ratelimit
 from mllab.platform.problems import Problem
 
-from . import apikeys, deployments, metering, store
+from . import apikeys, deployments, metering, preprocessing, store
 from .predictor import MAX_INSTANCES
 
 SCOPE = "predict"
@@ -98,7 +98,9 @@ def _prefetch(uid: str, dep: dict[str, Any]) -> dict[str, Any] | None:
     return {**(got[version[0].path].to_dict() or {}), "version": n} if version else None
 
 
-def _instances(body: Any) -> list[Any]:
+def _instances(body: Any) -> list[dict[str, Any]]:
+    """The body's instances, checked to the route's model (mllab.serving.schemas.PredictRequest: the edge
+    leaves this route's body to us, so its path loads no pydantic; a unit test holds the two together)."""
     if not isinstance(body, dict) or not isinstance(body.get("instances"), list):
         raise Problem(
             422,
@@ -115,6 +117,10 @@ def _instances(body: Any) -> list[Any]:
             f"Send 1 to {MAX_INSTANCES} instances.",
             errors=[{"field": "instances", "message": f"1 to {MAX_INSTANCES} items"}],
         )
+    bad = next((i for i, instance in enumerate(instances) if type(instance) is not dict), None)
+    if bad is not None:
+        message = f"an instance is an object of feature values, not {preprocessing.describe(instances[bad])}"
+        raise Problem(422, f"instance {bad}: {message}", errors=[{"field": f"instances.{bad}", "message": message}])
     return instances
 
 

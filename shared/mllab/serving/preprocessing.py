@@ -20,9 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from typing import Any, Literal, cast
 
 from . import cells
 from .errors import ModelError
@@ -32,36 +30,105 @@ FLOAT32_MAX = 3.4028234663852886e38  # TF.js feeds the model float32: a larger i
 MAX_REPORTED = 20  # field errors listed in one answer; the detail counts the rest
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+# The spec is read by hand into frozen dataclasses, not with pydantic: the predict path loads no pydantic
+# (about 70 ms of CPU at each cold start; docs/operations.md). Strict as the lab writes it: JSON numbers
+# (finite), booleans and text of the right kind; unknown keys are ignored (a newer lab may add some).
 
 
-class NumericFeature(_Strict):
+class SpecError(ValueError):
+    """The preprocessor is not the lab's: `where` (a dotted path into it) and why."""
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(f"{where}: {message}")
+
+
+def _field(obj: dict[str, Any], where: str, name: str, *, optional: bool = False) -> Any:
+    if name not in obj:
+        if optional:
+            return None
+        raise SpecError(f"{where}{name}", "Field required")
+    return obj[name]
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise SpecError(where or "(preprocessor)", "Input should be an object")
+    return value
+
+
+def _text(value: Any, where: str) -> str:
+    if type(value) is not str:
+        raise SpecError(where, "Input should be text")
+    return value
+
+
+def _choice(value: Any, where: str, options: tuple[Any, ...]) -> Any:
+    if isinstance(value, bool) or value not in options:
+        raise SpecError(where, "Input should be " + " or ".join(repr(o) for o in options))
+    return value
+
+
+def _number(value: Any, where: str, *, ge: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise SpecError(where, "Input should be a finite number")
+    if ge is not None and value < ge:
+        raise SpecError(where, f"Input should be greater than or equal to {ge:g}")
+    return float(value)
+
+
+def _count(value: Any, where: str) -> int:
+    if type(value) is not int or value < 1:
+        raise SpecError(where, "Input should be a whole number, at least 1")
+    return value
+
+
+@dataclass(frozen=True)
+class NumericFeature:
     name: str
     type: Literal["numeric"]
     scaling: Literal["zscore", "minmax"]
-    mean: float = Field(allow_inf_nan=False)
-    std: float = Field(ge=0, allow_inf_nan=False)
-    min: float = Field(allow_inf_nan=False)
-    max: float = Field(allow_inf_nan=False)
+    mean: float
+    std: float
+    min: float
+    max: float
     missing_indicator: bool
+
+    @classmethod
+    def read(cls, obj: dict[str, Any], where: str) -> NumericFeature:
+        indicator = _field(obj, where, "missing_indicator")
+        if type(indicator) is not bool:
+            raise SpecError(f"{where}missing_indicator", "Input should be a boolean")
+        return cls(
+            name=_text(_field(obj, where, "name"), f"{where}name"),
+            type="numeric",
+            scaling=_choice(_field(obj, where, "scaling"), f"{where}scaling", ("zscore", "minmax")),
+            mean=_number(_field(obj, where, "mean"), f"{where}mean"),
+            std=_number(_field(obj, where, "std"), f"{where}std", ge=0),
+            min=_number(_field(obj, where, "min"), f"{where}min"),
+            max=_number(_field(obj, where, "max"), f"{where}max"),
+            missing_indicator=indicator,
+        )
 
     @property
     def width(self) -> int:
         return 2 if self.missing_indicator else 1
 
 
-class CategoricalFeature(_Strict):
+@dataclass(frozen=True)
+class CategoricalFeature:
     name: str
     type: Literal["categorical"]
     vocabulary: list[str]
 
-    @field_validator("vocabulary")
     @classmethod
-    def _unique(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise ValueError("the vocabulary repeats a category")
-        return v
+    def read(cls, obj: dict[str, Any], where: str) -> CategoricalFeature:
+        vocabulary = _field(obj, where, "vocabulary")
+        if type(vocabulary) is not list:
+            raise SpecError(f"{where}vocabulary", "Input should be a list of text")
+        words = [_text(v, f"{where}vocabulary.{i}") for i, v in enumerate(vocabulary)]
+        if len(set(words)) != len(words):
+            raise SpecError(f"{where}vocabulary", "the vocabulary repeats a category")
+        return cls(name=_text(_field(obj, where, "name"), f"{where}name"), type="categorical", vocabulary=words)
 
     @property
     def width(self) -> int:
@@ -69,48 +136,96 @@ class CategoricalFeature(_Strict):
 
 
 Label = bool | int | float | str
+Feature = NumericFeature | CategoricalFeature
 
 
-class TargetEncoding(_Strict):
+@dataclass(frozen=True)
+class TargetEncoding:
     type: Literal["binary", "multiclass", "regression"]
     labels: list[Label] | None = None
-    mean: float | None = Field(default=None, allow_inf_nan=False)
-    std: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    mean: float | None = None
+    std: float | None = None
 
-    @model_validator(mode="after")
-    def _complete(self) -> TargetEncoding:
-        if self.type == "regression":
-            if self.mean is None or self.std is None:
-                raise ValueError("a regression target needs its mean and std")
-        elif self.labels is None or len(self.labels) < 2 or (self.type == "binary" and len(self.labels) != 2):
-            raise ValueError(f"a {self.type} target needs {'2' if self.type == 'binary' else 'at least 2'} labels")
-        return self
+    @classmethod
+    def read(cls, obj: dict[str, Any], where: str) -> TargetEncoding:
+        kind = _choice(_field(obj, where, "type"), f"{where}type", TASKS)
+        mean, std, labels = (_field(obj, where, name, optional=True) for name in ("mean", "std", "labels"))
+        mean = None if mean is None else _number(mean, f"{where}mean")
+        std = None if std is None else _number(std, f"{where}std", ge=0)
+        if labels is not None:
+            if type(labels) is not list:
+                raise SpecError(f"{where}labels", "Input should be a list")
+            for i, label in enumerate(labels):
+                if not isinstance(label, bool | int | float | str):
+                    raise SpecError(f"{where}labels.{i}", "Input should be text, a number or a boolean")
+            labels = list(labels)
+        if kind == "regression":
+            if mean is None or std is None:
+                raise SpecError(where.rstrip(".") or "target_encoding", "a regression target needs its mean and std")
+        elif labels is None or len(labels) < 2 or (kind == "binary" and len(labels) != 2):
+            need = "2" if kind == "binary" else "at least 2"
+            raise SpecError(where.rstrip(".") or "target_encoding", f"a {kind} target needs {need} labels")
+        return cls(type=kind, labels=labels, mean=mean, std=std)
 
 
-class PreprocessorSpec(_Strict):
+_FEATURE_KINDS: dict[str, Any] = {"numeric": NumericFeature, "categorical": CategoricalFeature}
+
+
+@dataclass(frozen=True)
+class PreprocessorSpec:
     version: Literal[1]
     task: Literal["binary", "multiclass", "regression"]
     target: str
-    features: list[Annotated[NumericFeature | CategoricalFeature, Field(discriminator="type")]] = Field(min_length=1)
+    features: tuple[Feature, ...]
     target_encoding: TargetEncoding
-    inputs: int = Field(ge=1)
-    outputs: int = Field(ge=1)
+    inputs: int
+    outputs: int
 
-    @model_validator(mode="after")
-    def _consistent(self) -> PreprocessorSpec:
+    @classmethod
+    def read(cls, value: Any) -> PreprocessorSpec:
+        """The spec, or SpecError naming the first thing in it that is not the lab's."""
+        obj = _object(value, "")
+        _choice(_field(obj, "", "version"), "version", (1,))
+        features = _field(obj, "", "features")
+        if type(features) is not list or not features:
+            raise SpecError("features", "Input should be a list of at least 1 feature")
+        spec = cls(
+            version=1,
+            task=_choice(_field(obj, "", "task"), "task", TASKS),
+            target=_text(_field(obj, "", "target"), "target"),
+            features=tuple(_feature(f, f"features.{i}.") for i, f in enumerate(features)),
+            target_encoding=TargetEncoding.read(
+                _object(_field(obj, "", "target_encoding"), "target_encoding"), "target_encoding."
+            ),
+            inputs=_count(_field(obj, "", "inputs"), "inputs"),
+            outputs=_count(_field(obj, "", "outputs"), "outputs"),
+        )
+        spec._check_consistent()
+        return spec
+
+    def _check_consistent(self) -> None:
         names = [f.name for f in self.features]
         if len(set(names)) != len(names):
-            raise ValueError("two features share a name")
+            raise SpecError("features", "two features share a name")
         if self.target_encoding.type != self.task:
-            raise ValueError(f"the target is encoded for {self.target_encoding.type}, the task is {self.task}")
+            raise SpecError("task", f"the target is encoded for {self.target_encoding.type}, the task is {self.task}")
         width = sum(f.width for f in self.features)
         if width != self.inputs:
-            raise ValueError(f"the features make {width} inputs, the preprocessor says {self.inputs}")
+            raise SpecError("inputs", f"the features make {width} inputs, the preprocessor says {self.inputs}")
         labels = self.target_encoding.labels
         expected = len(labels) if self.task == "multiclass" and labels else 1
         if self.outputs != expected:
-            raise ValueError(f"a {self.task} model with these labels has {expected} outputs, not {self.outputs}")
-        return self
+            raise SpecError(
+                "outputs", f"a {self.task} model with these labels has {expected} outputs, not {self.outputs}"
+            )
+
+
+def _feature(value: Any, where: str) -> Feature:
+    obj = _object(value, where.rstrip("."))
+    kind = _FEATURE_KINDS.get(_field(obj, where, "type")) if isinstance(obj.get("type"), str) else None
+    if kind is None:
+        raise SpecError(f"{where}type", "Input should be 'numeric' or 'categorical'")
+    return cast("Feature", kind.read(obj, where))
 
 
 @dataclass(frozen=True)
@@ -137,7 +252,7 @@ class InvalidInstances(ValueError):
         super().__init__(f"{where}: {first.message}{more}")
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
     """The JSON type of a value, for an error message (the value itself is never echoed)."""
     if value is None:
         return "null"
@@ -171,11 +286,9 @@ class Preprocessor:
         if not isinstance(metadata, dict) or "preprocessor" not in metadata:
             raise ModelError("model.json has no preprocessing (userDefinedMetadata.preprocessor): save it from the lab")
         try:
-            return cls(PreprocessorSpec.model_validate(metadata["preprocessor"]))
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first.get("loc", ())) or "(preprocessor)"
-            raise ModelError(f"model.json's preprocessor is not the lab's: {where}: {first.get('msg')}") from None
+            return cls(PreprocessorSpec.read(metadata["preprocessor"]))
+        except SpecError as exc:
+            raise ModelError(f"model.json's preprocessor is not the lab's: {exc}") from None
 
     def feature_list(self) -> list[dict[str, Any]]:
         """What an instance takes: [{name, type, values?}] (the categories, without the missing one)."""
@@ -207,7 +320,7 @@ class Preprocessor:
 
     def _encode_one(self, i: int, instance: Any) -> tuple[list[float], list[FieldError]]:
         if type(instance) is not dict:
-            return [], [FieldError(i, None, f"an instance is an object of feature values, not {_describe(instance)}")]
+            return [], [FieldError(i, None, f"an instance is an object of feature values, not {describe(instance)}")]
         problems = []
         if not self.names.issuperset(instance):
             problems = [
@@ -284,7 +397,7 @@ def _numeric_encoder(f: NumericFeature) -> Encoder:
             elif kind is str and cells.NUMBER.fullmatch(v):
                 return f"must be a number within ±{cells.MAX_SAFE_INTEGER} when sent as text (send a JSON number)"
             else:
-                return f"must be a number (or null for a missing value), not {_describe(raw)}"
+                return f"must be a number (or null for a missing value), not {describe(raw)}"
         scaled = ((x - lo) / span if span > 0 else 0.0) if minmax else ((x - mean) / std if std > 0 else 0.0)
         if not abs(scaled) <= FLOAT32_MAX:
             return "is too large for this model: scaled, it is beyond the range of a 32-bit float"
@@ -316,7 +429,7 @@ def _categorical_encoder(f: CategoricalFeature) -> Encoder:
         elif raw is None or kind is bool:
             at = index.get(cells.key(raw), unseen)
         else:
-            return f"must be a category (text, a number or a boolean, or null), not {_describe(raw)}"
+            return f"must be a category (text, a number or a boolean, or null), not {describe(raw)}"
         if table is not None:
             out.extend(table[at])
         else:
