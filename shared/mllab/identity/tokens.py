@@ -195,9 +195,7 @@ class _Verifier:
         loads no pydantic): the EC P-256 keys only, each with `use` and `alg` spelled out."""
         keys = _load(config.secret(config.PUBLIC_KEYS), private=False)
         return {
-            "keys": [
-                {**JWK_DEFAULTS, **{m: jwk[m] for m in PUBLIC_MEMBERS if m in jwk}} for jwk, _ in keys.values()
-            ]
+            "keys": [{**JWK_DEFAULTS, **{m: jwk[m] for m in PUBLIC_MEMBERS if m in jwk}} for jwk, _ in keys.values()]
         }
 
 
