@@ -423,11 +423,13 @@ class Router:
             return _json_body(data)  # the route's domain checks it (routes.Route.edge_validates)
         from pydantic import ValidationError  # loaded by the routes that have a request model, and only those
 
-        if not data.strip() and not any(f.is_required() for f in route.request.model_fields.values()):
+        model = route.request
+        assert model is not None  # has_request
+        if not data.strip() and not any(f.is_required() for f in model.model_fields.values()):
             data = b"{}"  # an empty body means "all defaults" when nothing is required
         obj = _json_body(data)
         try:
-            return route.request.model_validate(obj)
+            return model.model_validate(obj)
         except ValidationError as exc:
             raise Problem(
                 422, "Some fields are missing or invalid; see `errors`.", errors=field_errors(exc.errors())
