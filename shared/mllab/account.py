@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from mllab.billing import entitlements, subscriptions
 from mllab.billing.schemas import Subscription
@@ -24,11 +24,12 @@ from mllab.identity import schemas as identity_schemas
 from mllab.platform import audit, clients, clock, config, jsonvalues, log, mail, ratelimit
 from mllab.platform.problems import Problem
 from mllab.platform.queries import Query
+from mllab.platform.wire import ApiModel
 from mllab.serving import apikeys, deployments, metering
 from mllab.serving import schemas as serving_schemas
 
 
-class Me(BaseModel):
+class Me(ApiModel):
     """What GET /me answers: the user with their plan and usage (it joins identity, billing and files, so
     it lives here rather than in identity's schemas, which sign-in paths load)."""
 

@@ -5,19 +5,19 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import Field, StringConstraints
 
 from mllab.platform import config
-from mllab.platform.wire import Plain, Strict
+from mllab.platform.wire import ApiModel, Plain, Strict
 
 
-class LastPayment(BaseModel):
+class LastPayment(ApiModel):
     time: str
     value: str | None = None  # PayPal's decimal string, e.g. "15.00"
     currency: str | None = None
 
 
-class Subscription(BaseModel):
+class Subscription(ApiModel):
     status: Literal["active", "past_due", "trial", "canceled", "none"] = "none"
     plan: Literal["free", "pro"] = "free"
     pro_until: str | None = None
@@ -32,12 +32,12 @@ class Subscription(BaseModel):
     first_charge_time: str | None = None
 
 
-class Money(BaseModel):
+class Money(ApiModel):
     value: str
     currency: str
 
 
-class PlanLimits(BaseModel):
+class PlanLimits(ApiModel):
     cloud_saves: bool
     storage_bytes: int
     uploads_per_day: int
@@ -77,7 +77,7 @@ class PlanLimits(BaseModel):
         )
 
 
-class PlanInfo(BaseModel):
+class PlanInfo(ApiModel):
     id: Literal["free", "pro"]
     name: str
     price: Money
@@ -85,11 +85,11 @@ class PlanInfo(BaseModel):
     limits: PlanLimits
 
 
-class Plans(BaseModel):
+class Plans(ApiModel):
     plans: list[PlanInfo]
 
 
-class SubscribeResponse(BaseModel):
+class SubscribeResponse(ApiModel):
     subscription_id: str
     approve_url: str
     # The first charge: at the end of the PRO already held (a paid-through date, a trial), else now.
@@ -111,13 +111,13 @@ class PromoRequest(Strict):
     code: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64), Plain]
 
 
-class PromoApplied(BaseModel):
+class PromoApplied(ApiModel):
     code: str
     kind: Literal["trial", "comp"]
     days: int | None
     subscription: Subscription
 
 
-class WebhookAck(BaseModel):
+class WebhookAck(ApiModel):
     event_id: str
     outcome: str

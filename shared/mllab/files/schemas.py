@@ -6,11 +6,11 @@ from __future__ import annotations
 import warnings
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from mllab.platform import config
 from mllab.platform.jsonvalues import json_depth
-from mllab.platform.wire import JsonObject, Plain, Strict
+from mllab.platform.wire import ApiModel, JsonObject, Plain, Strict
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), Plain]
 Id = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
@@ -50,14 +50,14 @@ class CreateJob(Strict):
     name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=100), Plain] = ""
 
 
-class Project(BaseModel):
+class Project(ApiModel):
     id: str
     name: str
     created_at: str
     updated_at: str
 
 
-class ModelVersion(BaseModel):
+class ModelVersion(ApiModel):
     version: int
     status: Literal["pending", "ready", "failed"]
     created_at: str
@@ -70,7 +70,7 @@ class VersionNotes(Strict):
     notes: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500), Plain]
 
 
-class Model(BaseModel):
+class Model(ApiModel):
     id: str
     project_id: str
     name: str
@@ -81,7 +81,7 @@ class Model(BaseModel):
     updated_at: str
 
 
-class Dataset(BaseModel):
+class Dataset(ApiModel):
     id: str
     project_id: str
     name: str
@@ -96,7 +96,7 @@ class Dataset(BaseModel):
     updated_at: str
 
 
-class Job(BaseModel):
+class Job(ApiModel):
     model_config = ConfigDict(extra="allow")
 
     id: str
@@ -110,7 +110,7 @@ class Job(BaseModel):
     updated_at: str
 
 
-class Page(BaseModel):
+class Page(ApiModel):
     items: list[dict]
     next_cursor: str | None = None
 
@@ -129,7 +129,7 @@ class CompleteUpload(Strict):
     object: Annotated[str, StringConstraints(min_length=1, max_length=1024), Plain]  # no control characters
 
 
-class SignedUrl(BaseModel):
+class SignedUrl(ApiModel):
     url: str
     method: Literal["PUT", "GET"]
     headers: dict[str, str]
@@ -137,7 +137,7 @@ class SignedUrl(BaseModel):
     expires_at: str
 
 
-class EpochMetrics(BaseModel):
+class EpochMetrics(ApiModel):
     model_config = ConfigDict(extra="allow")
 
     epoch: Annotated[int, Field(ge=1)]
@@ -147,7 +147,7 @@ class EpochMetrics(BaseModel):
     val_acc: float | None = None
 
 
-class Metrics(BaseModel):
+class Metrics(ApiModel):
     """`metrics.json` as the lab writes it (docs/architecture.md, object names)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -173,7 +173,7 @@ class Metrics(BaseModel):
         return self
 
 
-class Usage(BaseModel):
+class Usage(ApiModel):
     storage_bytes: int = 0
     storage_limit_bytes: int = 0
     uploads_today: int = 0

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints
 
-from mllab.platform.wire import Plain, Strict
+from mllab.platform.wire import ApiModel, Plain, Strict
 
 
-class Jwk(BaseModel):
+class Jwk(ApiModel):
     kty: Literal["EC"]
     crv: Literal["P-256"]
     x: str
@@ -20,7 +20,7 @@ class Jwk(BaseModel):
     alg: Literal["ES256"] = "ES256"
 
 
-class Jwks(BaseModel):
+class Jwks(ApiModel):
     keys: list[Jwk]
 
 
@@ -75,13 +75,13 @@ class DeleteAccountRequest(Strict):
     password: AnyPassword | None = None
 
 
-class AccessTokenResponse(BaseModel):
+class AccessTokenResponse(ApiModel):
     access_token: str
     token_type: Literal["Bearer"] = "Bearer"
     expires_in: int
 
 
-class SessionInfo(BaseModel):
+class SessionInfo(ApiModel):
     id: str
     method: str
     user_agent: str
@@ -92,12 +92,12 @@ class SessionInfo(BaseModel):
     current: bool
 
 
-class SessionList(BaseModel):
+class SessionList(ApiModel):
     items: list[SessionInfo]
     next_cursor: str | None = None
 
 
-class AccountExport(BaseModel):
+class AccountExport(ApiModel):
     model_config = ConfigDict(extra="allow")
 
     exported_at: str

@@ -40,18 +40,26 @@ JsonObject = Annotated[
 ]
 
 
-class Strict(BaseModel):
+class ApiModel(BaseModel):
+    """Every model of the API. Each is built (its validator and serializer) on first use, not at import:
+    a function loads a domain's schemas module for the few models its routes use, and building all of
+    them cost that function's cold start tens of milliseconds of CPU (docs/operations.md, cold starts)."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class Strict(ApiModel):
     """Request bodies refuse unknown fields, so a typo is a 422, not a silent no-op."""
 
     model_config = ConfigDict(extra="forbid")
 
 
-class FieldError(BaseModel):
+class FieldError(ApiModel):
     field: str
     message: str
 
 
-class Problem(BaseModel):
+class Problem(ApiModel):
     """RFC 9457 problem details, as every error is answered."""
 
     type: str
@@ -65,5 +73,5 @@ class Problem(BaseModel):
     limit: int | None = Field(default=None, description="limit-reached: how many the plan allows")
 
 
-class Accepted(BaseModel):
+class Accepted(ApiModel):
     detail: str

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import Field, StringConstraints
 
-from mllab.platform.wire import Plain, Strict
+from mllab.platform.wire import ApiModel, Plain, Strict
 from mllab.serving import apikeys, deployments  # the domain's limits (every function loading this module loads both)
 
 Id = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
@@ -30,7 +30,7 @@ class UpdateDeployment(Strict):
     description: Annotated[str, StringConstraints(max_length=deployments.MAX_DESCRIPTION), Plain] | None = None
 
 
-class Deployment(BaseModel):
+class Deployment(ApiModel):
     id: str
     model_id: str
     version: int
@@ -41,7 +41,7 @@ class Deployment(BaseModel):
     updated_at: str | None
 
 
-class DeploymentList(BaseModel):
+class DeploymentList(ApiModel):
     items: list[Deployment]
 
 
@@ -52,7 +52,7 @@ class CreateApiKey(Strict):
     expires_in_days: Annotated[int, Field(ge=1, le=apikeys.MAX_EXPIRY_DAYS)] | None = None
 
 
-class ApiKey(BaseModel):
+class ApiKey(ApiModel):
     """A key as listed: never the key or its hash."""
 
     id: str
@@ -69,17 +69,17 @@ class NewApiKey(ApiKey):
     key: str = Field(description="the key itself: shown this once, stored only as a hash")
 
 
-class ApiKeyList(BaseModel):
+class ApiKeyList(ApiModel):
     items: list[ApiKey]
 
 
-class PublicFeature(BaseModel):
+class PublicFeature(ApiModel):
     name: str
     type: str
     values: list[Any] | None = None
 
 
-class PublicDeployment(BaseModel):
+class PublicDeployment(ApiModel):
     """What a share page needs: the browser predicts from the two signed URLs."""
 
     id: str
@@ -95,7 +95,7 @@ class PublicDeployment(BaseModel):
     urls_expire_at: str
 
 
-class PredictionUsage(BaseModel):
+class PredictionUsage(ApiModel):
     """This month's predictions (UTC), as GET /me shows them; the count lags by up to a second."""
 
     month: str = ""
@@ -110,7 +110,7 @@ class PredictRequest(Strict):
     ]
 
 
-class PredictResponse(BaseModel):
+class PredictResponse(ApiModel):
     predictions: list[dict[str, Any]]
     deployment_id: str
     model_id: str
