@@ -2,18 +2,23 @@
 
 build/<name>/ = functions/<name>/* + the `mllab` package + a `.gcloudignore` + the repo's lock. This is
 Google's documented "package local dependencies" layout: functions-framework puts main.py's folder on
-sys.path, so `import mllab` finds the copy beside it. The staged requirements.txt is the function's own
-pins plus `-c constraints.txt`, so the buildpack's `pip install -r requirements.txt` installs every
-transitive dependency at the version the tests ran with. `--extra=s3:a,b` adds an optional dependency
+sys.path, so `import mllab` finds the copy beside it. With `--bytecode-for=python312` (the plan passes its
+runtime), a stager running that Python also ships the bytecode of every module (`__pycache__`, checked by
+hash only, never by timestamp: an upload does not keep modification times), so a new instance does not
+compile our sources on its cold start (docs/operations.md, cold starts). The staged requirements.txt is
+the function's own pins plus `-c constraints.txt`, so the buildpack's `pip install -r requirements.txt`
+installs every transitive dependency at the version the tests ran with. `--extra=s3:a,b` adds an optional dependency
 group of pyproject.toml (the S3 store's `s3`) to the named functions' requirements: a deployment on an
 S3-compatible store installs its client only where the store is used. Standard library only.
 
-    python3 infra/stage.py [--out build] [--extra=EXTRA:name,name] [name ...]
+    python3 infra/stage.py [--out build] [--bytecode-for=python312] [--extra=EXTRA:name,name] [name ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
+import py_compile
 import shutil
 import sys
 import tomllib
@@ -21,10 +26,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 GCLOUDIGNORE = """\
-# Upload only what the function runs; gcloud would otherwise also honour .gitignore.
+# Upload only what the function runs (its sources and, when staged for its runtime, their bytecode);
+# gcloud would otherwise also honour .gitignore, which ignores bytecode.
 .gcloudignore
-__pycache__/
-*.pyc
 tests/
 """
 LOCK = "constraints.txt"
@@ -53,7 +57,25 @@ def extra_pins(extra: str) -> list[str]:
     return list(groups[extra])
 
 
-def stage(name: str, out: Path, extras: tuple[str, ...] = ()) -> Path:
+def runtime_tag(runtime: str) -> str:
+    """`python312` -> the bytecode tag that runtime's interpreter reads, `cpython-312`."""
+    version = runtime.removeprefix("python")
+    if not runtime.startswith("python") or not version.isdigit() or len(version) < 2:
+        raise SystemExit(f"stage: --bytecode-for takes a runtime such as python312, got {runtime!r}")
+    return f"cpython-{version}"
+
+
+def compile_bytecode(dest: Path) -> bool:
+    """Every module's bytecode in __pycache__, valid for as long as the source's hash matches (the
+    staged copy never changes). False when a module does not compile."""
+    return bool(
+        compileall.compile_dir(
+            dest, quiet=1, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH, workers=1
+        )
+    )
+
+
+def stage(name: str, out: Path, extras: tuple[str, ...] = (), bytecode: bool = False) -> Path:
     src = ROOT / "functions" / name
     if not (src / "main.py").is_file() or not (src / "requirements.txt").is_file():
         raise SystemExit(f"stage: functions/{name} needs main.py and requirements.txt")
@@ -74,6 +96,8 @@ def stage(name: str, out: Path, extras: tuple[str, ...] = ()) -> Path:
     (dest / "requirements.txt").write_text(
         f"{pins}\n# The repo's full lock: dependencies of the pins above install at the tested versions.\n-c {LOCK}\n"
     )
+    if bytecode and not compile_bytecode(dest):
+        raise SystemExit(f"stage: functions/{name} does not compile")
     return dest
 
 
@@ -93,14 +117,23 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "build")
     parser.add_argument("--extra", action="append", default=[], help="EXTRA:name,name (pyproject.toml's extras)")
+    parser.add_argument(
+        "--bytecode-for", metavar="RUNTIME", help="ship bytecode when staging with this runtime's Python"
+    )
     parser.add_argument("names", nargs="*", help="functions to stage (default: all)")
     args = parser.parse_args(argv)
+    bytecode = bool(args.bytecode_for) and runtime_tag(args.bytecode_for) == sys.implementation.cache_tag
+    if args.bytecode_for and not bytecode:
+        print(
+            f"stage: no bytecode shipped: this is {sys.implementation.cache_tag}, {args.bytecode_for} reads "
+            f"{runtime_tag(args.bytecode_for)} (each instance compiles the sources on its cold start)"
+        )
     extras = parse_extras(args.extra)
     unknown = sorted(set(extras) - set(functions()))
     if unknown:
         raise SystemExit(f"stage: --extra names no function {', '.join(unknown)}")
     for name in args.names or functions():
-        print(f"staged {stage(name, args.out, extras.get(name, ()))}")
+        print(f"staged {stage(name, args.out, extras.get(name, ()), bytecode)}")
     return 0
 
 

@@ -42,7 +42,8 @@ def schedules(env: Environment) -> dict[str, tuple[str, str]]:
 
 
 def stage_command(env: Environment) -> tuple[str, ...]:
-    argv: tuple[str, ...] = ("python3", "infra/stage.py", "--out", "build")
+    # with the runtime's bytecode when the stager runs that Python (Cloud Build's stage step does)
+    argv: tuple[str, ...] = ("python3", "infra/stage.py", "--out", "build", f"--bytecode-for={RUNTIME}")
     if env.s3:  # the S3 store's client library, in the functions that use the store and nowhere else
         argv += (f"--extra={S3_EXTRA}:{','.join(fn.name for fn in env.store_functions)}",)
     return argv
@@ -54,7 +55,8 @@ def stage(env: Environment) -> list[Step]:
         Step(
             "Stage",
             "Stage every function: build/<name>/ = functions/<name>/ + the mllab package + pinned "
-            f"requirements{extra} + .gcloudignore (exactly what gcloud uploads).",
+            f"requirements{extra} + .gcloudignore (exactly what gcloud uploads), with the modules' bytecode "
+            "when staged by the runtime's Python.",
             stage_command(env),
             group="stage",
         )

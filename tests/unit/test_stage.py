@@ -18,15 +18,47 @@ from mllab_dev import secrets as dev_secrets
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _stage(tmp_path: Path, name: str) -> Path:
+# The runtime this interpreter is (the deploy's is python312: the venv's Python).
+THIS_RUNTIME = f"python{sys.version_info.major}{sys.version_info.minor}"
+
+
+def _stage(tmp_path: Path, name: str, *flags: str) -> Path:
     out = subprocess.run(
-        [sys.executable, str(ROOT / "infra" / "stage.py"), "--out", str(tmp_path), name],
+        [sys.executable, str(ROOT / "infra" / "stage.py"), "--out", str(tmp_path), *flags, name],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert out.returncode == 0, out.stderr
     return tmp_path / name
+
+
+def test_staged_for_its_runtime_a_function_ships_hash_checked_bytecode_of_every_module(tmp_path: Path) -> None:
+    """A new instance reads the shipped bytecode instead of compiling our sources on its cold start: one
+    .pyc per module, for the runtime's interpreter, valid by source hash (an upload keeps no mtimes)."""
+    import importlib.util
+
+    staged = _stage(tmp_path, "predict", f"--bytecode-for={THIS_RUNTIME}")
+    sources = sorted(p for p in staged.rglob("*.py"))
+    assert len(sources) > 30
+    for source in sources:
+        pyc = Path(importlib.util.cache_from_source(str(source)))
+        assert pyc.is_file(), f"no bytecode for {source.relative_to(staged)}"
+        header = pyc.read_bytes()[:16]
+        assert header[:4] == importlib.util.MAGIC_NUMBER
+        assert int.from_bytes(header[4:8], "little") == 0b01  # hash-based, source never re-checked
+
+
+def test_staged_by_another_python_a_function_ships_no_bytecode_and_says_why(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "infra" / "stage.py"), "--out", str(tmp_path), "--bytecode-for=python399", "jwks"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "no bytecode shipped" in out.stdout and "cpython-399" in out.stdout
+    assert not list((tmp_path / "jwks").rglob("*.pyc"))
 
 
 @pytest.mark.parametrize("fn", routes.FUNCTIONS, ids=lambda f: f.name)
@@ -58,20 +90,19 @@ def test_staged_requirements_are_the_functions_pins_under_the_lock(tmp_path: Pat
 
 def test_upload_lists_hold_mllab_and_nothing_else(tmp_path: Path) -> None:
     """What `gcloud functions deploy --source=build/<name>` would upload (gcloud works offline here):
-    the library and the lock in every function, never tests, caches or the operator CLI."""
+    the library, its bytecode and the lock in every function, never tests or the operator CLI."""
     from concurrent.futures import ThreadPoolExecutor
 
     names = [fn.name for fn in routes.FUNCTIONS]
     out = subprocess.run(
-        [sys.executable, str(ROOT / "infra" / "stage.py"), "--out", str(tmp_path), *names],
+        [sys.executable, str(ROOT / "infra" / "stage.py"), "--out", str(tmp_path), f"--bytecode-for={THIS_RUNTIME}"]
+        + names,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     for name in names:  # what a developer's run may leave in a staged folder; the ignore file must drop it
-        (tmp_path / name / "mllab" / "__pycache__").mkdir()
-        (tmp_path / name / "mllab" / "__pycache__" / "http.cpython-312.pyc").write_bytes(b"")
         (tmp_path / name / "tests").mkdir()
         (tmp_path / name / "tests" / "test_x.py").write_text("")
 
@@ -93,10 +124,12 @@ def test_upload_lists_hold_mllab_and_nothing_else(tmp_path: Path) -> None:
         for p in (ROOT / "shared" / "mllab").rglob("*")
         if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc" and "ops" not in p.parts
     }
+    tag = sys.implementation.cache_tag
     for name, files in lists.items():
         assert {"main.py", "requirements.txt", "constraints.txt", "mllab/__init__.py"} <= files, name
         assert library <= files, f"{name}: missing {sorted(library - files)}"
-        assert not [f for f in files if f.startswith("tests/") or "__pycache__" in f or f.endswith(".pyc")], name
+        assert {f"__pycache__/main.{tag}.pyc", f"mllab/api/__pycache__/http.{tag}.pyc"} <= files, name
+        assert not [f for f in files if f.startswith("tests/")], name
         assert not [f for f in files if f.startswith("mllab/ops/")] and ".gcloudignore" not in files, name
 
 
