@@ -914,14 +914,12 @@ def cold_start_section(env: dict[str, str], tmp: Path) -> None:
     )
     bare = _cold_row(HERE / "bare" / "main.py", "bare", _first_bare, env, ())
     print(_cells("bare functions-framework", bare))
-    floors: dict[str, dict[str, float]] = {}
     for fn in routes.for_store("gcs"):
         if only and fn.name not in only:
             continue
         label, target, probe, extra = floor_of(fn)
         uses = tuple(sorted(u for u in fn.uses if u in CLIENT_MODULES))
-        floor = floors.get(label) or _cold_row(FLOOR, target, probe, {**env, **extra}, ())
-        floors[label] = floor
+        floor = _cold_row(FLOOR, target, probe, {**env, **extra}, ())  # again for each: the load moves
         row = _cold_row(ROOT / "functions" / fn.name / "main.py", fn.name, PROBES[fn.name], env, uses)
         eager = ""
         if eager_too:
