@@ -18,10 +18,13 @@ def record(
     target: str | None = None,
     outcome: str = "ok",
     ip: str | None = None,
+    key: str | None = None,
     **details: Any,
 ) -> None:
     """Write one entry; the request id comes from the log context. An audit write failure is logged,
-    never allowed to turn a user's successful request into an error."""
+    never allowed to turn a user's successful request into an error. With `key` (what the entry is
+    about, e.g. one stored object's generation) the entry is written once: a second delivery of the
+    same event, or one racing it, finds it written and adds none."""
     ctx = log.context()
     entry = {
         "action": action,
@@ -34,8 +37,17 @@ def record(
         "at": clock.now(),
         "details": log.redact(details) if details else {},
     }
+    from google.api_core.exceptions import AlreadyExists
+
     try:
-        clients.firestore().collection(COLLECTION).add(entry)
+        entries = clients.firestore().collection(COLLECTION)
+        if key is None:
+            entries.add(entry)
+        else:
+            entries.document(key).create(entry)
+    except AlreadyExists:
+        log.info("audit entry already written", action=action, target=target)
+        return
     except Exception as exc:  # noqa: BLE001 - see docstring
         log.exception("audit write failed", exc, action=action)
     log.info("audit", action=action, actor=actor, target=target, outcome=outcome)
