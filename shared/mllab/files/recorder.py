@@ -291,7 +291,8 @@ def _record(event: ObjectEvent, name: objects.ObjectName, size: int, extra: dict
         _apply_to_owner(tx, owner_ref, o, model_ref, model, event, name, extra, now)
         return "recorded"
 
-    return transactions.run(reads, run)
+    with transactions.one_at_a_time(name.uid):  # a user's events share the usage and daily count
+        return transactions.run(reads, run)
 
 
 def _file_entry(event: ObjectEvent) -> dict[str, Any]:
@@ -420,7 +421,8 @@ def _mark_failed(name: objects.ObjectName, reason: str) -> None:
             owner_ref, {"status": "failed", "failure": f"The {kind} was refused: {reason}.", "updated_at": clock.now()}
         )
 
-    transactions.run([owner_ref], run)
+    with transactions.one_at_a_time(name.uid):
+        transactions.run([owner_ref], run)
 
 
 # --- delete --------------------------------------------------------------------------------------
@@ -483,7 +485,8 @@ def delete(event: ObjectEvent) -> None:
             _off_owner(tx, owner.reference, owner.to_dict(), name, event, now)
         return "reversed"
 
-    outcome = transactions.run(reads, run)
+    with transactions.one_at_a_time(uid):
+        outcome = transactions.run(reads, run)
     if outcome == "dropped":
         log.info("object deletion of a deleted account dropped", generation=event.generation)
         return

@@ -11,17 +11,26 @@ the commit) is run again from its reads, up to `max_attempts`, naming the first 
 (`retry_transaction`) so it keeps its place in line; any other failure rolls it back and propagates. A
 body that wrote nothing is rolled back rather than committed (there is nothing to wait for; the
 rollback only releases the read locks, sent in the background: see mllab.platform.clients).
+
+`one_at_a_time`: transactions that would contend on one document (a user's usage counter) wait for
+each other in the process instead. Firestore would serialise them anyway, but only after they all
+took their read locks: the emulator then holds each until its 2 s lock timeout aborts one, and
+Firestore retries the aborted with backoff. Across instances Firestore's own rules still apply.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from mllab.platform import clients
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 10
+_guard = threading.Lock()
+_held: dict[str, list[Any]] = {}  # key -> [its lock, how many hold it or wait for it]
 
 
 def run(refs: Sequence[Any], body: Callable[[Any, dict[str, Any]], T], *, max_attempts: int = MAX_ATTEMPTS) -> T:
@@ -72,3 +81,24 @@ def _begin_with_reads(db: Any, tx: Any, refs: Sequence[Any], retry_id: bytes | N
     if not tx.in_progress or len(snaps) != len(by_path):
         raise RuntimeError("Firestore answered the transaction's reads incompletely")
     return snaps
+
+
+@contextlib.contextmanager
+def one_at_a_time(key: str) -> Iterator[None]:
+    """Run the block while no other thread of this process runs one with the same key. Waits at most
+    one call deadline; then raises TimeoutError (a transient failure: the caller's work is retried)."""
+    with _guard:
+        entry = _held.setdefault(key, [threading.Lock(), 0])
+        entry[1] += 1
+    try:
+        if not entry[0].acquire(timeout=clients.deadline()):
+            raise TimeoutError("another transaction on the same documents did not finish in time")
+        try:
+            yield
+        finally:
+            entry[0].release()
+    finally:
+        with _guard:
+            entry[1] -= 1
+            if not entry[1]:
+                del _held[key]
