@@ -21,6 +21,7 @@ import argparse
 import base64
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -82,14 +83,20 @@ def run(subscription: str, endpoint: str, concurrency: int, port: int, ack_deadl
     threading.Thread(target=health.serve_forever, daemon=True).start()
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     with httpx.Client(limits=limits) as client, pubsub_v1.SubscriberClient() as subscriber:
-        future = subscriber.subscribe(
-            subscription,
-            deliverer(client, endpoint, subscription, ack_deadline),
-            flow_control=pubsub_v1.types.FlowControl(max_messages=concurrency),
-            scheduler=pubsub_v1.subscriber.scheduler.ThreadScheduler(ThreadPoolExecutor(concurrency)),
-        )
+        deliver = deliverer(client, endpoint, subscription, ack_deadline)
         print(f"pusher: {subscription} -> {endpoint}, {concurrency} at once", flush=True)
-        future.result()
+        while True:  # a stream the emulator broke (it was paused, or restarted) is opened again
+            future = subscriber.subscribe(
+                subscription,
+                deliver,
+                flow_control=pubsub_v1.types.FlowControl(max_messages=concurrency),
+                scheduler=pubsub_v1.subscriber.scheduler.ThreadScheduler(ThreadPoolExecutor(concurrency)),
+            )
+            try:
+                future.result()
+            except Exception as exc:  # noqa: BLE001 - any end of the stream: report it, open another
+                print(f"pusher: the stream ended ({type(exc).__name__}: {exc}); reopening", flush=True)
+                time.sleep(RETRY_PAUSE_S)
 
 
 def main(argv: list[str] | None = None) -> int:
