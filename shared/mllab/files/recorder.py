@@ -20,6 +20,7 @@ is removed, and nothing is written that would name the account again.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 from datetime import datetime
@@ -376,32 +377,45 @@ def _delete_generation(event: ObjectEvent) -> None:
 def _reject(
     event: ObjectEvent, name: objects.ObjectName | None, reason: str, *, fails: bool = True, live: bool = False
 ) -> None:
-    """Delete exactly this generation, audit it (once per generation, however often its event comes),
-    and (with `fails`) mark what it was meant for failed. `live`: the recording transaction has just
-    read the account and found it live (it is not read again)."""
+    """Delete exactly this generation; then, in one transaction, audit it (once per generation, however
+    often its event comes) and (with `fails`) mark what it was meant for failed. `live`: the recording
+    transaction has just read the account and found it live (it is not read again)."""
     _delete_generation(event)
     uid = name.uid if name else event.uid  # outside the grammar, the users/<uid>/ prefix still says whose
-    if uid and not live and _account_gone(_db().collection(users.USERS).document(uid).get()):
-        log.info("object of a deleted account removed", generation=event.generation)
-        return  # no audit entry: it would name the account again after its purge
-    audit.record(
-        "object.rejected",
-        actor=uid,
-        target=event.name,
-        outcome="deleted",
-        key=f"object.rejected-{event.key}",
-        reason=reason,
-        generation=event.generation,
+    user_ref = _db().collection(users.USERS).document(uid) if uid and not live else None
+    owner_ref = _owner_ref(name) if fails and name is not None else None
+    audit_ref = audit.keyed_ref(f"object.rejected-{event.key}")
+    entry = audit.entry(
+        "object.rejected", actor=uid, target=event.name, outcome="deleted", reason=reason, generation=event.generation
     )
+
+    def run(tx: Any, snaps: dict[str, Any]) -> str:
+        if user_ref is not None and _account_gone(snaps[user_ref.path]):
+            return GONE  # no audit entry: it would name the account again after its purge
+        if not snaps[audit_ref.path].exists:
+            tx.create(audit_ref, entry)
+        if owner_ref is not None and name is not None:
+            _mark_failed(tx, owner_ref, snaps[owner_ref.path], name, reason)
+        return "refused"
+
+    reads = [ref for ref in (user_ref, owner_ref, audit_ref) if ref is not None]
+    with transactions.one_at_a_time(uid) if uid else contextlib.nullcontext():
+        outcome = transactions.run(reads, run)
+    if outcome == GONE:
+        log.info("object of a deleted account removed", generation=event.generation)
+        return
+    log.info("audit", action="object.rejected", actor=uid, target=event.name, outcome="deleted")
     log.warning("object rejected and deleted", object=event.name, generation=event.generation, reason=reason)
-    if fails and name is not None:
-        _mark_failed(name, reason)
 
 
-def _mark_failed(name: objects.ObjectName, reason: str) -> None:
+def _mark_failed(tx: Any, owner_ref: Any, owner: Any, name: objects.ObjectName, reason: str) -> None:
     """The version, dataset or run the file was for: `failed`, with the reason the lab shows, unless it
-    has (meanwhile) recorded that file after all."""
-    owner_ref = _owner_ref(name)
+    is not the user's, is being deleted, or has (meanwhile) recorded that file after all."""
+    o = owner.to_dict() if owner.exists else {}
+    if o.get("uid") != name.uid or o.get("project_id") != name.project_id or o.get("deleting"):
+        return
+    if _has_file(o, name):
+        return
     kind = (
         "metrics.json"
         if name.kind.name == "metrics"
@@ -409,20 +423,9 @@ def _mark_failed(name: objects.ObjectName, reason: str) -> None:
             "model.json" if name.kind.name == "model" else "weights.bin" if name.kind.name == "weights" else "CSV file"
         )
     )
-
-    def run(tx: Any, snaps: dict[str, Any]) -> None:
-        owner = snaps[owner_ref.path]
-        o = owner.to_dict() if owner.exists else {}
-        if o.get("uid") != name.uid or o.get("project_id") != name.project_id or o.get("deleting"):
-            return
-        if _has_file(o, name):
-            return
-        tx.update(
-            owner_ref, {"status": "failed", "failure": f"The {kind} was refused: {reason}.", "updated_at": clock.now()}
-        )
-
-    with transactions.one_at_a_time(name.uid):
-        transactions.run([owner_ref], run)
+    tx.update(
+        owner_ref, {"status": "failed", "failure": f"The {kind} was refused: {reason}.", "updated_at": clock.now()}
+    )
 
 
 # --- delete --------------------------------------------------------------------------------------

@@ -11,22 +11,18 @@ COLLECTION = "audit_log"
 QUERIES: tuple[Query, ...] = (Query(COLLECTION, ("actor",)),)  # for infra's index file
 
 
-def record(
+def entry(
     action: str,
     *,
     actor: str | None,
     target: str | None = None,
     outcome: str = "ok",
     ip: str | None = None,
-    key: str | None = None,
     **details: Any,
-) -> None:
-    """Write one entry; the request id comes from the log context. An audit write failure is logged,
-    never allowed to turn a user's successful request into an error. With `key` (what the entry is
-    about, e.g. one stored object's generation) the entry is written once: a second delivery of the
-    same event, or one racing it, finds it written and adds none."""
+) -> dict[str, Any]:
+    """One entry as `record` writes it; the request id comes from the log context."""
     ctx = log.context()
-    entry = {
+    return {
         "action": action,
         "actor": actor,
         "target": target,
@@ -37,17 +33,29 @@ def record(
         "at": clock.now(),
         "details": log.redact(details) if details else {},
     }
-    from google.api_core.exceptions import AlreadyExists
 
+
+def keyed_ref(key: str) -> Any:
+    """The entry about one thing (e.g. one stored object's generation), for a caller that writes it in its
+    own transaction, once: a second delivery of the same event finds it there and writes none."""
+    return clients.firestore().collection(COLLECTION).document(key)
+
+
+def record(
+    action: str,
+    *,
+    actor: str | None,
+    target: str | None = None,
+    outcome: str = "ok",
+    ip: str | None = None,
+    **details: Any,
+) -> None:
+    """Write one entry. An audit write failure is logged, never allowed to turn a user's successful
+    request into an error."""
     try:
-        entries = clients.firestore().collection(COLLECTION)
-        if key is None:
-            entries.add(entry)
-        else:
-            entries.document(key).create(entry)
-    except AlreadyExists:
-        log.info("audit entry already written", action=action, target=target)
-        return
+        clients.firestore().collection(COLLECTION).add(
+            entry(action, actor=actor, target=target, outcome=outcome, ip=ip, **details)
+        )
     except Exception as exc:  # noqa: BLE001 - see docstring
         log.exception("audit write failed", exc, action=action)
     log.info("audit", action=action, actor=actor, target=target, outcome=outcome)
