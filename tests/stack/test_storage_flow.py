@@ -9,13 +9,13 @@ import httpx
 import pytest
 
 from mllab.files import catalog, events, recorder
-from mllab.platform import audit, clients
+from mllab.platform import audit, clients, config
 from mllab_dev.stack import BUCKET, Stack
 
 from .backend_support import BACKENDS, on_backend, stored, upload, upload_headers, write_behind_the_api
-from .conftest import Browser
+from .conftest import Browser, docs_where
 from .limits_support import signed_in, wait
-from .storage_support import MODEL_JSON, WEIGHTS, model_with_version, ok
+from .storage_support import MODEL_JSON, WEIGHTS, at_once, model_with_version, ok, weights_event
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -302,3 +302,69 @@ def test_dataset_csv_is_recorded_with_columns_and_rows(lab: Browser) -> None:
     assert got["size_bytes"] == len(data) and got["object"] == signed["object"]
     d = ok(lab.request("GET", "/signed/download", params={"object": signed["object"]}))
     assert httpx.get(d["url"], timeout=20).content == data
+
+
+# --- deliveries at once: the recorder's transactions under the stack's concurrent push -------------
+
+
+def _uploads_today(uid: str) -> int:
+    snap = recorder.day_ref(uid).get()
+    return int((snap.to_dict() or {}).get("uploads", 0)) if snap.exists else 0
+
+
+def _refusals(uid: str) -> list[tuple[str, int, str]]:
+    return [
+        (e["target"], e["details"]["generation"], e["details"]["reason"])
+        for e in audit.for_actor(uid)
+        if e["action"] == "object.rejected"
+    ]
+
+
+def _version(model_id: str, n: int) -> dict:
+    ref = clients.firestore().collection("models").document(model_id).collection("versions")
+    return ref.document(catalog.version_id(n)).get().to_dict()
+
+
+def test_two_deliveries_of_one_event_at_once_make_one_record(lab: Browser) -> None:
+    project_id, model_id, n = model_with_version(lab)
+    event = weights_event(lab, project_id, model_id, n, 5, 100)
+    assert sorted(at_once([lambda: recorder.finalize(event)] * 2)) == [False, True]
+    assert [a["generation"] for a in docs_where("artifacts", "object", event.name)] == [5]
+    assert recorder.usage_of(lab.uid) == 100 and _uploads_today(lab.uid) == 1
+    assert _version(model_id, n)["files"]["weights.bin"]["generation"] == 5
+    assert recorder.finalize(event) is False  # and a later one changes nothing either
+    assert recorder.usage_of(lab.uid) == 100 and _uploads_today(lab.uid) == 1
+
+
+def test_a_refused_event_delivered_twice_at_once_is_audited_once(lab: Browser) -> None:
+    project_id, model_id, n = model_with_version(lab)
+    quota = config.LIMITS.pro_storage_bytes
+    clients.firestore().collection(recorder.USAGE).document(lab.uid).set({"storage_bytes": quota - 50})
+    event = weights_event(lab, project_id, model_id, n, 5, 100)
+    assert at_once([lambda: recorder.finalize(event)] * 2) == [False, False]
+    assert recorder.finalize(event) is False  # a third delivery, later
+    assert _refusals(lab.uid) == [(event.name, 5, "the user's storage quota is full")]
+    assert recorder.usage_of(lab.uid) == quota - 50 and _uploads_today(lab.uid) == 0
+    assert docs_where("artifacts", "object", event.name) == []
+    assert _version(model_id, n)["status"] == "failed"
+
+
+def test_events_of_several_versions_of_one_user_at_once_are_each_counted_once(lab: Browser) -> None:
+    """They share the user's usage and daily count: contention is retried, nothing lost or doubled."""
+    project_id, model_id, first = model_with_version(lab)
+    versions = [first] + [ok(lab.request("POST", f"/models/{model_id}/versions"), 201)["version"] for _ in range(3)]
+    batch = [weights_event(lab, project_id, model_id, v, 7, 100 + v) for v in versions]
+    assert at_once([lambda e=e: recorder.finalize(e) for e in batch]) == [True] * 4
+    assert recorder.usage_of(lab.uid) == sum(100 + v for v in versions) and _uploads_today(lab.uid) == 4
+    assert [_version(model_id, v)["files"]["weights.bin"]["size"] for v in versions] == [100 + v for v in versions]
+
+
+def test_two_uploads_at_once_that_only_one_at_a_time_fits_in_the_quota_record_one(lab: Browser) -> None:
+    project_id, model_id, first = model_with_version(lab)
+    second = ok(lab.request("POST", f"/models/{model_id}/versions"), 201)["version"]
+    quota = config.LIMITS.pro_storage_bytes
+    clients.firestore().collection(recorder.USAGE).document(lab.uid).set({"storage_bytes": quota - 150})
+    pair = [weights_event(lab, project_id, model_id, v, 9, 100) for v in (first, second)]
+    assert sorted(at_once([lambda e=e: recorder.finalize(e) for e in pair])) == [False, True]
+    assert recorder.usage_of(lab.uid) == quota - 50 and _uploads_today(lab.uid) == 1
+    assert [reason for _, _, reason in _refusals(lab.uid)] == ["the user's storage quota is full"]

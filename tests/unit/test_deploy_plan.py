@@ -1768,3 +1768,11 @@ def test_the_stage_script_stages_the_s3_extra_where_the_store_is_used(tmp_path: 
     staged = {p.parent.name: p.read_text() for p in (tmp_path / "build").glob("*/requirements.txt")}
     assert set(staged) == {fn.name for fn in routes.FUNCTIONS}
     assert {name for name, text in staged.items() if "\nbotocore==" in f"\n{text}"} == STORE_USERS
+
+
+def test_the_local_stack_pushes_events_at_the_deploy_concurrency() -> None:
+    """mllab_dev.pusher delivers as many events at once as one deployed instance takes."""
+    from mllab_dev import stack
+
+    assert stack.PUSHED and all(stack.PUSHED[name] == sizing.SIZING[name].concurrency for name in stack.PUSHED)
+    assert all(routes.function(name).trigger is routes.Trigger.PUBSUB for name in stack.PUSHED)

@@ -58,6 +58,11 @@ S3_REGION = "us-east-1"
 STARTUP_TIMEOUT_S = 90.0
 GATEWAY_KEEPALIVE_S = 620  # longer than any client idles between requests
 STOP_GRACE_S = 8.0
+# Pub/Sub functions delivered by mllab_dev.pusher at their deploy concurrency (infra/deployment/sizing.py;
+# a unit test keeps the two equal) instead of the emulator's push, which has two requests in flight at
+# most: the recorder takes bursts of events (a save is two files, an import many). The daily jobs keep
+# the emulator's push (one run at a time in production).
+PUSHED = {"on_object_finalized": 8}
 
 
 class StackError(RuntimeError):
@@ -72,6 +77,7 @@ class Ports:
     gcs: int = 4443  # the file store's port: fake-gcs-server, or moto's S3 server with STORAGE=s3
     oidc: int = 9400
     paypal: int = 9500
+    pusher: int = 9600  # mllab_dev.pusher's readiness probe
     functions: dict[str, int] = field(
         default_factory=lambda: {fn.name: 8101 + i for i, fn in enumerate(routes.FUNCTIONS)}
     )
@@ -109,6 +115,7 @@ class Ports:
                 gcs=grab(),
                 oidc=grab(),
                 paypal=grab(),
+                pusher=grab(),
                 functions={fn.name: grab() for fn in routes.FUNCTIONS},
             )
         finally:
@@ -123,6 +130,7 @@ class Ports:
             "gcs": self.gcs,
             "oidc": self.oidc,
             "paypal": self.paypal,
+            "pusher": self.pusher,
             **{f"fn:{k}": v for k, v in self.functions.items()},
         }
 
@@ -130,7 +138,7 @@ class Ports:
 @dataclass
 class Child:
     name: str
-    kind: str  # emulator | function | gateway
+    kind: str  # emulator | function | pusher | gateway
     port: int
     argv: list[str]
     health: str  # URL probed by the launcher and /healthz
@@ -443,6 +451,7 @@ class Stack:
                     f"http://127.0.0.1:{port}/",
                 )
             )
+        self.children.extend(self._pushers())
         if self.with_gateway:
             self.children.append(
                 Child(
@@ -475,6 +484,36 @@ class Stack:
                     f"{self.gateway_url}/healthz",
                 )
             )
+
+    def _pushers(self) -> list[Child]:
+        """mllab_dev.pusher for each PUSHED function that runs (one, so one probe port)."""
+        names = [c.name.removeprefix("fn:") for c in self.children if c.name.removeprefix("fn:") in PUSHED]
+        out = []
+        for name in names[:1]:
+            fn = routes.function(name)
+            topic = TOPICS[fn.topic or ""]
+            out.append(
+                Child(
+                    f"pusher:{name}",
+                    "pusher",
+                    self.ports.pusher,
+                    [
+                        sys.executable,
+                        "-m",
+                        "mllab_dev.pusher",
+                        "--subscription",
+                        f"projects/{PROJECT}/subscriptions/{topic}-{name}",
+                        "--endpoint",
+                        f"http://127.0.0.1:{self.ports.functions[name]}/projects/{PROJECT}/topics/{topic}",
+                        "--concurrency",
+                        str(PUSHED[name]),
+                        "--port",
+                        str(self.ports.pusher),
+                    ],
+                    f"http://127.0.0.1:{self.ports.pusher}/",
+                )
+            )
+        return out
 
     def _spawn(self, child: Child) -> None:
         env = {**os.environ, **self.env(), "PYTHONUNBUFFERED": "1"}
@@ -551,13 +590,11 @@ class Stack:
                 r = client.put(f"{base}/topics/{topic}")
                 if r.status_code not in (200, 409):
                     raise StackError(f"creating topic {topic} failed: {r.status_code} {r.text[:200]}")
+                # A PUSHED function's subscription is pulled (and pushed on) by its mllab_dev.pusher.
+                push_config = {} if fn.name in PUSHED else {"pushConfig": {"pushEndpoint": push}}
                 r = client.put(
                     f"{base}/subscriptions/{topic}-{fn.name}",
-                    json={
-                        "topic": f"projects/{PROJECT}/topics/{topic}",
-                        "ackDeadlineSeconds": 60,
-                        "pushConfig": {"pushEndpoint": push},
-                    },
+                    json={"topic": f"projects/{PROJECT}/topics/{topic}", "ackDeadlineSeconds": 60, **push_config},
                 )
                 if r.status_code not in (200, 409):
                     raise StackError(f"creating push subscription failed: {r.status_code} {r.text[:200]}")

@@ -20,6 +20,7 @@ is removed, and nothing is written that would name the account again.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 from datetime import datetime
@@ -30,7 +31,7 @@ from pydantic import ValidationError
 from mllab.files import catalog, objects, schemas, store
 from mllab.files.events import ObjectEvent
 from mllab.identity import users
-from mllab.platform import audit, clients, clock, config, jsonvalues, log
+from mllab.platform import audit, clients, clock, config, jsonvalues, log, transactions
 from mllab.platform.queries import Query
 
 ARTIFACTS = "artifacts"  # artifacts/<ObjectEvent.key>: one per recorded (or tombstoned) generation
@@ -199,7 +200,7 @@ def _settle(event: ObjectEvent, name: objects.ObjectName, outcome: str) -> bool:
         log.info("object of a deleted account removed", object=event.name, generation=event.generation)
         return False
     if outcome != "recorded":
-        _reject(event, name, outcome, fails=outcome not in _KEEPS_OWNER)
+        _reject(event, name, outcome, fails=outcome not in _KEEPS_OWNER, live=True)
         return False
     log.info("object recorded", key=event.key, object=event.name, generation=event.generation, size=event.size)
     return True
@@ -241,11 +242,9 @@ def _record(event: ObjectEvent, name: objects.ObjectName, size: int, extra: dict
 
     reads = [art_ref, user_ref, owner_ref, usage_ref, today_ref, *([model_ref] if model_ref is not None else [])]
 
-    @firestore.transactional
-    def run(tx: Any) -> str:
-        # Every read in one round trip (a transaction's reads all precede its writes anyway): one
-        # BatchGetDocuments instead of one per document, so an event holds its locks a fraction as long.
-        snaps = {snap.reference.path: snap for snap in tx.get_all(reads)}
+    def run(tx: Any, snaps: dict[str, Any]) -> str:
+        # Every read in the one round trip that also begins the transaction (mllab.platform.transactions),
+        # then the commit: two round trips an event, so it holds its locks that much less.
         art, user, owner, usage, day = (snaps[ref.path] for ref in reads[:5])
         if art.exists:
             return "duplicate"  # recorded before, or a tombstone left by an earlier delete
@@ -293,7 +292,8 @@ def _record(event: ObjectEvent, name: objects.ObjectName, size: int, extra: dict
         _apply_to_owner(tx, owner_ref, o, model_ref, model, event, name, extra, now)
         return "recorded"
 
-    return run(db.transaction(max_attempts=10))
+    with transactions.one_at_a_time(name.uid):  # a user's events share the usage and daily count
+        return transactions.run(reads, run)
 
 
 def _file_entry(event: ObjectEvent) -> dict[str, Any]:
@@ -374,27 +374,48 @@ def _delete_generation(event: ObjectEvent) -> None:
     store.delete_generation(event.name, event.generation)
 
 
-def _reject(event: ObjectEvent, name: objects.ObjectName | None, reason: str, *, fails: bool = True) -> None:
-    """Delete exactly this generation, audit it, and (with `fails`) mark what it was meant for failed."""
+def _reject(
+    event: ObjectEvent, name: objects.ObjectName | None, reason: str, *, fails: bool = True, live: bool = False
+) -> None:
+    """Delete exactly this generation; then, in one transaction, audit it (once per generation, however
+    often its event comes) and (with `fails`) mark what it was meant for failed. `live`: the recording
+    transaction has just read the account and found it live (it is not read again)."""
     _delete_generation(event)
     uid = name.uid if name else event.uid  # outside the grammar, the users/<uid>/ prefix still says whose
-    if uid and _account_gone(_db().collection(users.USERS).document(uid).get()):
-        log.info("object of a deleted account removed", generation=event.generation)
-        return  # no audit entry: it would name the account again after its purge
-    audit.record(
+    user_ref = _db().collection(users.USERS).document(uid) if uid and not live else None
+    owner_ref = _owner_ref(name) if fails and name is not None else None
+    audit_ref = audit.keyed_ref(f"object.rejected-{event.key}")
+    entry = audit.entry(
         "object.rejected", actor=uid, target=event.name, outcome="deleted", reason=reason, generation=event.generation
     )
+
+    def run(tx: Any, snaps: dict[str, Any]) -> str:
+        if user_ref is not None and _account_gone(snaps[user_ref.path]):
+            return GONE  # no audit entry: it would name the account again after its purge
+        if not snaps[audit_ref.path].exists:
+            tx.create(audit_ref, entry)
+        if owner_ref is not None and name is not None:
+            _mark_failed(tx, owner_ref, snaps[owner_ref.path], name, reason)
+        return "refused"
+
+    reads = [ref for ref in (user_ref, owner_ref, audit_ref) if ref is not None]
+    with transactions.one_at_a_time(uid) if uid else contextlib.nullcontext():
+        outcome = transactions.run(reads, run)
+    if outcome == GONE:
+        log.info("object of a deleted account removed", generation=event.generation)
+        return
+    log.info("audit", action="object.rejected", actor=uid, target=event.name, outcome="deleted")
     log.warning("object rejected and deleted", object=event.name, generation=event.generation, reason=reason)
-    if fails and name is not None:
-        _mark_failed(name, reason)
 
 
-def _mark_failed(name: objects.ObjectName, reason: str) -> None:
+def _mark_failed(tx: Any, owner_ref: Any, owner: Any, name: objects.ObjectName, reason: str) -> None:
     """The version, dataset or run the file was for: `failed`, with the reason the lab shows, unless it
-    has (meanwhile) recorded that file after all."""
-    from google.cloud import firestore
-
-    owner_ref = _owner_ref(name)
+    is not the user's, is being deleted, or has (meanwhile) recorded that file after all."""
+    o = owner.to_dict() if owner.exists else {}
+    if o.get("uid") != name.uid or o.get("project_id") != name.project_id or o.get("deleting"):
+        return
+    if _has_file(o, name):
+        return
     kind = (
         "metrics.json"
         if name.kind.name == "metrics"
@@ -402,20 +423,9 @@ def _mark_failed(name: objects.ObjectName, reason: str) -> None:
             "model.json" if name.kind.name == "model" else "weights.bin" if name.kind.name == "weights" else "CSV file"
         )
     )
-
-    @firestore.transactional
-    def run(tx: Any) -> None:
-        owner = owner_ref.get(transaction=tx)
-        o = owner.to_dict() if owner.exists else {}
-        if o.get("uid") != name.uid or o.get("project_id") != name.project_id or o.get("deleting"):
-            return
-        if _has_file(o, name):
-            return
-        tx.update(
-            owner_ref, {"status": "failed", "failure": f"The {kind} was refused: {reason}.", "updated_at": clock.now()}
-        )
-
-    run(_db().transaction(max_attempts=10))
+    tx.update(
+        owner_ref, {"status": "failed", "failure": f"The {kind} was refused: {reason}.", "updated_at": clock.now()}
+    )
 
 
 # --- delete --------------------------------------------------------------------------------------
@@ -432,13 +442,19 @@ def delete(event: ObjectEvent) -> None:
     now = clock.now()
 
     uid = name.uid if name else event.uid
-    user_ref = db.collection(users.USERS).document(uid) if uid else None
+    if not uid:
+        log.info("object deletion of a deleted account dropped", generation=event.generation)
+        return
+    user_ref = db.collection(users.USERS).document(uid)
+    owner_ref = _owner_ref(name) if name else None
+    # All in the read that begins the transaction (the owner's record even when it turns out unneeded:
+    # one batch costs less than a second round trip).
+    reads = [user_ref, art_ref, *([owner_ref] if owner_ref is not None else [])]
 
-    @firestore.transactional
-    def run(tx: Any) -> str:
-        if user_ref is None or _account_gone(user_ref.get(transaction=tx)):
+    def run(tx: Any, snaps: dict[str, Any]) -> str:
+        if _account_gone(snaps[user_ref.path]):
             return "dropped"  # the account is deleted (its purge removes every object and record)
-        art = art_ref.get(transaction=tx)
+        art = snaps[art_ref.path]
         if not art.exists:
             tx.set(
                 art_ref,
@@ -457,8 +473,7 @@ def delete(event: ObjectEvent) -> None:
         a = art.to_dict()
         if a.get("deleted_at"):
             return "duplicate"
-        owner_ref = _owner_ref(name) if name else None
-        owner = owner_ref.get(transaction=tx) if owner_ref is not None else None
+        owner = snaps[owner_ref.path] if owner_ref is not None else None
         tx.update(
             art_ref,
             {"deleted_at": now, "updated_at": now, "overwritten_by_generation": event.overwritten_by_generation},
@@ -469,38 +484,41 @@ def delete(event: ObjectEvent) -> None:
                 {"storage_bytes": firestore.Increment(-a["size"]), "updated_at": now},
                 merge=True,
             )
-        o = owner.to_dict() if owner is not None and owner.exists else None
-        overwritten = event.overwritten_by_generation is not None
-        lost = {"status": "failed", "failure": _OVERWRITTEN, "updated_at": now} if overwritten else {}
-        if o is not None and name is not None and name.kind.name in ("model", "weights"):
-            files = dict(o.get("files") or {})
-            fname = "model.json" if name.kind.name == "model" else "weights.bin"
-            if files.get(fname, {}).get("generation") == event.generation:
-                files.pop(fname)
-                tx.update(
-                    owner_ref,
-                    {
-                        "files": files,
-                        "status": "pending",
-                        "size_bytes": sum(f["size"] for f in files.values()),
-                        "updated_at": now,
-                        **lost,
-                    },
-                )
-        elif (
-            o is not None
-            and name is not None
-            and overwritten
-            and event.generation in (o.get("generation"), o.get("metrics_generation"))
-        ):
-            tx.update(owner_ref, lost)  # a dataset's CSV or a run's metrics.json, overwritten in place
+        if owner is not None and owner.exists and name is not None:
+            _off_owner(tx, owner.reference, owner.to_dict(), name, event, now)
         return "reversed"
 
-    outcome = run(db.transaction(max_attempts=10))
+    with transactions.one_at_a_time(uid):
+        outcome = transactions.run(reads, run)
     if outcome == "dropped":
         log.info("object deletion of a deleted account dropped", generation=event.generation)
         return
     log.info("object deletion recorded", key=event.key, object=event.name, generation=event.generation, outcome=outcome)
+
+
+def _off_owner(
+    tx: Any, owner_ref: Any, o: dict[str, Any], name: objects.ObjectName, event: ObjectEvent, now: datetime
+) -> None:
+    """Take a deleted generation off the record it was on (if it is the one recorded there)."""
+    overwritten = event.overwritten_by_generation is not None
+    lost = {"status": "failed", "failure": _OVERWRITTEN, "updated_at": now} if overwritten else {}
+    if name.kind.name in ("model", "weights"):
+        files = dict(o.get("files") or {})
+        fname = "model.json" if name.kind.name == "model" else "weights.bin"
+        if files.get(fname, {}).get("generation") == event.generation:
+            files.pop(fname)
+            tx.update(
+                owner_ref,
+                {
+                    "files": files,
+                    "status": "pending",
+                    "size_bytes": sum(f["size"] for f in files.values()),
+                    "updated_at": now,
+                    **lost,
+                },
+            )
+    elif overwritten and event.generation in (o.get("generation"), o.get("metrics_generation")):
+        tx.update(owner_ref, lost)  # a dataset's CSV or a run's metrics.json, overwritten in place
 
 
 def usage_of(uid: str) -> int:

@@ -11,7 +11,7 @@ COLLECTION = "audit_log"
 QUERIES: tuple[Query, ...] = (Query(COLLECTION, ("actor",)),)  # for infra's index file
 
 
-def record(
+def entry(
     action: str,
     *,
     actor: str | None,
@@ -19,11 +19,10 @@ def record(
     outcome: str = "ok",
     ip: str | None = None,
     **details: Any,
-) -> None:
-    """Write one entry; the request id comes from the log context. An audit write failure is logged,
-    never allowed to turn a user's successful request into an error."""
+) -> dict[str, Any]:
+    """One entry as `record` writes it; the request id comes from the log context."""
     ctx = log.context()
-    entry = {
+    return {
         "action": action,
         "actor": actor,
         "target": target,
@@ -34,8 +33,29 @@ def record(
         "at": clock.now(),
         "details": log.redact(details) if details else {},
     }
+
+
+def keyed_ref(key: str) -> Any:
+    """The entry about one thing (e.g. one stored object's generation), for a caller that writes it in its
+    own transaction, once: a second delivery of the same event finds it there and writes none."""
+    return clients.firestore().collection(COLLECTION).document(key)
+
+
+def record(
+    action: str,
+    *,
+    actor: str | None,
+    target: str | None = None,
+    outcome: str = "ok",
+    ip: str | None = None,
+    **details: Any,
+) -> None:
+    """Write one entry. An audit write failure is logged, never allowed to turn a user's successful
+    request into an error."""
     try:
-        clients.firestore().collection(COLLECTION).add(entry)
+        clients.firestore().collection(COLLECTION).add(
+            entry(action, actor=actor, target=target, outcome=outcome, ip=ip, **details)
+        )
     except Exception as exc:  # noqa: BLE001 - see docstring
         log.exception("audit write failed", exc, action=action)
     log.info("audit", action=action, actor=actor, target=target, outcome=outcome)
