@@ -1,6 +1,7 @@
 """Where a warm request's time goes: each path served in-process (the function's own main.py under
 functions-framework's test client) against the emulators, with Firestore round trips counted per RPC
-and CPU per request; PROFILE=1 adds cProfile's top functions per path. Numbers only.
+and CPU per request; PROFILE=1 adds cProfile's top functions per path by wall time, PROFILE=cpu by
+process CPU (time spent waiting on Firestore drops out), TOP=n more rows. Numbers only.
 
     .venv/bin/python tests/bench/paths.py            # PATHS_CALLS=200, PATHS=refresh,me,...
 """
