@@ -28,11 +28,12 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from mllab.platform import config, log
 
+T = TypeVar("T")
 STALLED_TIMEOUT_S = 0.5  # the least a call gets; all it gets once its request has waited a deadline out
 _SLACK_S = 0.05
 # Inside call_scope(): [the request's start, the latest call's deadline or None].
@@ -121,6 +122,64 @@ def _single_threaded_streams() -> None:
     for options in (base_client._DEFAULT_CHANNEL_OPTIONS, base_client._GRPC_MSG_SIZE_OPTIONS):
         if option not in options:
             options.append(option)
+
+
+def transact(refs: list[Any], body: Callable[[Any, dict[str, Any]], T], *, max_attempts: int = 10) -> T:
+    """A read-write transaction that begins with its first read: the documents `refs` in one batch,
+    then the commit. Two round trips where google-cloud-firestore's `transactional` makes three
+    (begin, read, commit): Firestore starts the transaction on the read itself (`new_transaction`),
+    with the same locks from the read to the commit. `body(tx, snapshots by path)` may read more
+    within `tx` and writes through it. As `transactional` does, a commit that Firestore aborts for
+    contention runs the whole of it again (keeping the first attempt's place in line), and anything
+    the read or `body` raises rolls the transaction back."""
+    from google.api_core import exceptions
+
+    db = firestore()
+    first_id: bytes | None = None
+    last: Exception | None = None
+    for _ in range(max_attempts):
+        tx = db.transaction(max_attempts=max_attempts)
+        try:
+            snapshots = _begin_with(db, tx, refs, first_id)
+            first_id = first_id or tx._id
+            result = body(tx, snapshots)
+        except BaseException:
+            if tx.in_progress:
+                tx._rollback()
+            raise
+        try:
+            tx._commit()
+            return result
+        except exceptions.Aborted as exc:  # another transaction won the documents: read them again
+            last = exc
+            tx._clean_up()
+    raise ValueError(f"Failed to commit transaction in {max_attempts} attempts.") from last
+
+
+def _begin_with(db: Any, tx: Any, refs: list[Any], retry_id: bytes | None) -> dict[str, Any]:
+    """Read `refs` in a batch that begins `tx` (its id comes back in the stream); snapshots by path."""
+    from google.cloud.firestore_v1.base_client import _parse_batch_get
+
+    options = {"read_write": {"retry_transaction": retry_id} if retry_id else {}}
+    stream = db._firestore_api.batch_get_documents(
+        request={
+            "database": db._database_string,
+            "documents": [ref._document_path for ref in refs],
+            "new_transaction": options,
+        },
+        metadata=db._rpc_metadata,
+    )
+    by_name = {ref._document_path: ref for ref in refs}
+    snapshots = {}
+    for response in stream:
+        if response.transaction:
+            tx._id = response.transaction
+        if response._pb.WhichOneof("result"):
+            snap = _parse_batch_get(response, by_name, db)
+            snapshots[snap.reference.path] = snap
+    if tx._id is None:
+        raise RuntimeError("Firestore began no transaction on the read")
+    return snapshots
 
 
 ROLLBACK_TIMEOUT_S = 60.0
