@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from mllab.platform import clients
+from mllab.platform import clients, transactions
 
 
 def _doc(path: str):
@@ -91,3 +91,61 @@ def test_create_refuses_duplicates(unique: str) -> None:
     with pytest.raises(AlreadyExists):
         ref.create({"v": 2}, timeout=clients.deadline())
     assert ref.get().to_dict() == {"v": 1}
+
+
+# --- transactions.run: the read begins the transaction --------------------------------------------
+
+
+def _bump_in(tx, snaps: dict, ref) -> int:
+    n = snaps[ref.path].get("n")
+    tx.update(ref, {"n": n + 1})
+    return n
+
+
+def test_a_transaction_begun_by_its_read_writes_what_it_read_plus_one(unique: str) -> None:
+    ref = _doc(f"counters/{unique}")
+    ref.set({"n": 1}, timeout=clients.deadline())
+    assert transactions.run([ref], lambda tx, snaps: _bump_in(tx, snaps, ref)) == 1
+    assert transactions.run([ref], lambda tx, snaps: _bump_in(tx, snaps, ref)) == 2
+    assert ref.get().to_dict() == {"n": 3}
+
+
+def test_a_transaction_begun_by_its_read_that_raises_writes_nothing_and_releases_its_documents(unique: str) -> None:
+    a, b = _doc(f"accounts/{unique}-a"), _doc(f"accounts/{unique}-b")
+    a.set({"balance": 10}, timeout=clients.deadline())
+
+    def transfer(tx, snaps: dict) -> None:
+        tx.update(a, {"balance": 0})
+        if not snaps[b.path].exists:
+            raise ValueError("no such account")
+
+    with pytest.raises(ValueError):
+        transactions.run([a, b], transfer)
+    assert a.get().to_dict() == {"balance": 10}
+    # its locks are gone: the next transaction on the same document commits at once
+    assert transactions.run([a], lambda tx, snaps: tx.update(a, {"balance": 9})) is None
+    assert a.get().to_dict() == {"balance": 9}
+
+
+def test_racing_transactions_begun_by_their_reads_all_land(unique: str) -> None:
+    """Contention aborts some commits; each runs again on a fresh read, and no update is lost."""
+    ref = _doc(f"counters/{unique}")
+    ref.set({"n": 0}, timeout=clients.deadline())
+    racers = 4
+    barrier = threading.Barrier(racers)
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            barrier.wait(5)
+            transactions.run([ref], lambda tx, snaps: _bump_in(tx, snaps, ref))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(racers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert ref.get().get("n") == racers

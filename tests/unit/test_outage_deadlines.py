@@ -73,6 +73,31 @@ def test_every_firestore_rpc_defaults_to_our_deadline(hung_firestore: float) -> 
     assert all(getattr(w, "__wrapped__", None) is not None for w in transport._wrapped_methods.values())
 
 
+def test_firestore_reads_stream_on_the_calling_thread(hung_firestore: float) -> None:
+    """batchGet and runQuery run without a thread of gRPC's own per call (clients._single_threaded_streams)."""
+    import grpc
+
+    transport = clients.firestore()._firestore_api._transport
+    for rpc in (transport.batch_get_documents, transport.run_query):
+        assert isinstance(rpc, grpc.UnaryStreamMultiCallable)
+        assert type(rpc).__name__ == "_SingleThreadedUnaryStreamMultiCallable", type(rpc)
+
+
+@pytest.mark.parametrize("read", ["batch", "query"])
+def test_a_read_against_a_hung_firestore_fails_within_the_deadline(hung_firestore: float, read: str) -> None:
+    """Read on the calling thread, a stream still ends at its deadline with the error the router turns into 503."""
+    db = clients.firestore()
+    started = time.monotonic()
+    with pytest.raises(Exception) as info, clients.call_scope():
+        if read == "batch":
+            list(db.get_all([db.collection("sessions").document("x"), db.collection("users").document("y")]))
+        else:
+            list(db.collection("sessions").limit(5).stream(**clients.opts()))
+    elapsed = time.monotonic() - started
+    assert http.dependency_outage(info.value), repr(info.value)
+    assert elapsed < hung_firestore + 0.6, elapsed
+
+
 def test_a_rollback_is_sent_in_the_background_with_a_long_deadline(hung_firestore: float) -> None:
     """It only releases locks: the failing request does not wait for it, and it outlives a short outage."""
     import threading

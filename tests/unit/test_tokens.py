@@ -444,3 +444,67 @@ def test_the_published_key_set_is_what_its_route_model_describes() -> None:
     published = tokens.public_jwks()
     assert published["keys"]
     assert schemas.Jwks.model_validate(published).model_dump(mode="json") == published
+
+
+# --- tokens checked before -------------------------------------------------------------------------
+
+
+def _count_signature_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    checked: list[str] = []
+    real = tokens._signed_claims
+
+    def counting(token: str, key: Any, **kwargs: Any) -> dict[str, Any]:
+        checked.append(token)
+        return real(token, key, **kwargs)
+
+    monkeypatch.setattr(tokens, "_signed_claims", counting)
+    return checked
+
+
+def test_a_token_presented_again_is_not_checked_again_and_gets_its_own_claims(monkeypatch: pytest.MonkeyPatch) -> None:
+    checked = _count_signature_checks(monkeypatch)
+    token = tokens.issue_access_token("u", "s").token
+    first = tokens.verify_access_token(token)
+    first["sub"] = "someone-else"  # a caller changing its copy changes nothing for the next
+    assert tokens.verify_access_token(token)["sub"] == "u"
+    assert checked == [token]
+    other = tokens.issue_access_token("u", "s").token
+    assert tokens.verify_access_token(other)["jti"] != first["jti"]
+    assert checked == [token, other]
+
+
+def test_a_token_checked_before_still_expires() -> None:
+    token = tokens.issue_access_token("u", "s").token
+    assert tokens.verify_access_token(token)["sub"] == "u"
+    with clock.travel(by=timedelta(minutes=11)):
+        _refused(token, "expired")
+
+
+def test_a_token_checked_before_is_refused_once_its_key_leaves_the_public_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _FakeMonotonic()
+    monkeypatch.setattr(tokens, "time", types.SimpleNamespace(monotonic=fake.monotonic))
+    old_token = tokens.issue_access_token("u", "s").token
+    assert tokens.verify_access_token(old_token)["sub"] == "u"
+
+    replacement = tokens.new_key_set()  # the old key dropped from both secrets
+    _write_secret(config.SIGNING_KEYS, replacement)
+    _write_secret(config.PUBLIC_KEYS, tokens.public_key_set(replacement))
+    fake.now += tokens.RELOAD_INTERVAL_S
+    new_token = _sign(_good_claims(), jwk=replacement["keys"][0])
+    assert tokens.verify_access_token(new_token)["sub"] == "user-1"  # its unknown kid re-read the set
+    _refused(old_token, "unknown key")
+
+
+def test_a_token_checked_for_one_audience_is_checked_again_for_another(monkeypatch: pytest.MonkeyPatch) -> None:
+    token = tokens.issue_access_token("u", "s").token
+    assert tokens.verify_access_token(token)["sub"] == "u"
+    monkeypatch.setenv("MLLAB_TOKEN_AUDIENCE", "another-api")
+    config.reload()
+    _refused(token, "audience")
+
+
+def test_the_remembered_tokens_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tokens, "VERIFIED_MAX", 3)
+    for _ in range(7):
+        tokens.verify_access_token(tokens.issue_access_token("u", "s").token)
+    assert 0 < len(tokens._verifier._verified) <= 3

@@ -18,6 +18,7 @@ import ssl
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
+from http.cookiejar import Cookie, CookieJar
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,18 @@ COMPRESSIBLE = ("text/", "application/javascript", "application/json", "image/sv
 NOT_SERVED = {"node_modules", "package.json", "package-lock.json", "npm.log"}
 
 
+class _NoCookies(CookieJar):
+    """The proxy's client keeps no cookie: a function's Set-Cookie (a user's refresh cookie) is passed
+    through to that user's browser, never the proxy's to keep or send on; parsing every one into a jar
+    was a third of the client's work per proxied response."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
+
+    def set_cookie(self, cookie: Cookie) -> None:
+        return None
+
+
 class Gateway:
     def __init__(self, topology: dict[str, Any]) -> None:
         self.topology = topology
@@ -78,6 +91,7 @@ class Gateway:
             # idle connections expire before functions-framework's gunicorn closes
             # them (keepalive 2 s), so none is reused as the server drops it
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=1.0),
+            cookies=_NoCookies(),
         )
         # The PayPal stand-in serves https with the development CA: trust it (and only here, locally).
         ca = os.environ.get("MLLAB_PAYPAL_CA_FILE")
@@ -89,9 +103,9 @@ class Gateway:
         raw = Request(environ)
         request_id = http.request_id_of(raw)
         origin = raw.headers.get("Origin")
-        resp = self.respond(raw, request_id, origin)
+        matched = routes.match_path(raw.path)  # once per request: it tries every route of the table
+        resp = self.respond(raw, request_id, origin, matched)
         if raw.headers.get("User-Agent") != PROBE_AGENT:  # the launcher's readiness probes are not requests
-            matched = routes.match_path(raw.path)
             # one record per request: `make dev` prints it as one short line (mllab_dev.console)
             log.info(
                 "request",
@@ -104,7 +118,9 @@ class Gateway:
             )
         return resp(environ, start_response)
 
-    def respond(self, raw: Request, request_id: str, origin: str | None) -> Response:
+    def respond(
+        self, raw: Request, request_id: str, origin: str | None, matched: list[tuple[routes.Route, dict[str, str]]]
+    ) -> Response:
         lab_file = False
         try:
             if raw.path == "/healthz":
@@ -116,8 +132,8 @@ class Gateway:
             elif raw.path == "/openapi.json" and raw.method in ("GET", "HEAD"):
                 resp = http.json_response(self.openapi_document)  # generated from the route table
                 resp.headers["Cache-Control"] = "no-cache"
-            elif routes.match_path(raw.path):
-                return self.proxy(raw, request_id)  # the function already set every header
+            elif matched:
+                return self.proxy(raw, request_id, matched[0][0])  # the function already set every header
             else:
                 resp = self.static(raw)
                 lab_file = True
@@ -140,8 +156,7 @@ class Gateway:
     def openapi_document(self) -> dict[str, Any]:
         return openapi.document()
 
-    def proxy(self, raw: Request, request_id: str) -> Response:
-        route, _ = routes.match_path(raw.path)[0]
+    def proxy(self, raw: Request, request_id: str, route: routes.Route) -> Response:
         port = self.functions.get(route.function)
         if port is None:
             raise http.Problem(

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from mllab.identity import users
-from mllab.platform import audit, clients, clock, config, log
+from mllab.platform import audit, clients, clock, config, log, transactions
 from mllab.platform.problems import Problem
 from mllab.platform.queries import Query
 
@@ -195,14 +195,10 @@ def _remember_uid(sid: str, uid: str) -> None:
     _uids[sid] = uid
 
 
-def _read_in(tx: Any, ref: Any, sid: str) -> tuple[Any, Any]:
-    """(session snapshot, its user's snapshot or None when not read yet) within the transaction."""
+def _first_read(ref: Any, sid: str) -> list[Any]:
+    """What the transaction reads first: the session, and its user when this process knows the uid."""
     uid = _uids.get(sid)
-    if uid is None:
-        return ref.get(transaction=tx), None
-    user_ref = clients.firestore().collection(users.USERS).document(uid)
-    snaps = {snap.reference.path: snap for snap in tx.get_all([ref, user_ref])}
-    return snaps[ref.path], snaps[user_ref.path]
+    return [ref] if uid is None else [ref, clients.firestore().collection(users.USERS).document(uid)]
 
 
 def create(uid: str, method: str, *, user_agent: str, ip: str) -> tuple[Session, str]:
@@ -272,17 +268,16 @@ def _verdict(s: dict[str, Any], user: dict[str, Any] | None, counter: int, now: 
 
 def rotate(token: str, *, user_agent: str, ip: str) -> tuple[Session, str]:
     """Exchange a refresh token (see the module docstring). Raises RefreshRefused."""
-    from google.cloud import firestore
-
     parsed = parse_refresh_token(token)
     if parsed is None:
         raise RefreshRefused("malformed")
     db = clients.firestore()
     ref = _ref(parsed.sid)
+    first = _first_read(ref, parsed.sid)
 
-    @firestore.transactional
-    def run(tx: Any) -> tuple[str, Any]:
-        snap, user = _read_in(tx, ref, parsed.sid)
+    # The read begins the transaction (mllab.platform.transactions): read, commit, not begin, read, commit.
+    def run(tx: Any, snaps: dict[str, Any]) -> tuple[str, Any]:
+        snap, user = snaps[ref.path], snaps.get(first[-1].path) if len(first) > 1 else None
         if not snap.exists:
             return "unknown", None
         s = snap.to_dict()
@@ -312,7 +307,7 @@ def rotate(token: str, *, user_agent: str, ip: str) -> tuple[Session, str]:
         )
         return "rotated", {**s, "counter": s["counter"] + 1, "refreshed_at": now}
 
-    outcome, s = run(db.transaction(max_attempts=10))
+    outcome, s = transactions.run(first, run)
     if outcome in ("rotated", "reissue"):
         session = Session(
             parsed.sid, s["uid"], s["counter"], s["created_at"], s["refreshed_at"], s["not_after"], s.get("method", "")

@@ -3,7 +3,9 @@
 Signers hold the private key set (secret `token-signing-keys`, mounted only into functions that sign)
 and sign with its newest key. Verifiers hold the public set (secret `token-public-keys`) and re-read
 it, at most every `RELOAD_INTERVAL_S`, when a token names an unknown `kid` (a rotation).
-Verification pins the algorithm and the `typ`, and requires every claim the API relies on.
+Verification pins the algorithm and the `typ`, and requires every claim the API relies on. A token
+whose signature was checked is remembered (VERIFIED_MAX of them) while the key that signed it stays
+in the set; its expiry is checked on every use.
 
 Rotation (`mllab keys rotate`, mllab.ops.keys): `rotate()` adds a key that signs at once and marks the
 others retired; `prune()` drops a retired key once no token it signed can still be valid
@@ -175,11 +177,30 @@ def issue_access_token(uid: str, sid: str, **extra: Any) -> AccessToken:
 # --- verification --------------------------------------------------------------------------------
 
 
+VERIFIED_MAX = 4096  # tokens whose signature this process has checked (an access token is reused until it expires)
+
+
 class _Verifier:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._keys: dict[str, tuple[dict[str, Any], Any]] = {}
         self._loaded_at = float("-inf")
+        # (token, audience, issuer) -> (kid, claims) once signature, audience, issuer and the required
+        # claims' presence were checked: a page's calls present the same token for its whole lifetime,
+        # and its signature check was most of a token route's own CPU. Expiry is checked every time.
+        self._verified: dict[tuple[str, str, str], tuple[str, dict[str, Any]]] = {}
+
+    def verified(self, token: str, audience: str, issuer: str) -> dict[str, Any] | None:
+        """The claims of a token checked before, while the key that signed it is still in the set."""
+        hit = self._verified.get((token, audience, issuer))
+        if hit is None or hit[0] not in self._keys:  # a re-read key set without its key: check again
+            return None
+        return hit[1]
+
+    def remember(self, token: str, audience: str, issuer: str, kid: str, claims: dict[str, Any]) -> None:
+        if len(self._verified) >= VERIFIED_MAX:
+            self._verified.clear()
+        self._verified[(token, audience, issuer)] = (kid, claims)
 
     def key(self, kid: str) -> Any:
         with self._lock:
@@ -210,10 +231,14 @@ def public_jwks() -> dict[str, Any]:
 def verify_access_token(token: str) -> dict[str, Any]:
     """Claims of a valid access token, or TokenError."""
     s = config.settings()
-    key = _verifier.key(_header_kid(token))
-    claims = _signed_claims(token, key, audience=s.token_audience, issuer=s.token_issuer)
-    _check_claims(claims)
-    return claims
+    verifier = _verifier
+    claims = verifier.verified(token, s.token_audience, s.token_issuer)
+    if claims is None:
+        kid = _header_kid(token)
+        claims = _signed_claims(token, verifier.key(kid), audience=s.token_audience, issuer=s.token_issuer)
+        verifier.remember(token, s.token_audience, s.token_issuer, kid, claims)
+    _check_claims(claims)  # every time: a token checked before expires all the same
+    return dict(claims)  # the caller's own copy
 
 
 def _header_kid(token: str) -> str:
