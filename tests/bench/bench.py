@@ -26,6 +26,7 @@ Numbers only; nothing here passes or fails.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import platform
@@ -36,6 +37,7 @@ import tempfile
 import time
 import uuid
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -426,6 +428,29 @@ def eager_copy(source: Path, into: Path) -> Path:
     return folder / "main.py"
 
 
+@contextlib.contextmanager
+def serving(source: Path, target: str, env: dict[str, str]) -> Iterator[str]:
+    """A function under functions-framework on a free port while the block runs: its URL."""
+    port = _free_port()
+    argv = [str(Path(sys.executable).parent / "functions-framework"), "--source", str(source), "--target", target,
+            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except httpx.TransportError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{target} did not start") from None
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def cold_start(source: Path, target: str, probe, env: dict[str, str]) -> tuple[float, float]:
     """(wall seconds, CPU seconds of the function's processes) from start to the first real response."""
     port = _free_port()
@@ -543,6 +568,9 @@ def warm_latencies(stack: Stack) -> list[tuple[str, list[float]]]:
         out.append(("bare Firestore transaction", timed(lambda: bump(db.transaction()))))
         # The same begun by its read (transactions.run, as a refresh does): read, commit; not begin, read, commit.
         out.append(("bare, begun by its read", timed(lambda: transactions.run([ref], bump_begun))))
+        with serving(FLOOR, "floor_transaction", {**os.environ, "BENCH_FLOOR_CLIENTS": "firestore"}) as url:
+            # The same behind a bare function: the HTTP hop every function's call makes, on both sides.
+            out.append(("bare, behind a bare function", timed(lambda: client.post(url).raise_for_status())))
         out.append(("POST /auth/refresh", timed(refresh)))
         out.append(("GET /me", timed(me)))
         # Every token route checks its session first (docs/security.md): the check alone, in-process,
@@ -1044,11 +1072,18 @@ def want(section: str) -> bool:
 
 
 def warm_section(stack: Stack) -> None:
-    print(f"\n{'warm, ' + str(WARM_CALLS) + ' calls':28} {'p50 ms':>8} {'p95 ms':>8} {'x bare p50':>11}")
+    """Each call's p50 against the bare transaction in-process, and against the same behind a bare
+    function (the HTTP hop to a function counted on both sides)."""
+    print(
+        f"\n{'warm, ' + str(WARM_CALLS) + ' calls':30} {'p50 ms':>8} {'p95 ms':>8} {'x bare p50':>11}"
+        f" {'x bare behind a fn':>19}"
+    )
     rows = warm_latencies(stack)
-    bare = statistics.median(rows[0][1])
+    bare = pct(rows[0][1], 50)
+    behind = pct(dict(rows)["bare, behind a bare function"], 50)
     for label, samples in rows:
-        print(f"{label:28} {pct(samples, 50):8.1f} {pct(samples, 95):8.1f} {pct(samples, 50) / bare:11.2f}")
+        p50 = pct(samples, 50)
+        print(f"{label:30} {p50:8.1f} {pct(samples, 95):8.1f} {p50 / bare:11.2f} {p50 / behind:19.2f}")
 
 
 def warm_predict_section(stack: Stack) -> None:

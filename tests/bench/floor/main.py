@@ -42,3 +42,19 @@ def floor_http(request):
 @functions_framework.cloud_event
 def floor_event(cloud_event):
     first_call()
+
+
+@functions_framework.http
+def floor_transaction(request):
+    """A bare read-modify-write transaction behind a bare function (BENCH_FLOOR_CLIENTS=firestore): what
+    a warm POST /auth/refresh is compared with when the HTTP hop is counted on both sides."""
+    db = _made.setdefault("firestore", firestore.Client(project=os.environ.get("MLLAB_PROJECT")))
+    ref = db.collection("floor").document(f"tx-{os.getpid()}")
+
+    @firestore.transactional
+    def bump(tx):
+        snap = ref.get(transaction=tx)
+        tx.set(ref, {"n": (snap.get("n") if snap.exists else 0) + 1})
+
+    bump(db.transaction())
+    return "ok"
