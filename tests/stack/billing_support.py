@@ -68,6 +68,14 @@ def subscribe(browser: Browser, paypal: httpx.Client) -> str:
     return sub_id
 
 
+def all_delivered(paypal: httpx.Client, sub_id: str) -> bool:
+    """Every webhook the stand-in emitted for this subscription, queued ones included, was answered 2xx."""
+    sent = paypal.get("/_standin/events", params={"subscription_id": sub_id}).json()["events"]
+    return bool(sent) and all(
+        any(d.get("finished") and d.get("status") == 200 for d in e.get("deliveries", [])) for e in sent
+    )
+
+
 def deliveries_settled(paypal: httpx.Client, sub_id: str) -> bool:
     """Every webhook the stand-in sent for this subscription has been answered 2xx (so no delivery
     still in flight can race what a test does next)."""

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from mllab.api import routes
-from mllab_dev.stack import Stack
+from mllab_dev.stack import PUSHED, Stack
 
 from .conftest import function_log, wait_for_log
 
@@ -17,10 +17,10 @@ def test_healthz_lists_every_component_up(gateway: httpx.Client, stack: Stack) -
     body = r.json()
     assert body["status"] == "ok"
     names = {c["name"]: c["state"] for c in body["components"]}
-    expected = {"firestore", "pubsub", "gcs", "oidc", "paypal", "gateway"} | {
-        f"fn:{fn.name}"
-        for fn in routes.for_store(stack.storage)  # the functions this file store runs
-    }
+    functions = {fn.name for fn in routes.for_store(stack.storage)}  # the functions this file store runs
+    expected = {"firestore", "pubsub", "gcs", "oidc", "paypal", "gateway"} | {f"fn:{name}" for name in functions}
+    # the recorder's events, delivered at its deploy concurrency (mllab_dev.pusher), on the store that sends them
+    expected |= {f"pusher:{name}" for name in PUSHED if name in functions}
     assert set(names) == expected
     assert set(names.values()) == {"up"}
 

@@ -755,3 +755,17 @@ def test_a_domain_checked_route_still_refuses_what_is_not_json(
     body = problem(client.post("/score", data=data, content_type=content_type), status)
     assert says in body["detail"]
     assert seen == []  # the handler never ran
+
+
+def test_an_answer_is_rendered_while_another_thread_is_still_importing_pydantic(monkeypatch) -> None:
+    """The first requests of an instance arrive together: one thread imports pydantic for its route's
+    model while another renders a plain answer. A half-imported pydantic (no BaseModel yet) must not
+    turn that answer into a 500."""
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "pydantic", types.ModuleType("pydantic"))  # as while being imported
+    monkeypatch.setitem(sys.modules, "pydantic.main", types.ModuleType("pydantic.main"))
+    resp = Client(wsgi(make_router())).get("/things")
+    assert resp.status_code == 200, resp.data
+    assert resp.get_json() == {"items": [], "next_cursor": None}

@@ -456,11 +456,13 @@ class Router:
 
 
 def _is_model(body: Any) -> bool:
-    """A pydantic model (checked without importing pydantic: a function that never made one has none)."""
+    """A pydantic model, checked without importing pydantic (a function that never made one has none).
+    Read from `pydantic.main` once it defines BaseModel: while another thread of the instance is still
+    importing pydantic, the package in sys.modules has no BaseModel yet (and no model can exist yet)."""
     import sys
 
-    pydantic = sys.modules.get("pydantic")
-    return pydantic is not None and isinstance(body, pydantic.BaseModel)
+    base = getattr(sys.modules.get("pydantic.main"), "BaseModel", None)
+    return base is not None and isinstance(body, base)
 
 
 def _json_body(data: bytes) -> Any:
