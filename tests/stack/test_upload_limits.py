@@ -86,7 +86,10 @@ def _settled_newcomers(uid: str, name: str, first: int) -> dict[int, str]:
     """The generations of `name` after `first`, each with how it was settled: "refused" (audited) or
     "tombstone" (its overwrite's delete event came before its finalize); a recorded one fails the test."""
     settled = {int(e["details"]["generation"]): "refused" for e in _rejections(uid, name)}
-    for snap in clients.firestore().collection(recorder.ARTIFACTS).where("object", "==", name).stream():
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    artifacts = clients.firestore().collection(recorder.ARTIFACTS)
+    for snap in artifacts.where(filter=FieldFilter("object", "==", name)).stream():
         art = snap.to_dict()
         if int(art["generation"]) == first:
             continue
