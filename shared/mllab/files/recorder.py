@@ -20,7 +20,6 @@ is removed, and nothing is written that would name the account again.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 from datetime import datetime
@@ -292,8 +291,7 @@ def _record(event: ObjectEvent, name: objects.ObjectName, size: int, extra: dict
         _apply_to_owner(tx, owner_ref, o, model_ref, model, event, name, extra, now)
         return "recorded"
 
-    with transactions.one_at_a_time(name.uid):  # a user's events share the usage and daily count
-        return transactions.run(reads, run)
+    return transactions.run(reads, run, queue=name.uid)  # a user's events share the usage and daily count
 
 
 def _file_entry(event: ObjectEvent) -> dict[str, Any]:
@@ -399,12 +397,11 @@ def _reject(
         return "refused"
 
     reads = [ref for ref in (user_ref, owner_ref, audit_ref) if ref is not None]
-    with transactions.one_at_a_time(uid) if uid else contextlib.nullcontext():
-        outcome = transactions.run(reads, run)
+    outcome = transactions.run(reads, run, queue=uid)
     if outcome == GONE:
         log.info("object of a deleted account removed", generation=event.generation)
         return
-    log.info("audit", action="object.rejected", actor=uid, target=event.name, outcome="deleted")
+    audit.announce(entry)
     log.warning("object rejected and deleted", object=event.name, generation=event.generation, reason=reason)
 
 
@@ -488,8 +485,7 @@ def delete(event: ObjectEvent) -> None:
             _off_owner(tx, owner.reference, owner.to_dict(), name, event, now)
         return "reversed"
 
-    with transactions.one_at_a_time(uid):
-        outcome = transactions.run(reads, run)
+    outcome = transactions.run(reads, run, queue=uid)
     if outcome == "dropped":
         log.info("object deletion of a deleted account dropped", generation=event.generation)
         return

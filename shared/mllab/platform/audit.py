@@ -52,13 +52,17 @@ def record(
 ) -> None:
     """Write one entry. An audit write failure is logged, never allowed to turn a user's successful
     request into an error."""
+    written = entry(action, actor=actor, target=target, outcome=outcome, ip=ip, **details)
     try:
-        clients.firestore().collection(COLLECTION).add(
-            entry(action, actor=actor, target=target, outcome=outcome, ip=ip, **details)
-        )
+        clients.firestore().collection(COLLECTION).add(written)
     except Exception as exc:  # noqa: BLE001 - see docstring
         log.exception("audit write failed", exc, action=action)
-    log.info("audit", action=action, actor=actor, target=target, outcome=outcome)
+    announce(written)
+
+
+def announce(written: dict[str, Any]) -> None:
+    """The log line of an entry written (by `record`, or in a caller's own transaction: `keyed_ref`)."""
+    log.info("audit", **{k: written.get(k) for k in ("action", "actor", "target", "outcome")})
 
 
 def for_actor(uid: str, limit: int = 500) -> list[dict[str, Any]]:

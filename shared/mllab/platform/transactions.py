@@ -33,9 +33,23 @@ _guard = threading.Lock()
 _held: dict[str, list[Any]] = {}  # key -> [its lock, how many hold it or wait for it]
 
 
-def run(refs: Sequence[Any], body: Callable[[Any, dict[str, Any]], T], *, max_attempts: int = MAX_ATTEMPTS) -> T:
+def run(
+    refs: Sequence[Any],
+    body: Callable[[Any, dict[str, Any]], T],
+    *,
+    max_attempts: int = MAX_ATTEMPTS,
+    queue: str | None = None,
+) -> T:
     """body(transaction, snapshots by document path) in one transaction that began with reading `refs`
-    (every document, existing or not, has its snapshot)."""
+    (every document, existing or not, has its snapshot). `queue`: a key whose transactions in this
+    process run one at a time (`one_at_a_time`), e.g. a user's, whose events share documents."""
+    if queue:
+        with one_at_a_time(queue):
+            return _run(refs, body, max_attempts)
+    return _run(refs, body, max_attempts)
+
+
+def _run(refs: Sequence[Any], body: Callable[[Any, dict[str, Any]], T], max_attempts: int) -> T:
     from google.api_core.exceptions import Aborted
 
     db = clients.firestore()
