@@ -131,7 +131,7 @@ def test_racing_transactions_begun_by_their_reads_all_land(unique: str) -> None:
     """Contention aborts some commits; each runs again on a fresh read, and no update is lost."""
     ref = _doc(f"counters/{unique}")
     ref.set({"n": 0}, timeout=clients.deadline())
-    racers = 4
+    racers = 6
     barrier = threading.Barrier(racers)
     errors: list[BaseException] = []
 

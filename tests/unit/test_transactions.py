@@ -1,5 +1,6 @@
-"""mllab.platform.transactions.one_at_a_time: a user's transactions in one process wait for each other
-instead of for Firestore's lock timeouts; other users' do not wait at all."""
+"""mllab.platform.transactions: a user's transactions in one process wait for each other (one_at_a_time)
+instead of for Firestore's lock timeouts, other users' do not wait at all; aborted attempts retry after
+a jittered pause (backoff)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import threading
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mllab.platform import clients, transactions
 
@@ -65,3 +68,14 @@ def test_a_block_that_cannot_start_within_the_deadline_fails_as_transient(monkey
     assert transactions._held == {}
     with transactions.one_at_a_time("uid-a"):  # free again
         pass
+
+
+@given(st.integers(min_value=1, max_value=60))
+def test_a_retry_pauses_a_random_while_under_a_ceiling_that_doubles_up_to_the_longest(attempt: int) -> None:
+    ceiling = min(transactions.LONGEST_PAUSE, transactions.FIRST_PAUSE * 2 ** (attempt - 1))
+    assert 0 <= transactions.backoff(attempt) <= ceiling
+
+
+def test_racers_retrying_together_draw_different_pauses() -> None:
+    pauses = {transactions.backoff(3) for _ in range(20)}
+    assert len(pauses) > 1  # jitter: the same attempt number does not mean the same moment

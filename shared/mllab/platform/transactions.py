@@ -8,7 +8,9 @@ work that shares a document) and one request fewer for Firestore to serve.
 
 The library's rules otherwise: a transaction Firestore aborts for contention (ABORTED, on a read or at
 the commit) is run again from its reads, up to `max_attempts`, naming the first attempt
-(`retry_transaction`) so it keeps its place in line; any other failure rolls it back and propagates. A
+(`retry_transaction`) so it keeps its place in line, after a jittered, growing pause (`backoff`): racers
+that all retry at once can abort each other again every time, which the emulator, honouring no place in
+line, showed as four racers aborted ten times. Any other failure rolls it back and propagates. A
 body that wrote nothing is rolled back rather than committed (there is nothing to wait for; the
 rollback only releases the read locks, sent in the background: see mllab.platform.clients).
 
@@ -21,7 +23,9 @@ Firestore retries the aborted with backoff. Across instances Firestore's own rul
 from __future__ import annotations
 
 import contextlib
+import random
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -29,6 +33,8 @@ from mllab.platform import clients
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 10
+FIRST_PAUSE = 0.02  # seconds: the ceiling of the first retry's random pause, doubling each time
+LONGEST_PAUSE = 1.0
 _guard = threading.Lock()
 _held: dict[str, list[Any]] = {}  # key -> [its lock, how many hold it or wait for it]
 
@@ -56,7 +62,9 @@ def _run(refs: Sequence[Any], body: Callable[[Any, dict[str, Any]], T], max_atte
     tx = db.transaction(max_attempts=max_attempts)
     retry_id: bytes | None = None
     last: Exception | None = None
-    for _ in range(max_attempts):
+    for attempt in range(max_attempts):
+        if attempt:
+            time.sleep(backoff(attempt))
         tx._clean_up()
         try:
             snaps = _begin_with_reads(db, tx, refs, retry_id)
@@ -74,6 +82,12 @@ def _run(refs: Sequence[Any], body: Callable[[Any, dict[str, Any]], T], max_atte
                 tx._rollback()
             raise
     raise ValueError(f"the transaction was aborted {max_attempts} times") from last
+
+
+def backoff(attempt: int) -> float:
+    """The pause before retry `attempt` (1, 2, ...): uniform up to a ceiling that doubles from
+    FIRST_PAUSE to LONGEST_PAUSE ("full jitter": racers spread out instead of colliding again)."""
+    return random.uniform(0, min(LONGEST_PAUSE, FIRST_PAUSE * 2 ** (attempt - 1)))
 
 
 def _begin_with_reads(db: Any, tx: Any, refs: Sequence[Any], retry_id: bytes | None) -> dict[str, Any]:
