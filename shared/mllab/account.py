@@ -84,8 +84,9 @@ def me(user: dict[str, Any], sid: str) -> Me:
     uid, now = user["uid"], clock.now()
     refs = [entitlements.ref(uid), clients.firestore().collection(recorder.USAGE).document(uid), recorder.day_ref(uid)]
     month = metering.month_of(now)
-    shards = metering.shard_refs(uid, month)
-    # One round trip for the documents and this month's prediction shards (the liveness check made one).
+    # This month's prediction shards only for a user who has made a deployment (none else can predict).
+    shards = metering.shard_refs(uid, month) if deployments.ever_deployed(user) else []
+    # One round trip for the documents and the shards (the liveness check made one).
     got = {
         snap.reference.path: (snap.to_dict() or {}) if snap.exists else None
         for snap in clients.firestore().get_all([*refs, *shards])

@@ -242,14 +242,25 @@ def synthetic_files(task: str) -> tuple[bytes, bytes]:
 
 
 def used_up(uid: str, predictions: int) -> None:
-    """Records `predictions` of this month for `uid` in one metering shard, as the predict path writes them."""
+    """Records `predictions` of this month for `uid` in one metering shard, as the predict path writes them
+    (and marks the user as having deployed, as the deployment they were made with did)."""
+    from mllab.identity import users
     from mllab.platform import clients, clock
-    from mllab.serving import metering
+    from mllab.serving import deployments, metering
 
     month = metering.month_of()
+    users.update(uid, **{deployments.DEPLOYED_AT: clock.now()})
     clients.firestore().collection(metering.COLLECTION).document(f"{uid}_{month}_0").set(
         {"uid": uid, "month": month, "shard": 0, "count": predictions, "by_deployment": {}, "updated_at": clock.now()}
     )
+
+
+def user_doc(uid: str) -> dict:
+    """The stored users/<uid> document."""
+    from mllab.identity import users
+    from mllab.platform import clients
+
+    return clients.firestore().collection(users.USERS).document(uid).get().to_dict() or {}
 
 
 def counted(uid: str, month: str, shard: int, by_deployment: dict[str, int]) -> None:

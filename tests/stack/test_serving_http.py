@@ -12,9 +12,10 @@ import httpx
 import pytest
 
 from mllab.files import catalog
+from mllab.serving import deployments
 from mllab.serving.predictor import Model
 
-from .serving_support import golden_files, not_pro, pro, saved_version, synthetic_files, used_up
+from .serving_support import golden_files, not_pro, pro, saved_version, synthetic_files, used_up, user_doc
 
 
 @pytest.fixture
@@ -262,3 +263,17 @@ def test_me_shows_this_months_predictions_and_the_plans_show_the_quota(owner, ga
     limits = {p["id"]: p["limits"] for p in gateway.get("/billing/plans").json()["plans"]}
     assert (limits["free"]["deployments"], limits["free"]["predictions_per_month"]) == (0, 0)
     assert (limits["pro"]["deployments"], limits["pro"]["predictions_per_month"]) == (20, 100_000)
+
+
+def test_predictions_stay_on_me_after_the_deployment_that_made_them_is_deleted(owner, gateway) -> None:
+    assert owner.request("GET", "/me").json()["predictions"]["predictions"] == 0
+    assert deployments.DEPLOYED_AT not in user_doc(owner.uid)
+    dep = deploy(owner, owner.model["id"], owner.version).json()
+    assert deployments.DEPLOYED_AT in user_doc(owner.uid)  # the mark /me reads the month's counts by
+    key = new_key(owner)["key"]
+    rows = golden_files()[2]["rows"]
+    assert predict(gateway, dep["id"], key, rows[:2]).status_code == 200
+    time.sleep(1.2)  # the predict function writes its counts at most once a second, with the next request
+    assert predict(gateway, dep["id"], key, rows[:1]).status_code == 200
+    assert owner.request("DELETE", f"/deployments/{dep['id']}").status_code == 204
+    assert owner.request("GET", "/me").json()["predictions"]["predictions"] == 3

@@ -4,7 +4,13 @@
 updated_at}. Another user's id answers 404 like an unknown one. A version must be ready and its
 files servable (read and checked when the deployment is made or switched, so a bad file is a 409
 now, not a failure at the first prediction). Switching versions is one field: the next prediction
-loads the new version while the old one keeps answering until then (no downtime)."""
+loads the new version while the old one keeps answering until then (no downtime).
+
+Making one also stamps the owner's user document with `deployed_at` (DEPLOYED_AT), before the
+deployment exists and never removed: only a user who has it can have predictions counted, so `GET /me`
+reads this month's prediction shards (mllab.serving.metering) for them alone. The user document is
+read by every access token's liveness check anyway; most users never deploy, and the 16 shard reads
+were most of /me's Firestore work."""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from typing import Any
 
 from mllab.billing import entitlements
 from mllab.files import catalog
+from mllab.identity import users
 from mllab.platform import clients, clock, config
 from mllab.platform.problems import Problem
 from mllab.platform.queries import Query
@@ -24,6 +31,7 @@ COLLECTION = "deployments"
 QUERIES: tuple[Query, ...] = (Query(COLLECTION, ("uid",)),)  # a user's deployments (sorted here)
 MAX_DEPLOYMENTS = config.PLANS["pro"].deployments  # per user (the plans table's)
 MAX_DESCRIPTION = 500
+DEPLOYED_AT = "deployed_at"  # on users/<uid>: when they last made a deployment (see above)
 PLAN_REQUIRED = (
     "Deployments need PRO or a promo trial: a deployed model answers predictions over HTTPS. "
     "Subscribe or apply a promo code under Billing."
@@ -112,6 +120,8 @@ def create(uid: str, model_id: str, version: Any) -> dict[str, Any]:
         raise Problem(409, f"You have {MAX_DEPLOYMENTS} deployments, the most one account may hold: delete one first.")
     deployment_id = uuid.uuid4().hex
     now = clock.now()
+    # The mark first: should the deployment's write fail after it, /me merely reads shards with no counts.
+    users.update(uid, **{DEPLOYED_AT: now})
     doc = {
         "uid": uid,
         "model_id": model["id"],
@@ -124,6 +134,11 @@ def create(uid: str, model_id: str, version: Any) -> dict[str, Any]:
     }
     ref(deployment_id).create(doc, timeout=clients.deadline())
     return out(doc, deployment_id)
+
+
+def ever_deployed(user: dict[str, Any]) -> bool:
+    """Whether `user` (their users/<uid> document) has made a deployment, and so may have predictions."""
+    return DEPLOYED_AT in user
 
 
 def list_deployments(uid: str) -> list[dict[str, Any]]:
