@@ -82,7 +82,7 @@ _BATCH = 400  # Firestore allows 500 writes per batch
 def me(user: dict[str, Any], sid: str) -> Me:
     """The Me document: who, which plan (recomputed for now), how much of it is used."""
     uid, now = user["uid"], clock.now()
-    refs = [entitlements.ref(uid), clients.firestore().collection(recorder.USAGE).document(uid), recorder.day_ref(uid)]
+    refs = [entitlements.ref(uid), recorder.usage_ref(uid), recorder.day_ref(uid)]
     month = metering.month_of(now)
     # This month's prediction shards only for a user who has made a deployment (none else can predict).
     shards = metering.shard_refs(uid, month) if deployments.ever_deployed(user) else []

@@ -125,6 +125,25 @@ def test_bad_upload_requests_are_refused(lab: Browser, body: dict, status: int) 
     assert r.headers["content-type"] == "application/problem+json"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"kind": "metrics", "job_id": "0" * 32, "model_id": "0" * 32, "size": 10},  # an id it does not take
+        {"kind": "weights", "model_id": "0" * 32, "version": 1, "size": 10},  # nobody's
+        {"kind": "weights", "model_id": "0" * 32, "size": 60 * 1024 * 1024},  # no version, too big
+    ],
+)
+def test_a_free_user_hears_of_the_plan_before_anything_wrong_with_the_file(stack: Stack, new_user, body: dict) -> None:
+    free = signed_in(stack, new_user())
+    r = free.request("POST", "/signed/upload", json_body=body)
+    assert r.status_code == 403 and r.json()["type"].endswith("plan-required"), r.text
+
+
+def test_a_file_too_big_is_refused_before_its_target_is_looked_at(lab: Browser) -> None:
+    body = {"kind": "weights", "model_id": "0" * 32, "version": 1, "size": 60 * 1024 * 1024}  # nobody's
+    assert lab.request("POST", "/signed/upload", json_body=body).status_code == 413
+
+
 def test_another_users_ids_and_objects_are_404(stack: Stack, lab: Browser, new_user) -> None:
     _, model_id, n = model_with_version(lab)
     w, r = upload(lab, {"kind": "weights", "model_id": model_id, "version": n, "size": len(WEIGHTS)}, WEIGHTS)

@@ -353,7 +353,11 @@ def ref(uid: str) -> Any:
 
 
 def get(uid: str) -> dict[str, Any] | None:
-    snap = ref(uid).get()
+    return doc_in(ref(uid).get())
+
+
+def doc_in(snap: Any) -> dict[str, Any] | None:
+    """The entitlement in a snapshot of `ref` (read alone, or with other documents in one batch)."""
     return snap.to_dict() if snap.exists else None
 
 

@@ -132,17 +132,27 @@ def not_found(collection: str) -> Problem:
 def owned(collection: str, record_id: Any, uid: str, *, deleting_ok: bool = False) -> dict[str, Any]:
     """The caller's record (with its `id`), or a 404 problem: for a malformed id, a missing record,
     another user's record, and a record being deleted (unless `deleting_ok`)."""
+    return owned_in(collection, owned_ref(collection, record_id).get(), uid, deleting_ok=deleting_ok)
+
+
+def owned_ref(collection: str, record_id: Any) -> Any:
+    """The document of a caller's record, to read (alone, or in a batch with others), or a 404 problem
+    for a malformed id (no read is made for one)."""
     if collection not in COLLECTIONS:
         raise ValueError(f"not a catalog collection: {collection!r}")
     if not isinstance(record_id, str) or not _ID.fullmatch(record_id):
         raise not_found(collection)
-    snap = ref(collection, record_id).get()
+    return ref(collection, record_id)
+
+
+def owned_in(collection: str, snap: Any, uid: str, *, deleting_ok: bool = False) -> dict[str, Any]:
+    """`owned`'s verdict on a snapshot of the record's document (read by `owned_ref`)."""
     if not snap.exists:
         raise not_found(collection)
     doc = snap.to_dict()
     if doc.get("uid") != uid or (doc.get("deleting") and not deleting_ok):
         raise not_found(collection)
-    return {**doc, "id": record_id}
+    return {**doc, "id": snap.id}
 
 
 def owned_version(model: Mapping[str, Any], n: int, uid: str) -> dict[str, Any]:
@@ -478,18 +488,22 @@ def allocate_version(uid: str, model_id: str) -> dict[str, Any]:
     """The model's next version number, as a `pending` version. Numbers come from an atomic increment
     of `next_version` (the commit answers the incremented value), so concurrent calls never share a
     number and never contend the way read-write transactions on one document do.
-    A number whose version could not be created is skipped, never reused."""
+    A number whose version could not be created is skipped, never reused.
+    Four round trips: the model and the plan read together, the increment, the create, the recheck
+    (which also catches a delete of the model begun meanwhile: the module docstring)."""
     from google.api_core.exceptions import AlreadyExists, NotFound
     from google.cloud.firestore_v1 import Increment
 
-    owned(MODELS, model_id, uid)
+    model_ref, plan_ref = owned_ref(MODELS, model_id), entitlements.ref(uid)
+    got = clients.read_all([model_ref, plan_ref])
+    model = owned_in(MODELS, got[model_ref.path], uid)
     now = clock.now()
     try:
-        result = ref(MODELS, model_id).update({"next_version": Increment(1), "updated_at": now})
+        result = model_ref.update({"next_version": Increment(1), "updated_at": now})
     except NotFound:
         raise not_found(MODELS) from None
     n = int(result.transform_results[0].integer_value) - 1
-    plan = entitlements.plan_of(entitlements.get(uid), clock.now())
+    plan = entitlements.plan_of(entitlements.doc_in(got[plan_ref.path]), now)
     if n > plan.versions_per_model:  # numbers are never reused, so this bounds the versions for good
         raise limit_reached(
             "versions_per_model",
@@ -497,7 +511,6 @@ def allocate_version(uid: str, model_id: str) -> dict[str, Any]:
             plan,
             "Create a new model (or delete this one) to save more versions.",
         )
-    model = owned(MODELS, model_id, uid)  # its project id, and not deleted meanwhile
     doc = {
         "uid": uid,
         "model_id": model_id,

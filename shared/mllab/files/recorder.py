@@ -53,6 +53,21 @@ class Rejected(Exception):
         self.fails = fails
 
 
+def usage_ref(uid: str) -> Any:
+    """A user's storage counter: {storage_bytes, ...}."""
+    return _db().collection(USAGE).document(uid)
+
+
+def stored_bytes(snap: Any) -> int:
+    """The bytes a snapshot of `usage_ref` counts (0 before the user's first file)."""
+    return int((snap.to_dict() or {}).get("storage_bytes", 0)) if snap.exists else 0
+
+
+def uploads_counted(snap: Any) -> int:
+    """The files a snapshot of `day_ref` counts (0 before the day's first)."""
+    return int((snap.to_dict() or {}).get("uploads", 0)) if snap.exists else 0
+
+
 def day_ref(uid: str) -> Any:
     """Today's (UTC) upload count of a user."""
     return _db().collection(USAGE).document(uid).collection(DAYS).document(clock.now().strftime("%Y-%m-%d"))
@@ -518,8 +533,7 @@ def _off_owner(
 
 
 def usage_of(uid: str) -> int:
-    snap = _db().collection(USAGE).document(uid).get()
-    return int((snap.to_dict() or {}).get("storage_bytes", 0)) if snap.exists else 0
+    return stored_bytes(usage_ref(uid).get())
 
 
 def export_files(uid: str) -> list[dict[str, Any]]:

@@ -48,18 +48,29 @@ def _ids(body: schemas.SignUpload) -> dict[str, Any]:
     return {f: getattr(body, f) for f in _NEEDS[body.kind]}
 
 
-def _object_for(body: schemas.SignUpload, uid: str) -> objects.ObjectName:
-    ids = _ids(body)
-    if body.kind in ("model", "weights"):
-        return _version_file(uid, body.kind, **ids)
-    if body.kind == "dataset":
-        return _dataset_file(uid, **ids)
-    return _metrics_file(uid, **ids)
+def _targets(kind: str, ids: dict[str, Any]) -> list[Any]:
+    """The records an upload of `kind` goes to, to read: the model and its version, the dataset, or the
+    training run (a 404 problem for a malformed id)."""
+    if kind in ("model", "weights"):
+        model = catalog.owned_ref(catalog.MODELS, ids["model_id"])
+        return [model, catalog.version_ref(ids["model_id"], ids["version"])]
+    if kind == "dataset":
+        return [catalog.owned_ref(catalog.DATASETS, ids["dataset_id"])]
+    return [catalog.owned_ref(catalog.JOBS, ids["job_id"])]
 
 
-def _version_file(uid: str, kind: str, model_id: str, version: int) -> objects.ObjectName:
-    model = catalog.owned(catalog.MODELS, model_id, uid)
-    snap = catalog.version_ref(model_id, version).get()
+def _object_for(kind: str, ids: dict[str, Any], uid: str, targets: list[Any]) -> objects.ObjectName:
+    """The object to sign for, from the snapshots of `_targets`, once the caller owns them and they
+    have room for this file (404 or 409 otherwise)."""
+    if kind in ("model", "weights"):
+        return _version_file(uid, kind, ids["version"], *targets)
+    if kind == "dataset":
+        return _dataset_file(uid, ids["filename"], *targets)
+    return _metrics_file(uid, *targets)
+
+
+def _version_file(uid: str, kind: str, version: int, model_snap: Any, snap: Any) -> objects.ObjectName:
+    model = catalog.owned_in(catalog.MODELS, model_snap, uid)
     if not snap.exists or snap.get("uid") != uid:
         raise Problem(404, f"Version {version} of this model does not exist. Allocate it first.")
     fname = "model.json" if kind == "model" else "weights.bin"
@@ -70,35 +81,34 @@ def _version_file(uid: str, kind: str, model_id: str, version: int) -> objects.O
             f"Version {version} already has its {fname}; allocate a new version to save again.",
             slug="version-ready",
         )
-    return objects.model_file(uid, model["project_id"], model_id, version, kind)
+    return objects.model_file(uid, model["project_id"], model["id"], version, kind)
 
 
-def _dataset_file(uid: str, dataset_id: str, filename: str) -> objects.ObjectName:
-    dataset = catalog.owned(catalog.DATASETS, dataset_id, uid)
+def _dataset_file(uid: str, filename: str, snap: Any) -> objects.ObjectName:
+    dataset = catalog.owned_in(catalog.DATASETS, snap, uid)
     if dataset.get("generation"):
         raise Problem(
             409, "This dataset already has its file; create a new dataset to upload another.", slug="file-recorded"
         )
-    return objects.dataset_file(uid, dataset["project_id"], dataset_id, filename)
+    return objects.dataset_file(uid, dataset["project_id"], dataset["id"], filename)
 
 
-def _metrics_file(uid: str, job_id: str) -> objects.ObjectName:
-    job = catalog.owned(catalog.JOBS, job_id, uid)
+def _metrics_file(uid: str, snap: Any) -> objects.ObjectName:
+    job = catalog.owned_in(catalog.JOBS, snap, uid)
     if job.get("metrics_generation"):
         raise Problem(
             409, "This training run already has its metrics; create a new run to upload others.", slug="file-recorded"
         )
-    return objects.metrics_file(uid, job["project_id"], job_id)
+    return objects.metrics_file(uid, job["project_id"], job["id"])
 
 
 def uploads_today(uid: str) -> int:
     """Files recorded today (UTC)."""
-    day = recorder.day_ref(uid).get()
-    return int((day.to_dict() or {}).get("uploads", 0)) if day.exists else 0
+    return recorder.uploads_counted(recorder.day_ref(uid).get())
 
 
-def _check_plan(uid: str) -> config.Plan:
-    plan = entitlements.plan_of(entitlements.get(uid), clock.now())
+def _check_plan(entitlement: Any) -> config.Plan:
+    plan = entitlements.plan_of(entitlements.doc_in(entitlement), clock.now())
     if not plan.cloud_saves:
         raise Problem(
             403,
@@ -109,8 +119,8 @@ def _check_plan(uid: str) -> config.Plan:
     return plan
 
 
-def _check_room(uid: str, size: int, plan: config.Plan) -> None:
-    used = recorder.usage_of(uid)
+def _check_room(size: int, plan: config.Plan, usage: Any, day: Any) -> None:
+    used = recorder.stored_bytes(usage)
     limit = plan.storage_bytes
     if used + size > limit:
         raise Problem(
@@ -119,7 +129,7 @@ def _check_room(uid: str, size: int, plan: config.Plan) -> None:
             f"{_mib(limit)} are free. Delete something first.",
             slug="quota-exceeded",
         )
-    if uploads_today(uid) >= plan.uploads_per_day:
+    if recorder.uploads_counted(day) >= plan.uploads_per_day:
         now = clock.now()
         tomorrow = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
         raise Problem(
@@ -131,8 +141,19 @@ def _check_room(uid: str, size: int, plan: config.Plan) -> None:
 
 
 def sign_upload(uid: str, body: schemas.SignUpload) -> schemas.SignedUrl:
-    """A URL to PUT one file to, once every check passed."""
-    plan = _check_plan(uid)
+    """A URL to PUT one file to, once every check passed. Every document the checks need is read in one
+    round trip (six sequential reads before, with the liveness check's); the checks then run in the
+    order a user should hear of them: the plan, the file's size, its target, the room left."""
+    refused: Problem | None = None
+    try:
+        ids = _ids(body)
+        targets = _targets(body.kind, ids)
+    except Problem as problem:  # a malformed target: still after the plan and the size
+        ids, targets, refused = {}, [], problem
+    account = [entitlements.ref(uid), recorder.usage_ref(uid), recorder.day_ref(uid)]
+    got = clients.read_all([*account, *targets])
+    entitlement, usage, day = (got[ref.path] for ref in account)
+    plan = _check_plan(entitlement)
     kind = objects.KINDS[body.kind]
     if body.size > kind.max_bytes:
         raise Problem(
@@ -140,11 +161,13 @@ def sign_upload(uid: str, body: schemas.SignUpload) -> schemas.SignedUrl:
             f"{body.kind} files can be at most {_mib(kind.max_bytes)}; this one is {_mib(body.size)}.",
             errors=[{"field": "size", "message": f"at most {kind.max_bytes} bytes"}],
         )
+    if refused:
+        raise refused
     try:
-        name = _object_for(body, uid)
+        name = _object_for(body.kind, ids, uid, [got[ref.path] for ref in targets])
     except ValueError as exc:
         raise Problem(422, str(exc), errors=[{"field": "filename", "message": str(exc)}]) from None
-    _check_room(uid, body.size, plan)
+    _check_room(body.size, plan, usage, day)
     signed = store.signed_upload_url(str(name), kind.content_type, body.size)
     return schemas.SignedUrl(
         url=signed.url,

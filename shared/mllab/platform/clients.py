@@ -79,6 +79,11 @@ def opts() -> dict[str, Any]:
     return {"timeout": timeout, "retry": _retry(timeout)}
 
 
+def read_all(refs: list[Any]) -> dict[str, Any]:
+    """Firestore documents by path, each with its snapshot (existing or not), read in one round trip."""
+    return {snap.reference.path: snap for snap in firestore().get_all(refs)} if refs else {}
+
+
 @functools.cache
 def _retry(total_s: float) -> Any:
     from google.api_core.retry import Retry, if_transient_error
