@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import bench  # tests/bench/ is on sys.path: this file runs as a script
+from mllab.billing import entitlements, subscriptions
 from mllab.identity import passwords, sessions, tokens, users
 from mllab.platform import clients, config, log
 from mllab_dev.stack import ROOT, Ports, Stack
@@ -82,7 +83,35 @@ def paths(origin: str) -> dict[str, Callable[[], None]]:
         body = {"subscription": "projects/p/subscriptions/s", "message": message}
         assert recorder.post("/projects/p/topics/t", json=body).status_code in (200, 204)
 
-    return {"refresh": refresh, "me": me, "projects": projects, "create_project": create_project, "record": record}
+    # A PRO user's saves: a new version of a model (a fresh model every 90: PRO allows 100 a model), and
+    # a signed URL for its weights.
+    subscriptions.set_grant(uid, lambda doc, now: entitlements.with_grant(doc, None, now))
+    project = catalog.post("/projects", headers=mutate, json={"name": "saves"}).get_json()
+    saved = {"model": "", "versions": 90, "version": 0}
+
+    def new_version() -> None:
+        if saved["versions"] >= 90:
+            model = {"project_id": project["id"], "name": "m", "config_json": {"layers": []}}
+            saved["model"], saved["versions"] = catalog.post("/models", headers=mutate, json=model).get_json()["id"], 0
+        r = catalog.post(f"/models/{saved['model']}/versions", headers=mutate, json={})
+        assert r.status_code == 201, r.data
+        saved["versions"], saved["version"] = saved["versions"] + 1, r.get_json()["version"]
+
+    signer = app("signed_urls")
+
+    def sign_upload() -> None:
+        body = {"kind": "weights", "model_id": saved["model"], "version": saved["version"], "size": 1024}
+        assert signer.post("/signed/upload", headers=mutate, json=body).status_code == 200
+
+    return {
+        "refresh": refresh,
+        "me": me,
+        "projects": projects,
+        "create_project": create_project,
+        "new_version": new_version,
+        "sign_upload": sign_upload,
+        "record": record,
+    }
 
 
 def measure(label: str, call: Callable[[], None], profile: bool) -> None:
