@@ -37,7 +37,7 @@ import tempfile
 import time
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ if str(ROOT) not in sys.path:
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 WARM_CALLS = int(os.environ.get("BENCH_WARM_CALLS", "200"))
+WARM_ROUNDS = 10  # the warm rows are measured interleaved, WARM_CALLS / WARM_ROUNDS calls a row a round
 TOKEN_CALLS = int(os.environ.get("BENCH_TOKEN_CALLS", "2000"))
 SIGN_CALLS = int(os.environ.get("BENCH_SIGN_CALLS", "500"))
 WEBHOOK_CALLS = int(os.environ.get("BENCH_WEBHOOK_CALLS", "2000"))
@@ -512,6 +513,23 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
+def interleaved(calls: list[tuple[str, Callable[[], Any]]]) -> dict[str, list[float]]:
+    """Each call's latencies (ms), WARM_CALLS of each after 10 of each to warm up, taken in WARM_ROUNDS
+    rounds of every call in turn: drift in the machine's load (other work, the emulator's garbage
+    collection) falls on every row alike, so each row's ratio to another's is fair."""
+    samples: dict[str, list[float]] = {label: [] for label, _ in calls}
+    for _ in range(10):
+        for _, call in calls:
+            call()
+    for _ in range(WARM_ROUNDS):
+        for label, call in calls:
+            for _ in range(WARM_CALLS // WARM_ROUNDS):
+                t = time.perf_counter()
+                call()
+                samples[label].append((time.perf_counter() - t) * 1000)
+    return samples
+
+
 def warm_latencies(stack: Stack) -> list[tuple[str, list[float]]]:
     """Warm request latency (client side, ms) against the running functions and the emulator."""
     from google.cloud import firestore
@@ -525,17 +543,6 @@ def warm_latencies(stack: Stack) -> list[tuple[str, list[float]]]:
     headers = {"Origin": stack.gateway_url, "X-CSRF-Token": "1", "Content-Type": "application/json"}
     out: list[tuple[str, list[float]]] = []
     with httpx.Client(timeout=30) as client:
-
-        def timed(call) -> list[float]:
-            for _ in range(10):  # warm-up
-                call()
-            samples = []
-            for _ in range(WARM_CALLS):
-                t = time.perf_counter()
-                call()
-                samples.append((time.perf_counter() - t) * 1000)
-            return samples
-
         state = {"cookie": cookie}
 
         def refresh() -> None:
@@ -565,18 +572,21 @@ def warm_latencies(stack: Stack) -> list[tuple[str, list[float]]]:
         def bump_begun(tx, snaps) -> None:
             tx.update(ref, {"n": snaps[ref.path].get("n") + 1})
 
-        out.append(("bare Firestore transaction", timed(lambda: bump(db.transaction()))))
-        # The same begun by its read (transactions.run, as a refresh does): read, commit; not begin, read, commit.
-        out.append(("bare, begun by its read", timed(lambda: transactions.run([ref], bump_begun))))
         with serving(FLOOR, "floor_transaction", {**os.environ, "BENCH_FLOOR_CLIENTS": "firestore"}) as url:
-            # The same behind a bare function: the HTTP hop every function's call makes, on both sides.
-            out.append(("bare, behind a bare function", timed(lambda: client.post(url).raise_for_status())))
-        out.append(("POST /auth/refresh", timed(refresh)))
-        out.append(("GET /me", timed(me)))
-        # Every token route checks its session first (docs/security.md): the check alone, in-process,
-        # is what that costs each read, beside a whole catalog read that includes it.
-        out.append(("session liveness check", timed(lambda: sessions.check_live(claims))))
-        out.append(("GET /projects (incl. check)", timed(projects)))
+            calls: list[tuple[str, Callable[[], Any]]] = [
+                ("bare Firestore transaction", lambda: bump(db.transaction())),
+                # The same begun by its read (transactions.run, as a refresh does): read and commit, no begin.
+                ("bare, begun by its read", lambda: transactions.run([ref], bump_begun)),
+                # The same behind a bare function: the HTTP hop every function's call makes, on both sides.
+                ("bare, behind a bare function", lambda: client.post(url).raise_for_status()),
+                ("POST /auth/refresh", refresh),
+                ("GET /me", me),
+                # Every token route checks its session first (docs/security.md): the check alone, in-process,
+                # is what that costs each read, beside a whole catalog read that includes it.
+                ("session liveness check", lambda: sessions.check_live(claims)),
+                ("GET /projects (incl. check)", projects),
+            ]
+            out.extend(interleaved(calls).items())
     return out
 
 
