@@ -12,9 +12,9 @@ from mllab.identity import schemas
 router = http.Router("account")
 
 
-@router.route("GET", "/me")
+@router.route("GET", "/me", reads=account_lib.me_reads)
 def get_me(request: http.Request) -> account_lib.Me:
-    return account_lib.me(request.live_user, request.sid)
+    return account_lib.me(request.live_user, request.sid, request.documents)
 
 
 @router.route("GET", "/sessions")

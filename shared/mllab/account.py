@@ -79,18 +79,23 @@ _BATCH = 400  # Firestore allows 500 writes per batch
 # --- /me and /sessions ---------------------------------------------------------------------------
 
 
-def me(user: dict[str, Any], sid: str) -> Me:
-    """The Me document: who, which plan (recomputed for now), how much of it is used."""
+def me_reads(uid: str) -> list[Any]:
+    """The documents /me shows, read with the session's liveness check (mllab.api.http, `reads`):
+    the entitlement, storage usage and today's upload count."""
+    return [entitlements.ref(uid), recorder.usage_ref(uid), recorder.day_ref(uid)]
+
+
+def me(user: dict[str, Any], sid: str, read: dict[str, Any] | None = None) -> Me:
+    """The Me document: who, which plan (recomputed for now), how much of it is used. `read`: the
+    snapshots of `me_reads` when the liveness check read them; the rest is read in one round trip."""
     uid, now = user["uid"], clock.now()
-    refs = [entitlements.ref(uid), recorder.usage_ref(uid), recorder.day_ref(uid)]
+    refs = me_reads(uid)
     month = metering.month_of(now)
     # This month's prediction shards only for a user who has made a deployment (none else can predict).
     shards = metering.shard_refs(uid, month) if deployments.ever_deployed(user) else []
-    # One round trip for the documents and the shards (the liveness check made one).
-    got = {
-        snap.reference.path: (snap.to_dict() or {}) if snap.exists else None
-        for snap in clients.firestore().get_all([*refs, *shards])
-    }
+    read = read or {}
+    snaps = {**read, **clients.read_all([r for r in [*refs, *shards] if r.path not in read])}
+    got = {path: (snap.to_dict() or {}) if snap.exists else None for path, snap in snaps.items()}
     ent, usage_doc, day = (got.get(ref.path) for ref in refs)
     predicted = sum(int((got.get(ref.path) or {}).get("count") or 0) for ref in shards)
     plan = entitlements.plan_of(ent, now)

@@ -685,11 +685,11 @@ def test_every_token_route_checks_session_liveness_by_default(monkeypatch: pytes
     assert table[0].needs_live_session and table[1].needs_live_session and not table[2].needs_live_session
     checked: list[str] = []
 
-    def refuse(claims):
+    def refuse(claims, also):
         checked.append(claims["sid"])
         raise http.Problem(401, "Your session has ended. Sign in again.", slug="session-ended")
 
-    monkeypatch.setattr(sessions, "check_live", refuse)
+    monkeypatch.setattr(sessions, "check_live_reading", refuse)
     router = http.Router("live", table)
     for route in table:
         router.route(route.method, route.path)(lambda req: {"ok": True})
@@ -700,6 +700,33 @@ def test_every_token_route_checks_session_liveness_by_default(monkeypatch: pytes
     for r in (client.get("/read", headers=auth), client.post("/live", headers=auth)):
         assert r.status_code == 401 and r.json["type"].endswith("session-ended")
     assert checked == ["s1", "s1"]
+
+
+def test_a_handler_gets_the_documents_it_reads_with_the_liveness_check_of_the_tokens_user(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mllab.identity import sessions
+
+    table = (
+        Route("GET", "/mine", "live", "a read", auth=Auth.ACCESS_TOKEN),
+        Route("GET", "/opted-out", "live", "a read that opts out", auth=Auth.ACCESS_TOKEN, live=False),
+    )
+    asked: list[tuple[str, list[str]]] = []
+
+    def live(claims, also):
+        asked.append((claims["sub"], list(also)))
+        return {"uid": claims["sub"]}, {path: f"snapshot of {path}" for path in also}
+
+    monkeypatch.setattr(sessions, "check_live_reading", live)
+    router = http.Router("live", table)
+    router.route("GET", "/mine", reads=lambda uid: [f"usage/{uid}"])(lambda req: dict(req.documents))
+    with pytest.raises(ValueError, match="checks no session"):
+        router.route("GET", "/opted-out", reads=lambda uid: [f"usage/{uid}"])
+    client = Client(lambda env, sr: router(RawRequest(env))(env, sr))
+    token = tokens.issue_access_token("u1", "s1").token
+    r = client.get("/mine", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200 and r.json == {"usage/u1": "snapshot of usage/u1"}
+    assert asked == [("u1", ["usage/u1"])]  # one check, reading the token's user's documents
 
 
 # --- routes whose domain checks the body and the answer (no pydantic on their path) ----------------------

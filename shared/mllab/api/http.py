@@ -93,6 +93,7 @@ class Request:
     raw_body: bytes = b""
     claims: dict[str, Any] | None = None
     user: dict[str, Any] | None = None  # the user document, on routes that check session liveness
+    documents: dict[str, Any] = field(default_factory=dict)  # the handler's `reads`, by path
 
     @property
     def headers(self) -> Any:
@@ -248,14 +249,24 @@ class Router:
         if not self.routes:
             raise LookupError(f"the route table has no route for function {function!r}")
         self.handlers: dict[tuple[str, str], Handler] = {}
+        self.reads: dict[tuple[str, str], Callable[[str], list[Any]]] = {}
         _route_what_flask_cannot(self)
 
-    def route(self, method: str, path: str) -> Callable[[Handler], Handler]:
-        if not any(r.method == method and r.path == path for r in self.routes):
+    def route(
+        self, method: str, path: str, *, reads: Callable[[str], list[Any]] | None = None
+    ) -> Callable[[Handler], Handler]:
+        """Bind a handler. `reads(uid)`: documents the handler needs, read with the session's liveness
+        check in its one round trip (`Request.documents`); only on routes that check liveness."""
+        route = next((r for r in self.routes if r.method == method and r.path == path), None)
+        if route is None:
             raise LookupError(f"{method} {path} is not a route of {self.function!r} in the route table")
+        if reads is not None and not route.needs_live_session:
+            raise ValueError(f"{method} {path} checks no session: nothing to read with it")
 
         def register(handler: Handler) -> Handler:
             self.handlers[(method, path)] = handler
+            if reads is not None:
+                self.reads[(method, path)] = reads
             return handler
 
         return register
@@ -343,12 +354,13 @@ class Router:
         if route.csrf is Csrf.ORIGIN:
             check_cookie_csrf(raw)
         claims = self._authenticate(raw, route)
-        user = _check_session(raw, route, claims) if claims else None
+        reads = self.reads.get((route.method, route.path))
+        user, documents = _check_session(raw, route, claims, reads) if claims else (None, {})
         body = self._parse_body(raw, route, raw_body)
         handler = self.handlers.get((route.method, route.path))
         if handler is None:
             raise LookupError(f"no handler bound for {route.method} {route.path}")
-        result = handler(Request(raw, route, params, request_id, body, raw_body, claims, user))
+        result = handler(Request(raw, route, params, request_id, body, raw_body, claims, user, documents))
         resp = self._render(route, result)
         resp.headers.setdefault("Cache-Control", route.cache)
         if raw.method == "HEAD":
@@ -480,15 +492,20 @@ def _json_body(data: bytes) -> Any:
         raise Problem(400, f"The body is not valid JSON: {msg}.", slug="malformed-json") from None
 
 
-def _check_session(raw: RawRequest, route: Route, claims: dict[str, Any]) -> dict[str, Any] | None:
-    """The token's session still live (its user document when the route checks), and the session's CSRF
-    token on mutations."""
+def _check_session(
+    raw: RawRequest, route: Route, claims: dict[str, Any], reads: Callable[[str], list[Any]] | None
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The token's session still live (its user document when the route checks, and the documents the
+    handler reads with it), and the session's CSRF token on mutations."""
     from mllab.identity import sessions  # only access-token routes load the session store
 
-    user = sessions.check_live(claims) if route.needs_live_session else None
+    user: dict[str, Any] | None = None
+    documents: dict[str, Any] = {}
+    if route.needs_live_session:
+        user, documents = sessions.check_live_reading(claims, reads(claims["sub"]) if reads else ())
     if route.csrf is Csrf.SESSION and not sessions.csrf_ok(claims["sid"], raw.headers.get("X-CSRF-Token", "")):
         raise Problem(403, "Missing or stale X-CSRF-Token: send the `csrf` value from GET /me.", slug="csrf")
-    return user
+    return user, documents
 
 
 def _route_what_flask_cannot(router: Router) -> None:

@@ -24,6 +24,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -386,10 +387,16 @@ def revoke_all(uid: str, reason: str, *, except_sid: str | None = None) -> int:
 def check_live(claims: dict[str, Any]) -> dict[str, Any]:
     """Refuse an access token whose session is gone or older than the user's `tokens_valid_after`.
     Returns the user document. One round trip (both documents in a single batch get)."""
+    return check_live_reading(claims, ())[0]
+
+
+def check_live_reading(claims: dict[str, Any], also: Sequence[Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`check_live`, reading the documents `also` (the claims' user's, for the handler) in the same
+    round trip: (the user document, their snapshots by path). A refused token's are never returned."""
     db = clients.firestore()
     sref, uref = db.collection(COLLECTION).document(claims["sid"]), db.collection(users.USERS).document(claims["sub"])
-    docs = {snap.reference.path: snap for snap in db.get_all([sref, uref])}
-    session, user = docs.get(sref.path), docs.get(uref.path)
+    docs = clients.read_all([sref, uref, *also])
+    session, user = docs.pop(sref.path, None), docs.pop(uref.path, None)
     ended = Problem(
         401,
         "Your session has ended. Sign in again.",
@@ -406,4 +413,4 @@ def check_live(claims: dict[str, Any]) -> dict[str, Any]:
     tva = u.get("tokens_valid_after")
     if tva and claims["iat"] < int(tva.timestamp()):
         raise ended
-    return {**u, "uid": claims["sub"]}
+    return {**u, "uid": claims["sub"]}, docs
