@@ -31,8 +31,9 @@ deployments and a key, are made before the ramp.
 Settings (environment): MLLAB_LOAD_SECONDS (time bound of the ramp, 300), MLLAB_LOAD_USERS (the last
 step, 1000), MLLAB_LOAD_STEPS (user counts, e.g. "5,10,20") or MLLAB_LOAD_STEP_USERS (+N a step instead
 of the default schedule), MLLAB_LOAD_STEP_SECONDS (20), MLLAB_LOAD_P95_MS (500), MLLAB_LOAD_ERROR_PCT
-(1), MLLAB_LOAD_BEND_ON (mix | all), MLLAB_LOAD_WAIT (think time between a user's tasks, "min,max"
-seconds, "1,5"), MLLAB_LOAD_DRAIN_SECONDS (180).
+(1), MLLAB_LOAD_BEND_ON (mix | all), MLLAB_LOAD_PROFILE (seconds of py-spy profiles of each function's
+and the gateway's Python CPU from the ramp's start, tests/load/profile.py; 0: none), MLLAB_LOAD_WAIT
+(think time between a user's tasks, "min,max" seconds, "1,5"), MLLAB_LOAD_DRAIN_SECONDS (180).
 """
 
 from __future__ import annotations
@@ -669,11 +670,12 @@ def main() -> int:
     from mllab.platform import clients, config, log
     from mllab.serving import metering
     from mllab_dev.stack import Ports, Stack, StackError
-    from tests.load import predictions
+    from tests.load import predictions, profile
 
     log.min_level = "WARNING"  # the operator-grant audit lines of the account setup are noise here
 
     seconds = _env_num("MLLAB_LOAD_SECONDS", 300)
+    profile_s = _env_num("MLLAB_LOAD_PROFILE", 0)
     schedule = ramp_schedule(
         int(_env_num("MLLAB_LOAD_USERS", 1000)),
         os.environ.get("MLLAB_LOAD_STEPS", ""),
@@ -754,6 +756,11 @@ def main() -> int:
         time.sleep(IDLE_SAMPLE_S)
         cpu_before, started = cpu_seconds(stack), time.monotonic()
         idle_rate = {k: (cpu_before[k] - idle_a.get(k, 0.0)) / (started - idle_t) for k in cpu_before}
+        spies = (
+            profile.start(profile.workers(stack, profile.proc_pids), profile_s, RESULT_FILE.parent / "profile")
+            if profile_s
+            else []
+        )
         result = run_driver(
             stack.gateway_url,
             accounts,
@@ -774,6 +781,8 @@ def main() -> int:
         cpu_after, window = cpu_seconds(stack), time.monotonic() - started
         cpu = {k: cpu_after.get(k, 0.0) - cpu_before.get(k, 0.0) for k in cpu_after}
         print_report(result, cpu, {k: rate * window for k, rate in idle_rate.items()})
+        if spies:
+            profile.report(spies)
         print(
             f"\nEvent pipeline: {count} objects recorded of {expected} uploaded; "
             f"{waited:.1f} s after the load stopped until the recorder had caught up."
