@@ -56,6 +56,7 @@ USER_EXPORT_FIELDS = (
     "role",
     "disabled",
     "deleted_at",
+    deployments.DEPLOYED_AT,
     "created_at",
     "updated_at",
 )

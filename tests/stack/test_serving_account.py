@@ -78,6 +78,11 @@ def test_the_export_holds_no_key_and_no_hash(serving_member) -> None:
     assert "hash" not in text
 
 
+def test_the_export_says_when_the_user_last_made_a_deployment(serving_member) -> None:
+    b = serving_member()
+    assert export(b).json()["user"]["deployed_at"] == b.deployment["created_at"]
+
+
 def test_another_users_keys_deployments_and_usage_never_appear(serving_member) -> None:
     b, stranger = serving_member(), serving_member()
     counted(stranger.uid, "2026-01", 3, {stranger.deployment["id"]: 41})
