@@ -7,11 +7,13 @@ GET /me with a bearer token and half POST /projects with a small JSON body, with
 CPU is read from /proc per process group (user + system, the gunicorn master and its worker), each
 group's idle rate subtracted. In the same run, the same requests go straight to the function: its CPU
 per request is the baseline the gateway's is set beside (both are one HTTP server answering the same
-requests; the gateway also makes one). Then the gateway app alone, in this process without gunicorn,
-single-threaded: its CPU per request; PROFILE=1 adds cProfile's top functions by process CPU (TOP=n
-rows). Numbers only; nothing here passes or fails.
+requests; the gateway also makes one); and the floor, the gateway's gunicorn (same settings) with a WSGI
+app that answers at once (tests/bench/echo/wsgi.py): what no change to the gateway's code can save. Then
+the gateway app alone, in this process without gunicorn, single-threaded: its CPU per request; PROFILE=1
+adds cProfile's top functions by process CPU (TOP=n rows). Each run is repeated ROUNDS times (the
+machine's load moves each figure), then the medians. Numbers only; nothing here passes or fails.
 
-    .venv/bin/python tests/bench/gateway_bench.py   # GATEWAY_CALLS=4000 GATEWAY_CLIENTS=4 GATEWAY_ROUNDS=2
+    .venv/bin/python tests/bench/gateway_bench.py   # GATEWAY_CALLS=4000 GATEWAY_CLIENTS=4 GATEWAY_ROUNDS=3
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import cProfile
 import http.client
 import io
 import json
+import math
 import os
 import pstats
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,7 +45,7 @@ from mllab_dev.stack import ROOT, Ports, gateway_argv
 HERE = Path(__file__).resolve().parent
 CALLS = int(os.environ.get("GATEWAY_CALLS", "4000"))
 CLIENTS = int(os.environ.get("GATEWAY_CLIENTS", "4"))
-ROUNDS = int(os.environ.get("GATEWAY_ROUNDS", "2"))
+ROUNDS = int(os.environ.get("GATEWAY_ROUNDS", "3"))
 THREADS = int(os.environ.get("GATEWAY_THREADS", "32"))  # the stack's default (make load runs 200)
 IDLE_S = 2.0
 
@@ -186,9 +190,13 @@ def in_process(topology: dict[str, Any], profile: bool) -> float:
     return cpu
 
 
+def _row(label: str, row: tuple[float, float, float]) -> None:
+    print(f"{label:34} " + " ".join(f"{v:{w}.3f}" if v == v else " " * w for v, w in zip(row, (8, 9, 8), strict=True)))
+
+
 def main() -> int:
     ports = Ports.free()
-    gateway_port, function_port = ports.gateway, ports.firestore
+    gateway_port, function_port, floor_port = ports.gateway, ports.firestore, ports.pubsub
     venv_bin = Path(sys.executable).parent
     with tempfile.TemporaryDirectory() as tmp:
         topology = {
@@ -202,6 +210,8 @@ def main() -> int:
         function = [str(venv_bin / "functions-framework"), "--source", str(HERE / "echo" / "main.py")]
         function += ["--target", "echo", "--host", "127.0.0.1", "--port", str(function_port)]
         logs = Path(tmp)
+        # the floor: the gateway's gunicorn, same settings, with an app that answers at once
+        floor = [*gateway_argv(venv_bin, floor_port, THREADS)[:-1], "--chdir", str(HERE / "echo"), "wsgi:app"]
         with (
             server(function, env, f"http://127.0.0.1:{function_port}/", logs / "function.log") as fn_group,
             server(
@@ -210,19 +220,35 @@ def main() -> int:
                 f"http://127.0.0.1:{gateway_port}/config.json",
                 logs / "gateway.log",
             ) as gw_group,
+            server(floor, env, f"http://127.0.0.1:{floor_port}/", logs / "floor.log") as floor_group,
         ):
             print("load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
             print(f"{CALLS} requests a run (GET /me, POST /projects), {CLIENTS} keep-alive clients, {THREADS} threads")
-            print(f"{'run':28} {'gateway ms':>11} {'function ms':>12} {'wall ms':>8}   (CPU per request above idle)")
+            print(f"{'CPU ms per request above idle':34} {'gateway':>8} {'function':>9} {'wall ms':>8}")
+            runs: dict[str, list[tuple[float, float, float]]] = {}
             for n in range(1, ROUNDS + 1):
                 direct = measured(function_port, {"function": fn_group})
-                print(f"{f'{n}: straight to the function':28} {'':>11} {direct['function']:12.3f} {direct['wall']:8.3f}")
                 via = measured(gateway_port, {"gateway": gw_group, "function": fn_group})
-                print(f"{f'{n}: through the gateway':28} {via['gateway']:11.3f} {via['function']:12.3f} {via['wall']:8.3f}")
-                print(f"{f'{n}: gateway / function':28} {via['gateway'] / direct['function']:11.2f}")
+                bare = measured(floor_port, {"floor": floor_group})
+                rows = {
+                    "straight to the function": (math.nan, direct["function"], direct["wall"]),
+                    "through the gateway": (via["gateway"], via["function"], via["wall"]),
+                    "gateway's gunicorn, bare app": (bare["floor"], math.nan, bare["wall"]),
+                }
+                for label, row in rows.items():
+                    runs.setdefault(label, []).append(row)
+                    _row(f"{n}: {label}", row)
+            if ROUNDS:
+                medians = {
+                    label: tuple(statistics.median(col) for col in zip(*r, strict=True)) for label, r in runs.items()
+                }
+                for label, row in medians.items():
+                    _row(f"median: {label}", row)
+                ratio = medians["through the gateway"][0] / medians["straight to the function"][1]
+                print(f"median gateway / function straight: {ratio:.2f}")
             log.stream = open(os.devnull, "w")  # noqa: SIM115 - the in-process app's request lines, for the run
             profile = os.environ.get("PROFILE") in ("1", "cpu")
-            print(f"{'gateway app in-process':28} {in_process(topology, profile):11.3f}   (no gunicorn, one thread)")
+            print(f"{'gateway app in-process':34} {in_process(topology, profile):8.3f}   (no gunicorn, one thread)")
             print("load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     return 0
 

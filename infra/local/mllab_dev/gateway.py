@@ -71,6 +71,33 @@ COMPRESSIBLE = ("text/", "application/javascript", "application/json", "image/sv
 NOT_SERVED = {"node_modules", "package.json", "package-lock.json", "npm.log"}
 
 
+def _first_segment(path: str) -> str:
+    return path.split("/", 2)[1] if path.startswith("/") else ""
+
+
+Routes = tuple[routes.Route, ...]
+
+
+def _routes_by_first_segment(table: Routes) -> tuple[dict[str, Routes], Routes]:
+    """For each literal first path segment, the routes that can match a path starting with it, in the
+    table's order (a template's variable never spans a '/'; one whose first segment holds a variable can
+    match any path, so it is in every group); and the routes for any other first segment."""
+    anywhere = tuple(r for r in table if "{" in _first_segment(r.path))
+    groups = {
+        seg: tuple(r for r in table if r in anywhere or _first_segment(r.path) == seg)
+        for seg in {_first_segment(r.path) for r in table} - {_first_segment(r.path) for r in anywhere}
+    }
+    return groups, anywhere
+
+
+ROUTE_GROUPS, ROUTES_ANYWHERE = _routes_by_first_segment(routes.ROUTES)
+
+
+def match_path(path: str) -> list[tuple[routes.Route, dict[str, str]]]:
+    """routes.match_path's answer, trying only the routes that can match (a tenth of them, not 58)."""
+    return routes.match_path(path, ROUTE_GROUPS.get(_first_segment(path), ROUTES_ANYWHERE))
+
+
 class Gateway:
     def __init__(self, topology: dict[str, Any]) -> None:
         self.topology = topology
@@ -87,7 +114,7 @@ class Gateway:
         raw = Request(environ)
         request_id = http.request_id_of(raw)
         origin = raw.headers.get("Origin")
-        matched = routes.match_path(raw.path)  # once per request: it tries every route of the table
+        matched = match_path(raw.path)  # once per request
         resp = self.respond(raw, request_id, origin, matched)
         if raw.headers.get("User-Agent") != PROBE_AGENT:  # the launcher's readiness probes are not requests
             # one record per request: `make dev` prints it as one short line (mllab_dev.console)
