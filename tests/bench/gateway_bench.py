@@ -11,7 +11,7 @@ requests; the gateway also makes one); and the floor, the gateway's gunicorn (sa
 app that answers at once (tests/bench/echo/wsgi.py): what no change to the gateway's code can save. Then
 the gateway app alone, in this process without gunicorn, single-threaded: its CPU per request; PROFILE=1
 adds cProfile's top functions by process CPU (TOP=n rows). Each run is repeated ROUNDS times (the
-machine's load moves each figure), then the medians. Numbers only; nothing here passes or fails.
+machine's load moves each figure), then the medians and the least of each column. Numbers only; nothing here passes or fails.
 
     .venv/bin/python tests/bench/gateway_bench.py   # GATEWAY_CALLS=4000 GATEWAY_CLIENTS=4 GATEWAY_ROUNDS=3
 """
@@ -244,6 +244,8 @@ def main() -> int:
                 }
                 for label, row in medians.items():
                     _row(f"median: {label}", row)
+                for label, r in runs.items():  # the least disturbed by the machine's other work
+                    _row(f"least: {label}", tuple(min(col) for col in zip(*r, strict=True)))
                 ratio = medians["through the gateway"][0] / medians["straight to the function"][1]
                 print(f"median gateway / function straight: {ratio:.2f}")
             log.stream = open(os.devnull, "w")  # noqa: SIM115 - the in-process app's request lines, for the run

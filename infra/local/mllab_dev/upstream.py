@@ -34,6 +34,7 @@ IDLE_EXPIRY_S = 1.0  # well before the functions' gunicorn closes an idle connec
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LINE_MAX = 65536  # as http.client: a longer status or header line is not an answer
 HEADERS_MAX = 100
+OWS = " \t\r"  # the whitespace around a header value, and a line's CR
 
 
 class Answer(NamedTuple):
@@ -211,15 +212,22 @@ def _read_answer(fp: BinaryIO, first: bytes, method: str) -> tuple[int, list[tup
 
 def _read_head(fp: BinaryIO, first: bytes) -> tuple[bytes, int, list[tuple[str, str]]]:
     version, status = _status(first)
-    headers: list[tuple[str, str]] = []
+    lines = []
     while (line := _line(fp)) not in (b"\r\n", b"\n"):
-        if line[:1] in (b" ", b"\t") and headers:  # an obsolete folded line continues the last value
-            headers[-1] = (headers[-1][0], f"{headers[-1][1]} {line.strip().decode('latin-1')}")
+        lines.append(line)
+    if len(lines) > HEADERS_MAX:
+        raise UpstreamProtocolError("an answer has too many header lines")
+    headers: list[tuple[str, str]] = []
+    # One decode for the whole head. Only "\n" ends a line and only HTTP's own whitespace is stripped:
+    # a latin-1 value may hold bytes that str.splitlines and str.strip would take for line ends or spaces.
+    for text in b"".join(lines).decode("latin-1").split("\n")[:-1]:
+        if text[:1] in (" ", "\t") and headers:  # an obsolete folded line continues the last value
+            headers[-1] = (headers[-1][0], f"{headers[-1][1]} {text.strip(OWS)}")
             continue
-        name, colon, value = line.partition(b":")
-        if not colon or len(headers) >= HEADERS_MAX:
-            raise UpstreamProtocolError("an answer's header is malformed, or there are too many")
-        headers.append((name.decode("latin-1"), value.strip().decode("latin-1")))
+        name, colon, value = text.partition(":")
+        if not colon:
+            raise UpstreamProtocolError(f"an answer's header line is malformed: {text[:80]!r}")
+        headers.append((name, value.strip(OWS)))
     return version, status, headers
 
 
