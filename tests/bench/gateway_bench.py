@@ -11,7 +11,8 @@ requests; the gateway also makes one); and the floor, the gateway's gunicorn (sa
 app that answers at once (tests/bench/echo/wsgi.py): what no change to the gateway's code can save. Then
 the gateway app alone, in this process without gunicorn, single-threaded: its CPU per request; PROFILE=1
 adds cProfile's top functions by process CPU (TOP=n rows). Each run is repeated ROUNDS times (the
-machine's load moves each figure), then the medians and the least of each column. Numbers only; nothing here passes or fails.
+machine's load moves each figure), then the medians and the least of each column. Numbers only;
+nothing here passes or fails.
 
     .venv/bin/python tests/bench/gateway_bench.py   # GATEWAY_CALLS=4000 GATEWAY_CLIENTS=4 GATEWAY_ROUNDS=3
 """
