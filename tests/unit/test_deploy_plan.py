@@ -1078,11 +1078,11 @@ def gateway(tmp_path: Path) -> Iterator[tuple[Client, list[str]]]:
     reached: list[str] = []
     by_port = {port: name for name, port in ports.items()}
 
-    def upstream(method: str, url: str, **kwargs: Any) -> httpx.Response:
-        reached.append(by_port[httpx.URL(url).port or 0])
-        return httpx.Response(200, json={})
+    def upstream(port: int, method: str, target: str, headers: Any, body: bytes) -> Any:
+        reached.append(by_port[port])
+        return module.upstream.Answer(200, [("Content-Type", "application/json")], b"{}")
 
-    app.client.request = upstream  # type: ignore[method-assign]
+    app.upstreams.request = upstream  # type: ignore[method-assign]
     yield Client(app), reached
 
 

@@ -44,7 +44,7 @@ def proxied(tmp_path: Path) -> Iterator[Client]:
     try:
         yield Client(app, use_cookies=False)  # each request is its own browser: only the headers it names
     finally:
-        app.client.close()
+        app.upstreams.close()
         server.shutdown()
         server.server_close()
 

@@ -65,6 +65,33 @@ STOP_GRACE_S = 8.0
 PUSHED = {"on_object_finalized": 8}
 
 
+def gateway_argv(venv_bin: Path, port: int, threads: int) -> list[str]:
+    """The gateway as the stack runs it (gunicorn gthread, one worker); tests/bench/gateway_bench.py runs the same."""
+    return [
+        str(venv_bin / "gunicorn"),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        str(threads),
+        "--workers",
+        "1",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--graceful-timeout",
+        "2",
+        "--log-level",
+        "warning",
+        # idle client connections stay open like at Google's load balancer (610 s there): with
+        # gunicorn's 2 s, a request sent as the gateway closed an idle connection was lost
+        "--keep-alive",
+        str(GATEWAY_KEEPALIVE_S),
+        # no request-line cap, like functions-framework's own gunicorn: the function decides
+        "--limit-request-line",
+        "0",
+        "mllab_dev.gateway:create_app()",
+    ]
+
+
 class StackError(RuntimeError):
     pass
 
@@ -458,29 +485,7 @@ class Stack:
                     "gateway",
                     "gateway",
                     p.gateway,
-                    [
-                        str(self.venv_bin / "gunicorn"),
-                        "--worker-class",
-                        "gthread",
-                        "--threads",
-                        str(self.gateway_threads),
-                        "--workers",
-                        "1",
-                        "--bind",
-                        f"127.0.0.1:{p.gateway}",
-                        "--graceful-timeout",
-                        "2",
-                        "--log-level",
-                        "warning",
-                        # idle client connections stay open like at Google's load balancer (610 s there): with
-                        # gunicorn's 2 s, a request sent as the gateway closed an idle connection was lost
-                        "--keep-alive",
-                        str(GATEWAY_KEEPALIVE_S),
-                        # no request-line cap, like functions-framework's own gunicorn: the function decides
-                        "--limit-request-line",
-                        "0",
-                        "mllab_dev.gateway:create_app()",
-                    ],
+                    gateway_argv(self.venv_bin, p.gateway, self.gateway_threads),
                     f"{self.gateway_url}/healthz",
                 )
             )
