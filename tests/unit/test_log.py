@@ -169,6 +169,44 @@ def test_secret_shaped_values_are_masked_in_messages_and_fields(logs: LogCapture
         assert log.REDACTED in value
 
 
+def _every_pattern(text: str) -> str:
+    for pattern, repl in log._SECRET_VALUES:
+        text = pattern.sub(repl, text)
+    return text
+
+
+# Text made of what the patterns look for, and of what they do not.
+_PIECES = st.sampled_from(
+    [
+        "eyJ",
+        "hbGci",
+        ".",
+        "Bearer ",
+        "bAsIc ",
+        "?",
+        "&",
+        "sig=",
+        "token=",
+        "key=",
+        "__Host-rt=",
+        "; ",
+        "-----BEGIN ",
+        "RSA PRIVATE KEY-----",
+        "-----END ",
+        "abc",
+        "Z9_-",
+        " ",
+        "/me",
+        "\n",
+    ]
+)
+
+
+@given(st.lists(_PIECES, max_size=12).map("".join) | st.text(max_size=60))
+def test_a_value_passed_over_by_the_quick_check_is_one_no_pattern_would_change(text: str) -> None:
+    assert log.redact(text) == _every_pattern(text)
+
+
 @pytest.mark.parametrize(
     "field",
     [
