@@ -12,14 +12,14 @@ from mllab.files import catalog as records  # the entry point below is named `ca
 router = http.Router("catalog")
 
 
-@router.route("POST", "/projects")
+@router.route("POST", "/projects", reads=records.plan_reads)
 def create_project(request: http.Request) -> dict:
-    return records.create_project(request.uid, request.body)
+    return records.create_project(request.uid, request.body, request.documents)
 
 
-@router.route("POST", "/models")
+@router.route("POST", "/models", reads=records.plan_reads)
 def create_model(request: http.Request) -> dict:
-    return records.create_model(request.uid, request.body)
+    return records.create_model(request.uid, request.body, request.documents)
 
 
 @router.route("POST", "/models/{id}/versions")
@@ -32,14 +32,14 @@ def set_version_notes(request: http.Request) -> dict:
     return records.set_version_notes(request.uid, request.params["id"], request.params["version"], request.body)
 
 
-@router.route("POST", "/datasets")
+@router.route("POST", "/datasets", reads=records.plan_reads)
 def create_dataset(request: http.Request) -> dict:
-    return records.create_dataset(request.uid, request.body)
+    return records.create_dataset(request.uid, request.body, request.documents)
 
 
-@router.route("POST", "/jobs")
+@router.route("POST", "/jobs", reads=records.plan_reads)
 def create_job(request: http.Request) -> dict:
-    return records.create_job(request.uid, request.body)
+    return records.create_job(request.uid, request.body, request.documents)
 
 
 def _bind(collection: str) -> None:

@@ -353,12 +353,24 @@ def limit_reached(resource: str, limit: int, plan: config.Plan, advice: str) -> 
     )
 
 
-def _reserve(uid: str, collection: str) -> None:
+def plan_reads(uid: str) -> list[Any]:
+    """What a create reads first, to read with the session's liveness check (mllab.api.http, `reads`):
+    the user's entitlement, for the plan's limits."""
+    return [entitlements.ref(uid)]
+
+
+def _plan(uid: str, read: Mapping[str, Any] | None) -> config.Plan:
+    """The user's plan now, from the entitlement in `read` (see plan_reads) or read here."""
+    snap = (read or {}).get(entitlements.ref(uid).path)
+    return entitlements.plan_of(entitlements.doc_in(snap) if snap is not None else entitlements.get(uid), clock.now())
+
+
+def _reserve(uid: str, collection: str, read: Mapping[str, Any] | None = None) -> None:
     """Take one place of the plan's limit for a new record, or answer 409 limit-reached."""
     from google.api_core.exceptions import NotFound
     from google.cloud.firestore_v1 import Increment
 
-    plan = entitlements.plan_of(entitlements.get(uid), clock.now())
+    plan = _plan(uid, read)
     limit = int(getattr(plan, collection))
     change = {collection: Increment(1), "updated_at": clock.now()}
     try:
@@ -383,12 +395,14 @@ def _release(uid: str, collection: str, n: int, batch: Any = None) -> None:
         counts_ref(uid).set(change, merge=True)
 
 
-def _create(collection: str, doc: dict[str, Any], parents: Iterable[tuple[str, str]]) -> str:
+def _create(
+    collection: str, doc: dict[str, Any], parents: Iterable[tuple[str, str]], read: Mapping[str, Any] | None
+) -> str:
     """Reserve a place (the plan's limit), write the new record, then check its parents again (see
     the module docstring): if one is gone or being deleted, take the record back and answer that
-    parent's 404."""
+    parent's 404. `read`: the snapshots of `plan_reads`, when already read."""
     uid = doc["uid"]
-    _reserve(uid, collection)
+    _reserve(uid, collection, read)
     record_id = new_id()
     new_ref = ref(collection, record_id)
     try:
@@ -414,13 +428,13 @@ def _recheck(uid: str, parents: Iterable[tuple[str, str]], written: list[Any]) -
         raise
 
 
-def create_project(uid: str, body: schemas.CreateProject) -> dict[str, Any]:
+def create_project(uid: str, body: schemas.CreateProject, read: Mapping[str, Any] | None = None) -> dict[str, Any]:
     doc = _stamp(uid, {"name": body.name})
-    record_id = _create(PROJECTS, doc, ())
+    record_id = _create(PROJECTS, doc, (), read)
     return project_out({**doc, "id": record_id})
 
 
-def create_model(uid: str, body: schemas.CreateModel) -> dict[str, Any]:
+def create_model(uid: str, body: schemas.CreateModel, read: Mapping[str, Any] | None = None) -> dict[str, Any]:
     owned(PROJECTS, body.project_id, uid)
     doc = _stamp(
         uid,
@@ -433,11 +447,11 @@ def create_model(uid: str, body: schemas.CreateModel) -> dict[str, Any]:
             "next_version": 1,
         },
     )
-    record_id = _create(MODELS, doc, [(PROJECTS, body.project_id)])
+    record_id = _create(MODELS, doc, [(PROJECTS, body.project_id)], read)
     return model_out({**doc, "id": record_id}, versions=[])
 
 
-def create_dataset(uid: str, body: schemas.CreateDataset) -> dict[str, Any]:
+def create_dataset(uid: str, body: schemas.CreateDataset, read: Mapping[str, Any] | None = None) -> dict[str, Any]:
     owned(PROJECTS, body.project_id, uid)
     doc = _stamp(
         uid,
@@ -452,11 +466,11 @@ def create_dataset(uid: str, body: schemas.CreateDataset) -> dict[str, Any]:
             "row_count": None,
         },
     )
-    record_id = _create(DATASETS, doc, [(PROJECTS, body.project_id)])
+    record_id = _create(DATASETS, doc, [(PROJECTS, body.project_id)], read)
     return dataset_out({**doc, "id": record_id})
 
 
-def create_job(uid: str, body: schemas.CreateJob) -> dict[str, Any]:
+def create_job(uid: str, body: schemas.CreateJob, read: Mapping[str, Any] | None = None) -> dict[str, Any]:
     owned(PROJECTS, body.project_id, uid)
     model = owned(MODELS, body.model_id, uid)
     if model["project_id"] != body.project_id:
@@ -480,7 +494,7 @@ def create_job(uid: str, body: schemas.CreateJob) -> dict[str, Any]:
             "status": "created",
         },
     )
-    record_id = _create(JOBS, doc, parents)
+    record_id = _create(JOBS, doc, parents, read)
     return job_out({**doc, "id": record_id})
 
 
