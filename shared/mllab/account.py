@@ -96,14 +96,14 @@ def me(user: dict[str, Any], sid: str, read: dict[str, Any] | None = None) -> Me
     shards = metering.shard_refs(uid, month) if deployments.ever_deployed(user) else []
     read = read or {}
     snaps = {**read, **clients.read_all([r for r in [*refs, *shards] if r.path not in read])}
-    got = {path: (snap.to_dict() or {}) if snap.exists else None for path, snap in snaps.items()}
-    ent, usage_doc, day = (got.get(ref.path) for ref in refs)
-    predicted = sum(int((got.get(ref.path) or {}).get("count") or 0) for ref in shards)
+    ent_snap, usage_snap, day_snap = (snaps[ref.path] for ref in refs)
+    ent = entitlements.doc_in(ent_snap)
+    predicted, _ = metering.summed(snaps[ref.path] for ref in shards)
     plan = entitlements.plan_of(ent, now)
     usage = file_schemas.Usage(
-        storage_bytes=int((usage_doc or {}).get("storage_bytes", 0)),
+        storage_bytes=recorder.stored_bytes(usage_snap),
         storage_limit_bytes=plan.storage_bytes,
-        uploads_today=int((day or {}).get("uploads", 0)),
+        uploads_today=recorder.uploads_counted(day_snap),
         uploads_limit=plan.uploads_per_day,
     )
     predictions = serving_schemas.PredictionUsage(month=month, predictions=predicted, limit=plan.predictions_per_month)

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from mllab.files import completion, recorder, s3, uploads
+from mllab.files import completion, recorder, s3
 from mllab.platform import config
 from mllab_dev.stack import BUCKET, Stack
 
@@ -160,7 +160,7 @@ def test_a_completion_reported_twice_and_swept_counts_the_file_once(lab: Browser
     assert wait(lambda: recorder.usage_of(lab.uid) == len(WEIGHTS))
     time.sleep(1.0)  # the duplicates' deliveries
     assert recorder.usage_of(lab.uid) == len(WEIGHTS)
-    assert uploads.uploads_today(lab.uid) == 1
+    assert recorder.uploads_today(lab.uid) == 1
 
 
 def test_a_completion_for_another_users_missing_or_foreign_object_is_404_and_publishes_nothing(

@@ -326,11 +326,6 @@ def test_dataset_csv_is_recorded_with_columns_and_rows(lab: Browser) -> None:
 # --- deliveries at once: the recorder's transactions under the stack's concurrent push -------------
 
 
-def _uploads_today(uid: str) -> int:
-    snap = recorder.day_ref(uid).get()
-    return int((snap.to_dict() or {}).get("uploads", 0)) if snap.exists else 0
-
-
 def _refusals(uid: str) -> list[tuple[str, int, str]]:
     return [
         (e["target"], e["details"]["generation"], e["details"]["reason"])
@@ -349,10 +344,10 @@ def test_two_deliveries_of_one_event_at_once_make_one_record(lab: Browser) -> No
     event = weights_event(lab, project_id, model_id, n, 5, 100)
     assert sorted(at_once([lambda: recorder.finalize(event)] * 2)) == [False, True]
     assert [a["generation"] for a in docs_where("artifacts", "object", event.name)] == [5]
-    assert recorder.usage_of(lab.uid) == 100 and _uploads_today(lab.uid) == 1
+    assert recorder.usage_of(lab.uid) == 100 and recorder.uploads_today(lab.uid) == 1
     assert _version(model_id, n)["files"]["weights.bin"]["generation"] == 5
     assert recorder.finalize(event) is False  # and a later one changes nothing either
-    assert recorder.usage_of(lab.uid) == 100 and _uploads_today(lab.uid) == 1
+    assert recorder.usage_of(lab.uid) == 100 and recorder.uploads_today(lab.uid) == 1
 
 
 def test_a_refused_event_delivered_twice_at_once_is_audited_once(lab: Browser) -> None:
@@ -363,7 +358,7 @@ def test_a_refused_event_delivered_twice_at_once_is_audited_once(lab: Browser) -
     assert at_once([lambda: recorder.finalize(event)] * 2) == [False, False]
     assert recorder.finalize(event) is False  # a third delivery, later
     assert _refusals(lab.uid) == [(event.name, 5, "the user's storage quota is full")]
-    assert recorder.usage_of(lab.uid) == quota - 50 and _uploads_today(lab.uid) == 0
+    assert recorder.usage_of(lab.uid) == quota - 50 and recorder.uploads_today(lab.uid) == 0
     assert docs_where("artifacts", "object", event.name) == []
     assert _version(model_id, n)["status"] == "failed"
 
@@ -374,7 +369,7 @@ def test_events_of_several_versions_of_one_user_at_once_are_each_counted_once(la
     versions = [first] + [ok(lab.request("POST", f"/models/{model_id}/versions"), 201)["version"] for _ in range(3)]
     batch = [weights_event(lab, project_id, model_id, v, 7, 100 + v) for v in versions]
     assert at_once([lambda e=e: recorder.finalize(e) for e in batch]) == [True] * 4
-    assert recorder.usage_of(lab.uid) == sum(100 + v for v in versions) and _uploads_today(lab.uid) == 4
+    assert recorder.usage_of(lab.uid) == sum(100 + v for v in versions) and recorder.uploads_today(lab.uid) == 4
     assert [_version(model_id, v)["files"]["weights.bin"]["size"] for v in versions] == [100 + v for v in versions]
 
 
@@ -385,5 +380,5 @@ def test_two_uploads_at_once_that_only_one_at_a_time_fits_in_the_quota_record_on
     clients.firestore().collection(recorder.USAGE).document(lab.uid).set({"storage_bytes": quota - 150})
     pair = [weights_event(lab, project_id, model_id, v, 9, 100) for v in (first, second)]
     assert sorted(at_once([lambda e=e: recorder.finalize(e) for e in pair])) == [False, True]
-    assert recorder.usage_of(lab.uid) == quota - 50 and _uploads_today(lab.uid) == 1
+    assert recorder.usage_of(lab.uid) == quota - 50 and recorder.uploads_today(lab.uid) == 1
     assert [reason for _, _, reason in _refusals(lab.uid)] == ["the user's storage quota is full"]

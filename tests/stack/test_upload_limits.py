@@ -11,7 +11,7 @@ import json
 import httpx
 import pytest
 
-from mllab.files import events, recorder, uploads
+from mllab.files import events, recorder
 from mllab.platform import audit, clients, config
 from mllab_dev.stack import Stack
 
@@ -249,7 +249,7 @@ def test_one_upload_url_makes_at_most_one_recorded_file(lab, made, stack: Stack)
 def test_the_daily_count_is_of_recorded_uploads_and_the_recorder_enforces_it(lab, made) -> None:
     for _ in range(3):
         ok(_sign(lab, "metrics", made, 100))
-    assert uploads.uploads_today(lab.uid) == 0
+    assert recorder.uploads_today(lab.uid) == 0
     day = recorder.day_ref(lab.uid)
     day.set({"uploads": LIMITS.uploads_per_day})
     problem(_sign(lab, "metrics", made, 100), 429)
@@ -259,7 +259,7 @@ def test_the_daily_count_is_of_recorded_uploads_and_the_recorder_enforces_it(lab
     # the refusal is audited before the run is marked failed (the recorder's last step): wait for the mark
     job = wait(lambda: (j := _record_of(lab, "metrics", made)) and j["status"] == "failed" and j)
     assert job and "uploads are used up" in job["failure"]
-    assert uploads.uploads_today(lab.uid) == LIMITS.uploads_per_day
+    assert recorder.uploads_today(lab.uid) == LIMITS.uploads_per_day
 
 
 def test_a_metrics_file_too_large_to_store_is_settled_in_one_delivery(lab, made, stack: Stack) -> None:
@@ -320,7 +320,7 @@ def test_a_replayed_finalize_event_changes_nothing(lab, made) -> None:
         content_type="application/json",
     )
     assert recorder.finalize(again) is False
-    assert uploads.uploads_today(lab.uid) == 1 and recorder.usage_of(lab.uid) == len(data)
+    assert recorder.uploads_today(lab.uid) == 1 and recorder.usage_of(lab.uid) == len(data)
 
 
 def test_a_dataset_file_name_at_its_longest_is_recorded_and_served_and_one_longer_is_refused(lab, made) -> None:

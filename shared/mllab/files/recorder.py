@@ -70,7 +70,7 @@ def uploads_counted(snap: Any) -> int:
 
 def day_ref(uid: str) -> Any:
     """Today's (UTC) upload count of a user."""
-    return _db().collection(USAGE).document(uid).collection(DAYS).document(clock.now().strftime("%Y-%m-%d"))
+    return usage_ref(uid).collection(DAYS).document(clock.now().strftime("%Y-%m-%d"))
 
 
 def _account_gone(snap: Any) -> bool:
@@ -246,7 +246,7 @@ def _record(event: ObjectEvent, name: objects.ObjectName, size: int, extra: dict
 
     db = _db()
     art_ref = db.collection(ARTIFACTS).document(event.key)
-    usage_ref = db.collection(USAGE).document(name.uid)
+    counter_ref = usage_ref(name.uid)
     user_ref = db.collection(users.USERS).document(name.uid)
     today_ref = day_ref(name.uid)
     owner_ref = _owner_ref(name)
@@ -254,7 +254,7 @@ def _record(event: ObjectEvent, name: objects.ObjectName, size: int, extra: dict
     now = clock.now()
     limits = config.LIMITS
 
-    reads = [art_ref, user_ref, owner_ref, usage_ref, today_ref, *([model_ref] if model_ref is not None else [])]
+    reads = [art_ref, user_ref, owner_ref, counter_ref, today_ref, *([model_ref] if model_ref is not None else [])]
 
     def run(tx: Any, snaps: dict[str, Any]) -> str:
         # Every read in the one round trip that also begins the transaction (mllab.platform.transactions),
@@ -301,7 +301,7 @@ def _record(event: ObjectEvent, name: objects.ObjectName, size: int, extra: dict
                 "updated_at": now,
             },
         )
-        tx.set(usage_ref, {"storage_bytes": firestore.Increment(size), "updated_at": now}, merge=True)
+        tx.set(counter_ref, {"storage_bytes": firestore.Increment(size), "updated_at": now}, merge=True)
         tx.set(today_ref, {"uploads": firestore.Increment(1), "updated_at": now}, merge=True)
         _apply_to_owner(tx, owner_ref, o, model_ref, model, event, name, extra, now)
         return "recorded"
@@ -492,7 +492,7 @@ def delete(event: ObjectEvent) -> None:
         )
         if a.get("size") and a.get("uid"):
             tx.set(
-                db.collection(USAGE).document(a["uid"]),
+                usage_ref(a["uid"]),
                 {"storage_bytes": firestore.Increment(-a["size"]), "updated_at": now},
                 merge=True,
             )
@@ -534,6 +534,11 @@ def _off_owner(
 
 def usage_of(uid: str) -> int:
     return stored_bytes(usage_ref(uid).get())
+
+
+def uploads_today(uid: str) -> int:
+    """Files recorded today (UTC)."""
+    return uploads_counted(day_ref(uid).get())
 
 
 def export_files(uid: str) -> list[dict[str, Any]]:

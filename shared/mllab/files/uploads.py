@@ -102,11 +102,6 @@ def _metrics_file(uid: str, snap: Any) -> objects.ObjectName:
     return objects.metrics_file(uid, job["project_id"], job["id"])
 
 
-def uploads_today(uid: str) -> int:
-    """Files recorded today (UTC)."""
-    return recorder.uploads_counted(recorder.day_ref(uid).get())
-
-
 def _check_plan(entitlement: Any) -> config.Plan:
     plan = entitlements.plan_of(entitlements.doc_in(entitlement), clock.now())
     if not plan.cloud_saves:

@@ -145,10 +145,11 @@ atexit.register(_flush_at_exit)  # Cloud Run stops an instance with SIGTERM, the
 
 
 def _read(uid: str, month: str) -> tuple[int, dict[str, int]]:
-    return _sum(clients.firestore().get_all(shard_refs(uid, month), timeout=clients.deadline()))
+    return summed(clients.firestore().get_all(shard_refs(uid, month), timeout=clients.deadline()))
 
 
-def _sum(snaps: Any) -> tuple[int, dict[str, int]]:
+def summed(snaps: Any) -> tuple[int, dict[str, int]]:
+    """(count, count per deployment) of shard snapshots (missing shards count nothing)."""
     total, per_deployment = 0, defaultdict[str, int](int)
     for snap in snaps:
         if not snap.exists:
@@ -191,7 +192,7 @@ def absorb(uid: str, month: str, read_at: float, snaps: list[Any]) -> None:
     `used` would have read itself."""
     if len(_totals) > 10_000:
         _totals.clear()
-    _totals[(uid, month)] = (read_at, _sum(snaps)[0])
+    _totals[(uid, month)] = (read_at, summed(snaps)[0])
 
 
 def usage(uid: str, month: str | None = None) -> dict[str, Any]:
