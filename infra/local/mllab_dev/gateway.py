@@ -23,8 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from werkzeug.http import HTTP_STATUS_CODES, is_entity_header
-from werkzeug.urls import iri_to_uri
 from werkzeug.wrappers import Request, Response
 
 from mllab.api import http, openapi, routes
@@ -73,63 +71,6 @@ COMPRESSIBLE = ("text/", "application/javascript", "application/json", "image/sv
 NOT_SERVED = {"node_modules", "package.json", "package-lock.json", "npm.log"}
 
 
-def _first_segment(path: str) -> str:
-    return path.split("/", 2)[1] if path.startswith("/") else ""
-
-
-Routes = tuple[routes.Route, ...]
-
-
-def _routes_by_first_segment(table: Routes) -> tuple[dict[str, Routes], Routes]:
-    """For each literal first path segment, the routes that can match a path starting with it, in the
-    table's order (a template's variable never spans a '/'; one whose first segment holds a variable can
-    match any path, so it is in every group); and the routes for any other first segment."""
-    anywhere = tuple(r for r in table if "{" in _first_segment(r.path))
-    groups = {
-        seg: tuple(r for r in table if r in anywhere or _first_segment(r.path) == seg)
-        for seg in {_first_segment(r.path) for r in table} - {_first_segment(r.path) for r in anywhere}
-    }
-    return groups, anywhere
-
-
-ROUTE_GROUPS, ROUTES_ANYWHERE = _routes_by_first_segment(routes.ROUTES)
-
-
-def match_path(path: str) -> list[tuple[routes.Route, dict[str, str]]]:
-    """routes.match_path's answer, trying only the routes that can match (a tenth of them, not 58)."""
-    return routes.match_path(path, ROUTE_GROUPS.get(_first_segment(path), ROUTES_ANYWHERE))
-
-
-class Proxied:
-    """A function's answer as the browser gets it: exactly what werkzeug's Response(body, status, headers)
-    sends (tests/unit/test_gateway_upstream.py holds the two equal), without building its Headers twice
-    per answer (a fifth of the proxy's own CPU)."""
-
-    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        self.status_code, self.headers, self.body = status, headers, body
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        status, headers = self.status_code, list(self.headers)
-        if not any(k.lower() == "content-type" for k, _ in headers):
-            headers.append(("Content-Type", "text/plain; charset=utf-8"))  # werkzeug's default mimetype
-        for name in ("location", "content-location"):
-            found = [i for i, (k, _) in enumerate(headers) if k.lower() == name]
-            if found:  # the last one's value, as a URI, in the first one's place; the others dropped
-                value = iri_to_uri(headers[found[-1]][1])
-                headers[found[0]] = (headers[found[0]][0], value)
-                headers = [h for i, h in enumerate(headers) if i not in found[1:]]
-        if status == 304:
-            headers = [
-                (k, v) for k, v in headers if not is_entity_header(k) or k.lower() in ("expires", "content-location")
-            ]
-        elif not (100 <= status < 200 or status == 204):
-            headers.append(("Content-Length", str(len(self.body))))
-        name = HTTP_STATUS_CODES.get(status, "unknown").upper()
-        start_response(f"{status} {name}", headers)
-        empty = environ["REQUEST_METHOD"] == "HEAD" or 100 <= status < 200 or status in (204, 304)
-        return [] if empty else [self.body]
-
-
 class Gateway:
     def __init__(self, topology: dict[str, Any]) -> None:
         self.topology = topology
@@ -146,7 +87,7 @@ class Gateway:
         raw = Request(environ)
         request_id = http.request_id_of(raw)
         origin = raw.headers.get("Origin")
-        matched = match_path(raw.path)  # once per request
+        matched = routes.match_path(raw.path)  # once per request: it tries every route of the table
         resp = self.respond(raw, request_id, origin, matched)
         if raw.headers.get("User-Agent") != PROBE_AGENT:  # the launcher's readiness probes are not requests
             # one record per request: `make dev` prints it as one short line (mllab_dev.console)
@@ -163,7 +104,7 @@ class Gateway:
 
     def respond(
         self, raw: Request, request_id: str, origin: str | None, matched: list[tuple[routes.Route, dict[str, str]]]
-    ) -> Response | Proxied:
+    ) -> Response:
         lab_file = False
         try:
             if raw.path == "/healthz":
@@ -199,7 +140,7 @@ class Gateway:
     def openapi_document(self) -> dict[str, Any]:
         return openapi.document()
 
-    def proxy(self, raw: Request, request_id: str, route: routes.Route) -> Proxied:
+    def proxy(self, raw: Request, request_id: str, route: routes.Route) -> Response:
         port = self.functions.get(route.function)
         if port is None:
             raise http.Problem(
@@ -244,7 +185,7 @@ class Gateway:
             raise http.Problem(503, f"{route.function} is not running.", headers={"Retry-After": "5"}) from None
         # Every Set-Cookie passes through as its own header; the proxy keeps none.
         passed = [(k, v) for k, v in answer.headers if k.lower() not in NOT_PASSED_BACK]
-        return Proxied(answer.status, passed, answer.body)
+        return Response(answer.body, status=answer.status, headers=passed)
 
     def static(self, raw: Request) -> Response:
         if raw.method not in ("GET", "HEAD"):
